@@ -1,0 +1,490 @@
+/*
+ * ckpt.h - client library for ckptd, the checkpoint daemon.
+ *
+ * libckpt talks to a local ckptd over a Unix socket. Array bytes are copied
+ * into a staging memfd that is handed to the daemon with the save request;
+ * the daemon writes, fsyncs and commits the step in the background, so a
+ * step survives the caller crashing as soon as ckpt_save() has returned.
+ * Restores map the step's safetensors files read-only.
+ *
+ * Example (error handling shortened):
+ *
+ *     ckpt_client *c;
+ *     ckpt_manager *m;
+ *     ckpt_tree *t, *out;
+ *     float w[6] = {0};
+ *     int64_t shape[2] = {2, 3};
+ *
+ *     if (ckpt_connect(NULL, &c) != 0) ...            // $CKPTD_SOCKET or default
+ *     ckpt_options *o = ckpt_options_new();
+ *     ckpt_options_set_max_to_keep(o, 3);
+ *     if (ckpt_manager_open(c, "/data/run1", o, &m) != 0)
+ *         fprintf(stderr, "%s\n", ckpt_client_errmsg(c));
+ *     ckpt_options_free(o);
+ *
+ *     t = ckpt_tree_new();
+ *     ckpt_tree_add_array(t, "params/w", CKPT_F32, 2, shape, w, sizeof w);
+ *     ckpt_tree_add_int(t, "step", 100);
+ *     ckpt_save_args *a = ckpt_save_args_new();
+ *     ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);  // default item
+ *     int saved;
+ *     ckpt_save(m, 100, a, &saved);          // returns once the daemon has the bytes
+ *     ckpt_wait_until_finished(m);           // returns once step 100 is durable
+ *
+ *     ckpt_restore(m, -1, NULL, &out);       // -1: latest step
+ *     ... ckpt_tree_nleaves(out), ckpt_tree_leaf(out, i, &leaf) ...
+ *     ckpt_tree_free(out); ckpt_tree_free(t); ckpt_save_args_free(a);
+ *     ckpt_manager_close(m);
+ *     ckpt_disconnect(c);
+ *
+ * Conventions
+ *  - Every function returning int returns 0 on success or a negative CKPT_E*
+ *    code. ckpt_strerror() names a code; ckpt_client_errmsg() /
+ *    ckpt_manager_errmsg() give the message of the last failed call on that
+ *    handle (for the calling thread's last failure on the handle).
+ *  - Handles are opaque. A ckpt_client and the managers opened on it may be
+ *    used from several threads at once; a ckpt_tree / ckpt_options /
+ *    ckpt_save_args is used by one thread at a time.
+ *  - Ownership: "borrowed" pointers stay owned by the library and are valid
+ *    until the owning handle is freed; every *_new/_open result is freed by
+ *    its matching *_free/_close/_disconnect.
+ *  - Paths inside a tree are strings of '/'-separated dict keys, or built
+ *    from ckpt_key arrays for lists and tuples (ckpt_tree_add_*_k).
+ *  - After fork(), a child must not use handles created by the parent.
+ */
+#ifndef CKPT_CKPT_H
+#define CKPT_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CKPT_VERSION_MAJOR 0
+#define CKPT_VERSION_MINOR 1
+#define CKPT_VERSION_PATCH 0
+#define CKPT_VERSION_STRING "0.1.0"
+
+/* ---- errors ------------------------------------------------------------ */
+
+enum {
+	CKPT_OK = 0,
+	CKPT_EINVAL = -1,      /* invalid argument or option */
+	CKPT_EPROTO = -2,      /* malformed frame or message */
+	CKPT_EVERSION = -3,    /* protocol version mismatch */
+	CKPT_ENOTFOUND = -4,   /* step (or checkpoint path) not found */
+	CKPT_EEXIST = -5,      /* step already exists */
+	CKPT_EACCES = -6,      /* permission denied */
+	CKPT_ENOSPC = -7,      /* no space left on device (or quota) */
+	CKPT_EIO = -8,         /* I/O error */
+	CKPT_ECORRUPT = -9,    /* checksum mismatch or unreadable format */
+	CKPT_ENOMEM = -10,     /* out of memory */
+	CKPT_ECONN = -11,      /* cannot reach ckptd, or the connection broke */
+	CKPT_ETIMEDOUT = -12,  /* a wait ran out of time */
+	CKPT_EINCOMPLETE = -13,/* step exists but is not committed */
+	CKPT_ENOSTEPS = -14,   /* the root holds no steps */
+	CKPT_ENOITEM = -15,    /* item not present in the step */
+	CKPT_EMISMATCH = -16,  /* target structure, shape or dtype mismatch */
+	CKPT_EDTYPE = -17,     /* unknown or unsupported dtype / cast */
+	CKPT_EREADONLY = -18,  /* manager is read-only */
+	CKPT_EBUSY = -19,      /* resource busy */
+	CKPT_ECLOSED = -20,    /* handle already closed */
+	CKPT_EUNSUPPORTED = -21,/* operation not supported (unknown request) */
+	CKPT_ETOOBIG = -22,    /* frame or value larger than allowed */
+	CKPT_EINTERNAL = -23,  /* bug: please report */
+	CKPT_ENOTDIR = -24,    /* root does not exist (and create is off) */
+	CKPT_EPATH = -25,      /* path escapes the root or is not allowed */
+	CKPT_ECODE_MIN = -25
+};
+
+/* Static string naming the code, e.g. "step already exists". Never NULL. */
+const char *ckpt_strerror(int code);
+
+/* Library version, "0.1.0". */
+const char *ckpt_version(void);
+
+/* ---- dtypes (values equal the wire values) ------------------------------ */
+
+typedef enum {
+	CKPT_DTYPE_INVALID = 0,
+	CKPT_BOOL = 1, CKPT_U8 = 2, CKPT_I8 = 3, CKPT_U16 = 4, CKPT_I16 = 5,
+	CKPT_F16 = 6, CKPT_BF16 = 7, CKPT_U32 = 8, CKPT_I32 = 9, CKPT_F32 = 10,
+	CKPT_U64 = 11, CKPT_I64 = 12, CKPT_F64 = 13, CKPT_F8_E4M3 = 14,
+	CKPT_F8_E5M2 = 15
+} ckpt_dtype;
+
+/* Bytes per element (0 for CKPT_DTYPE_INVALID or an unknown value). */
+size_t ckpt_dtype_size(ckpt_dtype dt);
+/* safetensors name ("F32"), or NULL when unknown. */
+const char *ckpt_dtype_name(ckpt_dtype dt);
+/* Parse a safetensors name; CKPT_DTYPE_INVALID when unknown. */
+ckpt_dtype ckpt_dtype_from_name(const char *name);
+
+/* ---- trees --------------------------------------------------------------- */
+
+typedef enum {
+	CKPT_KEY_DICT = 0, CKPT_KEY_LIST = 1, CKPT_KEY_TUPLE = 2
+} ckpt_key_kind;
+
+typedef struct {
+	ckpt_key_kind kind;
+	const char *key;    /* CKPT_KEY_DICT */
+	uint64_t index;     /* CKPT_KEY_LIST / CKPT_KEY_TUPLE */
+} ckpt_key;
+
+typedef enum {
+	CKPT_LEAF_ARRAY = 0, CKPT_LEAF_INT = 1, CKPT_LEAF_FLOAT = 2,
+	CKPT_LEAF_BOOL = 3, CKPT_LEAF_STR = 4, CKPT_LEAF_NONE = 5,
+	CKPT_LEAF_EMPTY_DICT = 6, CKPT_LEAF_EMPTY_LIST = 7,
+	CKPT_LEAF_EMPTY_TUPLE = 8,
+	CKPT_LEAF_TARGET = 9   /* restore target: dtype/shape (and buffer) only */
+} ckpt_leaf_kind;
+
+#define CKPT_MAX_NDIM 32
+
+/* A leaf as returned by ckpt_tree_leaf(). All pointers are borrowed from the
+ * tree and valid until it is freed. */
+typedef struct {
+	ckpt_leaf_kind kind;
+	const ckpt_key *path;     /* depth elements */
+	size_t depth;
+	const char *path_str;     /* "a/b/0": keys and indices joined by '/' */
+	ckpt_dtype dtype;         /* arrays and targets */
+	int ndim;
+	const int64_t *shape;     /* ndim elements */
+	const void *data;         /* arrays: nbytes bytes (read-only if a view) */
+	size_t nbytes;
+	int64_t i;                /* CKPT_LEAF_INT */
+	double f;                 /* CKPT_LEAF_FLOAT */
+	int b;                    /* CKPT_LEAF_BOOL */
+	const char *s;            /* CKPT_LEAF_STR (NUL-terminated) */
+	const char *tag;          /* client-defined tag, "" when none */
+	uint64_t xxh3;            /* restored arrays: the stored checksum */
+	const char *file;         /* restored/metadata: safetensors file name */
+} ckpt_leaf;
+
+typedef struct ckpt_tree ckpt_tree;
+
+/* New empty tree. Returns NULL only when out of memory. */
+ckpt_tree *ckpt_tree_new(void);
+/* Free a tree and everything it owns (including restored buffers and
+ * mappings). NULL is allowed. */
+void ckpt_tree_free(ckpt_tree *t);
+
+/*
+ * Add leaves. `path` is '/'-separated dict keys ("params/dense/kernel");
+ * the *_k variants take an explicit key path for lists and tuples.
+ * Arrays: `data` points at nbytes bytes in C order, little-endian; nbytes
+ * must equal product(shape) * ckpt_dtype_size(dtype). The bytes are NOT
+ * copied here: they are read by ckpt_save(), so they must stay valid until
+ * ckpt_save() returns. ndim 0 is a scalar array; a zero dim is an empty
+ * array (data may be NULL). Errors: CKPT_EINVAL (bad path, duplicate path,
+ * a path that is both a leaf and a container, ndim > CKPT_MAX_NDIM,
+ * nbytes mismatch), CKPT_EDTYPE (unknown dtype), CKPT_ENOMEM.
+ */
+int ckpt_tree_add_array(ckpt_tree *t, const char *path, ckpt_dtype dtype,
+    int ndim, const int64_t *shape, const void *data, size_t nbytes);
+int ckpt_tree_add_int(ckpt_tree *t, const char *path, int64_t v);
+int ckpt_tree_add_float(ckpt_tree *t, const char *path, double v);
+int ckpt_tree_add_bool(ckpt_tree *t, const char *path, int v);
+int ckpt_tree_add_str(ckpt_tree *t, const char *path, const char *v);
+int ckpt_tree_add_none(ckpt_tree *t, const char *path);
+
+int ckpt_tree_add_array_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_dtype dtype, int ndim, const int64_t *shape, const void *data,
+    size_t nbytes);
+/* Scalars and empty containers by key path: kind is one of CKPT_LEAF_INT,
+ * _FLOAT, _BOOL, _STR, _NONE, _EMPTY_DICT, _EMPTY_LIST, _EMPTY_TUPLE; the
+ * value is taken from i, f, b or s accordingly (s is copied). */
+int ckpt_tree_add_scalar_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_leaf_kind kind, int64_t i, double f, int b, const char *s);
+/* Set the tag of the most recently added leaf (copied, <= 64 bytes). */
+int ckpt_tree_set_tag(ckpt_tree *t, const char *tag);
+
+/*
+ * Restore targets: a leaf of the wanted dtype and shape. `dst`, when not
+ * NULL, is a caller buffer of nbytes bytes the restored data is written to
+ * (ckpt_leaf.data then points at it); otherwise the library allocates.
+ * A stored leaf is cast to the target dtype (numeric casts, with float
+ * rounding as C conversions); a shape that differs is CKPT_EMISMATCH.
+ */
+int ckpt_tree_add_target(ckpt_tree *t, const char *path, ckpt_dtype dtype,
+    int ndim, const int64_t *shape, void *dst, size_t nbytes);
+int ckpt_tree_add_target_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_dtype dtype, int ndim, const int64_t *shape, void *dst,
+    size_t nbytes);
+
+/* Number of leaves, in insertion order (restored trees: the saved order). */
+size_t ckpt_tree_nleaves(const ckpt_tree *t);
+/* Describe leaf i. Errors: CKPT_EINVAL when i is out of range. */
+int ckpt_tree_leaf(const ckpt_tree *t, size_t i, ckpt_leaf *out);
+/* Find a leaf by path string; returns its index or -1. */
+long ckpt_tree_find(const ckpt_tree *t, const char *path);
+
+/* ---- options --------------------------------------------------------------- */
+
+typedef struct ckpt_options ckpt_options;
+
+/* Options with Orbax's defaults (create=1, save_interval_steps=1, async on,
+ * keep everything). NULL only when out of memory. */
+ckpt_options *ckpt_options_new(void);
+void ckpt_options_free(ckpt_options *o);
+
+/* Setters return CKPT_EINVAL for values Orbax rejects (negative
+ * max_to_keep, zero save_interval_steps, a prefix with '/' ...). */
+int ckpt_options_set_create(ckpt_options *o, int on);
+int ckpt_options_set_read_only(ckpt_options *o, int on);
+int ckpt_options_set_max_to_keep(ckpt_options *o, int64_t n); /* n >= 0 */
+int ckpt_options_set_keep_period(ckpt_options *o, uint64_t n);
+int ckpt_options_set_keep_time_interval(ckpt_options *o, double secs);
+/* best_fn as a metric name: the step's metrics[name] (a number). */
+int ckpt_options_set_best(ckpt_options *o, const char *metric, int mode_min);
+int ckpt_options_set_keep_checkpoints_without_metrics(ckpt_options *o, int on);
+int ckpt_options_set_step_prefix(ckpt_options *o, const char *prefix);
+int ckpt_options_set_step_format_fixed_length(ckpt_options *o, unsigned n);
+int ckpt_options_set_cleanup_tmp_directories(ckpt_options *o, int on);
+int ckpt_options_set_save_interval_steps(ckpt_options *o, uint64_t n);
+int ckpt_options_set_save_on_steps(ckpt_options *o, const uint64_t *steps,
+    size_t n);
+int ckpt_options_set_todelete_subdir(ckpt_options *o, const char *subdir);
+int ckpt_options_set_enable_background_delete(ckpt_options *o, int on);
+int ckpt_options_set_async(ckpt_options *o, int on);
+int ckpt_options_set_async_timeout(ckpt_options *o, double secs);
+int ckpt_options_set_prevent_write_metrics(ckpt_options *o, int on);
+int ckpt_options_set_path_permission_mode(ckpt_options *o, unsigned mode);
+int ckpt_options_set_root_metadata(ckpt_options *o, const char *json);
+/* Item names for multi-item mode (copied). */
+int ckpt_options_set_item_names(ckpt_options *o, const char *const *names,
+    size_t n);
+
+/*
+ * Policies. A policy is built as a flat list of nodes; node 0 is the root.
+ * ckpt_options_*_policy_add() appends a node and returns its index (>= 0)
+ * or a negative error; ANY nodes name their children with *_child().
+ * Setting any preservation node together with max_to_keep, keep_period or
+ * keep_time_interval makes ckpt_manager_open() fail with CKPT_EINVAL.
+ */
+typedef enum {
+	CKPT_SAVE_FIXED_INTERVAL = 0, CKPT_SAVE_SPECIFIC_STEPS = 1,
+	CKPT_SAVE_CONTINUOUS = 2, CKPT_SAVE_INITIAL = 3,
+	CKPT_SAVE_PREEMPTION = 4, CKPT_SAVE_ANY = 5
+} ckpt_save_policy_kind;
+
+typedef enum {
+	CKPT_PRESERVE_ALL = 0, CKPT_PRESERVE_LATEST_N = 1,
+	CKPT_PRESERVE_EVERY_N_SECONDS = 2, CKPT_PRESERVE_EVERY_N_STEPS = 3,
+	CKPT_PRESERVE_CUSTOM_STEPS = 4, CKPT_PRESERVE_BEST_N = 5,
+	CKPT_PRESERVE_LATEST_DURATION = 6, CKPT_PRESERVE_ANY = 7
+} ckpt_preserve_kind;
+
+/* interval: FIXED_INTERVAL; steps/nsteps: SPECIFIC_STEPS; secs: CONTINUOUS. */
+int ckpt_options_save_policy_add(ckpt_options *o, ckpt_save_policy_kind kind,
+    uint64_t interval, const uint64_t *steps, size_t nsteps, double secs);
+int ckpt_options_save_policy_child(ckpt_options *o, int parent, int child);
+/* n: LATEST_N, EVERY_N_STEPS, BEST_N; secs: EVERY_N_SECONDS,
+ * LATEST_DURATION; steps: CUSTOM_STEPS; metric/mode_min/keep_without:
+ * BEST_N. */
+int ckpt_options_preservation_add(ckpt_options *o, ckpt_preserve_kind kind,
+    int64_t n, double secs, const uint64_t *steps, size_t nsteps,
+    const char *metric, int mode_min, int keep_without_metrics);
+int ckpt_options_preservation_child(ckpt_options *o, int parent, int child);
+
+/* ---- connection --------------------------------------------------------------- */
+
+typedef struct ckpt_client ckpt_client;
+
+/*
+ * Connect to ckptd at `socket_path`, or when NULL: $CKPTD_SOCKET, else
+ * /run/ckptd/ckptd.sock if it exists, else $XDG_RUNTIME_DIR/ckptd.sock,
+ * else /tmp/ckptd-$UID.sock. When nothing answers and $CKPTD_AUTOSTART is
+ * not "0", a private per-user daemon ($CKPTD_BIN, else the installed
+ * ckptd) is started on the per-user socket and waited for.
+ * On success *out is a connected client (hello exchanged). On failure *out
+ * is NULL. Errors: CKPT_ECONN, CKPT_EVERSION, CKPT_ENOMEM.
+ */
+int ckpt_connect(const char *socket_path, ckpt_client **out);
+/* Close the connection. Saves already accepted still complete in the
+ * daemon. NULL is allowed. Open managers are closed. */
+void ckpt_disconnect(ckpt_client *c);
+/* Message of the last failed call on c (or on a manager of c when the
+ * manager had no handle-level message). Never NULL. */
+const char *ckpt_client_errmsg(const ckpt_client *c);
+/* Empty request, for latency measurements. */
+int ckpt_ping(ckpt_client *c);
+
+typedef struct {
+	char version[32];
+	double uptime_secs;
+	uint32_t connections, managers, queued_saves, inflight_saves;
+	uint32_t waiting_for_memory, workers;
+	uint64_t staging_bytes, memory_budget;
+	uint64_t saves_committed, saves_failed, bytes_written;
+} ckpt_status;
+int ckpt_status_get(ckpt_client *c, ckpt_status *out);
+
+/* ---- managers ---------------------------------------------------------- */
+
+typedef struct ckpt_manager ckpt_manager;
+
+/*
+ * Open (and with create, make) the checkpoint root `root` with options `o`
+ * (NULL: defaults; the options are copied). Relative paths are resolved
+ * against the caller's working directory. The daemon checks that the
+ * caller may read the root (and write it unless read_only) and indexes the
+ * steps already on disk. Errors: CKPT_EINVAL (bad options), CKPT_EACCES,
+ * CKPT_ENOTDIR (missing and create off), CKPT_ECONN, CKPT_ENOMEM.
+ */
+int ckpt_manager_open(ckpt_client *c, const char *root,
+    const ckpt_options *o, ckpt_manager **out);
+/* Wait for pending saves, then close. Returns the pending async error, if
+ * any (the manager is closed either way). NULL is allowed (returns 0). */
+int ckpt_manager_close(ckpt_manager *m);
+const char *ckpt_manager_errmsg(const ckpt_manager *m);
+/* Canonical root directory (borrowed). */
+const char *ckpt_manager_directory(const ckpt_manager *m);
+
+typedef enum {
+	CKPT_HANDLER_UNSPECIFIED = 0, CKPT_HANDLER_STANDARD = 1,
+	CKPT_HANDLER_PYTREE = 2, CKPT_HANDLER_JSON = 3, CKPT_HANDLER_ARRAY = 4,
+	CKPT_HANDLER_PROTO = 5
+} ckpt_handler;
+
+typedef struct ckpt_save_args ckpt_save_args;
+
+ckpt_save_args *ckpt_save_args_new(void);
+void ckpt_save_args_free(ckpt_save_args *a);
+/* Add a tree item. name NULL: the default item (single-item mode); the tree
+ * is borrowed until ckpt_save() returns. handler: STANDARD, PYTREE or
+ * ARRAY. Errors: CKPT_EINVAL (duplicate name, bad name, empty tree). */
+int ckpt_save_args_add_tree(ckpt_save_args *a, const char *name,
+    ckpt_handler handler, const ckpt_tree *t);
+/* Add a JSON item (document copied; must be valid JSON). */
+int ckpt_save_args_add_json(ckpt_save_args *a, const char *name,
+    const char *json);
+/* Add a text item stored as <item>/proto.pbtxt (HANDLER_PROTO). */
+int ckpt_save_args_add_proto(ckpt_save_args *a, const char *name,
+    const char *text);
+/* Multi-item (Composite) mode even with a single named item. */
+int ckpt_save_args_set_composite(ckpt_save_args *a, int on);
+/* JSON object of metrics, custom metadata (copied). */
+int ckpt_save_args_set_metrics(ckpt_save_args *a, const char *json);
+int ckpt_save_args_set_custom_metadata(ckpt_save_args *a, const char *json);
+int ckpt_save_args_set_force(ckpt_save_args *a, int on);
+/* Test clock: the step's save time in ns since the epoch (0: now). */
+int ckpt_save_args_set_timestamp(ckpt_save_args *a, int64_t ns);
+/* reached_preemption(step) was true for this save. */
+int ckpt_save_args_set_preempted(ckpt_save_args *a, int on);
+
+/*
+ * Save `step`. Waits for this manager's previous save (one in flight) and
+ * returns its error if it failed (clearing it). Copies array bytes into a
+ * staging buffer and returns once the daemon has accepted the step (async)
+ * or, with async off, once it is committed. *saved (may be NULL) is 1, or 0
+ * when the save policy declined the step (not an error).
+ * Errors: CKPT_EEXIST, CKPT_EINVAL, CKPT_EREADONLY, CKPT_EACCES,
+ * CKPT_ENOSPC, CKPT_EIO, CKPT_ECONN, CKPT_ENOMEM, or a previous save's code.
+ */
+int ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
+    int *saved);
+/* Block until every save of this manager is durable; returns the error of a
+ * failed one (not cleared: every waiter sees it). Thread-safe. */
+int ckpt_wait_until_finished(ckpt_manager *m);
+/* Return the pending async error without waiting (not cleared). */
+int ckpt_check_for_errors(ckpt_manager *m);
+/* 1 while a save of this manager is in flight, else 0. */
+int ckpt_is_saving_in_progress(ckpt_manager *m);
+/* *out = 1 when the save policy would save `step` now. */
+int ckpt_should_save(ckpt_manager *m, uint64_t step, int *out);
+
+/*
+ * Committed steps in ascending order: *steps is malloc'ed (free() it) and
+ * *n its length; both may be 0/NULL when there are none.
+ */
+int ckpt_all_steps(ckpt_manager *m, uint64_t **steps, size_t *n);
+/* *step = latest committed step, or -1 when none. */
+int ckpt_latest_step(ckpt_manager *m, int64_t *step);
+/* *step = best step by the best metric, or -1 (falls back to latest when no
+ * best metric is configured). */
+int ckpt_best_step(ckpt_manager *m, int64_t *step);
+/* Metrics JSON of a step (malloc'ed, free()); NULL in *json when none.
+ * Errors: CKPT_ENOTFOUND. */
+int ckpt_metrics(ckpt_manager *m, uint64_t step, char **json);
+
+typedef struct {
+	uint64_t step;
+	int state;            /* 0 committed, 1 pending, 2 failed */
+	int64_t init_ns, commit_ns;
+	uint64_t bytes;
+	char name[256];       /* directory name */
+	char error[256];      /* failed saves: why */
+} ckpt_step_info;
+/* Every step the index knows, failed ones included (malloc'ed array). */
+int ckpt_list_steps(ckpt_manager *m, ckpt_step_info **infos, size_t *n);
+
+/* Block until a step > after commits (timeout_ms <= 0: forever);
+ * *step = that step. Errors: CKPT_ETIMEDOUT. */
+int ckpt_wait_for_step(ckpt_manager *m, int64_t after, int64_t timeout_ms,
+    int64_t *step);
+
+/* Restore options: which items, targets, another directory. */
+typedef struct ckpt_restore_args ckpt_restore_args;
+ckpt_restore_args *ckpt_restore_args_new(void);
+void ckpt_restore_args_free(ckpt_restore_args *r);
+/* Restore only item `name` (repeat for several); with a target tree (may
+ * be NULL: the saved structure) that is borrowed until ckpt_restore()
+ * returns. partial: target may omit leaves. */
+int ckpt_restore_args_add_item(ckpt_restore_args *r, const char *name,
+    const ckpt_tree *target, int partial);
+/* Restore from another root directory. */
+int ckpt_restore_args_set_directory(ckpt_restore_args *r, const char *dir);
+/* Arrays are read-only views of the mapped files instead of copies. */
+int ckpt_restore_args_set_zero_copy(ckpt_restore_args *r, int on);
+/* Skip checksum verification. */
+int ckpt_restore_args_set_verify(ckpt_restore_args *r, int on);
+
+typedef struct ckpt_restored ckpt_restored;
+/*
+ * Restore `step` (-1: latest). Waits for this manager's pending save first.
+ * On success *out holds one tree or JSON document per item; free with
+ * ckpt_restored_free(). Errors: CKPT_ENOSTEPS, CKPT_ENOTFOUND,
+ * CKPT_EINCOMPLETE, CKPT_ENOITEM, CKPT_EMISMATCH, CKPT_EDTYPE,
+ * CKPT_ECORRUPT (the message names the tensor), CKPT_EACCES, CKPT_EIO.
+ */
+int ckpt_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *r,
+    ckpt_restored **out);
+/* Like ckpt_restore with metadata only: leaves carry dtype/shape/file but
+ * no data (no array bytes are read). */
+int ckpt_item_metadata(ckpt_manager *m, int64_t step, ckpt_restored **out);
+void ckpt_restored_free(ckpt_restored *r);
+uint64_t ckpt_restored_step(const ckpt_restored *r);
+size_t ckpt_restored_nitems(const ckpt_restored *r);
+/* Item i: name, handler, tree (tree items) or json (JSON/PROTO items);
+ * borrowed from r. */
+const char *ckpt_restored_item_name(const ckpt_restored *r, size_t i);
+ckpt_handler ckpt_restored_item_handler(const ckpt_restored *r, size_t i);
+const ckpt_tree *ckpt_restored_item_tree(const ckpt_restored *r, size_t i);
+const char *ckpt_restored_item_json(const ckpt_restored *r, size_t i);
+/* Find an item by name (NULL: "default"); -1 when absent. */
+long ckpt_restored_find(const ckpt_restored *r, const char *name);
+/* Absolute path of the restored step directory (borrowed). */
+const char *ckpt_restored_directory(const ckpt_restored *r);
+
+/* Step metadata (_CHECKPOINT_METADATA) as JSON, or root metadata when
+ * step < 0 (NULL when none). malloc'ed; free(). */
+int ckpt_metadata(ckpt_manager *m, int64_t step, char **json);
+/* Delete a committed step (or move it under todelete_subdir).
+ * Errors: CKPT_ENOTFOUND, CKPT_EREADONLY (read-only managers: no-op, 0). */
+int ckpt_delete(ckpt_manager *m, uint64_t step);
+/* Re-read the root from disk. */
+int ckpt_reload(ckpt_manager *m);
+
+/* Check stored checksums of `step` (-1: every step). *problems is a
+ * malloc'ed string with one line per problem ("" when clean; free()). */
+int ckpt_verify(ckpt_manager *m, int64_t step, char **problems);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CKPT_CKPT_H */

@@ -1,0 +1,1 @@
+/* common.c: to be written */

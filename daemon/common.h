@@ -1,0 +1,50 @@
+/*
+ * common.h - definitions shared by every module of ckptd.
+ *
+ * Error model: functions return 0 or a negative CKPT_E* code (the table in
+ * client/include/ckpt/ckpt.h, which is also the wire's Response.code) and
+ * fill a ckd_err with a human message. err_errno() maps errno values.
+ */
+#ifndef CKPTD_COMMON_H
+#define CKPTD_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#include <ckpt/ckpt.h>
+
+#define CKPTD_VERSION CKPT_VERSION_STRING
+
+/* Hard maximum of one frame on the wire (length prefix excluded). */
+#define CKPT_MAX_FRAME (16u * 1024 * 1024)
+/* Most fds one frame may carry. */
+#define CKPT_MAX_FDS 64
+/* Suffix of a step directory being written. */
+#define CKPT_TMP_SUFFIX ".ckptd-tmp"
+#define CKPT_ERRLEN 512
+
+typedef struct {
+	int code;                 /* 0 or CKPT_E* */
+	char msg[CKPT_ERRLEN];
+} ckd_err;
+
+/* Set e (may be NULL) and return code. */
+int err_set(ckd_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Map errnum to a CKPT_E* code, set "<fmt>: strerror(errnum)", return it.
+ * EACCES/EPERM/EROFS -> EACCES (EROFS: message says read-only fs),
+ * ENOSPC/EDQUOT -> ENOSPC, ENOENT -> ENOTFOUND, EEXIST -> EEXIST,
+ * ENOMEM -> ENOMEM, ELOOP/EXDEV -> EPATH, ENOTDIR -> ENOTDIR, else EIO. */
+int err_errno(ckd_err *e, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int err_code_from_errno(int errnum);
+
+/* Monotonic and wall clocks in nanoseconds. */
+int64_t now_mono_ns(void);
+int64_t now_wall_ns(void);
+
+/* xmalloc-style helpers are deliberately absent: allocation failures are
+ * reported as CKPT_ENOMEM to the peer, never fatal at run time. */
+
+#endif

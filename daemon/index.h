@@ -1,0 +1,65 @@
+/*
+ * index.h - the LMDB step index in the daemon's state directory.
+ *
+ * The index is a cache of what is on disk (disk is the truth): it keeps,
+ * per checkpoint root, one record per step with its state, timestamps,
+ * size, metrics and (for failed saves) the error. Deleting the LMDB files
+ * loses nothing: the manager rebuilds a root's records from disk on open.
+ *
+ * Threading: one MDB_env shared by all threads; every call opens and ends
+ * its own transaction (no long-lived read transactions). Write calls run
+ * on worker threads only, never on the event-loop thread.
+ *
+ * Keys of the "steps" database: root path bytes, NUL, step as 8 bytes
+ * big-endian, so a cursor range walks one root in step order.
+ */
+#ifndef CKPTD_INDEX_H
+#define CKPTD_INDEX_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "common.h"
+
+struct index;
+
+enum index_state {
+	INDEX_COMMITTED = 0,
+	INDEX_FAILED = 2,
+};
+
+struct index_step {
+	uint64_t step;
+	int state;               /* enum index_state */
+	int64_t init_ns;         /* when the save started (policy clock) */
+	int64_t commit_ns;
+	uint64_t bytes;
+	char name[256];          /* directory name */
+	char *metrics_json;      /* malloc'ed JSON object text or NULL */
+	char *error;             /* malloc'ed, INDEX_FAILED only, or NULL */
+};
+
+/* Open (creating state_dir with 0700 if needed) the env at
+ * <state_dir>/index (data.mdb/lock.mdb). map size 1 GiB. */
+int index_open(const char *state_dir, struct index **out, ckd_err *e);
+void index_close(struct index *ix);
+
+/* All records of `root` in step order (*steps malloc'ed, may be NULL when
+ * n == 0). *known is 1 when the root has been indexed before (a
+ * root marker exists), 0 otherwise. */
+int index_load_root(struct index *ix, const char *root,
+    struct index_step **steps, size_t *n, int *known, ckd_err *e);
+/* Insert or replace one record (and set the root marker). */
+int index_put_step(struct index *ix, const char *root,
+    const struct index_step *s, ckd_err *e);
+/* Remove one record; absent is not an error. */
+int index_del_step(struct index *ix, const char *root, uint64_t step,
+    ckd_err *e);
+/* Replace every record of root by steps[0..n) in one transaction and set
+ * the root marker (used after rebuilding from disk). */
+int index_replace_root(struct index *ix, const char *root,
+    const struct index_step *steps, size_t n, ckd_err *e);
+/* Free records returned by index_load_root. */
+void index_steps_free(struct index_step *steps, size_t n);
+
+#endif
