@@ -1,0 +1,46 @@
+/*
+ * worker.h - the pool of threads that does all disk work and LMDB writes.
+ *
+ * The loop thread submits tasks; a worker runs task->run() with the
+ * filesystem identity of task->cred (setfsuid/setfsgid and the per-thread
+ * setgroups syscall when the daemon runs as root; unchanged otherwise),
+ * then queues the task for completion. The loop thread is woken through
+ * an eventfd, takes the whole completion queue at once and calls
+ * task->done() for each, in order. done() runs on the loop thread and is
+ * the only place that may touch connection/manager state; it frees the
+ * task.
+ *
+ * Queue discipline: tasks are kept in per-"lane" FIFOs (a lane is a client
+ * connection or a root) and workers take lanes round-robin, so one client
+ * with a large save does not starve another.
+ */
+#ifndef CKPTD_WORKER_H
+#define CKPTD_WORKER_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "conn.h"
+
+struct event_base;
+
+struct task {
+	void (*run)(struct task *t);   /* worker thread */
+	void (*done)(struct task *t);  /* loop thread; frees t */
+	struct peer_cred cred;         /* identity for file operations */
+	uint64_t lane;                 /* fairness key (e.g. conn id) */
+	ckd_err err;                   /* set by run() */
+	struct task *next;             /* queue link (owned by the pool) */
+};
+
+int worker_init(struct event_base *base, unsigned nworkers, ckd_err *e);
+/* Submit a task (loop thread only). Never fails. */
+void worker_submit(struct task *t);
+/* Tasks queued but not yet running / running now. */
+unsigned worker_queued(void);
+unsigned worker_running(void);
+unsigned worker_count(void);
+/* Stop threads after the queue drains (joins them). */
+void worker_shutdown(void);
+
+#endif
