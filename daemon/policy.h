@@ -31,7 +31,8 @@ struct policy_step {
  * Orbax's message where Orbax has one): negative max_to_keep, zero
  * save_interval_steps, preservation nodes together with max_to_keep /
  * keep_period / keep_time_interval, malformed node lists (bad child index,
- * cycles, unknown kind), best_mode without best_metric... */
+ * cycles, unknown kind). best_mode without best_metric is accepted and
+ * ignored, as in Orbax. */
 int policy_compile(const Ckpt__ManagerOptions *o, struct policy_set **out,
     ckd_err *e);
 void policy_free(struct policy_set *p);
@@ -40,15 +41,19 @@ void policy_free(struct policy_set *p);
  * latest: highest committed step or -1; last_save_ns: start time of the
  * most recent save (-1 none); saving: a save of the root is in flight;
  * preempted: the client reached preemption at this step. Returns 1/0.
- * read_only and "step <= latest" give 0. */
+ * read_only and "step <= latest" give 0. InitialSave is false while a save
+ * is in flight. After a restart pass the latest step's time as
+ * last_save_ns (Orbax measures Continuous from it). */
 int policy_should_save(const struct policy_set *p, uint64_t step,
     int64_t latest, int64_t now_ns, int64_t last_save_ns, int saving,
     int preempted);
 
 /* Retention. steps[0..n) are the committed steps in ascending order, the
  * last one being the step just committed. Sets keep[i] to 1 for steps to
- * keep, 0 for steps to delete. Never marks the newest step for deletion
- * unless max_to_keep == 0 (Orbax keeps nothing then). */
+ * keep, 0 for steps to delete. As in Orbax, the newest step itself may be
+ * marked (max_to_keep == 0, BestN ranking it worse, CustomSteps...): the
+ * caller must not assume the just-committed step survives. Every BestN
+ * node uses best_metric. read_only keeps everything. */
 void policy_preserve(const struct policy_set *p,
     const struct policy_step *steps, size_t n, int64_t now_ns, int *keep);
 
