@@ -1,1 +1,767 @@
-int main(void) { return 1; }
+/*
+ * main.c - ckptd start-up, daemonization, signals and shutdown.
+ *
+ * Start-up (fatal errors allowed only here):
+ *   parse options -> fork into the background unless --foreground or
+ *   under systemd -> state dir -> listening socket (socket activation, or
+ *   our own with stale-socket detection) -> index_open -> worker_init ->
+ *   manager_init -> conn_listen -> metrics_start -> signals -> ready
+ *   (sd_notify READY=1, and the parent of a forked daemon exits 0 only
+ *   now, so a client that started us can connect at once).
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting, wait until the manager has
+ * no save pending, leave the loop, close connections, drain the workers,
+ * free everything, exit 0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "ckptd.h"
+#include "common.h"
+#include "conn.h"
+#include "index.h"
+#include "log.h"
+#include "manager.h"
+#include "metrics.h"
+#include "worker.h"
+
+#define MAIN_LOCK_WAIT_MS 10000
+#define MAIN_LOG_FILE "ckptd.log"
+
+static struct {
+	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char state_dir[PATH_MAX];
+	char log_path[PATH_MAX];
+	unsigned workers;
+	uint64_t budget;
+	const char *metrics;
+	int foreground;
+	int64_t start_ns;
+
+	int lfd;
+	int activated;               /* socket from systemd */
+	int own_socket;              /* we created the path: unlink at exit */
+	dev_t sock_dev;
+	ino_t sock_ino;
+	int ready_fd;                /* write end of the daemonize pipe */
+	int daemonized;
+
+	struct event_base *base;
+	struct event *sig_ev[3];
+	int stopping;
+} M = { .lfd = -1, .ready_fd = -1 };
+
+double
+ckptd_uptime_secs(void)
+{
+	return (double)(now_mono_ns() - M.start_ns) / 1e9;
+}
+
+uint64_t
+ckptd_memory_budget(void)
+{
+	return M.budget;
+}
+
+/* ---- options ------------------------------------------------------------- */
+
+static void
+main_usage(FILE *f)
+{
+	fprintf(f,
+"usage: ckptd [options]\n"
+"\n"
+"  -s, --socket PATH          Unix socket to listen on\n"
+"                             (default: $CKPTD_SOCKET, else\n"
+"                             $XDG_RUNTIME_DIR/ckptd.sock, else\n"
+"                             /tmp/ckptd-$UID.sock; root: /run/ckptd/ckptd.sock)\n"
+"  -d, --state-dir DIR        index and log directory (default:\n"
+"                             $STATE_DIRECTORY, else $XDG_STATE_HOME/ckptd,\n"
+"                             else ~/.local/state/ckptd; root: /var/lib/ckptd)\n"
+"  -w, --workers N            I/O worker threads (default: max(2, CPUs))\n"
+"  -m, --memory-budget BYTES  staging memory budget, K/M/G/T suffixes\n"
+"                             (default: min(4G, physical memory / 4))\n"
+"      --metrics-listen ADDR:PORT\n"
+"                             serve Prometheus metrics at /metrics\n"
+"                             (ADDR defaults to 127.0.0.1)\n"
+"  -l, --log-level LEVEL      error, warn, info (default) or debug\n"
+"  -f, --foreground           do not fork into the background\n"
+"  -V, --version              print the version and exit\n"
+"  -h, --help                 print this help and exit\n"
+"\n"
+"Under systemd (LISTEN_FDS or NOTIFY_SOCKET set) ckptd stays in the\n"
+"foreground, takes its socket from socket activation and reports\n"
+"readiness with sd_notify.\n");
+}
+
+/* "123", "64K", "512M", "4G", "1T" (binary multiples; "KiB"/"KB" accepted). */
+static int
+main_parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	uint64_t mult = 1;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k': case 'K': mult = 1ULL << 10; end++; break;
+	case 'm': case 'M': mult = 1ULL << 20; end++; break;
+	case 'g': case 'G': mult = 1ULL << 30; end++; break;
+	case 't': case 'T': mult = 1ULL << 40; end++; break;
+	default:
+		return -1;
+	}
+	if (mult > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
+		end += strlen(end);
+	if (*end != '\0' || (v != 0 && (uint64_t)v > UINT64_MAX / mult))
+		return -1;
+	*out = (uint64_t)v * mult;
+	return 0;
+}
+
+static int
+main_set_path(char *dst, size_t size, const char *what, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
+
+static int
+main_set_path(char *dst, size_t size, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(dst, size, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= size) {
+		fprintf(stderr, "ckptd: %s path too long\n", what);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *
+main_env_abs(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v != NULL && v[0] == '/' ? v : NULL;
+}
+
+static int
+main_defaults(const char *sock, const char *state)
+{
+	uid_t uid = geteuid();
+	const char *v;
+
+	if (sock != NULL)
+		v = sock;
+	else
+		v = main_env_abs("CKPTD_SOCKET");
+	if (v != NULL) {
+		if (main_set_path(M.socket_path, sizeof M.socket_path,
+		    "socket", "%s", v) != 0)
+			return -1;
+	} else if (uid == 0) {
+		snprintf(M.socket_path, sizeof M.socket_path,
+		    "/run/ckptd/ckptd.sock");
+	} else if ((v = main_env_abs("XDG_RUNTIME_DIR")) != NULL) {
+		if (main_set_path(M.socket_path, sizeof M.socket_path,
+		    "socket", "%s/ckptd.sock", v) != 0)
+			return -1;
+	} else {
+		snprintf(M.socket_path, sizeof M.socket_path,
+		    "/tmp/ckptd-%u.sock", (unsigned)uid);
+	}
+
+	if (state != NULL)
+		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+		    "%s", state);
+	if ((v = main_env_abs("STATE_DIRECTORY")) != NULL) {
+		/* systemd: a colon-separated list when several are set. */
+		size_t n = strcspn(v, ":");
+
+		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+		    "%.*s", (int)n, v);
+	}
+	if (uid == 0)
+		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+		    "/var/lib/ckptd");
+	if ((v = main_env_abs("XDG_STATE_HOME")) != NULL)
+		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+		    "%s/ckptd", v);
+	if ((v = main_env_abs("HOME")) == NULL) {
+		struct passwd *pw = getpwuid(uid);
+
+		if (pw == NULL || pw->pw_dir == NULL || pw->pw_dir[0] != '/') {
+			fprintf(stderr, "ckptd: no home directory for the state "
+			    "dir; use --state-dir\n");
+			return -1;
+		}
+		v = pw->pw_dir;
+	}
+	return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+	    "%s/.local/state/ckptd", v);
+}
+
+static unsigned
+main_default_workers(void)
+{
+	cpu_set_t set;
+	long n = 0;
+
+	if (sched_getaffinity(0, sizeof set, &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n <= 0)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 2)
+		n = 2;
+	if (n > 64)
+		n = 64;
+	return (unsigned)n;
+}
+
+static uint64_t
+main_default_budget(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t cap = 4ULL << 30, quarter;
+
+	if (pages <= 0 || psize <= 0)
+		return 1ULL << 30;
+	quarter = (uint64_t)pages * (uint64_t)psize / 4;
+	return quarter < cap ? quarter : cap;
+}
+
+/* ---- directories and the socket -------------------------------------------- */
+
+/* mkdir -p with mode for the components we create. */
+static int
+main_mkdirs(const char *path, mode_t mode, ckd_err *e)
+{
+	char buf[PATH_MAX];
+	size_t i, n = strlen(path);
+
+	if (n == 0 || n >= sizeof buf)
+		return err_set(e, CKPT_EINVAL, "bad directory '%s'", path);
+	memcpy(buf, path, n + 1);
+	for (i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, mode) != 0 && errno != EEXIST)
+			return err_errno(e, errno, "mkdir %s", buf);
+		buf[i] = i == n ? '\0' : '/';
+	}
+	return 0;
+}
+
+/* 1: something answers at path; 0: a stale socket (refused); -ENOENT:
+ * nothing there; other negative errno: cannot tell. */
+static int
+main_probe(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+		r = 1;
+	else if (errno == EAGAIN || errno == EINPROGRESS)
+		r = 1;                  /* alive, backlog full */
+	else if (errno == ECONNREFUSED)
+		r = 0;
+	else
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Serialize start-up of daemons on the same socket path (clients may
+ * autostart several at once): hold <path>.lock while probing and binding. */
+static int
+main_lock(const char *path)
+{
+	char lpath[PATH_MAX];
+	int fd, waited = 0;
+
+	if (snprintf(lpath, sizeof lpath, "%s.lock", path) >=
+	    (int)sizeof lpath)
+		return -1;
+	fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_warn_errno(errno, "cannot open %s; starting without the "
+		    "start-up lock", lpath);
+		return -1;
+	}
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			log_warn_errno(errno, "flock %s", lpath);
+			break;
+		}
+		if (waited >= MAIN_LOCK_WAIT_MS) {
+			log_warn("%s still locked after %d ms; going on", lpath,
+			    MAIN_LOCK_WAIT_MS);
+			break;
+		}
+		nanosleep(&ts, NULL);
+		waited += 20;
+	}
+	return fd;
+}
+
+static int
+main_bind(ckd_err *e)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *path = M.socket_path;
+	mode_t mode = geteuid() == 0 ? 0666 : 0600, old;
+	char dir[PATH_MAX];
+	struct stat st;
+	int fd = -1, lockfd, r;
+	char *slash;
+
+	if (strlen(path) >= sizeof sa.sun_path)
+		return err_set(e, CKPT_EINVAL, "socket path too long: %s", path);
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+
+	/* The socket's directory: create it if missing (e.g. /run/ckptd). */
+	snprintf(dir, sizeof dir, "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (access(dir, F_OK) != 0 &&
+		    (r = main_mkdirs(dir, geteuid() == 0 ? 0755 : 0700, e)) != 0)
+			return r;
+	}
+
+	if ((r = main_probe(path)) == 1)
+		return err_set(e, CKPT_EBUSY, "ckptd is already running on %s",
+		    path);
+	lockfd = main_lock(path);
+	r = main_probe(path);
+	if (r == 1) {
+		r = err_set(e, CKPT_EBUSY, "ckptd is already running on %s",
+		    path);
+		goto out;
+	}
+	if (r == 0) {
+		if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			r = err_set(e, CKPT_EEXIST, "%s exists and is not a "
+			    "socket", path);
+			goto out;
+		}
+		log_info("removing stale socket %s", path);
+		if (unlink(path) != 0 && errno != ENOENT) {
+			r = err_errno(e, errno, "unlink %s", path);
+			goto out;
+		}
+	} else if (r != -ENOENT) {
+		if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			r = err_set(e, CKPT_EEXIST, "%s exists and is not a "
+			    "socket", path);
+			goto out;
+		}
+		r = err_errno(e, -r, "cannot probe %s", path);
+		goto out;
+	}
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		r = err_errno(e, errno, "socket");
+		goto out;
+	}
+	old = umask(0777 & ~mode);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	umask(old);
+	if (r != 0) {
+		r = err_errno(e, errno, "bind %s", path);
+		goto out;
+	}
+	if (chmod(path, mode) != 0 || listen(fd, SOMAXCONN) != 0 ||
+	    stat(path, &st) != 0) {
+		r = err_errno(e, errno, "listen on %s", path);
+		unlink(path);
+		goto out;
+	}
+	M.own_socket = 1;
+	M.sock_dev = st.st_dev;
+	M.sock_ino = st.st_ino;
+	M.lfd = fd;
+	fd = -1;
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (lockfd >= 0)
+		close(lockfd);          /* releases the lock */
+	return r;
+}
+
+static int
+main_socket(ckd_err *e)
+{
+	int n = sd_listen_fds(1), i;
+
+	if (n < 0)
+		return err_errno(e, -n, "sd_listen_fds");
+	if (n == 0)
+		return main_bind(e);
+	for (i = 1; i < n; i++) {
+		log_warn("ignoring extra activation socket %d",
+		    SD_LISTEN_FDS_START + i);
+		close(SD_LISTEN_FDS_START + i);
+	}
+	if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0) <= 0)
+		return err_set(e, CKPT_EINVAL, "the activation socket is not a "
+		    "listening Unix stream socket");
+	M.lfd = SD_LISTEN_FDS_START;
+	M.activated = 1;
+	{
+		struct sockaddr_un sa;
+		socklen_t len = sizeof sa;
+
+		memset(&sa, 0, sizeof sa);
+		if (getsockname(M.lfd, (struct sockaddr *)&sa, &len) == 0 &&
+		    sa.sun_path[0] != '\0')
+			snprintf(M.socket_path, sizeof M.socket_path, "%.*s",
+			    (int)sizeof sa.sun_path, sa.sun_path);
+	}
+	return 0;
+}
+
+/* ---- background ------------------------------------------------------------ */
+
+/* Close every fd >= lo except keep. */
+static void
+main_close_from(int lo, int keep)
+{
+	int fd;
+
+	if (keep > lo && close_range((unsigned)lo, (unsigned)keep - 1, 0) == 0 &&
+	    close_range((unsigned)keep + 1, ~0U, 0) == 0)
+		return;
+	if (keep == lo && close_range((unsigned)lo + 1, ~0U, 0) == 0)
+		return;
+	for (fd = lo; fd < 4096; fd++)
+		if (fd != keep)
+			close(fd);
+}
+
+/* Fork; the parent waits for the child's "ready" byte and exits 0, or 1
+ * when the child fails before that. Only the child returns. */
+static void
+main_daemonize(void)
+{
+	int p[2], fd;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) != 0) {
+		perror("ckptd: pipe");
+		exit(1);
+	}
+	if ((pid = fork()) < 0) {
+		perror("ckptd: fork");
+		exit(1);
+	}
+	if (pid > 0) {
+		char c;
+		ssize_t n;
+
+		close(p[1]);
+		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n == 1 && c == 0)
+			exit(0);
+		/* The child said why on stderr; collect it. */
+		waitpid(pid, NULL, 0);
+		exit(1);
+	}
+	close(p[0]);
+	M.ready_fd = p[1];
+	M.daemonized = 1;
+	/* Whatever the starting process had open (a client autostarting us
+	 * may hold pipes and sockets) must not live on in the daemon. */
+	main_close_from(3, M.ready_fd);
+	setsid();
+	if (chdir("/") != 0)
+		log_warn_errno(errno, "chdir /");
+	if ((fd = open("/dev/null", O_RDWR | O_CLOEXEC)) >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		close(fd);
+	}
+	/* stderr stays until ready so start-up errors reach the caller. */
+}
+
+static int
+main_open_log(void)
+{
+	int fd = open(M.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+	    O_NOFOLLOW, 0600);
+
+	if (fd < 0) {
+		log_warn_errno(errno, "cannot open %s", M.log_path);
+		return -1;
+	}
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	log_reset_stream();
+	return 0;
+}
+
+static void
+main_ready(void)
+{
+	char c = 0;
+
+	/* A forked daemon logs to <state>/ckptd.log from now on. */
+	if (M.ready_fd >= 0)
+		main_open_log();
+	log_info("ckptd %s ready: socket %s%s, state %s, %u workers, memory "
+	    "budget %llu MiB", CKPTD_VERSION, M.socket_path,
+	    M.activated ? " (activated)" : "", M.state_dir, worker_count(),
+	    (unsigned long long)(M.budget >> 20));
+	sd_notifyf(0, "READY=1\nSTATUS=Listening on %s (%u workers)",
+	    M.socket_path, worker_count());
+	if (M.ready_fd >= 0) {
+		if (write(M.ready_fd, &c, 1) != 1)
+			log_warn_errno(errno, "telling the parent we are ready");
+		close(M.ready_fd);
+		M.ready_fd = -1;
+	}
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void
+main_idle_cb(void *arg)
+{
+	log_info("no save pending; exiting");
+	event_base_loopexit(M.base, NULL);
+}
+
+static void
+main_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (sig == SIGHUP) {
+		if (M.daemonized) {
+			main_open_log();
+			log_info("log file reopened");
+		}
+		return;
+	}
+	if (M.stopping) {
+		log_info("%s: still waiting for %u saves", strsignal(sig),
+		    manager_saves_pending());
+		return;
+	}
+	M.stopping = 1;
+	log_info("%s: stopping; %u saves pending", strsignal(sig),
+	    manager_saves_pending());
+	sd_notify(0, "STOPPING=1\nSTATUS=Finishing pending saves");
+	conn_stop_listening();
+	manager_on_idle(main_idle_cb, NULL);
+}
+
+static int
+main_signals(ckd_err *e)
+{
+	static const int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		M.sig_ev[i] = evsignal_new(M.base, sigs[i], main_signal_cb,
+		    NULL);
+		if (M.sig_ev[i] == NULL || event_add(M.sig_ev[i], NULL) != 0)
+			return err_set(e, CKPT_EINTERNAL, "cannot watch signal "
+			    "%d", sigs[i]);
+	}
+	return 0;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "memory-budget", required_argument, NULL, 'm' },
+		{ "metrics-listen", required_argument, NULL, 'M' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *sock = NULL, *state = NULL;
+	struct index *ix = NULL;
+	int level = LOG_LVL_INFO, c, r, i;
+	struct rlimit rl;
+	ckd_err e = { 0 };
+
+	M.start_ns = now_mono_ns();
+	while ((c = getopt_long(argc, argv, "s:d:w:m:l:fVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			sock = optarg;
+			break;
+		case 'd':
+			state = optarg;
+			break;
+		case 'w': {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || errno != 0 ||
+			    v < 1 || v > 256) {
+				fprintf(stderr, "ckptd: --workers must be 1.."
+				    "256, not '%s'\n", optarg);
+				return 2;
+			}
+			M.workers = (unsigned)v;
+			break;
+		}
+		case 'm':
+			if (main_parse_size(optarg, &M.budget) != 0 ||
+			    M.budget == 0) {
+				fprintf(stderr, "ckptd: bad --memory-budget '%s' "
+				    "(e.g. 512M, 4G)\n", optarg);
+				return 2;
+			}
+			break;
+		case 'M':
+			M.metrics = optarg;
+			break;
+		case 'l':
+			if ((level = log_parse_level(optarg)) < 0) {
+				fprintf(stderr, "ckptd: bad --log-level '%s' "
+				    "(error, warn, info, debug)\n", optarg);
+				return 2;
+			}
+			break;
+		case 'f':
+			M.foreground = 1;
+			break;
+		case 'V':
+			printf("ckptd %s (protocol %d)\n", CKPTD_VERSION,
+			    CKPT__VERSION__PROTOCOL_VERSION);
+			return 0;
+		case 'h':
+			main_usage(stdout);
+			return 0;
+		default:
+			main_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ckptd: unexpected argument '%s'\n", argv[optind]);
+		main_usage(stderr);
+		return 2;
+	}
+	if (main_defaults(sock, state) != 0)
+		return 1;
+	if (M.workers == 0)
+		M.workers = main_default_workers();
+	if (M.budget == 0)
+		M.budget = main_default_budget();
+	if (main_set_path(M.log_path, sizeof M.log_path, "log", "%s/%s",
+	    M.state_dir, MAIN_LOG_FILE) != 0)
+		return 1;
+
+	log_init((enum log_level)level);
+	signal(SIGPIPE, SIG_IGN);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+
+	if (!M.foreground && getenv("LISTEN_FDS") == NULL &&
+	    getenv("NOTIFY_SOCKET") == NULL)
+		main_daemonize();
+
+	if ((r = main_mkdirs(M.state_dir, 0700, &e)) != 0 ||
+	    (r = main_socket(&e)) != 0)
+		goto fail;
+	if ((M.base = event_base_new()) == NULL) {
+		r = err_set(&e, CKPT_ENOMEM, "event_base_new failed");
+		goto fail;
+	}
+	if ((r = index_open(M.state_dir, &ix, &e)) != 0 ||
+	    (r = worker_init(M.base, M.workers, &e)) != 0 ||
+	    (r = manager_init(M.base, ix, M.budget, worker_count(), &e)) != 0 ||
+	    (r = conn_listen(M.base, M.lfd, &e)) != 0 ||
+	    (M.metrics != NULL &&
+	    (r = metrics_start(M.base, M.metrics, &e)) != 0) ||
+	    (r = main_signals(&e)) != 0)
+		goto fail;
+
+	main_ready();
+	if (event_base_dispatch(M.base) < 0)
+		log_error("event loop failed");
+
+	metrics_stop();
+	conn_close_all();
+	worker_shutdown();
+	manager_shutdown();
+	index_close(ix);
+	conn_stop_listening();
+	for (i = 0; i < 3; i++)
+		if (M.sig_ev[i] != NULL)
+			event_free(M.sig_ev[i]);
+	event_base_free(M.base);
+	if (M.own_socket) {
+		struct stat st;
+
+		/* Only our own socket: another daemon may have taken the
+		 * path while we drained. */
+		if (stat(M.socket_path, &st) == 0 && st.st_dev == M.sock_dev &&
+		    st.st_ino == M.sock_ino)
+			unlink(M.socket_path);
+	}
+	log_info("stopped");
+	return 0;
+
+fail:
+	log_error("%s", e.msg[0] != '\0' ? e.msg : "start-up failed");
+	sd_notifyf(0, "STATUS=Failed to start: %s\nERRNO=%d", e.msg,
+	    r == CKPT_EBUSY ? EADDRINUSE : EINVAL);
+	if (M.own_socket)
+		unlink(M.socket_path);
+	return 1;
+}

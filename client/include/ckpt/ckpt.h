@@ -300,16 +300,25 @@ typedef struct ckpt_client ckpt_client;
  * /run/ckptd/ckptd.sock if it exists, else $XDG_RUNTIME_DIR/ckptd.sock,
  * else /tmp/ckptd-$UID.sock. When nothing answers and $CKPTD_AUTOSTART is
  * not "0", a private per-user daemon ($CKPTD_BIN, else the installed
- * ckptd) is started on the per-user socket and waited for.
+ * ckptd, else `ckptd` on $PATH) is started and waited for: on the given
+ * socket (socket_path or $CKPTD_SOCKET), else on the per-user socket
+ * (also when /run/ckptd/ckptd.sock exists but nothing answers there).
+ * Concurrent first users start a single daemon (flock on
+ * "<socket>.autostart").
  * On success *out is a connected client (hello exchanged). On failure *out
- * is NULL. Errors: CKPT_ECONN, CKPT_EVERSION, CKPT_ENOMEM.
+ * is NULL and ckpt_connect_errmsg() says why. Errors: CKPT_ECONN,
+ * CKPT_EVERSION (with the daemon's message), CKPT_ENOMEM.
  */
 int ckpt_connect(const char *socket_path, ckpt_client **out);
+/* Message of the calling thread's last failed ckpt_connect() ("" when
+ * none): there is no handle to ask when connecting fails. */
+const char *ckpt_connect_errmsg(void);
 /* Close the connection. Saves already accepted still complete in the
  * daemon. NULL is allowed. Open managers are closed. */
 void ckpt_disconnect(ckpt_client *c);
 /* Message of the last failed call on c (or on a manager of c when the
- * manager had no handle-level message). Never NULL. */
+ * manager had no handle-level message). Never NULL. With c == NULL: the
+ * calling thread's last ckpt_connect() failure. */
 const char *ckpt_client_errmsg(const ckpt_client *c);
 /* Empty request, for latency measurements. */
 int ckpt_ping(ckpt_client *c);
@@ -391,7 +400,9 @@ int ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 /* Block until every save of this manager is durable; returns the error of a
  * failed one (not cleared: every waiter sees it). Thread-safe. */
 int ckpt_wait_until_finished(ckpt_manager *m);
-/* Return the pending async error without waiting (not cleared). */
+/* Return the pending async error without waiting (not cleared): the
+ * outcome of the last finished save as already reported to this client;
+ * no round trip to the daemon. */
 int ckpt_check_for_errors(ckpt_manager *m);
 /* 1 while a save of this manager is in flight, else 0. */
 int ckpt_is_saving_in_progress(ckpt_manager *m);

@@ -1,0 +1,266 @@
+/*
+ * internal.h - private structures of libckpt.
+ *
+ * Modules:
+ *   errors.c   ckpt_strerror, per-handle (per-thread) error messages
+ *   dtype.c    dtype table and element casts (F16/BF16 included)
+ *   tree.c     ckpt_tree: leaves, path parsing, lookup
+ *   options.c  ckpt_options: Orbax validation, policies
+ *   wire.c     frames over the socket (length + protobuf, SCM_RIGHTS)
+ *   client.c   connect/autostart, reader thread, request/response matching
+ *   staging.c  pool of staging memfds, parallel copies
+ *   manager.c  managers, saves, waits, step listing, delete, verify
+ *   restore.c  restore / item_metadata and ckpt_restored
+ *
+ * Lock order: client->lock is the only lock held while touching the
+ * pending-request table, the save table, the staging pool and manager
+ * save state. client->send_lock serializes writes to the socket and is
+ * never taken while holding client->lock. Error slots have their own
+ * small lock (errbox.lock), always taken last.
+ */
+#ifndef CKPT_INTERNAL_H
+#define CKPT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <stdarg.h>
+
+#include <ckpt/ckpt.h>
+#include "ckpt.pb-c.h"
+
+#define CKPT_API __attribute__((visibility("default")))
+
+/* Same limits as the daemon (daemon/common.h). */
+#define CKPT_MAX_FRAME (16u * 1024 * 1024)
+#define CKPT_MAX_FDS 64
+#define CKPT_ERRLEN 512
+#define CKPT_ALIGN 64
+#define CKPT_MAX_TAG 64
+/* Copies of at least this many bytes use several threads. */
+#define CKPT_PAR_COPY_MIN (64u << 20)
+#define CKPT_PAR_COPY_THREADS 4
+
+/* ---- error slots (errors.c) -------------------------------------------- */
+
+struct errslot {
+	pthread_t thread;
+	char msg[CKPT_ERRLEN];
+	struct errslot *next;
+};
+
+struct errbox {
+	pthread_mutex_t lock;
+	struct errslot *slots;
+};
+
+void errbox_init(struct errbox *b);
+void errbox_destroy(struct errbox *b);
+void errbox_setv(struct errbox *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+void errbox_set(struct errbox *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The calling thread's message ("" when none). */
+const char *errbox_get(const struct errbox *b);
+
+/* ---- dtypes and casts (dtype.c) ------------------------------------------ */
+
+int dtype_valid(int dt);
+int dtype_is_float(ckpt_dtype dt);
+/* 1 when cast from -> to is supported (equal dtypes always are). */
+int dtype_can_cast(ckpt_dtype from, ckpt_dtype to);
+/* Convert n elements; both buffers hold n elements of their dtype. */
+int dtype_cast(ckpt_dtype from, const void *src, ckpt_dtype to, void *dst,
+    size_t n);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+
+/* ---- trees (tree.c) ---------------------------------------------------------- */
+
+struct mapping {
+	void *addr;
+	size_t len;
+	int refs;
+};
+void mapping_unref(struct mapping *m);
+
+struct tleaf {
+	ckpt_leaf_kind kind;
+	ckpt_key *path;         /* depth elements, key strings owned */
+	size_t depth;
+	char *path_str;
+	char *enc;              /* unambiguous encoding of path (lookups) */
+	ckpt_dtype dtype;
+	int ndim;
+	int64_t shape[CKPT_MAX_NDIM];
+	const void *data;
+	size_t nbytes;
+	void *owned;            /* buffer to free with the tree */
+	void *dst;              /* target: caller buffer */
+	int64_t i;
+	double f;
+	int b;
+	char *s;
+	char tag[CKPT_MAX_TAG + 1];
+	uint64_t xxh3;
+	char *file;
+};
+
+struct strmap {
+	char **keys;
+	long *vals;
+	size_t cap, n;
+};
+void strmap_free(struct strmap *m);
+int strmap_put(struct strmap *m, const char *key, long val);
+long strmap_get(const struct strmap *m, const char *key);
+
+struct ckpt_tree {
+	struct tleaf *leaves;
+	size_t n, cap;
+	struct strmap byenc;    /* leaf enc -> index */
+	struct strmap bystr;    /* path_str -> index (first) */
+	struct strmap prefixes; /* container encodings -> 1 */
+	struct mapping **maps;  /* mappings the leaves point into */
+	size_t nmaps;
+};
+
+/* Append a leaf (path copied); returns its index or a negative code. */
+long tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_leaf_kind kind, struct tleaf **out);
+int tree_hold_mapping(ckpt_tree *t, struct mapping *m);
+/* Parse "a/b/c" into keys (pointing into buf, a writable copy). */
+int tree_parse_path(char *buf, ckpt_key *keys, size_t maxkeys, size_t *depth);
+size_t tree_nelems(int ndim, const int64_t *shape, int *overflow);
+/* "a/b/0" for a key path (malloc'ed), NULL when out of memory. */
+char *tree_path_str(const ckpt_key *path, size_t depth);
+
+/* ---- options (options.c) ------------------------------------------------------ */
+
+struct ckpt_options {
+	Ckpt__ManagerOptions pb;
+};
+/* Final checks at manager open. */
+int options_check(const ckpt_options *o, char *msg, size_t len);
+
+/* ---- wire (wire.c) ----------------------------------------------------------------- */
+
+int wire_send(int fd, const ProtobufCMessage *msg, const int *fds,
+    size_t nfds, char *err, size_t errlen);
+/* Read one frame: *resp unpacked, fds received with it (MSG_CMSG_CLOEXEC).
+ * Returns 0, or a negative code (CKPT_ECONN on EOF). */
+int wire_recv(int fd, Ckpt__Response **resp, int *fds, size_t *nfds,
+    char *err, size_t errlen);
+
+/* ---- staging (staging.c) --------------------------------------------------------- */
+
+struct stagebuf {
+	int fd;
+	void *map;
+	size_t size;
+	int busy;
+	struct stagebuf *next;
+};
+
+struct copyseg {
+	size_t off;            /* in the destination */
+	const void *src;
+	size_t n;
+};
+
+/* Called with client->lock held. */
+int staging_acquire(ckpt_client *c, size_t need, struct stagebuf **out,
+    char *err, size_t errlen);
+void staging_release(ckpt_client *c, struct stagebuf *b);
+void staging_destroy_all(ckpt_client *c);
+/* Copy segments into base (several threads for large totals). */
+void staging_copy(void *base, const struct copyseg *segs, size_t nseg);
+/* memcpy of n bytes, parallel when large. */
+void par_memcpy(void *dst, const void *src, size_t n);
+
+/* ---- client (client.c) --------------------------------------------------------------- */
+
+struct pending {
+	uint64_t id;
+	int done;
+	Ckpt__Response *resp;
+	int fds[CKPT_MAX_FDS];
+	size_t nfds;
+	pthread_cond_t cond;
+	struct pending *next;
+};
+
+/* A save sent and not yet finished. */
+struct inflight {
+	uint64_t id;                /* the Save request id */
+	struct ckpt_manager *mgr;
+	struct stagebuf *buf;
+	int done;                   /* SaveDone received */
+	int held;                   /* ckpt_save still uses the record */
+	int code;
+	char msg[CKPT_ERRLEN];
+	struct inflight *next;
+};
+
+struct ckpt_client {
+	int fd;
+	pthread_t reader;
+	int reader_started;
+	pthread_mutex_t lock;
+	pthread_mutex_t send_lock;
+	pthread_cond_t save_cond;   /* broadcast on every SaveDone / break */
+	uint64_t next_id;
+	int broken;
+	char broken_msg[CKPT_ERRLEN];
+	struct pending *pending;
+	struct inflight *saves;
+	struct stagebuf *pool;
+	struct ckpt_manager *managers;
+	struct errbox err;
+	char daemon[64];
+};
+
+struct ckpt_manager {
+	ckpt_client *c;
+	uint64_t id;
+	char *root;
+	int read_only;
+	int async;
+	int closed;
+	/* under c->lock */
+	unsigned saving;            /* saves sent, SaveDone not yet received */
+	int dirty;                  /* a save was sent since the daemon error was cleared */
+	int err_code;               /* last SaveDone failure (not cleared) */
+	char err_msg[CKPT_ERRLEN];
+	struct errbox err;
+	struct ckpt_manager *next;
+};
+
+/* Set the calling thread's message on c (and m when not NULL); returns code. */
+int cl_fail(ckpt_client *c, struct ckpt_manager *m, int code,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+uint64_t cl_next_id(ckpt_client *c);
+/*
+ * Send req (req->id assigned when 0) with fds and wait for its Response.
+ * On 0, *resp is the Response (code may be nonzero: the caller decides;
+ * rfds/nrfds get the received fds when not NULL, else they are closed).
+ * Returns a negative code only for transport failures (message set).
+ */
+int cl_call(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
+    const int *fds, size_t nfds, Ckpt__Response **resp, int *rfds,
+    size_t *nrfds);
+/* cl_call, then turn a nonzero Response.code into a failure with the
+ * daemon's message; the Response is freed on failure. */
+int cl_rpc(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
+    Ckpt__Response **resp);
+
+/* manager.c: wait until the manager has no save in flight (takes c->lock). */
+int mgr_wait_local(struct ckpt_manager *m);
+/* manager.c: free a manager handle without talking to the daemon. */
+void mgr_free_handle(struct ckpt_manager *m);
+/* client.c: unlink and free finished saves nobody holds (c->lock held). */
+void inflight_reap(ckpt_client *c);
+
+#endif

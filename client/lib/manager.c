@@ -1,0 +1,1161 @@
+/*
+ * manager.c - managers: open/close, saves and their async errors, waits,
+ * step listing, metadata, delete, reload, verify.
+ *
+ * Save path: wait for this manager's previous save (Orbax keeps one in
+ * flight per manager) and report its error; lay the array leaves out at
+ * 64-byte aligned offsets; copy them into a staging memfd; register the
+ * save (so its SaveDone, which may overtake our reading of the reply, is
+ * matched); send Save with the fd; the daemon answers once it owns the
+ * bytes. With async off, also wait for the SaveDone.
+ *
+ * Async errors: the SaveDone of a failed save records code and message in
+ * the manager (m->err_code). ckpt_check_for_errors reads that local state
+ * without a round trip; ckpt_wait_until_finished asks the daemon
+ * (WaitSaves); the next ckpt_save returns the error and clears it both here
+ * and in the daemon (WaitSaves clear_error).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "internal.h"
+
+#define DAEMON_MSG(resp) ((resp)->message != NULL ? (resp)->message : "")
+
+/* ---- save args ---------------------------------------------------------------- */
+
+struct sitem {
+	char *name;             /* NULL: the default item */
+	ckpt_handler handler;
+	const ckpt_tree *tree;
+	char *text;             /* JSON / PROTO */
+};
+
+struct ckpt_save_args {
+	struct sitem *items;
+	size_t n;
+	int composite;
+	char *metrics;
+	char *custom;
+	int force;
+	int64_t ts;
+	int preempted;
+};
+
+CKPT_API ckpt_save_args *
+ckpt_save_args_new(void)
+{
+	return calloc(1, sizeof(ckpt_save_args));
+}
+
+CKPT_API void
+ckpt_save_args_free(ckpt_save_args *a)
+{
+	size_t i;
+
+	if (a == NULL)
+		return;
+	for (i = 0; i < a->n; i++) {
+		free(a->items[i].name);
+		free(a->items[i].text);
+	}
+	free(a->items);
+	free(a->metrics);
+	free(a->custom);
+	free(a);
+}
+
+static int
+valid_item_name(const char *s)
+{
+	size_t n;
+	static const char tmp[] = ".ckptd-tmp";
+
+	if ((n = strlen(s)) == 0 || n > 255 || strchr(s, '/') != NULL ||
+	    strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return 0;
+	return !(n >= sizeof tmp - 1 &&
+	    strcmp(s + n - (sizeof tmp - 1), tmp) == 0);
+}
+
+static int
+add_item(ckpt_save_args *a, const char *name, ckpt_handler h,
+    const ckpt_tree *t, const char *text)
+{
+	struct sitem *ni, *it;
+	size_t i;
+
+	if (name != NULL && !valid_item_name(name))
+		return CKPT_EINVAL;
+	for (i = 0; i < a->n; i++) {
+		const char *o = a->items[i].name;
+		/* the default item cannot be mixed with named items */
+		if ((o == NULL) != (name == NULL))
+			return CKPT_EINVAL;
+		if (o == NULL || strcmp(o, name) == 0)
+			return CKPT_EINVAL;
+	}
+	ni = realloc(a->items, (a->n + 1) * sizeof *ni);
+	if (ni == NULL)
+		return CKPT_ENOMEM;
+	a->items = ni;
+	it = &a->items[a->n];
+	memset(it, 0, sizeof *it);
+	if (name != NULL && (it->name = strdup(name)) == NULL)
+		return CKPT_ENOMEM;
+	if (text != NULL && (it->text = strdup(text)) == NULL) {
+		free(it->name);
+		return CKPT_ENOMEM;
+	}
+	it->handler = h;
+	it->tree = t;
+	a->n++;
+	return 0;
+}
+
+CKPT_API int
+ckpt_save_args_add_tree(ckpt_save_args *a, const char *name,
+    ckpt_handler handler, const ckpt_tree *t)
+{
+	size_t i;
+
+	if (a == NULL || t == NULL || t->n == 0)
+		return CKPT_EINVAL;
+	if (handler != CKPT_HANDLER_STANDARD && handler != CKPT_HANDLER_PYTREE &&
+	    handler != CKPT_HANDLER_ARRAY)
+		return CKPT_EINVAL;
+	for (i = 0; i < t->n; i++)
+		if (t->leaves[i].kind == CKPT_LEAF_TARGET)
+			return CKPT_EINVAL;
+	return add_item(a, name, handler, t, NULL);
+}
+
+static int
+valid_json(const char *s, int object)
+{
+	json_t *j = json_loads(s, JSON_DECODE_ANY, NULL);
+	int ok = j != NULL && (!object || json_is_object(j));
+
+	json_decref(j);
+	return ok;
+}
+
+CKPT_API int
+ckpt_save_args_add_json(ckpt_save_args *a, const char *name,
+    const char *json)
+{
+	if (a == NULL || json == NULL || !valid_json(json, 0))
+		return CKPT_EINVAL;
+	return add_item(a, name, CKPT_HANDLER_JSON, NULL, json);
+}
+
+CKPT_API int
+ckpt_save_args_add_proto(ckpt_save_args *a, const char *name,
+    const char *text)
+{
+	if (a == NULL || text == NULL)
+		return CKPT_EINVAL;
+	return add_item(a, name, CKPT_HANDLER_PROTO, NULL, text);
+}
+
+CKPT_API int
+ckpt_save_args_set_composite(ckpt_save_args *a, int on)
+{
+	if (a == NULL)
+		return CKPT_EINVAL;
+	a->composite = on != 0;
+	return 0;
+}
+
+static int
+set_json_field(char **field, const char *json)
+{
+	char *s = NULL;
+
+	if (json != NULL) {
+		if (!valid_json(json, 1))
+			return CKPT_EINVAL;
+		if ((s = strdup(json)) == NULL)
+			return CKPT_ENOMEM;
+	}
+	free(*field);
+	*field = s;
+	return 0;
+}
+
+CKPT_API int
+ckpt_save_args_set_metrics(ckpt_save_args *a, const char *json)
+{
+	return a == NULL ? CKPT_EINVAL : set_json_field(&a->metrics, json);
+}
+
+CKPT_API int
+ckpt_save_args_set_custom_metadata(ckpt_save_args *a, const char *json)
+{
+	return a == NULL ? CKPT_EINVAL : set_json_field(&a->custom, json);
+}
+
+CKPT_API int
+ckpt_save_args_set_force(ckpt_save_args *a, int on)
+{
+	if (a == NULL)
+		return CKPT_EINVAL;
+	a->force = on != 0;
+	return 0;
+}
+
+CKPT_API int
+ckpt_save_args_set_timestamp(ckpt_save_args *a, int64_t ns)
+{
+	if (a == NULL || ns < 0)
+		return CKPT_EINVAL;
+	a->ts = ns;
+	return 0;
+}
+
+CKPT_API int
+ckpt_save_args_set_preempted(ckpt_save_args *a, int on)
+{
+	if (a == NULL)
+		return CKPT_EINVAL;
+	a->preempted = on != 0;
+	return 0;
+}
+
+/* ---- managers ------------------------------------------------------------------- */
+
+#define MGR_CHECK(m) do {                                               \
+	if ((m) == NULL)                                                \
+		return CKPT_EINVAL;                                     \
+	if ((m)->closed)                                                \
+		return cl_fail((m)->c, (m), CKPT_ECLOSED,               \
+		    "manager is closed");                               \
+} while (0)
+
+static int
+unexpected(struct ckpt_manager *m, Ckpt__Response *resp, const char *what)
+{
+	ckpt__response__free_unpacked(resp, NULL);
+	return cl_fail(m->c, m, CKPT_EPROTO, "unexpected reply to %s", what);
+}
+
+CKPT_API int
+ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
+    ckpt_manager **out)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
+	Ckpt__ManagerOptions defaults = CKPT__MANAGER_OPTIONS__INIT;
+	Ckpt__Response *resp;
+	struct ckpt_manager *m;
+	char msg[CKPT_ERRLEN], *abs = NULL;
+	int r;
+
+	if (out != NULL)
+		*out = NULL;
+	if (c == NULL || out == NULL)
+		return CKPT_EINVAL;
+	if (root == NULL || *root == '\0')
+		return cl_fail(c, NULL, CKPT_EINVAL, "no checkpoint directory given");
+	if ((r = options_check(o, msg, sizeof msg)) != 0)
+		return cl_fail(c, NULL, r, "%s", msg);
+	if (root[0] == '/') {
+		abs = strdup(root);
+	} else {
+		char *cwd = getcwd(NULL, 0);
+		if (cwd == NULL)
+			return cl_fail(c, NULL, CKPT_EIO, "getcwd: %s",
+			    strerror(errno));
+		if (asprintf(&abs, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd,
+		    root) < 0)
+			abs = NULL;
+		free(cwd);
+	}
+	if (abs == NULL)
+		return cl_fail(c, NULL, CKPT_ENOMEM, "out of memory");
+	om.root = abs;
+	om.options = o != NULL ? (Ckpt__ManagerOptions *)&o->pb : &defaults;
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = &om;
+	r = cl_rpc(c, NULL, &req, &resp);
+	if (r != 0) {
+		free(abs);
+		return r;
+	}
+	if (resp->body_case != CKPT__RESPONSE__BODY_OPEN_MANAGER) {
+		free(abs);
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(c, NULL, CKPT_EPROTO, "unexpected reply to open");
+	}
+	if ((m = calloc(1, sizeof *m)) == NULL) {
+		free(abs);
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(c, NULL, CKPT_ENOMEM, "out of memory");
+	}
+	m->c = c;
+	m->id = resp->open_manager->manager;
+	if (resp->open_manager->root != NULL && *resp->open_manager->root != '\0') {
+		m->root = strdup(resp->open_manager->root);
+		free(abs);
+	} else {
+		m->root = abs;
+	}
+	ckpt__response__free_unpacked(resp, NULL);
+	m->read_only = o != NULL && o->pb.has_read_only && o->pb.read_only;
+	m->async = !(o != NULL && o->pb.has_enable_async && !o->pb.enable_async);
+	errbox_init(&m->err);
+	if (m->root == NULL) {
+		mgr_free_handle(m);
+		return cl_fail(c, NULL, CKPT_ENOMEM, "out of memory");
+	}
+	pthread_mutex_lock(&c->lock);
+	m->next = c->managers;
+	c->managers = m;
+	pthread_mutex_unlock(&c->lock);
+	*out = m;
+	return 0;
+}
+
+void
+mgr_free_handle(struct ckpt_manager *m)
+{
+	errbox_destroy(&m->err);
+	free(m->root);
+	free(m);
+}
+
+int
+mgr_wait_local(struct ckpt_manager *m)
+{
+	ckpt_client *c = m->c;
+
+	pthread_mutex_lock(&c->lock);
+	while (m->saving > 0 && !c->broken)
+		pthread_cond_wait(&c->save_cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+/* WaitSaves; *code/msg: the daemon's pending async error. */
+static int
+wait_saves(struct ckpt_manager *m, int clear, int *code, char *msg,
+    size_t len)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__WaitSaves ws = CKPT__WAIT_SAVES__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	ws.has_manager = 1;
+	ws.manager = m->id;
+	ws.has_clear_error = 1;
+	ws.clear_error = clear != 0;
+	req.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
+	req.wait_saves = &ws;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	*code = 0;
+	msg[0] = '\0';
+	if (resp->body_case == CKPT__RESPONSE__BODY_WAIT_SAVES &&
+	    resp->wait_saves->code != 0) {
+		*code = resp->wait_saves->code;
+		if (*code > 0 || *code < CKPT_ECODE_MIN)
+			*code = CKPT_EINTERNAL;
+		snprintf(msg, len, "%s", resp->wait_saves->message != NULL &&
+		    *resp->wait_saves->message != '\0' ?
+		    resp->wait_saves->message : ckpt_strerror(*code));
+	}
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+/* Wait for the previous save; return (and clear) its error. */
+static int
+take_previous_error(struct ckpt_manager *m)
+{
+	ckpt_client *c = m->c;
+	char msg[CKPT_ERRLEN], local[CKPT_ERRLEN];
+	int code, lcode, r;
+
+	mgr_wait_local(m);
+	pthread_mutex_lock(&c->lock);
+	lcode = m->err_code;
+	snprintf(local, sizeof local, "%s", m->err_msg);
+	pthread_mutex_unlock(&c->lock);
+	if (lcode == 0)
+		return 0;
+	if ((r = wait_saves(m, 1, &code, msg, sizeof msg)) != 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	m->err_code = 0;
+	m->err_msg[0] = '\0';
+	pthread_mutex_unlock(&c->lock);
+	if (code != 0)
+		return cl_fail(c, m, code, "%s", msg);
+	return cl_fail(c, m, lcode, "%s", local);
+}
+
+CKPT_API int
+ckpt_manager_close(ckpt_manager *m)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__CloseManager cm = CKPT__CLOSE_MANAGER__INIT;
+	Ckpt__Response *resp;
+	struct ckpt_manager **pp;
+	ckpt_client *c;
+	char msg[CKPT_ERRLEN] = "";
+	int code = 0;
+
+	if (m == NULL)
+		return 0;
+	c = m->c;
+	mgr_wait_local(m);
+	pthread_mutex_lock(&c->lock);
+	code = m->err_code;
+	snprintf(msg, sizeof msg, "%s", m->err_msg);
+	m->closed = 1;
+	for (pp = &c->managers; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == m) {
+			*pp = m->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+	cm.has_manager = 1;
+	cm.manager = m->id;
+	req.op_case = CKPT__REQUEST__OP_CLOSE_MANAGER;
+	req.close_manager = &cm;
+	if (cl_rpc(c, NULL, &req, &resp) == 0)
+		ckpt__response__free_unpacked(resp, NULL);
+	mgr_free_handle(m);
+	if (code != 0)
+		return cl_fail(c, NULL, code, "%s", msg);
+	return 0;
+}
+
+CKPT_API const char *
+ckpt_manager_errmsg(const ckpt_manager *m)
+{
+	const char *s;
+
+	if (m == NULL)
+		return "no manager";
+	s = errbox_get(&m->err);
+	return s;
+}
+
+CKPT_API const char *
+ckpt_manager_directory(const ckpt_manager *m)
+{
+	return m != NULL ? m->root : NULL;
+}
+
+/* ---- save ------------------------------------------------------------------------ */
+
+struct savebuild {
+	Ckpt__Item *items;
+	Ckpt__Item **itemp;
+	Ckpt__Leaf *leaves;
+	Ckpt__Leaf **leafp;
+	Ckpt__PathElem *elems;
+	Ckpt__PathElem **elemp;
+	uint64_t *shapes;
+	struct copyseg *segs;
+	size_t nseg;
+	size_t total;
+};
+
+static void
+savebuild_free(struct savebuild *b)
+{
+	free(b->items);
+	free(b->itemp);
+	free(b->leaves);
+	free(b->leafp);
+	free(b->elems);
+	free(b->elemp);
+	free(b->shapes);
+	free(b->segs);
+}
+
+static int
+build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
+{
+	size_t i, j, k, nleaves = 0, nelems = 0, ndims = 0, li = 0, ei = 0,
+	    di = 0, off = 0;
+
+	for (i = 0; i < a->n; i++) {
+		const ckpt_tree *t = a->items[i].tree;
+		if (t == NULL)
+			continue;
+		nleaves += t->n;
+		for (j = 0; j < t->n; j++) {
+			nelems += t->leaves[j].depth;
+			ndims += (size_t)t->leaves[j].ndim;
+		}
+	}
+	b->items = calloc(a->n, sizeof *b->items);
+	b->itemp = calloc(a->n, sizeof *b->itemp);
+	b->leaves = calloc(nleaves + 1, sizeof *b->leaves);
+	b->leafp = calloc(nleaves + 1, sizeof *b->leafp);
+	b->elems = calloc(nelems + 1, sizeof *b->elems);
+	b->elemp = calloc(nelems + 1, sizeof *b->elemp);
+	b->shapes = calloc(ndims + 1, sizeof *b->shapes);
+	b->segs = calloc(nleaves + 1, sizeof *b->segs);
+	if (b->items == NULL || b->itemp == NULL || b->leaves == NULL ||
+	    b->leafp == NULL || b->elems == NULL || b->elemp == NULL ||
+	    b->shapes == NULL || b->segs == NULL)
+		return CKPT_ENOMEM;
+	for (i = 0; i < a->n; i++) {
+		const struct sitem *si = &a->items[i];
+		Ckpt__Item *it = &b->items[i];
+		const ckpt_tree *t = si->tree;
+
+		ckpt__item__init(it);
+		b->itemp[i] = it;
+		it->name = si->name != NULL ? si->name : (char *)"default";
+		it->has_handler = 1;
+		it->handler = (Ckpt__Handler)si->handler;
+		if (t == NULL) {
+			it->json = si->text;
+			continue;
+		}
+		it->leaves = &b->leafp[li];
+		it->n_leaves = t->n;
+		for (j = 0; j < t->n; j++, li++) {
+			const struct tleaf *tl = &t->leaves[j];
+			Ckpt__Leaf *lf = &b->leaves[li];
+
+			ckpt__leaf__init(lf);
+			b->leafp[li] = lf;
+			lf->path = &b->elemp[ei];
+			lf->n_path = tl->depth;
+			for (k = 0; k < tl->depth; k++, ei++) {
+				Ckpt__PathElem *pe = &b->elems[ei];
+				ckpt__path_elem__init(pe);
+				b->elemp[ei] = pe;
+				pe->has_kind = 1;
+				pe->kind = (Ckpt__KeyKind)tl->path[k].kind;
+				if (tl->path[k].kind == CKPT_KEY_DICT) {
+					pe->key = (char *)tl->path[k].key;
+				} else {
+					pe->has_index = 1;
+					pe->index = tl->path[k].index;
+				}
+			}
+			lf->has_kind = 1;
+			lf->kind = (Ckpt__LeafKind)tl->kind;
+			if (tl->tag[0] != '\0')
+				lf->tag = (char *)tl->tag;
+			switch (tl->kind) {
+			case CKPT_LEAF_ARRAY:
+				lf->has_dtype = 1;
+				lf->dtype = (Ckpt__Dtype)tl->dtype;
+				lf->shape = &b->shapes[di];
+				lf->n_shape = (size_t)tl->ndim;
+				for (k = 0; k < (size_t)tl->ndim; k++)
+					b->shapes[di++] = (uint64_t)tl->shape[k];
+				off = (off + CKPT_ALIGN - 1) & ~(size_t)(CKPT_ALIGN - 1);
+				lf->has_offset = 1;
+				lf->offset = off;
+				lf->has_nbytes = 1;
+				lf->nbytes = tl->nbytes;
+				if (tl->nbytes > 0) {
+					b->segs[b->nseg].off = off;
+					b->segs[b->nseg].src = tl->data;
+					b->segs[b->nseg].n = tl->nbytes;
+					b->nseg++;
+				}
+				off += tl->nbytes;
+				break;
+			case CKPT_LEAF_INT:
+				lf->has_int_value = 1;
+				lf->int_value = tl->i;
+				break;
+			case CKPT_LEAF_FLOAT:
+				lf->has_float_value = 1;
+				lf->float_value = tl->f;
+				break;
+			case CKPT_LEAF_BOOL:
+				lf->has_bool_value = 1;
+				lf->bool_value = tl->b != 0;
+				break;
+			case CKPT_LEAF_STR:
+				lf->str_value = tl->s;
+				break;
+			default:
+				break;
+			}
+		}
+	}
+	b->total = off;
+	sv->items = b->itemp;
+	sv->n_items = a->n;
+	return 0;
+}
+
+static void
+inflight_drop(ckpt_client *c, struct inflight *s, int release_buf)
+{
+	struct inflight **pp;
+
+	/* c->lock held */
+	if (!s->done) {
+		s->done = 1;
+		if (s->mgr->saving > 0)
+			s->mgr->saving--;
+		if (release_buf && s->buf != NULL) {
+			staging_release(c, s->buf);
+			s->buf = NULL;
+		}
+	}
+	for (pp = &c->saves; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	free(s);
+	pthread_cond_broadcast(&c->save_cond);
+}
+
+CKPT_API int
+ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
+    int *saved)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Save sv = CKPT__SAVE__INIT;
+	Ckpt__Response *resp = NULL;
+	struct savebuild b = { 0 };
+	struct stagebuf *buf = NULL;
+	struct inflight *s = NULL;
+	ckpt_client *c;
+	char err[CKPT_ERRLEN];
+	int r, composite = 0, accepted, fd;
+	size_t i;
+
+	if (saved != NULL)
+		*saved = 0;
+	MGR_CHECK(m);
+	c = m->c;
+	if (a == NULL || a->n == 0)
+		return cl_fail(c, m, CKPT_EINVAL, "Must provide `args` for `save`.");
+	for (i = 0; i < a->n; i++)
+		if (a->items[i].name != NULL)
+			composite = 1;
+	if (a->composite && !composite)
+		return cl_fail(c, m, CKPT_EINVAL, "Cannot provide `args` of type "
+		    "`Composite` when dealing with a single, unnamed (default) "
+		    "checkpointable object.");
+	composite |= a->composite;
+	for (i = 0; i < a->n; i++)
+		if (a->items[i].tree != NULL && a->items[i].tree->n == 0)
+			return cl_fail(c, m, CKPT_EINVAL, "Found empty item.");
+
+	if ((r = take_previous_error(m)) != 0)
+		return r;
+
+	if ((r = build_save(a, &sv, &b)) != 0) {
+		r = cl_fail(c, m, r, "out of memory");
+		goto out;
+	}
+	pthread_mutex_lock(&c->lock);
+	r = staging_acquire(c, b.total, &buf, err, sizeof err);
+	pthread_mutex_unlock(&c->lock);
+	if (r != 0) {
+		r = cl_fail(c, m, r, "%s", err);
+		goto out;
+	}
+	staging_copy(buf->map, b.segs, b.nseg);
+
+	if ((s = calloc(1, sizeof *s)) == NULL) {
+		pthread_mutex_lock(&c->lock);
+		staging_release(c, buf);
+		pthread_mutex_unlock(&c->lock);
+		r = cl_fail(c, m, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	s->mgr = m;
+	s->buf = buf;
+	s->held = 1;
+	fd = buf->fd;
+	pthread_mutex_lock(&c->lock);
+	s->id = ++c->next_id;
+	s->next = c->saves;
+	c->saves = s;
+	m->saving++;
+	pthread_mutex_unlock(&c->lock);
+
+	sv.has_manager = 1;
+	sv.manager = m->id;
+	sv.has_step = 1;
+	sv.step = step;
+	sv.metrics_json = a->metrics;
+	sv.custom_metadata_json = a->custom;
+	sv.has_force = 1;
+	sv.force = a->force != 0;
+	sv.has_preempted = a->preempted != 0;
+	sv.preempted = a->preempted != 0;
+	sv.has_timestamp_ns = a->ts != 0;
+	sv.timestamp_ns = a->ts;
+	sv.has_composite = 1;
+	sv.composite = composite != 0;
+	req.id = s->id;
+	req.op_case = CKPT__REQUEST__OP_SAVE;
+	req.save = &sv;
+	r = cl_call(c, m, &req, &fd, 1, &resp, NULL, NULL);
+	accepted = r == 0 && resp->code == 0 &&
+	    resp->body_case == CKPT__RESPONSE__BODY_SAVE &&
+	    resp->save->saved;
+	if (r == 0 && resp->code != 0) {
+		r = resp->code;
+		if (r > 0 || r < CKPT_ECODE_MIN)
+			r = CKPT_EINTERNAL;
+		cl_fail(c, m, r, "%s", *DAEMON_MSG(resp) != '\0' ?
+		    DAEMON_MSG(resp) : ckpt_strerror(r));
+	}
+	pthread_mutex_lock(&c->lock);
+	if (!accepted) {
+		/* no SaveDone will come (unless the connection broke,
+		 * which finished the record already) */
+		inflight_drop(c, s, 1);
+		s = NULL;
+	} else if (m->async) {
+		s->held = 0;
+		if (s->done)
+			inflight_reap(c);
+		s = NULL;
+	} else {
+		while (!s->done)
+			pthread_cond_wait(&c->save_cond, &c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r != 0)
+		goto out;
+	if (saved != NULL)
+		*saved = accepted;
+	if (s != NULL) {
+		/* synchronous save: its outcome is the result */
+		int code = s->code;
+		char msg[CKPT_ERRLEN];
+
+		snprintf(msg, sizeof msg, "%s", s->msg);
+		pthread_mutex_lock(&c->lock);
+		s->held = 0;
+		inflight_reap(c);
+		pthread_mutex_unlock(&c->lock);
+		s = NULL;
+		if (code != 0) {
+			int dcode;
+			char dmsg[CKPT_ERRLEN];
+			/* consumed here: clear it in the daemon and locally */
+			if (wait_saves(m, 1, &dcode, dmsg, sizeof dmsg) == 0) {
+				pthread_mutex_lock(&c->lock);
+				m->err_code = 0;
+				m->err_msg[0] = '\0';
+				pthread_mutex_unlock(&c->lock);
+			}
+			if (saved != NULL)
+				*saved = 0;
+			r = cl_fail(c, m, code, "%s", msg[0] != '\0' ? msg :
+			    ckpt_strerror(code));
+		}
+	}
+out:
+	if (resp != NULL)
+		ckpt__response__free_unpacked(resp, NULL);
+	savebuild_free(&b);
+	return r;
+}
+
+CKPT_API int
+ckpt_wait_until_finished(ckpt_manager *m)
+{
+	char msg[CKPT_ERRLEN];
+	int code, r;
+
+	MGR_CHECK(m);
+	if ((r = wait_saves(m, 0, &code, msg, sizeof msg)) != 0)
+		return r;
+	mgr_wait_local(m);
+	if (code != 0) {
+		pthread_mutex_lock(&m->c->lock);
+		m->err_code = code;
+		snprintf(m->err_msg, sizeof m->err_msg, "%s", msg);
+		pthread_mutex_unlock(&m->c->lock);
+		return cl_fail(m->c, m, code, "%s", msg);
+	}
+	return 0;
+}
+
+CKPT_API int
+ckpt_check_for_errors(ckpt_manager *m)
+{
+	char msg[CKPT_ERRLEN];
+	int code;
+
+	MGR_CHECK(m);
+	pthread_mutex_lock(&m->c->lock);
+	code = m->err_code;
+	snprintf(msg, sizeof msg, "%s", m->err_msg);
+	pthread_mutex_unlock(&m->c->lock);
+	if (code != 0)
+		return cl_fail(m->c, m, code, "%s", msg);
+	return 0;
+}
+
+CKPT_API int
+ckpt_is_saving_in_progress(ckpt_manager *m)
+{
+	int r;
+
+	if (m == NULL || m->closed)
+		return 0;
+	pthread_mutex_lock(&m->c->lock);
+	r = m->saving > 0;
+	pthread_mutex_unlock(&m->c->lock);
+	return r;
+}
+
+CKPT_API int
+ckpt_should_save(ckpt_manager *m, uint64_t step, int *out)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (out == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
+	ss.has_manager = 1;
+	ss.manager = m->id;
+	ss.has_step = 1;
+	ss.step = step;
+	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
+	req.should_save = &ss;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	if (resp->body_case != CKPT__RESPONSE__BODY_SHOULD_SAVE)
+		return unexpected(m, resp, "should_save");
+	*out = resp->should_save->should != 0;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+/* ---- steps ------------------------------------------------------------------------ */
+
+static int
+list_steps(struct ckpt_manager *m, Ckpt__Response **resp)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ListSteps ls = CKPT__LIST_STEPS__INIT;
+	int r;
+
+	ls.has_manager = 1;
+	ls.manager = m->id;
+	req.op_case = CKPT__REQUEST__OP_LIST_STEPS;
+	req.list_steps = &ls;
+	if ((r = cl_rpc(m->c, m, &req, resp)) != 0)
+		return r;
+	if ((*resp)->body_case != CKPT__RESPONSE__BODY_LIST_STEPS)
+		return unexpected(m, *resp, "list_steps");
+	return 0;
+}
+
+CKPT_API int
+ckpt_all_steps(ckpt_manager *m, uint64_t **steps, size_t *n)
+{
+	Ckpt__Response *resp;
+	const Ckpt__ListStepsReply *ls;
+	uint64_t *v = NULL;
+	size_t i, k = 0;
+	int r;
+
+	MGR_CHECK(m);
+	if (steps == NULL || n == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "steps/n is NULL");
+	*steps = NULL;
+	*n = 0;
+	if ((r = list_steps(m, &resp)) != 0)
+		return r;
+	ls = resp->list_steps;
+	if (ls->n_steps > 0 && (v = malloc(ls->n_steps * sizeof *v)) == NULL) {
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+	}
+	for (i = 0; i < ls->n_steps; i++)
+		if (ls->steps[i]->state == CKPT__STEP_STATE__STEP_COMMITTED)
+			v[k++] = ls->steps[i]->step;
+	ckpt__response__free_unpacked(resp, NULL);
+	if (k == 0) {
+		free(v);
+		v = NULL;
+	}
+	*steps = v;
+	*n = k;
+	return 0;
+}
+
+static int
+latest_or_best(ckpt_manager *m, int64_t *step, int best)
+{
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (step == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "step is NULL");
+	if ((r = list_steps(m, &resp)) != 0)
+		return r;
+	*step = best ? resp->list_steps->best : resp->list_steps->latest;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_latest_step(ckpt_manager *m, int64_t *step)
+{
+	return latest_or_best(m, step, 0);
+}
+
+CKPT_API int
+ckpt_best_step(ckpt_manager *m, int64_t *step)
+{
+	return latest_or_best(m, step, 1);
+}
+
+CKPT_API int
+ckpt_metrics(ckpt_manager *m, uint64_t step, char **json)
+{
+	Ckpt__Response *resp;
+	const Ckpt__ListStepsReply *ls;
+	size_t i;
+	int r;
+
+	MGR_CHECK(m);
+	if (json == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "json is NULL");
+	*json = NULL;
+	if ((r = list_steps(m, &resp)) != 0)
+		return r;
+	ls = resp->list_steps;
+	for (i = 0; i < ls->n_steps; i++)
+		if (ls->steps[i]->step == step &&
+		    ls->steps[i]->state == CKPT__STEP_STATE__STEP_COMMITTED)
+			break;
+	if (i == ls->n_steps) {
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(m->c, m, CKPT_ENOTFOUND,
+		    "No checkpoint for step %" PRIu64 " in %s.", step, m->root);
+	}
+	if (ls->steps[i]->metrics_json != NULL &&
+	    (*json = strdup(ls->steps[i]->metrics_json)) == NULL)
+		r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+	ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+CKPT_API int
+ckpt_list_steps(ckpt_manager *m, ckpt_step_info **infos, size_t *n)
+{
+	Ckpt__Response *resp;
+	const Ckpt__ListStepsReply *ls;
+	ckpt_step_info *v = NULL;
+	size_t i;
+	int r;
+
+	MGR_CHECK(m);
+	if (infos == NULL || n == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "infos/n is NULL");
+	*infos = NULL;
+	*n = 0;
+	if ((r = list_steps(m, &resp)) != 0)
+		return r;
+	ls = resp->list_steps;
+	if (ls->n_steps > 0 && (v = calloc(ls->n_steps, sizeof *v)) == NULL) {
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+	}
+	for (i = 0; i < ls->n_steps; i++) {
+		const Ckpt__StepInfo *si = ls->steps[i];
+		v[i].step = si->step;
+		v[i].state = (int)si->state;
+		v[i].init_ns = si->init_ns;
+		v[i].commit_ns = si->commit_ns;
+		v[i].bytes = si->bytes;
+		snprintf(v[i].name, sizeof v[i].name, "%s",
+		    si->name != NULL ? si->name : "");
+		snprintf(v[i].error, sizeof v[i].error, "%s",
+		    si->error != NULL ? si->error : "");
+	}
+	*infos = v;
+	*n = ls->n_steps;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_wait_for_step(ckpt_manager *m, int64_t after, int64_t timeout_ms,
+    int64_t *step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__WaitForStep ws = CKPT__WAIT_FOR_STEP__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (step == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "step is NULL");
+	ws.has_manager = 1;
+	ws.manager = m->id;
+	ws.has_after = 1;
+	ws.after = after;
+	ws.has_timeout_ms = 1;
+	ws.timeout_ms = timeout_ms;
+	req.op_case = CKPT__REQUEST__OP_WAIT_FOR_STEP;
+	req.wait_for_step = &ws;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	if (resp->body_case != CKPT__RESPONSE__BODY_WAIT_FOR_STEP)
+		return unexpected(m, resp, "wait_for_step");
+	*step = resp->wait_for_step->step;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_metadata(ckpt_manager *m, int64_t step, char **json)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__StepMetadata sm = CKPT__STEP_METADATA__INIT;
+	Ckpt__Response *resp;
+	int r = 0;
+
+	MGR_CHECK(m);
+	if (json == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "json is NULL");
+	*json = NULL;
+	sm.has_manager = 1;
+	sm.manager = m->id;
+	sm.has_step = step >= 0;
+	sm.step = step;
+	req.op_case = CKPT__REQUEST__OP_METADATA;
+	req.metadata = &sm;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	if (resp->body_case == CKPT__RESPONSE__BODY_METADATA &&
+	    resp->metadata->json != NULL &&
+	    (*json = strdup(resp->metadata->json)) == NULL)
+		r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+	ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+CKPT_API int
+ckpt_delete(ckpt_manager *m, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Delete d = CKPT__DELETE__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (m->read_only)
+		return 0;
+	d.has_manager = 1;
+	d.manager = m->id;
+	d.has_step = 1;
+	d.step = step;
+	req.op_case = CKPT__REQUEST__OP_DELETE;
+	req.delete_ = &d;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_reload(ckpt_manager *m)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Reload rl = CKPT__RELOAD__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	rl.has_manager = 1;
+	rl.manager = m->id;
+	req.op_case = CKPT__REQUEST__OP_RELOAD;
+	req.reload = &rl;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_verify(ckpt_manager *m, int64_t step, char **problems)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Verify v = CKPT__VERIFY__INIT;
+	Ckpt__Response *resp;
+	char *out = NULL;
+	size_t len = 0, i;
+	FILE *f;
+	int r, code;
+
+	MGR_CHECK(m);
+	if (problems == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "problems is NULL");
+	*problems = NULL;
+	v.has_manager = 1;
+	v.manager = m->id;
+	v.has_step = step >= 0;
+	v.step = step;
+	req.op_case = CKPT__REQUEST__OP_VERIFY;
+	req.verify = &v;
+	if ((r = cl_call(m->c, m, &req, NULL, 0, &resp, NULL, NULL)) != 0)
+		return r;
+	code = resp->code;
+	if (code != 0 && resp->body_case != CKPT__RESPONSE__BODY_VERIFY) {
+		if (code > 0 || code < CKPT_ECODE_MIN)
+			code = CKPT_EINTERNAL;
+		r = cl_fail(m->c, m, code, "%s", *DAEMON_MSG(resp) != '\0' ?
+		    DAEMON_MSG(resp) : ckpt_strerror(code));
+		ckpt__response__free_unpacked(resp, NULL);
+		return r;
+	}
+	if ((f = open_memstream(&out, &len)) == NULL) {
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+	}
+	if (resp->body_case == CKPT__RESPONSE__BODY_VERIFY) {
+		const Ckpt__VerifyReply *vr = resp->verify;
+		for (i = 0; i < vr->n_problems; i++) {
+			const Ckpt__VerifyProblem *p = vr->problems[i];
+			fprintf(f, "step %" PRIu64, p->step);
+			if (p->item != NULL && *p->item != '\0')
+				fprintf(f, " item %s", p->item);
+			if (p->leaf != NULL && *p->leaf != '\0')
+				fprintf(f, " leaf %s", p->leaf);
+			fprintf(f, ": %s\n", p->message != NULL ? p->message :
+			    "problem");
+		}
+	}
+	fclose(f);
+	*problems = out;
+	r = 0;
+	if (code != 0) {
+		if (code > 0 || code < CKPT_ECODE_MIN)
+			code = CKPT_EINTERNAL;
+		r = cl_fail(m->c, m, code, "%s", *DAEMON_MSG(resp) != '\0' ?
+		    DAEMON_MSG(resp) : ckpt_strerror(code));
+	}
+	ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}

@@ -1,0 +1,758 @@
+/*
+ * restore.c - ckpt_restore / ckpt_item_metadata and ckpt_restored.
+ *
+ * The daemon resolves the step and answers with the items' leaves and the
+ * data files as fds (Leaf.fd_index, absolute Leaf.offset). Each file is
+ * mapped read-only once and its fd closed. Each array is then copied into
+ * a target buffer or a new 64-byte aligned allocation (cast when the target
+ * dtype differs), or handed out as a view into the mapping (zero copy; the
+ * tree keeps the mapping alive). XXH3-64 of the stored bytes is checked
+ * unless disabled.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "internal.h"
+
+#define HASH_CHUNK (1u << 20)
+
+struct ritem_arg {
+	char *name;
+	const ckpt_tree *target;
+	int partial;
+};
+
+struct ckpt_restore_args {
+	struct ritem_arg *items;
+	size_t n;
+	char *dir;
+	int zero_copy;
+	int verify;
+};
+
+struct ritem {
+	char *name;
+	ckpt_handler handler;
+	ckpt_tree *tree;
+	char *json;
+};
+
+struct ckpt_restored {
+	uint64_t step;
+	struct ritem *items;
+	size_t n;
+	char *dir;
+};
+
+/* ---- restore args ---------------------------------------------------------------- */
+
+CKPT_API ckpt_restore_args *
+ckpt_restore_args_new(void)
+{
+	ckpt_restore_args *r = calloc(1, sizeof *r);
+
+	if (r != NULL)
+		r->verify = 1;
+	return r;
+}
+
+CKPT_API void
+ckpt_restore_args_free(ckpt_restore_args *r)
+{
+	size_t i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < r->n; i++)
+		free(r->items[i].name);
+	free(r->items);
+	free(r->dir);
+	free(r);
+}
+
+CKPT_API int
+ckpt_restore_args_add_item(ckpt_restore_args *r, const char *name,
+    const ckpt_tree *target, int partial)
+{
+	struct ritem_arg *ni;
+	size_t i;
+
+	if (r == NULL)
+		return CKPT_EINVAL;
+	if (name == NULL)
+		name = "default";
+	if (*name == '\0' || strlen(name) > 255 || strchr(name, '/') != NULL)
+		return CKPT_EINVAL;
+	for (i = 0; i < r->n; i++)
+		if (strcmp(r->items[i].name, name) == 0)
+			return CKPT_EINVAL;
+	if ((ni = realloc(r->items, (r->n + 1) * sizeof *ni)) == NULL)
+		return CKPT_ENOMEM;
+	r->items = ni;
+	if ((ni[r->n].name = strdup(name)) == NULL)
+		return CKPT_ENOMEM;
+	ni[r->n].target = target;
+	ni[r->n].partial = partial != 0;
+	r->n++;
+	return 0;
+}
+
+CKPT_API int
+ckpt_restore_args_set_directory(ckpt_restore_args *r, const char *dir)
+{
+	char *s = NULL;
+
+	if (r == NULL || (dir != NULL && *dir == '\0'))
+		return CKPT_EINVAL;
+	if (dir != NULL) {
+		if (dir[0] == '/') {
+			s = strdup(dir);
+		} else {
+			char *cwd = getcwd(NULL, 0);
+			if (cwd == NULL)
+				return CKPT_EIO;
+			if (asprintf(&s, "%s/%s", cwd, dir) < 0)
+				s = NULL;
+			free(cwd);
+		}
+		if (s == NULL)
+			return CKPT_ENOMEM;
+	}
+	free(r->dir);
+	r->dir = s;
+	return 0;
+}
+
+CKPT_API int
+ckpt_restore_args_set_zero_copy(ckpt_restore_args *r, int on)
+{
+	if (r == NULL)
+		return CKPT_EINVAL;
+	r->zero_copy = on != 0;
+	return 0;
+}
+
+CKPT_API int
+ckpt_restore_args_set_verify(ckpt_restore_args *r, int on)
+{
+	if (r == NULL)
+		return CKPT_EINVAL;
+	r->verify = on != 0;
+	return 0;
+}
+
+/* ---- restored ----------------------------------------------------------------------- */
+
+CKPT_API void
+ckpt_restored_free(ckpt_restored *r)
+{
+	size_t i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < r->n; i++) {
+		free(r->items[i].name);
+		ckpt_tree_free(r->items[i].tree);
+		free(r->items[i].json);
+	}
+	free(r->items);
+	free(r->dir);
+	free(r);
+}
+
+CKPT_API uint64_t
+ckpt_restored_step(const ckpt_restored *r)
+{
+	return r != NULL ? r->step : 0;
+}
+
+CKPT_API size_t
+ckpt_restored_nitems(const ckpt_restored *r)
+{
+	return r != NULL ? r->n : 0;
+}
+
+CKPT_API const char *
+ckpt_restored_item_name(const ckpt_restored *r, size_t i)
+{
+	return r != NULL && i < r->n ? r->items[i].name : NULL;
+}
+
+CKPT_API ckpt_handler
+ckpt_restored_item_handler(const ckpt_restored *r, size_t i)
+{
+	return r != NULL && i < r->n ? r->items[i].handler :
+	    CKPT_HANDLER_UNSPECIFIED;
+}
+
+CKPT_API const ckpt_tree *
+ckpt_restored_item_tree(const ckpt_restored *r, size_t i)
+{
+	return r != NULL && i < r->n ? r->items[i].tree : NULL;
+}
+
+CKPT_API const char *
+ckpt_restored_item_json(const ckpt_restored *r, size_t i)
+{
+	return r != NULL && i < r->n ? r->items[i].json : NULL;
+}
+
+CKPT_API long
+ckpt_restored_find(const ckpt_restored *r, const char *name)
+{
+	size_t i;
+
+	if (r == NULL)
+		return -1;
+	if (name == NULL)
+		name = "default";
+	for (i = 0; i < r->n; i++)
+		if (strcmp(r->items[i].name, name) == 0)
+			return (long)i;
+	return -1;
+}
+
+CKPT_API const char *
+ckpt_restored_directory(const ckpt_restored *r)
+{
+	return r != NULL ? r->dir : NULL;
+}
+
+/* ---- building trees ------------------------------------------------------------------ */
+
+struct rctx {
+	ckpt_client *c;
+	struct ckpt_manager *m;
+	struct mapping **maps;
+	size_t nmaps;
+	int metadata_only;
+	int zero_copy;
+	int verify;
+	const char *step_dir;
+	const char *item;
+};
+
+static void
+fmt_shape(char *buf, size_t len, size_t ndim, const uint64_t *u,
+    const int64_t *s)
+{
+	size_t i, off = 0;
+
+	off += (size_t)snprintf(buf, len, "(");
+	for (i = 0; i < ndim && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%" PRIu64,
+		    i > 0 ? ", " : "", u != NULL ? u[i] : (uint64_t)s[i]);
+	if (off < len)
+		snprintf(buf + off, len - off, ndim == 1 ? ",)" : ")");
+}
+
+static void *
+alloc_aligned(size_t n)
+{
+	void *p = NULL;
+
+	if (n == 0)
+		return NULL;
+	if (posix_memalign(&p, CKPT_ALIGN,
+	    (n + CKPT_ALIGN - 1) & ~(size_t)(CKPT_ALIGN - 1)) != 0)
+		return NULL;
+	return p;
+}
+
+static int
+check_sum(struct rctx *x, const Ckpt__Leaf *lf, const char *ps,
+    uint64_t got)
+{
+	if (!lf->has_xxh3 || got == lf->xxh3)
+		return 0;
+	return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+	    "checksum mismatch for tensor '%s' in %s%s%s%s%s", ps,
+	    x->step_dir != NULL ? x->step_dir : "",
+	    x->step_dir != NULL ? "/" : "", x->item,
+	    lf->file != NULL ? "/" : "", lf->file != NULL ? lf->file : "");
+}
+
+/* Copy n bytes src -> dst and return XXH3 of them (chunked so the hash
+ * reads cache-warm bytes; large copies use several threads). */
+static uint64_t
+copy_hash(void *dst, const void *src, size_t n, int verify)
+{
+	XXH3_state_t st;
+	size_t off;
+
+	if (n >= CKPT_PAR_COPY_MIN || !verify) {
+		par_memcpy(dst, src, n);
+		return verify ? XXH3_64bits(src, n) : 0;
+	}
+	XXH3_64bits_reset(&st);
+	for (off = 0; off < n; off += HASH_CHUNK) {
+		size_t k = n - off < HASH_CHUNK ? n - off : HASH_CHUNK;
+		memcpy((char *)dst + off, (const char *)src + off, k);
+		XXH3_64bits_update(&st, (const char *)src + off, k);
+	}
+	return XXH3_64bits_digest(&st);
+}
+
+/* A stored scalar restored into a 0-d array target. */
+static int
+scalar_to_target(struct rctx *x, const Ckpt__Leaf *lf, const struct tleaf *tg,
+    struct tleaf *l, const char *ps)
+{
+	ckpt_dtype from;
+	int64_t iv;
+	double fv;
+	uint8_t bv;
+	const void *src;
+	void *dst;
+	size_t sz = ckpt_dtype_size(tg->dtype);
+
+	switch (lf->kind) {
+	case CKPT__LEAF_KIND__LEAF_INT:
+		iv = lf->int_value; src = &iv; from = CKPT_I64; break;
+	case CKPT__LEAF_KIND__LEAF_FLOAT:
+		fv = lf->float_value; src = &fv; from = CKPT_F64; break;
+	case CKPT__LEAF_KIND__LEAF_BOOL:
+		bv = lf->bool_value != 0; src = &bv; from = CKPT_BOOL; break;
+	default:
+		return cl_fail(x->c, x->m, CKPT_EMISMATCH, "leaf '%s' is not a "
+		    "number in the checkpoint but the target is an array", ps);
+	}
+	if (tg->ndim != 0)
+		return cl_fail(x->c, x->m, CKPT_EMISMATCH, "shape mismatch for "
+		    "'%s': the checkpoint holds a scalar, the target has %d "
+		    "dimensions", ps, tg->ndim);
+	if (!dtype_can_cast(from, tg->dtype))
+		return cl_fail(x->c, x->m, CKPT_EDTYPE, "cannot cast '%s' from "
+		    "%s to %s", ps, ckpt_dtype_name(from),
+		    ckpt_dtype_name(tg->dtype));
+	if (tg->dst != NULL) {
+		dst = tg->dst;
+	} else {
+		if ((dst = alloc_aligned(sz)) == NULL)
+			return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+		l->owned = dst;
+	}
+	dtype_cast(from, src, tg->dtype, dst, 1);
+	l->kind = CKPT_LEAF_ARRAY;
+	l->dtype = tg->dtype;
+	l->ndim = 0;
+	l->data = dst;
+	l->nbytes = sz;
+	return 0;
+}
+
+static int
+restore_array(struct rctx *x, const Ckpt__Leaf *lf, const struct tleaf *tg,
+    struct tleaf *l, const char *ps)
+{
+	ckpt_dtype dt = (ckpt_dtype)lf->dtype;
+	size_t nel, esz, i;
+	const char *src;
+	struct mapping *mp;
+	int ovf, r;
+
+	if (!dtype_valid((int)dt))
+		return cl_fail(x->c, x->m, CKPT_EDTYPE,
+		    "leaf '%s' has an unknown dtype %d", ps, (int)lf->dtype);
+	if (lf->n_shape > CKPT_MAX_NDIM)
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+		    "leaf '%s' has %zu dimensions", ps, lf->n_shape);
+	l->dtype = dt;
+	l->ndim = (int)lf->n_shape;
+	for (i = 0; i < lf->n_shape; i++) {
+		if (lf->shape[i] > (uint64_t)INT64_MAX)
+			return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+			    "leaf '%s' has an invalid shape", ps);
+		l->shape[i] = (int64_t)lf->shape[i];
+	}
+	nel = tree_nelems(l->ndim, l->shape, &ovf);
+	esz = ckpt_dtype_size(dt);
+	if (ovf || (nel != 0 && esz > SIZE_MAX / nel) ||
+	    (lf->has_nbytes && lf->nbytes != nel * esz))
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+		    "leaf '%s': size does not match its shape", ps);
+	l->nbytes = nel * esz;
+	l->xxh3 = lf->xxh3;
+
+	if (tg != NULL && tg->kind == CKPT_LEAF_TARGET) {
+		char a[256], b[256];
+		if (tg->ndim != l->ndim ||
+		    memcmp(tg->shape, l->shape, (size_t)l->ndim * sizeof *l->shape) != 0) {
+			fmt_shape(a, sizeof a, lf->n_shape, lf->shape, NULL);
+			fmt_shape(b, sizeof b, (size_t)tg->ndim, NULL, tg->shape);
+			return cl_fail(x->c, x->m, CKPT_EMISMATCH, "shape mismatch "
+			    "for '%s': the checkpoint has %s, the target %s",
+			    ps, a, b);
+		}
+		if (!dtype_can_cast(dt, tg->dtype))
+			return cl_fail(x->c, x->m, CKPT_EDTYPE, "cannot cast '%s' "
+			    "from %s to %s", ps, ckpt_dtype_name(dt),
+			    ckpt_dtype_name(tg->dtype));
+	}
+	if (x->metadata_only) {
+		l->data = NULL;
+		return 0;
+	}
+	if (l->nbytes == 0) {
+		l->data = NULL;
+		if (tg != NULL && tg->kind == CKPT_LEAF_TARGET) {
+			l->dtype = tg->dtype;
+			l->data = tg->dst;
+		}
+		return 0;
+	}
+	if (!lf->has_fd_index || lf->fd_index >= x->nmaps ||
+	    (mp = x->maps[lf->fd_index]) == NULL)
+		return cl_fail(x->c, x->m, CKPT_EPROTO,
+		    "no data file for leaf '%s'", ps);
+	if (lf->offset > mp->len || l->nbytes > mp->len - lf->offset)
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT, "tensor '%s' lies "
+		    "outside its file %s", ps, lf->file != NULL ? lf->file : "");
+	src = (const char *)mp->addr + lf->offset;
+
+	if (tg != NULL && tg->kind == CKPT_LEAF_TARGET) {
+		size_t outsz = nel * ckpt_dtype_size(tg->dtype);
+		void *dst = tg->dst;
+		if (dst == NULL) {
+			if ((dst = alloc_aligned(outsz)) == NULL)
+				return cl_fail(x->c, x->m, CKPT_ENOMEM,
+				    "out of memory (%zu bytes)", outsz);
+			l->owned = dst;
+		}
+		if (tg->dtype == dt) {
+			uint64_t h = copy_hash(dst, src, l->nbytes, x->verify);
+			if (x->verify && (r = check_sum(x, lf, ps, h)) != 0)
+				return r;
+		} else {
+			if (x->verify && (r = check_sum(x, lf, ps,
+			    XXH3_64bits(src, l->nbytes))) != 0)
+				return r;
+			dtype_cast(dt, src, tg->dtype, dst, nel);
+		}
+		l->dtype = tg->dtype;
+		l->data = dst;
+		l->nbytes = outsz;
+		return 0;
+	}
+	if (x->zero_copy) {
+		if (x->verify && (r = check_sum(x, lf, ps,
+		    XXH3_64bits(src, l->nbytes))) != 0)
+			return r;
+		l->data = src;
+		return 0;
+	}
+	if ((l->owned = alloc_aligned(l->nbytes)) == NULL)
+		return cl_fail(x->c, x->m, CKPT_ENOMEM,
+		    "out of memory (%zu bytes)", l->nbytes);
+	{
+		uint64_t h = copy_hash(l->owned, src, l->nbytes, x->verify);
+		if (x->verify && (r = check_sum(x, lf, ps, h)) != 0)
+			return r;
+	}
+	l->data = l->owned;
+	return 0;
+}
+
+static int
+restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
+    int partial, ckpt_tree **out)
+{
+	ckpt_tree *t;
+	ckpt_key keys[256];
+	unsigned char *matched = NULL;
+	size_t i, k;
+	int r = 0;
+
+	*out = NULL;
+	if ((t = ckpt_tree_new()) == NULL)
+		return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+	if (target != NULL && target->n > 0 &&
+	    (matched = calloc(target->n, 1)) == NULL) {
+		ckpt_tree_free(t);
+		return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+	}
+	for (i = 0; i < it->n_leaves && r == 0; i++) {
+		const Ckpt__Leaf *lf = it->leaves[i];
+		const struct tleaf *tg = NULL;
+		struct tleaf *l;
+		char *ps;
+		long ti = -1, li;
+
+		if (lf->n_path > sizeof keys / sizeof keys[0]) {
+			r = cl_fail(x->c, x->m, CKPT_ECORRUPT, "leaf path too deep");
+			break;
+		}
+		for (k = 0; k < lf->n_path; k++) {
+			keys[k].kind = (ckpt_key_kind)lf->path[k]->kind;
+			keys[k].key = lf->path[k]->key != NULL ? lf->path[k]->key : "";
+			keys[k].index = lf->path[k]->index;
+			if (keys[k].kind != CKPT_KEY_DICT && keys[k].kind !=
+			    CKPT_KEY_LIST && keys[k].kind != CKPT_KEY_TUPLE)
+				keys[k].kind = CKPT_KEY_DICT;
+		}
+		if ((ps = tree_path_str(keys, lf->n_path)) == NULL) {
+			r = cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+			break;
+		}
+		if (target != NULL) {
+			ti = ckpt_tree_find(target, ps);
+			if (ti < 0) {
+				if (!partial)
+					r = cl_fail(x->c, x->m, CKPT_EMISMATCH,
+					    "leaf '%s' of the checkpoint is not in "
+					    "the target (a partial restore may "
+					    "omit it)", ps);
+				free(ps);
+				continue;
+			}
+			matched[ti] = 1;
+			tg = &target->leaves[ti];
+		}
+		li = tree_append(t, keys, lf->n_path,
+		    (ckpt_leaf_kind)lf->kind, &l);
+		if (li < 0) {
+			r = cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
+			    CKPT_ECORRUPT, "invalid or duplicate leaf '%s' in "
+			    "the checkpoint", ps);
+			free(ps);
+			break;
+		}
+		if (lf->tag != NULL)
+			snprintf(l->tag, sizeof l->tag, "%s", lf->tag);
+		if (lf->file != NULL && (l->file = strdup(lf->file)) == NULL)
+			r = cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+		switch (lf->kind) {
+		case CKPT__LEAF_KIND__LEAF_ARRAY:
+			if (r == 0)
+				r = restore_array(x, lf, tg, l, ps);
+			if (r == 0 && x->zero_copy && l->data != NULL &&
+			    l->owned == NULL && (tg == NULL || tg->dst == NULL))
+				r = tree_hold_mapping(t, x->maps[lf->fd_index]);
+			break;
+		case CKPT__LEAF_KIND__LEAF_INT:
+		case CKPT__LEAF_KIND__LEAF_FLOAT:
+		case CKPT__LEAF_KIND__LEAF_BOOL:
+			l->i = lf->int_value;
+			l->f = lf->float_value;
+			l->b = lf->bool_value != 0;
+			if (r == 0 && tg != NULL && tg->kind == CKPT_LEAF_TARGET &&
+			    !x->metadata_only)
+				r = scalar_to_target(x, lf, tg, l, ps);
+			break;
+		case CKPT__LEAF_KIND__LEAF_STR:
+			if (lf->str_value != NULL &&
+			    (l->s = strdup(lf->str_value)) == NULL)
+				r = cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+			else if (lf->str_value == NULL && (l->s = strdup("")) == NULL)
+				r = cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+			break;
+		case CKPT__LEAF_KIND__LEAF_NONE:
+		case CKPT__LEAF_KIND__LEAF_EMPTY_DICT:
+		case CKPT__LEAF_KIND__LEAF_EMPTY_LIST:
+		case CKPT__LEAF_KIND__LEAF_EMPTY_TUPLE:
+			break;
+		default:
+			r = cl_fail(x->c, x->m, CKPT_ECORRUPT,
+			    "leaf '%s' has an unknown kind %d", ps, (int)lf->kind);
+			break;
+		}
+		free(ps);
+	}
+	if (r == 0 && target != NULL) {
+		for (i = 0; i < target->n; i++)
+			if (!matched[i]) {
+				r = cl_fail(x->c, x->m, CKPT_EMISMATCH, "target "
+				    "leaf '%s' is not in the checkpoint",
+				    target->leaves[i].path_str);
+				break;
+			}
+	}
+	free(matched);
+	if (r != 0) {
+		ckpt_tree_free(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+/* ---- restore ------------------------------------------------------------------------------- */
+
+static int
+do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
+    int metadata_only, ckpt_restored **out)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Restore rs = CKPT__RESTORE__INIT;
+	Ckpt__Response *resp = NULL;
+	const Ckpt__RestoreReply *rr;
+	ckpt_restored *res = NULL;
+	struct rctx x = { 0 };
+	struct mapping *maps[CKPT_MAX_FDS] = { 0 };
+	char **names = NULL;
+	int fds[CKPT_MAX_FDS];
+	size_t nfds = 0, i, j;
+	int r, code;
+
+	if (out != NULL)
+		*out = NULL;
+	if (m == NULL)
+		return CKPT_EINVAL;
+	if (m->closed)
+		return cl_fail(m->c, m, CKPT_ECLOSED, "manager is closed");
+	if (out == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
+	mgr_wait_local(m);
+
+	rs.has_manager = 1;
+	rs.manager = m->id;
+	rs.has_step = step >= 0;
+	rs.step = step;
+	rs.has_metadata_only = 1;
+	rs.metadata_only = metadata_only != 0;
+	if (ra != NULL) {
+		if (ra->n > 0 && (names = calloc(ra->n, sizeof *names)) == NULL)
+			return cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+		for (i = 0; i < ra->n; i++)
+			names[i] = ra->items[i].name;
+		rs.items = names;
+		rs.n_items = ra->n;
+		rs.directory = ra->dir;
+	}
+	req.op_case = CKPT__REQUEST__OP_RESTORE;
+	req.restore = &rs;
+	r = cl_call(m->c, m, &req, NULL, 0, &resp, fds, &nfds);
+	free(names);
+	if (r != 0)
+		return r;
+	if ((code = resp->code) != 0) {
+		if (code > 0 || code < CKPT_ECODE_MIN)
+			code = CKPT_EINTERNAL;
+		r = cl_fail(m->c, m, code, "%s", resp->message != NULL &&
+		    *resp->message != '\0' ? resp->message : ckpt_strerror(code));
+		goto out;
+	}
+	if (resp->body_case != CKPT__RESPONSE__BODY_RESTORE) {
+		r = cl_fail(m->c, m, CKPT_EPROTO, "unexpected reply to restore");
+		goto out;
+	}
+	rr = resp->restore;
+
+	/* map every file once, then close the fds */
+	for (i = 0; i < nfds; i++) {
+		struct stat st;
+		if ((maps[i] = calloc(1, sizeof *maps[i])) == NULL) {
+			r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+		maps[i]->refs = 1;
+		if (fstat(fds[i], &st) != 0) {
+			r = cl_fail(m->c, m, CKPT_EIO, "fstat: %s", strerror(errno));
+			goto out;
+		}
+		if (st.st_size > 0) {
+			void *p = mmap(NULL, (size_t)st.st_size, PROT_READ,
+			    MAP_SHARED, fds[i], 0);
+			if (p == MAP_FAILED) {
+				r = cl_fail(m->c, m, CKPT_EIO, "cannot map a data "
+				    "file: %s", strerror(errno));
+				goto out;
+			}
+			maps[i]->addr = p;
+			maps[i]->len = (size_t)st.st_size;
+			if (!(ra != NULL && ra->zero_copy))
+				madvise(p, maps[i]->len, MADV_WILLNEED);
+		}
+	}
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	nfds = 0;
+
+	if ((res = calloc(1, sizeof *res)) == NULL ||
+	    (rr->n_items > 0 &&
+	    (res->items = calloc(rr->n_items, sizeof *res->items)) == NULL)) {
+		r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	res->step = rr->step;
+	if (rr->step_dir != NULL && (res->dir = strdup(rr->step_dir)) == NULL) {
+		r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	x.c = m->c;
+	x.m = m;
+	x.maps = maps;
+	x.nmaps = sizeof maps / sizeof maps[0];
+	x.metadata_only = metadata_only;
+	x.zero_copy = ra != NULL && ra->zero_copy;
+	x.verify = !metadata_only && (ra == NULL || ra->verify);
+	x.step_dir = rr->step_dir;
+	for (i = 0; i < rr->n_items; i++) {
+		const Ckpt__Item *it = rr->items[i];
+		struct ritem *ri = &res->items[res->n];
+		const ckpt_tree *target = NULL;
+		int partial = 0;
+
+		ri->name = strdup(it->name != NULL ? it->name : "default");
+		ri->handler = (ckpt_handler)it->handler;
+		res->n++;
+		if (ri->name == NULL) {
+			r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+		if (it->handler == CKPT__HANDLER__HANDLER_JSON ||
+		    it->handler == CKPT__HANDLER__HANDLER_PROTO ||
+		    (it->json != NULL && it->n_leaves == 0)) {
+			if (it->json != NULL &&
+			    (ri->json = strdup(it->json)) == NULL) {
+				r = cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+				goto out;
+			}
+			continue;
+		}
+		if (ra != NULL)
+			for (j = 0; j < ra->n; j++)
+				if (strcmp(ra->items[j].name, ri->name) == 0) {
+					target = ra->items[j].target;
+					partial = ra->items[j].partial;
+				}
+		x.item = ri->name;
+		if ((r = restore_tree(&x, it, target, partial, &ri->tree)) != 0)
+			goto out;
+	}
+	*out = res;
+	res = NULL;
+	r = 0;
+out:
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	for (i = 0; i < sizeof maps / sizeof maps[0]; i++)
+		if (maps[i] != NULL)
+			mapping_unref(maps[i]);
+	ckpt_restored_free(res);
+	if (resp != NULL)
+		ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+CKPT_API int
+ckpt_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *r,
+    ckpt_restored **out)
+{
+	return do_restore(m, step, r, 0, out);
+}
+
+CKPT_API int
+ckpt_item_metadata(ckpt_manager *m, int64_t step, ckpt_restored **out)
+{
+	return do_restore(m, step, NULL, 1, out);
+}

@@ -1,0 +1,839 @@
+"""Pytrees <-> libckpt trees. No pickle: every leaf is an array (numpy, torch)
+or a JSON-like scalar; anything else is refused before anything is sent."""
+
+import ctypes
+from collections.abc import Mapping
+
+import numpy as np
+
+from ckpt import _lib
+from ckpt import metadata as _md
+
+L = _lib
+
+try:  # torch is optional
+    import torch as _torch
+except Exception:  # pragma: no cover - torch missing or broken
+    _torch = None
+
+
+class _Placeholder:
+    """Marks a leaf that is skipped on restore (Orbax's PLACEHOLDER)."""
+    _inst = None
+
+    def __new__(cls):
+        if cls._inst is None:
+            cls._inst = super().__new__(cls)
+        return cls._inst
+
+    def __repr__(self):
+        return 'PLACEHOLDER'
+
+    def __reduce__(self):
+        return (_Placeholder, ())
+
+
+PLACEHOLDER = _Placeholder()
+
+# ---- dtypes -----------------------------------------------------------------
+
+_NP_TO_CK = {
+    np.dtype(np.bool_): L.DT_BOOL, np.dtype(np.uint8): L.DT_U8,
+    np.dtype(np.int8): L.DT_I8, np.dtype(np.uint16): L.DT_U16,
+    np.dtype(np.int16): L.DT_I16, np.dtype(np.float16): L.DT_F16,
+    np.dtype(np.uint32): L.DT_U32, np.dtype(np.int32): L.DT_I32,
+    np.dtype(np.float32): L.DT_F32, np.dtype(np.uint64): L.DT_U64,
+    np.dtype(np.int64): L.DT_I64, np.dtype(np.float64): L.DT_F64,
+}
+_CK_TO_NP = {v: k for k, v in _NP_TO_CK.items()}
+_CK_NAMES = {
+    L.DT_BOOL: 'bool', L.DT_U8: 'uint8', L.DT_I8: 'int8', L.DT_U16: 'uint16',
+    L.DT_I16: 'int16', L.DT_F16: 'float16', L.DT_BF16: 'bfloat16',
+    L.DT_U32: 'uint32', L.DT_I32: 'int32', L.DT_F32: 'float32',
+    L.DT_U64: 'uint64', L.DT_I64: 'int64', L.DT_F64: 'float64',
+    L.DT_F8_E4M3: 'float8_e4m3fn', L.DT_F8_E5M2: 'float8_e5m2',
+}
+
+try:  # optional: ml_dtypes gives numpy a bfloat16/float8
+    import ml_dtypes as _mld
+    _NP_TO_CK[np.dtype(_mld.bfloat16)] = L.DT_BF16
+    _CK_TO_NP[L.DT_BF16] = np.dtype(_mld.bfloat16)
+    _NP_TO_CK[np.dtype(_mld.float8_e4m3fn)] = L.DT_F8_E4M3
+    _CK_TO_NP[L.DT_F8_E4M3] = np.dtype(_mld.float8_e4m3fn)
+    _NP_TO_CK[np.dtype(_mld.float8_e5m2)] = L.DT_F8_E5M2
+    _CK_TO_NP[L.DT_F8_E5M2] = np.dtype(_mld.float8_e5m2)
+except Exception:
+    pass
+
+_TORCH_TO_CK = {}
+_CK_TO_TORCH = {}
+if _torch is not None:
+    for _name, _ck in [('bool', L.DT_BOOL), ('uint8', L.DT_U8),
+                       ('int8', L.DT_I8), ('uint16', L.DT_U16),
+                       ('int16', L.DT_I16), ('float16', L.DT_F16),
+                       ('bfloat16', L.DT_BF16), ('uint32', L.DT_U32),
+                       ('int32', L.DT_I32), ('float32', L.DT_F32),
+                       ('uint64', L.DT_U64), ('int64', L.DT_I64),
+                       ('float64', L.DT_F64),
+                       ('float8_e4m3fn', L.DT_F8_E4M3),
+                       ('float8_e5m2', L.DT_F8_E5M2)]:
+        _td = getattr(_torch, _name, None)
+        if isinstance(_td, _torch.dtype):
+            _TORCH_TO_CK[_td] = _ck
+            _CK_TO_TORCH[_ck] = _td
+
+TAG_NP_SCALAR = 'np.scalar'
+TAG_TORCH = 'torch'
+
+_TORCH_NUMPY_OK = set() if _torch is None else {
+    d for d, ck in _TORCH_TO_CK.items() if ck in _CK_TO_NP}
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def is_torch_tensor(x):
+    return _torch is not None and isinstance(x, _torch.Tensor)
+
+
+def np_dtype_for(ck):
+    dt = _CK_TO_NP.get(ck)
+    if dt is None:
+        raise ValueError(
+            'dtype %s has no numpy equivalent here (install ml_dtypes, or '
+            'restore into torch tensors)' % _CK_NAMES.get(ck, ck))
+    return dt
+
+
+def dtype_display(ck):
+    """The dtype object shown in metadata: numpy dtype, else torch dtype,
+    else the name."""
+    dt = _CK_TO_NP.get(ck)
+    if dt is not None:
+        return dt
+    if ck in _CK_TO_TORCH:
+        return _CK_TO_TORCH[ck]
+    return _CK_NAMES.get(ck, str(ck))
+
+
+# ---- flattening ------------------------------------------------------------------
+
+def _is_container(x):
+    return isinstance(x, (Mapping, list, tuple))
+
+
+def flatten(tree, what='item'):
+    """[(path, leaf)], path = tuple of (kind, key). Containers: Mapping
+    (str keys), list, tuple; empty containers become leaves."""
+    out = []
+
+    def rec(x, path):
+        if isinstance(x, Mapping):
+            if not x:
+                out.append((path, x))
+                return
+            for k, v in x.items():
+                if not isinstance(k, str):
+                    raise TypeError(
+                        'Unsupported dict key %r (%s) at %s: only str keys '
+                        'are supported' % (k, type(k).__name__,
+                                           path_name(path) or what))
+                rec(v, path + ((L.KEY_DICT, k),))
+        elif isinstance(x, (list, tuple)):
+            if not x:
+                out.append((path, x))
+                return
+            kind = L.KEY_TUPLE if isinstance(x, tuple) else L.KEY_LIST
+            for i, v in enumerate(x):
+                rec(v, path + ((kind, i),))
+        else:
+            out.append((path, x))
+
+    rec(tree, ())
+    return out
+
+
+def path_name(path):
+    return '.'.join(str(k) for _, k in path)
+
+
+def _keys_array(path):
+    n = len(path)
+    arr = (L.Key * max(n, 1))()
+    for i, (kind, k) in enumerate(path):
+        arr[i].kind = kind
+        if kind == L.KEY_DICT:
+            arr[i].key = k.encode('utf-8')
+        else:
+            arr[i].index = k
+    return arr, n
+
+
+def _shape_array(shape):
+    return (ctypes.c_int64 * max(len(shape), 1))(*shape)
+
+
+class _Prepared:
+    """One leaf converted to what libckpt needs; holds the memory."""
+    __slots__ = ('path', 'kind', 'dtype', 'shape', 'addr', 'nbytes', 'keep',
+                 'i', 'f', 'b', 's', 'tag')
+
+    def __init__(self, path, kind):
+        self.path = path
+        self.kind = kind
+        self.dtype = 0
+        self.shape = ()
+        self.addr = None
+        self.nbytes = 0
+        self.keep = None
+        self.i = 0
+        self.f = 0.0
+        self.b = 0
+        self.s = None
+        self.tag = None
+
+
+def _prep_numpy(path, arr, tag=None):
+    dt = arr.dtype
+    if dt.byteorder == '>' or (dt.byteorder == '=' and
+                               np.little_endian is False):
+        arr = arr.astype(dt.newbyteorder('<'))
+        dt = arr.dtype
+    key = dt.newbyteorder('=') if dt.byteorder not in ('=', '|') else dt
+    ck = _NP_TO_CK.get(key)
+    if ck is None:
+        raise TypeError(
+            'Unsupported array dtype %s at %s: supported are bool, '
+            'int8..int64, uint8..uint64, float16, float32, float64 (and '
+            'bfloat16 as torch tensors)' % (dt, path_name(path) or 'item'))
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order='C')
+    p = _Prepared(path, L.LEAF_ARRAY)
+    p.dtype = ck
+    p.shape = tuple(int(d) for d in arr.shape)
+    p.nbytes = int(arr.nbytes)
+    p.addr = arr.ctypes.data if arr.nbytes else None
+    p.keep = arr
+    p.tag = tag
+    return p
+
+
+def _prep_torch(path, t):
+    if t.device.type != 'cpu':
+        raise ValueError('torch tensor at %s is on %s: move it to the CPU '
+                         'first' % (path_name(path) or 'item', t.device))
+    if t.is_sparse or getattr(t, 'is_quantized', False):
+        raise TypeError('Unsupported torch tensor layout at %s'
+                        % (path_name(path) or 'item'))
+    ck = _TORCH_TO_CK.get(t.dtype)
+    if ck is None:
+        raise TypeError('Unsupported torch dtype %s at %s'
+                        % (t.dtype, path_name(path) or 'item'))
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    t = t.contiguous()
+    p = _Prepared(path, L.LEAF_ARRAY)
+    p.dtype = ck
+    p.shape = tuple(int(d) for d in t.shape)
+    p.nbytes = t.numel() * t.element_size()
+    p.addr = t.data_ptr() if p.nbytes else None
+    p.keep = t
+    p.tag = TAG_TORCH
+    return p
+
+
+def prepare_leaf(path, x):
+    """Convert one leaf; raises TypeError/ValueError for unsupported ones."""
+    where = path_name(path) or 'item'
+    if x is PLACEHOLDER:
+        raise ValueError('PLACEHOLDER at %s cannot be saved' % where)
+    if isinstance(x, Mapping) and not x:
+        return _Prepared(path, L.LEAF_EMPTY_DICT)
+    if isinstance(x, list) and not x:
+        return _Prepared(path, L.LEAF_EMPTY_LIST)
+    if isinstance(x, tuple) and not x:
+        return _Prepared(path, L.LEAF_EMPTY_TUPLE)
+    if x is None:
+        return _Prepared(path, L.LEAF_NONE)
+    if isinstance(x, (bool, np.bool_)) and not isinstance(x, np.generic):
+        p = _Prepared(path, L.LEAF_BOOL)
+        p.b = 1 if x else 0
+        return p
+    if isinstance(x, int) and not isinstance(x, np.generic):
+        if not _INT64_MIN <= x <= _INT64_MAX:
+            raise ValueError('int at %s does not fit in int64: %d'
+                             % (where, x))
+        p = _Prepared(path, L.LEAF_INT)
+        p.i = int(x)
+        return p
+    if isinstance(x, float) and not isinstance(x, np.generic):
+        p = _Prepared(path, L.LEAF_FLOAT)
+        p.f = float(x)
+        return p
+    if isinstance(x, str):
+        if '\0' in x:
+            raise ValueError('str at %s contains a NUL character' % where)
+        p = _Prepared(path, L.LEAF_STR)
+        p.s = x.encode('utf-8')
+        return p
+    if isinstance(x, np.generic):
+        return _prep_numpy(path, np.asarray(x), TAG_NP_SCALAR)
+    if isinstance(x, np.ndarray):
+        if x.dtype.hasobject:
+            raise TypeError('Unsupported object array at %s: only numeric '
+                            'and bool arrays can be saved' % where)
+        return _prep_numpy(path, x)
+    if is_torch_tensor(x):
+        return _prep_torch(path, x)
+    if hasattr(x, '__array__') and hasattr(x, 'shape') and hasattr(x, 'dtype'):
+        # e.g. jax arrays: bring them to host memory
+        arr = np.asarray(x)
+        if arr.dtype.hasobject:
+            raise TypeError('Unsupported object array at %s' % where)
+        return _prep_numpy(path, arr)
+    raise TypeError(
+        'Unsupported leaf type %s at %s: leaves must be numpy arrays or '
+        'scalars, torch CPU tensors, int, float, bool, str or None'
+        % (type(x).__name__, where))
+
+
+def build_tree(item, what='item'):
+    """Build a ckpt_tree for `item`. Returns (tree_ptr, keepalive); the
+    caller frees tree_ptr with ckpt_tree_free after ckpt_save returned."""
+    if not _is_container(item):
+        raise ValueError(
+            'Unsupported item of type %s for %s: expected a tree (dict, list '
+            'or tuple) of arrays and scalars; use ocp.args.ArraySave for a '
+            'single array' % (type(item).__name__, what))
+    if not item:
+        raise ValueError('Found empty item.')
+    leaves = [prepare_leaf(p, x) for p, x in flatten(item, what)]
+    return _tree_from_prepared(leaves)
+
+
+def build_array_tree(arr):
+    """ArraySave: a single array stored as a one-leaf tree (path 'array')."""
+    leaf = prepare_leaf(((L.KEY_DICT, 'array'),), arr)
+    if leaf.kind != L.LEAF_ARRAY:
+        raise TypeError('ArraySave expects an array, got %s'
+                        % type(arr).__name__)
+    return _tree_from_prepared([leaf])
+
+
+def _tree_from_prepared(leaves):
+    lib = L.lib()
+    t = lib.ckpt_tree_new()
+    if not t:
+        raise MemoryError('ckpt_tree_new')
+    keep = []
+    try:
+        for p in leaves:
+            keys, n = _keys_array(p.path)
+            if p.kind == L.LEAF_ARRAY:
+                shp = _shape_array(p.shape)
+                rc = lib.ckpt_tree_add_array_k(
+                    t, keys, n, p.dtype, len(p.shape), shp, p.addr, p.nbytes)
+                keep.append(p.keep)
+            else:
+                rc = lib.ckpt_tree_add_scalar_k(
+                    t, keys, n, p.kind, p.i, p.f, p.b, p.s)
+            L.check_plain(rc, 'cannot add leaf %s' % (path_name(p.path)
+                                                      or 'item'))
+            if p.tag:
+                L.check_plain(lib.ckpt_tree_set_tag(t, p.tag.encode()),
+                              'cannot tag leaf')
+    except BaseException:
+        lib.ckpt_tree_free(t)
+        raise
+    return t, keep
+
+
+# ---- reading restored trees ---------------------------------------------------------
+
+class Owner:
+    """Owns a ckpt_restored; zero-copy views keep it alive."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    def free(self):
+        if self.ptr:
+            L.lib().ckpt_restored_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):
+        try:
+            self.free()
+        except Exception:
+            pass
+
+
+class _View:
+    """Exposes mapped bytes to numpy (read-only); keeps the owner alive."""
+
+    def __init__(self, owner, addr, shape, dtype):
+        self._owner = owner
+        self.__array_interface__ = {
+            'version': 3, 'shape': tuple(shape), 'typestr': dtype.str,
+            'descr': dtype.descr, 'data': (addr, True), 'strides': None}
+
+
+class RawArray:
+    """A restored array leaf before conversion."""
+    __slots__ = ('ck', 'shape', 'addr', 'nbytes', 'tag', 'owner')
+
+    def __init__(self, ck, shape, addr, nbytes, tag, owner):
+        self.ck = ck
+        self.shape = shape
+        self.addr = addr
+        self.nbytes = nbytes
+        self.tag = tag
+        self.owner = owner
+
+    # -- conversions
+    def numpy_view(self):
+        dt = np_dtype_for(self.ck)
+        if not self.nbytes or not self.addr:
+            a = np.empty(self.shape, dt)
+            a.flags.writeable = False
+            return a
+        return np.asarray(_View(self.owner, self.addr, self.shape, dt))
+
+    def numpy_copy(self, dtype=None):
+        src_dt = _CK_TO_NP.get(self.ck)
+        if src_dt is None:
+            # bf16/f8 without ml_dtypes: go through torch
+            t = self.torch_copy()
+            if dtype is None:
+                raise ValueError(
+                    'dtype %s has no numpy equivalent here: give a numpy '
+                    'target dtype or restore as torch'
+                    % _CK_NAMES.get(self.ck, self.ck))
+            return t.to(_torch.float32).numpy().astype(dtype)
+        if dtype is None or np.dtype(dtype) == src_dt:
+            out = np.empty(self.shape, src_dt)
+            if self.nbytes:
+                ctypes.memmove(out.ctypes.data, self.addr, self.nbytes)
+            return out
+        out = np.empty(self.shape, np.dtype(dtype))
+        if self.nbytes:
+            out[...] = self.numpy_view()   # one pass: mapped -> cast copy
+        return out
+
+    def torch_copy(self, dtype=None):
+        if _torch is None:
+            raise ValueError('torch is not importable')
+        tdt = _CK_TO_TORCH.get(self.ck)
+        if tdt is None:
+            raise ValueError('dtype %s has no torch equivalent'
+                             % _CK_NAMES.get(self.ck, self.ck))
+        t = _torch.empty(self.shape, dtype=tdt)
+        if self.nbytes:
+            ctypes.memmove(t.data_ptr(), self.addr, self.nbytes)
+        if dtype is not None and dtype != tdt:
+            t = t.to(dtype)
+        return t
+
+    def default_value(self, zero_copy):
+        """Restore as saved."""
+        if self.tag == TAG_TORCH and _torch is not None:
+            return self.torch_copy()
+        if self.ck not in _CK_TO_NP and self.ck in _CK_TO_TORCH:
+            return self.torch_copy()
+        if self.tag == TAG_NP_SCALAR and not self.shape:
+            return self.numpy_copy()[()]
+        return self.numpy_view() if zero_copy else self.numpy_copy()
+
+
+class Ready:
+    """An array leaf already restored into memory we own (numpy/torch)."""
+    __slots__ = ('obj', 'tag')
+
+    def __init__(self, obj, tag):
+        self.obj = obj
+        self.tag = tag
+
+
+def read_tree(tree_ptr, owner):
+    """[(path, value)] with RawArray for arrays and Python values for
+    scalars, in saved order. Metadata-only trees give RawArray with addr
+    None."""
+    lib = L.lib()
+    out = []
+    n = lib.ckpt_tree_nleaves(tree_ptr)
+    leaf = L.Leaf()
+    for i in range(n):
+        L.check_plain(lib.ckpt_tree_leaf(tree_ptr, i, ctypes.byref(leaf)),
+                      'ckpt_tree_leaf')
+        path = []
+        for d in range(leaf.depth):
+            k = leaf.path[d]
+            if k.kind == L.KEY_DICT:
+                path.append((L.KEY_DICT, k.key.decode('utf-8')))
+            else:
+                path.append((k.kind, int(k.index)))
+        path = tuple(path)
+        kind = leaf.kind
+        tag = leaf.tag.decode('utf-8') if leaf.tag else ''
+        if kind in (L.LEAF_ARRAY, L.LEAF_TARGET):
+            shape = tuple(int(leaf.shape[d]) for d in range(leaf.ndim))
+            val = RawArray(leaf.dtype, shape, leaf.data, int(leaf.nbytes),
+                           tag, owner)
+        elif kind == L.LEAF_INT:
+            val = int(leaf.i)
+        elif kind == L.LEAF_FLOAT:
+            val = float(leaf.f)
+        elif kind == L.LEAF_BOOL:
+            val = bool(leaf.b)
+        elif kind == L.LEAF_STR:
+            val = leaf.s.decode('utf-8') if leaf.s is not None else ''
+        elif kind == L.LEAF_NONE:
+            val = None
+        elif kind == L.LEAF_EMPTY_DICT:
+            val = _EMPTY_DICT
+        elif kind == L.LEAF_EMPTY_LIST:
+            val = _EMPTY_LIST
+        elif kind == L.LEAF_EMPTY_TUPLE:
+            val = ()
+        else:
+            raise ValueError('unknown leaf kind %d' % kind)
+        out.append((path, val))
+    return out
+
+
+class _EmptyMarker:
+    def __init__(self, factory):
+        self.factory = factory
+
+
+_EMPTY_DICT = _EmptyMarker(dict)
+_EMPTY_LIST = _EmptyMarker(list)
+
+
+def _materialize_default(v, zero_copy):
+    if isinstance(v, Ready):
+        if v.tag == TAG_NP_SCALAR and isinstance(v.obj, np.ndarray) and \
+                v.obj.shape == ():
+            return v.obj[()]
+        return v.obj
+    if isinstance(v, RawArray):
+        return v.default_value(zero_copy)
+    if isinstance(v, _EmptyMarker):
+        return v.factory()
+    return v
+
+
+def unflatten(entries, convert):
+    """Rebuild nested containers from [(path, value)]."""
+    if len(entries) == 1 and not entries[0][0]:
+        return convert(entries[0][1])
+    root = [None, {}]  # [kind, children]
+
+    for path, val in entries:
+        if not path:
+            raise ValueError('malformed tree: a root leaf among others')
+        node = root
+        for depth, (kind, key) in enumerate(path):
+            if node[0] is None:
+                node[0] = kind
+            elif node[0] != kind:
+                raise ValueError('malformed tree: mixed container kinds at %s'
+                                 % path_name(path[:depth]))
+            if depth == len(path) - 1:
+                node[1][key] = ('leaf', val)
+            else:
+                child = node[1].get(key)
+                if child is None or child[0] == 'leaf':
+                    child = [None, {}]
+                    node[1][key] = child
+                node = child
+
+    def build(node):
+        if isinstance(node, tuple):
+            return convert(node[1])
+        kind, children = node
+        if kind == L.KEY_DICT:
+            return {k: build(v) for k, v in children.items()}
+        vals = [build(children[k]) for k in sorted(children)]
+        return tuple(vals) if kind == L.KEY_TUPLE else vals
+
+    return build(root)
+
+
+def restore_as_saved(entries, zero_copy):
+    return unflatten(entries, lambda v: _materialize_default(v, zero_copy))
+
+
+# ---- restore with a target --------------------------------------------------------
+
+def _norm(path):
+    return tuple(('d', k) if kind == L.KEY_DICT else ('i', k)
+                 for kind, k in path)
+
+
+def _is_abstract_array(x):
+    if is_torch_tensor(x):
+        return True
+    if isinstance(x, (bool, int, float, str)) or x is None:
+        return False
+    return hasattr(x, 'shape') and hasattr(x, 'dtype')
+
+
+def _target_dtype(x):
+    if is_torch_tensor(x):
+        return x.dtype
+    dt = x.dtype
+    if _torch is not None and isinstance(dt, _torch.dtype):
+        return dt
+    return np.dtype(dt)
+
+
+def _convert_to_target(val, tgt, zero_copy, where):
+    tshape = tuple(int(d) for d in tgt.shape)
+    tdt = _target_dtype(tgt)
+    want_torch = is_torch_tensor(tgt) or (
+        _torch is not None and isinstance(tdt, _torch.dtype))
+    if isinstance(val, Ready):
+        obj = val.obj
+        if tuple(obj.shape) != tshape:
+            raise ValueError(
+                'Shape mismatch at %s: the checkpoint has %s, the target '
+                'asks for %s' % (where, tuple(obj.shape), tshape))
+        if want_torch:
+            if not is_torch_tensor(obj):
+                obj = _torch.from_numpy(obj)
+            return obj if obj.dtype == tdt else obj.to(tdt)
+        if is_torch_tensor(obj):
+            obj = obj.numpy() if obj.dtype in _TORCH_NUMPY_OK else \
+                obj.to(_torch.float32).numpy()
+        if obj.dtype != tdt:
+            obj = obj.astype(tdt)
+        return obj[()] if isinstance(tgt, np.generic) else obj
+    if isinstance(val, RawArray):
+        if val.shape != tshape:
+            raise ValueError(
+                'Shape mismatch at %s: the checkpoint has %s, the target '
+                'asks for %s' % (where, val.shape, tshape))
+        if want_torch:
+            return val.torch_copy(tdt)
+        if (zero_copy and val.ck in _CK_TO_NP and
+                np_dtype_for(val.ck) == tdt and not isinstance(tgt, np.generic)):
+            return val.numpy_view()
+        out = val.numpy_copy(tdt)
+        if isinstance(tgt, np.generic):
+            return out[()]
+        return out
+    if isinstance(val, (bool, int, float)):
+        if tshape != ():
+            raise ValueError(
+                'Shape mismatch at %s: the checkpoint has a scalar, the '
+                'target asks for %s' % (where, tshape))
+        if want_torch:
+            return _torch.tensor(val, dtype=tdt)
+        out = np.asarray(val, dtype=tdt)
+        return out[()] if isinstance(tgt, np.generic) else out
+    raise ValueError('Cannot restore %s value at %s into an array target'
+                     % (type(val).__name__, where))
+
+
+def match_target(entries, target, partial):
+    """Match target leaves with saved leaves. Returns (matches, wanted):
+    matches = [(tpath, tleaf, exact index or None, [subtree indices])],
+    wanted = {saved index: target leaf or None (as saved)} for the saved
+    leaves that are restored. Raises ValueError on structure problems."""
+    saved = [_norm(p) for p, _ in entries]
+    tleaves = flatten(target, 'target')
+    covered = [False] * len(saved)
+    matches = []
+    wanted = {}
+    for tpath, tleaf in tleaves:
+        nt = _norm(tpath)
+        where = path_name(tpath) or 'item'
+        exact = None
+        sub = []
+        for idx, np_ in enumerate(saved):
+            if np_ == nt:
+                exact = idx
+            elif np_[:len(nt)] == nt and len(np_) > len(nt):
+                sub.append(idx)
+        if exact is None and not sub:
+            raise ValueError(
+                'Requested to restore "%s", which is missing in the '
+                'checkpoint.' % where)
+        for idx in ([exact] if exact is not None else []) + sub:
+            covered[idx] = True
+        if tleaf is not PLACEHOLDER:
+            if exact is not None:
+                arr = _is_abstract_array(tleaf)
+                val = entries[exact][1]
+                if arr and isinstance(val, RawArray):
+                    tshape = tuple(int(d) for d in tleaf.shape)
+                    if val.shape != tshape:
+                        raise ValueError(
+                            'Shape mismatch at %s: the checkpoint has %s, '
+                            'the target asks for %s'
+                            % (where, val.shape, tshape))
+                wanted[exact] = tleaf if arr else None
+            else:
+                if _is_abstract_array(tleaf):
+                    raise ValueError(
+                        'Structure mismatch at %s: the checkpoint has a '
+                        'subtree there, the target a single array' % where)
+                for i in sub:
+                    wanted[i] = None
+        matches.append((tpath, tleaf, exact, sub))
+    if not partial:
+        missing = [path_name(entries[i][0]) for i, c in enumerate(covered)
+                   if not c]
+        if missing:
+            raise ValueError(
+                'The target tree does not match the checkpoint: it omits '
+                '%s. Pass partial_restore=True (PyTreeRestore) to restore '
+                'only part of the tree.' % ', '.join(repr(m) for m in missing))
+    return matches, wanted
+
+
+def restore_with_target(entries, target, partial, zero_copy):
+    """Restore into the structure of `target`. Array-like target leaves give
+    dtype (cast) and shape (checked); other leaves mean "as saved";
+    PLACEHOLDER leaves are skipped. Without partial, every saved leaf must be
+    covered by the target."""
+    matches, _ = match_target(entries, target, partial)
+    results = {}
+    for tpath, tleaf, exact, sub in matches:
+        where = path_name(tpath) or 'item'
+        if tleaf is PLACEHOLDER:
+            results[tpath] = PLACEHOLDER
+        elif exact is not None:
+            val = entries[exact][1]
+            if _is_abstract_array(tleaf):
+                results[tpath] = _convert_to_target(val, tleaf, zero_copy,
+                                                    where)
+            else:
+                results[tpath] = _materialize_default(val, zero_copy)
+        else:
+            rel = [(entries[i][0][len(tpath):], entries[i][1]) for i in sub]
+            results[tpath] = unflatten(
+                rel, lambda v: _materialize_default(v, zero_copy))
+    return _rebuild(target, (), results)
+
+
+# ---- restoring into buffers we allocate ------------------------------------------
+
+def alloc_dst(meta, tleaf):
+    """Allocate the array a saved leaf (RawArray from item metadata) is
+    restored into: (object, ckpt dtype, address) or None when libckpt
+    cannot produce it directly (then the caller falls back)."""
+    shape = meta.shape
+    if tleaf is not None and _is_abstract_array(tleaf):
+        tdt = _target_dtype(tleaf)
+        if _torch is not None and isinstance(tdt, _torch.dtype):
+            ck = _TORCH_TO_CK.get(tdt)
+            if ck is None:
+                return None
+            obj = _torch.empty(shape, dtype=tdt)
+            return obj, ck, obj.data_ptr()
+        ck = _NP_TO_CK.get(tdt)
+        if ck is None:
+            return None
+        obj = np.empty(shape, tdt)
+        return obj, ck, obj.ctypes.data
+    ck = meta.ck
+    if (meta.tag == TAG_TORCH and _torch is not None) or (
+            ck not in _CK_TO_NP and ck in _CK_TO_TORCH):
+        tdt = _CK_TO_TORCH.get(ck)
+        if tdt is None:
+            return None
+        obj = _torch.empty(shape, dtype=tdt)
+        return obj, ck, obj.data_ptr()
+    dt = _CK_TO_NP.get(ck)
+    if dt is None:
+        return None
+    obj = np.empty(shape, dt)
+    return obj, ck, obj.ctypes.data
+
+
+def build_target_tree(entries, wanted):
+    """A libckpt target tree asking for the saved leaves in `wanted` (index
+    -> target leaf or None), each into a buffer allocated here. Returns
+    (tree_ptr, {index: Ready}) or None when some leaf needs the fallback."""
+    lib = L.lib()
+    t = lib.ckpt_tree_new()
+    if not t:
+        raise MemoryError('ckpt_tree_new')
+    ready = {}
+    try:
+        for idx in sorted(wanted):
+            path, meta = entries[idx]
+            if not isinstance(meta, RawArray):
+                continue
+            got = alloc_dst(meta, wanted[idx])
+            if got is None:
+                lib.ckpt_tree_free(t)
+                return None
+            obj, ck, addr = got
+            nbytes = int(np.prod(meta.shape, dtype=np.int64)) * \
+                int(lib.ckpt_dtype_size(ck))
+            keys, n = _keys_array(path)
+            shp = _shape_array(meta.shape)
+            L.check_plain(lib.ckpt_tree_add_target_k(
+                t, keys, n, ck, len(meta.shape), shp,
+                addr if nbytes else None, nbytes), 'restore target')
+            ready[idx] = Ready(obj, meta.tag)
+    except BaseException:
+        lib.ckpt_tree_free(t)
+        raise
+    return t, ready
+
+
+def _rebuild(x, path, results):
+    if isinstance(x, Mapping):
+        if not x:
+            return results.get(path, {})
+        return {k: _rebuild(v, path + ((L.KEY_DICT, k),), results)
+                for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        if not x:
+            return results.get(path, type(x)())
+        kind = L.KEY_TUPLE if isinstance(x, tuple) else L.KEY_LIST
+        vals = [_rebuild(v, path + ((kind, i),), results)
+                for i, v in enumerate(x)]
+        if isinstance(x, tuple):
+            if hasattr(x, '_fields'):
+                return type(x)(*vals)
+            return tuple(vals)
+        return vals
+    return results[path]
+
+
+# ---- metadata ---------------------------------------------------------------------
+
+def metadata_tree(entries, directory):
+    def conv_entry(path, v):
+        name = path_name(path)
+        if isinstance(v, RawArray):
+            if v.tag == TAG_NP_SCALAR and not v.shape:
+                return _md.ScalarMetadata(name=name, directory=directory,
+                                          shape=(), sharding=None,
+                                          dtype=dtype_display(v.ck))
+            return _md.ArrayMetadata(name=name, directory=directory,
+                                     shape=v.shape, sharding=None,
+                                     dtype=dtype_display(v.ck))
+        if isinstance(v, bool):
+            return _md.ScalarMetadata(name=name, directory=directory,
+                                      shape=(), sharding=None,
+                                      dtype=np.dtype('bool'))
+        if isinstance(v, int):
+            return _md.ScalarMetadata(name=name, directory=directory,
+                                      shape=(), sharding=None,
+                                      dtype=np.dtype('int64'))
+        if isinstance(v, float):
+            return _md.ScalarMetadata(name=name, directory=directory,
+                                      shape=(), sharding=None,
+                                      dtype=np.dtype('float64'))
+        if isinstance(v, str):
+            return _md.StringMetadata(name=name, directory=directory)
+        return _materialize_default(v, False)
+
+    conv = [(p, conv_entry(p, v)) for p, v in entries]
+    return unflatten(conv, lambda v: v)

@@ -1,0 +1,180 @@
+"""Save decision and preservation policies (Orbax's
+ocp.checkpoint_managers). The daemon evaluates them; these classes describe
+them. A BestN's get_metric_fn is evaluated here at save time on the step's
+metrics and sent to the daemon as a reserved metric."""
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+
+# ---- save decision policies ------------------------------------------------
+
+class SaveDecisionPolicy:
+    pass
+
+
+@dataclasses.dataclass
+class FixedIntervalPolicy(SaveDecisionPolicy):
+    interval: int
+
+    def __post_init__(self):
+        if not isinstance(self.interval, int) or self.interval <= 0:
+            raise ValueError('interval must be a positive integer, got %r'
+                             % (self.interval,))
+
+
+@dataclasses.dataclass
+class SpecificStepsPolicy(SaveDecisionPolicy):
+    steps: Any
+
+    def __post_init__(self):
+        for s in self.steps:
+            if not isinstance(s, int) or s < 0:
+                raise ValueError('steps must be non-negative integers, '
+                                 'got %r' % (s,))
+
+
+@dataclasses.dataclass(kw_only=True)
+class ContinuousCheckpointingPolicy(SaveDecisionPolicy):
+    minimum_interval_secs: Optional[float] = None
+
+    def __post_init__(self):
+        if (self.minimum_interval_secs is not None and
+                self.minimum_interval_secs < 0):
+            raise ValueError('minimum_interval_secs must be >= 0')
+
+
+class PreemptionCheckpointingPolicy(SaveDecisionPolicy):
+    def __repr__(self):
+        return 'PreemptionCheckpointingPolicy()'
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    __hash__ = object.__hash__
+
+
+class InitialSavePolicy(SaveDecisionPolicy):
+    def __repr__(self):
+        return 'InitialSavePolicy()'
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    __hash__ = object.__hash__
+
+
+@dataclasses.dataclass
+class AnySavePolicy(SaveDecisionPolicy):
+    policies: Sequence[SaveDecisionPolicy]
+
+    def __post_init__(self):
+        for p in self.policies:
+            if not isinstance(p, SaveDecisionPolicy):
+                raise TypeError('AnySavePolicy takes save decision policies, '
+                                'got %r' % (p,))
+
+
+# ---- preservation policies ---------------------------------------------------
+
+class PreservationPolicy:
+    pass
+
+
+@dataclasses.dataclass
+class PreserveAll(PreservationPolicy):
+    pass
+
+
+@dataclasses.dataclass
+class LatestN(PreservationPolicy):
+    n: Optional[int] = None
+
+    def __post_init__(self):
+        if self.n is not None and self.n < 0:
+            raise ValueError('n must be >= 0')
+
+
+@dataclasses.dataclass
+class EveryNSeconds(PreservationPolicy):
+    interval_secs: float
+
+    def __post_init__(self):
+        if self.interval_secs is None or self.interval_secs < 0:
+            raise ValueError('interval_secs must be >= 0')
+
+
+@dataclasses.dataclass
+class EveryNSteps(PreservationPolicy):
+    interval_steps: int
+    exact_interval: bool = True
+
+    def __post_init__(self):
+        if self.interval_steps == 0:
+            raise ValueError('interval_steps must not be 0.')
+        if not self.exact_interval:
+            raise ValueError('EveryNSteps(exact_interval=False) is not '
+                             'supported by ckptd')
+
+
+class CustomSteps(PreservationPolicy):
+    def __init__(self, steps):
+        self.steps = sorted(set(int(s) for s in steps))
+
+    def __repr__(self):
+        return 'CustomSteps(steps=%r)' % (self.steps,)
+
+
+@dataclasses.dataclass(kw_only=True)
+class BestN(PreservationPolicy):
+    get_metric_fn: Callable[[Any], float]
+    reverse: bool = False
+    n: Optional[int] = None
+    keep_checkpoints_without_metrics: bool = True
+
+    def __post_init__(self):
+        if not callable(self.get_metric_fn):
+            raise TypeError('get_metric_fn must be callable')
+        if self.n is not None and self.n < 0:
+            raise ValueError('n must be >= 0')
+
+
+@dataclasses.dataclass
+class LatestDuration(PreservationPolicy):
+    """Keep every checkpoint younger than duration_secs (ckptd addition)."""
+    duration_secs: float
+
+
+@dataclasses.dataclass
+class AnyPreservationPolicy(PreservationPolicy):
+    policies: Sequence[PreservationPolicy]
+
+    def __post_init__(self):
+        for p in self.policies:
+            if not isinstance(p, PreservationPolicy):
+                raise TypeError('AnyPreservationPolicy takes preservation '
+                                'policies, got %r' % (p,))
+
+
+save_decision_policy = None  # filled below for `ocp.checkpoint_managers.save_decision_policy.X`
+preservation_policy = None
+
+
+class _NS:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+save_decision_policy = _NS(
+    SaveDecisionPolicy=SaveDecisionPolicy,
+    FixedIntervalPolicy=FixedIntervalPolicy,
+    SpecificStepsPolicy=SpecificStepsPolicy,
+    ContinuousCheckpointingPolicy=ContinuousCheckpointingPolicy,
+    PreemptionCheckpointingPolicy=PreemptionCheckpointingPolicy,
+    InitialSavePolicy=InitialSavePolicy,
+    AnySavePolicy=AnySavePolicy)
+preservation_policy = _NS(
+    PreservationPolicy=PreservationPolicy, PreserveAll=PreserveAll,
+    LatestN=LatestN, EveryNSeconds=EveryNSeconds, EveryNSteps=EveryNSteps,
+    CustomSteps=CustomSteps, BestN=BestN, LatestDuration=LatestDuration,
+    AnyPreservationPolicy=AnyPreservationPolicy)

@@ -1,0 +1,19 @@
+"""Exceptions raised by the ckpt package."""
+
+import errno as _errno
+
+
+class StepAlreadyExistsError(ValueError):
+    """Raised when saving a step that already exists (Orbax's name)."""
+
+
+class CkptError(OSError):
+    """Any other libckpt failure. `code` is the negative CKPT_E* code."""
+
+    def __init__(self, code, message):
+        super().__init__(_errno.EIO, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return self.message

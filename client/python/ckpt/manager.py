@@ -1,0 +1,1215 @@
+"""CheckpointManager over libckpt, with Orbax's API and messages."""
+
+import ctypes
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Callable, Container, Optional
+
+import numpy as np
+
+from ckpt import _lib
+from ckpt import _tree
+from ckpt import args as args_lib
+from ckpt import checkpoint_managers as cm
+from ckpt import handlers as handlers_lib
+from ckpt import metadata as md
+
+L = _lib
+DEFAULT_ITEM_NAME = 'default'
+RESERVED_ITEM_NAMES = ('metrics',)
+# best_fn is evaluated here; its value travels as this metric.
+BEST_METRIC = '__ckpt_best__'
+_RESERVED_METRIC_PREFIX = '__ckpt_'
+
+_HANDLER_CODES = {'standard': L.HANDLER_STANDARD, 'pytree': L.HANDLER_PYTREE,
+                  'json': L.HANDLER_JSON, 'array': L.HANDLER_ARRAY,
+                  'proto': L.HANDLER_PROTO}
+_CODE_HANDLERS = {v: k for k, v in _HANDLER_CODES.items()}
+
+_LEGACY_MSG = (
+    'ckpt supports only the CheckpointManager API of orbax-checkpoint >= '
+    '0.5: {what} is the deprecated legacy API. Create the manager with '
+    'CheckpointManager(directory, options=..., item_names=... or '
+    'item_handlers=...) and pass `args=` to save() and restore(), e.g. '
+    'mngr.save(step, args=ocp.args.StandardSave(tree)) and '
+    'mngr.restore(step, args=ocp.args.StandardRestore(abstract_tree)).')
+
+
+def _absl_logger():
+    lg = logging.getLogger('absl')
+    if not lg.handlers and not logging.getLogger().handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter('%(levelname)s:%(name)s:%(message)s'))
+        lg.addHandler(h)
+        lg.propagate = False
+    return lg
+
+
+def _warn(msg):
+    _absl_logger().warning(msg)
+
+
+_STANDARD_NO_TARGET = (
+    '`StandardCheckpointHandler` expects a target tree to be provided for '
+    'restore. Not doing so is generally UNSAFE unless you know the present '
+    'topology to be the same one as the checkpoint was saved under.')
+
+
+# ---- options ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class AsyncOptions:
+    timeout_secs: int = 1200
+    barrier_sync_fn: Any = None
+    post_finalization_callback: Any = None
+    create_directories_asynchronously: bool = False
+
+
+@dataclasses.dataclass
+class FileOptions:
+    path_permission_mode: Optional[int] = None
+
+
+@dataclasses.dataclass
+class MultiprocessingOptions:
+    primary_host: Optional[int] = 0
+    active_processes: Any = None
+    barrier_sync_key_prefix: Optional[str] = None
+
+
+@dataclasses.dataclass
+class CheckpointManagerOptions:
+    """Orbax's options, with its defaults. See ORBAX semantics; every option
+    is enforced by ckptd except should_save_fn and best_fn/BestN metric
+    functions, which run in this process."""
+    save_interval_steps: int = 1
+    max_to_keep: Optional[int] = None
+    keep_time_interval: Optional[Any] = None
+    keep_period: Optional[int] = None
+    should_keep_fn: Optional[Callable[[int], bool]] = None
+    best_fn: Optional[Callable[[Any], float]] = None
+    best_mode: str = 'max'
+    keep_checkpoints_without_metrics: bool = True
+    step_prefix: Optional[str] = None
+    step_format_fixed_length: Optional[int] = None
+    step_name_format: Any = None
+    create: bool = True
+    cleanup_tmp_directories: bool = False
+    save_on_steps: Optional[Container[int]] = None
+    single_host_load_and_broadcast: bool = False
+    todelete_subdir: Optional[str] = None
+    todelete_full_path: Optional[str] = None
+    enable_hns: bool = False
+    enable_background_delete: bool = False
+    read_only: bool = False
+    enable_async_checkpointing: bool = True
+    async_options: Optional[AsyncOptions] = None
+    multiprocessing_options: Optional[MultiprocessingOptions] = None
+    should_save_fn: Optional[Callable[[int, Optional[int]], bool]] = None
+    file_options: Optional[FileOptions] = None
+    save_root_metadata: bool = True
+    temporary_path_class: Any = None
+    save_decision_policy: Any = None
+    preservation_policy: Any = None
+    prevent_write_metrics: bool = False
+    enable_should_save_is_saving_in_progress_check: bool = True
+    enable_per_process_directory_creation: bool = False
+
+    def __post_init__(self):
+        def _int(name, v, lo):
+            if v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError('`%s` must be an integer, got %r'
+                                 % (name, v))
+            if v < lo:
+                raise ValueError('`%s` must be >= %d, got %d' % (name, lo, v))
+
+        if self.max_to_keep is not None and (
+                not isinstance(self.max_to_keep, (int, np.integer)) or
+                self.max_to_keep < 0):
+            raise ValueError('Setting of `max_to_keep` must be None or a '
+                             'non-negative integer, got %r'
+                             % (self.max_to_keep,))
+        _int('save_interval_steps', self.save_interval_steps, 1)
+        _int('keep_period', self.keep_period, 1)
+        _int('step_format_fixed_length', self.step_format_fixed_length, 0)
+        if self.best_mode not in ('min', 'max'):
+            raise ValueError(
+                'Unexpected `best_mode`: %r; must be "min" or "max".'
+                % (self.best_mode,))
+        if self.best_fn is not None and not callable(self.best_fn):
+            raise ValueError('`best_fn` must be callable')
+        if self.should_save_fn is not None and not callable(
+                self.should_save_fn):
+            raise ValueError('`should_save_fn` must be callable')
+        if self.keep_time_interval is not None:
+            secs = _seconds(self.keep_time_interval)
+            if secs < 0:
+                raise ValueError('`keep_time_interval` must be >= 0')
+        if self.step_prefix is not None and (
+                not isinstance(self.step_prefix, str) or
+                not self.step_prefix or '/' in self.step_prefix or
+                '\0' in self.step_prefix):
+            raise ValueError('`step_prefix` must be a non-empty string '
+                             'without "/", got %r' % (self.step_prefix,))
+        if self.todelete_subdir is not None and (
+                not isinstance(self.todelete_subdir, str) or
+                not self.todelete_subdir or '/' in self.todelete_subdir or
+                self.todelete_subdir in ('.', '..')):
+            raise ValueError('`todelete_subdir` must be a single directory '
+                             'name, got %r' % (self.todelete_subdir,))
+        if self.todelete_full_path is not None:
+            raise ValueError('`todelete_full_path` is not supported by ckpt; '
+                             'use `todelete_subdir`')
+        if self.step_name_format is not None:
+            raise ValueError('`step_name_format` is not supported by ckpt; '
+                             'use `step_prefix` and '
+                             '`step_format_fixed_length`')
+        if self.should_keep_fn is not None:
+            raise ValueError('`should_keep_fn` is not supported by ckpt; use '
+                             'a `preservation_policy` (e.g. CustomSteps)')
+        if self.save_on_steps is not None:
+            self.save_on_steps = frozenset(int(s) for s in self.save_on_steps)
+            for s in self.save_on_steps:
+                if s < 0:
+                    raise ValueError('`save_on_steps` must be non-negative')
+        if self.preservation_policy is not None:
+            if (self.max_to_keep is not None or self.keep_period is not None
+                    or self.keep_time_interval is not None):
+                raise ValueError(
+                    '`preservation_policy` cannot be combined with '
+                    '`max_to_keep`, `keep_period` or `keep_time_interval`.')
+            if not isinstance(self.preservation_policy, cm.PreservationPolicy):
+                raise ValueError('`preservation_policy` must be a preservation '
+                                 'policy, got %r' % (self.preservation_policy,))
+        if self.save_decision_policy is not None and not isinstance(
+                self.save_decision_policy, cm.SaveDecisionPolicy):
+            raise ValueError('`save_decision_policy` must be a save decision '
+                             'policy, got %r' % (self.save_decision_policy,))
+        if self.async_options is not None and self.async_options.timeout_secs \
+                is not None and self.async_options.timeout_secs <= 0:
+            raise ValueError('`async_options.timeout_secs` must be > 0')
+        if self.read_only and self.save_interval_steps > 1:
+            logging.getLogger('absl').info(
+                'CheckpointManager is read_only: save_interval_steps ignored')
+
+
+def _seconds(v):
+    if isinstance(v, datetime.timedelta):
+        return v.total_seconds()
+    return float(v)
+
+
+# ---- helpers -----------------------------------------------------------------------
+
+def _jsonable(x, where='value'):
+    """Convert to plain JSON types (numpy scalars and arrays included)."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, (int, np.integer)) and not isinstance(x, np.bool_):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist(), where)
+    if _tree.is_torch_tensor(x):
+        return _jsonable(x.detach().cpu().tolist(), where)
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            if not isinstance(k, str):
+                raise TypeError('JSON keys must be str, got %r in %s'
+                                % (k, where))
+            out[k] = _jsonable(v, where)
+        return out
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v, where) for v in x]
+    raise TypeError('%s is not JSON serializable: %r (%s)'
+                    % (where, x, type(x).__name__))
+
+
+def _json_dumps(x, where):
+    return json.dumps(_jsonable(x, where), allow_nan=False)
+
+
+def _undetermined(name):
+    return ValueError(
+        f'Item with name: "{name}" had an undetermined'
+        ' `CheckpointHandler` when restoring. Please ensure the handler'
+        ' was specified during initialization, or use the appropriate'
+        ' `CheckpointArgs` subclass to indicate the item type.')
+
+
+@dataclasses.dataclass
+class StepMetadata:
+    """Metadata of one step (_CHECKPOINT_METADATA)."""
+    item_handlers: Any = None
+    item_metadata: Any = None
+    metrics: Any = None
+    performance_metrics: Any = None
+    init_timestamp_nsecs: Optional[int] = None
+    commit_timestamp_nsecs: Optional[int] = None
+    custom_metadata: Any = None
+
+
+@dataclasses.dataclass
+class RootMetadata:
+    custom_metadata: Any = None
+
+
+class Checkpointer:
+    """Legacy Orbax API: accepted so that old code fails with a clear
+    message at CheckpointManager(...)."""
+
+    def __init__(self, handler=None, *args, **kwargs):
+        self.handler = handler
+
+    def __getattr__(self, name):
+        raise ValueError(_LEGACY_MSG.format(what='Checkpointer'))
+
+
+class AsyncCheckpointer(Checkpointer):
+    pass
+
+
+# ---- the manager ---------------------------------------------------------------------
+
+class CheckpointManager:
+    """Orbax's CheckpointManager, served by ckptd.
+
+    Extra keyword: zero_copy=False. When True, restored numpy arrays are
+    read-only views over the mapped checkpoint files (no copy; the mapping
+    lives as long as the arrays). StandardRestore/PyTreeRestore/
+    ArrayRestore(zero_copy=...) override it per restore. torch tensors
+    and dtype-cast leaves are always copies.
+    """
+
+    def __init__(self, directory, checkpointers=None, options=None,
+                 metadata=None, item_names=None, item_handlers=None,
+                 logger=None, handler_registry=None, *, zero_copy=False,
+                 socket_path=None):
+        self._client = None
+        self._m = None
+        self._closed = True
+        if checkpointers is not None:
+            raise ValueError(_LEGACY_MSG.format(
+                what='passing `checkpointers` to CheckpointManager'))
+        if handler_registry is not None:
+            raise ValueError('`handler_registry` is not supported by ckpt; '
+                             'use `item_handlers`')
+        if options is None:
+            options = CheckpointManagerOptions()
+        if not isinstance(options, CheckpointManagerOptions):
+            raise ValueError('`options` must be a CheckpointManagerOptions')
+        self._options = options
+        self._zero_copy = bool(zero_copy)
+        self._dir = os.path.abspath(os.fspath(directory))
+
+        # Items and handlers known to this manager (Orbax semantics).
+        self._single_item = None
+        self._known = {}
+        if item_handlers is not None:
+            if isinstance(item_handlers, handlers_lib.CheckpointHandler):
+                if item_names is not None:
+                    raise ValueError(
+                        '`item_names` and a single `item_handlers` cannot '
+                        'be combined.')
+                self._single_item = True
+                self._known[DEFAULT_ITEM_NAME] = item_handlers._handler
+            elif isinstance(item_handlers, dict):
+                self._single_item = False
+                for name, h in item_handlers.items():
+                    self._check_item_name(name)
+                    if h is not None and not isinstance(
+                            h, handlers_lib.CheckpointHandler):
+                        raise ValueError('item_handlers[%r] is not a '
+                                         'CheckpointHandler: %r' % (name, h))
+                    self._known[name] = h._handler if h is not None else None
+            else:
+                raise ValueError('`item_handlers` must be a CheckpointHandler '
+                                 'or a dict of them, got %r'
+                                 % (item_handlers,))
+        if item_names is not None:
+            if isinstance(item_names, str):
+                raise ValueError('`item_names` must be a sequence of names')
+            self._single_item = False
+            for name in item_names:
+                self._check_item_name(name)
+                self._known.setdefault(name, None)
+
+        self._best_fns = []   # [(metric_name, fn)]
+        self._pid = os.getpid()
+        opts = self._build_options(options, metadata)
+        lib = L.lib()
+        try:
+            c = ctypes.c_void_p()
+            sp = os.fsencode(socket_path) if socket_path else None
+            rc = lib.ckpt_connect(sp, ctypes.byref(c))
+            if rc < 0:
+                em = getattr(lib, 'ckpt_connect_errmsg', None)
+                msg = em().decode('utf-8', 'replace') if em else ''
+                raise L.exception_for(rc, 'cannot connect to ckptd: %s'
+                                      % (msg or L.strerror(rc)))
+            self._client = c.value
+            m = ctypes.c_void_p()
+            rc = lib.ckpt_manager_open(self._client, os.fsencode(self._dir),
+                                       opts, ctypes.byref(m))
+            L.check_client(rc, self._client)
+            self._m = m.value
+            self._closed = False
+        except BaseException:
+            if self._client:
+                lib.ckpt_disconnect(self._client)
+                self._client = None
+            raise
+        finally:
+            lib.ckpt_options_free(opts)
+
+    # -- construction helpers
+    @staticmethod
+    def _check_item_name(name):
+        if not isinstance(name, str) or not name or '/' in name or \
+                name in ('.', '..') or '\0' in name:
+            raise ValueError('Invalid item name: %r' % (name,))
+        if name in RESERVED_ITEM_NAMES:
+            raise ValueError(
+                'Item name "%s" is reserved; please use a different name.'
+                % name)
+
+    def _build_options(self, o, metadata):
+        lib = L.lib()
+        opts = lib.ckpt_options_new()
+        if not opts:
+            raise MemoryError('ckpt_options_new')
+
+        def chk(rc, what):
+            if rc < 0:
+                raise ValueError('invalid option %s: %s'
+                                 % (what, L.strerror(rc)))
+            return rc
+
+        try:
+            chk(lib.ckpt_options_set_create(opts, int(bool(o.create))),
+                'create')
+            chk(lib.ckpt_options_set_read_only(opts, int(bool(o.read_only))),
+                'read_only')
+            if o.max_to_keep is not None:
+                chk(lib.ckpt_options_set_max_to_keep(opts, int(o.max_to_keep)),
+                    'max_to_keep')
+            if o.keep_period is not None:
+                chk(lib.ckpt_options_set_keep_period(opts, int(o.keep_period)),
+                    'keep_period')
+            if o.keep_time_interval is not None:
+                chk(lib.ckpt_options_set_keep_time_interval(
+                    opts, _seconds(o.keep_time_interval)),
+                    'keep_time_interval')
+            if o.best_fn is not None:
+                self._best_fns.append((BEST_METRIC, o.best_fn))
+                chk(lib.ckpt_options_set_best(
+                    opts, BEST_METRIC.encode(), int(o.best_mode == 'min')),
+                    'best_fn')
+            chk(lib.ckpt_options_set_keep_checkpoints_without_metrics(
+                opts, int(bool(o.keep_checkpoints_without_metrics))),
+                'keep_checkpoints_without_metrics')
+            if o.step_prefix is not None:
+                chk(lib.ckpt_options_set_step_prefix(
+                    opts, o.step_prefix.encode()), 'step_prefix')
+            if o.step_format_fixed_length is not None:
+                chk(lib.ckpt_options_set_step_format_fixed_length(
+                    opts, int(o.step_format_fixed_length)),
+                    'step_format_fixed_length')
+            chk(lib.ckpt_options_set_cleanup_tmp_directories(
+                opts, int(bool(o.cleanup_tmp_directories))),
+                'cleanup_tmp_directories')
+            chk(lib.ckpt_options_set_save_interval_steps(
+                opts, int(o.save_interval_steps)), 'save_interval_steps')
+            if o.save_on_steps:
+                steps = sorted(o.save_on_steps)
+                arr = (ctypes.c_uint64 * len(steps))(*steps)
+                chk(lib.ckpt_options_set_save_on_steps(opts, arr, len(steps)),
+                    'save_on_steps')
+            if o.todelete_subdir is not None:
+                chk(lib.ckpt_options_set_todelete_subdir(
+                    opts, o.todelete_subdir.encode()), 'todelete_subdir')
+            chk(lib.ckpt_options_set_enable_background_delete(
+                opts, int(bool(o.enable_background_delete))),
+                'enable_background_delete')
+            chk(lib.ckpt_options_set_async(
+                opts, int(bool(o.enable_async_checkpointing))),
+                'enable_async_checkpointing')
+            if o.async_options is not None and \
+                    o.async_options.timeout_secs is not None:
+                chk(lib.ckpt_options_set_async_timeout(
+                    opts, float(o.async_options.timeout_secs)),
+                    'async_options.timeout_secs')
+            chk(lib.ckpt_options_set_prevent_write_metrics(
+                opts, int(bool(o.prevent_write_metrics))),
+                'prevent_write_metrics')
+            if o.file_options is not None and \
+                    o.file_options.path_permission_mode is not None:
+                chk(lib.ckpt_options_set_path_permission_mode(
+                    opts, int(o.file_options.path_permission_mode)),
+                    'file_options.path_permission_mode')
+            if metadata is not None:
+                chk(lib.ckpt_options_set_root_metadata(
+                    opts, _json_dumps(metadata, 'metadata').encode()),
+                    'metadata')
+            if self._single_item is False:
+                names = [n for n in self._known]
+                if names:
+                    arr = (ctypes.c_char_p * len(names))(
+                        *[n.encode() for n in names])
+                    chk(lib.ckpt_options_set_item_names(opts, arr, len(names)),
+                        'item_names')
+            if o.save_decision_policy is not None:
+                self._add_save_policy(opts, o.save_decision_policy, -1)
+            if o.preservation_policy is not None:
+                self._add_preservation(opts, o.preservation_policy, -1)
+        except BaseException:
+            lib.ckpt_options_free(opts)
+            raise
+        return opts
+
+    def _add_save_policy(self, opts, p, parent):
+        lib = L.lib()
+        steps = None
+        nsteps = 0
+        interval = 0
+        secs = 0.0
+        if isinstance(p, cm.FixedIntervalPolicy):
+            kind, interval = L.SAVE_FIXED_INTERVAL, p.interval
+        elif isinstance(p, cm.SpecificStepsPolicy):
+            kind = L.SAVE_SPECIFIC_STEPS
+            lst = sorted(set(int(s) for s in p.steps))
+            steps = (ctypes.c_uint64 * max(len(lst), 1))(*lst)
+            nsteps = len(lst)
+        elif isinstance(p, cm.ContinuousCheckpointingPolicy):
+            kind = L.SAVE_CONTINUOUS
+            secs = float(p.minimum_interval_secs or 0.0)
+        elif isinstance(p, cm.InitialSavePolicy):
+            kind = L.SAVE_INITIAL
+        elif isinstance(p, cm.PreemptionCheckpointingPolicy):
+            kind = L.SAVE_PREEMPTION
+        elif isinstance(p, cm.AnySavePolicy):
+            kind = L.SAVE_ANY
+        else:
+            raise ValueError('Unsupported save decision policy: %r' % (p,))
+        idx = lib.ckpt_options_save_policy_add(opts, kind, interval, steps,
+                                               nsteps, secs)
+        if idx < 0:
+            raise ValueError('invalid save decision policy %r: %s'
+                             % (p, L.strerror(idx)))
+        if parent >= 0:
+            rc = lib.ckpt_options_save_policy_child(opts, parent, idx)
+            if rc < 0:
+                raise ValueError('invalid save decision policy: %s'
+                                 % L.strerror(rc))
+        if kind == L.SAVE_ANY:
+            for child in p.policies:
+                self._add_save_policy(opts, child, idx)
+        return idx
+
+    def _add_preservation(self, opts, p, parent):
+        lib = L.lib()
+        n, secs, steps, nsteps = 0, 0.0, None, 0
+        metric, mode_min, keep_without = None, 0, 1
+        if isinstance(p, cm.PreserveAll):
+            kind = L.PRESERVE_ALL
+        elif isinstance(p, cm.LatestN):
+            if p.n is None:
+                kind = L.PRESERVE_ALL
+            else:
+                kind, n = L.PRESERVE_LATEST_N, int(p.n)
+        elif isinstance(p, cm.EveryNSeconds):
+            kind, secs = L.PRESERVE_EVERY_N_SECONDS, _seconds(p.interval_secs)
+        elif isinstance(p, cm.EveryNSteps):
+            kind, n = L.PRESERVE_EVERY_N_STEPS, int(p.interval_steps)
+        elif isinstance(p, cm.CustomSteps):
+            kind = L.PRESERVE_CUSTOM_STEPS
+            steps = (ctypes.c_uint64 * max(len(p.steps), 1))(*p.steps)
+            nsteps = len(p.steps)
+        elif isinstance(p, cm.BestN):
+            kind = L.PRESERVE_BEST_N
+            n = -1 if p.n is None else int(p.n)
+            if p.n is None:
+                kind = L.PRESERVE_ALL
+            name = '%s%d__' % (_RESERVED_METRIC_PREFIX + 'best', len(
+                self._best_fns))
+            self._best_fns.append((name, p.get_metric_fn))
+            metric = name.encode()
+            # Orbax: sorted ascending (reverse=False) keeps the largest.
+            mode_min = int(bool(p.reverse))
+            keep_without = int(bool(p.keep_checkpoints_without_metrics))
+        elif isinstance(p, cm.LatestDuration):
+            kind, secs = L.PRESERVE_LATEST_DURATION, _seconds(p.duration_secs)
+        elif isinstance(p, cm.AnyPreservationPolicy):
+            kind = L.PRESERVE_ANY
+        else:
+            raise ValueError('Unsupported preservation policy: %r' % (p,))
+        idx = lib.ckpt_options_preservation_add(opts, kind, n, secs, steps,
+                                                nsteps, metric, mode_min,
+                                                keep_without)
+        if idx < 0:
+            raise ValueError('invalid preservation policy %r: %s'
+                             % (p, L.strerror(idx)))
+        if parent >= 0:
+            rc = lib.ckpt_options_preservation_child(opts, parent, idx)
+            if rc < 0:
+                raise ValueError('invalid preservation policy: %s'
+                                 % L.strerror(rc))
+        if kind == L.PRESERVE_ANY:
+            for child in p.policies:
+                self._add_preservation(opts, child, idx)
+        return idx
+
+    # -- basics
+    def _mgr(self):
+        if self._closed or not self._m:
+            raise ValueError('CheckpointManager is closed')
+        if os.getpid() != self._pid:
+            raise RuntimeError('a CheckpointManager cannot be used in a '
+                               'forked child; create a new one')
+        return self._m
+
+    def _check(self, rc):
+        return L.check_manager(rc, self._m)
+
+    @property
+    def directory(self):
+        return md.PosixGPath(self._dir)
+
+    def _step_name(self, step):
+        o = self._options
+        s = str(step)
+        if o.step_format_fixed_length:
+            s = s.zfill(int(o.step_format_fixed_length))
+        if o.step_prefix:
+            s = '%s_%s' % (o.step_prefix, s)
+        return s
+
+    def _parse_step_name(self, name):
+        o = self._options
+        if o.step_prefix:
+            pre = o.step_prefix + '_'
+            if not name.startswith(pre):
+                return None
+            name = name[len(pre):]
+        if not name.isdigit() or not name.isascii():
+            return None
+        if o.step_format_fixed_length and \
+                len(name) < o.step_format_fixed_length:
+            return None
+        return int(name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            if not self._closed and os.getpid() == self._pid:
+                self.close()
+        except Exception:
+            pass
+
+    def close(self):
+        """Wait for pending saves and close; raises a pending save error."""
+        if self._closed:
+            return
+        lib = L.lib()
+        self._closed = True
+        m, self._m = self._m, None
+        msg = None
+        try:
+            rc = lib.ckpt_manager_close(m)
+            if rc < 0:
+                msg = L.exception_for(
+                    rc, L._dec(lib.ckpt_client_errmsg(self._client)))
+        finally:
+            lib.ckpt_disconnect(self._client)
+            self._client = None
+        if msg is not None:
+            raise msg
+
+    # -- steps
+    def all_steps(self, read=False):
+        m = self._mgr()
+        if read:
+            self._check(L.lib().ckpt_reload(m))
+        p = ctypes.POINTER(ctypes.c_uint64)()
+        n = ctypes.c_size_t()
+        self._check(L.lib().ckpt_all_steps(m, ctypes.byref(p),
+                                           ctypes.byref(n)))
+        try:
+            return [int(p[i]) for i in range(n.value)]
+        finally:
+            L.free(ctypes.cast(p, ctypes.c_void_p).value)
+
+    def latest_step(self):
+        v = ctypes.c_int64()
+        self._check(L.lib().ckpt_latest_step(self._mgr(), ctypes.byref(v)))
+        return None if v.value < 0 else int(v.value)
+
+    def best_step(self):
+        v = ctypes.c_int64()
+        self._check(L.lib().ckpt_best_step(self._mgr(), ctypes.byref(v)))
+        return None if v.value < 0 else int(v.value)
+
+    def reload(self):
+        self._check(L.lib().ckpt_reload(self._mgr()))
+
+    def reached_preemption(self, step):
+        """ckpt has no multi-host preemption sync: always False."""
+        return False
+
+    def should_save(self, step):
+        step = self._check_step(step)
+        if self._options.read_only:
+            return False
+        if self._options.should_save_fn is not None:
+            latest = self.latest_step()
+            if latest is not None and latest >= step:
+                return False
+            return bool(self._options.should_save_fn(step, latest))
+        out = ctypes.c_int()
+        self._check(L.lib().ckpt_should_save(self._mgr(), step,
+                                             ctypes.byref(out)))
+        return bool(out.value)
+
+    def wait_until_finished(self):
+        self._check(L.lib().ckpt_wait_until_finished(self._mgr()))
+
+    def check_for_errors(self):
+        self._check(L.lib().ckpt_check_for_errors(self._mgr()))
+
+    def is_saving_in_progress(self):
+        rc = L.lib().ckpt_is_saving_in_progress(self._mgr())
+        self._check(rc)
+        return bool(rc)
+
+    def delete(self, step):
+        step = self._check_step(step)
+        if self._options.read_only:
+            logging.getLogger('absl').warning(
+                'Cannot delete checkpoint at step %d: CheckpointManager is '
+                'read_only.', step)
+            return
+        self._check(L.lib().ckpt_delete(self._mgr(), step))
+
+    def metrics(self, step):
+        step = self._check_step(step)
+        p = ctypes.c_void_p()
+        self._check(L.lib().ckpt_metrics(self._mgr(), step, ctypes.byref(p)))
+        text = L.take_string(p.value)
+        if text is None:
+            return None
+        d = json.loads(text)
+        if isinstance(d, dict):
+            d = {k: v for k, v in d.items()
+                 if not k.startswith(_RESERVED_METRIC_PREFIX)}
+        return d
+
+    def metadata(self, step=None):
+        """step None: the root metadata given at creation (a dict, {} when
+        none). Else the step's metadata (StepMetadata)."""
+        p = ctypes.c_void_p()
+        if step is None:
+            self._check(L.lib().ckpt_metadata(self._mgr(), -1,
+                                              ctypes.byref(p)))
+            text = L.take_string(p.value)
+            return json.loads(text) if text else {}
+        step = self._check_step(step)
+        self._check(L.lib().ckpt_metadata(self._mgr(), step, ctypes.byref(p)))
+        text = L.take_string(p.value)
+        d = json.loads(text) if text else {}
+        metrics = d.get('metrics')
+        if isinstance(metrics, dict):
+            metrics = {k: v for k, v in metrics.items()
+                       if not k.startswith(_RESERVED_METRIC_PREFIX)}
+        return StepMetadata(
+            item_handlers=d.get('item_handlers'),
+            item_metadata=d.get('item_metadata'),
+            metrics=metrics,
+            performance_metrics=d.get('performance_metrics'),
+            init_timestamp_nsecs=d.get('init_timestamp_nsecs'),
+            commit_timestamp_nsecs=d.get('commit_timestamp_nsecs'),
+            custom_metadata=d.get('custom_metadata'))
+
+    @staticmethod
+    def _check_step(step):
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise ValueError('step must be an integer, got %r' % (step,))
+        step = int(step)
+        if step < 0:
+            raise ValueError('step must be non-negative, got %d' % step)
+        return step
+
+    # -- save
+    def save(self, step, items=None, save_kwargs=None, metrics=None,
+             force=False, args=None, custom_metadata=None):
+        if items is not None or save_kwargs is not None:
+            raise ValueError(_LEGACY_MSG.format(
+                what='save(step, items) without `args=`'))
+        if args is None:
+            raise ValueError('Must provide `args` for `save`.')
+        if not isinstance(args, args_lib.CheckpointArgs):
+            raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
+                             'ocp.args.StandardSave(tree)), got %r'
+                             % (type(args).__name__,))
+        step = self._check_step(step)
+        m = self._mgr()
+        is_comp = isinstance(args, args_lib.Composite)
+        if self._single_item is True and is_comp:
+            raise ValueError(
+                'Cannot provide `args` of type `Composite` when dealing with a'
+                ' single, unnamed (default) checkpointable object.')
+        if self._single_item is False and not is_comp:
+            raise ValueError(
+                'Must provide `args` of type `Composite` when dealing with '
+                'multiple checkpointable objects.')
+        if is_comp:
+            if len(args) == 0:
+                raise ValueError('Found empty item.')
+            plan = list(args.items())
+        else:
+            plan = [(DEFAULT_ITEM_NAME, args)]
+        for name, a in plan:
+            if is_comp:
+                self._check_item_name(name)
+            if a is None or not isinstance(a, args_lib.CheckpointArgs) or \
+                    isinstance(a, args_lib.Composite) or not a._is_save:
+                raise ValueError(
+                    'Item "%s": expected a save argument (StandardSave, '
+                    'PyTreeSave, JsonSave, ArraySave, ProtoSave), got %r'
+                    % (name, a))
+
+        if self._options.read_only:
+            _warn('Cannot save checkpoint at step %d: CheckpointManager is '
+                  'read_only.' % step)
+            return False
+        lib_force = bool(force)
+        if not force and self._options.should_save_fn is not None:
+            if not self.should_save(step):
+                return False
+            lib_force = True
+
+        metrics_json = None
+        if metrics is not None and self._best_fns:
+            if not isinstance(metrics, dict):
+                raise ValueError('`metrics` must be a dict, got %r'
+                                 % (type(metrics).__name__,))
+            mj = _jsonable(metrics, 'metrics')
+            for name, fn in self._best_fns:
+                v = fn(metrics)
+                mj[name] = _jsonable(v, 'best_fn(metrics)')
+            metrics_json = json.dumps(mj, allow_nan=False)
+        custom_json = None
+        if custom_metadata is not None:
+            if not isinstance(custom_metadata, dict):
+                raise ValueError('`custom_metadata` must be a dict')
+            custom_json = _json_dumps(custom_metadata, 'custom_metadata')
+
+        lib = L.lib()
+        trees = []
+        keep = []
+        sa = lib.ckpt_save_args_new()
+        if not sa:
+            raise MemoryError('ckpt_save_args_new')
+        try:
+            for name, a in plan:
+                cname = None if not is_comp else name.encode()
+                h = a._handler
+                if h in ('standard', 'pytree'):
+                    if a.item is None:
+                        raise ValueError('Must provide item to save.')
+                    t, k = _tree.build_tree(
+                        a.item, what='%s of item "%s"' % (
+                            type(a).__name__, name))
+                    trees.append(t)
+                    keep.append(k)
+                    rc = lib.ckpt_save_args_add_tree(sa, cname,
+                                                     _HANDLER_CODES[h], t)
+                elif h == 'array':
+                    t, k = _tree.build_array_tree(a.item)
+                    trees.append(t)
+                    keep.append(k)
+                    rc = lib.ckpt_save_args_add_tree(sa, cname,
+                                                     L.HANDLER_ARRAY, t)
+                elif h == 'json':
+                    if a.item is None:
+                        raise ValueError('Must provide item to save.')
+                    rc = lib.ckpt_save_args_add_json(
+                        sa, cname, _json_dumps(a.item, 'JsonSave item')
+                        .encode())
+                elif h == 'proto':
+                    rc = lib.ckpt_save_args_add_proto(
+                        sa, cname, str(a.item).encode())
+                else:
+                    raise ValueError('unsupported args %r' % (a,))
+                L.check_plain(rc, 'item "%s"' % name)
+            if is_comp:
+                L.check_plain(lib.ckpt_save_args_set_composite(sa, 1),
+                              'composite')
+            if metrics_json is not None:
+                L.check_plain(lib.ckpt_save_args_set_metrics(
+                    sa, metrics_json.encode()), 'metrics')
+            if custom_json is not None:
+                L.check_plain(lib.ckpt_save_args_set_custom_metadata(
+                    sa, custom_json.encode()), 'custom_metadata')
+            if lib_force:
+                L.check_plain(lib.ckpt_save_args_set_force(sa, 1), 'force')
+            saved = ctypes.c_int(0)
+            # The manager's mode and handlers are fixed by this call.
+            self._single_item = not is_comp
+            for name, a in plan:
+                self._known[name] = a._handler
+            self._check(lib.ckpt_save(m, step, sa, ctypes.byref(saved)))
+            return bool(saved.value)
+        finally:
+            lib.ckpt_save_args_free(sa)
+            for t in trees:
+                lib.ckpt_tree_free(t)
+            del keep
+
+    # -- restore
+    def _step_dir(self, root, step):
+        return os.path.join(root, self._step_name(step))
+
+    def _items_on_disk(self, step_dir):
+        try:
+            names = sorted(os.listdir(step_dir))
+        except OSError:
+            return []
+        return [n for n in names if n not in RESERVED_ITEM_NAMES and
+                os.path.isdir(os.path.join(step_dir, n))]
+
+    def _latest_in(self, root):
+        if root == self._dir:
+            return self.latest_step()
+        best = None
+        try:
+            names = os.listdir(root)
+        except OSError:
+            return None
+        for n in names:
+            s = self._parse_step_name(n)
+            if s is not None and os.path.isdir(os.path.join(root, n)):
+                best = s if best is None else max(best, s)
+        return best
+
+    def _resolve_step(self, step, directory):
+        root = self._dir if directory is None else \
+            os.path.abspath(os.fspath(directory))
+        if step is None:
+            step = self._latest_in(root)
+            if step is None:
+                raise FileNotFoundError(f'No steps found in {root}.')
+        step = self._check_step(step)
+        step_dir = self._step_dir(root, step)
+        return root, step, step_dir
+
+    def _lib_restore(self, step, names, directory, metadata_only=False,
+                     targets=None, zero_copy=True):
+        """names: items to restore (None: all). targets: {name: tree}."""
+        lib = L.lib()
+        m = self._mgr()
+        out = ctypes.c_void_p()
+        if metadata_only:
+            self._check(lib.ckpt_item_metadata(m, step, ctypes.byref(out)))
+            return _tree.Owner(out.value)
+        targets = targets or {}
+        ra = lib.ckpt_restore_args_new()
+        if not ra:
+            raise MemoryError('ckpt_restore_args_new')
+        try:
+            for n in names or ():
+                t = targets.get(n)
+                L.check_plain(lib.ckpt_restore_args_add_item(
+                    ra, n.encode(), t, 1 if t else 0), 'restore item')
+            if directory is not None:
+                L.check_plain(lib.ckpt_restore_args_set_directory(
+                    ra, os.fsencode(directory)), 'directory')
+            L.check_plain(lib.ckpt_restore_args_set_zero_copy(
+                ra, 1 if zero_copy else 0), 'zero_copy')
+            self._check(lib.ckpt_restore(m, step, ra, ctypes.byref(out)))
+        finally:
+            lib.ckpt_restore_args_free(ra)
+        return _tree.Owner(out.value)
+
+    def _zc(self, a):
+        zc = getattr(a, 'zero_copy', None)
+        return self._zero_copy if zc is None else bool(zc)
+
+    def _prepare_targets(self, step, plan, other):
+        """For tree items restored as owned copies: read the item metadata,
+        allocate every wanted array here (numpy or torch) and hand the
+        buffers to libckpt as restore targets, so the bytes are copied (and
+        checksummed) once, straight from the mapped files into them.
+        Returns ({name: (meta entries, {index: Ready}, tree)}, need_zc)."""
+        prepared = {}
+        need_zc = False
+        owner_meta = None
+        lib = L.lib()
+        try:
+            for n, h, a in plan:
+                if h not in ('standard', 'pytree', 'array'):
+                    continue
+                if self._zc(a) or other is not None:
+                    need_zc = True
+                    continue
+                if owner_meta is None:
+                    owner_meta = self._lib_restore(step, None, None,
+                                                   metadata_only=True)
+                idx = lib.ckpt_restored_find(owner_meta.ptr, n.encode())
+                tree = lib.ckpt_restored_item_tree(owner_meta.ptr, idx) \
+                    if idx >= 0 else None
+                if not tree:
+                    need_zc = True
+                    continue
+                em = _tree.read_tree(tree, owner_meta)
+                target = getattr(a, 'item', None)
+                if h == 'array':
+                    if len(em) != 1:
+                        need_zc = True
+                        continue
+                    wanted = {0: target if target is not None and
+                              _tree._is_abstract_array(target) else None}
+                elif target is None:
+                    wanted = {i: None for i in range(len(em))}
+                else:
+                    partial = bool(getattr(a, 'partial_restore', False))
+                    _, wanted = _tree.match_target(em, target, partial)
+                built = _tree.build_target_tree(em, wanted)
+                if built is None:
+                    need_zc = True
+                    continue
+                prepared[n] = (em, built[1], built[0])
+        except BaseException:
+            for _, _, t in prepared.values():
+                lib.ckpt_tree_free(t)
+            raise
+        return prepared, need_zc
+
+    def _ensure_step_exists(self, step, step_dir, directory):
+        if os.path.isdir(step_dir):
+            return
+        # Let the daemon report it (not found / incomplete), in its words.
+        owner = self._lib_restore(step, [], directory)
+        owner.free()
+        raise FileNotFoundError(f'Checkpoint at {step_dir} not found.')
+
+    def _fix_mode(self, step_dir):
+        if self._single_item is None:
+            self._single_item = os.path.isdir(
+                os.path.join(step_dir, DEFAULT_ITEM_NAME))
+
+    def restore(self, step=None, items=None, restore_kwargs=None,
+                directory=None, args=None):
+        if items is not None or restore_kwargs is not None:
+            raise ValueError(_LEGACY_MSG.format(
+                what='restore(step, items=..., restore_kwargs=...)'))
+        if args is not None and not isinstance(args,
+                                               args_lib.CheckpointArgs):
+            raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
+                             'ocp.args.StandardRestore(abstract_tree)), got '
+                             '%r' % (type(args).__name__,))
+        self._mgr()
+        root, step, step_dir = self._resolve_step(step, directory)
+        other = None if root == self._dir else root
+        self._ensure_step_exists(step, step_dir, other)
+        self._fix_mode(step_dir)
+        on_disk = self._items_on_disk(step_dir)
+
+        plan = []   # [(name, handler, arg)]
+        if self._single_item:
+            if isinstance(args, args_lib.Composite):
+                raise ValueError(
+                    'Cannot provide `args` of type `Composite` when dealing '
+                    'with a single, unnamed (default) checkpointable object.')
+            if args is None:
+                h = self._known.get(DEFAULT_ITEM_NAME)
+                if h is None:
+                    raise _undetermined(DEFAULT_ITEM_NAME)
+                a = args_lib._RESTORE_FOR[h]()
+            else:
+                h = args._handler
+                a = args
+                if h is None:
+                    raise ValueError('unsupported args %r' % (args,))
+            plan.append((DEFAULT_ITEM_NAME, h, a))
+        else:
+            if args is not None and not isinstance(args, args_lib.Composite):
+                raise ValueError(
+                    'Must provide `args` of type `Composite` when dealing '
+                    'with multiple checkpointable objects.')
+            if args is None or len(args) == 0:
+                names = [n for n in self._known if n in on_disk]
+                if not self._known:
+                    names = list(on_disk)
+                for n in names:
+                    h = self._known.get(n)
+                    if h is None:
+                        raise _undetermined(n)
+                    plan.append((n, h, args_lib._RESTORE_FOR[h]()))
+            else:
+                for n, a in args.items():
+                    if a is None:
+                        h = self._known.get(n)
+                        if h is None:
+                            raise _undetermined(n)
+                        a = args_lib._RESTORE_FOR[h]()
+                    else:
+                        if not isinstance(a, args_lib.CheckpointArgs) or \
+                                a._handler is None:
+                            raise ValueError('Item "%s": unsupported args %r'
+                                             % (n, a))
+                        h = a._handler
+                    plan.append((n, h, a))
+            for n, _, _ in plan:
+                if n not in on_disk:
+                    raise KeyError(
+                        f'Item "{n}" was not found in the checkpoint. '
+                        f'Available items: {on_disk}')
+        for n, h, a in plan:
+            self._known[n] = h
+
+        prepared, need_zc = self._prepare_targets(step, plan, other)
+        try:
+            owner = self._lib_restore(
+                step, [n for n, _, _ in plan], other,
+                targets={n: p[2] for n, p in prepared.items()},
+                zero_copy=need_zc)
+        finally:
+            for _, _, t in prepared.values():
+                L.lib().ckpt_tree_free(t)
+        results = {}
+        for n, h, a in plan:
+            results[n] = self._convert_item(owner, n, h, a, prepared.get(n))
+        del owner
+        if self._single_item:
+            return results[DEFAULT_ITEM_NAME]
+        return args_lib.Composite(**{n: results[n] for n in sorted(results)})
+
+    def _convert_item(self, owner, name, h, a, prepared=None):
+        lib = L.lib()
+        idx = lib.ckpt_restored_find(owner.ptr, name.encode())
+        if idx < 0:
+            raise KeyError(f'Item "{name}" was not found in the checkpoint.')
+        stored = _CODE_HANDLERS.get(lib.ckpt_restored_item_handler(
+            owner.ptr, idx))
+        if h in ('json', 'proto'):
+            text = lib.ckpt_restored_item_json(owner.ptr, idx)
+            if text is None:
+                raise ValueError(
+                    'Item "%s" is stored as %s, not %s: restore it with the '
+                    'matching args' % (name, stored, h))
+            text = text.decode('utf-8')
+            if h == 'json':
+                return json.loads(text)
+            cls = getattr(a, 'item', None)
+            if cls is None:
+                return text
+            from google.protobuf import text_format  # optional dependency
+            return text_format.Parse(text, cls())
+        tree = lib.ckpt_restored_item_tree(owner.ptr, idx)
+        if not tree:
+            raise ValueError(
+                'Item "%s" is stored as %s, not a tree: restore it with '
+                'JsonRestore' % (name, stored))
+        if prepared is not None:
+            em, ready, _ = prepared
+            entries = [(p, ready.get(i, v)) for i, (p, v) in enumerate(em)]
+        else:
+            entries = _tree.read_tree(tree, owner)
+        zc = self._zc(a)
+        target = getattr(a, 'item', None)
+        if h == 'array':
+            if len(entries) != 1:
+                raise ValueError('Item "%s" is not a single array' % name)
+            path, val = entries[0]
+            if target is not None and _tree._is_abstract_array(target):
+                return _tree._convert_to_target(val, target, zc, name)
+            return _tree._materialize_default(val, zc)
+        if target is None:
+            if h == 'standard':
+                _warn(_STANDARD_NO_TARGET)
+            return _tree.restore_as_saved(entries, zc)
+        partial = bool(getattr(a, 'partial_restore', False))
+        return _tree.restore_with_target(entries, target, partial, zc)
+
+    def item_metadata(self, step):
+        step = self._check_step(step)
+        self._mgr()
+        root, step, step_dir = self._resolve_step(step, None)
+        self._ensure_step_exists(step, step_dir, None)
+        self._fix_mode(step_dir)
+        on_disk = self._items_on_disk(step_dir)
+        if self._single_item:
+            names = [DEFAULT_ITEM_NAME]
+        else:
+            names = list(self._known) or list(on_disk)
+        missing = [n for n in names if self._known.get(n) is None]
+        if missing:
+            raise ValueError(
+                'No mapped CheckpointHandler found for items:'
+                f' {missing}. Please see documentation of'
+                ' `item_handlers` in CheckpointManager.')
+        owner = self._lib_restore(step, None, None, metadata_only=True)
+        lib = L.lib()
+        out = {}
+        for n in names:
+            h = self._known[n]
+            idx = lib.ckpt_restored_find(owner.ptr, n.encode())
+            if idx < 0 or h in ('json', 'proto'):
+                out[n] = None
+                continue
+            tree = lib.ckpt_restored_item_tree(owner.ptr, idx)
+            if not tree:
+                out[n] = None
+                continue
+            entries = _tree.read_tree(tree, owner)
+            d = md.PosixGPath(step_dir, n)
+            if h == 'array' and len(entries) == 1:
+                out[n] = _tree.metadata_tree([((), entries[0][1])], d)
+            else:
+                out[n] = _tree.metadata_tree(entries, d)
+        if self._single_item:
+            return out[DEFAULT_ITEM_NAME]
+        return args_lib.Composite(**out)
+
+    # -- ckptd extras
+    def wait_for_step(self, after=None, timeout_secs=None):
+        """Block until a step newer than `after` (default: the latest)
+        commits, from any process; returns it. TimeoutError on timeout."""
+        if after is None:
+            after = self.latest_step()
+            after = -1 if after is None else after
+        ms = -1 if timeout_secs is None else max(1, int(timeout_secs * 1000))
+        out = ctypes.c_int64()
+        rc = L.lib().ckpt_wait_for_step(self._mgr(), int(after), ms,
+                                        ctypes.byref(out))
+        if rc == L.CKPT_ETIMEDOUT:
+            raise TimeoutError('no step after %d within %s seconds'
+                               % (after, timeout_secs))
+        self._check(rc)
+        return int(out.value)
+
+    def verify(self, step=None):
+        """Check stored checksums; returns a list of problem strings."""
+        p = ctypes.c_void_p()
+        s = -1 if step is None else self._check_step(step)
+        self._check(L.lib().ckpt_verify(self._mgr(), s, ctypes.byref(p)))
+        text = L.take_string(p.value) or ''
+        return [line for line in text.splitlines() if line]

@@ -1,0 +1,1287 @@
+/*
+ * manager.c - managers and their roots: OpenManager (root loading and
+ * reconciling with the disk), CloseManager, ListSteps, ShouldSave,
+ * WaitSaves, WaitForStep, Delete, Reload, statistics and the SIGTERM drain.
+ * Saves are in save.c; Restore, StepMetadata and Verify in restore.c; the
+ * shared in-memory state is described in root.h.
+ *
+ * Extra sources to build with this file: root.c save.c restore.c
+ *
+ * Request path:
+ *   conn -> dispatch -> manager_handle -> (loop checks) -> worker task(s)
+ *   -> task done() on the loop -> state update -> conn_reply
+ * Nothing here blocks: every file or LMDB operation runs in a worker task
+ * with the requesting peer's identity (task.cred) on its lane (conn id).
+ */
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "manager.h"
+#include "root.h"
+#include "save.h"
+#include "restore.h"
+
+/* ---- replies -------------------------------------------------------------- */
+
+void
+mgr_reply_empty(struct conn *c, uint64_t id)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__Empty em = CKPT__EMPTY__INIT;
+
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_EMPTY;
+	resp.empty = &em;
+	conn_reply(c, &resp, NULL, 0);
+}
+
+static void
+mgr_close_fds(int *fds, size_t nfds)
+{
+	size_t i;
+
+	for (i = 0; i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* ---- managers ----------------------------------------------------------- */
+
+void
+mgr_ref(struct manager *m)
+{
+	m->refs++;
+}
+
+void
+mgr_unref(struct manager *m)
+{
+	if (m == NULL || --m->refs > 0)
+		return;
+	policy_free(m->pol);
+	if (m->o != NULL)
+		ckpt__manager_options__free_unpacked(m->o, NULL);
+	root_unref(m->r);
+	free(m);
+}
+
+static int
+mgr_id_used(uint64_t id)
+{
+	const struct manager *m;
+
+	for (m = mgr.managers; m != NULL; m = m->next)
+		if (m->id == id)
+			return 1;
+	return 0;
+}
+
+static uint64_t
+mgr_new_id(void)
+{
+	static uint64_t counter;
+	uint64_t id = 0;
+
+	do {
+		if (getrandom(&id, sizeof id, GRND_NONBLOCK) != sizeof id)
+			id = (uint64_t)now_mono_ns() * 0x9e3779b97f4a7c15ull ^
+			    ++counter;
+	} while (id == 0 || mgr_id_used(id));
+	return id;
+}
+
+/* Takes ownership of o and pol (also on failure). */
+static struct manager *
+mgr_create(struct conn *c, struct root *r, Ckpt__ManagerOptions *o,
+    struct policy_set *pol, mode_t dmode)
+{
+	struct manager *m;
+
+	if ((m = calloc(1, sizeof *m)) == NULL) {
+		policy_free(pol);
+		ckpt__manager_options__free_unpacked(o, NULL);
+		return NULL;
+	}
+	m->id = mgr_new_id();
+	m->refs = 1;
+	m->c = c;
+	m->r = r;
+	root_ref(r);
+	m->o = o;
+	m->pol = pol;
+	m->dmode = dmode & 07777;
+	m->fmode = dmode & 0666;
+	m->next = mgr.managers;
+	mgr.managers = m;
+	return m;
+}
+
+struct manager *
+mgr_lookup(struct conn *c, uint64_t req_id, uint64_t id)
+{
+	struct manager *m;
+
+	for (m = mgr.managers; m != NULL; m = m->next)
+		if (m->id == id && m->c == c)
+			return m;
+	conn_reply_error(c, req_id, CKPT_EINVAL, "unknown manager %" PRIu64,
+	    id);
+	return NULL;
+}
+
+/* ---- waiters ------------------------------------------------------------- */
+
+static void
+waiter_free(struct waiter *w)
+{
+	if (w->timer != NULL)
+		event_free(w->timer);
+	conn_unref(w->c);
+	mgr_unref(w->m);
+	root_unref(w->r);
+	free(w);
+}
+
+static void
+waiter_unlink(struct waiter *w)
+{
+	struct waiter **pp;
+
+	for (pp = &mgr.waiters; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			return;
+		}
+	}
+}
+
+static void
+waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct waiter *w = arg;
+
+	waiter_unlink(w);
+	conn_reply_error(w->c, w->id, CKPT_ETIMEDOUT, "%s",
+	    w->kind == WAIT_SAVES ? "timed out waiting for saves to finish" :
+	    "timed out waiting for a new step");
+	waiter_free(w);
+}
+
+static struct waiter *
+waiter_add(struct conn *c, uint64_t id, int kind, int64_t timeout_ms)
+{
+	struct waiter *w;
+
+	if ((w = calloc(1, sizeof *w)) == NULL)
+		return NULL;
+	if (timeout_ms > 0) {
+		struct timeval tv;
+
+		if (timeout_ms > INT64_C(1) << 40)
+			timeout_ms = INT64_C(1) << 40;
+		tv.tv_sec = (time_t)(timeout_ms / 1000);
+		tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
+		w->timer = evtimer_new(mgr.base, waiter_timeout_cb, w);
+		if (w->timer == NULL || evtimer_add(w->timer, &tv) != 0) {
+			if (w->timer != NULL)
+				event_free(w->timer);
+			free(w);
+			return NULL;
+		}
+	}
+	w->kind = kind;
+	w->c = c;
+	conn_ref(c);
+	w->id = id;
+	w->next = mgr.waiters;
+	mgr.waiters = w;
+	return w;
+}
+
+static void
+mgr_reply_wait_saves(struct conn *c, uint64_t id, const struct manager *m)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__WaitSavesReply wr = CKPT__WAIT_SAVES_REPLY__INIT;
+
+	wr.has_code = 1;
+	wr.code = m->err_code;
+	if (m->err_code != 0) {
+		wr.message = (char *)m->err_msg;
+		wr.has_step = 1;
+		wr.step = m->err_step;
+	}
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_WAIT_SAVES;
+	resp.wait_saves = &wr;
+	conn_reply(c, &resp, NULL, 0);
+}
+
+void
+mgr_wake_saves(struct manager *m)
+{
+	struct waiter **pp = &mgr.waiters, *w;
+	int clear = 0;
+
+	if (m->pending != 0)
+		return;
+	while ((w = *pp) != NULL) {
+		if (w->kind != WAIT_SAVES || w->m != m) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		mgr_reply_wait_saves(w->c, w->id, m);
+		clear |= w->clear_error;
+		waiter_free(w);
+	}
+	/* Every waiter of this round saw the error; then it is cleared. */
+	if (clear)
+		m->err_code = 0;
+}
+
+static void
+mgr_reply_step(struct conn *c, uint64_t id, int64_t step)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__WaitForStepReply wr = CKPT__WAIT_FOR_STEP_REPLY__INIT;
+
+	wr.has_step = 1;
+	wr.step = step;
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_WAIT_FOR_STEP;
+	resp.wait_for_step = &wr;
+	conn_reply(c, &resp, NULL, 0);
+}
+
+void
+mgr_wake_steps(struct root *r)
+{
+	struct waiter **pp = &mgr.waiters, *w;
+	int64_t latest = root_latest(r);
+
+	while ((w = *pp) != NULL) {
+		if (w->kind != WAIT_STEP || w->r != r || latest <= w->after) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		mgr_reply_step(w->c, w->id, latest);
+		waiter_free(w);
+	}
+}
+
+void
+mgr_check_idle(void)
+{
+	void (*cb)(void *);
+
+	if (mgr.idle_cb == NULL || manager_saves_pending() != 0)
+		return;
+	cb = mgr.idle_cb;
+	mgr.idle_cb = NULL;
+	cb(mgr.idle_arg);
+}
+
+/* Close a manager: it becomes unreachable; accepted saves continue. */
+static void
+mgr_close(struct manager *m, int reply_waiters)
+{
+	struct manager **mp;
+	struct waiter **pp = &mgr.waiters, *w;
+
+	for (mp = &mgr.managers; *mp != NULL; mp = &(*mp)->next) {
+		if (*mp == m) {
+			*mp = m->next;
+			break;
+		}
+	}
+	m->closed = 1;
+	m->next = NULL;
+	while ((w = *pp) != NULL) {
+		if (w->kind != WAIT_SAVES || w->m != m) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		if (reply_waiters)
+			conn_reply_error(w->c, w->id, CKPT_ECLOSED,
+			    "manager closed");
+		waiter_free(w);
+	}
+	mgr_unref(m);
+}
+
+/* ---- opening: root load ------------------------------------------------------ */
+
+struct load_task {
+	struct task t;
+	struct root *r;
+	int cleanup;
+	struct index_step *steps;
+	size_t nsteps;
+};
+
+static int
+mgr_step_cmp(const void *a, const void *b)
+{
+	const struct index_step *x = a, *y = b;
+
+	return x->step < y->step ? -1 : x->step > y->step;
+}
+
+static void
+mgr_load_run(struct task *t)
+{
+	struct load_task *lt = (struct load_task *)t;
+	struct root *r = lt->r;
+	struct index_step *known = NULL, *found = NULL, *all;
+	size_t nknown = 0, nfound = 0, i, n;
+	int fd, isknown = 0;
+	ckd_err ie;
+
+	if (mgr_open_root(r->path, &fd, &t->err) != 0)
+		return;
+	if (index_load_root(mgr.ix, r->key, &known, &nknown, &isknown,
+	    &ie) != 0) {
+		log_warn("index: %s (rebuilding from disk)", ie.msg);
+		known = NULL;
+		nknown = 0;
+	}
+	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
+	    &t->err) != 0)
+		goto out;
+	/* Disk is the truth: committed dirs as found; failed records kept
+	 * unless the step has since committed; vanished steps dropped. */
+	n = nfound;
+	for (i = 0; i < nknown; i++)
+		n += known[i].state == INDEX_FAILED;
+	if ((all = calloc(n ? n : 1, sizeof *all)) == NULL) {
+		err_set(&t->err, CKPT_ENOMEM, "out of memory loading root");
+		goto out;
+	}
+	if (nfound > 0)
+		memcpy(all, found, nfound * sizeof *all);
+	n = nfound;
+	for (i = 0; i < nknown; i++) {
+		size_t k;
+		int dup = 0;
+
+		if (known[i].state != INDEX_FAILED)
+			continue;
+		for (k = 0; k < nfound && !dup; k++)
+			dup = found[k].step == known[i].step;
+		if (dup)
+			continue;
+		all[n] = known[i];
+		known[i].metrics_json = known[i].error = NULL;
+		n++;
+	}
+	free(found);
+	found = NULL;
+	nfound = 0;
+	qsort(all, n, sizeof *all, mgr_step_cmp);
+	if (index_replace_root(mgr.ix, r->key, all, n, &ie) != 0)
+		log_warn("index: %s", ie.msg);
+	if (lt->cleanup && store_cleanup_tmp(fd, &ie) != 0)
+		log_warn("cleaning %s: %s", r->path, ie.msg);
+	lt->steps = all;
+	lt->nsteps = n;
+out:
+	index_steps_free(known, nknown);
+	index_steps_free(found, nfound);
+	close(fd);
+}
+
+static void mgr_open_finish(struct root *r, struct opener *op);
+
+static void
+mgr_load_done(struct task *t)
+{
+	struct load_task *lt = (struct load_task *)t;
+	struct root *r = lt->r;
+	struct opener *op, *next;
+	size_t i;
+
+	if (t->err.code == 0) {
+		for (i = 0; i < lt->nsteps; i++) {
+			if (lt->steps[i].state == INDEX_COMMITTED &&
+			    lt->steps[i].init_ns > r->last_save_ns)
+				r->last_save_ns = lt->steps[i].init_ns;
+			if (t->err.code == 0 &&
+			    root_insert_step(r, &lt->steps[i]) == 0)
+				continue;
+			if (t->err.code == 0)
+				err_set(&t->err, CKPT_ENOMEM, "out of memory");
+			free(lt->steps[i].metrics_json);
+			free(lt->steps[i].error);
+		}
+		free(lt->steps);
+	}
+	r->busy--;
+	op = r->openers;
+	r->openers = NULL;
+	if (t->err.code == 0)
+		r->state = ROOT_READY;
+	for (; op != NULL; op = next) {
+		next = op->next;
+		if (t->err.code != 0) {
+			conn_reply_err(op->c, op->id, &t->err);
+			conn_unref(op->c);
+			policy_free(op->pol);
+			ckpt__manager_options__free_unpacked(op->o, NULL);
+			free(op);
+		} else {
+			mgr_open_finish(r, op);
+		}
+	}
+	if (t->err.code != 0) {
+		/* Forget the failed root so the next open retries. */
+		struct root **pp;
+
+		for (pp = &mgr.roots; *pp != NULL; pp = &(*pp)->next) {
+			if (*pp == r) {
+				*pp = r->next;
+				r->next = NULL;
+				break;
+			}
+		}
+	}
+	root_unref(r);
+	free(lt);
+}
+
+/* ---- opening: the manager ------------------------------------------------------- */
+
+struct open_task {
+	struct task t;
+	struct conn *c;
+	uint64_t id;
+	Ckpt__ManagerOptions *o;
+	struct policy_set *pol;
+	char *path;
+	mode_t dmode;
+	char canon[PATH_MAX];
+};
+
+static mode_t
+mgr_peer_umask(pid_t pid)
+{
+	char path[64], line[128];
+	unsigned mask;
+	FILE *f;
+	mode_t um = 022;
+
+	snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return um;
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (sscanf(line, "Umask: %o", &mask) == 1) {
+			um = (mode_t)(mask & 0777);
+			break;
+		}
+	}
+	fclose(f);
+	return um;
+}
+
+static void
+mgr_open_run(struct task *t)
+{
+	struct open_task *ot = (struct open_task *)t;
+	const Ckpt__ManagerOptions *o = ot->o;
+	char proc[64];
+	ssize_t n;
+	int fd, mfd, r;
+
+	if (o->has_path_permission_mode)
+		ot->dmode = (mode_t)(o->path_permission_mode & 07777);
+	else
+		ot->dmode = 0777 & ~mgr_peer_umask(t->cred.pid);
+	if (store_open_root(ot->path, o->create && !o->read_only, ot->dmode,
+	    &fd, &t->err) != 0)
+		return;
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	n = readlink(proc, ot->canon, sizeof ot->canon - 1);
+	if (n <= 0 || (size_t)n >= sizeof ot->canon - 1 || ot->canon[0] != '/') {
+		err_errno(&t->err, n < 0 ? errno : ENAMETOOLONG,
+		    "resolving %s", ot->path);
+		goto out;
+	}
+	ot->canon[n] = '\0';
+	/* A manager that may save must be able to write the root: refuse
+	 * now rather than fail every save later (the check uses the fs
+	 * identity of this thread, i.e. the peer's). */
+	if (!o->read_only && faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+		err_errno(&t->err, errno, "cannot write to the checkpoint "
+		    "directory %s (open it read-only to restore)", ot->canon);
+		goto out;
+	}
+	if (o->root_metadata_json != NULL && !o->read_only) {
+		/* Written once; never overwritten. */
+		if (mkdirat(fd, STORE_ROOT_META_DIR, ot->dmode) != 0 &&
+		    errno != EEXIST) {
+			err_errno(&t->err, errno, "creating %s/%s", ot->canon,
+			    STORE_ROOT_META_DIR);
+			goto out;
+		}
+		mfd = openat(fd, STORE_ROOT_META_DIR, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (mfd < 0) {
+			err_errno(&t->err, errno, "opening %s/%s", ot->canon,
+			    STORE_ROOT_META_DIR);
+			goto out;
+		}
+		r = store_write_file(mfd, STORE_ROOT_META_FILE,
+		    o->root_metadata_json, strlen(o->root_metadata_json),
+		    ot->dmode & 0666, &t->err);
+		close(mfd);
+		if (r == CKPT_EEXIST)
+			memset(&t->err, 0, sizeof t->err);
+	}
+out:
+	close(fd);
+}
+
+static void
+mgr_reply_open(struct conn *c, uint64_t id, const struct manager *m)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__OpenManagerReply om = CKPT__OPEN_MANAGER_REPLY__INIT;
+
+	om.has_manager = 1;
+	om.manager = m->id;
+	om.root = m->r->path;
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_OPEN_MANAGER;
+	resp.open_manager = &om;
+	conn_reply(c, &resp, NULL, 0);
+}
+
+struct cleanup_task {
+	struct task t;
+	struct root *r;
+};
+
+static void
+mgr_cleanup_run(struct task *t)
+{
+	struct cleanup_task *ct = (struct cleanup_task *)t;
+	ckd_err e;
+	int fd;
+
+	if (mgr_open_root(ct->r->path, &fd, &t->err) != 0)
+		return;
+	if (store_cleanup_tmp(fd, &e) != 0)
+		log_warn("cleaning %s: %s", ct->r->path, e.msg);
+	close(fd);
+}
+
+static void
+mgr_cleanup_done(struct task *t)
+{
+	struct cleanup_task *ct = (struct cleanup_task *)t;
+
+	ct->r->busy--;
+	root_unref(ct->r);
+	free(ct);
+}
+
+/* Create the manager of a parked or immediate open on a ready root. Frees
+ * op. */
+static void
+mgr_open_finish(struct root *r, struct opener *op)
+{
+	struct manager *m;
+
+	if (!conn_alive(op->c)) {
+		policy_free(op->pol);
+		ckpt__manager_options__free_unpacked(op->o, NULL);
+		goto out;
+	}
+	/* Leftover tmp dirs never block a save; remove them only when
+	 * nothing writes to the root, so a running save keeps its own. */
+	if (op->cleanup && r->busy == 0 && r->saves == 0) {
+		struct cleanup_task *ct;
+
+		ct = mgr_task_new(sizeof *ct, mgr_cleanup_run,
+		    mgr_cleanup_done, conn_peer(op->c), conn_id(op->c));
+		if (ct != NULL) {
+			ct->r = r;
+			root_ref(r);
+			r->busy++;
+			worker_submit(&ct->t);
+		}
+	}
+	m = mgr_create(op->c, r, op->o, op->pol, op->dmode);
+	if (m == NULL)
+		conn_reply_error(op->c, op->id, CKPT_ENOMEM, "out of memory");
+	else
+		mgr_reply_open(op->c, op->id, m);
+out:
+	conn_unref(op->c);
+	free(op);
+}
+
+static void
+mgr_open_done(struct task *t)
+{
+	struct open_task *ot = (struct open_task *)t;
+	const Ckpt__ManagerOptions *o = ot->o;
+	struct store_naming nm;
+	struct opener *op = NULL;
+	struct root *r;
+
+	if (t->err.code != 0 || !conn_alive(ot->c)) {
+		if (t->err.code != 0)
+			conn_reply_err(ot->c, ot->id, &t->err);
+		goto fail;
+	}
+	memset(&nm, 0, sizeof nm);
+	if (o->step_prefix != NULL)
+		snprintf(nm.prefix, sizeof nm.prefix, "%s", o->step_prefix);
+	nm.fixed_len = o->has_step_format_fixed_length ?
+	    o->step_format_fixed_length : 0;
+	if ((op = calloc(1, sizeof *op)) == NULL) {
+		conn_reply_error(ot->c, ot->id, CKPT_ENOMEM, "out of memory");
+		goto fail;
+	}
+	op->c = ot->c;
+	op->id = ot->id;
+	op->o = ot->o;
+	op->pol = ot->pol;
+	op->dmode = ot->dmode;
+	op->cleanup = o->cleanup_tmp_directories && !o->read_only;
+	ot->c = NULL;
+	ot->o = NULL;
+	ot->pol = NULL;
+	if ((r = root_find(ot->canon, &nm)) != NULL &&
+	    r->state == ROOT_READY) {
+		mgr_open_finish(r, op);
+	} else if (r != NULL) {
+		op->next = r->openers;
+		r->openers = op;
+	} else {
+		struct load_task *lt;
+
+		if ((r = root_new(ot->canon, &nm)) == NULL ||
+		    (lt = mgr_task_new(sizeof *lt, mgr_load_run,
+		    mgr_load_done, conn_peer(op->c), conn_id(op->c))) == NULL) {
+			root_unref(r);
+			conn_reply_error(op->c, op->id, CKPT_ENOMEM,
+			    "out of memory");
+			conn_unref(op->c);
+			policy_free(op->pol);
+			ckpt__manager_options__free_unpacked(op->o, NULL);
+			free(op);
+			goto fail;
+		}
+		/* The root's first reference belongs to the load task. */
+		lt->r = r;
+		lt->cleanup = op->cleanup;
+		op->cleanup = 0;
+		r->busy++;
+		r->openers = op;
+		worker_submit(&lt->t);
+	}
+fail:
+	if (ot->c != NULL)
+		conn_unref(ot->c);
+	policy_free(ot->pol);
+	if (ot->o != NULL)
+		ckpt__manager_options__free_unpacked(ot->o, NULL);
+	free(ot->path);
+	free(ot);
+}
+
+static int
+mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
+{
+	const Ckpt__ManagerOptions *o = om->options;
+
+	if (om->root == NULL || om->root[0] != '/')
+		return err_set(e, CKPT_EINVAL, "the checkpoint directory must "
+		    "be an absolute path");
+	if (strlen(om->root) >= PATH_MAX)
+		return err_set(e, CKPT_ETOOBIG, "checkpoint directory path too "
+		    "long");
+	if (o == NULL)
+		return 0;
+	if (o->step_prefix != NULL && (!store_valid_component(o->step_prefix)
+	    || strlen(o->step_prefix) >= sizeof ((struct store_naming *)0)->prefix))
+		return err_set(e, CKPT_EINVAL, "invalid step_prefix \"%s\"",
+		    o->step_prefix);
+	if (o->has_step_format_fixed_length && o->step_format_fixed_length > 20)
+		return err_set(e, CKPT_EINVAL, "step_format_fixed_length must be "
+		    "at most 20");
+	if (o->todelete_subdir != NULL &&
+	    !store_valid_component(o->todelete_subdir))
+		return err_set(e, CKPT_EINVAL, "invalid todelete_subdir \"%s\"",
+		    o->todelete_subdir);
+	if (o->root_metadata_json != NULL) {
+		json_error_t je;
+		json_t *j = json_loads(o->root_metadata_json, JSON_DECODE_ANY,
+		    &je);
+
+		if (j == NULL)
+			return err_set(e, CKPT_EINVAL, "root metadata is not "
+			    "valid JSON: %s", je.text);
+		json_decref(j);
+	}
+	return 0;
+}
+
+static void
+mgr_handle_open(struct conn *c, Ckpt__Request *req)
+{
+	Ckpt__OpenManager *om = req->open_manager;
+	struct open_task *ot;
+	ckd_err e;
+
+	memset(&e, 0, sizeof e);
+	if (mgr_check_options(om, &e) != 0) {
+		conn_reply_err(c, req->id, &e);
+		return;
+	}
+	ot = mgr_task_new(sizeof *ot, mgr_open_run, mgr_open_done,
+	    conn_peer(c), conn_id(c));
+	if (ot == NULL || (ot->path = strdup(om->root)) == NULL ||
+	    (ot->o = mgr_options_copy(om->options)) == NULL) {
+		if (ot != NULL)
+			free(ot->path);
+		free(ot);
+		conn_reply_error(c, req->id, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	if (policy_compile(ot->o, &ot->pol, &e) != 0) {
+		conn_reply_err(c, req->id, &e);
+		ckpt__manager_options__free_unpacked(ot->o, NULL);
+		free(ot->path);
+		free(ot);
+		return;
+	}
+	ot->c = c;
+	conn_ref(c);
+	ot->id = req->id;
+	worker_submit(&ot->t);
+}
+
+/* ---- list, should_save --------------------------------------------------------- */
+
+static void
+mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__ListStepsReply lr = CKPT__LIST_STEPS_REPLY__INIT;
+	struct root *r = m->r;
+	Ckpt__StepInfo *infos = NULL, **ptrs = NULL;
+	struct policy_step *ps = NULL;
+	size_t i, k = 0, n = 0;
+	int pass;
+	long best;
+
+	if (r->nsteps > 0 &&
+	    ((infos = calloc(r->nsteps, sizeof *infos)) == NULL ||
+	    (ptrs = calloc(r->nsteps, sizeof *ptrs)) == NULL)) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Committed ascending, then failed ascending. */
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < r->nsteps; i++) {
+			const struct index_step *s = &r->steps[i];
+			Ckpt__StepInfo *si = &infos[k];
+
+			if ((pass == 0) != (s->state == INDEX_COMMITTED))
+				continue;
+			ckpt__step_info__init(si);
+			si->has_step = 1;
+			si->step = s->step;
+			si->has_state = 1;
+			si->state = s->state == INDEX_COMMITTED ?
+			    CKPT__STEP_STATE__STEP_COMMITTED :
+			    CKPT__STEP_STATE__STEP_FAILED;
+			si->has_init_ns = 1;
+			si->init_ns = s->init_ns;
+			if (s->state == INDEX_COMMITTED) {
+				si->has_commit_ns = 1;
+				si->commit_ns = s->commit_ns;
+				si->has_bytes = 1;
+				si->bytes = s->bytes;
+			}
+			si->metrics_json = s->metrics_json;
+			si->error = s->error;
+			si->name = (char *)s->name;
+			ptrs[k] = si;
+			k++;
+		}
+	}
+	lr.n_steps = k;
+	lr.steps = ptrs;
+	lr.has_latest = 1;
+	lr.latest = root_latest(r);
+	lr.has_best = 1;
+	lr.best = lr.latest;
+	if (policy_wants_metrics(m->pol)) {
+		lr.best = -1;
+		if (root_policy_steps(r, m->pol, &ps, NULL, &n) == 0 && n > 0 &&
+		    (best = policy_best(m->pol, ps, n)) >= 0)
+			lr.best = (int64_t)ps[best].step;
+	}
+	lr.has_saving = 1;
+	lr.saving = r->saves > 0;
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_LIST_STEPS;
+	resp.list_steps = &lr;
+	conn_reply(c, &resp, NULL, 0);
+out:
+	free(ps);
+	free(infos);
+	free(ptrs);
+}
+
+static void
+mgr_handle_should_save(struct conn *c, uint64_t id, struct manager *m,
+    const Ckpt__ShouldSave *ss)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__ShouldSaveReply sr = CKPT__SHOULD_SAVE_REPLY__INIT;
+	struct root *r = m->r;
+	int64_t latest = root_latest(r), pend = save_latest_pending(r);
+	int64_t now = ss->has_timestamp_ns ? ss->timestamp_ns : now_wall_ns();
+
+	if (pend > latest)
+		latest = pend;
+	sr.has_should = 1;
+	sr.should = policy_should_save(m->pol, ss->step, latest, now,
+	    r->last_save_ns, r->saves > 0, ss->preempted) != 0;
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_SHOULD_SAVE;
+	resp.should_save = &sr;
+	conn_reply(c, &resp, NULL, 0);
+}
+
+/* ---- waits ------------------------------------------------------------------- */
+
+static void
+mgr_handle_wait_saves(struct conn *c, uint64_t id, struct manager *m,
+    const Ckpt__WaitSaves *ws)
+{
+	struct waiter *w;
+
+	if (m->pending == 0) {
+		mgr_reply_wait_saves(c, id, m);
+		if (ws->clear_error)
+			m->err_code = 0;
+		return;
+	}
+	if ((w = waiter_add(c, id, WAIT_SAVES, ws->timeout_ms)) == NULL) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	w->m = m;
+	mgr_ref(m);
+	w->clear_error = ws->clear_error;
+}
+
+static void
+mgr_handle_wait_step(struct conn *c, uint64_t id, struct manager *m,
+    const Ckpt__WaitForStep *wf)
+{
+	int64_t latest = root_latest(m->r);
+	int64_t after = wf->has_after ? wf->after : -1;
+	struct waiter *w;
+
+	if (latest > after) {
+		mgr_reply_step(c, id, latest);
+		return;
+	}
+	if ((w = waiter_add(c, id, WAIT_STEP, wf->timeout_ms)) == NULL) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	w->r = m->r;
+	root_ref(m->r);
+	w->after = after;
+}
+
+/* ---- delete --------------------------------------------------------------------- */
+
+static void
+mgr_handle_delete(struct conn *c, uint64_t id, struct manager *m,
+    const Ckpt__Delete *d)
+{
+	struct root *r = m->r;
+	long i;
+
+	if (m->o->read_only) {
+		mgr_reply_empty(c, id);
+		return;
+	}
+	i = root_find_step(r, d->step);
+	if (i < 0 || r->steps[i].state != INDEX_COMMITTED) {
+		conn_reply_error(c, id, CKPT_ENOTFOUND, "Requested deleting a "
+		    "non-existent step: %" PRIu64 ".", d->step);
+		return;
+	}
+	if (m->o->enable_background_delete) {
+		root_delete_step_bg(r, (size_t)i, m->o->todelete_subdir,
+		    conn_peer(c), conn_id(c));
+		mgr_reply_empty(c, id);
+	} else {
+		root_delete_step_fg(r, (size_t)i, m->o->todelete_subdir,
+		    conn_peer(c), conn_id(c), c, id);
+	}
+}
+
+/* ---- reload ----------------------------------------------------------------------- */
+
+struct reload_task {
+	struct task t;
+	struct conn *c;
+	uint64_t id;
+	struct root *r;
+	unsigned tries;
+	uint64_t seq0;
+	struct index_step *known;       /* shallow: step/state/name only */
+	size_t nknown;
+	struct index_step *found;
+	size_t nfound;
+};
+
+static void
+mgr_reload_run(struct task *t)
+{
+	struct reload_task *rt = (struct reload_task *)t;
+	struct root *r = rt->r;
+	ckd_err ie;
+	size_t i, k;
+	int fd;
+
+	if (mgr_open_root(r->path, &fd, &t->err) != 0)
+		return;
+	if (root_scan_disk(fd, &r->nm, rt->known, rt->nknown, &rt->found,
+	    &rt->nfound, NULL, &t->err) != 0) {
+		close(fd);
+		return;
+	}
+	close(fd);
+	/* Keep the index in step with what was found. */
+	for (i = 0, k = 0; i < rt->nfound; i++) {
+		int inmem = 0;
+
+		while (k < rt->nknown && rt->known[k].step < rt->found[i].step)
+			k++;
+		inmem = k < rt->nknown && rt->known[k].step == rt->found[i].step
+		    && rt->known[k].state == INDEX_COMMITTED;
+		if (!inmem && index_put_step(mgr.ix, r->key, &rt->found[i],
+		    &ie) != 0)
+			log_warn("index: %s", ie.msg);
+	}
+	for (i = 0, k = 0; i < rt->nknown; i++) {
+		if (rt->known[i].state != INDEX_COMMITTED)
+			continue;
+		while (k < rt->nfound && rt->found[k].step < rt->known[i].step)
+			k++;
+		if ((k >= rt->nfound || rt->found[k].step != rt->known[i].step)
+		    && index_del_step(mgr.ix, r->key, rt->known[i].step,
+		    &ie) != 0)
+			log_warn("index: %s", ie.msg);
+	}
+}
+
+static int mgr_reload_submit(struct reload_task *rt);
+
+static void
+mgr_reload_done(struct task *t)
+{
+	struct reload_task *rt = (struct reload_task *)t;
+	struct root *r = rt->r;
+	size_t i, k;
+
+	if (t->err.code != 0) {
+		conn_reply_err(rt->c, rt->id, &t->err);
+		goto out;
+	}
+	if (r->mutations != rt->seq0 && rt->tries < 5) {
+		/* The root changed during the scan: scan again. */
+		index_steps_free(rt->found, rt->nfound);
+		rt->found = NULL;
+		rt->nfound = 0;
+		free(rt->known);
+		rt->known = NULL;
+		rt->tries++;
+		if (mgr_reload_submit(rt) == 0)
+			return;
+		conn_reply_error(rt->c, rt->id, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Vanished committed steps that were there before the scan. */
+	for (i = r->nsteps; i-- > 0;) {
+		const struct index_step *s = &r->steps[i];
+		int ondisk = 0;
+
+		if (s->state != INDEX_COMMITTED || r->seq[i] > rt->seq0)
+			continue;
+		for (k = 0; k < rt->nfound && !ondisk; k++)
+			ondisk = rt->found[k].step == s->step;
+		if (!ondisk)
+			root_remove_step(r, i);
+	}
+	/* New steps written by someone else. */
+	for (k = 0; k < rt->nfound; k++) {
+		long j = root_find_step(r, rt->found[k].step);
+
+		if ((j >= 0 && r->steps[j].state == INDEX_COMMITTED) ||
+		    root_is_deleting(r, rt->found[k].step) ||
+		    save_pending_step(r, rt->found[k].step))
+			continue;
+		if (root_insert_step(r, &rt->found[k]) == 0)
+			rt->found[k].metrics_json = rt->found[k].error = NULL;
+	}
+	mgr_wake_steps(r);
+	mgr_reply_empty(rt->c, rt->id);
+out:
+	index_steps_free(rt->found, rt->nfound);
+	free(rt->known);
+	conn_unref(rt->c);
+	root_unref(r);
+	free(rt);
+}
+
+static int
+mgr_reload_submit(struct reload_task *rt)
+{
+	struct root *r = rt->r;
+	size_t i;
+
+	memset(&rt->t.err, 0, sizeof rt->t.err);
+	rt->t.next = NULL;
+	rt->seq0 = r->mutations;
+	rt->nknown = 0;
+	if (r->nsteps > 0 &&
+	    (rt->known = calloc(r->nsteps, sizeof *rt->known)) == NULL)
+		return CKPT_ENOMEM;
+	for (i = 0; i < r->nsteps; i++) {
+		rt->known[i] = r->steps[i];
+		rt->known[i].metrics_json = NULL;
+		rt->known[i].error = NULL;
+	}
+	rt->nknown = r->nsteps;
+	worker_submit(&rt->t);
+	return 0;
+}
+
+static void
+mgr_handle_reload(struct conn *c, uint64_t id, struct manager *m)
+{
+	struct reload_task *rt;
+
+	rt = mgr_task_new(sizeof *rt, mgr_reload_run, mgr_reload_done,
+	    conn_peer(c), conn_id(c));
+	if (rt == NULL) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	rt->c = c;
+	conn_ref(c);
+	rt->id = id;
+	rt->r = m->r;
+	root_ref(m->r);
+	if (mgr_reload_submit(rt) != 0) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		conn_unref(c);
+		root_unref(m->r);
+		free(rt);
+	}
+}
+
+/* ---- manager.h ------------------------------------------------------------------ */
+
+int
+manager_init(struct event_base *base, struct index *ix,
+    uint64_t memory_budget, unsigned nworkers, ckd_err *e)
+{
+	memset(&mgr, 0, sizeof mgr);
+	mgr.base = base;
+	mgr.ix = ix;
+	mgr.budget = memory_budget;
+	mgr.nworkers = nworkers ? nworkers : 1;
+	return 0;
+}
+
+void
+manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
+{
+	struct manager *m;
+	uint64_t mid = 0;
+
+	switch (req->op_case) {
+	case CKPT__REQUEST__OP_OPEN_MANAGER:
+		mgr_close_fds(fds, nfds);
+		mgr_handle_open(c, req);
+		goto out;
+	case CKPT__REQUEST__OP_CLOSE_MANAGER:
+		mid = req->close_manager->manager; break;
+	case CKPT__REQUEST__OP_SAVE:
+		mid = req->save->manager; break;
+	case CKPT__REQUEST__OP_WAIT_SAVES:
+		mid = req->wait_saves->manager; break;
+	case CKPT__REQUEST__OP_LIST_STEPS:
+		mid = req->list_steps->manager; break;
+	case CKPT__REQUEST__OP_SHOULD_SAVE:
+		mid = req->should_save->manager; break;
+	case CKPT__REQUEST__OP_RESTORE:
+		mid = req->restore->manager; break;
+	case CKPT__REQUEST__OP_METADATA:
+		mid = req->metadata->manager; break;
+	case CKPT__REQUEST__OP_DELETE:
+		mid = req->delete_->manager; break;
+	case CKPT__REQUEST__OP_RELOAD:
+		mid = req->reload->manager; break;
+	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
+		mid = req->wait_for_step->manager; break;
+	case CKPT__REQUEST__OP_VERIFY:
+		mid = req->verify->manager; break;
+	default:
+		mgr_close_fds(fds, nfds);
+		conn_reply_error(c, req->id, CKPT_EUNSUPPORTED,
+		    "unsupported request %d", (int)req->op_case);
+		goto out;
+	}
+	if ((m = mgr_lookup(c, req->id, mid)) == NULL) {
+		mgr_close_fds(fds, nfds);
+		goto out;
+	}
+	if (req->op_case == CKPT__REQUEST__OP_SAVE) {
+		save_handle(c, m, req, fds, nfds);
+		return;
+	}
+	mgr_close_fds(fds, nfds);
+	switch (req->op_case) {
+	case CKPT__REQUEST__OP_CLOSE_MANAGER:
+		mgr_close(m, 1);
+		mgr_reply_empty(c, req->id);
+		break;
+	case CKPT__REQUEST__OP_WAIT_SAVES:
+		mgr_handle_wait_saves(c, req->id, m, req->wait_saves);
+		break;
+	case CKPT__REQUEST__OP_LIST_STEPS:
+		mgr_handle_list(c, req->id, m);
+		break;
+	case CKPT__REQUEST__OP_SHOULD_SAVE:
+		mgr_handle_should_save(c, req->id, m, req->should_save);
+		break;
+	case CKPT__REQUEST__OP_RESTORE:
+		restore_handle(c, m, req);
+		return;
+	case CKPT__REQUEST__OP_METADATA:
+		restore_metadata_handle(c, m, req);
+		return;
+	case CKPT__REQUEST__OP_VERIFY:
+		restore_verify_handle(c, m, req);
+		return;
+	case CKPT__REQUEST__OP_DELETE:
+		mgr_handle_delete(c, req->id, m, req->delete_);
+		break;
+	case CKPT__REQUEST__OP_RELOAD:
+		mgr_handle_reload(c, req->id, m);
+		break;
+	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
+		mgr_handle_wait_step(c, req->id, m, req->wait_for_step);
+		break;
+	default:
+		break;
+	}
+out:
+	ckpt__request__free_unpacked(req, NULL);
+}
+
+void
+manager_conn_closed(struct conn *c)
+{
+	struct manager *m, *next;
+	struct waiter **pp = &mgr.waiters, *w;
+
+	while ((w = *pp) != NULL) {
+		if (w->c != c) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		waiter_free(w);
+	}
+	save_conn_closed(c);
+	for (m = mgr.managers; m != NULL; m = next) {
+		next = m->next;
+		if (m->c == c)
+			mgr_close(m, 0);
+	}
+}
+
+void
+manager_stats(struct manager_stats *out)
+{
+	const struct manager *m;
+	const struct root *r;
+
+	memset(out, 0, sizeof *out);
+	for (m = mgr.managers; m != NULL; m = m->next)
+		out->managers++;
+	for (r = mgr.roots; r != NULL; r = r->next)
+		out->roots++;
+	out->queued_saves = mgr.nqueued;
+	out->inflight_saves = mgr.ninflight;
+	out->waiting_for_memory = mgr.nqueued;
+	out->staging_bytes = mgr.staging;
+	out->memory_budget = mgr.budget;
+	out->saves_committed = mgr.committed;
+	out->saves_failed = mgr.failed;
+	out->bytes_written = mgr.bytes_written;
+}
+
+unsigned
+manager_saves_pending(void)
+{
+	return mgr.nqueued + mgr.ninflight;
+}
+
+void
+manager_on_idle(void (*cb)(void *arg), void *arg)
+{
+	mgr.idle_cb = cb;
+	mgr.idle_arg = arg;
+	mgr_check_idle();
+}
+
+void
+manager_shutdown(void)
+{
+	struct waiter *w;
+
+	save_shutdown();
+	while ((w = mgr.waiters) != NULL) {
+		mgr.waiters = w->next;
+		waiter_free(w);
+	}
+	while (mgr.managers != NULL)
+		mgr_close(mgr.managers, 0);
+	mgr.idle_cb = NULL;
+}

@@ -1,0 +1,779 @@
+/*
+ * restore.c - the read side, all in worker tasks as the requesting peer:
+ *   Restore       resolve the step, read _CHECKPOINT_METADATA and each
+ *                 item's metadata, open the safetensors files and reply
+ *                 with per-leaf (fd_index, offset, xxh3) and the fds;
+ *   StepMetadata  the raw _CHECKPOINT_METADATA, or the root metadata;
+ *   Verify        re-read every tensor and compare checksums.
+ * Restores never wait for anything in the daemon: the client waits for its
+ * own pending save first.
+ */
+#include <sys/stat.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "restore.h"
+
+#define RESTORE_MAX_DOC (8u * 1024 * 1024)     /* JSON items, metadata */
+#define RESTORE_MAX_DIRENTS 4096
+#define RESTORE_MAX_PROBLEMS 10000
+
+enum rs_kind {
+	RS_RESTORE = 1,
+	RS_METADATA = 2,
+	RS_VERIFY = 3,
+};
+
+struct rs_task {
+	struct task t;
+	int kind;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	struct root *r;                 /* referenced */
+	char *path;                     /* root directory (owned) */
+	struct store_naming nm;
+	Ckpt__Request *req;             /* owned */
+	int has_step;                   /* else: latest (restore) / root */
+	uint64_t step;
+	int find_latest;                /* another directory: scan it */
+	int metadata_only;
+	/* restore results */
+	Ckpt__Item **items;
+	int *mine;                      /* items[i] built here, not by store */
+	size_t nitems;
+	int fds[CKPT_MAX_FDS];
+	size_t nfds;
+	char *step_dir;
+	char *meta_json;
+	/* verify */
+	uint64_t *steps;
+	size_t nsteps;
+	uint64_t *checked;
+	size_t nchecked;
+	Ckpt__VerifyProblem **probs;
+	size_t nprobs, capprobs;
+};
+
+/* ---- helpers (worker) -------------------------------------------------------- */
+
+static int
+rs_cmpstr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+rs_free_names(char **names, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* Sorted names of the item directories of a step (hidden ones skipped). */
+static int
+rs_list_items(int stepfd, char ***out, size_t *n, ckd_err *e)
+{
+	struct dirent *de;
+	char **names = NULL;
+	size_t cnt = 0;
+	DIR *d;
+	int fd;
+
+	*out = NULL;
+	*n = 0;
+	if ((fd = openat(stepfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return err_errno(e, errno, "listing step directory");
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return err_errno(e, errno, "listing step directory");
+	}
+	if ((names = calloc(RESTORE_MAX_DIRENTS, sizeof *names)) == NULL) {
+		closedir(d);
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	}
+	while ((de = readdir(d)) != NULL && cnt < RESTORE_MAX_DIRENTS) {
+		struct stat st;
+
+		if (de->d_name[0] == '.' || !store_valid_component(de->d_name))
+			continue;
+		if (de->d_type != DT_DIR) {
+			if (de->d_type != DT_UNKNOWN ||
+			    fstatat(stepfd, de->d_name, &st,
+			    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+				continue;
+		}
+		if ((names[cnt] = strdup(de->d_name)) == NULL) {
+			closedir(d);
+			rs_free_names(names, cnt);
+			return err_set(e, CKPT_ENOMEM, "out of memory");
+		}
+		cnt++;
+	}
+	closedir(d);
+	qsort(names, cnt, sizeof *names, rs_cmpstr);
+	*out = names;
+	*n = cnt;
+	return 0;
+}
+
+static int
+rs_has_file(int dirfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode);
+}
+
+/* The handler of an item: from _CHECKPOINT_METADATA, else by its files. */
+static Ckpt__Handler
+rs_item_handler(const struct store_step_meta *meta, const char *item,
+    int itemfd)
+{
+	size_t i;
+
+	for (i = 0; meta != NULL && i < meta->nitems; i++)
+		if (meta->item_names[i] != NULL &&
+		    strcmp(meta->item_names[i], item) == 0 &&
+		    meta->handlers[i] != CKPT__HANDLER__HANDLER_UNSPECIFIED)
+			return meta->handlers[i];
+	if (rs_has_file(itemfd, STORE_TREE_METADATA))
+		return CKPT__HANDLER__HANDLER_STANDARD;
+	if (rs_has_file(itemfd, STORE_JSON_FILE))
+		return CKPT__HANDLER__HANDLER_JSON;
+	if (rs_has_file(itemfd, STORE_PROTO_FILE))
+		return CKPT__HANDLER__HANDLER_PROTO;
+	return CKPT__HANDLER__HANDLER_UNSPECIFIED;
+}
+
+static int
+rs_is_tree(Ckpt__Handler h)
+{
+	return h == CKPT__HANDLER__HANDLER_STANDARD ||
+	    h == CKPT__HANDLER__HANDLER_PYTREE ||
+	    h == CKPT__HANDLER__HANDLER_ARRAY;
+}
+
+/* Open <root>/<step name>; Orbax's errors when it is missing. */
+static int
+rs_open_step(struct rs_task *rt, int rootfd, uint64_t step, char *name,
+    size_t len, int *stepfd, ckd_err *e)
+{
+	char tmp[300];
+	struct stat st;
+
+	if (store_step_name(&rt->nm, step, name, len) != 0)
+		return err_set(e, CKPT_EINVAL, "step name too long");
+	*stepfd = openat(rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (*stepfd >= 0)
+		return 0;
+	if (errno != ENOENT)
+		return err_errno(e, errno, "opening %s/%s", rt->path, name);
+	snprintf(tmp, sizeof tmp, "%s%s", name, CKPT_TMP_SUFFIX);
+	if (fstatat(rootfd, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return err_set(e, CKPT_EINCOMPLETE, "Found incomplete "
+		    "checkpoint at %s/%s.", rt->path, name);
+	return err_set(e, CKPT_ENOTFOUND, "Checkpoint at %s/%s not found.",
+	    rt->path, name);
+}
+
+static void
+rs_items_free(struct rs_task *rt)
+{
+	size_t i;
+
+	for (i = 0; i < rt->nitems; i++) {
+		Ckpt__Item *it = rt->items[i];
+
+		if (it == NULL)
+			continue;
+		free(it->name);
+		it->name = NULL;
+		if (rt->mine[i]) {
+			free(it->json);
+			free(it);
+		} else {
+			store_item_free(it);
+		}
+	}
+	free(rt->items);
+	free(rt->mine);
+	rt->items = NULL;
+	rt->mine = NULL;
+	rt->nitems = 0;
+}
+
+static void
+rs_task_free(struct rs_task *rt)
+{
+	size_t i;
+
+	rs_items_free(rt);
+	for (i = 0; i < rt->nfds; i++)
+		close(rt->fds[i]);
+	for (i = 0; i < rt->nprobs; i++) {
+		free(rt->probs[i]->item);
+		free(rt->probs[i]->leaf);
+		free(rt->probs[i]->message);
+		free(rt->probs[i]);
+	}
+	free(rt->probs);
+	free(rt->steps);
+	free(rt->checked);
+	free(rt->step_dir);
+	free(rt->meta_json);
+	free(rt->path);
+	if (rt->req != NULL)
+		ckpt__request__free_unpacked(rt->req, NULL);
+	if (rt->c != NULL)
+		conn_unref(rt->c);
+	root_unref(rt->r);
+	free(rt);
+}
+
+/* ---- restore (worker) --------------------------------------------------------------- */
+
+static int
+rs_restore_item(struct rs_task *rt, int stepfd,
+    const struct store_step_meta *meta, const char *name, ckd_err *e)
+{
+	Ckpt__Handler h;
+	Ckpt__Item *it = NULL;
+	size_t i = rt->nitems, len;
+	char *doc = NULL;
+	int itemfd, r = 0;
+
+	itemfd = openat(stepfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (itemfd < 0)
+		return err_errno(e, errno, "opening item \"%s\"", name);
+	h = rs_item_handler(meta, name, itemfd);
+	if (rs_is_tree(h)) {
+		if ((r = store_read_tree_metadata(itemfd, &it, e)) != 0)
+			goto out;
+		rt->items[i] = it;
+		rt->mine[i] = 0;
+		rt->nitems++;
+		free(it->name);
+		it->has_handler = 1;
+		it->handler = h;
+		if ((it->name = strdup(name)) == NULL) {
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+		if (!rt->metadata_only)
+			r = store_open_item_files(itemfd, it, rt->fds,
+			    &rt->nfds, CKPT_MAX_FDS, e);
+	} else if (h == CKPT__HANDLER__HANDLER_JSON ||
+	    h == CKPT__HANDLER__HANDLER_PROTO) {
+		r = store_read_file(itemfd, h == CKPT__HANDLER__HANDLER_JSON ?
+		    STORE_JSON_FILE : STORE_PROTO_FILE, RESTORE_MAX_DOC, &doc,
+		    &len, e);
+		if (r != 0)
+			goto out;
+		if ((it = calloc(1, sizeof *it)) == NULL) {
+			free(doc);
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+		ckpt__item__init(it);
+		rt->items[i] = it;
+		rt->mine[i] = 1;
+		rt->nitems++;
+		it->json = doc;
+		it->has_handler = 1;
+		it->handler = h;
+		if ((it->name = strdup(name)) == NULL)
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+	} else {
+		r = err_set(e, CKPT_ECORRUPT, "item \"%s\" of %s has no "
+		    "recognizable format", name, rt->step_dir);
+	}
+out:
+	close(itemfd);
+	return r;
+}
+
+static void
+rs_restore_run(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	Ckpt__Restore *rq = rt->req->restore;
+	struct store_step_meta meta;
+	char name[256], **avail = NULL, msg[CKPT_ERRLEN];
+	size_t navail = 0, i, k, len, off;
+	int rootfd = -1, stepfd = -1, have_meta = 0, r;
+
+	memset(&meta, 0, sizeof meta);
+	if ((r = mgr_open_root(rt->path, &rootfd, &t->err)) != 0)
+		return;
+	if (rt->find_latest) {
+		struct index_step *found = NULL;
+		size_t nfound = 0;
+
+		if (root_scan_disk(rootfd, &rt->nm, NULL, 0, &found, &nfound,
+		    NULL, &t->err) != 0)
+			goto out;
+		if (nfound == 0) {
+			err_set(&t->err, CKPT_ENOSTEPS, "No steps found in %s.",
+			    rt->path);
+			goto out;
+		}
+		rt->step = found[nfound - 1].step;
+		index_steps_free(found, nfound);
+	}
+	if (rs_open_step(rt, rootfd, rt->step, name, sizeof name, &stepfd,
+	    &t->err) != 0)
+		goto out;
+	len = strlen(rt->path) + strlen(name) + 2;
+	if ((rt->step_dir = malloc(len)) == NULL) {
+		err_set(&t->err, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	snprintf(rt->step_dir, len, "%s/%s", rt->path, name);
+	r = store_read_file(stepfd, STORE_STEP_METADATA, RESTORE_MAX_DOC,
+	    &rt->meta_json, &len, &t->err);
+	if (r != 0 && r != CKPT_ENOTFOUND)
+		goto out;
+	memset(&t->err, 0, sizeof t->err);
+	if (r == 0 && store_read_step_meta(stepfd, &meta, &t->err) == 0)
+		have_meta = 1;
+	memset(&t->err, 0, sizeof t->err);
+	if (rs_list_items(stepfd, &avail, &navail, &t->err) != 0)
+		goto out;
+	k = rq->n_items > 0 ? rq->n_items : navail;
+	if (k > 0 && ((rt->items = calloc(k, sizeof *rt->items)) == NULL ||
+	    (rt->mine = calloc(k, sizeof *rt->mine)) == NULL)) {
+		err_set(&t->err, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (rq->n_items > 0) {
+		for (i = 0; i < rq->n_items; i++) {
+			const char *want = rq->items[i];
+
+			if (want != NULL && bsearch(&want, avail, navail,
+			    sizeof *avail, rs_cmpstr) != NULL)
+				continue;
+			/* Orbax's KeyError text, Python list repr. */
+			off = (size_t)snprintf(msg, sizeof msg, "Item \"%s\" was "
+			    "not found in the checkpoint. Available items: [",
+			    want ? want : "");
+			for (k = 0; k < navail && off < sizeof msg; k++)
+				off += (size_t)snprintf(msg + off, sizeof msg -
+				    off, "%s'%s'", k ? ", " : "", avail[k]);
+			if (off < sizeof msg)
+				snprintf(msg + off, sizeof msg - off, "]");
+			err_set(&t->err, CKPT_ENOITEM, "%s", msg);
+			goto out;
+		}
+		for (i = 0; i < rq->n_items; i++)
+			if (rs_restore_item(rt, stepfd, have_meta ? &meta : NULL,
+			    rq->items[i], &t->err) != 0)
+				goto out;
+	} else {
+		for (i = 0; i < navail; i++) {
+			int fd = openat(stepfd, avail[i], O_RDONLY |
+			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			Ckpt__Handler h = CKPT__HANDLER__HANDLER_UNSPECIFIED;
+
+			if (fd >= 0) {
+				h = rs_item_handler(have_meta ? &meta : NULL,
+				    avail[i], fd);
+				close(fd);
+			}
+			if (h == CKPT__HANDLER__HANDLER_UNSPECIFIED)
+				continue;       /* not an item we can read */
+			if (rs_restore_item(rt, stepfd, have_meta ? &meta : NULL,
+			    avail[i], &t->err) != 0)
+				goto out;
+		}
+	}
+out:
+	if (t->err.code != 0) {
+		rs_items_free(rt);
+		for (i = 0; i < rt->nfds; i++)
+			close(rt->fds[i]);
+		rt->nfds = 0;
+	}
+	if (have_meta)
+		store_step_meta_free(&meta);
+	rs_free_names(avail, navail);
+	if (stepfd >= 0)
+		close(stepfd);
+	close(rootfd);
+}
+
+static void
+rs_restore_done(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__RestoreReply rr = CKPT__RESTORE_REPLY__INIT;
+
+	if (t->err.code != 0) {
+		conn_reply_err(rt->c, rt->id, &t->err);
+		rs_task_free(rt);
+		return;
+	}
+	rr.has_step = 1;
+	rr.step = rt->step;
+	rr.n_items = rt->nitems;
+	rr.items = rt->items;
+	rr.step_dir = rt->step_dir;
+	rr.checkpoint_metadata_json = rt->meta_json;
+	resp.has_id = 1;
+	resp.id = rt->id;
+	resp.body_case = CKPT__RESPONSE__BODY_RESTORE;
+	resp.restore = &rr;
+	/* The fds now belong to the conn. */
+	conn_reply(rt->c, &resp, rt->fds, rt->nfds);
+	rt->nfds = 0;
+	rs_task_free(rt);
+}
+
+/* ---- step / root metadata (worker) ------------------------------------------------- */
+
+static void
+rs_metadata_run(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	char name[256];
+	size_t len;
+	int rootfd, fd = -1, r;
+
+	if (mgr_open_root(rt->path, &rootfd, &t->err) != 0)
+		return;
+	if (rt->has_step) {
+		if (rs_open_step(rt, rootfd, rt->step, name, sizeof name, &fd,
+		    &t->err) != 0)
+			goto out;
+		r = store_read_file(fd, STORE_STEP_METADATA, RESTORE_MAX_DOC,
+		    &rt->meta_json, &len, &t->err);
+	} else {
+		fd = openat(rootfd, STORE_ROOT_META_DIR, O_RDONLY |
+		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno != ENOENT)
+				err_errno(&t->err, errno, "opening %s/%s",
+				    rt->path, STORE_ROOT_META_DIR);
+			goto out;
+		}
+		r = store_read_file(fd, STORE_ROOT_META_FILE, RESTORE_MAX_DOC,
+		    &rt->meta_json, &len, &t->err);
+	}
+	if (r == CKPT_ENOTFOUND)        /* no metadata: reply without json */
+		memset(&t->err, 0, sizeof t->err);
+out:
+	if (fd >= 0)
+		close(fd);
+	close(rootfd);
+}
+
+static void
+rs_metadata_done(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__StepMetadataReply mr = CKPT__STEP_METADATA_REPLY__INIT;
+
+	if (t->err.code != 0) {
+		conn_reply_err(rt->c, rt->id, &t->err);
+	} else {
+		mr.json = rt->meta_json;
+		resp.has_id = 1;
+		resp.id = rt->id;
+		resp.body_case = CKPT__RESPONSE__BODY_METADATA;
+		resp.metadata = &mr;
+		conn_reply(rt->c, &resp, NULL, 0);
+	}
+	rs_task_free(rt);
+}
+
+/* ---- verify (worker) -------------------------------------------------------------- */
+
+struct rs_verify_ctx {
+	struct rs_task *rt;
+	uint64_t step;
+	const char *item;
+};
+
+static void
+rs_add_problem(struct rs_task *rt, uint64_t step, const char *item,
+    const char *leaf, const char *msg)
+{
+	Ckpt__VerifyProblem *p;
+
+	if (rt->nprobs >= RESTORE_MAX_PROBLEMS)
+		return;
+	if (rt->nprobs == rt->capprobs) {
+		size_t cap = rt->capprobs ? rt->capprobs * 2 : 16;
+		Ckpt__VerifyProblem **np = realloc(rt->probs,
+		    cap * sizeof *np);
+
+		if (np == NULL)
+			return;
+		rt->probs = np;
+		rt->capprobs = cap;
+	}
+	if ((p = calloc(1, sizeof *p)) == NULL)
+		return;
+	ckpt__verify_problem__init(p);
+	p->has_step = 1;
+	p->step = step;
+	p->item = item ? strdup(item) : NULL;
+	p->leaf = leaf ? strdup(leaf) : NULL;
+	p->message = strdup(msg ? msg : "");
+	rt->probs[rt->nprobs++] = p;
+}
+
+static void
+rs_problem_cb(void *arg, const char *tensor, const char *msg)
+{
+	struct rs_verify_ctx *vc = arg;
+
+	rs_add_problem(vc->rt, vc->step, vc->item, tensor, msg);
+}
+
+static void
+rs_verify_item(struct rs_task *rt, uint64_t step, int stepfd,
+    const char *item)
+{
+	struct rs_verify_ctx vc = { rt, step, item };
+	int fds[CKPT_MAX_FDS];
+	size_t nfds = 0, i;
+	Ckpt__Item *it = NULL;
+	ckd_err e;
+	int itemfd, r;
+
+	itemfd = openat(stepfd, item, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (itemfd < 0) {
+		err_errno(&e, errno, "opening item");
+		rs_add_problem(rt, step, item, NULL, e.msg);
+		return;
+	}
+	if (!rs_has_file(itemfd, STORE_TREE_METADATA))
+		goto out;               /* JSON / proto items: nothing to hash */
+	if ((r = store_read_tree_metadata(itemfd, &it, &e)) != 0 ||
+	    (r = store_open_item_files(itemfd, it, fds, &nfds, CKPT_MAX_FDS,
+	    &e)) != 0) {
+		rs_add_problem(rt, step, item, NULL, e.msg);
+		goto out;
+	}
+	r = store_verify_item(it, fds, rs_problem_cb, &vc, &e);
+	if (r != 0 && r != CKPT_ECORRUPT)
+		rs_add_problem(rt, step, item, NULL, e.msg);
+out:
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (it != NULL)
+		store_item_free(it);
+	close(itemfd);
+}
+
+static void
+rs_verify_run(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	char name[256], **items = NULL;
+	size_t nitems = 0, i, k;
+	int rootfd, stepfd;
+	ckd_err e;
+
+	if (mgr_open_root(rt->path, &rootfd, &t->err) != 0)
+		return;
+	if ((rt->checked = calloc(rt->nsteps ? rt->nsteps : 1,
+	    sizeof *rt->checked)) == NULL) {
+		err_set(&t->err, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < rt->nsteps; i++) {
+		uint64_t step = rt->steps[i];
+
+		if (rs_open_step(rt, rootfd, step, name, sizeof name, &stepfd,
+		    &e) != 0) {
+			rs_add_problem(rt, step, NULL, NULL, e.msg);
+			continue;
+		}
+		if (rs_list_items(stepfd, &items, &nitems, &e) != 0) {
+			rs_add_problem(rt, step, NULL, NULL, e.msg);
+		} else {
+			for (k = 0; k < nitems; k++)
+				rs_verify_item(rt, step, stepfd, items[k]);
+			rs_free_names(items, nitems);
+		}
+		close(stepfd);
+		rt->checked[rt->nchecked++] = step;
+	}
+out:
+	close(rootfd);
+}
+
+static void
+rs_verify_done(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__VerifyReply vr = CKPT__VERIFY_REPLY__INIT;
+
+	if (t->err.code != 0) {
+		conn_reply_err(rt->c, rt->id, &t->err);
+	} else {
+		vr.n_checked = rt->nchecked;
+		vr.checked = rt->checked;
+		vr.n_problems = rt->nprobs;
+		vr.problems = rt->probs;
+		resp.has_id = 1;
+		resp.id = rt->id;
+		resp.body_case = CKPT__RESPONSE__BODY_VERIFY;
+		resp.verify = &vr;
+		conn_reply(rt->c, &resp, NULL, 0);
+	}
+	rs_task_free(rt);
+}
+
+/* ---- loop side ------------------------------------------------------------------- */
+
+static struct rs_task *
+rs_new(struct conn *c, struct manager *m, Ckpt__Request *req, int kind,
+    void (*run)(struct task *), void (*done)(struct task *))
+{
+	struct rs_task *rt;
+
+	rt = mgr_task_new(sizeof *rt, run, done, conn_peer(c), conn_id(c));
+	if (rt == NULL)
+		return NULL;
+	rt->kind = kind;
+	rt->c = c;
+	conn_ref(c);
+	rt->id = req->id;
+	rt->r = m->r;
+	root_ref(m->r);
+	rt->nm = m->r->nm;
+	rt->req = req;
+	return rt;
+}
+
+static void
+rs_fail(struct conn *c, Ckpt__Request *req, struct rs_task *rt, int code,
+    const char *msg)
+{
+	conn_reply_error(c, req->id, code, "%s", msg);
+	if (rt != NULL)
+		rs_task_free(rt);       /* frees req */
+	else
+		ckpt__request__free_unpacked(req, NULL);
+}
+
+void
+restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	Ckpt__Restore *rq = req->restore;
+	struct rs_task *rt;
+	char msg[PATH_MAX + 64];
+	size_t i;
+
+	for (i = 0; i < rq->n_items; i++)
+		if (rq->items[i] == NULL || !store_valid_component(rq->items[i])) {
+			rs_fail(c, req, NULL, CKPT_EINVAL, "invalid item name");
+			return;
+		}
+	if (rq->directory != NULL && (rq->directory[0] != '/' ||
+	    strlen(rq->directory) >= PATH_MAX)) {
+		rs_fail(c, req, NULL, CKPT_EINVAL, "directory must be an "
+		    "absolute path");
+		return;
+	}
+	rt = rs_new(c, m, req, RS_RESTORE, rs_restore_run, rs_restore_done);
+	if (rt == NULL || (rt->path = strdup(rq->directory ? rq->directory :
+	    m->r->path)) == NULL) {
+		rs_fail(c, req, rt, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	rt->metadata_only = rq->metadata_only;
+	if (rq->has_step && rq->step >= 0) {
+		rt->has_step = 1;
+		rt->step = (uint64_t)rq->step;
+	} else if (rq->directory != NULL) {
+		rt->find_latest = 1;
+	} else {
+		int64_t latest = root_latest(m->r);
+
+		if (latest < 0) {
+			snprintf(msg, sizeof msg, "No steps found in %s.",
+			    m->r->path);
+			rs_fail(c, req, rt, CKPT_ENOSTEPS, msg);
+			return;
+		}
+		rt->has_step = 1;
+		rt->step = (uint64_t)latest;
+	}
+	worker_submit(&rt->t);
+}
+
+void
+restore_metadata_handle(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	Ckpt__StepMetadata *sm = req->metadata;
+	struct rs_task *rt;
+
+	rt = rs_new(c, m, req, RS_METADATA, rs_metadata_run, rs_metadata_done);
+	if (rt == NULL || (rt->path = strdup(m->r->path)) == NULL) {
+		rs_fail(c, req, rt, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	if (sm->has_step && sm->step >= 0) {
+		rt->has_step = 1;
+		rt->step = (uint64_t)sm->step;
+	}
+	worker_submit(&rt->t);
+}
+
+void
+restore_verify_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	Ckpt__Verify *v = req->verify;
+	struct root *r = m->r;
+	struct rs_task *rt;
+	char msg[PATH_MAX + 300], name[256];
+	size_t i;
+
+	rt = rs_new(c, m, req, RS_VERIFY, rs_verify_run, rs_verify_done);
+	if (rt == NULL || (rt->path = strdup(r->path)) == NULL ||
+	    (rt->steps = calloc(r->nsteps ? r->nsteps : 1,
+	    sizeof *rt->steps)) == NULL) {
+		rs_fail(c, req, rt, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	if (v->has_step && v->step >= 0) {
+		long i2 = root_find_step(r, (uint64_t)v->step);
+
+		if (i2 < 0 || r->steps[i2].state != INDEX_COMMITTED) {
+			if (store_step_name(&r->nm, (uint64_t)v->step, name,
+			    sizeof name) != 0)
+				snprintf(name, sizeof name, "%" PRId64, v->step);
+			snprintf(msg, sizeof msg, "Checkpoint at %s/%s not found.",
+			    r->path, name);
+			rs_fail(c, req, rt, CKPT_ENOTFOUND, msg);
+			return;
+		}
+		rt->steps[rt->nsteps++] = (uint64_t)v->step;
+	} else {
+		for (i = 0; i < r->nsteps; i++)
+			if (r->steps[i].state == INDEX_COMMITTED)
+				rt->steps[rt->nsteps++] = r->steps[i].step;
+	}
+	worker_submit(&rt->t);
+}

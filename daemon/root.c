@@ -1,0 +1,555 @@
+/*
+ * root.c - checkpoint roots in memory: the sorted step list, the steps
+ * being deleted, reconciling with a scan of the directory, and background
+ * deletes. See root.h for ownership rules.
+ *
+ * A root's path, key and naming never change after root_new(), so worker
+ * tasks holding a reference may read them; everything else is touched on
+ * the loop thread only.
+ */
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "root.h"
+
+struct mgr_state mgr;
+
+/* ---- small helpers ----------------------------------------------------- */
+
+char *
+mgr_strdup(const char *s)
+{
+	return s == NULL ? NULL : strdup(s);
+}
+
+Ckpt__ManagerOptions *
+mgr_options_copy(const Ckpt__ManagerOptions *o)
+{
+	Ckpt__ManagerOptions def = CKPT__MANAGER_OPTIONS__INIT;
+	Ckpt__ManagerOptions *out;
+	uint8_t *buf;
+	size_t len;
+
+	if (o == NULL)
+		o = &def;
+	len = ckpt__manager_options__get_packed_size(o);
+	if ((buf = malloc(len ? len : 1)) == NULL)
+		return NULL;
+	ckpt__manager_options__pack(o, buf);
+	out = ckpt__manager_options__unpack(NULL, len, buf);
+	free(buf);
+	return out;
+}
+
+void *
+mgr_task_new(size_t size, void (*run)(struct task *),
+    void (*done)(struct task *), const struct peer_cred *cred, uint64_t lane)
+{
+	struct task *t;
+
+	if ((t = calloc(1, size)) == NULL)
+		return NULL;
+	t->run = run;
+	t->done = done;
+	if (cred != NULL)
+		t->cred = *cred;
+	t->lane = lane;
+	return t;
+}
+
+int
+mgr_open_root(const char *path, int *fd, ckd_err *e)
+{
+	return store_open_root(path, 0, 0, fd, e);
+}
+
+/* ---- roots --------------------------------------------------------------- */
+
+static char *
+root_make_key(const char *path, const struct store_naming *nm)
+{
+	size_t len;
+	char *k;
+
+	if (nm->prefix[0] == '\0' && nm->fixed_len == 0)
+		return strdup(path);
+	/* A canonical path never contains "//", so this cannot collide. */
+	len = strlen(path) + strlen(nm->prefix) + 40;
+	if ((k = malloc(len)) == NULL)
+		return NULL;
+	snprintf(k, len, "%s//prefix=%s,len=%u", path, nm->prefix,
+	    nm->fixed_len);
+	return k;
+}
+
+struct root *
+root_new(const char *path, const struct store_naming *nm)
+{
+	struct root *r;
+
+	if ((r = calloc(1, sizeof *r)) == NULL)
+		return NULL;
+	r->refs = 1;
+	r->state = ROOT_LOADING;
+	r->nm = *nm;
+	r->last_save_ns = -1;
+	if ((r->path = strdup(path)) == NULL ||
+	    (r->key = root_make_key(path, nm)) == NULL) {
+		free(r->path);
+		free(r);
+		return NULL;
+	}
+	r->next = mgr.roots;
+	mgr.roots = r;
+	return r;
+}
+
+struct root *
+root_find(const char *path, const struct store_naming *nm)
+{
+	struct root *r;
+
+	for (r = mgr.roots; r != NULL; r = r->next) {
+		if (strcmp(r->path, path) == 0 &&
+		    strcmp(r->nm.prefix, nm->prefix) == 0 &&
+		    r->nm.fixed_len == nm->fixed_len)
+			return r;
+	}
+	return NULL;
+}
+
+void
+root_ref(struct root *r)
+{
+	r->refs++;
+}
+
+static void
+root_free(struct root *r)
+{
+	struct root **pp;
+	size_t i;
+
+	for (pp = &mgr.roots; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	for (i = 0; i < r->nsteps; i++) {
+		free(r->steps[i].metrics_json);
+		free(r->steps[i].error);
+	}
+	free(r->steps);
+	free(r->seq);
+	free(r->deleting);
+	free(r->path);
+	free(r->key);
+	free(r);
+}
+
+void
+root_unref(struct root *r)
+{
+	if (r == NULL)
+		return;
+	if (--r->refs == 0)
+		root_free(r);
+}
+
+/* ---- the step list ----------------------------------------------------- */
+
+/* First index whose step is >= step. */
+static size_t
+root_lower_bound(const struct root *r, uint64_t step)
+{
+	size_t lo = 0, hi = r->nsteps, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (r->steps[mid].step < step)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+long
+root_find_step(const struct root *r, uint64_t step)
+{
+	size_t i = root_lower_bound(r, step);
+
+	if (i < r->nsteps && r->steps[i].step == step)
+		return (long)i;
+	return -1;
+}
+
+int
+root_insert_step(struct root *r, struct index_step *s)
+{
+	size_t i = root_lower_bound(r, s->step);
+
+	if (i < r->nsteps && r->steps[i].step == s->step) {
+		free(r->steps[i].metrics_json);
+		free(r->steps[i].error);
+		r->steps[i] = *s;
+		r->seq[i] = ++r->mutations;
+		return 0;
+	}
+	if (r->nsteps == r->capsteps) {
+		size_t cap = r->capsteps ? r->capsteps * 2 : 16;
+		struct index_step *ns;
+		uint64_t *nq;
+
+		if ((ns = realloc(r->steps, cap * sizeof *ns)) == NULL)
+			goto nomem;
+		r->steps = ns;
+		if ((nq = realloc(r->seq, cap * sizeof *nq)) == NULL)
+			goto nomem;
+		r->seq = nq;
+		r->capsteps = cap;
+	}
+	memmove(&r->steps[i + 1], &r->steps[i],
+	    (r->nsteps - i) * sizeof *r->steps);
+	memmove(&r->seq[i + 1], &r->seq[i], (r->nsteps - i) * sizeof *r->seq);
+	r->steps[i] = *s;
+	r->seq[i] = ++r->mutations;
+	r->nsteps++;
+	return 0;
+nomem:
+	free(s->metrics_json);
+	free(s->error);
+	s->metrics_json = s->error = NULL;
+	return CKPT_ENOMEM;
+}
+
+void
+root_remove_step(struct root *r, size_t i)
+{
+	if (i >= r->nsteps)
+		return;
+	free(r->steps[i].metrics_json);
+	free(r->steps[i].error);
+	memmove(&r->steps[i], &r->steps[i + 1],
+	    (r->nsteps - i - 1) * sizeof *r->steps);
+	memmove(&r->seq[i], &r->seq[i + 1],
+	    (r->nsteps - i - 1) * sizeof *r->seq);
+	r->nsteps--;
+	r->mutations++;
+}
+
+int64_t
+root_latest(const struct root *r)
+{
+	size_t i;
+
+	for (i = r->nsteps; i > 0; i--) {
+		if (r->steps[i - 1].state == INDEX_COMMITTED)
+			return (int64_t)r->steps[i - 1].step;
+	}
+	return -1;
+}
+
+size_t
+root_ncommitted(const struct root *r)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < r->nsteps; i++)
+		n += r->steps[i].state == INDEX_COMMITTED;
+	return n;
+}
+
+int
+root_policy_steps(const struct root *r, const struct policy_set *pol,
+    struct policy_step **out, size_t **idx, size_t *n)
+{
+	struct policy_step *ps;
+	size_t i, k = 0, cnt = root_ncommitted(r);
+	size_t *ix = NULL;
+
+	*out = NULL;
+	*n = 0;
+	if (idx != NULL)
+		*idx = NULL;
+	if (cnt == 0)
+		return 0;
+	if ((ps = calloc(cnt, sizeof *ps)) == NULL)
+		return CKPT_ENOMEM;
+	if (idx != NULL && (ix = calloc(cnt, sizeof *ix)) == NULL) {
+		free(ps);
+		return CKPT_ENOMEM;
+	}
+	for (i = 0; i < r->nsteps; i++) {
+		const struct index_step *s = &r->steps[i];
+
+		if (s->state != INDEX_COMMITTED)
+			continue;
+		ps[k].step = s->step;
+		ps[k].time_ns = s->init_ns;
+		ps[k].has_metric = s->metrics_json != NULL &&
+		    policy_metric(pol, s->metrics_json, &ps[k].metric);
+		if (ix != NULL)
+			ix[k] = i;
+		k++;
+	}
+	*out = ps;
+	if (idx != NULL)
+		*idx = ix;
+	*n = k;
+	return 0;
+}
+
+/* ---- steps being deleted ------------------------------------------------- */
+
+int
+root_is_deleting(const struct root *r, uint64_t step)
+{
+	size_t i;
+
+	for (i = 0; i < r->ndeleting; i++)
+		if (r->deleting[i] == step)
+			return 1;
+	return 0;
+}
+
+int
+root_add_deleting(struct root *r, uint64_t step)
+{
+	if (r->ndeleting == r->capdeleting) {
+		size_t cap = r->capdeleting ? r->capdeleting * 2 : 8;
+		uint64_t *nd = realloc(r->deleting, cap * sizeof *nd);
+
+		if (nd == NULL)
+			return CKPT_ENOMEM;
+		r->deleting = nd;
+		r->capdeleting = cap;
+	}
+	r->deleting[r->ndeleting++] = step;
+	return 0;
+}
+
+void
+root_del_deleting(struct root *r, uint64_t step)
+{
+	size_t i;
+
+	for (i = 0; i < r->ndeleting; i++) {
+		if (r->deleting[i] == step) {
+			r->deleting[i] = r->deleting[--r->ndeleting];
+			return;
+		}
+	}
+}
+
+/* ---- reconciling with the disk (worker thread) ------------------------------ */
+
+static const struct index_step *
+root_known_find(const struct index_step *known, size_t n, uint64_t step)
+{
+	size_t lo = 0, hi = n, mid;
+
+	/* known[] is in step order (index order or the in-memory list). */
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (known[mid].step < step)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < n && known[lo].step == step; lo++)
+		if (known[lo].state == INDEX_COMMITTED)
+			return &known[lo];
+	return NULL;
+}
+
+/* Fill s from <rootfd>/<name>/_CHECKPOINT_METADATA, or from the directory's
+ * mtime when the metadata is missing or unreadable (a step directory
+ * without the tmp suffix is complete whatever its metadata says). */
+static void
+root_read_step_record(int rootfd, const char *name, struct index_step *s)
+{
+	struct store_step_meta meta;
+	struct stat st;
+	ckd_err e;
+	int fd;
+
+	fd = openat(rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd < 0)
+		return;
+	memset(&meta, 0, sizeof meta);
+	if (store_read_step_meta(fd, &meta, &e) == 0) {
+		s->init_ns = meta.init_ns;
+		s->commit_ns = meta.commit_ns;
+		s->bytes = meta.bytes;
+		s->metrics_json = meta.metrics_json;
+		meta.metrics_json = NULL;
+		store_step_meta_free(&meta);
+	} else if (fstat(fd, &st) == 0) {
+		s->init_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
+		    st.st_mtim.tv_nsec;
+		s->commit_ns = s->init_ns;
+	}
+	close(fd);
+}
+
+int
+root_scan_disk(int rootfd, const struct store_naming *nm,
+    const struct index_step *known, size_t nknown,
+    struct index_step **out, size_t *nout, int *tmp_left, ckd_err *e)
+{
+	struct store_entry *ents = NULL;
+	struct index_step *res = NULL;
+	size_t ne = 0, i, k = 0;
+	int r;
+
+	*out = NULL;
+	*nout = 0;
+	if (tmp_left != NULL)
+		*tmp_left = 0;
+	if ((r = store_scan(rootfd, nm, &ents, &ne, e)) != 0)
+		return r;
+	if (ne > 0 && (res = calloc(ne, sizeof *res)) == NULL) {
+		free(ents);
+		return err_set(e, CKPT_ENOMEM, "out of memory scanning root");
+	}
+	for (i = 0; i < ne; i++) {
+		const struct index_step *kn;
+		struct index_step *s;
+
+		if (ents[i].tmp) {
+			if (tmp_left != NULL)
+				(*tmp_left)++;
+			continue;
+		}
+		if (k > 0 && res[k - 1].step == ents[i].step)
+			continue;       /* same step under two spellings */
+		s = &res[k++];
+		s->step = ents[i].step;
+		s->state = INDEX_COMMITTED;
+		snprintf(s->name, sizeof s->name, "%s", ents[i].name);
+		kn = root_known_find(known, nknown, s->step);
+		if (kn != NULL) {
+			s->init_ns = kn->init_ns;
+			s->commit_ns = kn->commit_ns;
+			s->bytes = kn->bytes;
+			s->metrics_json = mgr_strdup(kn->metrics_json);
+		} else {
+			root_read_step_record(rootfd, s->name, s);
+		}
+	}
+	free(ents);
+	*out = res;
+	*nout = k;
+	return 0;
+}
+
+/* ---- deleting steps ----------------------------------------------------------- */
+
+struct del_task {
+	struct task t;
+	struct root *r;
+	struct index_step rec;          /* the record removed from the list */
+	char *subdir;
+	struct conn *c;                 /* foreground delete: reply to it */
+	uint64_t id;
+};
+
+static void
+root_delete_run(struct task *t)
+{
+	struct del_task *d = (struct del_task *)t;
+	ckd_err ie;
+	int fd, r;
+
+	if ((r = mgr_open_root(d->r->path, &fd, &t->err)) != 0)
+		return;
+	r = store_delete_step(fd, d->rec.name, d->subdir, &t->err);
+	close(fd);
+	if (r == 0 || r == CKPT_ENOTFOUND) {
+		if (index_del_step(mgr.ix, d->r->key, d->rec.step, &ie) != 0)
+			log_warn("index: %s", ie.msg);
+	}
+}
+
+static void
+root_delete_done(struct task *t)
+{
+	struct del_task *d = (struct del_task *)t;
+	struct root *r = d->r;
+	int code = t->err.code;
+
+	root_del_deleting(r, d->rec.step);
+	r->busy--;
+	if (code != 0 && code != CKPT_ENOTFOUND) {
+		/* Still on disk: list it again (disk is the truth). */
+		if (root_find_step(r, d->rec.step) < 0) {
+			root_insert_step(r, &d->rec);
+			d->rec.metrics_json = d->rec.error = NULL;
+		}
+		if (d->c == NULL)
+			log_warn("deleting %s/%s: %s", r->path, d->rec.name,
+			    t->err.msg);
+	}
+	if (d->c != NULL) {
+		if (code != 0 && code != CKPT_ENOTFOUND)
+			conn_reply_err(d->c, d->id, &t->err);
+		else
+			mgr_reply_empty(d->c, d->id);
+		conn_unref(d->c);
+	}
+	free(d->rec.metrics_json);
+	free(d->rec.error);
+	free(d->subdir);
+	root_unref(r);
+	free(d);
+}
+
+void
+root_delete_step_bg(struct root *r, size_t i, const char *subdir,
+    const struct peer_cred *cred, uint64_t lane)
+{
+	root_delete_step_fg(r, i, subdir, cred, lane, NULL, 0);
+}
+
+void
+root_delete_step_fg(struct root *r, size_t i, const char *subdir,
+    const struct peer_cred *cred, uint64_t lane, struct conn *c, uint64_t id)
+{
+	struct del_task *d;
+
+	d = mgr_task_new(sizeof *d, root_delete_run, root_delete_done, cred,
+	    lane);
+	if (d == NULL || (subdir != NULL && (d->subdir = strdup(subdir)) ==
+	    NULL) || root_add_deleting(r, r->steps[i].step) != 0) {
+		if (d != NULL)
+			free(d->subdir);
+		free(d);
+		if (c != NULL)
+			conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		else
+			log_warn("out of memory deleting step %llu",
+			    (unsigned long long)r->steps[i].step);
+		return;
+	}
+	d->rec = r->steps[i];
+	/* Move the strings out of the list before removing the record. */
+	r->steps[i].metrics_json = r->steps[i].error = NULL;
+	root_remove_step(r, i);
+	d->r = r;
+	root_ref(r);
+	r->busy++;
+	if (c != NULL) {
+		d->c = c;
+		d->id = id;
+		conn_ref(c);
+	}
+	worker_submit(&d->t);
+}

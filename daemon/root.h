@@ -1,0 +1,194 @@
+/*
+ * root.h - the in-memory state behind manager.h, shared by manager.c,
+ * root.c, save.c and restore.c (internal to the daemon).
+ *
+ * Everything declared here lives on the event-loop thread. Worker tasks get
+ * copies of what they need (paths, naming, step names) and hand results back
+ * through their done() callback; they never touch a root or a manager.
+ *
+ * Ownership and lifetimes:
+ *   root     refcounted: one reference per manager, accepted/queued save,
+ *            waiter and task that points at it. Freed at zero.
+ *   manager  refcounted: the connection's reference (dropped on close) plus
+ *            one per save and waiter. `closed` managers are unreachable by id.
+ *   save     owned by the global save list until finished (save.c).
+ *   waiter   owned by the global waiter list; holds a conn reference.
+ */
+#ifndef CKPTD_ROOT_H
+#define CKPTD_ROOT_H
+
+#include <sys/types.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "common.h"
+#include "conn.h"
+#include "log.h"
+#include "worker.h"
+#include "index.h"
+#include "store.h"
+#include "policy.h"
+
+struct event_base;
+struct event;
+struct save;
+
+
+enum root_state {
+	ROOT_LOADING = 0,
+	ROOT_READY = 1,
+};
+
+/* An OpenManager waiting for its root to finish loading. */
+struct opener {
+	struct opener *next;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	Ckpt__ManagerOptions *o;        /* owned */
+	struct policy_set *pol;         /* owned */
+	mode_t dmode;
+	int cleanup;
+};
+
+struct root {
+	struct root *next;
+	unsigned refs;
+	int state;                      /* enum root_state */
+	char *path;                     /* canonical absolute path */
+	char *key;                      /* index key: path (+ naming) */
+	struct store_naming nm;
+	/* Steps ascending by step; committed and failed records, one per
+	 * step. seq[i] is the mutation counter when record i was inserted. */
+	struct index_step *steps;
+	uint64_t *seq;
+	size_t nsteps, capsteps;
+	uint64_t mutations;
+	/* Steps whose delete task has not finished yet. */
+	uint64_t *deleting;
+	size_t ndeleting, capdeleting;
+	struct opener *openers;         /* while ROOT_LOADING */
+	unsigned saves;                 /* queued + running saves */
+	unsigned busy;                  /* tasks writing to the root */
+	int64_t last_save_ns;           /* start of the last save, -1 none */
+};
+
+struct manager {
+	struct manager *next;
+	uint64_t id;
+	unsigned refs;
+	int closed;
+	struct conn *c;                 /* not referenced: closed with it */
+	struct root *r;                 /* referenced */
+	Ckpt__ManagerOptions *o;        /* owned copy */
+	struct policy_set *pol;         /* owned */
+	mode_t dmode, fmode;
+	unsigned pending;               /* queued + running saves */
+	int err_code;                   /* async error of a failed save */
+	uint64_t err_step;
+	char err_msg[CKPT_ERRLEN];
+};
+
+enum waiter_kind {
+	WAIT_SAVES = 1,
+	WAIT_STEP = 2,
+};
+
+struct waiter {
+	struct waiter *next;
+	int kind;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	struct manager *m;              /* WAIT_SAVES, referenced */
+	struct root *r;                 /* WAIT_STEP, referenced */
+	int clear_error;
+	int64_t after;
+	struct event *timer;            /* NULL without timeout */
+};
+
+/* Global state of the manager modules. */
+struct mgr_state {
+	struct event_base *base;
+	struct index *ix;
+	uint64_t budget;                /* 0: unlimited */
+	unsigned nworkers;
+	struct root *roots;
+	struct manager *managers;
+	struct waiter *waiters;
+	struct save *saves;             /* every queued or running save */
+	struct save *qhead, *qtail;     /* waiting for memory, FIFO */
+	unsigned nqueued, ninflight;
+	uint64_t staging;
+	uint64_t committed, failed, bytes_written;
+	void (*idle_cb)(void *arg);
+	void *idle_arg;
+};
+extern struct mgr_state mgr;
+
+/* ---- helpers (root.c) ---------------------------------------------------- */
+
+char *mgr_strdup(const char *s);
+/* Copy a message by packing and unpacking it (NULL when out of memory). */
+Ckpt__ManagerOptions *mgr_options_copy(const Ckpt__ManagerOptions *o);
+/* Allocate a zeroed task of `size` bytes whose first member is a struct
+ * task, running as cred on lane. NULL when out of memory. */
+void *mgr_task_new(size_t size, void (*run)(struct task *),
+    void (*done)(struct task *), const struct peer_cred *cred,
+    uint64_t lane);
+/* Open the root directory path (no creation) as the task's peer. */
+int mgr_open_root(const char *path, int *fd, ckd_err *e);
+
+void root_ref(struct root *r);
+void root_unref(struct root *r);
+/* Find a loaded or loading root; NULL when none. */
+struct root *root_find(const char *path, const struct store_naming *nm);
+/* New root in ROOT_LOADING state with one reference. */
+struct root *root_new(const char *path, const struct store_naming *nm);
+/* Index of the record of step, or -1. */
+long root_find_step(const struct root *r, uint64_t step);
+/* Insert (or replace) a record; takes ownership of its strings.
+ * Returns 0 or CKPT_ENOMEM (strings freed). */
+int root_insert_step(struct root *r, struct index_step *s);
+void root_remove_step(struct root *r, size_t i);
+/* Highest committed step, or -1. */
+int64_t root_latest(const struct root *r);
+size_t root_ncommitted(const struct root *r);
+/* Committed steps as policy steps, ascending (*out malloc'ed; idx[i] is the
+ * record index of out[i] when idx is not NULL). */
+int root_policy_steps(const struct root *r, const struct policy_set *pol,
+    struct policy_step **out, size_t **idx, size_t *n);
+int root_is_deleting(const struct root *r, uint64_t step);
+int root_add_deleting(struct root *r, uint64_t step);
+void root_del_deleting(struct root *r, uint64_t step);
+/* Reconcile a root's records with a scan of its directory (worker thread):
+ * committed dirs missing from known[] get their _CHECKPOINT_METADATA read.
+ * Returns the records of every committed dir (*out malloc'ed). */
+int root_scan_disk(int rootfd, const struct store_naming *nm,
+    const struct index_step *known, size_t nknown,
+    struct index_step **out, size_t *nout, int *tmp_left, ckd_err *e);
+/* Submit a background delete of committed step i (removed from the list
+ * now). cred/lane: whose identity runs it. subdir may be NULL. */
+void root_delete_step_bg(struct root *r, size_t i, const char *subdir,
+    const struct peer_cred *cred, uint64_t lane);
+/* The same, replying to (c, id) once the step is gone. */
+void root_delete_step_fg(struct root *r, size_t i, const char *subdir,
+    const struct peer_cred *cred, uint64_t lane, struct conn *c,
+    uint64_t id);
+
+/* ---- managers and waiters (manager.c) ------------------------------------ */
+
+void mgr_ref(struct manager *m);
+void mgr_unref(struct manager *m);
+/* Wake WAIT_SAVES waiters of m when it has no pending save. */
+void mgr_wake_saves(struct manager *m);
+/* Wake WAIT_STEP waiters of r whose `after` is below the latest step. */
+void mgr_wake_steps(struct root *r);
+/* Call the idle callback when no save is pending. */
+void mgr_check_idle(void);
+/* Look up a manager of connection c; replies with an error and returns
+ * NULL when unknown. */
+struct manager *mgr_lookup(struct conn *c, uint64_t req_id, uint64_t id);
+
+/* Reply helpers. */
+void mgr_reply_empty(struct conn *c, uint64_t id);
+
+#endif

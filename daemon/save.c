@@ -1,0 +1,1280 @@
+/*
+ * save.c - the save pipeline.
+ *
+ *   loop:    validate the request and the staging memfd, apply should_save
+ *            and the "already exists" check, then wait for memory (FIFO
+ *            under --memory-budget) and map the memfd read-only. The reply
+ *            SaveReply{saved} is sent at that point: from then on the step
+ *            no longer depends on the client.
+ *   prepare: (worker) open the root, create <name>.ckptd-tmp and the item
+ *            directories, write JSON / proto items.
+ *   data:    (workers, in parallel) one task per safetensors file.
+ *   finish:  (worker) tree _METADATA, fsync item dirs, _CHECKPOINT_METADATA,
+ *            rename to the final name, index record.
+ *   loop:    insert the step, retention (background deletes), SaveDone to
+ *            the client, release memory, start queued saves, wake waiters.
+ *
+ * A failure anywhere removes the tmp directory, records the failure in the
+ * index and in the manager (reported by WaitSaves) and in SaveDone.
+ */
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "save.h"
+
+#define SAVE_MIN_FILE (64ull * 1024 * 1024)
+#define SAVE_MAX_ITEMS 1024
+#define SAVE_MAX_DEPTH 256
+#define SAVE_MAX_KEY 1024
+#define SAVE_MAX_TAG 64
+
+struct save_file {
+	char fname[40];
+	size_t item;            /* index into the request's items */
+	size_t first, n;        /* range of s->tens / s->leaves */
+};
+
+struct save {
+	struct save *next, *prev;       /* mgr.saves */
+	struct save *qnext;             /* memory queue */
+	int running;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	struct peer_cred cred;
+	uint64_t lane;
+	struct manager *m;              /* referenced */
+	struct root *r;                 /* referenced */
+	Ckpt__Request *req;             /* owned; leaves get file/tensor/xxh3 */
+	Ckpt__Save *sv;
+	uint64_t step;
+	char name[256];
+	int memfd;
+	uint64_t size;
+	void *map;
+	int64_t init_ns, commit_ns;
+	mode_t dmode, fmode;
+	int rootfd, tmpfd;
+	int *itemfds;
+	Ckpt__Handler *handlers;
+	char **names;
+	struct store_tensor *tens;
+	Ckpt__Leaf **leaves;
+	size_t ntens;
+	struct save_file *files;
+	size_t nfiles;
+	uint64_t bytes;
+	unsigned left;                  /* data tasks not done */
+	ckd_err err;                    /* first failure */
+};
+
+struct save_task {
+	struct task t;
+	struct save *s;
+	size_t file;
+};
+
+static void save_finalize(struct save *s);
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int
+save_is_tree(Ckpt__Handler h)
+{
+	return h == CKPT__HANDLER__HANDLER_STANDARD ||
+	    h == CKPT__HANDLER__HANDLER_PYTREE ||
+	    h == CKPT__HANDLER__HANDLER_ARRAY;
+}
+
+/* "a/b/0" for messages (truncated to len). */
+static void
+save_leaf_path(const Ckpt__Leaf *l, char *buf, size_t len)
+{
+	size_t i, off = 0;
+	int n;
+
+	buf[0] = '\0';
+	for (i = 0; i < l->n_path && off < len; i++) {
+		const Ckpt__PathElem *p = l->path[i];
+
+		if (p->kind == CKPT__KEY_KIND__KEY_DICT)
+			n = snprintf(buf + off, len - off, "%s%s",
+			    i ? "/" : "", p->key ? p->key : "");
+		else
+			n = snprintf(buf + off, len - off, "%s%" PRIu64,
+			    i ? "/" : "", p->index);
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+}
+
+/* Tensor name: path elements joined with '.' (malloc'ed). */
+static char *
+save_tensor_name(const Ckpt__Leaf *l)
+{
+	size_t i, len = 1;
+	char *s, *p;
+
+	if (l->n_path == 0)
+		return strdup("value");
+	for (i = 0; i < l->n_path; i++)
+		len += (l->path[i]->kind == CKPT__KEY_KIND__KEY_DICT ?
+		    strlen(l->path[i]->key) : 20) + 1;
+	if ((s = malloc(len)) == NULL)
+		return NULL;
+	p = s;
+	for (i = 0; i < l->n_path; i++) {
+		const Ckpt__PathElem *e = l->path[i];
+
+		if (i)
+			*p++ = '.';
+		if (e->kind == CKPT__KEY_KIND__KEY_DICT)
+			p += sprintf(p, "%s", e->key);
+		else
+			p += sprintf(p, "%" PRIu64, e->index);
+	}
+	*p = '\0';
+	return s;
+}
+
+/* A tiny open-addressing set of strings (borrowed), for unique names. */
+struct strset {
+	const char **slot;
+	size_t cap;
+};
+
+static uint64_t
+strset_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+	return h;
+}
+
+static int
+strset_init(struct strset *ss, size_t n)
+{
+	ss->cap = 16;
+	while (ss->cap < n * 2)
+		ss->cap *= 2;
+	ss->slot = calloc(ss->cap, sizeof *ss->slot);
+	return ss->slot == NULL ? CKPT_ENOMEM : 0;
+}
+
+/* 1 when inserted, 0 when already present. */
+static int
+strset_add(struct strset *ss, const char *s)
+{
+	size_t i = strset_hash(s) & (ss->cap - 1);
+
+	while (ss->slot[i] != NULL) {
+		if (strcmp(ss->slot[i], s) == 0)
+			return 0;
+		i = (i + 1) & (ss->cap - 1);
+	}
+	ss->slot[i] = s;
+	return 1;
+}
+
+/* ---- validation (loop) --------------------------------------------------------- */
+
+/* Self-delimiting binary encoding of a leaf path, so that sorting puts a
+ * path right before the paths it prefixes. */
+struct enc_path {
+	uint8_t *b;
+	size_t len;
+	size_t leaf;
+};
+
+static int
+save_encode_path(const Ckpt__Leaf *l, struct enc_path *ep)
+{
+	size_t i, len = 0, off = 0;
+
+	for (i = 0; i < l->n_path; i++)
+		len += 1 + 8 + (l->path[i]->kind == CKPT__KEY_KIND__KEY_DICT ?
+		    strlen(l->path[i]->key) : 0);
+	if ((ep->b = malloc(len ? len : 1)) == NULL)
+		return CKPT_ENOMEM;
+	for (i = 0; i < l->n_path; i++) {
+		const Ckpt__PathElem *p = l->path[i];
+		uint64_t v;
+		int k;
+
+		ep->b[off++] = (uint8_t)('0' + p->kind);
+		v = p->kind == CKPT__KEY_KIND__KEY_DICT ?
+		    (uint64_t)strlen(p->key) : p->index;
+		for (k = 7; k >= 0; k--)
+			ep->b[off++] = (uint8_t)(v >> (k * 8));
+		if (p->kind == CKPT__KEY_KIND__KEY_DICT) {
+			memcpy(ep->b + off, p->key, strlen(p->key));
+			off += strlen(p->key);
+		}
+	}
+	ep->len = off;
+	return 0;
+}
+
+static int
+save_enc_cmp(const void *a, const void *b)
+{
+	const struct enc_path *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->b, y->b, n);
+
+	if (c != 0)
+		return c;
+	return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* No duplicate paths, and no leaf that is also a container. */
+static int
+save_check_paths(const Ckpt__Item *it, ckd_err *e)
+{
+	struct enc_path *ep;
+	char path[256];
+	size_t i, n = it->n_leaves;
+	int r = 0;
+
+	if (n < 2)
+		return 0;
+	if ((ep = calloc(n, sizeof *ep)) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	for (i = 0; i < n && r == 0; i++) {
+		ep[i].leaf = i;
+		if (save_encode_path(it->leaves[i], &ep[i]) != 0)
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+	}
+	if (r == 0) {
+		qsort(ep, n, sizeof *ep, save_enc_cmp);
+		for (i = 0; i + 1 < n; i++) {
+			if (ep[i].len > ep[i + 1].len ||
+			    memcmp(ep[i].b, ep[i + 1].b, ep[i].len) != 0)
+				continue;
+			save_leaf_path(it->leaves[ep[i].leaf], path,
+			    sizeof path);
+			if (ep[i].len == ep[i + 1].len)
+				r = err_set(e, CKPT_EINVAL, "duplicate leaf "
+				    "path '%s' in item '%s'", path, it->name);
+			else
+				r = err_set(e, CKPT_EINVAL, "leaf '%s' of item "
+				    "'%s' is also a container", path, it->name);
+			break;
+		}
+	}
+	for (i = 0; i < n; i++)
+		free(ep[i].b);
+	free(ep);
+	return r;
+}
+
+static int
+save_check_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
+    ckd_err *e)
+{
+	char path[256];
+	uint64_t count = 1, nbytes, end;
+	size_t i, isz;
+
+	if (l->n_path > SAVE_MAX_DEPTH)
+		return err_set(e, CKPT_EINVAL, "leaf path deeper than %d in "
+		    "item '%s'", SAVE_MAX_DEPTH, it->name);
+	if (l->n_path == 0 && it->n_leaves != 1)
+		return err_set(e, CKPT_EINVAL, "leaf with an empty path in "
+		    "item '%s'", it->name);
+	for (i = 0; i < l->n_path; i++) {
+		const Ckpt__PathElem *p = l->path[i];
+
+		if (p->kind != CKPT__KEY_KIND__KEY_DICT &&
+		    p->kind != CKPT__KEY_KIND__KEY_LIST &&
+		    p->kind != CKPT__KEY_KIND__KEY_TUPLE)
+			return err_set(e, CKPT_EINVAL, "unknown key kind %d "
+			    "in item '%s'", (int)p->kind, it->name);
+		if (p->kind == CKPT__KEY_KIND__KEY_DICT && (p->key == NULL ||
+		    strlen(p->key) > SAVE_MAX_KEY))
+			return err_set(e, CKPT_EINVAL, "dict key missing or "
+			    "longer than %d bytes in item '%s'", SAVE_MAX_KEY,
+			    it->name);
+	}
+	save_leaf_path(l, path, sizeof path);
+	if (l->tag != NULL && strlen(l->tag) > SAVE_MAX_TAG)
+		return err_set(e, CKPT_EINVAL, "tag of leaf '%s' longer than "
+		    "%d bytes", path, SAVE_MAX_TAG);
+	/* Fields the daemon fills in. */
+	free(l->file);
+	free(l->tensor);
+	l->file = l->tensor = NULL;
+	l->has_xxh3 = l->has_fd_index = 0;
+	switch (l->kind) {
+	case CKPT__LEAF_KIND__LEAF_ARRAY:
+		break;
+	case CKPT__LEAF_KIND__LEAF_STR:
+		if (l->str_value == NULL)
+			return err_set(e, CKPT_EINVAL, "string leaf '%s' has no "
+			    "value", path);
+		return 0;
+	case CKPT__LEAF_KIND__LEAF_INT:
+	case CKPT__LEAF_KIND__LEAF_FLOAT:
+	case CKPT__LEAF_KIND__LEAF_BOOL:
+	case CKPT__LEAF_KIND__LEAF_NONE:
+	case CKPT__LEAF_KIND__LEAF_EMPTY_DICT:
+	case CKPT__LEAF_KIND__LEAF_EMPTY_LIST:
+	case CKPT__LEAF_KIND__LEAF_EMPTY_TUPLE:
+		return 0;
+	default:
+		return err_set(e, CKPT_EINVAL, "unknown leaf kind %d for leaf "
+		    "'%s'", (int)l->kind, path);
+	}
+	if ((isz = store_dtype_size(l->dtype)) == 0)
+		return err_set(e, CKPT_EDTYPE, "unknown dtype %d for leaf '%s'",
+		    (int)l->dtype, path);
+	if (l->n_shape > CKPT_MAX_NDIM)
+		return err_set(e, CKPT_EINVAL, "leaf '%s' has %zu dimensions "
+		    "(at most %d)", path, l->n_shape, CKPT_MAX_NDIM);
+	for (i = 0; i < l->n_shape; i++) {
+		if (l->shape[i] != 0 && count > UINT64_MAX / l->shape[i])
+			return err_set(e, CKPT_ETOOBIG, "shape of leaf '%s' "
+			    "overflows", path);
+		count *= l->shape[i];
+	}
+	if (count > UINT64_MAX / isz)
+		return err_set(e, CKPT_ETOOBIG, "shape of leaf '%s' overflows",
+		    path);
+	nbytes = count * isz;
+	if (l->nbytes != nbytes)
+		return err_set(e, CKPT_EINVAL, "leaf '%s': nbytes %" PRIu64
+		    " does not match its shape and dtype (%" PRIu64 ")", path,
+		    l->nbytes, nbytes);
+	if (l->offset > memsize || nbytes > memsize - l->offset) {
+		end = l->offset + nbytes;
+		return err_set(e, CKPT_EINVAL, "leaf '%s' (bytes %" PRIu64
+		    "..%" PRIu64 ") lies outside the staging buffer of %"
+		    PRIu64 " bytes", path, l->offset, end, memsize);
+	}
+	return 0;
+}
+
+static int
+save_check_json(const char *what, const char *text, int object, ckd_err *e)
+{
+	json_error_t je;
+	json_t *j;
+	int r = 0;
+
+	if ((j = json_loads(text, JSON_DECODE_ANY, &je)) == NULL)
+		return err_set(e, CKPT_EINVAL, "%s is not valid JSON: %s "
+		    "(line %d)", what, je.text, je.line);
+	if (object && !json_is_object(j))
+		r = err_set(e, CKPT_EINVAL, "%s must be a JSON object", what);
+	json_decref(j);
+	return r;
+}
+
+static int
+save_check_items(Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
+{
+	size_t i, k;
+	int r;
+
+	if (sv->n_items == 0)
+		return err_set(e, CKPT_EINVAL, "Found empty item.");
+	if (sv->n_items > SAVE_MAX_ITEMS)
+		return err_set(e, CKPT_ETOOBIG, "too many items (%zu, at most "
+		    "%d)", sv->n_items, SAVE_MAX_ITEMS);
+	if (!sv->composite) {
+		Ckpt__Item *it = sv->items[0];
+
+		if (sv->n_items != 1)
+			return err_set(e, CKPT_EINVAL, "Must provide `args` of "
+			    "type `Composite` when dealing with multiple "
+			    "checkpointable objects.");
+		if (it->name == NULL) {
+			if ((it->name = strdup("default")) == NULL)
+				return err_set(e, CKPT_ENOMEM, "out of memory");
+		} else if (strcmp(it->name, "default") != 0) {
+			return err_set(e, CKPT_EINVAL, "the single unnamed item "
+			    "must be called \"default\", not \"%s\"", it->name);
+		}
+	}
+	for (i = 0; i < sv->n_items; i++) {
+		Ckpt__Item *it = sv->items[i];
+
+		if (it->name == NULL || !store_valid_component(it->name) ||
+		    strcmp(it->name, STORE_STEP_METADATA) == 0)
+			return err_set(e, CKPT_EINVAL, "invalid item name \"%s\"",
+			    it->name ? it->name : "");
+		for (k = 0; k < i; k++)
+			if (strcmp(sv->items[k]->name, it->name) == 0)
+				return err_set(e, CKPT_EINVAL, "duplicate item "
+				    "name \"%s\"", it->name);
+		if (!it->has_handler ||
+		    it->handler == CKPT__HANDLER__HANDLER_UNSPECIFIED) {
+			it->has_handler = 1;
+			it->handler = it->json != NULL && it->n_leaves == 0 ?
+			    CKPT__HANDLER__HANDLER_JSON :
+			    CKPT__HANDLER__HANDLER_STANDARD;
+		}
+		switch (it->handler) {
+		case CKPT__HANDLER__HANDLER_STANDARD:
+		case CKPT__HANDLER__HANDLER_PYTREE:
+		case CKPT__HANDLER__HANDLER_ARRAY:
+			if (it->n_leaves == 0)
+				return err_set(e, CKPT_EINVAL,
+				    "Found empty item.");
+			if (it->json != NULL)
+				return err_set(e, CKPT_EINVAL, "tree item \"%s\" "
+				    "must not carry a JSON document", it->name);
+			for (k = 0; k < it->n_leaves; k++)
+				if ((r = save_check_leaf(it, it->leaves[k],
+				    memsize, e)) != 0)
+					return r;
+			if ((r = save_check_paths(it, e)) != 0)
+				return r;
+			break;
+		case CKPT__HANDLER__HANDLER_JSON:
+		case CKPT__HANDLER__HANDLER_PROTO:
+			if (it->json == NULL)
+				return err_set(e, CKPT_EINVAL, "item \"%s\" has no "
+				    "document", it->name);
+			if (it->n_leaves != 0)
+				return err_set(e, CKPT_EINVAL, "item \"%s\" must "
+				    "not carry leaves", it->name);
+			if (it->handler == CKPT__HANDLER__HANDLER_JSON &&
+			    (r = save_check_json("JSON item", it->json, 0, e))
+			    != 0)
+				return r;
+			break;
+		default:
+			return err_set(e, CKPT_EINVAL, "unknown handler %d for "
+			    "item \"%s\"", (int)it->handler, it->name);
+		}
+	}
+	if (sv->metrics_json != NULL &&
+	    (r = save_check_json("metrics", sv->metrics_json, 1, e)) != 0)
+		return r;
+	if (sv->custom_metadata_json != NULL &&
+	    (r = save_check_json("custom metadata", sv->custom_metadata_json,
+	    1, e)) != 0)
+		return r;
+	return 0;
+}
+
+/* The staging buffer: a regular file sealed against shrinking, so that a
+ * client truncating it cannot make our reads fault. */
+static int
+save_check_memfd(int fd, uint64_t *size, ckd_err *e)
+{
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    (seals = fcntl(fd, F_GET_SEALS)) < 0 || !(seals & F_SEAL_SHRINK))
+		return err_set(e, CKPT_EINVAL, "staging buffer must be a memfd "
+		    "sealed against shrinking");
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* ---- the save list --------------------------------------------------------- */
+
+int
+save_pending_step(const struct root *r, uint64_t step)
+{
+	const struct save *s;
+
+	for (s = mgr.saves; s != NULL; s = s->next)
+		if (s->r == r && s->step == step)
+			return 1;
+	return 0;
+}
+
+int64_t
+save_latest_pending(const struct root *r)
+{
+	const struct save *s;
+	int64_t best = -1;
+
+	for (s = mgr.saves; s != NULL; s = s->next)
+		if (s->r == r && (int64_t)s->step > best)
+			best = (int64_t)s->step;
+	return best;
+}
+
+static void
+save_free(struct save *s)
+{
+	size_t i;
+
+	if (s->memfd >= 0)
+		close(s->memfd);
+	if (s->map != NULL)
+		munmap(s->map, s->size);
+	if (s->itemfds != NULL) {
+		for (i = 0; i < s->sv->n_items; i++)
+			if (s->itemfds[i] >= 0)
+				close(s->itemfds[i]);
+		free(s->itemfds);
+	}
+	if (s->tmpfd >= 0)
+		close(s->tmpfd);
+	if (s->rootfd >= 0)
+		close(s->rootfd);
+	free(s->handlers);
+	free(s->names);
+	free(s->tens);
+	free(s->leaves);
+	free(s->files);
+	if (s->req != NULL)
+		ckpt__request__free_unpacked(s->req, NULL);
+	if (s->c != NULL)
+		conn_unref(s->c);
+	if (s->m != NULL)
+		mgr_unref(s->m);
+	if (s->r != NULL)
+		root_unref(s->r);
+	free(s);
+}
+
+static void
+save_unlink(struct save *s)
+{
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		mgr.saves = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+	s->r->saves--;
+	s->m->pending--;
+}
+
+/* ---- planning files (loop) --------------------------------------------------- */
+
+static int
+save_plan(struct save *s, ckd_err *e)
+{
+	Ckpt__Save *sv = s->sv;
+	uint64_t total = 0, target, cur_bytes = 0;
+	struct save_file *cur = NULL;
+	size_t i, k, n = 0, maxfiles = 0;
+	unsigned nw = mgr.nworkers ? mgr.nworkers : 1;
+
+	if ((s->itemfds = malloc(sv->n_items * sizeof *s->itemfds)) == NULL ||
+	    (s->handlers = calloc(sv->n_items, sizeof *s->handlers)) == NULL ||
+	    (s->names = calloc(sv->n_items, sizeof *s->names)) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	for (i = 0; i < sv->n_items; i++) {
+		s->itemfds[i] = -1;
+		s->handlers[i] = sv->items[i]->handler;
+		s->names[i] = sv->items[i]->name;
+		if (!save_is_tree(sv->items[i]->handler))
+			continue;
+		for (k = 0; k < sv->items[i]->n_leaves; k++) {
+			const Ckpt__Leaf *l = sv->items[i]->leaves[k];
+
+			if (l->kind == CKPT__LEAF_KIND__LEAF_ARRAY) {
+				n++;
+				total += l->nbytes;
+			}
+		}
+	}
+	s->bytes = total;
+	target = total / nw;
+	if (target < SAVE_MIN_FILE)
+		target = SAVE_MIN_FILE;
+	/* Each file but the last of an item holds >= target bytes. */
+	maxfiles = (size_t)(total / target) + sv->n_items + 1;
+	if (n == 0)
+		return 0;
+	if ((s->tens = calloc(n, sizeof *s->tens)) == NULL ||
+	    (s->leaves = calloc(n, sizeof *s->leaves)) == NULL ||
+	    (s->files = calloc(maxfiles, sizeof *s->files)) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	for (i = 0; i < sv->n_items; i++) {
+		Ckpt__Item *it = sv->items[i];
+		struct strset names;
+		unsigned fileno = 0;
+
+		if (!save_is_tree(it->handler))
+			continue;
+		if (strset_init(&names, it->n_leaves) != 0)
+			return err_set(e, CKPT_ENOMEM, "out of memory");
+		cur = NULL;
+		for (k = 0; k < it->n_leaves; k++) {
+			Ckpt__Leaf *l = it->leaves[k];
+			struct store_tensor *t;
+			char *nm;
+			unsigned dup;
+
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+				continue;
+			if ((nm = save_tensor_name(l)) == NULL)
+				goto nomem;
+			for (dup = 1; !strset_add(&names, nm); dup++) {
+				size_t len = strlen(nm);
+				char *n2 = malloc(len + 16);
+
+				if (n2 == NULL) {
+					free(nm);
+					goto nomem;
+				}
+				/* Strip an earlier suffix before retrying. */
+				if (dup > 1) {
+					char *tilde = strrchr(nm, '~');
+
+					if (tilde != NULL)
+						*tilde = '\0';
+				}
+				snprintf(n2, len + 16, "%s~%u", nm, dup);
+				free(nm);
+				nm = n2;
+			}
+			l->tensor = nm;
+			if (cur == NULL) {
+				cur = &s->files[s->nfiles++];
+				cur->item = i;
+				cur->first = s->ntens;
+				snprintf(cur->fname, sizeof cur->fname,
+				    "data-%05u.safetensors", fileno++);
+				cur_bytes = 0;
+			}
+			if ((l->file = strdup(cur->fname)) == NULL)
+				goto nomem;
+			t = &s->tens[s->ntens];
+			t->name = l->tensor;
+			t->dtype = l->dtype;
+			t->ndim = l->n_shape;
+			t->shape = l->shape;
+			t->src = s->map == NULL ? NULL :
+			    (const uint8_t *)s->map + l->offset;
+			t->nbytes = l->nbytes;
+			s->leaves[s->ntens++] = l;
+			cur->n++;
+			cur_bytes += l->nbytes;
+			if (cur_bytes >= target)
+				cur = NULL;
+		}
+		free(names.slot);
+		continue;
+nomem:
+		free(names.slot);
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* ---- worker tasks -------------------------------------------------------------- */
+
+/* Failure cleanup on a worker: remove the tmp dir, record the failure. */
+static void
+save_abort_files(struct save *s, const ckd_err *why)
+{
+	struct index_step rec;
+	ckd_err e;
+	size_t i;
+
+	if (s->itemfds != NULL)
+		for (i = 0; i < s->sv->n_items; i++)
+			if (s->itemfds[i] >= 0) {
+				close(s->itemfds[i]);
+				s->itemfds[i] = -1;
+			}
+	if (s->tmpfd >= 0) {
+		close(s->tmpfd);
+		s->tmpfd = -1;
+		if (s->rootfd >= 0 && store_abort(s->rootfd, s->name, &e) != 0)
+			log_warn("removing %s/%s%s: %s", s->r->path, s->name,
+			    CKPT_TMP_SUFFIX, e.msg);
+	}
+	if (s->rootfd >= 0) {
+		close(s->rootfd);
+		s->rootfd = -1;
+	}
+	if (why->code == CKPT_EEXIST)
+		return;         /* someone else's step: not ours to record */
+	memset(&rec, 0, sizeof rec);
+	rec.step = s->step;
+	rec.state = INDEX_FAILED;
+	rec.init_ns = s->init_ns;
+	snprintf(rec.name, sizeof rec.name, "%s", s->name);
+	rec.error = (char *)why->msg;
+	if (index_put_step(mgr.ix, s->r->key, &rec, &e) != 0)
+		log_warn("index: %s", e.msg);
+}
+
+static void
+save_prepare_run(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+	Ckpt__Save *sv = s->sv;
+	size_t i;
+	int r;
+
+	if ((r = mgr_open_root(s->r->path, &s->rootfd, &t->err)) != 0)
+		goto fail;
+	if ((r = store_begin(s->rootfd, s->name, s->dmode, &s->tmpfd,
+	    &t->err)) != 0)
+		goto fail;
+	for (i = 0; i < sv->n_items; i++) {
+		const Ckpt__Item *it = sv->items[i];
+
+		if ((r = store_mkdir_item(s->tmpfd, it->name, s->dmode,
+		    &s->itemfds[i], &t->err)) != 0)
+			goto fail;
+		if (it->handler == CKPT__HANDLER__HANDLER_JSON)
+			r = store_write_file(s->itemfds[i], STORE_JSON_FILE,
+			    it->json, strlen(it->json), s->fmode, &t->err);
+		else if (it->handler == CKPT__HANDLER__HANDLER_PROTO)
+			r = store_write_file(s->itemfds[i], STORE_PROTO_FILE,
+			    it->json, strlen(it->json), s->fmode, &t->err);
+		if (r != 0)
+			goto fail;
+	}
+	return;
+fail:
+	save_abort_files(s, &t->err);
+}
+
+static void
+save_data_run(struct task *t)
+{
+	struct save_task *st = (struct save_task *)t;
+	struct save *s = st->s;
+	const struct save_file *f = &s->files[st->file];
+	size_t k;
+
+	if (store_write_safetensors(s->itemfds[f->item], f->fname, s->fmode,
+	    &s->tens[f->first], f->n, &t->err) != 0)
+		return;
+	for (k = f->first; k < f->first + f->n; k++) {
+		s->leaves[k]->has_offset = 1;
+		s->leaves[k]->offset = s->tens[k].offset;
+		s->leaves[k]->has_xxh3 = 1;
+		s->leaves[k]->xxh3 = s->tens[k].xxh3;
+	}
+}
+
+static void
+save_finish_run(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+	Ckpt__Save *sv = s->sv;
+	struct store_step_meta meta;
+	struct index_step rec;
+	ckd_err ie;
+	size_t i;
+	int r = 0;
+
+	for (i = 0; i < sv->n_items && r == 0; i++) {
+		if (save_is_tree(sv->items[i]->handler))
+			r = store_write_tree_metadata(s->itemfds[i],
+			    sv->items[i], s->fmode, &t->err);
+		if (r == 0)
+			r = store_fsync_dir(s->itemfds[i], &t->err);
+	}
+	if (r != 0)
+		goto fail;
+	s->commit_ns = now_wall_ns();
+	memset(&meta, 0, sizeof meta);
+	meta.init_ns = s->init_ns;
+	meta.commit_ns = s->commit_ns;
+	meta.metrics_json = s->m->o->prevent_write_metrics ? NULL :
+	    sv->metrics_json;
+	meta.custom_json = sv->custom_metadata_json;
+	meta.nitems = sv->n_items;
+	meta.item_names = s->names;
+	meta.handlers = s->handlers;
+	meta.bytes = s->bytes;
+	if ((r = store_write_step_meta(s->tmpfd, &meta, s->fmode,
+	    &t->err)) != 0)
+		goto fail;
+	if ((r = store_commit(s->rootfd, s->name, s->tmpfd, &t->err)) != 0)
+		goto fail;
+	memset(&rec, 0, sizeof rec);
+	rec.step = s->step;
+	rec.state = INDEX_COMMITTED;
+	rec.init_ns = s->init_ns;
+	rec.commit_ns = s->commit_ns;
+	rec.bytes = s->bytes;
+	snprintf(rec.name, sizeof rec.name, "%s", s->name);
+	rec.metrics_json = meta.metrics_json;
+	/* The step is durable; the index is only a cache of the disk. */
+	if (index_put_step(mgr.ix, s->r->key, &rec, &ie) != 0)
+		log_warn("index: %s", ie.msg);
+	for (i = 0; i < sv->n_items; i++) {
+		close(s->itemfds[i]);
+		s->itemfds[i] = -1;
+	}
+	close(s->tmpfd);
+	s->tmpfd = -1;
+	close(s->rootfd);
+	s->rootfd = -1;
+	return;
+fail:
+	save_abort_files(s, &t->err);
+}
+
+/* A task that only cleans up after a failed data task. */
+static void
+save_abort_run(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+
+	save_abort_files(s, &s->err);
+}
+
+static int
+save_submit(struct save *s, void (*run)(struct task *),
+    void (*done)(struct task *), size_t file)
+{
+	struct save_task *st;
+
+	st = mgr_task_new(sizeof *st, run, done, &s->cred, s->lane);
+	if (st == NULL)
+		return CKPT_ENOMEM;
+	st->s = s;
+	st->file = file;
+	worker_submit(&st->t);
+	return 0;
+}
+
+static void
+save_abort_done(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+
+	free(t);
+	save_finalize(s);
+}
+
+static void
+save_finish_done(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+
+	if (t->err.code != 0)
+		s->err = t->err;
+	free(t);
+	save_finalize(s);
+}
+
+/* Start the finish task, or the abort task when something failed. */
+static void
+save_after_data(struct save *s)
+{
+	int r;
+
+	if (s->err.code != 0)
+		r = save_submit(s, save_abort_run, save_abort_done, 0);
+	else
+		r = save_submit(s, save_finish_run, save_finish_done, 0);
+	if (r != 0) {
+		/* Out of memory for a task: finish inline is impossible on
+		 * the loop; leave the tmp dir (ignored, removed on retry). */
+		if (s->err.code == 0)
+			err_set(&s->err, CKPT_ENOMEM, "out of memory");
+		save_finalize(s);
+	}
+}
+
+static void
+save_data_done(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+
+	if (t->err.code != 0 && s->err.code == 0)
+		s->err = t->err;
+	free(t);
+	if (--s->left == 0)
+		save_after_data(s);
+}
+
+static void
+save_prepare_done(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+	size_t i;
+
+	if (t->err.code != 0) {
+		s->err = t->err;
+		free(t);
+		save_finalize(s);       /* prepare cleaned up already */
+		return;
+	}
+	free(t);
+	if (s->nfiles == 0) {
+		save_after_data(s);
+		return;
+	}
+	s->left = (unsigned)s->nfiles;
+	for (i = 0; i < s->nfiles; i++) {
+		if (save_submit(s, save_data_run, save_data_done, i) != 0) {
+			if (s->err.code == 0)
+				err_set(&s->err, CKPT_ENOMEM, "out of memory");
+			s->left -= (unsigned)(s->nfiles - i);
+			if (s->left == 0)
+				save_after_data(s);
+			return;
+		}
+	}
+}
+
+/* ---- completion (loop) --------------------------------------------------------- */
+
+static void
+save_retention(struct save *s)
+{
+	struct root *r = s->r;
+	struct manager *m = s->m;
+	struct policy_step *ps = NULL;
+	size_t *idx = NULL, n = 0, k;
+	int *keep = NULL;
+	int64_t now = s->sv->has_timestamp_ns ? s->sv->timestamp_ns :
+	    now_wall_ns();
+
+	if (root_policy_steps(r, m->pol, &ps, &idx, &n) != 0 || n == 0)
+		goto out;
+	if ((keep = calloc(n, sizeof *keep)) == NULL)
+		goto out;
+	for (k = 0; k < n; k++)
+		keep[k] = 1;
+	policy_preserve(m->pol, ps, n, now, keep);
+	/* From the highest index down, so earlier indices stay valid. */
+	for (k = n; k-- > 0;) {
+		if (!keep[k])
+			root_delete_step_bg(r, idx[k], m->o->todelete_subdir,
+			    &s->cred, s->lane);
+	}
+out:
+	free(ps);
+	free(idx);
+	free(keep);
+}
+
+static void
+save_send_done(struct save *s)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__SaveDone sd = CKPT__SAVE_DONE__INIT;
+
+	if (!conn_alive(s->c))
+		return;
+	sd.has_save_id = 1;
+	sd.save_id = s->id;
+	sd.has_manager = 1;
+	sd.manager = s->m->id;
+	sd.has_step = 1;
+	sd.step = s->step;
+	sd.has_code = 1;
+	sd.code = s->err.code;
+	if (s->err.code != 0)
+		sd.message = s->err.msg;
+	resp.has_id = 1;
+	resp.id = 0;
+	resp.body_case = CKPT__RESPONSE__BODY_SAVE_DONE;
+	resp.save_done = &sd;
+	conn_reply(s->c, &resp, NULL, 0);
+}
+
+static void save_admit(void);
+
+static void
+save_finalize(struct save *s)
+{
+	struct root *r = s->r;
+	struct manager *m = s->m;
+	struct index_step rec;
+	int ok = s->err.code == 0;
+
+	memset(&rec, 0, sizeof rec);
+	rec.step = s->step;
+	rec.init_ns = s->init_ns;
+	snprintf(rec.name, sizeof rec.name, "%s", s->name);
+	if (ok) {
+		rec.state = INDEX_COMMITTED;
+		rec.commit_ns = s->commit_ns;
+		rec.bytes = s->bytes;
+		rec.metrics_json = m->o->prevent_write_metrics ? NULL :
+		    mgr_strdup(s->sv->metrics_json);
+		root_insert_step(r, &rec);
+		mgr.committed++;
+		mgr.bytes_written += s->bytes;
+		save_retention(s);
+	} else {
+		char msg[CKPT_ERRLEN + 64];
+		size_t len;
+
+		snprintf(msg, sizeof msg, "Saving step %" PRIu64 " failed: %s",
+		    s->step, s->err.msg);
+		len = strlen(msg);
+		if (len >= sizeof s->err.msg)
+			len = sizeof s->err.msg - 1;
+		memcpy(s->err.msg, msg, len);
+		s->err.msg[len] = '\0';
+		log_warn("%s/%s: %s", r->path, s->name, s->err.msg);
+		if (s->err.code != CKPT_EEXIST) {
+			long i = root_find_step(r, s->step);
+
+			rec.state = INDEX_FAILED;
+			rec.error = strdup(s->err.msg);
+			if (i < 0 || r->steps[i].state != INDEX_COMMITTED)
+				root_insert_step(r, &rec);
+			else
+				free(rec.error);
+		}
+		m->err_code = s->err.code;
+		m->err_step = s->step;
+		snprintf(m->err_msg, sizeof m->err_msg, "%s", s->err.msg);
+		mgr.failed++;
+	}
+	save_send_done(s);
+	mgr.ninflight--;
+	mgr.staging -= s->size;
+	r->busy--;
+	save_unlink(s);
+	mgr_wake_saves(m);
+	if (ok)
+		mgr_wake_steps(r);
+	save_free(s);
+	save_admit();
+	mgr_check_idle();
+}
+
+/* ---- acceptance (loop) ---------------------------------------------------------- */
+
+static void
+save_reply_saved(struct conn *c, uint64_t id, int saved)
+{
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__SaveReply sr = CKPT__SAVE_REPLY__INIT;
+
+	sr.has_saved = 1;
+	sr.saved = saved;
+	resp.has_id = 1;
+	resp.id = id;
+	resp.body_case = CKPT__RESPONSE__BODY_SAVE;
+	resp.save = &sr;
+	conn_reply(c, &resp, NULL, 0);
+}
+
+/* Map the staging buffer, reply "accepted", start the pipeline. */
+static void
+save_start(struct save *s)
+{
+	ckd_err e;
+
+	s->running = 1;
+	if (s->size > 0) {
+		s->map = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->memfd, 0);
+		if (s->map == MAP_FAILED) {
+			s->map = NULL;
+			err_errno(&e, errno, "mapping the staging buffer");
+			goto fail;
+		}
+	}
+	close(s->memfd);
+	s->memfd = -1;
+	if (save_plan(s, &e) != 0)
+		goto fail;
+	if (save_submit(s, save_prepare_run, save_prepare_done, 0) != 0) {
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		goto fail;
+	}
+	mgr.ninflight++;
+	mgr.staging += s->size;
+	s->r->busy++;
+	s->r->last_save_ns = s->init_ns;
+	log_debug("step %" PRIu64 " of %s accepted (%" PRIu64 " bytes, %zu "
+	    "files)", s->step, s->r->path, s->size, s->nfiles);
+	save_reply_saved(s->c, s->id, 1);
+	return;
+fail:
+	conn_reply_err(s->c, s->id, &e);
+	save_unlink(s);
+	mgr_wake_saves(s->m);
+	save_free(s);
+}
+
+static int
+save_fits(const struct save *s)
+{
+	if (mgr.budget == 0 || mgr.ninflight == 0)
+		return 1;
+	return mgr.staging <= mgr.budget && s->size <= mgr.budget - mgr.staging;
+}
+
+static void
+save_admit(void)
+{
+	struct save *s;
+
+	while ((s = mgr.qhead) != NULL && save_fits(s)) {
+		mgr.qhead = s->qnext;
+		if (mgr.qhead == NULL)
+			mgr.qtail = NULL;
+		s->qnext = NULL;
+		mgr.nqueued--;
+		save_start(s);
+	}
+	mgr_check_idle();
+}
+
+void
+save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
+    int *fds, size_t nfds)
+{
+	Ckpt__Save *sv = req->save;
+	struct root *r = m->r;
+	struct save *s = NULL;
+	uint64_t size = 0;
+	int64_t now, latest, pend;
+	char name[256];
+	ckd_err e;
+	size_t i;
+	int memfd = -1;
+
+	memset(&e, 0, sizeof e);
+	if (m->o->read_only) {
+		err_set(&e, CKPT_EREADONLY, "Checkpoint manager is read-only.");
+		goto fail;
+	}
+	if (nfds > 1) {
+		err_set(&e, CKPT_EINVAL, "a save carries exactly one staging "
+		    "buffer (got %zu fds)", nfds);
+		goto fail;
+	}
+	if (nfds == 1) {
+		memfd = fds[0];
+		nfds = 0;
+		if (save_check_memfd(memfd, &size, &e) != 0)
+			goto fail;
+	}
+	if (save_check_items(sv, size, &e) != 0)
+		goto fail;
+	if (store_step_name(&r->nm, sv->step, name, sizeof name) != 0) {
+		err_set(&e, CKPT_EINVAL, "step name too long");
+		goto fail;
+	}
+	now = sv->has_timestamp_ns ? sv->timestamp_ns : now_wall_ns();
+	if (!sv->force) {
+		latest = root_latest(r);
+		pend = save_latest_pending(r);
+		if (pend > latest)
+			latest = pend;
+		if (!policy_should_save(m->pol, sv->step, latest, now,
+		    r->last_save_ns, r->saves > 0, sv->preempted)) {
+			if (memfd >= 0)
+				close(memfd);
+			save_reply_saved(c, req->id, 0);
+			ckpt__request__free_unpacked(req, NULL);
+			return;
+		}
+	}
+	{
+		long i2 = root_find_step(r, sv->step);
+
+		if ((i2 >= 0 && r->steps[i2].state == INDEX_COMMITTED) ||
+		    save_pending_step(r, sv->step)) {
+			err_set(&e, CKPT_EEXIST, "Checkpoint for step %" PRIu64
+			    " already exists.", sv->step);
+			goto fail;
+		}
+	}
+	if ((s = calloc(1, sizeof *s)) == NULL) {
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		goto fail;
+	}
+	s->memfd = memfd;
+	s->rootfd = s->tmpfd = -1;
+	s->c = c;
+	conn_ref(c);
+	s->id = req->id;
+	s->cred = *conn_peer(c);
+	s->lane = conn_id(c);
+	s->m = m;
+	mgr_ref(m);
+	s->r = r;
+	root_ref(r);
+	s->req = req;
+	s->sv = sv;
+	s->step = sv->step;
+	snprintf(s->name, sizeof s->name, "%s", name);
+	s->size = size;
+	s->init_ns = now;
+	s->dmode = m->dmode;
+	s->fmode = m->fmode;
+	s->next = mgr.saves;
+	if (mgr.saves != NULL)
+		mgr.saves->prev = s;
+	mgr.saves = s;
+	r->saves++;
+	m->pending++;
+	if (mgr.qhead == NULL && save_fits(s)) {
+		save_start(s);
+		return;
+	}
+	log_debug("step %" PRIu64 " of %s waits for memory (%" PRIu64
+	    " bytes; %" PRIu64 " of %" PRIu64 " in use)", s->step, r->path,
+	    s->size, mgr.staging, mgr.budget);
+	if (mgr.qtail != NULL)
+		mgr.qtail->qnext = s;
+	else
+		mgr.qhead = s;
+	mgr.qtail = s;
+	mgr.nqueued++;
+	return;
+fail:
+	if (memfd >= 0)
+		close(memfd);
+	for (i = 0; i < nfds; i++)
+		close(fds[i]);
+	conn_reply_err(c, req->id, &e);
+	ckpt__request__free_unpacked(req, NULL);
+}
+
+void
+save_conn_closed(struct conn *c)
+{
+	struct save **pp = &mgr.qhead, *s;
+
+	mgr.qtail = NULL;
+	while ((s = *pp) != NULL) {
+		if (s->c != c) {
+			mgr.qtail = s;
+			pp = &s->qnext;
+			continue;
+		}
+		*pp = s->qnext;
+		mgr.nqueued--;
+		save_unlink(s);
+		mgr_wake_saves(s->m);
+		save_free(s);
+	}
+	save_admit();
+}
+
+void
+save_shutdown(void)
+{
+	struct save *s;
+
+	while ((s = mgr.qhead) != NULL) {
+		mgr.qhead = s->qnext;
+		mgr.nqueued--;
+		save_unlink(s);
+		save_free(s);
+	}
+	mgr.qtail = NULL;
+}

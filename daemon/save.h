@@ -1,0 +1,26 @@
+/*
+ * save.h - the save pipeline: validation on the loop, memory budget,
+ * prepare / data / finish worker tasks, commit, retention, SaveDone.
+ */
+#ifndef CKPTD_SAVE_H
+#define CKPTD_SAVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "root.h"
+
+/* Handle a Save request of manager m. Takes ownership of req and fds. */
+void save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
+    int *fds, size_t nfds);
+/* Drop the saves of c still waiting for memory (never accepted). */
+void save_conn_closed(struct conn *c);
+/* 1 when step has a queued or running save on root r. */
+int save_pending_step(const struct root *r, uint64_t step);
+/* Highest pending step of r, or -1. */
+int64_t save_latest_pending(const struct root *r);
+/* Free the saves waiting for memory (shutdown). */
+void save_shutdown(void);
+
+#endif

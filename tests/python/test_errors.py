@@ -1,0 +1,170 @@
+"""Bad arguments: Orbax's exception types and messages; nothing on disk."""
+
+import os
+
+import numpy as np
+import pytest
+
+
+def listing(p):
+    out = []
+    for root, dirs, files in os.walk(p):
+        out += [os.path.relpath(os.path.join(root, x), p) for x in dirs + files]
+    return sorted(out)
+
+
+@pytest.fixture
+def m(ocp, tmp_path):
+    mg = ocp.CheckpointManager(str(tmp_path))
+    yield mg
+    mg.close()
+
+
+def test_no_steps(ocp, m, tmp_path):
+    with pytest.raises(FileNotFoundError) as ei:
+        m.restore()
+    assert str(ei.value) == f'No steps found in {tmp_path}.'
+
+
+def test_missing_step(ocp, m, tmp_path):
+    m.save(1, args=ocp.args.StandardSave({'a': 1}))
+    m.wait_until_finished()
+    with pytest.raises(FileNotFoundError) as ei:
+        m.restore(2)
+    assert str(ei.value) == f'Checkpoint at {tmp_path}/2 not found.'
+
+
+def test_step_exists(ocp, m):
+    m.save(1, args=ocp.args.StandardSave({'a': 1}))
+    m.wait_until_finished()
+    assert not m.save(1, args=ocp.args.StandardSave({'a': 2}))
+    with pytest.raises(ocp.StepAlreadyExistsError) as ei:
+        m.save(1, args=ocp.args.StandardSave({'a': 2}), force=True)
+    assert isinstance(ei.value, ValueError)
+    assert str(ei.value) == 'Checkpoint for step 1 already exists.'
+
+
+@pytest.mark.parametrize('bad,exc', [
+    ({'a': np.array([object(), 1], dtype=object)}, TypeError),
+    ({'a': object()}, TypeError),
+    ({'a': 1 << 70}, ValueError),
+    ({'a': np.zeros(2, np.complex64)}, TypeError),
+    ({1: 2}, TypeError),
+])
+def test_unsupported_leaves_leave_nothing(ocp, m, tmp_path, bad, exc):
+    with pytest.raises(exc):
+        m.save(0, args=ocp.args.StandardSave(bad))
+    m.wait_until_finished()
+    assert listing(str(tmp_path)) == []
+    assert m.all_steps() == []
+
+
+def test_messages(ocp, m, tmp_path):
+    with pytest.raises(ValueError) as ei:
+        m.save(0)
+    assert str(ei.value) == 'Must provide `args` for `save`.'
+    with pytest.raises(ValueError) as ei:
+        m.save(0, args=ocp.args.StandardSave({}))
+    assert str(ei.value) == 'Found empty item.'
+    with pytest.raises(ValueError):
+        m.save(0, args=ocp.args.StandardSave(np.ones(3)))
+    with pytest.raises(ValueError) as ei:
+        m.save(0, {'a': 1})        # positional: legacy API
+    assert 'args=' in str(ei.value)
+    m.save(0, args=ocp.args.StandardSave({'a': 1}))
+    with pytest.raises(ValueError) as ei:
+        m.save(1, args=ocp.args.Composite(x=ocp.args.StandardSave({'a': 1})))
+    assert str(ei.value) == ('Cannot provide `args` of type `Composite` when '
+                             'dealing with a single, unnamed (default) '
+                             'checkpointable object.')
+    m.wait_until_finished()
+    assert m.all_steps() == [0]
+
+
+def test_multi_requires_composite(ocp, tmp_path):
+    with ocp.CheckpointManager(str(tmp_path), item_names=('a', 'b')) as m:
+        with pytest.raises(ValueError) as ei:
+            m.save(0, args=ocp.args.StandardSave({'a': 1}))
+        assert str(ei.value) == ('Must provide `args` of type `Composite` '
+                                 'when dealing with multiple checkpointable '
+                                 'objects.')
+        assert m.all_steps() == []
+
+
+def test_missing_item_keyerror(ocp, tmp_path):
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        m.save(0, args=ocp.args.Composite(a=ocp.args.JsonSave({'x': 1})))
+        m.wait_until_finished()
+        with pytest.raises(KeyError) as ei:
+            m.restore(0, args=ocp.args.Composite(b=ocp.args.JsonRestore()))
+        assert ei.value.args[0] == ('Item "b" was not found in the '
+                                    "checkpoint. Available items: ['a']")
+
+
+def test_unknown_step_delete(ocp, m):
+    with pytest.raises(FileNotFoundError) as ei:
+        m.delete(3)
+    assert str(ei.value) == 'Requested deleting a non-existent step: 3.'
+
+
+def test_incomplete_step(ocp, m, tmp_path):
+    os.makedirs(os.path.join(str(tmp_path), '4.ckptd-tmp', 'default'))
+    m.reload()
+    assert m.all_steps() == []
+    with pytest.raises((FileNotFoundError, ValueError)):
+        m.restore(4)
+
+
+def test_permission_denied(ocp, tmp_path):
+    if os.geteuid() == 0:
+        # root bypasses modes; use a path under a file instead
+        p = os.path.join(str(tmp_path), 'file')
+        open(p, 'w').close()
+        with pytest.raises(OSError):
+            ocp.CheckpointManager(os.path.join(p, 'x'))
+        return
+    ro = os.path.join(str(tmp_path), 'ro')
+    os.makedirs(ro)
+    os.chmod(ro, 0o500)
+    try:
+        with pytest.raises(PermissionError):
+            ocp.CheckpointManager(os.path.join(ro, 'x'))
+    finally:
+        os.chmod(ro, 0o700)
+
+
+def test_create_false_missing_root(ocp, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ocp.CheckpointManager(os.path.join(str(tmp_path), 'nope'),
+                              options=ocp.CheckpointManagerOptions(
+                                  create=False))
+
+
+def test_shape_dtype_mismatch_messages(ocp, m):
+    m.save(0, args=ocp.args.StandardSave({'a': np.ones((2, 2))}))
+    m.wait_until_finished()
+    with pytest.raises(ValueError) as ei:
+        m.restore(0, args=ocp.args.StandardRestore({'a': np.ones((4,))}))
+    assert 'a' in str(ei.value) and '(2, 2)' in str(ei.value)
+
+
+def test_failed_async_save_is_reported(ocp, tmp_path):
+    import shutil
+    root = str(tmp_path / 'r')
+    m = ocp.CheckpointManager(root)
+    m.save(1, args=ocp.args.StandardSave({'a': np.ones(3)}))
+    m.wait_until_finished()
+    shutil.rmtree(root)           # the next save cannot be written
+    assert m.save(2, args=ocp.args.StandardSave({'a': np.ones(3)}))
+    with pytest.raises(OSError) as e1:
+        m.wait_until_finished()
+    with pytest.raises(OSError) as e2:   # every waiter sees it
+        m.check_for_errors()
+    assert str(e1.value) == str(e2.value) and 'step 2' in str(e1.value)
+    with pytest.raises(OSError):         # the next save re-raises it
+        m.save(3, args=ocp.args.StandardSave({'a': np.ones(3)}))
+    assert 2 not in m.all_steps()
+    try:
+        m.close()
+    except OSError:
+        pass
