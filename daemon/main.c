@@ -179,6 +179,29 @@ main_defaults(const char *sock, const char *state)
 	uid_t uid = geteuid();
 	const char *v;
 
+	char cwd[PATH_MAX], abs_sock[PATH_MAX], abs_state[PATH_MAX];
+
+	/* Relative paths are taken from where we were started (the daemon
+	 * itself runs in "/"). */
+	if ((sock != NULL && sock[0] != '/') ||
+	    (state != NULL && state[0] != '/')) {
+		if (getcwd(cwd, sizeof cwd) == NULL) {
+			perror("ckptd: getcwd");
+			return -1;
+		}
+		if (sock != NULL && sock[0] != '/') {
+			if (main_set_path(abs_sock, sizeof abs_sock, "socket",
+			    "%s/%s", cwd, sock) != 0)
+				return -1;
+			sock = abs_sock;
+		}
+		if (state != NULL && state[0] != '/') {
+			if (main_set_path(abs_state, sizeof abs_state, "state",
+			    "%s/%s", cwd, state) != 0)
+				return -1;
+			state = abs_state;
+		}
+	}
 	if (sock != NULL)
 		v = sock;
 	else

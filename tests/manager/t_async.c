@@ -1,0 +1,470 @@
+/*
+ * t_async.c - background failures on a full filesystem, two clients on
+ * one root, wait_for_step, is_saving_in_progress, wait_until_finished
+ * from many threads.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+/* ---- wait_until_finished from many threads ---------------------------- */
+
+struct waiter {
+	ckpt_manager *m;
+	pthread_barrier_t *bar;
+	int rc;
+	int64_t latest;      /* latest_step right after the wait returned */
+	int64_t ms;          /* how long the wait took */
+};
+
+static void *
+waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+	int64_t t0;
+
+	pthread_barrier_wait(w->bar);
+	t0 = mgr_now_ms();
+	w->rc = ckpt_wait_until_finished(w->m);
+	w->ms = mgr_now_ms() - t0;
+	w->latest = -2;
+	ckpt_latest_step(w->m, &w->latest);
+	return NULL;
+}
+
+/* Run n waiters at once; they all start together. */
+static void
+run_waiters(ckpt_manager *m, struct waiter *w, int n)
+{
+	pthread_barrier_t bar;
+	pthread_t th[16];
+	int i;
+
+	pthread_barrier_init(&bar, NULL, (unsigned)n + 1);
+	for (i = 0; i < n; i++) {
+		w[i].m = m;
+		w[i].bar = &bar;
+		if (pthread_create(&th[i], NULL, waiter_main, &w[i]) != 0)
+			t_bail("pthread_create");
+	}
+	pthread_barrier_wait(&bar);
+	for (i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&bar);
+}
+
+/* ---- ENOSPC on a small tmpfs ------------------------------------------------- */
+
+void
+test_enospc(struct mgr_daemon *d)
+{
+	char mnt[MGR_PATH], root[MGR_PATH], *all;
+	ckpt_client *c;
+	ckpt_options *o;
+	ckpt_manager *m;
+	ckpt_step_info *infos = NULL;
+	struct waiter w[8];
+	size_t n = 0, i;
+	int r, saved, found = 0, nospc = 0;
+
+	if (geteuid() != 0) {
+		t_skip("ENOSPC test: mounting a 4 MiB tmpfs needs root "
+		    "(CI runs as root)");
+		return;
+	}
+	snprintf(mnt, sizeof mnt, "%s", mgr_path(d, "tmpfs"));
+	mgr_cat(root, mnt, "run");
+	if (mgr_mkdirs(mnt) != 0 ||
+	    mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m") != 0) {
+		ok(0, "mount a 4 MiB tmpfs on %s: %s", mnt, strerror(errno));
+		return;
+	}
+	ok(1, "4 MiB tmpfs mounted");
+	snprintf(d->mnt, sizeof d->mnt, "%s", mnt);
+
+	c = mgr_connect(d);
+	o = ckpt_options_new();
+	ckpt_options_set_max_to_keep(o, 1);
+	m = mgr_open(c, root, o, 1);
+	r = mgr_save_wait(m, 1, SV(.bytes = 256 << 10), &saved);
+	ok(r == 0 && saved == 1, "step 1 (256 KiB) committed on the tmpfs "
+	    "(rc=%d %s)", r, r ? ckpt_manager_errmsg(m) : "");
+
+	/* 6 MiB cannot fit: accepted, then fails in the background. */
+	r = mgr_save(m, 2, SV(.bytes = 6 << 20), &saved);
+	is_rc(r, 0, m, "save(2) of 6 MiB on a 4 MiB fs is accepted (async)");
+	is(saved, 1, "save(2) reports saved");
+
+	memset(w, 0, sizeof w);
+	run_waiters(m, w, 8);
+	for (i = 0; i < 8; i++)
+		is_rc(w[i].rc, CKPT_ENOSPC, m,
+		    "waiter %zu: wait_until_finished -> CKPT_ENOSPC", i);
+	is_rc(ckpt_wait_until_finished(m), CKPT_ENOSPC, m,
+	    "wait_until_finished again: still CKPT_ENOSPC (not cleared)");
+	is_rc(ckpt_check_for_errors(m), CKPT_ENOSPC, m,
+	    "check_for_errors reports CKPT_ENOSPC");
+	is_rc(ckpt_check_for_errors(m), CKPT_ENOSPC, m,
+	    "check_for_errors does not clear it");
+
+	is_steps(m, "[1]", "the failed step 2 is not in all_steps; step 1 kept");
+	all = mgr_disk_all(root);
+	is_str(all, "[1]", "on the tmpfs: only step 1, no leftover tmp dir");
+	free(all);
+	ok_rc(mgr_check_restore(m, -1, 1, NULL), m, "latest is still 1 and restores");
+
+	r = ckpt_list_steps(m, &infos, &n);
+	ok_rc(r, m, "ckpt_list_steps");
+	for (i = 0; i < n; i++) {
+		if (infos[i].step == 2) {
+			found = 1;
+			is(infos[i].state, 2, "list_steps: step 2 has state 2 (failed)");
+			has(infos[i].error, "space",
+			    "list_steps: step 2's error mentions space");
+		}
+		if (infos[i].step == 1)
+			is(infos[i].state, 0, "list_steps: step 1 committed");
+	}
+	ok(found, "list_steps shows the failed step 2");
+	free(infos);
+
+	/* The next save returns the error and clears it. */
+	r = mgr_save(m, 3, SV(.bytes = 1024), &saved);
+	is_rc(r, CKPT_ENOSPC, m, "next save(3) returns the pending CKPT_ENOSPC");
+	has(ckpt_manager_errmsg(m), "space", "its message mentions space");
+	is_rc(ckpt_check_for_errors(m), 0, m, "the error is cleared");
+	is_rc(ckpt_wait_until_finished(m), 0, m, "wait_until_finished is clean");
+	r = mgr_save_wait(m, 4, SV(.bytes = 1024), &saved);
+	ok_rc(r, m, "the following save(4) proceeds");
+	is(saved, 1, "step 4 saved");
+	is_steps(m, "[4]", "max_to_keep=1 after step 4 commits: [4]");
+	all = mgr_disk_all(root);
+	is_str(all, "[4]", "on the tmpfs: only step 4");
+	free(all);
+	r = ckpt_list_steps(m, &infos, &n);
+	for (i = 0; r == 0 && i < n; i++)
+		if (infos[i].state == 2)
+			nospc++;
+	t_diag("failed records still listed after recovery: %d", nospc);
+	free(infos);
+
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+	ckpt_disconnect(c);
+	if (umount2(mnt, 0) != 0) {
+		t_diag("umount %s: %s (detaching)", mnt, strerror(errno));
+		umount2(mnt, MNT_DETACH);
+	}
+	d->mnt[0] = '\0';
+}
+
+/* ---- two clients on one root ---------------------------------------------------- */
+
+void
+test_two_clients(struct mgr_daemon *d)
+{
+	char root[MGR_PATH], want[64];
+	ckpt_client *c1 = mgr_connect(d), *c2 = mgr_connect(d);
+	ckpt_manager *m1, *m2;
+	int64_t latest;
+	uint64_t s;
+	int r, saved;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "shared"));
+	m1 = mgr_open(c1, root, NULL, 1);
+	m2 = mgr_open(c2, root, NULL, 1);
+	is_steps(m2, "[]", "second client: no steps yet");
+	for (s = 1; s <= 5; s++) {
+		r = mgr_save(m1, s, NULL, &saved);
+		ok(r == 0 && saved == 1, "client 1 saves step %llu",
+		    (unsigned long long)s);
+		ok_rc(ckpt_wait_until_finished(m1), m1, "client 1 waits");
+		latest = -2;
+		r = ckpt_latest_step(m2, &latest);
+		ok_rc(r, m2, "client 2: latest_step");
+		is(latest, (int64_t)s, "client 2 sees step %llu at once, "
+		    "without reload", (unsigned long long)s);
+	}
+	is_steps(m2, "[1,2,3,4,5]", "client 2: all_steps");
+	ok_rc(mgr_check_restore(m2, -1, 5, NULL), m2,
+	    "client 2 restores client 1's latest step");
+	ok_rc(ckpt_reload(m2), m2, "reload() still works");
+	is_steps(m2, "[1,2,3,4,5]", "client 2 after reload");
+
+	/* The other way round. */
+	r = mgr_save_wait(m2, 6, NULL, &saved);
+	ok(r == 0 && saved == 1, "client 2 saves step 6");
+	latest = -2;
+	ckpt_latest_step(m1, &latest);
+	is(latest, 6, "client 1 sees client 2's step 6");
+	r = mgr_save(m1, 6, NULL, &saved);
+	ok(r == 0 && saved == 0, "client 1: should_save(6) is false now "
+	    "(rc=%d saved=%d)", r, saved);
+	snprintf(want, sizeof want, "[1,2,3,4,5,6]");
+	is_steps(m1, want, "client 1: all_steps");
+	ckpt_manager_close(m1);
+	ckpt_manager_close(m2);
+	ckpt_disconnect(c1);
+	ckpt_disconnect(c2);
+}
+
+/* ---- wait_for_step ------------------------------------------------------------------ */
+
+struct evaluator {
+	ckpt_manager *m;
+	int64_t after, timeout_ms;
+	int rc;
+	int64_t step;
+	atomic_int done;
+	int64_t done_ms;
+};
+
+static void *
+evaluator_main(void *arg)
+{
+	struct evaluator *e = arg;
+
+	e->step = -2;
+	e->rc = ckpt_wait_for_step(e->m, e->after, e->timeout_ms, &e->step);
+	e->done_ms = mgr_now_ms();
+	atomic_store(&e->done, 1);
+	return NULL;
+}
+
+void
+test_wait_for_step(struct mgr_daemon *d)
+{
+	char root[MGR_PATH];
+	ckpt_client *tc = mgr_connect(d), *ec = mgr_connect(d);
+	ckpt_manager *tm, *em;
+	struct evaluator ev[3];
+	pthread_t th[3];
+	int64_t t0, el, step, save_ms;
+	int r, saved, i;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "eval"));
+	tm = mgr_open(tc, root, NULL, 1);
+	em = mgr_open(ec, root, NULL, 1);
+
+	/* An evaluator blocked on an empty root is woken by the first step. */
+	memset(ev, 0, sizeof ev);
+	ev[0].m = em;
+	ev[0].after = -1;
+	ev[0].timeout_ms = 30000;
+	pthread_create(&th[0], NULL, evaluator_main, &ev[0]);
+	mgr_sleep_ms(300);
+	ok(!atomic_load(&ev[0].done), "wait_for_step(after=-1) blocks on "
+	    "an empty root");
+	r = mgr_save_wait(tm, 10, NULL, &saved);
+	ok(r == 0 && saved == 1, "trainer commits step 10");
+	pthread_join(th[0], NULL);
+	is_rc(ev[0].rc, 0, em, "evaluator woken");
+	is(ev[0].step, 10, "evaluator got step 10");
+
+	/* Three evaluators wait for a step > 10; the trainer commits 11. */
+	memset(ev, 0, sizeof ev);
+	for (i = 0; i < 3; i++) {
+		ev[i].m = em;
+		ev[i].after = 10;
+		ev[i].timeout_ms = 30000;
+		pthread_create(&th[i], NULL, evaluator_main, &ev[i]);
+	}
+	mgr_sleep_ms(300);
+	for (i = 0; i < 3; i++)
+		ok(!atomic_load(&ev[i].done), "evaluator %d blocks until a "
+		    "step > 10 commits", i);
+	/* A pending wait must not block other requests on the connection. */
+	t0 = mgr_now_ms();
+	is_steps(em, "[10]", "all_steps on the waiting connection");
+	el = mgr_now_ms() - t0;
+	ok(el < 2000, "all_steps answered while waits are pending (%lld ms)",
+	    (long long)el);
+	save_ms = mgr_now_ms();
+	r = mgr_save(tm, 11, NULL, &saved);
+	ok(r == 0 && saved == 1, "trainer saves step 11");
+	ok_rc(ckpt_wait_until_finished(tm), tm, "step 11 committed");
+	for (i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		is_rc(ev[i].rc, 0, em, "evaluator %d woken", i);
+		is(ev[i].step, 11, "evaluator %d got step 11", i);
+		ok(ev[i].done_ms >= save_ms, "evaluator %d woke after the "
+		    "save started", i);
+	}
+
+	/* A step > after already exists: no wait. */
+	t0 = mgr_now_ms();
+	step = -2;
+	r = ckpt_wait_for_step(em, 5, 5000, &step);
+	el = mgr_now_ms() - t0;
+	is_rc(r, 0, em, "wait_for_step(after=5) with 10 and 11 committed");
+	ok(step > 5, "returns a committed step > 5 (%lld)", (long long)step);
+	ok(el < 1000, "without waiting (%lld ms)", (long long)el);
+
+	/* Timeout. */
+	t0 = mgr_now_ms();
+	step = -2;
+	r = ckpt_wait_for_step(em, 11, 300, &step);
+	el = mgr_now_ms() - t0;
+	is_rc(r, CKPT_ETIMEDOUT, em, "wait_for_step(after=11, 300 ms) "
+	    "times out with CKPT_ETIMEDOUT");
+	ok(el >= 250 && el < 5000, "after about 300 ms (%lld ms)",
+	    (long long)el);
+
+	/* The connection is still usable after a timeout. */
+	is_steps(em, "[10,11]", "all_steps after the timeout");
+	ckpt_manager_close(tm);
+	ckpt_manager_close(em);
+	ckpt_disconnect(tc);
+	ckpt_disconnect(ec);
+}
+
+/* ---- is_saving_in_progress ------------------------------------------------------------ */
+
+void
+test_in_progress(struct mgr_daemon *d)
+{
+	char root[MGR_PATH];
+	ckpt_client *c = mgr_connect(d);
+	ckpt_step_info *infos = NULL;
+	ckpt_manager *m;
+	size_t n = 0, i;
+	int r, saved, p;
+	int64_t t0;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "progress"));
+	m = mgr_open(c, root, NULL, 1);
+	is(ckpt_is_saving_in_progress(m), 0, "nothing in progress at first");
+	t0 = mgr_now_ms();
+	r = mgr_save(m, 1, SV(.bytes = (size_t)256 << 20), &saved);
+	ok(r == 0 && saved == 1, "save(1) of 256 MiB accepted (%lld ms)",
+	    (long long)(mgr_now_ms() - t0));
+	p = ckpt_is_saving_in_progress(m);
+	is(p, 1, "is_saving_in_progress is 1 while the save is in flight");
+	r = ckpt_list_steps(m, &infos, &n);
+	for (i = 0; r == 0 && i < n; i++)
+		t_diag("in flight: step %llu state %d",
+		    (unsigned long long)infos[i].step, infos[i].state);
+	free(infos);
+	t0 = mgr_now_ms();
+	ok_rc(ckpt_wait_until_finished(m), m, "wait_until_finished");
+	t_diag("wait took %lld ms", (long long)(mgr_now_ms() - t0));
+	is(ckpt_is_saving_in_progress(m), 0, "is_saving_in_progress is 0 after wait");
+	is_steps(m, "[1]", "step 1 committed");
+	r = ckpt_list_steps(m, &infos, &n);
+	ok(r == 0 && n == 1 && infos[0].state == 0 &&
+	    infos[0].bytes >= (uint64_t)256 << 20,
+	    "list_steps: step 1 committed with its size (%llu bytes)",
+	    n ? (unsigned long long)infos[0].bytes : 0ULL);
+	free(infos);
+	ckpt_manager_close(m);
+
+	/* ContinuousCheckpointingPolicy: should_save is false while a save
+	 * is in flight (Orbax evaluates it before waiting). */
+	{
+		ckpt_options *o = ckpt_options_new();
+		int p1, p2, s = -1;
+		int64_t latest = -2;
+
+		is(ckpt_options_save_policy_add(o, CKPT_SAVE_CONTINUOUS, 0, NULL,
+		    0, 0), 0, "Continuous(minimum_interval_secs=0) built");
+		snprintf(root, sizeof root, "%s", root_path(d, "continuous"));
+		m = mgr_open(c, root, o, 1);
+		r = mgr_save(m, 1, SV(.bytes = (size_t)256 << 20), &saved);
+		ok(r == 0 && saved == 1, "Continuous: save(1) of 256 MiB accepted");
+		p1 = ckpt_is_saving_in_progress(m);
+		r = ckpt_should_save(m, 2, &s);
+		p2 = ckpt_is_saving_in_progress(m);
+		ok_rc(r, m, "should_save(2)");
+		if (p1 == 1 && p2 == 1)
+			is(s, 0, "Continuous: should_save(2) is 0 while step 1 "
+			    "is in flight");
+		else
+			t_skip("step 1 committed before should_save could be "
+			    "checked");
+		p1 = ckpt_is_saving_in_progress(m);
+		r = mgr_save(m, 2, NULL, &saved);
+		ok_rc(r, m, "Continuous: save(2) while step 1 is in flight");
+		if (p1 == 1)
+			is(saved, 0, "Continuous: save(2) declined (saved=0) "
+			    "because a save was in progress");
+		else
+			t_skip("step 1 committed before save(2)");
+		ok_rc(ckpt_wait_until_finished(m), m, "wait");
+		s = -1;
+		ckpt_should_save(m, 3, &s);
+		is(s, 1, "Continuous: should_save(3) is 1 once idle");
+		ckpt_manager_close(m);
+		ckpt_options_free(o);
+
+		/* enable_async_checkpointing=False: save returns committed. */
+		o = ckpt_options_new();
+		is(ckpt_options_set_async(o, 0), 0, "async off");
+		snprintf(root, sizeof root, "%s", root_path(d, "sync"));
+		m = mgr_open(c, root, o, 1);
+		r = mgr_save(m, 5, SV(.bytes = (size_t)32 << 20), &saved);
+		ok(r == 0 && saved == 1, "sync save(5) of 32 MiB");
+		is(ckpt_is_saving_in_progress(m), 0,
+		    "sync save: nothing in progress when save returns");
+		ckpt_latest_step(m, &latest);
+		is(latest, 5, "sync save: step 5 committed when save returns");
+		ckpt_manager_close(m);
+		ckpt_options_free(o);
+	}
+	ckpt_disconnect(c);
+}
+
+/* ---- wait_until_finished from 8 threads --------------------------------------------------- */
+
+void
+test_wait_threads(struct mgr_daemon *d)
+{
+	char root[MGR_PATH];
+	ckpt_client *c = mgr_connect(d);
+	ckpt_manager *m;
+	struct waiter w[8];
+	int r, saved, i;
+	int64_t t0;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "waiters"));
+	m = mgr_open(c, root, NULL, 1);
+	r = mgr_save(m, 1, SV(.bytes = (size_t)128 << 20), &saved);
+	ok(r == 0 && saved == 1, "save(1) of 128 MiB accepted");
+	memset(w, 0, sizeof w);
+	run_waiters(m, w, 8);
+	for (i = 0; i < 8; i++) {
+		is_rc(w[i].rc, 0, m, "thread %d: wait_until_finished -> 0", i);
+		is(w[i].latest, 1, "thread %d: step 1 committed when its wait "
+		    "returned", i);
+	}
+	is(ckpt_is_saving_in_progress(m), 0, "nothing in progress");
+
+	/* Nothing pending: every waiter returns at once. */
+	memset(w, 0, sizeof w);
+	t0 = mgr_now_ms();
+	run_waiters(m, w, 8);
+	for (i = 0; i < 8; i++)
+		is_rc(w[i].rc, 0, m, "idle thread %d: wait_until_finished -> 0",
+		    i);
+	ok(mgr_now_ms() - t0 < 2000, "idle waits return promptly");
+
+	/* Saves and waits interleaved from several threads. */
+	r = mgr_save(m, 2, SV(.bytes = (size_t)32 << 20), &saved);
+	ok(r == 0 && saved == 1, "save(2) accepted");
+	memset(w, 0, sizeof w);
+	run_waiters(m, w, 8);
+	for (i = 0; i < 8; i++)
+		ok(w[i].rc == 0 && w[i].latest == 2, "thread %d: step 2 "
+		    "committed (rc=%d latest=%lld)", i, w[i].rc,
+		    (long long)w[i].latest);
+	is_steps(m, "[1,2]", "[1,2]");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}

@@ -1,0 +1,54 @@
+/*
+ * tests.h - the CheckpointManager test cases, one function per meson
+ * test (test_manager.c runs the one named on its command line).
+ */
+#ifndef CKPT_TEST_MGR_TESTS_H
+#define CKPT_TEST_MGR_TESTS_H
+
+#include "mgr.h"
+
+/* t_policy.c: retention and save decisions */
+void test_max_to_keep(struct mgr_daemon *d);
+void test_interval(struct mgr_daemon *d);
+void test_keep_period(struct mgr_daemon *d);
+void test_best(struct mgr_daemon *d);
+void test_time(struct mgr_daemon *d);
+void test_save_policies(struct mgr_daemon *d);
+void test_preservation(struct mgr_daemon *d);
+void test_restart(struct mgr_daemon *d);
+
+/* t_api.c: naming, errors, read-only, delete, metadata, restore, tmp */
+void test_naming(struct mgr_daemon *d);
+void test_exists(struct mgr_daemon *d);
+void test_read_only(struct mgr_daemon *d);
+void test_delete(struct mgr_daemon *d);
+void test_root_metadata(struct mgr_daemon *d);
+void test_restore(struct mgr_daemon *d);
+void test_tmp_dirs(struct mgr_daemon *d);
+
+/* t_async.c: background failures, several clients, waiting */
+void test_enospc(struct mgr_daemon *d);
+void test_two_clients(struct mgr_daemon *d);
+void test_wait_for_step(struct mgr_daemon *d);
+void test_in_progress(struct mgr_daemon *d);
+void test_wait_threads(struct mgr_daemon *d);
+
+/* Helpers shared by the test files. */
+
+/* Save steps from..to (inclusive) one by one, waiting for each; returns
+ * the steps ckpt_save reported as saved, "[0,2]" (malloc'ed). Each save
+ * uses *o (NULL: defaults) with ts_ns = ts0 + i * dt_ns when ts0 != 0 and
+ * metrics from metrics[i - from] when metrics is non-NULL. */
+char *save_range(ckpt_manager *m, uint64_t from, uint64_t to,
+    const struct sv *o, int64_t ts0, int64_t dt_ns,
+    const char *const *metrics);
+/* A fresh root under the daemon's directory. */
+const char *root_path(struct mgr_daemon *d, const char *name);
+/* Number in a JSON object (metrics), or NAN. */
+double json_number(const char *json, const char *key);
+
+#define NS_PER_S 1000000000LL
+/* Test clock origin: 2023-11-14, far from the real clock on purpose. */
+#define TEST_T0 (1700000000LL * NS_PER_S)
+
+#endif
