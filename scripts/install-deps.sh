@@ -3,11 +3,14 @@
 # its tests (normal and ASan+UBSan builds), the demo and the benchmarks.
 #
 # Idempotent and non-interactive; run as root on Debian 12 (bookworm):
-#     sudo scripts/install-deps.sh
+#     scripts/install-deps.sh   (re-runs itself with sudo when not root)
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "install-deps.sh: must run as root (try: sudo $0)" >&2
+	if command -v sudo >/dev/null 2>&1; then
+		exec sudo "$0" "$@"
+	fi
+	echo "install-deps.sh: must run as root (no sudo found)" >&2
 	exit 1
 fi
 
