@@ -115,14 +115,27 @@ mkdir -p "$work/rt/ckptd.service.d"
 printf '[Service]\nStandardOutput=append:/run/ckptd-test.log\nStandardError=append:/run/ckptd-test.log\n' \
 	>"$work/rt/ckptd.service.d/test-log.conf"
 
+# The namespace gets fresh tmpfs mounts on /tmp and /var; directories of
+# ours that live there (this test's work dir, the build tree with the
+# binaries under test) are carried over by bind mounts.
+build_root=$(cd "$(dirname "$ckptd_bin")/.." && pwd)
+keep_dirs=$work
+case $build_root in
+/tmp/* | /var/*) keep_dirs="$keep_dirs $build_root" ;;
+esac
+
 cat >"$work/boot.sh" <<EOF
 #!/bin/sh
 # Runs as PID 1 of the new namespaces (in a fresh cgroup namespace), then
 # becomes systemd. Everything mounted here is private to the namespace.
 set -e
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir /run/ckpt-work
-mount --bind "$work" /run/ckpt-work
+i=0
+for d in $keep_dirs; do
+	mkdir -p /run/ckpt-keep/\$i
+	mount --bind "\$d" /run/ckpt-keep/\$i
+	i=\$((i + 1))
+done
 # Nothing of the host is writable from here: root, /proc/sys and /sys are
 # read-only (per-mount flags, this namespace only).
 mount -o remount,bind,ro /
@@ -136,10 +149,14 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=0755 tmpfs /var
 mkdir -p /var/lib /var/log /var/tmp /var/cache
-[ -d "$work" ] || mkdir -p "$work"
-mount --bind /run/ckpt-work "$work"
-umount /run/ckpt-work
-rmdir /run/ckpt-work
+i=0
+for d in $keep_dirs; do
+	mkdir -p "\$d"
+	mount --bind /run/ckpt-keep/\$i "\$d"
+	umount /run/ckpt-keep/\$i
+	i=\$((i + 1))
+done
+rm -rf /run/ckpt-keep
 mkdir -p /run/systemd/system
 cp -r "$work"/rt/* /run/systemd/system/
 export SYSTEMD_UNIT_PATH=/run/systemd/system
