@@ -7,7 +7,16 @@
  * a target buffer or a new 64-byte aligned allocation (cast when the target
  * dtype differs), or handed out as a view into the mapping (zero copy; the
  * tree keeps the mapping alive). XXH3-64 of the stored bytes is checked
- * unless disabled.
+ * unless disabled (views: only when verification was asked for explicitly).
+ *
+ * Copies, casts and checksums are not done while the trees are built: each
+ * array becomes a job, and once every item is built the jobs run on a few
+ * threads (restore_run). Work is split by the restore's total size: whole
+ * arrays are units (the hash and the copy are fused in cache-sized chunks
+ * so the source is read from memory once); an array larger than its
+ * thread's share is split into a hash unit (streamed in order by one
+ * thread) and copy chunks that any thread takes. Checksums are compared in
+ * leaf order afterwards, so the first corrupt tensor is the one reported.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,14 +25,52 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "internal.h"
 
-#define HASH_CHUNK (1u << 20)
+/* Hash-then-copy granularity: the source chunk stays in cache between. */
+#define FUSE_CHUNK (256u << 10)
+/* Copy units of split arrays. */
+#define SPLIT_CHUNK (8u << 20)
+/* Restores moving at least this many bytes use several threads. */
+#define RESTORE_PAR_MIN (4u << 20)
+
+/* One array to copy (and/or hash). */
+struct rjob {
+	const char *src;
+	char *dst;              /* NULL: hash only (a verified view) */
+	size_t n;               /* stored bytes */
+	ckpt_dtype from, to;
+	int verify;             /* hash and compare with lf->xxh3 */
+	uint64_t hash;
+	const Ckpt__Leaf *lf;
+	const char *ps;         /* path, owned by the restored tree */
+	const char *item;
+};
+
+enum { RU_WHOLE, RU_HASH, RU_COPY };
+
+struct runit {
+	size_t job;
+	size_t off, n;          /* RU_COPY: range of the stored bytes */
+	int kind;
+};
+
+struct rwork {
+	struct rjob *jobs;
+	size_t njobs, cap;
+	struct runit *units;
+	size_t nunits;
+	size_t next;            /* next unit (atomic) */
+};
 
 struct ritem_arg {
 	char *name;
@@ -37,6 +84,7 @@ struct ckpt_restore_args {
 	char *dir;
 	int zero_copy;
 	int verify;
+	int verify_set;         /* set_verify was called */
 };
 
 struct ritem {
@@ -147,6 +195,7 @@ ckpt_restore_args_set_verify(ckpt_restore_args *r, int on)
 	if (r == NULL)
 		return CKPT_EINVAL;
 	r->verify = on != 0;
+	r->verify_set = 1;
 	return 0;
 }
 
@@ -236,9 +285,11 @@ struct rctx {
 	size_t nmaps;
 	int metadata_only;
 	int zero_copy;
-	int verify;
+	int verify;             /* copies */
+	int verify_views;       /* zero-copy views */
 	const char *step_dir;
 	const char *item;
+	struct rwork *w;
 };
 
 static void
@@ -269,37 +320,252 @@ alloc_aligned(size_t n)
 }
 
 static int
-check_sum(struct rctx *x, const Ckpt__Leaf *lf, const char *ps,
-    uint64_t got)
+check_sum(struct rctx *x, const struct rjob *j)
 {
-	if (!lf->has_xxh3 || got == lf->xxh3)
+	const Ckpt__Leaf *lf = j->lf;
+
+	if (!j->verify || j->hash == lf->xxh3)
 		return 0;
 	return cl_fail(x->c, x->m, CKPT_ECORRUPT,
-	    "checksum mismatch for tensor '%s' in %s%s%s%s%s", ps,
+	    "checksum mismatch for tensor '%s' in %s%s%s%s%s",
+	    j->ps != NULL ? j->ps : "?",
 	    x->step_dir != NULL ? x->step_dir : "",
-	    x->step_dir != NULL ? "/" : "", x->item,
+	    x->step_dir != NULL ? "/" : "", j->item,
 	    lf->file != NULL ? "/" : "", lf->file != NULL ? lf->file : "");
 }
 
-/* Copy n bytes src -> dst and return XXH3 of them (chunked so the hash
- * reads cache-warm bytes; large copies use several threads). */
-static uint64_t
-copy_hash(void *dst, const void *src, size_t n, int verify)
+/* Queue an array: copy (cast when from != to) src into dst, hash src. */
+static int
+add_job(struct rctx *x, const Ckpt__Leaf *lf, const char *ps, const void *src,
+    void *dst, size_t n, ckpt_dtype from, ckpt_dtype to, int verify)
+{
+	struct rwork *w = x->w;
+	struct rjob *j;
+
+	if (!dst && !(verify && lf->has_xxh3))
+		return 0;
+	if (w->njobs == w->cap) {
+		size_t nc = w->cap > 0 ? w->cap * 2 : 64;
+		struct rjob *nj = realloc(w->jobs, nc * sizeof *nj);
+		if (nj == NULL)
+			return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+		w->jobs = nj;
+		w->cap = nc;
+	}
+	j = &w->jobs[w->njobs++];
+	j->src = src;
+	j->dst = dst;
+	j->n = n;
+	j->from = from;
+	j->to = to;
+	j->verify = verify && lf->has_xxh3;
+	j->hash = 0;
+	j->lf = lf;
+	j->ps = ps;
+	j->item = x->item;
+	return 0;
+}
+
+/* Copy (or cast) stored bytes [off, off + n) of j; off, n whole elements. */
+static void
+job_copy(const struct rjob *j, size_t off, size_t n)
+{
+	size_t fs, ts;
+
+	if (j->dst == NULL || n == 0)
+		return;
+	if (j->from == j->to) {
+		memcpy(j->dst + off, j->src + off, n);
+		return;
+	}
+	fs = ckpt_dtype_size(j->from);
+	ts = ckpt_dtype_size(j->to);
+	dtype_cast(j->from, j->src + off, j->to, j->dst + off / fs * ts, n / fs);
+}
+
+/* A chunk size near want holding whole elements of j's stored dtype. */
+static size_t
+job_chunk(const struct rjob *j, size_t want)
+{
+	size_t fs = ckpt_dtype_size(j->from);
+
+	return fs > 1 && want >= fs ? want - want % fs : want;
+}
+
+/* Copy a chunk that was just read (it is in cache) with streaming stores:
+ * the destination is not read for ownership nor kept in cache. */
+static void
+copy_stream(char *dst, const char *src, size_t n)
+{
+#ifdef __SSE2__
+	size_t i = 0;
+
+	if (((uintptr_t)dst & 15) == 0) {
+		for (; i + 64 <= n; i += 64) {
+			__m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+			__m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
+			__m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
+			__m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
+			_mm_stream_si128((__m128i *)(dst + i), a);
+			_mm_stream_si128((__m128i *)(dst + i + 16), b);
+			_mm_stream_si128((__m128i *)(dst + i + 32), c);
+			_mm_stream_si128((__m128i *)(dst + i + 48), d);
+		}
+	}
+	if (i < n)
+		memcpy(dst + i, src + i, n - i);
+#else
+	memcpy(dst, src, n);
+#endif
+}
+
+/* The whole array: hash each cache-sized chunk, then copy it. */
+static void
+job_whole(struct rjob *j)
 {
 	XXH3_state_t st;
-	size_t off;
+	size_t off, ch;
+	int stream = j->from == j->to && j->n >= FUSE_CHUNK;
 
-	if (n >= CKPT_PAR_COPY_MIN || !verify) {
-		par_memcpy(dst, src, n);
-		return verify ? XXH3_64bits(src, n) : 0;
+	if (!j->verify) {
+		job_copy(j, 0, j->n);
+		return;
 	}
+	if (j->dst == NULL) {
+		j->hash = XXH3_64bits(j->src, j->n);
+		return;
+	}
+	ch = job_chunk(j, FUSE_CHUNK);
 	XXH3_64bits_reset(&st);
-	for (off = 0; off < n; off += HASH_CHUNK) {
-		size_t k = n - off < HASH_CHUNK ? n - off : HASH_CHUNK;
-		memcpy((char *)dst + off, (const char *)src + off, k);
-		XXH3_64bits_update(&st, (const char *)src + off, k);
+	for (off = 0; off < j->n; off += ch) {
+		size_t k = j->n - off < ch ? j->n - off : ch;
+		XXH3_64bits_update(&st, j->src + off, k);
+		if (stream)
+			copy_stream(j->dst + off, j->src + off, k);
+		else
+			job_copy(j, off, k);
 	}
-	return XXH3_64bits_digest(&st);
+#ifdef __SSE2__
+	if (stream)
+		_mm_sfence();
+#endif
+	j->hash = XXH3_64bits_digest(&st);
+}
+
+static void *
+restore_worker(void *arg)
+{
+	struct rwork *w = arg;
+	size_t i;
+
+	while ((i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) <
+	    w->nunits) {
+		const struct runit *u = &w->units[i];
+		struct rjob *j = &w->jobs[u->job];
+
+		switch (u->kind) {
+		case RU_WHOLE:
+			job_whole(j);
+			break;
+		case RU_HASH:
+			j->hash = XXH3_64bits(j->src, j->n);
+			break;
+		default:
+			job_copy(j, u->off, u->n);
+			break;
+		}
+	}
+	return NULL;
+}
+
+static int
+add_unit(struct rwork *w, size_t *cap, size_t job, size_t off, size_t n,
+    int kind)
+{
+	if (w->nunits == *cap) {
+		size_t nc = *cap > 0 ? *cap * 2 : 128;
+		struct runit *nu = realloc(w->units, nc * sizeof *nu);
+		if (nu == NULL)
+			return -1;
+		w->units = nu;
+		*cap = nc;
+	}
+	w->units[w->nunits].job = job;
+	w->units[w->nunits].off = off;
+	w->units[w->nunits].n = n;
+	w->units[w->nunits].kind = kind;
+	w->nunits++;
+	return 0;
+}
+
+/* Run every queued job, then compare checksums in order. */
+static int
+restore_run(struct rctx *x)
+{
+	struct rwork *w = x->w;
+	pthread_t th[CKPT_PAR_COPY_THREADS];
+	int started[CKPT_PAR_COPY_THREADS] = { 0 };
+	size_t total = 0, nt = 1, cap = 0, i, pass;
+	int r;
+
+	if (w->njobs == 0)
+		return 0;
+	for (i = 0; i < w->njobs; i++)
+		total += w->jobs[i].n;
+	if (total >= RESTORE_PAR_MIN) {
+		int ncpu = get_nprocs();
+		nt = CKPT_PAR_COPY_THREADS;
+		if (ncpu > 0 && (size_t)ncpu < nt)
+			nt = (size_t)ncpu;
+	}
+	if (nt <= 1) {
+		for (i = 0; i < w->njobs; i++)
+			job_whole(&w->jobs[i]);
+		goto check;
+	}
+	/* pass 0: hash units of split arrays first (the longest units);
+	 * pass 1: whole arrays and copy chunks */
+	for (pass = 0; pass < 2; pass++) {
+		for (i = 0; i < w->njobs; i++) {
+			struct rjob *j = &w->jobs[i];
+			int split = j->n >= 2 * SPLIT_CHUNK &&
+			    (!j->verify || j->n > total / nt);
+			size_t off, ch;
+
+			if (pass == 0) {
+				if (split && j->verify &&
+				    add_unit(w, &cap, i, 0, j->n, RU_HASH) != 0)
+					goto nomem;
+				continue;
+			}
+			if (!split) {
+				if (add_unit(w, &cap, i, 0, j->n, RU_WHOLE) != 0)
+					goto nomem;
+				continue;
+			}
+			if (j->dst == NULL)
+				continue;
+			ch = job_chunk(j, SPLIT_CHUNK);
+			for (off = 0; off < j->n; off += ch)
+				if (add_unit(w, &cap, i, off, j->n - off < ch ?
+				    j->n - off : ch, RU_COPY) != 0)
+					goto nomem;
+		}
+	}
+	w->next = 0;
+	for (i = 1; i < nt; i++)
+		started[i] = pthread_create(&th[i], NULL, restore_worker, w) == 0;
+	restore_worker(w);
+	for (i = 1; i < nt; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+check:
+	for (i = 0; i < w->njobs; i++)
+		if ((r = check_sum(x, &w->jobs[i])) != 0)
+			return r;
+	return 0;
+nomem:
+	return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
 }
 
 /* A stored scalar restored into a 0-d array target. */
@@ -428,24 +694,17 @@ restore_array(struct rctx *x, const Ckpt__Leaf *lf, const struct tleaf *tg,
 				    "out of memory (%zu bytes)", outsz);
 			l->owned = dst;
 		}
-		if (tg->dtype == dt) {
-			uint64_t h = copy_hash(dst, src, l->nbytes, x->verify);
-			if (x->verify && (r = check_sum(x, lf, ps, h)) != 0)
-				return r;
-		} else {
-			if (x->verify && (r = check_sum(x, lf, ps,
-			    XXH3_64bits(src, l->nbytes))) != 0)
-				return r;
-			dtype_cast(dt, src, tg->dtype, dst, nel);
-		}
+		if ((r = add_job(x, lf, l->path_str, src, dst, l->nbytes, dt,
+		    tg->dtype, x->verify)) != 0)
+			return r;
 		l->dtype = tg->dtype;
 		l->data = dst;
 		l->nbytes = outsz;
 		return 0;
 	}
 	if (x->zero_copy) {
-		if (x->verify && (r = check_sum(x, lf, ps,
-		    XXH3_64bits(src, l->nbytes))) != 0)
+		if (x->verify_views && (r = add_job(x, lf, l->path_str, src,
+		    NULL, l->nbytes, dt, dt, 1)) != 0)
 			return r;
 		l->data = src;
 		return 0;
@@ -453,11 +712,9 @@ restore_array(struct rctx *x, const Ckpt__Leaf *lf, const struct tleaf *tg,
 	if ((l->owned = alloc_aligned(l->nbytes)) == NULL)
 		return cl_fail(x->c, x->m, CKPT_ENOMEM,
 		    "out of memory (%zu bytes)", l->nbytes);
-	{
-		uint64_t h = copy_hash(l->owned, src, l->nbytes, x->verify);
-		if (x->verify && (r = check_sum(x, lf, ps, h)) != 0)
-			return r;
-	}
+	if ((r = add_job(x, lf, l->path_str, src, l->owned, l->nbytes, dt, dt,
+	    x->verify)) != 0)
+		return r;
 	l->data = l->owned;
 	return 0;
 }
@@ -597,6 +854,7 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 	const Ckpt__RestoreReply *rr;
 	ckpt_restored *res = NULL;
 	struct rctx x = { 0 };
+	struct rwork w = { 0 };
 	struct mapping *maps[CKPT_MAX_FDS] = { 0 };
 	char **names = NULL;
 	int fds[CKPT_MAX_FDS];
@@ -695,6 +953,8 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 	x.metadata_only = metadata_only;
 	x.zero_copy = ra != NULL && ra->zero_copy;
 	x.verify = !metadata_only && (ra == NULL || ra->verify);
+	x.verify_views = x.verify && ra != NULL && ra->verify_set;
+	x.w = &w;
 	x.step_dir = rr->step_dir;
 	for (i = 0; i < rr->n_items; i++) {
 		const Ckpt__Item *it = rr->items[i];
@@ -729,10 +989,14 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 		if ((r = restore_tree(&x, it, target, partial, &ri->tree)) != 0)
 			goto out;
 	}
+	if ((r = restore_run(&x)) != 0)
+		goto out;
 	*out = res;
 	res = NULL;
 	r = 0;
 out:
+	free(w.jobs);
+	free(w.units);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	for (i = 0; i < sizeof maps / sizeof maps[0]; i++)

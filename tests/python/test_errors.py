@@ -168,3 +168,42 @@ def test_failed_async_save_is_reported(ocp, tmp_path):
         m.close()
     except OSError:
         pass
+
+
+def _flip_data_byte(step_dir):
+    """Flip one byte in the middle of the first tensor's data."""
+    import json
+    import struct
+    path = os.path.join(step_dir, 'default', 'data-00000.safetensors')
+    with open(path, 'r+b') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n))
+        begin, end = next(v['data_offsets'] for k, v in header.items()
+                          if not k.startswith('__'))
+        pos = 8 + n + (begin + end) // 2
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_corruption_is_reported_by_name(ocp, tmp_path):
+    w = np.arange(4096, dtype=np.float32)
+    with ocp.CheckpointManager(str(tmp_path)) as mg:
+        mg.save(1, args=ocp.args.StandardSave({'params': {'w': w}}))
+        mg.wait_until_finished()
+    _flip_data_byte(os.path.join(str(tmp_path), '1'))
+    with ocp.CheckpointManager(str(tmp_path)) as mg:
+        target = {'params': {'w': np.zeros_like(w)}}
+        # Copies (the default) are verified, with or without a target.
+        for args in (ocp.args.StandardRestore(target),
+                     ocp.args.StandardRestore()):
+            with pytest.raises(OSError) as ei:
+                mg.restore(1, args=args)
+            assert 'checksum mismatch' in str(ei.value)
+            assert 'params' in str(ei.value) and 'w' in str(ei.value)
+        # Zero-copy views are not read at restore time; verify() finds it.
+        view = mg.restore(1, args=ocp.args.StandardRestore(zero_copy=True))
+        assert not np.array_equal(view['params']['w'], w)
+        problems = mg.verify(1)
+        assert len(problems) == 1 and 'w' in problems[0]

@@ -450,9 +450,15 @@ int ckpt_restore_args_add_item(ckpt_restore_args *r, const char *name,
     const ckpt_tree *target, int partial);
 /* Restore from another root directory. */
 int ckpt_restore_args_set_directory(ckpt_restore_args *r, const char *dir);
-/* Arrays are read-only views of the mapped files instead of copies. */
+/* Arrays are read-only views of the mapped files instead of copies.
+ * Views are not checksummed at restore time (that would read every byte)
+ * unless ckpt_restore_args_set_verify(r, 1) was called explicitly; arrays
+ * still copied (targets) are verified as usual. ckpt_verify() (and
+ * `ckptctl verify`) checks a step's checksums on demand. */
 int ckpt_restore_args_set_zero_copy(ckpt_restore_args *r, int on);
-/* Skip checksum verification. */
+/* Checksum verification of restored arrays (XXH3-64 of the stored bytes,
+ * mismatch: CKPT_ECORRUPT naming the tensor). Default: on for copies, off
+ * for zero-copy views; on = 0 skips it, on = 1 also verifies views. */
 int ckpt_restore_args_set_verify(ckpt_restore_args *r, int on);
 
 typedef struct ckpt_restored ckpt_restored;

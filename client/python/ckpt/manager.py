@@ -921,8 +921,10 @@ class CheckpointManager:
         return root, step, step_dir
 
     def _lib_restore(self, step, names, directory, metadata_only=False,
-                     targets=None, zero_copy=True):
-        """names: items to restore (None: all). targets: {name: tree}."""
+                     targets=None, zero_copy=True, verify=True):
+        """names: items to restore (None: all). targets: {name: tree}.
+        verify: check checksums of mapped views too (libckpt skips that
+        for zero-copy views unless asked), for data this layer copies."""
         lib = L.lib()
         m = self._mgr()
         out = ctypes.c_void_p()
@@ -943,6 +945,9 @@ class CheckpointManager:
                     ra, os.fsencode(directory)), 'directory')
             L.check_plain(lib.ckpt_restore_args_set_zero_copy(
                 ra, 1 if zero_copy else 0), 'zero_copy')
+            if verify:
+                L.check_plain(lib.ckpt_restore_args_set_verify(ra, 1),
+                              'verify')
             self._check(lib.ckpt_restore(m, step, ra, ctypes.byref(out)))
         finally:
             lib.ckpt_restore_args_free(ra)
@@ -1090,7 +1095,8 @@ class CheckpointManager:
             owner = self._lib_restore(
                 step, [n for n, _, _ in plan], other,
                 targets={n: p[2] for n, p in prepared.items()},
-                zero_copy=need_zc)
+                zero_copy=need_zc,
+                verify=not all(self._zc(a) for _, _, a in plan))
         finally:
             for _, _, t in prepared.values():
                 L.lib().ckpt_tree_free(t)
