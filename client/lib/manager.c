@@ -48,6 +48,9 @@ struct ckpt_save_args {
 	int preempted;
 };
 
+static int should_save_at(struct ckpt_manager *, uint64_t, int64_t, int,
+    int *);
+
 CKPT_API ckpt_save_args *
 ckpt_save_args_new(void)
 {
@@ -656,6 +659,17 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		if (a->items[i].tree != NULL && a->items[i].tree->n == 0)
 			return cl_fail(c, m, CKPT_EINVAL, "Found empty item.");
 
+	/* Orbax decides first (should_save sees the save in flight, e.g.
+	 * ContinuousCheckpointingPolicy), then waits for the previous save. */
+	if (!a->force && ckpt_is_saving_in_progress(m)) {
+		int want = 1;
+
+		if ((r = should_save_at(m, step, a->ts, a->preempted,
+		    &want)) != 0)
+			return r;
+		if (!want)
+			return 0;
+	}
 	if ((r = take_previous_error(m)) != 0)
 		return r;
 
@@ -824,18 +838,34 @@ ckpt_is_saving_in_progress(ckpt_manager *m)
 CKPT_API int
 ckpt_should_save(ckpt_manager *m, uint64_t step, int *out)
 {
+	MGR_CHECK(m);
+	if (out == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
+	return should_save_at(m, step, 0, 0, out);
+}
+
+/* ShouldSave with the save's test clock (ts, 0: now) and preemption. */
+static int
+should_save_at(struct ckpt_manager *m, uint64_t step, int64_t ts,
+    int preempted, int *out)
+{
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
 	Ckpt__Response *resp;
 	int r;
 
-	MGR_CHECK(m);
-	if (out == NULL)
-		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
 	ss.has_manager = 1;
 	ss.manager = m->id;
 	ss.has_step = 1;
 	ss.step = step;
+	if (ts != 0) {
+		ss.has_timestamp_ns = 1;
+		ss.timestamp_ns = ts;
+	}
+	if (preempted) {
+		ss.has_preempted = 1;
+		ss.preempted = 1;
+	}
 	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
 	req.should_save = &ss;
 	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
