@@ -2,7 +2,8 @@
  * index.c - the LMDB step index (contract: index.h).
  *
  * Environment <state_dir>/index, MDB_NOTLS (read transactions are not tied
- * to threads), map size 1 GiB, two named databases:
+ * to threads), MDB_NOSYNC | MDB_NOMETASYNC (see "Durability" below), map
+ * size 1 GiB, two named databases:
  *
  *   "roots": key = root key, value = the root path (marker: "this root has
  *            been indexed").
@@ -22,6 +23,18 @@
  * unindexed (known = 0, no records) so that the caller rebuilds it from
  * disk; a database file that LMDB calls invalid or corrupted is moved
  * aside ("data.mdb.corrupt") and a new one is created.
+ *
+ * Durability: commits do not fsync (MDB_NOSYNC | MDB_NOMETASYNC; the
+ * environment is synced once at index_close()). A crash of the machine may
+ * lose the last transactions, which is harmless because the disk is the
+ * truth: loading a root (mgr_load_run in manager.c) always scans the root
+ * directory with root_scan_disk() and rewrites the root's records from what
+ * it found (index_replace_root): committed steps missing from the index are
+ * read back from their _CHECKPOINT_METADATA, records of steps no longer on
+ * disk are dropped. What a lost transaction can lose for good is only the
+ * error text of a failed save. The step data itself is made durable by the
+ * save path (store.c fsyncs files, directories and the root) before its
+ * index record is written.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -94,7 +107,8 @@ env_open(const char *dir, MDB_env **out, ckd_err *e)
 		return mdb_fail(e, rc, "create");
 	if ((rc = mdb_env_set_maxdbs(env, 4)) != 0 ||
 	    (rc = mdb_env_set_mapsize(env, INDEX_MAPSIZE)) != 0 ||
-	    (rc = mdb_env_open(env, dir, MDB_NOTLS, 0600)) != 0) {
+	    (rc = mdb_env_open(env, dir, MDB_NOTLS | MDB_NOSYNC |
+	    MDB_NOMETASYNC, 0600)) != 0) {
 		mdb_env_close(env);
 		return rc;
 	}
@@ -167,6 +181,7 @@ index_close(struct index *ix)
 {
 	if (ix == NULL)
 		return;
+	(void)mdb_env_sync(ix->env, 1);      /* clean shutdown: all on disk */
 	mdb_env_close(ix->env);
 	free(ix);
 }

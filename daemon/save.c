@@ -8,9 +8,12 @@
  *            no longer depends on the client.
  *   prepare: (worker) open the root, create <name>.ckptd-tmp and the item
  *            directories, write JSON / proto items.
- *   data:    (workers, in parallel) one task per safetensors file.
+ *   data:    (workers, in parallel) one task per safetensors file (about
+ *            16 MiB each, see SAVE_MIN_FILE).
  *   finish:  (worker) tree _METADATA, fsync item dirs, _CHECKPOINT_METADATA,
  *            rename to the final name, index record.
+ *   A save with less than SAVE_SMALL bytes of arrays runs prepare, data and
+ *   finish as one worker task instead.
  *   loop:    insert the step, retention (background deletes), SaveDone to
  *            the client, release memory, start queued saves, wake waiters.
  *
@@ -31,7 +34,14 @@
 
 #include "save.h"
 
-#define SAVE_MIN_FILE (64ull * 1024 * 1024)
+/* Array data is split into files of about total / workers bytes, but of
+ * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
+ * tasks let the workers' round-robin over connections interleave
+ * concurrent saves fairly. */
+#define SAVE_MIN_FILE (16ull * 1024 * 1024)
+#define SAVE_MAX_FILE (16ull * 1024 * 1024)
+/* Saves with less array data than this run as one worker task. */
+#define SAVE_SMALL (4ull * 1024 * 1024)
 #define SAVE_MAX_ITEMS 1024
 #define SAVE_MAX_DEPTH 256
 #define SAVE_MAX_KEY 1024
@@ -594,6 +604,8 @@ save_plan(struct save *s, ckd_err *e)
 	target = total / nw;
 	if (target < SAVE_MIN_FILE)
 		target = SAVE_MIN_FILE;
+	if (target > SAVE_MAX_FILE)
+		target = SAVE_MAX_FILE;
 	/* Each file but the last of an item holds >= target bytes. */
 	maxfiles = (size_t)(total / target) + sv->n_items + 1;
 	if (n == 0)
@@ -714,62 +726,88 @@ save_abort_files(struct save *s, const ckd_err *why)
 		log_warn("index: %s", e.msg);
 }
 
-static void
-save_prepare_run(struct task *t)
+/*
+ * fsyncs of one save, each needed for the step to survive a crash once it
+ * is renamed into place (nothing else is synced; the index does not sync):
+ *   - one per file, right after it is written (store.c): JSON / proto
+ *     items, each safetensors file, each tree _METADATA, and
+ *     _CHECKPOINT_METADATA: their data and size;
+ *   - one per item directory: the entries of the files in it;
+ *   - the tmp step directory (store_commit): the item directories and
+ *     _CHECKPOINT_METADATA entries;
+ *   - the root after the rename (store_commit): the rename itself.
+ * The tiny case (one tree item + one JSON item) thus costs 4 + 2 + 1 + 1.
+ */
+static int
+save_prepare(struct save *s, ckd_err *e)
 {
-	struct save *s = ((struct save_task *)t)->s;
 	Ckpt__Save *sv = s->sv;
 	size_t i;
 	int r;
 
-	if ((r = mgr_open_root(s->r->path, &s->rootfd, &t->err)) != 0)
+	if ((r = mgr_open_root(s->r->path, &s->rootfd, e)) != 0)
 		goto fail;
 	if ((r = store_begin(s->rootfd, s->name, s->dmode, &s->tmpfd,
-	    &t->err)) != 0)
+	    e)) != 0)
 		goto fail;
 	for (i = 0; i < sv->n_items; i++) {
 		const Ckpt__Item *it = sv->items[i];
 
 		if ((r = store_mkdir_item(s->tmpfd, it->name, s->dmode,
-		    &s->itemfds[i], &t->err)) != 0)
+		    &s->itemfds[i], e)) != 0)
 			goto fail;
 		if (it->handler == CKPT__HANDLER__HANDLER_JSON)
 			r = store_write_file(s->itemfds[i], STORE_JSON_FILE,
-			    it->json, strlen(it->json), s->fmode, &t->err);
+			    it->json, strlen(it->json), s->fmode, e);
 		else if (it->handler == CKPT__HANDLER__HANDLER_PROTO)
 			r = store_write_file(s->itemfds[i], STORE_PROTO_FILE,
-			    it->json, strlen(it->json), s->fmode, &t->err);
+			    it->json, strlen(it->json), s->fmode, e);
 		if (r != 0)
 			goto fail;
 	}
-	return;
+	return 0;
 fail:
-	save_abort_files(s, &t->err);
+	save_abort_files(s, e);
+	return r;
 }
 
 static void
-save_data_run(struct task *t)
+save_prepare_run(struct task *t)
 {
-	struct save_task *st = (struct save_task *)t;
-	struct save *s = st->s;
-	const struct save_file *f = &s->files[st->file];
-	size_t k;
+	(void)save_prepare(((struct save_task *)t)->s, &t->err);
+}
 
-	if (store_write_safetensors(s->itemfds[f->item], f->fname, s->fmode,
-	    &s->tens[f->first], f->n, &t->err) != 0)
-		return;
+/* Write file `file`; no cleanup on failure (the caller aborts). */
+static int
+save_data(struct save *s, size_t file, ckd_err *e)
+{
+	const struct save_file *f = &s->files[file];
+	size_t k;
+	int r;
+
+	if ((r = store_write_safetensors(s->itemfds[f->item], f->fname,
+	    s->fmode, &s->tens[f->first], f->n, e)) != 0)
+		return r;
 	for (k = f->first; k < f->first + f->n; k++) {
 		s->leaves[k]->has_offset = 1;
 		s->leaves[k]->offset = s->tens[k].offset;
 		s->leaves[k]->has_xxh3 = 1;
 		s->leaves[k]->xxh3 = s->tens[k].xxh3;
 	}
+	return 0;
 }
 
 static void
-save_finish_run(struct task *t)
+save_data_run(struct task *t)
 {
-	struct save *s = ((struct save_task *)t)->s;
+	struct save_task *st = (struct save_task *)t;
+
+	(void)save_data(st->s, st->file, &t->err);
+}
+
+static int
+save_finish(struct save *s, ckd_err *e)
+{
 	Ckpt__Save *sv = s->sv;
 	struct store_step_meta meta;
 	struct index_step rec;
@@ -780,9 +818,9 @@ save_finish_run(struct task *t)
 	for (i = 0; i < sv->n_items && r == 0; i++) {
 		if (save_is_tree(sv->items[i]->handler))
 			r = store_write_tree_metadata(s->itemfds[i],
-			    sv->items[i], s->fmode, &t->err);
+			    sv->items[i], s->fmode, e);
 		if (r == 0)
-			r = store_fsync_dir(s->itemfds[i], &t->err);
+			r = store_fsync_dir(s->itemfds[i], e);
 	}
 	if (r != 0)
 		goto fail;
@@ -797,10 +835,9 @@ save_finish_run(struct task *t)
 	meta.item_names = s->names;
 	meta.handlers = s->handlers;
 	meta.bytes = s->bytes;
-	if ((r = store_write_step_meta(s->tmpfd, &meta, s->fmode,
-	    &t->err)) != 0)
+	if ((r = store_write_step_meta(s->tmpfd, &meta, s->fmode, e)) != 0)
 		goto fail;
-	if ((r = store_commit(s->rootfd, s->name, s->tmpfd, &t->err)) != 0)
+	if ((r = store_commit(s->rootfd, s->name, s->tmpfd, e)) != 0)
 		goto fail;
 	memset(&rec, 0, sizeof rec);
 	rec.step = s->step;
@@ -821,9 +858,34 @@ save_finish_run(struct task *t)
 	s->tmpfd = -1;
 	close(s->rootfd);
 	s->rootfd = -1;
-	return;
+	return 0;
 fail:
-	save_abort_files(s, &t->err);
+	save_abort_files(s, e);
+	return r;
+}
+
+static void
+save_finish_run(struct task *t)
+{
+	(void)save_finish(((struct save_task *)t)->s, &t->err);
+}
+
+/* A small save as one task: prepare, every file, finish (no trips through
+ * the loop in between). */
+static void
+save_small_run(struct task *t)
+{
+	struct save *s = ((struct save_task *)t)->s;
+	size_t i;
+
+	if (save_prepare(s, &t->err) != 0)
+		return;                 /* cleaned up already */
+	for (i = 0; i < s->nfiles; i++)
+		if (save_data(s, i, &t->err) != 0) {
+			save_abort_files(s, &t->err);
+			return;
+		}
+	(void)save_finish(s, &t->err);
 }
 
 /* A task that only cleans up after a failed data task. */
@@ -1088,7 +1150,9 @@ save_start(struct save *s)
 	s->memfd = -1;
 	if (save_plan(s, &e) != 0)
 		goto fail;
-	if (save_submit(s, save_prepare_run, save_prepare_done, 0) != 0) {
+	if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
+	    save_prepare_run, s->bytes < SAVE_SMALL ? save_finish_done :
+	    save_prepare_done, 0) != 0) {
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}

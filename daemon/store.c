@@ -14,9 +14,12 @@
  *   Header: {"__metadata__":{"format":"pt"},
  *            "<tensor>":{"dtype":"F32","shape":[2,3],"data_offsets":[b,e]},...}
  *   with offsets relative to the start of the data section. Every tensor
- *   begins at a multiple of STORE_TENSOR_ALIGN. The reference safetensors
- *   reader requires the tensors to cover the data section without holes, so
- *   each alignment gap (1..63 zero bytes) is itself declared as a U8 tensor
+ *   begins at a multiple of STORE_TENSOR_ALIGN; a tensor of at least
+ *   STORE_DIO_TENSOR bytes whose source is 64-byte aligned begins at the
+ *   same offset within a page as its source (for O_DIRECT). The reference
+ *   safetensors reader requires the tensors to cover the data section
+ *   without holes, so each gap (1..4095 zero bytes) is itself declared as a
+ *   U8 tensor
  *   named "__ckptd_pad_<k>__" (<k> = index of the tensor after the gap).
  *   Names starting with "__ckptd_pad_" and "__metadata__" are reserved.
  *
@@ -54,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -68,6 +72,20 @@
 #define STORE_CHUNK (2u << 20)
 /* Start writeback after this many bytes so the final fsync is short. */
 #define STORE_KICK (64u << 20)
+/* Safetensors files of at least this size are written with O_DIRECT
+ * (smaller ones, and filesystems that refuse O_DIRECT, go through the page
+ * cache). */
+#define STORE_DIO_MIN (1u << 20)
+/* O_DIRECT: hash this much of a tensor, then write it from the source. */
+#define STORE_DIO_CHUNK (8u << 20)
+/* O_DIRECT: the page-aligned bounce buffer for the header, padding, small
+ * tensors, the unaligned edges of large ones and tensors whose source is
+ * not congruent with their file offset modulo STORE_PAGE. */
+#define STORE_BOUNCE (4u << 20)
+/* Tensors at least this large are laid out at the file offset congruent to
+ * their source address modulo STORE_PAGE (at most STORE_PAGE - 1 extra
+ * padding bytes), so that O_DIRECT writes them straight from the source. */
+#define STORE_DIO_TENSOR (256u << 10)
 #define STORE_IOV 512
 #define STORE_MAX_HEADER (100u << 20)
 #define STORE_MAX_TREE_META (256u << 20)
@@ -740,6 +758,15 @@ st_header(struct store_tensor *t, size_t n, uint64_t *rel, char **hdr,
 		}
 		begin = (cur + STORE_TENSOR_ALIGN - 1) &
 		    ~(uint64_t)(STORE_TENSOR_ALIGN - 1);
+		if (nb >= STORE_DIO_TENSOR && ((uintptr_t)t[i].src &
+		    (STORE_TENSOR_ALIGN - 1)) == 0) {
+			/* Same offset within a page as the source, so that
+			 * O_DIRECT can write it straight from there (the data
+			 * section starts on a page boundary). */
+			uint64_t want = (uintptr_t)t[i].src & (STORE_PAGE - 1);
+
+			begin = cur + ((want - cur) & (STORE_PAGE - 1));
+		}
 		if (begin < cur || nb > (uint64_t)INT64_MAX - begin) {
 			r = err_set(e, CKPT_EINVAL, "tensors too large");
 			goto out;
@@ -827,12 +854,208 @@ st_put_tensor(struct wbuf *w, struct store_tensor *t, XXH3_state_t **st,
 	return 0;
 }
 
+/* ---- O_DIRECT stream ----------------------------------------------------------
+ * The file is written as one sequential stream. Bytes that cannot go
+ * straight from their source (header, padding, small tensors, the edges of
+ * large ones, sources not congruent with their file offset modulo
+ * STORE_PAGE) are gathered in a page-aligned bounce buffer; the page-aligned
+ * middle of a congruent tensor is written from the source itself. Every
+ * O_DIRECT write then has an aligned address, offset and length; the last
+ * page is padded with zeros and the file truncated to its size. When the
+ * filesystem refuses O_DIRECT (EINVAL, e.g. tmpfs) the stream drops it and
+ * continues through the page cache. */
+struct dio {
+	int fd;
+	const char *fname;
+	int direct;             /* O_DIRECT is on */
+	uint64_t off;           /* file offset of buf[0] */
+	char *buf;              /* STORE_BOUNCE bytes, page-aligned */
+	size_t len;             /* bytes queued in buf */
+};
+
+static int
+dio_pwrite(struct dio *d, const char *p, size_t len, uint64_t off,
+    ckd_err *e)
+{
+	ssize_t r;
+	int fl;
+
+	while (len > 0) {
+		r = pwrite(d->fd, p, len, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EINVAL && d->direct) {
+				/* Refused (or a short write left us unaligned):
+				 * go on through the page cache. */
+				d->direct = 0;
+				if ((fl = fcntl(d->fd, F_GETFL)) < 0 ||
+				    fcntl(d->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+					return err_errno(e, errno, "write %s",
+					    d->fname);
+				continue;
+			}
+			return err_errno(e, errno, "write %s", d->fname);
+		}
+		if (r == 0)
+			return err_set(e, CKPT_EIO, "write %s: no progress",
+			    d->fname);
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+/* Write the bounce buffer (its length is a multiple of STORE_PAGE unless
+ * this is the end of the file or O_DIRECT is off). */
+static int
+dio_flush(struct dio *d, ckd_err *e)
+{
+	int r;
+
+	if (d->len == 0)
+		return 0;
+	if ((r = dio_pwrite(d, d->buf, d->len, d->off, e)) != 0)
+		return r;
+	d->off += d->len;
+	d->len = 0;
+	return 0;
+}
+
+/* Append len bytes of p (or zeros when p is NULL) to the stream. */
+static int
+dio_put(struct dio *d, const char *p, uint64_t len, ckd_err *e)
+{
+	size_t n;
+	int r;
+
+	if (!d->direct && p != NULL && len >= (64u << 10)) {
+		/* Page cache: no need to gather, write from the source. */
+		if ((r = dio_flush(d, e)) != 0 ||
+		    (r = dio_pwrite(d, p, (size_t)len, d->off, e)) != 0)
+			return r;
+		d->off += len;
+		return 0;
+	}
+	while (len > 0) {
+		n = STORE_BOUNCE - d->len;
+		if (n > len)
+			n = (size_t)len;
+		if (p != NULL) {
+			memcpy(d->buf + d->len, p, n);
+			p += n;
+		} else {
+			memset(d->buf + d->len, 0, n);
+		}
+		d->len += n;
+		len -= n;
+		if (d->len == STORE_BOUNCE && (r = dio_flush(d, e)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Hash tensor t chunk by chunk, each chunk right before it is written. */
+static int
+dio_tensor(struct dio *d, struct store_tensor *t, XXH3_state_t **st,
+    ckd_err *e)
+{
+	const char *p = t->src;
+	uint64_t left = t->nbytes, pos = d->off + d->len, head;
+	size_t n;
+	int r;
+
+	if (left <= STORE_CHUNK) {
+		t->xxh3 = XXH3_64bits(p, (size_t)left);
+		return dio_put(d, p, left, e);
+	}
+	if (*st == NULL && (*st = XXH3_createState()) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	XXH3_64bits_reset(*st);
+	if (d->direct && (((uintptr_t)p - pos) & (STORE_PAGE - 1)) == 0) {
+		head = (STORE_PAGE - (pos & (STORE_PAGE - 1))) &
+		    (STORE_PAGE - 1);
+		XXH3_64bits_update(*st, p, (size_t)head);
+		if ((r = dio_put(d, p, head, e)) != 0 ||
+		    (r = dio_flush(d, e)) != 0)
+			return r;
+		p += head;
+		left -= head;
+		while (left >= STORE_PAGE) {
+			n = left > STORE_DIO_CHUNK ? STORE_DIO_CHUNK :
+			    (size_t)(left & ~(uint64_t)(STORE_PAGE - 1));
+			XXH3_64bits_update(*st, p, n);
+			if ((r = dio_pwrite(d, p, n, d->off, e)) != 0)
+				return r;
+			d->off += n;
+			p += n;
+			left -= n;
+		}
+	}
+	while (left > 0) {
+		n = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
+		XXH3_64bits_update(*st, p, n);
+		if ((r = dio_put(d, p, n, e)) != 0)
+			return r;
+		p += n;
+		left -= n;
+	}
+	t->xxh3 = XXH3_64bits_digest(*st);
+	return 0;
+}
+
+/* The data of a file of `size` bytes with O_DIRECT when the filesystem
+ * takes it. */
+static int
+st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
+    struct store_tensor *t, const uint64_t *rel, size_t n, uint64_t size,
+    XXH3_state_t **st, ckd_err *e)
+{
+	struct dio d;
+	uint64_t cur = 0, pad;
+	size_t i;
+	int fl, r;
+
+	memset(&d, 0, sizeof d);
+	d.fd = fd;
+	d.fname = fname;
+	/* mmap, not malloc: page-aligned, and returned to the system at
+	 * once (malloc may keep it resident in a worker's arena). */
+	d.buf = mmap(NULL, STORE_BOUNCE, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (d.buf == MAP_FAILED)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	d.direct = (fl = fcntl(fd, F_GETFL)) >= 0 &&
+	    fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+	if ((r = dio_put(&d, hdr, hdrlen, e)) != 0)
+		goto out;
+	for (i = 0; i < n; i++) {
+		if ((r = dio_put(&d, NULL, rel[i] - cur, e)) != 0 ||
+		    (r = dio_tensor(&d, &t[i], st, e)) != 0)
+			goto out;
+		cur = rel[i] + t[i].nbytes;
+	}
+	if (d.direct && (d.len & (STORE_PAGE - 1)) != 0) {
+		pad = STORE_PAGE - (d.len & (STORE_PAGE - 1));
+		memset(d.buf + d.len, 0, (size_t)pad);
+		d.len += (size_t)pad;
+	}
+	if ((r = dio_flush(&d, e)) != 0)
+		goto out;
+	if (d.off != size && ftruncate(fd, (off_t)size) != 0)
+		r = err_errno(e, errno, "truncate %s", fname);
+out:
+	munmap(d.buf, STORE_BOUNCE);
+	return r;
+}
+
 int
 store_write_safetensors(int dirfd, const char *fname, mode_t filemode,
     struct store_tensor *t, size_t n, ckd_err *e)
 {
-	static const char zeros[STORE_TENSOR_ALIGN];
-	uint64_t *rel = NULL, cur;
+	static const char zeros[STORE_PAGE];
+	uint64_t *rel = NULL, cur, size;
 	XXH3_state_t *st = NULL;
 	struct wbuf *w = NULL;
 	char *hdr = NULL;
@@ -849,6 +1072,7 @@ store_write_safetensors(int dirfd, const char *fname, mode_t filemode,
 	}
 	if ((r = st_header(t, n, rel, &hdr, &hdrlen, e)) != 0)
 		goto out;
+	size = hdrlen + (n > 0 ? rel[n - 1] + t[n - 1].nbytes : 0);
 	fd = openat(dirfd, fname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 	    O_CLOEXEC, filemode);
 	if (fd < 0) {
@@ -856,20 +1080,28 @@ store_write_safetensors(int dirfd, const char *fname, mode_t filemode,
 		goto out;
 	}
 	set_mode(fd, filemode);
-	memset(w, 0, sizeof(*w));
-	w->fd = fd;
-	w->fname = fname;
-	if ((r = wbuf_add(w, hdr, hdrlen, e)) != 0)
-		goto fail;
-	cur = 0;
-	for (i = 0; i < n; i++) {
-		if ((r = wbuf_add(w, zeros, (size_t)(rel[i] - cur), e)) != 0 ||
-		    (r = st_put_tensor(w, &t[i], &st, e)) != 0)
+	if (size >= STORE_DIO_MIN) {
+		if ((r = st_write_direct(fd, fname, hdr, hdrlen, t, rel, n,
+		    size, &st, e)) != 0)
 			goto fail;
-		cur = rel[i] + t[i].nbytes;
+	} else {
+		memset(w, 0, sizeof(*w));
+		w->fd = fd;
+		w->fname = fname;
+		if ((r = wbuf_add(w, hdr, hdrlen, e)) != 0)
+			goto fail;
+		cur = 0;
+		for (i = 0; i < n; i++) {
+			if ((r = wbuf_add(w, zeros, (size_t)(rel[i] - cur),
+			    e)) != 0 ||
+			    (r = st_put_tensor(w, &t[i], &st, e)) != 0)
+				goto fail;
+			cur = rel[i] + t[i].nbytes;
+		}
+		if ((r = wbuf_flush(w, e)) != 0)
+			goto fail;
 	}
-	if ((r = wbuf_flush(w, e)) != 0)
-		goto fail;
+	/* Data and size: one fsync per file. */
 	if (fsync(fd) != 0) {
 		r = err_errno(e, errno, "fsync %s", fname);
 		goto fail;

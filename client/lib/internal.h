@@ -142,8 +142,6 @@ char *tree_path_str(const ckpt_key *path, size_t depth);
 struct ckpt_options {
 	Ckpt__ManagerOptions pb;
 };
-/* Final checks at manager open. */
-int options_check(const ckpt_options *o, char *msg, size_t len);
 
 /* ---- wire (wire.c) ----------------------------------------------------------------- */
 

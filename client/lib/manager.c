@@ -257,7 +257,7 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 	Ckpt__ManagerOptions defaults = CKPT__MANAGER_OPTIONS__INIT;
 	Ckpt__Response *resp;
 	struct ckpt_manager *m;
-	char msg[CKPT_ERRLEN], *abs = NULL;
+	char *abs = NULL;
 	int r;
 
 	if (out != NULL)
@@ -266,8 +266,6 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 		return CKPT_EINVAL;
 	if (root == NULL || *root == '\0')
 		return cl_fail(c, NULL, CKPT_EINVAL, "no checkpoint directory given");
-	if ((r = options_check(o, msg, sizeof msg)) != 0)
-		return cl_fail(c, NULL, r, "%s", msg);
 	if (root[0] == '/') {
 		abs = strdup(root);
 	} else {

@@ -484,15 +484,3 @@ ckpt_options_preservation_child(ckpt_options *o, int parent, int child)
 		return CKPT_EINVAL;
 	return add_child(&p->children, &p->n_children, child);
 }
-
-int
-options_check(const ckpt_options *o, char *msg, size_t len)
-{
-	/* Combinations (preservation_policy with max_to_keep ...) are checked
-	 * by the daemon's policy module, with Orbax's messages; the setters
-	 * already rejected single bad values. */
-	(void)o;
-	(void)msg;
-	(void)len;
-	return 0;
-}
