@@ -231,6 +231,16 @@ mgr_reply_wait_saves(struct conn *c, uint64_t id, const struct manager *m)
 }
 
 void
+mgr_delete_finished(struct manager *m)
+{
+	if (--m->deleting > 0 || m->close_c == NULL)
+		return;
+	mgr_reply_empty(m->close_c, m->close_id);
+	conn_unref(m->close_c);
+	m->close_c = NULL;
+}
+
+void
 mgr_wake_saves(struct manager *m)
 {
 	struct waiter **pp = &mgr.waiters, *w;
@@ -941,13 +951,18 @@ mgr_handle_delete(struct conn *c, uint64_t id, struct manager *m,
 		    "non-existent step: %" PRIu64 ".", d->step);
 		return;
 	}
+	struct root_delete how = {
+		.subdir = m->o->todelete_subdir, .cred = conn_peer(c),
+		.lane = conn_id(c), .m = m,
+	};
+
 	if (m->o->enable_background_delete) {
-		root_delete_step_bg(r, (size_t)i, m->o->todelete_subdir,
-		    conn_peer(c), conn_id(c));
+		root_delete_step(r, (size_t)i, &how);
 		mgr_reply_empty(c, id);
 	} else {
-		root_delete_step_fg(r, (size_t)i, m->o->todelete_subdir,
-		    conn_peer(c), conn_id(c), c, id);
+		how.c = c;
+		how.id = id;
+		root_delete_step(r, (size_t)i, &how);
 	}
 }
 
@@ -1177,6 +1192,14 @@ manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 	mgr_close_fds(fds, nfds);
 	switch (req->op_case) {
 	case CKPT__REQUEST__OP_CLOSE_MANAGER:
+		/* As Orbax's close(): background deletes finish first. */
+		if (m->deleting > 0 && m->close_c == NULL) {
+			conn_ref(c);
+			m->close_c = c;
+			m->close_id = req->id;
+			mgr_close(m, 1);
+			break;
+		}
 		mgr_close(m, 1);
 		mgr_reply_empty(c, req->id);
 		break;

@@ -460,6 +460,9 @@ struct del_task {
 	char *subdir;
 	struct conn *c;                 /* foreground delete: reply to it */
 	uint64_t id;
+	struct manager *m;              /* referenced, or NULL */
+	void (*done)(void *arg);
+	void *arg;
 };
 
 static void
@@ -505,6 +508,12 @@ root_delete_done(struct task *t)
 			mgr_reply_empty(d->c, d->id);
 		conn_unref(d->c);
 	}
+	if (d->done != NULL)
+		d->done(d->arg);
+	if (d->m != NULL) {
+		mgr_delete_finished(d->m);
+		mgr_unref(d->m);
+	}
 	free(d->rec.metrics_json);
 	free(d->rec.error);
 	free(d->subdir);
@@ -513,30 +522,26 @@ root_delete_done(struct task *t)
 }
 
 void
-root_delete_step_bg(struct root *r, size_t i, const char *subdir,
-    const struct peer_cred *cred, uint64_t lane)
-{
-	root_delete_step_fg(r, i, subdir, cred, lane, NULL, 0);
-}
-
-void
-root_delete_step_fg(struct root *r, size_t i, const char *subdir,
-    const struct peer_cred *cred, uint64_t lane, struct conn *c, uint64_t id)
+root_delete_step(struct root *r, size_t i, const struct root_delete *how)
 {
 	struct del_task *d;
 
-	d = mgr_task_new(sizeof *d, root_delete_run, root_delete_done, cred,
-	    lane);
-	if (d == NULL || (subdir != NULL && (d->subdir = strdup(subdir)) ==
-	    NULL) || root_add_deleting(r, r->steps[i].step) != 0) {
+	d = mgr_task_new(sizeof *d, root_delete_run, root_delete_done,
+	    how->cred, how->lane);
+	if (d == NULL || (how->subdir != NULL && (d->subdir =
+	    strdup(how->subdir)) == NULL) ||
+	    root_add_deleting(r, r->steps[i].step) != 0) {
 		if (d != NULL)
 			free(d->subdir);
 		free(d);
-		if (c != NULL)
-			conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		if (how->c != NULL)
+			conn_reply_error(how->c, how->id, CKPT_ENOMEM,
+			    "out of memory");
 		else
 			log_warn("out of memory deleting step %llu",
 			    (unsigned long long)r->steps[i].step);
+		if (how->done != NULL)
+			how->done(how->arg);
 		return;
 	}
 	d->rec = r->steps[i];
@@ -546,10 +551,17 @@ root_delete_step_fg(struct root *r, size_t i, const char *subdir,
 	d->r = r;
 	root_ref(r);
 	r->busy++;
-	if (c != NULL) {
-		d->c = c;
-		d->id = id;
-		conn_ref(c);
+	if (how->c != NULL) {
+		d->c = how->c;
+		d->id = how->id;
+		conn_ref(how->c);
 	}
+	if (how->m != NULL) {
+		d->m = how->m;
+		mgr_ref(how->m);
+		how->m->deleting++;
+	}
+	d->done = how->done;
+	d->arg = how->arg;
 	worker_submit(&d->t);
 }

@@ -83,6 +83,9 @@ struct manager {
 	struct policy_set *pol;         /* owned */
 	mode_t dmode, fmode;
 	unsigned pending;               /* queued + running saves */
+	unsigned deleting;              /* deletes submitted for it, running */
+	struct conn *close_c;           /* CloseManager parked until deleting */
+	uint64_t close_id;              /* drops to 0 (close_c referenced) */
 	int err_code;                   /* async error of a failed save */
 	uint64_t err_step;
 	char err_msg[CKPT_ERRLEN];
@@ -165,19 +168,26 @@ void root_del_deleting(struct root *r, uint64_t step);
 int root_scan_disk(int rootfd, const struct store_naming *nm,
     const struct index_step *known, size_t nknown,
     struct index_step **out, size_t *nout, int *tmp_left, ckd_err *e);
-/* Submit a background delete of committed step i (removed from the list
- * now). cred/lane: whose identity runs it. subdir may be NULL. */
-void root_delete_step_bg(struct root *r, size_t i, const char *subdir,
-    const struct peer_cred *cred, uint64_t lane);
-/* The same, replying to (c, id) once the step is gone. */
-void root_delete_step_fg(struct root *r, size_t i, const char *subdir,
-    const struct peer_cred *cred, uint64_t lane, struct conn *c,
-    uint64_t id);
+/* A delete of committed step i (removed from the list now), run in a
+ * worker with cred/lane's identity; subdir may be NULL. */
+struct root_delete {
+	const char *subdir;
+	const struct peer_cred *cred;
+	uint64_t lane;
+	struct conn *c;                 /* non-NULL: reply to (c, id) when gone */
+	uint64_t id;
+	struct manager *m;              /* non-NULL: counted in m->deleting */
+	void (*done)(void *arg);        /* non-NULL: called when finished */
+	void *arg;
+};
+void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
 
 /* ---- managers and waiters (manager.c) ------------------------------------ */
 
 void mgr_ref(struct manager *m);
 void mgr_unref(struct manager *m);
+/* A delete counted in m->deleting finished. */
+void mgr_delete_finished(struct manager *m);
 /* Wake WAIT_SAVES waiters of m when it has no pending save. */
 void mgr_wake_saves(struct manager *m);
 /* Wake WAIT_STEP waiters of r whose `after` is below the latest step. */

@@ -83,6 +83,7 @@ struct save {
 	size_t nfiles;
 	uint64_t bytes;
 	unsigned left;                  /* data tasks not done */
+	unsigned deleting;              /* retention deletes it waits for */
 	ckd_err err;                    /* first failure */
 };
 
@@ -995,6 +996,24 @@ save_prepare_done(struct task *t)
 
 /* ---- completion (loop) --------------------------------------------------------- */
 
+static void save_complete(struct save *s);
+
+/* A retention delete of s finished: once all did, the save is complete. */
+static void
+save_retention_done(void *arg)
+{
+	struct save *s = arg;
+
+	if (--s->deleting == 0)
+		save_complete(s);
+}
+
+/*
+ * Apply the preservation policy after s committed. As in Orbax, the steps
+ * it drops are deleted before the save counts as finished (SaveDone and
+ * wait_until_finished come after them), unless enable_background_delete:
+ * then they are only counted against the manager, whose close() waits.
+ */
 static void
 save_retention(struct save *s)
 {
@@ -1015,9 +1034,19 @@ save_retention(struct save *s)
 	policy_preserve(m->pol, ps, n, now, keep);
 	/* From the highest index down, so earlier indices stay valid. */
 	for (k = n; k-- > 0;) {
-		if (!keep[k])
-			root_delete_step_bg(r, idx[k], m->o->todelete_subdir,
-			    &s->cred, s->lane);
+		struct root_delete how = {
+			.subdir = m->o->todelete_subdir, .cred = &s->cred,
+			.lane = s->lane, .m = m,
+		};
+
+		if (keep[k])
+			continue;
+		if (!m->o->enable_background_delete) {
+			how.done = save_retention_done;
+			how.arg = s;
+			s->deleting++;
+		}
+		root_delete_step(r, idx[k], &how);
 	}
 out:
 	free(ps);
@@ -1060,6 +1089,7 @@ save_finalize(struct save *s)
 	struct index_step rec;
 	int ok = s->err.code == 0;
 
+	s->deleting = 1;        /* held until the end of this function */
 	memset(&rec, 0, sizeof rec);
 	rec.step = s->step;
 	rec.init_ns = s->init_ns;
@@ -1101,16 +1131,32 @@ save_finalize(struct save *s)
 		snprintf(m->err_msg, sizeof m->err_msg, "%s", s->err.msg);
 		mgr.failed++;
 	}
-	save_send_done(s);
+	/* The staging memory is free as soon as the step is durable. */
 	mgr.ninflight--;
 	mgr.staging -= s->size;
-	r->busy--;
-	save_unlink(s);
-	mgr_wake_saves(m);
+	if (s->map != NULL) {
+		munmap(s->map, s->size);
+		s->map = NULL;
+	}
 	if (ok)
 		mgr_wake_steps(r);
-	save_free(s);
 	save_admit();
+	if (--s->deleting == 0)
+		save_complete(s);
+}
+
+/* Committed (or failed) and its retention deletes done: tell the client,
+ * wake wait_until_finished, forget the save. */
+static void
+save_complete(struct save *s)
+{
+	struct manager *m = s->m;
+
+	save_send_done(s);
+	s->r->busy--;
+	save_unlink(s);
+	mgr_wake_saves(m);
+	save_free(s);
 	mgr_check_idle();
 }
 

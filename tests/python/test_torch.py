@@ -112,10 +112,14 @@ def test_sigkill_mid_training_resumes_identically(ocp, daemon, tmp_path):
     p.stdout.close()
     assert len(saved) >= 4 and saved[-1] < total, saved
 
-    # Every step whose save() returned is committed, though the trainer died.
+    # Every step whose save() returned is committed, though the trainer
+    # died: the daemon finishes the last one on its own (it may still be
+    # writing it right now, so wait for it to commit).
     with ocp.CheckpointManager(killed) as m:
-        m.reload()
         steps = m.all_steps()
+        if not set(saved) <= set(steps):
+            m.wait_for_step(max(saved) - 1, 60)
+            steps = m.all_steps()
     assert set(saved) <= set(steps), (saved, steps)
     assert max(steps) < total
 
