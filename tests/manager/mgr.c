@@ -719,7 +719,8 @@ disk_list(const char *root, const char *skip, int all)
 		names[n++] = strdup(de->d_name);
 	}
 	closedir(dir);
-	qsort(names, n, sizeof *names, cmp_ver);
+	if (n > 0)
+		qsort(names, n, sizeof *names, cmp_ver);
 	sb_add(&b, "[");
 	for (i = 0; i < n; i++) {
 		if (i)
