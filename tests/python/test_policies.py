@@ -175,3 +175,34 @@ def test_options_validation(ocp):
     assert O().save_interval_steps == 1 and O().max_to_keep is None
     assert O().best_mode == 'max' and O().enable_async_checkpointing
     assert ocp.AsyncOptions().timeout_secs == 1200
+
+
+def _mock_clock(monkeypatch, ocp):
+    """Each save happens 30 s after the previous one (the clock Orbax's
+    own tests mock)."""
+    import ckpt.manager as manager_mod
+    t = {'now': 1_700_000_000 * 10**9}
+
+    def now_ns():
+        t['now'] += 30 * 10**9
+        return t['now']
+    monkeypatch.setattr(manager_mod, '_now_ns', now_ns)
+
+
+def test_keep_time_interval_with_a_mocked_clock(ocp, tmp_path, monkeypatch):
+    import datetime
+    _mock_clock(monkeypatch, ocp)
+    # Saves at 30 s intervals; keep one every >= 100 s plus the latest.
+    assert run(ocp, str(tmp_path), range(10), max_to_keep=1,
+               keep_time_interval=datetime.timedelta(seconds=100)) == \
+        [0, 4, 8, 9]
+
+
+def test_every_n_seconds_policy_with_a_mocked_clock(ocp, tmp_path,
+                                                    monkeypatch):
+    _mock_clock(monkeypatch, ocp)
+    cmp = ocp.checkpoint_managers
+    pol = cmp.AnyPreservationPolicy([cmp.EveryNSeconds(100),
+                                     cmp.LatestN(1)])
+    assert run(ocp, str(tmp_path), range(10), preservation_policy=pol) == \
+        [0, 4, 8, 9]

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+import time
 from typing import Any, Callable, Container, Optional
 
 import numpy as np
@@ -25,6 +26,14 @@ RESERVED_ITEM_NAMES = ('metrics',)
 # best_fn is evaluated here; its value travels as this metric.
 BEST_METRIC = '__ckpt_best__'
 _RESERVED_METRIC_PREFIX = '__ckpt_'
+
+
+def _now_ns():
+    """The save time given to the daemon's time-based policies
+    (keep_time_interval, EveryNSeconds, LatestDuration, Continuous). Tests
+    replace it to run those policies without waiting, as Orbax's tests mock
+    the clock."""
+    return time.time_ns()
 
 _HANDLER_CODES = {'standard': L.HANDLER_STANDARD, 'pytree': L.HANDLER_PYTREE,
                   'json': L.HANDLER_JSON, 'array': L.HANDLER_ARRAY,
@@ -870,6 +879,8 @@ class CheckpointManager:
                     sa, custom_json.encode()), 'custom_metadata')
             if lib_force:
                 L.check_plain(lib.ckpt_save_args_set_force(sa, 1), 'force')
+            L.check_plain(lib.ckpt_save_args_set_timestamp(sa, _now_ns()),
+                          'timestamp')
             saved = ctypes.c_int(0)
             # The manager's mode and handlers are fixed by this call.
             self._single_item = not is_comp
