@@ -74,6 +74,7 @@ struct save {
 	mode_t dmode, fmode;
 	int rootfd, tmpfd;
 	int *itemfds;
+	struct store_sync sync;         /* unsynced files (zeroed: empty) */
 	Ckpt__Handler *handlers;
 	char **names;
 	struct store_tensor *tens;
@@ -537,6 +538,7 @@ save_free(struct save *s)
 				close(s->itemfds[i]);
 		free(s->itemfds);
 	}
+	store_sync_free(&s->sync);
 	if (s->tmpfd >= 0)
 		close(s->tmpfd);
 	if (s->rootfd >= 0)
@@ -698,6 +700,7 @@ save_abort_files(struct save *s, const ckd_err *why)
 	ckd_err e;
 	size_t i;
 
+	store_sync_free(&s->sync);
 	if (s->itemfds != NULL)
 		for (i = 0; i < s->sv->n_items; i++)
 			if (s->itemfds[i] >= 0) {
@@ -730,14 +733,22 @@ save_abort_files(struct save *s, const ckd_err *why)
 /*
  * fsyncs of one save, each needed for the step to survive a crash once it
  * is renamed into place (nothing else is synced; the index does not sync):
- *   - one per file, right after it is written (store.c): JSON / proto
- *     items, each safetensors file, each tree _METADATA, and
- *     _CHECKPOINT_METADATA: their data and size;
+ *   - one per file: JSON / proto items, each safetensors file, each tree
+ *     _METADATA, and _CHECKPOINT_METADATA: their data and size;
  *   - one per item directory: the entries of the files in it;
- *   - the tmp step directory (store_commit): the item directories and
+ *   - the tmp step directory: the item directories and
  *     _CHECKPOINT_METADATA entries;
- *   - the root after the rename (store_commit): the rename itself.
+ *   - the root after the rename (store_commit_synced): the rename itself.
  * The tiny case (one tree item + one JSON item) thus costs 4 + 2 + 1 + 1.
+ *
+ * All but the last are batched (s->sync, store_sync_run): files are written
+ * without fsync and kept open, then, right before the rename, writeback of
+ * all of them starts at once and each file, then each item directory, then
+ * the tmp directory is fsynced. The first fsync's journal commit carries
+ * the metadata of everything created so far, so the batch costs about one
+ * journal commit instead of one per entry. Safetensors files of a large
+ * save are the exception: each data task fsyncs its own file (they run in
+ * parallel on several workers, and a batch belongs to one thread).
  */
 static int
 save_prepare(struct save *s, ckd_err *e)
@@ -758,11 +769,13 @@ save_prepare(struct save *s, ckd_err *e)
 		    &s->itemfds[i], e)) != 0)
 			goto fail;
 		if (it->handler == CKPT__HANDLER__HANDLER_JSON)
-			r = store_write_file(s->itemfds[i], STORE_JSON_FILE,
-			    it->json, strlen(it->json), s->fmode, e);
+			r = store_write_file_nosync(s->itemfds[i],
+			    STORE_JSON_FILE, it->json, strlen(it->json),
+			    s->fmode, &s->sync, e);
 		else if (it->handler == CKPT__HANDLER__HANDLER_PROTO)
-			r = store_write_file(s->itemfds[i], STORE_PROTO_FILE,
-			    it->json, strlen(it->json), s->fmode, e);
+			r = store_write_file_nosync(s->itemfds[i],
+			    STORE_PROTO_FILE, it->json, strlen(it->json),
+			    s->fmode, &s->sync, e);
 		if (r != 0)
 			goto fail;
 	}
@@ -778,16 +791,23 @@ save_prepare_run(struct task *t)
 	(void)save_prepare(((struct save_task *)t)->s, &t->err);
 }
 
-/* Write file `file`; no cleanup on failure (the caller aborts). */
+/* Write file `file`; no cleanup on failure (the caller aborts). batch: add
+ * it to s->sync unsynced (only when one thread runs the whole save), else
+ * fsync it now. */
 static int
-save_data(struct save *s, size_t file, ckd_err *e)
+save_data(struct save *s, size_t file, int batch, ckd_err *e)
 {
 	const struct save_file *f = &s->files[file];
 	size_t k;
 	int r;
 
-	if ((r = store_write_safetensors(s->itemfds[f->item], f->fname,
-	    s->fmode, &s->tens[f->first], f->n, e)) != 0)
+	if (batch)
+		r = store_write_safetensors_nosync(s->itemfds[f->item],
+		    f->fname, s->fmode, &s->tens[f->first], f->n, &s->sync, e);
+	else
+		r = store_write_safetensors(s->itemfds[f->item], f->fname,
+		    s->fmode, &s->tens[f->first], f->n, e);
+	if (r != 0)
 		return r;
 	for (k = f->first; k < f->first + f->n; k++) {
 		s->leaves[k]->has_offset = 1;
@@ -803,7 +823,7 @@ save_data_run(struct task *t)
 {
 	struct save_task *st = (struct save_task *)t;
 
-	(void)save_data(st->s, st->file, &t->err);
+	(void)save_data(st->s, st->file, 0, &t->err);
 }
 
 static int
@@ -816,13 +836,10 @@ save_finish(struct save *s, ckd_err *e)
 	size_t i;
 	int r = 0;
 
-	for (i = 0; i < sv->n_items && r == 0; i++) {
+	for (i = 0; i < sv->n_items && r == 0; i++)
 		if (save_is_tree(sv->items[i]->handler))
-			r = store_write_tree_metadata(s->itemfds[i],
-			    sv->items[i], s->fmode, e);
-		if (r == 0)
-			r = store_fsync_dir(s->itemfds[i], e);
-	}
+			r = store_write_tree_metadata_nosync(s->itemfds[i],
+			    sv->items[i], s->fmode, &s->sync, e);
 	if (r != 0)
 		goto fail;
 	s->commit_ns = now_wall_ns();
@@ -836,9 +853,17 @@ save_finish(struct save *s, ckd_err *e)
 	meta.item_names = s->names;
 	meta.handlers = s->handlers;
 	meta.bytes = s->bytes;
-	if ((r = store_write_step_meta(s->tmpfd, &meta, s->fmode, e)) != 0)
+	if ((r = store_write_step_meta_nosync(s->tmpfd, &meta, s->fmode,
+	    &s->sync, e)) != 0)
 		goto fail;
-	if ((r = store_commit(s->rootfd, s->name, s->tmpfd, e)) != 0)
+	/* Files first (above), then the directories holding them. */
+	for (i = 0; i < sv->n_items && r == 0; i++)
+		r = store_sync_add(&s->sync, s->itemfds[i], 0, e);
+	if (r == 0)
+		r = store_sync_add(&s->sync, s->tmpfd, 0, e);
+	if (r != 0 || (r = store_sync_run(&s->sync, e)) != 0)
+		goto fail;
+	if ((r = store_commit_synced(s->rootfd, s->name, e)) != 0)
 		goto fail;
 	memset(&rec, 0, sizeof rec);
 	rec.step = s->step;
@@ -882,7 +907,7 @@ save_small_run(struct task *t)
 	if (save_prepare(s, &t->err) != 0)
 		return;                 /* cleaned up already */
 	for (i = 0; i < s->nfiles; i++)
-		if (save_data(s, i, &t->err) != 0) {
+		if (save_data(s, i, 1, &t->err) != 0) {
 			save_abort_files(s, &t->err);
 			return;
 		}

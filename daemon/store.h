@@ -145,6 +145,47 @@ int store_fsync_dir(int dirfd, ckd_err *e);
 /* Commit: fsync tmpfd, rename <name>.ckptd-tmp -> <name> (RENAME_NOREPLACE),
  * fsync rootfd. Item dirs and files must already be fsynced. */
 int store_commit(int rootfd, const char *name, int tmpfd, ckd_err *e);
+/* ---- batched durability ---------------------------------------------------------
+ * The *_nosync writers below behave like their namesakes but, instead of
+ * fsync + close, append the open fd to a batch. store_sync_run() then starts
+ * writeback of every entry, fsyncs every entry in the order added (files
+ * first, then the directories holding them) and closes the fds the batch
+ * owns. Every entry is fsynced: a step is as durable as with the unbatched
+ * calls, but the journal commits of one save are shared. A batch is used by
+ * one thread at a time. */
+#define STORE_SYNC_MAX 65536
+struct store_sync_ent {
+	int fd;
+	int own;                /* 1: the batch closes it */
+};
+struct store_sync {
+	struct store_sync_ent *v;
+	size_t n, cap;
+};
+void store_sync_init(struct store_sync *b);
+/* Append fd; own: close it after the sync (and on store_sync_free). On
+ * failure (CKPT_ENOMEM, or more than STORE_SYNC_MAX entries) an owned fd
+ * is closed. */
+int store_sync_add(struct store_sync *b, int fd, int own, ckd_err *e);
+/* Sync every entry as above and close the owned ones; the batch is empty
+ * afterwards (even on error) and may be reused. Returns the first error. */
+int store_sync_run(struct store_sync *b, ckd_err *e);
+/* Close the owned fds without syncing (after a failure) and free. */
+void store_sync_free(struct store_sync *b);
+
+int store_write_file_nosync(int dirfd, const char *fname, const void *data,
+    size_t len, mode_t filemode, struct store_sync *b, ckd_err *e);
+int store_write_safetensors_nosync(int dirfd, const char *fname,
+    mode_t filemode, struct store_tensor *t, size_t n, struct store_sync *b,
+    ckd_err *e);
+int store_write_tree_metadata_nosync(int itemfd, const Ckpt__Item *item,
+    mode_t filemode, struct store_sync *b, ckd_err *e);
+int store_write_step_meta_nosync(int stepfd, const struct store_step_meta *m,
+    mode_t filemode, struct store_sync *b, ckd_err *e);
+/* store_commit without the fsync of the tmp dir, which the caller has
+ * already fsynced (e.g. as the last entry of a batch, after every file
+ * and item directory in it): rename (RENAME_NOREPLACE), fsync rootfd. */
+int store_commit_synced(int rootfd, const char *name, ckd_err *e);
 /* Remove <name>.ckptd-tmp (after a failed save). */
 int store_abort(int rootfd, const char *name, ckd_err *e);
 

@@ -141,6 +141,8 @@ char *tree_path_str(const ckpt_key *path, size_t depth);
 
 struct ckpt_options {
 	Ckpt__ManagerOptions pb;
+	ckpt_should_save_fn should_save_fn;  /* client side, never sent */
+	void *should_save_arg;
 };
 
 /* ---- wire (wire.c) ----------------------------------------------------------------- */
@@ -227,6 +229,8 @@ struct ckpt_manager {
 	int read_only;
 	int async;
 	int closed;
+	ckpt_should_save_fn should_save_fn;
+	void *should_save_arg;
 	/* under c->lock */
 	unsigned saving;            /* saves sent, SaveDone not yet received */
 	int dirty;                  /* a save was sent since the daemon error was cleared */

@@ -310,6 +310,10 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 	ckpt__response__free_unpacked(resp, NULL);
 	m->read_only = o != NULL && o->pb.has_read_only && o->pb.read_only;
 	m->async = !(o != NULL && o->pb.has_enable_async && !o->pb.enable_async);
+	if (o != NULL) {
+		m->should_save_fn = o->should_save_fn;
+		m->should_save_arg = o->should_save_arg;
+	}
 	errbox_init(&m->err);
 	if (m->root == NULL) {
 		mgr_free_handle(m);
@@ -636,7 +640,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	struct inflight *s = NULL;
 	ckpt_client *c;
 	char err[CKPT_ERRLEN];
-	int r, composite = 0, accepted, fd;
+	int r, composite = 0, accepted, fd, force;
 	size_t i;
 
 	if (saved != NULL)
@@ -659,7 +663,20 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 
 	/* Orbax decides first (should_save sees the save in flight, e.g.
 	 * ContinuousCheckpointingPolicy), then waits for the previous save. */
-	if (!a->force && ckpt_is_saving_in_progress(m)) {
+	force = a->force;
+	if (!force && m->should_save_fn != NULL) {
+		int64_t latest;
+
+		if (m->read_only)
+			return 0;
+		if ((r = ckpt_latest_step(m, &latest)) != 0)
+			return r;
+		if ((int64_t)step <= latest ||
+		    !m->should_save_fn(step, latest, m->should_save_arg))
+			return 0;
+		force = 1;      /* decided here: the daemon's policy is bypassed */
+	}
+	if (!force && ckpt_is_saving_in_progress(m)) {
 		int want = 1;
 
 		if ((r = should_save_at(m, step, a->ts, a->preempted,
@@ -709,7 +726,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	sv.metrics_json = a->metrics;
 	sv.custom_metadata_json = a->custom;
 	sv.has_force = 1;
-	sv.force = a->force != 0;
+	sv.force = force != 0;
 	sv.has_preempted = a->preempted != 0;
 	sv.preempted = a->preempted != 0;
 	sv.has_timestamp_ns = a->ts != 0;

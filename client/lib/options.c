@@ -264,6 +264,17 @@ ckpt_options_set_path_permission_mode(ckpt_options *o, unsigned mode)
 }
 
 CKPT_API int
+ckpt_options_set_should_save_fn(ckpt_options *o, ckpt_should_save_fn fn,
+    void *arg)
+{
+	if (o == NULL)
+		return CKPT_EINVAL;
+	o->should_save_fn = fn;
+	o->should_save_arg = fn != NULL ? arg : NULL;
+	return 0;
+}
+
+CKPT_API int
 ckpt_options_set_root_metadata(ckpt_options *o, const char *json)
 {
 	json_t *j;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -68,6 +69,43 @@ int tap_is_int(long long got, long long want, const char *file, int line,
 	if (!cond)
 		diag("  got %lld, want %lld", got, want);
 	return cond;
+}
+
+/* One assertion about two strings; on failure both are shown, labelled. */
+static int tap_vstr(int cond, const char *file, int line, const char *fmt,
+    va_list ap, const char *la, const char *a, const char *lb, const char *b)
+{
+	tap_vline(cond, file, line, fmt, ap);
+	if (!cond)
+		diag("  %s %.900s\n  %s %.900s", la, a ? a : "(null)", lb,
+		    b ? b : "(null)");
+	return cond;
+}
+
+int tap_is_str(const char *got, const char *want, const char *file, int line,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = tap_vstr(got && want && strcmp(got, want) == 0, file, line, fmt, ap,
+	    "got: ", got, "want:", want);
+	va_end(ap);
+	return r;
+}
+
+int tap_has(const char *hay, const char *needle, const char *file, int line,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = tap_vstr(hay && needle && strcasestr(hay, needle) != NULL, file,
+	    line, fmt, ap, "text: ", hay, "lacks:", needle);
+	va_end(ap);
+	return r;
 }
 
 void tap_skip(const char *fmt, ...)
@@ -150,7 +188,7 @@ int64_t hx_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void hx_sleep_ms(int ms)
+void hx_sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
@@ -210,11 +248,50 @@ char *hx_read_file(const char *path, size_t *len)
 	return buf;
 }
 
+int hx_write_file(const char *path, const char *text)
+{
+	size_t len = strlen(text);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int r;
+
+	if (fd < 0)
+		return -1;
+	r = write(fd, text, len) == (ssize_t)len ? 0 : -1;
+	if (close(fd) != 0)
+		r = -1;
+	return r;
+}
+
 int hx_exists(const char *path)
 {
 	struct stat st;
 
 	return lstat(path, &st) == 0;
+}
+
+int hx_mkdirs(const char *path)
+{
+	char buf[HX_PATH];
+	char *p;
+
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+		return -1;
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+char *hx_join(char *buf, const char *dir, const char *name)
+{
+	if ((size_t)snprintf(buf, HX_PATH, "%s/%s", dir, name) >= HX_PATH)
+		bail_out("path too long: %s/%s", dir, name);
+	return buf;
 }
 
 static int hx_rm_cb(const char *path, const struct stat *st, int flag,
@@ -466,17 +543,41 @@ int hx_as_user(uid_t uid, gid_t gid, int (*fn)(void *arg, char *msg,
 
 #define HX_MAX_DAEMONS 8
 static struct hx_daemon *hx_all[HX_MAX_DAEMONS];
+static pid_t hx_owner;          /* the test process (not forked children) */
 
+static int hx_keep(void)
+{
+	const char *keep = getenv("CKPTD_TEST_KEEP");
+
+	return keep && strcmp(keep, "1") == 0;
+}
+
+static void hx_umount(struct hx_daemon *d)
+{
+	if (d->mnt[0] && umount2(d->mnt, 0) != 0 &&
+	    umount2(d->mnt, MNT_DETACH) != 0)
+		diag("umount %s: %s", d->mnt, strerror(errno));
+	d->mnt[0] = '\0';
+}
+
+/* A test that bailed out: kill its daemons and clean up what it made. */
 static void hx_atexit(void)
 {
 	int i;
 
-	for (i = 0; i < HX_MAX_DAEMONS; i++)
-		if (hx_all[i] && hx_all[i]->pid > 0 && !hx_all[i]->external) {
-			kill(hx_all[i]->pid, SIGKILL);
-			waitpid(hx_all[i]->pid, NULL, 0);
-			hx_all[i]->pid = 0;
-		}
+	if (getpid() != hx_owner)
+		return;
+	for (i = 0; i < HX_MAX_DAEMONS; i++) {
+		struct hx_daemon *d = hx_all[i];
+
+		if (!d)
+			continue;
+		hx_kill9(d);
+		hx_umount(d);
+		if (!hx_keep())
+			hx_rmtree(d->dir);
+		hx_all[i] = NULL;
+	}
 }
 
 char *hx_path(struct hx_daemon *d, char *buf, const char *fmt, ...)
@@ -504,6 +605,7 @@ void hx_init(struct hx_daemon *d)
 	d->workers = 2;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	setenv("CKPTD_AUTOSTART", "0", 1);
+	hx_owner = getpid();
 	snprintf(d->dir, sizeof d->dir, "%s/ckpt-test.XXXXXX",
 	    tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(d->dir))
@@ -520,6 +622,7 @@ void hx_init(struct hx_daemon *d)
 		snprintf(d->bin, sizeof d->bin, "%s", bin);
 		hx_path(d, d->sock, "s.sock");
 	}
+	setenv("CKPTD_SOCKET", d->sock, 1);
 	if (!registered) {
 		atexit(hx_atexit);
 		registered = 1;
@@ -658,6 +761,14 @@ int hx_restart(struct hx_daemon *d)
 	return hx_start(d);
 }
 
+int hx_kill9_restart(struct hx_daemon *d)
+{
+	if (d->external)
+		return -1;
+	hx_kill9(d);
+	return hx_start(d);
+}
+
 void hx_dump_log(struct hx_daemon *d, int lines)
 {
 	char buf[16384];
@@ -688,13 +799,13 @@ void hx_dump_log(struct hx_daemon *d, int lines)
 
 void hx_cleanup(struct hx_daemon *d)
 {
-	const char *keep = getenv("CKPTD_TEST_KEEP");
 	int i;
 
 	hx_stop(d);
 	if (tap_failures())
 		hx_dump_log(d, 40);
-	if (keep && strcmp(keep, "1") == 0)
+	hx_umount(d);
+	if (hx_keep())
 		diag("kept %s", d->dir);
 	else
 		hx_rmtree(d->dir);

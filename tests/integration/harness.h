@@ -12,9 +12,13 @@
  * (for debugging with gdb or strace): nothing is started, and the tests
  * that need to restart or kill the daemon report a skip.
  *
- * Output is TAP (meson `protocol : 'tap'`): ok()/is_int() print one line
- * per assertion; done_testing() prints the plan and returns the exit code.
- * The assertion functions may be called from several threads.
+ * Output is TAP (meson `protocol : 'tap'`): ok()/is_int()/is_str()/has()
+ * print one line per assertion; done_testing() prints the plan and returns
+ * the exit code. The assertion functions may be called from several
+ * threads.
+ *
+ * Used by the integration tests and by the CheckpointManager tests
+ * (tests/manager).
  */
 #ifndef CKPT_TEST_HARNESS_H
 #define CKPT_TEST_HARNESS_H
@@ -34,6 +38,12 @@ int tap_ok(int cond, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int tap_is_int(long long got, long long want, const char *file, int line,
     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* got and want equal strings (NULL never matches). */
+int tap_is_str(const char *got, const char *want, const char *file, int line,
+    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* hay contains needle, ignoring case (NULL never matches). */
+int tap_has(const char *hay, const char *needle, const char *file, int line,
+    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void tap_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A comment line ("# ..."), for context. */
 void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -49,6 +59,10 @@ int tap_failures(void);
 #define is_int(got, want, ...) \
 	tap_is_int((long long)(got), (long long)(want), __FILE__, __LINE__, \
 	    __VA_ARGS__)
+#define is_str(got, want, ...) \
+	tap_is_str((got), (want), __FILE__, __LINE__, __VA_ARGS__)
+#define has(hay, needle, ...) \
+	tap_has((hay), (needle), __FILE__, __LINE__, __VA_ARGS__)
 /* Assert a libckpt call returned 0; on failure show the code and message. */
 #define ok_call(r, c, ...) \
 	(tap_is_int((long long)(r), 0, __FILE__, __LINE__, __VA_ARGS__) || \
@@ -67,11 +81,16 @@ struct hx_daemon {
 	int external;           /* CKPTD_TEST_SOCKET: not ours to start/stop */
 	int workers;            /* --workers (default 2) */
 	const char *extra[8];   /* more daemon arguments, NULL-terminated */
+	char mnt[HX_PATH];      /* a filesystem the test mounted, or "": */
+	                        /* unmounted by hx_cleanup() and at exit */
 };
 
 /* Make the private directory and read CKPTD_BIN / CKPTD_TEST_SOCKET.
  * Also sets CKPTD_AUTOSTART=0 so the library never starts a daemon of its
- * own behind the test's back. Bails out when CKPTD_BIN is missing. */
+ * own behind the test's back, and CKPTD_SOCKET to the daemon's socket for
+ * child programs. Bails out when CKPTD_BIN is missing. If the test exits
+ * without hx_cleanup() (bail_out), the daemon is killed, d->mnt unmounted
+ * and the directory removed at exit. */
 void hx_init(struct hx_daemon *d);
 /* Start the daemon and wait (<= 15 s) until it answers. 0 or -1. */
 int hx_start(struct hx_daemon *d);
@@ -82,10 +101,12 @@ int hx_stop(struct hx_daemon *d);
 void hx_kill9(struct hx_daemon *d);
 /* hx_stop() + hx_start() with the same socket and state dir. */
 int hx_restart(struct hx_daemon *d);
+/* hx_kill9() + hx_start() with the same socket and state dir (a crash). */
+int hx_kill9_restart(struct hx_daemon *d);
 /* 1 if the daemon we started is still running (always 1 when external). */
 int hx_alive(struct hx_daemon *d);
-/* Stop the daemon if running and remove the directory (kept when
- * CKPTD_TEST_KEEP=1). */
+/* Stop the daemon if running, unmount d->mnt and remove the directory
+ * (kept when CKPTD_TEST_KEEP=1). */
 void hx_cleanup(struct hx_daemon *d);
 /* Print the last lines of the daemon's log as TAP comments. */
 void hx_dump_log(struct hx_daemon *d, int lines);
@@ -104,10 +125,16 @@ void hx_fill(void *buf, size_t n, uint64_t seed);
 char *hx_snapshot(const char *dir);
 /* Whole file, NUL-terminated, malloc'ed (NULL on error); *len if non-NULL. */
 char *hx_read_file(const char *path, size_t *len);
+/* Write text to path (created or truncated). 0 or -1. */
+int hx_write_file(const char *path, const char *text);
 /* 1 when path exists (lstat). */
 int hx_exists(const char *path);
+/* mkdir -p (mode 0755). 0 or -1. */
+int hx_mkdirs(const char *path);
 /* rm -rf (never follows symlinks). */
 int hx_rmtree(const char *path);
+/* dir + "/" + name into buf (HX_PATH bytes); bails out when too long. */
+char *hx_join(char *buf, const char *dir, const char *name);
 /* Run argv (argv[0] a path), capture stdout+stderr into out (NUL-
  * terminated, truncated to outlen), wait at most timeout_s. Returns the
  * exit code, 128+signal, or -1. */
@@ -121,6 +148,8 @@ int hx_as_user(uid_t uid, gid_t gid, int (*fn)(void *arg, char *msg,
     size_t msglen), void *arg, char *msg, size_t msglen);
 /* Milliseconds on the monotonic clock. */
 int64_t hx_now_ms(void);
+/* Sleep ms milliseconds (restarted after signals). */
+void hx_sleep_ms(int ms);
 /* The directory holding the test sources (CKPT_TEST_SRCDIR). */
 const char *hx_srcdir(void);
 

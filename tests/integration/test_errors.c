@@ -438,6 +438,7 @@ static void enospc_setup(void)
 		diag("cannot mount a small tmpfs: %s", strerror(errno));
 		return;
 	}
+	snprintf(d.mnt, sizeof d.mnt, "%s", small);  /* hx_cleanup unmounts */
 	enospc_ready = 1;
 }
 

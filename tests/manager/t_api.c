@@ -19,7 +19,7 @@ opts(void)
 	ckpt_options *o = ckpt_options_new();
 
 	if (o == NULL)
-		t_bail("ckpt_options_new");
+		bail_out("ckpt_options_new");
 	return o;
 }
 
@@ -34,9 +34,9 @@ is_dir(const char *path)
 /* ---- step_prefix / step_format_fixed_length -------------------------- */
 
 void
-test_naming(struct mgr_daemon *d)
+test_naming(struct hx_daemon *d)
 {
-	char root[MGR_PATH], p[MGR_PATH];
+	char root[HX_PATH], p[HX_PATH];
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	ckpt_step_info *infos = NULL;
@@ -46,7 +46,7 @@ test_naming(struct mgr_daemon *d)
 	int r;
 
 	snprintf(root, sizeof root, "%s", root_path(d, "named"));
-	is(ckpt_options_set_step_prefix(o, "bad/prefix"), CKPT_EINVAL,
+	is_int(ckpt_options_set_step_prefix(o, "bad/prefix"), CKPT_EINVAL,
 	    "a step_prefix with '/' is rejected");
 	ok(ckpt_options_set_step_prefix(o, "ckpt") == 0 &&
 	    ckpt_options_set_step_format_fixed_length(o, 8) == 0,
@@ -58,9 +58,9 @@ test_naming(struct mgr_daemon *d)
 	free(saved);
 	is_disk(root, NULL, "[ckpt_00000005,ckpt_00000012]",
 	    "directory names on disk are <prefix>_<zero-padded step>");
-	mgr_cat(p, root, "ckpt_00000005/_CHECKPOINT_METADATA");
-	ok(mgr_exists(p), "ckpt_00000005/_CHECKPOINT_METADATA exists");
-	mgr_cat(p, root, "ckpt_00000005/default");
+	hx_join(p, root, "ckpt_00000005/_CHECKPOINT_METADATA");
+	ok(hx_exists(p), "ckpt_00000005/_CHECKPOINT_METADATA exists");
+	hx_join(p, root, "ckpt_00000005/default");
 	ok(is_dir(p), "ckpt_00000005/default is the default item's folder");
 	is_steps(m, "[5,12]", "all_steps lists the named steps");
 	r = ckpt_list_steps(m, &infos, &n);
@@ -79,8 +79,8 @@ test_naming(struct mgr_daemon *d)
 	m = mgr_open(c, root, o, 1);
 	is_steps(m, "[5,12]", "reopening finds the named steps");
 	ckpt_disconnect(c);
-	if (mgr_daemon_restart(d) != 0)
-		t_bail("ckptd did not come back");
+	if (hx_restart(d) != 0)
+		bail_out("ckptd did not come back");
 	c = mgr_connect(d);
 	m = mgr_open(c, root, o, 1);
 	is_steps(m, "[5,12]", "after a daemon restart the named steps are found");
@@ -88,7 +88,7 @@ test_naming(struct mgr_daemon *d)
 	saved = save_range(m, 13, 13, NULL, 0, 0, NULL);
 	is_str(saved, "[13]", "saving continues");
 	free(saved);
-	mgr_cat(p, root, "ckpt_00000013");
+	hx_join(p, root, "ckpt_00000013");
 	ok(is_dir(p), "ckpt_00000013 on disk");
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
@@ -121,9 +121,9 @@ test_naming(struct mgr_daemon *d)
 /* ---- StepAlreadyExists -------------------------------------------------------- */
 
 void
-test_exists(struct mgr_daemon *d)
+test_exists(struct hx_daemon *d)
 {
-	char root[MGR_PATH];
+	char root[HX_PATH];
 	ckpt_client *c = mgr_connect(d);
 	ckpt_manager *m;
 	int saved, r;
@@ -136,7 +136,7 @@ test_exists(struct mgr_daemon *d)
 	/* Orbax: without force, should_save(3) is False (3 <= latest). */
 	r = mgr_save(m, 3, NULL, &saved);
 	ok_rc(r, m, "save(3) again without force: no error");
-	is(saved, 0, "save(3) again without force: saved=0 (should_save False)");
+	is_int(saved, 0, "save(3) again without force: saved=0 (should_save False)");
 
 	/* With force: StepAlreadyExistsError. */
 	r = mgr_save(m, 3, SV(.force = 1), &saved);
@@ -152,7 +152,7 @@ test_exists(struct mgr_daemon *d)
 	/* An older step that does not exist may be forced. */
 	r = mgr_save_wait(m, 1, SV(.force = 1), &saved);
 	ok_rc(r, m, "forced save of step 1 (< latest, absent)");
-	is(saved, 1, "step 1 saved");
+	is_int(saved, 1, "step 1 saved");
 	is_steps(m, "[1,3]", "[1,3]");
 	r = mgr_save(m, 1, SV(.force = 1), &saved);
 	is_rc(r, CKPT_EEXIST, m, "forced save of existing step 1: CKPT_EEXIST");
@@ -178,9 +178,9 @@ test_exists(struct mgr_daemon *d)
 /* ---- read_only ---------------------------------------------------------------- */
 
 void
-test_read_only(struct mgr_daemon *d)
+test_read_only(struct hx_daemon *d)
 {
-	char root[MGR_PATH], *before, *after, *saved;
+	char root[HX_PATH], *before, *after, *saved;
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	ckpt_manager *m, *ro;
@@ -200,7 +200,7 @@ test_read_only(struct mgr_daemon *d)
 	should = -1;
 	r = ckpt_should_save(ro, 3, &should);
 	ok_rc(r, ro, "should_save(3) on a read-only manager");
-	is(should, 0, "should_save is false when read_only");
+	is_int(should, 0, "should_save is false when read_only");
 	x = -1;
 	r = mgr_save(ro, 3, NULL, &x);
 	/* ckpt.h: saved=0 when the policy declines; CKPT_EREADONLY is
@@ -223,7 +223,7 @@ test_read_only(struct mgr_daemon *d)
 	snprintf(root, sizeof root, "%s", root_path(d, "ro-missing"));
 	ro = NULL;
 	r = ckpt_manager_open(c, root, o, &ro);
-	ok(!mgr_exists(root), "read-only open does not create the root "
+	ok(!hx_exists(root), "read-only open does not create the root "
 	    "(rc=%d)", r);
 	if (ro != NULL)
 		ckpt_manager_close(ro);
@@ -234,9 +234,9 @@ test_read_only(struct mgr_daemon *d)
 /* ---- delete ----------------------------------------------------------------------- */
 
 void
-test_delete(struct mgr_daemon *d)
+test_delete(struct hx_daemon *d)
 {
-	char root[MGR_PATH], p[MGR_PATH], *saved;
+	char root[HX_PATH], p[HX_PATH], *saved;
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o;
 	ckpt_manager *m;
@@ -264,7 +264,7 @@ test_delete(struct mgr_daemon *d)
 	{
 		int64_t latest = -2;
 		ckpt_latest_step(m, &latest);
-		is(latest, 3, "latest_step follows the delete");
+		is_int(latest, 3, "latest_step follows the delete");
 	}
 	saved = save_range(m, 4, 4, NULL, 0, 0, NULL);
 	is_str(saved, "[4]", "step 4 can be saved again after its delete");
@@ -281,9 +281,9 @@ test_delete(struct mgr_daemon *d)
 	ok_rc(ckpt_delete(m, 2), m, "delete(2) with todelete_subdir='trash'");
 	is_steps(m, "[1,3]", "[1,3]");
 	is_disk(root, "trash", "[1,3]", "step 2 left the root");
-	mgr_cat(p, root, "trash/2/_CHECKPOINT_METADATA");
-	ok(mgr_exists(p), "moved to <root>/trash/2 (complete)");
-	mgr_cat(p, root, "trash");
+	hx_join(p, root, "trash/2/_CHECKPOINT_METADATA");
+	ok(hx_exists(p), "moved to <root>/trash/2 (complete)");
+	hx_join(p, root, "trash");
 	is_disk(p, NULL, "[2]", "trash holds exactly [2]");
 	ckpt_manager_close(m);
 	/* Retention moves into the subdir too. */
@@ -306,15 +306,15 @@ test_delete(struct mgr_daemon *d)
 	is_str(saved, "[1,2,3]", "background delete: 1..3 saved");
 	free(saved);
 	is_steps(m, "[3]", "background delete: all_steps [3] at once");
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	for (;;) {
 		char *got = mgr_disk_all(root);
 		int done = strcmp(got, "[3]") == 0;
 
 		free(got);
-		if (done || mgr_now_ms() - t0 > 10000)
+		if (done || hx_now_ms() - t0 > 10000)
 			break;
-		mgr_sleep_ms(20);
+		hx_sleep_ms(20);
 	}
 	{
 		char *got = mgr_disk_all(root);
@@ -345,21 +345,21 @@ test_delete(struct mgr_daemon *d)
 /* ---- root metadata ------------------------------------------------------------------ */
 
 void
-test_root_metadata(struct mgr_daemon *d)
+test_root_metadata(struct hx_daemon *d)
 {
-	char root[MGR_PATH], p[MGR_PATH], *first, *second, *json = NULL;
+	char root[HX_PATH], p[HX_PATH], *first, *second, *json = NULL;
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	ckpt_manager *m;
 	int r;
 
 	snprintf(root, sizeof root, "%s", root_path(d, "rootmeta"));
-	mgr_cat(p, root, "metadata/_ROOT_METADATA");
-	is(ckpt_options_set_root_metadata(o, "{\"run\": \"first\", \"lr\": 0.1}"),
+	hx_join(p, root, "metadata/_ROOT_METADATA");
+	is_int(ckpt_options_set_root_metadata(o, "{\"run\": \"first\", \"lr\": 0.1}"),
 	    0, "root metadata set");
 	m = mgr_open(c, root, o, 1);
 	free(save_range(m, 1, 1, NULL, 0, 0, NULL));
-	first = mgr_read_file(p);
+	first = hx_read_file(p, NULL);
 	ok(first != NULL, "metadata/_ROOT_METADATA written");
 	has(first, "first", "it holds the first manager's metadata");
 	r = ckpt_metadata(m, -1, &json);
@@ -374,7 +374,7 @@ test_root_metadata(struct mgr_daemon *d)
 	m = mgr_open(c, root, o, 1);
 	free(save_range(m, 2, 2, NULL, 0, 0, NULL));
 	ckpt_manager_close(m);
-	second = mgr_read_file(p);
+	second = hx_read_file(p, NULL);
 	is_str(second, first, "a second manager with other metadata leaves "
 	    "the file unchanged");
 	free(second);
@@ -390,8 +390,8 @@ test_root_metadata(struct mgr_daemon *d)
 	snprintf(root, sizeof root, "%s", root_path(d, "rootmeta-none"));
 	m = mgr_open(c, root, NULL, 1);
 	free(save_range(m, 1, 1, NULL, 0, 0, NULL));
-	mgr_cat(p, root, "metadata/_ROOT_METADATA");
-	ok(!mgr_exists(p), "no root metadata file without the option");
+	hx_join(p, root, "metadata/_ROOT_METADATA");
+	ok(!hx_exists(p), "no root metadata file without the option");
 	json = (char *)"x";
 	r = ckpt_metadata(m, -1, &json);
 	ok(r == 0 && json == NULL, "ckpt_metadata(-1) gives NULL when none "
@@ -407,13 +407,13 @@ test_root_metadata(struct mgr_daemon *d)
 /* ---- restore, metrics, metadata ----------------------------------------------------- */
 
 void
-test_restore(struct mgr_daemon *d)
+test_restore(struct hx_daemon *d)
 {
 	static const char *const m3[] = {
 		"{\"loss\": 0.75, \"acc\": 0.5}", "{\"loss\": 0.5, \"acc\": 0.6}",
 		"{\"loss\": 0.625, \"acc\": 0.7}",
 	};
-	char root[MGR_PATH], other[MGR_PATH], *json = NULL, *saved;
+	char root[HX_PATH], other[HX_PATH], *json = NULL, *saved;
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	ckpt_restore_args *ra;
@@ -459,7 +459,7 @@ test_restore(struct mgr_daemon *d)
 	is_rc(r, CKPT_ENOTFOUND, m, "metrics(9): CKPT_ENOTFOUND");
 	r = ckpt_best_step(m, &best);
 	ok_rc(r, m, "best_step");
-	is(best, 2, "best_step by min loss = 2");
+	is_int(best, 2, "best_step by min loss = 2");
 
 	/* metadata(step). */
 	json = NULL;
@@ -491,7 +491,7 @@ test_restore(struct mgr_daemon *d)
 		    "commit_timestamp_nsecs >= init_timestamp_nsecs");
 	}
 	if (j == NULL)
-		t_diag("metadata: %s", json ? json : "NULL");
+		diag("metadata: %s", json ? json : "NULL");
 	json_decref(j);
 	free(json);
 	json = NULL;
@@ -504,7 +504,7 @@ test_restore(struct mgr_daemon *d)
 	ok(r == 0 && saved1 == 1, "step 7 saved in another root");
 	ckpt_manager_close(m2);
 	ra = ckpt_restore_args_new();
-	is(ckpt_restore_args_set_directory(ra, other), 0,
+	is_int(ckpt_restore_args_set_directory(ra, other), 0,
 	    "restore args: directory");
 	ok_rc(mgr_check_restore(m, 7, 7, ra), m,
 	    "restore(7, directory=other root)");
@@ -521,9 +521,9 @@ test_restore(struct mgr_daemon *d)
 /* ---- leftover tmp directories ---------------------------------------------------------- */
 
 void
-test_tmp_dirs(struct mgr_daemon *d)
+test_tmp_dirs(struct hx_daemon *d)
 {
-	char root[MGR_PATH], p[MGR_PATH], *saved;
+	char root[HX_PATH], p[HX_PATH], *saved;
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	ckpt_manager *m;
@@ -534,15 +534,15 @@ test_tmp_dirs(struct mgr_daemon *d)
 	m = mgr_open(c, root, NULL, 1);
 	free(save_range(m, 1, 1, NULL, 0, 0, NULL));
 	ckpt_manager_close(m);
-	mgr_cat(p, root, "5.ckptd-tmp/default");
-	ok(mgr_mkdirs(p) == 0, "planted %s", p);
-	mgr_cat(p, root, "5.ckptd-tmp/default/junk");
-	mgr_write_file(p, "partial");
+	hx_join(p, root, "5.ckptd-tmp/default");
+	ok(hx_mkdirs(p) == 0, "planted %s", p);
+	hx_join(p, root, "5.ckptd-tmp/default/junk");
+	hx_write_file(p, "partial");
 	ckpt_options_set_cleanup_tmp_directories(o, 1);
 	m = mgr_open(c, root, o, 1);
 	is_steps(m, "[1]", "a tmp dir is never listed");
-	mgr_cat(p, root, "5.ckptd-tmp");
-	ok(!mgr_exists(p), "cleanup_tmp_directories removed 5.ckptd-tmp on open");
+	hx_join(p, root, "5.ckptd-tmp");
+	ok(!hx_exists(p), "cleanup_tmp_directories removed 5.ckptd-tmp on open");
 	{
 		char *all = mgr_disk_all(root);
 		ok(strstr(all, "ckptd-tmp") == NULL, "no tmp dir left: %s", all);
@@ -555,15 +555,15 @@ test_tmp_dirs(struct mgr_daemon *d)
 	m = mgr_open(c, root, NULL, 1);
 	free(save_range(m, 1, 1, NULL, 0, 0, NULL));
 	ckpt_manager_close(m);
-	mgr_cat(p, root, "7.ckptd-tmp/default");
-	mgr_mkdirs(p);
-	mgr_cat(p, root, "7.ckptd-tmp/_CHECKPOINT_METADATA");
-	mgr_write_file(p, "{\"truncated");
+	hx_join(p, root, "7.ckptd-tmp/default");
+	hx_mkdirs(p);
+	hx_join(p, root, "7.ckptd-tmp/_CHECKPOINT_METADATA");
+	hx_write_file(p, "{\"truncated");
 	m = mgr_open(c, root, NULL, 1);
 	is_steps(m, "[1]", "leftover 7.ckptd-tmp is not listed");
 	r = mgr_save_wait(m, 7, NULL, &x);
 	ok_rc(r, m, "save(7) despite the leftover 7.ckptd-tmp");
-	is(x, 1, "step 7 saved");
+	is_int(x, 1, "step 7 saved");
 	is_steps(m, "[1,7]", "[1,7]");
 	ok_rc(mgr_check_restore(m, 7, 7, NULL), m, "step 7 restores (fresh data)");
 	{
@@ -574,11 +574,11 @@ test_tmp_dirs(struct mgr_daemon *d)
 	ckpt_manager_close(m);
 
 	/* Leftover discovered after a daemon restart (crash simulation). */
-	mgr_cat(p, root, "9.ckptd-tmp/default");
-	mgr_mkdirs(p);
+	hx_join(p, root, "9.ckptd-tmp/default");
+	hx_mkdirs(p);
 	ckpt_disconnect(c);
-	if (mgr_daemon_restart(d) != 0)
-		t_bail("ckptd did not come back");
+	if (hx_restart(d) != 0)
+		bail_out("ckptd did not come back");
 	c = mgr_connect(d);
 	m = mgr_open(c, root, NULL, 1);
 	is_steps(m, "[1,7]", "after restart: tmp dir of 9 not listed");

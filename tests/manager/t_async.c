@@ -32,9 +32,9 @@ waiter_main(void *arg)
 	int64_t t0;
 
 	pthread_barrier_wait(w->bar);
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	w->rc = ckpt_wait_until_finished(w->m);
-	w->ms = mgr_now_ms() - t0;
+	w->ms = hx_now_ms() - t0;
 	w->latest = -2;
 	ckpt_latest_step(w->m, &w->latest);
 	return NULL;
@@ -53,7 +53,7 @@ run_waiters(ckpt_manager *m, struct waiter *w, int n)
 		w[i].m = m;
 		w[i].bar = &bar;
 		if (pthread_create(&th[i], NULL, waiter_main, &w[i]) != 0)
-			t_bail("pthread_create");
+			bail_out("pthread_create");
 	}
 	pthread_barrier_wait(&bar);
 	for (i = 0; i < n; i++)
@@ -64,9 +64,9 @@ run_waiters(ckpt_manager *m, struct waiter *w, int n)
 /* ---- ENOSPC on a small tmpfs ------------------------------------------------- */
 
 void
-test_enospc(struct mgr_daemon *d)
+test_enospc(struct hx_daemon *d)
 {
-	char mnt[MGR_PATH], root[MGR_PATH], *all;
+	char mnt[HX_PATH], root[HX_PATH], *all;
 	ckpt_client *c;
 	ckpt_options *o;
 	ckpt_manager *m;
@@ -76,13 +76,13 @@ test_enospc(struct mgr_daemon *d)
 	int r, saved, found = 0, nospc = 0;
 
 	if (geteuid() != 0) {
-		t_skip("ENOSPC test: mounting a 4 MiB tmpfs needs root "
+		tap_skip("ENOSPC test: mounting a 4 MiB tmpfs needs root "
 		    "(CI runs as root)");
 		return;
 	}
-	snprintf(mnt, sizeof mnt, "%s", mgr_path(d, "tmpfs"));
-	mgr_cat(root, mnt, "run");
-	if (mgr_mkdirs(mnt) != 0 ||
+	hx_path(d, mnt, "tmpfs");
+	hx_join(root, mnt, "run");
+	if (hx_mkdirs(mnt) != 0 ||
 	    mount("tmpfs", mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m") != 0) {
 		ok(0, "mount a 4 MiB tmpfs on %s: %s", mnt, strerror(errno));
 		return;
@@ -101,7 +101,7 @@ test_enospc(struct mgr_daemon *d)
 	/* 6 MiB cannot fit: accepted, then fails in the background. */
 	r = mgr_save(m, 2, SV(.bytes = 6 << 20), &saved);
 	is_rc(r, 0, m, "save(2) of 6 MiB on a 4 MiB fs is accepted (async)");
-	is(saved, 1, "save(2) reports saved");
+	is_int(saved, 1, "save(2) reports saved");
 
 	memset(w, 0, sizeof w);
 	run_waiters(m, w, 8);
@@ -126,12 +126,12 @@ test_enospc(struct mgr_daemon *d)
 	for (i = 0; i < n; i++) {
 		if (infos[i].step == 2) {
 			found = 1;
-			is(infos[i].state, 2, "list_steps: step 2 has state 2 (failed)");
+			is_int(infos[i].state, 2, "list_steps: step 2 has state 2 (failed)");
 			has(infos[i].error, "space",
 			    "list_steps: step 2's error mentions space");
 		}
 		if (infos[i].step == 1)
-			is(infos[i].state, 0, "list_steps: step 1 committed");
+			is_int(infos[i].state, 0, "list_steps: step 1 committed");
 	}
 	ok(found, "list_steps shows the failed step 2");
 	free(infos);
@@ -144,7 +144,7 @@ test_enospc(struct mgr_daemon *d)
 	is_rc(ckpt_wait_until_finished(m), 0, m, "wait_until_finished is clean");
 	r = mgr_save_wait(m, 4, SV(.bytes = 1024), &saved);
 	ok_rc(r, m, "the following save(4) proceeds");
-	is(saved, 1, "step 4 saved");
+	is_int(saved, 1, "step 4 saved");
 	is_steps(m, "[4]", "max_to_keep=1 after step 4 commits: [4]");
 	all = mgr_disk_all(root);
 	is_str(all, "[4]", "on the tmpfs: only step 4");
@@ -153,14 +153,14 @@ test_enospc(struct mgr_daemon *d)
 	for (i = 0; r == 0 && i < n; i++)
 		if (infos[i].state == 2)
 			nospc++;
-	t_diag("failed records still listed after recovery: %d", nospc);
+	diag("failed records still listed after recovery: %d", nospc);
 	free(infos);
 
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
 	ckpt_disconnect(c);
 	if (umount2(mnt, 0) != 0) {
-		t_diag("umount %s: %s (detaching)", mnt, strerror(errno));
+		diag("umount %s: %s (detaching)", mnt, strerror(errno));
 		umount2(mnt, MNT_DETACH);
 	}
 	d->mnt[0] = '\0';
@@ -169,9 +169,9 @@ test_enospc(struct mgr_daemon *d)
 /* ---- two clients on one root ---------------------------------------------------- */
 
 void
-test_two_clients(struct mgr_daemon *d)
+test_two_clients(struct hx_daemon *d)
 {
-	char root[MGR_PATH], want[64];
+	char root[HX_PATH], want[64];
 	ckpt_client *c1 = mgr_connect(d), *c2 = mgr_connect(d);
 	ckpt_manager *m1, *m2;
 	int64_t latest;
@@ -190,7 +190,7 @@ test_two_clients(struct mgr_daemon *d)
 		latest = -2;
 		r = ckpt_latest_step(m2, &latest);
 		ok_rc(r, m2, "client 2: latest_step");
-		is(latest, (int64_t)s, "client 2 sees step %llu at once, "
+		is_int(latest, (int64_t)s, "client 2 sees step %llu at once, "
 		    "without reload", (unsigned long long)s);
 	}
 	is_steps(m2, "[1,2,3,4,5]", "client 2: all_steps");
@@ -204,7 +204,7 @@ test_two_clients(struct mgr_daemon *d)
 	ok(r == 0 && saved == 1, "client 2 saves step 6");
 	latest = -2;
 	ckpt_latest_step(m1, &latest);
-	is(latest, 6, "client 1 sees client 2's step 6");
+	is_int(latest, 6, "client 1 sees client 2's step 6");
 	r = mgr_save(m1, 6, NULL, &saved);
 	ok(r == 0 && saved == 0, "client 1: should_save(6) is false now "
 	    "(rc=%d saved=%d)", r, saved);
@@ -234,15 +234,15 @@ evaluator_main(void *arg)
 
 	e->step = -2;
 	e->rc = ckpt_wait_for_step(e->m, e->after, e->timeout_ms, &e->step);
-	e->done_ms = mgr_now_ms();
+	e->done_ms = hx_now_ms();
 	atomic_store(&e->done, 1);
 	return NULL;
 }
 
 void
-test_wait_for_step(struct mgr_daemon *d)
+test_wait_for_step(struct hx_daemon *d)
 {
-	char root[MGR_PATH];
+	char root[HX_PATH];
 	ckpt_client *tc = mgr_connect(d), *ec = mgr_connect(d);
 	ckpt_manager *tm, *em;
 	struct evaluator ev[3];
@@ -260,14 +260,14 @@ test_wait_for_step(struct mgr_daemon *d)
 	ev[0].after = -1;
 	ev[0].timeout_ms = 30000;
 	pthread_create(&th[0], NULL, evaluator_main, &ev[0]);
-	mgr_sleep_ms(300);
+	hx_sleep_ms(300);
 	ok(!atomic_load(&ev[0].done), "wait_for_step(after=-1) blocks on "
 	    "an empty root");
 	r = mgr_save_wait(tm, 10, NULL, &saved);
 	ok(r == 0 && saved == 1, "trainer commits step 10");
 	pthread_join(th[0], NULL);
 	is_rc(ev[0].rc, 0, em, "evaluator woken");
-	is(ev[0].step, 10, "evaluator got step 10");
+	is_int(ev[0].step, 10, "evaluator got step 10");
 
 	/* Three evaluators wait for a step > 10; the trainer commits 11. */
 	memset(ev, 0, sizeof ev);
@@ -277,42 +277,42 @@ test_wait_for_step(struct mgr_daemon *d)
 		ev[i].timeout_ms = 30000;
 		pthread_create(&th[i], NULL, evaluator_main, &ev[i]);
 	}
-	mgr_sleep_ms(300);
+	hx_sleep_ms(300);
 	for (i = 0; i < 3; i++)
 		ok(!atomic_load(&ev[i].done), "evaluator %d blocks until a "
 		    "step > 10 commits", i);
 	/* A pending wait must not block other requests on the connection. */
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	is_steps(em, "[10]", "all_steps on the waiting connection");
-	el = mgr_now_ms() - t0;
+	el = hx_now_ms() - t0;
 	ok(el < 2000, "all_steps answered while waits are pending (%lld ms)",
 	    (long long)el);
-	save_ms = mgr_now_ms();
+	save_ms = hx_now_ms();
 	r = mgr_save(tm, 11, NULL, &saved);
 	ok(r == 0 && saved == 1, "trainer saves step 11");
 	ok_rc(ckpt_wait_until_finished(tm), tm, "step 11 committed");
 	for (i = 0; i < 3; i++) {
 		pthread_join(th[i], NULL);
 		is_rc(ev[i].rc, 0, em, "evaluator %d woken", i);
-		is(ev[i].step, 11, "evaluator %d got step 11", i);
+		is_int(ev[i].step, 11, "evaluator %d got step 11", i);
 		ok(ev[i].done_ms >= save_ms, "evaluator %d woke after the "
 		    "save started", i);
 	}
 
 	/* A step > after already exists: no wait. */
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	step = -2;
 	r = ckpt_wait_for_step(em, 5, 5000, &step);
-	el = mgr_now_ms() - t0;
+	el = hx_now_ms() - t0;
 	is_rc(r, 0, em, "wait_for_step(after=5) with 10 and 11 committed");
 	ok(step > 5, "returns a committed step > 5 (%lld)", (long long)step);
 	ok(el < 1000, "without waiting (%lld ms)", (long long)el);
 
 	/* Timeout. */
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	step = -2;
 	r = ckpt_wait_for_step(em, 11, 300, &step);
-	el = mgr_now_ms() - t0;
+	el = hx_now_ms() - t0;
 	is_rc(r, CKPT_ETIMEDOUT, em, "wait_for_step(after=11, 300 ms) "
 	    "times out with CKPT_ETIMEDOUT");
 	ok(el >= 250 && el < 5000, "after about 300 ms (%lld ms)",
@@ -329,9 +329,9 @@ test_wait_for_step(struct mgr_daemon *d)
 /* ---- is_saving_in_progress ------------------------------------------------------------ */
 
 void
-test_in_progress(struct mgr_daemon *d)
+test_in_progress(struct hx_daemon *d)
 {
-	char root[MGR_PATH];
+	char root[HX_PATH];
 	ckpt_client *c = mgr_connect(d);
 	ckpt_step_info *infos = NULL;
 	ckpt_manager *m;
@@ -341,22 +341,22 @@ test_in_progress(struct mgr_daemon *d)
 
 	snprintf(root, sizeof root, "%s", root_path(d, "progress"));
 	m = mgr_open(c, root, NULL, 1);
-	is(ckpt_is_saving_in_progress(m), 0, "nothing in progress at first");
-	t0 = mgr_now_ms();
+	is_int(ckpt_is_saving_in_progress(m), 0, "nothing in progress at first");
+	t0 = hx_now_ms();
 	r = mgr_save(m, 1, SV(.bytes = (size_t)256 << 20), &saved);
 	ok(r == 0 && saved == 1, "save(1) of 256 MiB accepted (%lld ms)",
-	    (long long)(mgr_now_ms() - t0));
+	    (long long)(hx_now_ms() - t0));
 	p = ckpt_is_saving_in_progress(m);
-	is(p, 1, "is_saving_in_progress is 1 while the save is in flight");
+	is_int(p, 1, "is_saving_in_progress is 1 while the save is in flight");
 	r = ckpt_list_steps(m, &infos, &n);
 	for (i = 0; r == 0 && i < n; i++)
-		t_diag("in flight: step %llu state %d",
+		diag("in flight: step %llu state %d",
 		    (unsigned long long)infos[i].step, infos[i].state);
 	free(infos);
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	ok_rc(ckpt_wait_until_finished(m), m, "wait_until_finished");
-	t_diag("wait took %lld ms", (long long)(mgr_now_ms() - t0));
-	is(ckpt_is_saving_in_progress(m), 0, "is_saving_in_progress is 0 after wait");
+	diag("wait took %lld ms", (long long)(hx_now_ms() - t0));
+	is_int(ckpt_is_saving_in_progress(m), 0, "is_saving_in_progress is 0 after wait");
 	is_steps(m, "[1]", "step 1 committed");
 	r = ckpt_list_steps(m, &infos, &n);
 	ok(r == 0 && n == 1 && infos[0].state == 0 &&
@@ -373,7 +373,7 @@ test_in_progress(struct mgr_daemon *d)
 		int p1, p2, s = -1;
 		int64_t latest = -2;
 
-		is(ckpt_options_save_policy_add(o, CKPT_SAVE_CONTINUOUS, 0, NULL,
+		is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_CONTINUOUS, 0, NULL,
 		    0, 0), 0, "Continuous(minimum_interval_secs=0) built");
 		snprintf(root, sizeof root, "%s", root_path(d, "continuous"));
 		m = mgr_open(c, root, o, 1);
@@ -384,37 +384,37 @@ test_in_progress(struct mgr_daemon *d)
 		p2 = ckpt_is_saving_in_progress(m);
 		ok_rc(r, m, "should_save(2)");
 		if (p1 == 1 && p2 == 1)
-			is(s, 0, "Continuous: should_save(2) is 0 while step 1 "
+			is_int(s, 0, "Continuous: should_save(2) is 0 while step 1 "
 			    "is in flight");
 		else
-			t_skip("step 1 committed before should_save could be "
+			tap_skip("step 1 committed before should_save could be "
 			    "checked");
 		p1 = ckpt_is_saving_in_progress(m);
 		r = mgr_save(m, 2, NULL, &saved);
 		ok_rc(r, m, "Continuous: save(2) while step 1 is in flight");
 		if (p1 == 1)
-			is(saved, 0, "Continuous: save(2) declined (saved=0) "
+			is_int(saved, 0, "Continuous: save(2) declined (saved=0) "
 			    "because a save was in progress");
 		else
-			t_skip("step 1 committed before save(2)");
+			tap_skip("step 1 committed before save(2)");
 		ok_rc(ckpt_wait_until_finished(m), m, "wait");
 		s = -1;
 		ckpt_should_save(m, 3, &s);
-		is(s, 1, "Continuous: should_save(3) is 1 once idle");
+		is_int(s, 1, "Continuous: should_save(3) is 1 once idle");
 		ckpt_manager_close(m);
 		ckpt_options_free(o);
 
 		/* enable_async_checkpointing=False: save returns committed. */
 		o = ckpt_options_new();
-		is(ckpt_options_set_async(o, 0), 0, "async off");
+		is_int(ckpt_options_set_async(o, 0), 0, "async off");
 		snprintf(root, sizeof root, "%s", root_path(d, "sync"));
 		m = mgr_open(c, root, o, 1);
 		r = mgr_save(m, 5, SV(.bytes = (size_t)32 << 20), &saved);
 		ok(r == 0 && saved == 1, "sync save(5) of 32 MiB");
-		is(ckpt_is_saving_in_progress(m), 0,
+		is_int(ckpt_is_saving_in_progress(m), 0,
 		    "sync save: nothing in progress when save returns");
 		ckpt_latest_step(m, &latest);
-		is(latest, 5, "sync save: step 5 committed when save returns");
+		is_int(latest, 5, "sync save: step 5 committed when save returns");
 		ckpt_manager_close(m);
 		ckpt_options_free(o);
 	}
@@ -424,9 +424,9 @@ test_in_progress(struct mgr_daemon *d)
 /* ---- wait_until_finished from 8 threads --------------------------------------------------- */
 
 void
-test_wait_threads(struct mgr_daemon *d)
+test_wait_threads(struct hx_daemon *d)
 {
-	char root[MGR_PATH];
+	char root[HX_PATH];
 	ckpt_client *c = mgr_connect(d);
 	ckpt_manager *m;
 	struct waiter w[8];
@@ -441,19 +441,19 @@ test_wait_threads(struct mgr_daemon *d)
 	run_waiters(m, w, 8);
 	for (i = 0; i < 8; i++) {
 		is_rc(w[i].rc, 0, m, "thread %d: wait_until_finished -> 0", i);
-		is(w[i].latest, 1, "thread %d: step 1 committed when its wait "
+		is_int(w[i].latest, 1, "thread %d: step 1 committed when its wait "
 		    "returned", i);
 	}
-	is(ckpt_is_saving_in_progress(m), 0, "nothing in progress");
+	is_int(ckpt_is_saving_in_progress(m), 0, "nothing in progress");
 
 	/* Nothing pending: every waiter returns at once. */
 	memset(w, 0, sizeof w);
-	t0 = mgr_now_ms();
+	t0 = hx_now_ms();
 	run_waiters(m, w, 8);
 	for (i = 0; i < 8; i++)
 		is_rc(w[i].rc, 0, m, "idle thread %d: wait_until_finished -> 0",
 		    i);
-	ok(mgr_now_ms() - t0 < 2000, "idle waits return promptly");
+	ok(hx_now_ms() - t0 < 2000, "idle waits return promptly");
 
 	/* Saves and waits interleaved from several threads. */
 	r = mgr_save(m, 2, SV(.bytes = (size_t)32 << 20), &saved);

@@ -17,7 +17,7 @@ opts(void)
 	ckpt_options *o = ckpt_options_new();
 
 	if (o == NULL)
-		t_bail("ckpt_options_new");
+		bail_out("ckpt_options_new");
 	return o;
 }
 
@@ -28,7 +28,7 @@ is_latest(ckpt_manager *m, int64_t want, const char *what)
 	int r = ckpt_latest_step(m, &got);
 
 	ok_rc(r, m, "%s: ckpt_latest_step", what);
-	is(got, want, "%s: latest_step", what);
+	is_int(got, want, "%s: latest_step", what);
 }
 
 static void
@@ -38,13 +38,13 @@ is_best(ckpt_manager *m, int64_t want, const char *what)
 	int r = ckpt_best_step(m, &got);
 
 	ok_rc(r, m, "%s: ckpt_best_step", what);
-	is(got, want, "%s: best_step", what);
+	is_int(got, want, "%s: best_step", what);
 }
 
 /* ---- max_to_keep ---------------------------------------------------- */
 
 void
-test_max_to_keep(struct mgr_daemon *d)
+test_max_to_keep(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
@@ -53,17 +53,17 @@ test_max_to_keep(struct mgr_daemon *d)
 	uint64_t s;
 	int saved, r;
 
-	is(ckpt_options_set_max_to_keep(o, -1), CKPT_EINVAL,
+	is_int(ckpt_options_set_max_to_keep(o, -1), CKPT_EINVAL,
 	    "negative max_to_keep is rejected with CKPT_EINVAL");
-	is(ckpt_options_set_max_to_keep(o, 0), 0, "max_to_keep=0 accepted");
-	is(ckpt_options_set_max_to_keep(o, 2), 0, "max_to_keep=2 accepted");
+	is_int(ckpt_options_set_max_to_keep(o, 0), 0, "max_to_keep=0 accepted");
+	is_int(ckpt_options_set_max_to_keep(o, 2), 0, "max_to_keep=2 accepted");
 
 	m = mgr_open(c, root, o, 1);
 	for (s = 0; s <= 4; s++) {
 		r = mgr_save_wait(m, s, NULL, &saved);
 		ok_rc(r, m, "max_to_keep=2: save+wait step %llu",
 		    (unsigned long long)s);
-		is(saved, 1, "max_to_keep=2: step %llu saved",
+		is_int(saved, 1, "max_to_keep=2: step %llu saved",
 		    (unsigned long long)s);
 		if (s == 1)
 			is_steps(m, "[0,1]", "max_to_keep=2 after step 1");
@@ -84,7 +84,7 @@ test_max_to_keep(struct mgr_daemon *d)
 		r = mgr_save_wait(m, s, NULL, &saved);
 		ok_rc(r, m, "max_to_keep=0: save+wait step %llu",
 		    (unsigned long long)s);
-		is(saved, 1, "max_to_keep=0: step %llu saved",
+		is_int(saved, 1, "max_to_keep=0: step %llu saved",
 		    (unsigned long long)s);
 		got = mgr_steps(m);
 		is_str(got, "[]", "max_to_keep=0: [] after saving step %llu",
@@ -104,7 +104,7 @@ test_max_to_keep(struct mgr_daemon *d)
 /* ---- save_interval_steps ----------------------------------------------- */
 
 void
-test_interval(struct mgr_daemon *d)
+test_interval(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
@@ -113,32 +113,78 @@ test_interval(struct mgr_daemon *d)
 	uint64_t s;
 	int saved, should, r;
 
-	is(ckpt_options_set_save_interval_steps(o, 0), CKPT_EINVAL,
+	is_int(ckpt_options_set_save_interval_steps(o, 0), CKPT_EINVAL,
 	    "save_interval_steps=0 is rejected");
-	is(ckpt_options_set_save_interval_steps(o, 2), 0,
+	is_int(ckpt_options_set_save_interval_steps(o, 2), 0,
 	    "save_interval_steps=2 accepted");
 	m = mgr_open(c, root, o, 1);
 	for (s = 0; s <= 5; s++) {
 		should = -1;
 		r = ckpt_should_save(m, s, &should);
 		ok_rc(r, m, "should_save(%llu)", (unsigned long long)s);
-		is(should, s % 2 == 0, "should_save(%llu) is %d",
+		is_int(should, s % 2 == 0, "should_save(%llu) is %d",
 		    (unsigned long long)s, (int)(s % 2 == 0));
 		r = mgr_save_wait(m, s, NULL, &saved);
 		ok_rc(r, m, "save(%llu) returns 0", (unsigned long long)s);
-		is(saved, s % 2 == 0, "save(%llu) reports saved=%d",
+		is_int(saved, s % 2 == 0, "save(%llu) reports saved=%d",
 		    (unsigned long long)s, (int)(s % 2 == 0));
 	}
 	is_steps(m, "[0,2,4]", "save_interval_steps=2 over 0..5 saved 0,2,4");
 	r = mgr_save_wait(m, 5, SV(.force = 1), &saved);
 	ok_rc(r, m, "forced save of step 5");
-	is(saved, 1, "forced save of step 5 reports saved");
+	is_int(saved, 1, "forced save of step 5 reports saved");
 	is_steps(m, "[0,2,4,5]", "force at 5 -> [0,2,4,5]");
 	is_disk(root, NULL, "[0,2,4,5]", "on disk: 0,2,4,5");
 	/* Orbax: should_save is False for step <= latest. */
 	should = -1;
 	ckpt_should_save(m, 4, &should);
-	is(should, 0, "should_save(4) is 0 once 5 exists");
+	is_int(should, 0, "should_save(4) is 0 once 5 exists");
+	ok_rc(ckpt_manager_close(m), NULL, "close");
+	ckpt_options_free(o);
+	ckpt_disconnect(c);
+}
+
+/* should_save_fn: save when step is a multiple of 3 after the latest. */
+static int
+every_third(uint64_t step, int64_t latest, void *arg)
+{
+	int *calls = arg;
+
+	(*calls)++;
+	return latest < 0 || step >= (uint64_t)latest + 3;
+}
+
+void
+test_should_save_fn(struct hx_daemon *d)
+{
+	ckpt_client *c = mgr_connect(d);
+	ckpt_options *o = opts();
+	const char *root = root_path(d, "should_save_fn");
+	ckpt_manager *m;
+	char *got;
+	int calls = 0, saved, r;
+
+	/* It replaces the interval policy (save_interval_steps=2 would
+	 * save 0,2,4,6,8). */
+	is_int(ckpt_options_set_save_interval_steps(o, 2), 0, "interval 2");
+	is_int(ckpt_options_set_should_save_fn(o, every_third, &calls), 0,
+	    "should_save_fn set");
+	m = mgr_open(c, root, o, 1);
+	got = save_range(m, 0, 9, NULL, 0, 0, NULL);
+	is_str(got, "[0,3,6,9]", "should_save_fn decides: saved 0,3,6,9");
+	free(got);
+	is_int(calls, 10, "the predicate ran once per save");
+	is_steps(m, "[0,3,6,9]", "all_steps [0,3,6,9]");
+	/* step <= latest declines before the predicate runs */
+	r = mgr_save_wait(m, 9, NULL, &saved);
+	ok_rc(r, m, "save(9) again returns 0");
+	is_int(saved, 0, "save(9) again is declined");
+	is_int(calls, 10, "predicate not asked for step <= latest");
+	/* force bypasses it */
+	r = mgr_save_wait(m, 10, SV(.force = 1), &saved);
+	ok_rc(r, m, "forced save(10)");
+	is_int(saved, 1, "forced save(10) saved");
+	is_int(calls, 10, "predicate not asked for a forced save");
 	ok_rc(ckpt_manager_close(m), NULL, "close");
 	ckpt_options_free(o);
 	ckpt_disconnect(c);
@@ -147,7 +193,7 @@ test_interval(struct mgr_daemon *d)
 /* ---- keep_period --------------------------------------------------------- */
 
 void
-test_keep_period(struct mgr_daemon *d)
+test_keep_period(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
@@ -192,12 +238,12 @@ check_metric(ckpt_manager *m, uint64_t step, const char *key, double want,
 }
 
 void
-test_best(struct mgr_daemon *d)
+test_best(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	const char *root = root_path(d, "best");
-	char rootbuf[MGR_PATH], *saved;
+	char rootbuf[HX_PATH], pathbuf[HX_PATH], *saved;
 	ckpt_manager *m;
 
 	snprintf(rootbuf, sizeof rootbuf, "%s", root);
@@ -213,8 +259,8 @@ test_best(struct mgr_daemon *d)
 
 	/* Restart the daemon in the middle of the run. */
 	ckpt_disconnect(c);
-	if (mgr_daemon_restart(d) != 0)
-		t_bail("ckptd did not come back after SIGTERM");
+	if (hx_restart(d) != 0)
+		bail_out("ckptd did not come back after SIGTERM");
 	c = mgr_connect(d);
 	m = mgr_open(c, rootbuf, o, 1);
 	is_steps(m, "[1,2]", "after restart: [1,2]");
@@ -230,13 +276,13 @@ test_best(struct mgr_daemon *d)
 	ckpt_disconnect(c);
 
 	/* Stop, delete the LMDB index, start: rebuilt from disk. */
-	is(mgr_daemon_stop(d), 0, "ckptd exits cleanly on SIGTERM");
-	ok(mgr_exists(mgr_path(d, "state/index/data.mdb")),
+	is_int(hx_stop(d), 0, "ckptd exits cleanly on SIGTERM");
+	ok(hx_exists(hx_path(d, pathbuf, "state/index/data.mdb")),
 	    "the index lives in STATE/index/data.mdb");
-	mgr_rmtree(mgr_path(d, "state/index"));
-	ok(!mgr_exists(mgr_path(d, "state/index")), "index files deleted");
-	if (mgr_daemon_start(d) != 0)
-		t_bail("ckptd did not start without its index");
+	hx_rmtree(hx_path(d, pathbuf, "state/index"));
+	ok(!hx_exists(pathbuf), "index files deleted");
+	if (hx_start(d) != 0)
+		bail_out("ckptd did not start without its index");
 	c = mgr_connect(d);
 	m = mgr_open(c, rootbuf, o, 1);
 	is_steps(m, "[3,4]", "index rebuilt from disk: [3,4]");
@@ -286,7 +332,7 @@ time_run(ckpt_client *c, const char *root, ckpt_options *o, const char *want,
 }
 
 void
-test_time(struct mgr_daemon *d)
+test_time(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o;
@@ -325,7 +371,7 @@ test_time(struct mgr_daemon *d)
 	/* LatestDuration(100 s): now is the newest step's time (t=270):
 	 * keeps t >= 170, steps 6..9. */
 	o = opts();
-	is(ckpt_options_preservation_add(o, CKPT_PRESERVE_LATEST_DURATION, 0,
+	is_int(ckpt_options_preservation_add(o, CKPT_PRESERVE_LATEST_DURATION, 0,
 	    100, NULL, 0, NULL, 0, 1), 0, "LatestDuration(100) built");
 	time_run(c, root_path(d, "ld"), o, "[6,7,8,9]",
 	    "LatestDuration(100 s), saves every 30 s");
@@ -334,7 +380,7 @@ test_time(struct mgr_daemon *d)
 	/* Continuous(minimum_interval_secs=60) with a save every 25 s of the
 	 * test clock: 0 (t=0), 3 (t=75), 6 (t=150), 9 (t=225). */
 	o = opts();
-	is(ckpt_options_save_policy_add(o, CKPT_SAVE_CONTINUOUS, 0, NULL, 0,
+	is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_CONTINUOUS, 0, NULL, 0,
 	    60), 0, "ContinuousCheckpointingPolicy(60) built");
 	m = mgr_open(c, root_path(d, "cont"), o, 1);
 	saved = save_range(m, 0, 9, NULL, TEST_T0, 25 * NS_PER_S, NULL);
@@ -346,7 +392,7 @@ test_time(struct mgr_daemon *d)
 	ok_rc(r, m, "ckpt_list_steps");
 	for (i = 0; i < n; i++)
 		if (infos[i].step == 3)
-			is(infos[i].init_ns, TEST_T0 + 75 * NS_PER_S,
+			is_int(infos[i].init_ns, TEST_T0 + 75 * NS_PER_S,
 			    "step 3's init time is its test-clock timestamp");
 	free(infos);
 	ckpt_manager_close(m);
@@ -357,7 +403,7 @@ test_time(struct mgr_daemon *d)
 /* ---- save decision policies -------------------------------------------------- */
 
 void
-test_save_policies(struct mgr_daemon *d)
+test_save_policies(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
 	static const uint64_t on[] = { 3, 7 }, spec[] = { 2, 5 };
@@ -391,7 +437,7 @@ test_save_policies(struct mgr_daemon *d)
 
 	/* SpecificStepsPolicy alone. */
 	o = opts();
-	is(ckpt_options_save_policy_add(o, CKPT_SAVE_SPECIFIC_STEPS, 0, spec, 2,
+	is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_SPECIFIC_STEPS, 0, spec, 2,
 	    0), 0, "SpecificStepsPolicy([2,5]) built");
 	m = mgr_open(c, root_path(d, "specific"), o, 1);
 	saved = save_range(m, 0, 6, NULL, 0, 0, NULL);
@@ -427,25 +473,25 @@ test_save_policies(struct mgr_daemon *d)
 	free(saved);
 	r = mgr_save_wait(m, 3, SV(.preempted = 1), &x);
 	ok_rc(r, m, "save(3, preempted)");
-	is(x, 1, "reached_preemption(3): saved despite the interval");
+	is_int(x, 1, "reached_preemption(3): saved despite the interval");
 	r = mgr_save_wait(m, 4, NULL, &x);
 	ok_rc(r, m, "save(4)");
-	is(x, 0, "step 4 without preemption: not saved");
+	is_int(x, 0, "step 4 without preemption: not saved");
 	is_steps(m, "[0,3]", "default policy + preemption -> [0,3]");
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
 
 	/* PreemptionCheckpointingPolicy alone. */
 	o = opts();
-	is(ckpt_options_save_policy_add(o, CKPT_SAVE_PREEMPTION, 0, NULL, 0, 0),
+	is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_PREEMPTION, 0, NULL, 0, 0),
 	    0, "PreemptionCheckpointingPolicy built");
 	m = mgr_open(c, root_path(d, "preempt-only"), o, 1);
 	r = mgr_save_wait(m, 1, NULL, &x);
 	ok_rc(r, m, "save(1)");
-	is(x, 0, "Preemption policy: step 1 not preempted, not saved");
+	is_int(x, 0, "Preemption policy: step 1 not preempted, not saved");
 	r = mgr_save_wait(m, 2, SV(.preempted = 1), &x);
 	ok_rc(r, m, "save(2, preempted)");
-	is(x, 1, "Preemption policy: step 2 preempted, saved");
+	is_int(x, 1, "Preemption policy: step 2 preempted, saved");
 	is_steps(m, "[2]", "Preemption policy -> [2]");
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
@@ -455,7 +501,7 @@ test_save_policies(struct mgr_daemon *d)
 /* ---- preservation policies ---------------------------------------------------- */
 
 void
-test_preservation(struct mgr_daemon *d)
+test_preservation(struct hx_daemon *d)
 {
 	static const uint64_t custom[] = { 5, 7 };
 	static const char *const nometric_losses[] = {
@@ -517,7 +563,7 @@ test_preservation(struct mgr_daemon *d)
 
 	/* PreserveAll. */
 	o = opts();
-	is(ckpt_options_preservation_add(o, CKPT_PRESERVE_ALL, 0, 0, NULL, 0,
+	is_int(ckpt_options_preservation_add(o, CKPT_PRESERVE_ALL, 0, 0, NULL, 0,
 	    NULL, 0, 1), 0, "PreserveAll built");
 	m = mgr_open(c, root_path(d, "all"), o, 1);
 	saved = save_range(m, 0, 3, NULL, 0, 0, NULL);
@@ -560,7 +606,7 @@ test_preservation(struct mgr_daemon *d)
 			ckpt_options_set_keep_time_interval(o, 60);
 		m = NULL;
 		x = ckpt_manager_open(c, root_path(d, "exclusive"), o, &m);
-		is(x, CKPT_EINVAL, "preservation policy + %s: "
+		is_int(x, CKPT_EINVAL, "preservation policy + %s: "
 		    "ckpt_manager_open fails with CKPT_EINVAL", which[r]);
 		ok(m == NULL, "no manager handle on failure");
 		msg = ckpt_client_errmsg(c);
@@ -577,9 +623,9 @@ test_preservation(struct mgr_daemon *d)
 /* ---- max_to_keep across daemon restarts --------------------------------------- */
 
 void
-test_restart(struct mgr_daemon *d)
+test_restart(struct hx_daemon *d)
 {
-	char root[MGR_PATH], *saved;
+	char root[HX_PATH], *saved;
 	ckpt_client *c = mgr_connect(d);
 	ckpt_options *o = opts();
 	ckpt_manager *m;
@@ -594,8 +640,8 @@ test_restart(struct mgr_daemon *d)
 	is_steps(m, "[2,3,4]", "max_to_keep=3 before the restart");
 	ckpt_disconnect(c);
 
-	if (mgr_daemon_restart(d) != 0)
-		t_bail("ckptd did not come back after SIGTERM");
+	if (hx_restart(d) != 0)
+		bail_out("ckptd did not come back after SIGTERM");
 	c = mgr_connect(d);
 	m = mgr_open(c, root, o, 1);
 	is_steps(m, "[2,3,4]", "after restart: [2,3,4]");
@@ -612,9 +658,8 @@ test_restart(struct mgr_daemon *d)
 	ckpt_disconnect(c);
 
 	/* kill -9 the daemon; everything committed is still there. */
-	mgr_daemon_kill9(d);
-	if (mgr_daemon_start(d) != 0)
-		t_bail("ckptd did not start after kill -9");
+	if (hx_kill9_restart(d) != 0)
+		bail_out("ckptd did not start after kill -9");
 	c = mgr_connect(d);
 	m = mgr_open(c, root, o, 1);
 	is_steps(m, "[5,6,7]", "after kill -9: [5,6,7]");

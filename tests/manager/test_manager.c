@@ -15,6 +15,7 @@
 static const struct mgr_test tests[] = {
 	{ "max_to_keep", test_max_to_keep },
 	{ "interval", test_interval },
+	{ "should_save_fn", test_should_save_fn },
 	{ "keep_period", test_keep_period },
 	{ "best", test_best },
 	{ "time", test_time },
@@ -57,7 +58,7 @@ save_range(ckpt_manager *m, uint64_t from, uint64_t to, const struct sv *o,
 			s.metrics = metrics[i - from];
 		r = mgr_save_wait(m, i, &s, &saved);
 		if (r != 0) {
-			t_diag("save of step %llu: %s: %s",
+			diag("save of step %llu: %s: %s",
 			    (unsigned long long)i, ckpt_strerror(r),
 			    ckpt_manager_errmsg(m));
 			p += sprintf(p, "%sERR%d", first ? "" : ",", r);
@@ -75,9 +76,12 @@ save_range(ckpt_manager *m, uint64_t from, uint64_t to, const struct sv *o,
 }
 
 const char *
-root_path(struct mgr_daemon *d, const char *name)
+root_path(struct hx_daemon *d, const char *name)
 {
-	return mgr_path(d, "roots/%s", name);
+	static __thread char bufs[4][HX_PATH];
+	static __thread unsigned next;
+
+	return hx_path(d, bufs[next++ & 3], "roots/%s", name);
 }
 
 double
@@ -97,20 +101,20 @@ json_number(const char *json, const char *key)
 static void
 run(const struct mgr_test *t)
 {
-	struct mgr_daemon d;
+	struct hx_daemon d;
+	char path[HX_PATH];
 
-	t_diag("=== %s", t->name);
-	mgr_daemon_init(&d);
-	if (mgr_daemon_start(&d) != 0)
-		t_bail("cannot start ckptd (%s)", d.bin);
-	if (mgr_mkdirs(mgr_path(&d, "roots")) != 0)
-		t_bail("mkdir roots");
+	diag("=== %s", t->name);
+	hx_init(&d);
+	if (hx_start(&d) != 0)
+		bail_out("cannot start ckptd (%s)", d.bin);
+	if (hx_mkdirs(hx_path(&d, path, "roots")) != 0)
+		bail_out("mkdir roots");
 	t->fn(&d);
-	if (d.pid > 0 && mgr_daemon_stop(&d) != 0) {
+	/* A failed stop shows the log (hx_stop, then hx_cleanup). */
+	if (d.pid > 0 && hx_stop(&d) != 0)
 		ok(0, "%s: ckptd exits cleanly on SIGTERM", t->name);
-		mgr_daemon_dump_log(&d, 40);
-	}
-	mgr_daemon_cleanup(&d);
+	hx_cleanup(&d);
 }
 
 int
@@ -123,15 +127,15 @@ main(int argc, char **argv)
 	if (argc < 2) {
 		for (i = 0; i < NTESTS; i++)
 			run(&tests[i]);
-		return t_done();
+		return done_testing();
 	}
 	for (a = 1; a < argc; a++) {
 		for (i = 0; i < NTESTS; i++)
 			if (strcmp(argv[a], tests[i].name) == 0)
 				break;
 		if (i == NTESTS)
-			t_bail("unknown test '%s'", argv[a]);
+			bail_out("unknown test '%s'", argv[a]);
 		run(&tests[i]);
 	}
-	return t_done();
+	return done_testing();
 }

@@ -8,30 +8,31 @@
 #include "mgr.h"
 
 /* t_policy.c: retention and save decisions */
-void test_max_to_keep(struct mgr_daemon *d);
-void test_interval(struct mgr_daemon *d);
-void test_keep_period(struct mgr_daemon *d);
-void test_best(struct mgr_daemon *d);
-void test_time(struct mgr_daemon *d);
-void test_save_policies(struct mgr_daemon *d);
-void test_preservation(struct mgr_daemon *d);
-void test_restart(struct mgr_daemon *d);
+void test_max_to_keep(struct hx_daemon *d);
+void test_interval(struct hx_daemon *d);
+void test_should_save_fn(struct hx_daemon *d);
+void test_keep_period(struct hx_daemon *d);
+void test_best(struct hx_daemon *d);
+void test_time(struct hx_daemon *d);
+void test_save_policies(struct hx_daemon *d);
+void test_preservation(struct hx_daemon *d);
+void test_restart(struct hx_daemon *d);
 
 /* t_api.c: naming, errors, read-only, delete, metadata, restore, tmp */
-void test_naming(struct mgr_daemon *d);
-void test_exists(struct mgr_daemon *d);
-void test_read_only(struct mgr_daemon *d);
-void test_delete(struct mgr_daemon *d);
-void test_root_metadata(struct mgr_daemon *d);
-void test_restore(struct mgr_daemon *d);
-void test_tmp_dirs(struct mgr_daemon *d);
+void test_naming(struct hx_daemon *d);
+void test_exists(struct hx_daemon *d);
+void test_read_only(struct hx_daemon *d);
+void test_delete(struct hx_daemon *d);
+void test_root_metadata(struct hx_daemon *d);
+void test_restore(struct hx_daemon *d);
+void test_tmp_dirs(struct hx_daemon *d);
 
 /* t_async.c: background failures, several clients, waiting */
-void test_enospc(struct mgr_daemon *d);
-void test_two_clients(struct mgr_daemon *d);
-void test_wait_for_step(struct mgr_daemon *d);
-void test_in_progress(struct mgr_daemon *d);
-void test_wait_threads(struct mgr_daemon *d);
+void test_enospc(struct hx_daemon *d);
+void test_two_clients(struct hx_daemon *d);
+void test_wait_for_step(struct hx_daemon *d);
+void test_in_progress(struct hx_daemon *d);
+void test_wait_threads(struct hx_daemon *d);
 
 /* Helpers shared by the test files. */
 
@@ -43,7 +44,7 @@ char *save_range(ckpt_manager *m, uint64_t from, uint64_t to,
     const struct sv *o, int64_t ts0, int64_t dt_ns,
     const char *const *metrics);
 /* A fresh root under the daemon's directory. */
-const char *root_path(struct mgr_daemon *d, const char *name);
+const char *root_path(struct hx_daemon *d, const char *name);
 /* Number in a JSON object (metrics), or NAN. */
 double json_number(const char *json, const char *key);
 

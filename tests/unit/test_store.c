@@ -1808,6 +1808,140 @@ test_scan(void **state)
 	free(v);
 }
 
+/* ---- batched durability (store_sync, *_nosync, store_commit_synced) ------------ */
+
+static void
+test_batched_save(void **state)
+{
+	struct fx *f = *state;
+	static const uint64_t s4[] = { 4 };
+	static const float data[4] = { 1, 2, 3, 4 };
+	struct store_tensor t = { "w", CKPT__DTYPE__DTYPE_F32, 1, s4, data,
+	    sizeof(data), 0, 0 };
+	struct store_step_meta m, back;
+	struct store_sync b;
+	Ckpt__Handler hs[2] = { CKPT__HANDLER__HANDLER_STANDARD,
+	    CKPT__HANDLER__HANDLER_JSON };
+	char *names[2] = { "state", "meta" };
+	ckd_err e = { 0 };
+	int tfd, ifd, jfd, kept, fds[4], sfd;
+	Ckpt__Item *it, *rd;
+	Ckpt__Leaf *l;
+	size_t nfds = 0, len;
+	char *buf;
+
+	store_sync_init(&b);
+	assert_int_equal(store_begin(f->dfd, "9", 0755, &tfd, &e), 0);
+	assert_int_equal(store_mkdir_item(tfd, "state", 0755, &ifd, &e), 0);
+	assert_int_equal(store_mkdir_item(tfd, "meta", 0755, &jfd, &e), 0);
+
+	/* no batch: refused, nothing written */
+	assert_int_equal(store_write_file_nosync(jfd, STORE_JSON_FILE, "{}", 2,
+	    0644, NULL, &e), CKPT_EINVAL);
+	assert_false(exists_at(jfd, STORE_JSON_FILE));
+
+	assert_int_equal(store_write_file_nosync(jfd, STORE_JSON_FILE,
+	    "{\"a\": 1}", 8, 0640, &b, &e), 0);
+	assert_int_equal(b.n, 1);
+	assert_int_equal(b.v[0].own, 1);
+	kept = b.v[0].fd;
+	assert_true(fcntl(kept, F_GETFD) & FD_CLOEXEC);    /* still open */
+	/* O_EXCL: a second write fails, leaves the batch and file as is */
+	assert_int_equal(store_write_file_nosync(jfd, STORE_JSON_FILE, "{}", 2,
+	    0644, &b, &e), CKPT_EEXIST);
+	assert_int_equal(b.n, 1);
+
+	assert_int_equal(store_write_safetensors_nosync(ifd,
+	    "data-00000.safetensors", 0644, &t, 1, &b, &e), 0);
+	assert_int_equal(b.n, 2);
+	assert_int_equal(t.offset, STORE_PAGE);
+	assert_true(t.xxh3 == XXH3_64bits(data, sizeof(data)));
+
+	it = item_new();
+	l = item_add(it, CKPT__LEAF_KIND__LEAF_ARRAY);
+	leaf_key(l, "w");
+	leaf_array(l, CKPT__DTYPE__DTYPE_F32, 1, s4, "data-00000.safetensors",
+	    "w", t.xxh3);
+	assert_int_equal(store_write_tree_metadata_nosync(ifd, it, 0644, &b,
+	    &e), 0);
+	memset(&m, 0, sizeof(m));
+	m.init_ns = 1;
+	m.commit_ns = 2;
+	m.nitems = 2;
+	m.item_names = names;
+	m.handlers = hs;
+	m.bytes = sizeof(data);
+	assert_int_equal(store_write_step_meta_nosync(tfd, &m, 0644, &b, &e),
+	    0);
+	assert_int_equal(b.n, 4);
+	assert_int_equal(store_sync_add(&b, ifd, 0, &e), 0);
+	assert_int_equal(store_sync_add(&b, jfd, 0, &e), 0);
+	assert_int_equal(store_sync_add(&b, tfd, 0, &e), 0);
+	assert_int_equal(store_sync_run(&b, &e), 0);
+	assert_int_equal(b.n, 0);
+	/* owned fds closed, borrowed ones not */
+	assert_int_equal(fcntl(kept, F_GETFD), -1);
+	assert_int_equal(errno, EBADF);
+	assert_true(fcntl(ifd, F_GETFD) >= 0);
+	assert_true(fcntl(tfd, F_GETFD) >= 0);
+	/* empty batch: a no-op */
+	assert_int_equal(store_sync_run(&b, &e), 0);
+	close(ifd);
+	close(jfd);
+	assert_int_equal(store_commit_synced(f->dfd, "9", &e), 0);
+	close(tfd);
+	assert_false(exists_at(f->dfd, "9" CKPT_TMP_SUFFIX));
+
+	/* the committed step reads back like an unbatched one */
+	sfd = openat(f->dfd, "9", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(sfd >= 0);
+	memset(&back, 0, sizeof(back));
+	assert_int_equal(store_read_step_meta(sfd, &back, &e), 0);
+	assert_int_equal(back.nitems, 2);
+	assert_int_equal(back.bytes, sizeof(data));
+	store_step_meta_free(&back);
+	close(sfd);
+	ifd = openat(f->dfd, "9/state", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(ifd >= 0);
+	assert_int_equal(store_read_tree_metadata(ifd, &rd, &e), 0);
+	assert_int_equal(store_open_item_files(ifd, rd, fds, &nfds, 4, &e), 0);
+	assert_int_equal(nfds, 1);
+	assert_int_equal(store_verify_item(rd, fds, NULL, NULL, &e), 0);
+	close(fds[0]);
+	store_item_free(rd);
+	close(ifd);
+	jfd = openat(f->dfd, "9/meta", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(jfd >= 0);
+	assert_int_equal(store_read_file(jfd, STORE_JSON_FILE, 100, &buf, &len,
+	    &e), 0);
+	assert_string_equal(buf, "{\"a\": 1}");
+	free(buf);
+	close(jfd);
+
+	/* committing again: the step exists */
+	assert_int_equal(store_begin(f->dfd, "10", 0755, &tfd, &e), 0);
+	assert_int_equal(mkdirat(f->dfd, "9" CKPT_TMP_SUFFIX, 0755), 0);
+	assert_int_equal(store_commit_synced(f->dfd, "9", &e), CKPT_EEXIST);
+	assert_true(exists_at(f->dfd, "9" CKPT_TMP_SUFFIX));
+
+	/* a failed save: store_sync_free closes the owned fds unsynced */
+	assert_int_equal(store_mkdir_item(tfd, "x", 0755, &ifd, &e), 0);
+	assert_int_equal(store_write_file_nosync(ifd, "f", "1", 1, 0644, &b,
+	    &e), 0);
+	kept = b.v[0].fd;
+	assert_int_equal(store_sync_add(&b, ifd, 0, &e), 0);
+	store_sync_free(&b);
+	assert_int_equal(b.n, 0);
+	assert_null(b.v);
+	assert_int_equal(fcntl(kept, F_GETFD), -1);
+	assert_true(fcntl(ifd, F_GETFD) >= 0);
+	close(ifd);
+	close(tfd);
+	assert_int_equal(store_abort(f->dfd, "10", &e), 0);
+	assert_false(exists_at(f->dfd, "10" CKPT_TMP_SUFFIX));
+	store_item_free(it);
+}
+
 /* ---- symlinks planted under a root are never followed --------------------------- */
 
 static void
@@ -1978,6 +2112,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_step_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_step_meta_bad, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_batched_save, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_begin_commit_abort, setup,
 		    teardown),
