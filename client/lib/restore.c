@@ -3,11 +3,16 @@
  *
  * The daemon resolves the step and answers with the items' leaves and the
  * data files as fds (Leaf.fd_index, absolute Leaf.offset). Each file is
- * mapped read-only once and its fd closed. Each array is then copied into
- * a target buffer or a new 64-byte aligned allocation (cast when the target
- * dtype differs), or handed out as a view into the mapping (zero copy; the
- * tree keeps the mapping alive). XXH3-64 of the stored bytes is checked
- * unless disabled (views: only when verification was asked for explicitly).
+ * mapped read-only once; the fds stay open until the copies are done.
+ * Each array is then copied into a target buffer or a new 64-byte aligned
+ * allocation (cast when the target dtype differs), or handed out as a view
+ * into the mapping (zero copy; the tree keeps the mapping alive). Plain
+ * copies use pread() from the fd rather than the mapping: the page cache of
+ * files the daemon wrote with O_DIRECT is filled by small folios, and
+ * faulting them into a mapping page by page costs as much as the copy
+ * itself, while pread() copies straight from the page cache. XXH3-64 of the
+ * stored bytes is checked unless disabled (on the destination, just after
+ * each chunk is read; views: only when verification was asked for).
  *
  * Copies, casts and checksums are not done while the trees are built: each
  * array becomes a job, and once every item is built the jobs run on a few
@@ -47,6 +52,9 @@
 struct rjob {
 	const char *src;
 	char *dst;              /* NULL: hash only (a verified view) */
+	int fd;                 /* >= 0: plain copies pread() from here */
+	uint64_t foff;          /* file offset of src */
+	int rerr;               /* errno of a failed pread */
 	size_t n;               /* stored bytes */
 	ckpt_dtype from, to;
 	int verify;             /* hash and compare with lf->xxh3 */
@@ -290,6 +298,8 @@ struct rctx {
 	const char *step_dir;
 	const char *item;
 	struct rwork *w;
+	const int *fds;         /* the reply's files, open during the copies */
+	size_t nfds;
 };
 
 static void
@@ -324,6 +334,12 @@ check_sum(struct rctx *x, const struct rjob *j)
 {
 	const Ckpt__Leaf *lf = j->lf;
 
+	if (j->rerr != 0)
+		return cl_fail(x->c, x->m, j->rerr == EIO ? CKPT_EIO :
+		    CKPT_ECORRUPT, "reading tensor '%s' from %s/%s: %s",
+		    j->ps != NULL ? j->ps : "?", j->item,
+		    lf->file != NULL ? lf->file : "?", j->rerr == EIO ?
+		    strerror(EIO) : "the file is shorter than its header says");
 	if (!j->verify || j->hash == lf->xxh3)
 		return 0;
 	return cl_fail(x->c, x->m, CKPT_ECORRUPT,
@@ -355,6 +371,14 @@ add_job(struct rctx *x, const Ckpt__Leaf *lf, const char *ps, const void *src,
 	j = &w->jobs[w->njobs++];
 	j->src = src;
 	j->dst = dst;
+	j->fd = -1;
+	j->foff = 0;
+	j->rerr = 0;
+	if (dst != NULL && from == to && lf->has_fd_index &&
+	    lf->fd_index < x->nfds) {
+		j->fd = x->fds[lf->fd_index];
+		j->foff = lf->offset;
+	}
 	j->n = n;
 	j->from = from;
 	j->to = to;
@@ -366,14 +390,36 @@ add_job(struct rctx *x, const Ckpt__Leaf *lf, const char *ps, const void *src,
 	return 0;
 }
 
+/* Read stored bytes [off, off + n) of j from its file into dst. */
+static void
+job_pread(struct rjob *j, size_t off, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = pread(j->fd, j->dst + off, n, (off_t)(j->foff + off));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			j->rerr = k < 0 ? errno : ENODATA;
+			return;
+		}
+		off += (size_t)k;
+		n -= (size_t)k;
+	}
+}
+
 /* Copy (or cast) stored bytes [off, off + n) of j; off, n whole elements. */
 static void
-job_copy(const struct rjob *j, size_t off, size_t n)
+job_copy(struct rjob *j, size_t off, size_t n)
 {
 	size_t fs, ts;
 
 	if (j->dst == NULL || n == 0)
 		return;
+	if (j->fd >= 0) {
+		job_pread(j, off, n);
+		return;
+	}
 	if (j->from == j->to) {
 		memcpy(j->dst + off, j->src + off, n);
 		return;
@@ -437,6 +483,17 @@ job_whole(struct rjob *j)
 	}
 	ch = job_chunk(j, FUSE_CHUNK);
 	XXH3_64bits_reset(&st);
+	if (j->fd >= 0) {
+		/* read a chunk into dst, hash it there while it is in cache */
+		for (off = 0; off < j->n && j->rerr == 0; off += ch) {
+			size_t k = j->n - off < ch ? j->n - off : ch;
+
+			job_pread(j, off, k);
+			XXH3_64bits_update(&st, j->dst + off, k);
+		}
+		j->hash = XXH3_64bits_digest(&st);
+		return;
+	}
 	for (off = 0; off < j->n; off += ch) {
 		size_t k = j->n - off < ch ? j->n - off : ch;
 		XXH3_64bits_update(&st, j->src + off, k);
@@ -931,10 +988,6 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 				madvise(p, maps[i]->len, MADV_WILLNEED);
 		}
 	}
-	for (i = 0; i < nfds; i++)
-		close(fds[i]);
-	nfds = 0;
-
 	if ((res = calloc(1, sizeof *res)) == NULL ||
 	    (rr->n_items > 0 &&
 	    (res->items = calloc(rr->n_items, sizeof *res->items)) == NULL)) {
@@ -955,6 +1008,8 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 	x.verify = !metadata_only && (ra == NULL || ra->verify);
 	x.verify_views = x.verify && ra != NULL && ra->verify_set;
 	x.w = &w;
+	x.fds = fds;
+	x.nfds = nfds;
 	x.step_dir = rr->step_dir;
 	for (i = 0; i < rr->n_items; i++) {
 		const Ckpt__Item *it = rr->items[i];
