@@ -64,6 +64,10 @@
 
 #include <jansson.h>
 #include <xxhash.h>
+#if defined(__x86_64__)
+/* XXH3 through libxxhash's run-time dispatch (AVX2/AVX-512 when present) */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "store.h"
 
