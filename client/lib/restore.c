@@ -24,6 +24,7 @@
  * leaf order afterwards, so the first corrupt tensor is the one reported.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -989,8 +990,13 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 			}
 			maps[i]->addr = p;
 			maps[i]->len = (size_t)st.st_size;
-			if (!(ra != NULL && ra->zero_copy))
-				madvise(p, maps[i]->len, MADV_WILLNEED);
+			/* copies read the whole file, soon: start the
+			 * readahead of all of it now (cold page cache) */
+			if (!(ra != NULL && ra->zero_copy)) {
+				posix_fadvise(fds[i], 0, 0,
+				    POSIX_FADV_SEQUENTIAL);
+				posix_fadvise(fds[i], 0, 0, POSIX_FADV_WILLNEED);
+			}
 		}
 	}
 	if ((res = calloc(1, sizeof *res)) == NULL ||
