@@ -2181,16 +2181,7 @@ store_commit(int rootfd, const char *name, int tmpfd, ckd_err *e)
 		return r;
 	if (fsync(tmpfd) != 0)
 		return err_errno(e, errno, "fsync %s", tmp);
-	if (rename_noreplace(rootfd, tmp, rootfd, name) != 0) {
-		if (errno == EEXIST || errno == ENOTEMPTY)
-			return err_set(e, CKPT_EEXIST, "step directory %s "
-			    "already exists", name);
-		return err_errno(e, errno, "rename %s to %s", tmp, name);
-	}
-	if (fsync(rootfd) != 0)
-		return err_errno(e, errno, "fsync root after committing %s",
-		    name);
-	return 0;
+	return store_commit_synced(rootfd, name, e);
 }
 
 int
