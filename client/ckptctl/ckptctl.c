@@ -10,6 +10,7 @@
  *     wait DIR [--after N] [--timeout SECS]
  *                            wait for a step after N (default: the latest)
  *
+ * The options may also follow the command (ckptctl steps DIR --json).
  * Tables by default; --json prints one JSON object. Exit status: 0 ok,
  * 1 error (message on stderr), 2 usage.
  */
@@ -660,23 +661,29 @@ cmd_wait(ckpt_client *c, const char *dir, int argc, char **argv)
 	return 0;
 }
 
-int
-main(int argc, char **argv)
+/*
+ * Take the global options (--json, --socket PATH, --step-prefix P, --help,
+ * --version) wherever they stand, before or after the command, so that
+ * `ckptctl steps DIR --json` works; everything else keeps its order in
+ * argv[1..*argc). Returns -1 to go on, else an exit status.
+ */
+static int
+take_global_options(int *argc, char **argv)
 {
-	ckpt_client *c;
-	const char *cmd;
-	int i = 1, r;
+	int i, n = 1;
 
-	while (i < argc && argv[i][0] == '-' && argv[i][1] == '-') {
+	for (i = 1; i < *argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			opt_json = 1;
+		} else if (strcmp(argv[i], "--socket") == 0 ||
+		    strcmp(argv[i], "--step-prefix") == 0) {
+			if (i + 1 >= *argc)
+				return usage_error("%s needs a value", argv[i]);
+			if (strcmp(argv[i], "--socket") == 0)
+				opt_socket = argv[i + 1];
+			else
+				opt_prefix = argv[i + 1];
 			i++;
-		} else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
-			opt_socket = argv[i + 1];
-			i += 2;
-		} else if (strcmp(argv[i], "--step-prefix") == 0 && i + 1 < argc) {
-			opt_prefix = argv[i + 1];
-			i += 2;
 		} else if (strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -684,9 +691,24 @@ main(int argc, char **argv)
 			printf("ckptctl %s\n", ckpt_version());
 			return 0;
 		} else {
-			return usage_error("unknown option '%s'", argv[i]);
+			argv[n++] = argv[i];
 		}
 	}
+	*argc = n;
+	return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	ckpt_client *c;
+	const char *cmd;
+	int i = 1, r;
+
+	if ((r = take_global_options(&argc, argv)) >= 0)
+		return r;
+	if (i < argc && argv[i][0] == '-' && argv[i][1] == '-')
+		return usage_error("unknown option '%s'", argv[i]);
 	if (i >= argc)
 		return usage_error("no command given");
 	cmd = argv[i++];

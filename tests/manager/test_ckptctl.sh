@@ -119,6 +119,10 @@ ok $? "ckptctl --json steps DIR exits 0"
 norm=$(steps_json <<<"$out" 2>&1 | tail -1)
 [ "$norm" = "1:committed,2:committed,3:committed" ]
 ok $? "steps --json parses: 1,2,3 committed (got: $norm)"
+# The global options may also follow the command.
+norm=$(ctl steps "$ROOT" --json 2>/dev/null | steps_json 2>&1 | tail -1)
+[ "$norm" = "1:committed,2:committed,3:committed" ]
+ok $? "ckptctl steps DIR --json is the same (got: $norm)"
 $PY -c '
 import json, sys
 d = json.load(sys.stdin)
