@@ -9,6 +9,16 @@
 
 #include "mgr.h"
 
+ckpt_options *
+mgr_options(void)
+{
+	ckpt_options *o = ckpt_options_new();
+
+	if (o == NULL)
+		bail_out("ckpt_options_new");
+	return o;
+}
+
 ckpt_client *
 mgr_connect(struct hx_daemon *d)
 {

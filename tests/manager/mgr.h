@@ -25,6 +25,8 @@
 
 /* Connect to the test's daemon; bails out (with the daemon's log) when it
  * does not answer. */
+/* New default options (bails out when out of memory). */
+ckpt_options *mgr_options(void);
 ckpt_client *mgr_connect(struct hx_daemon *d);
 /* Open a manager with options (NULL: defaults); bails out on failure when
  * `must` is set, else returns NULL with a diag. */

@@ -13,16 +13,6 @@
 
 #include "tests.h"
 
-static ckpt_options *
-opts(void)
-{
-	ckpt_options *o = ckpt_options_new();
-
-	if (o == NULL)
-		bail_out("ckpt_options_new");
-	return o;
-}
-
 static int
 is_dir(const char *path)
 {
@@ -38,7 +28,7 @@ test_naming(struct hx_daemon *d)
 {
 	char root[HX_PATH], p[HX_PATH];
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	ckpt_step_info *infos = NULL;
 	ckpt_manager *m;
 	char *saved;
@@ -94,7 +84,7 @@ test_naming(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Prefix only: "<prefix>_<step>" without padding. */
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_step_prefix(o, "step");
 	snprintf(root, sizeof root, "%s", root_path(d, "prefix-only"));
 	m = mgr_open(c, root, o, 1);
@@ -105,7 +95,7 @@ test_naming(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Fixed length only. */
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_step_format_fixed_length(o, 4);
 	snprintf(root, sizeof root, "%s", root_path(d, "pad-only"));
 	m = mgr_open(c, root, o, 1);
@@ -182,7 +172,7 @@ test_read_only(struct hx_daemon *d)
 {
 	char root[HX_PATH], *before, *after, *saved;
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	ckpt_manager *m, *ro;
 	int should, r, x;
 
@@ -272,7 +262,7 @@ test_delete(struct hx_daemon *d)
 	ckpt_manager_close(m);
 
 	/* todelete_subdir. */
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_todelete_subdir(o, "trash");
 	snprintf(root, sizeof root, "%s", root_path(d, "trash"));
 	m = mgr_open(c, root, o, 1);
@@ -297,7 +287,7 @@ test_delete(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Background delete. */
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_enable_background_delete(o, 1);
 	ckpt_options_set_max_to_keep(o, 1);
 	snprintf(root, sizeof root, "%s", root_path(d, "bg"));
@@ -349,7 +339,7 @@ test_root_metadata(struct hx_daemon *d)
 {
 	char root[HX_PATH], p[HX_PATH], *first, *second, *json = NULL;
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	ckpt_manager *m;
 	int r;
 
@@ -369,7 +359,7 @@ test_root_metadata(struct hx_daemon *d)
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
 
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_root_metadata(o, "{\"run\": \"second\"}");
 	m = mgr_open(c, root, o, 1);
 	free(save_range(m, 2, 2, NULL, 0, 0, NULL));
@@ -415,7 +405,7 @@ test_restore(struct hx_daemon *d)
 	};
 	char root[HX_PATH], other[HX_PATH], *json = NULL, *saved;
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	ckpt_restore_args *ra;
 	ckpt_restored *res = NULL;
 	ckpt_manager *m, *m2;
@@ -525,7 +515,7 @@ test_tmp_dirs(struct hx_daemon *d)
 {
 	char root[HX_PATH], p[HX_PATH], *saved;
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	ckpt_manager *m;
 	int r, x;
 

@@ -11,16 +11,6 @@
 
 #include "tests.h"
 
-static ckpt_options *
-opts(void)
-{
-	ckpt_options *o = ckpt_options_new();
-
-	if (o == NULL)
-		bail_out("ckpt_options_new");
-	return o;
-}
-
 static void
 is_latest(ckpt_manager *m, int64_t want, const char *what)
 {
@@ -47,7 +37,7 @@ void
 test_max_to_keep(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	const char *root = root_path(d, "keep2"), *root0;
 	ckpt_manager *m;
 	uint64_t s;
@@ -107,7 +97,7 @@ void
 test_interval(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	const char *root = root_path(d, "interval");
 	ckpt_manager *m;
 	uint64_t s;
@@ -158,7 +148,7 @@ void
 test_should_save_fn(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	const char *root = root_path(d, "should_save_fn");
 	ckpt_manager *m;
 	char *got;
@@ -196,7 +186,7 @@ void
 test_keep_period(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	const char *root = root_path(d, "period");
 	ckpt_manager *m;
 	char *saved;
@@ -241,7 +231,7 @@ void
 test_best(struct hx_daemon *d)
 {
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	const char *root = root_path(d, "best");
 	char rootbuf[HX_PATH], pathbuf[HX_PATH], *saved;
 	ckpt_manager *m;
@@ -298,7 +288,7 @@ test_best(struct hx_daemon *d)
 
 	/* Mode max. */
 	ckpt_options_free(o);
-	o = opts();
+	o = mgr_options();
 	ok(ckpt_options_set_best(o, "loss", 0) == 0 &&
 	    ckpt_options_set_max_to_keep(o, 2) == 0, "mode max, max_to_keep=2");
 	m = mgr_open(c, root_path(d, "best-max"), o, 1);
@@ -344,7 +334,7 @@ test_time(struct hx_daemon *d)
 
 	/* keep_time_interval=100 s + max_to_keep=1, a save every 30 s:
 	 * EveryNSeconds keeps 0 (t=0), 4 (t=120), 8 (t=240); LatestN 9. */
-	o = opts();
+	o = mgr_options();
 	ok(ckpt_options_set_keep_time_interval(o, 100) == 0 &&
 	    ckpt_options_set_max_to_keep(o, 1) == 0,
 	    "keep_time_interval=100 s, max_to_keep=1");
@@ -353,7 +343,7 @@ test_time(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* The same as explicit preservation nodes. */
-	o = opts();
+	o = mgr_options();
 	a = ckpt_options_preservation_add(o, CKPT_PRESERVE_ANY, 0, 0, NULL, 0,
 	    NULL, 0, 1);
 	b = ckpt_options_preservation_add(o, CKPT_PRESERVE_EVERY_N_SECONDS, 0,
@@ -370,7 +360,7 @@ test_time(struct hx_daemon *d)
 
 	/* LatestDuration(100 s): now is the newest step's time (t=270):
 	 * keeps t >= 170, steps 6..9. */
-	o = opts();
+	o = mgr_options();
 	is_int(ckpt_options_preservation_add(o, CKPT_PRESERVE_LATEST_DURATION, 0,
 	    100, NULL, 0, NULL, 0, 1), 0, "LatestDuration(100) built");
 	time_run(c, root_path(d, "ld"), o, "[6,7,8,9]",
@@ -379,7 +369,7 @@ test_time(struct hx_daemon *d)
 
 	/* Continuous(minimum_interval_secs=60) with a save every 25 s of the
 	 * test clock: 0 (t=0), 3 (t=75), 6 (t=150), 9 (t=225). */
-	o = opts();
+	o = mgr_options();
 	is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_CONTINUOUS, 0, NULL, 0,
 	    60), 0, "ContinuousCheckpointingPolicy(60) built");
 	m = mgr_open(c, root_path(d, "cont"), o, 1);
@@ -413,7 +403,7 @@ test_save_policies(struct hx_daemon *d)
 	int a, b, x, r;
 
 	/* save_on_steps with save_interval_steps. */
-	o = opts();
+	o = mgr_options();
 	ok(ckpt_options_set_save_interval_steps(o, 5) == 0 &&
 	    ckpt_options_set_save_on_steps(o, on, 2) == 0,
 	    "save_interval_steps=5, save_on_steps=[3,7]");
@@ -426,7 +416,7 @@ test_save_policies(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Default policy includes InitialSavePolicy. */
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_save_interval_steps(o, 5);
 	m = mgr_open(c, root_path(d, "initial-default"), o, 1);
 	saved = save_range(m, 1, 6, NULL, 0, 0, NULL);
@@ -436,7 +426,7 @@ test_save_policies(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* SpecificStepsPolicy alone. */
-	o = opts();
+	o = mgr_options();
 	is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_SPECIFIC_STEPS, 0, spec, 2,
 	    0), 0, "SpecificStepsPolicy([2,5]) built");
 	m = mgr_open(c, root_path(d, "specific"), o, 1);
@@ -448,7 +438,7 @@ test_save_policies(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Any(InitialSave, FixedInterval(4)). */
-	o = opts();
+	o = mgr_options();
 	a = ckpt_options_save_policy_add(o, CKPT_SAVE_ANY, 0, NULL, 0, 0);
 	b = ckpt_options_save_policy_add(o, CKPT_SAVE_INITIAL, 0, NULL, 0, 0);
 	x = ckpt_options_save_policy_add(o, CKPT_SAVE_FIXED_INTERVAL, 4, NULL,
@@ -465,7 +455,7 @@ test_save_policies(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Preemption in the default policy. */
-	o = opts();
+	o = mgr_options();
 	ckpt_options_set_save_interval_steps(o, 10);
 	m = mgr_open(c, root_path(d, "preempt"), o, 1);
 	saved = save_range(m, 0, 2, NULL, 0, 0, NULL);
@@ -482,7 +472,7 @@ test_save_policies(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* PreemptionCheckpointingPolicy alone. */
-	o = opts();
+	o = mgr_options();
 	is_int(ckpt_options_save_policy_add(o, CKPT_SAVE_PREEMPTION, 0, NULL, 0, 0),
 	    0, "PreemptionCheckpointingPolicy built");
 	m = mgr_open(c, root_path(d, "preempt-only"), o, 1);
@@ -514,7 +504,7 @@ test_preservation(struct hx_daemon *d)
 	int a, x, y, z, r;
 
 	/* Any(EveryNSteps(4), CustomSteps([5,7]), LatestN(2)). */
-	o = opts();
+	o = mgr_options();
 	a = ckpt_options_preservation_add(o, CKPT_PRESERVE_ANY, 0, 0, NULL, 0,
 	    NULL, 0, 1);
 	x = ckpt_options_preservation_add(o, CKPT_PRESERVE_EVERY_N_STEPS, 4, 0,
@@ -537,7 +527,7 @@ test_preservation(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* Any(BestN(loss, min, 1), LatestN(1)). */
-	o = opts();
+	o = mgr_options();
 	a = ckpt_options_preservation_add(o, CKPT_PRESERVE_ANY, 0, 0, NULL, 0,
 	    NULL, 0, 1);
 	x = ckpt_options_preservation_add(o, CKPT_PRESERVE_BEST_N, 1, 0, NULL,
@@ -562,7 +552,7 @@ test_preservation(struct hx_daemon *d)
 	ckpt_options_free(o);
 
 	/* PreserveAll. */
-	o = opts();
+	o = mgr_options();
 	is_int(ckpt_options_preservation_add(o, CKPT_PRESERVE_ALL, 0, 0, NULL, 0,
 	    NULL, 0, 1), 0, "PreserveAll built");
 	m = mgr_open(c, root_path(d, "all"), o, 1);
@@ -574,7 +564,7 @@ test_preservation(struct hx_daemon *d)
 
 	/* BestN keep_checkpoints_without_metrics false / true. */
 	for (r = 0; r <= 1; r++) {
-		o = opts();
+		o = mgr_options();
 		ckpt_options_preservation_add(o, CKPT_PRESERVE_BEST_N, 1, 0,
 		    NULL, 0, "loss", 1, r);
 		m = mgr_open(c, root_path(d, r ? "bestn-keep" : "bestn-drop"),
@@ -595,7 +585,7 @@ test_preservation(struct hx_daemon *d)
 			"keep_period", "keep_time_interval" };
 		const char *msg;
 
-		o = opts();
+		o = mgr_options();
 		ckpt_options_preservation_add(o, CKPT_PRESERVE_LATEST_N, 2, 0,
 		    NULL, 0, NULL, 0, 1);
 		if (r == 0)
@@ -627,7 +617,7 @@ test_restart(struct hx_daemon *d)
 {
 	char root[HX_PATH], *saved;
 	ckpt_client *c = mgr_connect(d);
-	ckpt_options *o = opts();
+	ckpt_options *o = mgr_options();
 	ckpt_manager *m;
 	int x, r;
 
