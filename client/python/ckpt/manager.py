@@ -514,17 +514,24 @@ class CheckpointManager:
             raise ValueError('Unsupported save decision policy: %r' % (p,))
         idx = lib.ckpt_options_save_policy_add(opts, kind, interval, steps,
                                                nsteps, secs)
+        return self._link_policy_node(
+            opts, p, idx, parent, 'save decision policy',
+            lib.ckpt_options_save_policy_child,
+            self._add_save_policy if kind == L.SAVE_ANY else None)
+
+    @staticmethod
+    def _link_policy_node(opts, p, idx, parent, what, add_child, add_sub):
+        """Check a node just added (index idx), hang it under parent, and
+        add the children of an Any policy with add_sub."""
         if idx < 0:
-            raise ValueError('invalid save decision policy %r: %s'
-                             % (p, L.strerror(idx)))
+            raise ValueError('invalid %s %r: %s' % (what, p, L.strerror(idx)))
         if parent >= 0:
-            rc = lib.ckpt_options_save_policy_child(opts, parent, idx)
+            rc = add_child(opts, parent, idx)
             if rc < 0:
-                raise ValueError('invalid save decision policy: %s'
-                                 % L.strerror(rc))
-        if kind == L.SAVE_ANY:
+                raise ValueError('invalid %s: %s' % (what, L.strerror(rc)))
+        if add_sub is not None:
             for child in p.policies:
-                self._add_save_policy(opts, child, idx)
+                add_sub(opts, child, idx)
         return idx
 
     def _add_preservation(self, opts, p, parent):
@@ -567,18 +574,10 @@ class CheckpointManager:
         idx = lib.ckpt_options_preservation_add(opts, kind, n, secs, steps,
                                                 nsteps, metric, mode_min,
                                                 keep_without)
-        if idx < 0:
-            raise ValueError('invalid preservation policy %r: %s'
-                             % (p, L.strerror(idx)))
-        if parent >= 0:
-            rc = lib.ckpt_options_preservation_child(opts, parent, idx)
-            if rc < 0:
-                raise ValueError('invalid preservation policy: %s'
-                                 % L.strerror(rc))
-        if kind == L.PRESERVE_ANY:
-            for child in p.policies:
-                self._add_preservation(opts, child, idx)
-        return idx
+        return self._link_policy_node(
+            opts, p, idx, parent, 'preservation policy',
+            lib.ckpt_options_preservation_child,
+            self._add_preservation if kind == L.PRESERVE_ANY else None)
 
     # -- basics
     def _mgr(self):
