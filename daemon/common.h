@@ -16,10 +16,11 @@
 
 #define CKPTD_VERSION CKPT_VERSION_STRING
 
-/* Hard maximum of one frame on the wire (length prefix excluded). */
-#define CKPT_MAX_FRAME (16u * 1024 * 1024)
-/* Most fds one frame may carry. */
-#define CKPT_MAX_FDS 64
+/* Limits of the wire (frame size, fds per frame, counts and lengths). */
+#include "ckpt_limits.h"
+
+_Static_assert(CKPT_WIRE_MAX_NDIM == CKPT_MAX_NDIM,
+    "the wire's ndim limit is the public CKPT_MAX_NDIM");
 /* Suffix of a step directory being written. */
 #define CKPT_TMP_SUFFIX ".ckptd-tmp"
 #define CKPT_ERRLEN 512

@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
+#include "wirecheck.h"
 
 #define CONN_MAX 4096
 #define CONN_FRAME_TIMEOUT 30            /* seconds */
@@ -620,6 +621,7 @@ conn_frame(struct conn *c)
 	int fds[CKPT_MAX_FDS];
 	size_t nfds = c->in.nfds;
 	Ckpt__Request *req;
+	ckd_err se;
 
 	memcpy(fds, c->in.fds, nfds * sizeof(int));
 	c->in.nfds = 0;
@@ -634,6 +636,19 @@ conn_frame(struct conn *c)
 		frame_in_reset(&c->in);
 		conn_close_fds(fds, nfds);
 		conn_kill(c);
+		return;
+	}
+	/* Strings as sent: no NUL inside, valid UTF-8 (wirecheck.h). */
+	if (wirecheck_strings(&ckpt__request__descriptor, c->in.buf, c->in.len,
+	    &se) != 0) {
+		frame_in_reset(&c->in);
+		conn_close_fds(fds, nfds);
+		log_info("conn %llu: %s", (unsigned long long)c->id, se.msg);
+		conn_reply_error(c, req->has_id ? req->id : 0, se.code, "%s",
+		    se.msg);
+		if (!c->hello_done)
+			conn_close_after_flush(c);
+		ckpt__request__free_unpacked(req, NULL);
 		return;
 	}
 	frame_in_reset(&c->in);

@@ -33,6 +33,7 @@
 #include <jansson.h>
 
 #include "save.h"
+#include "savecheck.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -42,10 +43,6 @@
 #define SAVE_MAX_FILE (16ull * 1024 * 1024)
 /* Saves with less array data than this run as one worker task. */
 #define SAVE_SMALL (4ull * 1024 * 1024)
-#define SAVE_MAX_ITEMS 1024
-#define SAVE_MAX_DEPTH 256
-#define SAVE_MAX_KEY 1024
-#define SAVE_MAX_TAG 64
 
 struct save_file {
 	char fname[40];
@@ -97,37 +94,6 @@ struct save_task {
 static void save_finalize(struct save *s);
 
 /* ---- small helpers ---------------------------------------------------------- */
-
-static int
-save_is_tree(Ckpt__Handler h)
-{
-	return h == CKPT__HANDLER__HANDLER_STANDARD ||
-	    h == CKPT__HANDLER__HANDLER_PYTREE ||
-	    h == CKPT__HANDLER__HANDLER_ARRAY;
-}
-
-/* "a/b/0" for messages (truncated to len). */
-static void
-save_leaf_path(const Ckpt__Leaf *l, char *buf, size_t len)
-{
-	size_t i, off = 0;
-	int n;
-
-	buf[0] = '\0';
-	for (i = 0; i < l->n_path && off < len; i++) {
-		const Ckpt__PathElem *p = l->path[i];
-
-		if (p->kind == CKPT__KEY_KIND__KEY_DICT)
-			n = snprintf(buf + off, len - off, "%s%s",
-			    i ? "/" : "", p->key ? p->key : "");
-		else
-			n = snprintf(buf + off, len - off, "%s%" PRIu64,
-			    i ? "/" : "", p->index);
-		if (n < 0)
-			break;
-		off += (size_t)n;
-	}
-}
 
 /* Tensor name: path elements joined with '.' (malloc'ed). */
 static char *
@@ -197,305 +163,6 @@ strset_add(struct strset *ss, const char *s)
 	}
 	ss->slot[i] = s;
 	return 1;
-}
-
-/* ---- validation (loop) --------------------------------------------------------- */
-
-/* Self-delimiting binary encoding of a leaf path, so that sorting puts a
- * path right before the paths it prefixes. */
-struct enc_path {
-	uint8_t *b;
-	size_t len;
-	size_t leaf;
-};
-
-static int
-save_encode_path(const Ckpt__Leaf *l, struct enc_path *ep)
-{
-	size_t i, len = 0, off = 0;
-
-	for (i = 0; i < l->n_path; i++)
-		len += 1 + 8 + (l->path[i]->kind == CKPT__KEY_KIND__KEY_DICT ?
-		    strlen(l->path[i]->key) : 0);
-	if ((ep->b = malloc(len ? len : 1)) == NULL)
-		return CKPT_ENOMEM;
-	for (i = 0; i < l->n_path; i++) {
-		const Ckpt__PathElem *p = l->path[i];
-		uint64_t v;
-		int k;
-
-		ep->b[off++] = (uint8_t)('0' + p->kind);
-		v = p->kind == CKPT__KEY_KIND__KEY_DICT ?
-		    (uint64_t)strlen(p->key) : p->index;
-		for (k = 7; k >= 0; k--)
-			ep->b[off++] = (uint8_t)(v >> (k * 8));
-		if (p->kind == CKPT__KEY_KIND__KEY_DICT) {
-			memcpy(ep->b + off, p->key, strlen(p->key));
-			off += strlen(p->key);
-		}
-	}
-	ep->len = off;
-	return 0;
-}
-
-static int
-save_enc_cmp(const void *a, const void *b)
-{
-	const struct enc_path *x = a, *y = b;
-	size_t n = x->len < y->len ? x->len : y->len;
-	int c = memcmp(x->b, y->b, n);
-
-	if (c != 0)
-		return c;
-	return x->len < y->len ? -1 : x->len > y->len;
-}
-
-/* No duplicate paths, and no leaf that is also a container. */
-static int
-save_check_paths(const Ckpt__Item *it, ckd_err *e)
-{
-	struct enc_path *ep;
-	char path[256];
-	size_t i, n = it->n_leaves;
-	int r = 0;
-
-	if (n < 2)
-		return 0;
-	if ((ep = calloc(n, sizeof *ep)) == NULL)
-		return err_set(e, CKPT_ENOMEM, "out of memory");
-	for (i = 0; i < n && r == 0; i++) {
-		ep[i].leaf = i;
-		if (save_encode_path(it->leaves[i], &ep[i]) != 0)
-			r = err_set(e, CKPT_ENOMEM, "out of memory");
-	}
-	if (r == 0) {
-		qsort(ep, n, sizeof *ep, save_enc_cmp);
-		for (i = 0; i + 1 < n; i++) {
-			if (ep[i].len > ep[i + 1].len ||
-			    memcmp(ep[i].b, ep[i + 1].b, ep[i].len) != 0)
-				continue;
-			save_leaf_path(it->leaves[ep[i].leaf], path,
-			    sizeof path);
-			if (ep[i].len == ep[i + 1].len)
-				r = err_set(e, CKPT_EINVAL, "duplicate leaf "
-				    "path '%s' in item '%s'", path, it->name);
-			else
-				r = err_set(e, CKPT_EINVAL, "leaf '%s' of item "
-				    "'%s' is also a container", path, it->name);
-			break;
-		}
-	}
-	for (i = 0; i < n; i++)
-		free(ep[i].b);
-	free(ep);
-	return r;
-}
-
-static int
-save_check_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
-    ckd_err *e)
-{
-	char path[256];
-	uint64_t count = 1, nbytes, end;
-	size_t i, isz;
-
-	if (l->n_path > SAVE_MAX_DEPTH)
-		return err_set(e, CKPT_EINVAL, "leaf path deeper than %d in "
-		    "item '%s'", SAVE_MAX_DEPTH, it->name);
-	if (l->n_path == 0 && it->n_leaves != 1)
-		return err_set(e, CKPT_EINVAL, "leaf with an empty path in "
-		    "item '%s'", it->name);
-	for (i = 0; i < l->n_path; i++) {
-		const Ckpt__PathElem *p = l->path[i];
-
-		if (p->kind != CKPT__KEY_KIND__KEY_DICT &&
-		    p->kind != CKPT__KEY_KIND__KEY_LIST &&
-		    p->kind != CKPT__KEY_KIND__KEY_TUPLE)
-			return err_set(e, CKPT_EINVAL, "unknown key kind %d "
-			    "in item '%s'", (int)p->kind, it->name);
-		if (p->kind == CKPT__KEY_KIND__KEY_DICT && (p->key == NULL ||
-		    strlen(p->key) > SAVE_MAX_KEY))
-			return err_set(e, CKPT_EINVAL, "dict key missing or "
-			    "longer than %d bytes in item '%s'", SAVE_MAX_KEY,
-			    it->name);
-	}
-	save_leaf_path(l, path, sizeof path);
-	if (l->tag != NULL && strlen(l->tag) > SAVE_MAX_TAG)
-		return err_set(e, CKPT_EINVAL, "tag of leaf '%s' longer than "
-		    "%d bytes", path, SAVE_MAX_TAG);
-	/* Fields the daemon fills in. */
-	free(l->file);
-	free(l->tensor);
-	l->file = l->tensor = NULL;
-	l->has_xxh3 = l->has_fd_index = 0;
-	switch (l->kind) {
-	case CKPT__LEAF_KIND__LEAF_ARRAY:
-		break;
-	case CKPT__LEAF_KIND__LEAF_STR:
-		if (l->str_value == NULL)
-			return err_set(e, CKPT_EINVAL, "string leaf '%s' has no "
-			    "value", path);
-		return 0;
-	case CKPT__LEAF_KIND__LEAF_INT:
-	case CKPT__LEAF_KIND__LEAF_FLOAT:
-	case CKPT__LEAF_KIND__LEAF_BOOL:
-	case CKPT__LEAF_KIND__LEAF_NONE:
-	case CKPT__LEAF_KIND__LEAF_EMPTY_DICT:
-	case CKPT__LEAF_KIND__LEAF_EMPTY_LIST:
-	case CKPT__LEAF_KIND__LEAF_EMPTY_TUPLE:
-		return 0;
-	default:
-		return err_set(e, CKPT_EINVAL, "unknown leaf kind %d for leaf "
-		    "'%s'", (int)l->kind, path);
-	}
-	if ((isz = store_dtype_size(l->dtype)) == 0)
-		return err_set(e, CKPT_EDTYPE, "unknown dtype %d for leaf '%s'",
-		    (int)l->dtype, path);
-	if (l->n_shape > CKPT_MAX_NDIM)
-		return err_set(e, CKPT_EINVAL, "leaf '%s' has %zu dimensions "
-		    "(at most %d)", path, l->n_shape, CKPT_MAX_NDIM);
-	for (i = 0; i < l->n_shape; i++) {
-		if (l->shape[i] != 0 && count > UINT64_MAX / l->shape[i])
-			return err_set(e, CKPT_ETOOBIG, "shape of leaf '%s' "
-			    "overflows", path);
-		count *= l->shape[i];
-	}
-	if (count > UINT64_MAX / isz)
-		return err_set(e, CKPT_ETOOBIG, "shape of leaf '%s' overflows",
-		    path);
-	nbytes = count * isz;
-	if (l->nbytes != nbytes)
-		return err_set(e, CKPT_EINVAL, "leaf '%s': nbytes %" PRIu64
-		    " does not match its shape and dtype (%" PRIu64 ")", path,
-		    l->nbytes, nbytes);
-	if (l->offset > memsize || nbytes > memsize - l->offset) {
-		end = l->offset + nbytes;
-		return err_set(e, CKPT_EINVAL, "leaf '%s' (bytes %" PRIu64
-		    "..%" PRIu64 ") lies outside the staging buffer of %"
-		    PRIu64 " bytes", path, l->offset, end, memsize);
-	}
-	return 0;
-}
-
-static int
-save_check_json(const char *what, const char *text, int object, ckd_err *e)
-{
-	json_error_t je;
-	json_t *j;
-	int r = 0;
-
-	if ((j = json_loads(text, JSON_DECODE_ANY, &je)) == NULL)
-		return err_set(e, CKPT_EINVAL, "%s is not valid JSON: %s "
-		    "(line %d)", what, je.text, je.line);
-	if (object && !json_is_object(j))
-		r = err_set(e, CKPT_EINVAL, "%s must be a JSON object", what);
-	json_decref(j);
-	return r;
-}
-
-static int
-save_check_items(Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
-{
-	size_t i, k;
-	int r;
-
-	if (sv->n_items == 0)
-		return err_set(e, CKPT_EINVAL, "Found empty item.");
-	if (sv->n_items > SAVE_MAX_ITEMS)
-		return err_set(e, CKPT_ETOOBIG, "too many items (%zu, at most "
-		    "%d)", sv->n_items, SAVE_MAX_ITEMS);
-	if (!sv->composite) {
-		Ckpt__Item *it = sv->items[0];
-
-		if (sv->n_items != 1)
-			return err_set(e, CKPT_EINVAL, "Must provide `args` of "
-			    "type `Composite` when dealing with multiple "
-			    "checkpointable objects.");
-		if (it->name == NULL) {
-			if ((it->name = strdup("default")) == NULL)
-				return err_set(e, CKPT_ENOMEM, "out of memory");
-		} else if (strcmp(it->name, "default") != 0) {
-			return err_set(e, CKPT_EINVAL, "the single unnamed item "
-			    "must be called \"default\", not \"%s\"", it->name);
-		}
-	}
-	for (i = 0; i < sv->n_items; i++) {
-		Ckpt__Item *it = sv->items[i];
-
-		if (it->name == NULL || !store_valid_component(it->name) ||
-		    strcmp(it->name, STORE_STEP_METADATA) == 0)
-			return err_set(e, CKPT_EINVAL, "invalid item name \"%s\"",
-			    it->name ? it->name : "");
-		for (k = 0; k < i; k++)
-			if (strcmp(sv->items[k]->name, it->name) == 0)
-				return err_set(e, CKPT_EINVAL, "duplicate item "
-				    "name \"%s\"", it->name);
-		if (!it->has_handler ||
-		    it->handler == CKPT__HANDLER__HANDLER_UNSPECIFIED) {
-			it->has_handler = 1;
-			it->handler = it->json != NULL && it->n_leaves == 0 ?
-			    CKPT__HANDLER__HANDLER_JSON :
-			    CKPT__HANDLER__HANDLER_STANDARD;
-		}
-		switch (it->handler) {
-		case CKPT__HANDLER__HANDLER_STANDARD:
-		case CKPT__HANDLER__HANDLER_PYTREE:
-		case CKPT__HANDLER__HANDLER_ARRAY:
-			if (it->n_leaves == 0)
-				return err_set(e, CKPT_EINVAL,
-				    "Found empty item.");
-			if (it->json != NULL)
-				return err_set(e, CKPT_EINVAL, "tree item \"%s\" "
-				    "must not carry a JSON document", it->name);
-			for (k = 0; k < it->n_leaves; k++)
-				if ((r = save_check_leaf(it, it->leaves[k],
-				    memsize, e)) != 0)
-					return r;
-			if ((r = save_check_paths(it, e)) != 0)
-				return r;
-			break;
-		case CKPT__HANDLER__HANDLER_JSON:
-		case CKPT__HANDLER__HANDLER_PROTO:
-			if (it->json == NULL)
-				return err_set(e, CKPT_EINVAL, "item \"%s\" has no "
-				    "document", it->name);
-			if (it->n_leaves != 0)
-				return err_set(e, CKPT_EINVAL, "item \"%s\" must "
-				    "not carry leaves", it->name);
-			if (it->handler == CKPT__HANDLER__HANDLER_JSON &&
-			    (r = save_check_json("JSON item", it->json, 0, e))
-			    != 0)
-				return r;
-			break;
-		default:
-			return err_set(e, CKPT_EINVAL, "unknown handler %d for "
-			    "item \"%s\"", (int)it->handler, it->name);
-		}
-	}
-	if (sv->metrics_json != NULL &&
-	    (r = save_check_json("metrics", sv->metrics_json, 1, e)) != 0)
-		return r;
-	if (sv->custom_metadata_json != NULL &&
-	    (r = save_check_json("custom metadata", sv->custom_metadata_json,
-	    1, e)) != 0)
-		return r;
-	return 0;
-}
-
-/* The staging buffer: a regular file sealed against shrinking, so that a
- * client truncating it cannot make our reads fault. */
-static int
-save_check_memfd(int fd, uint64_t *size, ckd_err *e)
-{
-	struct stat st;
-	int seals;
-
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    (seals = fcntl(fd, F_GET_SEALS)) < 0 || !(seals & F_SEAL_SHRINK))
-		return err_set(e, CKPT_EINVAL, "staging buffer must be a memfd "
-		    "sealed against shrinking");
-	*size = (uint64_t)st.st_size;
-	return 0;
 }
 
 /* ---- the save list --------------------------------------------------------- */
@@ -579,9 +246,10 @@ static int
 save_plan(struct save *s, ckd_err *e)
 {
 	Ckpt__Save *sv = s->sv;
-	uint64_t total = 0, target, cur_bytes = 0;
+	struct savecheck_counts cnt;
+	uint64_t target, cur_bytes = 0;
 	struct save_file *cur = NULL;
-	size_t i, k, n = 0, maxfiles = 0;
+	size_t i, k, n, maxfiles;
 	unsigned nw = mgr.nworkers ? mgr.nworkers : 1;
 
 	if ((s->itemfds = malloc(sv->n_items * sizeof *s->itemfds)) == NULL ||
@@ -592,27 +260,22 @@ save_plan(struct save *s, ckd_err *e)
 		s->itemfds[i] = -1;
 		s->handlers[i] = sv->items[i]->handler;
 		s->names[i] = sv->items[i]->name;
-		if (!save_is_tree(sv->items[i]->handler))
-			continue;
-		for (k = 0; k < sv->items[i]->n_leaves; k++) {
-			const Ckpt__Leaf *l = sv->items[i]->leaves[k];
-
-			if (l->kind == CKPT__LEAF_KIND__LEAF_ARRAY) {
-				n++;
-				total += l->nbytes;
-			}
-		}
 	}
-	s->bytes = total;
-	target = total / nw;
+	/* The total is at most the memfd size (savecheck_request). */
+	savecheck_count(sv, SAVE_MIN_FILE, &cnt);
+	target = cnt.bytes / nw;
 	if (target < SAVE_MIN_FILE)
 		target = SAVE_MIN_FILE;
 	if (target > SAVE_MAX_FILE)
 		target = SAVE_MAX_FILE;
-	/* Each file but the last of an item holds >= target bytes. */
-	maxfiles = (size_t)(total / target) + sv->n_items + 1;
-	if (n == 0)
+	/* Exact number of files for this target: the table below is filled
+	 * by the same rule. */
+	savecheck_count(sv, target, &cnt);
+	s->bytes = cnt.bytes;
+	if (cnt.narrays == 0)
 		return 0;
+	n = cnt.narrays;
+	maxfiles = cnt.nfiles;
 	if ((s->tens = calloc(n, sizeof *s->tens)) == NULL ||
 	    (s->leaves = calloc(n, sizeof *s->leaves)) == NULL ||
 	    (s->files = calloc(maxfiles, sizeof *s->files)) == NULL)
@@ -620,9 +283,9 @@ save_plan(struct save *s, ckd_err *e)
 	for (i = 0; i < sv->n_items; i++) {
 		Ckpt__Item *it = sv->items[i];
 		struct strset names;
-		unsigned fileno = 0;
+		unsigned fileno = 0, dups = 0;
 
-		if (!save_is_tree(it->handler))
+		if (!savecheck_is_tree(it->handler))
 			continue;
 		if (strset_init(&names, it->n_leaves) != 0)
 			return err_set(e, CKPT_ENOMEM, "out of memory");
@@ -631,32 +294,39 @@ save_plan(struct save *s, ckd_err *e)
 			Ckpt__Leaf *l = it->leaves[k];
 			struct store_tensor *t;
 			char *nm;
-			unsigned dup;
 
 			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
 				continue;
 			if ((nm = save_tensor_name(l)) == NULL)
 				goto nomem;
-			for (dup = 1; !strset_add(&names, nm); dup++) {
-				size_t len = strlen(nm);
-				char *n2 = malloc(len + 16);
+			if (!strset_add(&names, nm)) {
+				/* Taken: "<name>~<n>", n counting up over the
+				 * item, so that colliding names cost linear
+				 * time in all (a dict key "a.b" and the path
+				 * a/b share a name). */
+				char *base = nm;
+				size_t len = strlen(base) + 16;
 
-				if (n2 == NULL) {
+				for (;;) {
+					if ((nm = malloc(len)) == NULL) {
+						free(base);
+						goto nomem;
+					}
+					snprintf(nm, len, "%s~%u", base, ++dups);
+					if (strset_add(&names, nm))
+						break;
 					free(nm);
-					goto nomem;
 				}
-				/* Strip an earlier suffix before retrying. */
-				if (dup > 1) {
-					char *tilde = strrchr(nm, '~');
-
-					if (tilde != NULL)
-						*tilde = '\0';
-				}
-				snprintf(n2, len + 16, "%s~%u", nm, dup);
-				free(nm);
-				nm = n2;
+				free(base);
 			}
 			l->tensor = nm;
+			if (s->ntens == n || (cur == NULL &&
+			    s->nfiles == maxfiles)) {
+				/* Cannot happen: counted by the same rule. */
+				free(names.slot);
+				return err_set(e, CKPT_EINVAL, "save layout "
+				    "does not match its count");
+			}
 			if (cur == NULL) {
 				cur = &s->files[s->nfiles++];
 				cur->item = i;
@@ -837,7 +507,7 @@ save_finish(struct save *s, ckd_err *e)
 	int r = 0;
 
 	for (i = 0; i < sv->n_items && r == 0; i++)
-		if (save_is_tree(sv->items[i]->handler))
+		if (savecheck_is_tree(sv->items[i]->handler))
 			r = store_write_tree_metadata_nosync(s->itemfds[i],
 			    sv->items[i], s->fmode, &s->sync, e);
 	if (r != 0)
@@ -1293,10 +963,10 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	if (nfds == 1) {
 		memfd = fds[0];
 		nfds = 0;
-		if (save_check_memfd(memfd, &size, &e) != 0)
+		if (savecheck_memfd(memfd, &size, &e) != 0)
 			goto fail;
 	}
-	if (save_check_items(sv, size, &e) != 0)
+	if (savecheck_request(sv, size, &e) != 0)
 		goto fail;
 	if (store_step_name(&r->nm, sv->step, name, sizeof name) != 0) {
 		err_set(&e, CKPT_EINVAL, "step name too long");

@@ -95,7 +95,7 @@
 #define STORE_MAX_TREE_META (256u << 20)
 #define STORE_MAX_STEP_META (64u << 20)
 #define STORE_MAX_DEPTH 1024
-#define STORE_MAX_TAG 64
+#define STORE_MAX_TAG CKPT_MAX_TAG   /* ckpt_limits.h */
 #define STORE_MAX_TENSOR_NAME 1024
 #define STORE_MAX_ITEMS 4096
 #define STORE_RM_DEPTH 64

@@ -31,12 +31,14 @@
 
 #define CKPT_API __attribute__((visibility("default")))
 
-/* Same limits as the daemon (daemon/common.h). */
-#define CKPT_MAX_FRAME (16u * 1024 * 1024)
-#define CKPT_MAX_FDS 64
+/* The wire's limits, shared with the daemon. */
+#include "ckpt_limits.h"
+
+_Static_assert(CKPT_WIRE_MAX_NDIM == CKPT_MAX_NDIM,
+    "the wire's ndim limit is the public CKPT_MAX_NDIM");
+
 #define CKPT_ERRLEN 512
 #define CKPT_ALIGN 64
-#define CKPT_MAX_TAG 64
 /* Copies of at least this many bytes use several threads. */
 #define CKPT_PAR_COPY_MIN (64u << 20)
 #define CKPT_PAR_COPY_THREADS 4

@@ -10,9 +10,6 @@
 
 #include "internal.h"
 
-#define MAX_POLICY_NODES 1024
-#define MAX_STEPS_LIST (1u << 20)
-
 CKPT_API ckpt_options *
 ckpt_options_new(void)
 {
@@ -210,7 +207,7 @@ copy_steps(uint64_t **dst, size_t *ndst, const uint64_t *steps, size_t n)
 {
 	uint64_t *s = NULL;
 
-	if (n > MAX_STEPS_LIST || (n > 0 && steps == NULL))
+	if (n > CKPT_MAX_STEPS_LIST || (n > 0 && steps == NULL))
 		return CKPT_EINVAL;
 	if (n > 0) {
 		if ((s = malloc(n * sizeof *s)) == NULL)
@@ -332,7 +329,7 @@ ckpt_options_save_policy_add(ckpt_options *o, ckpt_save_policy_kind kind,
 	Ckpt__SavePolicyNode *nd, **nv;
 	int r;
 
-	if (o == NULL || o->pb.n_save_policy >= MAX_POLICY_NODES)
+	if (o == NULL || o->pb.n_save_policy >= CKPT_MAX_POLICY_NODES)
 		return CKPT_EINVAL;
 	switch (kind) {
 	case CKPT_SAVE_FIXED_INTERVAL:
@@ -400,7 +397,7 @@ ckpt_options_save_policy_child(ckpt_options *o, int parent, int child)
 		return CKPT_EINVAL;
 	p = o->pb.save_policy[parent];
 	if (p->kind != CKPT__SAVE_POLICY_NODE__KIND__ANY ||
-	    p->n_children >= MAX_POLICY_NODES)
+	    p->n_children >= CKPT_MAX_POLICY_NODES)
 		return CKPT_EINVAL;
 	return add_child(&p->children, &p->n_children, child);
 }
@@ -413,7 +410,7 @@ ckpt_options_preservation_add(ckpt_options *o, ckpt_preserve_kind kind,
 	Ckpt__PreservationNode *nd, **nv;
 	int r = 0;
 
-	if (o == NULL || o->pb.n_preservation >= MAX_POLICY_NODES)
+	if (o == NULL || o->pb.n_preservation >= CKPT_MAX_POLICY_NODES)
 		return CKPT_EINVAL;
 	switch (kind) {
 	case CKPT_PRESERVE_LATEST_N:
@@ -491,7 +488,7 @@ ckpt_options_preservation_child(ckpt_options *o, int parent, int child)
 		return CKPT_EINVAL;
 	p = o->pb.preservation[parent];
 	if (p->kind != CKPT__PRESERVATION_NODE__KIND__ANY ||
-	    p->n_children >= MAX_POLICY_NODES)
+	    p->n_children >= CKPT_MAX_POLICY_NODES)
 		return CKPT_EINVAL;
 	return add_child(&p->children, &p->n_children, child);
 }

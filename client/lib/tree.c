@@ -14,7 +14,6 @@
 
 #include "internal.h"
 
-#define MAX_PATH_DEPTH 256
 #define MAX_PATH_LEN 65536
 
 /* ---- string map (open addressing, FNV-1a) ---------------------------------- */
@@ -217,7 +216,7 @@ check_keys(const ckpt_key *path, size_t depth)
 {
 	size_t i, total = 0;
 
-	if (depth > MAX_PATH_DEPTH || (depth > 0 && path == NULL))
+	if (depth > CKPT_MAX_DEPTH || (depth > 0 && path == NULL))
 		return CKPT_EINVAL;
 	for (i = 0; i < depth; i++) {
 		if (path[i].kind == CKPT_KEY_DICT) {
@@ -256,7 +255,7 @@ tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
 {
 	struct sbuf enc = { 0 }, str = { 0 };
 	struct tleaf *l;
-	size_t i, prefix_lens[MAX_PATH_DEPTH + 1];
+	size_t i, prefix_lens[CKPT_MAX_DEPTH + 1];
 	int r;
 
 	if ((r = check_keys(path, depth)) != 0)
@@ -398,7 +397,7 @@ ckpt_tree_free(ckpt_tree *t)
 
 /* Run fn with the parsed string path. */
 #define WITH_PATH(t, path, keys, depth, body) do {                       \
-	ckpt_key keys[MAX_PATH_DEPTH];                                      \
+	ckpt_key keys[CKPT_MAX_DEPTH];                                      \
 	size_t depth;                                                       \
 	char *buf_;                                                         \
 	int r_;                                                             \
@@ -406,7 +405,7 @@ ckpt_tree_free(ckpt_tree *t)
 		return CKPT_EINVAL;                                         \
 	if ((buf_ = strdup(path)) == NULL)                                  \
 		return CKPT_ENOMEM;                                         \
-	if ((r_ = tree_parse_path(buf_, keys, MAX_PATH_DEPTH, &depth)) != 0) { \
+	if ((r_ = tree_parse_path(buf_, keys, CKPT_MAX_DEPTH, &depth)) != 0) { \
 		free(buf_);                                                 \
 		return r_;                                                  \
 	}                                                                   \

@@ -1,0 +1,631 @@
+/*
+ * test_bounds.c - Save frames that are well formed but hostile in their
+ * counts, sizes, offsets and strings, sent by hand to a real ckptd:
+ *
+ *   - the frame of the heap overflow: a sparse 2^46-byte memfd sealed
+ *     against shrinking and 2^18 overlapping U8 leaves of shape [2^46] at
+ *     offset 0, with force (their sizes add up to 2^64);
+ *   - leaves whose sizes add up past the memfd, overlapping leaves, too
+ *     many leaves in one item and in one save;
+ *   - item names that could never be restored (".hidden");
+ *   - strings with a NUL inside or invalid UTF-8 (item name, root path).
+ *
+ * Each must get a clear error on the same connection, the daemon must go
+ * on serving another client, and nothing may change on disk.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ckpt.pb-c.h"
+#include "harness.h"
+
+#define MAX_FRAME (16u * 1024 * 1024)
+
+static struct hx_daemon d;
+static char root[HX_PATH];
+static char *disk_before;
+
+/* ---- raw wire ---------------------------------------------------------- */
+
+static int wire_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || strlen(d.sock) >= sizeof sa.sun_path)
+		bail_out("socket: %s", strerror(errno));
+	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		bail_out("connect %s: %s", d.sock, strerror(errno));
+	return fd;
+}
+
+/* Send len bytes of buf (a whole frame), fd attached to the first byte. */
+static void wire_send(int fd, const uint8_t *buf, size_t len, int attach)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t r;
+
+	if (attach >= 0) {
+		memset(&cm, 0, sizeof cm);
+		msg.msg_control = cm.b;
+		msg.msg_controllen = sizeof cm.b;
+		cm.h.cmsg_level = SOL_SOCKET;
+		cm.h.cmsg_type = SCM_RIGHTS;
+		cm.h.cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(&cm.h), &attach, sizeof(int));
+	}
+	while (iov.iov_len > 0) {
+		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			diag("sendmsg: %s", strerror(errno));
+			return;
+		}
+		iov.iov_base = (char *)iov.iov_base + r;
+		iov.iov_len -= (size_t)r;
+		msg.msg_control = NULL;
+		msg.msg_controllen = 0;
+	}
+}
+
+/* Pack req into a frame (malloc'ed, *len with the header). */
+static uint8_t *wire_pack(const Ckpt__Request *req, size_t *len)
+{
+	size_t n = ckpt__request__get_packed_size(req);
+	uint8_t *buf = malloc(4 + n);
+
+	if (buf == NULL)
+		bail_out("out of memory");
+	buf[0] = (uint8_t)(n >> 24);
+	buf[1] = (uint8_t)(n >> 16);
+	buf[2] = (uint8_t)(n >> 8);
+	buf[3] = (uint8_t)n;
+	ckpt__request__pack(req, buf + 4);
+	*len = 4 + n;
+	return buf;
+}
+
+static int wire_read(int fd, void *buf, size_t n, int timeout_ms)
+{
+	int64_t end = hx_now_ms() + timeout_ms;
+	size_t got = 0;
+
+	while (got < n) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		int64_t left = end - hx_now_ms();
+		ssize_t r;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -1;
+		r = recv(fd, (char *)buf + got, n - got, 0);
+		if (r == 0)
+			return 0;
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r < 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 1;
+}
+
+/* Next reply with this id (events skipped); NULL on EOF or timeout. */
+static Ckpt__Response *wire_recv(int fd, uint64_t id, int timeout_ms)
+{
+	for (;;) {
+		uint8_t hdr[4], *body;
+		Ckpt__Response *resp;
+		uint32_t len;
+
+		if (wire_read(fd, hdr, 4, timeout_ms) != 1)
+			return NULL;
+		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		    (uint32_t)hdr[2] << 8 | hdr[3];
+		if (len == 0 || len > MAX_FRAME || (body = malloc(len)) == NULL)
+			return NULL;
+		if (wire_read(fd, body, len, timeout_ms) != 1) {
+			free(body);
+			return NULL;
+		}
+		resp = ckpt__response__unpack(NULL, len, body);
+		free(body);
+		if (resp == NULL || resp->id == id)
+			return resp;
+		ckpt__response__free_unpacked(resp, NULL);
+	}
+}
+
+/* Send req; return the reply's code (INT32_MIN: no reply), message into
+ * msg. With a manager open, a save that was accepted is waited for, and
+ * its failure, if any, returned. */
+static int wire_call(int fd, const Ckpt__Request *req, int attach,
+    char *msg, size_t msglen)
+{
+	uint8_t *buf;
+	size_t len;
+	Ckpt__Response *resp;
+	int code;
+
+	buf = wire_pack(req, &len);
+	wire_send(fd, buf, len, attach);
+	free(buf);
+	msg[0] = '\0';
+	if ((resp = wire_recv(fd, req->id, 60000)) == NULL)
+		return INT32_MIN;
+	code = resp->code;
+	snprintf(msg, msglen, "%s", resp->message ? resp->message : "");
+	ckpt__response__free_unpacked(resp, NULL);
+	return code;
+}
+
+/* Same, with the byte `from` in the packed frame replaced by `to` (once,
+ * the first occurrence after the header): a string the generated packer
+ * would never produce (a NUL inside, invalid UTF-8). */
+static int wire_call_patched(int fd, const Ckpt__Request *req, char from,
+    uint8_t to, char *msg, size_t msglen)
+{
+	uint8_t *buf, *p;
+	size_t len;
+	Ckpt__Response *resp;
+	int code;
+
+	buf = wire_pack(req, &len);
+	if ((p = memchr(buf + 4, from, len - 4)) == NULL)
+		bail_out("marker '%c' not in the frame", from);
+	*p = to;
+	wire_send(fd, buf, len, -1);
+	free(buf);
+	msg[0] = '\0';
+	if ((resp = wire_recv(fd, req->id, 60000)) == NULL)
+		return INT32_MIN;
+	code = resp->code;
+	snprintf(msg, msglen, "%s", resp->message ? resp->message : "");
+	ckpt__response__free_unpacked(resp, NULL);
+	return code;
+}
+
+static int wire_greeted(void)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Hello h = CKPT__HELLO__INIT;
+	char msg[512];
+	int fd = wire_connect();
+
+	h.has_version = 1;
+	h.version = CKPT__VERSION__PROTOCOL_VERSION;
+	h.client = "test_bounds";
+	req.has_id = 1;
+	req.id = 1;
+	req.op_case = CKPT__REQUEST__OP_HELLO;
+	req.hello = &h;
+	if (wire_call(fd, &req, -1, msg, sizeof msg) != 0)
+		bail_out("hello refused: %s", msg);
+	return fd;
+}
+
+static uint64_t wire_open(int fd, const char *path)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
+	uint8_t *buf;
+	size_t len;
+	Ckpt__Response *resp;
+	uint64_t id = 0;
+
+	om.root = (char *)path;
+	req.has_id = 1;
+	req.id = 2;
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = &om;
+	buf = wire_pack(&req, &len);
+	wire_send(fd, buf, len, -1);
+	free(buf);
+	resp = wire_recv(fd, 2, 30000);
+	if (resp != NULL && resp->code == 0 &&
+	    resp->body_case == CKPT__RESPONSE__BODY_OPEN_MANAGER)
+		id = resp->open_manager->manager;
+	if (resp != NULL)
+		ckpt__response__free_unpacked(resp, NULL);
+	if (id == 0)
+		bail_out("raw open_manager(%s) failed", path);
+	return id;
+}
+
+/* A staging memfd of size bytes (sparse), sealed against shrinking. */
+static int staging(uint64_t size)
+{
+	int fd = memfd_create("bounds", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0)
+		bail_out("memfd of %llu bytes: %s", (unsigned long long)size,
+		    strerror(errno));
+	return fd;
+}
+
+/* ---- building saves --------------------------------------------------------- */
+
+struct tree {
+	Ckpt__Leaf *leaves, **leafp;
+	Ckpt__PathElem *elems, **elemp;
+	uint64_t *shapes;
+	size_t n;
+};
+
+/* n U8 leaves at paths [i], each of shape [dim] at offset off + i*stride. */
+static void tree_arrays(struct tree *t, size_t n, uint64_t dim, uint64_t off,
+    uint64_t stride)
+{
+	size_t i;
+
+	t->n = n;
+	t->leaves = calloc(n, sizeof *t->leaves);
+	t->leafp = calloc(n, sizeof *t->leafp);
+	t->elems = calloc(n, sizeof *t->elems);
+	t->elemp = calloc(n, sizeof *t->elemp);
+	t->shapes = calloc(n, sizeof *t->shapes);
+	if (!t->leaves || !t->leafp || !t->elems || !t->elemp || !t->shapes)
+		bail_out("out of memory");
+	for (i = 0; i < n; i++) {
+		Ckpt__Leaf *l = &t->leaves[i];
+		Ckpt__PathElem *p = &t->elems[i];
+
+		ckpt__path_elem__init(p);
+		p->has_kind = 1;
+		p->kind = CKPT__KEY_KIND__KEY_LIST;
+		p->has_index = 1;
+		p->index = i;
+		t->elemp[i] = p;
+		ckpt__leaf__init(l);
+		l->n_path = 1;
+		l->path = &t->elemp[i];
+		l->has_kind = 1;
+		l->kind = CKPT__LEAF_KIND__LEAF_ARRAY;
+		l->has_dtype = 1;
+		l->dtype = CKPT__DTYPE__DTYPE_U8;
+		t->shapes[i] = dim;
+		l->n_shape = 1;
+		l->shape = &t->shapes[i];
+		l->has_offset = 1;
+		l->offset = off + i * stride;
+		l->has_nbytes = 1;
+		l->nbytes = dim;
+		t->leafp[i] = l;
+	}
+}
+
+/* n empty leaves (only the count matters to the check they hit). */
+static void tree_empty(struct tree *t, size_t n)
+{
+	size_t i;
+
+	memset(t, 0, sizeof *t);
+	t->n = n;
+	t->leaves = calloc(n, sizeof *t->leaves);
+	t->leafp = calloc(n, sizeof *t->leafp);
+	if (!t->leaves || !t->leafp)
+		bail_out("out of memory");
+	for (i = 0; i < n; i++) {
+		ckpt__leaf__init(&t->leaves[i]);
+		t->leafp[i] = &t->leaves[i];
+	}
+}
+
+static void tree_free(struct tree *t)
+{
+	free(t->leaves);
+	free(t->leafp);
+	free(t->elems);
+	free(t->elemp);
+	free(t->shapes);
+	memset(t, 0, sizeof *t);
+}
+
+/* A Save of step `step` with one item per tree (names[i]). */
+static int save_call(int fd, uint64_t mgr, uint64_t step, struct tree *trees,
+    const char *const *names, size_t nitems, int memfd, char *msg,
+    size_t msglen)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Save sv = CKPT__SAVE__INIT;
+	Ckpt__Item items[4], *itemp[4];
+	size_t i;
+
+	for (i = 0; i < nitems; i++) {
+		ckpt__item__init(&items[i]);
+		items[i].name = (char *)names[i];
+		items[i].has_handler = 1;
+		items[i].handler = CKPT__HANDLER__HANDLER_STANDARD;
+		items[i].n_leaves = trees[i].n;
+		items[i].leaves = trees[i].leafp;
+		itemp[i] = &items[i];
+	}
+	sv.has_manager = 1;
+	sv.manager = mgr;
+	sv.has_step = 1;
+	sv.step = step;
+	sv.has_force = 1;
+	sv.force = 1;
+	sv.has_composite = 1;
+	sv.composite = nitems > 1 || strcmp(names[0], "default") != 0;
+	sv.n_items = nitems;
+	sv.items = itemp;
+	req.has_id = 1;
+	req.id = 100 + step;
+	req.op_case = CKPT__REQUEST__OP_SAVE;
+	req.save = &sv;
+	return wire_call(fd, &req, memfd, msg, msglen);
+}
+
+/* ---- after each: served, unchanged ------------------------------------------ */
+
+static void probe(const char *what)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	uint64_t *steps = NULL;
+	size_t n = 0;
+	char *now;
+	int r;
+
+	ok(hx_alive(&d), "%s: ckptd still running", what);
+	r = hx_connect(&d, &c);
+	if (r == 0)
+		r = ckpt_manager_open(c, root, NULL, &m);
+	if (r == 0)
+		r = ckpt_all_steps(m, &steps, &n);
+	is_int(r, 0, "%s: another client is served", what);
+	ok(n == 1 && steps != NULL && steps[0] == 0, "%s: the root still lists "
+	    "only step 0", what);
+	free(steps);
+	if (m != NULL)
+		ckpt_manager_close(m);
+	if (c != NULL)
+		ckpt_disconnect(c);
+	now = hx_snapshot(root);
+	ok(now != NULL && strcmp(now, disk_before) == 0, "%s: nothing changed "
+	    "on disk", what);
+	if (now != NULL && strcmp(now, disk_before) != 0)
+		diag("before:\n%s\nafter:\n%s", disk_before, now);
+	free(now);
+}
+
+static void expect(int code, const char *msg, int want1, int want2,
+    const char *needle, const char *what)
+{
+	ok(code == want1 || code == want2, "%s: %s or %s (got %d %s: %s)", what,
+	    ckpt_strerror(want1), ckpt_strerror(want2), code,
+	    code > INT32_MIN ? ckpt_strerror(code) : "no answer", msg);
+	has(msg, needle, "%s: the message says why", what);
+}
+
+/* ---- the cases ------------------------------------------------------------- */
+
+static void overflow_frame(int fd, uint64_t mgr)
+{
+	const char *names[1] = { "default" };
+	struct tree t;
+	char msg[512];
+	int mfd, code;
+
+	/* Issue 16, exactly: 2^18 leaves of 2^46 bytes at offset 0 of a sparse
+	 * 2^46-byte memfd; each fits, their sum is 2^64. */
+	mfd = staging(1ull << 46);
+	tree_arrays(&t, 1u << 18, 1ull << 46, 0, 0);
+	code = save_call(fd, mgr, 1, &t, names, 1, mfd, msg, sizeof msg);
+	close(mfd);
+	tree_free(&t);
+	expect(code, msg, CKPT_ETOOBIG, CKPT_EINVAL, "staging buffer",
+	    "2^18 overlapping leaves of 2^46 bytes");
+	probe("2^18 overlapping leaves of 2^46 bytes");
+}
+
+static void bad_layouts(int fd, uint64_t mgr)
+{
+	const char *one[1] = { "default" };
+	const char *three[3] = { "a", "b", "c" };
+	struct tree t, ts[3];
+	char msg[512];
+	int mfd, code;
+
+	/* Three leaves of 2048 bytes at offset 0 of 4096: 6144 > 4096. */
+	mfd = staging(4096);
+	tree_arrays(&t, 3, 2048, 0, 0);
+	code = save_call(fd, mgr, 2, &t, one, 1, mfd, msg, sizeof msg);
+	tree_free(&t);
+	expect(code, msg, CKPT_ETOOBIG, CKPT_ETOOBIG, "add up to more than",
+	    "leaves summing past the memfd");
+	probe("leaves summing past the memfd");
+
+	/* Two leaves of 16 bytes at 0 and 8: within the sum, overlapping. */
+	tree_arrays(&t, 2, 16, 0, 8);
+	code = save_call(fd, mgr, 3, &t, one, 1, mfd, msg, sizeof msg);
+	tree_free(&t);
+	expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "overlap",
+	    "overlapping leaves");
+	probe("overlapping leaves");
+
+	/* Adjacent leaves are fine: the same save with stride 16 commits. */
+	tree_arrays(&t, 2, 16, 0, 16);
+	code = save_call(fd, mgr, 4, &t, one, 1, mfd, msg, sizeof msg);
+	tree_free(&t);
+	is_int(code, 0, "adjacent leaves are accepted (%s)", msg);
+	close(mfd);
+	{
+		Ckpt__Request req = CKPT__REQUEST__INIT;
+		Ckpt__WaitSaves ws = CKPT__WAIT_SAVES__INIT;
+		ckpt_client *c = NULL;
+		ckpt_manager *m = NULL;
+
+		ws.has_manager = 1;
+		ws.manager = mgr;
+		req.has_id = 1;
+		req.id = 50;
+		req.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
+		req.wait_saves = &ws;
+		is_int(wire_call(fd, &req, -1, msg, sizeof msg), 0,
+		    "... and committed (%s)", msg);
+		/* Remove it again so that the disk is as before. */
+		if (hx_connect(&d, &c) == 0 &&
+		    ckpt_manager_open(c, root, NULL, &m) == 0) {
+			ok_call(ckpt_delete(m, 4), c, "step 4 deleted again");
+			ckpt_manager_close(m);
+		}
+		if (c != NULL)
+			ckpt_disconnect(c);
+	}
+	probe("adjacent leaves");
+
+	/* One item with 2^19 + 1 leaves. */
+	tree_empty(&t, (1u << 19) + 1);
+	code = save_call(fd, mgr, 5, &t, one, 1, -1, msg, sizeof msg);
+	tree_free(&t);
+	expect(code, msg, CKPT_ETOOBIG, CKPT_ETOOBIG, "too many leaves",
+	    "2^19 + 1 leaves in one item");
+	probe("too many leaves in one item");
+
+	/* Three items of 350,000 leaves: 1,050,000 > 2^20 in one save. */
+	tree_empty(&ts[0], 350000);
+	tree_empty(&ts[1], 350000);
+	tree_empty(&ts[2], 350000);
+	code = save_call(fd, mgr, 6, ts, three, 3, -1, msg, sizeof msg);
+	tree_free(&ts[0]);
+	tree_free(&ts[1]);
+	tree_free(&ts[2]);
+	expect(code, msg, CKPT_ETOOBIG, CKPT_ETOOBIG, "too many leaves",
+	    "1,050,000 leaves in one save");
+	probe("too many leaves in one save");
+}
+
+static void bad_names(int fd, uint64_t mgr)
+{
+	const char *dot[1] = { ".hidden" };
+	const char *marked[1] = { "abXcd" };
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
+	struct tree t;
+	char msg[512], path[HX_PATH], marked_root[HX_PATH + 8];
+	int mfd, code;
+
+	mfd = staging(4096);
+	tree_arrays(&t, 1, 16, 0, 0);
+	code = save_call(fd, mgr, 7, &t, dot, 1, mfd, msg, sizeof msg);
+	expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "start with '.'",
+	    "item named .hidden");
+	probe("item named .hidden");
+
+	/* "abXcd" with X turned into NUL or 0xff on the wire. */
+	{
+		Ckpt__Request sreq = CKPT__REQUEST__INIT;
+		Ckpt__Save sv = CKPT__SAVE__INIT;
+		Ckpt__Item item = CKPT__ITEM__INIT, *itemp[1] = { &item };
+
+		item.name = (char *)marked[0];
+		item.has_handler = 1;
+		item.handler = CKPT__HANDLER__HANDLER_JSON;
+		item.json = "{}";
+		sv.has_manager = 1;
+		sv.manager = mgr;
+		sv.has_step = 1;
+		sv.step = 8;
+		sv.has_force = 1;
+		sv.force = 1;
+		sv.has_composite = 1;
+		sv.composite = 1;
+		sv.n_items = 1;
+		sv.items = itemp;
+		sreq.has_id = 1;
+		sreq.id = 108;
+		sreq.op_case = CKPT__REQUEST__OP_SAVE;
+		sreq.save = &sv;
+		code = wire_call_patched(fd, &sreq, 'X', 0, msg, sizeof msg);
+		expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "NUL",
+		    "item name with a NUL inside");
+		probe("item name with a NUL inside");
+		sreq.id = 109;
+		code = wire_call_patched(fd, &sreq, 'X', 0xff, msg, sizeof msg);
+		expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "UTF-8",
+		    "item name with invalid UTF-8");
+		probe("item name with invalid UTF-8");
+	}
+
+	/* A root path "<root>X/evil" that a NUL would cut to <root>. */
+	snprintf(marked_root, sizeof marked_root, "%sX/evil", root);
+	om.root = marked_root;
+	req.has_id = 1;
+	req.id = 110;
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = &om;
+	code = wire_call_patched(fd, &req, 'X', 0, msg, sizeof msg);
+	expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "NUL",
+	    "root path with a NUL inside");
+	/* The same connection still works. */
+	tree_free(&t);
+	tree_arrays(&t, 1, 16, 0, 0);
+	code = save_call(fd, mgr, 0, &t, dot, 1, mfd, msg, sizeof msg);
+	ok(code == CKPT_EINVAL, "the connection still answers after bad "
+	    "strings (%d %s)", code, msg);
+	tree_free(&t);
+	close(mfd);
+	hx_path(&d, path, "raw/abcd");
+	ok(!hx_exists(path), "no item directory was made from a cut name");
+	probe("root path with a NUL inside");
+}
+
+int main(void)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t;
+	ckpt_save_args *a;
+	float w[4] = { 1, 2, 3, 4 };
+	int64_t shape[1] = { 4 };
+	uint64_t mgr;
+	int fd;
+
+	hx_init(&d);
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not start");
+	hx_path(&d, root, "raw");
+	if (hx_connect(&d, &c) != 0 ||
+	    ckpt_manager_open(c, root, NULL, &m) != 0)
+		bail_out("cannot open the root");
+	t = ckpt_tree_new();
+	ckpt_tree_add_array(t, "w", CKPT_F32, 1, shape, w, sizeof w);
+	a = ckpt_save_args_new();
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	ok_call(ckpt_save(m, 0, a, NULL), c, "step 0 saved");
+	ok_call(ckpt_wait_until_finished(m), c, "step 0 committed");
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	disk_before = hx_snapshot(root);
+
+	fd = wire_greeted();
+	mgr = wire_open(fd, root);
+	overflow_frame(fd, mgr);
+	bad_layouts(fd, mgr);
+	bad_names(fd, mgr);
+	close(fd);
+
+	free(disk_before);
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
+	hx_cleanup(&d);
+	return done_testing();
+}
