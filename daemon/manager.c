@@ -743,6 +743,13 @@ mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 	    !store_valid_component(o->todelete_subdir))
 		return err_set(e, CKPT_EINVAL, "invalid todelete_subdir \"%s\"",
 		    o->todelete_subdir);
+	if (o->n_item_names > CKPT_MAX_ITEMS)
+		return err_set(e, CKPT_ETOOBIG, "%zu item names (at most %d)",
+		    o->n_item_names, CKPT_MAX_ITEMS);
+	if (o->root_metadata_json != NULL &&
+	    strlen(o->root_metadata_json) > CKPT_MAX_DOC)
+		return err_set(e, CKPT_ETOOBIG, "root metadata is larger than "
+		    "%u bytes", CKPT_MAX_DOC);
 	if (o->root_metadata_json != NULL) {
 		json_error_t je;
 		json_t *j = json_loads(o->root_metadata_json, JSON_DECODE_ANY,

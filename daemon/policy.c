@@ -25,8 +25,9 @@
 
 #include "policy.h"
 
-/* Bounds on what a client may send. Real policies have a handful of nodes. */
-#define POLICY_MAX_NODES 1024
+/* Bounds on what a client may send (ckpt_limits.h). Real policies have a
+ * handful of nodes. */
+#define POLICY_MAX_NODES CKPT_MAX_POLICY_NODES
 
 enum save_kind {
 	SAVE_FIXED_INTERVAL = CKPT__SAVE_POLICY_NODE__KIND__FIXED_INTERVAL,
@@ -106,6 +107,9 @@ policy_copy_steps(const uint64_t *steps, size_t n, uint64_t **out,
 	*nout = 0;
 	if (n == 0)
 		return 0;
+	if (n > CKPT_MAX_STEPS_LIST)
+		return err_set(e, CKPT_ETOOBIG, "a step list has %zu steps (at "
+		    "most %u)", n, CKPT_MAX_STEPS_LIST);
 	if ((*out = malloc(n * sizeof(**out))) == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory for policy steps");
 	memcpy(*out, steps, n * sizeof(**out));

@@ -21,7 +21,7 @@
 
 #include "restore.h"
 
-#define RESTORE_MAX_DOC (8u * 1024 * 1024)     /* JSON items, metadata */
+#define RESTORE_MAX_DOC CKPT_MAX_DOC            /* JSON items, metadata */
 #define RESTORE_MAX_DIRENTS 4096
 #define RESTORE_MAX_PROBLEMS 10000
 
@@ -684,11 +684,25 @@ restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
 	char msg[PATH_MAX + 64];
 	size_t i;
 
-	for (i = 0; i < rq->n_items; i++)
+	if (rq->n_items > CKPT_MAX_ITEMS) {
+		rs_fail(c, req, NULL, CKPT_ETOOBIG, "too many items requested");
+		return;
+	}
+	for (i = 0; i < rq->n_items; i++) {
+		size_t k;
+
 		if (rq->items[i] == NULL || !store_valid_component(rq->items[i])) {
 			rs_fail(c, req, NULL, CKPT_EINVAL, "invalid item name");
 			return;
 		}
+		/* At most CKPT_MAX_ITEMS: the quadratic scan is bounded. */
+		for (k = 0; k < i; k++)
+			if (strcmp(rq->items[k], rq->items[i]) == 0) {
+				rs_fail(c, req, NULL, CKPT_EINVAL, "item "
+				    "requested twice");
+				return;
+			}
+	}
 	if (rq->directory != NULL && (rq->directory[0] != '/' ||
 	    strlen(rq->directory) >= PATH_MAX)) {
 		rs_fail(c, req, NULL, CKPT_EINVAL, "directory must be an "

@@ -159,13 +159,25 @@ savecheck_item_name(const char *name, ckd_err *e)
 	return 0;
 }
 
+static size_t
+savecheck_digits(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
 static int
 savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
     ckd_err *e)
 {
 	char path[256];
 	uint64_t count = 1, nbytes;
-	size_t i, isz;
+	size_t i, isz, joined = 0;
 
 	if (l->n_path > CKPT_MAX_DEPTH)
 		return err_set(e, CKPT_ETOOBIG, "leaf path deeper than %d in "
@@ -186,7 +198,18 @@ savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
 			return err_set(e, CKPT_EINVAL, "dict key missing or "
 			    "longer than %d bytes in item '%s'", CKPT_MAX_KEY,
 			    it->name);
+		if (p->kind != CKPT__KEY_KIND__KEY_DICT &&
+		    p->index > INT64_MAX)
+			return err_set(e, CKPT_EINVAL, "list index %" PRIu64
+			    " out of range in item '%s'", p->index, it->name);
+		/* Joined with '.', the path names the tensor. */
+		joined += (i > 0) + (p->kind == CKPT__KEY_KIND__KEY_DICT ?
+		    strlen(p->key) : savecheck_digits(p->index));
 	}
+	if (joined > CKPT_MAX_JOINED_PATH)
+		return err_set(e, CKPT_ETOOBIG, "a leaf path of item '%s' is "
+		    "longer than %d bytes when joined", it->name,
+		    CKPT_MAX_JOINED_PATH);
 	savecheck_leaf_path(l, path, sizeof path);
 	if (l->tag != NULL && strlen(l->tag) > CKPT_MAX_TAG)
 		return err_set(e, CKPT_EINVAL, "tag of leaf '%s' longer than "
@@ -223,7 +246,8 @@ savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
 		return err_set(e, CKPT_EINVAL, "leaf '%s' has %zu dimensions "
 		    "(at most %d)", path, l->n_shape, CKPT_WIRE_MAX_NDIM);
 	for (i = 0; i < l->n_shape; i++)
-		if (__builtin_mul_overflow(count, l->shape[i], &count))
+		if (l->shape[i] > INT64_MAX ||
+		    __builtin_mul_overflow(count, l->shape[i], &count))
 			return err_set(e, CKPT_ETOOBIG, "shape of leaf '%s' "
 			    "overflows", path);
 	if (__builtin_mul_overflow(count, (uint64_t)isz, &nbytes))

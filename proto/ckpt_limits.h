@@ -35,6 +35,10 @@
 /* Elements of one leaf's path, and bytes of one dict key in it. */
 #define CKPT_MAX_DEPTH 256
 #define CKPT_MAX_KEY 1024
+/* Bytes of a leaf's path joined with '.' (list indices in decimal):
+ * its safetensors tensor name, which also gets room for a "~N" suffix
+ * under the 1024 bytes a reader accepts. */
+#define CKPT_MAX_JOINED_PATH 1000
 /* Bytes of a leaf's client-defined tag. */
 #define CKPT_MAX_TAG 64
 /* Bytes of one JSON or text document: a JSON / proto item, metrics,

@@ -8,7 +8,9 @@
  *   - leaves whose sizes add up past the memfd, overlapping leaves, too
  *     many leaves in one item and in one save;
  *   - item names that could never be restored (".hidden");
- *   - strings with a NUL inside or invalid UTF-8 (item name, root path).
+ *   - strings with a NUL inside or invalid UTF-8 (item name, root path);
+ *   - a restore naming an item twice, a step list over its limit, a list
+ *     index past INT64_MAX, a leaf path too long to name its tensor.
  *
  * Each must get a clear error on the same connection, the daemon must go
  * on serving another client, and nothing may change on disk.
@@ -587,6 +589,82 @@ static void bad_names(int fd, uint64_t mgr)
 	probe("root path with a NUL inside");
 }
 
+/* Audit of the other lists and values from the wire. */
+static void bad_lists(int fd, uint64_t mgr)
+{
+	const char *one[1] = { "default" };
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Restore rs = CKPT__RESTORE__INIT;
+	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
+	Ckpt__ManagerOptions o = CKPT__MANAGER_OPTIONS__INIT;
+	char *twice[2] = { "default", "default" }, msg[512];
+	Ckpt__PathElem deep[60], *deepp[60];
+	struct tree t;
+	uint64_t *steps;
+	size_t i, n = (1u << 20) + 1;
+	int mfd, code;
+
+	/* Restore naming the same item twice. */
+	rs.has_manager = 1;
+	rs.manager = mgr;
+	rs.has_step = 1;
+	rs.step = 0;
+	rs.n_items = 2;
+	rs.items = twice;
+	req.has_id = 1;
+	req.id = 200;
+	req.op_case = CKPT__REQUEST__OP_RESTORE;
+	req.restore = &rs;
+	code = wire_call(fd, &req, -1, msg, sizeof msg);
+	expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "twice",
+	    "restore of the same item twice");
+
+	/* save_on_steps with 2^20 + 1 steps. */
+	if ((steps = calloc(n, sizeof *steps)) == NULL)
+		bail_out("out of memory");
+	for (i = 0; i < n; i++)
+		steps[i] = i;
+	o.n_save_on_steps = n;
+	o.save_on_steps = steps;
+	om.root = root;
+	om.options = &o;
+	req.id = 201;
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = &om;
+	code = wire_call(fd, &req, -1, msg, sizeof msg);
+	free(steps);
+	expect(code, msg, CKPT_ETOOBIG, CKPT_ETOOBIG, "at most",
+	    "save_on_steps with 2^20 + 1 steps");
+	probe("restore twice / long step list");
+
+	/* A list index past INT64_MAX (the metadata could not store it). */
+	mfd = staging(4096);
+	tree_arrays(&t, 1, 16, 0, 0);
+	t.elems[0].index = 1ull << 63;
+	code = save_call(fd, mgr, 9, &t, one, 1, mfd, msg, sizeof msg);
+	tree_free(&t);
+	expect(code, msg, CKPT_EINVAL, CKPT_EINVAL, "out of range",
+	    "list index 2^63");
+
+	/* 60 keys of 20 bytes: 1259 bytes joined, over the tensor name. */
+	tree_arrays(&t, 1, 16, 0, 0);
+	for (i = 0; i < 60; i++) {
+		ckpt__path_elem__init(&deep[i]);
+		deep[i].has_kind = 1;
+		deep[i].kind = CKPT__KEY_KIND__KEY_DICT;
+		deep[i].key = "abcdefghijklmnopqrst";
+		deepp[i] = &deep[i];
+	}
+	t.leaves[0].n_path = 60;
+	t.leaves[0].path = deepp;
+	code = save_call(fd, mgr, 10, &t, one, 1, mfd, msg, sizeof msg);
+	tree_free(&t);
+	close(mfd);
+	expect(code, msg, CKPT_ETOOBIG, CKPT_ETOOBIG, "joined",
+	    "a path of 1259 bytes joined");
+	probe("index and path length");
+}
+
 int main(void)
 {
 	ckpt_client *c = NULL;
@@ -622,6 +700,7 @@ int main(void)
 	overflow_frame(fd, mgr);
 	bad_layouts(fd, mgr);
 	bad_names(fd, mgr);
+	bad_lists(fd, mgr);
 	close(fd);
 
 	free(disk_before);
