@@ -87,8 +87,6 @@ wirecheck_message(const ProtobufCMessageDescriptor *d, const uint8_t *p,
 
 		if (wirecheck_varint(&p, end, &key) != 0)
 			return err_set(e, CKPT_EPROTO, "truncated field key");
-		if (key >> 3 == 0 || key >> 3 > UINT32_MAX)
-			return err_set(e, CKPT_EPROTO, "bad field number");
 		switch (key & 7) {
 		case 0:
 			if (wirecheck_varint(&p, end, &len) != 0)
@@ -116,7 +114,10 @@ wirecheck_message(const ProtobufCMessageDescriptor *d, const uint8_t *p,
 		if (wirecheck_varint(&p, end, &len) != 0 ||
 		    len > (uint64_t)(end - p))
 			return err_set(e, CKPT_EPROTO, "truncated field");
-		f = protobuf_c_message_descriptor_get_field(d,
+		/* Field numbers protobuf-c took as unknown (0, huge) are
+		 * none of ours: skipped like any unknown field. */
+		f = key >> 3 > UINT32_MAX ? NULL :
+		    protobuf_c_message_descriptor_get_field(d,
 		    (unsigned)(key >> 3));
 		if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
 			if (len > CKPT_MAX_DOC)

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # run-tests.sh - build ckptd and run every test twice: in the normal build
 # (build/) and in an AddressSanitizer + UndefinedBehaviorSanitizer build
-# (build-asan/). Ends with one line "N passed, N failed" summed over both
+# (build-asan/); then, when clang is installed, the libFuzzer targets of
+# tests/fuzz for a bounded time each (build-fuzz/, clang, ASan+UBSan,
+# suite "fuzz"). Ends with one line "N passed, N failed" summed over all
 # builds; the exit status is nonzero when anything failed.
 #
-# Environment: BUILD_DIR, ASAN_BUILD_DIR (default build, build-asan),
-# MESON_TEST_ARGS (extra arguments for `meson test`, e.g. a test name).
+# Environment: BUILD_DIR, ASAN_BUILD_DIR, FUZZ_BUILD_DIR (default build,
+# build-asan, build-fuzz), MESON_TEST_ARGS (extra arguments for the first
+# two `meson test` runs, e.g. a test name), FUZZ_SECONDS (per fuzz target,
+# default 25; 0 skips the fuzz stage).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 asan=${ASAN_BUILD_DIR:-build-asan}
+fuzz=${FUZZ_BUILD_DIR:-build-fuzz}
 py=/usr/bin/python3
 build_failures=0
 extra=(${MESON_TEST_ARGS:-})
@@ -54,9 +59,24 @@ else
 	build_failures=$((build_failures + 1))
 fi
 
-# Sum the results of both runs (one JSON object per test and line).
+echo "==== fuzz build ($fuzz: clang, libFuzzer, address,undefined)"
+rm -f "$fuzz/meson-logs/testlog.json"
+if [ "${FUZZ_SECONDS:-25}" = 0 ]; then
+	echo "run-tests.sh: FUZZ_SECONDS=0, fuzz targets not run"
+elif ! command -v clang >/dev/null; then
+	echo "run-tests.sh: clang not installed, fuzz targets not run" >&2
+elif CC=clang setup "$fuzz" -Dfuzz=true -Db_sanitize=address,undefined \
+	-Db_lundef=false && ninja -C "$fuzz" tests/fuzz/fuzz_frame \
+	tests/fuzz/fuzz_request tests/fuzz/fuzz_save tests/fuzz/fuzz_store; then
+	meson test -C "$fuzz" --no-rebuild --print-errorlogs --suite fuzz
+else
+	echo "run-tests.sh: the fuzz build failed" >&2
+	build_failures=$((build_failures + 1))
+fi
+
+# Sum the results of all runs (one JSON object per test and line).
 read -r passed failed skipped < <("$py" - "$build/meson-logs/testlog.json" \
-	"$asan/meson-logs/testlog.json" <<'PY'
+	"$asan/meson-logs/testlog.json" "$fuzz/meson-logs/testlog.json" <<'PY'
 import json
 import sys
 
