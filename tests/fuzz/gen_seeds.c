@@ -259,7 +259,8 @@ slurp(int dirfd, const char *name, size_t *n)
 static void
 stores(void)
 {
-	char dir[] = "/tmp/ckpt-gen-seeds.XXXXXX";
+	const char *tmp = getenv("TMPDIR");
+	char dir[4096];
 	float w[16];
 	uint64_t shape[2] = { 4, 4 };
 	struct store_tensor t = { "w", CKPT__DTYPE__DTYPE_F32, 2, shape, w,
@@ -277,6 +278,8 @@ stores(void)
 
 	for (i = 0; i < 16; i++)
 		w[i] = (float)i;
+	snprintf(dir, sizeof dir, "%s/ckpt-gen-seeds.XXXXXX",
+	    tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
 	if (mkdtemp(dir) == NULL ||
 	    (dfd = open(dir, O_RDONLY | O_DIRECTORY)) < 0)
 		exit(1);
