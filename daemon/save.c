@@ -299,6 +299,20 @@ save_plan(struct save *s, ckd_err *e)
 				continue;
 			if ((nm = save_tensor_name(l)) == NULL)
 				goto nomem;
+			if (store_tensor_name_reserved(nm)) {
+				/* "~__metadata__": the path is in _METADATA,
+				 * the tensor name only has to be unique. */
+				char *n2 = malloc(strlen(nm) + 2);
+
+				if (n2 == NULL) {
+					free(nm);
+					goto nomem;
+				}
+				n2[0] = '~';
+				memcpy(n2 + 1, nm, strlen(nm) + 1);
+				free(nm);
+				nm = n2;
+			}
 			if (!strset_add(&names, nm)) {
 				/* Taken: "<name>~<n>", n counting up over the
 				 * item, so that colliding names cost linear

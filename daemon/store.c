@@ -159,6 +159,13 @@ store_valid_component(const char *s)
 	return 1;
 }
 
+int
+store_tensor_name_reserved(const char *s)
+{
+	return strcmp(s, "__metadata__") == 0 ||
+	    strncmp(s, STORE_PAD_PREFIX, strlen(STORE_PAD_PREFIX)) == 0;
+}
+
 static int
 valid_tensor_name(const char *s)
 {
@@ -166,11 +173,7 @@ valid_tensor_name(const char *s)
 
 	if (s == NULL || (n = strlen(s)) == 0 || n > STORE_MAX_TENSOR_NAME)
 		return 0;
-	if (strcmp(s, "__metadata__") == 0)
-		return 0;
-	if (strncmp(s, STORE_PAD_PREFIX, strlen(STORE_PAD_PREFIX)) == 0)
-		return 0;
-	return 1;
+	return !store_tensor_name_reserved(s);
 }
 
 /* ---- dtypes and handlers -------------------------------------------------------- */

@@ -240,6 +240,9 @@ const char *store_handler_typestr(Ckpt__Handler h);
 Ckpt__Handler store_handler_parse(const char *s);
 /* Bytes per element of a dtype; 0 for invalid. safetensors name; parse. */
 size_t store_dtype_size(Ckpt__Dtype d);
+/* 1 for tensor names safetensors or the writer keep for themselves
+ * ("__metadata__", padding tensors). */
+int store_tensor_name_reserved(const char *s);
 const char *store_dtype_name(Ckpt__Dtype d);
 Ckpt__Dtype store_dtype_parse(const char *s);
 

@@ -669,6 +669,64 @@ static void bad_lists(int fd, uint64_t mgr)
 	probe("index and path length");
 }
 
+/* Paths whose joined name is reserved in safetensors ("__metadata__") or
+ * by the writer's padding tensors: saved and restored like any other. */
+static void reserved_names(void)
+{
+	static const char *const paths[] = {
+		"__metadata__", "__ckptd_pad_0", "~__ckptd_pad_0", "a/b", "a.b",
+	};
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t = ckpt_tree_new();
+	ckpt_save_args *a = ckpt_save_args_new();
+	ckpt_restored *res = NULL;
+	char rroot[HX_PATH];
+	uint8_t v[5][8];
+	int64_t shape[1] = { 8 };
+	size_t i;
+	int r;
+
+	hx_path(&d, rroot, "reserved");
+	for (i = 0; i < 5; i++) {
+		memset(v[i], (int)(i + 1), sizeof v[i]);
+		if (ckpt_tree_add_array(t, paths[i], CKPT_U8, 1, shape, v[i],
+		    sizeof v[i]) != 0)
+			bail_out("adding %s", paths[i]);
+	}
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	r = hx_connect(&d, &c);
+	if (r == 0)
+		r = ckpt_manager_open(c, rroot, NULL, &m);
+	if (r == 0)
+		r = ckpt_save(m, 1, a, NULL);
+	if (r == 0)
+		r = ckpt_wait_until_finished(m);
+	ok_call(r, c, "a tree with leaves named __metadata__ and "
+	    "__ckptd_pad_0 is saved");
+	if (r == 0)
+		r = ckpt_restore(m, 1, NULL, &res);
+	if (ok_call(r, c, "... and restored")) {
+		const ckpt_tree *rt = ckpt_restored_item_tree(res, 0);
+
+		for (i = 0; i < 5; i++) {
+			long k = rt ? ckpt_tree_find(rt, paths[i]) : -1;
+			ckpt_leaf lf;
+
+			ok(k >= 0 && ckpt_tree_leaf(rt, (size_t)k, &lf) == 0 &&
+			    lf.nbytes == 8 && memcmp(lf.data, v[i], 8) == 0,
+			    "... leaf '%s' intact", paths[i]);
+		}
+		ckpt_restored_free(res);
+	}
+	if (m != NULL)
+		ckpt_manager_close(m);
+	if (c != NULL)
+		ckpt_disconnect(c);
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+}
+
 int main(void)
 {
 	ckpt_client *c = NULL;
@@ -706,6 +764,7 @@ int main(void)
 	bad_names(fd, mgr);
 	bad_lists(fd, mgr);
 	close(fd);
+	reserved_names();
 
 	free(disk_before);
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
