@@ -3,8 +3,8 @@
  *
  * Order: the request's shape first (items, leaves, names, documents), each
  * count checked before it is used to size anything; then, per leaf, path,
- * dtype, shape and byte range; then across leaves: unique paths, the sum
- * of array bytes against the memfd size, and no two arrays overlapping.
+ * dtype, shape and byte range; then across leaves: the sum of array bytes
+ * against the memfd size, no two arrays overlapping, unique paths.
  */
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -452,8 +452,6 @@ savecheck_request(Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
 				if ((r = savecheck_leaf(it, it->leaves[k],
 				    memsize, e)) != 0)
 					return r;
-			if ((r = savecheck_paths(it, e)) != 0)
-				return r;
 			break;
 		case CKPT__HANDLER__HANDLER_JSON:
 		case CKPT__HANDLER__HANDLER_PROTO:
@@ -477,8 +475,15 @@ savecheck_request(Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
 			    "item \"%s\"", (int)it->handler, it->name);
 		}
 	}
+	/* Byte ranges (a running sum, then one sort of offsets) before
+	 * paths (an encoding per leaf, then a sort): a request whose sizes
+	 * add up past the memfd is refused after one linear pass. */
 	if ((r = savecheck_arrays(sv, memsize, e)) != 0)
 		return r;
+	for (i = 0; i < sv->n_items; i++)
+		if (savecheck_is_tree(sv->items[i]->handler) &&
+		    (r = savecheck_paths(sv->items[i], e)) != 0)
+			return r;
 	if (sv->metrics_json != NULL &&
 	    (r = savecheck_json("metrics", sv->metrics_json, 1, e)) != 0)
 		return r;
