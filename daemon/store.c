@@ -1911,6 +1911,13 @@ step_meta_write(int stepfd, const struct store_step_meta *m,
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
 		goto out;
 	}
+	/* Restore reads it back whole, up to CKPT_MAX_DOC. */
+	if (strlen(text) > CKPT_MAX_DOC) {
+		r = err_set(e, CKPT_ETOOBIG, "%s would be %zu bytes, more than "
+		    "the %u a restore reads (metrics and custom metadata too "
+		    "large)", STORE_STEP_METADATA, strlen(text), CKPT_MAX_DOC);
+		goto out;
+	}
 	r = small_write(stepfd, STORE_STEP_METADATA, text, strlen(text),
 	    filemode, b, e);
 out:

@@ -727,6 +727,53 @@ static void reserved_names(void)
 	ckpt_tree_free(t);
 }
 
+/* Metrics and custom metadata of 5 MiB each: each fits a document, but
+ * the step metadata holding both would be more than a restore reads. The
+ * save must fail with a clear error, and nothing be listed. */
+static void big_step_metadata(void)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t = ckpt_tree_new();
+	ckpt_save_args *a = ckpt_save_args_new();
+	char mroot[HX_PATH], *doc;
+	uint64_t *steps = NULL;
+	size_t n = 0, len = 5u << 20;
+	float w[4] = { 1, 2, 3, 4 };
+	int64_t shape[1] = { 4 };
+	int r;
+
+	if ((doc = malloc(len + 16)) == NULL)
+		bail_out("out of memory");
+	memcpy(doc, "{\"x\": \"", 7);
+	memset(doc + 7, 'a', len);
+	memcpy(doc + 7 + len, "\"}", 3);
+	hx_path(&d, mroot, "bigmeta");
+	ckpt_tree_add_array(t, "w", CKPT_F32, 1, shape, w, sizeof w);
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	ckpt_save_args_set_metrics(a, doc);
+	ckpt_save_args_set_custom_metadata(a, doc);
+	r = hx_connect(&d, &c);
+	if (r == 0)
+		r = ckpt_manager_open(c, mroot, NULL, &m);
+	if (r == 0 && (r = ckpt_save(m, 1, a, NULL)) == 0)
+		r = ckpt_wait_until_finished(m);
+	is_int(r, CKPT_ETOOBIG, "5 MiB metrics + 5 MiB custom metadata: the "
+	    "save fails with CKPT_ETOOBIG");
+	has(c != NULL ? ckpt_client_errmsg(c) : NULL, "restore reads",
+	    "... saying why (%s)", c != NULL ? ckpt_client_errmsg(c) : "");
+	if (m != NULL && ckpt_all_steps(m, &steps, &n) == 0)
+		is_int(n, 0, "... and no step is listed");
+	free(steps);
+	if (m != NULL)
+		ckpt_manager_close(m);
+	if (c != NULL)
+		ckpt_disconnect(c);
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+	free(doc);
+}
+
 int main(void)
 {
 	ckpt_client *c = NULL;
@@ -765,6 +812,7 @@ int main(void)
 	bad_lists(fd, mgr);
 	close(fd);
 	reserved_names();
+	big_step_metadata();
 
 	free(disk_before);
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
