@@ -622,6 +622,7 @@ conn_frame(struct conn *c)
 	size_t nfds = c->in.nfds;
 	Ckpt__Request *req;
 	ckd_err se;
+	int bad;
 
 	memcpy(fds, c->in.fds, nfds * sizeof(int));
 	c->in.nfds = 0;
@@ -639,18 +640,8 @@ conn_frame(struct conn *c)
 		return;
 	}
 	/* Strings as sent: no NUL inside, valid UTF-8 (wirecheck.h). */
-	if (wirecheck_strings(&ckpt__request__descriptor, c->in.buf, c->in.len,
-	    &se) != 0) {
-		frame_in_reset(&c->in);
-		conn_close_fds(fds, nfds);
-		log_info("conn %llu: %s", (unsigned long long)c->id, se.msg);
-		conn_reply_error(c, req->has_id ? req->id : 0, se.code, "%s",
-		    se.msg);
-		if (!c->hello_done)
-			conn_close_after_flush(c);
-		ckpt__request__free_unpacked(req, NULL);
-		return;
-	}
+	bad = wirecheck_strings(&ckpt__request__descriptor, c->in.buf,
+	    c->in.len, &se);
 	frame_in_reset(&c->in);
 	if (!req->has_id || req->id == 0) {
 		log_info("conn %llu: request without an id; closing",
@@ -658,6 +649,15 @@ conn_frame(struct conn *c)
 		ckpt__request__free_unpacked(req, NULL);
 		conn_close_fds(fds, nfds);
 		conn_kill(c);
+		return;
+	}
+	if (bad != 0) {
+		log_info("conn %llu: %s", (unsigned long long)c->id, se.msg);
+		conn_close_fds(fds, nfds);
+		conn_reply_error(c, req->id, se.code, "%s", se.msg);
+		if (!c->hello_done)
+			conn_close_after_flush(c);
+		ckpt__request__free_unpacked(req, NULL);
 		return;
 	}
 	if (!c->hello_done) {
