@@ -114,6 +114,38 @@ ends_with(const char *s, const char *suffix)
 	return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
 }
 
+/* Open dirfd/name read-only as a regular file. The name is untrusted: a
+ * FIFO, device or socket in its place must never block the worker, so
+ * the open is non-blocking and O_NONBLOCK is cleared only once fstat says
+ * the file is regular. Returns the fd, or a negative CKPT_E* code with e
+ * set (CKPT_ECORRUPT for a file that is not regular). */
+static int
+open_regular(int dirfd, const char *name, struct stat *st, ckd_err *e)
+{
+	int fd, r;
+
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+	    O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return err_errno(e, errno, "open %s", name);
+	if (fstat(fd, st) != 0) {
+		r = err_errno(e, errno, "stat %s", name);
+		goto fail;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		r = err_set(e, CKPT_ECORRUPT, "%s: not a regular file", name);
+		goto fail;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+		r = err_errno(e, errno, "fcntl %s", name);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return r;
+}
+
 /* Give a freshly created file or directory exactly `mode` (keeping a
  * setgid bit inherited from the parent directory). Best effort. */
 static void
@@ -1776,16 +1808,8 @@ store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
 
 	*bufp = NULL;
 	*lenp = 0;
-	if ((fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		return err_errno(e, errno, "open %s", fname);
-	if (fstat(fd, &st) != 0) {
-		r = err_errno(e, errno, "stat %s", fname);
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = err_set(e, CKPT_ECORRUPT, "%s: not a regular file", fname);
-		goto out;
-	}
+	if ((fd = open_regular(dirfd, fname, &st, e)) < 0)
+		return fd;
 	if ((uint64_t)st.st_size > maxlen) {
 		r = err_set(e, CKPT_ETOOBIG, "%s: larger than %zu bytes",
 		    fname, maxlen);
@@ -2363,15 +2387,11 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 	uint64_t N;
 	int r = 0;
 
-	if ((f->fd = openat(itemfd, f->name, O_RDONLY | O_NOFOLLOW |
-	    O_CLOEXEC)) < 0)
-		return err_errno(e, errno, "open %s", f->name);
-	if (fstat(f->fd, &st) != 0) {
-		r = err_errno(e, errno, "stat %s", f->name);
-		goto out;
+	if ((f->fd = open_regular(itemfd, f->name, &st, e)) < 0) {
+		r = f->fd;
+		f->fd = -1;
+		return r;
 	}
-	if (!S_ISREG(st.st_mode))
-		CORRUPT("%s: not a regular file", f->name);
 	f->size = (uint64_t)st.st_size;
 	if (f->size < 8)
 		CORRUPT("%s: truncated safetensors file", f->name);
