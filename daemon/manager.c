@@ -364,7 +364,7 @@ mgr_load_run(struct task *t)
 	int fd, isknown = 0;
 	ckd_err ie;
 
-	if (mgr_open_root(r->path, &fd, &t->err) != 0)
+	if (root_open_dir(r, &fd, &t->err) != 0)
 		return;
 	if (index_load_root(mgr.ix, r->key, &known, &nknown, &isknown,
 	    &ie) != 0) {
@@ -485,6 +485,8 @@ struct open_task {
 	struct policy_set *pol;
 	char *path;
 	mode_t dmode;
+	int fd;                         /* the directory opened, or -1 */
+	struct stat st;                 /* its identity */
 	char canon[PATH_MAX];
 };
 
@@ -525,6 +527,10 @@ mgr_open_run(struct task *t)
 	if (store_open_root(ot->path, o->create && !o->read_only, ot->dmode,
 	    &fd, &t->err) != 0)
 		return;
+	if (fstat(fd, &ot->st) != 0) {
+		err_errno(&t->err, errno, "stat %s", ot->path);
+		goto out;
+	}
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	n = readlink(proc, ot->canon, sizeof ot->canon - 1);
 	if (n <= 0 || (size_t)n >= sizeof ot->canon - 1 || ot->canon[0] != '/') {
@@ -564,7 +570,11 @@ mgr_open_run(struct task *t)
 			memset(&t->err, 0, sizeof t->err);
 	}
 out:
-	close(fd);
+	/* On success the fd identifies the root (mgr_open_done). */
+	if (t->err.code == 0)
+		ot->fd = fd;
+	else
+		close(fd);
 }
 
 static void
@@ -595,7 +605,7 @@ mgr_cleanup_run(struct task *t)
 	ckd_err e;
 	int fd;
 
-	if (mgr_open_root(ct->r->path, &fd, &t->err) != 0)
+	if (root_open_dir(ct->r, &fd, &t->err) != 0)
 		return;
 	if (store_cleanup_tmp(fd, &e) != 0)
 		log_warn("cleaning %s: %s", ct->r->path, e.msg);
@@ -680,7 +690,10 @@ mgr_open_done(struct task *t)
 	ot->c = NULL;
 	ot->o = NULL;
 	ot->pol = NULL;
-	if ((r = root_find(ot->canon, &nm)) != NULL &&
+	/* The directory just opened is the root, whatever its path: a path
+	 * removed and re-created since is a new root (never the state loaded
+	 * for the old directory, maybe for another user). */
+	if ((r = root_find(ot->st.st_dev, ot->st.st_ino, &nm)) != NULL &&
 	    r->state == ROOT_READY) {
 		mgr_open_finish(r, op);
 	} else if (r != NULL) {
@@ -689,7 +702,9 @@ mgr_open_done(struct task *t)
 	} else {
 		struct load_task *lt;
 
-		if ((r = root_new(ot->canon, &nm)) == NULL ||
+		r = root_new(ot->canon, &nm, ot->fd, &ot->st);
+		ot->fd = -1;
+		if (r == NULL ||
 		    (lt = mgr_task_new(sizeof *lt, mgr_load_run,
 		    mgr_load_done, conn_peer(op->c), conn_id(op->c))) == NULL) {
 			root_unref(r);
@@ -710,6 +725,8 @@ mgr_open_done(struct task *t)
 		worker_submit(&lt->t);
 	}
 fail:
+	if (ot->fd >= 0)
+		close(ot->fd);
 	if (ot->c != NULL)
 		conn_unref(ot->c);
 	policy_free(ot->pol);
@@ -770,6 +787,8 @@ mgr_handle_open(struct conn *c, Ckpt__Request *req)
 	}
 	ot = mgr_task_new(sizeof *ot, mgr_open_run, mgr_open_done,
 	    conn_peer(c), conn_id(c));
+	if (ot != NULL)
+		ot->fd = -1;
 	if (ot == NULL || (ot->path = strdup(om->root)) == NULL ||
 	    (ot->o = mgr_options_copy(om->options)) == NULL) {
 		if (ot != NULL)
@@ -990,7 +1009,7 @@ mgr_reload_run(struct task *t)
 	size_t i, k;
 	int fd;
 
-	if (mgr_open_root(r->path, &fd, &t->err) != 0)
+	if (root_open_dir(r, &fd, &t->err) != 0)
 		return;
 	if (root_scan_disk(fd, &r->nm, rt->known, rt->nknown, &rt->found,
 	    &rt->nfound, NULL, &t->err) != 0) {

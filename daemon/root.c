@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,39 +69,62 @@ mgr_open_root(const char *path, int *fd, ckd_err *e)
 	return store_open_root(path, 0, 0, fd, e);
 }
 
+int
+root_open_dir(const struct root *r, int *fd, ckd_err *e)
+{
+	/* "." through the pinned fd: the kernel checks the peer's search and
+	 * read permission on the directory itself. */
+	if ((*fd = openat(r->dirfd, ".", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0)
+		return err_errno(e, errno, "opening %s", r->path);
+	return 0;
+}
+
 /* ---- roots --------------------------------------------------------------- */
 
+/* The index key names the directory, not only its path: a directory
+ * re-created at the same path (by anyone) never meets the records of the
+ * old one. */
 static char *
-root_make_key(const char *path, const struct store_naming *nm)
+root_make_key(const struct root *r)
 {
 	size_t len;
 	char *k;
 
-	if (nm->prefix[0] == '\0' && nm->fixed_len == 0)
-		return strdup(path);
 	/* A canonical path never contains "//", so this cannot collide. */
-	len = strlen(path) + strlen(nm->prefix) + 40;
+	len = strlen(r->path) + strlen(r->nm.prefix) + 120;
 	if ((k = malloc(len)) == NULL)
 		return NULL;
-	snprintf(k, len, "%s//prefix=%s,len=%u", path, nm->prefix,
-	    nm->fixed_len);
+	snprintf(k, len, "%s//dev=%ju,ino=%ju,uid=%ju", r->path,
+	    (uintmax_t)r->dev, (uintmax_t)r->ino, (uintmax_t)r->uid);
+	if (r->nm.prefix[0] != '\0' || r->nm.fixed_len != 0)
+		snprintf(k + strlen(k), len - strlen(k), ",prefix=%s,len=%u",
+		    r->nm.prefix, r->nm.fixed_len);
 	return k;
 }
 
 struct root *
-root_new(const char *path, const struct store_naming *nm)
+root_new(const char *path, const struct store_naming *nm, int dirfd,
+    const struct stat *st)
 {
 	struct root *r;
 
-	if ((r = calloc(1, sizeof *r)) == NULL)
+	if ((r = calloc(1, sizeof *r)) == NULL) {
+		close(dirfd);
 		return NULL;
+	}
 	r->refs = 1;
 	r->state = ROOT_LOADING;
 	r->nm = *nm;
 	r->last_save_ns = -1;
+	r->dirfd = dirfd;
+	r->dev = st->st_dev;
+	r->ino = st->st_ino;
+	r->uid = st->st_uid;
 	if ((r->path = strdup(path)) == NULL ||
-	    (r->key = root_make_key(path, nm)) == NULL) {
+	    (r->key = root_make_key(r)) == NULL) {
 		free(r->path);
+		close(dirfd);
 		free(r);
 		return NULL;
 	}
@@ -110,12 +134,12 @@ root_new(const char *path, const struct store_naming *nm)
 }
 
 struct root *
-root_find(const char *path, const struct store_naming *nm)
+root_find(dev_t dev, ino_t ino, const struct store_naming *nm)
 {
 	struct root *r;
 
 	for (r = mgr.roots; r != NULL; r = r->next) {
-		if (strcmp(r->path, path) == 0 &&
+		if (r->dev == dev && r->ino == ino &&
 		    strcmp(r->nm.prefix, nm->prefix) == 0 &&
 		    r->nm.fixed_len == nm->fixed_len)
 			return r;
@@ -150,6 +174,7 @@ root_free(struct root *r)
 	free(r->deleting);
 	free(r->path);
 	free(r->key);
+	close(r->dirfd);
 	free(r);
 }
 
@@ -472,7 +497,7 @@ root_delete_run(struct task *t)
 	ckd_err ie;
 	int fd, r;
 
-	if ((r = mgr_open_root(d->r->path, &fd, &t->err)) != 0)
+	if ((r = root_open_dir(d->r, &fd, &t->err)) != 0)
 		return;
 	r = store_delete_step(fd, d->rec.name, d->subdir, &t->err);
 	close(fd);
