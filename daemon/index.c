@@ -267,7 +267,8 @@ decode_step(const MDB_val *v, uint64_t step, struct index_step *s)
 	if (!json_is_integer(x = json_object_get(o, "state")))
 		goto out;
 	s->state = (int)json_integer_value(x);
-	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED)
+	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED &&
+	    s->state != INDEX_INTERRUPTED)
 		goto out;
 	if (!json_is_integer(x = json_object_get(o, "init_ns")))
 		goto out;
@@ -436,7 +437,8 @@ put_step(struct index *ix, MDB_txn *txn, const char *root,
 
 	if (memchr(s->name, '\0', sizeof(s->name)) == NULL)
 		return err_set(e, CKPT_EINVAL, "index: step name too long");
-	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED)
+	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED &&
+	    s->state != INDEX_INTERRUPTED)
 		return err_set(e, CKPT_EINVAL, "index: bad step state %d",
 		    s->state);
 	if ((text = encode_step(s)) == NULL)

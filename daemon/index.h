@@ -26,6 +26,7 @@ struct index;
 enum index_state {
 	INDEX_COMMITTED = 0,
 	INDEX_FAILED = 2,
+	INDEX_INTERRUPTED = 3,  /* the daemon stopped before it committed */
 };
 
 struct index_step {
@@ -36,7 +37,7 @@ struct index_step {
 	uint64_t bytes;
 	char name[256];          /* directory name */
 	char *metrics_json;      /* malloc'ed JSON object text or NULL */
-	char *error;             /* malloc'ed, INDEX_FAILED only, or NULL */
+	char *error;             /* malloc'ed, not committed only, or NULL */
 };
 
 /* Open (creating state_dir with 0700 if needed) the env at

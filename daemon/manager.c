@@ -344,7 +344,47 @@ struct load_task {
 	int cleanup;
 	struct index_step *steps;
 	size_t nsteps;
+	size_t ninterrupted;            /* found in this load */
 };
+
+/* Records of the saves a crash interrupted (leftover tmp dirs of this
+ * naming that no live save owned, just removed): listed as interrupted
+ * with the time of their tmp dir, like failed saves, until the step is
+ * saved again. Appended to *all (room for n more is the caller's). */
+static size_t
+mgr_interrupted_records(const struct root *r, const struct store_leftover *lo,
+    size_t nlo, struct index_step *all, size_t n)
+{
+	struct index_step *s;
+	size_t i, k, added = 0;
+
+	for (i = 0; i < nlo; i++) {
+		for (k = 0; k < n + added && all[k].step != lo[i].step; k++)
+			;
+		if (k < n + added && all[k].state == INDEX_COMMITTED)
+			continue;
+		s = &all[k];
+		if (k < n + added) {
+			/* replaces an older failed or interrupted record */
+			free(s->metrics_json);
+			free(s->error);
+		} else {
+			added++;
+		}
+		memset(s, 0, sizeof *s);
+		s->step = lo[i].step;
+		s->state = INDEX_INTERRUPTED;
+		s->init_ns = s->commit_ns = lo[i].mtime_ns;
+		snprintf(s->name, sizeof s->name, "%s", lo[i].name);
+		s->error = mgr_strdup("interrupted: ckptd stopped before the "
+		    "save committed; its partial files were removed");
+		log_warn("%s: the save of step %" PRIu64 " was interrupted "
+		    "(its files were last written %" PRId64 " s after the "
+		    "epoch); removed %s" CKPT_TMP_SUFFIX, r->path, lo[i].step,
+		    lo[i].mtime_ns / 1000000000, lo[i].name);
+	}
+	return added;
+}
 
 static int
 mgr_step_cmp(const void *a, const void *b)
@@ -360,7 +400,8 @@ mgr_load_run(struct task *t)
 	struct load_task *lt = (struct load_task *)t;
 	struct root *r = lt->r;
 	struct index_step *known = NULL, *found = NULL, *all;
-	size_t nknown = 0, nfound = 0, i, n;
+	struct store_leftover *lo = NULL;
+	size_t nknown = 0, nfound = 0, nlo = 0, i, n;
 	int fd, isknown = 0;
 	ckd_err ie;
 
@@ -372,14 +413,21 @@ mgr_load_run(struct task *t)
 		known = NULL;
 		nknown = 0;
 	}
+	/* Leftovers of a crash first (tmp dirs no live save owns), so that
+	 * the saves they stood for are listed as interrupted. */
+	if (store_collect_leftovers(fd, &r->nm, lt->cleanup ?
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX : 0, &lo, &nlo,
+	    &ie) != 0)
+		log_warn("collecting leftovers in %s: %s", r->path, ie.msg);
 	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
 	    &t->err) != 0)
 		goto out;
-	/* Disk is the truth: committed dirs as found; failed records kept
-	 * unless the step has since committed; vanished steps dropped. */
-	n = nfound;
+	/* Disk is the truth: committed dirs as found; failed and
+	 * interrupted records kept unless the step has since committed;
+	 * vanished steps dropped. */
+	n = nfound + nlo;
 	for (i = 0; i < nknown; i++)
-		n += known[i].state == INDEX_FAILED;
+		n += known[i].state != INDEX_COMMITTED;
 	if ((all = calloc(n ? n : 1, sizeof *all)) == NULL) {
 		err_set(&t->err, CKPT_ENOMEM, "out of memory loading root");
 		goto out;
@@ -391,7 +439,7 @@ mgr_load_run(struct task *t)
 		size_t k;
 		int dup = 0;
 
-		if (known[i].state != INDEX_FAILED)
+		if (known[i].state == INDEX_COMMITTED)
 			continue;
 		for (k = 0; k < nfound && !dup; k++)
 			dup = found[k].step == known[i].step;
@@ -404,14 +452,15 @@ mgr_load_run(struct task *t)
 	free(found);
 	found = NULL;
 	nfound = 0;
+	n += mgr_interrupted_records(r, lo, nlo, all, n);
+	lt->ninterrupted = nlo;
 	qsort(all, n, sizeof *all, mgr_step_cmp);
 	if (index_replace_root(mgr.ix, r->key, all, n, &ie) != 0)
 		log_warn("index: %s", ie.msg);
-	if (lt->cleanup && store_cleanup_tmp(fd, &ie) != 0)
-		log_warn("cleaning %s: %s", r->path, ie.msg);
 	lt->steps = all;
 	lt->nsteps = n;
 out:
+	free(lo);
 	index_steps_free(known, nknown);
 	index_steps_free(found, nfound);
 	close(fd);
@@ -428,6 +477,7 @@ mgr_load_done(struct task *t)
 	size_t i;
 
 	if (t->err.code == 0) {
+		mgr.interrupted += lt->ninterrupted;
 		for (i = 0; i < lt->nsteps; i++) {
 			if (lt->steps[i].state == INDEX_COMMITTED &&
 			    lt->steps[i].init_ns > r->last_save_ns)
@@ -607,7 +657,8 @@ mgr_cleanup_run(struct task *t)
 
 	if (root_open_dir(ct->r, &fd, &t->err) != 0)
 		return;
-	if (store_cleanup_tmp(fd, &e) != 0)
+	if (store_collect_leftovers(fd, NULL, STORE_LEFTOVER_ANY_NAMING |
+	    STORE_LEFTOVER_ORBAX, NULL, NULL, &e) != 0)
 		log_warn("cleaning %s: %s", ct->r->path, e.msg);
 	close(fd);
 }
@@ -634,9 +685,10 @@ mgr_open_finish(struct root *r, struct opener *op)
 		ckpt__manager_options__free_unpacked(op->o, NULL);
 		goto out;
 	}
-	/* Leftover tmp dirs never block a save; remove them only when
-	 * nothing writes to the root, so a running save keeps its own. */
-	if (op->cleanup && r->busy == 0 && r->saves == 0) {
+	/* Leftover tmp dirs never block a save. The tmp dir of a save in
+	 * progress (this root's, another naming's of the same directory, or
+	 * another daemon's) is locked and stays (store_collect_leftovers). */
+	if (op->cleanup) {
 		struct cleanup_task *ct;
 
 		ct = mgr_task_new(sizeof *ct, mgr_cleanup_run,
@@ -844,6 +896,8 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 			si->has_state = 1;
 			si->state = s->state == INDEX_COMMITTED ?
 			    CKPT__STEP_STATE__STEP_COMMITTED :
+			    s->state == INDEX_INTERRUPTED ?
+			    CKPT__STEP_STATE__STEP_INTERRUPTED :
 			    CKPT__STEP_STATE__STEP_FAILED;
 			si->has_init_ns = 1;
 			si->init_ns = s->init_ns;
@@ -1296,6 +1350,7 @@ manager_stats(struct manager_stats *out)
 	out->memory_budget = mgr.budget;
 	out->saves_committed = mgr.committed;
 	out->saves_failed = mgr.failed;
+	out->saves_interrupted = mgr.interrupted;
 	out->bytes_written = mgr.bytes_written;
 }
 

@@ -130,6 +130,7 @@ struct mgr_state {
 	unsigned nqueued, ninflight;
 	uint64_t staging;
 	uint64_t committed, failed, bytes_written;
+	uint64_t interrupted;           /* interrupted saves found */
 	void (*idle_cb)(void *arg);
 	void *idle_arg;
 };

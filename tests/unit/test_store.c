@@ -1661,10 +1661,16 @@ test_begin_commit_abort(void **state)
 	assert_true(exists_at(f->dfd, "7" CKPT_TMP_SUFFIX));
 	close(tfd);
 
-	/* two begins of the same step: the second replaces the tmp dir */
+	/* two begins of the same step: the tmp dir of a live save (locked)
+	 * is never taken over; once it is closed (the save is gone), the
+	 * second begin replaces the leftover */
 	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd, &e), 0);
-	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e), 0);
+	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e),
+	    CKPT_EBUSY);
+	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_true(exists_at(f->dfd, "8" CKPT_TMP_SUFFIX));
 	close(tfd);
+	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e), 0);
 	close(tfd2);
 
 	/* bad names */
