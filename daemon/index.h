@@ -43,6 +43,12 @@ struct index_step {
 /* Open (creating state_dir with 0700 if needed) the env at
  * <state_dir>/index (data.mdb/lock.mdb). map size 1 GiB. */
 int index_open(const char *state_dir, struct index **out, ckd_err *e);
+/* What index_open had to do, for the log ("" when nothing): a database
+ * file shorter than its meta pages claim, or left by a machine that went
+ * down while ckptd ran (a marker the clean shutdown removes says so), is
+ * never mapped: it is moved aside and the index rebuilt from the disk. */
+const char *index_open_note(const struct index *ix);
+/* Sync the environment, remove the running marker, close. */
 void index_close(struct index *ix);
 
 /* All records of `root` in step order (*steps malloc'ed, may be NULL when
