@@ -674,6 +674,59 @@ commit(MDB_txn *txn, ckd_err *e)
 }
 
 int
+index_roots(struct index *ix, char ***roots, size_t *n, ckd_err *e)
+{
+	char **v = NULL, **nv;
+	size_t len = 0, cap = 0;
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k, d;
+	int rc, r = 0, op;
+
+	*roots = NULL;
+	*n = 0;
+	if ((rc = mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return mdb_fail(e, rc, "read");
+	if ((rc = mdb_cursor_open(txn, ix->roots, &cur)) != 0) {
+		r = mdb_fail(e, rc, "cursor");
+		goto out;
+	}
+	for (op = MDB_FIRST;; op = MDB_NEXT) {
+		if ((rc = mdb_cursor_get(cur, &k, &d, op)) == MDB_NOTFOUND)
+			break;
+		if (rc != 0) {
+			r = mdb_fail(e, rc, "read roots");
+			goto out;
+		}
+		if (len == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				r = err_set(e, CKPT_ENOMEM, "out of memory");
+				goto out;
+			}
+			v = nv;
+		}
+		if ((v[len] = strndup(d.mv_data, d.mv_size)) == NULL) {
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+		len++;
+	}
+	*roots = v;
+	*n = len;
+	v = NULL;
+	len = 0;
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	while (len > 0)
+		free(v[--len]);
+	free(v);
+	return r;
+}
+
+int
 index_put_step(struct index *ix, const char *root,
     const struct index_step *s, ckd_err *e)
 {

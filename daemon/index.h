@@ -56,6 +56,9 @@ void index_close(struct index *ix);
  * root marker exists), 0 otherwise. */
 int index_load_root(struct index *ix, const char *root,
     struct index_step **steps, size_t *n, int *known, ckd_err *e);
+/* Every root key the index has records for (*roots and its strings
+ * malloc'ed). */
+int index_roots(struct index *ix, char ***roots, size_t *n, ckd_err *e);
 /* Insert or replace one record (and set the root marker). */
 int index_put_step(struct index *ix, const char *root,
     const struct index_step *s, ckd_err *e);

@@ -1212,6 +1212,7 @@ manager_init(struct event_base *base, struct index *ix,
 	mgr.ix = ix;
 	mgr.budget = memory_budget;
 	mgr.nworkers = nworkers ? nworkers : 1;
+	root_sweep_leftovers();
 	return 0;
 }
 

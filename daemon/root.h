@@ -197,6 +197,10 @@ struct root_delete {
 };
 void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
 
+/* Start-up: collect the leftovers of every root the index knows, as its
+ * owner, and record the saves they stood for as interrupted. */
+void root_sweep_leftovers(void);
+
 /* ---- managers and waiters (manager.c) ------------------------------------ */
 
 void mgr_ref(struct manager *m);
