@@ -21,8 +21,10 @@
  *
  * The index is a cache: a record that does not decode makes its root look
  * unindexed (known = 0, no records) so that the caller rebuilds it from
- * disk; a database file that LMDB calls invalid or corrupted is moved
- * aside ("data.mdb.corrupt") and a new one is created.
+ * disk; a database file that LMDB calls invalid or corrupted, that is
+ * shorter than its meta pages claim, or that a machine crash may have left
+ * with unsynced pages (the "running" marker, below) is moved aside
+ * ("data.mdb.corrupt") before LMDB maps it, and a new one is created.
  *
  * Durability: commits do not fsync (MDB_NOSYNC | MDB_NOMETASYNC; the
  * environment is synced once at index_close()). A crash of the machine may

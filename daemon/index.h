@@ -10,8 +10,10 @@
  * its own transaction (no long-lived read transactions). Write calls run
  * on worker threads only, never on the event-loop thread.
  *
- * Keys of the "steps" database: root path bytes, NUL, step as 8 bytes
- * big-endian, so a cursor range walks one root in step order.
+ * Keys of the "steps" database: root key bytes, NUL, step as 8 bytes
+ * big-endian, so a cursor range walks one root in step order. The root
+ * key is made by root.c: the path, the directory's identity and owner, and
+ * the naming.
  */
 #ifndef CKPTD_INDEX_H
 #define CKPTD_INDEX_H

@@ -3,9 +3,9 @@
  * being deleted, reconciling with a scan of the directory, and background
  * deletes. See root.h for ownership rules.
  *
- * A root's path, key and naming never change after root_new(), so worker
- * tasks holding a reference may read them; everything else is touched on
- * the loop thread only.
+ * A root's path, key, naming and identity (dirfd, dev, ino, uid) never
+ * change after root_new(), so worker tasks holding a reference may read
+ * them; everything else is touched on the loop thread only.
  */
 #include <sys/stat.h>
 #include <errno.h>
