@@ -11,7 +11,9 @@
  *    `ckptctl steps` as "interrupted" with its time (also after a clean
  *    restart) and counted in ckptd_saves_interrupted_total, until the
  *    step is saved again;
- *  - a hidden .<step>.ckptd-del of a delete cut short is removed too;
+ *  - a hidden .<step>.ckptd-del of a delete cut short (made by hand, and
+ *    by a real kill -9 during the delete of a 1000-item step) is removed
+ *    at start too;
  *    Orbax's *.orbax-checkpoint-tmp-* only with cleanup_tmp_directories.
  */
 #include <arpa/inet.h>
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -394,6 +397,96 @@ static void leftovers(void)
 		free(big[i]);
 }
 
+/* ---- kill -9 in the middle of a delete ------------------------------------------- */
+
+#define DEL_ITEMS 1000
+
+static int save_many_items(ckpt_manager *m, uint64_t step)
+{
+	ckpt_save_args *a = ckpt_save_args_new();
+	ckpt_tree *t[DEL_ITEMS];
+	int64_t shape[1] = { 4 };
+	static float w[4] = { 1, 2, 3, 4 };
+	char name[32];
+	int i, r = 0, saved = 0;
+
+	for (i = 0; i < DEL_ITEMS; i++) {
+		t[i] = ckpt_tree_new();
+		ckpt_tree_add_array(t[i], "w", CKPT_F32, 1, shape, w, sizeof w);
+		snprintf(name, sizeof name, "item%04d", i);
+		if (r == 0)
+			r = ckpt_save_args_add_tree(a, name,
+			    CKPT_HANDLER_STANDARD, t[i]);
+	}
+	if (r == 0)
+		r = ckpt_save(m, step, a, &saved);
+	if (r == 0)
+		r = ckpt_wait_until_finished(m);
+	if (r == 0 && !saved)
+		r = -1;
+	for (i = 0; i < DEL_ITEMS; i++)
+		ckpt_tree_free(t[i]);
+	ckpt_save_args_free(a);
+	return r;
+}
+
+static void interrupted_delete(void)
+{
+	char hidden[HX_PATH], got[256];
+	ckpt_client *c, *c2 = NULL;
+	ckpt_manager *m, *m2 = NULL;
+	int64_t t0;
+	int r, seen = 0, round;
+	pid_t pid;
+
+	hx_path(&d, root, "deleting");
+	for (round = 0; round < 3 && !seen; round++) {
+		if (open_root(&c, &m, 0) != 0)
+			bail_out("cannot open %s", root);
+		r = save_many_items(m, 5);
+		is_int(r, 0, "delete: step 5 with %d items saved", DEL_ITEMS);
+		if (round == 0)
+			is_int(save_small(m, 6), 0, "delete: step 6 saved");
+		close_root(c, m);
+		hx_path(&d, hidden, "deleting/.5.ckptd-del");
+		fflush(stdout);
+		if ((pid = fork()) == 0) {
+			if (hx_connect(&d, &c2) == 0 &&
+			    ckpt_manager_open(c2, root, NULL, &m2) == 0)
+				ckpt_delete(m2, 5);
+			_exit(0);
+		}
+		for (t0 = hx_now_ms(); hx_now_ms() - t0 < 20000; ) {
+			if ((seen = hx_exists(hidden)) != 0) {
+				hx_kill9(&d);
+				break;
+			}
+			if (!hx_exists(root))
+				break;
+		}
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		if (seen)
+			seen = hx_exists(hidden);
+		if (!seen)
+			diag("round %d: the delete finished before kill -9",
+			    round);
+		if (!hx_alive(&d) && hx_start(&d) != 0)
+			bail_out("cannot restart ckptd");
+	}
+	if (!ok(seen, "delete: kill -9 cut a delete short (.5.ckptd-del "
+	    "left)"))
+		return;
+	hx_kill9(&d);   /* already dead: reaped */
+	if (hx_start(&d) != 0)
+		bail_out("cannot restart ckptd");
+	for (r = 0; r < 100 && hx_exists(hidden); r++)
+		hx_sleep_ms(100);
+	ok(!hx_exists(hidden), "delete: at start ckptd removed .5.ckptd-del");
+	committed_list(got, sizeof got);
+	is_str(got, "6", "delete: step 5 is gone, step 6 listed");
+}
+
 int main(void)
 {
 	hx_init(&d);
@@ -408,6 +501,7 @@ int main(void)
 	hx_path(&d, root, "run");
 	short_index();
 	leftovers();
+	interrupted_delete();
 	if (tap_failures())
 		hx_dump_log(&d, 40);
 	hx_cleanup(&d);
