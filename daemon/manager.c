@@ -407,18 +407,20 @@ mgr_load_run(struct task *t)
 
 	if (root_open_dir(r, &fd, &t->err) != 0)
 		return;
+	/* Leftovers of a crash first (tmp dirs no live save owns), so that
+	 * the saves they stood for are listed as interrupted; then the
+	 * index, which then holds what the start-up sweep recorded for the
+	 * leftovers it collected itself. */
+	if (store_collect_leftovers(fd, &r->nm, lt->cleanup ?
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX : 0, &lo, &nlo,
+	    &ie) != 0)
+		log_warn("collecting leftovers in %s: %s", r->path, ie.msg);
 	if (index_load_root(mgr.ix, r->key, &known, &nknown, &isknown,
 	    &ie) != 0) {
 		log_warn("index: %s (rebuilding from disk)", ie.msg);
 		known = NULL;
 		nknown = 0;
 	}
-	/* Leftovers of a crash first (tmp dirs no live save owns), so that
-	 * the saves they stood for are listed as interrupted. */
-	if (store_collect_leftovers(fd, &r->nm, lt->cleanup ?
-	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX : 0, &lo, &nlo,
-	    &ie) != 0)
-		log_warn("collecting leftovers in %s: %s", r->path, ie.msg);
 	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
 	    &t->err) != 0)
 		goto out;
