@@ -341,7 +341,16 @@ static void leftovers(void)
 	ok(!hx_exists(del), "leftovers: ... and .7.ckptd-del");
 	ok(hx_exists(orbax), "leftovers: ... but not Orbax's tmp dir "
 	    "(cleanup_tmp_directories is off)");
-	before = metric("ckptd_saves_interrupted_total");
+	/* The sweep logs and counts right after it removed the dir. */
+	for (i = 0; i < 100; i++) {
+		before = metric("ckptd_saves_interrupted_total");
+		log = read_log();
+		found = before == 1 && strstr(log, "step 2 was interrupted");
+		free(log);
+		if (found)
+			break;
+		hx_sleep_ms(100);
+	}
 	is_int(before, 1, "leftovers: ckptd_saves_interrupted_total counts "
 	    "the interrupted save");
 	log = read_log();
