@@ -2359,7 +2359,8 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 		return r;
 	/* Hold the step's lock while it is hidden and removed, so that a
 	 * collector of leftovers leaves it to us. */
-	if ((sfd = openat(rootfd, name, O_DIRFLAGS)) >= 0 && lock_dir(sfd) != 1) {
+	sfd = openat(rootfd, name, O_DIRFLAGS);
+	if (sfd >= 0 && lock_dir(sfd) != 1) {
 		close(sfd);
 		sfd = -1;
 	}
@@ -2405,6 +2406,7 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 	char base[256];
 	uint64_t step;
 	int r = 0, rr, removed = 0, ours, tmp;
+	ckd_err re;
 	DIR *d;
 
 	if (out != NULL) {
@@ -2441,12 +2443,16 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		if (fstatat(dirfd(d), de->d_name, &st,
 		    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
 			continue;
-		rr = remove_unowned(dirfd(d), de->d_name, e);
+		rr = remove_unowned(dirfd(d), de->d_name, &re);
 		if (rr == CKPT_EBUSY)
 			continue;       /* a live save's: not a leftover */
 		if (rr != 0) {
-			r = rr;
-			break;
+			/* e.g. another user's: go on with the others */
+			if (r == 0 && e != NULL)
+				*e = re;
+			if (r == 0)
+				r = rr;
+			continue;
 		}
 		removed++;
 		if (!ours || out == NULL)
@@ -2466,8 +2472,12 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		len++;
 	}
 	closedir(d);
-	if (r == 0 && removed > 0)
-		r = store_fsync_dir(rootfd, e);
+	if (removed > 0 && (rr = store_fsync_dir(rootfd, &re)) != 0 &&
+	    r == 0) {
+		if (e != NULL)
+			*e = re;
+		r = rr;
+	}
 	if (out != NULL) {
 		*out = v;
 		*nout = len;

@@ -211,7 +211,9 @@ int store_cleanup_tmp(int rootfd, ckd_err *e);
  *  - every unlocked hidden .<name>.ckptd-del (a delete already decided);
  *  - with STORE_LEFTOVER_ORBAX, Orbax's <name>.orbax-checkpoint-tmp-<N>
  *    (Orbax's cleanup_tmp_directories: the caller says none is live).
- * out may be NULL; *out is malloc'ed. */
+ * out may be NULL; *out is malloc'ed. An entry that cannot be removed
+ * (another user's) does not stop the others: the first error is
+ * returned after the whole pass, with *out filled. */
 #define STORE_LEFTOVER_ANY_NAMING 1
 #define STORE_LEFTOVER_ORBAX 2
 struct store_leftover {
