@@ -21,8 +21,10 @@
  *
  * The index is a cache: a record that does not decode makes its root look
  * unindexed (known = 0, no records) so that the caller rebuilds it from
- * disk; a database file that LMDB calls invalid or corrupted is moved
- * aside ("data.mdb.corrupt") and a new one is created.
+ * disk; a database file that LMDB calls invalid or corrupted, that is
+ * shorter than its meta pages claim, or that a machine crash may have left
+ * with unsynced pages (the "running" marker, below) is moved aside
+ * ("data.mdb.corrupt") before LMDB maps it, and a new one is created.
  *
  * Durability: commits do not fsync (MDB_NOSYNC | MDB_NOMETASYNC; the
  * environment is synced once at index_close()). A crash of the machine may
@@ -37,6 +39,7 @@
  * index record is written.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -58,6 +61,8 @@ struct index {
 	MDB_env *env;
 	MDB_dbi steps, roots;
 	size_t maxkey;
+	char dir[PATH_MAX];
+	char note[PATH_MAX + 256];      /* what index_open found, or "" */
 };
 
 static int
@@ -97,6 +102,179 @@ mkdirs(const char *path, mode_t mode, ckd_err *e)
 	return r;
 }
 
+/* ---- checking the file before LMDB maps it -------------------------------------
+ *
+ * LMDB maps data.mdb and trusts its meta pages: a file shorter than the
+ * last page a meta page claims (power loss with MDB_NOSYNC, a full disk, a
+ * partial copy) makes the first access past its end SIGBUS the daemon. So
+ * before opening, both meta pages are read with pread and checked against
+ * the file size. The layout (lmdb's mdb.c, format version 1, 64-bit):
+ * each meta page is a 16-byte page header, then the MDB_meta: magic (u32)
+ * at 0, version (u32) at 4, the two MDB_db records from 24 (the first
+ * one's 4-byte md_pad holds the page size), mm_last_pg (u64) at 120 and
+ * mm_txnid (u64) at 128. Page 0 holds meta 0, page 1 meta 1. */
+#define IX_PAGEHDR 16
+#define IX_MAGIC 0xBEEFC0DEu
+#define IX_META_LEN (IX_PAGEHDR + 136)
+
+static uint32_t
+ix_u32(const unsigned char *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static uint64_t
+ix_u64(const unsigned char *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+/* 0: data.mdb is absent or every page its meta pages claim is in the
+ * file; 1: it is short or its meta pages are unreadable (*why says).
+ * Only the lmdb build this file is compiled with (64-bit pgno_t) is
+ * checked; anything else is left to LMDB. */
+static int
+ix_file_short(const char *path, char *why, size_t whylen)
+{
+	unsigned char m[2][IX_META_LEN];
+	uint64_t psize = 0, last = 0, need;
+	struct stat st;
+	ssize_t n;
+	int fd, i, r = 1;
+
+	if (sizeof(size_t) != 8)
+		return 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return 0;       /* absent: LMDB creates it */
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "not a readable regular file");
+		goto out;
+	}
+	if (st.st_size == 0) {
+		r = 0;          /* a new file: LMDB initialises it */
+		goto out;
+	}
+	for (i = 0; i < 2; i++) {
+		n = pread(fd, m[i], IX_META_LEN, (off_t)(i * psize));
+		if (n != IX_META_LEN || ix_u32(m[i] + IX_PAGEHDR) != IX_MAGIC) {
+			snprintf(why, whylen, "meta page %d unreadable", i);
+			goto out;
+		}
+		if (i == 0) {
+			psize = ix_u32(m[0] + IX_PAGEHDR + 24);
+			if (psize < 512 || psize > 65536 ||
+			    (psize & (psize - 1)) != 0) {
+				snprintf(why, whylen, "bad page size %" PRIu64,
+				    psize);
+				goto out;
+			}
+		}
+		if (ix_u64(m[i] + IX_PAGEHDR + 120) > last)
+			last = ix_u64(m[i] + IX_PAGEHDR + 120);
+	}
+	if (last > (UINT64_MAX / psize) - 1) {
+		snprintf(why, whylen, "bad last page %" PRIu64, last);
+		goto out;
+	}
+	need = (last + 1) * psize;
+	if ((uint64_t)st.st_size < need || (uint64_t)st.st_size < 2 * psize) {
+		snprintf(why, whylen, "%jd bytes, but its meta pages need %"
+		    PRIu64, (intmax_t)st.st_size, need);
+		goto out;
+	}
+	r = 0;
+out:
+	close(fd);
+	return r;
+}
+
+/* ---- unclean shutdown ---------------------------------------------------------
+ *
+ * While the daemon runs, <index>/running holds the boot id of the machine
+ * (made durable); index_close() removes it after syncing the environment.
+ * Found at start with another boot id, it means the machine went down while
+ * commits were not synced: the file may hold pages that never reached the
+ * disk, so the index is rebuilt from the disk (it is a cache). With the
+ * same boot id only the process died: the page cache kept every commit and
+ * LMDB's copy-on-write pages are consistent, so the index is kept. */
+#define IX_MARKER "running"
+
+static void
+ix_boot_id(char *buf, size_t len)
+{
+	ssize_t n = -1;
+	int fd;
+
+	buf[0] = '\0';
+	if ((fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY |
+	    O_CLOEXEC)) >= 0) {
+		n = read(fd, buf, len - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+/* 1 when the marker of an earlier run says the machine crashed. */
+static int
+ix_machine_crashed(const char *dir)
+{
+	char path[PATH_MAX + 32], old[64], now[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/" IX_MARKER, dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return 0;
+	n = read(fd, old, sizeof old - 1);
+	close(fd);
+	old[n > 0 ? n : 0] = '\0';
+	old[strcspn(old, "\n")] = '\0';
+	ix_boot_id(now, sizeof now);
+	/* Same boot: only the process died (the caller says so). */
+	return now[0] != '\0' && strcmp(old, now) == 0 ? 2 : 1;
+}
+
+/* Best effort: without the marker, a machine crash goes unnoticed and
+ * only the size check above protects the next start. */
+static void
+ix_mark_running(const char *dir)
+{
+	char path[PATH_MAX + 32], id[64];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/" IX_MARKER, dir);
+	ix_boot_id(id, sizeof id);
+	strcat(id, "\n");
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+	    O_NOFOLLOW, 0600)) < 0)
+		return;
+	if (write(fd, id, strlen(id)) == (ssize_t)strlen(id))
+		(void)fsync(fd);
+	close(fd);
+}
+
+/* Move the database aside (one earlier copy is kept) for a new one. */
+static int
+ix_move_aside(const char *dir, ckd_err *e)
+{
+	char path[PATH_MAX + 32], aside[PATH_MAX + 32];
+
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	snprintf(aside, sizeof(aside), "%s/data.mdb.corrupt", dir);
+	if (rename(path, aside) != 0 && errno != ENOENT)
+		return err_errno(e, errno, "move aside %s", path);
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	(void)unlink(path);
+	return 0;
+}
+
 static int
 env_open(const char *dir, MDB_env **out, ckd_err *e)
 {
@@ -121,9 +299,9 @@ int
 index_open(const char *state_dir, struct index **out, ckd_err *e)
 {
 	struct index *ix;
-	char dir[PATH_MAX], path[PATH_MAX + 32], aside[PATH_MAX + 32];
+	char dir[PATH_MAX], path[PATH_MAX + 32], why[160];
 	MDB_txn *txn;
-	int rc, r;
+	int rc, r, crashed;
 
 	*out = NULL;
 	if (state_dir == NULL || state_dir[0] == '\0')
@@ -135,19 +313,37 @@ index_open(const char *state_dir, struct index **out, ckd_err *e)
 		return r;
 	if ((ix = calloc(1, sizeof(*ix))) == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	why[0] = '\0';
+	crashed = ix_machine_crashed(dir);
+	if (crashed == 1)
+		snprintf(why, sizeof why, "the machine went down while ckptd "
+		    "ran (commits were not synced)");
+	if (why[0] != '\0' || ix_file_short(path, why, sizeof why)) {
+		/* Never map it: rebuild from the disk (roots are rescanned
+		 * when opened). */
+		snprintf(ix->note, sizeof ix->note, "%s: %s; started a new "
+		    "index (rebuilt from the checkpoint directories)", path,
+		    why);
+		if ((r = ix_move_aside(dir, e)) != 0) {
+			free(ix);
+			return r;
+		}
+	} else if (crashed == 2) {
+		snprintf(ix->note, sizeof ix->note, "ckptd did not stop "
+		    "cleanly last time; the index is kept (the machine did "
+		    "not restart)");
+	}
 	rc = env_open(dir, &ix->env, e);
 	if (rc == MDB_INVALID || rc == MDB_CORRUPTED ||
 	    rc == MDB_VERSION_MISMATCH || rc == MDB_PANIC) {
 		/* A cache that cannot be read: start a new one. */
-		snprintf(path, sizeof(path), "%s/data.mdb", dir);
-		snprintf(aside, sizeof(aside), "%s/data.mdb.corrupt", dir);
-		if (rename(path, aside) != 0 && errno != ENOENT) {
-			r = err_errno(e, errno, "move aside %s", path);
+		snprintf(ix->note, sizeof ix->note, "%s: %s; started a new "
+		    "index", path, mdb_strerror(rc));
+		if ((r = ix_move_aside(dir, e)) != 0) {
 			free(ix);
 			return r;
 		}
-		snprintf(path, sizeof(path), "%s/lock.mdb", dir);
-		(void)unlink(path);
 		rc = env_open(dir, &ix->env, e);
 	}
 	if (rc != 0) {
@@ -167,6 +363,8 @@ index_open(const char *state_dir, struct index **out, ckd_err *e)
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		goto fail;
+	snprintf(ix->dir, sizeof ix->dir, "%s", dir);
+	ix_mark_running(dir);
 	*out = ix;
 	return 0;
 fail:
@@ -176,12 +374,24 @@ fail:
 	return r;
 }
 
+const char *
+index_open_note(const struct index *ix)
+{
+	return ix != NULL ? ix->note : "";
+}
+
 void
 index_close(struct index *ix)
 {
+	char path[PATH_MAX + 32];
+
 	if (ix == NULL)
 		return;
-	(void)mdb_env_sync(ix->env, 1);      /* clean shutdown: all on disk */
+	/* Clean shutdown: all on disk, then the marker goes. */
+	if (mdb_env_sync(ix->env, 1) == 0) {
+		snprintf(path, sizeof path, "%s/" IX_MARKER, ix->dir);
+		(void)unlink(path);
+	}
 	mdb_env_close(ix->env);
 	free(ix);
 }
@@ -267,7 +477,8 @@ decode_step(const MDB_val *v, uint64_t step, struct index_step *s)
 	if (!json_is_integer(x = json_object_get(o, "state")))
 		goto out;
 	s->state = (int)json_integer_value(x);
-	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED)
+	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED &&
+	    s->state != INDEX_INTERRUPTED)
 		goto out;
 	if (!json_is_integer(x = json_object_get(o, "init_ns")))
 		goto out;
@@ -436,7 +647,8 @@ put_step(struct index *ix, MDB_txn *txn, const char *root,
 
 	if (memchr(s->name, '\0', sizeof(s->name)) == NULL)
 		return err_set(e, CKPT_EINVAL, "index: step name too long");
-	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED)
+	if (s->state != INDEX_COMMITTED && s->state != INDEX_FAILED &&
+	    s->state != INDEX_INTERRUPTED)
 		return err_set(e, CKPT_EINVAL, "index: bad step state %d",
 		    s->state);
 	if ((text = encode_step(s)) == NULL)
@@ -461,6 +673,59 @@ commit(MDB_txn *txn, ckd_err *e)
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return mdb_fail(e, rc, "commit");
 	return 0;
+}
+
+int
+index_roots(struct index *ix, char ***roots, size_t *n, ckd_err *e)
+{
+	char **v = NULL, **nv;
+	size_t len = 0, cap = 0;
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k, d;
+	int rc, r = 0, op;
+
+	*roots = NULL;
+	*n = 0;
+	if ((rc = mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return mdb_fail(e, rc, "read");
+	if ((rc = mdb_cursor_open(txn, ix->roots, &cur)) != 0) {
+		r = mdb_fail(e, rc, "cursor");
+		goto out;
+	}
+	for (op = MDB_FIRST;; op = MDB_NEXT) {
+		if ((rc = mdb_cursor_get(cur, &k, &d, op)) == MDB_NOTFOUND)
+			break;
+		if (rc != 0) {
+			r = mdb_fail(e, rc, "read roots");
+			goto out;
+		}
+		if (len == cap) {
+			cap = cap ? cap * 2 : 16;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				r = err_set(e, CKPT_ENOMEM, "out of memory");
+				goto out;
+			}
+			v = nv;
+		}
+		if ((v[len] = strndup(d.mv_data, d.mv_size)) == NULL) {
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+		len++;
+	}
+	*roots = v;
+	*n = len;
+	v = NULL;
+	len = 0;
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	while (len > 0)
+		free(v[--len]);
+	free(v);
+	return r;
 }
 
 int

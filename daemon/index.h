@@ -10,8 +10,10 @@
  * its own transaction (no long-lived read transactions). Write calls run
  * on worker threads only, never on the event-loop thread.
  *
- * Keys of the "steps" database: root path bytes, NUL, step as 8 bytes
- * big-endian, so a cursor range walks one root in step order.
+ * Keys of the "steps" database: root key bytes, NUL, step as 8 bytes
+ * big-endian, so a cursor range walks one root in step order. The root
+ * key is made by root.c: the path, the directory's identity and owner, and
+ * the naming.
  */
 #ifndef CKPTD_INDEX_H
 #define CKPTD_INDEX_H
@@ -26,6 +28,7 @@ struct index;
 enum index_state {
 	INDEX_COMMITTED = 0,
 	INDEX_FAILED = 2,
+	INDEX_INTERRUPTED = 3,  /* the daemon stopped before it committed */
 };
 
 struct index_step {
@@ -36,12 +39,18 @@ struct index_step {
 	uint64_t bytes;
 	char name[256];          /* directory name */
 	char *metrics_json;      /* malloc'ed JSON object text or NULL */
-	char *error;             /* malloc'ed, INDEX_FAILED only, or NULL */
+	char *error;             /* malloc'ed, not committed only, or NULL */
 };
 
 /* Open (creating state_dir with 0700 if needed) the env at
  * <state_dir>/index (data.mdb/lock.mdb). map size 1 GiB. */
 int index_open(const char *state_dir, struct index **out, ckd_err *e);
+/* What index_open had to do, for the log ("" when nothing): a database
+ * file shorter than its meta pages claim, or left by a machine that went
+ * down while ckptd ran (a marker the clean shutdown removes says so), is
+ * never mapped: it is moved aside and the index rebuilt from the disk. */
+const char *index_open_note(const struct index *ix);
+/* Sync the environment, remove the running marker, close. */
 void index_close(struct index *ix);
 
 /* All records of `root` in step order (*steps malloc'ed, may be NULL when
@@ -49,6 +58,9 @@ void index_close(struct index *ix);
  * root marker exists), 0 otherwise. */
 int index_load_root(struct index *ix, const char *root,
     struct index_step **steps, size_t *n, int *known, ckd_err *e);
+/* Every root key the index has records for (*roots and its strings
+ * malloc'ed). */
+int index_roots(struct index *ix, char ***roots, size_t *n, ckd_err *e);
 /* Insert or replace one record (and set the root marker). */
 int index_put_step(struct index *ix, const char *root,
     const struct index_step *s, ckd_err *e);

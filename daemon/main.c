@@ -754,6 +754,8 @@ main(int argc, char **argv)
 	    (r = main_signals(&e)) != 0)
 		goto fail;
 
+	if (index_open_note(ix)[0] != '\0')
+		log_warn("index: %s", index_open_note(ix));
 	main_ready();
 	if (event_base_dispatch(M.base) < 0)
 		log_error("event loop failed");

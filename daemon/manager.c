@@ -344,7 +344,47 @@ struct load_task {
 	int cleanup;
 	struct index_step *steps;
 	size_t nsteps;
+	size_t ninterrupted;            /* found in this load */
 };
+
+/* Records of the saves a crash interrupted (leftover tmp dirs of this
+ * naming that no live save owned, just removed): listed as interrupted
+ * with the time of their tmp dir, like failed saves, until the step is
+ * saved again. Appended to *all (room for n more is the caller's). */
+static size_t
+mgr_interrupted_records(const struct root *r, const struct store_leftover *lo,
+    size_t nlo, struct index_step *all, size_t n)
+{
+	struct index_step *s;
+	size_t i, k, added = 0;
+
+	for (i = 0; i < nlo; i++) {
+		for (k = 0; k < n + added && all[k].step != lo[i].step; k++)
+			;
+		if (k < n + added && all[k].state == INDEX_COMMITTED)
+			continue;
+		s = &all[k];
+		if (k < n + added) {
+			/* replaces an older failed or interrupted record */
+			free(s->metrics_json);
+			free(s->error);
+		} else {
+			added++;
+		}
+		memset(s, 0, sizeof *s);
+		s->step = lo[i].step;
+		s->state = INDEX_INTERRUPTED;
+		s->init_ns = s->commit_ns = lo[i].mtime_ns;
+		snprintf(s->name, sizeof s->name, "%s", lo[i].name);
+		s->error = mgr_strdup("interrupted: ckptd stopped before the "
+		    "save committed; its partial files were removed");
+		log_warn("%s: the save of step %" PRIu64 " was interrupted "
+		    "(its files were last written %" PRId64 " s after the "
+		    "epoch); removed %s" CKPT_TMP_SUFFIX, r->path, lo[i].step,
+		    lo[i].mtime_ns / 1000000000, lo[i].name);
+	}
+	return added;
+}
 
 static int
 mgr_step_cmp(const void *a, const void *b)
@@ -360,12 +400,21 @@ mgr_load_run(struct task *t)
 	struct load_task *lt = (struct load_task *)t;
 	struct root *r = lt->r;
 	struct index_step *known = NULL, *found = NULL, *all;
-	size_t nknown = 0, nfound = 0, i, n;
+	struct store_leftover *lo = NULL;
+	size_t nknown = 0, nfound = 0, nlo = 0, i, n;
 	int fd, isknown = 0;
 	ckd_err ie;
 
-	if (mgr_open_root(r->path, &fd, &t->err) != 0)
+	if (root_open_dir(r, &fd, &t->err) != 0)
 		return;
+	/* Leftovers of a crash first (tmp dirs no live save owns), so that
+	 * the saves they stood for are listed as interrupted; then the
+	 * index, which then holds what the start-up sweep recorded for the
+	 * leftovers it collected itself. */
+	if (store_collect_leftovers(fd, &r->nm, lt->cleanup ?
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX : 0, &lo, &nlo,
+	    &ie) != 0)
+		log_warn("collecting leftovers in %s: %s", r->path, ie.msg);
 	if (index_load_root(mgr.ix, r->key, &known, &nknown, &isknown,
 	    &ie) != 0) {
 		log_warn("index: %s (rebuilding from disk)", ie.msg);
@@ -375,11 +424,12 @@ mgr_load_run(struct task *t)
 	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
 	    &t->err) != 0)
 		goto out;
-	/* Disk is the truth: committed dirs as found; failed records kept
-	 * unless the step has since committed; vanished steps dropped. */
-	n = nfound;
+	/* Disk is the truth: committed dirs as found; failed and
+	 * interrupted records kept unless the step has since committed;
+	 * vanished steps dropped. */
+	n = nfound + nlo;
 	for (i = 0; i < nknown; i++)
-		n += known[i].state == INDEX_FAILED;
+		n += known[i].state != INDEX_COMMITTED;
 	if ((all = calloc(n ? n : 1, sizeof *all)) == NULL) {
 		err_set(&t->err, CKPT_ENOMEM, "out of memory loading root");
 		goto out;
@@ -391,7 +441,7 @@ mgr_load_run(struct task *t)
 		size_t k;
 		int dup = 0;
 
-		if (known[i].state != INDEX_FAILED)
+		if (known[i].state == INDEX_COMMITTED)
 			continue;
 		for (k = 0; k < nfound && !dup; k++)
 			dup = found[k].step == known[i].step;
@@ -404,14 +454,15 @@ mgr_load_run(struct task *t)
 	free(found);
 	found = NULL;
 	nfound = 0;
+	n += mgr_interrupted_records(r, lo, nlo, all, n);
+	lt->ninterrupted = nlo;
 	qsort(all, n, sizeof *all, mgr_step_cmp);
 	if (index_replace_root(mgr.ix, r->key, all, n, &ie) != 0)
 		log_warn("index: %s", ie.msg);
-	if (lt->cleanup && store_cleanup_tmp(fd, &ie) != 0)
-		log_warn("cleaning %s: %s", r->path, ie.msg);
 	lt->steps = all;
 	lt->nsteps = n;
 out:
+	free(lo);
 	index_steps_free(known, nknown);
 	index_steps_free(found, nfound);
 	close(fd);
@@ -428,6 +479,7 @@ mgr_load_done(struct task *t)
 	size_t i;
 
 	if (t->err.code == 0) {
+		mgr.interrupted += lt->ninterrupted;
 		for (i = 0; i < lt->nsteps; i++) {
 			if (lt->steps[i].state == INDEX_COMMITTED &&
 			    lt->steps[i].init_ns > r->last_save_ns)
@@ -485,6 +537,8 @@ struct open_task {
 	struct policy_set *pol;
 	char *path;
 	mode_t dmode;
+	int fd;                         /* the directory opened, or -1 */
+	struct stat st;                 /* its identity */
 	char canon[PATH_MAX];
 };
 
@@ -525,6 +579,10 @@ mgr_open_run(struct task *t)
 	if (store_open_root(ot->path, o->create && !o->read_only, ot->dmode,
 	    &fd, &t->err) != 0)
 		return;
+	if (fstat(fd, &ot->st) != 0) {
+		err_errno(&t->err, errno, "stat %s", ot->path);
+		goto out;
+	}
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
 	n = readlink(proc, ot->canon, sizeof ot->canon - 1);
 	if (n <= 0 || (size_t)n >= sizeof ot->canon - 1 || ot->canon[0] != '/') {
@@ -564,7 +622,11 @@ mgr_open_run(struct task *t)
 			memset(&t->err, 0, sizeof t->err);
 	}
 out:
-	close(fd);
+	/* On success the fd identifies the root (mgr_open_done). */
+	if (t->err.code == 0)
+		ot->fd = fd;
+	else
+		close(fd);
 }
 
 static void
@@ -595,9 +657,10 @@ mgr_cleanup_run(struct task *t)
 	ckd_err e;
 	int fd;
 
-	if (mgr_open_root(ct->r->path, &fd, &t->err) != 0)
+	if (root_open_dir(ct->r, &fd, &t->err) != 0)
 		return;
-	if (store_cleanup_tmp(fd, &e) != 0)
+	if (store_collect_leftovers(fd, NULL, STORE_LEFTOVER_ANY_NAMING |
+	    STORE_LEFTOVER_ORBAX, NULL, NULL, &e) != 0)
 		log_warn("cleaning %s: %s", ct->r->path, e.msg);
 	close(fd);
 }
@@ -624,9 +687,10 @@ mgr_open_finish(struct root *r, struct opener *op)
 		ckpt__manager_options__free_unpacked(op->o, NULL);
 		goto out;
 	}
-	/* Leftover tmp dirs never block a save; remove them only when
-	 * nothing writes to the root, so a running save keeps its own. */
-	if (op->cleanup && r->busy == 0 && r->saves == 0) {
+	/* Leftover tmp dirs never block a save. The tmp dir of a save in
+	 * progress (this root's, another naming's of the same directory, or
+	 * another daemon's) is locked and stays (store_collect_leftovers). */
+	if (op->cleanup) {
 		struct cleanup_task *ct;
 
 		ct = mgr_task_new(sizeof *ct, mgr_cleanup_run,
@@ -680,7 +744,10 @@ mgr_open_done(struct task *t)
 	ot->c = NULL;
 	ot->o = NULL;
 	ot->pol = NULL;
-	if ((r = root_find(ot->canon, &nm)) != NULL &&
+	/* The directory just opened is the root, whatever its path: a path
+	 * removed and re-created since is a new root (never the state loaded
+	 * for the old directory, maybe for another user). */
+	if ((r = root_find(ot->st.st_dev, ot->st.st_ino, &nm)) != NULL &&
 	    r->state == ROOT_READY) {
 		mgr_open_finish(r, op);
 	} else if (r != NULL) {
@@ -689,7 +756,9 @@ mgr_open_done(struct task *t)
 	} else {
 		struct load_task *lt;
 
-		if ((r = root_new(ot->canon, &nm)) == NULL ||
+		r = root_new(ot->canon, &nm, ot->fd, &ot->st);
+		ot->fd = -1;
+		if (r == NULL ||
 		    (lt = mgr_task_new(sizeof *lt, mgr_load_run,
 		    mgr_load_done, conn_peer(op->c), conn_id(op->c))) == NULL) {
 			root_unref(r);
@@ -710,6 +779,8 @@ mgr_open_done(struct task *t)
 		worker_submit(&lt->t);
 	}
 fail:
+	if (ot->fd >= 0)
+		close(ot->fd);
 	if (ot->c != NULL)
 		conn_unref(ot->c);
 	policy_free(ot->pol);
@@ -777,6 +848,8 @@ mgr_handle_open(struct conn *c, Ckpt__Request *req)
 	}
 	ot = mgr_task_new(sizeof *ot, mgr_open_run, mgr_open_done,
 	    conn_peer(c), conn_id(c));
+	if (ot != NULL)
+		ot->fd = -1;
 	if (ot == NULL || (ot->path = strdup(om->root)) == NULL ||
 	    (ot->o = mgr_options_copy(om->options)) == NULL) {
 		if (ot != NULL)
@@ -832,6 +905,8 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 			si->has_state = 1;
 			si->state = s->state == INDEX_COMMITTED ?
 			    CKPT__STEP_STATE__STEP_COMMITTED :
+			    s->state == INDEX_INTERRUPTED ?
+			    CKPT__STEP_STATE__STEP_INTERRUPTED :
 			    CKPT__STEP_STATE__STEP_FAILED;
 			si->has_init_ns = 1;
 			si->init_ns = s->init_ns;
@@ -997,7 +1072,7 @@ mgr_reload_run(struct task *t)
 	size_t i, k;
 	int fd;
 
-	if (mgr_open_root(r->path, &fd, &t->err) != 0)
+	if (root_open_dir(r, &fd, &t->err) != 0)
 		return;
 	if (root_scan_disk(fd, &r->nm, rt->known, rt->nknown, &rt->found,
 	    &rt->nfound, NULL, &t->err) != 0) {
@@ -1146,6 +1221,7 @@ manager_init(struct event_base *base, struct index *ix,
 	mgr.ix = ix;
 	mgr.budget = memory_budget;
 	mgr.nworkers = nworkers ? nworkers : 1;
+	root_sweep_leftovers();
 	return 0;
 }
 
@@ -1284,6 +1360,7 @@ manager_stats(struct manager_stats *out)
 	out->memory_budget = mgr.budget;
 	out->saves_committed = mgr.committed;
 	out->saves_failed = mgr.failed;
+	out->saves_interrupted = mgr.interrupted;
 	out->bytes_written = mgr.bytes_written;
 }
 

@@ -32,6 +32,7 @@ struct manager_stats {
 	uint64_t staging_bytes;       /* mapped staging memory held by saves */
 	uint64_t memory_budget;
 	uint64_t saves_committed, saves_failed, bytes_written;
+	uint64_t saves_interrupted;     /* found after a crash, since start */
 };
 
 int manager_init(struct event_base *base, struct index *ix,

@@ -55,6 +55,9 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	    "Saves committed to disk.", ms.saves_committed);
 	metrics_put(b, "ckptd_saves_failed_total", "counter",
 	    "Saves that failed.", ms.saves_failed);
+	metrics_put(b, "ckptd_saves_interrupted_total", "counter",
+	    "Saves a crash interrupted, found since start.",
+	    ms.saves_interrupted);
 	metrics_put(b, "ckptd_bytes_written_total", "counter",
 	    "Checkpoint bytes written.", ms.bytes_written);
 	metrics_put(b, "ckptd_staging_bytes", "gauge",

@@ -38,6 +38,7 @@ struct rs_task {
 	uint64_t id;
 	struct root *r;                 /* referenced */
 	char *path;                     /* root directory (owned) */
+	int elsewhere;                  /* path is not r's directory */
 	struct store_naming nm;
 	Ckpt__Request *req;             /* owned */
 	int has_step;                   /* else: latest (restore) / root */
@@ -62,6 +63,16 @@ struct rs_task {
 };
 
 /* ---- helpers (worker) -------------------------------------------------------- */
+
+/* The root's own directory (by identity), or the directory a restore
+ * named. */
+static int
+rs_open_root(const struct rs_task *rt, int *fd, ckd_err *e)
+{
+	if (rt->elsewhere)
+		return mgr_open_root(rt->path, fd, e);
+	return root_open_dir(rt->r, fd, e);
+}
 
 static int
 rs_cmpstr(const void *a, const void *b)
@@ -316,7 +327,7 @@ rs_restore_run(struct task *t)
 	int rootfd = -1, stepfd = -1, have_meta = 0, r;
 
 	memset(&meta, 0, sizeof meta);
-	if ((r = mgr_open_root(rt->path, &rootfd, &t->err)) != 0)
+	if ((r = rs_open_root(rt, &rootfd, &t->err)) != 0)
 		return;
 	if (rt->find_latest) {
 		struct index_step *found = NULL;
@@ -452,7 +463,7 @@ rs_metadata_run(struct task *t)
 	size_t len;
 	int rootfd, fd = -1, r;
 
-	if (mgr_open_root(rt->path, &rootfd, &t->err) != 0)
+	if (rs_open_root(rt, &rootfd, &t->err) != 0)
 		return;
 	if (rt->has_step) {
 		if (rs_open_step(rt, rootfd, rt->step, name, sizeof name, &fd,
@@ -550,6 +561,7 @@ rs_verify_item(struct rs_task *rt, uint64_t step, int stepfd,
     const char *item)
 {
 	struct rs_verify_ctx vc = { rt, step, item };
+	struct stat st;
 	int fds[CKPT_MAX_FDS];
 	size_t nfds = 0, i;
 	Ckpt__Item *it = NULL;
@@ -563,8 +575,10 @@ rs_verify_item(struct rs_task *rt, uint64_t step, int stepfd,
 		rs_add_problem(rt, step, item, NULL, e.msg);
 		return;
 	}
-	if (!rs_has_file(itemfd, STORE_TREE_METADATA))
-		goto out;               /* JSON / proto items: nothing to hash */
+	/* JSON / proto items: nothing to hash. A _METADATA that is there but
+	 * not a regular file is a problem (store_read_tree_metadata says). */
+	if (fstatat(itemfd, STORE_TREE_METADATA, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		goto out;
 	if ((r = store_read_tree_metadata(itemfd, &it, &e)) != 0 ||
 	    (r = store_open_item_files(itemfd, it, fds, &nfds, CKPT_MAX_FDS,
 	    &e)) != 0) {
@@ -591,7 +605,7 @@ rs_verify_run(struct task *t)
 	int rootfd, stepfd;
 	ckd_err e;
 
-	if (mgr_open_root(rt->path, &rootfd, &t->err) != 0)
+	if (rs_open_root(rt, &rootfd, &t->err) != 0)
 		return;
 	if ((rt->checked = calloc(rt->nsteps ? rt->nsteps : 1,
 	    sizeof *rt->checked)) == NULL) {
@@ -715,6 +729,7 @@ restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
 		rs_fail(c, req, rt, CKPT_ENOMEM, "out of memory");
 		return;
 	}
+	rt->elsewhere = rq->directory != NULL;
 	rt->metadata_only = rq->metadata_only;
 	if (rq->has_step && rq->step >= 0) {
 		rt->has_step = 1;

@@ -3,13 +3,17 @@
  * being deleted, reconciling with a scan of the directory, and background
  * deletes. See root.h for ownership rules.
  *
- * A root's path, key and naming never change after root_new(), so worker
- * tasks holding a reference may read them; everything else is touched on
- * the loop thread only.
+ * A root's path, key, naming and identity (dirfd, dev, ino, uid) never
+ * change after root_new(), so worker tasks holding a reference may read
+ * them; everything else is touched on the loop thread only.
  */
 #include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,39 +72,104 @@ mgr_open_root(const char *path, int *fd, ckd_err *e)
 	return store_open_root(path, 0, 0, fd, e);
 }
 
+int
+root_open_dir(const struct root *r, int *fd, ckd_err *e)
+{
+	/* "." through the pinned fd: the kernel checks the peer's search and
+	 * read permission on the directory itself. */
+	if ((*fd = openat(r->dirfd, ".", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0)
+		return err_errno(e, errno, "opening %s", r->path);
+	return 0;
+}
+
 /* ---- roots --------------------------------------------------------------- */
 
+/* The index key names the directory, not only its path: a directory
+ * re-created at the same path (by anyone) never meets the records of the
+ * old one. */
 static char *
-root_make_key(const char *path, const struct store_naming *nm)
+root_make_key(const struct root *r)
 {
 	size_t len;
 	char *k;
 
-	if (nm->prefix[0] == '\0' && nm->fixed_len == 0)
-		return strdup(path);
 	/* A canonical path never contains "//", so this cannot collide. */
-	len = strlen(path) + strlen(nm->prefix) + 40;
+	len = strlen(r->path) + strlen(r->nm.prefix) + 120;
 	if ((k = malloc(len)) == NULL)
 		return NULL;
-	snprintf(k, len, "%s//prefix=%s,len=%u", path, nm->prefix,
-	    nm->fixed_len);
+	snprintf(k, len, "%s//dev=%ju,ino=%ju,uid=%ju", r->path,
+	    (uintmax_t)r->dev, (uintmax_t)r->ino, (uintmax_t)r->uid);
+	if (r->nm.prefix[0] != '\0' || r->nm.fixed_len != 0)
+		snprintf(k + strlen(k), len - strlen(k), ",prefix=%s,len=%u",
+		    r->nm.prefix, r->nm.fixed_len);
 	return k;
 }
 
+/* Parse a key made by root_make_key. 0, or -1 for anything else (keys of
+ * older versions carry no identity). */
+static int
+root_parse_key(const char *key, char *path, size_t pathlen, dev_t *dev,
+    ino_t *ino, uid_t *uid, struct store_naming *nm)
+{
+	uintmax_t d, i, u, len;
+	const char *sep, *rest, *lp;
+	char *end;
+	int used = -1;
+
+	memset(nm, 0, sizeof *nm);
+	if ((sep = strstr(key, "//")) == NULL || key[0] != '/' ||
+	    (size_t)(sep - key) >= pathlen)
+		return -1;
+	memcpy(path, key, (size_t)(sep - key));
+	path[sep - key] = '\0';
+	if (sscanf(sep, "//dev=%ju,ino=%ju,uid=%ju%n", &d, &i, &u,
+	    &used) != 3 || used < 0)
+		return -1;
+	*dev = (dev_t)d;
+	*ino = (ino_t)i;
+	*uid = (uid_t)u;
+	rest = sep + used;
+	if (*rest == '\0')
+		return 0;
+	/* ",prefix=<P>,len=<L>": P may hold anything but '/'. */
+	if (strncmp(rest, ",prefix=", 8) != 0 ||
+	    (lp = strrchr(rest, ',')) == NULL || lp < rest + 8 ||
+	    strncmp(lp, ",len=", 5) != 0 ||
+	    (size_t)(lp - rest - 8) >= sizeof nm->prefix)
+		return -1;
+	memcpy(nm->prefix, rest + 8, (size_t)(lp - rest - 8));
+	nm->prefix[lp - rest - 8] = '\0';
+	errno = 0;
+	len = strtoumax(lp + 5, &end, 10);
+	if (errno != 0 || *end != '\0' || end == lp + 5 || len > 20)
+		return -1;
+	nm->fixed_len = (unsigned)len;
+	return 0;
+}
+
 struct root *
-root_new(const char *path, const struct store_naming *nm)
+root_new(const char *path, const struct store_naming *nm, int dirfd,
+    const struct stat *st)
 {
 	struct root *r;
 
-	if ((r = calloc(1, sizeof *r)) == NULL)
+	if ((r = calloc(1, sizeof *r)) == NULL) {
+		close(dirfd);
 		return NULL;
+	}
 	r->refs = 1;
 	r->state = ROOT_LOADING;
 	r->nm = *nm;
 	r->last_save_ns = -1;
+	r->dirfd = dirfd;
+	r->dev = st->st_dev;
+	r->ino = st->st_ino;
+	r->uid = st->st_uid;
 	if ((r->path = strdup(path)) == NULL ||
-	    (r->key = root_make_key(path, nm)) == NULL) {
+	    (r->key = root_make_key(r)) == NULL) {
 		free(r->path);
+		close(dirfd);
 		free(r);
 		return NULL;
 	}
@@ -110,12 +179,12 @@ root_new(const char *path, const struct store_naming *nm)
 }
 
 struct root *
-root_find(const char *path, const struct store_naming *nm)
+root_find(dev_t dev, ino_t ino, const struct store_naming *nm)
 {
 	struct root *r;
 
 	for (r = mgr.roots; r != NULL; r = r->next) {
-		if (strcmp(r->path, path) == 0 &&
+		if (r->dev == dev && r->ino == ino &&
 		    strcmp(r->nm.prefix, nm->prefix) == 0 &&
 		    r->nm.fixed_len == nm->fixed_len)
 			return r;
@@ -150,6 +219,7 @@ root_free(struct root *r)
 	free(r->deleting);
 	free(r->path);
 	free(r->key);
+	close(r->dirfd);
 	free(r);
 }
 
@@ -472,7 +542,7 @@ root_delete_run(struct task *t)
 	ckd_err ie;
 	int fd, r;
 
-	if ((r = mgr_open_root(d->r->path, &fd, &t->err)) != 0)
+	if ((r = root_open_dir(d->r, &fd, &t->err)) != 0)
 		return;
 	r = store_delete_step(fd, d->rec.name, d->subdir, &t->err);
 	close(fd);
@@ -564,4 +634,123 @@ root_delete_step(struct root *r, size_t i, const struct root_delete *how)
 	d->done = how->done;
 	d->arg = how->arg;
 	worker_submit(&d->t);
+}
+
+/* ---- leftovers at start-up ---------------------------------------------------------
+ *
+ * Every root the index knows is swept once at start: the leftovers of the
+ * crash (tmp dirs no live save owns, hidden deletes) are removed, and each
+ * interrupted save is logged and recorded in the index, so that it is
+ * listed as interrupted when the root is opened. The sweep runs as the
+ * owner recorded in the key (with the owner's primary group only), opens
+ * the path and goes on only when it is still the same directory (device,
+ * inode, owner); anything else waits until the root is opened. */
+
+struct sweep_task {
+	struct task t;
+	char *key;
+	size_t found;                   /* interrupted saves recorded */
+};
+
+static void
+root_sweep_run(struct task *t)
+{
+	struct sweep_task *sw = (struct sweep_task *)t;
+	struct store_leftover *lo = NULL;
+	struct store_naming nm;
+	struct index_step rec;
+	char path[PATH_MAX];
+	struct stat st, cst;
+	size_t nlo = 0, i;
+	dev_t dev;
+	ino_t ino;
+	uid_t uid;
+	ckd_err e;
+	int fd;
+
+	if (root_parse_key(sw->key, path, sizeof path, &dev, &ino, &uid,
+	    &nm) != 0)
+		return;
+	if (store_open_root(path, 0, 0, &fd, &e) != 0)
+		return;         /* gone, or not ours to reach any more */
+	if (fstat(fd, &st) != 0 || st.st_dev != dev || st.st_ino != ino ||
+	    st.st_uid != uid)
+		goto out;
+	if (store_collect_leftovers(fd, &nm, 0, &lo, &nlo, &e) != 0)
+		log_warn("collecting leftovers in %s: %s", path, e.msg);
+	for (i = 0; i < nlo; i++) {
+		if (fstatat(fd, lo[i].name, &cst, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;       /* the step committed after all */
+		memset(&rec, 0, sizeof rec);
+		rec.step = lo[i].step;
+		rec.state = INDEX_INTERRUPTED;
+		rec.init_ns = rec.commit_ns = lo[i].mtime_ns;
+		snprintf(rec.name, sizeof rec.name, "%s", lo[i].name);
+		rec.error = (char *)"interrupted: ckptd stopped before the "
+		    "save committed; its partial files were removed";
+		log_warn("%s: the save of step %" PRIu64 " was interrupted "
+		    "(its files were last written %" PRId64 " s after the "
+		    "epoch); removed %s" CKPT_TMP_SUFFIX, path, lo[i].step,
+		    lo[i].mtime_ns / 1000000000, lo[i].name);
+		if (index_put_step(mgr.ix, sw->key, &rec, &e) != 0)
+			log_warn("index: %s", e.msg);
+		sw->found++;
+	}
+	free(lo);
+out:
+	close(fd);
+}
+
+static void
+root_sweep_done(struct task *t)
+{
+	struct sweep_task *sw = (struct sweep_task *)t;
+
+	mgr.interrupted += sw->found;
+	free(sw->key);
+	free(sw);
+}
+
+void
+root_sweep_leftovers(void)
+{
+	struct store_naming nm;
+	struct peer_cred pc;
+	struct sweep_task *sw;
+	struct passwd pw, *pwp;
+	char path[PATH_MAX], pwbuf[4096];
+	char **keys = NULL;
+	size_t n = 0, i;
+	dev_t dev;
+	ino_t ino;
+	uid_t uid;
+	ckd_err e;
+
+	if (index_roots(mgr.ix, &keys, &n, &e) != 0) {
+		log_warn("index: %s", e.msg);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (root_parse_key(keys[i], path, sizeof path, &dev, &ino,
+		    &uid, &nm) != 0)
+			continue;
+		/* Start-up: the owner's primary group (a look-up that may
+		 * block, before the loop serves anyone). */
+		memset(&pc, 0, sizeof pc);
+		pc.uid = uid;
+		if (getpwuid_r(uid, &pw, pwbuf, sizeof pwbuf, &pwp) != 0 ||
+		    pwp == NULL)
+			continue;
+		pc.gid = pw.pw_gid;
+		sw = mgr_task_new(sizeof *sw, root_sweep_run, root_sweep_done,
+		    &pc, 0);
+		if (sw == NULL)
+			break;
+		sw->key = keys[i];
+		keys[i] = NULL;
+		worker_submit(&sw->t);
+	}
+	for (i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
 }

@@ -17,6 +17,7 @@
 #ifndef CKPTD_ROOT_H
 #define CKPTD_ROOT_H
 
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -55,7 +56,14 @@ struct root {
 	unsigned refs;
 	int state;                      /* enum root_state */
 	char *path;                     /* canonical absolute path */
-	char *key;                      /* index key: path (+ naming) */
+	/* Identity: the directory opened at load, kept open so that its
+	 * inode cannot be reused while the root lives. A directory removed
+	 * and re-created at the same path is another root. */
+	int dirfd;
+	dev_t dev;
+	ino_t ino;
+	uid_t uid;                      /* owner when opened */
+	char *key;                      /* index key: path, identity, naming */
 	struct store_naming nm;
 	/* Steps ascending by step; committed and failed records, one per
 	 * step. seq[i] is the mutation counter when record i was inserted. */
@@ -122,6 +130,7 @@ struct mgr_state {
 	unsigned nqueued, ninflight;
 	uint64_t staging;
 	uint64_t committed, failed, bytes_written;
+	uint64_t interrupted;           /* interrupted saves found */
 	void (*idle_cb)(void *arg);
 	void *idle_arg;
 };
@@ -139,13 +148,19 @@ void *mgr_task_new(size_t size, void (*run)(struct task *),
     uint64_t lane);
 /* Open the root directory path (no creation) as the task's peer. */
 int mgr_open_root(const char *path, int *fd, ckd_err *e);
+/* Open r's own directory (the one it was loaded from, found through its
+ * pinned fd, never through the path) as the task's peer. */
+int root_open_dir(const struct root *r, int *fd, ckd_err *e);
 
 void root_ref(struct root *r);
 void root_unref(struct root *r);
-/* Find a loaded or loading root; NULL when none. */
-struct root *root_find(const char *path, const struct store_naming *nm);
-/* New root in ROOT_LOADING state with one reference. */
-struct root *root_new(const char *path, const struct store_naming *nm);
+/* Find a loaded or loading root of directory (dev, ino) under naming nm;
+ * NULL when none. */
+struct root *root_find(dev_t dev, ino_t ino, const struct store_naming *nm);
+/* New root in ROOT_LOADING state with one reference; takes ownership of
+ * dirfd (an open fd of the directory, st its fstat), also on failure. */
+struct root *root_new(const char *path, const struct store_naming *nm,
+    int dirfd, const struct stat *st);
 /* Index of the record of step, or -1. */
 long root_find_step(const struct root *r, uint64_t step);
 /* Insert (or replace) a record; takes ownership of its strings.
@@ -181,6 +196,10 @@ struct root_delete {
 	void *arg;
 };
 void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
+
+/* Start-up: collect the leftovers of every root the index knows, as its
+ * owner, and record the saves they stood for as interrupted. */
+void root_sweep_leftovers(void);
 
 /* ---- managers and waiters (manager.c) ------------------------------------ */
 

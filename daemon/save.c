@@ -441,7 +441,7 @@ save_prepare(struct save *s, ckd_err *e)
 	size_t i;
 	int r;
 
-	if ((r = mgr_open_root(s->r->path, &s->rootfd, e)) != 0)
+	if ((r = root_open_dir(s->r, &s->rootfd, e)) != 0)
 		goto fail;
 	if ((r = store_begin(s->rootfd, s->name, s->dmode, &s->tmpfd,
 	    e)) != 0)

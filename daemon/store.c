@@ -58,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -100,6 +101,7 @@
 #define STORE_MAX_ITEMS 4096
 #define STORE_RM_DEPTH 64
 #define STORE_DEL_SUFFIX ".ckptd-del"
+#define STORE_ORBAX_TMP ".orbax-checkpoint-tmp-"
 #define STORE_PAD_PREFIX "__ckptd_pad_"
 
 #define O_DIRFLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -112,6 +114,38 @@ ends_with(const char *s, const char *suffix)
 	size_t ls = strlen(s), lx = strlen(suffix);
 
 	return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
+}
+
+/* Open dirfd/name read-only as a regular file. The name is untrusted: a
+ * FIFO, device or socket in its place must never block the worker, so
+ * the open is non-blocking and O_NONBLOCK is cleared only once fstat says
+ * the file is regular. Returns the fd, or a negative CKPT_E* code with e
+ * set (CKPT_ECORRUPT for a file that is not regular). */
+static int
+open_regular(int dirfd, const char *name, struct stat *st, ckd_err *e)
+{
+	int fd, r;
+
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+	    O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return err_errno(e, errno, "open %s", name);
+	if (fstat(fd, st) != 0) {
+		r = err_errno(e, errno, "stat %s", name);
+		goto fail;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		r = err_set(e, CKPT_ECORRUPT, "%s: not a regular file", name);
+		goto fail;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+		r = err_errno(e, errno, "fcntl %s", name);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return r;
 }
 
 /* Give a freshly created file or directory exactly `mode` (keeping a
@@ -587,13 +621,62 @@ tmp_name(const char *name, char *buf, size_t len, ckd_err *e)
 	return 0;
 }
 
+/* Take the lock that marks a tmp dir as owned by a live save: an
+ * exclusive flock on its directory fd, held until the fd is closed (the
+ * kernel drops it when the process dies, so a leftover of a crashed
+ * daemon is never locked). 1 when taken, 0 when another open holds it,
+ * -1 on error (errno). */
+static int
+lock_dir(int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 1;
+	return errno == EWOULDBLOCK ? 0 : -1;
+}
+
+/* 1 when dirfd/name is still the directory open as fd. */
+static int
+same_dir(int dirfd, const char *name, int fd)
+{
+	struct stat a, b;
+
+	return fstatat(dirfd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Remove the leftover dirfd/name unless a live save owns it (locked):
+ * 0 removed or absent, CKPT_EBUSY owned, other codes on errors. */
+static int
+remove_unowned(int dirfd, const char *name, ckd_err *e)
+{
+	int fd, r;
+
+	if ((fd = openat(dirfd, name, O_DIRFLAGS)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		if (errno == ENOTDIR || errno == ELOOP)
+			return store_remove_tree(dirfd, name, e);
+		return err_errno(e, errno, "open %s", name);
+	}
+	if ((r = lock_dir(fd)) <= 0) {
+		r = r == 0 ? err_set(e, CKPT_EBUSY, "%s belongs to a save in "
+		    "progress", name) : err_errno(e, errno, "lock %s", name);
+		close(fd);
+		return r;
+	}
+	/* Held: no save can own it now; remove it while holding the lock. */
+	r = same_dir(dirfd, name, fd) ? store_remove_tree(dirfd, name, e) : 0;
+	close(fd);
+	return r;
+}
+
 int
 store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
     ckd_err *e)
 {
 	char tmp[300];
 	struct stat st;
-	int r;
+	int r, fd, tries;
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
 		return r;
@@ -602,9 +685,25 @@ store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 		    "exists", name);
 	if (errno != ENOENT)
 		return err_errno(e, errno, "stat %s", name);
-	if ((r = store_remove_tree(rootfd, tmp, e)) != 0)
-		return r;
-	return mkdir_open(rootfd, tmp, dirmode, tmpfd, e);
+	/* A leftover of a crash goes; the tmp dir of a save in progress
+	 * (another process) stays and this save fails. A collector may take
+	 * the new directory between mkdir and flock: then start again. */
+	for (tries = 0; tries < 8; tries++) {
+		if ((r = remove_unowned(rootfd, tmp, e)) != 0)
+			return r;
+		if ((r = mkdir_open(rootfd, tmp, dirmode, &fd, e)) != 0) {
+			if (r == CKPT_EEXIST)
+				continue;
+			return r;
+		}
+		if (lock_dir(fd) == 1 && same_dir(rootfd, tmp, fd)) {
+			*tmpfd = fd;
+			return 0;
+		}
+		close(fd);
+	}
+	return err_set(e, CKPT_EBUSY, "cannot create %s: it keeps being "
+	    "replaced", tmp);
 }
 
 int
@@ -1779,16 +1878,8 @@ store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
 
 	*bufp = NULL;
 	*lenp = 0;
-	if ((fd = openat(dirfd, fname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		return err_errno(e, errno, "open %s", fname);
-	if (fstat(fd, &st) != 0) {
-		r = err_errno(e, errno, "stat %s", fname);
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = err_set(e, CKPT_ECORRUPT, "%s: not a regular file", fname);
-		goto out;
-	}
+	if ((fd = open_regular(dirfd, fname, &st, e)) < 0)
+		return fd;
 	if ((uint64_t)st.st_size > maxlen) {
 		r = err_set(e, CKPT_ETOOBIG, "%s: larger than %zu bytes",
 		    fname, maxlen);
@@ -2274,26 +2365,64 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 	if ((size_t)snprintf(hidden, sizeof(hidden), ".%s%s", name,
 	    STORE_DEL_SUFFIX) >= sizeof(hidden))
 		return err_set(e, CKPT_EINVAL, "step name too long: %s", name);
-	if ((r = store_remove_tree(rootfd, hidden, e)) != 0)
+	if ((r = remove_unowned(rootfd, hidden, e)) != 0)
 		return r;
+	/* Hold the step's lock while it is hidden and removed, so that a
+	 * collector of leftovers leaves it to us. */
+	sfd = openat(rootfd, name, O_DIRFLAGS);
+	if (sfd >= 0 && lock_dir(sfd) != 1) {
+		close(sfd);
+		sfd = -1;
+	}
 	if (renameat(rootfd, name, rootfd, hidden) != 0) {
-		if (errno == ENOENT)
-			return err_set(e, CKPT_ENOTFOUND, "step %s not found",
-			    name);
-		return err_errno(e, errno, "rename %s", name);
+		r = errno == ENOENT ? err_set(e, CKPT_ENOTFOUND, "step %s not "
+		    "found", name) : err_errno(e, errno, "rename %s", name);
+		goto out;
 	}
 	if ((r = store_fsync_dir(rootfd, e)) != 0)
-		return r;
-	return store_remove_tree(rootfd, hidden, e);
+		goto out;
+	r = store_remove_tree(rootfd, hidden, e);
+out:
+	if (sfd >= 0)
+		close(sfd);
+	return r;
+}
+
+/* Orbax's tmp dirs: "<name>.orbax-checkpoint-tmp-<digits>". */
+static int
+is_orbax_tmp(const char *name)
+{
+	const char *p = strstr(name, STORE_ORBAX_TMP);
+
+	if (p == NULL || p == name)
+		return 0;
+	p += strlen(STORE_ORBAX_TMP);
+	if (*p == '\0')
+		return 0;
+	for (; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return 1;
 }
 
 int
-store_cleanup_tmp(int rootfd, ckd_err *e)
+store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
+    struct store_leftover **out, size_t *nout, ckd_err *e)
 {
+	struct store_leftover *v = NULL, *nv;
+	size_t len = 0, cap = 0, l;
 	struct dirent *de;
-	int r = 0, removed = 0;
+	struct stat st;
+	char base[256];
+	uint64_t step;
+	int r = 0, rr, removed = 0, ours, tmp;
+	ckd_err re;
 	DIR *d;
 
+	if (out != NULL) {
+		*out = NULL;
+		*nout = 0;
+	}
 	if ((d = opendir_at(rootfd, ".", e)) == NULL)
 		return e != NULL ? e->code : CKPT_EIO;
 	for (;;) {
@@ -2303,19 +2432,76 @@ store_cleanup_tmp(int rootfd, ckd_err *e)
 				r = err_errno(e, errno, "read root directory");
 			break;
 		}
-		if (!ends_with(de->d_name, CKPT_TMP_SUFFIX) &&
-		    !(de->d_name[0] == '.' &&
+		l = strlen(de->d_name);
+		tmp = ends_with(de->d_name, CKPT_TMP_SUFFIX) &&
+		    l > strlen(CKPT_TMP_SUFFIX) && l < sizeof(base);
+		ours = 0;
+		if (tmp) {
+			memcpy(base, de->d_name, l - strlen(CKPT_TMP_SUFFIX));
+			base[l - strlen(CKPT_TMP_SUFFIX)] = '\0';
+			ours = nm != NULL &&
+			    store_parse_step_name(nm, base, &step) == 0;
+			if (!ours && !(flags & STORE_LEFTOVER_ANY_NAMING))
+				continue;
+		} else if (!(de->d_name[0] == '.' &&
 		    ends_with(de->d_name, STORE_DEL_SUFFIX) &&
-		    strlen(de->d_name) > 1 + strlen(STORE_DEL_SUFFIX)))
+		    l > 1 + strlen(STORE_DEL_SUFFIX)) &&
+		    !((flags & STORE_LEFTOVER_ORBAX) &&
+		    is_orbax_tmp(de->d_name))) {
 			continue;
-		if ((r = store_remove_tree(rootfd, de->d_name, e)) != 0)
-			break;
+		}
+		if (fstatat(dirfd(d), de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+			continue;
+		rr = remove_unowned(dirfd(d), de->d_name, &re);
+		if (rr == CKPT_EBUSY)
+			continue;       /* a live save's: not a leftover */
+		if (rr != 0) {
+			/* e.g. another user's: go on with the others */
+			if (r == 0 && e != NULL)
+				*e = re;
+			if (r == 0)
+				r = rr;
+			continue;
+		}
 		removed++;
+		if (!ours || out == NULL)
+			continue;
+		if (len == cap) {
+			cap = cap ? cap * 2 : 8;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				r = err_set(e, CKPT_ENOMEM, "out of memory");
+				break;
+			}
+			v = nv;
+		}
+		v[len].step = step;
+		memcpy(v[len].name, base, strlen(base) + 1);
+		v[len].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
+		    st.st_mtim.tv_nsec;
+		len++;
 	}
 	closedir(d);
-	if (r == 0 && removed > 0)
-		r = store_fsync_dir(rootfd, e);
+	if (removed > 0 && (rr = store_fsync_dir(rootfd, &re)) != 0 &&
+	    r == 0) {
+		if (e != NULL)
+			*e = re;
+		r = rr;
+	}
+	if (out != NULL) {
+		*out = v;
+		*nout = len;
+	} else {
+		free(v);
+	}
 	return r;
+}
+
+int
+store_cleanup_tmp(int rootfd, ckd_err *e)
+{
+	return store_collect_leftovers(rootfd, NULL, STORE_LEFTOVER_ANY_NAMING,
+	    NULL, NULL, e);
 }
 
 /* ---- reading array files ------------------------------------------------------- */
@@ -2373,15 +2559,11 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 	uint64_t N;
 	int r = 0;
 
-	if ((f->fd = openat(itemfd, f->name, O_RDONLY | O_NOFOLLOW |
-	    O_CLOEXEC)) < 0)
-		return err_errno(e, errno, "open %s", f->name);
-	if (fstat(f->fd, &st) != 0) {
-		r = err_errno(e, errno, "stat %s", f->name);
-		goto out;
+	if ((f->fd = open_regular(itemfd, f->name, &st, e)) < 0) {
+		r = f->fd;
+		f->fd = -1;
+		return r;
 	}
-	if (!S_ISREG(st.st_mode))
-		CORRUPT("%s: not a regular file", f->name);
 	f->size = (uint64_t)st.st_size;
 	if (f->size < 8)
 		CORRUPT("%s: truncated safetensors file", f->name);

@@ -81,7 +81,9 @@ int store_remove_tree(int dirfd, const char *name, ckd_err *e);
 /* ---- writing a step ------------------------------------------------------------ */
 
 /* Start writing step dir `name`: CKPT_EEXIST when <name> exists; removes a
- * leftover <name>.ckptd-tmp; creates it with dirmode; *tmpfd opened. */
+ * leftover <name>.ckptd-tmp (CKPT_EBUSY when a live save holds it); creates
+ * it with dirmode; *tmpfd opened and locked (flock) as the save's own until
+ * it is closed. */
 int store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
     ckd_err *e);
 /* Create and open an item directory inside the tmp dir. */
@@ -195,8 +197,32 @@ int store_abort(int rootfd, const char *name, ckd_err *e);
  * from listings, then removed. Errors: CKPT_ENOTFOUND, CKPT_EACCES. */
 int store_delete_step(int rootfd, const char *name, const char *subdir,
     ckd_err *e);
-/* Remove every leftover *.ckptd-tmp and .*.ckptd-del directory. */
+/* Remove every leftover *.ckptd-tmp and .*.ckptd-del directory (of any
+ * naming) that no live save owns. */
 int store_cleanup_tmp(int rootfd, ckd_err *e);
+
+/* Leftovers of a crash. A save owns its <name>.ckptd-tmp through an
+ * exclusive flock on the directory (store_begin takes it; it lasts until
+ * the tmp fd is closed, and dies with the process), so a tmp dir that is
+ * not locked belongs to no live save of any daemon. This removes:
+ *  - the unlocked <name>.ckptd-tmp of steps of naming nm (returned in
+ *    *out: the saves a crash interrupted, with the tmp dir's mtime);
+ *  - with STORE_LEFTOVER_ANY_NAMING, those of every naming too;
+ *  - every unlocked hidden .<name>.ckptd-del (a delete already decided);
+ *  - with STORE_LEFTOVER_ORBAX, Orbax's <name>.orbax-checkpoint-tmp-<N>
+ *    (Orbax's cleanup_tmp_directories: the caller says none is live).
+ * out may be NULL; *out is malloc'ed. An entry that cannot be removed
+ * (another user's) does not stop the others: the first error is
+ * returned after the whole pass, with *out filled. */
+#define STORE_LEFTOVER_ANY_NAMING 1
+#define STORE_LEFTOVER_ORBAX 2
+struct store_leftover {
+	uint64_t step;
+	char name[256];         /* the step directory's name */
+	int64_t mtime_ns;       /* last change of the tmp dir */
+};
+int store_collect_leftovers(int rootfd, const struct store_naming *nm,
+    int flags, struct store_leftover **out, size_t *nout, ckd_err *e);
 
 /* ---- reading a step ------------------------------------------------------------ */
 

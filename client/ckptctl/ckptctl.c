@@ -3,7 +3,7 @@
  *
  *   ckptctl [--socket PATH] [--json] [--step-prefix P] COMMAND ...
  *     status                 daemon state
- *     steps DIR              every step (committed and failed)
+ *     steps DIR              every step (committed, failed, interrupted)
  *     show DIR STEP          items and leaves of a step
  *     delete DIR STEP        delete a committed step
  *     verify DIR [STEP]      check stored checksums
@@ -266,7 +266,8 @@ kind_name(ckpt_leaf_kind k)
 static const char *
 state_name(int s)
 {
-	return s == 0 ? "committed" : s == 1 ? "pending" : "failed";
+	return s == 0 ? "committed" : s == 1 ? "pending" :
+	    s == 3 ? "interrupted" : "failed";
 }
 
 /* ---- commands ---------------------------------------------------------------------- */

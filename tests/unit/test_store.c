@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <setjmp.h>
@@ -1661,10 +1662,16 @@ test_begin_commit_abort(void **state)
 	assert_true(exists_at(f->dfd, "7" CKPT_TMP_SUFFIX));
 	close(tfd);
 
-	/* two begins of the same step: the second replaces the tmp dir */
+	/* two begins of the same step: the tmp dir of a live save (locked)
+	 * is never taken over; once it is closed (the save is gone), the
+	 * second begin replaces the leftover */
 	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd, &e), 0);
-	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e), 0);
+	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e),
+	    CKPT_EBUSY);
+	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_true(exists_at(f->dfd, "8" CKPT_TMP_SUFFIX));
 	close(tfd);
+	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e), 0);
 	close(tfd2);
 
 	/* bad names */
@@ -1744,6 +1751,71 @@ test_delete_and_cleanup(void **state)
 	assert_true(exists_at(f->dfd, "todelete/2"));
 	assert_true(exists_at(f->dfd, "notadir"));
 	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+}
+
+/* Leftovers: only unlocked tmp dirs go; those of the naming asked for are
+ * reported; other namings and Orbax's tmp dirs only when asked. */
+static void
+test_collect_leftovers(void **state)
+{
+	struct fx *f = *state;
+	struct store_naming nm = { "ck", 0 }, none = { "", 0 };
+	struct store_leftover *lo = NULL;
+	size_t n = 0;
+	ckd_err e;
+	int live, fd;
+
+	assert_int_equal(store_begin(f->dfd, "ck_3", 0755, &live, &e), 0);
+	assert_int_equal(mkdirat(f->dfd, "ck_4" CKPT_TMP_SUFFIX, 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, "ck_4" CKPT_TMP_SUFFIX "/x", 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, "5" CKPT_TMP_SUFFIX, 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, ".6.ckptd-del", 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, "7.orbax-checkpoint-tmp-123", 0755),
+	    0);
+	assert_int_equal(mkdirat(f->dfd, "7.orbax-checkpoint-tmp-", 0755), 0);
+	write_str(f->dfd, "8" CKPT_TMP_SUFFIX, "a file, not ours");
+
+	assert_int_equal(store_collect_leftovers(f->dfd, &nm, 0, &lo, &n, &e),
+	    0);
+	assert_int_equal(n, 1);
+	assert_int_equal(lo[0].step, 4);
+	assert_string_equal(lo[0].name, "ck_4");
+	assert_true(lo[0].mtime_ns > 0);
+	free(lo);
+	assert_true(exists_at(f->dfd, "ck_3" CKPT_TMP_SUFFIX));  /* live */
+	assert_false(exists_at(f->dfd, "ck_4" CKPT_TMP_SUFFIX));
+	assert_true(exists_at(f->dfd, "5" CKPT_TMP_SUFFIX));     /* naming */
+	assert_false(exists_at(f->dfd, ".6.ckptd-del"));
+	assert_true(exists_at(f->dfd, "7.orbax-checkpoint-tmp-123"));
+
+	/* every naming and Orbax's: still never the live one */
+	assert_int_equal(store_collect_leftovers(f->dfd, &none,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, &lo, &n, &e), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(lo[0].step, 5);
+	free(lo);
+	assert_true(exists_at(f->dfd, "ck_3" CKPT_TMP_SUFFIX));
+	assert_false(exists_at(f->dfd, "5" CKPT_TMP_SUFFIX));
+	assert_false(exists_at(f->dfd, "7.orbax-checkpoint-tmp-123"));
+	assert_true(exists_at(f->dfd, "7.orbax-checkpoint-tmp-"));
+	assert_true(exists_at(f->dfd, "8" CKPT_TMP_SUFFIX));
+
+	/* the save ends without committing (its process dies): a leftover */
+	close(live);
+	assert_int_equal(store_collect_leftovers(f->dfd, &nm, 0, NULL, NULL,
+	    &e), 0);
+	assert_false(exists_at(f->dfd, "ck_3" CKPT_TMP_SUFFIX));
+
+	/* a delete in progress holds its step: its hidden dir stays */
+	assert_int_equal(mkdirat(f->dfd, ".9.ckptd-del", 0755), 0);
+	fd = openat(f->dfd, ".9.ckptd-del", O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_true(exists_at(f->dfd, ".9.ckptd-del"));
+	close(fd);
+	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_false(exists_at(f->dfd, ".9.ckptd-del"));
 }
 
 static void
@@ -2118,6 +2190,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_begin_commit_abort, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_delete_and_cleanup, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_collect_leftovers, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlinks_not_followed, setup,

@@ -435,11 +435,12 @@ int ckpt_metrics(ckpt_manager *m, uint64_t step, char **json);
 
 typedef struct {
 	uint64_t step;
-	int state;            /* 0 committed, 1 pending, 2 failed */
+	int state;            /* 0 committed, 1 pending, 2 failed, 3 interrupted
+	                       * (lost in a crash of ckptd) */
 	int64_t init_ns, commit_ns;
 	uint64_t bytes;
 	char name[256];       /* directory name */
-	char error[256];      /* failed saves: why */
+	char error[256];      /* failed and interrupted saves: why */
 } ckpt_step_info;
 /* Every step the index knows, failed ones included (malloc'ed array). */
 int ckpt_list_steps(ckpt_manager *m, ckpt_step_info **infos, size_t *n);
