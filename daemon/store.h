@@ -88,6 +88,16 @@ int store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 int store_mkdir_item(int tmpfd, const char *item, mode_t dirmode,
     int *itemfd, ckd_err *e);
 
+/* A source mapping of a file (a client's staging memfd) whose holes must
+ * not be read through the mapping: reading a hole of a shmem mapping
+ * allocates a page, so a client's sparse buffer would grow the daemon.
+ * The writers find holes with lseek(SEEK_DATA / SEEK_HOLE) on fd and
+ * write (and hash) zeros for them without touching the mapping. */
+struct store_src {
+	int fd;
+	const char *base;       /* mapping of fd from offset 0 */
+};
+
 struct store_tensor {
 	const char *name;       /* safetensors tensor name (unique in the file) */
 	Ckpt__Dtype dtype;
@@ -97,6 +107,8 @@ struct store_tensor {
 	uint64_t nbytes;
 	uint64_t offset;        /* out: absolute offset of the data in the file */
 	uint64_t xxh3;          /* out: XXH3-64 of the bytes */
+	const struct store_src *hsrc;   /* src lies in this mapping (the same
+	                                 * for every tensor of a call), or NULL */
 };
 
 /* Write the complete safetensors file dirfd/fname (O_EXCL, mode filemode):
