@@ -739,6 +739,14 @@ conn_frame(struct conn *c)
 	/* Limits first, from the wire bytes: a refused request is never
 	 * unpacked. A frame without a usable id is left to the unpacker. */
 	r = dispatch_precheck(c->in.buf, c->in.len, &id, &e);
+	if (r == CKPT_EPROTO) {
+		log_info("conn %llu: %s; closing", (unsigned long long)c->id,
+		    e.msg);
+		frame_in_reset(&c->in);
+		conn_close_fds(fds, nfds);
+		conn_kill(c);
+		return;
+	}
 	if (id != 0 && (c->refused || (c->hello_done && (r != 0 ||
 	    c->user->inflight + c->user->saves >=
 	    user_limits.inflight_per_user)))) {
@@ -771,6 +779,12 @@ conn_frame(struct conn *c)
 	if (!req->has_id || req->id == 0) {
 		log_info("conn %llu: request without an id; closing",
 		    (unsigned long long)c->id);
+		ckpt__request__free_unpacked(req, NULL);
+		conn_close_fds(fds, nfds);
+		conn_kill(c);
+		return;
+	}
+	if (c->refused) {               /* not reached: refused above */
 		ckpt__request__free_unpacked(req, NULL);
 		conn_close_fds(fds, nfds);
 		conn_kill(c);

@@ -72,7 +72,8 @@ void dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds);
 void dispatch_conn_closed(struct conn *c);
 /* Implemented in dispatch.c: the cheap checks on a frame's wire bytes,
  * before it is unpacked. Sets *id to the request id (0 when the frame has
- * none, or is malformed: the unpacker then rejects it). Returns 0, or
+ * none). Returns 0; CKPT_EPROTO when the bytes are not a protobuf message
+ * (the connection closes, as for a frame that does not unpack); or
  * CKPT_ELIMIT when the request breaks a per-request limit (a save with
  * more than --max-leaves leaves). Linear in len, allocates nothing. */
 int dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id,

@@ -172,8 +172,9 @@ dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id, ckd_err *e)
 		}
 	}
 	if (r < 0) {
-		*id = 0;                /* the unpacker refuses it */
-		return 0;
+		*id = 0;
+		return err_set(e, CKPT_EPROTO, "malformed request (%zu bytes)",
+		    len);
 	}
 	if (tc.leaves > maxl)
 		return err_set(e, CKPT_ELIMIT, "the save has more than %" PRIu64

@@ -590,6 +590,7 @@ save_free(struct save *s)
 		close(s->memfd);
 	if (s->map != NULL)
 		munmap(s->map, s->size);
+	store_src_destroy(&s->src);
 	if (s->itemfds != NULL) {
 		for (i = 0; i < s->sv->n_items; i++)
 			if (s->itemfds[i] >= 0)
@@ -1232,6 +1233,7 @@ save_finalize(struct save *s)
 		munmap(s->map, s->size);
 		s->map = NULL;
 	}
+	store_src_destroy(&s->src);
 	if (s->memfd >= 0) {
 		close(s->memfd);
 		s->memfd = -1;
@@ -1292,8 +1294,8 @@ save_start(struct save *s)
 	}
 	/* The fd stays open: the writers find the buffer's holes with it
 	 * instead of faulting them in through the mapping. */
-	s->src.fd = s->memfd;
-	s->src.base = s->map;
+	if (s->map != NULL)
+		store_src_init(&s->src, s->memfd, s->map);
 	if (save_plan(s, &e) != 0)
 		goto fail;
 	if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :

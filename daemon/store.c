@@ -830,60 +830,92 @@ out:
 }
 
 /* ---- sources with holes ---------------------------------------------------
- * A cursor over a tensor's source that remembers the last data run and
- * hole run found, so that a fully populated buffer costs two lseek calls
- * per file, not per tensor. lseek on a shared file description from
- * several workers is safe here: only the returned offsets are used. */
+ * A cursor over a tensor's source: a copy of the runs known so far, so
+ * that most lookups take no lock and no system call. lseek on the shared
+ * file description from several workers is safe here: only the returned
+ * offsets are used. */
 static const char st_zeros[64u << 10];
 
 struct src_cur {
-	const struct store_src *s;
-	uint64_t data_lo, data_hi;      /* a run known to hold data */
-	uint64_t hole_lo, hole_hi;      /* a run known to be a hole */
+	struct store_src *s;
+	struct store_runs k;
 };
+
+void
+store_src_init(struct store_src *s, int fd, const void *base)
+{
+	memset(s, 0, sizeof *s);
+	s->fd = fd;
+	s->base = base;
+	pthread_mutex_init(&s->lock, NULL);
+}
+
+void
+store_src_destroy(struct store_src *s)
+{
+	if (s->base == NULL)
+		return;
+	pthread_mutex_destroy(&s->lock);
+	s->base = NULL;
+}
+
+/* The run of k at off (at most len bytes); 0 when k does not know. */
+static uint64_t
+src_known(const struct store_runs *k, uint64_t off, uint64_t len, int *data)
+{
+	if (off >= k->data_lo && off < k->data_hi) {
+		*data = 1;
+		return len < k->data_hi - off ? len : k->data_hi - off;
+	}
+	if (off >= k->hole_lo && off < k->hole_hi) {
+		*data = 0;
+		return len < k->hole_hi - off ? len : k->hole_hi - off;
+	}
+	return 0;
+}
+
+/* Find the run at off with lseek into k (s->lock held). */
+static void
+src_seek(struct store_src *s, struct store_runs *k, uint64_t off)
+{
+	off_t d, h;
+
+	d = lseek(s->fd, (off_t)off, SEEK_DATA);
+	if (d < 0 && errno == ENXIO) {
+		k->hole_lo = off;
+		k->hole_hi = UINT64_MAX;        /* holes up to the end */
+	} else if (d < 0) {
+		k->data_lo = 0;                 /* unsupported: read it all */
+		k->data_hi = UINT64_MAX;
+	} else if ((uint64_t)d > off) {
+		k->hole_lo = off;
+		k->hole_hi = (uint64_t)d;
+	} else {
+		h = lseek(s->fd, (off_t)off, SEEK_HOLE);
+		k->data_lo = off;
+		k->data_hi = h > (off_t)off ? (uint64_t)h : UINT64_MAX;
+	}
+}
 
 /* The run at p (at most len bytes): its length, *data 1 for data (read it
  * from p), 0 for a hole (zeros). */
 static uint64_t
 src_run(struct src_cur *c, const char *p, uint64_t len, int *data)
 {
-	uint64_t off, end;
-	off_t d, h;
+	uint64_t off, n;
 
 	*data = 1;
 	if (c->s == NULL || len == 0)
 		return len;
 	off = (uint64_t)(p - c->s->base);
-	if (off >= c->data_lo && off < c->data_hi)
-		return len < c->data_hi - off ? len : c->data_hi - off;
-	if (off >= c->hole_lo && off < c->hole_hi) {
-		*data = 0;
-		return len < c->hole_hi - off ? len : c->hole_hi - off;
-	}
-	d = lseek(c->s->fd, (off_t)off, SEEK_DATA);
-	if (d < 0 && errno == ENXIO) {
-		c->hole_lo = off;
-		c->hole_hi = UINT64_MAX;        /* holes up to the end */
-		*data = 0;
-		return len;
-	}
-	if (d < 0) {
-		/* SEEK_DATA unsupported: read everything. */
-		c->data_lo = 0;
-		c->data_hi = UINT64_MAX;
-		return len;
-	}
-	if ((uint64_t)d > off) {
-		c->hole_lo = off;
-		c->hole_hi = (uint64_t)d;
-		*data = 0;
-		return len < (uint64_t)d - off ? len : (uint64_t)d - off;
-	}
-	h = lseek(c->s->fd, (off_t)off, SEEK_HOLE);
-	end = h > (off_t)off ? (uint64_t)h : UINT64_MAX;
-	c->data_lo = off;
-	c->data_hi = end;
-	return len < end - off ? len : end - off;
+	if ((n = src_known(&c->k, off, len, data)) > 0)
+		return n;
+	pthread_mutex_lock(&c->s->lock);
+	if (src_known(&c->s->known, off, len, data) == 0)
+		src_seek(c->s, &c->s->known, off);
+	c->k = c->s->known;
+	pthread_mutex_unlock(&c->s->lock);
+	return src_known(&c->k, off, len, data);
 }
 
 /* 1 when the whole tensor is data (the fast paths apply). */
@@ -924,7 +956,10 @@ st_tensor_runs(struct src_cur *c, struct store_tensor *t, XXH3_state_t **st,
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	XXH3_64bits_reset(*st);
 	while (left > 0) {
-		n = src_run(c, p, left, &data);
+		if ((n = src_run(c, p, left, &data)) == 0) {
+			n = left;               /* cannot happen: read it */
+			data = 1;
+		}
 		if (data && n > STORE_CHUNK)
 			n = STORE_CHUNK;        /* hashed right before written */
 		if (data)
