@@ -92,6 +92,7 @@ static struct {
 	uint64_t next_id;
 	uid_t euid;
 	int64_t last_full_log;
+	int64_t last_limit_log;
 } C = { .lfd = -1 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -747,9 +748,11 @@ conn_frame(struct conn *c)
 		conn_kill(c);
 		return;
 	}
-	if (id != 0 && (c->refused || (c->hello_done && (r != 0 ||
+	if (id != 0 && (c->refused || r != 0 || (c->hello_done &&
 	    c->user->inflight + c->user->saves >=
-	    user_limits.inflight_per_user)))) {
+	    user_limits.inflight_per_user))) {
+		int64_t now = now_mono_ns();
+
 		if (c->refused)
 			err_set(&e, CKPT_ELIMIT, "%s", c->refuse_msg);
 		else if (r == 0)
@@ -757,12 +760,19 @@ conn_frame(struct conn *c)
 			    "%u saves in flight (the limit per user; ckptd "
 			    "--max-requests-per-user)", (unsigned)c->cred.uid,
 			    c->user->inflight, c->user->saves);
-		log_info("conn %llu (uid %u): %s", (unsigned long long)c->id,
-		    (unsigned)c->cred.uid, e.msg);
+		/* At most one line a second: refusals must not flood the
+		 * log either. */
+		if (now - C.last_limit_log > 1000000000LL) {
+			log_info("conn %llu (uid %u): %s",
+			    (unsigned long long)c->id, (unsigned)c->cred.uid,
+			    e.msg);
+			C.last_limit_log = now;
+		}
 		frame_in_reset(&c->in);
 		conn_close_fds(fds, nfds);
 		conn_reply_error(c, id, e.code, "%s", e.msg);
-		if (c->refused)
+		/* Before hello, a refused request ends the connection. */
+		if (c->refused || !c->hello_done)
 			conn_close_after_flush(c);
 		return;
 	}

@@ -1329,9 +1329,10 @@ fail:
  * Admission under --memory-budget, fair between users. With the budget
  * shared by the n uids that have saves running or waiting, a uid's fair
  * share is budget / n:
- *   - a uid with nothing running may always start a save of at most its
- *     share, even past the budget, so another uid's huge save never makes
- *     a small one wait (memory in use stays below twice the budget);
+ *   - a uid with nothing running may always start one save of at most
+ *     its share, even past the budget, so another uid's huge save never
+ *     makes a small one wait (each active uid may so exceed the budget by
+ *     at most half of it: another uid is active, n >= 2);
  *   - otherwise a save starts when it fits in the budget, and, while other
  *     uids wait, when its uid stays within its share;
  *   - a save larger than the budget starts when nothing else runs.

@@ -636,6 +636,32 @@ static int b_huge_tree(void *arg, char *msg, size_t msglen)
 	return code;
 }
 
+/* The same frame as the first one on a connection, before hello. */
+static int b_huge_before_hello(void *arg, char *msg, size_t msglen)
+{
+	size_t len, n = (MAX_FRAME - 64) / 2;
+	unsigned char *f = huge_tree_frame(5, 1, n, &len);
+	Ckpt__Response *resp;
+	int64_t t0 = hx_now_ms();
+	int fd = raw_connect(), code = INT32_MIN;
+
+	(void)arg;
+	if (fd >= 0 && raw_send(fd, f, len, -1) == 0 &&
+	    (resp = raw_recv(fd, 60000)) != NULL) {
+		code = resp->code;
+		ckpt__response__free_unpacked(resp, NULL);
+	}
+	snprintf(msg, msglen, "%s after %lld ms", ckpt_strerror(code),
+	    (long long)(hx_now_ms() - t0));
+	if (code == CKPT_ELIMIT && (hx_now_ms() - t0 > 2000 ||
+	    !closed_by_peer(fd, 5000)))
+		code = CKPT_ETIMEDOUT;  /* too slow, or left open */
+	free(f);
+	if (fd >= 0)
+		close(fd);
+	return code;
+}
+
 static int b_inflight(void *arg, char *msg, size_t msglen)
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
@@ -682,6 +708,9 @@ static void test_requests(void)
 	is_int(r, CKPT_ELIMIT, "a 16 MB save of 8 M empty leaves is refused "
 	    "with CKPT_ELIMIT within 2 s, the connection stays usable (%s)",
 	    msg);
+	r = hx_as_user(ub, gb, b_huge_before_hello, NULL, msg, sizeof msg);
+	is_int(r, CKPT_ELIMIT, "... also as the first frame, before hello: "
+	    "refused within 2 s, then the connection closes (%s)", msg);
 	r = hx_as_user(ub, gb, b_inflight, NULL, msg, sizeof msg);
 	is_int(r, CKPT_ELIMIT, "request %d in flight of B is refused with "
 	    "CKPT_ELIMIT (%s)", MAX_INFLIGHT + 1, msg);
