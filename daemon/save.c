@@ -64,6 +64,7 @@ struct save {
 	uint64_t lane;
 	struct user *user;              /* referenced; counts s in saves */
 	uint64_t charge;                /* memory budget: see save_charge */
+	uint64_t reqmem;                /* of which the unpacked request */
 	struct manager *m;              /* referenced */
 	struct root *r;                 /* referenced */
 	Ckpt__Request *req;             /* owned; leaves get file/tensor/xxh3 */
@@ -525,9 +526,9 @@ save_strmem(const char *s)
  * leaf. A save without a staging buffer is charged its request.
  */
 static uint64_t
-save_charge(const Ckpt__Save *sv)
+save_charge(const Ckpt__Save *sv, uint64_t *reqmem)
 {
-	uint64_t n = sizeof(Ckpt__Request) + sizeof *sv;
+	uint64_t n = sizeof(Ckpt__Request) + sizeof *sv, data = 0;
 	size_t i, k, j;
 
 	n += save_strmem(sv->metrics_json) +
@@ -550,10 +551,11 @@ save_charge(const Ckpt__Save *sv)
 				continue;
 			/* plan: tensor, leaf pointer, names */
 			n += sizeof(struct store_tensor) + sizeof(void *) + 64;
-			n = save_add_sat(n, l->nbytes);
+			data = save_add_sat(data, l->nbytes);
 		}
 	}
-	return n;
+	*reqmem = n;
+	return save_add_sat(n, data);
 }
 
 /* ---- the save list --------------------------------------------------------- */
@@ -1366,6 +1368,7 @@ save_dequeued(struct save *s)
 	s->qnext = NULL;
 	mgr.nqueued--;
 	s->user->queued--;
+	s->user->queued_mem -= s->reqmem;
 	user_activity(s->user, was);
 }
 
@@ -1474,7 +1477,7 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		goto fail;
 	}
 	s->user->saves++;
-	s->charge = save_charge(sv);
+	s->charge = save_charge(sv, &s->reqmem);
 	s->m = m;
 	mgr_ref(m);
 	s->r = r;
@@ -1497,6 +1500,21 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		save_start(s);
 		return;
 	}
+	/* Waiting saves hold their unpacked requests: a uid's may take a
+	 * quarter of the budget (one may always wait). */
+	if (s->user->queued > 0 && mgr.budget != 0 &&
+	    s->reqmem > mgr.budget / 4 - (s->user->queued_mem <
+	    mgr.budget / 4 ? s->user->queued_mem : mgr.budget / 4)) {
+		err_set(&e, CKPT_ELIMIT, "uid %u has %u saves waiting for "
+		    "memory, holding %" PRIu64 " bytes of requests (a quarter "
+		    "of ckptd --memory-budget)", (unsigned)s->cred.uid,
+		    s->user->queued, s->user->queued_mem);
+		conn_reply_err(c, req->id, &e);
+		save_unlink(s);
+		mgr_wake_saves(s->m);
+		save_free(s);
+		return;
+	}
 	log_debug("step %" PRIu64 " of %s waits for memory (%" PRIu64
 	    " bytes; %" PRIu64 " of %" PRIu64 " in use, %" PRIu64 " by uid "
 	    "%u)", s->step, r->path, s->charge, mgr.staging, mgr.budget,
@@ -1511,6 +1529,7 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		int was = user_is_active(s->user);
 
 		s->user->queued++;
+		s->user->queued_mem += s->reqmem;
 		user_activity(s->user, was);
 	}
 	return;

@@ -51,6 +51,7 @@ struct user {
 	unsigned inflight;              /* requests waiting for a reply */
 	unsigned saves;                 /* saves queued or running */
 	unsigned queued;                /* saves waiting for memory */
+	uint64_t queued_mem;            /* their unpacked requests */
 	uint64_t staging;               /* memory charged to running saves */
 	uint64_t pass;                  /* save.c admission pass marker */
 	struct user *next;              /* hash chain */

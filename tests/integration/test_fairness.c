@@ -723,6 +723,7 @@ static void test_requests(void)
 struct b_sparse {
 	uint64_t step;
 	int loops;              /* 0: forever (killed) */
+	uint64_t ref;           /* bytes referenced (0: SPARSE_REF) */
 };
 
 static int b_sparse_save(void *arg, char *msg, size_t msglen)
@@ -736,7 +737,8 @@ static int b_sparse_save(void *arg, char *msg, size_t msglen)
 	Ckpt__WaitSaves ws = CKPT__WAIT_SAVES__INIT;
 	Ckpt__Request wreq = CKPT__REQUEST__INIT;
 	Ckpt__Response *resp = NULL;
-	uint64_t shape[1] = { SPARSE_REF }, mgr;
+	uint64_t ref = bs->ref ? bs->ref : SPARSE_REF;
+	uint64_t shape[1] = { ref }, mgr;
 	int fd = raw_greeted(), mfd, code = 0, i;
 
 	if (fd < 0 || (mgr = raw_open(fd, root_b)) == 0)
@@ -762,7 +764,7 @@ static int b_sparse_save(void *arg, char *msg, size_t msglen)
 	leaf.has_offset = 1;
 	leaf.offset = SPARSE_SIZE / 2;
 	leaf.has_nbytes = 1;
-	leaf.nbytes = SPARSE_REF;
+	leaf.nbytes = ref;
 	item.name = "default";
 	item.has_handler = 1;
 	item.handler = CKPT__HANDLER__HANDLER_STANDARD;
@@ -808,9 +810,112 @@ static int b_sparse_save(void *arg, char *msg, size_t msglen)
 	return code;
 }
 
+/* As B: while a sparse save over the budget runs, send two saves of
+ * SCALARS int leaves each (about 10 MB unpacked, more than a quarter of
+ * the 32 MiB budget): the first waits for memory, the second is refused
+ * (requests waiting for memory hold daemon memory too). */
+#define SCALARS 50000
+
+static Ckpt__Request *scalar_save(uint64_t id, uint64_t mgr, uint64_t step)
+{
+	static Ckpt__Leaf lv[SCALARS], *leaves[SCALARS];
+	static Ckpt__PathElem pe[SCALARS], *pes[SCALARS];
+	static char keys[SCALARS][12];
+	static Ckpt__Item item, *items[1];
+	static Ckpt__Save sv;
+	static Ckpt__Request req;
+	size_t i;
+
+	for (i = 0; i < SCALARS; i++) {
+		ckpt__path_elem__init(&pe[i]);
+		pe[i].has_kind = 1;
+		pe[i].kind = CKPT__KEY_KIND__KEY_DICT;
+		snprintf(keys[i], sizeof keys[i], "k%zu", i);
+		pe[i].key = keys[i];
+		pes[i] = &pe[i];
+		ckpt__leaf__init(&lv[i]);
+		lv[i].n_path = 1;
+		lv[i].path = &pes[i];
+		lv[i].has_kind = 1;
+		lv[i].kind = CKPT__LEAF_KIND__LEAF_INT;
+		lv[i].has_int_value = 1;
+		lv[i].int_value = (int64_t)i;
+		leaves[i] = &lv[i];
+	}
+	ckpt__item__init(&item);
+	item.name = "default";
+	item.has_handler = 1;
+	item.handler = CKPT__HANDLER__HANDLER_STANDARD;
+	item.n_leaves = SCALARS;
+	item.leaves = leaves;
+	items[0] = &item;
+	ckpt__save__init(&sv);
+	sv.has_manager = 1;
+	sv.manager = mgr;
+	sv.has_step = 1;
+	sv.step = step;
+	sv.n_items = 1;
+	sv.items = items;
+	sv.has_force = 1;
+	sv.force = 1;
+	ckpt__request__init(&req);
+	req.has_id = 1;
+	req.id = id;
+	req.op_case = CKPT__REQUEST__OP_SAVE;
+	req.save = &sv;
+	return &req;
+}
+
+static int b_queued(void *arg, char *msg, size_t msglen)
+{
+	Ckpt__Response *resp;
+	int fd = raw_greeted(), sfd = raw_greeted(), code = INT32_MIN;
+	int got1 = 0, code2 = INT32_MIN;
+	struct b_sparse bs = { 300, 1, SPARSE_SIZE / 2 };
+	uint64_t mgr;
+	pid_t pid;
+
+	(void)arg;
+	if (fd < 0 || sfd < 0 || (mgr = raw_open(fd, root_b)) == 0)
+		return INT32_MIN;
+	close(sfd);
+	/* The sparse save runs in a child (it blocks until durable). */
+	fflush(stdout);
+	if ((pid = fork()) == 0) {
+		char m[256];
+
+		_exit(b_sparse_save(&bs, m, sizeof m) == 0 ? 0 : 1);
+	}
+	hx_sleep_ms(50);                /* accepted, writing 1 GiB */
+	raw_send_req(fd, scalar_save(501, mgr, 501), -1);
+	raw_send_req(fd, scalar_save(502, mgr, 502), -1);
+	/* 502 is answered at once; 501 when it has started. */
+	while ((resp = raw_recv(fd, 60000)) != NULL) {
+		if (resp->id == 502) {
+			code2 = resp->code;
+			snprintf(msg, msglen, "%s (%s)", ckpt_strerror(code2),
+			    resp->message ? resp->message : "");
+		} else if (resp->id == 501) {
+			got1 = 1;
+			code = resp->code;
+		}
+		ckpt__response__free_unpacked(resp, NULL);
+		if (got1 && code2 != INT32_MIN)
+			break;
+	}
+	waitpid(pid, NULL, 0);
+	close(fd);
+	if (!got1 || code != 0) {
+		snprintf(msg, msglen, "the first waiting save: %s",
+		    got1 ? ckpt_strerror(code) : "no reply");
+		return INT32_MIN + 1;
+	}
+	return code2;
+}
+
 static void test_sparse(void)
 {
-	struct b_sparse bs = { 1, 1 };
+	struct b_sparse bs = { 1, 1, 0 };
 	char msg[1024];
 	long hwm0, hwm1;
 	char path[64];
@@ -835,6 +940,10 @@ static void test_sparse(void)
 	ok(hwm0 > 0 && hwm1 - hwm0 < (long)(SPARSE_REF >> 10) / 4,
 	    "the daemon's peak RSS grew by %ld KiB, not by B's %llu MiB of "
 	    "holes", hwm1 - hwm0, SPARSE_REF >> 20);
+	r = hx_as_user(ub, gb, b_queued, NULL, msg, sizeof msg);
+	is_int(r, CKPT_ELIMIT, "a second save of %d scalar leaves waiting for "
+	    "memory is refused with CKPT_ELIMIT, the first one waits and "
+	    "starts (%s)", SCALARS, msg);
 }
 
 /*
@@ -1076,7 +1185,7 @@ static int b_loop_conns(void *arg, char *msg, size_t msglen)
 
 static int b_loop_sparse(void *arg, char *msg, size_t msglen)
 {
-	struct b_sparse bs = { 100, 0 };
+	struct b_sparse bs = { 100, 0, 0 };
 
 	(void)arg;
 	return b_sparse_save(&bs, msg, msglen);
