@@ -10,6 +10,8 @@
  *  - a 16 MB save frame of 8,000,000 empty leaves is refused with
  *    CKPT_ELIMIT, at once, and the connection stays usable;
  *  - B's requests in flight stop at --max-requests-per-user (CKPT_ELIMIT);
+ *  - B's saves waiting for memory hold at most a quarter of the budget in
+ *    unpacked requests (the next one gets CKPT_ELIMIT);
  *  - a save referencing 128 MiB of holes of a 2 GiB sparse memfd commits
  *    without growing the daemon's resident memory by B's holes (VmHWM),
  *    and buffers mixing data and holes restore byte for byte;
