@@ -738,9 +738,10 @@ conn_frame(struct conn *c)
 		    "one frame", (unsigned long long)c->id, c->in.fds_dropped,
 		    CKPT_MAX_FDS);
 	/* Limits first, from the wire bytes: a refused request is never
-	 * unpacked. A frame without a usable id is left to the unpacker. */
+	 * unpacked. */
 	r = dispatch_precheck(c->in.buf, c->in.len, &id, &e);
-	if (r == CKPT_EPROTO) {
+	if (r == CKPT_EPROTO || (r != 0 && id == 0)) {
+		/* Not a message, or over a limit with no id to answer. */
 		log_info("conn %llu: %s; closing", (unsigned long long)c->id,
 		    e.msg);
 		frame_in_reset(&c->in);

@@ -638,16 +638,28 @@ static int b_huge_tree(void *arg, char *msg, size_t msglen)
 	return code;
 }
 
-/* The same frame as the first one on a connection, before hello. */
+/* The same frame as the first one on a connection, before hello (arg
+ * NULL), or with id 0 after hello (arg non-NULL: no reply can carry the
+ * refusal, the connection must close at once). */
 static int b_huge_before_hello(void *arg, char *msg, size_t msglen)
 {
 	size_t len, n = (MAX_FRAME - 64) / 2;
-	unsigned char *f = huge_tree_frame(5, 1, n, &len);
+	unsigned char *f = huge_tree_frame(arg != NULL ? 0 : 5, 1, n, &len);
 	Ckpt__Response *resp;
 	int64_t t0 = hx_now_ms();
-	int fd = raw_connect(), code = INT32_MIN;
+	int fd = arg != NULL ? raw_greeted() : raw_connect(), code = INT32_MIN;
 
-	(void)arg;
+	if (arg != NULL) {
+		if (fd >= 0 && raw_send(fd, f, len, -1) == 0 &&
+		    closed_by_peer(fd, 60000))
+			code = hx_now_ms() - t0 <= 2000 ? 0 : CKPT_ETIMEDOUT;
+		snprintf(msg, msglen, "closed after %lld ms",
+		    (long long)(hx_now_ms() - t0));
+		free(f);
+		if (fd >= 0)
+			close(fd);
+		return code;
+	}
 	if (fd >= 0 && raw_send(fd, f, len, -1) == 0 &&
 	    (resp = raw_recv(fd, 60000)) != NULL) {
 		code = resp->code;
@@ -713,6 +725,9 @@ static void test_requests(void)
 	r = hx_as_user(ub, gb, b_huge_before_hello, NULL, msg, sizeof msg);
 	is_int(r, CKPT_ELIMIT, "... also as the first frame, before hello: "
 	    "refused within 2 s, then the connection closes (%s)", msg);
+	r = hx_as_user(ub, gb, b_huge_before_hello, "id 0", msg, sizeof msg);
+	is_int(r, 0, "... and with id 0 (nothing to answer) the connection "
+	    "closes within 2 s, unpacked never (%s)", msg);
 	r = hx_as_user(ub, gb, b_inflight, NULL, msg, sizeof msg);
 	is_int(r, CKPT_ELIMIT, "request %d in flight of B is refused with "
 	    "CKPT_ELIMIT (%s)", MAX_INFLIGHT + 1, msg);
