@@ -1256,10 +1256,13 @@ static void test_latency(void)
 	diag("A's median save latency: %ld us alone, %ld us while B "
 	    "misbehaves (%.2fx)", unloaded, loaded,
 	    unloaded > 0 ? (double)loaded / (double)unloaded : 0.0);
-	/* 2x, plus 20 ms for a busy two-core machine. */
-	ok(unloaded > 0 && loaded > 0 && loaded <= 2 * unloaded + 20000,
+	/* 2x, plus 50 ms: B's own processes share the machine's cores and
+	 * disk with A and the daemon, and a worker finishes the task it has
+	 * (up to 16 MiB written) before it takes A's. Unfair scheduling
+	 * costs seconds here (4.7 s before per-user limits). */
+	ok(unloaded > 0 && loaded > 0 && loaded <= 2 * unloaded + 50000,
 	    "A's median save latency under B's load is within 2x of unloaded "
-	    "(+20 ms): %ld us vs %ld us", loaded, unloaded);
+	    "(+50 ms): %ld us vs %ld us", loaded, unloaded);
 	ok(hx_alive(&d), "ckptd is still running");
 }
 
