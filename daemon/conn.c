@@ -771,6 +771,12 @@ conn_frame(struct conn *c)
 		}
 		frame_in_reset(&c->in);
 		conn_close_fds(fds, nfds);
+		/* In flight for the reply's sake: the reply ends it, and must
+		 * not end another request's count. */
+		if (!c->refused) {
+			c->inflight++;
+			c->user->inflight++;
+		}
 		conn_reply_error(c, id, e.code, "%s", e.msg);
 		/* Before hello, a refused request ends the connection. */
 		if (c->refused || !c->hello_done)

@@ -700,14 +700,27 @@ static int b_inflight(void *arg, char *msg, size_t msglen)
 		if (raw_send_req(fd, &req, -1) != 0)
 			break;
 	}
-	/* Only the one past the limit is answered. */
-	if ((resp = raw_recv(fd, 10000)) != NULL) {
-		code = resp->id == 1000 + MAX_INFLIGHT ? resp->code :
-		    INT32_MIN + 1;
+	/* Only the one past the limit is answered; and a refusal frees no
+	 * room: the next one is refused too. */
+	for (i = 0; i < 2; i++) {
+		if (i == 1) {
+			req.id = 1000 + MAX_INFLIGHT + 1;
+			raw_send_req(fd, &req, -1);
+		}
+		if ((resp = raw_recv(fd, 10000)) == NULL) {
+			snprintf(msg, msglen, "request %d: no reply",
+			    1000 + MAX_INFLIGHT + i);
+			code = INT32_MIN + 2;
+			break;
+		}
+		code = resp->id == (uint64_t)(1000 + MAX_INFLIGHT + i) ?
+		    resp->code : INT32_MIN + 1;
 		snprintf(msg, msglen, "request %llu: %s (%s)",
 		    (unsigned long long)resp->id, ckpt_strerror(resp->code),
 		    resp->message ? resp->message : "");
 		ckpt__response__free_unpacked(resp, NULL);
+		if (code != CKPT_ELIMIT)
+			break;
 	}
 	close(fd);
 	return code;
@@ -729,8 +742,8 @@ static void test_requests(void)
 	is_int(r, 0, "... and with id 0 (nothing to answer) the connection "
 	    "closes within 2 s, unpacked never (%s)", msg);
 	r = hx_as_user(ub, gb, b_inflight, NULL, msg, sizeof msg);
-	is_int(r, CKPT_ELIMIT, "request %d in flight of B is refused with "
-	    "CKPT_ELIMIT (%s)", MAX_INFLIGHT + 1, msg);
+	is_int(r, CKPT_ELIMIT, "requests %d and %d in flight of B are refused "
+	    "with CKPT_ELIMIT (%s)", MAX_INFLIGHT + 1, MAX_INFLIGHT + 2, msg);
 }
 
 /* ---- sparse staging buffers ------------------------------------------------------- */
