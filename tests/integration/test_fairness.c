@@ -48,7 +48,7 @@
 #define MAX_INFLIGHT 512        /* ckptd's default --max-requests-per-user */
 #define SPARSE_SIZE (2ull << 30)
 #define SPARSE_REF (128ull << 20)
-#define A_SAVES 15
+#define A_SAVES 21
 #define A_BYTES (64u << 10)
 
 static struct hx_daemon d;
@@ -1150,11 +1150,33 @@ static void test_mixed(void)
 
 /* ---- A's latency while B misbehaves ------------------------------------------------ */
 
+/* Huge trees: the 16 MB frame of 8 M leaves again and again (built once,
+ * so that B's own CPU does not count against the daemon), one every
+ * 20 ms at most. */
 static int b_loop_huge(void *arg, char *msg, size_t msglen)
 {
-	for (;;)
-		if (b_huge_tree(arg, msg, msglen) == INT32_MIN)
+	size_t len;
+	unsigned char *f = huge_tree_frame(77, 1, (MAX_FRAME - 64) / 2, &len);
+	Ckpt__Response *resp;
+	int fd = -1;
+
+	(void)arg;
+	(void)msg;
+	(void)msglen;
+	for (;;) {
+		if (fd < 0 && (fd = raw_greeted()) < 0) {
 			hx_sleep_ms(100);
+			continue;
+		}
+		if (raw_send(fd, f, len, -1) != 0 ||
+		    (resp = raw_recv(fd, 60000)) == NULL) {
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		ckpt__response__free_unpacked(resp, NULL);
+		hx_sleep_ms(20);
+	}
 	return 0;
 }
 
@@ -1215,7 +1237,7 @@ static int b_loop_conns(void *arg, char *msg, size_t msglen)
 
 static int b_loop_sparse(void *arg, char *msg, size_t msglen)
 {
-	struct b_sparse bs = { 100, 0, 0 };
+	struct b_sparse bs = { 100, 0, 48u << 20 };      /* > budget */
 
 	(void)arg;
 	return b_sparse_save(&bs, msg, msglen);
@@ -1244,11 +1266,12 @@ static void test_latency(void)
 	    b_loop_slow, b_loop_conns, b_loop_sparse };
 	pid_t pids[4];
 	char msg[1024];
-	long unloaded, loaded;
+	long unloaded, after, loaded;
 	size_t i;
 	int r;
 
-	/* Warm up, then A alone. */
+	/* Warm up, then A alone (again after B's load, below: the machine
+	 * is shared, and the slower of the two is the baseline). */
 	a_measure(3, 2000, &unloaded, msg, sizeof msg);
 	r = a_measure(A_SAVES, 2100, &unloaded, msg, sizeof msg);
 	is_int(r, 0, "A saves %d steps alone (%s)", A_SAVES, msg);
@@ -1266,9 +1289,13 @@ static void test_latency(void)
 	for (i = 0; i < 4; i++)
 		if (pids[i] > 0)
 			waitpid(pids[i], NULL, 0);
-	diag("A's median save latency: %ld us alone, %ld us while B "
-	    "misbehaves (%.2fx)", unloaded, loaded,
-	    unloaded > 0 ? (double)loaded / (double)unloaded : 0.0);
+	hx_sleep_ms(1000);
+	r = a_measure(A_SAVES, 2300, &after, msg, sizeof msg);
+	is_int(r, 0, "A saves %d steps alone again (%s)", A_SAVES, msg);
+	diag("A's median save latency: %ld us alone (%ld us after), %ld us "
+	    "while B misbehaves", unloaded, after, loaded);
+	if (after > unloaded)
+		unloaded = after;
 	/* 2x, plus 50 ms: B's own processes share the machine's cores and
 	 * disk with A and the daemon, and a worker finishes the task it has
 	 * (up to 16 MiB written) before it takes A's. Unfair scheduling
