@@ -13,10 +13,20 @@
  * struct (conn_alive() == 0, conn_reply() closes fds and returns) until the
  * last reference goes.
  *
- * Limits: at most CONN_MAX connections; a partial frame older than
- * CONN_FRAME_TIMEOUT closes the connection; a connection whose output queue
- * exceeds CONN_OUT_HIGH bytes (or CONN_OUT_HIGH_FDS fds) is not read until
- * the queue drains below the low marks.
+ * Limits: the per-user connection limits of user.h (a connection over
+ * them is "refused": it is not counted, and its first request, normally
+ * hello, gets a CKPT_ELIMIT error before it closes; at most
+ * CONN_MAX_REFUSED wait for that at a time, for at most
+ * CONN_REFUSE_TIMEOUT); a partial frame older than CONN_FRAME_TIMEOUT
+ * closes the connection; so does --idle-timeout for a connection with no
+ * manager and no request in flight (checked by a sweep every
+ * CONN_SWEEP_SECS at most); a connection whose output queue exceeds
+ * CONN_OUT_HIGH bytes (or CONN_OUT_HIGH_FDS fds) is not read until the
+ * queue drains below the low marks. Requests in flight (waiting for their
+ * reply) are counted per connection and per uid; past
+ * --max-requests-per-user a request gets CKPT_ELIMIT without being
+ * unpacked, as does a save with more than --max-leaves leaves
+ * (dispatch_precheck).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +43,11 @@
 #include "frame.h"
 #include "log.h"
 #include "wirecheck.h"
+#include "user.h"
 
-#define CONN_MAX 4096
+#define CONN_MAX_REFUSED 64
+#define CONN_REFUSE_TIMEOUT 5            /* seconds */
+#define CONN_SWEEP_SECS 30               /* idle check, at most this apart */
 #define CONN_FRAME_TIMEOUT 30            /* seconds */
 #define CONN_FLUSH_TIMEOUT 10            /* closing conns: seconds to flush */
 #define CONN_OUT_HIGH (8u * 1024 * 1024)
@@ -54,7 +67,12 @@ struct conn {
 	unsigned broken : 1;         /* a send failed: kill from the write cb */
 	unsigned paused : 1;         /* not reading: output queue too long */
 	unsigned timer_on : 1;
+	unsigned refused : 1;        /* over a limit: answer ELIMIT, close */
 	struct peer_cred cred;
+	struct user *user;           /* referenced; NULL when refused */
+	unsigned inflight;           /* requests waiting for their reply */
+	int64_t active_ns;           /* last request or reply */
+	char refuse_msg[200];
 	struct event *rev, *wev, *tev;
 	struct frame_in in;
 	struct frame_out *out_head, *out_tail;
@@ -68,11 +86,14 @@ static struct {
 	struct event *lev;           /* accept */
 	struct event *resume_ev;     /* re-enable accept after EMFILE */
 	const struct timeval *frame_tv;  /* common timeout */
+	struct event *sweep_ev;      /* idle connections */
 	struct conn *head;
-	unsigned count;
+	unsigned count;              /* admitted connections */
+	unsigned nrefused;           /* refused, waiting for their request */
 	uint64_t next_id;
 	uid_t euid;
 	int64_t last_full_log;
+	int64_t last_limit_log;
 } C = { .lfd = -1 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -142,8 +163,10 @@ conn_unref(struct conn *c)
 		    (unsigned long long)c->id);
 		return;
 	}
-	if (--c->refs == 0)
+	if (--c->refs == 0) {
+		user_put(c->user);
 		free(c);
+	}
 }
 
 int
@@ -199,7 +222,14 @@ conn_kill(struct conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
-	C.count--;
+	if (c->refused) {
+		C.nrefused--;
+	} else {
+		C.count--;
+		c->user->conns--;
+		c->user->inflight -= c->inflight;
+		c->inflight = 0;
+	}
 
 	conn_ref(c);
 	dispatch_conn_closed(c);
@@ -221,7 +251,9 @@ conn_new(int fd)
 {
 	struct peer_cred pc;
 	struct conn *c;
-	int r;
+	struct user *u;
+	char msg[200];
+	int r, refuse;
 
 	if ((r = conn_get_cred(fd, &pc)) != 0) {
 		log_warn_errno(-r, "SO_PEERCRED");
@@ -235,8 +267,28 @@ conn_new(int fd)
 		close(fd);
 		return;
 	}
+	if ((u = user_get(pc.uid)) == NULL) {
+		log_warn("no memory for a connection");
+		close(fd);
+		return;
+	}
+	refuse = user_conn_admit(u, C.count, msg, sizeof msg) != 0;
+	if (refuse) {
+		int64_t now = now_mono_ns();
+
+		if (now - C.last_full_log > 1000000000LL) {
+			log_warn("pid %d: %s", (int)pc.pid, msg);
+			C.last_full_log = now;
+		}
+		if (C.nrefused >= CONN_MAX_REFUSED) {
+			user_put(u);
+			close(fd);
+			return;
+		}
+	}
 	if ((c = calloc(1, sizeof *c)) == NULL) {
 		log_warn("no memory for a connection");
+		user_put(u);
 		close(fd);
 		return;
 	}
@@ -244,6 +296,7 @@ conn_new(int fd)
 	c->refs = 1;
 	c->cred = pc;
 	c->id = ++C.next_id;
+	c->active_ns = now_mono_ns();
 	frame_in_init(&c->in);
 	c->rev = event_new(C.base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
 	c->wev = event_new(C.base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
@@ -257,6 +310,7 @@ conn_new(int fd)
 			event_free(c->wev);
 		if (c->tev)
 			event_free(c->tev);
+		user_put(u);
 		close(fd);
 		free(c);
 		return;
@@ -265,6 +319,19 @@ conn_new(int fd)
 	if (C.head != NULL)
 		C.head->prev = c;
 	C.head = c;
+	if (refuse) {
+		struct timeval tv = { CONN_REFUSE_TIMEOUT, 0 };
+
+		user_put(u);
+		c->refused = 1;
+		snprintf(c->refuse_msg, sizeof c->refuse_msg, "%s", msg);
+		C.nrefused++;
+		evtimer_add(c->tev, &tv);
+		c->timer_on = 1;
+		return;
+	}
+	c->user = u;
+	u->conns++;
 	C.count++;
 	log_debug("conn %llu: pid %d uid %u gid %u", (unsigned long long)c->id,
 	    (int)pc.pid, (unsigned)pc.uid, (unsigned)pc.gid);
@@ -304,18 +371,31 @@ conn_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_warn_errno(errno, "accept");
 			return;
 		}
-		if (C.count >= CONN_MAX) {
-			int64_t now = now_mono_ns();
-
-			if (now - C.last_full_log > 1000000000LL) {
-				log_warn("%u connections: refusing more",
-				    C.count);
-				C.last_full_log = now;
-			}
-			close(fd);
-			continue;
-		}
 		conn_new(fd);
+	}
+}
+
+/* Close connections idle for --idle-timeout: no manager (asked of
+ * dispatch), no request in flight, no frame under way, no reply queued. */
+static void
+conn_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t idle = (int64_t)user_limits.idle_secs * 1000000000LL;
+	int64_t now = now_mono_ns();
+	struct conn *c, *next;
+
+	for (c = C.head; c != NULL; c = next) {
+		next = c->next;
+		if (c->refused || c->closing || c->inflight > 0 ||
+		    c->out_head != NULL || frame_in_started(&c->in) ||
+		    now - c->active_ns < idle || dispatch_conn_busy(c))
+			continue;
+		log_info("conn %llu (pid %d uid %u): idle for %u s without a "
+		    "manager; closing", (unsigned long long)c->id,
+		    (int)c->cred.pid, (unsigned)c->cred.uid,
+		    user_limits.idle_secs);
+		/* next stays valid: conn_kill unlinks c only. */
+		conn_kill(c);
 	}
 }
 
@@ -340,6 +420,20 @@ conn_listen(struct event_base *base, int fd, ckd_err *e)
 	if (C.lev == NULL || C.resume_ev == NULL ||
 	    event_add(C.lev, NULL) != 0)
 		return err_set(e, CKPT_ENOMEM, "cannot create accept event");
+	if (user_limits.idle_secs > 0) {
+		unsigned secs = user_limits.idle_secs / 4;
+		struct timeval tv;
+
+		if (secs > CONN_SWEEP_SECS)
+			secs = CONN_SWEEP_SECS;
+		tv.tv_sec = secs;
+		tv.tv_usec = secs == 0 ? 250000 : 0;
+		C.sweep_ev = event_new(base, -1, EV_PERSIST, conn_sweep_cb,
+		    NULL);
+		if (C.sweep_ev == NULL || event_add(C.sweep_ev, &tv) != 0)
+			return err_set(e, CKPT_ENOMEM, "cannot create the idle "
+			    "timer");
+	}
 	return 0;
 }
 
@@ -353,6 +447,10 @@ conn_stop_listening(void)
 	if (C.resume_ev != NULL) {
 		event_free(C.resume_ev);
 		C.resume_ev = NULL;
+	}
+	if (C.sweep_ev != NULL) {
+		event_free(C.sweep_ev);
+		C.sweep_ev = NULL;
 	}
 	if (C.lfd >= 0) {
 		close(C.lfd);
@@ -450,6 +548,12 @@ conn_reply(struct conn *c, const Ckpt__Response *resp, int *fds,
 	if (c == NULL || c->dead) {
 		conn_close_fds(fds, nfds);
 		return 0;
+	}
+	/* A reply (id != 0) ends its request; events (id 0) do not. */
+	if (resp->id != 0 && c->inflight > 0) {
+		c->inflight--;
+		c->user->inflight--;
+		c->active_ns = now_mono_ns();
 	}
 	r = frame_out_new(&resp->base, fds, nfds, &o, &e);
 	if (r != 0) {
@@ -549,7 +653,10 @@ conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 
 	c->timer_on = 0;
-	if (c->closing)
+	if (c->refused)
+		log_debug("conn %llu: refused and silent; closing",
+		    (unsigned long long)c->id);
+	else if (c->closing)
 		log_info("conn %llu: peer does not read its replies; closing",
 		    (unsigned long long)c->id);
 	else if (c->in.hdr_got < 4)
@@ -621,8 +728,9 @@ conn_frame(struct conn *c)
 	int fds[CKPT_MAX_FDS];
 	size_t nfds = c->in.nfds;
 	Ckpt__Request *req;
-	ckd_err se;
-	int bad;
+	uint64_t id = 0;
+	ckd_err e = { 0 }, se;
+	int r, bad;
 
 	memcpy(fds, c->in.fds, nfds * sizeof(int));
 	c->in.nfds = 0;
@@ -630,6 +738,52 @@ conn_frame(struct conn *c)
 		log_info("conn %llu: closed %zu file descriptors beyond %d on "
 		    "one frame", (unsigned long long)c->id, c->in.fds_dropped,
 		    CKPT_MAX_FDS);
+	/* Limits first, from the wire bytes: a refused request is never
+	 * unpacked. */
+	r = dispatch_precheck(c->in.buf, c->in.len, &id, &e);
+	if (r == CKPT_EPROTO || (r != 0 && id == 0)) {
+		/* Not a message, or over a limit with no id to answer. */
+		log_info("conn %llu: %s; closing", (unsigned long long)c->id,
+		    e.msg);
+		frame_in_reset(&c->in);
+		conn_close_fds(fds, nfds);
+		conn_kill(c);
+		return;
+	}
+	if (id != 0 && (c->refused || r != 0 || (c->hello_done &&
+	    c->user->inflight + c->user->saves >=
+	    user_limits.inflight_per_user))) {
+		int64_t now = now_mono_ns();
+
+		if (c->refused)
+			err_set(&e, CKPT_ELIMIT, "%s", c->refuse_msg);
+		else if (r == 0)
+			err_set(&e, CKPT_ELIMIT, "uid %u has %u requests and "
+			    "%u saves in flight (the limit per user; ckptd "
+			    "--max-requests-per-user)", (unsigned)c->cred.uid,
+			    c->user->inflight, c->user->saves);
+		/* At most one line a second: refusals must not flood the
+		 * log either. */
+		if (now - C.last_limit_log > 1000000000LL) {
+			log_info("conn %llu (uid %u): %s",
+			    (unsigned long long)c->id, (unsigned)c->cred.uid,
+			    e.msg);
+			C.last_limit_log = now;
+		}
+		frame_in_reset(&c->in);
+		conn_close_fds(fds, nfds);
+		/* In flight for the reply's sake: the reply ends it, and must
+		 * not end another request's count. */
+		if (!c->refused) {
+			c->inflight++;
+			c->user->inflight++;
+		}
+		conn_reply_error(c, id, e.code, "%s", e.msg);
+		/* Before hello, a refused request ends the connection. */
+		if (c->refused || !c->hello_done)
+			conn_close_after_flush(c);
+		return;
+	}
 	req = ckpt__request__unpack(NULL, c->in.len, c->in.buf);
 	if (req == NULL) {
 		log_info("conn %llu: malformed request (%u bytes); closing",
@@ -654,16 +808,28 @@ conn_frame(struct conn *c)
 	if (bad != 0) {
 		log_info("conn %llu: %s", (unsigned long long)c->id, se.msg);
 		conn_close_fds(fds, nfds);
+		/* In flight until its refusal is sent, as above. */
+		c->inflight++;
+		c->user->inflight++;
 		conn_reply_error(c, req->id, se.code, "%s", se.msg);
 		if (!c->hello_done)
 			conn_close_after_flush(c);
 		ckpt__request__free_unpacked(req, NULL);
 		return;
 	}
+	if (c->refused) {               /* not reached: refused above */
+		ckpt__request__free_unpacked(req, NULL);
+		conn_close_fds(fds, nfds);
+		conn_kill(c);
+		return;
+	}
 	if (!c->hello_done) {
 		conn_hello(c, req, fds, nfds);
 		return;
 	}
+	c->inflight++;
+	c->user->inflight++;
+	c->active_ns = now_mono_ns();
 	dispatch(c, req, fds, nfds);
 }
 
@@ -703,7 +869,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_frame(c);
 	}
 	/* The frame timer runs from the start of the frame under way. */
-	if (!c->dead && !c->closing) {
+	if (!c->dead && !c->closing && !c->refused) {
 		int started = frame_in_started(&c->in);
 
 		if (started && (!c->timer_on || completed > 0)) {

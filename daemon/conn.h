@@ -70,5 +70,16 @@ void dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds);
 /* Implemented in dispatch.c: called once when a conn dies (managers of
  * the conn are closed; their accepted saves continue). */
 void dispatch_conn_closed(struct conn *c);
+/* Implemented in dispatch.c: the cheap checks on a frame's wire bytes,
+ * before it is unpacked. Sets *id to the request id (0 when the frame has
+ * none). Returns 0; CKPT_EPROTO when the bytes are not a protobuf message
+ * (the connection closes, as for a frame that does not unpack); or
+ * CKPT_ELIMIT when the request breaks a per-request limit (a save with
+ * more than --max-leaves leaves). Linear in len, allocates nothing. */
+int dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id,
+    ckd_err *e);
+/* Implemented in dispatch.c: 1 when c holds state that keeps it open
+ * while idle (an open manager). */
+int dispatch_conn_busy(const struct conn *c);
 
 #endif

@@ -2,14 +2,193 @@
  * dispatch.c - route each request of a connection (after hello) to the
  * code that serves it: ping and status here, every checkpoint operation to
  * the manager. Runs on the event-loop thread.
+ *
+ * Before a frame is unpacked, dispatch_precheck() walks its protobuf wire
+ * bytes once (no allocation) for the request id and the size of a save's
+ * tree, so that a request over the per-request limits costs the loop a
+ * scan of its bytes, never the allocation of millions of structs.
  */
+#include <inttypes.h>
 #include <unistd.h>
 
 #include "ckptd.h"
 #include "conn.h"
 #include "log.h"
 #include "manager.h"
+#include "root.h"
+#include "user.h"
 #include "worker.h"
+
+/* Path elements plus shape dimensions allowed per leaf of the limit:
+ * bounds what a save's tree unpacks to (each costs a struct or 8 bytes
+ * for 1 or 2 bytes on the wire). */
+#define DISPATCH_ELEMS_PER_LEAF 16
+
+/* Field numbers in proto/ckpt.proto. */
+enum {
+	PB_REQUEST_ID = 1, PB_REQUEST_SAVE = 14, PB_SAVE_ITEMS = 3,
+	PB_ITEM_LEAVES = 3, PB_LEAF_PATH = 1, PB_LEAF_SHAPE = 4,
+};
+
+/* ---- the wire walk --------------------------------------------------------- */
+
+struct pbr {
+	const uint8_t *p, *end;
+};
+
+static int
+pbr_varint(struct pbr *b, uint64_t *v)
+{
+	unsigned shift = 0;
+
+	*v = 0;
+	while (b->p < b->end && shift < 64) {
+		uint8_t x = *b->p++;
+
+		*v |= (uint64_t)(x & 0x7f) << shift;
+		if (!(x & 0x80))
+			return 0;
+		shift += 7;
+	}
+	return -1;
+}
+
+/* Next field: its number and wire type; *sub gets the bytes of a
+ * length-delimited one, *v the value of a varint. 1 = a field, 0 = end,
+ * -1 = malformed. */
+static int
+pbr_next(struct pbr *b, uint32_t *num, struct pbr *sub, uint64_t *v,
+    int *wt)
+{
+	uint64_t tag;
+
+	if (b->p >= b->end)
+		return 0;
+	if (pbr_varint(b, &tag) != 0 || (tag >> 3) == 0 ||
+	    (tag >> 3) > UINT32_MAX)
+		return -1;
+	*num = (uint32_t)(tag >> 3);
+	*wt = (int)(tag & 7);
+	switch (*wt) {
+	case 0:
+		return pbr_varint(b, v) == 0 ? 1 : -1;
+	case 1:
+	case 5: {
+		size_t n = *wt == 1 ? 8 : 4;
+
+		if ((size_t)(b->end - b->p) < n)
+			return -1;
+		b->p += n;
+		return 1;
+	}
+	case 2:
+		if (pbr_varint(b, v) != 0 || *v > (uint64_t)(b->end - b->p))
+			return -1;
+		sub->p = b->p;
+		sub->end = b->p + *v;
+		b->p += *v;
+		return 1;
+	default:
+		return -1;              /* groups: not in our protocol */
+	}
+}
+
+struct tree_count {
+	uint64_t leaves, elems;
+};
+
+/* Count the path elements and shape dimensions of one leaf. */
+static int
+dispatch_count_leaf(struct pbr b, struct tree_count *tc)
+{
+	struct pbr sub;
+	uint32_t num;
+	uint64_t v;
+	int wt, r;
+
+	while ((r = pbr_next(&b, &num, &sub, &v, &wt)) == 1) {
+		if (num == PB_LEAF_PATH && wt == 2) {
+			tc->elems++;
+		} else if (num == PB_LEAF_SHAPE && wt == 0) {
+			tc->elems++;
+		} else if (num == PB_LEAF_SHAPE && wt == 2) {
+			/* packed: one varint ends at each byte < 0x80 */
+			for (; sub.p < sub.end; sub.p++)
+				tc->elems += *sub.p < 0x80;
+		}
+	}
+	return r;
+}
+
+/* Count the tree of a Save, stopping as soon as it is over the limits. */
+static int
+dispatch_count_save(struct pbr b, struct tree_count *tc, uint64_t maxl,
+    uint64_t maxe)
+{
+	struct pbr item, leaf;
+	uint32_t num, num2;
+	uint64_t v;
+	int wt, wt2, r, r2;
+
+	while ((r = pbr_next(&b, &num, &item, &v, &wt)) == 1) {
+		if (num != PB_SAVE_ITEMS || wt != 2)
+			continue;
+		while ((r2 = pbr_next(&item, &num2, &leaf, &v, &wt2)) == 1) {
+			if (num2 != PB_ITEM_LEAVES || wt2 != 2)
+				continue;
+			if (++tc->leaves > maxl)
+				return 0;
+			if (dispatch_count_leaf(leaf, tc) < 0)
+				return -1;
+			if (tc->elems > maxe)
+				return 0;
+		}
+		if (r2 < 0)
+			return -1;
+	}
+	return r;
+}
+
+int
+dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id, ckd_err *e)
+{
+	uint64_t maxl = user_limits.leaves_per_request;
+	uint64_t maxe = maxl * DISPATCH_ELEMS_PER_LEAF;
+	struct tree_count tc = { 0, 0 };
+	struct pbr b = { buf, buf + len }, sub;
+	uint32_t num;
+	uint64_t v;
+	int wt, r;
+
+	*id = 0;
+	while ((r = pbr_next(&b, &num, &sub, &v, &wt)) == 1) {
+		if (num == PB_REQUEST_ID && wt == 0)
+			*id = v;
+		else if (num == PB_REQUEST_SAVE && wt == 2 &&
+		    tc.leaves <= maxl && tc.elems <= maxe &&
+		    dispatch_count_save(sub, &tc, maxl, maxe) < 0) {
+			r = -1;
+			break;
+		}
+	}
+	if (r < 0) {
+		*id = 0;
+		return err_set(e, CKPT_EPROTO, "malformed request (%zu bytes)",
+		    len);
+	}
+	if (tc.leaves > maxl)
+		return err_set(e, CKPT_ETOOBIG, "too many leaves: the save has "
+		    "more than %" PRIu64 " (the limit per request; ckptd "
+		    "--max-leaves)",
+		    maxl);
+	if (tc.elems > maxe)
+		return err_set(e, CKPT_ETOOBIG, "too many leaves: the save has "
+		    "more than %" PRIu64 " path elements and shape dimensions in all (%d per leaf "
+		    "of ckptd --max-leaves)", maxe, DISPATCH_ELEMS_PER_LEAF);
+	return 0;
+}
+
+/* ---- routing ---------------------------------------------------------------- */
 
 static void
 dispatch_close_fds(int *fds, size_t nfds)
@@ -122,4 +301,15 @@ void
 dispatch_conn_closed(struct conn *c)
 {
 	manager_conn_closed(c);
+}
+
+int
+dispatch_conn_busy(const struct conn *c)
+{
+	const struct manager *m;
+
+	for (m = mgr.managers; m != NULL; m = m->next)
+		if (m->c == c && !m->closed)
+			return 1;
+	return 0;
 }

@@ -42,6 +42,7 @@
 #include "log.h"
 #include "manager.h"
 #include "metrics.h"
+#include "user.h"
 #include "worker.h"
 
 #define MAIN_LOCK_WAIT_MS 10000
@@ -107,7 +108,9 @@ main_usage(FILE *f)
 "  -f, --foreground           do not fork into the background\n"
 "  -V, --version              print the version and exit\n"
 "  -h, --help                 print this help and exit\n"
-"\n"
+"\n");
+	user_usage(f);
+	fprintf(f, "\n"
 "Under systemd (LISTEN_FDS or NOTIFY_SOCKET set) ckptd stays in the\n"
 "foreground, takes its socket from socket activation and reports\n"
 "readiness with sd_notify.\n");
@@ -637,7 +640,7 @@ main_signals(ckd_err *e)
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
+	static const struct option base_opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "state-dir", required_argument, NULL, 'd' },
 		{ "workers", required_argument, NULL, 'w' },
@@ -647,8 +650,8 @@ main(int argc, char **argv)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
 	};
+	struct option opts[sizeof base_opts / sizeof base_opts[0] + 8];
 	const char *sock = NULL, *state = NULL;
 	struct index *ix = NULL;
 	int level = LOG_LVL_INFO, c, r, i;
@@ -656,6 +659,10 @@ main(int argc, char **argv)
 	ckd_err e = { 0 };
 
 	M.start_ns = now_mono_ns();
+	memcpy(opts, base_opts, sizeof base_opts);
+	for (i = 0; i == 0 || user_options[i - 1].name != NULL; i++)
+		opts[sizeof base_opts / sizeof base_opts[0] + i] =
+		    user_options[i];
 	while ((c = getopt_long(argc, argv, "s:d:w:m:l:fVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -708,6 +715,11 @@ main(int argc, char **argv)
 			main_usage(stdout);
 			return 0;
 		default:
+			if (c >= USER_OPT_BASE && c < USER_OPT_BASE + 8) {
+				if (user_option(c - USER_OPT_BASE, optarg) != 0)
+					return 2;
+				break;
+			}
 			main_usage(stderr);
 			return 2;
 		}

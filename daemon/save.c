@@ -34,6 +34,7 @@
 
 #include "save.h"
 #include "savecheck.h"
+#include "user.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -58,15 +59,19 @@ struct save {
 	uint64_t id;
 	struct peer_cred cred;
 	uint64_t lane;
+	struct user *user;              /* referenced; counts s in saves */
+	uint64_t charge;                /* memory budget: see save_charge */
+	uint64_t reqmem;                /* of which the unpacked request */
 	struct manager *m;              /* referenced */
 	struct root *r;                 /* referenced */
 	Ckpt__Request *req;             /* owned; leaves get file/tensor/xxh3 */
 	Ckpt__Save *sv;
 	uint64_t step;
 	char name[256];
-	int memfd;
+	int memfd;                      /* open while mapped: holes */
 	uint64_t size;
 	void *map;
+	struct store_src src;           /* memfd + map, for the writers */
 	int64_t init_ns, commit_ns;
 	mode_t dmode, fmode;
 	int rootfd, tmpfd;
@@ -165,6 +170,61 @@ strset_add(struct strset *ss, const char *s)
 	return 1;
 }
 
+/* ---- memory charge ----------------------------------------------------------- */
+
+static uint64_t
+save_add_sat(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t
+save_strmem(const char *s)
+{
+	return s != NULL ? strlen(s) + 1 : 0;
+}
+
+/*
+ * What a save is charged against --memory-budget while it runs (and is
+ * counted against its uid's share): the bytes its array leaves reference
+ * in the staging buffer (not the buffer's size: a sparse buffer is never
+ * read where no leaf points, holes are never faulted in), plus the request
+ * as unpacked (structs, paths, strings) and what the plan adds per array
+ * leaf. A save without a staging buffer is charged its request.
+ */
+static uint64_t
+save_charge(const Ckpt__Save *sv, uint64_t *reqmem)
+{
+	uint64_t n = sizeof(Ckpt__Request) + sizeof *sv, data = 0;
+	size_t i, k, j;
+
+	n += save_strmem(sv->metrics_json) +
+	    save_strmem(sv->custom_metadata_json);
+	for (i = 0; i < sv->n_items; i++) {
+		const Ckpt__Item *it = sv->items[i];
+
+		n += sizeof(void *) + sizeof *it + save_strmem(it->name) +
+		    save_strmem(it->json);
+		for (k = 0; k < it->n_leaves; k++) {
+			const Ckpt__Leaf *l = it->leaves[k];
+
+			n += sizeof(void *) + sizeof *l +
+			    l->n_shape * sizeof(uint64_t) +
+			    save_strmem(l->str_value) + save_strmem(l->tag);
+			for (j = 0; j < l->n_path; j++)
+				n += sizeof(void *) + sizeof *l->path[j] +
+				    save_strmem(l->path[j]->key);
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+				continue;
+			/* plan: tensor, leaf pointer, names */
+			n += sizeof(struct store_tensor) + sizeof(void *) + 64;
+			data = save_add_sat(data, l->nbytes);
+		}
+	}
+	*reqmem = n;
+	return save_add_sat(n, data);
+}
+
 /* ---- the save list --------------------------------------------------------- */
 
 int
@@ -199,6 +259,7 @@ save_free(struct save *s)
 		close(s->memfd);
 	if (s->map != NULL)
 		munmap(s->map, s->size);
+	store_src_destroy(&s->src);
 	if (s->itemfds != NULL) {
 		for (i = 0; i < s->sv->n_items; i++)
 			if (s->itemfds[i] >= 0)
@@ -219,6 +280,10 @@ save_free(struct save *s)
 		ckpt__request__free_unpacked(s->req, NULL);
 	if (s->c != NULL)
 		conn_unref(s->c);
+	if (s->user != NULL) {
+		s->user->saves--;
+		user_put(s->user);
+	}
 	if (s->m != NULL)
 		mgr_unref(s->m);
 	if (s->r != NULL)
@@ -358,6 +423,7 @@ save_plan(struct save *s, ckd_err *e)
 			t->shape = l->shape;
 			t->src = s->map == NULL ? NULL :
 			    (const uint8_t *)s->map + l->offset;
+			t->hsrc = s->map == NULL ? NULL : &s->src;
 			t->nbytes = l->nbytes;
 			s->leaves[s->ntens++] = l;
 			cur->n++;
@@ -842,10 +908,21 @@ save_finalize(struct save *s)
 	}
 	/* The staging memory is free as soon as the step is durable. */
 	mgr.ninflight--;
-	mgr.staging -= s->size;
+	mgr.staging -= s->charge;
+	{
+		int was = user_is_active(s->user);
+
+		s->user->staging -= s->charge;
+		user_activity(s->user, was);
+	}
 	if (s->map != NULL) {
 		munmap(s->map, s->size);
 		s->map = NULL;
+	}
+	store_src_destroy(&s->src);
+	if (s->memfd >= 0) {
+		close(s->memfd);
+		s->memfd = -1;
 	}
 	if (ok)
 		mgr_wake_steps(r);
@@ -901,8 +978,10 @@ save_start(struct save *s)
 			goto fail;
 		}
 	}
-	close(s->memfd);
-	s->memfd = -1;
+	/* The fd stays open: the writers find the buffer's holes with it
+	 * instead of faulting them in through the mapping. */
+	if (s->map != NULL)
+		store_src_init(&s->src, s->memfd, s->map);
 	if (save_plan(s, &e) != 0)
 		goto fail;
 	if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
@@ -912,11 +991,17 @@ save_start(struct save *s)
 		goto fail;
 	}
 	mgr.ninflight++;
-	mgr.staging += s->size;
+	mgr.staging += s->charge;
+	{
+		int was = user_is_active(s->user);
+
+		s->user->staging += s->charge;
+		user_activity(s->user, was);
+	}
 	s->r->busy++;
 	s->r->last_save_ns = s->init_ns;
-	log_debug("step %" PRIu64 " of %s accepted (%" PRIu64 " bytes, %zu "
-	    "files)", s->step, s->r->path, s->size, s->nfiles);
+	log_debug("step %" PRIu64 " of %s accepted (%" PRIu64 " bytes "
+	    "charged, %zu files)", s->step, s->r->path, s->charge, s->nfiles);
 	save_reply_saved(s->c, s->id, 1);
 	return;
 fail:
@@ -926,25 +1011,71 @@ fail:
 	save_free(s);
 }
 
+/*
+ * Admission under --memory-budget, fair between users. With the budget
+ * shared by the n uids that have saves running or waiting, a uid's fair
+ * share is budget / n:
+ *   - a uid with nothing running may always start one save of at most
+ *     its share, even past the budget, so another uid's huge save never
+ *     makes a small one wait (each active uid may so exceed the budget by
+ *     at most half of it: another uid is active, n >= 2);
+ *   - otherwise a save starts when it fits in the budget, and, while other
+ *     uids wait, when its uid stays within its share;
+ *   - a save larger than the budget starts when nothing else runs.
+ */
 static int
 save_fits(const struct save *s)
 {
-	if (mgr.budget == 0 || mgr.ninflight == 0)
+	const struct user *u = s->user;
+	uint64_t budget = mgr.budget, share;
+	unsigned n;
+
+	if (budget == 0 || mgr.ninflight == 0)
 		return 1;
-	return mgr.staging <= mgr.budget && s->size <= mgr.budget - mgr.staging;
+	n = user_active() + !user_is_active(u);
+	share = budget / n;
+	if (u->staging == 0 && s->charge <= share)
+		return 1;
+	if (mgr.staging > budget || s->charge > budget - mgr.staging)
+		return 0;
+	if (mgr.nqueued > u->queued && s->charge > share - (u->staging <
+	    share ? u->staging : share))
+		return 0;
+	return 1;
 }
 
 static void
+save_dequeued(struct save *s)
+{
+	int was = user_is_active(s->user);
+
+	s->qnext = NULL;
+	mgr.nqueued--;
+	s->user->queued--;
+	s->user->queued_mem -= s->reqmem;
+	user_activity(s->user, was);
+}
+
+/* Start the waiting saves that fit, oldest first; a uid's saves start in
+ * their order (once one of them waits, its later ones wait too). */
+static void
 save_admit(void)
 {
-	struct save *s;
+	static uint64_t pass;
+	struct save **pp = &mgr.qhead, *s, *prev = NULL;
 
-	while ((s = mgr.qhead) != NULL && save_fits(s)) {
-		mgr.qhead = s->qnext;
-		if (mgr.qhead == NULL)
-			mgr.qtail = NULL;
-		s->qnext = NULL;
-		mgr.nqueued--;
+	pass++;
+	while ((s = *pp) != NULL) {
+		if (s->user->pass == pass || !save_fits(s)) {
+			s->user->pass = pass;
+			prev = s;
+			pp = &s->qnext;
+			continue;
+		}
+		*pp = s->qnext;
+		if (mgr.qtail == s)
+			mgr.qtail = prev;
+		save_dequeued(s);
 		save_start(s);
 	}
 	mgr_check_idle();
@@ -1022,6 +1153,15 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	s->id = req->id;
 	s->cred = *conn_peer(c);
 	s->lane = conn_id(c);
+	if ((s->user = user_get(s->cred.uid)) == NULL) {
+		free(s);
+		s = NULL;
+		conn_unref(c);
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		goto fail;
+	}
+	s->user->saves++;
+	s->charge = save_charge(sv, &s->reqmem);
 	s->m = m;
 	mgr_ref(m);
 	s->r = r;
@@ -1040,19 +1180,42 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	mgr.saves = s;
 	r->saves++;
 	m->pending++;
-	if (mgr.qhead == NULL && save_fits(s)) {
+	if (s->user->queued == 0 && save_fits(s)) {
 		save_start(s);
 		return;
 	}
+	/* Waiting saves hold their unpacked requests: a uid's may take a
+	 * quarter of the budget (one may always wait). */
+	if (s->user->queued > 0 && mgr.budget != 0 &&
+	    s->reqmem > mgr.budget / 4 - (s->user->queued_mem <
+	    mgr.budget / 4 ? s->user->queued_mem : mgr.budget / 4)) {
+		err_set(&e, CKPT_ELIMIT, "uid %u has %u saves waiting for "
+		    "memory, holding %" PRIu64 " bytes of requests (a quarter "
+		    "of ckptd --memory-budget)", (unsigned)s->cred.uid,
+		    s->user->queued, s->user->queued_mem);
+		conn_reply_err(c, req->id, &e);
+		save_unlink(s);
+		mgr_wake_saves(s->m);
+		save_free(s);
+		return;
+	}
 	log_debug("step %" PRIu64 " of %s waits for memory (%" PRIu64
-	    " bytes; %" PRIu64 " of %" PRIu64 " in use)", s->step, r->path,
-	    s->size, mgr.staging, mgr.budget);
+	    " bytes; %" PRIu64 " of %" PRIu64 " in use, %" PRIu64 " by uid "
+	    "%u)", s->step, r->path, s->charge, mgr.staging, mgr.budget,
+	    s->user->staging, (unsigned)s->cred.uid);
 	if (mgr.qtail != NULL)
 		mgr.qtail->qnext = s;
 	else
 		mgr.qhead = s;
 	mgr.qtail = s;
 	mgr.nqueued++;
+	{
+		int was = user_is_active(s->user);
+
+		s->user->queued++;
+		s->user->queued_mem += s->reqmem;
+		user_activity(s->user, was);
+	}
 	return;
 fail:
 	if (memfd >= 0)
@@ -1076,7 +1239,7 @@ save_conn_closed(struct conn *c)
 			continue;
 		}
 		*pp = s->qnext;
-		mgr.nqueued--;
+		save_dequeued(s);
 		save_unlink(s);
 		mgr_wake_saves(s->m);
 		save_free(s);
@@ -1091,7 +1254,7 @@ save_shutdown(void)
 
 	while ((s = mgr.qhead) != NULL) {
 		mgr.qhead = s->qnext;
-		mgr.nqueued--;
+		save_dequeued(s);
 		save_unlink(s);
 		save_free(s);
 	}

@@ -931,16 +931,182 @@ out:
 	return r;
 }
 
+/* ---- sources with holes ---------------------------------------------------
+ * A cursor over a tensor's source: a copy of the runs known so far, so
+ * that most lookups take no lock and no system call. lseek on the shared
+ * file description from several workers is safe here: only the returned
+ * offsets are used. */
+static const char st_zeros[64u << 10];
+
+struct src_cur {
+	struct store_src *s;
+	struct store_runs k;
+};
+
+void
+store_src_init(struct store_src *s, int fd, const void *base)
+{
+	memset(s, 0, sizeof *s);
+	s->fd = fd;
+	s->base = base;
+	pthread_mutex_init(&s->lock, NULL);
+}
+
+void
+store_src_destroy(struct store_src *s)
+{
+	if (s->base == NULL)
+		return;
+	pthread_mutex_destroy(&s->lock);
+	s->base = NULL;
+}
+
+/* The run of k at off (at most len bytes); 0 when k does not know. */
+static uint64_t
+src_known(const struct store_runs *k, uint64_t off, uint64_t len, int *data)
+{
+	if (off >= k->data_lo && off < k->data_hi) {
+		*data = 1;
+		return len < k->data_hi - off ? len : k->data_hi - off;
+	}
+	if (off >= k->hole_lo && off < k->hole_hi) {
+		*data = 0;
+		return len < k->hole_hi - off ? len : k->hole_hi - off;
+	}
+	return 0;
+}
+
+/* Find the run at off with lseek into k (s->lock held). */
+static void
+src_seek(struct store_src *s, struct store_runs *k, uint64_t off)
+{
+	off_t d, h;
+
+	d = lseek(s->fd, (off_t)off, SEEK_DATA);
+	if (d < 0 && errno == ENXIO) {
+		k->hole_lo = off;
+		k->hole_hi = UINT64_MAX;        /* holes up to the end */
+	} else if (d < 0) {
+		k->data_lo = 0;                 /* unsupported: read it all */
+		k->data_hi = UINT64_MAX;
+	} else if ((uint64_t)d > off) {
+		k->hole_lo = off;
+		k->hole_hi = (uint64_t)d;
+	} else {
+		h = lseek(s->fd, (off_t)off, SEEK_HOLE);
+		k->data_lo = off;
+		k->data_hi = h > (off_t)off ? (uint64_t)h : UINT64_MAX;
+	}
+}
+
+/* The run at p (at most len bytes): its length, *data 1 for data (read it
+ * from p), 0 for a hole (zeros). */
+static uint64_t
+src_run(struct src_cur *c, const char *p, uint64_t len, int *data)
+{
+	uint64_t off, n;
+
+	*data = 1;
+	if (c->s == NULL || len == 0)
+		return len;
+	off = (uint64_t)(p - c->s->base);
+	if ((n = src_known(&c->k, off, len, data)) > 0)
+		return n;
+	pthread_mutex_lock(&c->s->lock);
+	if (src_known(&c->s->known, off, len, data) == 0)
+		src_seek(c->s, &c->s->known, off);
+	c->k = c->s->known;
+	pthread_mutex_unlock(&c->s->lock);
+	return src_known(&c->k, off, len, data);
+}
+
+/* 1 when the whole tensor is data (the fast paths apply). */
+static int
+src_all_data(struct src_cur *c, const struct store_tensor *t)
+{
+	int data;
+
+	if (c->s == NULL || t->nbytes == 0)
+		return 1;
+	return src_run(c, t->src, t->nbytes, &data) == t->nbytes && data;
+}
+
+/* Hash len zero bytes into st. */
+static void
+st_hash_zeros(XXH3_state_t *st, uint64_t len)
+{
+	while (len > 0) {
+		size_t n = len > sizeof st_zeros ? sizeof st_zeros : (size_t)len;
+
+		XXH3_64bits_update(st, st_zeros, n);
+		len -= n;
+	}
+}
+
+/* A tensor with holes, run by run: data is hashed and handed to put from
+ * the source, holes as zeros (put gets NULL). */
+static int
+st_tensor_runs(struct src_cur *c, struct store_tensor *t, XXH3_state_t **st,
+    int (*put)(void *arg, const char *p, uint64_t len, ckd_err *e),
+    void *arg, ckd_err *e)
+{
+	const char *p = t->src;
+	uint64_t left = t->nbytes, n;
+	int data, r;
+
+	if (*st == NULL && (*st = XXH3_createState()) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	XXH3_64bits_reset(*st);
+	while (left > 0) {
+		if ((n = src_run(c, p, left, &data)) == 0) {
+			n = left;               /* cannot happen: read it */
+			data = 1;
+		}
+		if (data && n > STORE_CHUNK)
+			n = STORE_CHUNK;        /* hashed right before written */
+		if (data)
+			XXH3_64bits_update(*st, p, (size_t)n);
+		else
+			st_hash_zeros(*st, n);
+		if ((r = put(arg, data ? p : NULL, n, e)) != 0)
+			return r;
+		p += n;
+		left -= n;
+	}
+	t->xxh3 = XXH3_64bits_digest(*st);
+	return 0;
+}
+
+static int
+wbuf_put(void *arg, const char *p, uint64_t len, ckd_err *e)
+{
+	struct wbuf *w = arg;
+	size_t n;
+	int r;
+
+	if (p != NULL)
+		return wbuf_add(w, p, (size_t)len, e);
+	while (len > 0) {
+		n = len > sizeof st_zeros ? sizeof st_zeros : (size_t)len;
+		if ((r = wbuf_add(w, st_zeros, n, e)) != 0)
+			return r;
+		len -= n;
+	}
+	return 0;
+}
+
 /* Hash tensor i chunk by chunk and queue the chunks for writing. */
 static int
-st_put_tensor(struct wbuf *w, struct store_tensor *t, XXH3_state_t **st,
-    ckd_err *e)
+st_put_tensor(struct wbuf *w, struct src_cur *c, struct store_tensor *t,
+    XXH3_state_t **st, ckd_err *e)
 {
 	const char *p = t->src;
 	uint64_t left = t->nbytes;
 	size_t len;
 	int r;
 
+	if (!src_all_data(c, t))
+		return st_tensor_runs(c, t, st, wbuf_put, w, e);
 	if (left <= STORE_CHUNK) {
 		t->xxh3 = XXH3_64bits(p, (size_t)left);
 		return wbuf_add(w, p, (size_t)left, e);
@@ -1062,16 +1228,24 @@ dio_put(struct dio *d, const char *p, uint64_t len, ckd_err *e)
 	return 0;
 }
 
+static int
+dio_put_cb(void *arg, const char *p, uint64_t len, ckd_err *e)
+{
+	return dio_put(arg, p, len, e);
+}
+
 /* Hash tensor t chunk by chunk, each chunk right before it is written. */
 static int
-dio_tensor(struct dio *d, struct store_tensor *t, XXH3_state_t **st,
-    ckd_err *e)
+dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
+    XXH3_state_t **st, ckd_err *e)
 {
 	const char *p = t->src;
 	uint64_t left = t->nbytes, pos = d->off + d->len, head;
 	size_t n;
 	int r;
 
+	if (!src_all_data(c, t))
+		return st_tensor_runs(c, t, st, dio_put_cb, d, e);
 	if (left <= STORE_CHUNK) {
 		t->xxh3 = XXH3_64bits(p, (size_t)left);
 		return dio_put(d, p, left, e);
@@ -1119,10 +1293,13 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
     XXH3_state_t **st, ckd_err *e)
 {
 	struct dio d;
+	struct src_cur c;
 	uint64_t cur = 0, pad;
 	size_t i;
 	int fl, r;
 
+	memset(&c, 0, sizeof c);
+	c.s = n > 0 ? t[0].hsrc : NULL;
 	memset(&d, 0, sizeof d);
 	d.fd = fd;
 	d.fname = fname;
@@ -1138,7 +1315,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 		goto out;
 	for (i = 0; i < n; i++) {
 		if ((r = dio_put(&d, NULL, rel[i] - cur, e)) != 0 ||
-		    (r = dio_tensor(&d, &t[i], st, e)) != 0)
+		    (r = dio_tensor(&d, &c, &t[i], st, e)) != 0)
 			goto out;
 		cur = rel[i] + t[i].nbytes;
 	}
@@ -1166,6 +1343,7 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 	uint64_t *rel = NULL, cur, size;
 	XXH3_state_t *st = NULL;
 	struct wbuf *w = NULL;
+	struct src_cur c;
 	char *hdr = NULL;
 	size_t hdrlen = 0, i;
 	int fd = -1, r;
@@ -1193,6 +1371,8 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 		    size, &st, e)) != 0)
 			goto fail;
 	} else {
+		memset(&c, 0, sizeof c);
+		c.s = n > 0 ? t[0].hsrc : NULL;
 		memset(w, 0, sizeof(*w));
 		w->fd = fd;
 		w->fname = fname;
@@ -1202,7 +1382,7 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 		for (i = 0; i < n; i++) {
 			if ((r = wbuf_add(w, zeros, (size_t)(rel[i] - cur),
 			    e)) != 0 ||
-			    (r = st_put_tensor(w, &t[i], &st, e)) != 0)
+			    (r = st_put_tensor(w, &c, &t[i], &st, e)) != 0)
 				goto fail;
 			cur = rel[i] + t[i].nbytes;
 		}

@@ -19,6 +19,7 @@
 #ifndef CKPTD_STORE_H
 #define CKPTD_STORE_H
 
+#include <pthread.h>
 #include <sys/types.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -90,6 +91,27 @@ int store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 int store_mkdir_item(int tmpfd, const char *item, mode_t dirmode,
     int *itemfd, ckd_err *e);
 
+/* A source mapping of a file (a client's staging memfd) whose holes must
+ * not be read through the mapping: reading a hole of a shmem mapping
+ * allocates a page, so a client's sparse buffer would grow the daemon.
+ * The writers find holes with lseek(SEEK_DATA / SEEK_HOLE) on fd and
+ * write (and hash) zeros for them without touching the mapping. The runs
+ * found are shared by every writer of the source (under lock): a
+ * SEEK_HOLE walks the page cache up to the next hole, so a fully
+ * populated buffer is walked once per save, not once per file. */
+struct store_runs {
+	uint64_t data_lo, data_hi;      /* a run known to hold data */
+	uint64_t hole_lo, hole_hi;      /* a run known to be a hole */
+};
+struct store_src {
+	int fd;
+	const char *base;       /* mapping of fd from offset 0; NULL: unused */
+	pthread_mutex_t lock;   /* known */
+	struct store_runs known;
+};
+void store_src_init(struct store_src *s, int fd, const void *base);
+void store_src_destroy(struct store_src *s);
+
 struct store_tensor {
 	const char *name;       /* safetensors tensor name (unique in the file) */
 	Ckpt__Dtype dtype;
@@ -99,6 +121,8 @@ struct store_tensor {
 	uint64_t nbytes;
 	uint64_t offset;        /* out: absolute offset of the data in the file */
 	uint64_t xxh3;          /* out: XXH3-64 of the bytes */
+	struct store_src *hsrc;         /* src lies in this mapping (the same
+	                                 * for every tensor of a call), or NULL */
 };
 
 /* Write the complete safetensors file dirfd/fname (O_EXCL, mode filemode):

@@ -3,7 +3,9 @@
  * worker.h).
  *
  * Submission: the loop thread appends a task to its lane's FIFO under
- * W.lock; lanes with work form a ring, and a worker takes one task from the
+ * W.lock (one lane per peer uid, so a user with many connections or a
+ * huge save gets the same turns as a user with one small save); lanes
+ * with work form a ring, and a worker takes one task from the
  * lane at the head of the ring, then moves that lane to the tail, so lanes
  * are served round-robin. Tasks of one lane start in FIFO order but may run
  * at the same time on different workers.
@@ -335,7 +337,7 @@ worker_submit(struct task *t)
 	t->err.code = 0;
 	t->err.msg[0] = '\0';
 	pthread_mutex_lock(&W.lock);
-	l = worker_lane_get(t->lane);
+	l = worker_lane_get((uint64_t)t->cred.uid);
 	if (l->tail != NULL)
 		l->tail->next = t;
 	else

@@ -10,9 +10,10 @@
  * the only place that may touch connection/manager state; it frees the
  * task.
  *
- * Queue discipline: tasks are kept in per-"lane" FIFOs (a lane is a client
- * connection or a root) and workers take lanes round-robin, so one client
- * with a large save does not starve another.
+ * Queue discipline: tasks are kept in per-"lane" FIFOs, one lane per peer
+ * uid (task->cred.uid), and workers take lanes round-robin, one task per
+ * turn, so one user with a large save or many connections does not starve
+ * another.
  */
 #ifndef CKPTD_WORKER_H
 #define CKPTD_WORKER_H
@@ -28,7 +29,8 @@ struct task {
 	void (*run)(struct task *t);   /* worker thread */
 	void (*done)(struct task *t);  /* loop thread; frees t */
 	struct peer_cred cred;         /* identity for file operations */
-	uint64_t lane;                 /* fairness key (e.g. conn id) */
+	uint64_t lane;                 /* origin (conn id), for the caller;
+	                                * the pool's lanes are per cred.uid */
 	ckd_err err;                   /* set by run() */
 	struct task *next;             /* queue link (owned by the pool) */
 };

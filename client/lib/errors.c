@@ -38,6 +38,7 @@ static const char *const errstr[] = {
 	[23] = "internal error",
 	[24] = "root directory does not exist",
 	[25] = "path not allowed",
+	[26] = "a per-user limit was reached",
 };
 
 CKPT_API const char *

@@ -96,7 +96,8 @@ enum {
 	CKPT_EINTERNAL = -23,  /* bug: please report */
 	CKPT_ENOTDIR = -24,    /* root does not exist (and create is off) */
 	CKPT_EPATH = -25,      /* path escapes the root or is not allowed */
-	CKPT_ECODE_MIN = -25
+	CKPT_ELIMIT = -26,     /* a per-user limit was reached */
+	CKPT_ECODE_MIN = -26
 };
 
 /* Static string naming the code, e.g. "step already exists". Never NULL. */
