@@ -357,9 +357,12 @@ cfs_write_state(void)
 /* A durability boundary has just passed: count it, and cut the power if
  * this is the chosen one. */
 static void
-cfs_boundary(void)
+cfs_boundary(const char *op, const char *path)
 {
 	boundaries++;
+	fprintf(stderr, "crashfs: boundary %lu: %s %s%s\n", boundaries, op,
+	    path != NULL ? path : "(unlinked)",
+	    boundaries == conf.crash_at ? " (power cut)" : "");
 	if (conf.crash_at != 0 && boundaries == conf.crash_at) {
 		if (conf.image == NULL || cfs_image_dir(root_node,
 		    conf.image) != 0) {
@@ -459,7 +462,7 @@ cfs_rename(const char *from, const char *to, unsigned int flags)
 	BPATH(bf, from);
 	BPATH(bt, to);
 	r = renameat2(AT_FDCWD, bf, AT_FDCWD, bt, flags) == 0 ? 0 : -errno;
-	cfs_boundary();
+	cfs_boundary("rename", from);
 	return r;
 }
 
@@ -598,7 +601,7 @@ cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 	CFS_ENTER();
 	r = cfs_capture_file((int)fi->fh);
-	cfs_boundary();
+	cfs_boundary(datasync ? "fdatasync" : "fsync", path);
 	return r;
 }
 
@@ -650,7 +653,7 @@ cfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 	CFS_ENTER();
 	BPATH(b, path);
 	r = cfs_capture_dir(b);
-	cfs_boundary();
+	cfs_boundary("fsync dir", path);
 	return r;
 }
 
