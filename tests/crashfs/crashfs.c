@@ -16,6 +16,10 @@
  * Inodes are tracked by their backing inode number, so a durable entry
  * keeps pointing at the same file across renames of it or of its parents.
  * Everything present in the backing directory at mount time is durable.
+ * A rename between two directories becomes durable in each of them
+ * separately, so a power cut between their fsyncs can leave the entry in
+ * both (a file is then hard-linked in the image, a directory copied) or in
+ * neither, as the strict model allows.
  *
  * Durability boundaries are fsync, fdatasync, fsync of a directory and
  * rename. They are counted; with crash_at=K, right after the K-th one the
@@ -24,8 +28,9 @@
  * process using the filesystem cannot make anything else durable; the test
  * kills it). The state file (state=FILE) always holds
  * "<boundaries> <crashed 0|1>\n" and is rewritten at every boundary.
+ * Every boundary is logged on stderr; with -o trace, every operation too.
  *
- *   crashfs MOUNTPOINT -o backing=DIR[,crash_at=K,image=DIR,state=FILE]
+ *   crashfs MOUNTPOINT -o backing=DIR[,crash_at=K,image=DIR,state=FILE,trace]
  *           [other FUSE options, e.g. -f]
  *
  * The filesystem runs single-threaded, so its state needs no lock. It
@@ -61,6 +66,7 @@ struct cfs_conf {
 	char *image;
 	char *state;
 	unsigned long crash_at;         /* 0: never */
+	int trace;                      /* log every operation */
 };
 
 static struct cfs_conf conf;
@@ -71,6 +77,7 @@ static const struct fuse_opt cfs_opts[] = {
 	CFS_OPT("image=%s", image),
 	CFS_OPT("state=%s", state),
 	CFS_OPT("crash_at=%lu", crash_at),
+	{ "trace", offsetof(struct cfs_conf, trace), 1 },
 	FUSE_OPT_END
 };
 
@@ -376,7 +383,15 @@ cfs_boundary(const char *op, const char *path)
 
 /* ---- operations ------------------------------------------------------ */
 
-#define CFS_ENTER() do { if (crashed) return -EIO; } while (0)
+/* Every operation starts here: with -o trace it is logged, after the
+ * power cut it fails. */
+#define CFS_ENTER(p) do { \
+	if (conf.trace) \
+		fprintf(stderr, "crashfs: %s %s\n", __func__ + 4, \
+		    (p) != NULL ? (p) : "(unlinked)"); \
+	if (crashed) \
+		return -EIO; \
+} while (0)
 
 static int
 cfs_bpath(char *buf, const char *path)
@@ -408,7 +423,7 @@ cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static int
 cfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	if (fi != NULL)
 		return fstat((int)fi->fh, st) == 0 ? 0 : -errno;
 	BPATH(b, path);
@@ -418,7 +433,7 @@ cfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 static int
 cfs_access(const char *path, int mask)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	return access(b, mask) == 0 ? 0 : -errno;
 }
@@ -428,7 +443,7 @@ cfs_mkdir(const char *path, mode_t mode)
 {
 	struct stat st;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	if (mkdir(b, mode) != 0)
 		return -errno;
@@ -440,7 +455,7 @@ cfs_mkdir(const char *path, mode_t mode)
 static int
 cfs_unlink(const char *path)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	return unlink(b) == 0 ? 0 : -errno;
 }
@@ -448,7 +463,7 @@ cfs_unlink(const char *path)
 static int
 cfs_rmdir(const char *path)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	return rmdir(b) == 0 ? 0 : -errno;
 }
@@ -456,20 +471,22 @@ cfs_rmdir(const char *path)
 static int
 cfs_rename(const char *from, const char *to, unsigned int flags)
 {
+	char what[PATH_MAX + 8];
 	int r;
 
-	CFS_ENTER();
+	CFS_ENTER(from);
 	BPATH(bf, from);
 	BPATH(bt, to);
 	r = renameat2(AT_FDCWD, bf, AT_FDCWD, bt, flags) == 0 ? 0 : -errno;
-	cfs_boundary("rename", from);
+	snprintf(what, sizeof(what), "%s ->", from);
+	cfs_boundary(what, to);
 	return r;
 }
 
 static int
 cfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	if (fi != NULL)
 		return fchmod((int)fi->fh, mode) == 0 ? 0 : -errno;
 	BPATH(b, path);
@@ -479,7 +496,7 @@ cfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int
 cfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	if (fi != NULL)
 		return fchown((int)fi->fh, uid, gid) == 0 ? 0 : -errno;
 	BPATH(b, path);
@@ -489,7 +506,7 @@ cfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 static int
 cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	if (fi != NULL)
 		return ftruncate((int)fi->fh, size) == 0 ? 0 : -errno;
 	BPATH(b, path);
@@ -500,7 +517,7 @@ static int
 cfs_utimens(const char *path, const struct timespec tv[2],
     struct fuse_file_info *fi)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	if (fi != NULL)
 		return futimens((int)fi->fh, tv) == 0 ? 0 : -errno;
 	BPATH(b, path);
@@ -523,7 +540,7 @@ cfs_open(const char *path, struct fuse_file_info *fi)
 {
 	int fd;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	if ((fd = open(b, cfs_open_flags(fi->flags) | O_CLOEXEC)) < 0)
 		return -errno;
@@ -537,7 +554,7 @@ cfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	struct stat st;
 	int fd, existed;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	existed = lstat(b, &st) == 0;
 	fd = open(b, cfs_open_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL) |
@@ -556,7 +573,7 @@ cfs_read(const char *path, char *buf, size_t size, off_t off,
 {
 	ssize_t n;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	n = pread((int)fi->fh, buf, size, off);
 	return n < 0 ? -errno : (int)n;
 }
@@ -567,7 +584,7 @@ cfs_write(const char *path, const char *buf, size_t size, off_t off,
 {
 	ssize_t n;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	n = pwrite((int)fi->fh, buf, size, off);
 	return n < 0 ? -errno : (int)n;
 }
@@ -575,7 +592,7 @@ cfs_write(const char *path, const char *buf, size_t size, off_t off,
 static int
 cfs_statfs(const char *path, struct statvfs *sv)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	return statvfs(b, sv) == 0 ? 0 : -errno;
 }
@@ -583,7 +600,7 @@ cfs_statfs(const char *path, struct statvfs *sv)
 static int
 cfs_flush(const char *path, struct fuse_file_info *fi)
 {
-	CFS_ENTER();
+	CFS_ENTER(path);
 	return 0;
 }
 
@@ -599,7 +616,7 @@ cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	int r;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	r = cfs_capture_file((int)fi->fh);
 	cfs_boundary(datasync ? "fdatasync" : "fsync", path);
 	return r;
@@ -610,7 +627,7 @@ cfs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	DIR *d;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	if ((d = opendir(b)) == NULL)
 		return -errno;
@@ -626,7 +643,7 @@ cfs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
 	struct dirent *de;
 	struct stat st;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	seekdir(d, off);
 	while ((de = readdir(d)) != NULL) {
 		memset(&st, 0, sizeof(st));
@@ -650,7 +667,7 @@ cfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	int r;
 
-	CFS_ENTER();
+	CFS_ENTER(path);
 	BPATH(b, path);
 	r = cfs_capture_dir(b);
 	cfs_boundary("fsync dir", path);
