@@ -720,6 +720,7 @@ main(int argc, char *argv[])
 		fprintf(stderr, "crashfs: %s: not a directory\n", conf.backing);
 		return 1;
 	}
+	free(conf.backing);
 	conf.backing = real;
 	if (conf.crash_at != 0 && conf.image == NULL) {
 		fprintf(stderr, "crashfs: crash_at needs image=DIR\n");

@@ -116,8 +116,14 @@ fs_unmount(void)
 	d.mnt[0] = '\0';
 	for (end = hx_now_ms() + 10000; fs_pid > 0 && hx_now_ms() < end;
 	    hx_sleep_ms(5))
-		if (waitpid(fs_pid, &st, WNOHANG) == fs_pid)
+		if (waitpid(fs_pid, &st, WNOHANG) == fs_pid) {
 			fs_pid = 0;
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+				diag("crashfs exited with status 0x%x (see %s)",
+				    (unsigned)st, fslog);
+				r = -1;
+			}
+		}
 	if (fs_pid > 0) {
 		diag("crashfs did not exit after umount");
 		kill(fs_pid, SIGKILL);
