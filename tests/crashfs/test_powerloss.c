@@ -529,6 +529,9 @@ main(void)
 		printf("1..0 # SKIP needs root (FUSE mounts)\n");
 		return 0;
 	}
+	if (access("/dev/fuse", R_OK | W_OK) != 0)
+		bail_out("/dev/fuse: %s (the fuse module, or the device in the "
+		    "container, is needed)", strerror(errno));
 	if ((bin = getenv("CRASHFS_BIN")) == NULL)
 		bail_out("CRASHFS_BIN is not set");
 	snprintf(fsbin, sizeof(fsbin), "%s", bin);
