@@ -559,9 +559,16 @@ mgr_open_run(struct task *t)
 		r = store_write_file(mfd, STORE_ROOT_META_FILE,
 		    o->root_metadata_json, strlen(o->root_metadata_json),
 		    ot->dmode & 0666, &t->err);
-		close(mfd);
-		if (r == CKPT_EEXIST)
+		if (r == CKPT_EEXIST) {
 			memset(&t->err, 0, sizeof t->err);
+			r = 0;
+		}
+		/* The file is fsynced; its entry and the directory's must
+		 * survive a power loss too (also when an earlier open wrote
+		 * the file and died before this point). */
+		if (r == 0 && store_fsync_dir(mfd, &t->err) == 0)
+			(void)store_fsync_dir(fd, &t->err);
+		close(mfd);
 	}
 out:
 	close(fd);
