@@ -27,6 +27,8 @@
  *    - every listed step restores and verifies (no partial step is listed);
  *    - the listed steps are exactly the committed step directories on disk
  *      (the index was rebuilt to match the disk);
+ *    - the root metadata (written when the manager opens) is on disk when
+ *      a step was reported durable;
  *    - the manager still works: a new step saves, waits and verifies.
  *
  * Needs root (FUSE mounts; skipped without it). The number of crash points explored is printed
@@ -51,6 +53,7 @@
 #define NSTEPS 3                        /* steps 1..3; 4 after a crash */
 #define SMALL_ELEMS 4096                /* 16 KiB of float32 */
 #define LARGE_ELEMS (10u << 18)         /* 10 MiB of float32 per leaf */
+#define ROOT_META "{\"run\":\"powerloss\"}" /* written by manager open */
 
 static struct hx_daemon d;
 static char fsbin[HX_PATH];
@@ -203,6 +206,7 @@ open_manager(ckpt_client **c, ckpt_manager **m)
 	o = ckpt_options_new();
 	ckpt_options_set_create(o, 1);
 	ckpt_options_set_max_to_keep(o, 2);
+	ckpt_options_set_root_metadata(o, ROOT_META);
 	r = ckpt_manager_open(*c, root, o, m);
 	ckpt_options_free(o);
 	if (r != 0) {
@@ -494,10 +498,22 @@ static void
 after_crash(unsigned long k, unsigned long n, const int told[NSTEPS + 2],
     int ntold)
 {
+	char path[HX_PATH], *meta;
+	int s, any = 0;
+
 	trial_ok = 1;
 	/* The durable state, mounted again (no crash this time). */
 	if (fs_mount(image, 0) != 0)
 		bail_out("cannot mount the durable image");
+	/* Root metadata written by the open that preceded a durable step
+	 * is durable too (read before a new open could write it again). */
+	for (s = 1; s <= NSTEPS; s++)
+		any |= told[s];
+	hx_path(&d, path, "mnt/ckpt/metadata/_ROOT_METADATA");
+	meta = hx_read_file(path, NULL);
+	if (any && (meta == NULL || strstr(meta, "powerloss") == NULL))
+		fail("root metadata lost: %s", meta ? meta : "(no file)");
+	free(meta);
 	if (hx_start(&d) != 0) {
 		hx_dump_log(&d, 20);
 		fail("ckptd does not start on the durable state");
