@@ -375,6 +375,11 @@ mgr_load_run(struct task *t)
 	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
 	    &t->err) != 0)
 		goto out;
+	/* A daemon killed between a commit's rename and its root fsync left
+	 * a step whose name is not durable yet: make it so before the step
+	 * is listed (a failure only costs that guarantee, e.g. read-only). */
+	if (fsync(fd) != 0)
+		log_warn("fsync %s: %s", r->path, strerror(errno));
 	/* Disk is the truth: committed dirs as found; failed records kept
 	 * unless the step has since committed; vanished steps dropped. */
 	n = nfound;
