@@ -26,11 +26,15 @@
  * power is cut: the durable state is written out as a plain directory tree
  * under image=DIR, and from then on every operation fails with EIO (the
  * process using the filesystem cannot make anything else durable; the test
- * kills it). The state file (state=FILE) always holds
- * "<boundaries> <crashed 0|1>\n" and is rewritten at every boundary.
+ * kills it). With image=DIR, SIGUSR1 cuts the power at the next operation.
+ * With kill_at=K, the process that made the K-th boundary gets SIGKILL right
+ * after it (a kill -9, the filesystem goes on). The state file (state=FILE)
+ * always holds "<boundaries> <crashed 0|1>\n" and is rewritten at every
+ * boundary and at the power cut.
  * Every boundary is logged on stderr; with -o trace, every operation too.
  *
- *   crashfs MOUNTPOINT -o backing=DIR[,crash_at=K,image=DIR,state=FILE,trace]
+ *   crashfs MOUNTPOINT -o backing=DIR[,crash_at=K,kill_at=K,image=DIR,
+ *           state=FILE,trace]
  *           [other FUSE options, e.g. -f]
  *
  * The filesystem runs single-threaded, so its state needs no lock. It
@@ -49,6 +53,7 @@
 #include <fcntl.h>
 #include <fuse.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +71,7 @@ struct cfs_conf {
 	char *image;
 	char *state;
 	unsigned long crash_at;         /* 0: never */
+	unsigned long kill_at;          /* 0: never */
 	int trace;                      /* log every operation */
 };
 
@@ -77,6 +83,7 @@ static const struct fuse_opt cfs_opts[] = {
 	CFS_OPT("image=%s", image),
 	CFS_OPT("state=%s", state),
 	CFS_OPT("crash_at=%lu", crash_at),
+	CFS_OPT("kill_at=%lu", kill_at),
 	{ "trace", offsetof(struct cfs_conf, trace), 1 },
 	FUSE_OPT_END
 };
@@ -361,24 +368,44 @@ cfs_write_state(void)
 		fprintf(stderr, "crashfs: cannot write %s\n", conf.state);
 }
 
-/* A durability boundary has just passed: count it, and cut the power if
- * this is the chosen one. */
+/* Cut the power: write the durable state out, fail from now on. */
+static void
+cfs_power_cut(void)
+{
+	if (conf.image == NULL || cfs_image_dir(root_node, conf.image) != 0) {
+		fprintf(stderr, "crashfs: cannot write the image\n");
+		abort();
+	}
+	crashed = 1;
+	cfs_write_state();
+}
+
+/* A durability boundary has just passed: count it; cut the power or kill
+ * the calling process if this is the chosen one. */
 static void
 cfs_boundary(const char *op, const char *path)
 {
 	boundaries++;
 	fprintf(stderr, "crashfs: boundary %lu: %s %s%s\n", boundaries, op,
 	    path != NULL ? path : "(unlinked)",
-	    boundaries == conf.crash_at ? " (power cut)" : "");
-	if (conf.crash_at != 0 && boundaries == conf.crash_at) {
-		if (conf.image == NULL || cfs_image_dir(root_node,
-		    conf.image) != 0) {
-			fprintf(stderr, "crashfs: cannot write the image\n");
-			abort();
-		}
-		crashed = 1;
-	}
-	cfs_write_state();
+	    boundaries == conf.crash_at ? " (power cut)" :
+	    boundaries == conf.kill_at ? " (caller killed)" : "");
+	if (boundaries == conf.kill_at)
+		kill(fuse_get_context()->pid, SIGKILL);
+	if (conf.crash_at != 0 && boundaries == conf.crash_at)
+		cfs_power_cut();
+	else
+		cfs_write_state();
+}
+
+/* SIGUSR1: cut the power at the next operation. */
+static volatile sig_atomic_t cut_requested;
+
+static void
+cfs_on_usr1(int sig)
+{
+	(void)sig;
+	cut_requested = 1;
 }
 
 /* ---- operations ------------------------------------------------------ */
@@ -389,6 +416,8 @@ cfs_boundary(const char *op, const char *path)
 	if (conf.trace) \
 		fprintf(stderr, "crashfs: %s %s\n", __func__ + 4, \
 		    (p) != NULL ? (p) : "(unlinked)"); \
+	if (cut_requested && !crashed) \
+		cfs_power_cut(); \
 	if (crashed) \
 		return -EIO; \
 } while (0)
@@ -722,9 +751,18 @@ main(int argc, char *argv[])
 	}
 	free(conf.backing);
 	conf.backing = real;
-	if (conf.crash_at != 0 && conf.image == NULL) {
+	if (conf.image == NULL && conf.crash_at != 0) {
 		fprintf(stderr, "crashfs: crash_at needs image=DIR\n");
 		return 1;
+	}
+	if (conf.image != NULL) {
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = cfs_on_usr1;
+		sigemptyset(&sa.sa_mask);
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGUSR1, &sa, NULL);
 	}
 	root_node = cfs_new(&st);
 	if ((r = cfs_adopt(real)) != 0) {

@@ -12,9 +12,14 @@
  *      stopped cleanly so that its index is on disk and lists step 1): a
  *      save of step 2 (20 MiB: separate prepare/data/finish tasks, O_DIRECT
  *      writes) and of step 3 (small), whose commit deletes step 1. The
- *      index on disk is stale from the first save on.
+ *      index on disk is stale from the first save on;
+ *   C. B without root metadata, where at boundary k ckptd is killed (kill
+ *      -9 right after that fsync or rename, the filesystem goes on), a new
+ *      ckptd is started and lists the steps, and only then the power is
+ *      cut: every step it listed must survive.
  *
- * Each save is followed by wait_until_finished. For each scenario:
+ * Each save is followed by wait_until_finished. For each scenario (C: with
+ * "power cut" read as "kill -9, restart, list, power cut"):
  * 1. a run without a crash counts the boundaries N (fsync, fdatasync,
  *    directory fsync, rename) and checks that every save succeeds;
  * 2. for every k in 1..N, on a fresh filesystem: run the scenario with the
@@ -73,16 +78,17 @@ mounted(void)
 	    a.st_dev != b.st_dev;
 }
 
-/* Mount crashfs over `from` at mnt; crash_at 0: never crash. */
+/* Mount crashfs over `from` at mnt: power cut after boundary crash_at,
+ * kill -9 of the caller of boundary kill_at (0: never). */
 static int
-fs_mount(const char *from, unsigned long crash_at)
+fs_mount(const char *from, unsigned long crash_at, unsigned long kill_at)
 {
 	char opts[3 * HX_PATH + 64];
 	int64_t end;
 	int fd, st;
 
 	snprintf(opts, sizeof(opts), "backing=%s,state=%s,crash_at=%lu,"
-	    "image=%s", from, statefile, crash_at, image);
+	    "kill_at=%lu,image=%s", from, statefile, crash_at, kill_at, image);
 	if ((fs_pid = fork()) < 0)
 		return -1;
 	if (fs_pid == 0) {
@@ -194,6 +200,23 @@ save_step(ckpt_manager *m, uint64_t step)
 	return r;
 }
 
+/* The scenarios. */
+struct phase {
+	const char *what;
+	int seeded;             /* start from a copy of the seed */
+	uint64_t first, last;   /* steps saved */
+	int root_meta;          /* managers open with root metadata */
+	int kill;               /* kill -9 at boundary k, restart, list the
+	                         * steps, then cut the power */
+};
+
+static const struct phase phases[] = {
+	{ "a save into a new root (the daemon creates it)", 0, 1, 1, 1, 0 },
+	{ "two saves, a retention delete, a stale index", 1, 2, 3, 1, 0 },
+	{ "kill -9, restart, list, then power loss", 1, 2, 3, 0, 1 },
+};
+static const struct phase *ph = &phases[0];
+
 static int
 open_manager(ckpt_client **c, ckpt_manager **m)
 {
@@ -206,7 +229,8 @@ open_manager(ckpt_client **c, ckpt_manager **m)
 	o = ckpt_options_new();
 	ckpt_options_set_create(o, 1);
 	ckpt_options_set_max_to_keep(o, 2);
-	ckpt_options_set_root_metadata(o, ROOT_META);
+	if (ph->root_meta)
+		ckpt_options_set_root_metadata(o, ROOT_META);
 	r = ckpt_manager_open(*c, root, o, m);
 	ckpt_options_free(o);
 	if (r != 0) {
@@ -216,18 +240,6 @@ open_manager(ckpt_client **c, ckpt_manager **m)
 	return r;
 }
 
-/* The two scenarios. */
-struct phase {
-	const char *what;
-	int seeded;             /* start from a copy of the seed */
-	uint64_t first, last;   /* steps saved */
-};
-
-static const struct phase phases[] = {
-	{ "a save into a new root (the daemon creates it)", 0, 1, 1 },
-	{ "two saves, a retention delete, a stale index", 1, 2, 3 },
-};
-static const struct phase *ph;
 
 /* Save steps ph->first..ph->last, each waited for; told[s] = 1 when the
  * client was told step s is durable (step 1 when it is in the seed).
@@ -391,7 +403,8 @@ check_recovered(const int told[NSTEPS + 2])
 	for (s = 1; s <= NSTEPS; s++)
 		if (told[s] && !contains(listed, nl, s) &&
 		    !(s == 1 && contains(listed, nl, 3)))
-			fail("step %llu was reported durable but is gone",
+			fail("step %llu was reported durable (or listed "
+			    "after a restart) but is gone",
 			    (unsigned long long)s);
 	for (i = 0; i < nl; i++)
 		check_step(m, listed[i]);
@@ -450,9 +463,10 @@ make_seed(void)
 	ckpt_manager *m;
 	int r;
 
+	ph = &phases[0];        /* root metadata on */
 	if (hx_mkdirs(seed) != 0)
 		bail_out("cannot make %s", seed);
-	if (fs_mount(seed, 0) != 0)
+	if (fs_mount(seed, 0, 0) != 0)
 		bail_out("cannot mount crashfs (see %s)", fslog);
 	if (hx_start(&d) != 0) {
 		hx_dump_log(&d, 20);
@@ -471,15 +485,42 @@ make_seed(void)
 		bail_out("cannot unmount crashfs");
 }
 
-/* Run the scenario with the power cut at boundary k (0: never). Returns
- * the number of boundaries the run passed. */
+/* Steps listed by a daemon restarted after the kill (they must survive
+ * the power loss that follows): seen[s] = 1. */
+static void
+list_after_kill(int seen[NSTEPS + 2])
+{
+	uint64_t *steps = NULL;
+	ckpt_client *c;
+	ckpt_manager *m;
+	size_t n = 0, i;
+
+	if (hx_start(&d) != 0) {
+		hx_dump_log(&d, 20);
+		bail_out("ckptd does not restart after the kill");
+	}
+	if (open_manager(&c, &m) != 0 || ckpt_all_steps(m, &steps, &n) != 0)
+		bail_out("cannot list the steps after the kill");
+	for (i = 0; i < n; i++)
+		if (steps[i] <= NSTEPS)
+			seen[steps[i]] = 1;
+	free(steps);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}
+
+/* Run the scenario with the power cut at boundary k (0: never; ph->kill:
+ * kill -9 at k, restart, list, power cut). Returns the number of
+ * boundaries the run passed; *crashed when the power was cut. */
 static unsigned long
 trial(unsigned long k, int told[NSTEPS + 2], int *ntold, int *crashed)
 {
 	unsigned long nb = 0;
+	struct stat st;
+	int64_t end;
 
 	fresh_dirs();
-	if (fs_mount(backing, k) != 0)
+	if (fs_mount(backing, ph->kill ? 0 : k, ph->kill ? k : 0) != 0)
 		bail_out("cannot mount crashfs (see %s)", fslog);
 	if (hx_start(&d) != 0) {
 		hx_dump_log(&d, 20);
@@ -487,6 +528,21 @@ trial(unsigned long k, int told[NSTEPS + 2], int *ntold, int *crashed)
 	}
 	*ntold = scenario(told);
 	hx_kill9(&d);
+	if (ph->kill && k > 0) {
+		if (fs_state(&nb, crashed) != 0 || nb < k) {
+			*crashed = 0;
+			fs_unmount();
+			return nb;
+		}
+		list_after_kill(told);
+		/* Power loss now: the next operation cuts it. */
+		kill(fs_pid, SIGUSR1);
+		for (end = hx_now_ms() + 5000; hx_now_ms() < end;
+		    hx_sleep_ms(5))
+			if (stat(root, &st) != 0 && errno == EIO)
+				break;
+		hx_kill9(&d);
+	}
 	if (fs_state(&nb, crashed) != 0)
 		bail_out("no crashfs state in %s", statefile);
 	if (fs_unmount() != 0)
@@ -503,7 +559,7 @@ after_crash(unsigned long k, unsigned long n, const int told[NSTEPS + 2],
 
 	trial_ok = 1;
 	/* The durable state, mounted again (no crash this time). */
-	if (fs_mount(image, 0) != 0)
+	if (fs_mount(image, 0, 0) != 0)
 		bail_out("cannot mount the durable image");
 	/* Root metadata written by the open that preceded a durable step
 	 * is durable too (read before a new open could write it again). */
@@ -524,8 +580,9 @@ after_crash(unsigned long k, unsigned long n, const int told[NSTEPS + 2],
 	}
 	if (fs_unmount() != 0)
 		fail("cannot unmount the durable image");
-	ok(trial_ok, "%s: power cut at boundary %lu of %lu (%d of %d saves "
-	    "reported durable): recovered", ph->what, k, n, ntold,
+	ok(trial_ok, "%s: %s at boundary %lu of %lu (%d of %d saves "
+	    "reported durable): recovered", ph->what,
+	    ph->kill ? "kill -9" : "power cut", k, n, ntold,
 	    (int)(ph->last - ph->first + 1));
 	if (!trial_ok)
 		hx_dump_log(&d, 10);
@@ -582,8 +639,8 @@ main(void)
 			nb = trial(k, told, &ntold, &crashed);
 			if (!crashed) {
 				/* This run passed fewer boundaries. */
-				ok(0, "%s: power cut at boundary %lu: the run "
-				    "passed only %lu", ph->what, k, nb);
+				ok(0, "%s: boundary %lu: the run passed only "
+				    "%lu", ph->what, k, nb);
 				continue;
 			}
 			after_crash(k, n, told, ntold);
@@ -592,7 +649,8 @@ main(void)
 		total += n;
 	}
 	diag("crash points explored: %d (a save into a new root; saves, a "
-	    "retention delete and an index update) in %.1f s", explored,
+	    "retention delete and an index update; the same killed, restarted "
+	    "and listed before the power loss) in %.1f s", explored,
 	    (double)(hx_now_ms() - t0) / 1000.0);
 	is_int(explored, (long long)total, "every boundary was a crash point");
 
