@@ -424,6 +424,11 @@ mgr_load_run(struct task *t)
 	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
 	    &t->err) != 0)
 		goto out;
+	/* A daemon killed between a commit's rename and its root fsync left
+	 * a step whose name is not durable yet: make it so before the step
+	 * is listed (a failure only costs that guarantee, e.g. read-only). */
+	if (fsync(fd) != 0)
+		log_warn("fsync %s: %s", r->path, strerror(errno));
 	/* Disk is the truth: committed dirs as found; failed and
 	 * interrupted records kept unless the step has since committed;
 	 * vanished steps dropped. */
@@ -617,9 +622,16 @@ mgr_open_run(struct task *t)
 		r = store_write_file(mfd, STORE_ROOT_META_FILE,
 		    o->root_metadata_json, strlen(o->root_metadata_json),
 		    ot->dmode & 0666, &t->err);
-		close(mfd);
-		if (r == CKPT_EEXIST)
+		if (r == CKPT_EEXIST) {
 			memset(&t->err, 0, sizeof t->err);
+			r = 0;
+		}
+		/* The file is fsynced; its entry and the directory's must
+		 * survive a power loss too (also when an earlier open wrote
+		 * the file and died before this point). */
+		if (r == 0 && store_fsync_dir(mfd, &t->err) == 0)
+			(void)store_fsync_dir(fd, &t->err);
+		close(mfd);
 	}
 out:
 	/* On success the fd identifies the root (mgr_open_done). */

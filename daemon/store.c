@@ -384,6 +384,24 @@ store_parse_step_name(const struct store_naming *nm, const char *name,
 
 /* ---- roots --------------------------------------------------------------------- */
 
+/* fsync the directory holding absolute path p (made by mkdir just now). */
+static int
+fsync_parent(char *p, ckd_err *e)
+{
+	char *slash = strrchr(p, '/'), c;
+	int fd, r = 0;
+
+	c = slash[1];
+	slash[1] = '\0';
+	if ((fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    fsync(fd) != 0)
+		r = err_errno(e, errno, "fsync %s", p);
+	if (fd >= 0)
+		close(fd);
+	slash[1] = c;
+	return r;
+}
+
 int
 store_open_root(const char *path, int create, mode_t mode, int *fd,
     ckd_err *e)
@@ -405,7 +423,14 @@ store_open_root(const char *path, int create, mode_t mode, int *fd,
 				continue;
 			char c = *s;
 			*s = '\0';
-			if (mkdir(p, mode) != 0 && errno != EEXIST) {
+			if (mkdir(p, mode) == 0) {
+				/* The new entry must survive a power loss
+				 * before any step in it is called durable. */
+				if ((r = fsync_parent(p, e)) != 0) {
+					free(p);
+					return r;
+				}
+			} else if (errno != EEXIST) {
 				r = err_errno(e, errno, "create %s", p);
 				if (r == CKPT_ENOTFOUND)
 					r = err_set(e, CKPT_ENOTDIR,

@@ -29,6 +29,8 @@ packages=(
 	# (setpriv, unshare, nsenter, mount), process tools, systemd itself for
 	# the unit tests in a private namespace
 	passwd util-linux mount procps systemd
+	# power-loss test: the crashfs FUSE filesystem (tests/crashfs)
+	libfuse3-dev fuse3
 	# benchmarks
 	fio
 )
