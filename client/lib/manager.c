@@ -626,6 +626,7 @@ inflight_drop(ckpt_client *c, struct inflight *s, int release_buf)
 			*pp = s->next;
 			break;
 		}
+	free(s->save_pb);       /* kept by cl_call for a re-send */
 	free(s);
 	pthread_cond_broadcast(&c->save_cond);
 }
