@@ -651,6 +651,9 @@ main_ready(void)
 	    "budget %llu MiB", CKPTD_VERSION, M.socket_path,
 	    M.activated ? " (activated)" : "", M.state_dir, worker_count(),
 	    (unsigned long long)(M.budget >> 20));
+	if (M.idle_secs > 0)
+		log_info("exiting after %ld s idle (no connection, no pending "
+		    "save)%s", M.idle_secs, M.autostarted ? "; autostarted" : "");
 	sd_notifyf(0, "READY=1\nSTATUS=Listening on %s (%u workers)",
 	    M.socket_path, worker_count());
 	if (M.ready_fd >= 0) {
