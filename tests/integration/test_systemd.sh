@@ -71,10 +71,11 @@ trap cleanup EXIT
 
 # ---- units pointing at the built binary -------------------------------------
 mkdir -p "$work/units" "$work/user-units" "$work/data" "$work/xdg"
-sed "s|@bindir@/ckptd|$ckptd_bin|" "$units_src/ckptd.service.in" >"$work/units/ckptd.service"
-cp "$units_src/ckptd.socket" "$work/units/ckptd.socket"
-sed "s|@bindir@/ckptd|$ckptd_bin|" "$units_src/user/ckptd.service.in" >"$work/user-units/ckptd.service"
-cp "$units_src/user/ckptd.socket" "$work/user-units/ckptd.socket"
+units_sed="s|@bindir@/ckptd|$ckptd_bin|; s|@docdir@|/usr/share/doc/ckptd|"
+sed "$units_sed" "$units_src/ckptd.service.in" >"$work/units/ckptd.service"
+sed "$units_sed" "$units_src/ckptd.socket.in" >"$work/units/ckptd.socket"
+sed "$units_sed" "$units_src/user/ckptd.service.in" >"$work/user-units/ckptd.service"
+sed "$units_sed" "$units_src/user/ckptd.socket.in" >"$work/user-units/ckptd.socket"
 
 # ---- 1. systemd-analyze verify -------------------------------------------------
 if out=$(cd "$work/units" && systemd-analyze verify --man=no ckptd.socket ckptd.service 2>&1); then
@@ -94,6 +95,15 @@ check "the installed service runs ckptd with Type=notify" \
 	grep -qx 'Type=notify' "$work/units/ckptd.service"
 check "the socket listens on /run/ckptd/ckptd.sock" \
 	grep -qx 'ListenStream=/run/ckptd/ckptd.sock' "$work/units/ckptd.socket"
+all_documented() {
+	for f in "$@"; do
+		grep -qx 'Documentation=file:///usr/share/doc/ckptd/README.md' \
+			"$f" || return 1
+	done
+}
+check "every unit names its documentation" all_documented \
+	"$work/units/ckptd.service" "$work/units/ckptd.socket" \
+	"$work/user-units/ckptd.service" "$work/user-units/ckptd.socket"
 
 # ---- 2. a real systemd in a private namespace -------------------------------------
 # Minimal targets: enough for DefaultDependencies= of our units.
