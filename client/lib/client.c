@@ -12,10 +12,12 @@
  * upgraded), the reader thread dials again with backoff for up to
  * reconnect_ms. On the new connection it says hello, re-opens every open
  * manager with the options it was opened with, and settles each save in
- * flight: a step the new daemon lists as committed is reported committed;
- * otherwise the save is sent again from the staging memfd, which the
- * client keeps until SaveDone (forced: the policy already decided); a
- * save that cannot be sent again fails with the daemon's reason.
+ * flight: a step the new daemon lists as committed is reported committed,
+ * one it lists in progress (the daemon lived, only the connection broke)
+ * is waited for; otherwise the save is sent again from the staging memfd,
+ * which the client keeps until SaveDone (forced: the policy already
+ * decided); a save that cannot be sent again fails with the daemon's
+ * reason.
  * Requests interrupted by the break wait for the reconnect and are sent
  * again (with the manager's new id); waits in progress thus survive. When
  * the limit passes, everything fails with CKPT_ECONN and a message that
@@ -550,7 +552,9 @@ hello_on(ckpt_client *c, int fd, char *err, size_t len)
 		r = CKPT_EVERSION;
 		goto out;
 	}
+	pthread_mutex_lock(&c->lock);
 	c->proto = v;
+	pthread_mutex_unlock(&c->lock);
 	if (resp->hello->daemon != NULL)
 		snprintf(c->daemon, sizeof c->daemon, "%s", resp->hello->daemon);
 	r = 0;
@@ -560,6 +564,29 @@ out:
 }
 
 /* ---- reconnecting ------------------------------------------------------------------ */
+
+/* Sleep ms unless ckpt_disconnect wakes us; 1 when closing. */
+static int
+backoff_sleep(ckpt_client *c, long ms)
+{
+	struct timespec ts;
+	int closing;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&c->lock);
+	while (!c->closing &&
+	    pthread_cond_timedwait(&c->state_cond, &c->lock, &ts) == 0)
+		;
+	closing = c->closing;
+	pthread_mutex_unlock(&c->lock);
+	return closing;
+}
 
 /* The open managers (closed ones stay valid until the reconnect ends:
  * ckpt_manager_close waits for it in cl_call before freeing). */
@@ -590,8 +617,10 @@ fail_saves_of(ckpt_client *c, struct ckpt_manager *m, int code,
 	struct inflight *s;
 
 	for (s = c->saves; s != NULL; s = s->next)
-		if (s->mgr == m && !s->done)
+		if (s->mgr == m && !s->done) {
+			c->resend_failed++;
 			inflight_finish(c, s, code, msg);
+		}
 	inflight_reap(c);
 	pthread_cond_broadcast(&c->save_cond);
 }
@@ -671,6 +700,12 @@ resend_save(ckpt_client *c, int fd, struct ckpt_manager *m,
 	ckpt__save__free_unpacked(sv, NULL);
 	if (r != 0)
 		return r;
+	if (resp->code == 0 && resp->body_case == CKPT__RESPONSE__BODY_SAVE &&
+	    resp->save->saved) {
+		pthread_mutex_lock(&c->lock);
+		c->resent++;
+		pthread_mutex_unlock(&c->lock);
+	}
 	if (resp->code != 0 || resp->body_case != CKPT__RESPONSE__BODY_SAVE ||
 	    !resp->save->saved) {
 		snprintf(msg, sizeof msg, "ckptd restarted before step %llu "
@@ -678,6 +713,7 @@ resend_save(ckpt_client *c, int fd, struct ckpt_manager *m,
 		    (unsigned long long)s->step, resp->code != 0 ?
 		    resp_msg(resp) : "the daemon did not take it");
 		pthread_mutex_lock(&c->lock);
+		c->resend_failed++;
 		inflight_finish(c, s, resp->code != 0 ? resp_code(resp) :
 		    CKPT_EIO, msg);
 		inflight_reap(c);
@@ -688,10 +724,36 @@ resend_save(ckpt_client *c, int fd, struct ckpt_manager *m,
 	return 0;
 }
 
+/* The state of step in m's listing: a StepState, or -1 when absent
+ * (committed wins over a failure recorded for the same number). */
+static int
+listed_state(const Ckpt__Response *resp, uint64_t step)
+{
+	int st = -1;
+	size_t k;
+
+	if (resp->code != 0 ||
+	    resp->body_case != CKPT__RESPONSE__BODY_LIST_STEPS)
+		return -1;
+	for (k = 0; k < resp->list_steps->n_steps; k++) {
+		const Ckpt__StepInfo *si = resp->list_steps->steps[k];
+
+		if (si->step != step)
+			continue;
+		if (si->state == CKPT__STEP_STATE__STEP_COMMITTED)
+			return CKPT__STEP_STATE__STEP_COMMITTED;
+		if (si->state == CKPT__STEP_STATE__STEP_PENDING)
+			st = CKPT__STEP_STATE__STEP_PENDING;
+	}
+	return st;
+}
+
 /*
  * Settle m's saves in flight on the new connection: committed when the
- * daemon lists the step, failed with the recorded reason when it lists a
- * failure, else sent again.
+ * daemon lists the step; while it lists the step as in progress (the same
+ * daemon, only the connection broke) wait for it, up to the reconnect
+ * limit; otherwise send it again (a failure recorded for that step number
+ * may be older, so only the new attempt tells).
  */
 static int
 settle_saves(ckpt_client *c, int fd, struct ckpt_manager *m, char *err,
@@ -699,10 +761,11 @@ settle_saves(ckpt_client *c, int fd, struct ckpt_manager *m, char *err,
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__ListSteps ls = CKPT__LIST_STEPS__INIT;
-	Ckpt__Response *resp;
+	Ckpt__Response *resp = NULL;
 	struct inflight *s, **todo = NULL;
-	size_t n = 0, i, k;
-	int r = 0;
+	int64_t deadline = now_ms() + c->reconnect_ms;
+	size_t n = 0, i;
+	int r = 0, pending;
 
 	pthread_mutex_lock(&c->lock);
 	for (s = c->saves; s != NULL; s = s->next)
@@ -723,40 +786,41 @@ settle_saves(ckpt_client *c, int fd, struct ckpt_manager *m, char *err,
 	ls.manager = m->id;
 	req.op_case = CKPT__REQUEST__OP_LIST_STEPS;
 	req.list_steps = &ls;
-	if ((r = sync_call(c, fd, &req, NULL, 0, &resp, err, len)) != 0)
-		goto out;
+	for (;;) {
+		req.id = 0;
+		if ((r = sync_call(c, fd, &req, NULL, 0, &resp, err, len)) != 0)
+			goto out;
+		for (i = 0, pending = 0; i < n; i++)
+			if (listed_state(resp, todo[i]->step) ==
+			    CKPT__STEP_STATE__STEP_PENDING)
+				pending = 1;
+		if (!pending || now_ms() >= deadline)
+			break;
+		ckpt__response__free_unpacked(resp, NULL);
+		resp = NULL;
+		if (backoff_sleep(c, 50)) {
+			snprintf(err, len, "closing");
+			r = CKPT_ECONN;
+			goto out;
+		}
+	}
 	for (i = 0; i < n; i++) {
-		const Ckpt__StepInfo *found = NULL;
-		char msg[CKPT_ERRLEN];
-
 		s = todo[i];
-		if (resp->code == 0 &&
-		    resp->body_case == CKPT__RESPONSE__BODY_LIST_STEPS)
-			for (k = 0; k < resp->list_steps->n_steps; k++)
-				if (resp->list_steps->steps[k]->step == s->step)
-					found = resp->list_steps->steps[k];
-		if (found != NULL && found->state ==
+		if (listed_state(resp, s->step) ==
 		    CKPT__STEP_STATE__STEP_COMMITTED) {
 			pthread_mutex_lock(&c->lock);
+			c->found_committed++;
 			inflight_finish(c, s, 0, "");
-		} else if (found != NULL && found->state ==
-		    CKPT__STEP_STATE__STEP_FAILED) {
-			snprintf(msg, sizeof msg, "step %llu failed before "
-			    "ckptd restarted: %s", (unsigned long long)s->step,
-			    found->error != NULL ? found->error : "unknown error");
-			pthread_mutex_lock(&c->lock);
-			inflight_finish(c, s, CKPT_EIO, msg);
-		} else {
-			if ((r = resend_save(c, fd, m, s, err, len)) != 0)
-				break;
-			continue;
+			inflight_reap(c);
+			pthread_cond_broadcast(&c->save_cond);
+			pthread_mutex_unlock(&c->lock);
+		} else if ((r = resend_save(c, fd, m, s, err, len)) != 0) {
+			break;
 		}
-		inflight_reap(c);
-		pthread_cond_broadcast(&c->save_cond);
-		pthread_mutex_unlock(&c->lock);
 	}
-	ckpt__response__free_unpacked(resp, NULL);
 out:
+	if (resp != NULL)
+		ckpt__response__free_unpacked(resp, NULL);
 	free(todo);
 	return r;
 }
@@ -781,29 +845,6 @@ restore_session(ckpt_client *c, int fd, char *err, size_t len)
 		r = settle_saves(c, fd, v[i], err, len);
 	free(v);
 	return r;
-}
-
-/* Sleep ms unless ckpt_disconnect wakes us; 1 when closing. */
-static int
-backoff_sleep(ckpt_client *c, long ms)
-{
-	struct timespec ts;
-	int closing;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&c->lock);
-	while (!c->closing &&
-	    pthread_cond_timedwait(&c->state_cond, &c->lock, &ts) == 0)
-		;
-	closing = c->closing;
-	pthread_mutex_unlock(&c->lock);
-	return closing;
 }
 
 /* Down for good: every wait and save ends with CKPT_ECONN. */
@@ -1421,5 +1462,21 @@ ckpt_status_get(ckpt_client *c, ckpt_status *out)
 	out->saves_failed = s->saves_failed;
 	out->bytes_written = s->bytes_written;
 	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_client_info_get(ckpt_client *c, ckpt_client_info *out)
+{
+	if (c == NULL || out == NULL)
+		return CKPT_EINVAL;
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&c->lock);
+	out->protocol_version = c->proto;
+	out->reconnects = c->reconnects;
+	out->saves_found_committed = c->found_committed;
+	out->saves_resent = c->resent;
+	out->saves_failed = c->resend_failed;
+	pthread_mutex_unlock(&c->lock);
 	return 0;
 }

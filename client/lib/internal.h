@@ -252,6 +252,9 @@ struct ckpt_client {
 	long reconnect_ms;
 	unsigned proto;             /* protocol version in use */
 	unsigned reconnects;        /* successful reconnects */
+	unsigned found_committed;   /* settled saves, by outcome */
+	unsigned resent;
+	unsigned resend_failed;
 };
 
 struct ckpt_manager {

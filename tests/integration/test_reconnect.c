@@ -220,6 +220,20 @@ static void restarts_under_a_trainer(void)
 		}
 	is_int(bad, 0, "all %d steps are listed and restore byte for byte",
 	    STEPS);
+	{
+		ckpt_client_info ci;
+
+		ok_call(ckpt_client_info_get(c, &ci), c, "client info");
+		/* restarts closer together than the backoff count once */
+		ok(ci.reconnects >= 1 && ci.reconnects <= (unsigned)(term +
+		    kills), "the client reconnected (%u times for %d "
+		    "restarts)", ci.reconnects, term + kills);
+		is_int(ci.saves_failed, 0, "no save in flight was lost");
+		diag("saves in flight at a restart: %u found committed, %u "
+		    "sent again", ci.saves_found_committed, ci.saves_resent);
+		ok(ci.protocol_version >= 1, "protocol version %u in use",
+		    ci.protocol_version);
+	}
 	ok_call(ckpt_manager_close(tr.m), c, "close");
 	ckpt_disconnect(c);
 }
@@ -256,6 +270,81 @@ static void resend_after_kill(void)
 	    "the restart");
 	ok(step_intact(m, 7, bytes), "the step restores byte for byte");
 	ok(!hx_exists(tmp), "no tmp dir of it is left");
+	{
+		ckpt_client_info ci;
+
+		ok_call(ckpt_client_info_get(c, &ci), c, "client info");
+		if (seen)
+			is_int(ci.saves_resent, 1, "the client says it sent the "
+			    "save again");
+		else
+			is_int(ci.saves_resent + ci.saves_found_committed, 1,
+			    "the client says it sent the save again or found "
+			    "it committed");
+		is_int(ci.saves_failed, 0, "... and lost none");
+	}
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	for (i = 0; i < LEAVES; i++)
+		free(bufs[i]);
+}
+
+/*
+ * The daemon commits a step but dies before the client hears SaveDone:
+ * after the restart the client finds the step listed and reports it
+ * committed, without sending it again. The daemon is stopped the moment
+ * the step directory appears (the commit then still fsyncs the root and
+ * sends SaveDone); a few tries catch that window.
+ */
+static void found_committed_after_kill(void)
+{
+	char dir[HX_PATH], fin[HX_PATH];
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_client_info before, after;
+	size_t bytes = 8u << 20;
+	void *bufs[LEAVES];
+	int i, tries, hit = 0, errors = 0;
+	uint64_t step;
+	int64_t t0;
+
+	hx_path(&d, dir, "committed");
+	for (i = 0; i < LEAVES; i++)
+		bufs[i] = malloc(bytes);
+	if (hx_connect(&d, &c) != 0 ||
+	    !ok_call(ckpt_manager_open(c, dir, NULL, &m), c, "open"))
+		bail_out("cannot open");
+	for (tries = 0; tries < 30 && !hit; tries++) {
+		step = 100 + (uint64_t)tries;
+		hx_path(&d, fin, "committed/%llu", (unsigned long long)step);
+		ckpt_client_info_get(c, &before);
+		if (save_step(m, step, bufs, bytes) != 0) {
+			errors++;
+			break;
+		}
+		t0 = hx_now_ms();
+		while (!hx_exists(fin) && hx_now_ms() - t0 < 20000)
+			;
+		kill(d.pid, SIGSTOP);
+		hx_kill9(&d);
+		if (hx_start(&d) != 0)
+			bail_out("ckptd did not restart");
+		if (ckpt_wait_until_finished(m) != 0 ||
+		    !step_intact(m, step, bytes)) {
+			errors++;
+			diag("step %llu: %s", (unsigned long long)step,
+			    ckpt_manager_errmsg(m));
+		}
+		ckpt_client_info_get(c, &after);
+		if (after.saves_found_committed > before.saves_found_committed)
+			hit = 1;
+		if (after.saves_resent > before.saves_resent)
+			diag("try %d: the step was sent again", tries);
+	}
+	diag("%d tries to kill ckptd between a commit and its SaveDone",
+	    tries);
+	is_int(errors, 0, "every step committed and restores byte for byte");
+	ok(hit, "a step committed before the kill is reported committed");
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
 	for (i = 0; i < LEAVES; i++)
@@ -305,6 +394,7 @@ int main(void)
 		bail_out("ckptd did not start");
 	restarts_under_a_trainer();
 	resend_after_kill();
+	found_committed_after_kill();
 	gives_up();
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);

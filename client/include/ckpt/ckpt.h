@@ -372,6 +372,18 @@ typedef struct {
 } ckpt_status;
 int ckpt_status_get(ckpt_client *c, ckpt_status *out);
 
+/* What the connection went through (client side, no request sent). */
+typedef struct {
+	uint32_t protocol_version;     /* negotiated with the daemon */
+	uint32_t reconnects;           /* connections re-established */
+	/* saves in flight when the connection broke, by what became of them */
+	uint32_t saves_found_committed;/* the new daemon listed the step */
+	uint32_t saves_resent;         /* sent again from the staging buffer */
+	uint32_t saves_failed;         /* could not be sent again (reason in
+	                                * the manager's error) */
+} ckpt_client_info;
+int ckpt_client_info_get(ckpt_client *c, ckpt_client_info *out);
+
 /* ---- managers ---------------------------------------------------------- */
 
 typedef struct ckpt_manager ckpt_manager;
