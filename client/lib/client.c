@@ -63,6 +63,9 @@ extern char **environ;
 #define CL_PROTO_MAX CKPT__VERSION__PROTOCOL_VERSION
 
 static __thread char connect_err[CKPT_ERRLEN];
+/* The connection (c->gen) the calling thread's last cl_call was answered
+ * on: cl_remember_open ties a new manager's id to it. */
+static __thread uint64_t last_call_gen;
 
 CKPT_API const char *
 ckpt_connect_errmsg(void)
@@ -656,6 +659,7 @@ reopen_manager(ckpt_client *c, int fd, struct ckpt_manager *m, char *err,
 	if (resp->code == 0 &&
 	    resp->body_case == CKPT__RESPONSE__BODY_OPEN_MANAGER) {
 		m->id = resp->open_manager->manager;
+		m->gen = c->gen + 1;    /* the connection being set up */
 	} else {
 		/* the manager stays unusable; its calls fail in the daemon */
 		snprintf(msg, sizeof msg, "ckptd restarted and could not "
@@ -1075,6 +1079,45 @@ save_settled_reply(const struct inflight *s, uint64_t id)
 	return out;
 }
 
+/* Open m again on the current connection (see cl_call). */
+static int
+reopen_live(ckpt_client *c, struct ckpt_manager *m, char *err, size_t len)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__OpenManager *om;
+	Ckpt__Response *resp;
+	int r;
+
+	om = ckpt__open_manager__unpack(NULL, m->open_len, m->open_pb);
+	if (om == NULL) {
+		snprintf(err, len, "out of memory");
+		return CKPT_ENOMEM;
+	}
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = om;
+	r = cl_call(c, NULL, &req, NULL, 0, &resp, NULL, NULL);
+	ckpt__open_manager__free_unpacked(om, NULL);
+	if (r != 0) {
+		snprintf(err, len, "%s", errbox_get(&c->err));
+		return r;
+	}
+	if (resp->code != 0 ||
+	    resp->body_case != CKPT__RESPONSE__BODY_OPEN_MANAGER) {
+		r = resp->code != 0 ? resp_code(resp) : CKPT_EPROTO;
+		snprintf(err, len, "ckptd restarted and could not re-open %s: "
+		    "%s", m->root, resp->code != 0 ? resp_msg(resp) :
+		    "unexpected reply");
+		ckpt__response__free_unpacked(resp, NULL);
+		return r;
+	}
+	pthread_mutex_lock(&c->lock);
+	m->id = resp->open_manager->manager;
+	m->gen = last_call_gen;
+	pthread_mutex_unlock(&c->lock);
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
 int
 cl_call(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
     const int *fds, size_t nfds, Ckpt__Response **resp, int *rfds,
@@ -1114,6 +1157,15 @@ again:
 		pthread_mutex_unlock(&c->lock);
 		r = 0;
 		goto settled;
+	}
+	if (m != NULL && mgr_field != NULL && m->open_pb != NULL &&
+	    m->gen != c->gen) {
+		/* opened on a connection that broke after the reconnect
+		 * re-opened the others: open it on this one first */
+		pthread_mutex_unlock(&c->lock);
+		if ((r = reopen_live(c, m, err, sizeof err)) != 0)
+			goto fail;
+		goto again;
 	}
 	if (tries > 0 || req->id == 0)
 		req->id = ++c->next_id;
@@ -1166,6 +1218,7 @@ again:
 	}
 	if (r != 0)
 		goto fail;
+	last_call_gen = gen;
 	pthread_cond_destroy(&p->cond);
 	*resp = p->resp;
 	if (rfds != NULL && nrfds != NULL) {
@@ -1225,6 +1278,7 @@ cl_remember_open(struct ckpt_manager *m, const Ckpt__OpenManager *om)
 		return CKPT_ENOMEM;
 	protobuf_c_message_pack(&om->base, m->open_pb);
 	m->open_len = len;
+	m->gen = last_call_gen;
 	return 0;
 }
 

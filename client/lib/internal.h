@@ -274,6 +274,7 @@ struct ckpt_manager {
 	struct errbox err;
 	uint8_t *open_pb;           /* packed OpenManager, to re-open it */
 	size_t open_len;
+	uint64_t gen;               /* the connection id belongs to (c->lock) */
 	struct ckpt_manager *next;
 };
 

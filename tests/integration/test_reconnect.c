@@ -12,6 +12,7 @@
  * stays away the client gives up after its limit with CKPT_ECONN and a
  * message that says so.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -351,6 +352,46 @@ static void found_committed_after_kill(void)
 		free(bufs[i]);
 }
 
+/* A manager the new daemon cannot open again (its root moved away while
+ * ckptd was down) fails with the reason, and works again once the root
+ * is back: the client re-opens it on the next call. */
+static void reopen_fails_then_recovers(void)
+{
+	char dir[HX_PATH], moved[HX_PATH];
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_options *o = ckpt_options_new();
+	int64_t st = -1;
+	int r;
+
+	hx_path(&d, dir, "movable");
+	hx_path(&d, moved, "movable.away");
+	hx_mkdirs(dir);
+	ckpt_options_set_create(o, 0);
+	if (hx_connect(&d, &c) != 0 ||
+	    !ok_call(ckpt_manager_open(c, dir, o, &m), c, "open an existing "
+	    "root (create off)"))
+		bail_out("cannot open");
+	ckpt_options_free(o);
+	hx_kill9(&d);
+	if (rename(dir, moved) != 0)
+		bail_out("rename: %s", strerror(errno));
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not restart");
+	r = ckpt_latest_step(m, &st);
+	ok(r != 0, "with its root gone, the manager's call fails (%s)",
+	    ckpt_strerror(r));
+	has(ckpt_manager_errmsg(m), "could not re-open", "... saying the "
+	    "manager could not be re-opened (%s)", ckpt_manager_errmsg(m));
+	if (rename(moved, dir) != 0)
+		bail_out("rename back: %s", strerror(errno));
+	r = ckpt_latest_step(m, &st);
+	ok_call(r, c, "with the root back, the manager works again");
+	is_int(st, -1, "... and lists the empty root");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}
+
 /* The daemon stays away: calls fail after the limit, clearly. */
 static void gives_up(void)
 {
@@ -395,6 +436,7 @@ int main(void)
 	restarts_under_a_trainer();
 	resend_after_kill();
 	found_committed_after_kill();
+	reopen_fails_then_recovers();
 	gives_up();
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);
