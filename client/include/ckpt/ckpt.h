@@ -339,7 +339,9 @@ typedef struct ckpt_client ckpt_client;
  * save is sent again from the client's staging buffer (forced: the save
  * policy already decided), and fails with the daemon's reason when that is
  * refused. Calls interrupted by the break are sent again on the new
- * connection, so waits survive (a wait_for_step timeout starts over).
+ * connection, so waits survive (a wait_for_step timeout starts over; a
+ * delete the old daemon had already done reports CKPT_ENOTFOUND).
+ * ckpt_client_info_get() counts what happened.
  * After the limit every call fails with CKPT_ECONN, with a message that
  * says reconnecting gave up.
  *
