@@ -33,7 +33,7 @@ struct trainer {
 	ckpt_manager *m;
 	int errors;
 	char first_err[512];
-	volatile int done;
+	int done;                   /* atomic: the trainer finished */
 	int64_t last_seen;          /* watcher: latest step seen */
 	int watch_errors;
 	char watch_err[512];
@@ -127,7 +127,7 @@ static void *trainer_main(void *arg)
 	    ckpt_wait_until_finished(tr->m));
 	for (i = 0; i < LEAVES; i++)
 		free(bufs[i]);
-	tr->done = 1;
+	__atomic_store_n(&tr->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -187,9 +187,9 @@ static void restarts_under_a_trainer(void)
 
 	/* Alternate SIGTERM and SIGKILL, at times that fall between calls
 	 * and inside them (saves of a few MiB, waits, wait_for_step). */
-	while (!tr.done && round < 8) {
+	while (!__atomic_load_n(&tr.done, __ATOMIC_ACQUIRE) && round < 8) {
 		hx_sleep_ms(150 + 90 * (round % 3));
-		if (tr.done)
+		if (__atomic_load_n(&tr.done, __ATOMIC_ACQUIRE))
 			break;
 		if (round % 2 == 0) {
 			if (hx_restart(&d) != 0)
