@@ -464,6 +464,17 @@ dial(const char *path, const char *pdir, int may_autostart, int *fdp,
 
 /* ---- requests on a socket nobody else uses yet ----------------------------------- */
 
+/* Bound each read and write on fd while it is set up (a daemon that
+ * accepts but never answers must not hang the client); 0 ms clears it. */
+static void
+setup_timeout(int fd, long ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 /*
  * Send req on fd and read frames until its reply (events met on the way,
  * SaveDone of saves sent again, are handled). Used by hello and by the
@@ -911,8 +922,11 @@ client_reconnect(ckpt_client *c, const char *why)
 			c->cand_fd = fd;
 			stop = c->closing;
 			pthread_mutex_unlock(&c->lock);
-			if (!stop)
+			if (!stop) {
+				setup_timeout(fd, c->reconnect_ms);
 				r = restore_session(c, fd, err, sizeof err);
+				setup_timeout(fd, 0);
+			}
 			pthread_mutex_lock(&c->send_lock);
 			pthread_mutex_lock(&c->lock);
 			c->cand_fd = -1;
@@ -1391,7 +1405,10 @@ ckpt_connect(const char *socket_path, ckpt_client **out)
 		pthread_condattr_destroy(&ca);
 	}
 	errbox_init(&c->err);
-	if ((r = hello_on(c, fd, err, sizeof err)) != 0) {
+	setup_timeout(fd, CL_HELLO_TIMEOUT_MS);
+	r = hello_on(c, fd, err, sizeof err);
+	setup_timeout(fd, 0);
+	if (r != 0) {
 		snprintf(connect_err, sizeof connect_err, "%s", err);
 		client_free(c);
 		return r == CKPT_EVERSION || r == CKPT_ENOMEM ? r : CKPT_ECONN;

@@ -223,6 +223,8 @@ struct inflight {
 #define CL_BACKOFF_MIN_MS 20
 #define CL_BACKOFF_MAX_MS CKPT_RECONNECT_BACKOFF_MAX_MS
 #define CL_MAX_RETRIES 4
+/* A daemon that accepts a connection but does not answer hello. */
+#define CL_HELLO_TIMEOUT_MS 30000
 
 struct ckpt_client {
 	int fd;                     /* changed by the reader under both locks */

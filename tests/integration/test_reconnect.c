@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -392,6 +394,45 @@ static void reopen_fails_then_recovers(void)
 	ckpt_disconnect(c);
 }
 
+/* Something that accepts connections but never answers takes the
+ * socket: the client does not hang on it, and gives up at the limit. */
+static void silent_listener(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	int64_t t0, el, st;
+	int fd, r;
+
+	setenv("CKPT_RECONNECT_TIMEOUT_MS", "1500", 1);
+	if (hx_connect(&d, &c) != 0 ||
+	    !ok_call(ckpt_manager_open(c, root, NULL, &m), c, "open"))
+		bail_out("cannot open");
+	unsetenv("CKPT_RECONNECT_TIMEOUT_MS");
+	hx_kill9(&d);
+	unlink(d.sock);
+	if (strlen(d.sock) >= sizeof sa.sun_path)
+		bail_out("socket path too long");
+	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+	    listen(fd, 16) != 0)
+		bail_out("silent listener: %s", strerror(errno));
+	t0 = hx_now_ms();
+	r = ckpt_latest_step(m, &st);
+	el = hx_now_ms() - t0;
+	is_int(r, CKPT_ECONN, "a listener that never answers: CKPT_ECONN");
+	has(ckpt_manager_errmsg(m), "did not answer", "... saying it did not "
+	    "answer (%s)", ckpt_manager_errmsg(m));
+	ok(el < 20000, "... without hanging (%lld ms)", (long long)el);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	close(fd);
+	unlink(d.sock);
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not restart");
+}
+
 /* The daemon stays away: calls fail after the limit, clearly. */
 static void gives_up(void)
 {
@@ -437,6 +478,7 @@ int main(void)
 	resend_after_kill();
 	found_committed_after_kill();
 	reopen_fails_then_recovers();
+	silent_listener();
 	gives_up();
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);
