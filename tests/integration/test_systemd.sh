@@ -282,6 +282,34 @@ printf '%s\n' "$out" | tail -n 2 | diag
 check "the state directory (StateDirectory=ckptd) holds the index" \
 	ns sh -c 'test -n "$(ls -A /var/lib/ckptd 2>/dev/null)"'
 
+# `systemctl restart ckptd` under a client blocked in wait_for_step: the
+# client reconnects through the socket (kept by ckptd.socket), re-opens its
+# manager, and its wait returns the step saved after the restart.
+mkdir -p "$work/data/restart"
+ns env CKPTD_SOCKET=/run/ckptd/ckptd.sock "$ckptctl_bin" wait \
+	"$work/data/restart" --after -1 --timeout 60 >"$work/wait.out" 2>&1 &
+waiter=$!
+sleep 1
+pid_before=$(sctl show -p MainPID --value ckptd.service 2>/dev/null) || true
+check "systemctl restart ckptd.service under a waiting client" \
+	sctl restart ckptd.service
+check "ckptd.service is active after the restart" wait_state ckptd.service active
+pid_after=$(sctl show -p MainPID --value ckptd.service 2>/dev/null) || true
+check "a new ckptd runs ($pid_before -> $pid_after)" \
+	test -n "$pid_after" -a "$pid_after" != "$pid_before" -a "$pid_after" != 0
+if out=$(ns env CKPTD_SOCKET=/run/ckptd/ckptd.sock "$demo_bin" "$work/data/restart" 2>&1); then
+	ok "save after the restart"
+else
+	not_ok "save after the restart"
+fi
+printf '%s\n' "$out" | tail -n 2 | diag
+if wait "$waiter"; then
+	ok "the waiting client saw the new step across the restart"
+else
+	not_ok "the waiting client saw the new step across the restart"
+fi
+diag <"$work/wait.out"
+
 check "systemctl stop ckptd.service" sctl stop ckptd.service
 check "ckptd.service is inactive" wait_state ckptd.service inactive
 result=$(sctl show -p Result --value ckptd.service 2>/dev/null) || true
