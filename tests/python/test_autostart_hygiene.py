@@ -140,3 +140,45 @@ def test_idle_exit(tmp_path):
     finally:
         if not _wait_gone(pid, 0):
             os.kill(pid, signal.SIGTERM)
+
+
+def test_reconnect_autostarts_a_new_private_daemon(tmp_path):
+    """The autostarted daemon dies under a client: the client's reconnect
+    starts a new one and its manager goes on."""
+    run, env = _env(tmp_path)
+    code = '''
+import numpy as np, ckpt as ocp, sys
+with ocp.CheckpointManager(sys.argv[1]) as m:
+    m.save(1, args=ocp.args.StandardSave({'x': np.arange(3)}))
+    m.wait_until_finished()
+    print('ready', flush=True)
+    sys.stdin.readline()
+    m.save(2, args=ocp.args.StandardSave({'x': np.arange(4)}))
+    m.wait_until_finished()
+    print(m.all_steps(), flush=True)
+'''
+    pids = []
+    p = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / 'ck')],
+                         env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == 'ready', p.stderr.read()
+        (first, _), = _daemons_of(str(run))
+        os.kill(first, signal.SIGKILL)
+        assert _wait_gone(first, 30)
+        p.stdin.write('go\n')
+        p.stdin.flush()
+        out = p.stdout.readline().strip()
+        rc = p.wait(60)
+        assert rc == 0 and out == '[1, 2]', (rc, out, p.stderr.read())
+        pids = _daemons_of(str(run))
+        assert len(pids) == 1 and pids[0][0] != first, pids
+        assert b'--autostarted' in pids[0][1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for pid, _ in pids:
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, 30)
