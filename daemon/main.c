@@ -368,14 +368,17 @@ again:
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 
+		/* going on unlocked: the file is not ours to remove */
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			log_warn_errno(errno, "flock %s", lpath);
-			return fd;
+			close(fd);
+			return -1;
 		}
 		if (waited >= MAIN_LOCK_WAIT_MS) {
 			log_warn("%s still locked after %d ms; going on", lpath,
 			    MAIN_LOCK_WAIT_MS);
-			return fd;
+			close(fd);
+			return -1;
 		}
 		nanosleep(&ts, NULL);
 		waited += 20;

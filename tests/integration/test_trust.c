@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -156,12 +158,22 @@ static int daemon_b_cb(void *arg, char *msg, size_t len)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* Wait until something listens on path (bound is not enough). */
 static int wait_for_socket(const char *path)
 {
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int64_t end = hx_now_ms() + 15000;
+	int fd, r;
 
+	if (strlen(path) >= sizeof sa.sun_path)
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
 	while (hx_now_ms() < end) {
-		if (hx_exists(path))
+		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+			return -1;
+		r = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+		close(fd);
+		if (r == 0)
 			return 0;
 		hx_sleep_ms(20);
 	}
