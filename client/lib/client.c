@@ -920,6 +920,7 @@ client_reconnect(ckpt_client *c, const char *why)
 		if (r == 0) {
 			pthread_mutex_lock(&c->lock);
 			c->cand_fd = fd;
+			c->restoring = 1;
 			stop = c->closing;
 			pthread_mutex_unlock(&c->lock);
 			if (!stop) {
@@ -930,6 +931,8 @@ client_reconnect(ckpt_client *c, const char *why)
 			pthread_mutex_lock(&c->send_lock);
 			pthread_mutex_lock(&c->lock);
 			c->cand_fd = -1;
+			c->restoring = 0;
+			pthread_cond_broadcast(&c->state_cond);
 			if (r == 0 && !c->closing) {
 				c->fd = fd;
 				c->gen++;
@@ -1153,6 +1156,20 @@ cl_call(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
 	pthread_cond_init(&p->cond, NULL);
 again:
 	pthread_mutex_lock(&c->lock);
+	if (req->op_case == CKPT__REQUEST__OP_CLOSE_MANAGER && m == NULL) {
+		/* ckpt_manager_close, its manager already unlinked: it need
+		 * not wait for the daemon to come back, only for a re-open
+		 * in progress (which may still use the handle) to end */
+		while (c->restoring)
+			pthread_cond_wait(&c->state_cond, &c->lock);
+		if (c->reconnecting && !c->broken) {
+			snprintf(err, sizeof err, "ckptd is away (reconnecting): "
+			    "the manager was closed here only");
+			r = CKPT_ECONN;
+			pthread_mutex_unlock(&c->lock);
+			goto fail;
+		}
+	}
 	/* a retry waits until the reader has replaced the broken socket */
 	while (c->reconnecting || (tries > 0 && c->gen == gen && !c->broken))
 		pthread_cond_wait(&c->state_cond, &c->lock);

@@ -237,6 +237,7 @@ struct ckpt_client {
 	uint64_t next_id;
 	int broken;                 /* down for good (reconnect gave up) */
 	int reconnecting;           /* the reader is dialing again */
+	int restoring;              /* ... and re-opening managers on a socket */
 	int closing;                /* ckpt_disconnect: stop reconnecting */
 	int cand_fd;                /* the socket a reconnect is setting up */
 	uint64_t gen;               /* connections made (1 after connect) */

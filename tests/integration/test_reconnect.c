@@ -433,6 +433,30 @@ static void silent_listener(void)
 		bail_out("ckptd did not restart");
 }
 
+/* Closing a manager and disconnecting while the client is reconnecting
+ * (ckptd gone, the reader backing off) return at once: they do not wait
+ * for the daemon to come back. */
+static void disconnect_while_reconnecting(void)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	int64_t t0, el;
+
+	if (hx_connect(&d, &c) != 0 ||
+	    !ok_call(ckpt_manager_open(c, root, NULL, &m), c, "open"))
+		bail_out("cannot open");
+	hx_kill9(&d);
+	hx_sleep_ms(300);               /* the reader is in its backoff */
+	t0 = hx_now_ms();
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	el = hx_now_ms() - t0;
+	ok(el < 5000, "close and disconnect while reconnecting return at once "
+	    "(%lld ms)", (long long)el);
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not restart");
+}
+
 /* The daemon stays away: calls fail after the limit, clearly. */
 static void gives_up(void)
 {
@@ -479,6 +503,7 @@ int main(void)
 	found_committed_after_kill();
 	reopen_fails_then_recovers();
 	silent_listener();
+	disconnect_while_reconnecting();
 	gives_up();
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);

@@ -341,7 +341,8 @@ typedef struct ckpt_client ckpt_client;
  * refused. Calls interrupted by the break are sent again on the new
  * connection, so waits survive (a wait_for_step timeout starts over; a
  * delete the old daemon had already done reports CKPT_ENOTFOUND).
- * ckpt_client_info_get() counts what happened.
+ * ckpt_manager_close() and ckpt_disconnect() do not wait for the daemon
+ * to come back. ckpt_client_info_get() counts what happened.
  * After the limit every call fails with CKPT_ECONN, with a message that
  * says reconnecting gave up.
  *
