@@ -335,10 +335,13 @@ typedef struct ckpt_client ckpt_client;
  * again with backoff for up to CKPT_RECONNECT_MS (never across a daemon
  * it must not trust or a protocol it does not speak), re-opens its
  * managers with their options, and settles every save in flight: a step
- * the new daemon lists as committed is reported committed; otherwise the
- * save is sent again from the client's staging buffer (forced: the save
- * policy already decided), and fails with the daemon's reason when that is
- * refused. Calls interrupted by the break are sent again on the new
+ * the new daemon lists as committed is reported committed, one it lists
+ * as in progress (the daemon lived, only the connection broke) is waited
+ * for; otherwise the save is sent again from the client's staging buffer
+ * (forced: the save policy already decided), and fails with the daemon's
+ * reason when that is refused. A connect or reconnect whose daemon
+ * accepts but does not answer hello gives up after 30 s (the first
+ * connect) or the reconnect limit. Calls interrupted by the break are sent again on the new
  * connection, so waits survive (a wait_for_step timeout starts over; a
  * delete the old daemon had already done reports CKPT_ENOTFOUND).
  * ckpt_manager_close() and ckpt_disconnect() do not wait for the daemon
