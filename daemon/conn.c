@@ -2,10 +2,10 @@
  * conn.c - client connections (see conn.h).
  *
  * Every connection is owned by the event-loop thread. Reading: frame_read()
- * delivers one frame at a time; the first must be a hello with our protocol
- * version, every later one goes to dispatch(). Writing: replies are packed
- * at once into frames queued on the connection and sent in order, with
- * their fds, as the socket takes them.
+ * delivers one frame at a time; the first must be a hello whose protocol
+ * range meets ours (conn_hello_version), every later one goes to
+ * dispatch(). Writing: replies are packed at once into frames queued on the
+ * connection and sent in order, with their fds, as the socket takes them.
  *
  * Reference counting: the connection list holds one reference, dropped
  * when the connection dies (conn_kill); callbacks hold one while they run;
@@ -672,12 +672,47 @@ conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- input -------------------------------------------------------------- */
 
+/*
+ * The version for a connection: the highest one in both the client's range
+ * and ours. An old client sends only `version` (a range of one); a range
+ * with only one end set takes the other end from `version`.
+ */
+static int
+conn_hello_version(const Ckpt__Hello *h, uint32_t *out, char *msg,
+    size_t len)
+{
+	uint32_t lo, hi, dlo = CKPT__VERSION__PROTOCOL_VERSION_MIN,
+	    dhi = CKPT__VERSION__PROTOCOL_VERSION;
+
+	lo = h->has_min_version ? h->min_version : h->version;
+	hi = h->has_max_version ? h->max_version : h->version;
+	if (!h->has_min_version && !h->has_max_version && !h->has_version) {
+		snprintf(msg, len, "hello carries no protocol version; ckptd "
+		    "speaks %u..%u", dlo, dhi);
+		return -1;
+	}
+	if (lo > hi) {
+		snprintf(msg, len, "hello offers an empty protocol range "
+		    "%u..%u", lo, hi);
+		return -1;
+	}
+	if (hi < dlo || lo > dhi) {
+		snprintf(msg, len, "protocol versions do not meet: the client "
+		    "speaks %u..%u, ckptd %s speaks %u..%u; %s", lo, hi,
+		    CKPTD_VERSION, dlo, dhi, hi < dlo ? "upgrade the client "
+		    "library" : "upgrade ckptd");
+		return -1;
+	}
+	*out = hi < dhi ? hi : dhi;
+	return 0;
+}
+
 static void
 conn_hello(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 {
 	Ckpt__Response resp = CKPT__RESPONSE__INIT;
 	Ckpt__HelloReply hr = CKPT__HELLO_REPLY__INIT;
-	char msg[160];
+	char msg[256];
 
 	conn_close_fds(fds, nfds);
 	resp.id = req->id;
@@ -690,18 +725,16 @@ conn_hello(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 		conn_close_after_flush(c);
 		goto out;
 	}
-	hr.version = CKPT__VERSION__PROTOCOL_VERSION;
-	hr.has_version = 1;
 	hr.daemon = (char *)"ckptd " CKPTD_VERSION;
 	hr.uid = (uint32_t)c->cred.uid;
 	hr.has_uid = 1;
+	hr.min_version = CKPT__VERSION__PROTOCOL_VERSION_MIN;
+	hr.has_min_version = 1;
+	hr.max_version = CKPT__VERSION__PROTOCOL_VERSION;
+	hr.has_max_version = 1;
 	resp.body_case = CKPT__RESPONSE__BODY_HELLO;
 	resp.hello = &hr;
-	if (!req->hello->has_version ||
-	    req->hello->version != CKPT__VERSION__PROTOCOL_VERSION) {
-		snprintf(msg, sizeof msg, "protocol version %u not supported, "
-		    "daemon speaks %u", req->hello->version,
-		    (unsigned)CKPT__VERSION__PROTOCOL_VERSION);
+	if (conn_hello_version(req->hello, &hr.version, msg, sizeof msg) != 0) {
 		log_info("conn %llu (pid %d): %s", (unsigned long long)c->id,
 		    (int)c->cred.pid, msg);
 		resp.code = CKPT_EVERSION;
@@ -711,11 +744,12 @@ conn_hello(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 		conn_close_after_flush(c);
 		goto out;
 	}
+	hr.has_version = 1;
 	c->hello_done = 1;
-	log_debug("conn %llu: hello from pid %d uid %u (%s)",
+	log_debug("conn %llu: hello from pid %d uid %u (%s), protocol %u",
 	    (unsigned long long)c->id, (int)c->cred.pid,
 	    (unsigned)c->cred.uid,
-	    req->hello->client != NULL ? req->hello->client : "?");
+	    req->hello->client != NULL ? req->hello->client : "?", hr.version);
 	conn_reply(c, &resp, NULL, 0);
 out:
 	ckpt__request__free_unpacked(req, NULL);

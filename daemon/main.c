@@ -46,6 +46,8 @@
 #include "worker.h"
 
 #define MAIN_LOCK_WAIT_MS 10000
+/* --autostarted without --idle-exit: exit after this long idle. */
+#define MAIN_AUTOSTART_IDLE_SECS 300
 #define MAIN_LOG_FILE "ckptd.log"
 
 static struct {
@@ -57,6 +59,10 @@ static struct {
 	const char *metrics;
 	int foreground;
 	int64_t start_ns;
+	int autostarted;             /* started by libckpt for one user */
+	long idle_secs;              /* exit after this long idle; 0: never */
+	int64_t idle_since_ns;       /* 0: busy at the last look */
+	char private_dir[64];        /* per-user socket dir to check, or "" */
 
 	int lfd;
 	int activated;               /* socket from systemd */
@@ -68,8 +74,9 @@ static struct {
 
 	struct event_base *base;
 	struct event *sig_ev[3];
+	struct event *idle_ev;
 	int stopping;
-} M = { .lfd = -1, .ready_fd = -1 };
+} M = { .lfd = -1, .ready_fd = -1, .idle_secs = -1 };
 
 double
 ckptd_uptime_secs(void)
@@ -94,10 +101,16 @@ main_usage(FILE *f)
 "  -s, --socket PATH          Unix socket to listen on\n"
 "                             (default: $CKPTD_SOCKET, else\n"
 "                             $XDG_RUNTIME_DIR/ckptd.sock, else\n"
-"                             /tmp/ckptd-$UID.sock; root: /run/ckptd/ckptd.sock)\n"
+"                             /tmp/ckptd-$UID/ckptd.sock in a private 0700\n"
+"                             directory; root: /run/ckptd/ckptd.sock)\n"
 "  -d, --state-dir DIR        index and log directory (default:\n"
 "                             $STATE_DIRECTORY, else $XDG_STATE_HOME/ckptd,\n"
 "                             else ~/.local/state/ckptd; root: /var/lib/ckptd)\n"
+"      --idle-exit SECS       exit after SECS with no connection and no\n"
+"                             pending save (default: never; 300 with\n"
+"                             --autostarted; 0: never)\n"
+"      --autostarted          started by libckpt for one user: exits when\n"
+"                             idle and never uses the system state directory\n"
 "  -w, --workers N            I/O worker threads (default: max(2, CPUs))\n"
 "  -m, --memory-budget BYTES  staging memory budget, K/M/G/T suffixes\n"
 "                             (default: min(4G, physical memory / 4))\n"
@@ -221,21 +234,24 @@ main_defaults(const char *sock, const char *state)
 		    "socket", "%s/ckptd.sock", v) != 0)
 			return -1;
 	} else {
+		snprintf(M.private_dir, sizeof M.private_dir, "/tmp/ckptd-%u",
+		    (unsigned)uid);
 		snprintf(M.socket_path, sizeof M.socket_path,
-		    "/tmp/ckptd-%u.sock", (unsigned)uid);
+		    "%s/ckptd.sock", M.private_dir);
 	}
 
 	if (state != NULL)
 		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
 		    "%s", state);
-	if ((v = main_env_abs("STATE_DIRECTORY")) != NULL) {
+	/* An autostarted daemon serves one user: never the system state. */
+	if (!M.autostarted && (v = main_env_abs("STATE_DIRECTORY")) != NULL) {
 		/* systemd: a colon-separated list when several are set. */
 		size_t n = strcspn(v, ":");
 
 		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
 		    "%.*s", (int)n, v);
 	}
-	if (uid == 0)
+	if (uid == 0 && !M.autostarted)
 		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
 		    "/var/lib/ckptd");
 	if ((v = main_env_abs("XDG_STATE_HOME")) != NULL)
@@ -332,16 +348,20 @@ main_probe(const char *path)
 }
 
 /* Serialize start-up of daemons on the same socket path (clients may
- * autostart several at once): hold <path>.lock while probing and binding. */
+ * autostart several at once): hold <path>.lock while probing and binding.
+ * The holder removes the file when done (main_unlock), so a waiter checks
+ * that the file it locked is still the one on disk. */
 static int
 main_lock(const char *path)
 {
 	char lpath[PATH_MAX];
+	struct stat a, b;
 	int fd, waited = 0;
 
 	if (snprintf(lpath, sizeof lpath, "%s.lock", path) >=
 	    (int)sizeof lpath)
 		return -1;
+again:
 	fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		log_warn_errno(errno, "cannot open %s; starting without the "
@@ -351,19 +371,77 @@ main_lock(const char *path)
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 
+		/* going on unlocked: the file is not ours to remove */
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			log_warn_errno(errno, "flock %s", lpath);
-			break;
+			close(fd);
+			return -1;
 		}
 		if (waited >= MAIN_LOCK_WAIT_MS) {
 			log_warn("%s still locked after %d ms; going on", lpath,
 			    MAIN_LOCK_WAIT_MS);
-			break;
+			close(fd);
+			return -1;
 		}
 		nanosleep(&ts, NULL);
 		waited += 20;
 	}
+	if (fstat(fd, &a) != 0 || stat(lpath, &b) != 0 ||
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(fd);              /* removed by its last holder */
+		if (waited < MAIN_LOCK_WAIT_MS) {
+			waited += 20;
+			goto again;
+		}
+		return -1;
+	}
 	return fd;
+}
+
+/* Release main_lock and leave no lock file behind. */
+static void
+main_unlock(const char *path, int fd)
+{
+	char lpath[PATH_MAX];
+	struct stat a, b;
+
+	if (fd < 0)
+		return;
+	if (snprintf(lpath, sizeof lpath, "%s.lock", path) <
+	    (int)sizeof lpath && fstat(fd, &a) == 0 &&
+	    stat(lpath, &b) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino)
+		unlink(lpath);
+	close(fd);
+}
+
+/*
+ * The per-user socket directory under /tmp: create it 0700 if missing,
+ * and refuse one that is not a directory of ours closed to everyone else
+ * (another user could have made it first to catch our clients).
+ */
+static int
+main_private_dir(const char *dir, ckd_err *e)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return err_errno(e, errno, "mkdir %s", dir);
+	if (lstat(dir, &st) != 0)
+		return err_errno(e, errno, "lstat %s", dir);
+	if (!S_ISDIR(st.st_mode))
+		return err_set(e, CKPT_EACCES, "%s is not a directory; refusing "
+		    "to put the socket there", dir);
+	if (st.st_uid != geteuid())
+		return err_set(e, CKPT_EACCES, "%s belongs to uid %u, not to us "
+		    "(uid %u); refusing to put the socket there (remove it, "
+		    "set $XDG_RUNTIME_DIR or use --socket)", dir,
+		    (unsigned)st.st_uid, (unsigned)geteuid());
+	if ((st.st_mode & 077) != 0)
+		return err_set(e, CKPT_EACCES, "%s has mode %04o; refusing to "
+		    "put the socket there (it must be 0700)", dir,
+		    (unsigned)(st.st_mode & 07777));
+	return 0;
 }
 
 static int
@@ -383,7 +461,10 @@ main_bind(ckd_err *e)
 
 	/* The socket's directory: create it if missing (e.g. /run/ckptd). */
 	snprintf(dir, sizeof dir, "%s", path);
-	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+	if (M.private_dir[0] != '\0') {
+		if ((r = main_private_dir(M.private_dir, e)) != 0)
+			return r;
+	} else if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
 		*slash = '\0';
 		if (access(dir, F_OK) != 0 &&
 		    (r = main_mkdirs(dir, geteuid() == 0 ? 0755 : 0700, e)) != 0)
@@ -448,8 +529,7 @@ main_bind(ckd_err *e)
 out:
 	if (fd >= 0)
 		close(fd);
-	if (lockfd >= 0)
-		close(lockfd);          /* releases the lock */
+	main_unlock(path, lockfd);
 	return r;
 }
 
@@ -577,6 +657,9 @@ main_ready(void)
 	    "budget %llu MiB", CKPTD_VERSION, M.socket_path,
 	    M.activated ? " (activated)" : "", M.state_dir, worker_count(),
 	    (unsigned long long)(M.budget >> 20));
+	if (M.idle_secs > 0)
+		log_info("exiting after %ld s idle (no connection, no pending "
+		    "save)%s", M.idle_secs, M.autostarted ? "; autostarted" : "");
 	sd_notifyf(0, "READY=1\nSTATUS=Listening on %s (%u workers)",
 	    M.socket_path, worker_count());
 	if (M.ready_fd >= 0) {
@@ -585,6 +668,49 @@ main_ready(void)
 		close(M.ready_fd);
 		M.ready_fd = -1;
 	}
+}
+
+/* ---- idle exit ------------------------------------------------------------------ */
+
+static void
+main_idle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t now = now_mono_ns();
+
+	if (M.stopping)
+		return;
+	if (conn_count() > 0 || manager_saves_pending() > 0) {
+		M.idle_since_ns = 0;
+		return;
+	}
+	if (M.idle_since_ns == 0) {
+		M.idle_since_ns = now;
+		return;
+	}
+	if (now - M.idle_since_ns < (int64_t)M.idle_secs * 1000000000LL)
+		return;
+	log_info("idle for %ld s (no connection, no pending save); exiting",
+	    M.idle_secs);
+	M.stopping = 1;
+	sd_notify(0, "STOPPING=1\nSTATUS=Idle");
+	conn_stop_listening();
+	event_base_loopexit(M.base, NULL);
+}
+
+/* Look every few seconds; exits between idle_secs and idle_secs + tick. */
+static int
+main_idle_start(ckd_err *e)
+{
+	struct timeval tv = { 1, 0 };
+
+	if (M.idle_secs <= 0)
+		return 0;
+	if (M.idle_secs >= 8)
+		tv.tv_sec = M.idle_secs / 4 < 30 ? M.idle_secs / 4 : 30;
+	M.idle_ev = event_new(M.base, -1, EV_PERSIST, main_idle_tick, NULL);
+	if (M.idle_ev == NULL || event_add(M.idle_ev, &tv) != 0)
+		return err_set(e, CKPT_EINTERNAL, "cannot start the idle timer");
+	return 0;
 }
 
 /* ---- signals ------------------------------------------------------------------ */
@@ -648,6 +774,8 @@ main(int argc, char **argv)
 		{ "metrics-listen", required_argument, NULL, 'M' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "foreground", no_argument, NULL, 'f' },
+		{ "idle-exit", required_argument, NULL, 'I' },
+		{ "autostarted", no_argument, NULL, 'A' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 	};
@@ -707,6 +835,24 @@ main(int argc, char **argv)
 		case 'f':
 			M.foreground = 1;
 			break;
+		case 'I': {
+			char *end;
+			long v;
+
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || errno != 0 ||
+			    v < 0 || v > 86400 * 365) {
+				fprintf(stderr, "ckptd: --idle-exit takes seconds "
+				    "(0: never), not '%s'\n", optarg);
+				return 2;
+			}
+			M.idle_secs = v;
+			break;
+		}
+		case 'A':
+			M.autostarted = 1;
+			break;
 		case 'V':
 			printf("ckptd %s (protocol %d)\n", CKPTD_VERSION,
 			    CKPT__VERSION__PROTOCOL_VERSION);
@@ -731,6 +877,8 @@ main(int argc, char **argv)
 	}
 	if (main_defaults(sock, state) != 0)
 		return 1;
+	if (M.idle_secs < 0)
+		M.idle_secs = M.autostarted ? MAIN_AUTOSTART_IDLE_SECS : 0;
 	if (M.workers == 0)
 		M.workers = main_default_workers();
 	if (M.budget == 0)
@@ -763,7 +911,7 @@ main(int argc, char **argv)
 	    (r = conn_listen(M.base, M.lfd, &e)) != 0 ||
 	    (M.metrics != NULL &&
 	    (r = metrics_start(M.base, M.metrics, &e)) != 0) ||
-	    (r = main_signals(&e)) != 0)
+	    (r = main_signals(&e)) != 0 || (r = main_idle_start(&e)) != 0)
 		goto fail;
 
 	if (index_open_note(ix)[0] != '\0')
@@ -781,6 +929,8 @@ main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		if (M.sig_ev[i] != NULL)
 			event_free(M.sig_ev[i]);
+	if (M.idle_ev != NULL)
+		event_free(M.idle_ev);
 	event_base_free(M.base);
 	if (M.own_socket) {
 		struct stat st;

@@ -358,8 +358,13 @@ rs_restore_run(struct task *t)
 	if (r != 0 && r != CKPT_ENOTFOUND)
 		goto out;
 	memset(&t->err, 0, sizeof t->err);
-	if (r == 0 && store_read_step_meta(stepfd, &meta, &t->err) == 0)
-		have_meta = 1;
+	if (r == 0) {
+		/* best effort, except a step a newer ckptd wrote */
+		r = store_read_step_meta(stepfd, &meta, &t->err);
+		if (r == CKPT_EVERSION)
+			goto out;
+		have_meta = r == 0;
+	}
 	memset(&t->err, 0, sizeof t->err);
 	if (rs_list_items(stepfd, &avail, &navail, &t->err) != 0)
 		goto out;

@@ -1699,7 +1699,7 @@ tree_meta_write(int itemfd, const Ckpt__Item *item, mode_t filemode,
 	int r = 0;
 
 	root = json_pack("{s:s, s:i, s:[]}", "format", "ckptd-tree",
-	    "version", 1, "leaves");
+	    "version", STORE_FORMAT_VERSION, "leaves");
 	if (root == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	leaves = json_object_get(root, "leaves");
@@ -2046,8 +2046,15 @@ store_read_tree_metadata(int itemfd, Ckpt__Item **out, ckd_err *e)
 	    strcmp(s, "ckptd-tree") != 0)
 		CORRUPT("_METADATA: not a ckptd tree metadata file");
 	v = json_object_get(root, "version");
-	if (!json_is_integer(v) || json_integer_value(v) != 1)
-		CORRUPT("_METADATA: unsupported version");
+	if (!json_is_integer(v) || json_integer_value(v) < 1)
+		CORRUPT("_METADATA: bad format version");
+	if (json_integer_value(v) > STORE_FORMAT_VERSION) {
+		r = err_set(e, CKPT_EVERSION, "_METADATA: format version %lld "
+		    "was written by a newer ckptd (this one reads up to %d); "
+		    "upgrade ckptd", (long long)json_integer_value(v),
+		    STORE_FORMAT_VERSION);
+		goto out;
+	}
 	leaves = json_object_get(root, "leaves");
 	if (!json_is_array(leaves))
 		CORRUPT("_METADATA: leaves is not an array");
@@ -2173,7 +2180,8 @@ step_meta_write(int stepfd, const struct store_step_meta *m,
 	    "init_timestamp_nsecs", (json_int_t)m->init_ns,
 	    "commit_timestamp_nsecs", (json_int_t)m->commit_ns,
 	    "custom_metadata", custom,
-	    "ckptd", "version", 1, "bytes", (json_int_t)m->bytes, "handlers");
+	    "ckptd", "version", STORE_FORMAT_VERSION, "bytes",
+	    (json_int_t)m->bytes, "handlers");
 	if (root == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	ih = json_object_get(root, "item_handlers");
@@ -2321,8 +2329,18 @@ store_read_step_meta(int stepfd, struct store_step_meta *m, ckd_err *e)
 		CORRUPT("%s: bad timestamps", STORE_STEP_METADATA);
 	ck = json_object_get(root, "ckptd");
 	if (ck != NULL) {
-		if (!json_is_object(ck) || opt_int(ck, "bytes", &bytes) != 0)
+		int64_t fv;
+
+		if (!json_is_object(ck) || opt_int(ck, "bytes", &bytes) != 0 ||
+		    opt_int(ck, "version", &fv) != 0)
 			CORRUPT("%s: bad ckptd section", STORE_STEP_METADATA);
+		if (fv > STORE_FORMAT_VERSION) {
+			r = err_set(e, CKPT_EVERSION, "%s: format version "
+			    "%lld was written by a newer ckptd (this one reads "
+			    "up to %d); upgrade ckptd", STORE_STEP_METADATA,
+			    (long long)fv, STORE_FORMAT_VERSION);
+			goto out;
+		}
 		sh = json_object_get(ck, "handlers");
 		if (sh != NULL && !json_is_object(sh))
 			CORRUPT("%s: bad ckptd handlers", STORE_STEP_METADATA);

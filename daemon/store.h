@@ -33,6 +33,10 @@
 #define STORE_PROTO_FILE "proto.pbtxt"
 #define STORE_ROOT_META_DIR "metadata"
 #define STORE_ROOT_META_FILE "_ROOT_METADATA"
+/* Version of the files ckptd writes ("version" in _METADATA and in the
+ * "ckptd" section of _CHECKPOINT_METADATA). Readers refuse a newer one
+ * with CKPT_EVERSION: it was written by a newer ckptd. */
+#define STORE_FORMAT_VERSION 1
 /* Data of every tensor starts at a multiple of this within the file; the
  * header is padded so the data section starts on a page boundary. */
 #define STORE_TENSOR_ALIGN 64

@@ -12,7 +12,8 @@
  *
  * The options may also follow the command (ckptctl steps DIR --json).
  * Tables by default; --json prints one JSON object. Exit status: 0 ok,
- * 1 error (message on stderr), 2 usage.
+ * 1 error (message on stderr), 2 usage, 3 status: no daemon is running
+ * (status never starts one).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -739,9 +740,17 @@ main(int argc, char **argv)
 		return usage_error("unknown command '%s'", cmd);
 	}
 
-	if ((r = ckpt_connect(opt_socket, &c)) != 0)
+	/* Printing the state of a daemon must not start one. */
+	if (strcmp(cmd, "status") == 0)
+		setenv("CKPTD_AUTOSTART", "0", 1);
+	if ((r = ckpt_connect(opt_socket, &c)) != 0) {
+		if (strcmp(cmd, "status") == 0 && r == CKPT_ECONN) {
+			fail("ckptd is not running (%s)", ckpt_connect_errmsg());
+			return 3;
+		}
 		return fail("%s", ckpt_connect_errmsg()[0] != '\0' ?
 		    ckpt_connect_errmsg() : ckpt_strerror(r));
+	}
 	if (strcmp(cmd, "status") == 0)
 		r = cmd_status(c);
 	else if (strcmp(cmd, "steps") == 0)

@@ -7,7 +7,8 @@
  *   tree.c     ckpt_tree: leaves, path parsing, lookup
  *   options.c  ckpt_options: Orbax validation, policies
  *   wire.c     frames over the socket (length + protobuf, SCM_RIGHTS)
- *   client.c   connect/autostart, reader thread, request/response matching
+ *   client.c   connect/autostart, reader thread, request/response matching,
+ *              reconnecting (re-open managers, settle saves in flight)
  *   staging.c  pool of staging memfds, parallel copies
  *   manager.c  managers, saves, waits, step listing, delete, verify
  *   restore.c  restore / item_metadata and ckpt_restored
@@ -15,8 +16,10 @@
  * Lock order: client->lock is the only lock held while touching the
  * pending-request table, the save table, the staging pool and manager
  * save state. client->send_lock serializes writes to the socket and is
- * never taken while holding client->lock. Error slots have their own
- * small lock (errbox.lock), always taken last.
+ * never taken while holding client->lock (the reader takes send_lock, then
+ * lock, to swap the socket after a reconnect: client->fd and client->gen
+ * change only with both held). Error slots have their own small lock
+ * (errbox.lock), always taken last.
  */
 #ifndef CKPT_INTERNAL_H
 #define CKPT_INTERNAL_H
@@ -196,25 +199,50 @@ struct pending {
 
 /* A save sent and not yet finished. */
 struct inflight {
-	uint64_t id;                /* the Save request id */
+	uint64_t id;                /* the Save request id (changes on re-send) */
 	struct ckpt_manager *mgr;
 	struct stagebuf *buf;
 	int done;                   /* SaveDone received */
 	int held;                   /* ckpt_save still uses the record */
 	int code;
 	char msg[CKPT_ERRLEN];
+	/* set by cl_call when the Save is sent: what a reconnect needs to
+	 * re-send it (the packed Save, the staging fd stays in buf) */
+	uint64_t step;
+	uint8_t *save_pb;
+	size_t save_len;
+	unsigned resent;            /* times re-sent after a reconnect */
 	struct inflight *next;
 };
 
+/*
+ * Reconnect limits: after the connection breaks, the reader thread dials
+ * again with backoff (CL_BACKOFF_MIN_MS doubling to CL_BACKOFF_MAX_MS) for
+ * up to reconnect_ms (CKPT_RECONNECT_MS, or $CKPT_RECONNECT_TIMEOUT_MS;
+ * 0 turns reconnecting off). A request interrupted by a break is sent
+ * again at most CL_MAX_RETRIES times.
+ */
+#define CL_BACKOFF_MIN_MS 20
+#define CL_BACKOFF_MAX_MS CKPT_RECONNECT_BACKOFF_MAX_MS
+#define CL_MAX_RETRIES 4
+/* A daemon that accepts a connection but does not answer hello. */
+#define CL_HELLO_TIMEOUT_MS 30000
+
 struct ckpt_client {
-	int fd;
+	int fd;                     /* changed by the reader under both locks */
 	pthread_t reader;
 	int reader_started;
 	pthread_mutex_t lock;
 	pthread_mutex_t send_lock;
 	pthread_cond_t save_cond;   /* broadcast on every SaveDone / break */
+	pthread_cond_t state_cond;  /* broadcast when a reconnect ends */
 	uint64_t next_id;
-	int broken;
+	int broken;                 /* down for good (reconnect gave up) */
+	int reconnecting;           /* the reader is dialing again */
+	int restoring;              /* ... and re-opening managers on a socket */
+	int closing;                /* ckpt_disconnect: stop reconnecting */
+	int cand_fd;                /* the socket a reconnect is setting up */
+	uint64_t gen;               /* connections made (1 after connect) */
 	char broken_msg[CKPT_ERRLEN];
 	struct pending *pending;
 	struct inflight *saves;
@@ -222,6 +250,16 @@ struct ckpt_client {
 	struct ckpt_manager *managers;
 	struct errbox err;
 	char daemon[64];
+	/* how to dial again */
+	char path[108];
+	char pdir[64];              /* private directory to check, or "" */
+	int may_autostart;
+	long reconnect_ms;
+	unsigned proto;             /* protocol version in use */
+	unsigned reconnects;        /* successful reconnects */
+	unsigned found_committed;   /* settled saves, by outcome */
+	unsigned resent;
+	unsigned resend_failed;
 };
 
 struct ckpt_manager {
@@ -239,6 +277,9 @@ struct ckpt_manager {
 	int err_code;               /* last SaveDone failure (not cleared) */
 	char err_msg[CKPT_ERRLEN];
 	struct errbox err;
+	uint8_t *open_pb;           /* packed OpenManager, to re-open it */
+	size_t open_len;
+	uint64_t gen;               /* the connection id belongs to (c->lock) */
 	struct ckpt_manager *next;
 };
 
@@ -259,6 +300,9 @@ int cl_call(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
  * daemon's message; the Response is freed on failure. */
 int cl_rpc(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
     Ckpt__Response **resp);
+
+/* client.c: remember how m was opened (a reconnect re-opens it). */
+int cl_remember_open(struct ckpt_manager *m, const Ckpt__OpenManager *om);
 
 /* manager.c: wait until the manager has no save in flight (takes c->lock). */
 int mgr_wait_local(struct ckpt_manager *m);

@@ -315,7 +315,8 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 		m->should_save_arg = o->should_save_arg;
 	}
 	errbox_init(&m->err);
-	if (m->root == NULL) {
+	om.root = m->root;              /* re-opened as the daemon named it */
+	if (m->root == NULL || cl_remember_open(m, &om) != 0) {
 		mgr_free_handle(m);
 		return cl_fail(c, NULL, CKPT_ENOMEM, "out of memory");
 	}
@@ -331,6 +332,7 @@ void
 mgr_free_handle(struct ckpt_manager *m)
 {
 	errbox_destroy(&m->err);
+	free(m->open_pb);
 	free(m->root);
 	free(m);
 }
@@ -624,6 +626,7 @@ inflight_drop(ckpt_client *c, struct inflight *s, int release_buf)
 			*pp = s->next;
 			break;
 		}
+	free(s->save_pb);       /* kept by cl_call for a re-send */
 	free(s);
 	pthread_cond_broadcast(&c->save_cond);
 }

@@ -68,6 +68,12 @@ wire_send(int fd, const ProtobufCMessage *msg, const int *fds, size_t nfds,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				snprintf(err, errlen, "ckptd did not take the "
+				    "request in time");
+				r = CKPT_ECONN;
+				break;
+			}
 			snprintf(err, errlen, "cannot send to ckptd: %s",
 			    strerror(errno));
 			r = CKPT_ECONN;
@@ -114,6 +120,11 @@ read_full(int fd, void *p, size_t len, int *fds, size_t *nfds, int *lost,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/* a timeout set while the connection is set up */
+				snprintf(err, errlen, "ckptd did not answer in time");
+				return CKPT_ECONN;
+			}
 			snprintf(err, errlen, "connection to ckptd lost: %s",
 			    strerror(errno));
 			return CKPT_ECONN;

@@ -192,6 +192,9 @@ int main(void)
 	int i;
 
 	hx_init(&d);
+	/* The client here must notice the death, not ride it out (that is
+	 * test_reconnect): no reconnecting. */
+	setenv("CKPT_RECONNECT_TIMEOUT_MS", "0", 1);
 	if (d.external) {
 		tap_skip("needs a private daemon to kill (CKPTD_TEST_SOCKET set)");
 		hx_cleanup(&d);

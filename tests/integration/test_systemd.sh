@@ -71,10 +71,11 @@ trap cleanup EXIT
 
 # ---- units pointing at the built binary -------------------------------------
 mkdir -p "$work/units" "$work/user-units" "$work/data" "$work/xdg"
-sed "s|@bindir@/ckptd|$ckptd_bin|" "$units_src/ckptd.service.in" >"$work/units/ckptd.service"
-cp "$units_src/ckptd.socket" "$work/units/ckptd.socket"
-sed "s|@bindir@/ckptd|$ckptd_bin|" "$units_src/user/ckptd.service.in" >"$work/user-units/ckptd.service"
-cp "$units_src/user/ckptd.socket" "$work/user-units/ckptd.socket"
+units_sed="s|@bindir@/ckptd|$ckptd_bin|; s|@docdir@|/usr/share/doc/ckptd|"
+sed "$units_sed" "$units_src/ckptd.service.in" >"$work/units/ckptd.service"
+sed "$units_sed" "$units_src/ckptd.socket.in" >"$work/units/ckptd.socket"
+sed "$units_sed" "$units_src/user/ckptd.service.in" >"$work/user-units/ckptd.service"
+sed "$units_sed" "$units_src/user/ckptd.socket.in" >"$work/user-units/ckptd.socket"
 
 # ---- 1. systemd-analyze verify -------------------------------------------------
 if out=$(cd "$work/units" && systemd-analyze verify --man=no ckptd.socket ckptd.service 2>&1); then
@@ -94,6 +95,15 @@ check "the installed service runs ckptd with Type=notify" \
 	grep -qx 'Type=notify' "$work/units/ckptd.service"
 check "the socket listens on /run/ckptd/ckptd.sock" \
 	grep -qx 'ListenStream=/run/ckptd/ckptd.sock' "$work/units/ckptd.socket"
+all_documented() {
+	for f in "$@"; do
+		grep -qx 'Documentation=file:///usr/share/doc/ckptd/README.md' \
+			"$f" || return 1
+	done
+}
+check "every unit names its documentation" all_documented \
+	"$work/units/ckptd.service" "$work/units/ckptd.socket" \
+	"$work/user-units/ckptd.service" "$work/user-units/ckptd.socket"
 
 # ---- 2. a real systemd in a private namespace -------------------------------------
 # Minimal targets: enough for DefaultDependencies= of our units.
@@ -271,6 +281,34 @@ fi
 printf '%s\n' "$out" | tail -n 2 | diag
 check "the state directory (StateDirectory=ckptd) holds the index" \
 	ns sh -c 'test -n "$(ls -A /var/lib/ckptd 2>/dev/null)"'
+
+# `systemctl restart ckptd` under a client blocked in wait_for_step: the
+# client reconnects through the socket (kept by ckptd.socket), re-opens its
+# manager, and its wait returns the step saved after the restart.
+mkdir -p "$work/data/restart"
+ns env CKPTD_SOCKET=/run/ckptd/ckptd.sock "$ckptctl_bin" wait \
+	"$work/data/restart" --after -1 --timeout 60 >"$work/wait.out" 2>&1 &
+waiter=$!
+sleep 1
+pid_before=$(sctl show -p MainPID --value ckptd.service 2>/dev/null) || true
+check "systemctl restart ckptd.service under a waiting client" \
+	sctl restart ckptd.service
+check "ckptd.service is active after the restart" wait_state ckptd.service active
+pid_after=$(sctl show -p MainPID --value ckptd.service 2>/dev/null) || true
+check "a new ckptd runs ($pid_before -> $pid_after)" \
+	test -n "$pid_after" -a "$pid_after" != "$pid_before" -a "$pid_after" != 0
+if out=$(ns env CKPTD_SOCKET=/run/ckptd/ckptd.sock "$demo_bin" "$work/data/restart" 2>&1); then
+	ok "save after the restart"
+else
+	not_ok "save after the restart"
+fi
+printf '%s\n' "$out" | tail -n 2 | diag
+if wait "$waiter"; then
+	ok "the waiting client saw the new step across the restart"
+else
+	not_ok "the waiting client saw the new step across the restart"
+fi
+diag <"$work/wait.out"
 
 check "systemctl stop ckptd.service" sctl stop ckptd.service
 check "ckptd.service is inactive" wait_state ckptd.service inactive

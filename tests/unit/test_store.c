@@ -1269,7 +1269,7 @@ test_tree_metadata_malformed(void **state)
 		"[]",
 		"{\"format\":\"other\",\"version\":1,\"leaves\":[]}",
 		"{\"version\":1,\"leaves\":[]}",
-		"{\"format\":\"ckptd-tree\",\"version\":2,\"leaves\":[]}",
+		"{\"format\":\"ckptd-tree\",\"version\":0,\"leaves\":[]}",
 		"{\"format\":\"ckptd-tree\",\"version\":\"1\",\"leaves\":[]}",
 		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":{}}",
 		"{\"format\":\"ckptd-tree\",\"version\":1}",
@@ -1405,6 +1405,18 @@ test_tree_metadata_malformed(void **state)
 		assert_non_null(strstr(e.msg, "_METADATA"));
 		close(dfd);
 	}
+
+	/* a newer format is not corrupt: a newer ckptd wrote it */
+	assert_int_equal(mkdirat(f->dfd, "newer", 0755), 0);
+	dfd = openat(f->dfd, "newer", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	write_str(dfd, STORE_TREE_METADATA, "{\"format\":\"ckptd-tree\","
+	    "\"version\":2,\"leaves\":[]}");
+	it = (Ckpt__Item *)1;
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_read_tree_metadata(dfd, &it, &e), CKPT_EVERSION);
+	assert_null(it);
+	assert_non_null(strstr(e.msg, "newer ckptd"));
+	close(dfd);
 
 	/* absent, oversized, symlinked */
 	assert_int_equal(mkdirat(f->dfd, "x", 0755), 0);

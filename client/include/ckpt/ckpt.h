@@ -306,19 +306,54 @@ int ckpt_options_preservation_child(ckpt_options *o, int parent, int child);
 
 typedef struct ckpt_client ckpt_client;
 
+/* How long a client keeps trying to reconnect after its connection to
+ * ckptd broke (daemon restarted, upgraded or crashed), in milliseconds.
+ * $CKPT_RECONNECT_TIMEOUT_MS overrides it per process; 0 turns
+ * reconnecting off. */
+#define CKPT_RECONNECT_MS 60000
+/* Attempts back off from 20 ms, doubling, to at most 1 s apart. */
+#define CKPT_RECONNECT_BACKOFF_MAX_MS 1000
+
 /*
  * Connect to ckptd at `socket_path`, or when NULL: $CKPTD_SOCKET, else
  * /run/ckptd/ckptd.sock if it exists, else $XDG_RUNTIME_DIR/ckptd.sock,
- * else /tmp/ckptd-$UID.sock. When nothing answers and $CKPTD_AUTOSTART is
- * not "0", a private per-user daemon ($CKPTD_BIN, else the installed
- * ckptd, else `ckptd` on $PATH) is started and waited for: on the given
- * socket (socket_path or $CKPTD_SOCKET), else on the per-user socket
- * (also when /run/ckptd/ckptd.sock exists but nothing answers there).
- * Concurrent first users start a single daemon (flock on
- * "<socket>.autostart").
+ * else /tmp/ckptd-$UID/ckptd.sock (the directory is created 0700, and
+ * refused when it is not a directory owned by the caller with mode 0700).
+ * When nothing answers and $CKPTD_AUTOSTART is not "0", a private
+ * per-user daemon ($CKPTD_BIN, else the installed ckptd, else `ckptd` on
+ * $PATH) is started with --autostarted (it exits after a few idle
+ * minutes) and waited for: on the given socket (socket_path or
+ * $CKPTD_SOCKET), else on the per-user socket (also when
+ * /run/ckptd/ckptd.sock exists but nothing answers there). Concurrent
+ * first users start a single daemon (flock on "<socket>.autostart").
+ *
+ * Trust: the daemon must run as root or as the caller's user (checked
+ * with SO_PEERCRED on every connect); anyone else is refused with
+ * CKPT_EACCES. Protocol: the client offers the range of protocol versions
+ * it speaks and the daemon picks one; CKPT_EVERSION when they do not meet.
+ *
+ * Reconnect: when the connection breaks, the client dials the same socket
+ * again with backoff for up to CKPT_RECONNECT_MS (never across a daemon
+ * it must not trust or a protocol it does not speak), re-opens its
+ * managers with their options, and settles every save in flight: a step
+ * the new daemon lists as committed is reported committed, one it lists
+ * as in progress (the daemon lived, only the connection broke) is waited
+ * for; otherwise the save is sent again from the client's staging buffer
+ * (forced: the save policy already decided), and fails with the daemon's
+ * reason when that is refused. A connect or reconnect whose daemon
+ * accepts but does not answer hello gives up after 30 s (the first
+ * connect) or the reconnect limit. Calls interrupted by the break are sent again on the new
+ * connection, so waits survive (a wait_for_step timeout starts over; a
+ * delete the old daemon had already done reports CKPT_ENOTFOUND).
+ * ckpt_manager_close() and ckpt_disconnect() do not wait for the daemon
+ * to come back. ckpt_client_info_get() counts what happened.
+ * After the limit every call fails with CKPT_ECONN, with a message that
+ * says reconnecting gave up.
+ *
  * On success *out is a connected client (hello exchanged). On failure *out
  * is NULL and ckpt_connect_errmsg() says why. Errors: CKPT_ECONN,
- * CKPT_EVERSION (with the daemon's message), CKPT_ENOMEM.
+ * CKPT_EVERSION (with the daemon's message), CKPT_EACCES (untrusted daemon
+ * or socket directory), CKPT_ENOMEM.
  */
 int ckpt_connect(const char *socket_path, ckpt_client **out);
 /* Message of the calling thread's last failed ckpt_connect() ("" when
@@ -343,6 +378,18 @@ typedef struct {
 	uint64_t saves_committed, saves_failed, bytes_written;
 } ckpt_status;
 int ckpt_status_get(ckpt_client *c, ckpt_status *out);
+
+/* What the connection went through (client side, no request sent). */
+typedef struct {
+	uint32_t protocol_version;     /* negotiated with the daemon */
+	uint32_t reconnects;           /* connections re-established */
+	/* saves in flight when the connection broke, by what became of them */
+	uint32_t saves_found_committed;/* the new daemon listed the step */
+	uint32_t saves_resent;         /* sent again from the staging buffer */
+	uint32_t saves_failed;         /* could not be sent again (reason in
+	                                * the manager's error) */
+} ckpt_client_info;
+int ckpt_client_info_get(ckpt_client *c, ckpt_client_info *out);
 
 /* ---- managers ---------------------------------------------------------- */
 

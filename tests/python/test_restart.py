@@ -1,0 +1,123 @@
+"""ckptd restarted (SIGTERM and SIGKILL) under a running torch trainer:
+libckpt reconnects, re-opens the manager and settles saves in flight, so
+the trainer runs to the end in one go and ends with the weights of a run
+that saw no restart."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import HERE, ckptd_bin, subprocess_env, wait_for_socket
+from test_torch import _assert_same, _final_state
+
+pytest.importorskip('torch')
+
+
+class RestartableDaemon:
+    """A private ckptd that the test stops and starts again on the same
+    socket and state directory."""
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix='ckpt-restart-')
+        self.sock = os.path.join(self.base, 's.sock')
+        self.state = os.path.join(self.base, 'state')
+        self.proc = None
+        self.start()
+
+    def start(self):
+        with open(os.path.join(self.base, 'ckptd.log'), 'ab') as log:
+            self.proc = subprocess.Popen(
+                [ckptd_bin(), '--socket', self.sock, '--state-dir',
+                 self.state, '--foreground', '--workers', '2'],
+                stdout=log, stderr=subprocess.STDOUT, close_fds=True)
+        wait_for_socket(self.sock, self.proc)
+
+    def restart(self, sig):
+        self.proc.send_signal(sig)
+        self.proc.wait(60)
+        self.start()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def private_daemon(daemon):
+    d = RestartableDaemon()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_torch_trainer_rides_out_restarts(ocp, private_daemon, tmp_path):
+    d = private_daemon
+    ex = os.path.join(HERE, 'example_torch_resume.py')
+    env = subprocess_env(d, CKPTD_SOCKET=d.sock)
+    run, clean = str(tmp_path / 'run'), str(tmp_path / 'clean')
+    total, every = 200, 10
+
+    p = subprocess.Popen([sys.executable, ex, '--dir', run, '--steps',
+                          str(total), '--every', str(every), '--keep', '100',
+                          '--sleep', '0.01'],
+                         env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    lines, err = [], []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout))
+    ereader = threading.Thread(target=lambda: err.extend(p.stderr))
+    reader.start()
+    ereader.start()
+
+    def saved():
+        return [int(x.split()[-1]) for x in list(lines)
+                if x.startswith('saved step')]
+
+    # SIGTERM, SIGKILL, SIGTERM, SIGKILL, each after the trainer saved a
+    # few more steps: restarts land between calls and during saves.
+    restarts = []
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGTERM,
+                signal.SIGKILL):
+        want = len(saved()) + 3
+        deadline = time.monotonic() + 120
+        while len(saved()) < want and p.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        if p.poll() is not None:
+            break
+        d.restart(sig)
+        restarts.append((sig, max(saved() or [0])))
+    rc = p.wait(300)
+    reader.join()
+    ereader.join()
+    assert rc == 0, ''.join(err)
+    assert len(restarts) == 4, (restarts, saved())
+    out = ''.join(lines)
+    assert 'resumed' not in out, out          # never restarted itself
+    assert 'finished at step %d' % total in out, out
+
+    # The same saves and the same weights as a run that saw no restart.
+    out2 = subprocess.run([sys.executable, ex, '--dir', clean, '--steps',
+                           str(total), '--every', str(every), '--keep',
+                           '100'],
+                          env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert out2.returncode == 0, out2.stderr
+    clean_saved = [int(x.split()[-1]) for x in out2.stdout.splitlines()
+                   if x.startswith('saved step')]
+    assert saved() == clean_saved, (saved(), clean_saved)
+    for path in (run, clean):
+        with ocp.CheckpointManager(path) as m:
+            assert m.all_steps() == clean_saved, path
+    for step in (restarts[-1][1], total):
+        _assert_same(_final_state(ocp, run, step),
+                     _final_state(ocp, clean, step), 'step %d' % step)
