@@ -293,11 +293,11 @@ policy_default_save(struct policy_set *p, const Ckpt__ManagerOptions *o,
 		return err_set(e, CKPT_ENOMEM, "out of memory for policies");
 	/* read_only: Orbax sets save_interval_steps=0 and never saves. */
 	if (!p->read_only) {
-		if (interval == 0)
-			return err_set(e, CKPT_EINVAL, "Setting of "
-			    "`save_interval_steps` must be a positive integer.");
-		p->save[p->nsave].kind = SAVE_FIXED_INTERVAL;
-		p->save[p->nsave++].interval = interval;
+		/* 0 (Orbax 0.12 read-only setups): no interval saves. */
+		if (interval > 0) {
+			p->save[p->nsave].kind = SAVE_FIXED_INTERVAL;
+			p->save[p->nsave++].interval = interval;
+		}
 		if (o->n_save_on_steps > 0) {
 			struct save_leaf *l = &p->save[p->nsave];
 

@@ -893,6 +893,14 @@ ckpt_check_for_errors(ckpt_manager *m)
 }
 
 CKPT_API int
+ckpt_wait_pending(ckpt_manager *m)
+{
+	MGR_CHECK(m);
+	mgr_wait_local(m);
+	return 0;
+}
+
+CKPT_API int
 ckpt_is_saving_in_progress(ckpt_manager *m)
 {
 	int r;
@@ -1140,6 +1148,7 @@ ckpt_metadata(ckpt_manager *m, int64_t step, char **json)
 	if (json == NULL)
 		return cl_fail(m->c, m, CKPT_EINVAL, "json is NULL");
 	*json = NULL;
+	mgr_wait_local(m);      /* Orbax: a save in flight is waited for */
 	sm.has_manager = 1;
 	sm.manager = m->id;
 	sm.has_step = step >= 0;

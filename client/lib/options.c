@@ -198,7 +198,7 @@ ckpt_options_set_step_format_fixed_length(ckpt_options *o, unsigned n)
 CKPT_API int
 ckpt_options_set_save_interval_steps(ckpt_options *o, uint64_t n)
 {
-	if (o == NULL || n == 0)
+	if (o == NULL)
 		return CKPT_EINVAL;
 	o->pb.has_save_interval_steps = 1;
 	o->pb.save_interval_steps = n;

@@ -167,7 +167,8 @@ def test_options_validation(ocp):
     with pytest.raises(ValueError):
         O(best_mode='median')
     with pytest.raises(ValueError):
-        O(save_interval_steps=0)
+        O(save_interval_steps=-1)
+    assert O(save_interval_steps=0).save_interval_steps == 0  # Orbax 0.12
     with pytest.raises(ValueError):
         O(step_prefix='a/b')
     with pytest.raises(ValueError):

@@ -1323,6 +1323,7 @@ static void
 test_validation_options(void **state)
 {
 	struct opts t;
+	struct sim m;
 
 	opts_init(&t);
 	t.o.has_max_to_keep = 1;
@@ -1336,8 +1337,12 @@ test_validation_options(void **state)
 
 	opts_init(&t);
 	t.o.has_save_interval_steps = 1;
-	t.o.save_interval_steps = 0;
-	compile_fails(&t, "`save_interval_steps` must be a positive integer.");
+	t.o.save_interval_steps = 0;    /* Orbax 0.12: no interval saves */
+	sim_init(&m, compile_ok(&t));
+	assert_int_equal(sim_save(&m, 0), 1);       /* InitialSavePolicy */
+	assert_false(sim_should_save(&m, 1, 0));
+	assert_false(sim_should_save(&m, 100, 0));
+	policy_free(m.p);
 
 	opts_init(&t);
 	t.o.has_keep_period = 1;

@@ -233,7 +233,7 @@ ckpt_options *ckpt_options_new(void);
 void ckpt_options_free(ckpt_options *o);
 
 /* Setters return CKPT_EINVAL for values Orbax rejects (negative
- * max_to_keep, zero save_interval_steps, a prefix with '/' ...). */
+ * max_to_keep, a prefix with '/' ...). */
 int ckpt_options_set_create(ckpt_options *o, int on);
 int ckpt_options_set_read_only(ckpt_options *o, int on);
 int ckpt_options_set_max_to_keep(ckpt_options *o, int64_t n); /* n >= 0 */
@@ -245,6 +245,7 @@ int ckpt_options_set_keep_checkpoints_without_metrics(ckpt_options *o, int on);
 int ckpt_options_set_step_prefix(ckpt_options *o, const char *prefix);
 int ckpt_options_set_step_format_fixed_length(ckpt_options *o, unsigned n);
 int ckpt_options_set_cleanup_tmp_directories(ckpt_options *o, int on);
+/* 0: no interval saves (the other save policies still apply). */
 int ckpt_options_set_save_interval_steps(ckpt_options *o, uint64_t n);
 int ckpt_options_set_save_on_steps(ckpt_options *o, const uint64_t *steps,
     size_t n);
@@ -408,12 +409,17 @@ int ckpt_save_args_set_preempted(ckpt_save_args *a, int on);
 int ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
     int *saved);
 /* Block until every save of this manager is durable; returns the error of a
- * failed one (not cleared: every waiter sees it). Thread-safe. */
+ * failed one. Thread-safe. As Orbax, each thread is told of a failed save
+ * once (by this, ckpt_check_for_errors, ckpt_save or ckpt_manager_close);
+ * a thread's save after that proceeds and clears the error. */
 int ckpt_wait_until_finished(ckpt_manager *m);
-/* Return the pending async error without waiting (not cleared): the
- * outcome of the last finished save as already reported to this client;
- * no round trip to the daemon. */
+/* Return the pending async error without waiting (once per thread, as
+ * above): the outcome of the last finished save as already reported to
+ * this client; no round trip to the daemon. */
 int ckpt_check_for_errors(ckpt_manager *m);
+/* Block until no save of this manager is in flight, leaving a failure for
+ * the calls above (restore, item metadata and step metadata do this). */
+int ckpt_wait_pending(ckpt_manager *m);
 /* 1 while a save of this manager is in flight, else 0. */
 int ckpt_is_saving_in_progress(ckpt_manager *m);
 /* *out = 1 when the save policy would save `step` now. */

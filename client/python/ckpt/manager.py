@@ -1,5 +1,6 @@
 """CheckpointManager over libckpt, with Orbax's API and messages."""
 
+import collections.abc
 import ctypes
 import dataclasses
 import datetime
@@ -7,7 +8,9 @@ import json
 import logging
 import math
 import os
+import re
 import sys
+import threading
 import time
 from typing import Any, Callable, Container, Optional
 
@@ -145,7 +148,7 @@ class CheckpointManagerOptions:
             raise ValueError('Setting of `max_to_keep` must be None or a '
                              'non-negative integer, got %r'
                              % (self.max_to_keep,))
-        _int('save_interval_steps', self.save_interval_steps, 1)
+        _int('save_interval_steps', self.save_interval_steps, 0)
         _int('keep_period', self.keep_period, 1)
         _int('step_format_fixed_length', self.step_format_fixed_length, 0)
         if self.best_mode not in ('min', 'max'):
@@ -204,9 +207,54 @@ class CheckpointManagerOptions:
         if self.async_options is not None and self.async_options.timeout_secs \
                 is not None and self.async_options.timeout_secs <= 0:
             raise ValueError('`async_options.timeout_secs` must be > 0')
-        if self.read_only and self.save_interval_steps > 1:
-            logging.getLogger('absl').info(
-                'CheckpointManager is read_only: save_interval_steps ignored')
+        if self.read_only and self.save_interval_steps > 0:
+            # Orbax 0.12 (CheckpointManagerOptions.__post_init__).
+            self.save_interval_steps = 0
+            logging.getLogger('absl').warning(
+                'CheckpointManagerOptions.read_only=True, setting'
+                ' save_interval_steps=0.')
+        mp = self.multiprocessing_options
+        if mp is not None and (
+                not isinstance(mp, MultiprocessingOptions) or
+                mp.primary_host not in (0,) or
+                mp.active_processes not in (None, {0}, frozenset({0}))):
+            raise NotImplementedError(
+                'ckpt serves one process per manager: multiprocessing_options'
+                ' other than the default (primary_host=0, active_processes='
+                'None) are not supported yet, got %r' % (mp,))
+        if self.async_options is not None and \
+                self.async_options.post_finalization_callback is not None:
+            if not self.enable_async_checkpointing:
+                # Orbax: CheckpointManager.__init__.
+                raise ValueError(
+                    'AsyncOptions.post_finalization_callback is only '
+                    'supported with AsyncCheckpointer. But final resolved '
+                    'checkpointer is:  Checkpointer')
+            if not callable(self.async_options.post_finalization_callback):
+                raise ValueError('`post_finalization_callback` must be '
+                                 'callable')
+
+
+_SCHEME = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')
+
+
+def _local_path(directory):
+    """The root as a local path; a `scheme://` root ckptd does not serve
+    is refused (it would otherwise become a local directory "gs:/...")."""
+    d = os.fspath(directory)
+    if isinstance(d, bytes):
+        d = os.fsdecode(d)
+    m = _SCHEME.match(d)
+    if m is None and not isinstance(directory, (str, bytes)):
+        m = _SCHEME.match(str(directory))
+    if m is not None:
+        scheme = m.group(1)
+        if scheme.lower() != 'file':
+            raise ValueError(
+                'Unsupported path scheme "%s://" in %r: ckptd serves local '
+                'directories only' % (scheme, str(directory)))
+        d = d[len(m.group(0)):]
+    return d
 
 
 def _seconds(v):
@@ -250,6 +298,35 @@ def _json_dumps(x, where):
     return json.dumps(_jsonable(x, where), allow_nan=False)
 
 
+_HANDLER_CLASSES = {'standard': 'StandardCheckpointHandler',
+                    'pytree': 'PyTreeCheckpointHandler',
+                    'json': 'JsonCheckpointHandler',
+                    'array': 'ArrayCheckpointHandler',
+                    'proto': 'ProtoCheckpointHandler'}
+
+
+def _provided_none(name):
+    """Orbax: composite_checkpoint_handler.py _get_or_set_handler."""
+    return ValueError(
+        'Provided `None` for `CheckpointArgs`, and the `CheckpointHandler`'
+        f' for item "{name}" was not configured. If saving, this'
+        f' indicates that "{name}" was saved with `None` (an instance'
+        ' of `CheckpointArgs` was expected). If restoring, providing'
+        ' `None` for the item is valid, but only if the `CheckpointHandler'
+        ' was already configured. Provide a `CheckpointArgs` subclass so'
+        ' that `CompositeCheckpointHandler` will know how to restore the'
+        ' item.')
+
+
+def _no_matching_handler(name, args, known):
+    """Orbax: composite_checkpoint_handler.py _get_or_set_handler."""
+    reg = {n: _HANDLER_CLASSES.get(h, h) for n, h in known.items()
+           if h is not None}
+    return ValueError(
+        f'Item "{name}" and args "{args}" does not match with any'
+        f' registered handler! Registered handlers: {reg}')
+
+
 def _undetermined(name):
     return ValueError(
         f'Item with name: "{name}" had an undetermined'
@@ -270,9 +347,34 @@ class StepMetadata:
     custom_metadata: Any = None
 
 
-@dataclasses.dataclass
-class RootMetadata:
-    custom_metadata: Any = None
+@dataclasses.dataclass(eq=False)
+class RootMetadata(collections.abc.Mapping):
+    """Orbax's RootMetadata (`custom_metadata`). It also answers as the
+    mapping of the custom metadata that metadata() returned before
+    (m.metadata()['key'], dict(m.metadata()), == {...})."""
+    custom_metadata: Any = dataclasses.field(default_factory=dict)
+
+    def _d(self):
+        return self.custom_metadata if isinstance(
+            self.custom_metadata, dict) else {}
+
+    def __getitem__(self, key):
+        return self._d()[key]
+
+    def __iter__(self):
+        return iter(self._d())
+
+    def __len__(self):
+        return len(self._d())
+
+    def __eq__(self, other):
+        if isinstance(other, RootMetadata):
+            return self.custom_metadata == other.custom_metadata
+        if isinstance(other, collections.abc.Mapping):
+            return self._d() == dict(other)
+        return NotImplemented
+
+    __hash__ = None
 
 
 class Checkpointer:
@@ -321,11 +423,14 @@ class CheckpointManager:
             raise ValueError('`options` must be a CheckpointManagerOptions')
         self._options = options
         self._zero_copy = bool(zero_copy)
-        self._dir = os.path.abspath(os.fspath(directory))
+        self._dir = os.path.abspath(_local_path(directory))
+        self._finalizer = None      # post_finalization_callback's thread
+        self._finalize_error = None
 
         # Items and handlers known to this manager (Orbax semantics).
         self._single_item = None
         self._known = {}
+        self._names_fixed = False   # item_names/item_handlers dict given
         if item_handlers is not None:
             if isinstance(item_handlers, handlers_lib.CheckpointHandler):
                 if item_names is not None:
@@ -336,6 +441,7 @@ class CheckpointManager:
                 self._known[DEFAULT_ITEM_NAME] = item_handlers._handler
             elif isinstance(item_handlers, dict):
                 self._single_item = False
+                self._names_fixed = True
                 for name, h in item_handlers.items():
                     self._check_item_name(name)
                     if h is not None and not isinstance(
@@ -351,11 +457,14 @@ class CheckpointManager:
             if isinstance(item_names, str):
                 raise ValueError('`item_names` must be a sequence of names')
             self._single_item = False
+            self._names_fixed = True
             for name in item_names:
                 self._check_item_name(name)
                 self._known.setdefault(name, None)
 
         self._best_fns = []   # [(metric_name, fn)]
+        self._root_metadata = None if metadata is None else \
+            _jsonable(metadata, 'metadata')
         self._pid = os.getpid()
         opts = self._build_options(options, metadata)
         lib = L.lib()
@@ -468,7 +577,7 @@ class CheckpointManager:
                 chk(lib.ckpt_options_set_path_permission_mode(
                     opts, int(o.file_options.path_permission_mode)),
                     'file_options.path_permission_mode')
-            if metadata is not None:
+            if metadata is not None and o.save_root_metadata:
                 chk(lib.ckpt_options_set_root_metadata(
                     opts, _json_dumps(metadata, 'metadata').encode()),
                     'metadata')
@@ -591,6 +700,11 @@ class CheckpointManager:
     def _check(self, rc):
         return L.check_manager(rc, self._m)
 
+    def _wait_pending(self):
+        """Orbax reads after the save in flight: wait for it (its error is
+        left for wait_until_finished/check_for_errors/save)."""
+        self._check(L.lib().ckpt_wait_pending(self._mgr()))
+
     @property
     def directory(self):
         return md.PosixGPath(self._dir)
@@ -637,6 +751,11 @@ class CheckpointManager:
         if self._closed:
             return
         lib = L.lib()
+        cb_error = None
+        try:
+            self._join_finalizer()
+        except BaseException as e:   # raised after the close below
+            cb_error = e
         self._closed = True
         m, self._m = self._m, None
         msg = None
@@ -650,6 +769,8 @@ class CheckpointManager:
             self._client = None
         if msg is not None:
             raise msg
+        if cb_error is not None:
+            raise cb_error
 
     # -- steps
     def all_steps(self, read=False):
@@ -698,6 +819,42 @@ class CheckpointManager:
 
     def wait_until_finished(self):
         self._check(L.lib().ckpt_wait_until_finished(self._mgr()))
+        self._join_finalizer()
+
+    # -- AsyncOptions.post_finalization_callback (Orbax's AsyncCheckpointer
+    # calls it in its background thread once the save is finalized)
+    def _start_finalizer(self, step):
+        ao = self._options.async_options
+        cb = ao.post_finalization_callback if ao is not None else None
+        if cb is None:
+            return
+        def run():
+            lib = L.lib()
+            m = self._m
+            if m is None or lib.ckpt_wait_pending(m) != 0:
+                return
+            # This thread's own view of the save's outcome (a failure is
+            # still raised once to each caller thread).
+            if lib.ckpt_check_for_errors(m) != 0:
+                return
+            try:
+                cb()
+            except BaseException as e:   # raised by wait_until_finished
+                self._finalize_error = e
+
+        t = threading.Thread(target=run, name='ckpt-finalize-%d' % step,
+                             daemon=True)
+        self._finalizer = t
+        t.start()
+
+    def _join_finalizer(self):
+        t = self._finalizer
+        if t is not None and t is not threading.current_thread():
+            t.join()
+            self._finalizer = None
+        e, self._finalize_error = self._finalize_error, None
+        if e is not None:
+            raise e
 
     def check_for_errors(self):
         self._check(L.lib().ckpt_check_for_errors(self._mgr()))
@@ -730,15 +887,22 @@ class CheckpointManager:
         return d
 
     def metadata(self, step=None):
-        """step None: the root metadata given at creation (a dict, {} when
-        none). Else the step's metadata (StepMetadata)."""
+        """step None: RootMetadata (the root metadata given when the root
+        was first opened; {} when none). Else the step's StepMetadata,
+        its item_metadata filled for the items whose handler is known."""
         p = ctypes.c_void_p()
         if step is None:
             self._check(L.lib().ckpt_metadata(self._mgr(), -1,
                                               ctypes.byref(p)))
             text = L.take_string(p.value)
-            return json.loads(text) if text else {}
+            d = json.loads(text) if text else {}
+            if not d and self._options.read_only and \
+                    self._root_metadata is not None:
+                # Orbax: a read-only manager keeps it in memory only.
+                d = self._root_metadata
+            return RootMetadata(custom_metadata=d)
         step = self._check_step(step)
+        self._wait_pending()
         self._check(L.lib().ckpt_metadata(self._mgr(), step, ctypes.byref(p)))
         text = L.take_string(p.value)
         d = json.loads(text) if text else {}
@@ -746,14 +910,28 @@ class CheckpointManager:
         if isinstance(metrics, dict):
             metrics = {k: v for k, v in metrics.items()
                        if not k.startswith(_RESERVED_METRIC_PREFIX)}
+        item_md = d.get('item_metadata')
+        if item_md is None:
+            item_md = self._step_item_metadata(step)
         return StepMetadata(
             item_handlers=d.get('item_handlers'),
-            item_metadata=d.get('item_metadata'),
+            item_metadata=item_md,
             metrics=metrics,
             performance_metrics=d.get('performance_metrics'),
             init_timestamp_nsecs=d.get('init_timestamp_nsecs'),
             commit_timestamp_nsecs=d.get('commit_timestamp_nsecs'),
             custom_metadata=d.get('custom_metadata'))
+
+    def _step_item_metadata(self, step):
+        """{item: item_metadata} for metadata(step); items whose handler
+        this manager does not know are left out."""
+        try:
+            r = self.item_metadata(step)
+        except (ValueError, KeyError, FileNotFoundError):
+            return None
+        if isinstance(r, args_lib.Composite):
+            return {n: r[n] for n in r}
+        return {DEFAULT_ITEM_NAME: r}
 
     @staticmethod
     def _check_step(step):
@@ -796,12 +974,18 @@ class CheckpointManager:
         for name, a in plan:
             if is_comp:
                 self._check_item_name(name)
+            if a is None and self._known.get(name) is None:
+                raise _provided_none(name)
             if a is None or not isinstance(a, args_lib.CheckpointArgs) or \
                     isinstance(a, args_lib.Composite) or not a._is_save:
                 raise ValueError(
                     'Item "%s": expected a save argument (StandardSave, '
                     'PyTreeSave, JsonSave, ArraySave, ProtoSave), got %r'
                     % (name, a))
+            known = self._known.get(name)
+            if (is_comp and self._names_fixed and name not in self._known) \
+                    or (known is not None and known != a._handler):
+                raise _no_matching_handler(name, a, self._known)
 
         if self._options.read_only:
             _warn('Cannot save checkpoint at step %d: CheckpointManager is '
@@ -881,11 +1065,14 @@ class CheckpointManager:
             L.check_plain(lib.ckpt_save_args_set_timestamp(sa, _now_ns()),
                           'timestamp')
             saved = ctypes.c_int(0)
+            self._join_finalizer()
             # The manager's mode and handlers are fixed by this call.
             self._single_item = not is_comp
             for name, a in plan:
                 self._known[name] = a._handler
             self._check(lib.ckpt_save(m, step, sa, ctypes.byref(saved)))
+            if saved.value:
+                self._start_finalizer(step)
             return bool(saved.value)
         finally:
             lib.ckpt_save_args_free(sa)
@@ -921,7 +1108,7 @@ class CheckpointManager:
 
     def _resolve_step(self, step, directory):
         root = self._dir if directory is None else \
-            os.path.abspath(os.fspath(directory))
+            os.path.abspath(_local_path(directory))
         if step is None:
             step = self._latest_in(root)
             if step is None:
@@ -1040,7 +1227,7 @@ class CheckpointManager:
             raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
                              'ocp.args.StandardRestore(abstract_tree)), got '
                              '%r' % (type(args).__name__,))
-        self._mgr()
+        self._wait_pending()
         root, step, step_dir = self._resolve_step(step, directory)
         other = None if root == self._dir else root
         self._ensure_step_exists(step, step_dir, other)
@@ -1083,7 +1270,7 @@ class CheckpointManager:
                     if a is None:
                         h = self._known.get(n)
                         if h is None:
-                            raise _undetermined(n)
+                            raise _provided_none(n)
                         a = args_lib._RESTORE_FOR[h]()
                     else:
                         if not isinstance(a, args_lib.CheckpointArgs) or \
@@ -1097,6 +1284,15 @@ class CheckpointManager:
                     raise KeyError(
                         f'Item "{n}" was not found in the checkpoint. '
                         f'Available items: {on_disk}')
+        for n, h, a in plan:
+            if getattr(a, 'transforms', None) is not None:
+                raise NotImplementedError(
+                    'PyTreeRestore(transforms=...) is not supported by ckpt; '
+                    'restore the tree and transform it in Python')
+            if getattr(a, 'strict', True) is False:
+                raise NotImplementedError(
+                    'StandardRestore(strict=False) (truncating/padding '
+                    'arrays to the target shape) is not supported by ckpt')
         for n, h, a in plan:
             self._known[n] = h
 
@@ -1167,7 +1363,7 @@ class CheckpointManager:
 
     def item_metadata(self, step):
         step = self._check_step(step)
-        self._mgr()
+        self._wait_pending()
         root, step, step_dir = self._resolve_step(step, None)
         self._ensure_step_exists(step, step_dir, None)
         self._fix_mode(step_dir)

@@ -1,0 +1,238 @@
+"""Orbax 0.12 behaviours that Orbax code relies on (issue: Orbax parity).
+Each test names the Orbax test or source it mirrors."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+
+BIG = 1 << 24   # 16M float32 = 64 MiB: the save is still in flight
+
+
+def _big_tree():
+    return {'w': np.arange(BIG, dtype=np.float32), 'b': np.ones(3)}
+
+
+def test_restore_right_after_async_save(ocp, tmp_path):
+    # Orbax AsyncCheckpointer.restore/metadata wait_until_finished() first
+    # (_src/checkpointers/async_checkpointer.py).
+    tree = _big_tree()
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        assert m.save(0, args=ocp.args.StandardSave(tree))
+        r = m.restore(0, args=ocp.args.StandardRestore(tree))
+        np.testing.assert_array_equal(r['w'], tree['w'])
+        assert m.save(1, args=ocp.args.StandardSave(tree))
+        md = m.item_metadata(1)
+        assert md['w'].shape == (BIG,)
+        assert m.save(2, args=ocp.args.StandardSave(tree))
+        smd = m.metadata(2)
+        assert smd.item_handlers is not None
+        assert m.save(3, args=ocp.args.StandardSave(tree))
+        r = m.restore(None, args=ocp.args.StandardRestore(tree))
+        assert m.latest_step() == 3
+
+
+def test_step_metadata_has_item_metadata(ocp, tmp_path):
+    # Orbax checkpoint_manager_test.py test_save_step_metadata: metadata(step)
+    # is a StepMetadata whose item_metadata is filled.
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        m.save(0, args=ocp.args.StandardSave({'a': np.ones((2, 3))}))
+        smd = m.metadata(0)
+        assert isinstance(smd, ocp.StepMetadata)
+        assert smd.item_metadata['default']['a'].shape == (2, 3)
+
+
+def test_root_metadata_object_and_mapping(ocp, tmp_path):
+    # Orbax test_root_metadata_save / test_metadata /
+    # test_root_metadata_does_not_overwrite.
+    with ocp.CheckpointManager(str(tmp_path), metadata={'state': 123}) as m:
+        md = m.metadata()
+        assert md == ocp.RootMetadata(custom_metadata={'state': 123})
+        assert md.custom_metadata == {'state': 123}
+        assert md == {'state': 123} and md['state'] == 123   # seed-era use
+        assert dict(md) == {'state': 123}
+    with ocp.CheckpointManager(str(tmp_path), metadata={'new': 456}) as m:
+        assert m.metadata().custom_metadata == {'state': 123}
+
+
+def test_empty_root_metadata(ocp, tmp_path):
+    # Orbax test_empty_metadata.
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        assert m.metadata().custom_metadata == {}
+
+
+def test_save_root_metadata_disabled(ocp, tmp_path):
+    # Orbax test_save_root_metadata_disabled.
+    O = ocp.CheckpointManagerOptions
+    with ocp.CheckpointManager(str(tmp_path), options=O(
+            save_root_metadata=False), metadata={'state': 123}) as m:
+        assert m.metadata().custom_metadata == {}
+    with ocp.CheckpointManager(str(tmp_path), options=O(
+            save_root_metadata=True), metadata={'state': 123}) as m:
+        assert m.metadata().custom_metadata == {'state': 123}
+
+
+def test_read_only_root_metadata(ocp, tmp_path):
+    # Orbax test_read_only_manager_does_not_save_root_metadata; and a
+    # read-only manager reads the stored one, ignoring a new metadata=.
+    O = ocp.CheckpointManagerOptions
+    p = str(tmp_path)
+    with ocp.CheckpointManager(p, options=O(read_only=True),
+                               metadata={'state': 123}) as m:
+        assert m.metadata().custom_metadata == {'state': 123}
+    with ocp.CheckpointManager(p) as m:
+        assert m.metadata().custom_metadata == {}
+    with ocp.CheckpointManager(p, metadata={'state': 1}) as m:
+        pass
+    with ocp.CheckpointManager(p, options=O(read_only=True),
+                               metadata={'state': 2}) as m:
+        assert m.metadata().custom_metadata == {'state': 1}
+
+
+def test_save_interval_steps_zero(ocp, tmp_path):
+    # Orbax CheckpointManagerOptions.__post_init__: read_only sets
+    # save_interval_steps=0; 0 is a valid setting.
+    O = ocp.CheckpointManagerOptions
+    assert O(read_only=True).save_interval_steps == 0
+    with ocp.CheckpointManager(str(tmp_path), options=O(
+            save_interval_steps=0)) as m:
+        saved = [m.save(s, args=ocp.args.StandardSave({'s': s}))
+                 for s in range(4)]
+        m.wait_until_finished()
+        assert saved == [True, False, False, False]   # InitialSavePolicy
+        assert m.all_steps() == [0]
+
+
+def test_unsupported_scheme(ocp, tmp_path):
+    # ckpt serves local directories: gs://... must not become ./gs:/...
+    cwd = os.getcwd()
+    os.chdir(str(tmp_path))
+    try:
+        with pytest.raises(ValueError, match=r'"gs://"'):
+            ocp.CheckpointManager('gs://bucket/run')
+        with pytest.raises(ValueError, match=r'"s3://"'):
+            ocp.CheckpointManager('s3://bucket/run')
+        assert not os.path.exists('gs:')
+    finally:
+        os.chdir(cwd)
+    with ocp.CheckpointManager('file://' + str(tmp_path / 'f')) as m:
+        assert str(m.directory) == str(tmp_path / 'f')
+
+
+def test_unsupported_options_raise(ocp, tmp_path):
+    O = ocp.CheckpointManagerOptions
+    MP = ocp.options.MultiprocessingOptions
+    O(multiprocessing_options=MP())            # the default is fine
+    O(multiprocessing_options=MP(primary_host=0))
+    with pytest.raises(NotImplementedError):
+        O(multiprocessing_options=MP(primary_host=None))
+    with pytest.raises(NotImplementedError):
+        O(multiprocessing_options=MP(active_processes={0, 1}))
+    tree = {'a': np.ones(3)}
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        m.save(0, args=ocp.args.StandardSave(tree))
+        with pytest.raises(NotImplementedError):
+            m.restore(0, args=ocp.args.PyTreeRestore(
+                tree, transforms={}))
+        with pytest.raises(NotImplementedError):
+            m.restore(0, args=ocp.args.StandardRestore(tree, strict=False))
+
+
+def test_post_finalization_callback(ocp, tmp_path):
+    # Orbax async_checkpointer.py: post_finalization_callback() runs in the
+    # background once each save is finalized.
+    calls = []
+    seen_steps = []
+
+    def cb():
+        calls.append(threading.current_thread().name)
+
+    O = ocp.CheckpointManagerOptions
+    with ocp.CheckpointManager(str(tmp_path), options=O(
+            async_options=ocp.options.AsyncOptions(
+                post_finalization_callback=cb))) as m:
+        for s in range(3):
+            m.save(s, args=ocp.args.StandardSave(_big_tree() if s == 0
+                                                 else {'s': s}))
+            seen_steps.append(len(calls))
+        m.wait_until_finished()
+        assert len(calls) == 3
+        assert seen_steps[0] == 0      # not before the first save finished
+        assert threading.current_thread().name not in calls
+    # Orbax CheckpointManager.__init__: only with an async checkpointer.
+    with pytest.raises(ValueError, match='post_finalization_callback is only '
+                       'supported with AsyncCheckpointer'):
+        O(enable_async_checkpointing=False,
+          async_options=ocp.options.AsyncOptions(
+              post_finalization_callback=cb))
+
+
+def test_post_finalization_callback_not_after_failure(ocp, tmp_path):
+    import shutil
+    calls = []
+    root = str(tmp_path / 'r')
+    m = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(
+        async_options=ocp.options.AsyncOptions(
+            post_finalization_callback=lambda: calls.append(1))))
+    m.save(0, args=ocp.args.StandardSave({'a': 1}))
+    m.wait_until_finished()
+    assert calls == [1]
+    shutil.rmtree(root)
+    m.save(1, args=ocp.args.StandardSave({'a': 1}))
+    with pytest.raises(OSError):
+        m.wait_until_finished()
+    assert calls == [1]
+    m.close()
+
+
+def test_args_mismatch_item_handlers(ocp, tmp_path):
+    # Orbax test_checkpoint_args_mismatch_item_handlers.
+    tree = {'a': np.ones(3)}
+    with ocp.CheckpointManager(
+            str(tmp_path / 'a'),
+            item_handlers=ocp.PyTreeCheckpointHandler()) as m:
+        with pytest.raises(ValueError, match='does not match with any '
+                           'registered handler'):
+            m.save(0, args=ocp.args.StandardSave(tree))
+    with ocp.CheckpointManager(
+            str(tmp_path / 'b'),
+            item_handlers={'params': ocp.PyTreeCheckpointHandler()}) as m:
+        with pytest.raises(ValueError, match='does not match with any '
+                           'registered handler'):
+            m.save(0, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(tree)))
+
+
+def test_save_invalid_item(ocp, tmp_path):
+    # Orbax test_save_restore_invalid_item: an item outside item_names.
+    with ocp.CheckpointManager(str(tmp_path), item_names=('params',)) as m:
+        with pytest.raises(ValueError, match='does not match with any '
+                           'registered handler'):
+            m.save(0, args=ocp.args.Composite(
+                invalid=ocp.args.PyTreeSave({'a': np.ones(2)})))
+
+
+def test_composite_none_args(ocp, tmp_path):
+    # Orbax composite_checkpoint_handler.py _get_or_set_handler.
+    p = str(tmp_path)
+    with ocp.CheckpointManager(p, item_names=('state', 'meta')) as m:
+        with pytest.raises(ValueError, match='Provided `None` for '
+                           '`CheckpointArgs`, and the `CheckpointHandler` '
+                           'for item "meta" was not configured'):
+            m.save(0, args=ocp.args.Composite(
+                state=ocp.args.StandardSave({'a': np.ones(2)}), meta=None))
+        m.save(0, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({'a': np.ones(2)}),
+            meta=ocp.args.JsonSave({'x': 1})))
+    with ocp.CheckpointManager(p, item_names=('state', 'meta')) as m:
+        with pytest.raises(ValueError, match='Provided `None` for '
+                           '`CheckpointArgs`'):
+            m.restore(0, args=ocp.args.Composite(state=None))
+        r = m.restore(0, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))
+        assert r.meta == {'x': 1}
+        # Once configured, None restores with the known handler.
+        r = m.restore(0, args=ocp.args.Composite(meta=None))
+        assert r.meta == {'x': 1}
