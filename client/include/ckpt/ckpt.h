@@ -287,19 +287,26 @@ typedef enum {
 	CKPT_PRESERVE_ALL = 0, CKPT_PRESERVE_LATEST_N = 1,
 	CKPT_PRESERVE_EVERY_N_SECONDS = 2, CKPT_PRESERVE_EVERY_N_STEPS = 3,
 	CKPT_PRESERVE_CUSTOM_STEPS = 4, CKPT_PRESERVE_BEST_N = 5,
-	CKPT_PRESERVE_LATEST_DURATION = 6, CKPT_PRESERVE_ANY = 7
+	CKPT_PRESERVE_LATEST_DURATION = 6, CKPT_PRESERVE_ANY = 7,
+	CKPT_PRESERVE_EVERY_N_STEPS_CLOSEST = 8
 } ckpt_preserve_kind;
 
 /* interval: FIXED_INTERVAL; steps/nsteps: SPECIFIC_STEPS; secs: CONTINUOUS. */
 int ckpt_options_save_policy_add(ckpt_options *o, ckpt_save_policy_kind kind,
     uint64_t interval, const uint64_t *steps, size_t nsteps, double secs);
 int ckpt_options_save_policy_child(ckpt_options *o, int parent, int child);
-/* n: LATEST_N, EVERY_N_STEPS, BEST_N; secs: EVERY_N_SECONDS,
+/* n: LATEST_N, EVERY_N_STEPS(_CLOSEST), BEST_N; secs: EVERY_N_SECONDS,
  * LATEST_DURATION; steps: CUSTOM_STEPS; metric/mode_min/keep_without:
- * BEST_N. */
+ * BEST_N. Returns the node's index. */
 int ckpt_options_preservation_add(ckpt_options *o, ckpt_preserve_kind kind,
     int64_t n, double secs, const uint64_t *steps, size_t nsteps,
     const char *metric, int mode_min, int keep_without_metrics);
+/* Orbax 0.12 EveryNSteps(exact_interval, max_to_keep) and
+ * EveryNStepsClosest(max_to_keep) of node `node`: exact 0 keeps the first
+ * step, then each at least n steps after the last kept; max_to_keep >= 0
+ * keeps only the latest that many of the steps chosen (-1: all). */
+int ckpt_options_preservation_every_n(ckpt_options *o, int node, int exact,
+    int64_t max_to_keep);
 int ckpt_options_preservation_child(ckpt_options *o, int parent, int child);
 
 /* ---- connection --------------------------------------------------------------- */

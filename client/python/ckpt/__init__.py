@@ -31,14 +31,12 @@ from ckpt.manager import (AsyncCheckpointer, AsyncOptions, Checkpointer,
 from ckpt.metadata import (ArrayMetadata, PosixGPath, ScalarMetadata,
                            StringMetadata)
 
-options = type('options', (), {
-    'AsyncOptions': AsyncOptions, 'FileOptions': FileOptions,
-    'MultiprocessingOptions': MultiprocessingOptions})
+from ckpt import options
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'args', 'checkpoint_managers', 'checkpoint_utils', 'metadata',
+    'args', 'options', 'checkpoint_managers', 'checkpoint_utils', 'metadata',
     'test_utils', 'PLACEHOLDER', 'CkptError', 'StepAlreadyExistsError',
     'ArrayCheckpointHandler', 'CheckpointHandler',
     'CompositeCheckpointHandler', 'JsonCheckpointHandler',

@@ -647,6 +647,7 @@ class CheckpointManager:
         lib = L.lib()
         n, secs, steps, nsteps = 0, 0.0, None, 0
         metric, mode_min, keep_without = None, 0, 1
+        every_n = None
         if isinstance(p, cm.PreserveAll):
             kind = L.PRESERVE_ALL
         elif isinstance(p, cm.LatestN):
@@ -658,6 +659,12 @@ class CheckpointManager:
             kind, secs = L.PRESERVE_EVERY_N_SECONDS, _seconds(p.interval_secs)
         elif isinstance(p, cm.EveryNSteps):
             kind, n = L.PRESERVE_EVERY_N_STEPS, int(p.interval_steps)
+            every_n = (int(bool(p.exact_interval)),
+                       -1 if p.max_to_keep is None else int(p.max_to_keep))
+        elif isinstance(p, cm.EveryNStepsClosest):
+            kind, n = L.PRESERVE_EVERY_N_STEPS_CLOSEST, int(p.interval_steps)
+            every_n = (1, -1 if p.max_to_keep is None else
+                       int(p.max_to_keep))
         elif isinstance(p, cm.CustomSteps):
             kind = L.PRESERVE_CUSTOM_STEPS
             steps = (ctypes.c_uint64 * max(len(p.steps), 1))(*p.steps)
@@ -683,6 +690,11 @@ class CheckpointManager:
         idx = lib.ckpt_options_preservation_add(opts, kind, n, secs, steps,
                                                 nsteps, metric, mode_min,
                                                 keep_without)
+        if idx >= 0 and every_n is not None:
+            rc = lib.ckpt_options_preservation_every_n(opts, idx, *every_n)
+            if rc < 0:
+                raise ValueError('invalid preservation policy %r: %s'
+                                 % (p, L.strerror(rc)))
         return self._link_policy_node(
             opts, p, idx, parent, 'preservation policy',
             lib.ckpt_options_preservation_child,
