@@ -104,6 +104,7 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 	case CKPT__REQUEST__OP_RELOAD:
 	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
 	case CKPT__REQUEST__OP_VERIFY:
+	case CKPT__REQUEST__OP_SET_STEP_METRICS:
 		/* The manager owns req and fds from here. */
 		manager_handle(c, req, fds, nfds);
 		return;

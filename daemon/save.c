@@ -33,6 +33,7 @@
 #include <jansson.h>
 
 #include "save.h"
+#include "stepmetrics.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -430,6 +431,10 @@ save_check_items(Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
 			if (strcmp(sv->items[k]->name, it->name) == 0)
 				return err_set(e, CKPT_EINVAL, "duplicate item "
 				    "name \"%s\"", it->name);
+		if (sv->metrics_json != NULL &&
+		    strcmp(it->name, STEPMETRICS_ITEM) == 0)
+			return err_set(e, CKPT_EINVAL, "Item name \"%s\" is "
+			    "reserved; please use a different name.", it->name);
 		if (!it->has_handler ||
 		    it->handler == CKPT__HANDLER__HANDLER_UNSPECIFIED) {
 			it->has_handler = 1;
@@ -848,6 +853,10 @@ save_finish(struct save *s, ckd_err *e)
 	meta.commit_ns = s->commit_ns;
 	meta.metrics_json = s->m->o->prevent_write_metrics ? NULL :
 	    sv->metrics_json;
+	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
+	    s->tmpfd, meta.metrics_json, s->dmode, s->fmode, &s->sync,
+	    e)) != 0)
+		goto fail;
 	meta.custom_json = sv->custom_metadata_json;
 	meta.nitems = sv->n_items;
 	meta.item_names = s->names;
@@ -1123,8 +1132,8 @@ save_finalize(struct save *s)
 		rec.state = INDEX_COMMITTED;
 		rec.commit_ns = s->commit_ns;
 		rec.bytes = s->bytes;
-		rec.metrics_json = m->o->prevent_write_metrics ? NULL :
-		    mgr_strdup(s->sv->metrics_json);
+		/* prevent_write_metrics: ranked in memory all the same */
+		rec.metrics_json = mgr_strdup(s->sv->metrics_json);
 		root_insert_step(r, &rec);
 		mgr.committed++;
 		mgr.bytes_written += s->bytes;

@@ -1189,6 +1189,31 @@ ckpt_delete(ckpt_manager *m, uint64_t step)
 }
 
 CKPT_API int
+ckpt_set_step_metrics(ckpt_manager *m, uint64_t step, const char *json)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__SetStepMetrics sm = CKPT__SET_STEP_METRICS__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (json == NULL || !valid_json(json, 1))
+		return cl_fail(m->c, m, CKPT_EINVAL, "metrics must be a JSON "
+		    "object");
+	sm.has_manager = 1;
+	sm.manager = m->id;
+	sm.has_step = 1;
+	sm.step = step;
+	sm.metrics_json = (char *)json;
+	req.op_case = CKPT__REQUEST__OP_SET_STEP_METRICS;
+	req.set_step_metrics = &sm;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
 ckpt_reload(ckpt_manager *m)
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;

@@ -236,3 +236,65 @@ def test_composite_none_args(ocp, tmp_path):
         # Once configured, None restores with the known handler.
         r = m.restore(0, args=ocp.args.Composite(meta=None))
         assert r.meta == {'x': 1}
+
+
+def test_metrics_item_written_for_orbax(ocp, tmp_path):
+    # Orbax checkpoint_manager.py save(): metrics go to the `metrics` item
+    # (JsonSave) -> <step>/metrics/metrics, read back by _get_metrics().
+    import json
+    p = str(tmp_path)
+    O = ocp.CheckpointManagerOptions
+    with ocp.CheckpointManager(p, options=O(
+            best_fn=lambda m: m['loss'], best_mode='min')) as m:
+        m.save(0, args=ocp.args.StandardSave({'a': 1}),
+               metrics={'loss': 0.5, 'acc': 0.9})
+        m.wait_until_finished()
+        assert m.metrics(0) == {'loss': 0.5, 'acc': 0.9}
+    with open(os.path.join(p, '0', 'metrics', 'metrics')) as f:
+        assert json.load(f) == {'loss': 0.5, 'acc': 0.9}
+    with open(os.path.join(p, '0', '_CHECKPOINT_METADATA')) as f:
+        assert json.load(f)['metrics']['loss'] == 0.5
+    # prevent_write_metrics: nothing written, still ranked in memory
+    # (Orbax keeps CheckpointInfo.metrics).
+    q = str(tmp_path / 'nowrite')
+    with ocp.CheckpointManager(q, options=O(
+            best_fn=lambda m: m['loss'], best_mode='min', max_to_keep=2,
+            prevent_write_metrics=True)) as m:
+        for s, loss in enumerate([0.3, 0.1, 0.5, 0.2]):
+            m.save(s, args=ocp.args.StandardSave({'a': s}),
+                   metrics={'loss': loss})
+            m.wait_until_finished()
+        assert m.all_steps() == [1, 3]
+        assert m.best_step() == 1
+    assert not os.path.exists(os.path.join(q, '1', 'metrics'))
+
+
+def test_orbax_written_metrics_rank(ocp, tmp_path):
+    # A root written by Orbax: its steps carry <step>/metrics/metrics only.
+    # Orbax's best_fn ranking (test_save_best) must hold over them.
+    import json
+    import shutil
+    a = str(tmp_path / 'a')
+    b = str(tmp_path / 'b')
+    with ocp.CheckpointManager(a) as m:
+        for s in range(4):
+            m.save(s, args=ocp.args.StandardSave({'a': s}))
+        m.wait_until_finished()
+    os.makedirs(b)
+    losses = {0: 0.4, 1: 0.1, 2: 0.3, 3: 0.5}
+    for s, loss in losses.items():
+        shutil.copytree(os.path.join(a, str(s)), os.path.join(b, str(s)))
+        os.makedirs(os.path.join(b, str(s), 'metrics'))
+        with open(os.path.join(b, str(s), 'metrics', 'metrics'), 'w') as f:
+            json.dump({'loss': loss}, f)
+    O = ocp.CheckpointManagerOptions
+    with ocp.CheckpointManager(b, options=O(
+            best_fn=lambda m: m['loss'], best_mode='min',
+            max_to_keep=2)) as m:
+        assert m.metrics(1) == {'loss': 0.1}
+        assert m.best_step() == 1
+        m.save(4, args=ocp.args.StandardSave({'a': 4}),
+               metrics={'loss': 0.2})
+        m.wait_until_finished()
+        assert m.all_steps() == [1, 4]
+        assert m.best_step() == 1

@@ -427,6 +427,10 @@ int ckpt_check_for_errors(ckpt_manager *m);
 /* Block until no save of this manager is in flight, leaving a failure for
  * the calls above (restore, item metadata and step metadata do this). */
 int ckpt_wait_pending(ckpt_manager *m);
+/* Merge `json` (an object) into the metrics of committed step `step`, in
+ * the daemon's memory only, for ranking (e.g. best_fn values computed from
+ * metrics another program wrote). CKPT_ENOTFOUND for an unknown step. */
+int ckpt_set_step_metrics(ckpt_manager *m, uint64_t step, const char *json);
 /* 1 while a save of this manager is in flight, else 0. */
 int ckpt_is_saving_in_progress(ckpt_manager *m);
 /* *out = 1 when the save policy would save `step` now. */

@@ -231,6 +231,7 @@ _PROTOS = [
     ('ckpt_check_for_errors', c_int, [c_void_p]),
     ('ckpt_is_saving_in_progress', c_int, [c_void_p]),
     ('ckpt_wait_pending', c_int, [c_void_p]),
+    ('ckpt_set_step_metrics', c_int, [c_void_p, c_uint64, c_char_p]),
     ('ckpt_should_save', c_int, [c_void_p, c_uint64, POINTER(c_int)]),
     ('ckpt_all_steps', c_int,
      [c_void_p, POINTER(POINTER(c_uint64)), POINTER(c_size_t)]),

@@ -484,6 +484,7 @@ class CheckpointManager:
             L.check_client(rc, self._client)
             self._m = m.value
             self._closed = False
+            self._rank_unranked_steps()
         except BaseException:
             if self._client:
                 lib.ckpt_disconnect(self._client)
@@ -810,6 +811,42 @@ class CheckpointManager:
 
     def reload(self):
         self._check(L.lib().ckpt_reload(self._mgr()))
+        self._rank_unranked_steps()
+
+    def _raw_metrics(self, step):
+        p = ctypes.c_void_p()
+        self._check(L.lib().ckpt_metrics(self._mgr(), step, ctypes.byref(p)))
+        text = L.take_string(p.value)
+        return json.loads(text) if text else None
+
+    def _rank_unranked_steps(self):
+        """Steps whose metrics another program wrote (Orbax's
+        <step>/metrics/metrics) lack the best_fn values this process
+        computes at save time: compute them from those metrics and hand
+        them to the daemon, which ranks with them (in memory)."""
+        if not self._best_fns:
+            return
+        lib = L.lib()
+        for step in self.all_steps():
+            raw = self._raw_metrics(step)
+            if not isinstance(raw, dict):
+                continue
+            user = {k: v for k, v in raw.items()
+                    if not k.startswith(_RESERVED_METRIC_PREFIX)}
+            if not user:        # no metrics: unranked, as in Orbax
+                continue
+            add = {}
+            for name, fn in self._best_fns:
+                if name in raw:
+                    continue
+                try:
+                    add[name] = _jsonable(fn(user), 'best_fn(metrics)')
+                except Exception as e:   # Orbax skips it as unranked
+                    _warn('best_fn failed on the metrics of step %d: %r'
+                          % (step, e))
+            if add:
+                self._check(lib.ckpt_set_step_metrics(
+                    self._m, step, json.dumps(add).encode()))
 
     def reached_preemption(self, step):
         """ckpt has no multi-host preemption sync: always False."""
