@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "log.h"
 #include "manager.h"
+#include "preempt.h"
 #include "worker.h"
 
 static void
@@ -86,6 +87,10 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 	case CKPT__REQUEST__OP_STATUS:
 		dispatch_close_fds(fds, nfds);
 		dispatch_status(c, req);
+		break;
+	case CKPT__REQUEST__OP_PREEMPT:
+		dispatch_close_fds(fds, nfds);
+		preempt_handle(c, req);
 		break;
 	case CKPT__REQUEST__OP_HELLO:
 		dispatch_close_fds(fds, nfds);

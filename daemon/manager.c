@@ -31,6 +31,7 @@
 #include "root.h"
 #include "save.h"
 #include "restore.h"
+#include "preempt.h"
 
 /* ---- replies -------------------------------------------------------------- */
 
@@ -880,7 +881,10 @@ mgr_handle_should_save(struct conn *c, uint64_t id, struct manager *m,
 		latest = pend;
 	sr.has_should = 1;
 	sr.should = policy_should_save(m->pol, ss->step, latest, now,
-	    r->last_save_ns, r->saves > 0, ss->preempted) != 0;
+	    r->last_save_ns, r->saves > 0, ss->preempted ||
+	    (preempt_active() && !m->preempt_saved)) != 0;
+	sr.has_preempting = 1;
+	sr.preempting = preempt_active() != 0;
 	resp.has_id = 1;
 	resp.id = id;
 	resp.body_case = CKPT__RESPONSE__BODY_SHOULD_SAVE;

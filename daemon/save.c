@@ -34,6 +34,7 @@
 
 #include "save.h"
 #include "stepmetrics.h"
+#include "preempt.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -1318,7 +1319,8 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		if (pend > latest)
 			latest = pend;
 		if (!policy_should_save(m->pol, sv->step, latest, now,
-		    r->last_save_ns, r->saves > 0, sv->preempted)) {
+		    r->last_save_ns, r->saves > 0, sv->preempted ||
+		    (preempt_active() && !m->preempt_saved))) {
 			if (memfd >= 0)
 				close(memfd);
 			save_reply_saved(c, req->id, 0);
@@ -1340,6 +1342,8 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}
+	if (preempt_active())
+		m->preempt_saved = 1;   /* its preemption save is taken */
 	s->memfd = memfd;
 	s->rootfd = s->tmpfd = -1;
 	s->c = c;

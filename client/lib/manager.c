@@ -914,6 +914,32 @@ ckpt_is_saving_in_progress(ckpt_manager *m)
 }
 
 CKPT_API int
+ckpt_reached_preemption(ckpt_manager *m, uint64_t step, int *out)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (out == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
+	*out = 0;
+	ss.has_manager = 1;
+	ss.manager = m->id;
+	ss.has_step = 1;
+	ss.step = step;
+	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
+	req.should_save = &ss;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	if (resp->body_case == CKPT__RESPONSE__BODY_SHOULD_SAVE)
+		*out = resp->should_save->preempting != 0;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
 ckpt_should_save(ckpt_manager *m, uint64_t step, int *out)
 {
 	MGR_CHECK(m);

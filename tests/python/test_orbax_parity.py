@@ -298,3 +298,106 @@ def test_orbax_written_metrics_rank(ocp, tmp_path):
         m.wait_until_finished()
         assert m.all_steps() == [1, 4]
         assert m.best_step() == 1
+
+
+class _PrivateDaemon:
+    """A ckptd of this test only: preempting it must not touch the
+    session's daemon."""
+
+    def __init__(self, base, *extra):
+        import subprocess
+        from conftest import ckptd_bin, wait_for_socket
+        self.sock = os.path.join(base, 'p.sock')
+        self.log = open(os.path.join(base, 'p.log'), 'wb')
+        self.proc = subprocess.Popen(
+            [ckptd_bin(), '--socket', self.sock, '--state-dir',
+             os.path.join(base, 'pstate'), '--foreground'] + list(extra),
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_socket(self.sock, self.proc)
+
+    def stop(self):
+        import signal
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _poll(fn, secs=10.0):
+    import time
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return fn()
+
+
+def test_preemption_on_sigterm(ocp, tmp_path):
+    # Orbax checkpoint_manager_test.py test_save_on_preemption: once the
+    # preemption sync point is reached, should_save is True at that step
+    # (PreemptionCheckpointingPolicy) and the save is taken.
+    import signal
+    d = _PrivateDaemon(str(tmp_path), '--preempt-grace', '30')
+    try:
+        root = str(tmp_path / 'run')
+        m = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(
+            save_interval_steps=10), socket_path=d.sock)
+        m.save(0, args=ocp.args.StandardSave({'a': 0}))
+        m.wait_until_finished()
+        assert not m.reached_preemption(5)
+        assert not m.should_save(5)
+        d.proc.send_signal(signal.SIGTERM)     # systemd shutdown
+        assert _poll(lambda: m.reached_preemption(5))
+        assert d.proc.poll() is None            # up for the grace period
+        assert m.should_save(5)
+        assert m.save(5, args=ocp.args.StandardSave({'a': 5}))
+        m.wait_until_finished()
+        assert m.reached_preemption(5)          # still: the loop can stop
+        assert not m.should_save(6)             # one preemption save
+        assert m.all_steps() == [0, 5]
+        m.close()
+        d.proc.wait(15)                        # the last manager closed
+        assert d.proc.returncode == 0
+    finally:
+        d.stop()
+    assert os.path.isdir(os.path.join(root, '5'))
+
+
+def test_preemption_announced(ocp, tmp_path):
+    # `ckptctl preempt` (a cloud preemption notice): the daemon stays up.
+    import ctypes
+    from ckpt import _lib as L
+    d = _PrivateDaemon(str(tmp_path))
+    try:
+        O = ocp.CheckpointManagerOptions
+        m = ocp.CheckpointManager(str(tmp_path / 'run'), options=O(
+            save_interval_steps=100), socket_path=d.sock)
+        m2 = ocp.CheckpointManager(str(tmp_path / 'other'), options=O(
+            save_interval_steps=100), socket_path=d.sock)
+        m.save(0, args=ocp.args.StandardSave({'a': 0}))
+        assert not m.save(7, args=ocp.args.StandardSave({'a': 7}))
+        lib = L.lib()
+        c = ctypes.c_void_p()
+        assert lib.ckpt_connect(d.sock.encode(), ctypes.byref(c)) == 0
+        try:
+            assert lib.ckpt_preempt(c) == 0
+        finally:
+            lib.ckpt_disconnect(c)
+        # every open manager is told
+        assert m.reached_preemption(8) and m2.reached_preemption(8)
+        assert m.save(8, args=ocp.args.StandardSave({'a': 8}))
+        assert not m.save(9, args=ocp.args.StandardSave({'a': 9}))
+        m.wait_until_finished()
+        assert m.all_steps() == [0, 8]
+        assert m2.save(3, args=ocp.args.StandardSave({'a': 3}))
+        m.close()
+        m2.close()
+        assert d.proc.poll() is None
+    finally:
+        d.stop()

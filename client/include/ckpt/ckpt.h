@@ -431,6 +431,13 @@ int ckpt_wait_pending(ckpt_manager *m);
  * the daemon's memory only, for ranking (e.g. best_fn values computed from
  * metrics another program wrote). CKPT_ENOTFOUND for an unknown step. */
 int ckpt_set_step_metrics(ckpt_manager *m, uint64_t step, const char *json);
+/* Orbax's reached_preemption(step): *out = 1 once ckptd knows its node is
+ * going down (SIGTERM, or ckpt_preempt/`ckptctl preempt`); the manager's
+ * next save is then taken whatever the save policy says. */
+int ckpt_reached_preemption(ckpt_manager *m, uint64_t step, int *out);
+/* Announce that the node is going down (root or the daemon's user only:
+ * else CKPT_EACCES). */
+int ckpt_preempt(ckpt_client *c);
 /* 1 while a save of this manager is in flight, else 0. */
 int ckpt_is_saving_in_progress(ckpt_manager *m);
 /* *out = 1 when the save policy would save `step` now. */

@@ -231,6 +231,8 @@ _PROTOS = [
     ('ckpt_check_for_errors', c_int, [c_void_p]),
     ('ckpt_is_saving_in_progress', c_int, [c_void_p]),
     ('ckpt_wait_pending', c_int, [c_void_p]),
+    ('ckpt_preempt', c_int, [c_void_p]),
+    ('ckpt_reached_preemption', c_int, [c_void_p, c_uint64, POINTER(c_int)]),
     ('ckpt_set_step_metrics', c_int, [c_void_p, c_uint64, c_char_p]),
     ('ckpt_should_save', c_int, [c_void_p, c_uint64, POINTER(c_int)]),
     ('ckpt_all_steps', c_int,

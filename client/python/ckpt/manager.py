@@ -849,8 +849,14 @@ class CheckpointManager:
                     self._m, step, json.dumps(add).encode()))
 
     def reached_preemption(self, step):
-        """ckpt has no multi-host preemption sync: always False."""
-        return False
+        """True once ckptd knows its node is going down (SIGTERM of the
+        daemon, or `ckptctl preempt`); the next save is then taken whatever
+        the save policy says (Orbax's PreemptionCheckpointingPolicy)."""
+        step = self._check_step(step)
+        out = ctypes.c_int()
+        self._check(L.lib().ckpt_reached_preemption(self._mgr(), step,
+                                                    ctypes.byref(out)))
+        return bool(out.value)
 
     def should_save(self, step):
         step = self._check_step(step)
@@ -860,7 +866,9 @@ class CheckpointManager:
             latest = self.latest_step()
             if latest is not None and latest >= step:
                 return False
-            return bool(self._options.should_save_fn(step, latest))
+            # Orbax: Any(_ShouldSaveFnPolicy, PreemptionCheckpointingPolicy)
+            return bool(self._options.should_save_fn(step, latest)) or \
+                self.reached_preemption(step)
         out = ctypes.c_int()
         self._check(L.lib().ckpt_should_save(self._mgr(), step,
                                              ctypes.byref(out)))
