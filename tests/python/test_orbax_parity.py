@@ -401,3 +401,27 @@ def test_preemption_announced(ocp, tmp_path):
         assert d.proc.poll() is None
     finally:
         d.stop()
+
+
+def test_read_only_root_that_does_not_exist(ocp, tmp_path):
+    # Orbax: read_only sets create=False; _load_checkpoint_infos returns []
+    # for a missing directory; restore raises "No steps found".
+    p = str(tmp_path / 'later')
+    m = ocp.CheckpointManager(p, options=ocp.CheckpointManagerOptions(
+        read_only=True), metadata={'x': 1})
+    assert not os.path.exists(p)
+    assert m.all_steps() == [] and m.latest_step() is None
+    assert m.best_step() is None and not m.should_save(0)
+    assert m.metadata().custom_metadata == {'x': 1}
+    assert not m.save(0, args=ocp.args.StandardSave({'a': 1}))
+    with pytest.raises(FileNotFoundError, match='No steps found in'):
+        m.restore()
+    with pytest.raises(FileNotFoundError, match='not found'):
+        m.restore(3)
+    m.wait_until_finished()
+    with ocp.CheckpointManager(p) as w:
+        w.save(2, args=ocp.args.StandardSave({'a': 2}))
+    m.reload()
+    assert m.all_steps() == [2]
+    assert m.restore(2, args=ocp.args.StandardRestore())['a'] == 2
+    m.close()

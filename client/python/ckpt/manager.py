@@ -411,6 +411,7 @@ class CheckpointManager:
         self._client = None
         self._m = None
         self._closed = True
+        self._absent = False
         if checkpointers is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='passing `checkpointers` to CheckpointManager'))
@@ -466,7 +467,20 @@ class CheckpointManager:
         self._root_metadata = None if metadata is None else \
             _jsonable(metadata, 'metadata')
         self._pid = os.getpid()
-        opts = self._build_options(options, metadata)
+        self._socket_path = socket_path
+        self._metadata_arg = metadata
+        # Orbax: a read-only manager on a root that does not exist yet has
+        # no steps (it is read when reload() finds it).
+        self._absent = bool(options.read_only) and \
+            not os.path.isdir(self._dir)
+        if self._absent:
+            self._closed = False
+            return
+        self._open_daemon_manager()
+
+    def _open_daemon_manager(self):
+        opts = self._build_options(self._options, self._metadata_arg)
+        socket_path = self._socket_path
         lib = L.lib()
         try:
             c = ctypes.c_void_p()
@@ -763,6 +777,9 @@ class CheckpointManager:
         """Wait for pending saves and close; raises a pending save error."""
         if self._closed:
             return
+        if self._absent:
+            self._closed = True
+            return
         lib = L.lib()
         cb_error = None
         try:
@@ -787,6 +804,8 @@ class CheckpointManager:
 
     # -- steps
     def all_steps(self, read=False):
+        if self._is_absent():
+            return []
         m = self._mgr()
         if read:
             self._check(L.lib().ckpt_reload(m))
@@ -800,18 +819,40 @@ class CheckpointManager:
             L.free(ctypes.cast(p, ctypes.c_void_p).value)
 
     def latest_step(self):
+        if self._is_absent():
+            return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_latest_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
     def best_step(self):
+        if self._is_absent():
+            return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_best_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
     def reload(self):
+        if self._is_absent():
+            if not os.path.isdir(self._dir):
+                return
+            self._open_daemon_manager()
+            self._absent = False
+            return
         self._check(L.lib().ckpt_reload(self._mgr()))
         self._rank_unranked_steps()
+
+    def _is_absent(self):
+        """A read-only manager whose root did not exist at creation."""
+        if self._absent and self._closed:
+            raise ValueError('CheckpointManager is closed')
+        return self._absent
+
+    def _absent_error(self, step):
+        if step is None:
+            return FileNotFoundError(f'No steps found in {self._dir}.')
+        return FileNotFoundError('Checkpoint at %s not found.' % os.path.join(
+            self._dir, self._step_name(self._check_step(step))))
 
     def _raw_metrics(self, step):
         p = ctypes.c_void_p()
@@ -853,6 +894,8 @@ class CheckpointManager:
         daemon, or `ckptctl preempt`); the next save is then taken whatever
         the save policy says (Orbax's PreemptionCheckpointingPolicy)."""
         step = self._check_step(step)
+        if self._is_absent():
+            return False
         out = ctypes.c_int()
         self._check(L.lib().ckpt_reached_preemption(self._mgr(), step,
                                                     ctypes.byref(out)))
@@ -875,6 +918,8 @@ class CheckpointManager:
         return bool(out.value)
 
     def wait_until_finished(self):
+        if self._is_absent():
+            return
         self._check(L.lib().ckpt_wait_until_finished(self._mgr()))
         self._join_finalizer()
 
@@ -914,9 +959,13 @@ class CheckpointManager:
             raise e
 
     def check_for_errors(self):
+        if self._is_absent():
+            return
         self._check(L.lib().ckpt_check_for_errors(self._mgr()))
 
     def is_saving_in_progress(self):
+        if self._is_absent():
+            return False
         rc = L.lib().ckpt_is_saving_in_progress(self._mgr())
         self._check(rc)
         return bool(rc)
@@ -932,6 +981,8 @@ class CheckpointManager:
 
     def metrics(self, step):
         step = self._check_step(step)
+        if self._is_absent():
+            return None
         p = ctypes.c_void_p()
         self._check(L.lib().ckpt_metrics(self._mgr(), step, ctypes.byref(p)))
         text = L.take_string(p.value)
@@ -948,6 +999,10 @@ class CheckpointManager:
         was first opened; {} when none). Else the step's StepMetadata,
         its item_metadata filled for the items whose handler is known."""
         p = ctypes.c_void_p()
+        if self._is_absent():
+            if step is None:
+                return RootMetadata(custom_metadata=self._root_metadata or {})
+            raise self._absent_error(step)
         if step is None:
             self._check(L.lib().ckpt_metadata(self._mgr(), -1,
                                               ctypes.byref(p)))
@@ -1012,7 +1067,7 @@ class CheckpointManager:
                              'ocp.args.StandardSave(tree)), got %r'
                              % (type(args).__name__,))
         step = self._check_step(step)
-        m = self._mgr()
+        m = None if self._is_absent() else self._mgr()
         is_comp = isinstance(args, args_lib.Composite)
         if self._single_item is True and is_comp:
             raise ValueError(
@@ -1284,6 +1339,8 @@ class CheckpointManager:
             raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
                              'ocp.args.StandardRestore(abstract_tree)), got '
                              '%r' % (type(args).__name__,))
+        if self._is_absent():
+            raise self._absent_error(step)
         self._wait_pending()
         root, step, step_dir = self._resolve_step(step, directory)
         other = None if root == self._dir else root
@@ -1420,6 +1477,8 @@ class CheckpointManager:
 
     def item_metadata(self, step):
         step = self._check_step(step)
+        if self._is_absent():
+            raise self._absent_error(step)
         self._wait_pending()
         root, step, step_dir = self._resolve_step(step, None)
         self._ensure_step_exists(step, step_dir, None)
