@@ -425,3 +425,37 @@ def test_read_only_root_that_does_not_exist(ocp, tmp_path):
     assert m.all_steps() == [2]
     assert m.restore(2, args=ocp.args.StandardRestore())['a'] == 2
     m.close()
+
+
+def test_orbax_error_texts(ocp, tmp_path):
+    # Orbax checkpoint_manager.py: CheckpointManagerOptions.__post_init__,
+    # CheckpointManager.__init__ and _validate_args, word for word.
+    O = ocp.CheckpointManagerOptions
+    cmp = ocp.checkpoint_managers
+    with pytest.raises(ValueError) as e:
+        O(best_mode='median')
+    assert str(e.value) == ("`CheckpointManagerOptions.best_mode` must be "
+                            "one of None, 'min' or 'max'. Got median.")
+    with pytest.raises(ValueError) as e:
+        O(max_to_keep=-1)
+    assert str(e.value) == ('Setting of `max_to_keep` must be None or '
+                            'non-negative.')
+    with pytest.raises(ValueError) as e:
+        O(max_to_keep=2, preservation_policy=cmp.LatestN(2))
+    assert str(e.value) == ('`preservation_policy` and `delete options` are '
+                            'mutually exclusive - do not use together.')
+    with pytest.raises(ValueError) as e:
+        ocp.CheckpointManager(str(tmp_path), item_names=('a',),
+                              item_handlers=ocp.StandardCheckpointHandler())
+    assert str(e.value) == ('`item_handlers` in default item mode and '
+                            '`item_names` should not be provided together.')
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        with pytest.raises(ValueError, match='Found an instance of '
+                           '`CheckpointArgs` provided for `items`'):
+            m.save(0, ocp.args.StandardSave({'a': 1}))
+        with pytest.raises(ValueError, match='Expected args of type '
+                           '`CheckpointArgs`; found <class \'dict\'>'):
+            m.save(0, args={'a': 1})
+        with pytest.raises(ValueError, match='Expected args of type '
+                           '`CheckpointArgs`'):
+            m.restore(0, args={'a': 1})

@@ -145,16 +145,16 @@ class CheckpointManagerOptions:
         if self.max_to_keep is not None and (
                 not isinstance(self.max_to_keep, (int, np.integer)) or
                 self.max_to_keep < 0):
-            raise ValueError('Setting of `max_to_keep` must be None or a '
-                             'non-negative integer, got %r'
-                             % (self.max_to_keep,))
+            # Orbax's text (CheckpointManagerOptions.__post_init__)
+            raise ValueError('Setting of `max_to_keep` must be None or '
+                             'non-negative.')
         _int('save_interval_steps', self.save_interval_steps, 0)
         _int('keep_period', self.keep_period, 1)
         _int('step_format_fixed_length', self.step_format_fixed_length, 0)
         if self.best_mode not in ('min', 'max'):
             raise ValueError(
-                'Unexpected `best_mode`: %r; must be "min" or "max".'
-                % (self.best_mode,))
+                "`CheckpointManagerOptions.best_mode` must be one of None, "
+                "'min' or 'max'. Got %s." % (self.best_mode,))
         if self.best_fn is not None and not callable(self.best_fn):
             raise ValueError('`best_fn` must be callable')
         if self.should_save_fn is not None and not callable(
@@ -195,8 +195,8 @@ class CheckpointManagerOptions:
             if (self.max_to_keep is not None or self.keep_period is not None
                     or self.keep_time_interval is not None):
                 raise ValueError(
-                    '`preservation_policy` cannot be combined with '
-                    '`max_to_keep`, `keep_period` or `keep_time_interval`.')
+                    '`preservation_policy` and `delete options` are mutually'
+                    ' exclusive - do not use together.')
             if not isinstance(self.preservation_policy, cm.PreservationPolicy):
                 raise ValueError('`preservation_policy` must be a preservation '
                                  'policy, got %r' % (self.preservation_policy,))
@@ -303,6 +303,19 @@ _HANDLER_CLASSES = {'standard': 'StandardCheckpointHandler',
                     'json': 'JsonCheckpointHandler',
                     'array': 'ArrayCheckpointHandler',
                     'proto': 'ProtoCheckpointHandler'}
+
+
+# Orbax's texts (CheckpointManager._validate_args).
+_ARGS_AS_ITEMS = (
+    'Found an instance of `CheckpointArgs` provided for `items`. This may'
+    ' be due to misuse of the newer API - make sure to specify the'
+    ' argument keyword (e.g. `args=args`).')
+
+
+def _expected_args(args):
+    return (f'Expected args of type `CheckpointArgs`; found {type(args)}. '
+            'Use e.g. ocp.args.StandardSave(tree) / '
+            'ocp.args.StandardRestore(abstract_tree).')
 
 
 def _provided_none(name):
@@ -436,8 +449,8 @@ class CheckpointManager:
             if isinstance(item_handlers, handlers_lib.CheckpointHandler):
                 if item_names is not None:
                     raise ValueError(
-                        '`item_names` and a single `item_handlers` cannot '
-                        'be combined.')
+                        '`item_handlers` in default item mode and '
+                        '`item_names` should not be provided together.')
                 self._single_item = True
                 self._known[DEFAULT_ITEM_NAME] = item_handlers._handler
             elif isinstance(item_handlers, dict):
@@ -1057,15 +1070,15 @@ class CheckpointManager:
     # -- save
     def save(self, step, items=None, save_kwargs=None, metrics=None,
              force=False, args=None, custom_metadata=None):
+        if isinstance(items, args_lib.CheckpointArgs):
+            raise ValueError(_ARGS_AS_ITEMS)
         if items is not None or save_kwargs is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='save(step, items) without `args=`'))
         if args is None:
             raise ValueError('Must provide `args` for `save`.')
         if not isinstance(args, args_lib.CheckpointArgs):
-            raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
-                             'ocp.args.StandardSave(tree)), got %r'
-                             % (type(args).__name__,))
+            raise ValueError(_expected_args(args))
         step = self._check_step(step)
         m = None if self._is_absent() else self._mgr()
         is_comp = isinstance(args, args_lib.Composite)
@@ -1331,14 +1344,14 @@ class CheckpointManager:
 
     def restore(self, step=None, items=None, restore_kwargs=None,
                 directory=None, args=None):
+        if isinstance(items, args_lib.CheckpointArgs):
+            raise ValueError(_ARGS_AS_ITEMS)
         if items is not None or restore_kwargs is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='restore(step, items=..., restore_kwargs=...)'))
         if args is not None and not isinstance(args,
                                                args_lib.CheckpointArgs):
-            raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
-                             'ocp.args.StandardRestore(abstract_tree)), got '
-                             '%r' % (type(args).__name__,))
+            raise ValueError(_expected_args(args))
         if self._is_absent():
             raise self._absent_error(step)
         self._wait_pending()
