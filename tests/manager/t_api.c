@@ -580,3 +580,45 @@ test_tmp_dirs(struct hx_daemon *d)
 	ckpt_options_free(o);
 	ckpt_disconnect(c);
 }
+
+/* ---- preemption ------------------------------------------------------------ */
+
+/* Orbax checkpoint_manager_test.py test_save_on_preemption: once the
+ * preemption point is reached, the save at that step is taken whatever
+ * the interval says. Here the notice is ckpt_preempt (`ckptctl preempt`). */
+void
+test_preempt(struct hx_daemon *d)
+{
+	char root[HX_PATH], *saved;
+	ckpt_client *c = mgr_connect(d);
+	ckpt_options *o = mgr_options();
+	ckpt_manager *m;
+	int out = -1, should = -1, r, s = -1;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "preempt"));
+	ckpt_options_set_save_interval_steps(o, 100);
+	m = mgr_open(c, root, o, 1);
+	saved = save_range(m, 0, 0, NULL, 0, 0, NULL);
+	is_str(saved, "[0]", "step 0 saved (initial save)");
+	free(saved);
+	ok_rc(ckpt_reached_preemption(m, 5, &out), m, "reached_preemption(5)");
+	is_int(out, 0, "not preempted yet");
+	ckpt_should_save(m, 5, &should);
+	is_int(should, 0, "should_save(5) false: interval 100");
+	is_int(ckpt_preempt(c), 0, "ckpt_preempt");
+	ok_rc(ckpt_reached_preemption(m, 5, &out), m, "reached_preemption(5)");
+	is_int(out, 1, "reached_preemption(5) is true");
+	ckpt_should_save(m, 5, &should);
+	is_int(should, 1, "should_save(5) true once preempted");
+	r = mgr_save_wait(m, 5, NULL, &s);
+	ok_rc(r, m, "save(5)");
+	is_int(s, 1, "step 5 taken");
+	ckpt_should_save(m, 6, &should);
+	is_int(should, 0, "should_save(6) false: the preemption save was taken");
+	ckpt_reached_preemption(m, 6, &out);
+	is_int(out, 1, "reached_preemption stays true (the loop stops)");
+	is_steps(m, "[0,5]", "steps [0,5]");
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+	ckpt_disconnect(c);
+}

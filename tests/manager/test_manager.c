@@ -34,6 +34,7 @@ static const struct mgr_test tests[] = {
 	{ "wait_for_step", test_wait_for_step },
 	{ "in_progress", test_in_progress },
 	{ "wait_threads", test_wait_threads },
+	{ "preempt", test_preempt },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
 
