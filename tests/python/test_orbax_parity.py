@@ -212,6 +212,11 @@ def test_save_invalid_item(ocp, tmp_path):
                            'registered handler'):
             m.save(0, args=ocp.args.Composite(
                 invalid=ocp.args.PyTreeSave({'a': np.ones(2)})))
+        m.save(0, args=ocp.args.Composite(
+            params=ocp.args.PyTreeSave({'a': np.ones(2)})))
+        with pytest.raises(FileNotFoundError):
+            m.restore(0, args=ocp.args.Composite(
+                invalid=ocp.args.PyTreeRestore({'a': np.ones(2)})))
 
 
 def test_composite_none_args(ocp, tmp_path):

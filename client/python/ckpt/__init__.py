@@ -19,7 +19,7 @@ from ckpt import checkpoint_utils
 from ckpt import metadata
 from ckpt import test_utils
 from ckpt._tree import PLACEHOLDER
-from ckpt.errors import CkptError, StepAlreadyExistsError
+from ckpt.errors import CkptError, ItemNotFoundError, StepAlreadyExistsError
 from ckpt.handlers import (ArrayCheckpointHandler, CheckpointHandler,
                            CompositeCheckpointHandler, JsonCheckpointHandler,
                            ProtoCheckpointHandler, PyTreeCheckpointHandler,
@@ -37,7 +37,8 @@ __version__ = '0.1.0'
 
 __all__ = [
     'args', 'options', 'checkpoint_managers', 'checkpoint_utils', 'metadata',
-    'test_utils', 'PLACEHOLDER', 'CkptError', 'StepAlreadyExistsError',
+    'test_utils', 'PLACEHOLDER', 'CkptError', 'ItemNotFoundError',
+    'StepAlreadyExistsError',
     'ArrayCheckpointHandler', 'CheckpointHandler',
     'CompositeCheckpointHandler', 'JsonCheckpointHandler',
     'ProtoCheckpointHandler', 'PyTreeCheckpointHandler',

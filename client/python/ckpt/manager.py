@@ -20,6 +20,7 @@ from ckpt import _lib
 from ckpt import _tree
 from ckpt import args as args_lib
 from ckpt import checkpoint_managers as cm
+from ckpt import errors as errors_lib
 from ckpt import handlers as handlers_lib
 from ckpt import metadata as md
 
@@ -1408,7 +1409,7 @@ class CheckpointManager:
                     plan.append((n, h, a))
             for n, _, _ in plan:
                 if n not in on_disk:
-                    raise KeyError(
+                    raise errors_lib.ItemNotFoundError(
                         f'Item "{n}" was not found in the checkpoint. '
                         f'Available items: {on_disk}')
         for n, h, a in plan:
