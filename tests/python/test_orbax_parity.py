@@ -297,6 +297,7 @@ def test_orbax_written_metrics_rank(ocp, tmp_path):
             best_fn=lambda m: m['loss'], best_mode='min',
             max_to_keep=2)) as m:
         assert m.metrics(1) == {'loss': 0.1}
+        assert m.metadata(1).metrics == {'loss': 0.1}
         assert m.best_step() == 1
         m.save(4, args=ocp.args.StandardSave({'a': 4}),
                metrics={'loss': 0.2})

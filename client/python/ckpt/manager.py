@@ -1036,6 +1036,8 @@ class CheckpointManager:
         if isinstance(metrics, dict):
             metrics = {k: v for k, v in metrics.items()
                        if not k.startswith(_RESERVED_METRIC_PREFIX)}
+        if not metrics:         # Orbax keeps them in <step>/metrics/metrics
+            metrics = self.metrics(step) or metrics
         item_md = d.get('item_metadata')
         if item_md is None:
             item_md = self._step_item_metadata(step)
