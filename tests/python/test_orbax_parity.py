@@ -130,6 +130,13 @@ def test_unsupported_options_raise(ocp, tmp_path):
         O(multiprocessing_options=MP(primary_host=None))
     with pytest.raises(NotImplementedError):
         O(multiprocessing_options=MP(active_processes={0, 1}))
+    for bad in (dict(temporary_path_class=object),
+                dict(atomicity_options=object()),
+                dict(enable_per_process_directory_creation=True),
+                dict(single_host_load_and_broadcast=True)):
+        with pytest.raises(NotImplementedError):
+            O(**bad)
+    O(num_deletion_threads=4, lightweight_initialize=True)   # hints
     tree = {'a': np.ones(3)}
     with ocp.CheckpointManager(str(tmp_path)) as m:
         m.save(0, args=ocp.args.StandardSave(tree))

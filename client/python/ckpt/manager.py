@@ -132,6 +132,11 @@ class CheckpointManagerOptions:
     prevent_write_metrics: bool = False
     enable_should_save_is_saving_in_progress_check: bool = True
     enable_per_process_directory_creation: bool = False
+    # Orbax 0.12. Performance hints with no effect here (ckptd's workers
+    # delete; its index makes opening cheap):
+    num_deletion_threads: Optional[int] = None
+    lightweight_initialize: bool = False
+    atomicity_options: Any = None
 
     def __post_init__(self):
         def _int(name, v, lo):
@@ -214,6 +219,20 @@ class CheckpointManagerOptions:
             logging.getLogger('absl').warning(
                 'CheckpointManagerOptions.read_only=True, setting'
                 ' save_interval_steps=0.')
+        for name in ('temporary_path_class', 'atomicity_options'):
+            if getattr(self, name) is not None:
+                raise NotImplementedError(
+                    '`%s` is not supported by ckpt: ckptd commits each step '
+                    'with its own protocol (<step>.ckptd-tmp, fsync, rename)'
+                    % name)
+        if self.enable_per_process_directory_creation:
+            raise NotImplementedError(
+                '`enable_per_process_directory_creation` is not supported '
+                'by ckpt (one process per manager)')
+        if self.single_host_load_and_broadcast:
+            raise NotImplementedError(
+                '`single_host_load_and_broadcast` is not supported by ckpt '
+                '(one process per manager)')
         mp = self.multiprocessing_options
         if mp is not None and (
                 not isinstance(mp, MultiprocessingOptions) or
