@@ -50,6 +50,8 @@ def test_root_metadata_object_and_mapping(ocp, tmp_path):
     with ocp.CheckpointManager(str(tmp_path), metadata={'state': 123}) as m:
         md = m.metadata()
         assert md == ocp.RootMetadata(custom_metadata={'state': 123})
+        assert ocp.metadata.RootMetadata is ocp.RootMetadata
+        assert ocp.metadata.StepMetadata is ocp.StepMetadata
         assert md.custom_metadata == {'state': 123}
         assert md == {'state': 123} and md['state'] == 123   # seed-era use
         assert dict(md) == {'state': 123}
