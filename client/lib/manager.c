@@ -747,7 +747,13 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 			return 0;
 		force = 1;      /* decided here: the daemon's policy is bypassed */
 	}
-	if (!force && ckpt_is_saving_in_progress(m)) {
+	pthread_mutex_lock(&c->lock);
+	r = m->err_code != 0;
+	pthread_mutex_unlock(&c->lock);
+	/* ... and a step the policy skips returns False before a pending
+	 * error is raised (Orbax's save: should_save, then
+	 * wait_until_finished). */
+	if (!force && (r || ckpt_is_saving_in_progress(m))) {
 		int want = 1;
 
 		if ((r = should_save_at(m, step, a->ts, a->preempted,

@@ -242,3 +242,25 @@ def test_corruption_is_reported_by_name(ocp, tmp_path):
         assert not np.array_equal(view['params']['w'], w)
         problems = mg.verify(1)
         assert len(problems) == 1 and 'w' in problems[0]
+
+
+def test_skipped_step_does_not_raise_pending_error(ocp, tmp_path):
+    # Orbax save(): `if not force and not self.should_save(step): return
+    # False` comes before wait_until_finished(), which raises.
+    import shutil
+    root = str(tmp_path / 'r')
+    m = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(
+        save_interval_steps=2))
+    m.save(0, args=ocp.args.StandardSave({'a': 0}))
+    m.wait_until_finished()
+    shutil.rmtree(root)
+    assert m.save(2, args=ocp.args.StandardSave({'a': 2}))
+    assert not m.save(3, args=ocp.args.StandardSave({'a': 3}))
+    with pytest.raises(OSError) as ei:
+        m.save(4, args=ocp.args.StandardSave({'a': 4}))
+    assert 'step 2' in str(ei.value)
+    os.makedirs(root)
+    assert m.save(4, args=ocp.args.StandardSave({'a': 4}))
+    m.wait_until_finished()
+    assert 4 in m.all_steps()
+    m.close()
