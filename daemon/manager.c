@@ -936,7 +936,7 @@ mgr_handle_wait_step(struct conn *c, uint64_t id, struct manager *m,
 	w->after = after;
 }
 
-/* ---- delete --------------------------------------------------------------------- */
+/* ---- metrics ------------------------------------------------------------------- */
 
 /* Merge client-computed metrics into a committed step's (in memory). */
 static void
@@ -952,15 +952,14 @@ mgr_handle_set_metrics(struct conn *c, uint64_t id, struct manager *m,
 	if (i < 0 || r->steps[i].state != INDEX_COMMITTED) {
 		conn_reply_error(c, id, CKPT_ENOTFOUND, "no committed step %"
 		    PRIu64, sm->step);
-		return;
+		goto out;
 	}
 	if (sm->metrics_json == NULL || strlen(sm->metrics_json) > (1 << 20) ||
 	    (add = json_loads(sm->metrics_json, JSON_REJECT_DUPLICATES,
 	    NULL)) == NULL || !json_is_object(add)) {
-		json_decref(add);
 		conn_reply_error(c, id, CKPT_EINVAL, "metrics are not a JSON "
 		    "object");
-		return;
+		goto out;
 	}
 	if (r->steps[i].metrics_json != NULL)
 		cur = json_loads(r->steps[i].metrics_json, 0, NULL);
@@ -970,17 +969,18 @@ mgr_handle_set_metrics(struct conn *c, uint64_t id, struct manager *m,
 	}
 	if (cur == NULL || json_object_update(cur, add) != 0 ||
 	    (text = json_dumps(cur, JSON_COMPACT)) == NULL) {
-		json_decref(cur);
-		json_decref(add);
 		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
-		return;
+		goto out;
 	}
-	json_decref(cur);
-	json_decref(add);
 	free(r->steps[i].metrics_json);
 	r->steps[i].metrics_json = text;
 	mgr_reply_empty(c, id);
+out:
+	json_decref(cur);
+	json_decref(add);
 }
+
+/* ---- delete --------------------------------------------------------------------- */
 
 static void
 mgr_handle_delete(struct conn *c, uint64_t id, struct manager *m,
