@@ -35,6 +35,7 @@ static const struct mgr_test tests[] = {
 	{ "in_progress", test_in_progress },
 	{ "wait_threads", test_wait_threads },
 	{ "preempt", test_preempt },
+	{ "metrics_item", test_metrics_item },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
 
