@@ -5,10 +5,12 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <jansson.h>
 
@@ -718,4 +720,60 @@ test_metrics_item(struct hx_daemon *d)
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
 	ckpt_disconnect(c);
+}
+
+/* SIGTERM (systemd shutdown) with --preempt-grace: the open manager is
+ * told, takes its preemption save, and the daemon exits once it closed. */
+void
+test_preempt_sigterm(struct hx_daemon *d)
+{
+	char root[HX_PATH];
+	ckpt_client *c;
+	ckpt_options *o;
+	ckpt_manager *m;
+	int64_t t0, waited;
+	int out = 0, should = 0, s = 0, st = -1, i;
+	pid_t pid;
+
+	if (d->external) {
+		tap_skip("needs its own daemon");
+		return;
+	}
+	hx_stop(d);
+	d->extra[0] = "--preempt-grace";
+	d->extra[1] = "30";
+	d->extra[2] = NULL;
+	if (!ok(hx_start(d) == 0, "ckptd restarted with --preempt-grace 30"))
+		return;
+	c = mgr_connect(d);
+	o = mgr_options();
+	ckpt_options_set_save_interval_steps(o, 100);
+	snprintf(root, sizeof root, "%s", root_path(d, "sigterm"));
+	m = mgr_open(c, root, o, 1);
+	ok_rc(mgr_save_wait(m, 0, NULL, &s), m, "save(0)");
+	pid = d->pid;
+	kill(pid, SIGTERM);
+	for (i = 0; i < 200 && !out; i++) {
+		ckpt_reached_preemption(m, 5, &out);
+		if (!out)
+			hx_sleep_ms(50);
+	}
+	is_int(out, 1, "after SIGTERM: reached_preemption(5)");
+	ckpt_should_save(m, 5, &should);
+	is_int(should, 1, "should_save(5) during the grace period");
+	ok_rc(mgr_save_wait(m, 5, NULL, &s), m, "save(5) is taken");
+	is_int(s, 1, "step 5 saved");
+	is_steps(m, "[0,5]", "steps [0,5]");
+	t0 = hx_now_ms();
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	while (waitpid(pid, &st, WNOHANG) == 0 && hx_now_ms() - t0 < 20000)
+		hx_sleep_ms(20);
+	waited = hx_now_ms() - t0;
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckptd exited 0 by itself "
+	    "(status 0x%x)", st);
+	ok(waited < 10000, "within 10 s of the last manager closing (%lld ms; "
+	    "grace 30 s)", (long long)waited);
+	d->pid = 0;
+	ckpt_options_free(o);
 }

@@ -36,6 +36,7 @@ static const struct mgr_test tests[] = {
 	{ "wait_threads", test_wait_threads },
 	{ "preempt", test_preempt },
 	{ "metrics_item", test_metrics_item },
+	{ "preempt_sigterm", test_preempt_sigterm },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
 

@@ -25,6 +25,7 @@ void test_read_only(struct hx_daemon *d);
 void test_delete(struct hx_daemon *d);
 void test_preempt(struct hx_daemon *d);
 void test_metrics_item(struct hx_daemon *d);
+void test_preempt_sigterm(struct hx_daemon *d);
 void test_root_metadata(struct hx_daemon *d);
 void test_restore(struct hx_daemon *d);
 void test_tmp_dirs(struct hx_daemon *d);
