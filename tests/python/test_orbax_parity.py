@@ -317,7 +317,7 @@ def test_orbax_written_metrics_rank(ocp, tmp_path):
 
 class _PrivateDaemon:
     """A ckptd of this test only: preempting it must not touch the
-    session's daemon."""
+    daemon the other tests share."""
 
     def __init__(self, base, *extra):
         import subprocess
