@@ -17,6 +17,7 @@
 #include "manager.h"
 #include "root.h"
 #include "user.h"
+#include "preempt.h"
 #include "worker.h"
 
 /* Path elements plus shape dimensions allowed per leaf of the limit:
@@ -266,6 +267,10 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 		dispatch_close_fds(fds, nfds);
 		dispatch_status(c, req);
 		break;
+	case CKPT__REQUEST__OP_PREEMPT:
+		dispatch_close_fds(fds, nfds);
+		preempt_handle(c, req);
+		break;
 	case CKPT__REQUEST__OP_HELLO:
 		dispatch_close_fds(fds, nfds);
 		conn_reply_error(c, req->id, CKPT_EPROTO,
@@ -283,6 +288,7 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 	case CKPT__REQUEST__OP_RELOAD:
 	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
 	case CKPT__REQUEST__OP_VERIFY:
+	case CKPT__REQUEST__OP_SET_STEP_METRICS:
 		/* The manager owns req and fds from here. */
 		manager_handle(c, req, fds, nfds);
 		return;

@@ -9,9 +9,12 @@
  *   (sd_notify READY=1, and the parent of a forked daemon exits 0 only
  *   now, so a client that started us can connect at once).
  *
- * Shutdown (SIGTERM/SIGINT): stop accepting, wait until the manager has
- * no save pending, leave the loop, close connections, drain the workers,
- * free everything, exit 0.
+ * Shutdown (SIGTERM/SIGINT): stop accepting, tell the open managers the
+ * node is going down (preempt.c: reached_preemption becomes true); with
+ * --preempt-grace, give them that long to take their preemption save and
+ * close; then wait until no save is pending, leave the loop, close
+ * connections, drain the workers, free everything, exit 0. A second
+ * signal ends the grace period.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +41,7 @@
 #include "ckptd.h"
 #include "common.h"
 #include "conn.h"
+#include "preempt.h"
 #include "index.h"
 #include "log.h"
 #include "manager.h"
@@ -76,6 +80,9 @@ static struct {
 	struct event *sig_ev[3];
 	struct event *idle_ev;
 	int stopping;
+	unsigned preempt_grace;      /* seconds; 0: none */
+	int64_t grace_end_ns;
+	struct event *grace_ev;      /* polls for the managers to close */
 } M = { .lfd = -1, .ready_fd = -1, .idle_secs = -1 };
 
 double
@@ -117,6 +124,9 @@ main_usage(FILE *f)
 "      --metrics-listen ADDR:PORT\n"
 "                             serve Prometheus metrics at /metrics\n"
 "                             (ADDR defaults to 127.0.0.1)\n"
+"      --preempt-grace SECS   on SIGTERM, give open managers up to SECS\n"
+"                             to take their preemption save and close\n"
+"                             (default 0)\n"
 "  -l, --log-level LEVEL      error, warn, info (default) or debug\n"
 "  -f, --foreground           do not fork into the background\n"
 "  -V, --version              print the version and exit\n"
@@ -722,9 +732,38 @@ main_idle_cb(void *arg)
 	event_base_loopexit(M.base, NULL);
 }
 
+/* Finish: wait for the pending saves, then leave the loop. */
+static void
+main_stop(void)
+{
+	if (M.grace_ev != NULL) {
+		event_free(M.grace_ev);
+		M.grace_ev = NULL;
+	}
+	sd_notify(0, "STOPPING=1\nSTATUS=Finishing pending saves");
+	manager_on_idle(main_idle_cb, NULL);
+}
+
+static void
+main_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval poll = { 0, 200000 };
+	struct manager_stats ms;
+
+	manager_stats(&ms);
+	if (ms.managers > 0 && now_mono_ns() < M.grace_end_ns) {
+		evtimer_add(M.grace_ev, &poll);
+		return;
+	}
+	log_info("preemption grace over (%u managers open)", ms.managers);
+	main_stop();
+}
+
 static void
 main_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
+	struct manager_stats ms;
+
 	if (sig == SIGHUP) {
 		if (M.daemonized) {
 			main_open_log();
@@ -733,6 +772,12 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (M.stopping) {
+		if (M.grace_ev != NULL) {
+			log_info("%s: ending the preemption grace",
+			    strsignal(sig));
+			main_stop();
+			return;
+		}
 		log_info("%s: still waiting for %u saves", strsignal(sig),
 		    manager_saves_pending());
 		return;
@@ -740,9 +785,19 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	M.stopping = 1;
 	log_info("%s: stopping; %u saves pending", strsignal(sig),
 	    manager_saves_pending());
-	sd_notify(0, "STOPPING=1\nSTATUS=Finishing pending saves");
 	conn_stop_listening();
-	manager_on_idle(main_idle_cb, NULL);
+	preempt_begin(strsignal(sig));
+	manager_stats(&ms);
+	if (M.preempt_grace > 0 && ms.managers > 0 &&
+	    (M.grace_ev = evtimer_new(M.base, main_grace_cb, NULL)) != NULL) {
+		M.grace_end_ns = now_mono_ns() +
+		    (int64_t)M.preempt_grace * 1000000000;
+		sd_notifyf(0, "STATUS=Preempted: %u managers have %u s to save",
+		    ms.managers, M.preempt_grace);
+		main_grace_cb(-1, 0, NULL);
+		return;
+	}
+	main_stop();
 }
 
 static int
@@ -772,6 +827,7 @@ main(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "memory-budget", required_argument, NULL, 'm' },
 		{ "metrics-listen", required_argument, NULL, 'M' },
+		{ "preempt-grace", required_argument, NULL, 'P' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "idle-exit", required_argument, NULL, 'I' },
@@ -825,6 +881,21 @@ main(int argc, char **argv)
 		case 'M':
 			M.metrics = optarg;
 			break;
+		case 'P': {
+			char *end;
+			unsigned long v;
+
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || errno != 0 ||
+			    v > 86400) {
+				fprintf(stderr, "ckptd: bad --preempt-grace '%s' "
+				    "(seconds, 0 to 86400)\n", optarg);
+				return 2;
+			}
+			M.preempt_grace = (unsigned)v;
+			break;
+		}
 		case 'l':
 			if ((level = log_parse_level(optarg)) < 0) {
 				fprintf(stderr, "ckptd: bad --log-level '%s' "
@@ -931,6 +1002,8 @@ main(int argc, char **argv)
 			event_free(M.sig_ev[i]);
 	if (M.idle_ev != NULL)
 		event_free(M.idle_ev);
+	if (M.grace_ev != NULL)
+		event_free(M.grace_ev);
 	event_base_free(M.base);
 	if (M.own_socket) {
 		struct stat st;

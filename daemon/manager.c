@@ -31,6 +31,7 @@
 #include "root.h"
 #include "save.h"
 #include "restore.h"
+#include "preempt.h"
 
 /* ---- replies -------------------------------------------------------------- */
 
@@ -974,7 +975,10 @@ mgr_handle_should_save(struct conn *c, uint64_t id, struct manager *m,
 		latest = pend;
 	sr.has_should = 1;
 	sr.should = policy_should_save(m->pol, ss->step, latest, now,
-	    r->last_save_ns, r->saves > 0, ss->preempted) != 0;
+	    r->last_save_ns, r->saves > 0, ss->preempted ||
+	    (preempt_active() && !m->preempt_saved)) != 0;
+	sr.has_preempting = 1;
+	sr.preempting = preempt_active() != 0;
 	resp.has_id = 1;
 	resp.id = id;
 	resp.body_case = CKPT__RESPONSE__BODY_SHOULD_SAVE;
@@ -1024,6 +1028,50 @@ mgr_handle_wait_step(struct conn *c, uint64_t id, struct manager *m,
 	w->r = m->r;
 	root_ref(m->r);
 	w->after = after;
+}
+
+/* ---- metrics ------------------------------------------------------------------- */
+
+/* Merge client-computed metrics into a committed step's (in memory). */
+static void
+mgr_handle_set_metrics(struct conn *c, uint64_t id, struct manager *m,
+    const Ckpt__SetStepMetrics *sm)
+{
+	struct root *r = m->r;
+	json_t *add = NULL, *cur = NULL;
+	char *text;
+	long i;
+
+	i = root_find_step(r, sm->step);
+	if (i < 0 || r->steps[i].state != INDEX_COMMITTED) {
+		conn_reply_error(c, id, CKPT_ENOTFOUND, "no committed step %"
+		    PRIu64, sm->step);
+		goto out;
+	}
+	if (sm->metrics_json == NULL || strlen(sm->metrics_json) > (1 << 20) ||
+	    (add = json_loads(sm->metrics_json, JSON_REJECT_DUPLICATES,
+	    NULL)) == NULL || !json_is_object(add)) {
+		conn_reply_error(c, id, CKPT_EINVAL, "metrics are not a JSON "
+		    "object");
+		goto out;
+	}
+	if (r->steps[i].metrics_json != NULL)
+		cur = json_loads(r->steps[i].metrics_json, 0, NULL);
+	if (cur == NULL || !json_is_object(cur)) {
+		json_decref(cur);
+		cur = json_object();
+	}
+	if (cur == NULL || json_object_update(cur, add) != 0 ||
+	    (text = json_dumps(cur, JSON_COMPACT)) == NULL) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	free(r->steps[i].metrics_json);
+	r->steps[i].metrics_json = text;
+	mgr_reply_empty(c, id);
+out:
+	json_decref(cur);
+	json_decref(add);
 }
 
 /* ---- delete --------------------------------------------------------------------- */
@@ -1270,6 +1318,8 @@ manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 		mid = req->wait_for_step->manager; break;
 	case CKPT__REQUEST__OP_VERIFY:
 		mid = req->verify->manager; break;
+	case CKPT__REQUEST__OP_SET_STEP_METRICS:
+		mid = req->set_step_metrics->manager; break;
 	default:
 		mgr_close_fds(fds, nfds);
 		conn_reply_error(c, req->id, CKPT_EUNSUPPORTED,
@@ -1324,6 +1374,9 @@ manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 		break;
 	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
 		mgr_handle_wait_step(c, req->id, m, req->wait_for_step);
+		break;
+	case CKPT__REQUEST__OP_SET_STEP_METRICS:
+		mgr_handle_set_metrics(c, req->id, m, req->set_step_metrics);
 		break;
 	default:
 		break;

@@ -47,6 +47,8 @@ enum keep_kind {
 	KEEP_BEST_N = CKPT__PRESERVATION_NODE__KIND__BEST_N,
 	KEEP_LATEST_DURATION = CKPT__PRESERVATION_NODE__KIND__LATEST_DURATION,
 	KEEP_ANY = CKPT__PRESERVATION_NODE__KIND__ANY,
+	KEEP_EVERY_N_STEPS_CLOSEST =
+	    CKPT__PRESERVATION_NODE__KIND__EVERY_N_STEPS_CLOSEST,
 };
 
 struct save_leaf {
@@ -67,6 +69,9 @@ struct keep_leaf {
 	size_t nsteps;
 	int mode_min;               /* BEST_N: lower is better */
 	int keep_without;           /* BEST_N: keep steps without the metric */
+	int inexact;                /* EVERY_N_STEPS(exact_interval=False) */
+	int has_max;                /* EVERY_N_STEPS(_CLOSEST) max_to_keep */
+	int64_t max_keep;
 };
 
 struct policy_set {
@@ -297,11 +302,11 @@ policy_default_save(struct policy_set *p, const Ckpt__ManagerOptions *o,
 		return err_set(e, CKPT_ENOMEM, "out of memory for policies");
 	/* read_only: Orbax sets save_interval_steps=0 and never saves. */
 	if (!p->read_only) {
-		if (interval == 0)
-			return err_set(e, CKPT_EINVAL, "Setting of "
-			    "`save_interval_steps` must be a positive integer.");
-		p->save[p->nsave].kind = SAVE_FIXED_INTERVAL;
-		p->save[p->nsave++].interval = interval;
+		/* 0 (Orbax 0.12 read-only setups): no interval saves. */
+		if (interval > 0) {
+			p->save[p->nsave].kind = SAVE_FIXED_INTERVAL;
+			p->save[p->nsave++].interval = interval;
+		}
 		if (o->n_save_on_steps > 0) {
 			struct save_leaf *l = &p->save[p->nsave];
 
@@ -384,10 +389,17 @@ policy_add_keep(struct policy_set *p, const Ckpt__PreservationNode *nd,
 		l->secs_ns = policy_secs_to_ns(nd->secs);
 		break;
 	case KEEP_EVERY_N_STEPS:
+	case KEEP_EVERY_N_STEPS_CLOSEST:
 		if (!nd->has_n || nd->n <= 0)
 			return err_set(e, CKPT_EINVAL, "preservation node %zu: "
 			    "interval_steps must not be 0.", i);
+		if (nd->has_max_to_keep && nd->max_to_keep < 0)
+			return err_set(e, CKPT_EINVAL, "preservation node %zu: "
+			    "max_to_keep must be None or non-negative.", i);
 		l->n = nd->n;
+		l->inexact = nd->has_exact_interval && !nd->exact_interval;
+		l->has_max = nd->has_max_to_keep;
+		l->max_keep = nd->max_to_keep;
 		break;
 	case KEEP_CUSTOM_STEPS:
 		if ((r = policy_copy_steps(nd->steps, nd->n_steps, &l->steps,
@@ -701,11 +713,63 @@ policy_keep_best(const struct keep_leaf *l, const struct policy_step *steps,
 	free(r);
 }
 
+/*
+ * Orbax 0.12 EveryNSteps and EveryNStepsClosest: choose into mine[] (all
+ * 0 on entry), then keep only the latest max_to_keep chosen.
+ */
+static void
+policy_every_n(const struct keep_leaf *l, const struct policy_step *steps,
+    size_t n, unsigned char *mine)
+{
+	uint64_t iv = (uint64_t)l->n, k, d, last = 0, prevk = 0, bestd = 0;
+	size_t i, best = 0, chosen = 0;
+
+	if (l->kind == KEEP_EVERY_N_STEPS && !l->inexact) {
+		for (i = 0; i < n; i++)
+			mine[i] = steps[i].step % iv == 0;
+	} else if (l->kind == KEEP_EVERY_N_STEPS) {
+		/* The first, then each at least n steps after the last kept. */
+		for (i = 0; i < n; i++)
+			if (i == 0 || steps[i].step - last >= iv) {
+				mine[i] = 1;
+				last = steps[i].step;
+			}
+	} else {
+		/* Per grid point k*n (k = the nearest, halves to even as
+		 * Python's round), the closest step, the later one on a tie;
+		 * steps are ascending, so each k is one run. */
+		for (i = 0; i < n; i++) {
+			k = steps[i].step / iv;
+			d = steps[i].step % iv;
+			if (d * 2 > iv || (d * 2 == iv && k % 2 == 1)) {
+				k++;
+				d = iv - d;
+			}
+			if (i > 0 && k != prevk)
+				mine[best] = 1;
+			if (i == 0 || k != prevk || d <= bestd) {
+				best = i;
+				bestd = d;
+			}
+			prevk = k;
+		}
+		mine[best] = 1;
+		mine[n - 1] = 1;        /* always the last one */
+	}
+	/* Orbax drops true_indices[:-max_to_keep]: 0 drops nothing. */
+	if (!l->has_max || l->max_keep == 0)
+		return;
+	for (i = n; i-- > 0;)
+		if (mine[i] && chosen++ >= (uint64_t)l->max_keep)
+			mine[i] = 0;
+}
+
 /* OR the leaf's decision into keep[]. */
 static void
 policy_keep_leaf(const struct keep_leaf *l, const struct policy_step *steps,
     size_t n, int64_t now_ns, int *keep)
 {
+	unsigned char *mine;
 	size_t i, last;
 
 	switch (l->kind) {
@@ -733,9 +797,24 @@ policy_keep_leaf(const struct keep_leaf *l, const struct policy_step *steps,
 		}
 		break;
 	case KEEP_EVERY_N_STEPS:
-		for (i = 0; i < n; i++)
-			if (steps[i].step % (uint64_t)l->n == 0)
+	case KEEP_EVERY_N_STEPS_CLOSEST:
+		if (l->kind == KEEP_EVERY_N_STEPS && !l->inexact &&
+		    !l->has_max) {
+			for (i = 0; i < n; i++)
+				if (steps[i].step % (uint64_t)l->n == 0)
+					keep[i] = 1;
+			break;
+		}
+		if ((mine = calloc(n, 1)) == NULL) {
+			for (i = 0; i < n; i++)     /* never delete wrongly */
 				keep[i] = 1;
+			break;
+		}
+		policy_every_n(l, steps, n, mine);
+		for (i = 0; i < n; i++)
+			if (mine[i])
+				keep[i] = 1;
+		free(mine);
 		break;
 	case KEEP_CUSTOM_STEPS:
 		for (i = 0; i < n; i++)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "root.h"
+#include "stepmetrics.h"
 
 struct mgr_state mgr;
 
@@ -462,6 +463,7 @@ root_read_step_record(int rootfd, const char *name, struct index_step *s)
 		s->metrics_json = meta.metrics_json;
 		meta.metrics_json = NULL;
 		store_step_meta_free(&meta);
+		stepmetrics_fill(fd, &s->metrics_json);  /* Orbax's */
 	} else if (fstat(fd, &st) == 0) {
 		s->init_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
 		    st.st_mtim.tv_nsec;

@@ -94,6 +94,7 @@ struct manager {
 	unsigned deleting;              /* deletes submitted for it, running */
 	struct conn *close_c;           /* CloseManager parked until deleting */
 	uint64_t close_id;              /* drops to 0 (close_c referenced) */
+	int preempt_saved;              /* a save was taken while preempting */
 	int err_code;                   /* async error of a failed save */
 	uint64_t err_step;
 	char err_msg[CKPT_ERRLEN];

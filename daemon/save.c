@@ -35,6 +35,8 @@
 #include "save.h"
 #include "savecheck.h"
 #include "user.h"
+#include "stepmetrics.h"
+#include "preempt.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -598,6 +600,10 @@ save_finish(struct save *s, ckd_err *e)
 	meta.commit_ns = s->commit_ns;
 	meta.metrics_json = s->m->o->prevent_write_metrics ? NULL :
 	    sv->metrics_json;
+	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
+	    s->tmpfd, meta.metrics_json, s->dmode, s->fmode, &s->sync,
+	    e)) != 0)
+		goto fail;
 	meta.custom_json = sv->custom_metadata_json;
 	meta.nitems = sv->n_items;
 	meta.item_names = s->names;
@@ -873,8 +879,8 @@ save_finalize(struct save *s)
 		rec.state = INDEX_COMMITTED;
 		rec.commit_ns = s->commit_ns;
 		rec.bytes = s->bytes;
-		rec.metrics_json = m->o->prevent_write_metrics ? NULL :
-		    mgr_strdup(s->sv->metrics_json);
+		/* prevent_write_metrics: ranked in memory all the same */
+		rec.metrics_json = mgr_strdup(s->sv->metrics_json);
 		root_insert_step(r, &rec);
 		mgr.committed++;
 		mgr.bytes_written += s->bytes;
@@ -1124,7 +1130,8 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		if (pend > latest)
 			latest = pend;
 		if (!policy_should_save(m->pol, sv->step, latest, now,
-		    r->last_save_ns, r->saves > 0, sv->preempted)) {
+		    r->last_save_ns, r->saves > 0, sv->preempted ||
+		    (preempt_active() && !m->preempt_saved))) {
 			if (memfd >= 0)
 				close(memfd);
 			save_reply_saved(c, req->id, 0);
@@ -1146,6 +1153,8 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}
+	if (preempt_active())
+		m->preempt_saved = 1;   /* its preemption save is taken */
 	s->memfd = memfd;
 	s->rootfd = s->tmpfd = -1;
 	s->c = c;

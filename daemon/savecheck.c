@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "savecheck.h"
+#include "stepmetrics.h"
 #include "store.h"
 
 /* "a/b/0" for messages (truncated to len). */
@@ -417,6 +418,13 @@ savecheck_shape(Ckpt__Save *sv, ckd_err *e)
 			if (strcmp(sv->items[k]->name, sv->items[i]->name) == 0)
 				return err_set(e, CKPT_EINVAL, "duplicate item "
 				    "name \"%s\"", sv->items[i]->name);
+	/* Orbax's metrics item (<step>/metrics/metrics) is written with the
+	 * step's metrics: no item of the caller's may take its name. */
+	for (i = 0; sv->metrics_json != NULL && i < sv->n_items; i++)
+		if (strcmp(sv->items[i]->name, STEPMETRICS_ITEM) == 0)
+			return err_set(e, CKPT_EINVAL, "Item name \"%s\" is "
+			    "reserved; please use a different name.",
+			    sv->items[i]->name);
 	return 0;
 }
 

@@ -7,6 +7,7 @@
  *     show DIR STEP          items and leaves of a step
  *     delete DIR STEP        delete a committed step
  *     verify DIR [STEP]      check stored checksums
+ *     preempt                the node is going down: managers save and stop
  *     wait DIR [--after N] [--timeout SECS]
  *                            wait for a step after N (default: the latest)
  *
@@ -46,7 +47,9 @@ usage(FILE *f)
 	    "  show DIR STEP                         items and leaves of a step\n"
 	    "  delete DIR STEP                       delete a step\n"
 	    "  verify DIR [STEP]                     check stored checksums\n"
-	    "  wait DIR [--after N] [--timeout SECS] wait for a new step\n");
+	    "  wait DIR [--after N] [--timeout SECS] wait for a new step\n"
+	    "  preempt                               tell every trainer the node "
+	    "is going down\n");
 }
 
 static int
@@ -733,6 +736,9 @@ main(int argc, char **argv)
 		if (argc < 1)
 			return usage_error("usage: wait DIR [--after N] "
 			    "[--timeout SECS]");
+	} else if (strcmp(cmd, "preempt") == 0) {
+		if (argc != 0)
+			return usage_error("preempt takes no arguments");
 	} else if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return 0;
@@ -761,6 +767,8 @@ main(int argc, char **argv)
 		r = cmd_delete(c, argv[0], argv[1]);
 	else if (strcmp(cmd, "verify") == 0)
 		r = cmd_verify(c, argv[0], argc > 1 ? argv[1] : NULL);
+	else if (strcmp(cmd, "preempt") == 0)
+		r = ckpt_preempt(c) != 0 ? fail("%s", ckpt_client_errmsg(c)) : 0;
 	else
 		r = cmd_wait(c, argv[0], argc - 1, argv + 1);
 	ckpt_disconnect(c);

@@ -274,8 +274,11 @@ struct ckpt_manager {
 	/* under c->lock */
 	unsigned saving;            /* saves sent, SaveDone not yet received */
 	int dirty;                  /* a save was sent since the daemon error was cleared */
-	int err_code;               /* last SaveDone failure (not cleared) */
+	int err_code;               /* failure of the last save, until the
+				       next save starts */
 	char err_msg[CKPT_ERRLEN];
+	uint64_t *err_seen;         /* threads it was reported to (once each) */
+	size_t n_err_seen, cap_err_seen;
 	struct errbox err;
 	uint8_t *open_pb;           /* packed OpenManager, to re-open it */
 	size_t open_len;

@@ -9,14 +9,17 @@
  * matched); send Save with the fd; the daemon answers once it owns the
  * bytes. With async off, also wait for the SaveDone.
  *
- * Async errors: the SaveDone of a failed save records code and message in
- * the manager (m->err_code). ckpt_check_for_errors reads that local state
- * without a round trip; ckpt_wait_until_finished asks the daemon
- * (WaitSaves); the next ckpt_save returns the error and clears it both here
- * and in the daemon (WaitSaves clear_error).
+ * Async errors (Orbax's _FinalizeThread.join): the SaveDone of a failed
+ * save records code and message in the manager (m->err_code). Each thread
+ * is told once, by whichever of ckpt_wait_until_finished,
+ * ckpt_check_for_errors, ckpt_save or ckpt_manager_close it calls first
+ * (m->err_seen lists the threads told). A save by a thread that was
+ * already told proceeds, and clears the error here and in the daemon
+ * (WaitSaves clear_error): the new save owns the manager's error slot.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +336,7 @@ mgr_free_handle(struct ckpt_manager *m)
 {
 	errbox_destroy(&m->err);
 	free(m->open_pb);
+	free(m->err_seen);
 	free(m->root);
 	free(m);
 }
@@ -382,30 +386,98 @@ wait_saves(struct ckpt_manager *m, int clear, int *code, char *msg,
 	return 0;
 }
 
-/* Wait for the previous save; return (and clear) its error. */
+/* A number naming the calling thread for its lifetime (pthread_t values
+ * are reused by later threads; these never are). */
+static uint64_t
+thread_token(void)
+{
+	static _Atomic uint64_t next;
+	static _Thread_local uint64_t mine;
+
+	if (mine == 0)
+		mine = ++next;
+	return mine;
+}
+
+/*
+ * The pending error for the calling thread (c->lock held): its code and
+ * message when there is one this thread was not yet told, and the thread
+ * is then recorded as told. 0 when none (or already told).
+ */
+static int
+err_take_locked(struct ckpt_manager *m, char *msg, size_t len)
+{
+	uint64_t self = thread_token();
+	size_t i;
+
+	if (m->err_code == 0)
+		return 0;
+	for (i = 0; i < m->n_err_seen; i++)
+		if (m->err_seen[i] == self)
+			return 0;
+	if (m->n_err_seen == m->cap_err_seen) {
+		size_t cap = m->cap_err_seen ? m->cap_err_seen * 2 : 4;
+		uint64_t *v = realloc(m->err_seen, cap * sizeof *v);
+
+		if (v == NULL)          /* told again later: never lost */
+			goto out;
+		m->err_seen = v;
+		m->cap_err_seen = cap;
+	}
+	m->err_seen[m->n_err_seen++] = self;
+out:
+	snprintf(msg, len, "%s", m->err_msg);
+	return m->err_code;
+}
+
+static int
+err_take(struct ckpt_manager *m, char *msg, size_t len)
+{
+	int code;
+
+	pthread_mutex_lock(&m->c->lock);
+	code = err_take_locked(m, msg, len);
+	pthread_mutex_unlock(&m->c->lock);
+	return code;
+}
+
+/* Forget the error (a new save starts), here and in the daemon. */
+static int
+err_clear(struct ckpt_manager *m)
+{
+	char msg[CKPT_ERRLEN];
+	int code, r;
+
+	if ((r = wait_saves(m, 1, &code, msg, sizeof msg)) != 0)
+		return r;
+	pthread_mutex_lock(&m->c->lock);
+	m->err_code = 0;
+	m->err_msg[0] = '\0';
+	m->n_err_seen = 0;
+	pthread_mutex_unlock(&m->c->lock);
+	return 0;
+}
+
+/*
+ * Wait for the previous save. Its error, when this thread was not yet
+ * told, fails this save; else a pending error is cleared and the save
+ * proceeds.
+ */
 static int
 take_previous_error(struct ckpt_manager *m)
 {
 	ckpt_client *c = m->c;
-	char msg[CKPT_ERRLEN], local[CKPT_ERRLEN];
-	int code, lcode, r;
+	char msg[CKPT_ERRLEN];
+	int code, pending;
 
 	mgr_wait_local(m);
 	pthread_mutex_lock(&c->lock);
-	lcode = m->err_code;
-	snprintf(local, sizeof local, "%s", m->err_msg);
-	pthread_mutex_unlock(&c->lock);
-	if (lcode == 0)
-		return 0;
-	if ((r = wait_saves(m, 1, &code, msg, sizeof msg)) != 0)
-		return r;
-	pthread_mutex_lock(&c->lock);
-	m->err_code = 0;
-	m->err_msg[0] = '\0';
+	code = err_take_locked(m, msg, sizeof msg);
+	pending = m->err_code != 0;
 	pthread_mutex_unlock(&c->lock);
 	if (code != 0)
 		return cl_fail(c, m, code, "%s", msg);
-	return cl_fail(c, m, lcode, "%s", local);
+	return pending ? err_clear(m) : 0;
 }
 
 CKPT_API int
@@ -424,8 +496,7 @@ ckpt_manager_close(ckpt_manager *m)
 	c = m->c;
 	mgr_wait_local(m);
 	pthread_mutex_lock(&c->lock);
-	code = m->err_code;
-	snprintf(msg, sizeof msg, "%s", m->err_msg);
+	code = err_take_locked(m, msg, sizeof msg);
 	m->closed = 1;
 	for (pp = &c->managers; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == m) {
@@ -679,7 +750,13 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 			return 0;
 		force = 1;      /* decided here: the daemon's policy is bypassed */
 	}
-	if (!force && ckpt_is_saving_in_progress(m)) {
+	pthread_mutex_lock(&c->lock);
+	r = m->err_code != 0;
+	pthread_mutex_unlock(&c->lock);
+	/* ... and a step the policy skips returns False before a pending
+	 * error is raised (Orbax's save: should_save, then
+	 * wait_until_finished). */
+	if (!force && (r || ckpt_is_saving_in_progress(m))) {
 		int want = 1;
 
 		if ((r = should_save_at(m, step, a->ts, a->preempted,
@@ -782,15 +859,8 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		pthread_mutex_unlock(&c->lock);
 		s = NULL;
 		if (code != 0) {
-			int dcode;
-			char dmsg[CKPT_ERRLEN];
 			/* consumed here: clear it in the daemon and locally */
-			if (wait_saves(m, 1, &dcode, dmsg, sizeof dmsg) == 0) {
-				pthread_mutex_lock(&c->lock);
-				m->err_code = 0;
-				m->err_msg[0] = '\0';
-				pthread_mutex_unlock(&c->lock);
-			}
+			(void)err_clear(m);
 			if (saved != NULL)
 				*saved = 0;
 			r = cl_fail(c, m, code, "%s", msg[0] != '\0' ? msg :
@@ -814,13 +884,8 @@ ckpt_wait_until_finished(ckpt_manager *m)
 	if ((r = wait_saves(m, 0, &code, msg, sizeof msg)) != 0)
 		return r;
 	mgr_wait_local(m);
-	if (code != 0) {
-		pthread_mutex_lock(&m->c->lock);
-		m->err_code = code;
-		snprintf(m->err_msg, sizeof m->err_msg, "%s", msg);
-		pthread_mutex_unlock(&m->c->lock);
+	if ((code = err_take(m, msg, sizeof msg)) != 0)
 		return cl_fail(m->c, m, code, "%s", msg);
-	}
 	return 0;
 }
 
@@ -831,12 +896,16 @@ ckpt_check_for_errors(ckpt_manager *m)
 	int code;
 
 	MGR_CHECK(m);
-	pthread_mutex_lock(&m->c->lock);
-	code = m->err_code;
-	snprintf(msg, sizeof msg, "%s", m->err_msg);
-	pthread_mutex_unlock(&m->c->lock);
-	if (code != 0)
+	if ((code = err_take(m, msg, sizeof msg)) != 0)
 		return cl_fail(m->c, m, code, "%s", msg);
+	return 0;
+}
+
+CKPT_API int
+ckpt_wait_pending(ckpt_manager *m)
+{
+	MGR_CHECK(m);
+	mgr_wait_local(m);
 	return 0;
 }
 
@@ -851,6 +920,32 @@ ckpt_is_saving_in_progress(ckpt_manager *m)
 	r = m->saving > 0;
 	pthread_mutex_unlock(&m->c->lock);
 	return r;
+}
+
+CKPT_API int
+ckpt_reached_preemption(ckpt_manager *m, uint64_t step, int *out)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (out == NULL)
+		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
+	*out = 0;
+	ss.has_manager = 1;
+	ss.manager = m->id;
+	ss.has_step = 1;
+	ss.step = step;
+	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
+	req.should_save = &ss;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	if (resp->body_case == CKPT__RESPONSE__BODY_SHOULD_SAVE)
+		*out = resp->should_save->preempting != 0;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
 }
 
 CKPT_API int
@@ -1088,6 +1183,7 @@ ckpt_metadata(ckpt_manager *m, int64_t step, char **json)
 	if (json == NULL)
 		return cl_fail(m->c, m, CKPT_EINVAL, "json is NULL");
 	*json = NULL;
+	mgr_wait_local(m);      /* Orbax: a save in flight is waited for */
 	sm.has_manager = 1;
 	sm.manager = m->id;
 	sm.has_step = step >= 0;
@@ -1121,6 +1217,31 @@ ckpt_delete(ckpt_manager *m, uint64_t step)
 	d.step = step;
 	req.op_case = CKPT__REQUEST__OP_DELETE;
 	req.delete_ = &d;
+	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+		return r;
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
+ckpt_set_step_metrics(ckpt_manager *m, uint64_t step, const char *json)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__SetStepMetrics sm = CKPT__SET_STEP_METRICS__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	MGR_CHECK(m);
+	if (json == NULL || !valid_json(json, 1))
+		return cl_fail(m->c, m, CKPT_EINVAL, "metrics must be a JSON "
+		    "object");
+	sm.has_manager = 1;
+	sm.manager = m->id;
+	sm.has_step = 1;
+	sm.step = step;
+	sm.metrics_json = (char *)json;
+	req.op_case = CKPT__REQUEST__OP_SET_STEP_METRICS;
+	req.set_step_metrics = &sm;
 	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
 		return r;
 	ckpt__response__free_unpacked(resp, NULL);

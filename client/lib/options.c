@@ -195,7 +195,7 @@ ckpt_options_set_step_format_fixed_length(ckpt_options *o, unsigned n)
 CKPT_API int
 ckpt_options_set_save_interval_steps(ckpt_options *o, uint64_t n)
 {
-	if (o == NULL || n == 0)
+	if (o == NULL)
 		return CKPT_EINVAL;
 	o->pb.has_save_interval_steps = 1;
 	o->pb.save_interval_steps = n;
@@ -418,6 +418,7 @@ ckpt_options_preservation_add(ckpt_options *o, ckpt_preserve_kind kind,
 			return CKPT_EINVAL;
 		break;
 	case CKPT_PRESERVE_EVERY_N_STEPS:
+	case CKPT_PRESERVE_EVERY_N_STEPS_CLOSEST:
 		if (n <= 0)
 			return CKPT_EINVAL;
 		break;
@@ -442,6 +443,7 @@ ckpt_options_preservation_add(ckpt_options *o, ckpt_preserve_kind kind,
 	nd->has_kind = 1;
 	nd->kind = (Ckpt__PreservationNode__Kind)kind;
 	if (kind == CKPT_PRESERVE_LATEST_N || kind == CKPT_PRESERVE_EVERY_N_STEPS ||
+	    kind == CKPT_PRESERVE_EVERY_N_STEPS_CLOSEST ||
 	    kind == CKPT_PRESERVE_BEST_N) {
 		nd->has_n = 1;
 		nd->n = n;
@@ -491,4 +493,26 @@ ckpt_options_preservation_child(ckpt_options *o, int parent, int child)
 	    p->n_children >= CKPT_MAX_POLICY_NODES)
 		return CKPT_EINVAL;
 	return add_child(&p->children, &p->n_children, child);
+}
+
+CKPT_API int
+ckpt_options_preservation_every_n(ckpt_options *o, int node, int exact,
+    int64_t max_to_keep)
+{
+	Ckpt__PreservationNode *p;
+
+	if (o == NULL || node < 0 || (size_t)node >= o->pb.n_preservation ||
+	    max_to_keep < -1)
+		return CKPT_EINVAL;
+	p = o->pb.preservation[node];
+	if (p->kind == CKPT__PRESERVATION_NODE__KIND__EVERY_N_STEPS_CLOSEST) {
+		if (!exact)
+			return CKPT_EINVAL;
+	} else if (p->kind != CKPT__PRESERVATION_NODE__KIND__EVERY_N_STEPS)
+		return CKPT_EINVAL;
+	p->has_exact_interval = 1;
+	p->exact_interval = exact != 0;
+	p->has_max_to_keep = max_to_keep >= 0;
+	p->max_to_keep = max_to_keep >= 0 ? max_to_keep : 0;
+	return 0;
 }

@@ -209,8 +209,8 @@ static void api_errors(ckpt_client *c, ckpt_manager *m)
 	    "step_prefix '../up': CKPT_EINVAL");
 	is_int(ckpt_options_set_max_to_keep(o, -1), CKPT_EINVAL,
 	    "max_to_keep -1: CKPT_EINVAL");
-	is_int(ckpt_options_set_save_interval_steps(o, 0), CKPT_EINVAL,
-	    "save_interval_steps 0: CKPT_EINVAL");
+	is_int(ckpt_options_set_save_interval_steps(o, 0), 0,
+	    "save_interval_steps 0 (Orbax 0.12 read-only setups): accepted");
 	ckpt_options_free(o);
 	o = ckpt_options_new();
 	ckpt_options_set_max_to_keep(o, 2);
@@ -477,7 +477,6 @@ static void enospc(ckpt_client *c)
 	is_int(r, CKPT_ENOSPC, "saving 16 MiB there: CKPT_ENOSPC");
 	ok(strcasestr(ckpt_manager_errmsg(m), "space") != NULL,
 	    "... with a clear message (%s)", ckpt_manager_errmsg(m));
-	ckpt_check_for_errors(m);
 	ckpt_save_args_free(a);
 	ckpt_tree_free(t);
 
@@ -498,15 +497,16 @@ static void enospc(ckpt_client *c)
 	}
 	ok(failed_listed, "the failure is recorded in the index");
 
-	/* The daemon still serves, and the space came back. As in Orbax, the
-	 * next save re-raises the failure of the previous one (and clears it). */
+	/* The daemon still serves, and the space came back. As in Orbax
+	 * (_FinalizeThread.join raises once per thread), the failure was
+	 * raised to this thread by wait_until_finished: the next save
+	 * proceeds. */
+	is_int(ckpt_check_for_errors(m), 0, "raised once: no longer pending");
 	shape[0] = 1 << 20;
 	t = ckpt_tree_new();
 	ckpt_tree_add_array(t, "w", CKPT_U8, 1, shape, buf, 1 << 20);
 	r = save_wait(m, 2, NULL, t);
-	is_int(r, CKPT_ENOSPC, "the next save re-raises the failure (Orbax)");
-	r = save_wait(m, 2, NULL, t);
-	ok_call(r, c, "then a 1 MiB save to the same root succeeds");
+	ok_call(r, c, "the next 1 MiB save to the same root succeeds");
 	ckpt_all_steps(m, &steps, &n);
 	ok(n == 1 && steps[0] == 2, "and step 2 is listed");
 	free(steps);

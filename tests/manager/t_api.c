@@ -3,11 +3,14 @@
  * (plain, todelete_subdir, background), root metadata, restore /
  * metrics / metadata, leftover tmp directories.
  */
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <jansson.h>
 
@@ -579,4 +582,198 @@ test_tmp_dirs(struct hx_daemon *d)
 	ckpt_manager_close(m);
 	ckpt_options_free(o);
 	ckpt_disconnect(c);
+}
+
+/* ---- preemption ------------------------------------------------------------ */
+
+/* Orbax checkpoint_manager_test.py test_save_on_preemption: once the
+ * preemption point is reached, the save at that step is taken whatever
+ * the interval says. Here the notice is ckpt_preempt (`ckptctl preempt`). */
+void
+test_preempt(struct hx_daemon *d)
+{
+	char root[HX_PATH], *saved;
+	ckpt_client *c = mgr_connect(d);
+	ckpt_options *o = mgr_options();
+	ckpt_manager *m;
+	int out = -1, should = -1, r, s = -1;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "preempt"));
+	ckpt_options_set_save_interval_steps(o, 100);
+	m = mgr_open(c, root, o, 1);
+	saved = save_range(m, 0, 0, NULL, 0, 0, NULL);
+	is_str(saved, "[0]", "step 0 saved (initial save)");
+	free(saved);
+	ok_rc(ckpt_reached_preemption(m, 5, &out), m, "reached_preemption(5)");
+	is_int(out, 0, "not preempted yet");
+	ckpt_should_save(m, 5, &should);
+	is_int(should, 0, "should_save(5) false: interval 100");
+	is_int(ckpt_preempt(c), 0, "ckpt_preempt");
+	ok_rc(ckpt_reached_preemption(m, 5, &out), m, "reached_preemption(5)");
+	is_int(out, 1, "reached_preemption(5) is true");
+	ckpt_should_save(m, 5, &should);
+	is_int(should, 1, "should_save(5) true once preempted");
+	r = mgr_save_wait(m, 5, NULL, &s);
+	ok_rc(r, m, "save(5)");
+	is_int(s, 1, "step 5 taken");
+	ckpt_should_save(m, 6, &should);
+	is_int(should, 0, "should_save(6) false: the preemption save was taken");
+	ckpt_reached_preemption(m, 6, &out);
+	is_int(out, 1, "reached_preemption stays true (the loop stops)");
+	is_steps(m, "[0,5]", "steps [0,5]");
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+	ckpt_disconnect(c);
+}
+
+/* ---- Orbax's metrics item ---------------------------------------------------- */
+
+/* Orbax checkpoint_manager.py: metrics are the `metrics` item,
+ * <step>/metrics/metrics, read back for best_fn (test_save_best). ckptd
+ * writes it, and ranks the steps Orbax wrote by it. */
+void
+test_metrics_item(struct hx_daemon *d)
+{
+	static const char *const losses[] = { "{\"loss\":0.4}",
+	    "{\"loss\":0.1}", "{\"loss\":0.3}" };
+	char a[HX_PATH], b[HX_PATH], p[2 * HX_PATH], q[2 * HX_PATH], out[256];
+	char *text, *saved, *mj = NULL;
+	ckpt_client *c = mgr_connect(d);
+	ckpt_options *o = mgr_options();
+	ckpt_manager *m;
+	struct sv s = { 0 };
+	int64_t best = -2;
+	int saved1 = 0;
+	uint64_t i;
+
+	/* ckptd -> Orbax: the file, reserved keys left out. */
+	snprintf(a, sizeof a, "%s", root_path(d, "mwrite"));
+	ckpt_options_set_best(o, "loss", 1);
+	m = mgr_open(c, a, o, 1);
+	s.metrics = "{\"loss\":0.5,\"__ckpt_best__\":0.5}";
+	ok_rc(mgr_save_wait(m, 0, &s, &saved1), m, "save(0) with metrics");
+	snprintf(p, sizeof p, "%s/0/metrics/metrics", a);
+	text = hx_read_file(p, NULL);
+	is_str(text, "{\"loss\":0.5}", "0/metrics/metrics holds the metrics");
+	free(text);
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+
+	/* Orbax -> ckptd: steps whose metrics only are in metrics/metrics. */
+	snprintf(a, sizeof a, "%s", root_path(d, "orbax_src"));
+	m = mgr_open(c, a, NULL, 1);
+	saved = save_range(m, 0, 2, NULL, 0, 0, NULL);
+	is_str(saved, "[0,1,2]", "steps 0..2 saved without metrics");
+	free(saved);
+	ckpt_manager_close(m);
+	snprintf(b, sizeof b, "%s", root_path(d, "orbax"));
+	hx_mkdirs(b);
+	for (i = 0; i < 3; i++) {
+		char *argv[] = { "/bin/cp", "-a", p, q, NULL };
+
+		snprintf(p, sizeof p, "%s/%" PRIu64, a, i);
+		snprintf(q, sizeof q, "%s/%" PRIu64, b, i);
+		hx_run(argv, out, sizeof out, 30);
+		snprintf(q, sizeof q, "%s/%" PRIu64 "/metrics", b, i);
+		hx_mkdirs(q);
+		snprintf(q, sizeof q, "%s/%" PRIu64 "/metrics/metrics", b, i);
+		hx_write_file(q, losses[i]);
+	}
+	o = mgr_options();
+	ckpt_options_set_best(o, "loss", 1);
+	m = mgr_open(c, b, o, 1);
+	ok_rc(ckpt_metrics(m, 1, &mj), m, "metrics(1)");
+	ok(mj != NULL && json_number(mj, "loss") == 0.1, "metrics(1) read "
+	    "from 1/metrics/metrics (%s)", mj ? mj : "null");
+	free(mj);
+	ckpt_best_step(m, &best);
+	is_int(best, 1, "best_step (min loss) is 1");
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+
+	/* A metric computed by the client (best_fn) for those steps. */
+	o = mgr_options();
+	ckpt_options_set_best(o, "__ckpt_best__", 0);
+	m = mgr_open(c, b, o, 1);
+	ckpt_best_step(m, &best);
+	is_int(best, -1, "no step has the client's metric yet");
+	ok_rc(ckpt_set_step_metrics(m, 2, "{\"__ckpt_best__\":7}"), m,
+	    "set_step_metrics(2)");
+	ok_rc(ckpt_set_step_metrics(m, 0, "{\"__ckpt_best__\":3}"), m,
+	    "set_step_metrics(0)");
+	ckpt_best_step(m, &best);
+	is_int(best, 2, "best_step (max) ranks by it: 2");
+	is_rc(ckpt_set_step_metrics(m, 9, "{\"x\":1}"), CKPT_ENOTFOUND, m,
+	    "set_step_metrics on an unknown step: CKPT_ENOTFOUND");
+	is_rc(ckpt_set_step_metrics(m, 1, "[1]"), CKPT_EINVAL, m,
+	    "set_step_metrics with a non-object: CKPT_EINVAL");
+	mj = NULL;
+	ckpt_metrics(m, 2, &mj);
+	ok(mj != NULL && json_number(mj, "loss") == 0.3 &&
+	    json_number(mj, "__ckpt_best__") == 7, "merged with the stored "
+	    "metrics (%s)", mj ? mj : "null");
+	free(mj);
+	snprintf(q, sizeof q, "%s/2/metrics/metrics", b);
+	text = hx_read_file(q, NULL);
+	is_str(text, losses[2], "nothing is written into the step");
+	free(text);
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+	ckpt_disconnect(c);
+}
+
+/* SIGTERM (systemd shutdown) with --preempt-grace: the open manager is
+ * told, takes its preemption save, and the daemon exits once it closed. */
+void
+test_preempt_sigterm(struct hx_daemon *d)
+{
+	char root[HX_PATH];
+	ckpt_client *c;
+	ckpt_options *o;
+	ckpt_manager *m;
+	int64_t t0, waited;
+	int out = 0, should = 0, s = 0, st = -1, i;
+	pid_t pid;
+
+	if (d->external) {
+		tap_skip("needs its own daemon");
+		return;
+	}
+	hx_stop(d);
+	d->extra[0] = "--preempt-grace";
+	d->extra[1] = "30";
+	d->extra[2] = NULL;
+	if (!ok(hx_start(d) == 0, "ckptd restarted with --preempt-grace 30"))
+		return;
+	c = mgr_connect(d);
+	o = mgr_options();
+	ckpt_options_set_save_interval_steps(o, 100);
+	snprintf(root, sizeof root, "%s", root_path(d, "sigterm"));
+	m = mgr_open(c, root, o, 1);
+	ok_rc(mgr_save_wait(m, 0, NULL, &s), m, "save(0)");
+	pid = d->pid;
+	kill(pid, SIGTERM);
+	for (i = 0; i < 200 && !out; i++) {
+		ckpt_reached_preemption(m, 5, &out);
+		if (!out)
+			hx_sleep_ms(50);
+	}
+	is_int(out, 1, "after SIGTERM: reached_preemption(5)");
+	ckpt_should_save(m, 5, &should);
+	is_int(should, 1, "should_save(5) during the grace period");
+	ok_rc(mgr_save_wait(m, 5, NULL, &s), m, "save(5) is taken");
+	is_int(s, 1, "step 5 saved");
+	is_steps(m, "[0,5]", "steps [0,5]");
+	t0 = hx_now_ms();
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	while (waitpid(pid, &st, WNOHANG) == 0 && hx_now_ms() - t0 < 20000)
+		hx_sleep_ms(20);
+	waited = hx_now_ms() - t0;
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckptd exited 0 by itself "
+	    "(status 0x%x)", st);
+	ok(waited < 10000, "within 10 s of the last manager closing (%lld ms; "
+	    "grace 30 s)", (long long)waited);
+	d->pid = 0;
+	ckpt_options_free(o);
 }

@@ -1,6 +1,7 @@
 #!/bin/bash
 # test_ckptctl.sh - ckptctl against a private ckptd: steps (committed and
-# failed saves with the reason), show, delete, wait --after, --json.
+# failed saves with the reason), show, delete, wait --after, --json,
+# preempt.
 #
 # Needs CKPTD_BIN, CKPTCTL_BIN and TRAINER_BIN (set by meson). TAP output.
 set -u
@@ -265,6 +266,17 @@ diag "$out"
 out=$(ctl --json status 2>/dev/null)
 $PY -c 'import json, sys; d = json.load(sys.stdin); sys.exit(0 if d["workers"] == 2 else 1)' <<<"$out"
 ok $? "ckptctl --json status parses (workers: 2)"
+
+# ---- preempt (last: it marks the node as going down) -------------------------------------
+ctl preempt extra >/dev/null 2>&1
+[ $? -eq 2 ]
+ok $? "ckptctl preempt takes no arguments (exit 2)"
+ctl preempt
+ok $? "ckptctl preempt exits 0"
+grep -q "preemption: announced by uid" "$DIR/ckptd.log"
+ok $? "the daemon logs the preemption"
+kill -0 "$DPID" 2>/dev/null
+ok $? "the daemon stays up after ckptctl preempt"
 
 echo "1..$n"
 if ! kill -0 "$DPID" 2>/dev/null; then

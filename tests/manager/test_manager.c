@@ -34,6 +34,9 @@ static const struct mgr_test tests[] = {
 	{ "wait_for_step", test_wait_for_step },
 	{ "in_progress", test_in_progress },
 	{ "wait_threads", test_wait_threads },
+	{ "preempt", test_preempt },
+	{ "metrics_item", test_metrics_item },
+	{ "preempt_sigterm", test_preempt_sigterm },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
 

@@ -167,7 +167,8 @@ def test_options_validation(ocp):
     with pytest.raises(ValueError):
         O(best_mode='median')
     with pytest.raises(ValueError):
-        O(save_interval_steps=0)
+        O(save_interval_steps=-1)
+    assert O(save_interval_steps=0).save_interval_steps == 0  # Orbax 0.12
     with pytest.raises(ValueError):
         O(step_prefix='a/b')
     with pytest.raises(ValueError):
@@ -206,3 +207,54 @@ def test_every_n_seconds_policy_with_a_mocked_clock(ocp, tmp_path,
                                      cmp.LatestN(1)])
     assert run(ocp, str(tmp_path), range(10), preservation_policy=pol) == \
         [0, 4, 8, 9]
+
+
+def test_latest_duration_with_a_mocked_clock(ocp, tmp_path, monkeypatch):
+    # Orbax 0.12 preservation_policy_test.py test_latest_duration_policy:
+    # LatestDuration(duration=timedelta) keeps the steps saved within it.
+    import datetime
+    _mock_clock(monkeypatch, ocp)
+    cmp = ocp.checkpoint_managers
+    pol = cmp.LatestDuration(duration=datetime.timedelta(seconds=100))
+    assert run(ocp, str(tmp_path), range(10), preservation_policy=pol) == \
+        [6, 7, 8, 9]
+
+
+def test_every_n_steps_inexact_and_closest(ocp, tmp_path):
+    # Orbax 0.12 preservation_policy_test.py test_every_n_steps_policy /
+    # test_every_n_steps_closest_policy (steps [0, 1, 2, 4], interval 3);
+    # here applied after each save, as CheckpointManager does.
+    cmp = ocp.checkpoint_managers
+    pol = cmp.EveryNSteps(interval_steps=3, exact_interval=False)
+    assert run(ocp, str(tmp_path / 'a'), [0, 1, 2, 4],
+               preservation_policy=pol) == [0, 4]
+    pol = cmp.preservation_policy.EveryNStepsClosest(interval_steps=3)
+    assert run(ocp, str(tmp_path / 'b'), [0, 1, 2, 4],
+               preservation_policy=pol) == [0, 4]
+    pol = cmp.EveryNSteps(interval_steps=1, max_to_keep=3)
+    assert run(ocp, str(tmp_path / 'c'), range(5),
+               preservation_policy=pol) == [2, 3, 4]
+    with pytest.raises(ValueError, match='interval_steps must not be 0.'):
+        cmp.EveryNStepsClosest(interval_steps=0)
+
+
+def test_orbax_012_module_names(ocp):
+    # Orbax 0.12 checkpoint_managers.py and options.py public symbols.
+    cmp = ocp.checkpoint_managers
+    for name in ('DecisionContext', 'SaveDecisionPolicy',
+                 'FixedIntervalPolicy', 'PreemptionCheckpointingPolicy',
+                 'InitialSavePolicy', 'SpecificStepsPolicy',
+                 'ContinuousCheckpointingPolicy', 'AnySavePolicy',
+                 'PreservationContext', 'PreservationPolicy', 'LatestN',
+                 'EveryNSeconds', 'EveryNSteps', 'EveryNStepsClosest',
+                 'CustomSteps', 'AnyPreservationPolicy', 'BestN',
+                 'LatestDuration', 'PolicyCheckpointInfo',
+                 'CheckpointManagerOptions', 'CheckpointManager'):
+        assert hasattr(cmp, name), name
+    assert cmp.CheckpointManager is ocp.CheckpointManager
+    assert cmp.save_decision_policy.FixedIntervalPolicy is \
+        cmp.FixedIntervalPolicy
+    for name in ('AsyncOptions', 'MultiprocessingOptions', 'FileOptions'):
+        assert getattr(ocp.options, name) is getattr(ocp, name)
+    import ckpt.options
+    assert ckpt.options.AsyncOptions is ocp.AsyncOptions

@@ -127,10 +127,19 @@ def test_partial_restore_and_placeholder(ocp, tmp_path):
         np.testing.assert_array_equal(r['params']['w'], np.ones(4))
         r = m.restore(0, args=ocp.args.PyTreeRestore(
             {'params': {'w': np.empty(4), 'b': ocp.PLACEHOLDER},
-             'opt': ocp.PLACEHOLDER, 'step': 0}))
+             'opt': {'mu': ocp.PLACEHOLDER}, 'step': 0}))
         assert r['params']['b'] is ocp.PLACEHOLDER
-        assert r['opt'] is ocp.PLACEHOLDER
+        assert r['opt']['mu'] is ocp.PLACEHOLDER
         assert r['step'] == 10
+        # Orbax checkpointer_test_utils.py test_partial_restore_with_
+        # placeholder, subtest non_leaf_placeholder: a PLACEHOLDER stands
+        # for one leaf; for a subtree it is a structure mismatch.
+        with pytest.raises(ValueError, match='User-provided restore item '
+                           'and on-disk value metadata tree structures do '
+                           'not match'):
+            m.restore(0, args=ocp.args.PyTreeRestore(
+                {'params': {'w': np.empty(4), 'b': np.empty(2)},
+                 'opt': ocp.PLACEHOLDER, 'step': 0}))
 
 
 def test_zero_copy_views(ocp, tmp_path):

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <inttypes.h>
 #include <string.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -1317,12 +1318,85 @@ test_wants_metrics(void **state)
 	policy_free(p);
 }
 
+/*
+ * Orbax 0.12 preservation_policy_test.py test_every_n_steps_policy and
+ * test_every_n_steps_closest_policy: the steps each keeps of a given set.
+ */
+static void
+check_every_n(Ckpt__PreservationNode__Kind kind, int64_t n, int exact,
+    int64_t max_keep, const uint64_t *steps, size_t ns, const char *want)
+{
+	struct opts t;
+	struct policy_set *p;
+	Ckpt__PreservationNode *nd;
+	struct policy_step s[16];
+	int keep[16];
+	char got[256] = "";
+	size_t i;
+
+	assert_true(ns <= 16);
+	opts_init(&t);
+	nd = keep_node(&t, kind);
+	nd->has_n = 1;
+	nd->n = n;
+	nd->has_exact_interval = 1;
+	nd->exact_interval = exact != 0;
+	nd->has_max_to_keep = max_keep >= 0;
+	nd->max_to_keep = max_keep;
+	p = compile_ok(&t);
+	for (i = 0; i < ns; i++) {
+		memset(&s[i], 0, sizeof s[i]);
+		s[i].step = steps[i];
+	}
+	policy_preserve(p, s, ns, 0, keep);
+	for (i = 0; i < ns; i++)
+		if (keep[i])
+			snprintf(got + strlen(got), sizeof got - strlen(got),
+			    "%s%" PRIu64, *got ? "," : "", steps[i]);
+	assert_string_equal(got, want);
+	policy_free(p);
+}
+
+static void
+test_every_n_steps_012(void **state)
+{
+	static const uint64_t a[] = { 0, 1, 2, 3, 4 };
+	static const uint64_t b[] = { 0, 1, 2, 4 };
+	static const uint64_t c[] = { 0, 1, 2, 4, 5, 8, 9, 13, 14, 25 };
+	const Ckpt__PreservationNode__Kind ev =
+	    CKPT__PRESERVATION_NODE__KIND__EVERY_N_STEPS;
+	const Ckpt__PreservationNode__Kind cl =
+	    CKPT__PRESERVATION_NODE__KIND__EVERY_N_STEPS_CLOSEST;
+	struct opts t;
+	Ckpt__PreservationNode *nd;
+
+	(void)state;
+	check_every_n(ev, 3, 0, -1, b, 4, "0,4");
+	check_every_n(ev, 6, 1, -1, a, 5, "0");
+	check_every_n(ev, 3, 0, -1, c, 10, "0,4,8,13,25");
+	check_every_n(ev, 1, 1, 3, a, 5, "2,3,4");
+	check_every_n(ev, 3, 0, 3, c, 10, "8,13,25");
+	check_every_n(ev, 1, 1, 0, a, 5, "0,1,2,3,4");  /* Orbax: [:-0] */
+	check_every_n(cl, 1, 1, -1, a, 5, "0,1,2,3,4");
+	check_every_n(cl, 3, 1, -1, b, 4, "0,4");
+	check_every_n(cl, 3, 1, -1, c, 10, "0,4,5,9,13,14,25");
+	check_every_n(cl, 1, 1, 3, a, 5, "2,3,4");
+	check_every_n(cl, 3, 1, 3, c, 10, "13,14,25");
+
+	opts_init(&t);                  /* interval_steps=0 */
+	nd = keep_node(&t, cl);
+	nd->has_n = 1;
+	nd->n = 0;
+	compile_fails(&t, "interval_steps must not be 0.");
+}
+
 /* ---- validation --------------------------------------------------------------- */
 
 static void
 test_validation_options(void **state)
 {
 	struct opts t;
+	struct sim m;
 
 	opts_init(&t);
 	t.o.has_max_to_keep = 1;
@@ -1336,8 +1410,12 @@ test_validation_options(void **state)
 
 	opts_init(&t);
 	t.o.has_save_interval_steps = 1;
-	t.o.save_interval_steps = 0;
-	compile_fails(&t, "`save_interval_steps` must be a positive integer.");
+	t.o.save_interval_steps = 0;    /* Orbax 0.12: no interval saves */
+	sim_init(&m, compile_ok(&t));
+	assert_int_equal(sim_save(&m, 0), 1);       /* InitialSavePolicy */
+	assert_false(sim_should_save(&m, 1, 0));
+	assert_false(sim_should_save(&m, 100, 0));
+	policy_free(m.p);
 
 	opts_init(&t);
 	t.o.has_keep_period = 1;
@@ -1551,6 +1629,7 @@ main(void)
 		cmocka_unit_test(test_latest_duration),
 		cmocka_unit_test(test_metric_json),
 		cmocka_unit_test(test_wants_metrics),
+		cmocka_unit_test(test_every_n_steps_012),
 		cmocka_unit_test(test_validation_options),
 		cmocka_unit_test(test_validation_exclusive),
 		cmocka_unit_test(test_validation_nodes),

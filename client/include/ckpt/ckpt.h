@@ -234,7 +234,7 @@ ckpt_options *ckpt_options_new(void);
 void ckpt_options_free(ckpt_options *o);
 
 /* Setters return CKPT_EINVAL for values Orbax rejects (negative
- * max_to_keep, zero save_interval_steps, a prefix with '/' ...). */
+ * max_to_keep, a prefix with '/' ...). */
 int ckpt_options_set_create(ckpt_options *o, int on);
 int ckpt_options_set_read_only(ckpt_options *o, int on);
 int ckpt_options_set_max_to_keep(ckpt_options *o, int64_t n); /* n >= 0 */
@@ -246,6 +246,7 @@ int ckpt_options_set_keep_checkpoints_without_metrics(ckpt_options *o, int on);
 int ckpt_options_set_step_prefix(ckpt_options *o, const char *prefix);
 int ckpt_options_set_step_format_fixed_length(ckpt_options *o, unsigned n);
 int ckpt_options_set_cleanup_tmp_directories(ckpt_options *o, int on);
+/* 0: no interval saves (the other save policies still apply). */
 int ckpt_options_set_save_interval_steps(ckpt_options *o, uint64_t n);
 int ckpt_options_set_save_on_steps(ckpt_options *o, const uint64_t *steps,
     size_t n);
@@ -287,19 +288,26 @@ typedef enum {
 	CKPT_PRESERVE_ALL = 0, CKPT_PRESERVE_LATEST_N = 1,
 	CKPT_PRESERVE_EVERY_N_SECONDS = 2, CKPT_PRESERVE_EVERY_N_STEPS = 3,
 	CKPT_PRESERVE_CUSTOM_STEPS = 4, CKPT_PRESERVE_BEST_N = 5,
-	CKPT_PRESERVE_LATEST_DURATION = 6, CKPT_PRESERVE_ANY = 7
+	CKPT_PRESERVE_LATEST_DURATION = 6, CKPT_PRESERVE_ANY = 7,
+	CKPT_PRESERVE_EVERY_N_STEPS_CLOSEST = 8
 } ckpt_preserve_kind;
 
 /* interval: FIXED_INTERVAL; steps/nsteps: SPECIFIC_STEPS; secs: CONTINUOUS. */
 int ckpt_options_save_policy_add(ckpt_options *o, ckpt_save_policy_kind kind,
     uint64_t interval, const uint64_t *steps, size_t nsteps, double secs);
 int ckpt_options_save_policy_child(ckpt_options *o, int parent, int child);
-/* n: LATEST_N, EVERY_N_STEPS, BEST_N; secs: EVERY_N_SECONDS,
+/* n: LATEST_N, EVERY_N_STEPS(_CLOSEST), BEST_N; secs: EVERY_N_SECONDS,
  * LATEST_DURATION; steps: CUSTOM_STEPS; metric/mode_min/keep_without:
- * BEST_N. */
+ * BEST_N. Returns the node's index. */
 int ckpt_options_preservation_add(ckpt_options *o, ckpt_preserve_kind kind,
     int64_t n, double secs, const uint64_t *steps, size_t nsteps,
     const char *metric, int mode_min, int keep_without_metrics);
+/* Orbax 0.12 EveryNSteps(exact_interval, max_to_keep) and
+ * EveryNStepsClosest(max_to_keep) of node `node`: exact 0 keeps the first
+ * step, then each at least n steps after the last kept; max_to_keep >= 0
+ * keeps only the latest that many of the steps chosen (-1: all). */
+int ckpt_options_preservation_every_n(ckpt_options *o, int node, int exact,
+    int64_t max_to_keep);
 int ckpt_options_preservation_child(ckpt_options *o, int parent, int child);
 
 /* ---- connection --------------------------------------------------------------- */
@@ -456,12 +464,28 @@ int ckpt_save_args_set_preempted(ckpt_save_args *a, int on);
 int ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
     int *saved);
 /* Block until every save of this manager is durable; returns the error of a
- * failed one (not cleared: every waiter sees it). Thread-safe. */
+ * failed one. Thread-safe. As Orbax, each thread is told of a failed save
+ * once (by this, ckpt_check_for_errors, ckpt_save or ckpt_manager_close);
+ * a thread's save after that proceeds and clears the error. */
 int ckpt_wait_until_finished(ckpt_manager *m);
-/* Return the pending async error without waiting (not cleared): the
- * outcome of the last finished save as already reported to this client;
- * no round trip to the daemon. */
+/* Return the pending async error without waiting (once per thread, as
+ * above): the outcome of the last finished save as already reported to
+ * this client; no round trip to the daemon. */
 int ckpt_check_for_errors(ckpt_manager *m);
+/* Block until no save of this manager is in flight, leaving a failure for
+ * the calls above (restore, item metadata and step metadata do this). */
+int ckpt_wait_pending(ckpt_manager *m);
+/* Merge `json` (an object) into the metrics of committed step `step`, in
+ * the daemon's memory only, for ranking (e.g. best_fn values computed from
+ * metrics another program wrote). CKPT_ENOTFOUND for an unknown step. */
+int ckpt_set_step_metrics(ckpt_manager *m, uint64_t step, const char *json);
+/* Orbax's reached_preemption(step): *out = 1 once ckptd knows its node is
+ * going down (SIGTERM, or ckpt_preempt/`ckptctl preempt`); the manager's
+ * next save is then taken whatever the save policy says. */
+int ckpt_reached_preemption(ckpt_manager *m, uint64_t step, int *out);
+/* Announce that the node is going down (root or the daemon's user only:
+ * else CKPT_EACCES). */
+int ckpt_preempt(ckpt_client *c);
 /* 1 while a save of this manager is in flight, else 0. */
 int ckpt_is_saving_in_progress(ckpt_manager *m);
 /* *out = 1 when the save policy would save `step` now. */

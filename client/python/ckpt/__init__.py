@@ -19,7 +19,7 @@ from ckpt import checkpoint_utils
 from ckpt import metadata
 from ckpt import test_utils
 from ckpt._tree import PLACEHOLDER
-from ckpt.errors import CkptError, StepAlreadyExistsError
+from ckpt.errors import CkptError, ItemNotFoundError, StepAlreadyExistsError
 from ckpt.handlers import (ArrayCheckpointHandler, CheckpointHandler,
                            CompositeCheckpointHandler, JsonCheckpointHandler,
                            ProtoCheckpointHandler, PyTreeCheckpointHandler,
@@ -31,15 +31,14 @@ from ckpt.manager import (AsyncCheckpointer, AsyncOptions, Checkpointer,
 from ckpt.metadata import (ArrayMetadata, PosixGPath, ScalarMetadata,
                            StringMetadata)
 
-options = type('options', (), {
-    'AsyncOptions': AsyncOptions, 'FileOptions': FileOptions,
-    'MultiprocessingOptions': MultiprocessingOptions})
+from ckpt import options
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'args', 'checkpoint_managers', 'checkpoint_utils', 'metadata',
-    'test_utils', 'PLACEHOLDER', 'CkptError', 'StepAlreadyExistsError',
+    'args', 'options', 'checkpoint_managers', 'checkpoint_utils', 'metadata',
+    'test_utils', 'PLACEHOLDER', 'CkptError', 'ItemNotFoundError',
+    'StepAlreadyExistsError',
     'ArrayCheckpointHandler', 'CheckpointHandler',
     'CompositeCheckpointHandler', 'JsonCheckpointHandler',
     'ProtoCheckpointHandler', 'PyTreeCheckpointHandler',

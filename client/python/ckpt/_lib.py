@@ -87,6 +87,7 @@ PRESERVE_EVERY_N_STEPS = 3
 PRESERVE_CUSTOM_STEPS = 4
 PRESERVE_BEST_N = 5
 PRESERVE_LATEST_DURATION = 6
+PRESERVE_EVERY_N_STEPS_CLOSEST = 8
 PRESERVE_ANY = 7
 
 # dtypes
@@ -202,6 +203,8 @@ _PROTOS = [
      [c_void_p, c_int, c_int64, c_double, POINTER(c_uint64), c_size_t,
       c_char_p, c_int, c_int]),
     ('ckpt_options_preservation_child', c_int, [c_void_p, c_int, c_int]),
+    ('ckpt_options_preservation_every_n', c_int,
+     [c_void_p, c_int, c_int, c_int64]),
     ('ckpt_connect', c_int, [c_char_p, POINTER(c_void_p)]),
     ('ckpt_connect_errmsg', c_char_p, []),
     ('ckpt_disconnect', None, [c_void_p]),
@@ -228,6 +231,10 @@ _PROTOS = [
     ('ckpt_wait_until_finished', c_int, [c_void_p]),
     ('ckpt_check_for_errors', c_int, [c_void_p]),
     ('ckpt_is_saving_in_progress', c_int, [c_void_p]),
+    ('ckpt_wait_pending', c_int, [c_void_p]),
+    ('ckpt_preempt', c_int, [c_void_p]),
+    ('ckpt_reached_preemption', c_int, [c_void_p, c_uint64, POINTER(c_int)]),
+    ('ckpt_set_step_metrics', c_int, [c_void_p, c_uint64, c_char_p]),
     ('ckpt_should_save', c_int, [c_void_p, c_uint64, POINTER(c_int)]),
     ('ckpt_all_steps', c_int,
      [c_void_p, POINTER(POINTER(c_uint64)), POINTER(c_size_t)]),

@@ -662,6 +662,12 @@ def match_target(entries, target, partial):
                 'checkpoint.' % where)
         for idx in ([exact] if exact is not None else []) + sub:
             covered[idx] = True
+        if tleaf is PLACEHOLDER and exact is None and not partial:
+            # Orbax: a PLACEHOLDER stands for one leaf, not a subtree
+            # (checkpointer_test_utils.py, non_leaf_placeholder).
+            raise ValueError(_structure_mismatch(
+                '%s: PLACEHOLDER given for a subtree of %d saved leaves'
+                % (where, len(sub))))
         if tleaf is not PLACEHOLDER:
             if exact is not None:
                 arr = _is_abstract_array(tleaf)
@@ -686,11 +692,18 @@ def match_target(entries, target, partial):
         missing = [path_name(entries[i][0]) for i, c in enumerate(covered)
                    if not c]
         if missing:
-            raise ValueError(
-                'The target tree does not match the checkpoint: it omits '
-                '%s. Pass partial_restore=True (PyTreeRestore) to restore '
-                'only part of the tree.' % ', '.join(repr(m) for m in missing))
+            raise ValueError(_structure_mismatch(
+                'the target omits %s'
+                % ', '.join(repr(m) for m in missing)))
     return matches, wanted
+
+
+def _structure_mismatch(diff):
+    """Orbax's message (base_pytree_checkpoint_handler.py)."""
+    return ('User-provided restore item and on-disk value metadata tree'
+            ' structures do not match:\n%s\nIf this mismatch is'
+            ' intentional, pass `partial_restore=True` to only restore'
+            ' parameters found in `item`.' % diff)
 
 
 def restore_with_target(entries, target, partial, zero_copy):

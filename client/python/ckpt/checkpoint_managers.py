@@ -4,7 +4,33 @@ them. A BestN's get_metric_fn is evaluated here at save time on the step's
 metrics and sent to the daemon as a reserved metric."""
 
 import dataclasses
+import datetime
 from typing import Any, Callable, Optional, Sequence
+
+
+@dataclasses.dataclass
+class PolicyCheckpointInfo:
+    """Orbax's description of one checkpoint given to policies."""
+    step: int
+    time: Any = None
+    metrics: Any = None
+
+
+@dataclasses.dataclass
+class DecisionContext:
+    is_saving_in_progress: bool = False
+    reached_preemption: bool = False
+
+
+@dataclasses.dataclass
+class PreservationContext:
+    pass
+
+
+def _seconds(v):
+    if isinstance(v, datetime.timedelta):
+        return v.total_seconds()
+    return float(v)
 
 
 # ---- save decision policies ------------------------------------------------
@@ -104,17 +130,37 @@ class EveryNSeconds(PreservationPolicy):
             raise ValueError('interval_secs must be >= 0')
 
 
+def _check_every_n(p):
+    if p.interval_steps == 0:
+        raise ValueError('interval_steps must not be 0.')
+    if p.interval_steps < 0:
+        raise ValueError('interval_steps must be positive.')
+    if p.max_to_keep is not None and p.max_to_keep < 0:
+        raise ValueError('max_to_keep must be None or non-negative.')
+
+
 @dataclasses.dataclass
 class EveryNSteps(PreservationPolicy):
+    """exact_interval: keep steps divisible by interval_steps; else the
+    first, then each at least interval_steps after the last kept.
+    max_to_keep: only the latest that many of those."""
     interval_steps: int
     exact_interval: bool = True
+    max_to_keep: Optional[int] = None
 
     def __post_init__(self):
-        if self.interval_steps == 0:
-            raise ValueError('interval_steps must not be 0.')
-        if not self.exact_interval:
-            raise ValueError('EveryNSteps(exact_interval=False) is not '
-                             'supported by ckptd')
+        _check_every_n(self)
+
+
+@dataclasses.dataclass
+class EveryNStepsClosest(PreservationPolicy):
+    """For each multiple of interval_steps, the closest checkpoint (the
+    later one on a tie); always the last one."""
+    interval_steps: int
+    max_to_keep: Optional[int] = None
+
+    def __post_init__(self):
+        _check_every_n(self)
 
 
 class CustomSteps(PreservationPolicy):
@@ -141,8 +187,17 @@ class BestN(PreservationPolicy):
 
 @dataclasses.dataclass
 class LatestDuration(PreservationPolicy):
-    """Keep every checkpoint younger than duration_secs (ckptd addition)."""
-    duration_secs: float
+    """Keep every checkpoint newer than `duration` (a timedelta, or
+    seconds) before now, as Orbax's LatestDuration(duration=...)."""
+    duration: Any
+
+    def __post_init__(self):
+        if _seconds(self.duration) < 0:
+            raise ValueError('duration must be >= 0')
+
+    @property
+    def duration_secs(self):
+        return _seconds(self.duration)
 
 
 @dataclasses.dataclass
@@ -177,4 +232,15 @@ preservation_policy = _NS(
     PreservationPolicy=PreservationPolicy, PreserveAll=PreserveAll,
     LatestN=LatestN, EveryNSeconds=EveryNSeconds, EveryNSteps=EveryNSteps,
     CustomSteps=CustomSteps, BestN=BestN, LatestDuration=LatestDuration,
-    AnyPreservationPolicy=AnyPreservationPolicy)
+    AnyPreservationPolicy=AnyPreservationPolicy,
+    EveryNStepsClosest=EveryNStepsClosest,
+    PreservationContext=PreservationContext)
+save_decision_policy.DecisionContext = DecisionContext
+
+
+def __getattr__(name):
+    # Orbax also exports the manager here (ocp.checkpoint_managers.X).
+    if name in ('CheckpointManager', 'CheckpointManagerOptions'):
+        from ckpt import manager
+        return getattr(manager, name)
+    raise AttributeError(name)

@@ -17,3 +17,10 @@ class CkptError(OSError):
 
     def __str__(self):
         return self.message
+
+
+class ItemNotFoundError(FileNotFoundError, KeyError):
+    """An item asked for is not in the checkpoint: Orbax 0.12 raises
+    FileNotFoundError (checkpoint_manager_test.py
+    test_save_restore_invalid_item), earlier ckpt a KeyError; both catch
+    it."""

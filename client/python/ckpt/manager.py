@@ -1,5 +1,6 @@
 """CheckpointManager over libckpt, with Orbax's API and messages."""
 
+import collections.abc
 import ctypes
 import dataclasses
 import datetime
@@ -7,7 +8,9 @@ import json
 import logging
 import math
 import os
+import re
 import sys
+import threading
 import time
 from typing import Any, Callable, Container, Optional
 
@@ -17,6 +20,7 @@ from ckpt import _lib
 from ckpt import _tree
 from ckpt import args as args_lib
 from ckpt import checkpoint_managers as cm
+from ckpt import errors as errors_lib
 from ckpt import handlers as handlers_lib
 from ckpt import metadata as md
 
@@ -128,6 +132,11 @@ class CheckpointManagerOptions:
     prevent_write_metrics: bool = False
     enable_should_save_is_saving_in_progress_check: bool = True
     enable_per_process_directory_creation: bool = False
+    # Orbax 0.12. Performance hints with no effect here (ckptd's workers
+    # delete; its index makes opening cheap):
+    num_deletion_threads: Optional[int] = None
+    lightweight_initialize: bool = False
+    atomicity_options: Any = None
 
     def __post_init__(self):
         def _int(name, v, lo):
@@ -142,16 +151,16 @@ class CheckpointManagerOptions:
         if self.max_to_keep is not None and (
                 not isinstance(self.max_to_keep, (int, np.integer)) or
                 self.max_to_keep < 0):
-            raise ValueError('Setting of `max_to_keep` must be None or a '
-                             'non-negative integer, got %r'
-                             % (self.max_to_keep,))
-        _int('save_interval_steps', self.save_interval_steps, 1)
+            # Orbax's text (CheckpointManagerOptions.__post_init__)
+            raise ValueError('Setting of `max_to_keep` must be None or '
+                             'non-negative.')
+        _int('save_interval_steps', self.save_interval_steps, 0)
         _int('keep_period', self.keep_period, 1)
         _int('step_format_fixed_length', self.step_format_fixed_length, 0)
         if self.best_mode not in ('min', 'max'):
             raise ValueError(
-                'Unexpected `best_mode`: %r; must be "min" or "max".'
-                % (self.best_mode,))
+                "`CheckpointManagerOptions.best_mode` must be one of None, "
+                "'min' or 'max'. Got %s." % (self.best_mode,))
         if self.best_fn is not None and not callable(self.best_fn):
             raise ValueError('`best_fn` must be callable')
         if self.should_save_fn is not None and not callable(
@@ -192,8 +201,8 @@ class CheckpointManagerOptions:
             if (self.max_to_keep is not None or self.keep_period is not None
                     or self.keep_time_interval is not None):
                 raise ValueError(
-                    '`preservation_policy` cannot be combined with '
-                    '`max_to_keep`, `keep_period` or `keep_time_interval`.')
+                    '`preservation_policy` and `delete options` are mutually'
+                    ' exclusive - do not use together.')
             if not isinstance(self.preservation_policy, cm.PreservationPolicy):
                 raise ValueError('`preservation_policy` must be a preservation '
                                  'policy, got %r' % (self.preservation_policy,))
@@ -204,9 +213,68 @@ class CheckpointManagerOptions:
         if self.async_options is not None and self.async_options.timeout_secs \
                 is not None and self.async_options.timeout_secs <= 0:
             raise ValueError('`async_options.timeout_secs` must be > 0')
-        if self.read_only and self.save_interval_steps > 1:
-            logging.getLogger('absl').info(
-                'CheckpointManager is read_only: save_interval_steps ignored')
+        if self.read_only and self.save_interval_steps > 0:
+            # Orbax 0.12 (CheckpointManagerOptions.__post_init__).
+            self.save_interval_steps = 0
+            logging.getLogger('absl').warning(
+                'CheckpointManagerOptions.read_only=True, setting'
+                ' save_interval_steps=0.')
+        for name in ('temporary_path_class', 'atomicity_options'):
+            if getattr(self, name) is not None:
+                raise NotImplementedError(
+                    '`%s` is not supported by ckpt: ckptd commits each step '
+                    'with its own protocol (<step>.ckptd-tmp, fsync, rename)'
+                    % name)
+        if self.enable_per_process_directory_creation:
+            raise NotImplementedError(
+                '`enable_per_process_directory_creation` is not supported '
+                'by ckpt (one process per manager)')
+        if self.single_host_load_and_broadcast:
+            raise NotImplementedError(
+                '`single_host_load_and_broadcast` is not supported by ckpt '
+                '(one process per manager)')
+        mp = self.multiprocessing_options
+        if mp is not None and (
+                not isinstance(mp, MultiprocessingOptions) or
+                mp.primary_host not in (0,) or
+                mp.active_processes not in (None, {0}, frozenset({0}))):
+            raise NotImplementedError(
+                'ckpt serves one process per manager: multiprocessing_options'
+                ' other than the default (primary_host=0, active_processes='
+                'None) are not supported yet, got %r' % (mp,))
+        if self.async_options is not None and \
+                self.async_options.post_finalization_callback is not None:
+            if not self.enable_async_checkpointing:
+                # Orbax: CheckpointManager.__init__.
+                raise ValueError(
+                    'AsyncOptions.post_finalization_callback is only '
+                    'supported with AsyncCheckpointer. But final resolved '
+                    'checkpointer is:  Checkpointer')
+            if not callable(self.async_options.post_finalization_callback):
+                raise ValueError('`post_finalization_callback` must be '
+                                 'callable')
+
+
+_SCHEME = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')
+
+
+def _local_path(directory):
+    """The root as a local path; a `scheme://` root ckptd does not serve
+    is refused (it would otherwise become a local directory "gs:/...")."""
+    d = os.fspath(directory)
+    if isinstance(d, bytes):
+        d = os.fsdecode(d)
+    m = _SCHEME.match(d)
+    if m is None and not isinstance(directory, (str, bytes)):
+        m = _SCHEME.match(str(directory))
+    if m is not None:
+        scheme = m.group(1)
+        if scheme.lower() != 'file':
+            raise ValueError(
+                'Unsupported path scheme "%s://" in %r: ckptd serves local '
+                'directories only' % (scheme, str(directory)))
+        d = d[len(m.group(0)):]
+    return d
 
 
 def _seconds(v):
@@ -250,6 +318,48 @@ def _json_dumps(x, where):
     return json.dumps(_jsonable(x, where), allow_nan=False)
 
 
+_HANDLER_CLASSES = {'standard': 'StandardCheckpointHandler',
+                    'pytree': 'PyTreeCheckpointHandler',
+                    'json': 'JsonCheckpointHandler',
+                    'array': 'ArrayCheckpointHandler',
+                    'proto': 'ProtoCheckpointHandler'}
+
+
+# Orbax's texts (CheckpointManager._validate_args).
+_ARGS_AS_ITEMS = (
+    'Found an instance of `CheckpointArgs` provided for `items`. This may'
+    ' be due to misuse of the newer API - make sure to specify the'
+    ' argument keyword (e.g. `args=args`).')
+
+
+def _expected_args(args):
+    return (f'Expected args of type `CheckpointArgs`; found {type(args)}. '
+            'Use e.g. ocp.args.StandardSave(tree) / '
+            'ocp.args.StandardRestore(abstract_tree).')
+
+
+def _provided_none(name):
+    """Orbax: composite_checkpoint_handler.py _get_or_set_handler."""
+    return ValueError(
+        'Provided `None` for `CheckpointArgs`, and the `CheckpointHandler`'
+        f' for item "{name}" was not configured. If saving, this'
+        f' indicates that "{name}" was saved with `None` (an instance'
+        ' of `CheckpointArgs` was expected). If restoring, providing'
+        ' `None` for the item is valid, but only if the `CheckpointHandler'
+        ' was already configured. Provide a `CheckpointArgs` subclass so'
+        ' that `CompositeCheckpointHandler` will know how to restore the'
+        ' item.')
+
+
+def _no_matching_handler(name, args, known):
+    """Orbax: composite_checkpoint_handler.py _get_or_set_handler."""
+    reg = {n: _HANDLER_CLASSES.get(h, h) for n, h in known.items()
+           if h is not None}
+    return ValueError(
+        f'Item "{name}" and args "{args}" does not match with any'
+        f' registered handler! Registered handlers: {reg}')
+
+
 def _undetermined(name):
     return ValueError(
         f'Item with name: "{name}" had an undetermined'
@@ -270,9 +380,34 @@ class StepMetadata:
     custom_metadata: Any = None
 
 
-@dataclasses.dataclass
-class RootMetadata:
-    custom_metadata: Any = None
+@dataclasses.dataclass(eq=False)
+class RootMetadata(collections.abc.Mapping):
+    """Orbax's RootMetadata (`custom_metadata`). It also answers as the
+    mapping of the custom metadata that metadata() returned before
+    (m.metadata()['key'], dict(m.metadata()), == {...})."""
+    custom_metadata: Any = dataclasses.field(default_factory=dict)
+
+    def _d(self):
+        return self.custom_metadata if isinstance(
+            self.custom_metadata, dict) else {}
+
+    def __getitem__(self, key):
+        return self._d()[key]
+
+    def __iter__(self):
+        return iter(self._d())
+
+    def __len__(self):
+        return len(self._d())
+
+    def __eq__(self, other):
+        if isinstance(other, RootMetadata):
+            return self.custom_metadata == other.custom_metadata
+        if isinstance(other, collections.abc.Mapping):
+            return self._d() == dict(other)
+        return NotImplemented
+
+    __hash__ = None
 
 
 class Checkpointer:
@@ -309,6 +444,7 @@ class CheckpointManager:
         self._client = None
         self._m = None
         self._closed = True
+        self._absent = False
         if checkpointers is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='passing `checkpointers` to CheckpointManager'))
@@ -321,21 +457,25 @@ class CheckpointManager:
             raise ValueError('`options` must be a CheckpointManagerOptions')
         self._options = options
         self._zero_copy = bool(zero_copy)
-        self._dir = os.path.abspath(os.fspath(directory))
+        self._dir = os.path.abspath(_local_path(directory))
+        self._finalizer = None      # post_finalization_callback's thread
+        self._finalize_error = None
 
         # Items and handlers known to this manager (Orbax semantics).
         self._single_item = None
         self._known = {}
+        self._names_fixed = False   # item_names/item_handlers dict given
         if item_handlers is not None:
             if isinstance(item_handlers, handlers_lib.CheckpointHandler):
                 if item_names is not None:
                     raise ValueError(
-                        '`item_names` and a single `item_handlers` cannot '
-                        'be combined.')
+                        '`item_handlers` in default item mode and '
+                        '`item_names` should not be provided together.')
                 self._single_item = True
                 self._known[DEFAULT_ITEM_NAME] = item_handlers._handler
             elif isinstance(item_handlers, dict):
                 self._single_item = False
+                self._names_fixed = True
                 for name, h in item_handlers.items():
                     self._check_item_name(name)
                     if h is not None and not isinstance(
@@ -351,13 +491,29 @@ class CheckpointManager:
             if isinstance(item_names, str):
                 raise ValueError('`item_names` must be a sequence of names')
             self._single_item = False
+            self._names_fixed = True
             for name in item_names:
                 self._check_item_name(name)
                 self._known.setdefault(name, None)
 
         self._best_fns = []   # [(metric_name, fn)]
+        self._root_metadata = None if metadata is None else \
+            _jsonable(metadata, 'metadata')
         self._pid = os.getpid()
-        opts = self._build_options(options, metadata)
+        self._socket_path = socket_path
+        self._metadata_arg = metadata
+        # Orbax: a read-only manager on a root that does not exist yet has
+        # no steps (it is read when reload() finds it).
+        self._absent = bool(options.read_only) and \
+            not os.path.isdir(self._dir)
+        if self._absent:
+            self._closed = False
+            return
+        self._open_daemon_manager()
+
+    def _open_daemon_manager(self):
+        opts = self._build_options(self._options, self._metadata_arg)
+        socket_path = self._socket_path
         lib = L.lib()
         try:
             c = ctypes.c_void_p()
@@ -375,6 +531,7 @@ class CheckpointManager:
             L.check_client(rc, self._client)
             self._m = m.value
             self._closed = False
+            self._rank_unranked_steps()
         except BaseException:
             if self._client:
                 lib.ckpt_disconnect(self._client)
@@ -468,7 +625,7 @@ class CheckpointManager:
                 chk(lib.ckpt_options_set_path_permission_mode(
                     opts, int(o.file_options.path_permission_mode)),
                     'file_options.path_permission_mode')
-            if metadata is not None:
+            if metadata is not None and o.save_root_metadata:
                 chk(lib.ckpt_options_set_root_metadata(
                     opts, _json_dumps(metadata, 'metadata').encode()),
                     'metadata')
@@ -538,6 +695,7 @@ class CheckpointManager:
         lib = L.lib()
         n, secs, steps, nsteps = 0, 0.0, None, 0
         metric, mode_min, keep_without = None, 0, 1
+        every_n = None
         if isinstance(p, cm.PreserveAll):
             kind = L.PRESERVE_ALL
         elif isinstance(p, cm.LatestN):
@@ -549,6 +707,12 @@ class CheckpointManager:
             kind, secs = L.PRESERVE_EVERY_N_SECONDS, _seconds(p.interval_secs)
         elif isinstance(p, cm.EveryNSteps):
             kind, n = L.PRESERVE_EVERY_N_STEPS, int(p.interval_steps)
+            every_n = (int(bool(p.exact_interval)),
+                       -1 if p.max_to_keep is None else int(p.max_to_keep))
+        elif isinstance(p, cm.EveryNStepsClosest):
+            kind, n = L.PRESERVE_EVERY_N_STEPS_CLOSEST, int(p.interval_steps)
+            every_n = (1, -1 if p.max_to_keep is None else
+                       int(p.max_to_keep))
         elif isinstance(p, cm.CustomSteps):
             kind = L.PRESERVE_CUSTOM_STEPS
             steps = (ctypes.c_uint64 * max(len(p.steps), 1))(*p.steps)
@@ -574,6 +738,11 @@ class CheckpointManager:
         idx = lib.ckpt_options_preservation_add(opts, kind, n, secs, steps,
                                                 nsteps, metric, mode_min,
                                                 keep_without)
+        if idx >= 0 and every_n is not None:
+            rc = lib.ckpt_options_preservation_every_n(opts, idx, *every_n)
+            if rc < 0:
+                raise ValueError('invalid preservation policy %r: %s'
+                                 % (p, L.strerror(rc)))
         return self._link_policy_node(
             opts, p, idx, parent, 'preservation policy',
             lib.ckpt_options_preservation_child,
@@ -590,6 +759,11 @@ class CheckpointManager:
 
     def _check(self, rc):
         return L.check_manager(rc, self._m)
+
+    def _wait_pending(self):
+        """Orbax reads after the save in flight: wait for it (its error is
+        left for wait_until_finished/check_for_errors/save)."""
+        self._check(L.lib().ckpt_wait_pending(self._mgr()))
 
     @property
     def directory(self):
@@ -636,7 +810,15 @@ class CheckpointManager:
         """Wait for pending saves and close; raises a pending save error."""
         if self._closed:
             return
+        if self._absent:
+            self._closed = True
+            return
         lib = L.lib()
+        cb_error = None
+        try:
+            self._join_finalizer()
+        except BaseException as e:   # raised after the close below
+            cb_error = e
         self._closed = True
         m, self._m = self._m, None
         msg = None
@@ -650,9 +832,13 @@ class CheckpointManager:
             self._client = None
         if msg is not None:
             raise msg
+        if cb_error is not None:
+            raise cb_error
 
     # -- steps
     def all_steps(self, read=False):
+        if self._is_absent():
+            return []
         m = self._mgr()
         if read:
             self._check(L.lib().ckpt_reload(m))
@@ -666,21 +852,87 @@ class CheckpointManager:
             L.free(ctypes.cast(p, ctypes.c_void_p).value)
 
     def latest_step(self):
+        if self._is_absent():
+            return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_latest_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
     def best_step(self):
+        if self._is_absent():
+            return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_best_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
     def reload(self):
+        if self._is_absent():
+            if not os.path.isdir(self._dir):
+                return
+            self._open_daemon_manager()
+            self._absent = False
+            return
         self._check(L.lib().ckpt_reload(self._mgr()))
+        self._rank_unranked_steps()
+
+    def _is_absent(self):
+        """A read-only manager whose root did not exist at creation."""
+        if self._absent and self._closed:
+            raise ValueError('CheckpointManager is closed')
+        return self._absent
+
+    def _absent_error(self, step):
+        if step is None:
+            return FileNotFoundError(f'No steps found in {self._dir}.')
+        return FileNotFoundError('Checkpoint at %s not found.' % os.path.join(
+            self._dir, self._step_name(self._check_step(step))))
+
+    def _raw_metrics(self, step):
+        p = ctypes.c_void_p()
+        self._check(L.lib().ckpt_metrics(self._mgr(), step, ctypes.byref(p)))
+        text = L.take_string(p.value)
+        return json.loads(text) if text else None
+
+    def _rank_unranked_steps(self):
+        """Steps whose metrics another program wrote (Orbax's
+        <step>/metrics/metrics) lack the best_fn values this process
+        computes at save time: compute them from those metrics and hand
+        them to the daemon, which ranks with them (in memory)."""
+        if not self._best_fns:
+            return
+        lib = L.lib()
+        for step in self.all_steps():
+            raw = self._raw_metrics(step)
+            if not isinstance(raw, dict):
+                continue
+            user = {k: v for k, v in raw.items()
+                    if not k.startswith(_RESERVED_METRIC_PREFIX)}
+            if not user:        # no metrics: unranked, as in Orbax
+                continue
+            add = {}
+            for name, fn in self._best_fns:
+                if name in raw:
+                    continue
+                try:
+                    add[name] = _jsonable(fn(user), 'best_fn(metrics)')
+                except Exception as e:   # Orbax skips it as unranked
+                    _warn('best_fn failed on the metrics of step %d: %r'
+                          % (step, e))
+            if add:
+                self._check(lib.ckpt_set_step_metrics(
+                    self._m, step, json.dumps(add).encode()))
 
     def reached_preemption(self, step):
-        """ckpt has no multi-host preemption sync: always False."""
-        return False
+        """True once ckptd knows its node is going down (SIGTERM of the
+        daemon, or `ckptctl preempt`); the next save is then taken whatever
+        the save policy says (Orbax's PreemptionCheckpointingPolicy)."""
+        step = self._check_step(step)
+        if self._is_absent():
+            return False
+        out = ctypes.c_int()
+        self._check(L.lib().ckpt_reached_preemption(self._mgr(), step,
+                                                    ctypes.byref(out)))
+        return bool(out.value)
 
     def should_save(self, step):
         step = self._check_step(step)
@@ -690,19 +942,63 @@ class CheckpointManager:
             latest = self.latest_step()
             if latest is not None and latest >= step:
                 return False
-            return bool(self._options.should_save_fn(step, latest))
+            # Orbax: Any(_ShouldSaveFnPolicy, PreemptionCheckpointingPolicy)
+            return bool(self._options.should_save_fn(step, latest)) or \
+                self.reached_preemption(step)
         out = ctypes.c_int()
         self._check(L.lib().ckpt_should_save(self._mgr(), step,
                                              ctypes.byref(out)))
         return bool(out.value)
 
     def wait_until_finished(self):
+        if self._is_absent():
+            return
         self._check(L.lib().ckpt_wait_until_finished(self._mgr()))
+        self._join_finalizer()
+
+    # -- AsyncOptions.post_finalization_callback (Orbax's AsyncCheckpointer
+    # calls it in its background thread once the save is finalized)
+    def _start_finalizer(self, step):
+        ao = self._options.async_options
+        cb = ao.post_finalization_callback if ao is not None else None
+        if cb is None:
+            return
+        def run():
+            lib = L.lib()
+            m = self._m
+            if m is None or lib.ckpt_wait_pending(m) != 0:
+                return
+            # This thread's own view of the save's outcome (a failure is
+            # still raised once to each caller thread).
+            if lib.ckpt_check_for_errors(m) != 0:
+                return
+            try:
+                cb()
+            except BaseException as e:   # raised by wait_until_finished
+                self._finalize_error = e
+
+        t = threading.Thread(target=run, name='ckpt-finalize-%d' % step,
+                             daemon=True)
+        self._finalizer = t
+        t.start()
+
+    def _join_finalizer(self):
+        t = self._finalizer
+        if t is not None and t is not threading.current_thread():
+            t.join()
+            self._finalizer = None
+        e, self._finalize_error = self._finalize_error, None
+        if e is not None:
+            raise e
 
     def check_for_errors(self):
+        if self._is_absent():
+            return
         self._check(L.lib().ckpt_check_for_errors(self._mgr()))
 
     def is_saving_in_progress(self):
+        if self._is_absent():
+            return False
         rc = L.lib().ckpt_is_saving_in_progress(self._mgr())
         self._check(rc)
         return bool(rc)
@@ -718,6 +1014,8 @@ class CheckpointManager:
 
     def metrics(self, step):
         step = self._check_step(step)
+        if self._is_absent():
+            return None
         p = ctypes.c_void_p()
         self._check(L.lib().ckpt_metrics(self._mgr(), step, ctypes.byref(p)))
         text = L.take_string(p.value)
@@ -730,15 +1028,26 @@ class CheckpointManager:
         return d
 
     def metadata(self, step=None):
-        """step None: the root metadata given at creation (a dict, {} when
-        none). Else the step's metadata (StepMetadata)."""
+        """step None: RootMetadata (the root metadata given when the root
+        was first opened; {} when none). Else the step's StepMetadata,
+        its item_metadata filled for the items whose handler is known."""
         p = ctypes.c_void_p()
+        if self._is_absent():
+            if step is None:
+                return RootMetadata(custom_metadata=self._root_metadata or {})
+            raise self._absent_error(step)
         if step is None:
             self._check(L.lib().ckpt_metadata(self._mgr(), -1,
                                               ctypes.byref(p)))
             text = L.take_string(p.value)
-            return json.loads(text) if text else {}
+            d = json.loads(text) if text else {}
+            if not d and self._options.read_only and \
+                    self._root_metadata is not None:
+                # Orbax: a read-only manager keeps it in memory only.
+                d = self._root_metadata
+            return RootMetadata(custom_metadata=d)
         step = self._check_step(step)
+        self._wait_pending()
         self._check(L.lib().ckpt_metadata(self._mgr(), step, ctypes.byref(p)))
         text = L.take_string(p.value)
         d = json.loads(text) if text else {}
@@ -746,14 +1055,30 @@ class CheckpointManager:
         if isinstance(metrics, dict):
             metrics = {k: v for k, v in metrics.items()
                        if not k.startswith(_RESERVED_METRIC_PREFIX)}
+        if not metrics:         # Orbax keeps them in <step>/metrics/metrics
+            metrics = self.metrics(step) or metrics
+        item_md = d.get('item_metadata')
+        if item_md is None:
+            item_md = self._step_item_metadata(step)
         return StepMetadata(
             item_handlers=d.get('item_handlers'),
-            item_metadata=d.get('item_metadata'),
+            item_metadata=item_md,
             metrics=metrics,
             performance_metrics=d.get('performance_metrics'),
             init_timestamp_nsecs=d.get('init_timestamp_nsecs'),
             commit_timestamp_nsecs=d.get('commit_timestamp_nsecs'),
             custom_metadata=d.get('custom_metadata'))
+
+    def _step_item_metadata(self, step):
+        """{item: item_metadata} for metadata(step); items whose handler
+        this manager does not know are left out."""
+        try:
+            r = self.item_metadata(step)
+        except (ValueError, KeyError, FileNotFoundError):
+            return None
+        if isinstance(r, args_lib.Composite):
+            return {n: r[n] for n in r}
+        return {DEFAULT_ITEM_NAME: r}
 
     @staticmethod
     def _check_step(step):
@@ -767,17 +1092,17 @@ class CheckpointManager:
     # -- save
     def save(self, step, items=None, save_kwargs=None, metrics=None,
              force=False, args=None, custom_metadata=None):
+        if isinstance(items, args_lib.CheckpointArgs):
+            raise ValueError(_ARGS_AS_ITEMS)
         if items is not None or save_kwargs is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='save(step, items) without `args=`'))
         if args is None:
             raise ValueError('Must provide `args` for `save`.')
         if not isinstance(args, args_lib.CheckpointArgs):
-            raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
-                             'ocp.args.StandardSave(tree)), got %r'
-                             % (type(args).__name__,))
+            raise ValueError(_expected_args(args))
         step = self._check_step(step)
-        m = self._mgr()
+        m = None if self._is_absent() else self._mgr()
         is_comp = isinstance(args, args_lib.Composite)
         if self._single_item is True and is_comp:
             raise ValueError(
@@ -796,12 +1121,18 @@ class CheckpointManager:
         for name, a in plan:
             if is_comp:
                 self._check_item_name(name)
+            if a is None and self._known.get(name) is None:
+                raise _provided_none(name)
             if a is None or not isinstance(a, args_lib.CheckpointArgs) or \
                     isinstance(a, args_lib.Composite) or not a._is_save:
                 raise ValueError(
                     'Item "%s": expected a save argument (StandardSave, '
                     'PyTreeSave, JsonSave, ArraySave, ProtoSave), got %r'
                     % (name, a))
+            known = self._known.get(name)
+            if (is_comp and self._names_fixed and name not in self._known) \
+                    or (known is not None and known != a._handler):
+                raise _no_matching_handler(name, a, self._known)
 
         if self._options.read_only:
             _warn('Cannot save checkpoint at step %d: CheckpointManager is '
@@ -881,11 +1212,14 @@ class CheckpointManager:
             L.check_plain(lib.ckpt_save_args_set_timestamp(sa, _now_ns()),
                           'timestamp')
             saved = ctypes.c_int(0)
+            self._join_finalizer()
             # The manager's mode and handlers are fixed by this call.
             self._single_item = not is_comp
             for name, a in plan:
                 self._known[name] = a._handler
             self._check(lib.ckpt_save(m, step, sa, ctypes.byref(saved)))
+            if saved.value:
+                self._start_finalizer(step)
             return bool(saved.value)
         finally:
             lib.ckpt_save_args_free(sa)
@@ -921,7 +1255,7 @@ class CheckpointManager:
 
     def _resolve_step(self, step, directory):
         root = self._dir if directory is None else \
-            os.path.abspath(os.fspath(directory))
+            os.path.abspath(_local_path(directory))
         if step is None:
             step = self._latest_in(root)
             if step is None:
@@ -1032,15 +1366,17 @@ class CheckpointManager:
 
     def restore(self, step=None, items=None, restore_kwargs=None,
                 directory=None, args=None):
+        if isinstance(items, args_lib.CheckpointArgs):
+            raise ValueError(_ARGS_AS_ITEMS)
         if items is not None or restore_kwargs is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='restore(step, items=..., restore_kwargs=...)'))
         if args is not None and not isinstance(args,
                                                args_lib.CheckpointArgs):
-            raise ValueError('`args` must be a CheckpointArgs instance (e.g. '
-                             'ocp.args.StandardRestore(abstract_tree)), got '
-                             '%r' % (type(args).__name__,))
-        self._mgr()
+            raise ValueError(_expected_args(args))
+        if self._is_absent():
+            raise self._absent_error(step)
+        self._wait_pending()
         root, step, step_dir = self._resolve_step(step, directory)
         other = None if root == self._dir else root
         self._ensure_step_exists(step, step_dir, other)
@@ -1083,7 +1419,7 @@ class CheckpointManager:
                     if a is None:
                         h = self._known.get(n)
                         if h is None:
-                            raise _undetermined(n)
+                            raise _provided_none(n)
                         a = args_lib._RESTORE_FOR[h]()
                     else:
                         if not isinstance(a, args_lib.CheckpointArgs) or \
@@ -1094,9 +1430,18 @@ class CheckpointManager:
                     plan.append((n, h, a))
             for n, _, _ in plan:
                 if n not in on_disk:
-                    raise KeyError(
+                    raise errors_lib.ItemNotFoundError(
                         f'Item "{n}" was not found in the checkpoint. '
                         f'Available items: {on_disk}')
+        for n, h, a in plan:
+            if getattr(a, 'transforms', None) is not None:
+                raise NotImplementedError(
+                    'PyTreeRestore(transforms=...) is not supported by ckpt; '
+                    'restore the tree and transform it in Python')
+            if getattr(a, 'strict', True) is False:
+                raise NotImplementedError(
+                    'StandardRestore(strict=False) (truncating/padding '
+                    'arrays to the target shape) is not supported by ckpt')
         for n, h, a in plan:
             self._known[n] = h
 
@@ -1167,7 +1512,9 @@ class CheckpointManager:
 
     def item_metadata(self, step):
         step = self._check_step(step)
-        self._mgr()
+        if self._is_absent():
+            raise self._absent_error(step)
+        self._wait_pending()
         root, step, step_dir = self._resolve_step(step, None)
         self._ensure_step_exists(step, step_dir, None)
         self._fix_mode(step_dir)

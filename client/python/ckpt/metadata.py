@@ -100,3 +100,12 @@ class StringMetadata(Metadata):
     pass
 
 
+
+
+def __getattr__(name):
+    # Orbax: ocp.metadata.RootMetadata / StepMetadata (defined with the
+    # manager, which imports this module).
+    if name in ('RootMetadata', 'StepMetadata'):
+        from ckpt import manager
+        return getattr(manager, name)
+    raise AttributeError(name)
