@@ -1428,7 +1428,10 @@ ckpt_connect(const char *socket_path, ckpt_client **out)
 	if (r != 0) {
 		snprintf(connect_err, sizeof connect_err, "%s", err);
 		client_free(c);
-		return r == CKPT_EVERSION || r == CKPT_ENOMEM ? r : CKPT_ECONN;
+		/* The daemon's own refusals keep their code (a version
+		 * mismatch, a per-user limit); the rest is "cannot reach". */
+		return r == CKPT_EVERSION || r == CKPT_ENOMEM ||
+		    r == CKPT_ELIMIT || r == CKPT_EACCES ? r : CKPT_ECONN;
 	}
 	if ((r = pthread_create(&c->reader, NULL, reader_main, c)) != 0) {
 		snprintf(connect_err, sizeof connect_err,

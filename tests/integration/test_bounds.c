@@ -14,6 +14,10 @@
  *
  * Each must get a clear error on the same connection, the daemon must go
  * on serving another client, and nothing may change on disk.
+ *
+ * The daemon runs with --max-leaves at the wire's own limit, so that the
+ * checks behind the per-user leaf limit (which would refuse the 2^18 leaves
+ * first, see test_fairness) are the ones exercised here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +31,12 @@
 #include <unistd.h>
 
 #include "ckpt.pb-c.h"
+#include "ckpt_limits.h"
 #include "harness.h"
+
+/* --max-leaves at the wire's limit of leaves per save. */
+#define BOUNDS_MAX_LEAVES "1048576"
+_Static_assert(CKPT_MAX_LEAVES_PER_SAVE == 1048576, "BOUNDS_MAX_LEAVES");
 
 #define MAX_FRAME (16u * 1024 * 1024)
 
@@ -786,6 +795,8 @@ int main(void)
 	int fd;
 
 	hx_init(&d);
+	d.extra[0] = "--max-leaves";
+	d.extra[1] = BOUNDS_MAX_LEAVES;
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
 	hx_path(&d, root, "raw");

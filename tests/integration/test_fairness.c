@@ -989,12 +989,13 @@ static const struct mix_leaf {
 } mix[] = {
 	{ "a", 0, 16u << 20 },                  /* data, hole, data, hole */
 	{ "b", (39u << 20), 2u << 20 },         /* hole, data, hole */
-	{ "c", (5u << 20) + 100, 100 },         /* data */
+	{ "c", (30u << 20) + 100, 100 },        /* data */
 	{ "d", 20u << 20, 300 },                /* hole */
 	{ "e", (5u << 20) - 4096, 20000 },      /* hole, data, hole */
 };
 static const struct { uint64_t off, len; } mix_data[] = {
-	{ 0, 1u << 20 }, { 5u << 20, 12345 }, { (40u << 20) - 4096, 4096 },
+	{ 0, 1u << 20 }, { 5u << 20, 12345 }, { 30u << 20, 4096 },
+	{ (40u << 20) - 4096, 4096 },
 };
 
 static void mix_expected(unsigned char *buf)
