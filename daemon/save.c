@@ -1380,6 +1380,12 @@ fail:
 }
 
 void
+save_budget_changed(void)
+{
+	save_admit();
+}
+
+void
 save_conn_closed(struct conn *c)
 {
 	struct save **pp = &mgr.qhead, *s;
