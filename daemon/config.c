@@ -13,6 +13,7 @@
 
 #include "ckptd.h"
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "manager.h"
 
@@ -31,6 +32,12 @@ config_apply_budget(const struct config *c)
 {
 	ckptd_set_memory_budget(c->memory_budget);
 	manager_set_budget(c->memory_budget);
+}
+
+static void
+config_apply_stall(const struct config *c)
+{
+	health_set_stall_timeout(c->stall_timeout);
 }
 
 /* ---- the table ------------------------------------------------------------- */
@@ -60,6 +67,10 @@ const struct config_def config_defs[] = {
 	  "error, warn, info (default) or debug; live" },
 	{ "foreground", 'f', CONFIG_BOOL, CFG_FIELD(foreground), 0, 1, NULL,
 	  NULL, "do not fork into the background" },
+	{ "stall-timeout", 0, CONFIG_U64, CFG_FIELD(stall_timeout), 1, 86400,
+	  config_apply_stall, "SECS", "unhealthy (/healthz 503, no systemd "
+	  "watchdog ping) when worker tasks are pending and none finished for "
+	  "this long (default: 300); live" },
 };
 const size_t config_ndefs = sizeof config_defs / sizeof config_defs[0];
 
@@ -549,6 +560,8 @@ config_merge(struct config *out, const struct config *file,
 		out->workers = config_default_workers();
 	if (out->memory_budget == 0)
 		out->memory_budget = config_default_budget();
+	if (out->stall_timeout == 0)
+		out->stall_timeout = 300;
 }
 
 void

@@ -38,6 +38,7 @@ struct config {
 	char metrics_listen[256];       /* "": no metrics server */
 	int log_level;                  /* enum log_level */
 	int foreground;
+	uint64_t stall_timeout;         /* seconds; 0: 300 */
 	uint64_t set;                   /* bit i: table entry i was given */
 };
 

@@ -38,6 +38,7 @@
 #include "common.h"
 #include "config.h"
 #include "conn.h"
+#include "health.h"
 #include "index.h"
 #include "log.h"
 #include "manager.h"
@@ -672,13 +673,15 @@ main(int argc, char **argv)
 	    (r = conn_listen(M.base, M.lfd, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&
 	    (r = metrics_start(M.base, M.cfg.metrics_listen, &e)) != 0) ||
-	    (r = main_signals(&e)) != 0)
+	    (r = main_signals(&e)) != 0 ||
+	    (r = health_start(M.base, M.cfg.stall_timeout, &e)) != 0)
 		goto fail;
 
 	main_ready();
 	if (event_base_dispatch(M.base) < 0)
 		log_error("event loop failed");
 
+	health_stop();
 	metrics_stop();
 	conn_close_all();
 	worker_shutdown();

@@ -32,6 +32,7 @@
 
 #include <jansson.h>
 
+#include "metrics.h"
 #include "save.h"
 
 /* Array data is split into files of about total / workers bytes, but of
@@ -71,6 +72,7 @@ struct save {
 	uint64_t size;
 	void *map;
 	int64_t init_ns, commit_ns;
+	int64_t recv_ns;                /* request read (monotonic), metrics */
 	mode_t dmode, fmode;
 	int rootfd, tmpfd;
 	int *itemfds;
@@ -1128,6 +1130,8 @@ save_finalize(struct save *s)
 		root_insert_step(r, &rec);
 		mgr.committed++;
 		mgr.bytes_written += s->bytes;
+		metrics_observe_since(METRICS_SAVE_DURABLE, s->recv_ns);
+		metrics_observe(METRICS_STEP_BYTES, (double)s->bytes);
 		save_retention(s);
 	} else {
 		char msg[CKPT_ERRLEN + 64];
@@ -1155,6 +1159,7 @@ save_finalize(struct save *s)
 		m->err_step = s->step;
 		snprintf(m->err_msg, sizeof m->err_msg, "%s", s->err.msg);
 		mgr.failed++;
+		metrics_count_save_failed(s->err.code);
 	}
 	/* The staging memory is free as soon as the step is durable. */
 	mgr.ninflight--;
@@ -1234,8 +1239,10 @@ save_start(struct save *s)
 	log_debug("step %" PRIu64 " of %s accepted (%" PRIu64 " bytes, %zu "
 	    "files)", s->step, s->r->path, s->size, s->nfiles);
 	save_reply_saved(s->c, s->id, 1);
+	metrics_observe_since(METRICS_SAVE_BLOCKING, s->recv_ns);
 	return;
 fail:
+	metrics_count_save_failed(e.code);
 	conn_reply_err(s->c, s->id, &e);
 	save_unlink(s);
 	mgr_wake_saves(s->m);
@@ -1279,8 +1286,10 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	ckd_err e;
 	size_t i;
 	int memfd = -1;
+	int64_t recv_ns;
 
 	memset(&e, 0, sizeof e);
+	recv_ns = now_mono_ns();
 	if (m->o->read_only) {
 		err_set(&e, CKPT_EREADONLY, "Checkpoint manager is read-only.");
 		goto fail;
@@ -1348,6 +1357,7 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	snprintf(s->name, sizeof s->name, "%s", name);
 	s->size = size;
 	s->init_ns = now;
+	s->recv_ns = recv_ns;
 	s->dmode = m->dmode;
 	s->fmode = m->fmode;
 	s->next = mgr.saves;
@@ -1375,6 +1385,7 @@ fail:
 		close(memfd);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
+	metrics_count_save_failed(e.code);
 	conn_reply_err(c, req->id, &e);
 	ckpt__request__free_unpacked(req, NULL);
 }

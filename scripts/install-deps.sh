@@ -31,6 +31,9 @@ packages=(
 	passwd util-linux mount procps systemd
 	# benchmarks
 	fio
+	# operations: promtool and a real Prometheus for the metrics tests;
+	# venv for the Python packaging test; dpkg-deb builds the package
+	prometheus python3-venv dpkg-dev
 )
 
 missing=()
