@@ -73,6 +73,7 @@ struct save {
 	void *map;
 	int64_t init_ns, commit_ns;
 	int64_t recv_ns;                /* request read (monotonic), metrics */
+	int64_t reply_ns;               /* "accepted" sent (monotonic) */
 	mode_t dmode, fmode;
 	int rootfd, tmpfd;
 	int *itemfds;
@@ -1108,12 +1109,32 @@ save_send_done(struct save *s)
 
 static void save_admit(void);
 
+/* The fields of the one log line per save. */
+static void
+save_log_fields(const struct save *s, struct log_event *ev)
+{
+	int64_t now = now_mono_ns();
+
+	ev->request_id = s->id;
+	ev->peer_uid = (int64_t)s->cred.uid;
+	ev->peer_pid = (int64_t)s->cred.pid;
+	ev->root = s->r->path;
+	ev->step = (int64_t)s->step;
+	ev->bytes = s->bytes;
+	if (s->reply_ns != 0)
+		ev->blocking = (double)(s->reply_ns - s->recv_ns) / 1e9;
+	ev->duration = (double)(now - s->recv_ns) / 1e9;
+	ev->code = s->err.code;
+	ev->error = s->err.code != 0 ? s->err.msg : NULL;
+}
+
 static void
 save_finalize(struct save *s)
 {
 	struct root *r = s->r;
 	struct manager *m = s->m;
 	struct index_step rec;
+	struct log_event ev = LOG_EVENT_INIT;
 	int ok = s->err.code == 0;
 
 	s->deleting = 1;        /* held until the end of this function */
@@ -1132,6 +1153,10 @@ save_finalize(struct save *s)
 		mgr.bytes_written += s->bytes;
 		metrics_observe_since(METRICS_SAVE_DURABLE, s->recv_ns);
 		metrics_observe(METRICS_STEP_BYTES, (double)s->bytes);
+		save_log_fields(s, &ev);
+		log_event(LOG_LVL_INFO, &ev, "%s/%s saved: %" PRIu64 " bytes, "
+		    "client blocked %.1f ms, durable after %.1f ms", r->path,
+		    s->name, s->bytes, ev.blocking * 1e3, ev.duration * 1e3);
 		save_retention(s);
 	} else {
 		char msg[CKPT_ERRLEN + 64];
@@ -1144,7 +1169,9 @@ save_finalize(struct save *s)
 			len = sizeof s->err.msg - 1;
 		memcpy(s->err.msg, msg, len);
 		s->err.msg[len] = '\0';
-		log_warn("%s/%s: %s", r->path, s->name, s->err.msg);
+		save_log_fields(s, &ev);
+		log_event(LOG_LVL_WARN, &ev, "%s/%s: %s", r->path, s->name,
+		    s->err.msg);
 		if (s->err.code != CKPT_EEXIST) {
 			long i = root_find_step(r, s->step);
 
@@ -1239,6 +1266,7 @@ save_start(struct save *s)
 	log_debug("step %" PRIu64 " of %s accepted (%" PRIu64 " bytes, %zu "
 	    "files)", s->step, s->r->path, s->size, s->nfiles);
 	save_reply_saved(s->c, s->id, 1);
+	s->reply_ns = now_mono_ns();
 	metrics_observe_since(METRICS_SAVE_BLOCKING, s->recv_ns);
 	return;
 fail:
