@@ -34,6 +34,8 @@ packages=(
 	# operations: promtool and a real Prometheus for the metrics tests;
 	# venv for the Python packaging test; dpkg-deb builds the package
 	prometheus python3-venv dpkg-dev
+	# manual page and bash completion checks
+	man-db groff-base bash-completion
 )
 
 missing=()
