@@ -6,6 +6,9 @@
   - /metrics: histograms, failures by reason (a real ENOSPC on a 1 MiB
     tmpfs when run as root), bytes written and read, ckptd_build_info,
     all checked with `promtool check metrics`; /healthz;
+  - workers stuck on a frozen filesystem (fsfreeze on a loop-mounted
+    ext4, as root): /healthz 503 and ckptd_up 0 after stall-timeout,
+    healthy again after the thaw;
   - SIGHUP with a large save in flight: the save commits and restores
     intact, the live settings (memory budget, log level) change, a broken
     file is refused with file:line and the daemon keeps running.
@@ -263,12 +266,61 @@ def test_metrics_and_reload(base, ckpt):
     report(rc == 0, 'SIGTERM: ckptd exits 0 (%s)' % rc, d.logtext()[-3000:])
 
 
+def test_stall(base, ckpt):
+    """Workers stuck on a frozen filesystem make the daemon unhealthy
+    (/healthz 503, ckptd_up 0, no watchdog ping); thawing heals it."""
+    if os.geteuid() != 0:
+        return
+    img = os.path.join(base, 'frozen.img')
+    mnt = os.path.join(base, 'frozen')
+    os.mkdir(mnt)
+    with open(img, 'wb') as f:
+        f.truncate(64 << 20)
+    subprocess.run(['mkfs.ext4', '-q', '-F', img], check=True)
+    subprocess.run(['mount', '-o', 'loop', img, mnt], check=True)
+    conf = os.path.join(base, 'stall.conf')
+    with open(conf, 'w') as f:
+        f.write('stall-timeout = 2\n')
+    sub = os.path.join(base, 'stall-daemon')
+    os.mkdir(sub)
+    d = Daemon(sub, conf)
+    os.environ['CKPTD_SOCKET'] = d.sock
+    frozen = False
+    try:
+        tree = {'x': np.ones(8 << 20 >> 2, dtype=np.float32)}
+        with ckpt.CheckpointManager(os.path.join(mnt, 'r')) as m:
+            subprocess.run(['fsfreeze', '-f', mnt], check=True)
+            frozen = True
+            m.save(1, args=ckpt.args.StandardSave(tree))
+            report(wait_for(lambda: http(d.url + '/healthz')[0] == 503, 15),
+                   'workers stuck on a frozen filesystem: /healthz 503',
+                   http(d.url + '/healthz')[1])
+            report(sample(d.metrics(), 'ckptd_up') == 0, 'ckptd_up 0')
+            report(wait_for(lambda: 'the watchdog is no longer fed' in
+                            d.logtext(), 5), 'the stall is logged')
+            subprocess.run(['fsfreeze', '-u', mnt], check=True)
+            frozen = False
+            m.wait_until_finished()
+            report(list(m.all_steps()) == [1], 'the save completes after '
+                   'the thaw')
+        report(wait_for(lambda: http(d.url + '/healthz')[0] == 200, 15) and
+               sample(d.metrics(), 'ckptd_up') == 1,
+               'healthy again: /healthz 200, ckptd_up 1')
+    finally:
+        if frozen:
+            subprocess.run(['fsfreeze', '-u', mnt])
+        rc = d.stop()
+        subprocess.run(['umount', mnt])
+    report(rc == 0, 'ckptd exits 0 after the stall')
+
+
 def main():
     base = tempfile.mkdtemp(prefix='ckpt-ops-')
     try:
         import ckpt
         test_check_config(base)
         test_metrics_and_reload(base, ckpt)
+        test_stall(base, ckpt)
     except Exception as e:  # report, do not hide
         import traceback
         report(False, 'unexpected exception: %s' % e, traceback.format_exc())
