@@ -45,11 +45,11 @@ config_apply_stall(const struct config *c)
 #define CFG_FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
 const struct config_def config_defs[] = {
-	{ "socket", 's', CONFIG_STRING, CFG_FIELD(socket), 0, 0, NULL, "PATH",
+	{ "socket", 's', CONFIG_PATH, CFG_FIELD(socket), 0, 0, NULL, "PATH",
 	  "Unix socket to listen on (default: $CKPTD_SOCKET, else "
 	  "$XDG_RUNTIME_DIR/ckptd.sock, else /tmp/ckptd-$UID.sock; root: "
 	  "/run/ckptd/ckptd.sock)" },
-	{ "state-dir", 'd', CONFIG_STRING, CFG_FIELD(state_dir), 0, 0, NULL,
+	{ "state-dir", 'd', CONFIG_PATH, CFG_FIELD(state_dir), 0, 0, NULL,
 	  "DIR", "index and log directory (default: $STATE_DIRECTORY, else "
 	  "$XDG_STATE_HOME/ckptd, else ~/.local/state/ckptd; root: "
 	  "/var/lib/ckptd)" },
@@ -147,6 +147,7 @@ config_set(struct config *c, size_t i, const char *text, ckd_err *e)
 
 	switch (d->type) {
 	case CONFIG_STRING:
+	case CONFIG_PATH:
 		if (strlen(text) >= d->size)
 			return err_set(e, CKPT_EINVAL, "%s: value too long (at "
 			    "most %zu bytes)", d->key, d->size - 1);
@@ -202,6 +203,7 @@ config_format(const struct config *c, size_t i, char *buf, size_t len)
 
 	switch (d->type) {
 	case CONFIG_STRING:
+	case CONFIG_PATH:
 		snprintf(buf, len, "%s", field);
 		break;
 	case CONFIG_UINT:
@@ -456,6 +458,11 @@ config_line(struct config *out, char *line, ckd_err *e)
 	}
 	if (out->set & (1ULL << i))
 		return err_set(e, CKPT_EINVAL, "%s given twice",
+		    config_defs[i].key);
+	/* The daemon's working directory is "/": a relative path would
+	 * change meaning between start-up and a reload. */
+	if (config_defs[i].type == CONFIG_PATH && val[0] != '/')
+		return err_set(e, CKPT_EINVAL, "%s must be an absolute path",
 		    config_defs[i].key);
 	return config_set(out, (size_t)i, val, e);
 }

@@ -44,6 +44,7 @@ struct config {
 
 enum config_type {
 	CONFIG_STRING,
+	CONFIG_PATH,                    /* a string; absolute in the file */
 	CONFIG_UINT,                    /* unsigned */
 	CONFIG_U64,                     /* uint64_t, plain number */
 	CONFIG_SIZE,                    /* uint64_t, K/M/G/T suffixes */

@@ -143,7 +143,8 @@ def test_check_config(base):
            ('\n\nworkers = 999\n', ':3:', '1..256'),
            ('memory-budget = lots\n', ':1:', 'bad size'),
            ('log-level\n', ':1:', "expected 'key = value'"),
-           ('foreground = maybe\n', ':1:', 'yes or no')]
+           ('foreground = maybe\n', ':1:', 'yes or no'),
+           ('state-dir = relative/dir\n', ':1:', 'absolute path')]
     for text, where, what in bad:
         with open(conf, 'w') as f:
             f.write(text)
