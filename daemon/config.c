@@ -371,6 +371,12 @@ config_parse_args(int argc, char **argv, struct config *cli,
 			    argv[optind - 1]);
 			return CONFIG_EXIT_USAGE;
 		case '?':
+			if (optopt != 0)
+				fprintf(stderr, "ckptd: unknown option '-%c'\n",
+				    optopt);
+			else
+				fprintf(stderr, "ckptd: unknown option '%s'\n",
+				    argv[optind - 1]);
 			config_usage(stderr);
 			return CONFIG_EXIT_USAGE;
 		}

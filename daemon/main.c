@@ -642,6 +642,12 @@ main(int argc, char **argv)
 		config_print(stdout, &M.cfg);
 		return 0;
 	}
+	/* A reload resolves the command line again: keep its paths as they
+	 * were resolved now (relative to where we were started). */
+	if (M.cli.socket[0] != '\0')
+		memcpy(M.cli.socket, M.cfg.socket, sizeof M.cli.socket);
+	if (M.cli.state_dir[0] != '\0')
+		memcpy(M.cli.state_dir, M.cfg.state_dir, sizeof M.cli.state_dir);
 	snprintf(M.socket_path, sizeof M.socket_path, "%s", M.cfg.socket);
 	snprintf(M.state_dir, sizeof M.state_dir, "%s", M.cfg.state_dir);
 	M.budget = M.cfg.memory_budget;

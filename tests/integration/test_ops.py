@@ -267,6 +267,36 @@ def test_metrics_and_reload(base, ckpt):
     report(rc == 0, 'SIGTERM: ckptd exits 0 (%s)' % rc, d.logtext()[-3000:])
 
 
+def test_relative_paths_reload(base):
+    """A forked daemon (cwd "/") given relative --socket/--state-dir keeps
+    them on a reload: nothing changed, nothing needs a restart."""
+    sub = os.path.join(base, 'rel')
+    os.mkdir(sub)
+    conf = os.path.join(sub, 'c.conf')
+    with open(conf, 'w') as f:
+        f.write('log-level = info\n')
+    p = subprocess.run([CKPTD, '--config', conf, '-s', 'r.sock', '-d',
+                        'state'], cwd=sub, capture_output=True, text=True,
+                       timeout=30)
+    logpath = os.path.join(sub, 'state', 'ckptd.log')
+    pid = None
+    try:
+        with open(logpath) as f:
+            m = re.search(r'ckptd\[(\d+)\]', f.read())
+        pid = int(m.group(1))
+        os.kill(pid, signal.SIGHUP)
+        ok = wait_for(lambda: 'reloaded' in open(logpath).read())
+        text = open(logpath).read()
+        report(p.returncode == 0 and ok and '0 settings changed' in text and
+               'after a restart' not in text,
+               'a forked daemon with relative paths reloads with nothing '
+               'changed', text)
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not os.path.exists(os.path.join(sub, 'r.sock')))
+
+
 def test_stall(base, ckpt):
     """Workers stuck on a frozen filesystem make the daemon unhealthy
     (/healthz 503, ckptd_up 0, no watchdog ping); thawing heals it."""
@@ -322,6 +352,7 @@ def main():
         test_check_config(base)
         test_metrics_and_reload(base, ckpt)
         test_stall(base, ckpt)
+        test_relative_paths_reload(base)
     except Exception as e:  # report, do not hide
         import traceback
         report(False, 'unexpected exception: %s' % e, traceback.format_exc())
