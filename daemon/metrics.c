@@ -45,7 +45,8 @@ static struct metrics_histogram metrics_hists[METRICS_NHIST] = {
 	    "Time from reading a save request to its step being durable on "
 	    "disk.", METRICS_SECONDS },
 	[METRICS_RESTORE] = { "ckptd_restore_seconds",
-	    "Time from reading a restore request to replying with the files.",
+	    "Time from reading a restore request (not metadata-only) to "
+	    "replying with the files.",
 	    METRICS_SECONDS },
 	[METRICS_STEP_BYTES] = { "ckptd_step_bytes",
 	    "Array bytes of each committed step.",
@@ -124,7 +125,7 @@ metrics_put_histogram(struct evbuffer *b, const struct metrics_histogram *m)
 		    m->bounds[i], (unsigned long long)cum);
 	}
 	cum += m->counts[m->nbounds];
-	evbuffer_add_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n"
+	evbuffer_add_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.15g\n"
 	    "%s_count %llu\n", m->name, (unsigned long long)cum, m->name,
 	    m->sum, m->name, (unsigned long long)m->count);
 }

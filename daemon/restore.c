@@ -445,7 +445,8 @@ rs_restore_done(struct task *t)
 		if (fstat(rt->fds[i], &st) == 0 && S_ISREG(st.st_mode))
 			metrics_count_bytes_read((uint64_t)st.st_size);
 	}
-	metrics_observe_since(METRICS_RESTORE, rt->recv_ns);
+	if (!rt->metadata_only)         /* structure lookups are not restores */
+		metrics_observe_since(METRICS_RESTORE, rt->recv_ns);
 	/* The fds now belong to the conn. */
 	conn_reply(rt->c, &resp, rt->fds, rt->nfds);
 	rt->nfds = 0;
