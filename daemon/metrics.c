@@ -70,6 +70,13 @@ static const char *const metrics_code_names[] = {
 #define METRICS_NNAMES (sizeof metrics_code_names / \
 	sizeof metrics_code_names[0])
 
+/* Committed saves and bytes per uid; [METRICS_MAX_UIDS]: the others. */
+static struct {
+	uint32_t uid;
+	uint64_t saves, bytes;
+} metrics_users[METRICS_MAX_UIDS + 1];
+static size_t metrics_nusers;
+
 static struct evhttp *metrics_http;
 
 void
@@ -109,6 +116,51 @@ void
 metrics_count_bytes_read(uint64_t n)
 {
 	metrics_read_bytes += n;
+}
+
+void
+metrics_count_user_save(uint32_t uid, uint64_t bytes)
+{
+	size_t i;
+
+	for (i = 0; i < metrics_nusers && metrics_users[i].uid != uid; i++)
+		;
+	if (i == metrics_nusers) {
+		if (metrics_nusers < METRICS_MAX_UIDS)
+			metrics_users[metrics_nusers++].uid = uid;
+		else
+			i = METRICS_MAX_UIDS;
+	}
+	metrics_users[i].saves++;
+	metrics_users[i].bytes += bytes;
+}
+
+static void
+metrics_put_users(struct evbuffer *b)
+{
+	static const char *const what[2][2] = {
+		{ "ckptd_user_saves_total", "Saves committed, by the uid of the "
+		  "client (at most 32 uids; the others as uid=\"other\")." },
+		{ "ckptd_user_bytes_written_total", "Array bytes committed, by "
+		  "the uid of the client (at most 32 uids; the others as "
+		  "uid=\"other\")." },
+	};
+	size_t k, i;
+
+	for (k = 0; k < 2; k++) {
+		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n",
+		    what[k][0], what[k][1], what[k][0]);
+		for (i = 0; i < metrics_nusers; i++)
+			evbuffer_add_printf(b, "%s{uid=\"%u\"} %llu\n", what[k][0],
+			    (unsigned)metrics_users[i].uid, (unsigned long long)
+			    (k == 0 ? metrics_users[i].saves :
+			    metrics_users[i].bytes));
+		if (metrics_users[METRICS_MAX_UIDS].saves > 0)
+			evbuffer_add_printf(b, "%s{uid=\"other\"} %llu\n",
+			    what[k][0], (unsigned long long)(k == 0 ?
+			    metrics_users[METRICS_MAX_UIDS].saves :
+			    metrics_users[METRICS_MAX_UIDS].bytes));
+	}
 }
 
 static void
@@ -216,6 +268,7 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	metrics_put(b, "ckptd_worker_tasks_running", "gauge",
 	    "Worker tasks running.", worker_running());
 	metrics_put_failures(b);
+	metrics_put_users(b);
 	for (i = 0; i < METRICS_NHIST; i++)
 		metrics_put_histogram(b, &metrics_hists[i]);
 	evbuffer_add_printf(b, "# HELP ckptd_up Whether the daemon is healthy "

@@ -1153,6 +1153,7 @@ save_finalize(struct save *s)
 		mgr.bytes_written += s->bytes;
 		metrics_observe_since(METRICS_SAVE_DURABLE, s->recv_ns);
 		metrics_observe(METRICS_STEP_BYTES, (double)s->bytes);
+		metrics_count_user_save((uint32_t)s->cred.uid, s->bytes);
 		save_log_fields(s, &ev);
 		log_event(LOG_LVL_INFO, &ev, "%s/%s saved: %" PRIu64 " bytes, "
 		    "client blocked %.1f ms, durable after %.1f ms", r->path,

@@ -106,6 +106,12 @@ class Daemon:
         return self.proc.returncode
 
 
+def promtool_ok(text):
+    p = subprocess.run(['promtool', 'check', 'metrics'], input=text,
+                       capture_output=True, text=True)
+    return p.returncode == 0
+
+
 def wait_for(pred, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -218,6 +224,13 @@ def test_metrics_and_reload(base, ckpt):
         report(sample(text, 'ckptd_bytes_written_total') >= 4 * (1 << 18) and
                sample(text, 'ckptd_bytes_read_total') >= (1 << 18),
                'bytes written and read')
+        uid = os.getuid()
+        report(sample(text, 'ckptd_user_saves_total{uid="%d"}' % uid) >= 4
+               and sample(text, 'ckptd_user_bytes_written_total{uid="%d"}'
+                          % uid) >= 4 * (1 << 18),
+               'saves and bytes by the client\'s uid',
+               '\n'.join(l for l in text.splitlines()
+                         if l.startswith('ckptd_user_')))
         report(re.search(r'^ckptd_build_info\{version="[^"]+",'
                          r'protocol="\d+"\} 1$', text, re.M) is not None,
                'ckptd_build_info')
@@ -227,6 +240,35 @@ def test_metrics_and_reload(base, ckpt):
                 'a save on a full disk counts as reason="ENOSPC"',
                 '\n'.join(l for l in text.splitlines()
                           if l.startswith('ckptd_save_failures_total')))
+
+        # 34 more users (numeric uids without accounts, through setpriv):
+        # per-uid series stop at 32 users, the rest is uid="other".
+        if os.geteuid() == 0 and os.environ.get('CKPT_DEMO'):
+            os.chmod(base, 0o711)  # the socket and shared/ for them
+            shared = os.path.join(base, 'shared')
+            os.mkdir(shared)
+            os.chmod(shared, 0o1777)
+            bad = []
+            for u in range(60001, 60035):
+                p = subprocess.run(
+                    ['setpriv', '--reuid', str(u), '--regid', str(u),
+                     '--clear-groups', os.environ['CKPT_DEMO'],
+                     os.path.join(shared, str(u))], capture_output=True,
+                    text=True, timeout=60)
+                if p.returncode != 0:
+                    bad.append('%d: %s' % (u, p.stderr.strip()))
+            text = d.metrics()
+            users = re.findall(r'^ckptd_user_saves_total\{uid="([^"]+)"\} '
+                               r'(\d+)$', text, re.M)
+            numeric = [u for u, _ in users if u != 'other']
+            other = [int(v) for u, v in users if u == 'other']
+            # 1 (root) + 31 of the new uids have series; 3 uids x 5 steps
+            # are "other".
+            report(not bad and len(numeric) == 32 and other == [15] and
+                   promtool_ok(text),
+                   'per-uid series are bounded: 32 uids, the rest as '
+                   'uid="other"', '\n'.join(bad[:3] + ['%s %s' % x for x in
+                                                       users[-3:]]))
 
         # SIGHUP with a large save in flight.
         with open(conf, 'w') as f:
