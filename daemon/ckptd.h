@@ -10,5 +10,6 @@
 double ckptd_uptime_secs(void);
 /* The staging memory budget (--memory-budget). */
 uint64_t ckptd_memory_budget(void);
+void ckptd_set_memory_budget(uint64_t budget);
 
 #endif

@@ -1,14 +1,21 @@
 /*
- * log.c - leveled, thread-safe logging on stderr (see log.h).
+ * log.c - leveled, thread-safe logging on stderr, structured events to
+ * the journal (see log.h).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+/* Our own CODE_FUNC (the caller of log_event), not this file's. */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
+#include <systemd/sd-journal.h>
 
 #include "log.h"
 
@@ -86,7 +93,7 @@ log_clamp(size_t len, int n, size_t cap)
 
 static void
 log_vwrite(enum log_level level, const char *func, int errnum,
-    const char *fmt, va_list ap)
+    const char *suffix, const char *fmt, va_list ap)
 {
 	char line[2048];
 	size_t len = 0, cap = sizeof line - 1;   /* room for '\n' */
@@ -119,6 +126,10 @@ log_vwrite(enum log_level level, const char *func, int errnum,
 		    strerror_r(errnum, ebuf, sizeof ebuf));
 		len = log_clamp(len, n, cap);
 	}
+	if (suffix != NULL && suffix[0] != '\0') {
+		n = snprintf(line + len, cap - len, " %s", suffix);
+		len = log_clamp(len, n, cap);
+	}
 	line[len++] = '\n';
 
 	pthread_mutex_lock(&log_lock);
@@ -140,13 +151,28 @@ log_vwrite(enum log_level level, const char *func, int errnum,
 	errno = saved;
 }
 
+static void
+log_msg_suffix(enum log_level level, const char *func, const char *suffix,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+log_msg_suffix(enum log_level level, const char *func, const char *suffix,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(level, func, 0, suffix, fmt, ap);
+	va_end(ap);
+}
+
 void
 log_msg(enum log_level level, const char *func, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vwrite(level, func, 0, fmt, ap);
+	log_vwrite(level, func, 0, NULL, fmt, ap);
 	va_end(ap);
 }
 
@@ -157,6 +183,137 @@ log_msg_errno(enum log_level level, const char *func, int errnum,
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vwrite(level, func, errnum, fmt, ap);
+	log_vwrite(level, func, errnum, NULL, fmt, ap);
 	va_end(ap);
+}
+
+/* "key=value" pairs of ev into buf (values with blanks quoted). */
+static void
+log_event_text(const struct log_event *ev, char *buf, size_t cap)
+{
+	size_t len = 0;
+	int n;
+
+	buf[0] = '\0';
+#define LOG_ADD(...) do { \
+		if (len + 1 < cap) { \
+			n = snprintf(buf + len, cap - len, __VA_ARGS__); \
+			len = log_clamp(len, n, cap); \
+		} \
+	} while (0)
+	if (ev->request_id != 0)
+		LOG_ADD("%sreq=%" PRIu64, len ? " " : "", ev->request_id);
+	if (ev->peer_uid >= 0)
+		LOG_ADD("%suid=%" PRId64, len ? " " : "", ev->peer_uid);
+	if (ev->peer_pid >= 0)
+		LOG_ADD("%spid=%" PRId64, len ? " " : "", ev->peer_pid);
+	if (ev->root != NULL)
+		LOG_ADD(strpbrk(ev->root, " \t\"") ? "%sroot=\"%s\"" :
+		    "%sroot=%s", len ? " " : "", ev->root);
+	if (ev->step >= 0)
+		LOG_ADD("%sstep=%" PRId64, len ? " " : "", ev->step);
+	if (ev->bytes != 0)
+		LOG_ADD("%sbytes=%" PRIu64, len ? " " : "", ev->bytes);
+	if (ev->blocking >= 0)
+		LOG_ADD("%sblocking=%.6fs", len ? " " : "", ev->blocking);
+	if (ev->duration >= 0)
+		LOG_ADD("%sduration=%.6fs", len ? " " : "", ev->duration);
+	if (ev->code != 0)
+		LOG_ADD("%scode=%d", len ? " " : "", ev->code);
+#undef LOG_ADD
+}
+
+/* Send one event with its fields to the journal; 0 or negative errno. */
+static int
+log_journal_event(enum log_level level, const char *func,
+    const struct log_event *ev, const char *msg)
+{
+	char f[12][160], *mfield = NULL, *efield = NULL, *rfield = NULL;
+	struct iovec iov[16];
+	size_t k = 0, i;
+	int r;
+
+#define LOG_FIELD(...) do { \
+		snprintf(f[k], sizeof f[k], __VA_ARGS__); \
+		iov[k].iov_base = f[k]; \
+		iov[k].iov_len = strlen(f[k]); \
+		k++; \
+	} while (0)
+	LOG_FIELD("PRIORITY=%d", log_prio[level]);
+	LOG_FIELD("SYSLOG_IDENTIFIER=ckptd");
+	LOG_FIELD("CODE_FUNC=%s", func);
+	if (ev->request_id != 0)
+		LOG_FIELD("CKPT_REQUEST_ID=%" PRIu64, ev->request_id);
+	if (ev->peer_uid >= 0)
+		LOG_FIELD("CKPT_PEER_UID=%" PRId64, ev->peer_uid);
+	if (ev->peer_pid >= 0)
+		LOG_FIELD("CKPT_PEER_PID=%" PRId64, ev->peer_pid);
+	if (ev->step >= 0)
+		LOG_FIELD("CKPT_STEP=%" PRId64, ev->step);
+	if (ev->bytes != 0)
+		LOG_FIELD("CKPT_BYTES=%" PRIu64, ev->bytes);
+	if (ev->blocking >= 0)
+		LOG_FIELD("CKPT_BLOCKING_SEC=%.6f", ev->blocking);
+	if (ev->duration >= 0)
+		LOG_FIELD("CKPT_DURATION_SEC=%.6f", ev->duration);
+	if (ev->code != 0)
+		LOG_FIELD("CKPT_ERROR_CODE=%d", ev->code);
+#undef LOG_FIELD
+	/* Values of any length: allocated. */
+	r = -ENOMEM;
+	if (asprintf(&mfield, "MESSAGE=%s", msg) < 0) {
+		mfield = NULL;
+		goto out;
+	}
+	iov[k].iov_base = mfield;
+	iov[k++].iov_len = strlen(mfield);
+	if (ev->root != NULL) {
+		if (asprintf(&rfield, "CKPT_ROOT=%s", ev->root) < 0) {
+			rfield = NULL;
+			goto out;
+		}
+		iov[k].iov_base = rfield;
+		iov[k++].iov_len = strlen(rfield);
+	}
+	if (ev->error != NULL) {
+		if (asprintf(&efield, "CKPT_ERROR=%s", ev->error) < 0) {
+			efield = NULL;
+			goto out;
+		}
+		iov[k].iov_base = efield;
+		iov[k++].iov_len = strlen(efield);
+	}
+	for (i = 0; i < k; i++)         /* no newline inside a field */
+		for (char *p = iov[i].iov_base, *e = p + iov[i].iov_len; p < e;
+		    p++)
+			if (*p == '\n')
+				*p = ' ';
+	r = sd_journal_sendv(iov, (int)k);
+out:
+	free(mfield);
+	free(rfield);
+	free(efield);
+	return r;
+}
+
+void
+log_msg_event(enum log_level level, const char *func,
+    const struct log_event *ev, const char *fmt, ...)
+{
+	char msg[1024], fields[1024];
+	va_list ap;
+	int saved = errno;
+
+	if ((int)level > __atomic_load_n(&log_level_cur, __ATOMIC_RELAXED))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (log_journal && log_journal_event(level, func, ev, msg) == 0) {
+		errno = saved;
+		return;
+	}
+	log_event_text(ev, fields, sizeof fields);
+	log_msg_suffix(level, func, fields, "%s", msg);
+	errno = saved;
 }

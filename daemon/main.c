@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <pwd.h>
 #include <sched.h>
@@ -40,8 +39,10 @@
 
 #include "ckptd.h"
 #include "common.h"
+#include "config.h"
 #include "conn.h"
 #include "preempt.h"
+#include "health.h"
 #include "index.h"
 #include "log.h"
 #include "manager.h"
@@ -50,18 +51,17 @@
 #include "worker.h"
 
 #define MAIN_LOCK_WAIT_MS 10000
-/* --autostarted without --idle-exit: exit after this long idle. */
-#define MAIN_AUTOSTART_IDLE_SECS 300
 #define MAIN_LOG_FILE "ckptd.log"
 
 static struct {
+	struct config cfg;              /* effective settings */
+	struct config cli;              /* given on the command line */
+	char cfg_file[PATH_MAX];        /* "" when none */
+	int cfg_explicit;               /* --config: the file must exist */
 	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char state_dir[PATH_MAX];
 	char log_path[PATH_MAX];
-	unsigned workers;
 	uint64_t budget;
-	const char *metrics;
-	int foreground;
 	int64_t start_ns;
 	int autostarted;             /* started by libckpt for one user */
 	long idle_secs;              /* exit after this long idle; 0: never */
@@ -80,10 +80,9 @@ static struct {
 	struct event *sig_ev[3];
 	struct event *idle_ev;
 	int stopping;
-	unsigned preempt_grace;      /* seconds; 0: none */
 	int64_t grace_end_ns;
 	struct event *grace_ev;      /* polls for the managers to close */
-} M = { .lfd = -1, .ready_fd = -1, .idle_secs = -1 };
+} M = { .lfd = -1, .ready_fd = -1 };
 
 double
 ckptd_uptime_secs(void)
@@ -97,79 +96,13 @@ ckptd_memory_budget(void)
 	return M.budget;
 }
 
+void
+ckptd_set_memory_budget(uint64_t budget)
+{
+	M.budget = budget;
+}
+
 /* ---- options ------------------------------------------------------------- */
-
-static void
-main_usage(FILE *f)
-{
-	fprintf(f,
-"usage: ckptd [options]\n"
-"\n"
-"  -s, --socket PATH          Unix socket to listen on\n"
-"                             (default: $CKPTD_SOCKET, else\n"
-"                             $XDG_RUNTIME_DIR/ckptd.sock, else\n"
-"                             /tmp/ckptd-$UID/ckptd.sock in a private 0700\n"
-"                             directory; root: /run/ckptd/ckptd.sock)\n"
-"  -d, --state-dir DIR        index and log directory (default:\n"
-"                             $STATE_DIRECTORY, else $XDG_STATE_HOME/ckptd,\n"
-"                             else ~/.local/state/ckptd; root: /var/lib/ckptd)\n"
-"      --idle-exit SECS       exit after SECS with no connection and no\n"
-"                             pending save (default: never; 300 with\n"
-"                             --autostarted; 0: never)\n"
-"      --autostarted          started by libckpt for one user: exits when\n"
-"                             idle and never uses the system state directory\n"
-"  -w, --workers N            I/O worker threads (default: max(2, CPUs))\n"
-"  -m, --memory-budget BYTES  staging memory budget, K/M/G/T suffixes\n"
-"                             (default: min(4G, physical memory / 4))\n"
-"      --metrics-listen ADDR:PORT\n"
-"                             serve Prometheus metrics at /metrics\n"
-"                             (ADDR defaults to 127.0.0.1)\n"
-"      --preempt-grace SECS   on SIGTERM, give open managers up to SECS\n"
-"                             to take their preemption save and close\n"
-"                             (default 0)\n"
-"  -l, --log-level LEVEL      error, warn, info (default) or debug\n"
-"  -f, --foreground           do not fork into the background\n"
-"  -V, --version              print the version and exit\n"
-"  -h, --help                 print this help and exit\n"
-"\n");
-	user_usage(f);
-	fprintf(f, "\n"
-"Under systemd (LISTEN_FDS or NOTIFY_SOCKET set) ckptd stays in the\n"
-"foreground, takes its socket from socket activation and reports\n"
-"readiness with sd_notify.\n");
-}
-
-/* "123", "64K", "512M", "4G", "1T" (binary multiples; "KiB"/"KB" accepted). */
-static int
-main_parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	uint64_t mult = 1;
-	char *end;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0)
-		return -1;
-	switch (*end) {
-	case '\0':
-		break;
-	case 'k': case 'K': mult = 1ULL << 10; end++; break;
-	case 'm': case 'M': mult = 1ULL << 20; end++; break;
-	case 'g': case 'G': mult = 1ULL << 30; end++; break;
-	case 't': case 'T': mult = 1ULL << 40; end++; break;
-	default:
-		return -1;
-	}
-	if (mult > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
-		end += strlen(end);
-	if (*end != '\0' || (v != 0 && (uint64_t)v > UINT64_MAX / mult))
-		return -1;
-	*out = (uint64_t)v * mult;
-	return 0;
-}
 
 static int
 main_set_path(char *dst, size_t size, const char *what, const char *fmt,
@@ -199,12 +132,17 @@ main_env_abs(const char *name)
 	return v != NULL && v[0] == '/' ? v : NULL;
 }
 
+/* Fill the socket and state dir of c that were not given; make relative
+ * paths absolute (from the directory we were started in). */
 static int
-main_defaults(const char *sock, const char *state)
+main_resolve(struct config *c)
 {
+	const char *sock = c->socket[0] ? c->socket : NULL;
+	const char *state = c->state_dir[0] ? c->state_dir : NULL;
+	char socket_path[sizeof c->socket], state_dir[sizeof c->state_dir];
 	uid_t uid = geteuid();
 	const char *v;
-
+	int r;
 	char cwd[PATH_MAX], abs_sock[PATH_MAX], abs_state[PATH_MAX];
 
 	/* Relative paths are taken from where we were started (the daemon
@@ -233,81 +171,58 @@ main_defaults(const char *sock, const char *state)
 	else
 		v = main_env_abs("CKPTD_SOCKET");
 	if (v != NULL) {
-		if (main_set_path(M.socket_path, sizeof M.socket_path,
+		if (main_set_path(socket_path, sizeof socket_path,
 		    "socket", "%s", v) != 0)
 			return -1;
 	} else if (uid == 0) {
-		snprintf(M.socket_path, sizeof M.socket_path,
+		snprintf(socket_path, sizeof socket_path,
 		    "/run/ckptd/ckptd.sock");
 	} else if ((v = main_env_abs("XDG_RUNTIME_DIR")) != NULL) {
-		if (main_set_path(M.socket_path, sizeof M.socket_path,
+		if (main_set_path(socket_path, sizeof socket_path,
 		    "socket", "%s/ckptd.sock", v) != 0)
 			return -1;
 	} else {
 		snprintf(M.private_dir, sizeof M.private_dir, "/tmp/ckptd-%u",
 		    (unsigned)uid);
-		snprintf(M.socket_path, sizeof M.socket_path,
-		    "%s/ckptd.sock", M.private_dir);
+		snprintf(socket_path, sizeof socket_path, "%s/ckptd.sock",
+		    M.private_dir);
 	}
 
-	if (state != NULL)
-		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
-		    "%s", state);
 	/* An autostarted daemon serves one user: never the system state. */
-	if (!M.autostarted && (v = main_env_abs("STATE_DIRECTORY")) != NULL) {
+	if (state != NULL) {
+		r = main_set_path(state_dir, sizeof state_dir, "state", "%s",
+		    state);
+	} else if (!c->autostarted &&
+	    (v = main_env_abs("STATE_DIRECTORY")) != NULL) {
 		/* systemd: a colon-separated list when several are set. */
-		size_t n = strcspn(v, ":");
-
-		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
-		    "%.*s", (int)n, v);
-	}
-	if (uid == 0 && !M.autostarted)
-		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+		r = main_set_path(state_dir, sizeof state_dir, "state",
+		    "%.*s", (int)strcspn(v, ":"), v);
+	} else if (uid == 0 && !c->autostarted) {
+		r = main_set_path(state_dir, sizeof state_dir, "state",
 		    "/var/lib/ckptd");
-	if ((v = main_env_abs("XDG_STATE_HOME")) != NULL)
-		return main_set_path(M.state_dir, sizeof M.state_dir, "state",
+	} else if ((v = main_env_abs("XDG_STATE_HOME")) != NULL) {
+		r = main_set_path(state_dir, sizeof state_dir, "state",
 		    "%s/ckptd", v);
-	if ((v = main_env_abs("HOME")) == NULL) {
-		struct passwd *pw = getpwuid(uid);
+	} else {
+		if ((v = main_env_abs("HOME")) == NULL) {
+			struct passwd *pw = getpwuid(uid);
 
-		if (pw == NULL || pw->pw_dir == NULL || pw->pw_dir[0] != '/') {
-			fprintf(stderr, "ckptd: no home directory for the state "
-			    "dir; use --state-dir\n");
-			return -1;
+			if (pw == NULL || pw->pw_dir == NULL ||
+			    pw->pw_dir[0] != '/') {
+				fprintf(stderr, "ckptd: no home directory for "
+				    "the state dir; use --state-dir\n");
+				return -1;
+			}
+			v = pw->pw_dir;
 		}
-		v = pw->pw_dir;
+		r = main_set_path(state_dir, sizeof state_dir, "state",
+		    "%s/.local/state/ckptd", v);
 	}
-	return main_set_path(M.state_dir, sizeof M.state_dir, "state",
-	    "%s/.local/state/ckptd", v);
-}
-
-static unsigned
-main_default_workers(void)
-{
-	cpu_set_t set;
-	long n = 0;
-
-	if (sched_getaffinity(0, sizeof set, &set) == 0)
-		n = CPU_COUNT(&set);
-	if (n <= 0)
-		n = sysconf(_SC_NPROCESSORS_ONLN);
-	if (n < 2)
-		n = 2;
-	if (n > 64)
-		n = 64;
-	return (unsigned)n;
-}
-
-static uint64_t
-main_default_budget(void)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	uint64_t cap = 4ULL << 30, quarter;
-
-	if (pages <= 0 || psize <= 0)
-		return 1ULL << 30;
-	quarter = (uint64_t)pages * (uint64_t)psize / 4;
-	return quarter < cap ? quarter : cap;
+	if (r != 0)
+		return -1;
+	memcpy(c->socket, socket_path, sizeof socket_path);
+	memcpy(c->state_dir, state_dir, sizeof state_dir);
+	return 0;
 }
 
 /* ---- directories and the socket -------------------------------------------- */
@@ -723,6 +638,61 @@ main_idle_start(ckd_err *e)
 	return 0;
 }
 
+/* ---- settings ----------------------------------------------------------- */
+
+/* Read the settings file (file, or the default one), merge the command
+ * line over it and resolve the defaults into out. */
+static int
+main_load_config(const char *file, struct config *out, ckd_err *e)
+{
+	struct config fc;
+	int r;
+
+	if (file != NULL) {
+		if (main_set_path(M.cfg_file, sizeof M.cfg_file, "config", "%s",
+		    file) != 0)
+			return err_set(e, CKPT_EINVAL, "--config path too long");
+		M.cfg_explicit = 1;
+	} else if (M.cfg_file[0] == '\0' && !M.cfg_explicit &&
+	    config_default_file(M.cfg_file, sizeof M.cfg_file) != 0) {
+		M.cfg_file[0] = '\0';
+	}
+	memset(&fc, 0, sizeof fc);
+	if (M.cfg_file[0] != '\0' &&
+	    (r = config_read_file(M.cfg_file, &fc, e)) != 0) {
+		if (r != CKPT_ENOTFOUND || M.cfg_explicit)
+			return r;
+		M.cfg_file[0] = '\0';  /* no default file: fine */
+		memset(&fc, 0, sizeof fc);
+	}
+	config_merge(out, &fc, &M.cli);
+	if (main_resolve(out) != 0)
+		return err_set(e, CKPT_EINVAL, "cannot resolve the socket or "
+		    "state directory");
+	return 0;
+}
+
+/* SIGHUP: read the file again and apply what may change live. Saves in
+ * flight are not touched: a smaller budget only holds back new ones. */
+static void
+main_reload(void)
+{
+	struct config fresh;
+	ckd_err e = { 0 };
+	unsigned n;
+
+	sd_notify(0, "RELOADING=1\nSTATUS=Reloading the configuration");
+	if (main_load_config(NULL, &fresh, &e) != 0) {
+		log_error("reload: %s; keeping the current settings", e.msg);
+	} else {
+		n = config_reload(&M.cfg, &fresh);
+		log_info("reloaded %s: %u setting%s changed",
+		    M.cfg_file[0] ? M.cfg_file : "(no file)", n,
+		    n == 1 ? "" : "s");
+	}
+	sd_notify(0, "READY=1");
+}
+
 /* ---- signals ------------------------------------------------------------------ */
 
 static void
@@ -769,6 +739,7 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 			main_open_log();
 			log_info("log file reopened");
 		}
+		main_reload();
 		return;
 	}
 	if (M.stopping) {
@@ -788,12 +759,12 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	conn_stop_listening();
 	preempt_begin(strsignal(sig));
 	manager_stats(&ms);
-	if (M.preempt_grace > 0 && ms.managers > 0 &&
+	if (M.cfg.preempt_grace > 0 && ms.managers > 0 &&
 	    (M.grace_ev = evtimer_new(M.base, main_grace_cb, NULL)) != NULL) {
 		M.grace_end_ns = now_mono_ns() +
-		    (int64_t)M.preempt_grace * 1000000000;
+		    (int64_t)M.cfg.preempt_grace * 1000000000;
 		sd_notifyf(0, "STATUS=Preempted: %u managers have %u s to save",
-		    ms.managers, M.preempt_grace);
+		    ms.managers, (unsigned)M.cfg.preempt_grace);
 		main_grace_cb(-1, 0, NULL);
 		return;
 	}
@@ -821,151 +792,51 @@ main_signals(ckd_err *e)
 int
 main(int argc, char **argv)
 {
-	static const struct option base_opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "state-dir", required_argument, NULL, 'd' },
-		{ "workers", required_argument, NULL, 'w' },
-		{ "memory-budget", required_argument, NULL, 'm' },
-		{ "metrics-listen", required_argument, NULL, 'M' },
-		{ "preempt-grace", required_argument, NULL, 'P' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "idle-exit", required_argument, NULL, 'I' },
-		{ "autostarted", no_argument, NULL, 'A' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-	};
-	struct option opts[sizeof base_opts / sizeof base_opts[0] + 8];
-	const char *sock = NULL, *state = NULL;
+	struct config_args args;
 	struct index *ix = NULL;
-	int level = LOG_LVL_INFO, c, r, i;
+	int c, r, i;
 	struct rlimit rl;
 	ckd_err e = { 0 };
 
 	M.start_ns = now_mono_ns();
-	memcpy(opts, base_opts, sizeof base_opts);
-	for (i = 0; i == 0 || user_options[i - 1].name != NULL; i++)
-		opts[sizeof base_opts / sizeof base_opts[0] + i] =
-		    user_options[i];
-	while ((c = getopt_long(argc, argv, "s:d:w:m:l:fVh", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			sock = optarg;
-			break;
-		case 'd':
-			state = optarg;
-			break;
-		case 'w': {
-			char *end;
-			unsigned long v;
-
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || errno != 0 ||
-			    v < 1 || v > 256) {
-				fprintf(stderr, "ckptd: --workers must be 1.."
-				    "256, not '%s'\n", optarg);
-				return 2;
-			}
-			M.workers = (unsigned)v;
-			break;
-		}
-		case 'm':
-			if (main_parse_size(optarg, &M.budget) != 0 ||
-			    M.budget == 0) {
-				fprintf(stderr, "ckptd: bad --memory-budget '%s' "
-				    "(e.g. 512M, 4G)\n", optarg);
-				return 2;
-			}
-			break;
-		case 'M':
-			M.metrics = optarg;
-			break;
-		case 'P': {
-			char *end;
-			unsigned long v;
-
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || errno != 0 ||
-			    v > 86400) {
-				fprintf(stderr, "ckptd: bad --preempt-grace '%s' "
-				    "(seconds, 0 to 86400)\n", optarg);
-				return 2;
-			}
-			M.preempt_grace = (unsigned)v;
-			break;
-		}
-		case 'l':
-			if ((level = log_parse_level(optarg)) < 0) {
-				fprintf(stderr, "ckptd: bad --log-level '%s' "
-				    "(error, warn, info, debug)\n", optarg);
-				return 2;
-			}
-			break;
-		case 'f':
-			M.foreground = 1;
-			break;
-		case 'I': {
-			char *end;
-			long v;
-
-			errno = 0;
-			v = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || errno != 0 ||
-			    v < 0 || v > 86400 * 365) {
-				fprintf(stderr, "ckptd: --idle-exit takes seconds "
-				    "(0: never), not '%s'\n", optarg);
-				return 2;
-			}
-			M.idle_secs = v;
-			break;
-		}
-		case 'A':
-			M.autostarted = 1;
-			break;
-		case 'V':
-			printf("ckptd %s (protocol %d)\n", CKPTD_VERSION,
-			    CKPT__VERSION__PROTOCOL_VERSION);
-			return 0;
-		case 'h':
-			main_usage(stdout);
-			return 0;
-		default:
-			if (c >= USER_OPT_BASE && c < USER_OPT_BASE + 8) {
-				if (user_option(c - USER_OPT_BASE, optarg) != 0)
-					return 2;
-				break;
-			}
-			main_usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "ckptd: unexpected argument '%s'\n", argv[optind]);
-		main_usage(stderr);
+	if ((c = config_parse_args(argc, argv, &M.cli, &args)) != CONFIG_RUN)
+		return c == CONFIG_EXIT_OK ? 0 : 2;
+	if ((r = main_load_config(args.file, &M.cfg, &e)) != 0) {
+		fprintf(stderr, "ckptd: %s\n", e.msg);
 		return 2;
 	}
-	if (main_defaults(sock, state) != 0)
-		return 1;
-	if (M.idle_secs < 0)
-		M.idle_secs = M.autostarted ? MAIN_AUTOSTART_IDLE_SECS : 0;
-	if (M.workers == 0)
-		M.workers = main_default_workers();
-	if (M.budget == 0)
-		M.budget = main_default_budget();
+	if (args.check) {
+		if (M.cfg_file[0] != '\0')
+			printf("# %s\n", M.cfg_file);
+		else
+			printf("# no configuration file\n");
+		config_print(stdout, &M.cfg);
+		return 0;
+	}
+	/* A reload resolves the command line again: keep its paths as they
+	 * were resolved now (relative to where we were started). */
+	if (M.cli.socket[0] != '\0')
+		memcpy(M.cli.socket, M.cfg.socket, sizeof M.cli.socket);
+	if (M.cli.state_dir[0] != '\0')
+		memcpy(M.cli.state_dir, M.cfg.state_dir, sizeof M.cli.state_dir);
+	snprintf(M.socket_path, sizeof M.socket_path, "%s", M.cfg.socket);
+	snprintf(M.state_dir, sizeof M.state_dir, "%s", M.cfg.state_dir);
+	M.budget = M.cfg.memory_budget;
+	M.autostarted = M.cfg.autostarted;
+	M.idle_secs = (long)M.cfg.idle_exit;
+	config_apply_limits(&M.cfg);
 	if (main_set_path(M.log_path, sizeof M.log_path, "log", "%s/%s",
 	    M.state_dir, MAIN_LOG_FILE) != 0)
 		return 1;
 
-	log_init((enum log_level)level);
+	log_init((enum log_level)M.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 
-	if (!M.foreground && getenv("LISTEN_FDS") == NULL &&
+	if (!M.cfg.foreground && getenv("LISTEN_FDS") == NULL &&
 	    getenv("NOTIFY_SOCKET") == NULL)
 		main_daemonize();
 
@@ -977,12 +848,14 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	if ((r = index_open(M.state_dir, &ix, &e)) != 0 ||
-	    (r = worker_init(M.base, M.workers, &e)) != 0 ||
+	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0 ||
 	    (r = manager_init(M.base, ix, M.budget, worker_count(), &e)) != 0 ||
 	    (r = conn_listen(M.base, M.lfd, &e)) != 0 ||
-	    (M.metrics != NULL &&
-	    (r = metrics_start(M.base, M.metrics, &e)) != 0) ||
-	    (r = main_signals(&e)) != 0 || (r = main_idle_start(&e)) != 0)
+	    (M.cfg.metrics_listen[0] != '\0' &&
+	    (r = metrics_start(M.base, M.cfg.metrics_listen, &e)) != 0) ||
+	    (r = main_signals(&e)) != 0 ||
+	    (r = health_start(M.base, M.cfg.stall_timeout, &e)) != 0 ||
+	    (r = main_idle_start(&e)) != 0)
 		goto fail;
 
 	if (index_open_note(ix)[0] != '\0')
@@ -991,6 +864,7 @@ main(int argc, char **argv)
 	if (event_base_dispatch(M.base) < 0)
 		log_error("event loop failed");
 
+	health_stop();
 	metrics_stop();
 	conn_close_all();
 	worker_shutdown();

@@ -1286,6 +1286,13 @@ manager_init(struct event_base *base, struct index *ix,
 }
 
 void
+manager_set_budget(uint64_t budget)
+{
+	mgr.budget = budget;
+	save_budget_changed();
+}
+
+void
 manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
 {
 	struct manager *m;

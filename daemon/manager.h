@@ -45,6 +45,9 @@ void manager_handle(struct conn *c, Ckpt__Request *req, int *fds,
 /* The connection died: close its managers (accepted saves continue). */
 void manager_conn_closed(struct conn *c);
 void manager_stats(struct manager_stats *out);
+/* Change the staging memory budget (reload): saves already accepted keep
+ * their memory; waiting saves that now fit start. */
+void manager_set_budget(uint64_t budget);
 /* Number of saves accepted and not yet finished (committed or failed). */
 unsigned manager_saves_pending(void);
 /* Call cb once no save is pending (immediately if none); for SIGTERM. */

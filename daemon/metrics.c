@@ -1,5 +1,6 @@
 /*
- * metrics.c - the /metrics endpoint (see metrics.h).
+ * metrics.c - the /metrics and /healthz endpoints, histograms and
+ * counters (see metrics.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,12 +16,187 @@
 
 #include "ckptd.h"
 #include "conn.h"
+#include "health.h"
 #include "log.h"
 #include "manager.h"
 #include "metrics.h"
 #include "worker.h"
 
+#define METRICS_NBUCKETS 18
+#define METRICS_NCODES 32
+
+struct metrics_histogram {
+	const char *name, *help;
+	double bounds[METRICS_NBUCKETS];        /* upper bounds, ascending */
+	size_t nbounds;
+	uint64_t counts[METRICS_NBUCKETS + 1];  /* last: above every bound */
+	uint64_t count;
+	double sum;
+};
+
+#define METRICS_SECONDS { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, \
+	0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900 }, 18
+
+static struct metrics_histogram metrics_hists[METRICS_NHIST] = {
+	[METRICS_SAVE_BLOCKING] = { "ckptd_save_blocking_seconds",
+	    "Time from reading an accepted save request to replying (what "
+	    "the trainer waits for).", METRICS_SECONDS },
+	[METRICS_SAVE_DURABLE] = { "ckptd_save_durable_seconds",
+	    "Time from reading a save request to its step being durable on "
+	    "disk.", METRICS_SECONDS },
+	[METRICS_RESTORE] = { "ckptd_restore_seconds",
+	    "Time from reading a restore request (not metadata-only) to "
+	    "replying with the files.",
+	    METRICS_SECONDS },
+	[METRICS_STEP_BYTES] = { "ckptd_step_bytes",
+	    "Array bytes of each committed step.",
+	    { 4096, 65536, 1048576, 4194304, 16777216, 67108864, 268435456,
+	      1073741824, 4294967296.0, 17179869184.0, 68719476736.0,
+	      274877906944.0, 1099511627776.0 }, 13 },
+};
+
+/* Failed saves by CKPT_E* code (index -code; 0: unknown codes). */
+static uint64_t metrics_failed[METRICS_NCODES];
+static uint64_t metrics_read_bytes;
+
+/* Label values for the codes of ckpt.h (stable: part of the metrics). */
+static const char *const metrics_code_names[] = {
+	"unknown", "EINVAL", "EPROTO", "EVERSION", "ENOTFOUND", "EEXIST",
+	"EACCES", "ENOSPC", "EIO", "ECORRUPT", "ENOMEM", "ECONN", "ETIMEDOUT",
+	"EINCOMPLETE", "ENOSTEPS", "ENOITEM", "EMISMATCH", "EDTYPE",
+	"EREADONLY", "EBUSY", "ECLOSED", "EUNSUPPORTED", "ETOOBIG",
+	"EINTERNAL", "ENOTDIR", "EPATH",
+};
+#define METRICS_NNAMES (sizeof metrics_code_names / \
+	sizeof metrics_code_names[0])
+
+/* Committed saves and bytes per uid; [METRICS_MAX_UIDS]: the others. */
+static struct {
+	uint32_t uid;
+	uint64_t saves, bytes;
+} metrics_users[METRICS_MAX_UIDS + 1];
+static size_t metrics_nusers;
+
 static struct evhttp *metrics_http;
+
+void
+metrics_observe(enum metrics_hist h, double v)
+{
+	struct metrics_histogram *m;
+	size_t i;
+
+	if ((unsigned)h >= METRICS_NHIST || v != v)
+		return;
+	m = &metrics_hists[h];
+	for (i = 0; i < m->nbounds && v > m->bounds[i]; i++)
+		;
+	m->counts[i]++;
+	m->count++;
+	m->sum += v;
+}
+
+void
+metrics_observe_since(enum metrics_hist h, int64_t start_ns)
+{
+	int64_t d = now_mono_ns() - start_ns;
+
+	metrics_observe(h, d > 0 ? (double)d / 1e9 : 0.0);
+}
+
+void
+metrics_count_save_failed(int code)
+{
+	unsigned i = code < 0 && -code < (int)METRICS_NNAMES ? (unsigned)-code :
+	    0;
+
+	metrics_failed[i]++;
+}
+
+void
+metrics_count_bytes_read(uint64_t n)
+{
+	metrics_read_bytes += n;
+}
+
+void
+metrics_count_user_save(uint32_t uid, uint64_t bytes)
+{
+	size_t i;
+
+	for (i = 0; i < metrics_nusers && metrics_users[i].uid != uid; i++)
+		;
+	if (i == metrics_nusers) {
+		if (metrics_nusers < METRICS_MAX_UIDS)
+			metrics_users[metrics_nusers++].uid = uid;
+		else
+			i = METRICS_MAX_UIDS;
+	}
+	metrics_users[i].saves++;
+	metrics_users[i].bytes += bytes;
+}
+
+static void
+metrics_put_users(struct evbuffer *b)
+{
+	static const char *const what[2][2] = {
+		{ "ckptd_user_saves_total", "Saves committed, by the uid of the "
+		  "client (at most 32 uids; the others as uid=\"other\")." },
+		{ "ckptd_user_bytes_written_total", "Array bytes committed, by "
+		  "the uid of the client (at most 32 uids; the others as "
+		  "uid=\"other\")." },
+	};
+	size_t k, i;
+
+	for (k = 0; k < 2; k++) {
+		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s counter\n",
+		    what[k][0], what[k][1], what[k][0]);
+		for (i = 0; i < metrics_nusers; i++)
+			evbuffer_add_printf(b, "%s{uid=\"%u\"} %llu\n", what[k][0],
+			    (unsigned)metrics_users[i].uid, (unsigned long long)
+			    (k == 0 ? metrics_users[i].saves :
+			    metrics_users[i].bytes));
+		if (metrics_users[METRICS_MAX_UIDS].saves > 0)
+			evbuffer_add_printf(b, "%s{uid=\"other\"} %llu\n",
+			    what[k][0], (unsigned long long)(k == 0 ?
+			    metrics_users[METRICS_MAX_UIDS].saves :
+			    metrics_users[METRICS_MAX_UIDS].bytes));
+	}
+}
+
+static void
+metrics_put_histogram(struct evbuffer *b, const struct metrics_histogram *m)
+{
+	uint64_t cum = 0;
+	size_t i;
+
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", m->name,
+	    m->help, m->name);
+	for (i = 0; i < m->nbounds; i++) {
+		cum += m->counts[i];
+		evbuffer_add_printf(b, "%s_bucket{le=\"%.15g\"} %llu\n", m->name,
+		    m->bounds[i], (unsigned long long)cum);
+	}
+	cum += m->counts[m->nbounds];
+	evbuffer_add_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.15g\n"
+	    "%s_count %llu\n", m->name, (unsigned long long)cum, m->name,
+	    m->sum, m->name, (unsigned long long)m->count);
+}
+
+static void
+metrics_put_failures(struct evbuffer *b)
+{
+	size_t i;
+
+	evbuffer_add_printf(b, "# HELP ckptd_save_failures_total Saves that "
+	    "failed, at acceptance or while writing, by error code.\n"
+	    "# TYPE ckptd_save_failures_total counter\n");
+	for (i = 1; i < METRICS_NNAMES; i++)
+		evbuffer_add_printf(b, "ckptd_save_failures_total{reason=\"%s\"}"
+		    " %llu\n", metrics_code_names[i],
+		    (unsigned long long)metrics_failed[i]);
+	evbuffer_add_printf(b, "ckptd_save_failures_total{reason=\"unknown\"}"
+	    " %llu\n", (unsigned long long)metrics_failed[0]);
+}
 
 static void
 metrics_put(struct evbuffer *b, const char *name, const char *type,
@@ -37,13 +213,27 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	struct manager_stats ms = { 0 };
 	struct evbuffer *b;
+	size_t i;
 
-	if (path == NULL || strcmp(path, "/metrics") != 0) {
+	if (path == NULL || (strcmp(path, "/metrics") != 0 &&
+	    strcmp(path, "/healthz") != 0)) {
 		evhttp_send_error(req, HTTP_NOTFOUND, NULL);
 		return;
 	}
 	if ((b = evbuffer_new()) == NULL) {
 		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	if (strcmp(path, "/healthz") == 0) {
+		char why[256];
+		int ok = health_check(why, sizeof why);
+
+		evbuffer_add_printf(b, "%s\n", ok ? "ok" : why);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Type", "text/plain; charset=utf-8");
+		evhttp_send_reply(req, ok ? HTTP_OK : 503, ok ? "OK" :
+		    "Service Unavailable", b);
+		evbuffer_free(b);
 		return;
 	}
 	manager_stats(&ms);
@@ -73,6 +263,24 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	    "Saves waiting for staging memory.", ms.waiting_for_memory);
 	metrics_put(b, "ckptd_workers", "gauge",
 	    "Worker threads.", worker_count());
+	metrics_put(b, "ckptd_bytes_read_total", "counter",
+	    "Bytes of step files handed to clients by restores.",
+	    metrics_read_bytes);
+	metrics_put(b, "ckptd_worker_tasks_queued", "gauge",
+	    "Worker tasks waiting for a thread.", worker_queued());
+	metrics_put(b, "ckptd_worker_tasks_running", "gauge",
+	    "Worker tasks running.", worker_running());
+	metrics_put_failures(b);
+	metrics_put_users(b);
+	for (i = 0; i < METRICS_NHIST; i++)
+		metrics_put_histogram(b, &metrics_hists[i]);
+	evbuffer_add_printf(b, "# HELP ckptd_up Whether the daemon is healthy "
+	    "(1) or its workers are stalled (0).\n# TYPE ckptd_up gauge\n"
+	    "ckptd_up %d\n", health_check(NULL, 0));
+	evbuffer_add_printf(b, "# HELP ckptd_build_info Version of the daemon "
+	    "and of its wire protocol.\n# TYPE ckptd_build_info gauge\n"
+	    "ckptd_build_info{version=\"%s\",protocol=\"%d\"} 1\n",
+	    CKPTD_VERSION, CKPT__VERSION__PROTOCOL_VERSION);
 	evbuffer_add_printf(b, "# HELP ckptd_uptime_seconds Seconds since the "
 	    "daemon started.\n# TYPE ckptd_uptime_seconds gauge\n"
 	    "ckptd_uptime_seconds %.3f\n", ckptd_uptime_secs());

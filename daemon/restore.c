@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "restore.h"
 
 #define RESTORE_MAX_DOC CKPT_MAX_DOC            /* JSON items, metadata */
@@ -34,6 +35,7 @@ enum rs_kind {
 struct rs_task {
 	struct task t;
 	int kind;
+	int64_t recv_ns;                /* request read (monotonic), metrics */
 	struct conn *c;                 /* referenced */
 	uint64_t id;
 	struct root *r;                 /* referenced */
@@ -436,6 +438,7 @@ rs_restore_done(struct task *t)
 	struct rs_task *rt = (struct rs_task *)t;
 	Ckpt__Response resp = CKPT__RESPONSE__INIT;
 	Ckpt__RestoreReply rr = CKPT__RESTORE_REPLY__INIT;
+	size_t i;
 
 	if (t->err.code != 0) {
 		conn_reply_err(rt->c, rt->id, &t->err);
@@ -452,6 +455,14 @@ rs_restore_done(struct task *t)
 	resp.id = rt->id;
 	resp.body_case = CKPT__RESPONSE__BODY_RESTORE;
 	resp.restore = &rr;
+	for (i = 0; i < rt->nfds; i++) {
+		struct stat st;
+
+		if (fstat(rt->fds[i], &st) == 0 && S_ISREG(st.st_mode))
+			metrics_count_bytes_read((uint64_t)st.st_size);
+	}
+	if (!rt->metadata_only)         /* structure lookups are not restores */
+		metrics_observe_since(METRICS_RESTORE, rt->recv_ns);
 	/* The fds now belong to the conn. */
 	conn_reply(rt->c, &resp, rt->fds, rt->nfds);
 	rt->nfds = 0;
@@ -674,6 +685,7 @@ rs_new(struct conn *c, struct manager *m, Ckpt__Request *req, int kind,
 	if (rt == NULL)
 		return NULL;
 	rt->kind = kind;
+	rt->recv_ns = now_mono_ns();
 	rt->c = c;
 	conn_ref(c);
 	rt->id = req->id;

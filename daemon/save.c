@@ -32,6 +32,7 @@
 
 #include <jansson.h>
 
+#include "metrics.h"
 #include "save.h"
 #include "savecheck.h"
 #include "user.h"
@@ -75,6 +76,8 @@ struct save {
 	void *map;
 	struct store_src src;           /* memfd + map, for the writers */
 	int64_t init_ns, commit_ns;
+	int64_t recv_ns;                /* request read (monotonic), metrics */
+	int64_t reply_ns;               /* "accepted" sent (monotonic) */
 	mode_t dmode, fmode;
 	int rootfd, tmpfd;
 	int *itemfds;
@@ -862,12 +865,32 @@ save_send_done(struct save *s)
 
 static void save_admit(void);
 
+/* The fields of the one log line per save. */
+static void
+save_log_fields(const struct save *s, struct log_event *ev)
+{
+	int64_t now = now_mono_ns();
+
+	ev->request_id = s->id;
+	ev->peer_uid = (int64_t)s->cred.uid;
+	ev->peer_pid = (int64_t)s->cred.pid;
+	ev->root = s->r->path;
+	ev->step = (int64_t)s->step;
+	ev->bytes = s->bytes;
+	if (s->reply_ns != 0)
+		ev->blocking = (double)(s->reply_ns - s->recv_ns) / 1e9;
+	ev->duration = (double)(now - s->recv_ns) / 1e9;
+	ev->code = s->err.code;
+	ev->error = s->err.code != 0 ? s->err.msg : NULL;
+}
+
 static void
 save_finalize(struct save *s)
 {
 	struct root *r = s->r;
 	struct manager *m = s->m;
 	struct index_step rec;
+	struct log_event ev = LOG_EVENT_INIT;
 	int ok = s->err.code == 0;
 
 	s->deleting = 1;        /* held until the end of this function */
@@ -884,6 +907,13 @@ save_finalize(struct save *s)
 		root_insert_step(r, &rec);
 		mgr.committed++;
 		mgr.bytes_written += s->bytes;
+		metrics_observe_since(METRICS_SAVE_DURABLE, s->recv_ns);
+		metrics_observe(METRICS_STEP_BYTES, (double)s->bytes);
+		metrics_count_user_save((uint32_t)s->cred.uid, s->bytes);
+		save_log_fields(s, &ev);
+		log_event(LOG_LVL_INFO, &ev, "%s/%s saved: %" PRIu64 " bytes, "
+		    "client blocked %.1f ms, durable after %.1f ms", r->path,
+		    s->name, s->bytes, ev.blocking * 1e3, ev.duration * 1e3);
 		save_retention(s);
 	} else {
 		char msg[CKPT_ERRLEN + 64];
@@ -896,7 +926,9 @@ save_finalize(struct save *s)
 			len = sizeof s->err.msg - 1;
 		memcpy(s->err.msg, msg, len);
 		s->err.msg[len] = '\0';
-		log_warn("%s/%s: %s", r->path, s->name, s->err.msg);
+		save_log_fields(s, &ev);
+		log_event(LOG_LVL_WARN, &ev, "%s/%s: %s", r->path, s->name,
+		    s->err.msg);
 		if (s->err.code != CKPT_EEXIST) {
 			long i = root_find_step(r, s->step);
 
@@ -911,6 +943,7 @@ save_finalize(struct save *s)
 		m->err_step = s->step;
 		snprintf(m->err_msg, sizeof m->err_msg, "%s", s->err.msg);
 		mgr.failed++;
+		metrics_count_save_failed(s->err.code);
 	}
 	/* The staging memory is free as soon as the step is durable. */
 	mgr.ninflight--;
@@ -1009,8 +1042,11 @@ save_start(struct save *s)
 	log_debug("step %" PRIu64 " of %s accepted (%" PRIu64 " bytes "
 	    "charged, %zu files)", s->step, s->r->path, s->charge, s->nfiles);
 	save_reply_saved(s->c, s->id, 1);
+	s->reply_ns = now_mono_ns();
+	metrics_observe_since(METRICS_SAVE_BLOCKING, s->recv_ns);
 	return;
 fail:
+	metrics_count_save_failed(e.code);
 	conn_reply_err(s->c, s->id, &e);
 	save_unlink(s);
 	mgr_wake_saves(s->m);
@@ -1100,8 +1136,10 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	ckd_err e;
 	size_t i;
 	int memfd = -1;
+	int64_t recv_ns;
 
 	memset(&e, 0, sizeof e);
+	recv_ns = now_mono_ns();
 	if (m->o->read_only) {
 		err_set(&e, CKPT_EREADONLY, "Checkpoint manager is read-only.");
 		goto fail;
@@ -1181,6 +1219,7 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	snprintf(s->name, sizeof s->name, "%s", name);
 	s->size = size;
 	s->init_ns = now;
+	s->recv_ns = recv_ns;
 	s->dmode = m->dmode;
 	s->fmode = m->fmode;
 	s->next = mgr.saves;
@@ -1231,8 +1270,15 @@ fail:
 		close(memfd);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
+	metrics_count_save_failed(e.code);
 	conn_reply_err(c, req->id, &e);
 	ckpt__request__free_unpacked(req, NULL);
+}
+
+void
+save_budget_changed(void)
+{
+	save_admit();
 }
 
 void

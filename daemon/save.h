@@ -16,6 +16,8 @@ void save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
     int *fds, size_t nfds);
 /* Drop the saves of c still waiting for memory (never accepted). */
 void save_conn_closed(struct conn *c);
+/* The memory budget changed: admit the saves that now fit. */
+void save_budget_changed(void);
 /* 1 when step has a queued or running save on root r. */
 int save_pending_step(const struct root *r, uint64_t step);
 /* Highest pending step of r, or -1. */

@@ -15,12 +15,12 @@
 #define USER_BUCKETS 64
 
 struct user_limits user_limits = {
-	.conns = 4096,
-	.conns_per_user = 1024,
-	.conns_reserve = 256,
-	.idle_secs = 600,
-	.inflight_per_user = 512,
-	.leaves_per_request = 200000,
+	.conns = USER_DEFAULT_CONNS,
+	.conns_per_user = USER_DEFAULT_CONNS_PER_USER,
+	.conns_reserve = USER_DEFAULT_CONNS_RESERVE,
+	.idle_secs = USER_DEFAULT_IDLE_SECS,
+	.inflight_per_user = USER_DEFAULT_INFLIGHT_PER_USER,
+	.leaves_per_request = USER_DEFAULT_LEAVES_PER_REQUEST,
 };
 
 static struct {
@@ -103,73 +103,4 @@ user_conn_admit(const struct user *u, unsigned total, char *msg,
 		return CKPT_ELIMIT;
 	}
 	return 0;
-}
-
-/* ---- options -------------------------------------------------------------- */
-
-const struct option user_options[] = {
-	{ "max-connections", required_argument, NULL, USER_OPT_BASE + 0 },
-	{ "max-connections-per-user", required_argument, NULL,
-	    USER_OPT_BASE + 1 },
-	{ "connections-reserve", required_argument, NULL, USER_OPT_BASE + 2 },
-	{ "idle-timeout", required_argument, NULL, USER_OPT_BASE + 3 },
-	{ "max-requests-per-user", required_argument, NULL,
-	    USER_OPT_BASE + 4 },
-	{ "max-leaves", required_argument, NULL, USER_OPT_BASE + 5 },
-	{ NULL, 0, NULL, 0 },
-};
-
-int
-user_option(int idx, const char *arg)
-{
-	static const unsigned long long lo[] = { 1, 1, 0, 0, 1, 1 };
-	static const unsigned long long hi[] = { 1000000, 1000000, 1000000,
-	    86400 * 365, 1000000, 100000000 };
-	unsigned long long v;
-	char *end;
-
-	if (idx < 0 || idx >= (int)(sizeof lo / sizeof lo[0]))
-		return -1;
-	errno = 0;
-	v = strtoull(arg, &end, 10);
-	if (*arg < '0' || *arg > '9' || *end != '\0' || errno != 0 ||
-	    v < lo[idx] || v > hi[idx]) {
-		fprintf(stderr, "ckptd: --%s must be %llu..%llu, not '%s'\n",
-		    user_options[idx].name, lo[idx], hi[idx], arg);
-		return -1;
-	}
-	switch (idx) {
-	case 0: user_limits.conns = (unsigned)v; break;
-	case 1: user_limits.conns_per_user = (unsigned)v; break;
-	case 2: user_limits.conns_reserve = (unsigned)v; break;
-	case 3: user_limits.idle_secs = (unsigned)v; break;
-	case 4: user_limits.inflight_per_user = (unsigned)v; break;
-	case 5: user_limits.leaves_per_request = v; break;
-	}
-	return 0;
-}
-
-void
-user_usage(FILE *f)
-{
-	const struct user_limits *L = &user_limits;
-
-	fprintf(f,
-"Per-user limits (a refusal is error CKPT_ELIMIT to that client only):\n"
-"      --max-connections N    connections in all (default %u)\n"
-"      --max-connections-per-user N\n"
-"                             connections of one uid (default %u)\n"
-"      --connections-reserve N\n"
-"                             the last N connection slots go only to uids\n"
-"                             holding fewer than %d (default %u)\n"
-"      --idle-timeout SECS    close connections without a manager or a\n"
-"                             request in flight after SECS (default %u;\n"
-"                             0: never)\n"
-"      --max-requests-per-user N\n"
-"                             requests awaiting a reply plus unfinished\n"
-"                             saves of one uid (default %u)\n"
-"      --max-leaves N         leaves in one save request (default %llu)\n",
-	    L->conns, L->conns_per_user, USER_RESERVE_SMALL, L->conns_reserve,
-	    L->idle_secs, L->inflight_per_user,
-	    (unsigned long long)L->leaves_per_request);
 }

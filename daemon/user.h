@@ -25,7 +25,6 @@
 #ifndef CKPTD_USER_H
 #define CKPTD_USER_H
 
-#include <getopt.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +32,14 @@
 
 /* Uids holding fewer connections than this may use the reserved slots. */
 #define USER_RESERVE_SMALL 8
+
+/* Defaults of the limits (settings in config.c). */
+#define USER_DEFAULT_CONNS 4096
+#define USER_DEFAULT_CONNS_PER_USER 1024
+#define USER_DEFAULT_CONNS_RESERVE 256
+#define USER_DEFAULT_IDLE_SECS 600
+#define USER_DEFAULT_INFLIGHT_PER_USER 512
+#define USER_DEFAULT_LEAVES_PER_REQUEST 200000
 
 struct user_limits {
 	unsigned conns;                 /* --max-connections */
@@ -75,13 +82,5 @@ user_is_active(const struct user *u)
  * connections are open; else CKPT_ELIMIT with a message in msg. */
 int user_conn_admit(const struct user *u, unsigned total, char *msg,
     size_t msglen);
-
-/* Options: the long options of the limits (for main.c's getopt table),
- * USER_OPT_BASE + index as their value, NULL-terminated. */
-#define USER_OPT_BASE 0x1000
-extern const struct option user_options[];
-/* Parse option USER_OPT_BASE + idx. 0, or -1 after printing an error. */
-int user_option(int idx, const char *arg);
-void user_usage(FILE *f);
 
 #endif

@@ -59,6 +59,7 @@ static struct {
 	struct lane fallback;        /* used when a lane cannot be allocated */
 	int fallback_in_ring;
 	unsigned queued, running;
+	uint64_t completed;          /* tasks finished since start */
 	int stop;
 
 	pthread_mutex_t done_lock;   /* completion queue */
@@ -249,6 +250,7 @@ worker_main(void *arg)
 		worker_complete(t);
 		pthread_mutex_lock(&W.lock);
 		W.running--;
+		W.completed++;
 		pthread_mutex_unlock(&W.lock);
 	}
 	return NULL;
@@ -366,6 +368,17 @@ worker_running(void)
 
 	pthread_mutex_lock(&W.lock);
 	n = W.running;
+	pthread_mutex_unlock(&W.lock);
+	return n;
+}
+
+uint64_t
+worker_completed(void)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&W.lock);
+	n = W.completed;
 	pthread_mutex_unlock(&W.lock);
 	return n;
 }

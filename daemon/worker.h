@@ -42,6 +42,8 @@ void worker_submit(struct task *t);
 unsigned worker_queued(void);
 unsigned worker_running(void);
 unsigned worker_count(void);
+/* Tasks finished since start (progress, for health.c). */
+uint64_t worker_completed(void);
 /* Stop threads after the queue drains (joins them). */
 void worker_shutdown(void);
 

@@ -33,6 +33,11 @@ packages=(
 	libfuse3-dev fuse3
 	# benchmarks
 	fio
+	# operations: promtool and a real Prometheus for the metrics tests;
+	# venv for the Python packaging test; dpkg-deb builds the package
+	prometheus python3-venv dpkg-dev
+	# manual page and bash completion checks
+	man-db groff-base bash-completion
 )
 
 missing=()

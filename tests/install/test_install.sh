@@ -55,12 +55,22 @@ check "meson.build declares the same license" \
 	grep -q "license : 'Apache-2.0'" "$src/meson.build"
 check "README installed" test -s "$doc/README.md"
 
-documented() { # every Documentation=file:// of the unit exists
-	local f=$1 any=0 url
-	while read -r url; do
+documented() { # every Documentation= of the unit (file://, man:) is installed
+	local f=$1 any=0 url page sec
+	for url in $(sed -n 's/^Documentation=//p' "$f"); do
 		any=1
-		test -e "${url#file://}" || return 1
-	done < <(sed -n 's/^Documentation=//p' "$f")
+		case $url in
+		file://*) test -e "${url#file://}" || return 1 ;;
+		man:*)
+			page=${url#man:}
+			sec=${page##*(}
+			sec=${sec%)}
+			page=${page%(*}
+			test -e "$prefix/share/man/man$sec/$page.$sec" || return 1
+			;;
+		*) return 1 ;;
+		esac
+	done
 	test "$any" = 1
 }
 for u in system/ckptd.service system/ckptd.socket user/ckptd.service \

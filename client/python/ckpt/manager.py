@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Callable, Container, Optional
+from typing import Any, Callable, Container, Optional, Sequence
 
 import numpy as np
 
@@ -437,10 +437,16 @@ class CheckpointManager:
     and dtype-cast leaves are always copies.
     """
 
-    def __init__(self, directory, checkpointers=None, options=None,
-                 metadata=None, item_names=None, item_handlers=None,
-                 logger=None, handler_registry=None, *, zero_copy=False,
-                 socket_path=None):
+    def __init__(self, directory: Any, checkpointers: Any = None,
+                 options: Optional[CheckpointManagerOptions] = None,
+                 metadata: Any = None,
+                 item_names: Optional[Sequence[str]] = None,
+                 item_handlers: Any = None, logger: Any = None,
+                 handler_registry: Any = None, *, zero_copy: bool = False,
+                 socket_path: Optional[str] = None) -> None:
+        """Open (and by default create) the checkpoint root `directory`
+        through ckptd (`socket_path`, else $CKPTD_SOCKET or the default
+        socket). `metadata` is the root's custom metadata, saved once."""
         self._client = None
         self._m = None
         self._closed = True
@@ -766,7 +772,8 @@ class CheckpointManager:
         self._check(L.lib().ckpt_wait_pending(self._mgr()))
 
     @property
-    def directory(self):
+    def directory(self) -> md.PosixGPath:
+        """The checkpoint root."""
         return md.PosixGPath(self._dir)
 
     def _step_name(self, step):
@@ -806,7 +813,7 @@ class CheckpointManager:
         except Exception:
             pass
 
-    def close(self):
+    def close(self) -> None:
         """Wait for pending saves and close; raises a pending save error."""
         if self._closed:
             return
@@ -836,7 +843,8 @@ class CheckpointManager:
             raise cb_error
 
     # -- steps
-    def all_steps(self, read=False):
+    def all_steps(self, read: bool = False) -> Sequence[int]:
+        """Committed steps, ascending; read=True rescans the disk first."""
         if self._is_absent():
             return []
         m = self._mgr()
@@ -851,21 +859,24 @@ class CheckpointManager:
         finally:
             L.free(ctypes.cast(p, ctypes.c_void_p).value)
 
-    def latest_step(self):
+    def latest_step(self) -> Optional[int]:
+        """The newest committed step, or None."""
         if self._is_absent():
             return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_latest_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
-    def best_step(self):
+    def best_step(self) -> Optional[int]:
+        """The best step by `best_fn`/`best_mode`, else the latest."""
         if self._is_absent():
             return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_best_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
-    def reload(self):
+    def reload(self) -> None:
+        """Forget cached state and rescan the root on disk."""
         if self._is_absent():
             if not os.path.isdir(self._dir):
                 return
@@ -934,7 +945,8 @@ class CheckpointManager:
                                                     ctypes.byref(out)))
         return bool(out.value)
 
-    def should_save(self, step):
+    def should_save(self, step: int) -> bool:
+        """Whether save(step) would save, by the save-decision policy."""
         step = self._check_step(step)
         if self._options.read_only:
             return False
@@ -950,7 +962,9 @@ class CheckpointManager:
                                              ctypes.byref(out)))
         return bool(out.value)
 
-    def wait_until_finished(self):
+    def wait_until_finished(self) -> None:
+        """Block until every save of this manager is durable and its
+        retention applied; raises the first save error."""
         if self._is_absent():
             return
         self._check(L.lib().ckpt_wait_until_finished(self._mgr()))
@@ -991,7 +1005,12 @@ class CheckpointManager:
         if e is not None:
             raise e
 
-    def check_for_errors(self):
+    def check_for_errors(self) -> None:
+        """Raise the error of a failed background save, if any."""
+        self._check(L.lib().ckpt_check_for_errors(self._mgr()))
+
+    def is_saving_in_progress(self) -> bool:
+        """Whether a save of this manager is not yet finished."""
         if self._is_absent():
             return
         self._check(L.lib().ckpt_check_for_errors(self._mgr()))
@@ -1003,7 +1022,8 @@ class CheckpointManager:
         self._check(rc)
         return bool(rc)
 
-    def delete(self, step):
+    def delete(self, step: int) -> None:
+        """Delete a committed step."""
         step = self._check_step(step)
         if self._options.read_only:
             logging.getLogger('absl').warning(
@@ -1012,7 +1032,8 @@ class CheckpointManager:
             return
         self._check(L.lib().ckpt_delete(self._mgr(), step))
 
-    def metrics(self, step):
+    def metrics(self, step: int) -> Optional[Any]:
+        """The metrics saved with `step` (decoded JSON), or None."""
         step = self._check_step(step)
         if self._is_absent():
             return None
@@ -1027,7 +1048,9 @@ class CheckpointManager:
                  if not k.startswith(_RESERVED_METRIC_PREFIX)}
         return d
 
-    def metadata(self, step=None):
+    def metadata(self, step: Optional[int] = None) -> Any:
+        """step None: the root metadata given at creation (a dict, {} when
+        none). Else the step's metadata (StepMetadata)."""
         """step None: RootMetadata (the root metadata given when the root
         was first opened; {} when none). Else the step's StepMetadata,
         its item_metadata filled for the items whose handler is known."""
@@ -1090,8 +1113,14 @@ class CheckpointManager:
         return step
 
     # -- save
-    def save(self, step, items=None, save_kwargs=None, metrics=None,
-             force=False, args=None, custom_metadata=None):
+    def save(self, step: int, items: Any = None, save_kwargs: Any = None,
+             metrics: Optional[Any] = None, force: bool = False,
+             args: Any = None, custom_metadata: Optional[Any] = None
+             ) -> bool:
+        """Save `args` (e.g. args.StandardSave(tree), or args.Composite)
+        as `step`. Returns False when the save-decision policy skips the
+        step (unless `force`), True once ckptd owns the bytes; the step is
+        written and committed in the background (wait_until_finished)."""
         if isinstance(items, args_lib.CheckpointArgs):
             raise ValueError(_ARGS_AS_ITEMS)
         if items is not None or save_kwargs is not None:
@@ -1364,8 +1393,12 @@ class CheckpointManager:
             self._single_item = os.path.isdir(
                 os.path.join(step_dir, DEFAULT_ITEM_NAME))
 
-    def restore(self, step=None, items=None, restore_kwargs=None,
-                directory=None, args=None):
+    def restore(self, step: Optional[int] = None, items: Any = None,
+                restore_kwargs: Any = None, directory: Any = None,
+                args: Any = None) -> Any:
+        """Restore `step` (default: the latest) as described by `args`
+        (e.g. args.StandardRestore(abstract_tree) for targets and casts);
+        returns the tree, or a Composite of items."""
         if isinstance(items, args_lib.CheckpointArgs):
             raise ValueError(_ARGS_AS_ITEMS)
         if items is not None or restore_kwargs is not None:
@@ -1510,7 +1543,8 @@ class CheckpointManager:
         partial = bool(getattr(a, 'partial_restore', False))
         return _tree.restore_with_target(entries, target, partial, zc)
 
-    def item_metadata(self, step):
+    def item_metadata(self, step: int) -> Any:
+        """Metadata (shapes, dtypes) of the items of `step`, no data."""
         step = self._check_step(step)
         if self._is_absent():
             raise self._absent_error(step)
@@ -1553,7 +1587,8 @@ class CheckpointManager:
         return args_lib.Composite(**out)
 
     # -- ckptd extras
-    def wait_for_step(self, after=None, timeout_secs=None):
+    def wait_for_step(self, after: Optional[int] = None,
+                      timeout_secs: Optional[float] = None) -> int:
         """Block until a step newer than `after` (default: the latest)
         commits, from any process; returns it. TimeoutError on timeout."""
         if after is None:
@@ -1569,7 +1604,7 @@ class CheckpointManager:
         self._check(rc)
         return int(out.value)
 
-    def verify(self, step=None):
+    def verify(self, step: Optional[int] = None) -> list:
         """Check stored checksums; returns a list of problem strings."""
         p = ctypes.c_void_p()
         s = -1 if step is None else self._check_step(step)
