@@ -683,14 +683,27 @@ def match_target(entries, target, partial):
                     wanted[i] = None
         matches.append((tpath, tleaf, exact, sub))
     if not partial:
-        missing = [path_name(entries[i][0]) for i, c in enumerate(covered)
-                   if not c]
+        missing = [i for i, c in enumerate(covered) if not c]
         if missing:
-            raise ValueError(
-                'The target tree does not match the checkpoint: it omits '
-                '%s. Pass partial_restore=True (PyTreeRestore) to restore '
-                'only part of the tree.' % ', '.join(repr(m) for m in missing))
+            raise ValueError(_omitted_message(
+                [(path_name(entries[i][0]), entries[i][1]) for i in missing]))
     return matches, wanted
+
+
+def _omitted_message(missing):
+    """Orbax's words for a target that leaves out saved leaves, one entry
+    per leaf ("Source" is the target, "Target" what is on disk)."""
+    parts = []
+    for where, val in missing:
+        kind = 'np.ndarray' if isinstance(val, RawArray) else 'scalar'
+        parts.append('%s:\n    - Source: MISSING\n    - Target: '
+                     "ValueMetadataEntry(value_type='%s', "
+                     'skip_deserialize=False, write_shape=None)'
+                     % (where, kind))
+    return ('User-provided restore item and on-disk value metadata tree '
+            'structures do not match:\n%s\nIf this mismatch is '
+            'intentional, pass `partial_restore=True` to only restore '
+            'parameters found in `item`.' % '\n\n'.join(parts))
 
 
 def restore_with_target(entries, target, partial, zero_copy):
