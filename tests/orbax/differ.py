@@ -24,7 +24,11 @@ import time
 import traceback
 from unittest import mock
 
-import numpy as np
+os.environ.setdefault('XLA_FLAGS',
+                      '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -146,8 +150,10 @@ def norm(x, env=None):
         return ['np.' + type(x).__name__, x.item()]
     if isinstance(x, np.ndarray):
         return ['ndarray', str(x.dtype), list(x.shape), _values(x)]
-    if type(x).__module__.startswith(('jax', 'jaxlib')) and hasattr(x, 'addressable_shards'):
-        return ['jax.Array', str(x.dtype), list(x.shape), _values(np.asarray(x))]
+    if type(x).__module__.startswith(('jax', 'jaxlib')) and hasattr(
+            x, 'addressable_shards'):
+        return ['jax.Array', str(x.dtype), list(x.shape),
+                _values(np.asarray(x)), _sharding(x.sharding)]
     name = type(x).__name__
     if name in ('Composite', 'CompositeArgs', 'CompositeResults') or (
             hasattr(x, 'items') and hasattr(x, '__getattr__') and
@@ -168,6 +174,16 @@ def norm(x, env=None):
     if isinstance(x, os.PathLike):
         return env.rel(os.fspath(x)) if env else os.fspath(x)
     return [name, env.rel(repr(x)) if env else repr(x)]
+
+
+def _sharding(sh):
+    name = type(sh).__name__
+    if name == 'NamedSharding':
+        return [name, list(sh.mesh.devices.shape), list(sh.mesh.axis_names),
+                str(sh.spec)]
+    if name == 'SingleDeviceSharding':
+        return [name, sorted(d.id for d in sh.device_set)]
+    return [name, len(sh.device_set)]
 
 
 def _values(a):

@@ -886,3 +886,86 @@ def sc_metrics_and_best(ocp, t):
             t.out('steps', sorted(m.all_steps()))
         t.out('best', m.best_step())
         t.out('latest', m.latest_step())
+
+
+# ---- jax.Array leaves (8 CPU devices, XLA_FLAGS set by differ.py) ----------------
+
+def _jax_mesh():
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ('x', 'y'))
+    return jax, mesh, NamedSharding, P
+
+
+def _jax_tree():
+    jax, mesh, NS, P = _jax_mesh()
+    import jax.numpy as jnp
+    return {
+        'sharded': jax.device_put(
+            jnp.arange(64, dtype=jnp.float32).reshape(8, 8),
+            NS(mesh, P('x', 'y'))),
+        'rows': jax.device_put(jnp.arange(24, dtype=jnp.int32).reshape(8, 3),
+                               NS(mesh, P('x'))),
+        'replicated': jax.device_put(jnp.linspace(0, 1, 8,
+                                                  dtype=jnp.bfloat16),
+                                     NS(mesh, P())),
+        'single': jnp.ones((3,), jnp.float16),
+    }
+
+
+def sc_jax_restore_as_saved(ocp, t):
+    with ocp.CheckpointManager(t.root()) as m:
+        m.save(0, args=ocp.args.StandardSave(_jax_tree()))
+        m.wait_until_finished()
+        t.out('restored', m.restore(0, args=ocp.args.StandardRestore()))
+
+
+def sc_jax_restore_into_shardings(ocp, t):
+    jax, mesh, NS, P = _jax_mesh()
+    import jax.numpy as jnp
+    with ocp.CheckpointManager(t.root()) as m:
+        m.save(0, args=ocp.args.StandardSave(_jax_tree()))
+        m.wait_until_finished()
+        sds = jax.ShapeDtypeStruct
+        same = jax.tree.map(lambda a: sds(a.shape, a.dtype,
+                                          sharding=a.sharding), _jax_tree())
+        t.out('same layout', m.restore(0, args=ocp.args.StandardRestore(
+            same)))
+        other = {
+            'sharded': sds((8, 8), jnp.float32, sharding=NS(mesh, P('y'))),
+            'rows': sds((8, 3), jnp.int64 if jax.config.jax_enable_x64
+                        else jnp.int32, sharding=NS(mesh, P())),
+            'replicated': sds((8,), jnp.float32, sharding=NS(mesh, P('x'))),
+            'single': sds((3,), jnp.float32, sharding=NS(mesh, P())),
+        }
+        t.out('resharded and cast', m.restore(
+            0, args=ocp.args.StandardRestore(other)))
+        arrays = {'sharded': jax.device_put(jnp.zeros((8, 8), jnp.float32),
+                                            NS(mesh, P(None, 'x'))),
+                  'rows': jnp.zeros((8, 3), jnp.int32),
+                  'replicated': jax.device_put(jnp.zeros(8, jnp.bfloat16),
+                                               NS(mesh, P('y'))),
+                  'single': jnp.zeros(3, jnp.float16)}
+        t.out('into arrays', m.restore(0, args=ocp.args.StandardRestore(
+            arrays)))
+        t.out('as numpy', m.restore(0, args=ocp.args.StandardRestore(
+            {k: np.zeros(v.shape, v.dtype) for k, v in
+             _jax_tree().items()})))
+
+
+def sc_jax_float8(ocp, t):
+    jax, mesh, NS, P = _jax_mesh()
+    import jax.numpy as jnp
+    tree = {'e4m3': jax.device_put(
+        jnp.array([0.5, 1.0, -2.0, 448.0, 0, 1, 2, 3], jnp.float8_e4m3fn),
+        NS(mesh, P('x'))),
+        'e5m2': jnp.array([0.25, -1.5, 57344.0], jnp.float8_e5m2)}
+    with ocp.CheckpointManager(t.root()) as m:
+        m.save(0, args=ocp.args.StandardSave(tree))
+        m.wait_until_finished()
+        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=a.sharding), tree)
+        t.out('restored', m.restore(0, args=ocp.args.StandardRestore(
+            target)))
+        md = m.item_metadata(0)
+        t.out('metadata', getattr(md, 'tree', md))
