@@ -100,6 +100,7 @@
 #define STORE_MAX_ITEMS 4096
 #define STORE_RM_DEPTH 64
 #define STORE_DEL_SUFFIX ".ckptd-del"
+#define STORE_ORBAX_TMP ".orbax-checkpoint-tmp"
 #define STORE_PAD_PREFIX "__ckptd_pad_"
 
 #define O_DIRFLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -2277,6 +2278,27 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 	return store_remove_tree(rootfd, hidden, e);
 }
 
+/* "<step>.orbax-checkpoint-tmp" or "<step>.orbax-checkpoint-tmp-<digits>":
+ * what an interrupted Orbax save leaves in a root, which Orbax's own
+ * cleanup_tmp_directories removes too. */
+static int
+store_is_orbax_tmp(const char *name)
+{
+	const char *p = strstr(name, STORE_ORBAX_TMP);
+
+	if (p == NULL || p == name)
+		return 0;
+	p += strlen(STORE_ORBAX_TMP);
+	if (*p == '\0')
+		return 1;
+	if (*p++ != '-' || *p == '\0')
+		return 0;
+	for (; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return 1;
+}
+
 int
 store_cleanup_tmp(int rootfd, ckd_err *e)
 {
@@ -2296,7 +2318,8 @@ store_cleanup_tmp(int rootfd, ckd_err *e)
 		if (!ends_with(de->d_name, CKPT_TMP_SUFFIX) &&
 		    !(de->d_name[0] == '.' &&
 		    ends_with(de->d_name, STORE_DEL_SUFFIX) &&
-		    strlen(de->d_name) > 1 + strlen(STORE_DEL_SUFFIX)))
+		    strlen(de->d_name) > 1 + strlen(STORE_DEL_SUFFIX)) &&
+		    !store_is_orbax_tmp(de->d_name))
 			continue;
 		if ((r = store_remove_tree(rootfd, de->d_name, e)) != 0)
 			break;

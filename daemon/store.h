@@ -195,7 +195,8 @@ int store_abort(int rootfd, const char *name, ckd_err *e);
  * from listings, then removed. Errors: CKPT_ENOTFOUND, CKPT_EACCES. */
 int store_delete_step(int rootfd, const char *name, const char *subdir,
     ckd_err *e);
-/* Remove every leftover *.ckptd-tmp and .*.ckptd-del directory. */
+/* Remove every leftover *.ckptd-tmp and .*.ckptd-del directory, and the
+ * *.orbax-checkpoint-tmp[-<digits>] ones an interrupted Orbax save left. */
 int store_cleanup_tmp(int rootfd, ckd_err *e);
 
 /* ---- reading a step ------------------------------------------------------------ */

@@ -969,3 +969,22 @@ def sc_jax_float8(ocp, t):
             target)))
         md = m.item_metadata(0)
         t.out('metadata', getattr(md, 'tree', md))
+
+
+def sc_cleanup_tmp_directories(ocp, t):
+    root = t.root()
+    with ocp.CheckpointManager(root) as m:
+        m.save(0, args=ocp.args.StandardSave(pytree()))
+    for name in ('3.orbax-checkpoint-tmp-1234', '4.orbax-checkpoint-tmp'):
+        os.makedirs(os.path.join(root, name, 'default'))
+    with ocp.CheckpointManager(root, options=opts(
+            ocp, cleanup_tmp_directories=False)) as m:
+        t.out('steps', m.all_steps())
+    t.out('kept', t.listdir(root))
+    with ocp.CheckpointManager(root, options=opts(
+            ocp, cleanup_tmp_directories=True)) as m:
+        t.out('steps', m.all_steps())
+        m.save(1, args=ocp.args.StandardSave(pytree()))
+        m.wait_until_finished()
+        t.out('steps', m.all_steps())
+    t.out('after a save', t.listdir(root))
