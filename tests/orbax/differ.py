@@ -102,6 +102,19 @@ class Env:
         self.out(label, v)
         return v
 
+    def raised(self, label, fn, *a, **kw):
+        """Like attempt(), but shows only whether fn raised and the
+        builtin base of what it raised (for errors whose text comes from
+        the implementation's own I/O)."""
+        try:
+            v = fn(*a, **kw)
+        except Exception as e:  # noqa: BLE001 - it is the result
+            base = next(b for b in _BUILTIN_BASES if isinstance(e, b))
+            self.lines.append('%s: raised %s' % (label, base.__name__))
+            return None
+        self.out(label, v)
+        return v
+
     # -- the clock -----------------------------------------------------------
     @contextlib.contextmanager
     def clock(self):

@@ -988,3 +988,21 @@ def sc_cleanup_tmp_directories(ocp, t):
         m.wait_until_finished()
         t.out('steps', m.all_steps())
     t.out('after a save', t.listdir(root))
+
+
+def sc_async_error_raised_once(ocp, t):
+    """A save that fails after save() returned (its step name is taken by
+    a file, so the commit fails): the error is raised once, by
+    wait_until_finished, and the next save proceeds."""
+    root = t.root()
+    with ocp.CheckpointManager(root) as m:
+        m.save(0, args=ocp.args.StandardSave(pytree()))
+        m.wait_until_finished()
+        with open(os.path.join(root, '1'), 'w') as f:
+            f.write('in the way')
+        t.raised('save 1', m.save, 1, args=ocp.args.StandardSave(pytree()))
+        t.raised('wait', m.wait_until_finished)
+        t.raised('wait again', m.wait_until_finished)
+        t.raised('save 2', m.save, 2, args=ocp.args.StandardSave(pytree()))
+        t.raised('wait', m.wait_until_finished)
+        t.out('steps', sorted(m.all_steps()))

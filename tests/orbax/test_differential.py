@@ -52,6 +52,11 @@ EXPECTED_DIFFERENCES = {
     'read_only_missing_root': ('issue 14', 'read_only on a missing root: '
                                'Orbax lists no steps, ckpt raises '
                                'FileNotFoundError'),
+    'async_error_raised_once': (
+        'issue 14', 'a file in the way of step 1: Orbax replaces it and '
+        'saves; ckpt fails the commit and then raises that error again on '
+        'every wait_until_finished and save (Orbax raises an async error '
+        'once, then the next save proceeds)'),
     'default_init_default_item': (
         'seed', 'Orbax 0.12 restores with the handler recorded in the '
         'step; ckpt raises the seed page\'s undetermined-handler error'),
