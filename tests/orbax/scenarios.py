@@ -462,7 +462,7 @@ def sc_default_item_metadata_with_new_checkpoint_manager(ocp, t):
         t.attempt('item_metadata unknown handler', m.item_metadata, 0)
     with ocp.CheckpointManager(
             root, item_handlers=ocp.StandardCheckpointHandler()) as m:
-        md = t.attempt('item_metadata type', lambda: type(
+        t.attempt('item_metadata type', lambda: type(
             m.item_metadata(0)).__name__)
         t.out('item_metadata tree', getattr(m.item_metadata(0), 'tree',
                                             m.item_metadata(0)))

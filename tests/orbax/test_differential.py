@@ -116,7 +116,7 @@ def outputs(daemon, tmp_path_factory):
 
 
 @pytest.mark.parametrize('name', [n for n, _ in scenarios.all_scenarios()])
-def test_same_as_orbax(outputs, name, request):
+def test_same_as_orbax(outputs, name):
     orbax, ours = outputs['orbax'][name], outputs['ckpt'][name]
     assert orbax, 'scenario %s showed nothing' % name
     diff = '\n'.join(difflib.unified_diff(orbax, ours, 'orbax', 'ckpt',
