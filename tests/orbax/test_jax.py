@@ -94,3 +94,23 @@ def test_ckpt_does_not_import_jax(daemon):
         daemon), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'ok'
+
+
+def test_jax_leaf_restores_as_numpy_without_jax(ck, daemon, tmp_path, mesh):
+    root = str(tmp_path / 'r')
+    x = jax.device_put(jnp.arange(16, dtype=jnp.float32).reshape(4, 4),
+                       NamedSharding(mesh, P('x')))
+    with ck.CheckpointManager(root) as m:
+        m.save(0, args=ck.args.StandardSave({'x': x}))
+    code = ('import sys, numpy as np, ckpt\n'
+            'with ckpt.CheckpointManager(%r) as m:\n'
+            '    r = m.restore(0, args=ckpt.args.StandardRestore())\n'
+            'a = r["x"]\n'
+            'assert type(a) is np.ndarray, type(a)\n'
+            'assert a.flags.writeable and a.flags.owndata\n'
+            'assert "jax" not in sys.modules\n'
+            'print(a.sum())\n' % root)
+    out = subprocess.run([sys.executable, '-c', code], env=subprocess_env(
+        daemon), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '120.0'

@@ -85,6 +85,11 @@ def _jax():
     return sys.modules.get('jax')
 
 
+def loaded():
+    """True once the program has imported jax."""
+    return _jax() is not None
+
+
 def is_array(x):
     """True for a concrete jax.Array (not a tracer)."""
     jax = _jax()
@@ -148,9 +153,7 @@ class _Target:
 def restore_as_saved(host, tag):
     """A leaf that was saved as a jax.Array, restored without a target: a
     jax.Array in the saved layout when this process has the devices, else
-    on the default device (Orbax too gives back jax arrays). Without jax
-    imported, the numpy array."""
-    if _jax() is None:
-        return host
+    on the default device (Orbax too gives back jax arrays). Only called
+    once jax is loaded(); without jax a jax leaf restores as numpy."""
     sharding = _sharding_from_tag(tag) if tag != TAG_JAX else None
     return place(host, _Target(host.dtype, sharding))

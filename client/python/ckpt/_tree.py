@@ -446,7 +446,8 @@ class RawArray:
             return self.torch_copy()
         if self.tag == TAG_NP_SCALAR and not self.shape:
             return self.numpy_copy()[()]
-        if _jax.is_tag(self.tag) and self.ck in _CK_TO_NP:
+        if _jax.is_tag(self.tag) and self.ck in _CK_TO_NP and \
+                _jax.loaded():
             return _jax.restore_as_saved(self.numpy_view(), self.tag)
         return self.numpy_view() if zero_copy else self.numpy_copy()
 
@@ -521,7 +522,8 @@ def _materialize_default(v, zero_copy):
         if v.tag == TAG_NP_SCALAR and isinstance(v.obj, np.ndarray) and \
                 v.obj.shape == ():
             return v.obj[()]
-        if _jax.is_tag(v.tag) and isinstance(v.obj, np.ndarray):
+        if _jax.is_tag(v.tag) and isinstance(v.obj, np.ndarray) and \
+                _jax.loaded():
             return _jax.restore_as_saved(v.obj, v.tag)
         return v.obj
     if isinstance(v, RawArray):
@@ -729,7 +731,9 @@ def _omitted_message(missing):
     per leaf ("Source" is the target, "Target" what is on disk)."""
     parts = []
     for where, val in missing:
-        kind = 'np.ndarray' if isinstance(val, RawArray) else 'scalar'
+        kind = 'scalar'
+        if isinstance(val, RawArray):
+            kind = 'jax.Array' if _jax.is_tag(val.tag) else 'np.ndarray'
         parts.append('%s:\n    - Source: MISSING\n    - Target: '
                      "ValueMetadataEntry(value_type='%s', "
                      'skip_deserialize=False, write_shape=None)'
