@@ -101,7 +101,7 @@
 #define STORE_MAX_ITEMS 4096
 #define STORE_RM_DEPTH 64
 #define STORE_DEL_SUFFIX ".ckptd-del"
-#define STORE_ORBAX_TMP ".orbax-checkpoint-tmp-"
+#define STORE_ORBAX_TMP ".orbax-checkpoint-tmp"
 #define STORE_PAD_PREFIX "__ckptd_pad_"
 
 #define O_DIRFLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -2611,9 +2611,11 @@ out:
 	return r;
 }
 
-/* Orbax's tmp dirs: "<name>.orbax-checkpoint-tmp-<digits>". */
+/* "<step>.orbax-checkpoint-tmp" or "<step>.orbax-checkpoint-tmp-<digits>":
+ * what an interrupted Orbax save leaves in a root, which Orbax's own
+ * cleanup_tmp_directories removes too. */
 static int
-is_orbax_tmp(const char *name)
+store_is_orbax_tmp(const char *name)
 {
 	const char *p = strstr(name, STORE_ORBAX_TMP);
 
@@ -2621,6 +2623,8 @@ is_orbax_tmp(const char *name)
 		return 0;
 	p += strlen(STORE_ORBAX_TMP);
 	if (*p == '\0')
+		return 1;
+	if (*p++ != '-' || *p == '\0')
 		return 0;
 	for (; *p != '\0'; p++)
 		if (*p < '0' || *p > '9')
@@ -2670,7 +2674,7 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		    ends_with(de->d_name, STORE_DEL_SUFFIX) &&
 		    l > 1 + strlen(STORE_DEL_SUFFIX)) &&
 		    !((flags & STORE_LEFTOVER_ORBAX) &&
-		    is_orbax_tmp(de->d_name))) {
+		    store_is_orbax_tmp(de->d_name))) {
 			continue;
 		}
 		if (fstatat(dirfd(d), de->d_name, &st,
@@ -2723,8 +2727,8 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 int
 store_cleanup_tmp(int rootfd, ckd_err *e)
 {
-	return store_collect_leftovers(rootfd, NULL, STORE_LEFTOVER_ANY_NAMING,
-	    NULL, NULL, e);
+	return store_collect_leftovers(rootfd, NULL, STORE_LEFTOVER_ANY_NAMING |
+	    STORE_LEFTOVER_ORBAX, NULL, NULL, e);
 }
 
 /* ---- reading array files ------------------------------------------------------- */

@@ -226,7 +226,8 @@ int store_abort(int rootfd, const char *name, ckd_err *e);
 int store_delete_step(int rootfd, const char *name, const char *subdir,
     ckd_err *e);
 /* Remove every leftover *.ckptd-tmp and .*.ckptd-del directory (of any
- * naming) that no live save owns. */
+ * naming) that no live save owns, and the *.orbax-checkpoint-tmp[-<digits>]
+ * ones an interrupted Orbax save left (cleanup_tmp_directories). */
 int store_cleanup_tmp(int rootfd, ckd_err *e);
 
 /* Leftovers of a crash. A save owns its <name>.ckptd-tmp through an
@@ -237,7 +238,7 @@ int store_cleanup_tmp(int rootfd, ckd_err *e);
  *    *out: the saves a crash interrupted, with the tmp dir's mtime);
  *  - with STORE_LEFTOVER_ANY_NAMING, those of every naming too;
  *  - every unlocked hidden .<name>.ckptd-del (a delete already decided);
- *  - with STORE_LEFTOVER_ORBAX, Orbax's <name>.orbax-checkpoint-tmp-<N>
+ *  - with STORE_LEFTOVER_ORBAX, Orbax's <name>.orbax-checkpoint-tmp[-<N>]
  *    (Orbax's cleanup_tmp_directories: the caller says none is live).
  * out may be NULL; *out is malloc'ed. An entry that cannot be removed
  * (another user's) does not stop the others: the first error is

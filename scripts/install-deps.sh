@@ -4,6 +4,12 @@
 #
 # Idempotent and non-interactive; run as root on Debian 12 (bookworm):
 #     scripts/install-deps.sh   (re-runs itself with sudo when not root)
+#
+# Then it makes the virtual environment .venv at the top of the source tree
+# (Debian's python3, without the system site packages, so that its numpy 2
+# stays out of /usr/bin/python3) with the pinned packages of
+# tests/orbax/requirements.txt: orbax-checkpoint and jax (CPU) for the
+# Orbax comparison suite. VENV_DIR overrides where it goes.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -24,7 +30,7 @@ packages=(
 	# tests
 	libcmocka-dev valgrind clang libclang-rt-14-dev
 	python3 python3-numpy python3-pytest python3-torch python3-h5py
-	python3-zarr
+	python3-zarr python3-venv
 	# integration tests: a second Unix user (useradd), running as it
 	# (setpriv, unshare, nsenter, mount), process tools, systemd itself for
 	# the unit tests in a private namespace
@@ -49,11 +55,31 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	echo "install-deps.sh: all ${#packages[@]} packages already installed"
-	exit 0
+else
+	echo "install-deps.sh: installing ${missing[*]}"
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+		"${missing[@]}"
 fi
 
-echo "install-deps.sh: installing ${missing[*]}"
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
-	-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-	"${missing[@]}"
+# The virtual environment for the Orbax comparison. Re-running installs
+# nothing when the pins are already met (pip checks them), and a venv left
+# half made by an interrupted run is made again.
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV_DIR:-$top/.venv}
+reqs=$top/tests/orbax/requirements.txt
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+	rm -rf "$venv"
+	/usr/bin/python3 -m venv "$venv"
+fi
+stamp=$venv/.requirements
+if ! cmp -s "$reqs" "$stamp" ||
+	! "$venv/bin/python" -c 'import orbax.checkpoint, jax, ml_dtypes' 2>/dev/null; then
+	echo "install-deps.sh: installing tests/orbax/requirements.txt into $venv"
+	"$venv/bin/python" -m pip install -q --disable-pip-version-check \
+		--no-input -r "$reqs"
+	cp "$reqs" "$stamp"
+else
+	echo "install-deps.sh: $venv is up to date"
+fi

@@ -47,13 +47,15 @@ echo "==== sanitizer build ($asan: address,undefined)"
 #    interpreter itself); the same Python tests run in the normal build.
 #  - the systemd suite: it tests the unit files (sandboxing, activation),
 #    not the code, and runs in the normal build.
+#  - the orbax suite (Python against orbax-checkpoint), for the reason of
+#    the Python suite.
 rm -f "$asan/meson-logs/testlog.json"
 if setup "$asan" -Db_sanitize=address,undefined -Db_lundef=false &&
 	ninja -C "$asan"; then
 	ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:print_summary=1} \
 	UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:print_summary=1} \
 		meson test -C "$asan" --print-errorlogs --timeout-multiplier 3 \
-		--no-suite python --no-suite systemd "${extra[@]}"
+		--no-suite python --no-suite systemd --no-suite orbax "${extra[@]}"
 else
 	echo "run-tests.sh: the sanitizer build failed" >&2
 	build_failures=$((build_failures + 1))

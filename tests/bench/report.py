@@ -123,6 +123,25 @@ ROWS = [
      'budget_bytes', '--memory-budget', 'B', 'c/b', ('<=', 1.0)),
     ('saves seen waiting for memory', 'budget_max_waiting', 1.0,
      'at least 1 (status)', 'count', 'c/b', ('>=', 1.0)),
+    # vs_orbax.py: ckpt and orbax-checkpoint, default (async) options
+    ('vs Orbax: save blocking, numpy', 'ox_ckpt_np_save_blocking',
+     'ox_orbax_np_save_blocking', 'orbax', 's', 'b/c', ('>=', 10)),
+    ('vs Orbax: save blocking, jax', 'ox_ckpt_jax_save_blocking',
+     'ox_orbax_jax_save_blocking', 'orbax', 's', 'b/c', ('>=', 10)),
+    ('vs Orbax: save -> durable, numpy', 'ox_ckpt_np_save_durable',
+     'ox_orbax_np_save_durable', 'orbax', 's', 'c/b', ('<=', 1.0)),
+    ('vs Orbax: save -> durable, jax', 'ox_ckpt_jax_save_durable',
+     'ox_orbax_jax_save_durable', 'orbax', 's', 'c/b', ('<=', 1.0)),
+    ('vs Orbax: restore new arrays, numpy', 'ox_ckpt_np_restore_new',
+     'ox_orbax_np_restore_new', 'orbax', 'B/s', 'c/b', ('>=', 2)),
+    ('vs Orbax: restore new arrays, jax', 'ox_ckpt_jax_restore_new',
+     'ox_orbax_jax_restore_new', 'orbax', 'B/s', 'c/b', ('>=', 2)),
+    ('vs Orbax: restore into targets, numpy', 'ox_ckpt_np_restore_target',
+     'ox_orbax_np_restore_target', 'orbax', 'B/s', 'c/b', ('>=', 2)),
+    ('vs Orbax: restore into targets, jax', 'ox_ckpt_jax_restore_target',
+     'ox_orbax_jax_restore_target', 'orbax', 'B/s', 'c/b', ('>=', 2)),
+    ('vs Orbax: training loop slowdown', 'ox_ckpt_interference',
+     'ox_orbax_interference', 'orbax', 'x', 'c/b', ('<=', 0.5)),
 ]
 
 

@@ -16,6 +16,9 @@
 #   CKPT_BENCH_PINGS [20000]    round trips per latency sample
 #   CKPT_BENCH_BUDGET [256M]    --memory-budget of the back-pressure daemon
 #   CKPT_BENCH_PEERS [numpy,torch,h5py,zarr,ckpt]  peers.py cases ("" = none)
+#   CKPT_BENCH_ORBAX [1]        0: skip vs_orbax.py (ckpt vs orbax-checkpoint,
+#                               run with the venv's python)
+#   CKPT_BENCH_ORBAX_RUNS [3]   runs per vs_orbax.py case
 #   CKPT_BENCH_ONLY             bench_ckpt groups (see bench_ckpt.c)
 #   CKPT_BENCH_DIR [<build>]    where the temporary work directory goes: it
 #                               must be on the filesystem under test
@@ -39,6 +42,7 @@ SHARE_MIB=${CKPT_BENCH_SHARE_MIB:-128}
 PINGS=${CKPT_BENCH_PINGS:-20000}
 BUDGET=${CKPT_BENCH_BUDGET:-256M}
 PEERS=${CKPT_BENCH_PEERS-numpy,torch,h5py,zarr,ckpt}
+ORBAX_RUNS=${CKPT_BENCH_ORBAX_RUNS:-3}
 ONLY=${CKPT_BENCH_ONLY:-}
 build=${CKPT_BENCH_BUILD:-$src/build-bench}
 
@@ -172,6 +176,23 @@ if [ -n "$PEERS" ] && [ -z "$ONLY" ]; then
 		"$py" "$here/peers.py" --dir "$work/peers" --gib "$GIB" \
 		--arrays "$ARRAYS" --runs "$RUNS" --only "$PEERS" >>"$results" ||
 		log "peers.py failed (status $?); the table is partial"
+fi
+
+# ---- against orbax-checkpoint (the venv of scripts/install-deps.sh) -----------
+venv_py=$src/.venv/bin/python
+if [ "${CKPT_BENCH_ORBAX:-1}" = 1 ] && [ -z "$ONLY" ]; then
+	if [ -x "$venv_py" ]; then
+		log "vs_orbax.py"
+		CKPTD_SOCKET=$work/main.sock CKPTD_AUTOSTART=0 \
+		CKPT_LIBRARY=$(ls "$libdir"/libckpt.so* 2>/dev/null | head -1) \
+		PYTHONPATH=$src/client/python${PYTHONPATH:+:$PYTHONPATH} \
+			"$venv_py" "$here/vs_orbax.py" --dir "$work/orbax" \
+			--gib "$GIB" --arrays "$ARRAYS" --runs "$ORBAX_RUNS" \
+			>>"$results" ||
+			log "vs_orbax.py failed (status $?); the table is partial"
+	else
+		log "no $venv_py (scripts/install-deps.sh makes it): no Orbax rows"
+	fi
 fi
 
 # idle RSS once more, now that everything ran

@@ -1754,7 +1754,21 @@ test_delete_and_cleanup(void **state)
 	assert_int_equal(mkdirat(f->dfd, ".11.ckptd-del", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, ".ckptd-del", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "keep", 0755), 0);
+	/* and what an interrupted Orbax save leaves, as Orbax's cleanup */
+	assert_int_equal(mkdirat(f->dfd, "12.orbax-checkpoint-tmp-1701", 0755),
+	    0);
+	assert_int_equal(mkdirat(f->dfd, "12.orbax-checkpoint-tmp-1701/d",
+	    0755), 0);
+	assert_int_equal(mkdirat(f->dfd, "13.orbax-checkpoint-tmp", 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, ".orbax-checkpoint-tmp", 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, "14.orbax-checkpoint-tmp-x", 0755), 0);
+	assert_int_equal(mkdirat(f->dfd, "15.orbax-checkpoint-tmp-", 0755), 0);
 	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_false(exists_at(f->dfd, "12.orbax-checkpoint-tmp-1701"));
+	assert_false(exists_at(f->dfd, "13.orbax-checkpoint-tmp"));
+	assert_true(exists_at(f->dfd, ".orbax-checkpoint-tmp"));
+	assert_true(exists_at(f->dfd, "14.orbax-checkpoint-tmp-x"));
+	assert_true(exists_at(f->dfd, "15.orbax-checkpoint-tmp-"));
 	assert_false(exists_at(f->dfd, "10" CKPT_TMP_SUFFIX));
 	assert_false(exists_at(f->dfd, ".11.ckptd-del"));
 	assert_true(exists_at(f->dfd, ".ckptd-del"));

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ckpt import _jax
 from ckpt import _lib
 from ckpt import metadata as _md
 
@@ -285,8 +286,11 @@ def prepare_leaf(path, x):
         return _prep_numpy(path, x)
     if is_torch_tensor(x):
         return _prep_torch(path, x)
+    if _jax.is_array(x):
+        return _prep_numpy(path, _jax.host_array(x, where),
+                           _jax.sharding_tag(x))
     if hasattr(x, '__array__') and hasattr(x, 'shape') and hasattr(x, 'dtype'):
-        # e.g. jax arrays: bring them to host memory
+        # other array types: bring them to host memory
         arr = np.asarray(x)
         if arr.dtype.hasobject:
             raise TypeError('Unsupported object array at %s' % where)
@@ -442,6 +446,9 @@ class RawArray:
             return self.torch_copy()
         if self.tag == TAG_NP_SCALAR and not self.shape:
             return self.numpy_copy()[()]
+        if _jax.is_tag(self.tag) and self.ck in _CK_TO_NP and \
+                _jax.loaded():
+            return _jax.restore_as_saved(self.numpy_view(), self.tag)
         return self.numpy_view() if zero_copy else self.numpy_copy()
 
 
@@ -515,6 +522,9 @@ def _materialize_default(v, zero_copy):
         if v.tag == TAG_NP_SCALAR and isinstance(v.obj, np.ndarray) and \
                 v.obj.shape == ():
             return v.obj[()]
+        if _jax.is_tag(v.tag) and isinstance(v.obj, np.ndarray) and \
+                _jax.loaded():
+            return _jax.restore_as_saved(v.obj, v.tag)
         return v.obj
     if isinstance(v, RawArray):
         return v.default_value(zero_copy)
@@ -588,8 +598,34 @@ def _target_dtype(x):
     return np.dtype(dt)
 
 
+def _host_value(val, tshape, where):
+    """A restored leaf as a numpy array of shape tshape, without a copy
+    where it can be a view."""
+    if isinstance(val, Ready):
+        obj = val.obj
+        if is_torch_tensor(obj):
+            obj = obj.numpy() if obj.dtype in _TORCH_NUMPY_OK else \
+                obj.to(_torch.float32).numpy()
+        host = np.asarray(obj)
+    elif isinstance(val, RawArray):
+        host = (val.numpy_view() if val.ck in _CK_TO_NP
+                else val.numpy_copy(np.float32))
+    elif isinstance(val, (bool, int, float)):
+        host = np.asarray(val)
+    else:
+        raise ValueError('Cannot restore %s value at %s into an array '
+                         'target' % (type(val).__name__, where))
+    if tuple(host.shape) != tshape:
+        raise ValueError(
+            'Shape mismatch at %s: the checkpoint has %s, the target asks '
+            'for %s' % (where, tuple(host.shape), tshape))
+    return host
+
+
 def _convert_to_target(val, tgt, zero_copy, where):
     tshape = tuple(int(d) for d in tgt.shape)
+    if _jax.is_target(tgt):
+        return _jax.place(_host_value(val, tshape, where), tgt)
     tdt = _target_dtype(tgt)
     want_torch = is_torch_tensor(tgt) or (
         _torch is not None and isinstance(tdt, _torch.dtype))
@@ -689,13 +725,29 @@ def match_target(entries, target, partial):
                     wanted[i] = None
         matches.append((tpath, tleaf, exact, sub))
     if not partial:
-        missing = [path_name(entries[i][0]) for i, c in enumerate(covered)
-                   if not c]
+        missing = [i for i, c in enumerate(covered) if not c]
         if missing:
-            raise ValueError(_structure_mismatch(
-                'the target omits %s'
-                % ', '.join(repr(m) for m in missing)))
+            raise ValueError(_omitted_message(
+                [(path_name(entries[i][0]), entries[i][1]) for i in missing]))
     return matches, wanted
+
+
+def _omitted_message(missing):
+    """Orbax's words for a target that leaves out saved leaves, one entry
+    per leaf ("Source" is the target, "Target" what is on disk)."""
+    parts = []
+    for where, val in missing:
+        kind = 'scalar'
+        if isinstance(val, RawArray):
+            kind = 'jax.Array' if _jax.is_tag(val.tag) else 'np.ndarray'
+        parts.append('%s:\n    - Source: MISSING\n    - Target: '
+                     "ValueMetadataEntry(value_type='%s', "
+                     'skip_deserialize=False, write_shape=None)'
+                     % (where, kind))
+    return ('User-provided restore item and on-disk value metadata tree '
+            'structures do not match:\n%s\nIf this mismatch is '
+            'intentional, pass `partial_restore=True` to only restore '
+            'parameters found in `item`.' % '\n\n'.join(parts))
 
 
 def _structure_mismatch(diff):

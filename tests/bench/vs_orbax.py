@@ -1,0 +1,185 @@
+"""vs_orbax.py - ckpt against orbax.checkpoint on the same state, same disk.
+
+Run with the Python of the virtual environment that scripts/install-deps.sh
+makes (orbax-checkpoint and jax), by run.sh; one JSON line per sample:
+
+    .venv/bin/python vs_orbax.py --dir DIR [--gib 1] [--arrays 64] [--runs 3]
+        [--interference-steps 40]
+
+For each library (ckpt, orbax) and each kind of leaf (numpy arrays; jax
+arrays sharded over the 8 CPU devices of
+XLA_FLAGS=--xla_force_host_platform_device_count=8), with each library's
+default options (async saves):
+  save blocking   how long save() holds the caller
+  save -> durable save() until wait_until_finished() returns
+  restore new     restore without a target (new arrays)
+  restore target  restore into a given target (numpy arrays / abstract
+                  jax.ShapeDtypeStruct with the saved sharding)
+and the trainer interference: a CPU-bound loop's slowdown while the state
+is checkpointed every 10 steps (the loop's time with checkpoints over its
+time without). Cases: ox_<lib>_<np|jax>_<what>, ox_<lib>_interference.
+The ckpt cases need CKPTD_SOCKET (a ckptd on the same filesystem).
+"""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+
+def emit(case, run, value, unit):
+    print(json.dumps({'case': case, 'run': run, 'value': value,
+                      'unit': unit}), flush=True)
+
+
+def note(msg):
+    print('vs_orbax.py: ' + msg, file=sys.stderr, flush=True)
+
+
+def make_state(np, gib, n):
+    each = int(gib * (1 << 30)) // n // 4096 * 4096
+    rng = np.random.default_rng(1)
+    return {'layer%02d' % i: rng.integers(0, 1 << 32, size=each // 4,
+                                          dtype=np.uint32).view(np.float32)
+            .reshape(8, -1) for i in range(n)}
+
+
+def check_same(np, got, want, what):
+    for k, v in want.items():
+        g = np.asarray(got[k])
+        if g.shape != v.shape or g.dtype != v.dtype or \
+                g[0, :16].tobytes() != np.asarray(v)[0, :16].tobytes() or \
+                g[-1, -16:].tobytes() != np.asarray(v)[-1, -16:].tobytes():
+            raise SystemExit('%s: restored %s differs' % (what, k))
+
+
+def bench_lib(lib, ocp, kind, state, target, work, runs, nbytes, np):
+    root = os.path.join(work, '%s-%s' % (lib, kind))
+    shutil.rmtree(root, ignore_errors=True)
+    pre = 'ox_%s_%s_' % (lib, kind)
+    note('%s %s (%d runs)' % (lib, kind, runs))
+    opts = ocp.CheckpointManagerOptions(max_to_keep=2)
+    with ocp.CheckpointManager(root, options=opts) as m:
+        step = 0
+        m.save(step, args=ocp.args.StandardSave(state))   # warm-up
+        m.wait_until_finished()
+        for r in range(runs):
+            step += 1
+            os.sync()
+            t0 = time.monotonic()
+            m.save(step, args=ocp.args.StandardSave(state))
+            t1 = time.monotonic()
+            m.wait_until_finished()
+            t2 = time.monotonic()
+            emit(pre + 'save_blocking', r, t1 - t0, 's')
+            emit(pre + 'save_durable', r, t2 - t0, 's')
+        got = m.restore(step, args=ocp.args.StandardRestore())   # warm
+        check_same(np, got, state, lib + ' restore')
+        del got
+        for r in range(runs):
+            t0 = time.monotonic()
+            got = m.restore(step, args=ocp.args.StandardRestore())
+            t = time.monotonic() - t0
+            del got
+            emit(pre + 'restore_new', r, nbytes / t, 'B/s')
+        for r in range(runs):
+            t0 = time.monotonic()
+            got = m.restore(step, args=ocp.args.StandardRestore(target))
+            t = time.monotonic() - t0
+            if r == 0:
+                check_same(np, got, state, lib + ' restore into target')
+            del got
+            emit(pre + 'restore_target', r, nbytes / t, 'B/s')
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def train_step(np, x):
+    """About 0.1 s of single-threaded CPU work on an idle core."""
+    for _ in range(12):
+        x = np.tanh(x) * 1.0001 + 0.5
+    return x
+
+
+def loop_time(np, steps, on_step=None):
+    x = np.random.default_rng(2).standard_normal((512, 512))
+    t0 = time.monotonic()
+    for i in range(steps):
+        x = train_step(np, x)
+        if on_step is not None:
+            on_step(i)
+    return time.monotonic() - t0
+
+
+def bench_interference(libs, state, work, steps, reps, np):
+    """Each repetition times the bare loop and then the loop with
+    checkpoints, for each library in turn, so that both see the same
+    machine load; the slowdown is the median over the repetitions."""
+    for rep in range(reps):
+        for lib, ocp in libs:
+            root = os.path.join(work, '%s-interference' % lib)
+            shutil.rmtree(root, ignore_errors=True)
+            note('%s interference, repetition %d (%d steps, a save every '
+                 '10)' % (lib, rep, steps))
+            base = loop_time(np, steps)
+            with ocp.CheckpointManager(
+                    root, options=ocp.CheckpointManagerOptions(
+                        max_to_keep=2)) as m:
+                def on_step(i):
+                    if i % 10 == 0:
+                        m.save(i, args=ocp.args.StandardSave(state))
+                t = loop_time(np, steps, on_step)
+                m.wait_until_finished()
+            shutil.rmtree(root, ignore_errors=True)
+            emit('ox_%s_loop_base' % lib, rep, base, 's')
+            emit('ox_%s_loop_ckpt' % lib, rep, t, 's')
+            emit('ox_%s_interference' % lib, rep, max(t / base - 1.0, 1e-6),
+                 'x')
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('--dir', required=True)
+    p.add_argument('--gib', type=float, default=1.0)
+    p.add_argument('--arrays', type=int, default=64)
+    p.add_argument('--runs', type=int, default=3)
+    p.add_argument('--interference-steps', type=int, default=40)
+    p.add_argument('--only', default='ckpt,orbax')
+    o = p.parse_args()
+    logging.getLogger('absl').setLevel(logging.ERROR)
+
+    import numpy as np
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import orbax.checkpoint as orbax
+    import ckpt
+    os.makedirs(o.dir, exist_ok=True)
+    note('generating %.2f GiB in %d arrays' % (o.gib, o.arrays))
+    state = make_state(np, o.gib, o.arrays)
+    nbytes = sum(a.nbytes for a in state.values())
+    emit('ox_bytes', 0, nbytes, 'B')
+    mesh = Mesh(np.array(jax.devices()), ('d',))
+    sh = NamedSharding(mesh, P('d'))
+    jstate = {k: jax.device_put(v, sh) for k, v in state.items()}
+    jax.block_until_ready(jstate)
+    targets = {
+        'np': {k: np.empty_like(v) for k, v in state.items()},
+        'jax': {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh)
+                for k, v in state.items()},
+    }
+    libs = [(n, m) for n, m in (('ckpt', ckpt), ('orbax', orbax))
+            if n in o.only.split(',')]
+    for kind, st in (('np', state), ('jax', jstate)):
+        for name, mod in libs:
+            bench_lib(name, mod, kind, st, targets[kind], o.dir, o.runs,
+                      nbytes, np)
+    bench_interference(libs, state, o.dir, o.interference_steps, o.runs, np)
+
+
+if __name__ == '__main__':
+    main()
