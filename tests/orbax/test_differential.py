@@ -17,46 +17,30 @@ import pytest
 from conftest import HERE, subprocess_env
 import scenarios
 
-# scenario -> (tag, why). Tags: "issue 14" = Orbax parity work in
-# manager.py/metadata.py/args.py that is under way elsewhere; "seed" = ckpt
+# scenario -> (tag, why). Tags: "issue 14" = Orbax parity not done yet;
+# "seed" = ckpt
 # keeps the behaviour of the seed page / ORBAX.md where orbax-checkpoint
 # 0.12 changed it; "ckptd" = a deliberate difference of ckptd's design.
 # Delete a row once the difference is gone (the test then says so).
 EXPECTED_DIFFERENCES = {
-    'metadata': ('issue 14', 'metadata() returns a dict, Orbax 0.12 a '
-                 'RootMetadata'),
-    'empty_metadata': ('issue 14', 'metadata() returns a dict, Orbax 0.12 '
-                       'a RootMetadata'),
-    'errors_options': ('issue 14', 'option validation messages are worded '
-                       'differently'),
-    'item_names_with_single_item_handler': ('issue 14', 'validation '
-                                            'message worded differently'),
     'save_step_metadata': ('issue 14', 'Orbax lists "metrics" among the '
                            'item_handlers of a step with metrics'),
     'checkpoint_args_mismatch_item_handlers': (
-        'issue 14', 'save() does not check args against the registered '
-        'item_handlers ("... does not match with any registered handler!")'),
+        'ckptd', 'the same message, but Orbax lists its handler registry '
+        'as Python objects (class paths, memory addresses)'),
     'save_restore_invalid_item': (
-        'issue 14', 'save() accepts an item not in item_names; Orbax '
-        'raises "... does not match with any registered handler!"'),
-    'new_and_legacy_api_confusion': (
-        'issue 14', 'args passed positionally: both ValueError, ckpt '
-        'explains the legacy API instead of Orbax\'s "Found an instance of '
-        '`CheckpointArgs` provided for `items`..."'),
+        'ckptd', 'as checkpoint_args_mismatch_item_handlers'),
     'item_metadata_with_handler': ('issue 14', 'item_metadata() returns '
                                    'a dict, Orbax 0.12 a TreeMetadata; the '
                                    'leaves are the same'),
-    'directory_creation': ('issue 14', 'create=False on a missing root: '
-                           'Orbax lists no steps, ckpt raises '
-                           'FileNotFoundError'),
-    'read_only_missing_root': ('issue 14', 'read_only on a missing root: '
-                               'Orbax lists no steps, ckpt raises '
-                               'FileNotFoundError'),
+    'directory_creation': ('ckptd', 'create=False on a missing root: '
+                           'Orbax lists no steps and fails later, ckpt '
+                           'refuses it at once with FileNotFoundError'),
     'async_error_raised_once': (
-        'issue 14', 'a file in the way of step 1: Orbax replaces it and '
-        'saves; ckpt fails the commit and then raises that error again on '
-        'every wait_until_finished and save (Orbax raises an async error '
-        'once, then the next save proceeds)'),
+        'ckptd', 'a file in the way of step 1: Orbax replaces it and saves; '
+        'ckptd never removes a file it did not create, so that save fails '
+        '(its error is raised once, then the next save proceeds, as in '
+        'Orbax)'),
     'default_init_default_item': (
         'seed', 'Orbax 0.12 restores with the handler recorded in the '
         'step; ckpt raises the seed page\'s undetermined-handler error'),
@@ -123,6 +107,7 @@ def test_same_as_orbax(outputs, name):
                                           lineterm='', n=1))
     if name in EXPECTED_DIFFERENCES:
         issue, why = EXPECTED_DIFFERENCES[name]
+        print('expected difference (%s: %s):\n%s' % (issue, why, diff))
         assert orbax != ours, (
             'scenario %s no longer differs from Orbax (%s: %s): remove it '
             'from EXPECTED_DIFFERENCES' % (name, issue, why))
