@@ -660,9 +660,14 @@ main_load_config(const char *file, struct config *out, ckd_err *e)
 	memset(&fc, 0, sizeof fc);
 	if (M.cfg_file[0] != '\0' &&
 	    (r = config_read_file(M.cfg_file, &fc, e)) != 0) {
-		if (r != CKPT_ENOTFOUND || M.cfg_explicit)
+		if ((r != CKPT_ENOTFOUND && r != CKPT_EACCES) ||
+		    M.cfg_explicit)
 			return r;
-		M.cfg_file[0] = '\0';  /* no default file: fine */
+		/* No default file, or one in a home we may not read (a
+		 * daemon run as another user with this HOME): fine. */
+		if (r == CKPT_EACCES)
+			fprintf(stderr, "ckptd: ignoring %s\n", e->msg);
+		M.cfg_file[0] = '\0';
 		memset(&fc, 0, sizeof fc);
 	}
 	config_merge(out, &fc, &M.cli);
@@ -721,11 +726,12 @@ main_grace_cb(evutil_socket_t fd, short what, void *arg)
 	struct manager_stats ms;
 
 	manager_stats(&ms);
-	if (ms.managers > 0 && now_mono_ns() < M.grace_end_ns) {
+	if (ms.trainers > 0 && now_mono_ns() < M.grace_end_ns) {
 		evtimer_add(M.grace_ev, &poll);
 		return;
 	}
-	log_info("preemption grace over (%u managers open)", ms.managers);
+	log_info("preemption grace over (%u trainers' managers open)",
+	    ms.trainers);
 	main_stop();
 }
 
@@ -759,12 +765,14 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	conn_stop_listening();
 	preempt_begin(strsignal(sig));
 	manager_stats(&ms);
-	if (M.cfg.preempt_grace > 0 && ms.managers > 0 &&
+	/* Only managers that saved (trainers) hold the grace: an evaluator
+	 * waiting for steps would keep a restart waiting for nothing. */
+	if (M.cfg.preempt_grace > 0 && ms.trainers > 0 &&
 	    (M.grace_ev = evtimer_new(M.base, main_grace_cb, NULL)) != NULL) {
 		M.grace_end_ns = now_mono_ns() +
 		    (int64_t)M.cfg.preempt_grace * 1000000000;
-		sd_notifyf(0, "STATUS=Preempted: %u managers have %u s to save",
-		    ms.managers, (unsigned)M.cfg.preempt_grace);
+		sd_notifyf(0, "STATUS=Preempted: %u trainers have %u s to save",
+		    ms.trainers, (unsigned)M.cfg.preempt_grace);
 		main_grace_cb(-1, 0, NULL);
 		return;
 	}

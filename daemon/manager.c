@@ -1421,8 +1421,10 @@ manager_stats(struct manager_stats *out)
 	const struct root *r;
 
 	memset(out, 0, sizeof *out);
-	for (m = mgr.managers; m != NULL; m = m->next)
+	for (m = mgr.managers; m != NULL; m = m->next) {
 		out->managers++;
+		out->trainers += m->saved && !m->closed;
+	}
 	for (r = mgr.roots; r != NULL; r = r->next)
 		out->roots++;
 	out->queued_saves = mgr.nqueued;

@@ -25,6 +25,7 @@ struct event_base;
 
 struct manager_stats {
 	unsigned managers;
+	unsigned trainers;            /* open managers that have saved */
 	unsigned roots;
 	unsigned queued_saves;        /* accepted or waiting for memory, not running */
 	unsigned inflight_saves;      /* being written */

@@ -95,6 +95,7 @@ struct manager {
 	struct conn *close_c;           /* CloseManager parked until deleting */
 	uint64_t close_id;              /* drops to 0 (close_c referenced) */
 	int preempt_saved;              /* a save was taken while preempting */
+	int saved;                      /* it saved at least once: a trainer */
 	int err_code;                   /* async error of a failed save */
 	uint64_t err_step;
 	char err_msg[CKPT_ERRLEN];

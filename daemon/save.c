@@ -1193,6 +1193,7 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	}
 	if (preempt_active())
 		m->preempt_saved = 1;   /* its preemption save is taken */
+	m->saved = 1;
 	s->memfd = memfd;
 	s->rootfd = s->tmpfd = -1;
 	s->c = c;

@@ -78,5 +78,13 @@ for u in system/ckptd.service system/ckptd.socket user/ckptd.service \
 	check "$u names installed documentation" \
 		documented "$prefix/lib/systemd/$u"
 done
+python_listed() { # every module of the package is in its install list
+	local f
+	for f in "$src"/client/python/ckpt/*.py "$src"/client/python/ckpt/py.typed; do
+		grep -qF "'ckpt/${f##*/}'" "$src/client/python/meson.build" || return 1
+	done
+}
+check "every module of the Python package is installed by ninja install" \
+	python_listed
 echo "1..$n"
 exit $failed
