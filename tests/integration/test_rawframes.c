@@ -506,7 +506,7 @@ struct bad_leaf {
 	int dtype;
 	uint64_t shape;
 	uint64_t offset, nbytes;
-	int attach_memfd;
+	int attach_memfd;      /* 1: sealed against shrinking, 2: unsealed */
 	int want1, want2;      /* acceptable codes */
 };
 
@@ -550,13 +550,20 @@ static int raw_bad_save(int fd, uint64_t mgr, const struct bad_leaf *b,
 	sv.step = 1;
 	sv.n_items = 1;
 	sv.items = items;
+	/* Another name than "default": a Composite, so the name is checked. */
+	sv.has_composite = 1;
+	sv.composite = strcmp(b->item, "default") != 0;
 	req.has_id = 1;
 	req.id = id;
 	req.op_case = CKPT__REQUEST__OP_SAVE;
 	req.save = &sv;
 	if (b->attach_memfd) {
-		mfd = memfd_create("raw-save", MFD_CLOEXEC);
-		if (mfd < 0 || ftruncate(mfd, 4096) != 0)
+		/* Sealed as libckpt seals it, so that the check under test is
+		 * the one that answers (an unsealed buffer is its own case). */
+		mfd = memfd_create("raw-save", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (mfd < 0 || ftruncate(mfd, 4096) != 0 ||
+		    (b->attach_memfd == 1 &&
+		    fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0))
 			bail_out("memfd: %s", strerror(errno));
 	}
 	raw_send_req(fd, &req, mfd >= 0 ? &mfd : NULL, mfd >= 0);
@@ -620,6 +627,8 @@ static void bad_saves(void)
 		  CKPT_EPATH, CKPT_EINVAL },
 		{ "item name ..", "..", CKPT_U8, 16, 0, 16, 1,
 		  CKPT_EPATH, CKPT_EINVAL },
+		{ "a staging memfd not sealed against shrinking", "default",
+		  CKPT_U8, 16, 0, 16, 2, CKPT_EINVAL, CKPT_EINVAL },
 	};
 	char evil[HX_PATH];
 	uint64_t mgr;
