@@ -148,6 +148,17 @@ def test_shape_dtype_mismatch_messages(ocp, m):
     assert 'a' in str(ei.value) and '(2, 2)' in str(ei.value)
 
 
+def _block_step(root, step):
+    """A regular file where the step's directory goes: its save is accepted
+    and then fails at commit with StepAlreadyExistsError, a ValueError
+    (ckptd never removes a file it did not create). A manager's root is the directory it opened, so deleting the
+    root would not do: that manager's later saves would fail too."""
+    path = os.path.join(root, str(step))
+    with open(path, 'w') as f:
+        f.write('in the way\n')
+    return path
+
+
 def test_failed_async_save_is_reported(ocp, tmp_path):
     # Orbax checkpoint_manager.py _FinalizeThread.join: "Each thread should
     # only raise once"; the thread's next save then proceeds.
@@ -157,9 +168,9 @@ def test_failed_async_save_is_reported(ocp, tmp_path):
     m = ocp.CheckpointManager(root)
     m.save(1, args=ocp.args.StandardSave({'a': np.ones(3)}))
     m.wait_until_finished()
-    shutil.rmtree(root)           # the next save cannot be written
+    blocker = _block_step(root, 2)   # the next save cannot be committed
     assert m.save(2, args=ocp.args.StandardSave({'a': np.ones(3)}))
-    with pytest.raises(OSError) as e1:
+    with pytest.raises(ValueError) as e1:
         m.wait_until_finished()
     assert 'step 2' in str(e1.value)
     m.wait_until_finished()       # raised once in this thread
@@ -170,13 +181,13 @@ def test_failed_async_save_is_reported(ocp, tmp_path):
         try:
             m.wait_until_finished()
             seen.append(None)
-        except OSError as e:
+        except ValueError as e:
             seen.append(str(e))
     t = threading.Thread(target=other)
     t.start()
     t.join()
     assert seen == [str(e1.value)]   # another thread is told too
-    os.makedirs(root)
+    os.remove(blocker)
     assert m.save(3, args=ocp.args.StandardSave({'a': np.ones(3)}))
     m.wait_until_finished()
     steps = m.all_steps()
@@ -192,12 +203,12 @@ def test_failed_async_save_raised_by_next_save_once(ocp, tmp_path):
     m = ocp.CheckpointManager(root)
     m.save(1, args=ocp.args.StandardSave({'a': np.ones(3)}))
     m.wait_until_finished()
-    shutil.rmtree(root)
+    blocker = _block_step(root, 2)
     assert m.save(2, args=ocp.args.StandardSave({'a': np.ones(3)}))
-    with pytest.raises(OSError) as e1:
+    with pytest.raises(ValueError) as e1:
         m.save(3, args=ocp.args.StandardSave({'a': np.ones(3)}))
     assert 'step 2' in str(e1.value)
-    os.makedirs(root)
+    os.remove(blocker)
     assert m.save(3, args=ocp.args.StandardSave({'a': np.ones(3)}))
     m.wait_until_finished()
     steps = m.all_steps()
@@ -253,13 +264,13 @@ def test_skipped_step_does_not_raise_pending_error(ocp, tmp_path):
         save_interval_steps=2))
     m.save(0, args=ocp.args.StandardSave({'a': 0}))
     m.wait_until_finished()
-    shutil.rmtree(root)
+    blocker = _block_step(root, 2)
     assert m.save(2, args=ocp.args.StandardSave({'a': 2}))
     assert not m.save(3, args=ocp.args.StandardSave({'a': 3}))
-    with pytest.raises(OSError) as ei:
+    with pytest.raises(ValueError) as ei:
         m.save(4, args=ocp.args.StandardSave({'a': 4}))
     assert 'step 2' in str(ei.value)
-    os.makedirs(root)
+    os.remove(blocker)
     assert m.save(4, args=ocp.args.StandardSave({'a': 4}))
     m.wait_until_finished()
     assert 4 in m.all_steps()
