@@ -1544,7 +1544,12 @@ class CheckpointManager:
         return _tree.restore_with_target(entries, target, partial, zc)
 
     def item_metadata(self, step: int) -> Any:
-        """Metadata (shapes, dtypes) of the items of `step`, no data."""
+        """Metadata (shapes, dtypes) of the items of `step`, no data.
+
+        A StandardSave/PyTreeSave item gives a metadata.TreeMetadata (its
+        .tree is the tree of ArrayMetadata/ScalarMetadata/StringMetadata;
+        it also reads as that tree), an ArraySave item one ArrayMetadata,
+        a JSON or proto item None. Several items: a Composite of those."""
         step = self._check_step(step)
         if self._is_absent():
             raise self._absent_error(step)
@@ -1581,7 +1586,11 @@ class CheckpointManager:
             if h == 'array' and len(entries) == 1:
                 out[n] = _tree.metadata_tree([((), entries[0][1])], d)
             else:
-                out[n] = _tree.metadata_tree(entries, d)
+                t = _tree.metadata_tree(entries, d)
+                if h in ('standard', 'pytree') and isinstance(
+                        t, (dict, list, tuple)):
+                    t = md.TreeMetadata.build(t)
+                out[n] = t
         if self._single_item:
             return out[DEFAULT_ITEM_NAME]
         return args_lib.Composite(**out)

@@ -2,7 +2,8 @@
 
 import dataclasses
 import os
-from typing import Any, Optional, Tuple
+import sys
+from typing import Any, Iterator, Optional, Tuple
 
 
 class PosixGPath:
@@ -97,7 +98,141 @@ class ScalarMetadata(ArrayMetadata):
 
 @dataclasses.dataclass
 class StringMetadata(Metadata):
-    pass
+    """Metadata of a string leaf."""
+
+
+class TreeMetadata:
+    """Metadata of a tree item (Orbax 0.12's ocp.metadata.TreeMetadata).
+
+    CheckpointManager.item_metadata() returns one for a StandardSave or
+    PyTreeSave item. `tree` is the nested dict/list/tuple of leaf metadata
+    (ArrayMetadata, ScalarMetadata, StringMetadata). The object reads like
+    that tree: md['w'].shape, 'w' in md, len(md), iteration, keys(),
+    values(), items(), get(); it compares equal to a tree equal to its own
+    (so code that took it for a dict keeps working) and prints as that tree
+    (the output of the seed guide). When jax has been imported it is a jax
+    pytree whose children are the tree's top-level entries, as in Orbax.
+    """
+
+    def __init__(self, *, tree: Any, custom_metadata: Any = None,
+                 use_zarr3: bool = False) -> None:
+        if not isinstance(tree, (dict, list, tuple)):
+            raise ValueError('Unsupported tree type: %r' % (type(tree),))
+        self._tree = tree
+        self._custom_metadata = custom_metadata
+        self._use_zarr3 = use_zarr3
+        _register_jax_pytree(type(self))
+
+    @classmethod
+    def build(cls, tree: Any, *, custom_metadata: Any = None,
+              use_zarr3: bool = False) -> 'TreeMetadata':
+        """A TreeMetadata of `tree` (Orbax's constructor)."""
+        return _TreeMetadataImpl(tree=tree, custom_metadata=custom_metadata,
+                                 use_zarr3=use_zarr3)
+
+    @property
+    def tree(self) -> Any:
+        """The tree of leaf metadata, shaped like the saved item."""
+        return self._tree
+
+    @property
+    def custom_metadata(self) -> Any:
+        """Custom metadata saved with the tree (None in ckpt)."""
+        return self._custom_metadata
+
+    @property
+    def use_zarr3(self) -> bool:
+        """Orbax's storage format flag; always False for ckpt."""
+        return self._use_zarr3
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._tree[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._tree
+
+    def __len__(self) -> int:
+        return len(self._tree)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._tree)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """tree[key], or `default` when there is no such key or index."""
+        try:
+            return self._tree[key]
+        except (KeyError, IndexError, TypeError):
+            return default
+
+    def keys(self) -> Any:
+        """The keys of a dict tree."""
+        return self._tree.keys()
+
+    def values(self) -> Any:
+        """The values of a dict tree."""
+        return self._tree.values()
+
+    def items(self) -> Any:
+        """The (key, value) pairs of a dict tree."""
+        return self._tree.items()
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, TreeMetadata):
+            return (self._tree == other._tree and
+                    self._custom_metadata == other._custom_metadata)
+        if isinstance(other, (dict, list, tuple)):
+            return self._tree == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._tree)
+
+    # jax pytree protocol (used once jax is imported).
+    def tree_flatten(self) -> Tuple[Any, Any]:
+        """jax: the top-level entries as children."""
+        t = self._tree
+        if isinstance(t, dict):
+            keys = tuple(t.keys())
+            children = tuple(t.values())
+        else:
+            keys = None
+            children = tuple(t)
+        return children, (type(t), keys, self._custom_metadata,
+                          self._use_zarr3)
+
+    @classmethod
+    def tree_unflatten(cls, aux: Any, children: Any) -> 'TreeMetadata':
+        """jax: rebuild from tree_flatten's output."""
+        kind, keys, custom, zarr3 = aux
+        if keys is not None:
+            tree = kind(zip(keys, children))
+        else:
+            tree = kind(children)
+        return cls(tree=tree, custom_metadata=custom, use_zarr3=zarr3)
+
+
+class _TreeMetadataImpl(TreeMetadata):
+    """The concrete TreeMetadata (named as Orbax's)."""
+
+
+_jax_registered = set()
+
+
+def _register_jax_pytree(cls: type) -> None:
+    """Register `cls` as a jax pytree once jax is imported by the program
+    (ckpt never imports jax itself)."""
+    if cls in _jax_registered:
+        return
+    jax = sys.modules.get('jax')
+    if jax is None or not hasattr(jax, 'tree_util'):
+        return
+    _jax_registered.add(cls)
+    try:
+        jax.tree_util.register_pytree_node_class(cls)
+    except ValueError:  # registered already (module reloaded)
+        pass
 
 
 
