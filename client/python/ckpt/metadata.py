@@ -3,7 +3,9 @@
 import dataclasses
 import os
 import sys
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple, Union
+
+_PathLike = Union[str, 'os.PathLike[str]']
 
 
 class PosixGPath:
@@ -15,49 +17,56 @@ class PosixGPath:
 
     __slots__ = ('_p',)
 
-    def __init__(self, *parts):
+    def __init__(self, *parts: _PathLike) -> None:
         strs = [os.fspath(p) for p in parts] or ['.']
         self._p = os.path.normpath(os.path.join(*strs))
 
-    def __fspath__(self):
+    def __fspath__(self) -> str:
         return self._p
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self._p
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return 'PosixGPath(%r)' % self._p
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, (PosixGPath, str, os.PathLike)):
             return self._p == os.path.normpath(os.fspath(other))
         return NotImplemented
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._p)
 
-    def __truediv__(self, other):
+    def __truediv__(self, other: _PathLike) -> 'PosixGPath':
         return PosixGPath(self._p, os.fspath(other))
 
     @property
-    def name(self):
+    def name(self) -> str:
+        """The last component."""
         return os.path.basename(self._p)
 
     @property
-    def parent(self):
+    def parent(self) -> 'PosixGPath':
+        """The directory holding this path."""
         return PosixGPath(os.path.dirname(self._p) or '.')
 
-    def exists(self):
+    def exists(self) -> bool:
+        """Whether the path exists."""
         return os.path.exists(self._p)
 
-    def is_dir(self):
+    def is_dir(self) -> bool:
+        """Whether the path is a directory."""
         return os.path.isdir(self._p)
 
-    def iterdir(self):
+    def iterdir(self) -> Iterator['PosixGPath']:
+        """The entries of the directory, sorted by name."""
         for n in sorted(os.listdir(self._p)):
             yield PosixGPath(self._p, n)
 
-    def mkdir(self, parents=False, exist_ok=False, mode=0o777):
+    def mkdir(self, parents: bool = False, exist_ok: bool = False,
+              mode: int = 0o777) -> None:
+        """Create the directory (and its parents with parents=True)."""
         if parents:
             os.makedirs(self._p, mode=mode, exist_ok=exist_ok)
         else:
@@ -67,7 +76,8 @@ class PosixGPath:
                 if not exist_ok:
                     raise
 
-    def read_text(self):
+    def read_text(self) -> str:
+        """The file's content as UTF-8 text."""
         with open(self._p, encoding='utf-8') as f:
             return f.read()
 
@@ -84,6 +94,8 @@ class Metadata:
 
 @dataclasses.dataclass
 class ArrayMetadata(Metadata):
+    """Metadata of an array leaf: shape and dtype (sharding is None unless
+    the leaf was a sharded jax.Array)."""
     shape: Tuple[int, ...]
     sharding: Any = None
     dtype: Any = None
@@ -91,6 +103,7 @@ class ArrayMetadata(Metadata):
 
 @dataclasses.dataclass
 class ScalarMetadata(ArrayMetadata):
+    """Metadata of a scalar leaf (Python or numpy number, bool)."""
     shape: Tuple[int, ...] = ()
     sharding: Any = None
     dtype: Any = None
@@ -237,7 +250,7 @@ def _register_jax_pytree(cls: type) -> None:
 
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Orbax: ocp.metadata.RootMetadata / StepMetadata (defined with the
     # manager, which imports this module).
     if name in ('RootMetadata', 'StepMetadata'):
