@@ -30,9 +30,6 @@ EXPECTED_DIFFERENCES = {
         'as Python objects (class paths, memory addresses)'),
     'save_restore_invalid_item': (
         'ckptd', 'as checkpoint_args_mismatch_item_handlers'),
-    'item_metadata_with_handler': ('issue 14', 'item_metadata() returns '
-                                   'a dict, Orbax 0.12 a TreeMetadata; the '
-                                   'leaves are the same'),
     'directory_creation': ('ckptd', 'create=False on a missing root: '
                            'Orbax lists no steps and fails later, ckpt '
                            'refuses it at once with FileNotFoundError'),

@@ -114,3 +114,20 @@ def test_jax_leaf_restores_as_numpy_without_jax(ck, daemon, tmp_path, mesh):
         daemon), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '120.0'
+
+
+def test_item_metadata_is_a_jax_pytree(ck, tmp_path):
+    # As Orbax's TreeMetadata: jax.tree functions map over the leaf
+    # metadata, and the result is a TreeMetadata again.
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        m.save(0, args=ck.args.StandardSave(
+            {'a': np.zeros((2, 3), np.float32),
+             'b': [np.arange(4), 7]}))
+        m.wait_until_finished()
+        md = m.item_metadata(0)
+    shapes = jax.tree.map(lambda x: x.shape, md)
+    assert isinstance(shapes, ck.metadata.TreeMetadata)
+    assert shapes.tree == {'a': (2, 3), 'b': [(4,), ()]}
+    leaves = jax.tree.leaves(md)
+    assert [x.name for x in leaves] == ['a', 'b.0', 'b.1']
+    assert all(isinstance(x, ck.metadata.Metadata) for x in leaves)

@@ -241,3 +241,54 @@ def test_step_prefix_and_fixed_length(ocp, tmp_path):
         m.wait_until_finished()
         assert os.path.isdir(os.path.join(str(tmp_path), 'ckpt_00042'))
         assert m.restore(42) == {'x': 1}
+
+
+def test_item_metadata_is_a_tree_metadata(ocp, tmp_path):
+    # Orbax 0.12 (_src/metadata/tree.py): item_metadata() of a tree item is
+    # a TreeMetadata whose .tree is the tree of leaf metadata and which
+    # reads like that tree; ckpt's also equals and prints as the dict that
+    # earlier versions returned.
+    tree = {'w': np.ones((2, 3), np.float32), 'n': 4, 'l': [1.5, 'x']}
+    with mgr(ocp, str(tmp_path)) as m:
+        m.save(1, args=ocp.args.StandardSave(tree))
+        m.wait_until_finished()
+        meta = m.item_metadata(1)
+    assert isinstance(meta, ocp.metadata.TreeMetadata)
+    assert type(meta).__name__ == '_TreeMetadataImpl'
+    assert isinstance(meta.tree, dict) and sorted(meta.tree) == ['l', 'n', 'w']
+    assert meta.custom_metadata is None and meta.use_zarr3 is False
+    assert meta['w'].shape == (2, 3) and meta['w'].dtype == np.float32
+    assert meta['w'] is meta.tree['w']
+    assert 'n' in meta and 'zz' not in meta and len(meta) == 3
+    assert sorted(meta) == ['l', 'n', 'w']
+    assert sorted(meta.keys()) == ['l', 'n', 'w']
+    assert [k for k, _ in sorted(meta.items())] == ['l', 'n', 'w']
+    assert len(list(meta.values())) == 3
+    assert meta.get('zz', 7) == 7 and meta.get('n') is meta.tree['n']
+    assert isinstance(meta['l'][1], ocp.StringMetadata)
+    # Code that used it as a dict keeps working.
+    assert meta == dict(meta.items()) == meta.tree
+    assert dict(meta.items()) == meta.tree
+    assert repr(meta) == repr(meta.tree)
+    with pytest.raises(KeyError):
+        meta['zz']
+
+
+def test_item_metadata_composite_of_tree_metadata(ocp, tmp_path):
+    with mgr(ocp, str(tmp_path), item_handlers={
+            'state': ocp.StandardCheckpointHandler(),
+            'a': ocp.ArrayCheckpointHandler(),
+            'meta': ocp.JsonCheckpointHandler()}) as m:
+        m.save(0, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({'x': np.zeros(4, np.int32)}),
+            a=ocp.args.ArraySave(np.zeros((2, 2), np.float64)),
+            meta=ocp.args.JsonSave({'v': 1})))
+        m.wait_until_finished()
+        md = m.item_metadata(0)
+        smd = m.metadata(0)
+    assert isinstance(md['state'], ocp.metadata.TreeMetadata)
+    assert md['state']['x'].shape == (4,)
+    assert isinstance(md['a'], ocp.ArrayMetadata)
+    assert md['a'].shape == (2, 2)
+    assert md['meta'] is None
+    assert smd.item_metadata['state']['x'].dtype == np.int32

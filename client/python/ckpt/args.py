@@ -1,14 +1,16 @@
 """CheckpointArgs: what to save or restore for one item (Orbax's ocp.args)."""
 
+from typing import (Any, ItemsView, Iterator, KeysView, Optional,
+                    ValuesView)
 
 
 class CheckpointArgs:
     """Base class of every save/restore argument."""
 
-    _handler = None      # handler type name ('standard', 'json', ...)
+    _handler: Optional[str] = None  # handler type name ('standard', ...)
     _is_save = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ', '.join('%s=%r' % (k, v) for k, v in self.__dict__.items()
                            if not k.startswith('_'))
         return '%s(%s)' % (type(self).__name__, fields)
@@ -19,7 +21,7 @@ class StandardSave(CheckpointArgs):
     _handler = 'standard'
     _is_save = True
 
-    def __init__(self, item, save_args=None):
+    def __init__(self, item: Any, save_args: Any = None) -> None:
         self.item = item
         self.save_args = save_args
 
@@ -31,17 +33,22 @@ class StandardRestore(CheckpointArgs):
     mapped checkpoint files instead of owned copies."""
     _handler = 'standard'
 
-    def __init__(self, item=None, strict=True, zero_copy=None):
+    def __init__(self, item: Any = None, strict: bool = True,
+                 zero_copy: Optional[bool] = None) -> None:
         self.item = item
         self.strict = strict
         self.zero_copy = zero_copy
 
 
 class PyTreeSave(CheckpointArgs):
+    """Save a tree of arrays and scalars with the PyTree handler. save_args
+    and ocdbt_target_data_file_size are accepted for Orbax code and have no
+    effect (ckptd decides the storage layout)."""
     _handler = 'pytree'
     _is_save = True
 
-    def __init__(self, item, save_args=None, ocdbt_target_data_file_size=None):
+    def __init__(self, item: Any, save_args: Any = None,
+                 ocdbt_target_data_file_size: Optional[int] = None) -> None:
         self.item = item
         self.save_args = save_args
 
@@ -51,8 +58,9 @@ class PyTreeRestore(CheckpointArgs):
     subtrees (they are not restored)."""
     _handler = 'pytree'
 
-    def __init__(self, item=None, restore_args=None, transforms=None,
-                 partial_restore=False, zero_copy=None):
+    def __init__(self, item: Any = None, restore_args: Any = None,
+                 transforms: Any = None, partial_restore: bool = False,
+                 zero_copy: Optional[bool] = None) -> None:
         self.item = item
         self.restore_args = restore_args
         self.transforms = transforms
@@ -61,17 +69,21 @@ class PyTreeRestore(CheckpointArgs):
 
 
 class JsonSave(CheckpointArgs):
+    """Save a JSON-serializable value (dict, list, str, number, bool,
+    None)."""
     _handler = 'json'
     _is_save = True
 
-    def __init__(self, item):
+    def __init__(self, item: Any) -> None:
         self.item = item
 
 
 class JsonRestore(CheckpointArgs):
+    """Restore a JSON item; `item` is accepted for Orbax code and
+    ignored."""
     _handler = 'json'
 
-    def __init__(self, item=None):
+    def __init__(self, item: Any = None) -> None:
         self.item = item
 
 
@@ -80,14 +92,17 @@ class ArraySave(CheckpointArgs):
     _handler = 'array'
     _is_save = True
 
-    def __init__(self, item):
+    def __init__(self, item: Any) -> None:
         self.item = item
 
 
 class ArrayRestore(CheckpointArgs):
+    """Restore one array; `item` is an optional target (.shape/.dtype);
+    zero_copy as in StandardRestore."""
     _handler = 'array'
 
-    def __init__(self, item=None, zero_copy=None):
+    def __init__(self, item: Any = None,
+                 zero_copy: Optional[bool] = None) -> None:
         self.item = item
         self.zero_copy = zero_copy
 
@@ -97,7 +112,7 @@ class ProtoSave(CheckpointArgs):
     _handler = 'proto'
     _is_save = True
 
-    def __init__(self, item):
+    def __init__(self, item: Any) -> None:
         self.item = item
 
 
@@ -106,7 +121,7 @@ class ProtoRestore(CheckpointArgs):
     get the text)."""
     _handler = 'proto'
 
-    def __init__(self, item=None):
+    def __init__(self, item: Any = None) -> None:
         self.item = item
 
 
@@ -114,7 +129,7 @@ class Composite(CheckpointArgs):
     """Several named items. Access them as c['name'] or c.name; prints as
     CompositeArgs({...})."""
 
-    def __init__(self, *args, **items):
+    def __init__(self, *args: Any, **items: Any) -> None:
         if args:
             raise ValueError(
                 'Composite does not accept positional arguments; use '
@@ -125,10 +140,10 @@ class Composite(CheckpointArgs):
                     'Composite item names may not start with "_": %r' % k)
         object.__setattr__(self, '_items', dict(items))
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         return self._items[key]
 
-    def __getattr__(self, key):
+    def __getattr__(self, key: str) -> Any:
         if key.startswith('__'):
             raise AttributeError(key)
         try:
@@ -136,36 +151,40 @@ class Composite(CheckpointArgs):
         except KeyError:
             raise AttributeError(key) from None
 
-    def __setattr__(self, key, value):
+    def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError('Composite is immutable')
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._items)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, Composite):
             return self._items == other._items
         return NotImplemented
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
+        """The item names."""
         return self._items.keys()
 
-    def values(self):
+    def values(self) -> ValuesView[Any]:
+        """The items."""
         return self._items.values()
 
-    def items(self):
+    def items(self) -> ItemsView[str, Any]:
+        """(name, item) pairs."""
         return self._items.items()
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
+        """The item `key`, or `default` when there is none."""
         return self._items.get(key, default)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return 'CompositeArgs(%r)' % (self._items,)
 
 

@@ -5,7 +5,7 @@ metrics and sent to the daemon as a reserved metric."""
 
 import dataclasses
 import datetime
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 
 @dataclasses.dataclass
@@ -18,16 +18,17 @@ class PolicyCheckpointInfo:
 
 @dataclasses.dataclass
 class DecisionContext:
+    """What a save decision policy is told besides the step."""
     is_saving_in_progress: bool = False
     reached_preemption: bool = False
 
 
 @dataclasses.dataclass
 class PreservationContext:
-    pass
+    """What a preservation policy is told besides the checkpoints."""
 
 
-def _seconds(v):
+def _seconds(v: Any) -> float:
     if isinstance(v, datetime.timedelta):
         return v.total_seconds()
     return float(v)
@@ -36,14 +37,16 @@ def _seconds(v):
 # ---- save decision policies ------------------------------------------------
 
 class SaveDecisionPolicy:
-    pass
+    """Base of the policies that decide whether a step is saved
+    (CheckpointManagerOptions(save_decision_policy=...))."""
 
 
 @dataclasses.dataclass
 class FixedIntervalPolicy(SaveDecisionPolicy):
+    """Save the steps divisible by `interval`."""
     interval: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.interval, int) or self.interval <= 0:
             raise ValueError('interval must be a positive integer, got %r'
                              % (self.interval,))
@@ -51,9 +54,10 @@ class FixedIntervalPolicy(SaveDecisionPolicy):
 
 @dataclasses.dataclass
 class SpecificStepsPolicy(SaveDecisionPolicy):
+    """Save exactly the given steps."""
     steps: Any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for s in self.steps:
             if not isinstance(s, int) or s < 0:
                 raise ValueError('steps must be non-negative integers, '
@@ -62,29 +66,35 @@ class SpecificStepsPolicy(SaveDecisionPolicy):
 
 @dataclasses.dataclass(kw_only=True)
 class ContinuousCheckpointingPolicy(SaveDecisionPolicy):
+    """Save whenever no save is in progress, at most once per
+    minimum_interval_secs (None: no minimum)."""
     minimum_interval_secs: Optional[float] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if (self.minimum_interval_secs is not None and
                 self.minimum_interval_secs < 0):
             raise ValueError('minimum_interval_secs must be >= 0')
 
 
 class PreemptionCheckpointingPolicy(SaveDecisionPolicy):
-    def __repr__(self):
+    """Save the step at which a preemption was signalled."""
+
+    def __repr__(self) -> str:
         return 'PreemptionCheckpointingPolicy()'
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is type(self)
 
     __hash__ = object.__hash__
 
 
 class InitialSavePolicy(SaveDecisionPolicy):
-    def __repr__(self):
+    """Save the first step of a manager whose root has no step yet."""
+
+    def __repr__(self) -> str:
         return 'InitialSavePolicy()'
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is type(self)
 
     __hash__ = object.__hash__
@@ -92,9 +102,10 @@ class InitialSavePolicy(SaveDecisionPolicy):
 
 @dataclasses.dataclass
 class AnySavePolicy(SaveDecisionPolicy):
+    """Save a step when any of `policies` would."""
     policies: Sequence[SaveDecisionPolicy]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for p in self.policies:
             if not isinstance(p, SaveDecisionPolicy):
                 raise TypeError('AnySavePolicy takes save decision policies, '
@@ -104,33 +115,36 @@ class AnySavePolicy(SaveDecisionPolicy):
 # ---- preservation policies ---------------------------------------------------
 
 class PreservationPolicy:
-    pass
+    """Base of the policies that decide which steps are kept
+    (CheckpointManagerOptions(preservation_policy=...))."""
 
 
 @dataclasses.dataclass
 class PreserveAll(PreservationPolicy):
-    pass
+    """Keep every step."""
 
 
 @dataclasses.dataclass
 class LatestN(PreservationPolicy):
+    """Keep the latest `n` steps (None: all)."""
     n: Optional[int] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.n is not None and self.n < 0:
             raise ValueError('n must be >= 0')
 
 
 @dataclasses.dataclass
 class EveryNSeconds(PreservationPolicy):
+    """Keep a step at least every interval_secs of save time."""
     interval_secs: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.interval_secs is None or self.interval_secs < 0:
             raise ValueError('interval_secs must be >= 0')
 
 
-def _check_every_n(p):
+def _check_every_n(p: Any) -> None:
     if p.interval_steps == 0:
         raise ValueError('interval_steps must not be 0.')
     if p.interval_steps < 0:
@@ -148,7 +162,7 @@ class EveryNSteps(PreservationPolicy):
     exact_interval: bool = True
     max_to_keep: Optional[int] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_every_n(self)
 
 
@@ -159,26 +173,31 @@ class EveryNStepsClosest(PreservationPolicy):
     interval_steps: int
     max_to_keep: Optional[int] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_every_n(self)
 
 
 class CustomSteps(PreservationPolicy):
-    def __init__(self, steps):
-        self.steps = sorted(set(int(s) for s in steps))
+    """Keep exactly the given steps."""
 
-    def __repr__(self):
+    def __init__(self, steps: Iterable[int]) -> None:
+        self.steps: List[int] = sorted(set(int(s) for s in steps))
+
+    def __repr__(self) -> str:
         return 'CustomSteps(steps=%r)' % (self.steps,)
 
 
 @dataclasses.dataclass(kw_only=True)
 class BestN(PreservationPolicy):
+    """Keep the `n` best steps by get_metric_fn(metrics) (the highest, or
+    the lowest with reverse=True); steps without metrics are kept when
+    keep_checkpoints_without_metrics."""
     get_metric_fn: Callable[[Any], float]
     reverse: bool = False
     n: Optional[int] = None
     keep_checkpoints_without_metrics: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not callable(self.get_metric_fn):
             raise TypeError('get_metric_fn must be callable')
         if self.n is not None and self.n < 0:
@@ -191,20 +210,22 @@ class LatestDuration(PreservationPolicy):
     seconds) before now, as Orbax's LatestDuration(duration=...)."""
     duration: Any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if _seconds(self.duration) < 0:
             raise ValueError('duration must be >= 0')
 
     @property
-    def duration_secs(self):
+    def duration_secs(self) -> float:
+        """`duration` in seconds."""
         return _seconds(self.duration)
 
 
 @dataclasses.dataclass
 class AnyPreservationPolicy(PreservationPolicy):
+    """Keep a step when any of `policies` would."""
     policies: Sequence[PreservationPolicy]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for p in self.policies:
             if not isinstance(p, PreservationPolicy):
                 raise TypeError('AnyPreservationPolicy takes preservation '
@@ -216,7 +237,9 @@ preservation_policy = None
 
 
 class _NS:
-    def __init__(self, **kw):
+    """A namespace of policy classes (Orbax's submodules)."""
+
+    def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
 
 
@@ -238,7 +261,7 @@ preservation_policy = _NS(
 save_decision_policy.DecisionContext = DecisionContext
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Orbax also exports the manager here (ocp.checkpoint_managers.X).
     if name in ('CheckpointManager', 'CheckpointManagerOptions'):
         from ckpt import manager

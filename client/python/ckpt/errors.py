@@ -10,12 +10,12 @@ class StepAlreadyExistsError(ValueError):
 class CkptError(OSError):
     """Any other libckpt failure. `code` is the negative CKPT_E* code."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: int, message: str) -> None:
         super().__init__(_errno.EIO, message)
         self.code = code
         self.message = message
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 

@@ -14,13 +14,15 @@ devices, numpy leaves as numpy arrays.
 import argparse
 import os
 import sys
+from typing import Callable, List, Optional, Sequence
 
 import ckpt
 from ckpt import migrate as _migrate
 
 
 class ExportError(Exception):
-    pass
+    """An export that cannot be done (no orbax-checkpoint, a missing step,
+    an item kind Orbax cannot take)."""
 
 
 def _restore_args(kind):
@@ -45,8 +47,10 @@ def _orbax_save_args(ocp, kind, value):
     return ocp.args.ArraySave(value)
 
 
-def export(src_root, dest, steps=None, *, step_prefix=None,
-           step_format_fixed_length=None, log=None):
+def export(src_root: str, dest: str, steps: Optional[Sequence[int]] = None,
+           *, step_prefix: Optional[str] = None,
+           step_format_fixed_length: Optional[int] = None,
+           log: Optional[Callable[[str], None]] = None) -> List[int]:
     """Save steps of the ckptd root src_root into the Orbax root dest.
     Returns the steps written (steps dest already has are skipped)."""
     try:
@@ -109,7 +113,8 @@ def export(src_root, dest, steps=None, *, step_prefix=None,
     return done
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `python -m ckpt.export` command; returns the exit status."""
     p = argparse.ArgumentParser(
         prog='python -m ckpt.export',
         description='Write steps of a ckptd root as Orbax checkpoints.')

@@ -12,7 +12,8 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Callable, Container, Optional, Sequence
+from typing import (Any, Callable, Container, Iterator, List, Optional,
+                    Sequence)
 
 import numpy as np
 
@@ -77,6 +78,11 @@ _STANDARD_NO_TARGET = (
 
 @dataclasses.dataclass
 class AsyncOptions:
+    """Orbax's async options. timeout_secs is the time a background save
+    may take (given to ckptd); post_finalization_callback runs in this
+    process after each background save commits (async managers only);
+    barrier_sync_fn and create_directories_asynchronously are accepted
+    and unused (one process per manager; ckptd creates directories)."""
     timeout_secs: int = 1200
     barrier_sync_fn: Any = None
     post_finalization_callback: Any = None
@@ -85,11 +91,16 @@ class AsyncOptions:
 
 @dataclasses.dataclass
 class FileOptions:
+    """Orbax's file options: path_permission_mode is the mode of the step
+    directories (None: ckptd's default)."""
     path_permission_mode: Optional[int] = None
 
 
 @dataclasses.dataclass
 class MultiprocessingOptions:
+    """Orbax's multi-process options. ckpt serves one process per
+    manager: only the defaults (primary_host=0, active_processes None or
+    {0}) are accepted."""
     primary_host: Optional[int] = 0
     active_processes: Any = None
     barrier_sync_key_prefix: Optional[str] = None
@@ -138,7 +149,7 @@ class CheckpointManagerOptions:
     lightweight_initialize: bool = False
     atomicity_options: Any = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         def _int(name, v, lo):
             if v is None:
                 return
@@ -387,20 +398,20 @@ class RootMetadata(collections.abc.Mapping):
     (m.metadata()['key'], dict(m.metadata()), == {...})."""
     custom_metadata: Any = dataclasses.field(default_factory=dict)
 
-    def _d(self):
+    def _d(self) -> Any:
         return self.custom_metadata if isinstance(
             self.custom_metadata, dict) else {}
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         return self._d()[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._d())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._d())
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, RootMetadata):
             return self.custom_metadata == other.custom_metadata
         if isinstance(other, collections.abc.Mapping):
@@ -414,15 +425,16 @@ class Checkpointer:
     """Legacy Orbax API: accepted so that old code fails with a clear
     message at CheckpointManager(...)."""
 
-    def __init__(self, handler=None, *args, **kwargs):
+    def __init__(self, handler: Any = None, *args: Any,
+                 **kwargs: Any) -> None:
         self.handler = handler
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         raise ValueError(_LEGACY_MSG.format(what='Checkpointer'))
 
 
 class AsyncCheckpointer(Checkpointer):
-    pass
+    """Legacy Orbax API, as Checkpointer."""
 
 
 # ---- the manager ---------------------------------------------------------------------
@@ -799,14 +811,14 @@ class CheckpointManager:
             return None
         return int(name)
 
-    def __enter__(self):
+    def __enter__(self) -> "CheckpointManager":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> bool:
         self.close()
         return False
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             if not self._closed and os.getpid() == self._pid:
                 self.close()
@@ -933,7 +945,7 @@ class CheckpointManager:
                 self._check(lib.ckpt_set_step_metrics(
                     self._m, step, json.dumps(add).encode()))
 
-    def reached_preemption(self, step):
+    def reached_preemption(self, step: int) -> bool:
         """True once ckptd knows its node is going down (SIGTERM of the
         daemon, or `ckptctl preempt`); the next save is then taken whatever
         the save policy says (Orbax's PreemptionCheckpointingPolicy)."""
@@ -1012,11 +1024,6 @@ class CheckpointManager:
     def is_saving_in_progress(self) -> bool:
         """Whether a save of this manager is not yet finished."""
         if self._is_absent():
-            return
-        self._check(L.lib().ckpt_check_for_errors(self._mgr()))
-
-    def is_saving_in_progress(self):
-        if self._is_absent():
             return False
         rc = L.lib().ckpt_is_saving_in_progress(self._mgr())
         self._check(rc)
@@ -1049,8 +1056,6 @@ class CheckpointManager:
         return d
 
     def metadata(self, step: Optional[int] = None) -> Any:
-        """step None: the root metadata given at creation (a dict, {} when
-        none). Else the step's metadata (StepMetadata)."""
         """step None: RootMetadata (the root metadata given when the root
         was first opened; {} when none). Else the step's StepMetadata,
         its item_metadata filled for the items whose handler is known."""
@@ -1544,7 +1549,12 @@ class CheckpointManager:
         return _tree.restore_with_target(entries, target, partial, zc)
 
     def item_metadata(self, step: int) -> Any:
-        """Metadata (shapes, dtypes) of the items of `step`, no data."""
+        """Metadata (shapes, dtypes) of the items of `step`, no data.
+
+        A StandardSave/PyTreeSave item gives a metadata.TreeMetadata (its
+        .tree is the tree of ArrayMetadata/ScalarMetadata/StringMetadata;
+        it also reads as that tree), an ArraySave item one ArrayMetadata,
+        a JSON or proto item None. Several items: a Composite of those."""
         step = self._check_step(step)
         if self._is_absent():
             raise self._absent_error(step)
@@ -1581,7 +1591,11 @@ class CheckpointManager:
             if h == 'array' and len(entries) == 1:
                 out[n] = _tree.metadata_tree([((), entries[0][1])], d)
             else:
-                out[n] = _tree.metadata_tree(entries, d)
+                t = _tree.metadata_tree(entries, d)
+                if h in ('standard', 'pytree') and isinstance(
+                        t, (dict, list, tuple)):
+                    t = md.TreeMetadata.build(t)
+                out[n] = t
         if self._single_item:
             return out[DEFAULT_ITEM_NAME]
         return args_lib.Composite(**out)
@@ -1604,7 +1618,7 @@ class CheckpointManager:
         self._check(rc)
         return int(out.value)
 
-    def verify(self, step: Optional[int] = None) -> list:
+    def verify(self, step: Optional[int] = None) -> List[str]:
         """Check stored checksums; returns a list of problem strings."""
         p = ctypes.c_void_p()
         s = -1 if step is None else self._check_step(step)

@@ -23,6 +23,7 @@ single numeric key, that key is used.
 import argparse
 import os
 import sys
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -38,7 +39,8 @@ _HANDLER_KINDS = (
 
 
 class MigrationError(Exception):
-    pass
+    """A migration that cannot be done (no orbax-checkpoint, an item kind
+    ckpt cannot take, ambiguous metrics)."""
 
 
 def _kind(typestr, name, step_dir):
@@ -127,8 +129,11 @@ def _choose_best_metric(all_metrics, given):
                          'steps with --best-metric' % sorted(keys))
 
 
-def migrate(orbax_root, dest, *, best_metric=None, best_mode='max',
-            step_prefix=None, step_format_fixed_length=None, log=None):
+def migrate(orbax_root: str, dest: str, *,
+            best_metric: Optional[str] = None, best_mode: str = 'max',
+            step_prefix: Optional[str] = None,
+            step_format_fixed_length: Optional[int] = None,
+            log: Optional[Callable[[str], None]] = None) -> List[int]:
     """Migrate every committed step of orbax_root into dest. Returns the
     list of steps migrated (steps dest already had are skipped)."""
     ocp = _orbax()
@@ -233,7 +238,8 @@ def _orbax_handler(ocp, kind):
             'array': ocp.ArrayCheckpointHandler}[kind]()
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `python -m ckpt.migrate` command; returns the exit status."""
     p = argparse.ArgumentParser(
         prog='python -m ckpt.migrate',
         description='Copy the steps of an Orbax checkpoint root into a '

@@ -2,11 +2,13 @@
 
 import os
 import shutil
+from typing import Union
 
 from ckpt.metadata import PosixGPath
 
 
-def erase_and_create_empty(directory):
+def erase_and_create_empty(
+        directory: Union[str, 'os.PathLike[str]']) -> PosixGPath:
     """Remove `directory` if it exists, create it empty; returns the path."""
     path = PosixGPath(directory)
     if os.path.lexists(os.fspath(path)):
