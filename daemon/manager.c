@@ -8,7 +8,8 @@
  * Extra sources to build with this file: root.c save.c restore.c
  *
  * Request path:
- *   conn -> dispatch -> manager_handle -> (loop checks) -> worker task(s)
+ *   conn -> dispatch (routing table) -> manager_handle_* / save_handle /
+ *   restore_*_handle -> (loop checks) -> worker task(s)
  *   -> task done() on the loop -> state update -> conn_reply
  * Nothing here blocks: every file or LMDB operation runs in a worker task
  * with the requesting peer's identity (task.cred) on its lane (conn id).
@@ -46,16 +47,6 @@ mgr_reply_empty(struct conn *c, uint64_t id)
 	resp.body_case = CKPT__RESPONSE__BODY_EMPTY;
 	resp.empty = &em;
 	conn_reply(c, &resp, NULL, 0);
-}
-
-static void
-mgr_close_fds(int *fds, size_t nfds)
-{
-	size_t i;
-
-	for (i = 0; i < nfds; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
 }
 
 /* ---- managers ----------------------------------------------------------- */
@@ -848,7 +839,7 @@ mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 }
 
 static void
-mgr_handle_open(struct conn *c, Ckpt__Request *req)
+mgr_handle_open(struct conn *c, const Ckpt__Request *req)
 {
 	Ckpt__OpenManager *om = req->open_manager;
 	struct open_task *ot;
@@ -1292,104 +1283,90 @@ manager_set_budget(uint64_t budget)
 	save_budget_changed();
 }
 
-void
-manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
-{
-	struct manager *m;
-	uint64_t mid = 0;
+/* ---- request handlers (routed by dispatch.c) -------------------------------- */
 
-	switch (req->op_case) {
-	case CKPT__REQUEST__OP_OPEN_MANAGER:
-		mgr_close_fds(fds, nfds);
-		mgr_handle_open(c, req);
-		goto out;
-	case CKPT__REQUEST__OP_CLOSE_MANAGER:
-		mid = req->close_manager->manager; break;
-	case CKPT__REQUEST__OP_SAVE:
-		mid = req->save->manager; break;
-	case CKPT__REQUEST__OP_WAIT_SAVES:
-		mid = req->wait_saves->manager; break;
-	case CKPT__REQUEST__OP_LIST_STEPS:
-		mid = req->list_steps->manager; break;
-	case CKPT__REQUEST__OP_SHOULD_SAVE:
-		mid = req->should_save->manager; break;
-	case CKPT__REQUEST__OP_RESTORE:
-		mid = req->restore->manager; break;
-	case CKPT__REQUEST__OP_METADATA:
-		mid = req->metadata->manager; break;
-	case CKPT__REQUEST__OP_DELETE:
-		mid = req->delete_->manager; break;
-	case CKPT__REQUEST__OP_RELOAD:
-		mid = req->reload->manager; break;
-	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
-		mid = req->wait_for_step->manager; break;
-	case CKPT__REQUEST__OP_VERIFY:
-		mid = req->verify->manager; break;
-	case CKPT__REQUEST__OP_SET_STEP_METRICS:
-		mid = req->set_step_metrics->manager; break;
-	default:
-		mgr_close_fds(fds, nfds);
-		conn_reply_error(c, req->id, CKPT_EUNSUPPORTED,
-		    "unsupported request %d", (int)req->op_case);
-		goto out;
-	}
-	if ((m = mgr_lookup(c, req->id, mid)) == NULL) {
-		mgr_close_fds(fds, nfds);
-		goto out;
-	}
-	if (req->op_case == CKPT__REQUEST__OP_SAVE) {
-		save_handle(c, m, req, fds, nfds);
-		return;
-	}
-	mgr_close_fds(fds, nfds);
-	switch (req->op_case) {
-	case CKPT__REQUEST__OP_CLOSE_MANAGER:
-		/* As Orbax's close(): background deletes finish first. */
-		if (m->deleting > 0 && m->close_c == NULL) {
-			conn_ref(c);
-			m->close_c = c;
-			m->close_id = req->id;
-			mgr_close(m, 1);
-			break;
-		}
+void
+manager_handle_open(struct conn *c, const Ckpt__Request *req)
+{
+	mgr_handle_open(c, req);
+}
+
+struct manager *
+manager_find(struct conn *c, uint64_t req_id, uint64_t id)
+{
+	return mgr_lookup(c, req_id, id);
+}
+
+void
+manager_handle_close(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	/* As Orbax's close(): background deletes finish first. */
+	if (m->deleting > 0 && m->close_c == NULL) {
+		conn_ref(c);
+		m->close_c = c;
+		m->close_id = req->id;
 		mgr_close(m, 1);
-		mgr_reply_empty(c, req->id);
-		break;
-	case CKPT__REQUEST__OP_WAIT_SAVES:
-		mgr_handle_wait_saves(c, req->id, m, req->wait_saves);
-		break;
-	case CKPT__REQUEST__OP_LIST_STEPS:
-		mgr_handle_list(c, req->id, m);
-		break;
-	case CKPT__REQUEST__OP_SHOULD_SAVE:
-		mgr_handle_should_save(c, req->id, m, req->should_save);
-		break;
-	case CKPT__REQUEST__OP_RESTORE:
-		restore_handle(c, m, req);
 		return;
-	case CKPT__REQUEST__OP_METADATA:
-		restore_metadata_handle(c, m, req);
-		return;
-	case CKPT__REQUEST__OP_VERIFY:
-		restore_verify_handle(c, m, req);
-		return;
-	case CKPT__REQUEST__OP_DELETE:
-		mgr_handle_delete(c, req->id, m, req->delete_);
-		break;
-	case CKPT__REQUEST__OP_RELOAD:
-		mgr_handle_reload(c, req->id, m);
-		break;
-	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
-		mgr_handle_wait_step(c, req->id, m, req->wait_for_step);
-		break;
-	case CKPT__REQUEST__OP_SET_STEP_METRICS:
-		mgr_handle_set_metrics(c, req->id, m, req->set_step_metrics);
-		break;
-	default:
-		break;
 	}
-out:
-	ckpt__request__free_unpacked(req, NULL);
+	mgr_close(m, 1);
+	mgr_reply_empty(c, req->id);
+}
+
+void
+manager_handle_wait_saves(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_wait_saves(c, req->id, m, req->wait_saves);
+}
+
+void
+manager_handle_list(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	mgr_handle_list(c, req->id, m);
+}
+
+void
+manager_handle_should_save(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_should_save(c, req->id, m, req->should_save);
+}
+
+void
+manager_handle_delete(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	mgr_handle_delete(c, req->id, m, req->delete_);
+}
+
+void
+manager_handle_reload(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	mgr_handle_reload(c, req->id, m);
+}
+
+void
+manager_handle_wait_step(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_wait_step(c, req->id, m, req->wait_for_step);
+}
+
+void
+manager_handle_set_metrics(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_set_metrics(c, req->id, m, req->set_step_metrics);
+}
+
+int
+manager_conn_busy(const struct conn *c)
+{
+	const struct manager *m;
+
+	for (m = mgr.managers; m != NULL; m = m->next)
+		if (m->c == c && !m->closed)
+			return 1;
+	return 0;
 }
 
 void

@@ -37,11 +37,30 @@ struct manager_stats {
 
 int manager_init(struct event_base *base, struct index *ix,
     uint64_t memory_budget, unsigned nworkers, ckd_err *e);
-/* Handle every manager operation (open/close manager, save, wait_saves,
- * list_steps, should_save, restore, metadata, delete, reload,
- * wait_for_step, verify). Takes ownership of req and fds. */
-void manager_handle(struct conn *c, Ckpt__Request *req, int *fds,
-    size_t nfds);
+/* Request handlers, routed by dispatch.c (save.h and restore.h hold the
+ * others). Each answers req->id on c; req stays the caller's. */
+void manager_handle_open(struct conn *c, const Ckpt__Request *req);
+/* The manager id of c's request: the manager, or NULL after replying
+ * CKPT_EINVAL (unknown manager). */
+struct manager *manager_find(struct conn *c, uint64_t req_id, uint64_t id);
+void manager_handle_close(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_wait_saves(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_list(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_should_save(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_delete(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_reload(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_wait_step(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+void manager_handle_set_metrics(struct conn *c, struct manager *m,
+    Ckpt__Request *req);
+/* 1 when c has a manager open (keeps an idle connection open). */
+int manager_conn_busy(const struct conn *c);
 /* The connection died: close its managers (accepted saves continue). */
 void manager_conn_closed(struct conn *c);
 void manager_stats(struct manager_stats *out);
