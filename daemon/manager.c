@@ -1270,7 +1270,7 @@ manager_init(struct event_base *base, struct index *ix,
 	memset(&mgr, 0, sizeof mgr);
 	mgr.base = base;
 	mgr.ix = ix;
-	mgr.budget = memory_budget;
+	save_set_budget(memory_budget);
 	mgr.nworkers = nworkers ? nworkers : 1;
 	root_sweep_leftovers();
 	return 0;
@@ -1279,8 +1279,7 @@ manager_init(struct event_base *base, struct index *ix,
 void
 manager_set_budget(uint64_t budget)
 {
-	mgr.budget = budget;
-	save_budget_changed();
+	save_set_budget(budget);
 }
 
 /* ---- request handlers (routed by dispatch.c) -------------------------------- */
@@ -1396,27 +1395,32 @@ manager_stats(struct manager_stats *out)
 {
 	const struct manager *m;
 	const struct root *r;
+	struct save_counts sc;
 
 	memset(out, 0, sizeof *out);
 	for (m = mgr.managers; m != NULL; m = m->next)
 		out->managers++;
 	for (r = mgr.roots; r != NULL; r = r->next)
 		out->roots++;
-	out->queued_saves = mgr.nqueued;
-	out->inflight_saves = mgr.ninflight;
-	out->waiting_for_memory = mgr.nqueued;
-	out->staging_bytes = mgr.staging;
-	out->memory_budget = mgr.budget;
-	out->saves_committed = mgr.committed;
-	out->saves_failed = mgr.failed;
+	save_stats(&sc);
+	out->queued_saves = sc.queued;
+	out->inflight_saves = sc.inflight;
+	out->waiting_for_memory = sc.queued;
+	out->staging_bytes = sc.staging;
+	out->memory_budget = sc.budget;
+	out->saves_committed = sc.committed;
+	out->saves_failed = sc.failed;
 	out->saves_interrupted = mgr.interrupted;
-	out->bytes_written = mgr.bytes_written;
+	out->bytes_written = sc.bytes_written;
 }
 
 unsigned
 manager_saves_pending(void)
 {
-	return mgr.nqueued + mgr.ninflight;
+	struct save_counts sc;
+
+	save_stats(&sc);
+	return sc.queued + sc.inflight;
 }
 
 void
