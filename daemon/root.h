@@ -116,7 +116,7 @@ struct mgr_state {
 };
 extern struct mgr_state mgr;
 
-/* ---- helpers (root.c) ---------------------------------------------------- */
+/* ---- helpers (manager.c) ------------------------------------------------- */
 
 char *mgr_strdup(const char *s);
 /* Copy a message by packing and unpacking it (NULL when out of memory). */
@@ -128,8 +128,8 @@ void *mgr_task_new(size_t size, void (*run)(struct task *),
     uint64_t lane);
 /* Open the root directory path (no creation) as the task's peer. */
 int mgr_open_root(const char *path, int *fd, ckd_err *e);
-/* Open r's own directory (the one it was loaded from, found through its
- * pinned fd, never through the path) as the task's peer. */
+/* (root.c) Open r's own directory (the one it was loaded from, found
+ * through its pinned fd, never through the path) as the task's peer. */
 int root_open_dir(const struct root *r, int *fd, ckd_err *e);
 
 void root_ref(struct root *r);
