@@ -7,6 +7,29 @@
 #include <time.h>
 
 #include "common.h"
+#include "ckpt.pb-c.h"
+
+/* enum Code of ckpt.proto is the same table as ckpt_codes.def. */
+_Static_assert((int)CKPT__CODE__CKPT_OK == CKPT_OK, "Code CKPT_OK");
+#define X(name, value, desc) \
+	_Static_assert((int)CKPT__CODE__CKPT_##name == (value), \
+	    "enum Code of ckpt.proto differs from ckpt_codes.def: CKPT_" #name);
+#include "ckpt_codes.def"
+#undef X
+
+static const char *const err_code_names[] = {
+#define X(name, value, desc) [-(value)] = #name,
+#include "ckpt_codes.def"
+#undef X
+};
+
+const char *
+err_code_name(int code)
+{
+	if (code >= 0 || code < CKPT_ECODE_MIN)
+		return NULL;
+	return err_code_names[-code];
+}
 
 int
 err_set(ckd_err *e, int code, const char *fmt, ...)

@@ -2,8 +2,8 @@
  * common.h - definitions shared by every module of ckptd.
  *
  * Error model: functions return 0 or a negative CKPT_E* code (the table in
- * client/include/ckpt/ckpt.h, which is also the wire's Response.code) and
- * fill a ckd_err with a human message. err_errno() maps errno values.
+ * proto/ckpt_codes.def, which is also the wire's Response.code) and fill a
+ * ckd_err with a human message. err_errno() maps errno values.
  */
 #ifndef CKPTD_COMMON_H
 #define CKPTD_COMMON_H
@@ -12,15 +12,14 @@
 #include <stdint.h>
 #include <stdarg.h>
 
-#include <ckpt/ckpt.h>
-
-#define CKPTD_VERSION CKPT_VERSION_STRING
-
-/* Limits of the wire (frame size, fds per frame, counts and lengths). */
+/* Error codes and limits of the wire (frame size, fds per frame, counts
+ * and lengths): proto/ owns them. */
+#include "ckpt_codes.h"
 #include "ckpt_limits.h"
+#include "ckpt_version.h"
 
-_Static_assert(CKPT_WIRE_MAX_NDIM == CKPT_MAX_NDIM,
-    "the wire's ndim limit is the public CKPT_MAX_NDIM");
+/* The release (meson's project version). */
+#define CKPTD_VERSION CKPT_VERSION
 /* Suffix of a step directory being written. */
 #define CKPT_TMP_SUFFIX ".ckptd-tmp"
 #define CKPT_ERRLEN 512
@@ -40,6 +39,8 @@ int err_set(ckd_err *e, int code, const char *fmt, ...)
 int err_errno(ckd_err *e, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int err_code_from_errno(int errnum);
+/* "EINVAL" for CKPT_EINVAL, ...; NULL for 0 and unknown codes. */
+const char *err_code_name(int code);
 
 /* Monotonic and wall clocks in nanoseconds. */
 int64_t now_mono_ns(void);

@@ -3,8 +3,8 @@
  *
  * Every connection is owned by the event-loop thread. Reading: frame_read()
  * delivers one frame at a time; the first must be a hello whose protocol
- * range meets ours (conn_hello_version), every later one goes to
- * dispatch(). Writing: replies are packed at once into frames queued on the
+ * range meets ours (conn_hello_version), every later one goes to the
+ * handler given to conn_listen (C.h). Writing: replies are packed at once into frames queued on the
  * connection and sent in order, with their fds, as the socket takes them.
  *
  * Reference counting: the connection list holds one reference, dropped
@@ -26,7 +26,7 @@
  * reply) are counted per connection and per uid; past
  * --max-requests-per-user a request gets CKPT_ELIMIT without being
  * unpacked, as does a save with more than --max-leaves leaves
- * (dispatch_precheck).
+ * (the handler's precheck).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +82,8 @@ struct conn {
 
 static struct {
 	struct event_base *base;
+	const struct conn_handler *h;  /* the dispatcher */
+	void *harg;
 	int lfd;
 	struct event *lev;           /* accept */
 	struct event *resume_ev;     /* re-enable accept after EMFILE */
@@ -232,7 +234,7 @@ conn_kill(struct conn *c)
 	}
 
 	conn_ref(c);
-	dispatch_conn_closed(c);
+	C.h->closed(c, C.harg);
 	conn_unref(c);
 	conn_unref(c);           /* the list's reference */
 }
@@ -375,8 +377,8 @@ conn_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	}
 }
 
-/* Close connections idle for --idle-timeout: no manager (asked of
- * dispatch), no request in flight, no frame under way, no reply queued. */
+/* Close connections idle for --idle-timeout: nothing open (asked of the
+ * handler's busy()), no request in flight, no frame under way, no reply queued. */
 static void
 conn_sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -388,7 +390,7 @@ conn_sweep_cb(evutil_socket_t fd, short what, void *arg)
 		next = c->next;
 		if (c->refused || c->closing || c->inflight > 0 ||
 		    c->out_head != NULL || frame_in_started(&c->in) ||
-		    now - c->active_ns < idle || dispatch_conn_busy(c))
+		    now - c->active_ns < idle || C.h->busy(c, C.harg))
 			continue;
 		log_info("conn %llu (pid %d uid %u): idle for %u s without a "
 		    "manager; closing", (unsigned long long)c->id,
@@ -400,12 +402,15 @@ conn_sweep_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-conn_listen(struct event_base *base, int fd, ckd_err *e)
+conn_listen(struct event_base *base, int fd, const struct conn_handler *h,
+    void *arg, ckd_err *e)
 {
 	static const struct timeval frame_tv = { CONN_FRAME_TIMEOUT, 0 };
 	int fl;
 
 	C.base = base;
+	C.h = h;
+	C.harg = arg;
 	C.euid = geteuid();
 	C.frame_tv = event_base_init_common_timeout(base, &frame_tv);
 	if (C.frame_tv == NULL)
@@ -774,7 +779,7 @@ conn_frame(struct conn *c)
 		    CKPT_MAX_FDS);
 	/* Limits first, from the wire bytes: a refused request is never
 	 * unpacked. */
-	r = dispatch_precheck(c->in.buf, c->in.len, &id, &e);
+	r = C.h->precheck(c->in.buf, c->in.len, &id, &e, C.harg);
 	if (r == CKPT_EPROTO || (r != 0 && id == 0)) {
 		/* Not a message, or over a limit with no id to answer. */
 		log_info("conn %llu: %s; closing", (unsigned long long)c->id,
@@ -864,7 +869,7 @@ conn_frame(struct conn *c)
 	c->inflight++;
 	c->user->inflight++;
 	c->active_ns = now_mono_ns();
-	dispatch(c, req, fds, nfds);
+	C.h->dispatch(c, req, fds, nfds, C.harg);
 }
 
 static void

@@ -4,7 +4,8 @@
  * A connection is owned by the event-loop thread. It reads frames (4-byte
  * big-endian length, checked against CKPT_MAX_FRAME before any allocation;
  * the buffer grows with the bytes actually received), collects SCM_RIGHTS
- * fds, unpacks one Ckpt__Request and hands it to dispatch(). Replies are
+ * fds, unpacks one Ckpt__Request and hands it to the dispatcher it was
+ * given at conn_listen() (struct conn_handler). Replies are
  * queued and written when the socket is writable. A protocol error closes
  * this connection only.
  *
@@ -21,23 +22,41 @@
 #include <stddef.h>
 
 #include "common.h"
+#include "cred.h"
 #include "ckpt.pb-c.h"
 
 struct event_base;
 
-/* Identity of the peer, from SO_PEERCRED and SO_PEERGROUPS. */
-struct peer_cred {
-	pid_t pid;
-	uid_t uid;
-	gid_t gid;
-	int ngroups;
-	gid_t groups[64];
-};
 
 struct conn;
 
-/* Start accepting on listening socket fd (nonblocking, CLOEXEC). */
-int conn_listen(struct event_base *base, int fd, ckd_err *e);
+/* What the connection layer calls back into (the dispatcher, given to
+ * conn_listen; conn knows no request type). All run on the loop thread;
+ * arg is conn_listen's. */
+struct conn_handler {
+	/* The cheap checks on a frame's wire bytes, before it is unpacked.
+	 * Sets *id to the request id (0 when the frame has none). Returns 0;
+	 * CKPT_EPROTO when the bytes are not a protobuf message (the
+	 * connection closes, as for a frame that does not unpack); or
+	 * CKPT_ELIMIT / CKPT_ETOOBIG when the request breaks a per-request
+	 * limit (answered without unpacking). */
+	int (*precheck)(const uint8_t *buf, size_t len, uint64_t *id,
+	    ckd_err *e, void *arg);
+	/* Every complete frame after hello. Takes ownership of req (free
+	 * with ckpt__request__free_unpacked) and of fds (close the ones it
+	 * does not keep). */
+	void (*dispatch)(struct conn *c, Ckpt__Request *req, int *fds,
+	    size_t nfds, void *arg);
+	/* Called once when a connection dies. */
+	void (*closed)(struct conn *c, void *arg);
+	/* 1 when c holds state that keeps it open while idle. */
+	int (*busy)(const struct conn *c, void *arg);
+};
+
+/* Start accepting on listening socket fd (nonblocking, CLOEXEC); every
+ * request goes to h (kept, not copied) with arg. */
+int conn_listen(struct event_base *base, int fd, const struct conn_handler *h,
+    void *arg, ckd_err *e);
 /* Stop accepting (drain on SIGTERM). */
 void conn_stop_listening(void);
 /* Number of live connections. */
@@ -62,24 +81,5 @@ void conn_reply_error(struct conn *c, uint64_t id, int code,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Convenience: an error reply from a ckd_err. */
 void conn_reply_err(struct conn *c, uint64_t id, const ckd_err *e);
-
-/* Implemented in dispatch.c: called by conn for every complete frame after
- * hello. Takes ownership of req (free with ckpt__request__free_unpacked)
- * and of fds (close the ones it does not keep). */
-void dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds);
-/* Implemented in dispatch.c: called once when a conn dies (managers of
- * the conn are closed; their accepted saves continue). */
-void dispatch_conn_closed(struct conn *c);
-/* Implemented in dispatch.c: the cheap checks on a frame's wire bytes,
- * before it is unpacked. Sets *id to the request id (0 when the frame has
- * none). Returns 0; CKPT_EPROTO when the bytes are not a protobuf message
- * (the connection closes, as for a frame that does not unpack); or
- * CKPT_ELIMIT when the request breaks a per-request limit (a save with
- * more than --max-leaves leaves). Linear in len, allocates nothing. */
-int dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id,
-    ckd_err *e);
-/* Implemented in dispatch.c: 1 when c holds state that keeps it open
- * while idle (an open manager). */
-int dispatch_conn_busy(const struct conn *c);
 
 #endif

@@ -1,7 +1,9 @@
 /*
  * dispatch.c - route each request of a connection (after hello) to the
- * code that serves it: ping and status here, every checkpoint operation to
- * the manager. Runs on the event-loop thread.
+ * code that serves it: one routing table (dispatch_routes) from request
+ * type to handler; ping and status are served here. The connection layer
+ * knows none of this: main.c hands it dispatch_handler. Runs on the
+ * event-loop thread.
  *
  * Before a frame is unpacked, dispatch_precheck() walks its protobuf wire
  * bytes once (no allocation) for the request id and the size of a save's
@@ -12,12 +14,13 @@
 #include <unistd.h>
 
 #include "ckptd.h"
-#include "conn.h"
+#include "dispatch.h"
 #include "log.h"
 #include "manager.h"
-#include "root.h"
 #include "user.h"
 #include "preempt.h"
+#include "restore.h"
+#include "save.h"
 #include "worker.h"
 
 /* Path elements plus shape dimensions allowed per leaf of the limit:
@@ -150,8 +153,9 @@ dispatch_count_save(struct pbr b, struct tree_count *tc, uint64_t maxl,
 	return r;
 }
 
-int
-dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id, ckd_err *e)
+static int
+dispatch_precheck(const uint8_t *buf, size_t len, uint64_t *id, ckd_err *e,
+    void *arg)
 {
 	uint64_t maxl = user_limits.leaves_per_request;
 	uint64_t maxe = maxl * DISPATCH_ELEMS_PER_LEAF;
@@ -255,67 +259,150 @@ dispatch_status(struct conn *c, const Ckpt__Request *req)
 	conn_reply(c, &resp, NULL, 0);
 }
 
-void
-dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
+static void
+dispatch_hello_again(struct conn *c, const Ckpt__Request *req)
 {
-	switch (req->op_case) {
-	case CKPT__REQUEST__OP_PING:
-		dispatch_close_fds(fds, nfds);
-		dispatch_ping(c, req);
-		break;
-	case CKPT__REQUEST__OP_STATUS:
-		dispatch_close_fds(fds, nfds);
-		dispatch_status(c, req);
-		break;
-	case CKPT__REQUEST__OP_PREEMPT:
-		dispatch_close_fds(fds, nfds);
-		preempt_handle(c, req);
-		break;
-	case CKPT__REQUEST__OP_HELLO:
-		dispatch_close_fds(fds, nfds);
-		conn_reply_error(c, req->id, CKPT_EPROTO,
-		    "hello was already exchanged on this connection");
-		break;
-	case CKPT__REQUEST__OP_OPEN_MANAGER:
-	case CKPT__REQUEST__OP_CLOSE_MANAGER:
-	case CKPT__REQUEST__OP_SAVE:
-	case CKPT__REQUEST__OP_WAIT_SAVES:
-	case CKPT__REQUEST__OP_LIST_STEPS:
-	case CKPT__REQUEST__OP_SHOULD_SAVE:
-	case CKPT__REQUEST__OP_RESTORE:
-	case CKPT__REQUEST__OP_METADATA:
-	case CKPT__REQUEST__OP_DELETE:
-	case CKPT__REQUEST__OP_RELOAD:
-	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
-	case CKPT__REQUEST__OP_VERIFY:
-	case CKPT__REQUEST__OP_SET_STEP_METRICS:
-		/* The manager owns req and fds from here. */
-		manager_handle(c, req, fds, nfds);
-		return;
-	default:
+	conn_reply_error(c, req->id, CKPT_EPROTO,
+	    "hello was already exchanged on this connection");
+}
+
+/* The manager a request names, by request type. */
+#define DISPATCH_MANAGER_OF(field) \
+	static uint64_t \
+	dispatch_manager_of_##field(const Ckpt__Request *req) \
+	{ \
+		return req->field->manager; \
+	}
+DISPATCH_MANAGER_OF(close_manager)
+DISPATCH_MANAGER_OF(save)
+DISPATCH_MANAGER_OF(wait_saves)
+DISPATCH_MANAGER_OF(list_steps)
+DISPATCH_MANAGER_OF(should_save)
+DISPATCH_MANAGER_OF(restore)
+DISPATCH_MANAGER_OF(metadata)
+DISPATCH_MANAGER_OF(delete_)
+DISPATCH_MANAGER_OF(reload)
+DISPATCH_MANAGER_OF(wait_for_step)
+DISPATCH_MANAGER_OF(verify)
+DISPATCH_MANAGER_OF(set_step_metrics)
+#undef DISPATCH_MANAGER_OF
+
+/*
+ * One route per request type. A request either needs no manager (plain)
+ * or names one of the connection's managers (manager_of), which is looked
+ * up first (unknown: CKPT_EINVAL). Only a save keeps the frame's fds (its
+ * staging memfd); every other route's are closed before it runs. req is
+ * freed after the handler unless the route says the handler owns it
+ * (it answers later, from a worker task's done()).
+ */
+struct dispatch_route {
+	void (*plain)(struct conn *c, const Ckpt__Request *req);
+	void (*on_manager)(struct conn *c, struct manager *m,
+	    Ckpt__Request *req);
+	void (*save)(struct conn *c, struct manager *m, Ckpt__Request *req,
+	    int *fds, size_t nfds);
+	uint64_t (*manager_of)(const Ckpt__Request *req);
+	int owns_req;
+};
+
+#define ROUTE_PLAIN(fn) { .plain = (fn) }
+#define ROUTE_MANAGER(field, fn, owns) { .on_manager = (fn), \
+	.manager_of = dispatch_manager_of_##field, .owns_req = (owns) }
+
+static void dispatch_ping(struct conn *, const Ckpt__Request *);
+static void dispatch_status(struct conn *, const Ckpt__Request *);
+
+static const struct dispatch_route dispatch_routes[] = {
+	[CKPT__REQUEST__OP_HELLO] = ROUTE_PLAIN(dispatch_hello_again),
+	[CKPT__REQUEST__OP_PING] = ROUTE_PLAIN(dispatch_ping),
+	[CKPT__REQUEST__OP_STATUS] = ROUTE_PLAIN(dispatch_status),
+	[CKPT__REQUEST__OP_PREEMPT] = ROUTE_PLAIN(preempt_handle),
+	[CKPT__REQUEST__OP_OPEN_MANAGER] = ROUTE_PLAIN(manager_handle_open),
+	[CKPT__REQUEST__OP_CLOSE_MANAGER] =
+	    ROUTE_MANAGER(close_manager, manager_handle_close, 0),
+	[CKPT__REQUEST__OP_SAVE] = { .save = save_handle,
+	    .manager_of = dispatch_manager_of_save, .owns_req = 1 },
+	[CKPT__REQUEST__OP_WAIT_SAVES] =
+	    ROUTE_MANAGER(wait_saves, manager_handle_wait_saves, 0),
+	[CKPT__REQUEST__OP_LIST_STEPS] =
+	    ROUTE_MANAGER(list_steps, manager_handle_list, 0),
+	[CKPT__REQUEST__OP_SHOULD_SAVE] =
+	    ROUTE_MANAGER(should_save, manager_handle_should_save, 0),
+	[CKPT__REQUEST__OP_RESTORE] =
+	    ROUTE_MANAGER(restore, restore_handle, 1),
+	[CKPT__REQUEST__OP_METADATA] =
+	    ROUTE_MANAGER(metadata, restore_metadata_handle, 1),
+	[CKPT__REQUEST__OP_DELETE] =
+	    ROUTE_MANAGER(delete_, manager_handle_delete, 0),
+	[CKPT__REQUEST__OP_RELOAD] =
+	    ROUTE_MANAGER(reload, manager_handle_reload, 0),
+	[CKPT__REQUEST__OP_WAIT_FOR_STEP] =
+	    ROUTE_MANAGER(wait_for_step, manager_handle_wait_step, 0),
+	[CKPT__REQUEST__OP_VERIFY] =
+	    ROUTE_MANAGER(verify, restore_verify_handle, 1),
+	[CKPT__REQUEST__OP_SET_STEP_METRICS] =
+	    ROUTE_MANAGER(set_step_metrics, manager_handle_set_metrics, 0),
+};
+
+#undef ROUTE_PLAIN
+#undef ROUTE_MANAGER
+
+static void
+dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds,
+    void *arg)
+{
+	const struct dispatch_route *rt = NULL;
+	struct manager *m = NULL;
+	size_t op = (size_t)req->op_case;
+
+	if (op < sizeof dispatch_routes / sizeof dispatch_routes[0])
+		rt = &dispatch_routes[op];
+	if (rt == NULL || (rt->plain == NULL && rt->manager_of == NULL)) {
 		dispatch_close_fds(fds, nfds);
 		log_debug("conn %llu: unknown operation %d",
 		    (unsigned long long)conn_id(c), (int)req->op_case);
 		conn_reply_error(c, req->id, CKPT_EUNSUPPORTED,
 		    "unknown operation");
-		break;
+		goto out;
 	}
+	if (rt->save == NULL) {
+		dispatch_close_fds(fds, nfds);
+		fds = NULL;
+		nfds = 0;
+	}
+	if (rt->plain != NULL) {
+		rt->plain(c, req);
+		goto out;
+	}
+	if ((m = manager_find(c, req->id, rt->manager_of(req))) == NULL) {
+		dispatch_close_fds(fds, nfds);
+		goto out;
+	}
+	if (rt->save != NULL)
+		rt->save(c, m, req, fds, nfds);
+	else
+		rt->on_manager(c, m, req);
+	if (rt->owns_req)
+		return;
+out:
 	ckpt__request__free_unpacked(req, NULL);
 }
 
-void
-dispatch_conn_closed(struct conn *c)
+static void
+dispatch_conn_closed(struct conn *c, void *arg)
 {
 	manager_conn_closed(c);
 }
 
-int
-dispatch_conn_busy(const struct conn *c)
+static int
+dispatch_conn_busy(const struct conn *c, void *arg)
 {
-	const struct manager *m;
-
-	for (m = mgr.managers; m != NULL; m = m->next)
-		if (m->c == c && !m->closed)
-			return 1;
-	return 0;
+	return manager_conn_busy(c);
 }
+
+const struct conn_handler dispatch_handler = {
+	.precheck = dispatch_precheck,
+	.dispatch = dispatch,
+	.closed = dispatch_conn_closed,
+	.busy = dispatch_conn_busy,
+};

@@ -41,6 +41,7 @@
 #include "common.h"
 #include "config.h"
 #include "conn.h"
+#include "dispatch.h"
 #include "preempt.h"
 #include "health.h"
 #include "index.h"
@@ -858,7 +859,7 @@ main(int argc, char **argv)
 	if ((r = index_open(M.state_dir, &ix, &e)) != 0 ||
 	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0 ||
 	    (r = manager_init(M.base, ix, M.budget, worker_count(), &e)) != 0 ||
-	    (r = conn_listen(M.base, M.lfd, &e)) != 0 ||
+	    (r = conn_listen(M.base, M.lfd, &dispatch_handler, NULL, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&
 	    (r = metrics_start(M.base, M.cfg.metrics_listen, &e)) != 0) ||
 	    (r = main_signals(&e)) != 0 ||

@@ -8,7 +8,8 @@
  * Extra sources to build with this file: root.c save.c restore.c
  *
  * Request path:
- *   conn -> dispatch -> manager_handle -> (loop checks) -> worker task(s)
+ *   conn -> dispatch (routing table) -> manager_handle_* / save_handle /
+ *   restore_*_handle -> (loop checks) -> worker task(s)
  *   -> task done() on the loop -> state update -> conn_reply
  * Nothing here blocks: every file or LMDB operation runs in a worker task
  * with the requesting peer's identity (task.cred) on its lane (conn id).
@@ -48,14 +49,56 @@ mgr_reply_empty(struct conn *c, uint64_t id)
 	conn_reply(c, &resp, NULL, 0);
 }
 
-static void
-mgr_close_fds(int *fds, size_t nfds)
-{
-	size_t i;
+/* The state shared by the manager modules (root.h). */
+struct mgr_state mgr;
 
-	for (i = 0; i < nfds; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
+/* ---- small helpers ----------------------------------------------------- */
+
+char *
+mgr_strdup(const char *s)
+{
+	return s == NULL ? NULL : strdup(s);
+}
+
+Ckpt__ManagerOptions *
+mgr_options_copy(const Ckpt__ManagerOptions *o)
+{
+	Ckpt__ManagerOptions def = CKPT__MANAGER_OPTIONS__INIT;
+	Ckpt__ManagerOptions *out;
+	uint8_t *buf;
+	size_t len;
+
+	if (o == NULL)
+		o = &def;
+	len = ckpt__manager_options__get_packed_size(o);
+	if ((buf = malloc(len ? len : 1)) == NULL)
+		return NULL;
+	ckpt__manager_options__pack(o, buf);
+	out = ckpt__manager_options__unpack(NULL, len, buf);
+	free(buf);
+	return out;
+}
+
+void *
+mgr_task_new(size_t size, void (*run)(struct task *),
+    void (*done)(struct task *), const struct peer_cred *cred, uint64_t lane)
+{
+	struct task *t;
+
+	if ((t = calloc(1, size)) == NULL)
+		return NULL;
+	t->run = run;
+	t->done = done;
+	if (cred != NULL)
+		t->cred = *cred;
+	t->lane = lane;
+	return t;
+}
+
+int
+mgr_open_root(const char *path, int *fd, ckd_err *e)
+{
+	return store_open_root(path, 0, 0, fd, e);
 }
 
 /* ---- managers ----------------------------------------------------------- */
@@ -848,7 +891,7 @@ mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 }
 
 static void
-mgr_handle_open(struct conn *c, Ckpt__Request *req)
+mgr_handle_open(struct conn *c, const Ckpt__Request *req)
 {
 	Ckpt__OpenManager *om = req->open_manager;
 	struct open_task *ot;
@@ -1279,7 +1322,7 @@ manager_init(struct event_base *base, struct index *ix,
 	memset(&mgr, 0, sizeof mgr);
 	mgr.base = base;
 	mgr.ix = ix;
-	mgr.budget = memory_budget;
+	save_set_budget(memory_budget);
 	mgr.nworkers = nworkers ? nworkers : 1;
 	root_sweep_leftovers();
 	return 0;
@@ -1288,108 +1331,93 @@ manager_init(struct event_base *base, struct index *ix,
 void
 manager_set_budget(uint64_t budget)
 {
-	mgr.budget = budget;
-	save_budget_changed();
+	save_set_budget(budget);
+}
+
+/* ---- request handlers (routed by dispatch.c) -------------------------------- */
+
+void
+manager_handle_open(struct conn *c, const Ckpt__Request *req)
+{
+	mgr_handle_open(c, req);
+}
+
+struct manager *
+manager_find(struct conn *c, uint64_t req_id, uint64_t id)
+{
+	return mgr_lookup(c, req_id, id);
 }
 
 void
-manager_handle(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds)
+manager_handle_close(struct conn *c, struct manager *m, Ckpt__Request *req)
 {
-	struct manager *m;
-	uint64_t mid = 0;
-
-	switch (req->op_case) {
-	case CKPT__REQUEST__OP_OPEN_MANAGER:
-		mgr_close_fds(fds, nfds);
-		mgr_handle_open(c, req);
-		goto out;
-	case CKPT__REQUEST__OP_CLOSE_MANAGER:
-		mid = req->close_manager->manager; break;
-	case CKPT__REQUEST__OP_SAVE:
-		mid = req->save->manager; break;
-	case CKPT__REQUEST__OP_WAIT_SAVES:
-		mid = req->wait_saves->manager; break;
-	case CKPT__REQUEST__OP_LIST_STEPS:
-		mid = req->list_steps->manager; break;
-	case CKPT__REQUEST__OP_SHOULD_SAVE:
-		mid = req->should_save->manager; break;
-	case CKPT__REQUEST__OP_RESTORE:
-		mid = req->restore->manager; break;
-	case CKPT__REQUEST__OP_METADATA:
-		mid = req->metadata->manager; break;
-	case CKPT__REQUEST__OP_DELETE:
-		mid = req->delete_->manager; break;
-	case CKPT__REQUEST__OP_RELOAD:
-		mid = req->reload->manager; break;
-	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
-		mid = req->wait_for_step->manager; break;
-	case CKPT__REQUEST__OP_VERIFY:
-		mid = req->verify->manager; break;
-	case CKPT__REQUEST__OP_SET_STEP_METRICS:
-		mid = req->set_step_metrics->manager; break;
-	default:
-		mgr_close_fds(fds, nfds);
-		conn_reply_error(c, req->id, CKPT_EUNSUPPORTED,
-		    "unsupported request %d", (int)req->op_case);
-		goto out;
-	}
-	if ((m = mgr_lookup(c, req->id, mid)) == NULL) {
-		mgr_close_fds(fds, nfds);
-		goto out;
-	}
-	if (req->op_case == CKPT__REQUEST__OP_SAVE) {
-		save_handle(c, m, req, fds, nfds);
-		return;
-	}
-	mgr_close_fds(fds, nfds);
-	switch (req->op_case) {
-	case CKPT__REQUEST__OP_CLOSE_MANAGER:
-		/* As Orbax's close(): background deletes finish first. */
-		if (m->deleting > 0 && m->close_c == NULL) {
-			conn_ref(c);
-			m->close_c = c;
-			m->close_id = req->id;
-			mgr_close(m, 1);
-			break;
-		}
+	/* As Orbax's close(): background deletes finish first. */
+	if (m->deleting > 0 && m->close_c == NULL) {
+		conn_ref(c);
+		m->close_c = c;
+		m->close_id = req->id;
 		mgr_close(m, 1);
-		mgr_reply_empty(c, req->id);
-		break;
-	case CKPT__REQUEST__OP_WAIT_SAVES:
-		mgr_handle_wait_saves(c, req->id, m, req->wait_saves);
-		break;
-	case CKPT__REQUEST__OP_LIST_STEPS:
-		mgr_handle_list(c, req->id, m);
-		break;
-	case CKPT__REQUEST__OP_SHOULD_SAVE:
-		mgr_handle_should_save(c, req->id, m, req->should_save);
-		break;
-	case CKPT__REQUEST__OP_RESTORE:
-		restore_handle(c, m, req);
 		return;
-	case CKPT__REQUEST__OP_METADATA:
-		restore_metadata_handle(c, m, req);
-		return;
-	case CKPT__REQUEST__OP_VERIFY:
-		restore_verify_handle(c, m, req);
-		return;
-	case CKPT__REQUEST__OP_DELETE:
-		mgr_handle_delete(c, req->id, m, req->delete_);
-		break;
-	case CKPT__REQUEST__OP_RELOAD:
-		mgr_handle_reload(c, req->id, m);
-		break;
-	case CKPT__REQUEST__OP_WAIT_FOR_STEP:
-		mgr_handle_wait_step(c, req->id, m, req->wait_for_step);
-		break;
-	case CKPT__REQUEST__OP_SET_STEP_METRICS:
-		mgr_handle_set_metrics(c, req->id, m, req->set_step_metrics);
-		break;
-	default:
-		break;
 	}
-out:
-	ckpt__request__free_unpacked(req, NULL);
+	mgr_close(m, 1);
+	mgr_reply_empty(c, req->id);
+}
+
+void
+manager_handle_wait_saves(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_wait_saves(c, req->id, m, req->wait_saves);
+}
+
+void
+manager_handle_list(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	mgr_handle_list(c, req->id, m);
+}
+
+void
+manager_handle_should_save(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_should_save(c, req->id, m, req->should_save);
+}
+
+void
+manager_handle_delete(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	mgr_handle_delete(c, req->id, m, req->delete_);
+}
+
+void
+manager_handle_reload(struct conn *c, struct manager *m, Ckpt__Request *req)
+{
+	mgr_handle_reload(c, req->id, m);
+}
+
+void
+manager_handle_wait_step(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_wait_step(c, req->id, m, req->wait_for_step);
+}
+
+void
+manager_handle_set_metrics(struct conn *c, struct manager *m,
+    Ckpt__Request *req)
+{
+	mgr_handle_set_metrics(c, req->id, m, req->set_step_metrics);
+}
+
+int
+manager_conn_busy(const struct conn *c)
+{
+	const struct manager *m;
+
+	for (m = mgr.managers; m != NULL; m = m->next)
+		if (m->c == c && !m->closed)
+			return 1;
+	return 0;
 }
 
 void
@@ -1419,6 +1447,7 @@ manager_stats(struct manager_stats *out)
 {
 	const struct manager *m;
 	const struct root *r;
+	struct save_counts sc;
 
 	memset(out, 0, sizeof *out);
 	for (m = mgr.managers; m != NULL; m = m->next) {
@@ -1427,21 +1456,25 @@ manager_stats(struct manager_stats *out)
 	}
 	for (r = mgr.roots; r != NULL; r = r->next)
 		out->roots++;
-	out->queued_saves = mgr.nqueued;
-	out->inflight_saves = mgr.ninflight;
-	out->waiting_for_memory = mgr.nqueued;
-	out->staging_bytes = mgr.staging;
-	out->memory_budget = mgr.budget;
-	out->saves_committed = mgr.committed;
-	out->saves_failed = mgr.failed;
+	save_stats(&sc);
+	out->queued_saves = sc.queued;
+	out->inflight_saves = sc.inflight;
+	out->waiting_for_memory = sc.queued;
+	out->staging_bytes = sc.staging;
+	out->memory_budget = sc.budget;
+	out->saves_committed = sc.committed;
+	out->saves_failed = sc.failed;
 	out->saves_interrupted = mgr.interrupted;
-	out->bytes_written = mgr.bytes_written;
+	out->bytes_written = sc.bytes_written;
 }
 
 unsigned
 manager_saves_pending(void)
 {
-	return mgr.nqueued + mgr.ninflight;
+	struct save_counts sc;
+
+	save_stats(&sc);
+	return sc.queued + sc.inflight;
 }
 
 void

@@ -23,7 +23,6 @@
 #include "worker.h"
 
 #define METRICS_NBUCKETS 18
-#define METRICS_NCODES 32
 
 struct metrics_histogram {
 	const char *name, *help;
@@ -55,20 +54,11 @@ static struct metrics_histogram metrics_hists[METRICS_NHIST] = {
 	      274877906944.0, 1099511627776.0 }, 13 },
 };
 
-/* Failed saves by CKPT_E* code (index -code; 0: unknown codes). */
-static uint64_t metrics_failed[METRICS_NCODES];
+/* Failed saves by CKPT_E* code (index -code; 0: unknown codes). The
+ * reason labels are the codes' names (err_code_name): stable, part of
+ * the metrics. */
+static uint64_t metrics_failed[1 + CKPT_NCODES];
 static uint64_t metrics_read_bytes;
-
-/* Label values for the codes of ckpt.h (stable: part of the metrics). */
-static const char *const metrics_code_names[] = {
-	"unknown", "EINVAL", "EPROTO", "EVERSION", "ENOTFOUND", "EEXIST",
-	"EACCES", "ENOSPC", "EIO", "ECORRUPT", "ENOMEM", "ECONN", "ETIMEDOUT",
-	"EINCOMPLETE", "ENOSTEPS", "ENOITEM", "EMISMATCH", "EDTYPE",
-	"EREADONLY", "EBUSY", "ECLOSED", "EUNSUPPORTED", "ETOOBIG",
-	"EINTERNAL", "ENOTDIR", "EPATH",
-};
-#define METRICS_NNAMES (sizeof metrics_code_names / \
-	sizeof metrics_code_names[0])
 
 /* Committed saves and bytes per uid; [METRICS_MAX_UIDS]: the others. */
 static struct {
@@ -106,8 +96,7 @@ metrics_observe_since(enum metrics_hist h, int64_t start_ns)
 void
 metrics_count_save_failed(int code)
 {
-	unsigned i = code < 0 && -code < (int)METRICS_NNAMES ? (unsigned)-code :
-	    0;
+	unsigned i = err_code_name(code) != NULL ? (unsigned)-code : 0;
 
 	metrics_failed[i]++;
 }
@@ -190,9 +179,9 @@ metrics_put_failures(struct evbuffer *b)
 	evbuffer_add_printf(b, "# HELP ckptd_save_failures_total Saves that "
 	    "failed, at acceptance or while writing, by error code.\n"
 	    "# TYPE ckptd_save_failures_total counter\n");
-	for (i = 1; i < METRICS_NNAMES; i++)
+	for (i = 1; i <= CKPT_NCODES; i++)
 		evbuffer_add_printf(b, "ckptd_save_failures_total{reason=\"%s\"}"
-		    " %llu\n", metrics_code_names[i],
+		    " %llu\n", err_code_name(-(int)i),
 		    (unsigned long long)metrics_failed[i]);
 	evbuffer_add_printf(b, "ckptd_save_failures_total{reason=\"unknown\"}"
 	    " %llu\n", (unsigned long long)metrics_failed[0]);

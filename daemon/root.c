@@ -22,57 +22,6 @@
 #include "root.h"
 #include "stepmetrics.h"
 
-struct mgr_state mgr;
-
-/* ---- small helpers ----------------------------------------------------- */
-
-char *
-mgr_strdup(const char *s)
-{
-	return s == NULL ? NULL : strdup(s);
-}
-
-Ckpt__ManagerOptions *
-mgr_options_copy(const Ckpt__ManagerOptions *o)
-{
-	Ckpt__ManagerOptions def = CKPT__MANAGER_OPTIONS__INIT;
-	Ckpt__ManagerOptions *out;
-	uint8_t *buf;
-	size_t len;
-
-	if (o == NULL)
-		o = &def;
-	len = ckpt__manager_options__get_packed_size(o);
-	if ((buf = malloc(len ? len : 1)) == NULL)
-		return NULL;
-	ckpt__manager_options__pack(o, buf);
-	out = ckpt__manager_options__unpack(NULL, len, buf);
-	free(buf);
-	return out;
-}
-
-void *
-mgr_task_new(size_t size, void (*run)(struct task *),
-    void (*done)(struct task *), const struct peer_cred *cred, uint64_t lane)
-{
-	struct task *t;
-
-	if ((t = calloc(1, size)) == NULL)
-		return NULL;
-	t->run = run;
-	t->done = done;
-	if (cred != NULL)
-		t->cred = *cred;
-	t->lane = lane;
-	return t;
-}
-
-int
-mgr_open_root(const char *path, int *fd, ckd_err *e)
-{
-	return store_open_root(path, 0, 0, fd, e);
-}
-
 int
 root_open_dir(const struct root *r, int *fd, ckd_err *e)
 {

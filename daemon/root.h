@@ -6,6 +6,8 @@
  * copies of what they need (paths, naming, step names) and hand results back
  * through their done() callback; they never touch a root or a manager.
  *
+ * struct manager and the mgr_* functions on one are in manager.h.
+ *
  * Ownership and lifetimes:
  *   root     refcounted: one reference per manager, accepted/queued save,
  *            waiter and task that points at it. Freed at zero.
@@ -29,6 +31,7 @@
 #include "index.h"
 #include "store.h"
 #include "policy.h"
+#include "manager.h"
 
 struct event_base;
 struct event;
@@ -80,26 +83,6 @@ struct root {
 	int64_t last_save_ns;           /* start of the last save, -1 none */
 };
 
-struct manager {
-	struct manager *next;
-	uint64_t id;
-	unsigned refs;
-	int closed;
-	struct conn *c;                 /* not referenced: closed with it */
-	struct root *r;                 /* referenced */
-	Ckpt__ManagerOptions *o;        /* owned copy */
-	struct policy_set *pol;         /* owned */
-	mode_t dmode, fmode;
-	unsigned pending;               /* queued + running saves */
-	unsigned deleting;              /* deletes submitted for it, running */
-	struct conn *close_c;           /* CloseManager parked until deleting */
-	uint64_t close_id;              /* drops to 0 (close_c referenced) */
-	int preempt_saved;              /* a save was taken while preempting */
-	int saved;                      /* it saved at least once: a trainer */
-	int err_code;                   /* async error of a failed save */
-	uint64_t err_step;
-	char err_msg[CKPT_ERRLEN];
-};
 
 enum waiter_kind {
 	WAIT_SAVES = 1,
@@ -122,23 +105,18 @@ struct waiter {
 struct mgr_state {
 	struct event_base *base;
 	struct index *ix;
-	uint64_t budget;                /* 0: unlimited */
 	unsigned nworkers;
 	struct root *roots;
 	struct manager *managers;
 	struct waiter *waiters;
-	struct save *saves;             /* every queued or running save */
-	struct save *qhead, *qtail;     /* waiting for memory, FIFO */
-	unsigned nqueued, ninflight;
-	uint64_t staging;
-	uint64_t committed, failed, bytes_written;
+	/* The saves, their memory queue and counters are save.c's own. */
 	uint64_t interrupted;           /* interrupted saves found */
 	void (*idle_cb)(void *arg);
 	void *idle_arg;
 };
 extern struct mgr_state mgr;
 
-/* ---- helpers (root.c) ---------------------------------------------------- */
+/* ---- helpers (manager.c) ------------------------------------------------- */
 
 char *mgr_strdup(const char *s);
 /* Copy a message by packing and unpacking it (NULL when out of memory). */
@@ -150,8 +128,8 @@ void *mgr_task_new(size_t size, void (*run)(struct task *),
     uint64_t lane);
 /* Open the root directory path (no creation) as the task's peer. */
 int mgr_open_root(const char *path, int *fd, ckd_err *e);
-/* Open r's own directory (the one it was loaded from, found through its
- * pinned fd, never through the path) as the task's peer. */
+/* (root.c) Open r's own directory (the one it was loaded from, found
+ * through its pinned fd, never through the path) as the task's peer. */
 int root_open_dir(const struct root *r, int *fd, ckd_err *e);
 
 void root_ref(struct root *r);
@@ -203,23 +181,11 @@ void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
  * owner, and record the saves they stood for as interrupted. */
 void root_sweep_leftovers(void);
 
-/* ---- managers and waiters (manager.c) ------------------------------------ */
+/* ---- waiters (manager.c) ------------------------------------------------ */
 
-void mgr_ref(struct manager *m);
-void mgr_unref(struct manager *m);
-/* A delete counted in m->deleting finished. */
-void mgr_delete_finished(struct manager *m);
-/* Wake WAIT_SAVES waiters of m when it has no pending save. */
-void mgr_wake_saves(struct manager *m);
 /* Wake WAIT_STEP waiters of r whose `after` is below the latest step. */
 void mgr_wake_steps(struct root *r);
 /* Call the idle callback when no save is pending. */
 void mgr_check_idle(void);
-/* Look up a manager of connection c; replies with an error and returns
- * NULL when unknown. */
-struct manager *mgr_lookup(struct conn *c, uint64_t req_id, uint64_t id);
-
-/* Reply helpers. */
-void mgr_reply_empty(struct conn *c, uint64_t id);
 
 #endif

@@ -55,7 +55,7 @@ struct save_file {
 };
 
 struct save {
-	struct save *next, *prev;       /* mgr.saves */
+	struct save *next, *prev;       /* SQ.saves */
 	struct save *qnext;             /* memory queue */
 	int running;
 	struct conn *c;                 /* referenced */
@@ -94,6 +94,18 @@ struct save {
 	unsigned deleting;              /* retention deletes it waits for */
 	ckd_err err;                    /* first failure */
 };
+
+/* Every save of the daemon and the staging memory budget they share,
+ * owned by this file (loop thread). A save waits in the FIFO memory queue
+ * until its charge fits under the budget. */
+static struct {
+	struct save *saves;             /* every queued or running save */
+	struct save *qhead, *qtail;     /* waiting for memory, FIFO */
+	unsigned nqueued, ninflight;
+	uint64_t staging;               /* charged to running saves */
+	uint64_t budget;                /* 0: unlimited */
+	uint64_t committed, failed, bytes_written;  /* since start */
+} SQ;
 
 struct save_task {
 	struct task t;
@@ -237,7 +249,7 @@ save_pending_step(const struct root *r, uint64_t step)
 {
 	const struct save *s;
 
-	for (s = mgr.saves; s != NULL; s = s->next)
+	for (s = SQ.saves; s != NULL; s = s->next)
 		if (s->r == r && s->step == step)
 			return 1;
 	return 0;
@@ -249,7 +261,7 @@ save_latest_pending(const struct root *r)
 	const struct save *s;
 	int64_t best = -1;
 
-	for (s = mgr.saves; s != NULL; s = s->next)
+	for (s = SQ.saves; s != NULL; s = s->next)
 		if (s->r == r && (int64_t)s->step > best)
 			best = (int64_t)s->step;
 	return best;
@@ -302,7 +314,7 @@ save_unlink(struct save *s)
 	if (s->prev != NULL)
 		s->prev->next = s->next;
 	else
-		mgr.saves = s->next;
+		SQ.saves = s->next;
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	s->next = s->prev = NULL;
@@ -905,8 +917,8 @@ save_finalize(struct save *s)
 		/* prevent_write_metrics: ranked in memory all the same */
 		rec.metrics_json = mgr_strdup(s->sv->metrics_json);
 		root_insert_step(r, &rec);
-		mgr.committed++;
-		mgr.bytes_written += s->bytes;
+		SQ.committed++;
+		SQ.bytes_written += s->bytes;
 		metrics_observe_since(METRICS_SAVE_DURABLE, s->recv_ns);
 		metrics_observe(METRICS_STEP_BYTES, (double)s->bytes);
 		metrics_count_user_save((uint32_t)s->cred.uid, s->bytes);
@@ -942,12 +954,12 @@ save_finalize(struct save *s)
 		m->err_code = s->err.code;
 		m->err_step = s->step;
 		snprintf(m->err_msg, sizeof m->err_msg, "%s", s->err.msg);
-		mgr.failed++;
+		SQ.failed++;
 		metrics_count_save_failed(s->err.code);
 	}
 	/* The staging memory is free as soon as the step is durable. */
-	mgr.ninflight--;
-	mgr.staging -= s->charge;
+	SQ.ninflight--;
+	SQ.staging -= s->charge;
 	{
 		int was = user_is_active(s->user);
 
@@ -1029,8 +1041,8 @@ save_start(struct save *s)
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}
-	mgr.ninflight++;
-	mgr.staging += s->charge;
+	SQ.ninflight++;
+	SQ.staging += s->charge;
 	{
 		int was = user_is_active(s->user);
 
@@ -1069,18 +1081,18 @@ static int
 save_fits(const struct save *s)
 {
 	const struct user *u = s->user;
-	uint64_t budget = mgr.budget, share;
+	uint64_t budget = SQ.budget, share;
 	unsigned n;
 
-	if (budget == 0 || mgr.ninflight == 0)
+	if (budget == 0 || SQ.ninflight == 0)
 		return 1;
 	n = user_active() + !user_is_active(u);
 	share = budget / n;
 	if (u->staging == 0 && s->charge <= share)
 		return 1;
-	if (mgr.staging > budget || s->charge > budget - mgr.staging)
+	if (SQ.staging > budget || s->charge > budget - SQ.staging)
 		return 0;
-	if (mgr.nqueued > u->queued && s->charge > share - (u->staging <
+	if (SQ.nqueued > u->queued && s->charge > share - (u->staging <
 	    share ? u->staging : share))
 		return 0;
 	return 1;
@@ -1092,7 +1104,7 @@ save_dequeued(struct save *s)
 	int was = user_is_active(s->user);
 
 	s->qnext = NULL;
-	mgr.nqueued--;
+	SQ.nqueued--;
 	s->user->queued--;
 	s->user->queued_mem -= s->reqmem;
 	user_activity(s->user, was);
@@ -1104,7 +1116,7 @@ static void
 save_admit(void)
 {
 	static uint64_t pass;
-	struct save **pp = &mgr.qhead, *s, *prev = NULL;
+	struct save **pp = &SQ.qhead, *s, *prev = NULL;
 
 	pass++;
 	while ((s = *pp) != NULL) {
@@ -1115,8 +1127,8 @@ save_admit(void)
 			continue;
 		}
 		*pp = s->qnext;
-		if (mgr.qtail == s)
-			mgr.qtail = prev;
+		if (SQ.qtail == s)
+			SQ.qtail = prev;
 		save_dequeued(s);
 		save_start(s);
 	}
@@ -1223,10 +1235,10 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	s->recv_ns = recv_ns;
 	s->dmode = m->dmode;
 	s->fmode = m->fmode;
-	s->next = mgr.saves;
-	if (mgr.saves != NULL)
-		mgr.saves->prev = s;
-	mgr.saves = s;
+	s->next = SQ.saves;
+	if (SQ.saves != NULL)
+		SQ.saves->prev = s;
+	SQ.saves = s;
 	r->saves++;
 	m->pending++;
 	if (s->user->queued == 0 && save_fits(s)) {
@@ -1235,9 +1247,9 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	}
 	/* Waiting saves hold their unpacked requests: a uid's may take a
 	 * quarter of the budget (one may always wait). */
-	if (s->user->queued > 0 && mgr.budget != 0 &&
-	    s->reqmem > mgr.budget / 4 - (s->user->queued_mem <
-	    mgr.budget / 4 ? s->user->queued_mem : mgr.budget / 4)) {
+	if (s->user->queued > 0 && SQ.budget != 0 &&
+	    s->reqmem > SQ.budget / 4 - (s->user->queued_mem <
+	    SQ.budget / 4 ? s->user->queued_mem : SQ.budget / 4)) {
 		err_set(&e, CKPT_ELIMIT, "uid %u has %u saves waiting for "
 		    "memory, holding %" PRIu64 " bytes of requests (a quarter "
 		    "of ckptd --memory-budget)", (unsigned)s->cred.uid,
@@ -1250,14 +1262,14 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	}
 	log_debug("step %" PRIu64 " of %s waits for memory (%" PRIu64
 	    " bytes; %" PRIu64 " of %" PRIu64 " in use, %" PRIu64 " by uid "
-	    "%u)", s->step, r->path, s->charge, mgr.staging, mgr.budget,
+	    "%u)", s->step, r->path, s->charge, SQ.staging, SQ.budget,
 	    s->user->staging, (unsigned)s->cred.uid);
-	if (mgr.qtail != NULL)
-		mgr.qtail->qnext = s;
+	if (SQ.qtail != NULL)
+		SQ.qtail->qnext = s;
 	else
-		mgr.qhead = s;
-	mgr.qtail = s;
-	mgr.nqueued++;
+		SQ.qhead = s;
+	SQ.qtail = s;
+	SQ.nqueued++;
 	{
 		int was = user_is_active(s->user);
 
@@ -1277,20 +1289,33 @@ fail:
 }
 
 void
-save_budget_changed(void)
+save_set_budget(uint64_t budget)
 {
+	SQ.budget = budget;
 	save_admit();
+}
+
+void
+save_stats(struct save_counts *out)
+{
+	out->queued = SQ.nqueued;
+	out->inflight = SQ.ninflight;
+	out->staging = SQ.staging;
+	out->budget = SQ.budget;
+	out->committed = SQ.committed;
+	out->failed = SQ.failed;
+	out->bytes_written = SQ.bytes_written;
 }
 
 void
 save_conn_closed(struct conn *c)
 {
-	struct save **pp = &mgr.qhead, *s;
+	struct save **pp = &SQ.qhead, *s;
 
-	mgr.qtail = NULL;
+	SQ.qtail = NULL;
 	while ((s = *pp) != NULL) {
 		if (s->c != c) {
-			mgr.qtail = s;
+			SQ.qtail = s;
 			pp = &s->qnext;
 			continue;
 		}
@@ -1308,11 +1333,11 @@ save_shutdown(void)
 {
 	struct save *s;
 
-	while ((s = mgr.qhead) != NULL) {
-		mgr.qhead = s->qnext;
+	while ((s = SQ.qhead) != NULL) {
+		SQ.qhead = s->qnext;
 		save_dequeued(s);
 		save_unlink(s);
 		save_free(s);
 	}
-	mgr.qtail = NULL;
+	SQ.qtail = NULL;
 }

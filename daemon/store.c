@@ -45,7 +45,7 @@
  *     str:   "value": "<string>"
  *   Unknown members are ignored (forward compatibility); members listed
  *   above must have the stated types. Limits checked on read and on write:
- *   ndim <= CKPT_MAX_NDIM, path depth <= STORE_MAX_DEPTH, file is a valid
+ *   ndim <= CKPT_WIRE_MAX_NDIM, path depth <= STORE_MAX_DEPTH, file is a valid
  *   component, tensor name 1..1024 bytes and not reserved, file <= 256 MiB.
  */
 #include <dirent.h>
@@ -817,7 +817,7 @@ array_nbytes(Ckpt__Dtype dt, size_t ndim, const uint64_t *shape,
 	uint64_t n;
 	size_t i;
 
-	if ((n = store_dtype_size(dt)) == 0 || ndim > CKPT_MAX_NDIM)
+	if ((n = store_dtype_size(dt)) == 0 || ndim > CKPT_WIRE_MAX_NDIM)
 		return -1;
 	for (i = 0; i < ndim; i++) {
 		if (shape[i] != 0 && n > UINT64_MAX / shape[i])
@@ -1592,7 +1592,7 @@ leaf_problem(const Ckpt__Leaf *l)
 		return NULL;
 	if (store_dtype_size(l->dtype) == 0)
 		return "unknown dtype";
-	if (l->n_shape > CKPT_MAX_NDIM)
+	if (l->n_shape > CKPT_WIRE_MAX_NDIM)
 		return "too many dimensions";
 	if (l->n_shape > 0 && l->shape == NULL)
 		return "missing shape";
@@ -1937,7 +1937,7 @@ leaf_from_json(json_t *o, size_t idx, Ckpt__Leaf **out, ckd_err *e)
 			CORRUPT("_METADATA: leaf %zu: bad dtype", idx);
 		shape = json_object_get(o, "shape");
 		if (!json_is_array(shape) ||
-		    json_array_size(shape) > CKPT_MAX_NDIM)
+		    json_array_size(shape) > CKPT_WIRE_MAX_NDIM)
 			CORRUPT("_METADATA: leaf %zu: bad shape", idx);
 		if (json_array_size(shape) > 0 && (l->shape = calloc(
 		    json_array_size(shape), sizeof(*l->shape))) == NULL)

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "common.h"
-#include "conn.h"
+#include "cred.h"
 
 struct event_base;
 

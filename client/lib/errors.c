@@ -11,35 +11,25 @@
 
 #include "internal.h"
 
+/*
+ * The table is proto/ckpt_codes.def; the public enum of <ckpt/ckpt.h>
+ * spells it out for readers of the manual, and must not drift from it.
+ */
+#define X(name, value, desc) \
+	_Static_assert(CKPT_##name == (value), \
+	    "ckpt.h differs from proto/ckpt_codes.def: CKPT_" #name);
+#include "ckpt_codes.def"
+#undef X
+
 static const char *const errstr[] = {
 	[0] = "success",
-	[1] = "invalid argument",
-	[2] = "protocol error",
-	[3] = "protocol version mismatch",
-	[4] = "not found",
-	[5] = "step already exists",
-	[6] = "permission denied",
-	[7] = "no space left on device",
-	[8] = "I/O error",
-	[9] = "checksum mismatch or corrupt data",
-	[10] = "out of memory",
-	[11] = "cannot reach ckptd or connection lost",
-	[12] = "timed out",
-	[13] = "step is not committed",
-	[14] = "no steps found",
-	[15] = "item not found",
-	[16] = "structure, shape or dtype mismatch",
-	[17] = "unsupported dtype or cast",
-	[18] = "manager is read-only",
-	[19] = "resource busy",
-	[20] = "handle already closed",
-	[21] = "operation not supported",
-	[22] = "too big",
-	[23] = "internal error",
-	[24] = "root directory does not exist",
-	[25] = "path not allowed",
-	[26] = "a per-user limit was reached",
+#define X(name, value, desc) [-(value)] = desc,
+#include "ckpt_codes.def"
+#undef X
 };
+
+_Static_assert(sizeof errstr / sizeof errstr[0] == 1 - CKPT_ECODE_MIN,
+    "CKPT_ECODE_MIN of ckpt.h is the last code of proto/ckpt_codes.def");
 
 CKPT_API const char *
 ckpt_strerror(int code)

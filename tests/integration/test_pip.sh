@@ -41,7 +41,8 @@ else
 	echo "1..$n"
 	exit 1
 fi
-cp -r "$src/client/python" "$tmp/pkg"
+# -L: ckpt/ckpt_codes.def is a link to proto/ckpt_codes.def in the tree.
+cp -rL "$src/client/python" "$tmp/pkg"
 rm -rf "$tmp/pkg/meson.build"
 if out=$("$tmp/venv/bin/pip" install --no-index --no-build-isolation \
 	--disable-pip-version-check "$tmp/pkg" 2>&1); then

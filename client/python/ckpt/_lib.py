@@ -23,35 +23,28 @@ c_long = ctypes.c_long
 c_unsigned = ctypes.c_uint
 POINTER = ctypes.POINTER
 
-# ---- constants (values from ckpt.h) ----------------------------------------
+# ---- error codes (proto/ckpt_codes.def, shipped in the package) ------------
 
+
+def _read_codes():
+    """The X(NAME, VALUE, "description") entries of ckpt_codes.def, the one
+    table of error codes ckptd, libckpt and this package are built from."""
+    import os
+    import re
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        'ckpt_codes.def')
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    entries = re.findall(r'^X\((\w+), (-\d+), "([^"]*)"\)$', text, re.M)
+    if not entries:
+        raise ImportError('%s holds no error codes' % path)
+    return [(name, int(value), desc) for name, value, desc in entries]
+
+
+CODES = _read_codes()
 CKPT_OK = 0
-CKPT_EINVAL = -1
-CKPT_EPROTO = -2
-CKPT_EVERSION = -3
-CKPT_ENOTFOUND = -4
-CKPT_EEXIST = -5
-CKPT_EACCES = -6
-CKPT_ENOSPC = -7
-CKPT_EIO = -8
-CKPT_ECORRUPT = -9
-CKPT_ENOMEM = -10
-CKPT_ECONN = -11
-CKPT_ETIMEDOUT = -12
-CKPT_EINCOMPLETE = -13
-CKPT_ENOSTEPS = -14
-CKPT_ENOITEM = -15
-CKPT_EMISMATCH = -16
-CKPT_EDTYPE = -17
-CKPT_EREADONLY = -18
-CKPT_EBUSY = -19
-CKPT_ECLOSED = -20
-CKPT_EUNSUPPORTED = -21
-CKPT_ETOOBIG = -22
-CKPT_EINTERNAL = -23
-CKPT_ENOTDIR = -24
-CKPT_EPATH = -25
-CKPT_ELIMIT = -26
+globals().update(('CKPT_' + _name, _value) for _name, _value, _ in CODES)
+CKPT_ECODE_MIN = min(_value for _, _value, _ in CODES)
 
 KEY_DICT, KEY_LIST, KEY_TUPLE = 0, 1, 2
 
