@@ -106,7 +106,7 @@ fuzz_check_layout(const Ckpt__Save *sv, uint64_t memsize)
 			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
 				continue;
 			narrays++;
-			FUZZ_ASSERT(l->n_shape <= CKPT_MAX_NDIM);
+			FUZZ_ASSERT(l->n_shape <= CKPT_WIRE_MAX_NDIM);
 			nb = store_dtype_size(l->dtype);
 			FUZZ_ASSERT(nb > 0);
 			/* A zero dimension makes the array empty whatever the
