@@ -64,8 +64,6 @@ static struct {
 	char log_path[PATH_MAX];
 	uint64_t budget;
 	int64_t start_ns;
-	int autostarted;             /* started by libckpt for one user */
-	long idle_secs;              /* exit after this long idle; 0: never */
 	int64_t idle_since_ns;       /* 0: busy at the last look */
 	char private_dir[64];        /* per-user socket dir to check, or "" */
 
@@ -583,9 +581,10 @@ main_ready(void)
 	    "budget %llu MiB", CKPTD_VERSION, M.socket_path,
 	    M.activated ? " (activated)" : "", M.state_dir, worker_count(),
 	    (unsigned long long)(M.budget >> 20));
-	if (M.idle_secs > 0)
+	if (M.cfg.idle_exit > 0)
 		log_info("exiting after %ld s idle (no connection, no pending "
-		    "save)%s", M.idle_secs, M.autostarted ? "; autostarted" : "");
+		    "save)%s", (long)M.cfg.idle_exit,
+		    M.cfg.autostarted ? "; autostarted" : "");
 	sd_notifyf(0, "READY=1\nSTATUS=Listening on %s (%u workers)",
 	    M.socket_path, worker_count());
 	if (M.ready_fd >= 0) {
@@ -613,26 +612,27 @@ main_idle_tick(evutil_socket_t fd, short what, void *arg)
 		M.idle_since_ns = now;
 		return;
 	}
-	if (now - M.idle_since_ns < (int64_t)M.idle_secs * 1000000000LL)
+	if (now - M.idle_since_ns < (int64_t)M.cfg.idle_exit * 1000000000LL)
 		return;
 	log_info("idle for %ld s (no connection, no pending save); exiting",
-	    M.idle_secs);
+	    (long)M.cfg.idle_exit);
 	M.stopping = 1;
 	sd_notify(0, "STOPPING=1\nSTATUS=Idle");
 	conn_stop_listening();
 	event_base_loopexit(M.base, NULL);
 }
 
-/* Look every few seconds; exits between idle_secs and idle_secs + tick. */
+/* Look every few seconds; exits between idle-exit and idle-exit + tick. */
 static int
 main_idle_start(ckd_err *e)
 {
 	struct timeval tv = { 1, 0 };
 
-	if (M.idle_secs <= 0)
+	if (M.cfg.idle_exit == 0)
 		return 0;
-	if (M.idle_secs >= 8)
-		tv.tv_sec = M.idle_secs / 4 < 30 ? M.idle_secs / 4 : 30;
+	if (M.cfg.idle_exit >= 8)
+		tv.tv_sec = M.cfg.idle_exit / 4 < 30 ?
+		    (time_t)(M.cfg.idle_exit / 4) : 30;
 	M.idle_ev = event_new(M.base, -1, EV_PERSIST, main_idle_tick, NULL);
 	if (M.idle_ev == NULL || event_add(M.idle_ev, &tv) != 0)
 		return err_set(e, CKPT_EINTERNAL, "cannot start the idle timer");
@@ -831,8 +831,6 @@ main(int argc, char **argv)
 	snprintf(M.socket_path, sizeof M.socket_path, "%s", M.cfg.socket);
 	snprintf(M.state_dir, sizeof M.state_dir, "%s", M.cfg.state_dir);
 	M.budget = M.cfg.memory_budget;
-	M.autostarted = M.cfg.autostarted;
-	M.idle_secs = (long)M.cfg.idle_exit;
 	config_apply_limits(&M.cfg);
 	if (main_set_path(M.log_path, sizeof M.log_path, "log", "%s/%s",
 	    M.state_dir, MAIN_LOG_FILE) != 0)
