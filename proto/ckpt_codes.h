@@ -15,7 +15,7 @@ enum {
 #define X(name, value, desc) CKPT_##name = (value),
 #include "ckpt_codes.def"
 #undef X
-	CKPT_ECODE_MIN = CKPT_ELIMIT   /* the most negative code */
+	CKPT_ECODE_MIN = CKPT_ERANK   /* the most negative code */
 };
 
 /* Number of codes in the table (CKPT_OK not counted). */

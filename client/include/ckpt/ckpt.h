@@ -97,7 +97,8 @@ enum {
 	CKPT_ENOTDIR = -24,    /* root does not exist (and create is off) */
 	CKPT_EPATH = -25,      /* path escapes the root or is not allowed */
 	CKPT_ELIMIT = -26,     /* a per-user limit was reached */
-	CKPT_ECODE_MIN = -26
+	CKPT_ERANK = -27,      /* a rank of a distributed step failed */
+	CKPT_ECODE_MIN = -27
 };
 
 /* Static string naming the code, e.g. "step already exists". Never NULL. */
