@@ -1214,6 +1214,8 @@ save_tx_lead(const struct steptx *tx)
 	return NULL;
 }
 
+static void save_tx_tell_managers(const struct steptx *tx);
+
 /* Committed or failed: the lead part finalizes the step once (record,
  * retention, counters), then every part is answered (save_complete). */
 static void
@@ -1223,6 +1225,8 @@ save_tx_close(struct steptx *tx)
 	unsigned i;
 
 	tx->closed = 1;
+	if (tx->err.code != 0)
+		save_tx_tell_managers(tx);
 	if (lead == NULL) {
 		steptx_unlist(tx);
 		return;

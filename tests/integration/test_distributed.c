@@ -1,0 +1,770 @@
+/*
+ * test_distributed.c - distributed steps in the daemon: one step saved by
+ * several ranks, each on its own connection with its own manager (raw
+ * frames, as a rank's client would send them), committed once.
+ *
+ *   - a 4-rank step: not listed before the 4th part; _METADATA lists the
+ *     global array's 4 pieces and the replicated leaf once (the primary's
+ *     file); restore answers one leaf per piece with the right bytes;
+ *   - a rank whose connection closes before its hand-off: CKPT_ERANK on
+ *     the others naming it, no tmp dir left, the failure listed, the next
+ *     step commits; a rank closing right after its hand-off does not hurt;
+ *   - a rank that never sends its part: CKPT_ERANK after the timeout;
+ *   - overlapping or missing pieces: CKPT_EMISMATCH on every rank naming
+ *     the array; overlapping pieces in one Save are refused at once;
+ *   - two jobs on one root do not mix.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ckpt.pb-c.h"
+#include "harness.h"
+
+#define MAX_FRAME (16u * 1024 * 1024)
+#define NR 4            /* ranks */
+#define ROWS 8
+#define COLS 4
+
+static struct hx_daemon d;
+static char root[HX_PATH];
+static uint64_t next_id = 100;
+static uint64_t g_rows = ROWS;  /* global rows: 2 per rank of the job */
+
+/* ---- raw wire ------------------------------------------------------------------------ */
+
+static int send_req(int fd, Ckpt__Request *req, int memfd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	size_t n, off = 0;
+	unsigned char *buf;
+	struct iovec iov;
+	struct msghdr msg;
+	ssize_t r;
+
+	req->has_id = 1;
+	req->id = next_id++;
+	n = ckpt__request__get_packed_size(req);
+	buf = malloc(4 + n);
+	buf[0] = (unsigned char)(n >> 24);
+	buf[1] = (unsigned char)(n >> 16);
+	buf[2] = (unsigned char)(n >> 8);
+	buf[3] = (unsigned char)n;
+	ckpt__request__pack(req, buf + 4);
+	while (off < 4 + n) {
+		memset(&msg, 0, sizeof msg);
+		iov.iov_base = buf + off;
+		iov.iov_len = 4 + n - off;
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		if (off == 0 && memfd >= 0) {
+			memset(&cm, 0, sizeof cm);
+			msg.msg_control = cm.buf;
+			msg.msg_controllen = sizeof cm.buf;
+			cm.h.cmsg_level = SOL_SOCKET;
+			cm.h.cmsg_type = SCM_RIGHTS;
+			cm.h.cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(&cm.h), &memfd, sizeof(int));
+		}
+		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			free(buf);
+			return -1;
+		}
+		off += (size_t)r;
+	}
+	free(buf);
+	return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n, int timeout_ms)
+{
+	int64_t end = hx_now_ms() + timeout_ms;
+	size_t got = 0;
+	ssize_t r;
+
+	while (got < n) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		int64_t left = end - hx_now_ms();
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -1;
+		r = recv(fd, (char *)buf + got, n - got, MSG_CMSG_CLOEXEC);
+		if (r == 0)
+			return 0;
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	return 1;
+}
+
+/* Next reply to a request (SaveDone events are skipped). */
+static Ckpt__Response *recv_reply(int fd, int timeout_ms)
+{
+	unsigned char hdr[4], *body;
+	Ckpt__Response *resp;
+	uint32_t len;
+
+	for (;;) {
+		if (read_full(fd, hdr, 4, timeout_ms) != 1)
+			return NULL;
+		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		    (uint32_t)hdr[2] << 8 | hdr[3];
+		if (len == 0 || len > MAX_FRAME)
+			return NULL;
+		body = malloc(len);
+		if (read_full(fd, body, len, timeout_ms) != 1) {
+			free(body);
+			return NULL;
+		}
+		resp = ckpt__response__unpack(NULL, len, body);
+		free(body);
+		if (resp == NULL || resp->id != 0)
+			return resp;
+		ckpt__response__free_unpacked(resp, NULL);
+	}
+}
+
+static int rank_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Hello h = CKPT__HELLO__INIT;
+	Ckpt__Response *resp = NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		bail_out("connect: %s", strerror(errno));
+	h.has_version = 1;
+	h.version = CKPT__VERSION__PROTOCOL_VERSION;
+	h.client = "distributed test";
+	req.op_case = CKPT__REQUEST__OP_HELLO;
+	req.hello = &h;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 5000)) ==
+	    NULL || resp->code != 0)
+		bail_out("hello refused: %s", resp != NULL && resp->message ?
+		    resp->message : strerror(errno));
+	ckpt__response__free_unpacked(resp, NULL);
+	return fd;
+}
+
+/* A manager of rank `rank` of `count` in job `job`. */
+static uint64_t open_rank(int fd, uint32_t rank, uint32_t count,
+    const char *job, double timeout_secs)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
+	Ckpt__ManagerOptions o = CKPT__MANAGER_OPTIONS__INIT;
+	Ckpt__Response *resp;
+	uint64_t id;
+
+	o.has_process_index = 1;
+	o.process_index = rank;
+	o.has_process_count = 1;
+	o.process_count = count;
+	o.job = (char *)job;
+	if (timeout_secs > 0) {
+		o.has_async_timeout_secs = 1;
+		o.async_timeout_secs = timeout_secs;
+	}
+	om.root = root;
+	om.options = &o;
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = &om;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 5000)) ==
+	    NULL || resp->code != 0 ||
+	    resp->body_case != CKPT__RESPONSE__BODY_OPEN_MANAGER)
+		bail_out("open_manager of rank %u failed", rank);
+	id = resp->open_manager->manager;
+	ckpt__response__free_unpacked(resp, NULL);
+	return id;
+}
+
+/* ---- one rank's part ------------------------------------------------------------------ */
+
+/* Value of element (row, col) of the global array "w" at step. */
+static float wval(uint64_t step, uint64_t row, uint64_t col)
+{
+	return (float)(step * 1000 + row * COLS + col);
+}
+
+enum layout {
+	ROWS_OK,        /* rank r: rows [2r, 2r+2) */
+	ROWS_OVERLAP,   /* rank 1 takes rows [1, 3) */
+	ROWS_MISSING,   /* rank 3 takes only row 6 */
+	ROWS_TWICE,     /* rank 0 sends rows [0, 2) and [1, 2) */
+};
+
+struct part {
+	Ckpt__PathElem pw, pb, pn, *pathw[1], *pathb[1], *pathn[1];
+	Ckpt__Leaf lw[2], lb, ln, *leaves[4];
+	uint64_t shw[2][2], gsh[2], offw[2][2], shb[1];
+	Ckpt__Item item, *items[1];
+	Ckpt__Save sv;
+	int memfd;
+};
+
+/* Send rank's Save of step (no reply read). */
+static void send_part(int fd, uint64_t mgr, uint32_t rank, uint64_t step,
+    enum layout lay, struct part *p)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	uint64_t row0 = 2 * rank, nrows = 2, r, c;
+	size_t nl = 0, npieces = 1, k;
+	float buf[3 * COLS + COLS];
+	size_t off = 0;
+
+	memset(p, 0, sizeof *p);
+	if (lay == ROWS_OVERLAP && rank == 1)
+		row0 = 1;
+	if (lay == ROWS_MISSING && rank == 3)
+		nrows = 1;
+	if (lay == ROWS_TWICE && rank == 0)
+		npieces = 2;
+	ckpt__path_elem__init(&p->pw);
+	p->pw.has_kind = 1;
+	p->pw.kind = CKPT__KEY_KIND__KEY_DICT;
+	p->pw.key = "w";
+	p->pb = p->pw;
+	p->pb.key = "b";
+	p->pn = p->pw;
+	p->pn.key = "n";
+	p->pathw[0] = &p->pw;
+	p->pathb[0] = &p->pb;
+	p->pathn[0] = &p->pn;
+	p->gsh[0] = g_rows;
+	p->gsh[1] = COLS;
+	for (k = 0; k < npieces; k++) {
+		Ckpt__Leaf *l = &p->lw[k];
+		uint64_t first = row0 + k, n = k == 0 ? nrows : 1;
+
+		ckpt__leaf__init(l);
+		l->n_path = 1;
+		l->path = p->pathw;
+		l->has_kind = 1;
+		l->kind = CKPT__LEAF_KIND__LEAF_ARRAY;
+		l->has_dtype = 1;
+		l->dtype = CKPT__DTYPE__DTYPE_F32;
+		p->shw[k][0] = n;
+		p->shw[k][1] = COLS;
+		l->n_shape = 2;
+		l->shape = p->shw[k];
+		l->n_global_shape = 2;
+		l->global_shape = p->gsh;
+		p->offw[k][0] = first;
+		p->offw[k][1] = 0;
+		l->n_piece_offsets = 2;
+		l->piece_offsets = p->offw[k];
+		l->has_offset = 1;
+		l->offset = off * sizeof(float);
+		l->has_nbytes = 1;
+		l->nbytes = n * COLS * sizeof(float);
+		for (r = first; r < first + n; r++)
+			for (c = 0; c < COLS; c++)
+				buf[off++] = wval(step, r, c);
+		p->leaves[nl++] = l;
+	}
+	/* "b": replicated, bytes from the primary only. */
+	ckpt__leaf__init(&p->lb);
+	p->lb.n_path = 1;
+	p->lb.path = p->pathb;
+	p->lb.has_kind = 1;
+	p->lb.kind = CKPT__LEAF_KIND__LEAF_ARRAY;
+	p->lb.has_dtype = 1;
+	p->lb.dtype = CKPT__DTYPE__DTYPE_F32;
+	p->shb[0] = COLS;
+	p->lb.n_shape = 1;
+	p->lb.shape = p->shb;
+	if (rank == 0) {
+		p->lb.has_offset = 1;
+		p->lb.offset = off * sizeof(float);
+		p->lb.has_nbytes = 1;
+		p->lb.nbytes = COLS * sizeof(float);
+		for (c = 0; c < COLS; c++)
+			buf[off++] = (float)(step + c) / 8;
+	} else {
+		p->lb.has_replicated_elsewhere = 1;
+		p->lb.replicated_elsewhere = 1;
+	}
+	p->leaves[nl++] = &p->lb;
+	/* "n": a scalar every rank sends. */
+	ckpt__leaf__init(&p->ln);
+	p->ln.n_path = 1;
+	p->ln.path = p->pathn;
+	p->ln.has_kind = 1;
+	p->ln.kind = CKPT__LEAF_KIND__LEAF_INT;
+	p->ln.has_int_value = 1;
+	p->ln.int_value = (int64_t)step;
+	p->leaves[nl++] = &p->ln;
+	ckpt__item__init(&p->item);
+	p->item.name = "default";
+	p->item.has_handler = 1;
+	p->item.handler = CKPT__HANDLER__HANDLER_STANDARD;
+	p->item.n_leaves = nl;
+	p->item.leaves = p->leaves;
+	p->items[0] = &p->item;
+	ckpt__save__init(&p->sv);
+	p->sv.has_manager = 1;
+	p->sv.manager = mgr;
+	p->sv.has_step = 1;
+	p->sv.step = step;
+	p->sv.n_items = 1;
+	p->sv.items = p->items;
+	p->memfd = memfd_create("part", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (p->memfd < 0 || write(p->memfd, buf, off * sizeof(float)) !=
+	    (ssize_t)(off * sizeof(float)) ||
+	    fcntl(p->memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0)
+		bail_out("memfd: %s", strerror(errno));
+	req.op_case = CKPT__REQUEST__OP_SAVE;
+	req.save = &p->sv;
+	if (send_req(fd, &req, p->memfd) != 0)
+		bail_out("send save: %s", strerror(errno));
+	close(p->memfd);
+}
+
+/* The reply to a Save: 1 saved, 0 skipped, else the error code. */
+static int save_reply(int fd, char *msg, size_t len)
+{
+	Ckpt__Response *resp = recv_reply(fd, 20000);
+	int r;
+
+	if (msg != NULL)
+		msg[0] = '\0';
+	if (resp == NULL)
+		return INT32_MIN;
+	if (resp->code != 0) {
+		r = resp->code;
+		if (msg != NULL)
+			snprintf(msg, len, "%s", resp->message ?
+			    resp->message : "");
+	} else {
+		r = resp->body_case == CKPT__RESPONSE__BODY_SAVE &&
+		    resp->save->saved;
+	}
+	ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+static int save_part(int fd, uint64_t mgr, uint32_t rank, uint64_t step,
+    enum layout lay, char *msg, size_t len)
+{
+	struct part p;
+
+	send_part(fd, mgr, rank, step, lay, &p);
+	return save_reply(fd, msg, len);
+}
+
+/* wait_until_finished: the async error (0 when none), its message. */
+static int wait_saves(int fd, uint64_t mgr, char *msg, size_t len)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__WaitSaves ws = CKPT__WAIT_SAVES__INIT;
+	Ckpt__Response *resp;
+	int code;
+
+	ws.has_manager = 1;
+	ws.manager = mgr;
+	ws.has_clear_error = 1;
+	ws.clear_error = 1;
+	req.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
+	req.wait_saves = &ws;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 60000)) ==
+	    NULL)
+		return INT32_MIN;
+	code = resp->code;
+	if (msg != NULL)
+		snprintf(msg, len, "%s", resp->message ? resp->message : "");
+	if (code == 0 && resp->body_case == CKPT__RESPONSE__BODY_WAIT_SAVES) {
+		code = resp->wait_saves->code;
+		if (msg != NULL)
+			snprintf(msg, len, "%s", resp->wait_saves->message ?
+			    resp->wait_saves->message : "");
+	}
+	ckpt__response__free_unpacked(resp, NULL);
+	return code;
+}
+
+/* State of step in the manager's list: STEP_* or -1 when not listed. */
+static int step_state(int fd, uint64_t mgr, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ListSteps ls = CKPT__LIST_STEPS__INIT;
+	Ckpt__Response *resp;
+	int st = -1;
+	size_t i;
+
+	ls.has_manager = 1;
+	ls.manager = mgr;
+	req.op_case = CKPT__REQUEST__OP_LIST_STEPS;
+	req.list_steps = &ls;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 10000)) ==
+	    NULL)
+		return -2;
+	if (resp->body_case == CKPT__RESPONSE__BODY_LIST_STEPS)
+		for (i = 0; i < resp->list_steps->n_steps; i++)
+			if (resp->list_steps->steps[i]->step == step)
+				st = resp->list_steps->steps[i]->state;
+	ckpt__response__free_unpacked(resp, NULL);
+	return st;
+}
+
+static char *step_file(char *buf, uint64_t step, const char *rest)
+{
+	if (snprintf(buf, HX_PATH, "%s/%llu%s", root,
+	    (unsigned long long)step, rest) >= HX_PATH)
+		bail_out("path too long");
+	return buf;
+}
+
+/* All ranks' connections and managers of one job. */
+struct job {
+	int fd[NR];
+	uint64_t m[NR];
+	unsigned n;
+};
+
+static void job_open(struct job *j, unsigned n, const char *name,
+    double timeout_secs)
+{
+	unsigned i;
+
+	j->n = n;
+	g_rows = 2 * n;
+	for (i = 0; i < n; i++) {
+		j->fd[i] = rank_connect();
+		j->m[i] = open_rank(j->fd[i], i, n, name, timeout_secs);
+	}
+}
+
+static void job_close(struct job *j)
+{
+	unsigned i;
+
+	for (i = 0; i < j->n; i++)
+		if (j->fd[i] >= 0)
+			close(j->fd[i]);
+}
+
+/* ---- restore: one leaf per piece -------------------------------------------------------- */
+
+static void check_restore(int fd, uint64_t mgr, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Restore rq = CKPT__RESTORE__INIT;
+	Ckpt__Response *resp;
+	const Ckpt__Item *it;
+	unsigned pieces = 0, good = 0, b = 0;
+	char path[HX_PATH * 2];
+	size_t k;
+
+	rq.has_manager = 1;
+	rq.manager = mgr;
+	rq.has_step = 1;
+	rq.step = (int64_t)step;
+	req.op_case = CKPT__REQUEST__OP_RESTORE;
+	req.restore = &rq;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 10000)) ==
+	    NULL || resp->code != 0 ||
+	    resp->body_case != CKPT__RESPONSE__BODY_RESTORE ||
+	    resp->restore->n_items != 1) {
+		ok(0, "restore metadata of step %llu", (unsigned long long)step);
+		return;
+	}
+	it = resp->restore->items[0];
+	for (k = 0; k < it->n_leaves; k++) {
+		const Ckpt__Leaf *l = it->leaves[k];
+		float v[2 * COLS];
+		uint64_t r, c, n;
+		int f, same = 1;
+
+		if (l->n_path != 1 || strcmp(l->path[0]->key, "w") != 0) {
+			b += strcmp(l->path[0]->key, "b") == 0 &&
+			    l->n_global_shape == 0;
+			continue;
+		}
+		pieces++;
+		if (l->n_global_shape != 2 || l->global_shape[0] != ROWS ||
+		    l->n_piece_offsets != 2 || l->shape[0] > 2)
+			continue;
+		n = l->shape[0] * COLS;
+		/* The piece's bytes, read where the reply says they are. */
+		snprintf(path, sizeof path, "%s/%llu/default/%s", root,
+		    (unsigned long long)step, l->file);
+		if ((f = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		if (pread(f, v, n * sizeof(float), (off_t)l->offset) !=
+		    (ssize_t)(n * sizeof(float)))
+			same = 0;
+		close(f);
+		for (r = 0; same && r < l->shape[0]; r++)
+			for (c = 0; c < COLS; c++)
+				if (v[r * COLS + c] != wval(step,
+				    l->piece_offsets[0] + r, c))
+					same = 0;
+		good += same;
+	}
+	is_int(pieces, NR, "restore of step %llu: one leaf per piece of 'w'",
+	    (unsigned long long)step);
+	is_int(good, NR, "every piece holds its rows of the global array");
+	is_int(b, 1, "the replicated leaf 'b' comes back once");
+	ckpt__response__free_unpacked(resp, NULL);
+}
+
+/* ---- scenarios ---------------------------------------------------------------------------- */
+
+static void four_ranks(void)
+{
+	struct job j;
+	char p[HX_PATH], msg[512];
+	char *meta;
+	unsigned i, saved = 0, clean = 0;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 1, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR - 1, "ranks 0-2 handed their part of step 1");
+	hx_sleep_ms(300);
+	is_int(step_state(j.fd[0], j.m[0], 1), -1,
+	    "step 1 is not listed before the 4th part");
+	ok(!hx_exists(step_file(p, 1, "")), "no step directory yet");
+	is_int(save_part(j.fd[3], j.m[3], 3, 1, ROWS_OK, msg, sizeof msg), 1,
+	    "rank 3 handed its part");
+	for (i = 0; i < NR; i++)
+		clean += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(clean, NR, "wait_until_finished returns 0 on every rank");
+	is_int(step_state(j.fd[2], j.m[2], 1), CKPT__STEP_STATE__STEP_COMMITTED,
+	    "step 1 is committed once all parts are durable");
+	for (i = 0; i < NR; i++) {
+		char f[64];
+
+		snprintf(f, sizeof f, "/default/data-p%05u-00000.safetensors",
+		    i);
+		ok(hx_exists(step_file(p, 1, f)), "rank %u's data file", i);
+	}
+	meta = hx_read_file(step_file(p, 1, "/default/_METADATA"), NULL);
+	ok(meta != NULL, "_METADATA written");
+	if (meta != NULL) {
+		has(meta, "\"global_shape\":[8,4]", "the global shape listed");
+		has(meta, "\"offsets\":[6,0]", "rank 3's piece listed");
+		ok(strstr(meta, "\"pieces\"") != NULL &&
+		    strstr(strstr(meta, "\"pieces\""), "\"offsets\":[0,0]") !=
+		    NULL, "rank 0's piece listed");
+		/* The replicated leaf is written once, by the primary. */
+		has(meta, "\"shape\":[4],\"nbytes\":16,"
+		    "\"file\":\"data-p00000-00000.safetensors\"",
+		    "the replicated leaf 'b' in the primary's file");
+	}
+	free(meta);
+	check_restore(j.fd[1], j.m[1], 1);
+	job_close(&j);
+}
+
+static void rank_dies_before(void)
+{
+	struct job j;
+	char p[HX_PATH], msg[512];
+	unsigned i, erank = 0, named = 0, saved = 0;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 2, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR - 1, "ranks 0-2 handed their part of step 2");
+	close(j.fd[3]);         /* rank 3 dies before its hand-off */
+	j.fd[3] = -1;
+	for (i = 0; i < NR - 1; i++) {
+		int code = wait_saves(j.fd[i], j.m[i], msg, sizeof msg);
+
+		erank += code == CKPT__CODE__CKPT_ERANK;
+		named += strstr(msg, "ranks [3]") != NULL;
+		if (i == 0)
+			diag("rank 0 got: %d %s", code, msg);
+	}
+	is_int(erank, NR - 1, "CKPT_ERANK on every other rank");
+	is_int(named, NR - 1, "the message names rank 3");
+	ok(!hx_exists(step_file(p, 2, ".ckptd-tmp")), "the tmp dir is gone");
+	ok(!hx_exists(step_file(p, 2, "")), "no step 2 directory");
+	is_int(step_state(j.fd[0], j.m[0], 2), CKPT__STEP_STATE__STEP_FAILED,
+	    "step 2 is listed as failed");
+	/* Rank 3 comes back; the next step saves normally. */
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "train", 0);
+	saved = 0;
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 3, ROWS_OK, NULL, 0) == 1;
+	for (i = 0; i < NR; i++)
+		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(saved, 2 * NR, "step 3 saved by all 4 ranks");
+	is_int(step_state(j.fd[3], j.m[3], 3), CKPT__STEP_STATE__STEP_COMMITTED,
+	    "step 3 committed");
+	job_close(&j);
+}
+
+static void rank_dies_after(void)
+{
+	struct job j;
+	unsigned i, saved = 0;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 4, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR, "4 parts of step 4 handed");
+	close(j.fd[3]);         /* right after its hand-off */
+	j.fd[3] = -1;
+	saved = 0;
+	for (i = 0; i < NR - 1; i++)
+		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(saved, NR - 1, "the others finish without error");
+	is_int(step_state(j.fd[0], j.m[0], 4), CKPT__STEP_STATE__STEP_COMMITTED,
+	    "step 4 committed although rank 3 is gone");
+	check_restore(j.fd[0], j.m[0], 4);
+	job_close(&j);
+}
+
+static void rank_never_comes(void)
+{
+	struct job j;
+	char msg[512];
+	unsigned i, erank = 0, saved = 0;
+	int64_t t0;
+
+	job_open(&j, NR, "slow", 2);
+	t0 = hx_now_ms();
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 5, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR - 1, "ranks 0-2 handed step 5; rank 3 stays silent");
+	for (i = 0; i < NR - 1; i++) {
+		erank += wait_saves(j.fd[i], j.m[i], msg, sizeof msg) ==
+		    CKPT__CODE__CKPT_ERANK;
+	}
+	is_int(erank, NR - 1, "CKPT_ERANK on the 3 ranks after the timeout");
+	has(msg, "ranks [3] did not hand their part within 2 s",
+	    "the message names the rank and the timeout");
+	ok(hx_now_ms() - t0 >= 1500, "not before the timeout (%lld ms)",
+	    (long long)(hx_now_ms() - t0));
+	job_close(&j);
+}
+
+static void mismatched_pieces(void)
+{
+	struct job j;
+	char p[HX_PATH], msg[512];
+	unsigned i, mm = 0, named = 0;
+	int code;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR; i++)
+		save_part(j.fd[i], j.m[i], i, 6, ROWS_OVERLAP, NULL, 0);
+	for (i = 0; i < NR; i++) {
+		mm += wait_saves(j.fd[i], j.m[i], msg, sizeof msg) ==
+		    CKPT__CODE__CKPT_EMISMATCH;
+		named += strstr(msg, "array 'w'") != NULL &&
+		    strstr(msg, "overlap") != NULL;
+	}
+	diag("overlap: %s", msg);
+	is_int(mm, NR, "overlapping pieces: CKPT_EMISMATCH on every rank");
+	is_int(named, NR, "... naming the array and the overlap");
+	ok(!hx_exists(step_file(p, 6, "")) &&
+	    !hx_exists(step_file(p, 6, ".ckptd-tmp")), "nothing of step 6");
+
+	mm = named = 0;
+	for (i = 0; i < NR; i++)
+		save_part(j.fd[i], j.m[i], i, 7, ROWS_MISSING, NULL, 0);
+	for (i = 0; i < NR; i++) {
+		mm += wait_saves(j.fd[i], j.m[i], msg, sizeof msg) ==
+		    CKPT__CODE__CKPT_EMISMATCH;
+		named += strstr(msg, "array 'w'") != NULL &&
+		    strstr(msg, "missing pieces") != NULL;
+	}
+	diag("missing: %s", msg);
+	is_int(mm, NR, "missing pieces: CKPT_EMISMATCH on every rank");
+	is_int(named, NR, "... naming the array");
+	is_int(step_state(j.fd[0], j.m[0], 7), CKPT__STEP_STATE__STEP_FAILED,
+	    "step 7 listed as failed");
+
+	/* Two overlapping pieces in one Save: refused at once. */
+	code = save_part(j.fd[0], j.m[0], 0, 8, ROWS_TWICE, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_EMISMATCH,
+	    "overlapping pieces within one Save are refused");
+	has(msg, "overlap", "... saying so (%s)", msg);
+	job_close(&j);
+}
+
+static void two_jobs(void)
+{
+	struct job a, b;
+	char msg[512];
+	unsigned i, ok_a = 0, ok_b = 0;
+	int code;
+
+	job_open(&a, 2, "job-a", 0);
+	job_open(&b, 2, "job-b", 0);
+	/* Interleaved: a's rank 0, b's rank 0, then the rank 1s. */
+	save_part(a.fd[0], a.m[0], 0, 20, ROWS_OK, NULL, 0);
+	code = save_part(b.fd[0], b.m[0], 0, 20, ROWS_OK, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_EEXIST,
+	    "job b's part of job a's pending step does not join it");
+	save_part(b.fd[0], b.m[0], 0, 21, ROWS_OK, NULL, 0);
+	save_part(a.fd[1], a.m[1], 1, 20, ROWS_OK, NULL, 0);
+	save_part(b.fd[1], b.m[1], 1, 21, ROWS_OK, NULL, 0);
+	for (i = 0; i < 2; i++) {
+		ok_a += wait_saves(a.fd[i], a.m[i], NULL, 0) == 0;
+		ok_b += wait_saves(b.fd[i], b.m[i], NULL, 0) == 0;
+	}
+	is_int(ok_a, 2, "job a's step 20 committed on both ranks");
+	is_int(ok_b, 2, "job b's step 21 committed on both ranks");
+	is_int(step_state(a.fd[0], a.m[0], 20),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 20 listed");
+	is_int(step_state(b.fd[1], b.m[1], 21),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 21 listed");
+	{
+		char p[HX_PATH];
+		char *meta = hx_read_file(step_file(p, 20,
+		    "/default/_METADATA"), NULL);
+
+		ok(meta != NULL && strstr(meta, "\"global_shape\":[4,4]") &&
+		    strstr(meta, "\"offsets\":[2,0]") &&
+		    !strstr(meta, "\"offsets\":[4,0]"),
+		    "step 20 holds job a's two pieces only");
+		free(meta);
+	}
+	job_close(&a);
+	job_close(&b);
+}
+
+int main(void)
+{
+	hx_init(&d);
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not start");
+	hx_path(&d, root, "dist");
+	if (hx_mkdirs(root) != 0)
+		bail_out("mkdir %s", root);
+
+	four_ranks();
+	rank_dies_before();
+	rank_dies_after();
+	rank_never_comes();
+	mismatched_pieces();
+	two_jobs();
+
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
+	hx_cleanup(&d);
+	return done_testing();
+}
