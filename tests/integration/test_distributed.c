@@ -527,6 +527,40 @@ static void check_restore(int fd, uint64_t mgr, uint64_t step)
 	ckpt__response__free_unpacked(resp, NULL);
 }
 
+/* ckptctl verify checks every piece: clean, then with one byte of rank
+ * 2's piece flipped. */
+static void verify_step(uint64_t step)
+{
+	const char *bin = getenv("CKPTCTL_BIN");
+	char out[8192], num[32], p[HX_PATH];
+	char *argv[] = { (char *)bin, "verify", root, num, NULL };
+	float v;
+	int f, code;
+
+	if (bin == NULL)
+		bail_out("CKPTCTL_BIN is not set");
+	snprintf(num, sizeof num, "%llu", (unsigned long long)step);
+	code = hx_run(argv, out, sizeof out, 60);
+	is_int(code, 0, "ckptctl verify: step %s is clean", num);
+	if (code != 0)
+		diag("%s", out);
+	/* Rank 2's piece starts the data section of its own file. */
+	f = open(step_file(p, step, "/default/data-p00002-00000.safetensors"),
+	    O_RDWR | O_CLOEXEC);
+	ok(f >= 0, "rank 2's data file opened");
+	if (f < 0)
+		return;
+	if (pread(f, &v, sizeof v, 4096) != sizeof v)
+		bail_out("pread: %s", strerror(errno));
+	v += 1;
+	if (pwrite(f, &v, sizeof v, 4096) != sizeof v)
+		bail_out("pwrite: %s", strerror(errno));
+	close(f);
+	code = hx_run(argv, out, sizeof out, 60);
+	ok(code != 0, "ckptctl verify fails once a piece is changed");
+	has(out, "w", "... naming the array (%s)", out);
+}
+
 /* ---- scenarios ---------------------------------------------------------------------------- */
 
 static void four_ranks(void)
@@ -573,6 +607,7 @@ static void four_ranks(void)
 	}
 	free(meta);
 	check_restore(j.fd[1], j.m[1], 1);
+	verify_step(1);
 	job_close(&j);
 }
 
