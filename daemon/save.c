@@ -1072,7 +1072,10 @@ save_complete(struct save *s)
 	unsigned i;
 
 	if (save_multi(s)) {
-		/* Every part: SaveDone with the step's outcome. */
+		/* Every part: SaveDone with the step's outcome (s, the
+		 * lead, is one of them). */
+		ckd_err err = s->err;
+
 		steptx_ref(tx);
 		for (i = 0; i < tx->nparts; i++) {
 			struct save *p = tx->parts[i];
@@ -1080,7 +1083,7 @@ save_complete(struct save *s)
 			if (p == NULL)
 				continue;
 			tx->parts[i] = NULL;
-			p->err = s->err;
+			p->err = err;
 			save_send_done(p);
 			p->r->busy--;
 			save_unlink(p);
@@ -1948,15 +1951,31 @@ save_conn_closed(struct conn *c)
 		mgr_wake_saves(s->m);
 		save_free(s);
 	}
-	/* Ranks of c that have not handed their part of a step. */
+	/* Ranks of c that have not handed their part of a step. Failing a
+	 * step may free other managers' parts (and closed managers with
+	 * them): the managers of c (still open, c holds them) first. */
 	{
-		struct manager *m;
+		struct manager *m, **v = NULL;
+		size_t n = 0, i;
 
 		for (m = mgr.managers; m != NULL; m = m->next)
-			if (m->c == c && !m->closed && m->o->process_count > 1)
-				steptx_rank_gone(m->r, m->o->job != NULL ?
-				    m->o->job : "", m->o->process_index,
+			n += m->c == c && !m->closed && m->o->process_count > 1;
+		if (n > 0 && (v = calloc(n, sizeof *v)) != NULL) {
+			n = 0;
+			for (m = mgr.managers; m != NULL; m = m->next)
+				if (m->c == c && !m->closed &&
+				    m->o->process_count > 1) {
+					mgr_ref(m);
+					v[n++] = m;
+				}
+			for (i = 0; i < n; i++) {
+				steptx_rank_gone(v[i]->r, v[i]->o->job != NULL ?
+				    v[i]->o->job : "", v[i]->o->process_index,
 				    save_tx_failed);
+				mgr_unref(v[i]);
+			}
+			free(v);
+		}
 	}
 	save_admit();
 }

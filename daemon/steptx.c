@@ -517,6 +517,7 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	rec.metrics_json = meta.metrics_json;
 	if (index_put_step(mgr.ix, tx->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
+	store_sync_free(&b);
 	close(tx->tmpfd);
 	tx->tmpfd = -1;
 	close(tx->rootfd);
