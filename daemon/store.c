@@ -1616,7 +1616,7 @@ leaf_problem(const Ckpt__Leaf *l)
 	/* A piece of a global array: inside it. */
 	if (l->n_global_shape != l->n_shape ||
 	    l->n_piece_offsets != l->n_shape)
-		return "piece offsets or global shape of another rank";
+		return "piece offsets or global shape do not match its shape";
 	for (i = 0; i < l->n_shape; i++) {
 		uint64_t end;
 
