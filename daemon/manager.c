@@ -1492,6 +1492,7 @@ manager_on_idle(void (*cb)(void *arg), void *arg)
 {
 	mgr.idle_cb = cb;
 	mgr.idle_arg = arg;
+	save_stopping();
 	mgr_check_idle();
 }
 

@@ -1981,6 +1981,12 @@ save_conn_closed(struct conn *c)
 }
 
 void
+save_stopping(void)
+{
+	steptx_fail_incomplete(save_tx_failed);
+}
+
+void
 save_shutdown(void)
 {
 	struct save *s;

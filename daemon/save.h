@@ -94,6 +94,8 @@ void save_stats(struct save_counts *out);
 int save_pending_step(const struct root *r, uint64_t step);
 /* Highest pending step of r, or -1. */
 int64_t save_latest_pending(const struct root *r);
+/* ckptd stops: distributed steps still missing parts fail now. */
+void save_stopping(void);
 /* Free the saves waiting for memory (shutdown). */
 void save_shutdown(void);
 

@@ -229,6 +229,26 @@ steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
 	}
 }
 
+void
+steptx_fail_incomplete(void (*fail_cb)(struct steptx *tx))
+{
+	struct steptx *tx, *next;
+	char ranks[256];
+	ckd_err e;
+
+	for (tx = TX; tx != NULL; tx = next) {
+		next = tx->next;
+		if (!tx->saved || tx->nparts < 2 || tx->closed ||
+		    tx->err.code != 0 ||
+		    steptx_missing(tx, 1, ranks, sizeof ranks) == 0)
+			continue;
+		err_set(&e, CKPT_ERANK, "step %" PRIu64 ": ranks %s did not hand "
+		    "their part before ckptd stopped", tx->step, ranks);
+		steptx_fail(tx, &e);
+		fail_cb(tx);
+	}
+}
+
 /* ---- the commit of several parts (worker) ---------------------------------------- */
 
 /* One leaf of one part, for the cross-part checks. */

@@ -115,6 +115,9 @@ void steptx_abort(struct steptx *tx, const ckd_err *why);
  * each (save.c drives what follows). */
 void steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
     void (*fail_cb)(struct steptx *tx));
+/* ckptd stops: every unfinished transaction still missing parts fails
+ * (fail_cb as above), so that stopping does not wait for its timeout. */
+void steptx_fail_incomplete(void (*fail_cb)(struct steptx *tx));
 /* Free everything at shutdown. */
 void steptx_shutdown(void);
 

@@ -37,6 +37,8 @@ static struct hx_daemon d;
 static char root[HX_PATH];
 static uint64_t next_id = 100;
 static uint64_t g_rows = ROWS;  /* global rows: 2 per rank of the job */
+static uint64_t g_interval;     /* save_interval_steps of new managers */
+static int g_force;             /* the next Save is forced */
 
 /* ---- raw wire ------------------------------------------------------------------------ */
 
@@ -180,6 +182,10 @@ static uint64_t open_rank(int fd, uint32_t rank, uint32_t count,
 	o.has_process_count = 1;
 	o.process_count = count;
 	o.job = (char *)job;
+	if (g_interval > 0) {
+		o.has_save_interval_steps = 1;
+		o.save_interval_steps = g_interval;
+	}
 	if (timeout_secs > 0) {
 		o.has_async_timeout_secs = 1;
 		o.async_timeout_secs = timeout_secs;
@@ -327,6 +333,11 @@ static void send_part(int fd, uint64_t mgr, uint32_t rank, uint64_t step,
 	p->sv.step = step;
 	p->sv.n_items = 1;
 	p->sv.items = p->items;
+	if (g_force) {
+		p->sv.has_force = 1;
+		p->sv.force = 1;
+		g_force = 0;
+	}
 	p->memfd = memfd_create("part", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (p->memfd < 0 || write(p->memfd, buf, off * sizeof(float)) !=
 	    (ssize_t)(off * sizeof(float)) ||
@@ -783,6 +794,85 @@ static void two_jobs(void)
 	job_close(&b);
 }
 
+static int should_save(int fd, uint64_t mgr, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+	Ckpt__Response *resp;
+	int r = -1;
+
+	ss.has_manager = 1;
+	ss.manager = mgr;
+	ss.has_step = 1;
+	ss.step = step;
+	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
+	req.should_save = &ss;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 10000)) ==
+	    NULL)
+		return -2;
+	if (resp->body_case == CKPT__RESPONSE__BODY_SHOULD_SAVE)
+		r = resp->should_save->should;
+	ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+/* The policy decision is the first part's, for every rank. */
+static void decision_once(void)
+{
+	struct job j;
+	unsigned saved = 0;
+
+	g_interval = 2;
+	job_open(&j, 2, "decide", 0);
+	g_interval = 0;
+	is_int(should_save(j.fd[1], j.m[1], 31), 0,
+	    "save_interval_steps 2: step 31 is not due");
+	g_force = 1;
+	is_int(save_part(j.fd[0], j.m[0], 0, 31, ROWS_OK, NULL, 0), 1,
+	    "rank 0 forces step 31");
+	is_int(should_save(j.fd[1], j.m[1], 31), 1,
+	    "should_save on rank 1 answers the step's decision");
+	is_int(save_part(j.fd[1], j.m[1], 1, 31, ROWS_OK, NULL, 0), 1,
+	    "rank 1's part of step 31 joins it without force");
+	saved += wait_saves(j.fd[0], j.m[0], NULL, 0) == 0;
+	saved += wait_saves(j.fd[1], j.m[1], NULL, 0) == 0;
+	is_int(saved, 2, "step 31 committed on both ranks");
+	is_int(save_part(j.fd[0], j.m[0], 0, 33, ROWS_OK, NULL, 0) +
+	    save_part(j.fd[1], j.m[1], 1, 33, ROWS_OK, NULL, 0), 0,
+	    "step 33 is skipped by both ranks");
+	is_int(step_state(j.fd[0], j.m[0], 33), -1, "nothing of step 33");
+	job_close(&j);
+}
+
+/* Stopping ckptd does not wait for the timeout of a step missing parts:
+ * the step fails at once (recorded, its tmp dir removed). */
+static void stop_while_waiting(void)
+{
+	struct job j;
+	char p[HX_PATH];
+	int64_t t0;
+	int fd;
+
+	job_open(&j, NR, "stop", 0);
+	is_int(save_part(j.fd[0], j.m[0], 0, 40, ROWS_OK, NULL, 0), 1,
+	    "rank 0 handed its part of step 40; ranks 1-3 are late");
+	t0 = hx_now_ms();
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly with a step missing "
+	    "3 parts");
+	ok(hx_now_ms() - t0 < 20000, "... at once (%lld ms), not after the "
+	    "20-minute timeout", (long long)(hx_now_ms() - t0));
+	job_close(&j);
+	ok(!hx_exists(step_file(p, 40, ".ckptd-tmp")) &&
+	    !hx_exists(step_file(p, 40, "")), "nothing of step 40 on disk");
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not restart");
+	fd = rank_connect();
+	is_int(step_state(fd, open_rank(fd, 0, NR, "stop", 0), 40),
+	    CKPT__STEP_STATE__STEP_FAILED, "step 40 is listed as failed");
+	close(fd);
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
+}
+
 int main(void)
 {
 	hx_init(&d);
@@ -798,8 +888,8 @@ int main(void)
 	rank_never_comes();
 	mismatched_pieces();
 	two_jobs();
-
-	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
+	decision_once();
+	stop_while_waiting();
 	hx_cleanup(&d);
 	return done_testing();
 }
