@@ -14,7 +14,6 @@
  * Compare dist_commit with `dd if=/dev/zero bs=8M oflag=direct
  * conv=fsync` of RANKS x MIB_PER_RANK on the same filesystem.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
