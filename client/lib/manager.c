@@ -577,8 +577,14 @@ savebuild_free(struct savebuild *b)
 	free(b->segs);
 }
 
+/*
+ * replicated: the manager is one rank of a distributed job and not its
+ * primary host, so whole array leaves (replicated on every rank) are sent
+ * as dtype and shape only, marked replicated_elsewhere, with no bytes.
+ */
 static int
-build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
+build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b,
+    int replicated)
 {
 	size_t i, j, k, nleaves = 0, nelems = 0, ndims = 0, li = 0, ei = 0,
 	    di = 0, off = 0;
@@ -590,7 +596,9 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
 		nleaves += t->n;
 		for (j = 0; j < t->n; j++) {
 			nelems += t->leaves[j].depth;
-			ndims += (size_t)t->leaves[j].ndim;
+			/* pieces: shape, global shape and offsets */
+			ndims += (size_t)t->leaves[j].ndim *
+			    (t->leaves[j].piece != NULL ? 3 : 1);
 		}
 	}
 	b->items = calloc(a->n, sizeof *b->items);
@@ -654,6 +662,20 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
 				lf->n_shape = (size_t)tl->ndim;
 				for (k = 0; k < (size_t)tl->ndim; k++)
 					b->shapes[di++] = (uint64_t)tl->shape[k];
+				if (tl->piece != NULL) {
+					lf->global_shape = &b->shapes[di];
+					lf->n_global_shape = (size_t)tl->ndim;
+					for (k = 0; k < 2 * (size_t)tl->ndim; k++)
+						b->shapes[di++] =
+						    (uint64_t)tl->piece[k];
+					lf->piece_offsets =
+					    lf->global_shape + tl->ndim;
+					lf->n_piece_offsets = (size_t)tl->ndim;
+				} else if (replicated) {
+					lf->has_replicated_elsewhere = 1;
+					lf->replicated_elsewhere = 1;
+					break;
+				}
 				off = (off + CKPT_ALIGN - 1) & ~(size_t)(CKPT_ALIGN - 1);
 				lf->has_offset = 1;
 				lf->offset = off;
@@ -784,7 +806,8 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	if ((r = take_previous_error(m)) != 0)
 		return r;
 
-	if ((r = build_save(a, &sv, &b)) != 0) {
+	if ((r = build_save(a, &sv, &b, m->nproc > 1 &&
+	    m->rank != m->primary)) != 0) {
 		r = cl_fail(c, m, r, "out of memory");
 		goto out;
 	}

@@ -560,8 +560,8 @@ check_piece(ckpt_dtype dtype, int ndim, const int64_t *gshape,
 
 	if (!dtype_valid((int)dtype))
 		return CKPT_EDTYPE;
-	if (ndim < 0 || ndim > CKPT_MAX_NDIM || (ndim > 0 &&
-	    (gshape == NULL || offsets == NULL || shape == NULL)))
+	if (ndim < 1 || ndim > CKPT_MAX_NDIM || gshape == NULL ||
+	    offsets == NULL || shape == NULL)
 		return CKPT_EINVAL;
 	n = tree_nelems(ndim, gshape, &ovf);
 	if (ovf || (n != 0 && ckpt_dtype_size(dtype) > SIZE_MAX / n))

@@ -228,7 +228,7 @@ int ckpt_tree_add_target_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
  * Pieces of global arrays (distributed steps, see ckpt_options_set_
  * process_count). A piece is the part of a global array of shape
  * global_shape that starts at `offsets` and has shape `shape` (ndim
- * elements each, the same ndim as the global array); `data` holds its
+ * elements each, ndim >= 1, as the global array); `data` holds its
  * nbytes bytes in C order, borrowed as for ckpt_tree_add_array. Several
  * pieces of one array share its path: they must agree on dtype and
  * global shape and must not overlap (CKPT_EMISMATCH), and lie inside
