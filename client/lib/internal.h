@@ -150,11 +150,13 @@ long tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
     ckpt_leaf_kind kind, struct tleaf **out);
 /* The same for one piece of a global array: a path may hold several pieces
  * (and nothing else); gshape and offsets (ndim each) are copied, and the
- * piece must agree with the path's other pieces on dtype and global shape
- * and not overlap them (CKPT_EINVAL / CKPT_EMISMATCH otherwise). */
+ * piece must agree with the path's other pieces on global shape (and
+ * dtype, unless mixed_dtypes: targets) and not overlap them (CKPT_EINVAL /
+ * CKPT_EMISMATCH otherwise). */
 long tree_append_piece(ckpt_tree *t, const ckpt_key *path, size_t depth,
     ckpt_leaf_kind kind, ckpt_dtype dtype, int ndim, const int64_t *gshape,
-    const int64_t *offsets, const int64_t *shape, struct tleaf **out);
+    const int64_t *offsets, const int64_t *shape, int mixed_dtypes,
+    struct tleaf **out);
 int tree_hold_mapping(ckpt_tree *t, struct mapping *m);
 /* Parse "a/b/c" into keys (pointing into buf, a writable copy). */
 int tree_parse_path(char *buf, ckpt_key *keys, size_t maxkeys, size_t *depth);

@@ -1038,7 +1038,7 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 			break;
 		}
 		li = tree_append_piece(t, keys, depth, CKPT_LEAF_ARRAY,
-		    pt->dtype, nd, pt->piece, pt->piece + nd, pt->shape, &l);
+		    pt->dtype, nd, pt->piece, pt->piece + nd, pt->shape, 1, &l);
 		if (li < 0) {
 			r = cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
 			    CKPT_EMISMATCH, "invalid target piece of '%s'", ps);
@@ -1076,7 +1076,7 @@ piece_metadata(struct rctx *x, const Ckpt__Leaf *lf, ckpt_tree *t,
 		return r;
 	li = tree_append_piece(t, keys, depth, CKPT_LEAF_ARRAY,
 	    (ckpt_dtype)lf->dtype, (int)lf->n_shape, p.gshape, p.off, p.shape,
-	    &l);
+	    0, &l);
 	if (li < 0)
 		return cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
 		    CKPT_ECORRUPT, "the saved pieces of '%s' overlap or "

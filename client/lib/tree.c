@@ -253,6 +253,7 @@ leaf_clear(struct tleaf *l)
 /* A new piece (pi) against the pieces already at its path (first). */
 struct newpiece {
 	ckpt_leaf_kind kind;
+	int mixed_dtypes;       /* targets: each piece has its own dtype */
 	ckpt_dtype dtype;
 	int ndim;
 	const int64_t *gshape, *off, *shape;
@@ -271,7 +272,8 @@ piece_fits(const ckpt_tree *t, long first, const struct newpiece *pi,
 		*last = i;
 		if (o->piece == NULL || o->kind != pi->kind)
 			return CKPT_EINVAL;     /* a whole leaf at that path */
-		if (o->dtype != pi->dtype || o->ndim != pi->ndim ||
+		if ((o->dtype != pi->dtype && !pi->mixed_dtypes) ||
+		    o->ndim != pi->ndim ||
 		    memcmp(o->piece, pi->gshape,
 		    (size_t)pi->ndim * sizeof *pi->gshape) != 0)
 			return CKPT_EMISMATCH;
@@ -420,11 +422,13 @@ tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
 long
 tree_append_piece(ckpt_tree *t, const ckpt_key *path, size_t depth,
     ckpt_leaf_kind kind, ckpt_dtype dtype, int ndim, const int64_t *gshape,
-    const int64_t *offsets, const int64_t *shape, struct tleaf **out)
+    const int64_t *offsets, const int64_t *shape, int mixed_dtypes,
+    struct tleaf **out)
 {
 	struct newpiece pi;
 
 	pi.kind = kind;
+	pi.mixed_dtypes = mixed_dtypes;
 	pi.dtype = dtype;
 	pi.ndim = ndim;
 	pi.gshape = gshape;
@@ -586,7 +590,7 @@ ckpt_tree_add_piece_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
 	if (nbytes > 0 && data == NULL)
 		return CKPT_EINVAL;
 	if ((r = tree_append_piece(t, path, depth, CKPT_LEAF_ARRAY, dtype, ndim,
-	    global_shape, offsets, shape, &l)) < 0)
+	    global_shape, offsets, shape, 0, &l)) < 0)
 		return (int)r;
 	l->data = data;
 	l->nbytes = nbytes;
@@ -620,7 +624,7 @@ ckpt_tree_add_piece_target_k(ckpt_tree *t, const ckpt_key *path,
 	if (dst != NULL && (r = check_array(dtype, ndim, shape, nbytes)) != 0)
 		return (int)r;
 	if ((r = tree_append_piece(t, path, depth, CKPT_LEAF_TARGET, dtype,
-	    ndim, global_shape, offsets, shape, &l)) < 0)
+	    ndim, global_shape, offsets, shape, 1, &l)) < 0)
 		return (int)r;
 	l->dst = dst;
 	l->data = dst;

@@ -976,7 +976,8 @@ def build_target_tree(entries, wanted):
                         _shape_array(sh.offsets), _shape_array(sh.shape),
                         addr if nbytes else None, nbytes)
                     if rc == L.CKPT_EMISMATCH:
-                        raise ValueError('Shard targets at %s overlap'
+                        raise ValueError('Shard targets at %s overlap or '
+                                         'disagree on the global shape'
                                          % (path_name(path) or 'item'))
                     L.check_plain(rc, 'restore target')
                     filled.append(Shard(obj, sh.global_shape, sh.offsets))

@@ -110,7 +110,9 @@ class ArrayMetadata(Metadata):
     shape: Tuple[int, ...]
     sharding: Any = None
     dtype: Any = None
-    pieces: Optional[Tuple[PieceMetadata, ...]] = None
+    # not in the repr: Orbax's repr of ArrayMetadata stays as it is
+    pieces: Optional[Tuple[PieceMetadata, ...]] = dataclasses.field(
+        default=None, repr=False)
 
 
 @dataclasses.dataclass
