@@ -78,12 +78,27 @@ struct runit {
 	int kind;
 };
 
+/* A part of a piece copy (pieces of global arrays): the region (roff,
+ * rshape) from the box src into the box dst. */
+struct pcopy {
+	int nd;
+	const char *src;
+	void *dst;
+	ckpt_dtype sdt, ddt;
+	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
+	int64_t soff[CKPT_MAX_NDIM], sshape[CKPT_MAX_NDIM];
+	int64_t doff[CKPT_MAX_NDIM], dshape[CKPT_MAX_NDIM];
+};
+
 struct rwork {
 	struct rjob *jobs;
 	size_t njobs, cap;
 	struct runit *units;
 	size_t nunits;
 	size_t next;            /* next unit (atomic) */
+	struct pcopy *pc;       /* piece copies, after the units */
+	size_t npc, pccap, pcbytes;
+	size_t pcnext;          /* next piece copy (atomic) */
 };
 
 struct ritem_arg {
@@ -515,6 +530,13 @@ job_whole(struct rjob *j)
 	j->hash = XXH3_64bits_digest(&st);
 }
 
+static void
+pcopy_run(const struct pcopy *p)
+{
+	piece_copy(p->nd, p->roff, p->rshape, p->src, p->sdt, p->soff,
+	    p->sshape, p->dst, p->ddt, p->doff, p->dshape);
+}
+
 static void *
 restore_worker(void *arg)
 {
@@ -538,6 +560,9 @@ restore_worker(void *arg)
 			break;
 		}
 	}
+	while ((i = __atomic_fetch_add(&w->pcnext, 1, __ATOMIC_RELAXED)) <
+	    w->npc)
+		pcopy_run(&w->pc[i]);
 	return NULL;
 }
 
@@ -571,10 +596,11 @@ restore_run(struct rctx *x)
 	size_t total = 0, nt = 1, cap = 0, i, pass;
 	int r;
 
-	if (w->njobs == 0)
+	if (w->njobs == 0 && w->npc == 0)
 		return 0;
 	for (i = 0; i < w->njobs; i++)
 		total += w->jobs[i].n;
+	total += w->pcbytes;
 	if (total >= RESTORE_PAR_MIN) {
 		int ncpu = get_nprocs();
 		nt = CKPT_PAR_COPY_THREADS;
@@ -584,6 +610,8 @@ restore_run(struct rctx *x)
 	if (nt <= 1) {
 		for (i = 0; i < w->njobs; i++)
 			job_whole(&w->jobs[i]);
+		for (i = 0; i < w->npc; i++)
+			pcopy_run(&w->pc[i]);
 		goto check;
 	}
 	/* pass 0: hash units of split arrays first (the longest units);
@@ -616,6 +644,7 @@ restore_run(struct rctx *x)
 		}
 	}
 	w->next = 0;
+	w->pcnext = 0;
 	for (i = 1; i < nt; i++)
 		started[i] = pthread_create(&th[i], NULL, restore_worker, w) == 0;
 	restore_worker(w);
@@ -904,22 +933,73 @@ pieces_tile(struct rctx *x, const struct spiece *sp, size_t n, const char *ps)
 	return 0;
 }
 
-/* Fill the box (off, shape) of dt at dst from the overlapping pieces. */
-static void
-pieces_fill(const struct spiece *sp, size_t n, int nd, void *dst,
-    ckpt_dtype dt, const int64_t *off, const int64_t *shape)
+/* Queue the copy of region (roff, rshape) of piece p into the box (off,
+ * shape) at dst, cut along the first dimension into parts of about
+ * SPLIT_CHUNK bytes that the restore threads share. */
+static int
+pieces_queue(struct rctx *x, const struct spiece *p, int nd, void *dst,
+    ckpt_dtype dt, const int64_t *off, const int64_t *shape,
+    const int64_t *roff, const int64_t *rshape)
+{
+	struct rwork *w = x->w;
+	size_t row = ckpt_dtype_size((ckpt_dtype)p->lf->dtype), step;
+	int64_t r0;
+	int d;
+
+	for (d = 1; d < nd; d++)
+		row *= (size_t)rshape[d];
+	step = row >= SPLIT_CHUNK ? 1 : SPLIT_CHUNK / (row > 0 ? row : 1);
+	for (r0 = 0; r0 < rshape[0]; r0 += (int64_t)step) {
+		struct pcopy *c;
+
+		if (w->npc == w->pccap) {
+			size_t nc = w->pccap > 0 ? w->pccap * 2 : 16;
+			struct pcopy *np = realloc(w->pc, nc * sizeof *np);
+			if (np == NULL)
+				return cl_fail(x->c, x->m, CKPT_ENOMEM,
+				    "out of memory");
+			w->pc = np;
+			w->pccap = nc;
+		}
+		c = &w->pc[w->npc++];
+		c->nd = nd;
+		c->src = p->src;
+		c->sdt = (ckpt_dtype)p->lf->dtype;
+		c->dst = dst;
+		c->ddt = dt;
+		memcpy(c->roff, roff, (size_t)nd * sizeof *roff);
+		memcpy(c->rshape, rshape, (size_t)nd * sizeof *rshape);
+		memcpy(c->soff, p->off, (size_t)nd * sizeof *roff);
+		memcpy(c->sshape, p->shape, (size_t)nd * sizeof *roff);
+		memcpy(c->doff, off, (size_t)nd * sizeof *roff);
+		memcpy(c->dshape, shape, (size_t)nd * sizeof *roff);
+		c->roff[0] = roff[0] + r0;
+		c->rshape[0] = rshape[0] - r0 < (int64_t)step ?
+		    rshape[0] - r0 : (int64_t)step;
+		w->pcbytes += (size_t)c->rshape[0] * row;
+	}
+	return 0;
+}
+
+/* Fill the box (off, shape) of dt at dst from the overlapping pieces (the
+ * copies run with the restore's other copies, restore_run). */
+static int
+pieces_fill(struct rctx *x, const struct spiece *sp, size_t n, int nd,
+    void *dst, ckpt_dtype dt, const int64_t *off, const int64_t *shape)
 {
 	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
 	size_t i;
+	int r;
 
 	for (i = 0; i < n; i++) {
 		if (sp[i].src == NULL || piece_intersect(nd, sp[i].off,
 		    sp[i].shape, off, shape, roff, rshape) == 0)
 			continue;
-		piece_copy(nd, roff, rshape, sp[i].src,
-		    (ckpt_dtype)sp[i].lf->dtype, sp[i].off, sp[i].shape, dst, dt,
-		    off, shape);
+		if ((r = pieces_queue(x, &sp[i], nd, dst, dt, off, shape, roff,
+		    rshape)) != 0)
+			return r;
 	}
+	return 0;
 }
 
 /* Allocate (or take the target's) buffer for nel elements of dt. */
@@ -1020,7 +1100,7 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 		}
 		l->data = dst;
 		if (dst != NULL)
-			pieces_fill(sp, n, nd, dst, dt, zero, l->shape);
+			r = pieces_fill(x, sp, n, nd, dst, dt, zero, l->shape);
 		goto out;
 	}
 	/* piece targets: each filled from the pieces overlapping it */
@@ -1054,8 +1134,8 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 		}
 		l->data = dst;
 		if (dst != NULL)
-			pieces_fill(sp, n, nd, dst, pt->dtype, pt->piece + nd,
-			    pt->shape);
+			r = pieces_fill(x, sp, n, nd, dst, pt->dtype,
+			    pt->piece + nd, pt->shape);
 	}
 out:
 	free(sp);
@@ -1408,6 +1488,7 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 out:
 	free(w.jobs);
 	free(w.units);
+	free(w.pc);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	for (i = 0; i < sizeof maps / sizeof maps[0]; i++)

@@ -188,6 +188,19 @@ def test_shard_targets_of_a_whole_array(ocp, tmp_path):
             assert np.array_equal(got[0].data, w[:, :4].astype(np.float64))
             assert got[1].data.tobytes() == w[:, 4:].tobytes()
             assert got[1].offsets == (0, 4)
+        # large enough for the copies to be cut and shared by threads
+        big = np.random.default_rng(6).standard_normal(
+            (1500, 4096)).astype(np.float32)
+        m.save(2, args=ocp.args.StandardSave({'w': big}))
+        m.wait_until_finished()
+        t = [ocp.Shard(np.empty((1500, 1000), np.float32), big.shape,
+                       (0, 0)),
+             ocp.Shard(np.empty((1500, 3096), np.float32), big.shape,
+                       (0, 1000))]
+        got = m.restore(2, args=ocp.args.StandardRestore({'w': t}))['w']
+        assert got[0].data is t[0].data     # filled in place
+        assert got[0].data.tobytes() == big[:, :1000].tobytes()
+        assert got[1].data.tobytes() == big[:, 1000:].tobytes()
         with pytest.raises(ValueError, match='Shape mismatch|global shape'):
             m.restore(1, args=ocp.args.StandardRestore(
                 {'w': ocp.Shard(np.empty((2, 2), np.float32), (7, 10),
