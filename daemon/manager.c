@@ -29,6 +29,7 @@
 #include <jansson.h>
 
 #include "manager.h"
+#include "steptx.h"
 #include "root.h"
 #include "save.h"
 #include "restore.h"
@@ -1020,6 +1021,15 @@ mgr_handle_should_save(struct conn *c, uint64_t id, struct manager *m,
 	sr.should = policy_should_save(m->pol, ss->step, latest, now,
 	    r->last_save_ns, r->saves > 0, ss->preempted ||
 	    (preempt_active() && !m->preempt_saved)) != 0;
+	if (m->o->process_count > 1) {
+		/* A step some rank already saves (or decided not to): the
+		 * decision taken once for every rank. */
+		const struct steptx *tx = steptx_find(r, m->o->job != NULL ?
+		    m->o->job : "", ss->step);
+
+		if (tx != NULL && !tx->closed)
+			sr.should = tx->saved != 0;
+	}
 	sr.has_preempting = 1;
 	sr.preempting = preempt_active() != 0;
 	resp.has_id = 1;
@@ -1482,6 +1492,7 @@ manager_on_idle(void (*cb)(void *arg), void *arg)
 {
 	mgr.idle_cb = cb;
 	mgr.idle_arg = arg;
+	save_stopping();
 	mgr_check_idle();
 }
 

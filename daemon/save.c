@@ -38,6 +38,8 @@
 #include "user.h"
 #include "stepmetrics.h"
 #include "preempt.h"
+#include "pieces.h"
+#include "steptx.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -47,53 +49,6 @@
 #define SAVE_MAX_FILE (16ull * 1024 * 1024)
 /* Saves with less array data than this run as one worker task. */
 #define SAVE_SMALL (4ull * 1024 * 1024)
-
-struct save_file {
-	char fname[40];
-	size_t item;            /* index into the request's items */
-	size_t first, n;        /* range of s->tens / s->leaves */
-};
-
-struct save {
-	struct save *next, *prev;       /* SQ.saves */
-	struct save *qnext;             /* memory queue */
-	int running;
-	struct conn *c;                 /* referenced */
-	uint64_t id;
-	struct peer_cred cred;
-	uint64_t lane;
-	struct user *user;              /* referenced; counts s in saves */
-	uint64_t charge;                /* memory budget: see save_charge */
-	uint64_t reqmem;                /* of which the unpacked request */
-	struct manager *m;              /* referenced */
-	struct root *r;                 /* referenced */
-	Ckpt__Request *req;             /* owned; leaves get file/tensor/xxh3 */
-	Ckpt__Save *sv;
-	uint64_t step;
-	char name[256];
-	int memfd;                      /* open while mapped: holes */
-	uint64_t size;
-	void *map;
-	struct store_src src;           /* memfd + map, for the writers */
-	int64_t init_ns, commit_ns;
-	int64_t recv_ns;                /* request read (monotonic), metrics */
-	int64_t reply_ns;               /* "accepted" sent (monotonic) */
-	mode_t dmode, fmode;
-	int rootfd, tmpfd;
-	int *itemfds;
-	struct store_sync sync;         /* unsynced files (zeroed: empty) */
-	Ckpt__Handler *handlers;
-	char **names;
-	struct store_tensor *tens;
-	Ckpt__Leaf **leaves;
-	size_t ntens;
-	struct save_file *files;
-	size_t nfiles;
-	uint64_t bytes;
-	unsigned left;                  /* data tasks not done */
-	unsigned deleting;              /* retention deletes it waits for */
-	ckd_err err;                    /* first failure */
-};
 
 /* Every save of the daemon and the staging memory budget they share,
  * owned by this file (loop thread). A save waits in the FIFO memory queue
@@ -114,6 +69,17 @@ struct save_task {
 };
 
 static void save_finalize(struct save *s);
+static void save_tx_failed(struct steptx *tx);
+static void save_queue_remove(struct save *s);
+static void save_admit(void);
+static void save_tx_progress(struct steptx *tx);
+
+/* 1 when s is a part of a step written by several processes. */
+static int
+save_multi(const struct save *s)
+{
+	return s->tx != NULL && s->tx->nparts > 1;
+}
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -231,7 +197,8 @@ save_charge(const Ckpt__Save *sv, uint64_t *reqmem)
 			for (j = 0; j < l->n_path; j++)
 				n += sizeof(void *) + sizeof *l->path[j] +
 				    save_strmem(l->path[j]->key);
-			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY ||
+			    l->replicated_elsewhere)
 				continue;
 			/* plan: tensor, leaf pointer, names */
 			n += sizeof(struct store_tensor) + sizeof(void *) + 64;
@@ -305,6 +272,8 @@ save_free(struct save *s)
 		mgr_unref(s->m);
 	if (s->r != NULL)
 		root_unref(s->r);
+	if (s->tx != NULL)
+		steptx_unref(s->tx);
 	free(s);
 }
 
@@ -377,7 +346,8 @@ save_plan(struct save *s, ckd_err *e)
 			struct store_tensor *t;
 			char *nm;
 
-			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY ||
+			    l->replicated_elsewhere)
 				continue;
 			if ((nm = save_tensor_name(l)) == NULL)
 				goto nomem;
@@ -427,8 +397,13 @@ save_plan(struct save *s, ckd_err *e)
 				cur = &s->files[s->nfiles++];
 				cur->item = i;
 				cur->first = s->ntens;
-				snprintf(cur->fname, sizeof cur->fname,
-				    "data-%05u.safetensors", fileno++);
+				if (save_multi(s))
+					snprintf(cur->fname, sizeof cur->fname,
+					    "data-p%05u-%05u.safetensors",
+					    (unsigned)s->rank, fileno++);
+				else
+					snprintf(cur->fname, sizeof cur->fname,
+					    "data-%05u.safetensors", fileno++);
 				cur_bytes = 0;
 			}
 			if ((l->file = strdup(cur->fname)) == NULL)
@@ -474,6 +449,8 @@ save_abort_files(struct save *s, const ckd_err *why)
 				close(s->itemfds[i]);
 				s->itemfds[i] = -1;
 			}
+	if (save_multi(s))
+		return;         /* the tmp dir is the transaction's */
 	if (s->tmpfd >= 0) {
 		close(s->tmpfd);
 		s->tmpfd = -1;
@@ -517,6 +494,50 @@ save_abort_files(struct save *s, const ckd_err *why)
  * save are the exception: each data task fsyncs its own file (they run in
  * parallel on several workers, and a batch belongs to one thread).
  */
+/* A part of a distributed step: its item directories in the
+ * transaction's tmp dir (the first part to get there creates each), the
+ * JSON and proto items from the primary only. */
+static int
+save_prepare_part(struct save *s, ckd_err *e)
+{
+	Ckpt__Save *sv = s->sv;
+	size_t i;
+	int r = 0, fd;
+
+	for (i = 0; i < sv->n_items && r == 0; i++) {
+		const Ckpt__Item *it = sv->items[i];
+
+		if (mkdirat(s->tx->tmpfd, it->name, s->dmode) == 0) {
+			if ((fd = openat(s->tx->tmpfd, it->name, O_RDONLY |
+			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
+				(void)fchmod(fd, s->dmode);
+		} else if (errno == EEXIST) {
+			fd = openat(s->tx->tmpfd, it->name, O_RDONLY |
+			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		} else {
+			fd = -1;
+		}
+		if (fd < 0) {
+			r = err_errno(e, errno, "item directory %s", it->name);
+			break;
+		}
+		s->itemfds[i] = fd;
+		if (!s->primary)
+			continue;
+		if (it->handler == CKPT__HANDLER__HANDLER_JSON)
+			r = store_write_file_nosync(s->itemfds[i],
+			    STORE_JSON_FILE, it->json, strlen(it->json),
+			    s->fmode, &s->sync, e);
+		else if (it->handler == CKPT__HANDLER__HANDLER_PROTO)
+			r = store_write_file_nosync(s->itemfds[i],
+			    STORE_PROTO_FILE, it->json, strlen(it->json),
+			    s->fmode, &s->sync, e);
+	}
+	if (r != 0)
+		save_abort_files(s, e);
+	return r;
+}
+
 static int
 save_prepare(struct save *s, ckd_err *e)
 {
@@ -524,6 +545,8 @@ save_prepare(struct save *s, ckd_err *e)
 	size_t i;
 	int r;
 
+	if (save_multi(s))
+		return save_prepare_part(s, e);
 	if ((r = root_open_dir(s->r, &s->rootfd, e)) != 0)
 		goto fail;
 	if ((r = store_begin(s->rootfd, s->name, s->dmode, &s->tmpfd,
@@ -603,10 +626,40 @@ save_finish(struct save *s, ckd_err *e)
 	size_t i;
 	int r = 0;
 
-	for (i = 0; i < sv->n_items && r == 0; i++)
-		if (savecheck_is_tree(sv->items[i]->handler))
+	if (save_multi(s)) {
+		/* A part: its files are durable; the commit is the
+		 * transaction's, once every part is. */
+		if ((r = store_sync_run(&s->sync, e)) != 0)
+			goto fail;
+		for (i = 0; i < sv->n_items; i++) {
+			close(s->itemfds[i]);
+			s->itemfds[i] = -1;
+		}
+		return 0;
+	}
+	for (i = 0; i < sv->n_items && r == 0; i++) {
+		Ckpt__Item merged;
+		Ckpt__Leaf **leaves = NULL;
+		size_t n = 0;
+
+		if (!savecheck_is_tree(sv->items[i]->handler))
+			continue;
+		if (!s->pieces) {
 			r = store_write_tree_metadata_nosync(s->itemfds[i],
 			    sv->items[i], s->fmode, &s->sync, e);
+			continue;
+		}
+		/* Pieces of global arrays: they must cover each array; its
+		 * pieces are listed together. */
+		if ((r = steptx_item_leaves(s->tx, i, &leaves, &n, e)) != 0)
+			break;
+		merged = *sv->items[i];
+		merged.leaves = leaves;
+		merged.n_leaves = n;
+		r = store_write_tree_metadata_nosync(s->itemfds[i], &merged,
+		    s->fmode, &s->sync, e);
+		free(leaves);
+	}
 	if (r != 0)
 		goto fail;
 	s->commit_ns = now_wall_ns();
@@ -896,6 +949,31 @@ save_log_fields(const struct save *s, struct log_event *ev)
 	ev->error = s->err.code != 0 ? s->err.msg : NULL;
 }
 
+/* The staging memory is free as soon as the part is durable. */
+static void
+save_release(struct save *s)
+{
+	int was;
+
+	if (s->released || !s->started)
+		return;
+	s->released = 1;
+	SQ.ninflight--;
+	SQ.staging -= s->charge;
+	was = user_is_active(s->user);
+	s->user->staging -= s->charge;
+	user_activity(s->user, was);
+	if (s->map != NULL) {
+		munmap(s->map, s->size);
+		s->map = NULL;
+	}
+	store_src_destroy(&s->src);
+	if (s->memfd >= 0) {
+		close(s->memfd);
+		s->memfd = -1;
+	}
+}
+
 static void
 save_finalize(struct save *s)
 {
@@ -905,6 +983,25 @@ save_finalize(struct save *s)
 	struct log_event ev = LOG_EVENT_INIT;
 	int ok = s->err.code == 0;
 
+	if (save_multi(s) && !s->tx->closed) {
+		/* A part's pipeline ended: the transaction goes on. */
+		s->ended = 1;
+		s->tx->nended++;
+		if (s->err.code != 0) {
+			ckd_err e;
+
+			err_set(&e, s->err.code, "rank %" PRIu32 ": %s",
+			    s->rank, s->err.msg);
+			steptx_fail(s->tx, &e);
+		}
+		save_release(s);
+		save_admit();
+		if (s->tx->err.code != 0)
+			save_tx_failed(s->tx);
+		else
+			save_tx_progress(s->tx);
+		return;
+	}
 	s->deleting = 1;        /* held until the end of this function */
 	memset(&rec, 0, sizeof rec);
 	rec.step = s->step;
@@ -957,24 +1054,7 @@ save_finalize(struct save *s)
 		SQ.failed++;
 		metrics_count_save_failed(s->err.code);
 	}
-	/* The staging memory is free as soon as the step is durable. */
-	SQ.ninflight--;
-	SQ.staging -= s->charge;
-	{
-		int was = user_is_active(s->user);
-
-		s->user->staging -= s->charge;
-		user_activity(s->user, was);
-	}
-	if (s->map != NULL) {
-		munmap(s->map, s->size);
-		s->map = NULL;
-	}
-	store_src_destroy(&s->src);
-	if (s->memfd >= 0) {
-		close(s->memfd);
-		s->memfd = -1;
-	}
+	save_release(s);
 	if (ok)
 		mgr_wake_steps(r);
 	save_admit();
@@ -988,13 +1068,291 @@ static void
 save_complete(struct save *s)
 {
 	struct manager *m = s->m;
+	struct steptx *tx = s->tx;
+	unsigned i;
 
+	if (save_multi(s)) {
+		/* Every part: SaveDone with the step's outcome (s, the
+		 * lead, is one of them). */
+		ckd_err err = s->err;
+
+		steptx_ref(tx);
+		for (i = 0; i < tx->nparts; i++) {
+			struct save *p = tx->parts[i];
+
+			if (p == NULL)
+				continue;
+			tx->parts[i] = NULL;
+			p->err = err;
+			save_send_done(p);
+			p->r->busy--;
+			save_unlink(p);
+			mgr_wake_saves(p->m);
+			save_free(p);
+		}
+		steptx_unlist(tx);
+		steptx_unref(tx);
+		mgr_check_idle();
+		return;
+	}
+	if (tx != NULL)
+		steptx_unlist(tx);
 	save_send_done(s);
 	s->r->busy--;
 	save_unlink(s);
 	mgr_wake_saves(m);
 	save_free(s);
 	mgr_check_idle();
+}
+
+/* ---- the step transaction of several parts (loop) ------------------------------ */
+
+/* The first task of a started part: its whole pipeline when small. */
+static void
+save_part_submit(struct save *s)
+{
+	s->submitted = 1;
+	if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
+	    save_prepare_run, s->bytes < SAVE_SMALL ? save_finish_done :
+	    save_prepare_done, 0) != 0) {
+		err_set(&s->err, CKPT_ENOMEM, "out of memory");
+		save_finalize(s);
+	}
+}
+
+/* A task of the transaction itself (begin, commit, abort), run as the
+ * identity of part s. */
+struct save_tx_task {
+	struct task t;
+	struct steptx *tx;              /* referenced */
+};
+
+static int
+save_tx_submit(struct steptx *tx, const struct save *s,
+    void (*run)(struct task *), void (*done)(struct task *))
+{
+	struct save_tx_task *tt;
+
+	tt = mgr_task_new(sizeof *tt, run, done, &s->cred, s->lane);
+	if (tt == NULL)
+		return CKPT_ENOMEM;
+	tt->tx = tx;
+	steptx_ref(tx);
+	worker_submit(&tt->t);
+	return 0;
+}
+
+static void
+save_tx_begin_run(struct task *t)
+{
+	struct save_tx_task *tt = (struct save_tx_task *)t;
+	struct steptx *tx = tt->tx;
+	const struct save *s = tx->owner;
+
+	if (root_open_dir(tx->r, &tx->rootfd, &t->err) != 0)
+		return;
+	if (store_begin(tx->rootfd, tx->name, s->dmode, &tx->tmpfd,
+	    &t->err) != 0) {
+		close(tx->rootfd);
+		tx->rootfd = -1;
+	}
+}
+
+static void
+save_tx_begin_done(struct task *t)
+{
+	struct save_tx_task *tt = (struct save_tx_task *)t;
+	struct steptx *tx = tt->tx;
+	unsigned i;
+
+	tx->begin = STEPTX_BEGUN;
+	tx->owner = NULL;
+	if (t->err.code != 0)
+		steptx_fail(tx, &t->err);
+	free(t);
+	for (i = 0; i < tx->nparts && !tx->closed; i++) {
+		struct save *p = tx->parts[i];
+
+		if (p == NULL || !p->started || p->submitted)
+			continue;
+		if (tx->err.code == 0) {
+			save_part_submit(p);
+			continue;
+		}
+		p->submitted = 1;
+		save_finalize(p);       /* ends at once: nothing written */
+	}
+	if (tx->err.code != 0)
+		save_tx_failed(tx);
+	steptx_unref(tx);
+}
+
+/* Create the step's tmp dir for every part (as s's identity). */
+static int
+save_tx_begin(struct save *s)
+{
+	s->tx->owner = s;
+	if (save_tx_submit(s->tx, s, save_tx_begin_run,
+	    save_tx_begin_done) != 0) {
+		s->tx->owner = NULL;
+		return CKPT_ENOMEM;
+	}
+	s->tx->begin = STEPTX_BEGINNING;
+	return 0;
+}
+
+/* The part whose manager and identity finish the step: the primary's
+ * when it started, else the first started. */
+static struct save *
+save_tx_lead(const struct steptx *tx)
+{
+	unsigned i;
+
+	if (tx->parts[tx->primary] != NULL &&
+	    tx->parts[tx->primary]->started)
+		return tx->parts[tx->primary];
+	for (i = 0; i < tx->nparts; i++)
+		if (tx->parts[i] != NULL && tx->parts[i]->started)
+			return tx->parts[i];
+	return NULL;
+}
+
+static void save_tx_tell_managers(const struct steptx *tx);
+
+/* Committed or failed: the lead part finalizes the step once (record,
+ * retention, counters), then every part is answered (save_complete). */
+static void
+save_tx_close(struct steptx *tx)
+{
+	struct save *lead = save_tx_lead(tx);
+	unsigned i;
+
+	tx->closed = 1;
+	if (tx->err.code != 0)
+		save_tx_tell_managers(tx);
+	if (lead == NULL) {
+		steptx_unlist(tx);
+		return;
+	}
+	for (i = 0; i < tx->nparts; i++)
+		if (tx->parts[i] != NULL)
+			save_release(tx->parts[i]);
+	lead->err = tx->err;
+	lead->commit_ns = tx->commit_ns;
+	lead->bytes = tx->bytes;
+	save_finalize(lead);
+}
+
+static void
+save_tx_commit_run(struct task *t)
+{
+	(void)steptx_commit(((struct save_tx_task *)t)->tx, &t->err);
+}
+
+static void
+save_tx_abort_run(struct task *t)
+{
+	struct steptx *tx = ((struct save_tx_task *)t)->tx;
+
+	steptx_abort(tx, &tx->err);
+}
+
+static void
+save_tx_end_done(struct task *t)
+{
+	struct steptx *tx = ((struct save_tx_task *)t)->tx;
+
+	if (t->err.code != 0)
+		steptx_fail(tx, &t->err);
+	free(t);
+	save_tx_close(tx);
+	steptx_unref(tx);
+}
+
+/* Every part arrived and is durable: commit. */
+static void
+save_tx_progress(struct steptx *tx)
+{
+	struct save *lead;
+	unsigned i;
+
+	if (tx->committing || tx->closed || tx->err.code != 0)
+		return;
+	for (i = 0; i < tx->nparts; i++)
+		if (tx->parts[i] == NULL || !tx->parts[i]->ended)
+			return;
+	lead = save_tx_lead(tx);
+	tx->committing = 1;
+	if (save_tx_submit(tx, lead, save_tx_commit_run,
+	    save_tx_end_done) != 0) {
+		ckd_err e;
+
+		tx->committing = 0;
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		steptx_fail(tx, &e);
+		save_tx_failed(tx);
+	}
+}
+
+/* Every open distributed manager of the job gets the step's error. */
+static void
+save_tx_tell_managers(const struct steptx *tx)
+{
+	struct manager *m;
+
+	for (m = mgr.managers; m != NULL; m = m->next) {
+		if (m->r != tx->r || m->closed || m->o->process_count < 2 ||
+		    strcmp(m->o->job != NULL ? m->o->job : "", tx->job) != 0)
+			continue;
+		m->err_code = tx->err.code;
+		m->err_step = tx->step;
+		snprintf(m->err_msg, sizeof m->err_msg, "Saving step %" PRIu64
+		    " failed: %.*s", tx->step, CKPT_ERRLEN - 64, tx->err.msg);
+	}
+}
+
+/*
+ * The transaction failed (tx->err): parts still waiting for memory are
+ * answered and dropped, every rank's manager gets the error, and once no
+ * part's task runs any more the tmp dir is removed (abort task), after
+ * which every started part gets SaveDone with the error.
+ */
+static void
+save_tx_failed(struct steptx *tx)
+{
+	struct save *lead;
+	unsigned i;
+
+	if (tx->closed || tx->committing)
+		return;
+	steptx_ref(tx);
+	for (i = 0; i < tx->nparts; i++) {
+		struct save *p = tx->parts[i];
+
+		if (p == NULL || p->started)
+			continue;
+		/* Waiting for memory: never accepted. */
+		save_queue_remove(p);
+		tx->parts[i] = NULL;
+		conn_reply_err(p->c, p->id, &tx->err);
+		save_unlink(p);
+		mgr_wake_saves(p->m);
+		save_free(p);
+	}
+	save_tx_tell_managers(tx);
+	if (tx->begin == STEPTX_BEGINNING || tx->nended < tx->nstarted)
+		goto out;       /* again when the last of them ends */
+	lead = save_tx_lead(tx);
+	if (lead == NULL || tx->begin == STEPTX_NOT_BEGUN) {
+		save_tx_close(tx);
+		goto out;
+	}
+	tx->committing = 1;
+	if (save_tx_submit(tx, lead, save_tx_abort_run,
+	    save_tx_end_done) != 0)
+		save_tx_close(tx);      /* the tmp dir stays: a leftover */
+out:
+	steptx_unref(tx);
 }
 
 /* ---- acceptance (loop) ---------------------------------------------------------- */
@@ -1035,12 +1393,24 @@ save_start(struct save *s)
 		store_src_init(&s->src, s->memfd, s->map);
 	if (save_plan(s, &e) != 0)
 		goto fail;
-	if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
+	if (save_multi(s)) {
+		if (s->tx->err.code != 0) {
+			e = s->tx->err;
+			goto fail;
+		}
+		/* Its tasks start once the step's tmp dir exists. */
+		if (s->tx->begin == STEPTX_NOT_BEGUN &&
+		    save_tx_begin(s) != 0) {
+			err_set(&e, CKPT_ENOMEM, "out of memory");
+			goto fail;
+		}
+	} else if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
 	    save_prepare_run, s->bytes < SAVE_SMALL ? save_finish_done :
 	    save_prepare_done, 0) != 0) {
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}
+	s->started = 1;
 	SQ.ninflight++;
 	SQ.staging += s->charge;
 	{
@@ -1056,10 +1426,36 @@ save_start(struct save *s)
 	save_reply_saved(s->c, s->id, 1);
 	s->reply_ns = now_mono_ns();
 	metrics_observe_since(METRICS_SAVE_BLOCKING, s->recv_ns);
+	if (save_multi(s)) {
+		/* Handed: from now on the rank may go away. */
+		s->tx->nstarted++;
+		if (s->tx->begin == STEPTX_BEGUN)
+			save_part_submit(s);
+	}
 	return;
 fail:
 	metrics_count_save_failed(e.code);
 	conn_reply_err(s->c, s->id, &e);
+	if (save_multi(s)) {
+		struct steptx *tx = s->tx;
+
+		/* A part that could not start fails the step. */
+		tx->parts[s->slot] = NULL;
+		steptx_ref(tx);
+		if (tx->err.code == 0) {
+			ckd_err why;
+
+			err_set(&why, e.code, "rank %" PRIu32 ": %s", s->rank,
+			    e.msg);
+			steptx_fail(tx, &why);
+		}
+		save_unlink(s);
+		mgr_wake_saves(s->m);
+		save_free(s);
+		save_tx_failed(tx);
+		steptx_unref(tx);
+		return;
+	}
 	save_unlink(s);
 	mgr_wake_saves(s->m);
 	save_free(s);
@@ -1110,6 +1506,24 @@ save_dequeued(struct save *s)
 	user_activity(s->user, was);
 }
 
+/* Take s out of the memory queue (it never started). */
+static void
+save_queue_remove(struct save *s)
+{
+	struct save **pp = &SQ.qhead, *prev = NULL;
+
+	while (*pp != NULL && *pp != s) {
+		prev = *pp;
+		pp = &(*pp)->qnext;
+	}
+	if (*pp == NULL)
+		return;
+	*pp = s->qnext;
+	if (SQ.qtail == s)
+		SQ.qtail = prev;
+	save_dequeued(s);
+}
+
 /* Start the waiting saves that fit, oldest first; a uid's saves start in
  * their order (once one of them waits, its later ones wait too). */
 static void
@@ -1135,6 +1549,153 @@ save_admit(void)
 	mgr_check_idle();
 }
 
+/* A transaction nobody joined after all: forget it. */
+static void
+save_tx_drop(struct steptx *tx)
+{
+	if (tx->narrived == 0 && !tx->closed)
+		steptx_unlist(tx);
+}
+
+/* CKPT_EINVAL when a leaf of sv is replicated_elsewhere (only non-primary
+ * ranks of a distributed manager may send those). */
+static int
+save_has_replicated(const Ckpt__Save *sv, ckd_err *e)
+{
+	char path[256];
+	size_t i, k;
+
+	for (i = 0; i < sv->n_items; i++)
+		for (k = 0; k < sv->items[i]->n_leaves; k++) {
+			const Ckpt__Leaf *l = sv->items[i]->leaves[k];
+
+			if (!l->replicated_elsewhere)
+				continue;
+			savecheck_leaf_path(l, path, sizeof path);
+			return err_set(e, CKPT_EINVAL, "leaf '%s' of item '%s' "
+			    "is replicated elsewhere, but this process writes "
+			    "the replicated leaves (the primary host)", path,
+			    sv->items[i]->name);
+		}
+	return 0;
+}
+
+static int
+save_has_pieces(const Ckpt__Save *sv)
+{
+	size_t i, k;
+
+	for (i = 0; i < sv->n_items; i++)
+		for (k = 0; k < sv->items[i]->n_leaves; k++)
+			if (pieces_is_piece(sv->items[i]->leaves[k]))
+				return 1;
+	return 0;
+}
+
+/* Slot of rank among ranks[n] (NULL: 0..n-1), or -1. */
+static int
+save_slot_of(const uint32_t *ranks, unsigned n, uint32_t rank)
+{
+	unsigned i;
+
+	if (ranks == NULL)
+		return rank < n ? (int)rank : -1;
+	for (i = 0; i < n; i++)
+		if (ranks[i] == rank)
+			return (int)i;
+	return -1;
+}
+
+/*
+ * The Save of one rank of a distributed manager: join the transaction of
+ * (root, job, step), or start it with the policy decision taken here once
+ * for every rank. Returns 0 (*txp, *slotp: the part's place), 1 (the
+ * decision is not to save) or an error code (e set).
+ */
+static int
+save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
+    int64_t now, struct steptx **txp, int *slotp, ckd_err *e)
+{
+	const Ckpt__ManagerOptions *o = m->o;
+	struct root *r = m->r;
+	const char *job = o->job != NULL ? o->job : "";
+	const uint32_t *ranks = o->n_active_processes > 0 ?
+	    o->active_processes : NULL;
+	unsigned nparts = o->n_active_processes > 0 ?
+	    (unsigned)o->n_active_processes : o->process_count;
+	struct steptx *tx;
+	int slot, prim, saved;
+	long i;
+
+	if (nparts > STEPTX_MAX_PARTS)
+		return err_set(e, CKPT_EINVAL, "process_count %u is over %u",
+		    nparts, STEPTX_MAX_PARTS);
+	if ((tx = steptx_find(r, job, sv->step)) != NULL) {
+		if (tx->closed)
+			return err_set(e, CKPT_EEXIST, "Checkpoint for step %"
+			    PRIu64 " already exists.", sv->step);
+		if (tx->nparts != nparts)
+			return err_set(e, tx->nparts == 1 ? CKPT_EEXIST :
+			    CKPT_EINVAL, "step %" PRIu64 ": %u processes, but "
+			    "the step's other ranks have %u", sv->step, nparts,
+			    tx->nparts);
+		if ((slot = steptx_slot(tx, o->process_index)) < 0)
+			return err_set(e, CKPT_EINVAL, "step %" PRIu64 ": "
+			    "process_index %" PRIu32 " is not a rank of the "
+			    "step", sv->step, o->process_index);
+		if (tx->err.code != 0) {
+			*e = tx->err;
+			return e->code;
+		}
+		if (!tx->saved) {
+			if (++tx->narrived >= tx->nparts)
+				steptx_unlist(tx);
+			return 1;
+		}
+		if (tx->parts[slot] != NULL)
+			return err_set(e, CKPT_EEXIST, "step %" PRIu64 ": rank %"
+			    PRIu32 " already handed its part", sv->step,
+			    o->process_index);
+		*txp = tx;
+		*slotp = slot;
+		return 0;
+	}
+	if ((slot = save_slot_of(ranks, nparts, o->process_index)) < 0)
+		return err_set(e, CKPT_EINVAL, "process_index %" PRIu32 " is "
+		    "not below process_count %u (or among active_processes)",
+		    o->process_index, nparts);
+	if ((prim = save_slot_of(ranks, nparts, o->primary_host)) < 0)
+		return err_set(e, CKPT_EINVAL, "primary_host %" PRIu32 " is not "
+		    "a rank of the job", o->primary_host);
+	i = root_find_step(r, sv->step);
+	if ((i >= 0 && r->steps[i].state == INDEX_COMMITTED) ||
+	    save_pending_step(r, sv->step))
+		return err_set(e, CKPT_EEXIST, "Checkpoint for step %" PRIu64
+		    " already exists.", sv->step);
+	saved = sv->force;
+	if (!saved) {
+		int64_t latest = root_latest(r), pend = save_latest_pending(r);
+
+		if (pend > latest)
+			latest = pend;
+		saved = policy_should_save(m->pol, sv->step, latest, now,
+		    r->last_save_ns, r->saves > 0, sv->preempted ||
+		    (preempt_active() && !m->preempt_saved)) != 0;
+	}
+	tx = steptx_new(r, job, sv->step, name, nparts, ranks, (unsigned)prim,
+	    saved, o->async_timeout_secs, now);
+	if (tx == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	tx->on_fail = save_tx_failed;
+	if (!saved) {
+		tx->narrived = 1;
+		return 1;
+	}
+	*txp = tx;
+	*slotp = slot;
+	return 0;
+}
+
 void
 save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
     int *fds, size_t nfds)
@@ -1142,6 +1703,8 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	Ckpt__Save *sv = req->save;
 	struct root *r = m->r;
 	struct save *s = NULL;
+	struct steptx *tx = NULL;
+	int slot = 0;
 	uint64_t size = 0;
 	int64_t now, latest, pend;
 	char name[256];
@@ -1174,6 +1737,25 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		goto fail;
 	}
 	now = sv->has_timestamp_ns ? sv->timestamp_ns : now_wall_ns();
+	if (save_has_replicated(sv, &e) != 0 && (m->o->process_count < 2 ||
+	    m->o->process_index == m->o->primary_host))
+		goto fail;
+	if (m->o->process_count > 1) {
+		/* A part of a distributed step. */
+		switch (save_join(m, sv, name, now, &tx, &slot, &e)) {
+		case 0:
+			break;
+		case 1:
+			if (memfd >= 0)
+				close(memfd);
+			save_reply_saved(c, req->id, 0);
+			ckpt__request__free_unpacked(req, NULL);
+			return;
+		default:
+			goto fail;
+		}
+		goto accepted;
+	}
 	if (!sv->force) {
 		latest = root_latest(r);
 		pend = save_latest_pending(r);
@@ -1199,10 +1781,26 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 			goto fail;
 		}
 	}
-	if ((s = calloc(1, sizeof *s)) == NULL) {
+	/* One process: a transaction of one part. */
+	if ((tx = steptx_new(r, "", sv->step, name, 1, NULL, 0, 1, 0,
+	    now)) == NULL) {
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}
+accepted:
+	if ((s = calloc(1, sizeof *s)) == NULL) {
+		save_tx_drop(tx);
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		goto fail;
+	}
+	s->tx = tx;
+	steptx_ref(tx);
+	s->slot = (unsigned)slot;
+	s->rank = m->o->process_index;
+	s->primary = (unsigned)slot == tx->primary;
+	s->pieces = save_has_pieces(sv);
+	tx->parts[slot] = s;
+	tx->narrived++;
 	if (preempt_active())
 		m->preempt_saved = 1;   /* its preemption save is taken */
 	m->saved = 1;
@@ -1214,6 +1812,10 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 	s->cred = *conn_peer(c);
 	s->lane = conn_id(c);
 	if ((s->user = user_get(s->cred.uid)) == NULL) {
+		tx->parts[slot] = NULL;
+		tx->narrived--;
+		steptx_unref(tx);
+		save_tx_drop(tx);
 		free(s);
 		s = NULL;
 		conn_unref(c);
@@ -1255,9 +1857,12 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		    "of ckptd --memory-budget)", (unsigned)s->cred.uid,
 		    s->user->queued, s->user->queued_mem);
 		conn_reply_err(c, req->id, &e);
+		tx->parts[slot] = NULL;
+		tx->narrived--;
 		save_unlink(s);
 		mgr_wake_saves(s->m);
 		save_free(s);
+		save_tx_drop(tx);
 		return;
 	}
 	log_debug("step %" PRIu64 " of %s waits for memory (%" PRIu64
@@ -1321,11 +1926,64 @@ save_conn_closed(struct conn *c)
 		}
 		*pp = s->qnext;
 		save_dequeued(s);
+		if (save_multi(s)) {
+			/* A rank that had not handed its part. */
+			struct steptx *tx = s->tx;
+			ckd_err e;
+
+			tx->parts[s->slot] = NULL;
+			err_set(&e, CKPT_ERANK, "step %" PRIu64 ": ranks [%"
+			    PRIu32 "] did not hand their part (connection "
+			    "closed)", tx->step, s->rank);
+			steptx_fail(tx, &e);
+			steptx_ref(tx);
+			save_unlink(s);
+			mgr_wake_saves(s->m);
+			save_free(s);
+			save_tx_failed(tx);
+			steptx_unref(tx);
+			/* The queue may have changed: from its head. */
+			pp = &SQ.qhead;
+			SQ.qtail = NULL;
+			continue;
+		}
 		save_unlink(s);
 		mgr_wake_saves(s->m);
 		save_free(s);
 	}
+	/* Ranks of c that have not handed their part of a step. Failing a
+	 * step may free other managers' parts (and closed managers with
+	 * them): the managers of c (still open, c holds them) first. */
+	{
+		struct manager *m, **v = NULL;
+		size_t n = 0, i;
+
+		for (m = mgr.managers; m != NULL; m = m->next)
+			n += m->c == c && !m->closed && m->o->process_count > 1;
+		if (n > 0 && (v = calloc(n, sizeof *v)) != NULL) {
+			n = 0;
+			for (m = mgr.managers; m != NULL; m = m->next)
+				if (m->c == c && !m->closed &&
+				    m->o->process_count > 1) {
+					mgr_ref(m);
+					v[n++] = m;
+				}
+			for (i = 0; i < n; i++) {
+				steptx_rank_gone(v[i]->r, v[i]->o->job != NULL ?
+				    v[i]->o->job : "", v[i]->o->process_index,
+				    save_tx_failed);
+				mgr_unref(v[i]);
+			}
+			free(v);
+		}
+	}
 	save_admit();
+}
+
+void
+save_stopping(void)
+{
+	steptx_fail_incomplete(save_tx_failed);
 }
 
 void
@@ -1340,4 +1998,5 @@ save_shutdown(void)
 		save_free(s);
 	}
 	SQ.qtail = NULL;
+	steptx_shutdown();
 }

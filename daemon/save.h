@@ -10,6 +10,67 @@
 
 #include "conn.h"
 #include "root.h"
+#include "steptx.h"
+
+/* One client's Save: its staging memfd, items and tasks; a part of a step
+ * transaction (steptx.h). Loop thread, but for its tasks while they run. */
+struct save_file {
+	char fname[40];
+	size_t item;            /* index into the request's items */
+	size_t first, n;        /* range of s->tens / s->leaves */
+};
+
+struct save {
+	struct save *next, *prev;       /* SQ.saves */
+	struct save *qnext;             /* memory queue */
+	int running;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	struct peer_cred cred;
+	uint64_t lane;
+	struct user *user;              /* referenced; counts s in saves */
+	uint64_t charge;                /* memory budget: see save_charge */
+	uint64_t reqmem;                /* of which the unpacked request */
+	struct manager *m;              /* referenced */
+	struct root *r;                 /* referenced */
+	Ckpt__Request *req;             /* owned; leaves get file/tensor/xxh3 */
+	Ckpt__Save *sv;
+	uint64_t step;
+	char name[256];
+	int memfd;                      /* open while mapped: holes */
+	uint64_t size;
+	void *map;
+	struct store_src src;           /* memfd + map, for the writers */
+	int64_t init_ns, commit_ns;
+	int64_t recv_ns;                /* request read (monotonic), metrics */
+	int64_t reply_ns;               /* "accepted" sent (monotonic) */
+	mode_t dmode, fmode;
+	int rootfd, tmpfd;
+	int *itemfds;
+	struct store_sync sync;         /* unsynced files (zeroed: empty) */
+	Ckpt__Handler *handlers;
+	char **names;
+	struct store_tensor *tens;
+	Ckpt__Leaf **leaves;
+	size_t ntens;
+	struct save_file *files;
+	size_t nfiles;
+	uint64_t bytes;
+	unsigned left;                  /* data tasks not done */
+	unsigned deleting;              /* retention deletes it waits for */
+	ckd_err err;                    /* first failure */
+	/* The step transaction (steptx.h) this save is a part of. */
+	struct steptx *tx;              /* referenced */
+	unsigned slot;                  /* in tx->parts */
+	uint32_t rank;                  /* process_index */
+	int primary;                    /* writes JSON items, replicated */
+	int started;                    /* accepted ("saved" replied) */
+	int submitted;                  /* its first task submitted */
+	int ended;                      /* its tasks are done */
+	int released;                   /* staging memory given back */
+	int pieces;                     /* it holds pieces of global arrays */
+};
+
 
 /* Handle a Save request of manager m. Takes ownership of req and fds. */
 void save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
@@ -33,6 +94,8 @@ void save_stats(struct save_counts *out);
 int save_pending_step(const struct root *r, uint64_t step);
 /* Highest pending step of r, or -1. */
 int64_t save_latest_pending(const struct root *r);
+/* ckptd stops: distributed steps still missing parts fail now. */
+void save_stopping(void);
 /* Free the saves waiting for memory (shutdown). */
 void save_shutdown(void);
 

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "pieces.h"
 #include "savecheck.h"
 #include "stepmetrics.h"
 #include "store.h"
@@ -91,7 +92,32 @@ savecheck_enc_cmp(const void *a, const void *b)
 	return x->len < y->len ? -1 : x->len > y->len;
 }
 
-/* No duplicate paths, and no leaf that is also a container. */
+/* The run of pieces with the path of ep[i]. */
+static int
+savecheck_piece_run(const Ckpt__Item *it, const struct enc_path *ep,
+    size_t n, size_t i, const char *path, ckd_err *e)
+{
+	const Ckpt__Leaf **p;
+	size_t k, m = 0;
+	int r;
+
+	for (k = i; k < n && ep[k].len == ep[i].len &&
+	    memcmp(ep[k].b, ep[i].b, ep[i].len) == 0; k++)
+		if (!pieces_is_piece(it->leaves[ep[k].leaf]))
+			return err_set(e, CKPT_EINVAL, "duplicate leaf path "
+			    "'%s' in item '%s'", path, it->name);
+	if ((p = malloc((k - i) * sizeof *p)) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	for (k = i; k < n && ep[k].len == ep[i].len &&
+	    memcmp(ep[k].b, ep[i].b, ep[i].len) == 0; k++)
+		p[m++] = it->leaves[ep[k].leaf];
+	r = pieces_check(p, m, 0, path, e);
+	free(p);
+	return r;
+}
+
+/* No duplicate paths (but pieces of one global array), and no leaf that
+ * is also a container. */
 static int
 savecheck_paths(const Ckpt__Item *it, ckd_err *e)
 {
@@ -111,12 +137,23 @@ savecheck_paths(const Ckpt__Item *it, ckd_err *e)
 	}
 	if (r == 0) {
 		qsort(ep, n, sizeof *ep, savecheck_enc_cmp);
-		for (i = 0; i + 1 < n; i++) {
+		for (i = 0; i + 1 < n && r == 0; i++) {
 			if (ep[i].len > ep[i + 1].len ||
 			    memcmp(ep[i].b, ep[i + 1].b, ep[i].len) != 0)
 				continue;
 			savecheck_leaf_path(it->leaves[ep[i].leaf], path,
 			    sizeof path);
+			if (ep[i].len == ep[i + 1].len &&
+			    pieces_is_piece(it->leaves[ep[i].leaf]) &&
+			    pieces_is_piece(it->leaves[ep[i + 1].leaf])) {
+				/* Pieces of one global array: agree, no
+				 * overlap (the run of them checked once). */
+				if (i == 0 || ep[i - 1].len != ep[i].len ||
+				    memcmp(ep[i - 1].b, ep[i].b, ep[i].len) != 0)
+					r = savecheck_piece_run(it, ep, n, i,
+					    path, e);
+				continue;
+			}
 			if (ep[i].len == ep[i + 1].len)
 				r = err_set(e, CKPT_EINVAL, "duplicate leaf "
 				    "path '%s' in item '%s'", path, it->name);
@@ -179,6 +216,7 @@ savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
 	char path[256];
 	uint64_t count = 1, nbytes;
 	size_t i, isz, joined = 0;
+	int r;
 
 	if (l->n_path > CKPT_MAX_DEPTH)
 		return err_set(e, CKPT_ETOOBIG, "leaf path deeper than %d in "
@@ -220,6 +258,11 @@ savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
 	free(l->tensor);
 	l->file = l->tensor = NULL;
 	l->has_xxh3 = l->has_fd_index = 0;
+	if (pieces_is_piece(l) && (r = pieces_check_one(l, path, e)) != 0)
+		return r;
+	if (l->replicated_elsewhere && l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+		return err_set(e, CKPT_EINVAL, "leaf '%s': only arrays are "
+		    "replicated elsewhere", path);
 	switch (l->kind) {
 	case CKPT__LEAF_KIND__LEAF_ARRAY:
 		break;
@@ -254,6 +297,16 @@ savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
 	if (__builtin_mul_overflow(count, (uint64_t)isz, &nbytes))
 		return err_set(e, CKPT_ETOOBIG, "shape of leaf '%s' overflows",
 		    path);
+	if (l->replicated_elsewhere) {
+		/* The primary writes it: no bytes here. */
+		if (l->nbytes != 0 && l->nbytes != nbytes)
+			return err_set(e, CKPT_EINVAL, "leaf '%s': nbytes %"
+			    PRIu64 " does not match its shape and dtype (%"
+			    PRIu64 ")", path, l->nbytes, nbytes);
+		l->nbytes = nbytes;
+		l->offset = 0;
+		return 0;
+	}
 	if (l->nbytes != nbytes)
 		return err_set(e, CKPT_EINVAL, "leaf '%s': nbytes %" PRIu64
 		    " does not match its shape and dtype (%" PRIu64 ")", path,
@@ -320,7 +373,8 @@ savecheck_arrays(const Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
 		for (k = 0; k < it->n_leaves; k++) {
 			const Ckpt__Leaf *l = it->leaves[k];
 
-			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY ||
+			    l->replicated_elsewhere)
 				continue;
 			if (__builtin_add_overflow(total, l->nbytes, &total) ||
 			    total > memsize)
@@ -345,7 +399,7 @@ savecheck_arrays(const Ckpt__Save *sv, uint64_t memsize, ckd_err *e)
 			const Ckpt__Leaf *l = it->leaves[k];
 
 			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY ||
-			    l->nbytes == 0)
+			    l->nbytes == 0 || l->replicated_elsewhere)
 				continue;
 			sp[n].off = l->offset;
 			sp[n].len = l->nbytes;
@@ -521,7 +575,8 @@ savecheck_count(const Ckpt__Save *sv, uint64_t target,
 		for (k = 0; k < it->n_leaves; k++) {
 			const Ckpt__Leaf *l = it->leaves[k];
 
-			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY ||
+			    l->replicated_elsewhere)
 				continue;
 			if (!open) {
 				out->nfiles++;

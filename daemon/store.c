@@ -99,6 +99,8 @@
 #define STORE_MAX_TAG CKPT_MAX_TAG   /* ckpt_limits.h */
 #define STORE_MAX_TENSOR_NAME 1024
 #define STORE_MAX_ITEMS 4096
+/* Leaves of one item once its global arrays' pieces are expanded. */
+#define STORE_MAX_PIECES (1u << 22)
 #define STORE_RM_DEPTH 64
 #define STORE_DEL_SUFFIX ".ckptd-del"
 #define STORE_ORBAX_TMP ".orbax-checkpoint-tmp"
@@ -1609,6 +1611,20 @@ leaf_problem(const Ckpt__Leaf *l)
 		return "invalid file name";
 	if (!valid_tensor_name(l->tensor))
 		return "invalid tensor name";
+	if (l->n_global_shape == 0 && l->n_piece_offsets == 0)
+		return NULL;
+	/* A piece of a global array: inside it. */
+	if (l->n_global_shape != l->n_shape ||
+	    l->n_piece_offsets != l->n_shape)
+		return "piece offsets or global shape do not match its shape";
+	for (i = 0; i < l->n_shape; i++) {
+		uint64_t end;
+
+		if (l->global_shape[i] > INT64_MAX ||
+		    __builtin_add_overflow(l->piece_offsets[i], l->shape[i],
+		    &end) || end > l->global_shape[i])
+			return "piece outside its global shape";
+	}
 	return NULL;
 }
 
@@ -1643,6 +1659,25 @@ leaf_to_json(const Ckpt__Leaf *l)
 	switch (l->kind) {
 	case CKPT__LEAF_KIND__LEAF_ARRAY:
 		snprintf(hex, sizeof(hex), "%016" PRIx64, l->xxh3);
+		if (l->n_global_shape > 0) {
+			/* A piece of a global array: "pieces" (the writer
+			 * appends the array's other pieces to this entry). */
+			json_t *pc = json_pack("{s:s, s:s, s:o, s:o, s:I, "
+			    "s:s}", "file", l->file, "tensor", l->tensor,
+			    "offsets", shape_json(l->n_piece_offsets,
+			    l->piece_offsets), "shape", shape_json(l->n_shape,
+			    l->shape), "nbytes", (json_int_t)l->nbytes,
+			    "xxh3", hex);
+
+			if (pc == NULL || json_object_set_new(o, "dtype",
+			    json_string(store_dtype_name(l->dtype))) ||
+			    json_object_set_new(o, "global_shape",
+			    shape_json(l->n_global_shape, l->global_shape)) ||
+			    json_object_set_new(o, "pieces", json_pack("[o]",
+			    pc)))
+				goto fail;
+			break;
+		}
 		if (json_object_set_new(o, "dtype",
 		    json_string(store_dtype_name(l->dtype))) ||
 		    json_object_set_new(o, "shape",
@@ -1689,6 +1724,23 @@ fail:
 }
 
 static int
+same_path(const Ckpt__Leaf *a, const Ckpt__Leaf *b)
+{
+	size_t i;
+
+	if (a->n_path != b->n_path)
+		return 0;
+	for (i = 0; i < a->n_path; i++) {
+		const Ckpt__PathElem *x = a->path[i], *y = b->path[i];
+
+		if (x->kind != y->kind || (x->kind == CKPT__KEY_KIND__KEY_DICT ?
+		    strcmp(x->key, y->key) != 0 : x->index != y->index))
+			return 0;
+	}
+	return 1;
+}
+
+static int
 tree_meta_write(int itemfd, const Ckpt__Item *item, mode_t filemode,
     struct store_sync *b, ckd_err *e)
 {
@@ -1711,6 +1763,24 @@ tree_meta_write(int itemfd, const Ckpt__Item *item, mode_t filemode,
 		if ((why = leaf_problem(item->leaves[i])) != NULL) {
 			r = err_set(e, CKPT_EINVAL, "leaf %zu: %s", i, why);
 			goto out;
+		}
+		if (i > 0 && item->leaves[i]->n_global_shape > 0 &&
+		    item->leaves[i - 1]->n_global_shape > 0 &&
+		    same_path(item->leaves[i], item->leaves[i - 1])) {
+			/* Another piece of the same global array. */
+			json_t *prev = json_array_get(leaves,
+			    json_array_size(leaves) - 1);
+
+			if ((lj = leaf_to_json(item->leaves[i])) == NULL ||
+			    json_array_append(json_object_get(prev, "pieces"),
+			    json_array_get(json_object_get(lj, "pieces"),
+			    0)) != 0) {
+				json_decref(lj);
+				r = err_set(e, CKPT_ENOMEM, "out of memory");
+				goto out;
+			}
+			json_decref(lj);
+			continue;
 		}
 		if ((lj = leaf_to_json(item->leaves[i])) == NULL ||
 		    json_array_append_new(leaves, lj) != 0) {
@@ -1769,6 +1839,8 @@ leaf_free(Ckpt__Leaf *l)
 	}
 	free(l->path);
 	free(l->shape);
+	free(l->global_shape);
+	free(l->piece_offsets);
 	free(l->str_value);
 	free(l->file);
 	free(l->tag);
@@ -2019,6 +2091,98 @@ out:
 	return r;
 }
 
+/* A list of non-negative integers of at most CKPT_WIRE_MAX_NDIM. */
+static int
+juints(json_t *a, uint64_t **out, size_t *n)
+{
+	json_t *v;
+	size_t i;
+
+	if (!json_is_array(a) || json_array_size(a) > CKPT_WIRE_MAX_NDIM)
+		return -1;
+	if (json_array_size(a) > 0 && (*out = calloc(json_array_size(a),
+	    sizeof(**out))) == NULL)
+		return -1;
+	json_array_foreach(a, i, v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return -1;
+		(*out)[(*n)++] = (uint64_t)json_integer_value(v);
+	}
+	return 0;
+}
+
+/*
+ * A global array's entry: {"path", "kind", "dtype", "global_shape",
+ * "pieces": [{"file", "tensor", "offsets", "shape", "nbytes", "xxh3"}]}
+ * becomes one leaf per piece (appended to item->leaves, of capacity *cap).
+ */
+static int
+pieces_from_json(json_t *o, size_t idx, size_t rest, Ckpt__Item *item,
+    size_t *cap, ckd_err *e)
+{
+	json_t *pieces = json_object_get(o, "pieces"), *pc, *one = NULL;
+	Ckpt__Leaf *l;
+	size_t i, k;
+	int r = 0;
+
+	if (!json_is_array(pieces) || json_array_size(pieces) == 0 ||
+	    json_array_size(pieces) > STORE_MAX_PIECES)
+		return err_set(e, CKPT_ECORRUPT, "_METADATA: leaf %zu: bad "
+		    "pieces", idx);
+	/* Room for these pieces and one leaf per entry after this one. */
+	if (item->n_leaves + json_array_size(pieces) + rest > *cap) {
+		size_t ncap = item->n_leaves + json_array_size(pieces) + rest;
+		Ckpt__Leaf **nl;
+
+		if (ncap > STORE_MAX_PIECES)
+			return err_set(e, CKPT_ECORRUPT, "_METADATA: more than "
+			    "%u leaves", STORE_MAX_PIECES);
+		if ((nl = realloc(item->leaves, ncap * sizeof(*nl))) == NULL)
+			return err_set(e, CKPT_ENOMEM, "out of memory");
+		item->leaves = nl;
+		*cap = ncap;
+	}
+	json_array_foreach(pieces, i, pc) {
+		const char *key;
+		json_t *v;
+
+		/* The piece as a plain array leaf, then its place. */
+		if (!json_is_object(pc) || (one = json_copy(o)) == NULL)
+			return err_set(e, CKPT_ECORRUPT, "_METADATA: leaf %zu: "
+			    "bad piece %zu", idx, i);
+		json_object_del(one, "pieces");
+		json_object_del(one, "global_shape");
+		json_object_foreach(pc, key, v)
+			if (strcmp(key, "offsets") != 0 &&
+			    json_object_set(one, key, v) != 0) {
+				json_decref(one);
+				return err_set(e, CKPT_ENOMEM, "out of memory");
+			}
+		r = leaf_from_json(one, idx, &l, e);
+		json_decref(one);
+		if (r != 0)
+			return r;
+		if (juints(json_object_get(o, "global_shape"), &l->global_shape,
+		    &l->n_global_shape) != 0 || juints(json_object_get(pc,
+		    "offsets"), &l->piece_offsets, &l->n_piece_offsets) != 0 ||
+		    l->n_shape == 0) {
+			leaf_free(l);
+			return err_set(e, CKPT_ECORRUPT, "_METADATA: leaf %zu: "
+			    "bad global shape or offsets of piece %zu", idx, i);
+		}
+		for (k = 0; k < l->n_shape; k++)
+			if (l->global_shape[k] > INT64_MAX)
+				break;
+		if (k < l->n_shape || leaf_problem(l) != NULL) {
+			leaf_free(l);
+			return err_set(e, CKPT_ECORRUPT, "_METADATA: leaf %zu: "
+			    "piece %zu outside its global shape", idx, i);
+		}
+		item->leaves[item->n_leaves++] = l;
+	}
+	return 0;
+}
+
 int
 store_read_tree_metadata(int itemfd, Ckpt__Item **out, ckd_err *e)
 {
@@ -2027,7 +2191,7 @@ store_read_tree_metadata(int itemfd, Ckpt__Item **out, ckd_err *e)
 	json_error_t jerr;
 	char *buf = NULL;
 	const char *s;
-	size_t len, i;
+	size_t len, i, cap;
 	int r, bad = 0;
 
 	*out = NULL;
@@ -2064,8 +2228,17 @@ store_read_tree_metadata(int itemfd, Ckpt__Item **out, ckd_err *e)
 	if (json_array_size(leaves) > 0 && (item->leaves = calloc(
 	    json_array_size(leaves), sizeof(*item->leaves))) == NULL)
 		NOMEM();
+	cap = json_array_size(leaves);
 	json_array_foreach(leaves, i, v) {
-		if ((r = leaf_from_json(v, i, &item->leaves[i], e)) != 0)
+		if (json_is_object(v) && json_object_get(v, "pieces") != NULL) {
+			if ((r = pieces_from_json(v, i,
+			    json_array_size(leaves) - i - 1, item, &cap,
+			    e)) != 0)
+				goto out;
+			continue;
+		}
+		if ((r = leaf_from_json(v, i, &item->leaves[item->n_leaves],
+		    e)) != 0)
 			goto out;
 		item->n_leaves++;
 	}

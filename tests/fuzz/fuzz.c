@@ -103,7 +103,10 @@ fuzz_check_layout(const Ckpt__Save *sv, uint64_t memsize)
 			const Ckpt__Leaf *l = it->leaves[k];
 			unsigned __int128 nb;
 
-			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)
+			/* Replicated elsewhere (another rank writes it): no
+			 * bytes here, no file. */
+			if (l->kind != CKPT__LEAF_KIND__LEAF_ARRAY ||
+			    l->replicated_elsewhere)
 				continue;
 			narrays++;
 			FUZZ_ASSERT(l->n_shape <= CKPT_WIRE_MAX_NDIM);

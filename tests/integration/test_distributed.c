@@ -1,276 +1,895 @@
 /*
- * test_distributed.c - distributed steps through libckpt: RANKS threads,
- * each its own connection and manager (process index/count), save one step
- * together: each rank two pieces of a global F32 array "w" (its rows, in
- * two halves) and the replicated leaves "b" (an array only the primary
- * writes) and "step".
- *  - the step commits on every rank; a manager of one process restores the
- *    whole array; piece targets of another layout (columns, F64) are
- *    filled from the overlapping pieces; item metadata lists the pieces;
- *  - a rank that disconnects without saving fails the step on the others
- *    with CKPT_ERANK naming it; nothing is listed; the next step commits.
+ * test_distributed.c - distributed steps in the daemon: one step saved by
+ * several ranks, each on its own connection with its own manager (raw
+ * frames, as a rank's client would send them), committed once.
+ *
+ *   - a 4-rank step: not listed before the 4th part; _METADATA lists the
+ *     global array's 4 pieces and the replicated leaf once (the primary's
+ *     file); restore answers one leaf per piece with the right bytes;
+ *   - a rank whose connection closes before its hand-off: CKPT_ERANK on
+ *     the others naming it, no tmp dir left, the failure listed, the next
+ *     step commits; a rank closing right after its hand-off does not hurt;
+ *   - a rank that never sends its part: CKPT_ERANK after the timeout;
+ *   - overlapping or missing pieces: CKPT_EMISMATCH on every rank naming
+ *     the array; overlapping pieces in one Save are refused at once;
+ *   - two jobs on one root do not mix.
  */
-#include <inttypes.h>
-#include <pthread.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "ckpt.pb-c.h"
 #include "harness.h"
 
-#define RANKS 4
-#define ROWS 37         /* not a multiple of RANKS */
-#define COLS 24
+#define MAX_FRAME (16u * 1024 * 1024)
+#define NR 4            /* ranks */
+#define ROWS 8
+#define COLS 4
 
 static struct hx_daemon d;
 static char root[HX_PATH];
-static float g[ROWS * COLS];    /* the global array */
-static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
+static uint64_t next_id = 100;
+static uint64_t g_rows = ROWS;  /* global rows: 2 per rank of the job */
+static uint64_t g_interval;     /* save_interval_steps of new managers */
+static int g_force;             /* the next Save is forced */
 
-struct rank {
-	int index;
-	uint64_t step;
-	int skip;               /* disconnect instead of saving */
-	int save_rc, wait_rc;
-	char msg[512];
-};
+/* ---- raw wire ------------------------------------------------------------------------ */
 
-static void rows_of(int r, int64_t *lo, int64_t *hi)
+static int send_req(int fd, Ckpt__Request *req, int memfd)
 {
-	int64_t q = ROWS / RANKS, rem = ROWS % RANKS;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	size_t n, off = 0;
+	unsigned char *buf;
+	struct iovec iov;
+	struct msghdr msg;
+	ssize_t r;
 
-	*lo = r * q + (r < rem ? r : rem);
-	*hi = *lo + q + (r < rem ? 1 : 0);
+	req->has_id = 1;
+	req->id = next_id++;
+	n = ckpt__request__get_packed_size(req);
+	buf = malloc(4 + n);
+	buf[0] = (unsigned char)(n >> 24);
+	buf[1] = (unsigned char)(n >> 16);
+	buf[2] = (unsigned char)(n >> 8);
+	buf[3] = (unsigned char)n;
+	ckpt__request__pack(req, buf + 4);
+	while (off < 4 + n) {
+		memset(&msg, 0, sizeof msg);
+		iov.iov_base = buf + off;
+		iov.iov_len = 4 + n - off;
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		if (off == 0 && memfd >= 0) {
+			memset(&cm, 0, sizeof cm);
+			msg.msg_control = cm.buf;
+			msg.msg_controllen = sizeof cm.buf;
+			cm.h.cmsg_level = SOL_SOCKET;
+			cm.h.cmsg_type = SCM_RIGHTS;
+			cm.h.cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(&cm.h), &memfd, sizeof(int));
+		}
+		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			free(buf);
+			return -1;
+		}
+		off += (size_t)r;
+	}
+	free(buf);
+	return 0;
 }
 
-static int open_rank(ckpt_client *c, int index, ckpt_manager **m)
+static int read_full(int fd, void *buf, size_t n, int timeout_ms)
 {
-	ckpt_options *o = ckpt_options_new();
+	int64_t end = hx_now_ms() + timeout_ms;
+	size_t got = 0;
+	ssize_t r;
+
+	while (got < n) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		int64_t left = end - hx_now_ms();
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -1;
+		r = recv(fd, (char *)buf + got, n - got, MSG_CMSG_CLOEXEC);
+		if (r == 0)
+			return 0;
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	return 1;
+}
+
+/* Next reply to a request (SaveDone events are skipped). */
+static Ckpt__Response *recv_reply(int fd, int timeout_ms)
+{
+	unsigned char hdr[4], *body;
+	Ckpt__Response *resp;
+	uint32_t len;
+
+	for (;;) {
+		if (read_full(fd, hdr, 4, timeout_ms) != 1)
+			return NULL;
+		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		    (uint32_t)hdr[2] << 8 | hdr[3];
+		if (len == 0 || len > MAX_FRAME)
+			return NULL;
+		body = malloc(len);
+		if (read_full(fd, body, len, timeout_ms) != 1) {
+			free(body);
+			return NULL;
+		}
+		resp = ckpt__response__unpack(NULL, len, body);
+		free(body);
+		if (resp == NULL || resp->id != 0)
+			return resp;
+		ckpt__response__free_unpacked(resp, NULL);
+	}
+}
+
+static int rank_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Hello h = CKPT__HELLO__INIT;
+	Ckpt__Response *resp = NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		bail_out("connect: %s", strerror(errno));
+	h.has_version = 1;
+	h.version = CKPT__VERSION__PROTOCOL_VERSION;
+	h.client = "distributed test";
+	req.op_case = CKPT__REQUEST__OP_HELLO;
+	req.hello = &h;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 5000)) ==
+	    NULL || resp->code != 0)
+		bail_out("hello refused: %s", resp != NULL && resp->message ?
+		    resp->message : strerror(errno));
+	ckpt__response__free_unpacked(resp, NULL);
+	return fd;
+}
+
+/* A manager of rank `rank` of `count` in job `job`. */
+static uint64_t open_rank(int fd, uint32_t rank, uint32_t count,
+    const char *job, double timeout_secs)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
+	Ckpt__ManagerOptions o = CKPT__MANAGER_OPTIONS__INIT;
+	Ckpt__Response *resp;
+	uint64_t id;
+
+	o.has_process_index = 1;
+	o.process_index = rank;
+	o.has_process_count = 1;
+	o.process_count = count;
+	o.job = (char *)job;
+	if (g_interval > 0) {
+		o.has_save_interval_steps = 1;
+		o.save_interval_steps = g_interval;
+	}
+	if (timeout_secs > 0) {
+		o.has_async_timeout_secs = 1;
+		o.async_timeout_secs = timeout_secs;
+	}
+	om.root = root;
+	om.options = &o;
+	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
+	req.open_manager = &om;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 5000)) ==
+	    NULL || resp->code != 0 ||
+	    resp->body_case != CKPT__RESPONSE__BODY_OPEN_MANAGER)
+		bail_out("open_manager of rank %u failed", rank);
+	id = resp->open_manager->manager;
+	ckpt__response__free_unpacked(resp, NULL);
+	return id;
+}
+
+/* ---- one rank's part ------------------------------------------------------------------ */
+
+/* Value of element (row, col) of the global array "w" at step. */
+static float wval(uint64_t step, uint64_t row, uint64_t col)
+{
+	return (float)(step * 1000 + row * COLS + col);
+}
+
+enum layout {
+	ROWS_OK,        /* rank r: rows [2r, 2r+2) */
+	ROWS_OVERLAP,   /* rank 1 takes rows [1, 3) */
+	ROWS_MISSING,   /* rank 3 takes only row 6 */
+	ROWS_TWICE,     /* rank 0 sends rows [0, 2) and [1, 2) */
+};
+
+struct part {
+	Ckpt__PathElem pw, pb, pn, *pathw[1], *pathb[1], *pathn[1];
+	Ckpt__Leaf lw[2], lb, ln, *leaves[4];
+	uint64_t shw[2][2], gsh[2], offw[2][2], shb[1];
+	Ckpt__Item item, *items[1];
+	Ckpt__Save sv;
+	int memfd;
+};
+
+/* Send rank's Save of step (no reply read). */
+static void send_part(int fd, uint64_t mgr, uint32_t rank, uint64_t step,
+    enum layout lay, struct part *p)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	uint64_t row0 = 2 * rank, nrows = 2, r, c;
+	size_t nl = 0, npieces = 1, k;
+	float buf[3 * COLS + COLS];
+	size_t off = 0;
+
+	memset(p, 0, sizeof *p);
+	if (lay == ROWS_OVERLAP && rank == 1)
+		row0 = 1;
+	if (lay == ROWS_MISSING && rank == 3)
+		nrows = 1;
+	if (lay == ROWS_TWICE && rank == 0)
+		npieces = 2;
+	ckpt__path_elem__init(&p->pw);
+	p->pw.has_kind = 1;
+	p->pw.kind = CKPT__KEY_KIND__KEY_DICT;
+	p->pw.key = "w";
+	p->pb = p->pw;
+	p->pb.key = "b";
+	p->pn = p->pw;
+	p->pn.key = "n";
+	p->pathw[0] = &p->pw;
+	p->pathb[0] = &p->pb;
+	p->pathn[0] = &p->pn;
+	p->gsh[0] = g_rows;
+	p->gsh[1] = COLS;
+	for (k = 0; k < npieces; k++) {
+		Ckpt__Leaf *l = &p->lw[k];
+		uint64_t first = row0 + k, n = k == 0 ? nrows : 1;
+
+		ckpt__leaf__init(l);
+		l->n_path = 1;
+		l->path = p->pathw;
+		l->has_kind = 1;
+		l->kind = CKPT__LEAF_KIND__LEAF_ARRAY;
+		l->has_dtype = 1;
+		l->dtype = CKPT__DTYPE__DTYPE_F32;
+		p->shw[k][0] = n;
+		p->shw[k][1] = COLS;
+		l->n_shape = 2;
+		l->shape = p->shw[k];
+		l->n_global_shape = 2;
+		l->global_shape = p->gsh;
+		p->offw[k][0] = first;
+		p->offw[k][1] = 0;
+		l->n_piece_offsets = 2;
+		l->piece_offsets = p->offw[k];
+		l->has_offset = 1;
+		l->offset = off * sizeof(float);
+		l->has_nbytes = 1;
+		l->nbytes = n * COLS * sizeof(float);
+		for (r = first; r < first + n; r++)
+			for (c = 0; c < COLS; c++)
+				buf[off++] = wval(step, r, c);
+		p->leaves[nl++] = l;
+	}
+	/* "b": replicated, bytes from the primary only. */
+	ckpt__leaf__init(&p->lb);
+	p->lb.n_path = 1;
+	p->lb.path = p->pathb;
+	p->lb.has_kind = 1;
+	p->lb.kind = CKPT__LEAF_KIND__LEAF_ARRAY;
+	p->lb.has_dtype = 1;
+	p->lb.dtype = CKPT__DTYPE__DTYPE_F32;
+	p->shb[0] = COLS;
+	p->lb.n_shape = 1;
+	p->lb.shape = p->shb;
+	if (rank == 0) {
+		p->lb.has_offset = 1;
+		p->lb.offset = off * sizeof(float);
+		p->lb.has_nbytes = 1;
+		p->lb.nbytes = COLS * sizeof(float);
+		for (c = 0; c < COLS; c++)
+			buf[off++] = (float)(step + c) / 8;
+	} else {
+		p->lb.has_replicated_elsewhere = 1;
+		p->lb.replicated_elsewhere = 1;
+	}
+	p->leaves[nl++] = &p->lb;
+	/* "n": a scalar every rank sends. */
+	ckpt__leaf__init(&p->ln);
+	p->ln.n_path = 1;
+	p->ln.path = p->pathn;
+	p->ln.has_kind = 1;
+	p->ln.kind = CKPT__LEAF_KIND__LEAF_INT;
+	p->ln.has_int_value = 1;
+	p->ln.int_value = (int64_t)step;
+	p->leaves[nl++] = &p->ln;
+	ckpt__item__init(&p->item);
+	p->item.name = "default";
+	p->item.has_handler = 1;
+	p->item.handler = CKPT__HANDLER__HANDLER_STANDARD;
+	p->item.n_leaves = nl;
+	p->item.leaves = p->leaves;
+	p->items[0] = &p->item;
+	ckpt__save__init(&p->sv);
+	p->sv.has_manager = 1;
+	p->sv.manager = mgr;
+	p->sv.has_step = 1;
+	p->sv.step = step;
+	p->sv.n_items = 1;
+	p->sv.items = p->items;
+	if (g_force) {
+		p->sv.has_force = 1;
+		p->sv.force = 1;
+		g_force = 0;
+	}
+	p->memfd = memfd_create("part", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (p->memfd < 0 || write(p->memfd, buf, off * sizeof(float)) !=
+	    (ssize_t)(off * sizeof(float)) ||
+	    fcntl(p->memfd, F_ADD_SEALS, F_SEAL_SHRINK) != 0)
+		bail_out("memfd: %s", strerror(errno));
+	req.op_case = CKPT__REQUEST__OP_SAVE;
+	req.save = &p->sv;
+	if (send_req(fd, &req, p->memfd) != 0)
+		bail_out("send save: %s", strerror(errno));
+	close(p->memfd);
+}
+
+/* The reply to a Save: 1 saved, 0 skipped, else the error code. */
+static int save_reply(int fd, char *msg, size_t len)
+{
+	Ckpt__Response *resp = recv_reply(fd, 20000);
 	int r;
 
-	ckpt_options_set_process_index(o, (uint32_t)index);
-	ckpt_options_set_process_count(o, RANKS);
-	ckpt_options_set_job(o, "c-test");
-	r = ckpt_manager_open(c, root, o, m);
-	ckpt_options_free(o);
+	if (msg != NULL)
+		msg[0] = '\0';
+	if (resp == NULL)
+		return INT32_MIN;
+	if (resp->code != 0) {
+		r = resp->code;
+		if (msg != NULL)
+			snprintf(msg, len, "%s", resp->message ?
+			    resp->message : "");
+	} else {
+		r = resp->body_case == CKPT__RESPONSE__BODY_SAVE &&
+		    resp->save->saved;
+	}
+	ckpt__response__free_unpacked(resp, NULL);
 	return r;
 }
 
-static void *rank_thread(void *arg)
+static int save_part(int fd, uint64_t mgr, uint32_t rank, uint64_t step,
+    enum layout lay, char *msg, size_t len)
 {
-	struct rank *k = arg;
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	ckpt_tree *t = ckpt_tree_new();
-	ckpt_save_args *a = ckpt_save_args_new();
-	int64_t lo, hi, mid, gs[2] = { ROWS, COLS }, off[2], shp[2], bs = 5;
-	int saved = 0;
+	struct part p;
 
-	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
-	if (hx_connect(&d, &c) != 0 || open_rank(c, k->index, &m) != 0) {
-		snprintf(k->msg, sizeof k->msg, "open: %s",
-		    c != NULL ? ckpt_client_errmsg(c) : "connect");
-		goto out;
-	}
-	if (k->skip) {
-		/* the process "dies" before handing its part */
-		ckpt_disconnect(c);
-		c = NULL;
-		m = NULL;
-		goto out;
-	}
-	rows_of(k->index, &lo, &hi);
-	mid = lo + (hi - lo) / 2;
-	off[0] = lo; off[1] = 0; shp[0] = mid - lo; shp[1] = COLS;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[lo * COLS],
-	    (size_t)(shp[0] * COLS) * sizeof(float));
-	off[0] = mid; shp[0] = hi - mid;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[mid * COLS],
-	    (size_t)(shp[0] * COLS) * sizeof(float));
-	ckpt_tree_add_array(t, "b", CKPT_F64, 1, &bs, bvec, sizeof bvec);
-	ckpt_tree_add_int(t, "step", (int64_t)k->step);
-	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-	k->save_rc = ckpt_save(m, k->step, a, &saved);
-	if (k->save_rc == 0 && !saved)
-		k->save_rc = CKPT_EINTERNAL;
-	k->wait_rc = ckpt_wait_until_finished(m);
-	snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
-out:
-	ckpt_save_args_free(a);
-	ckpt_tree_free(t);
-	ckpt_manager_close(m);
-	ckpt_disconnect(c);
-	return NULL;
+	send_part(fd, mgr, rank, step, lay, &p);
+	return save_reply(fd, msg, len);
 }
 
-static void run_job(uint64_t step, int skip, struct rank *k)
+/* wait_until_finished: the async error (0 when none), its message. */
+static int wait_saves(int fd, uint64_t mgr, char *msg, size_t len)
 {
-	pthread_t th[RANKS];
-	int i;
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__WaitSaves ws = CKPT__WAIT_SAVES__INIT;
+	Ckpt__Response *resp;
+	int code;
 
-	for (i = 0; i < RANKS; i++) {
-		memset(&k[i], 0, sizeof k[i]);
-		k[i].index = i;
-		k[i].step = step;
-		k[i].skip = i == skip;
-		pthread_create(&th[i], NULL, rank_thread, &k[i]);
+	ws.has_manager = 1;
+	ws.manager = mgr;
+	ws.has_clear_error = 1;
+	ws.clear_error = 1;
+	req.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
+	req.wait_saves = &ws;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 60000)) ==
+	    NULL)
+		return INT32_MIN;
+	code = resp->code;
+	if (msg != NULL)
+		snprintf(msg, len, "%s", resp->message ? resp->message : "");
+	if (code == 0 && resp->body_case == CKPT__RESPONSE__BODY_WAIT_SAVES) {
+		code = resp->wait_saves->code;
+		if (msg != NULL)
+			snprintf(msg, len, "%s", resp->wait_saves->message ?
+			    resp->wait_saves->message : "");
 	}
-	for (i = 0; i < RANKS; i++)
-		pthread_join(th[i], NULL);
+	ckpt__response__free_unpacked(resp, NULL);
+	return code;
 }
 
-static int listed(ckpt_manager *m, uint64_t step)
+/* State of step in the manager's list: STEP_* or -1 when not listed. */
+static int step_state(int fd, uint64_t mgr, uint64_t step)
 {
-	uint64_t *v = NULL;
-	size_t n = 0, i;
-	int found = 0;
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ListSteps ls = CKPT__LIST_STEPS__INIT;
+	Ckpt__Response *resp;
+	int st = -1;
+	size_t i;
 
-	if (ckpt_all_steps(m, &v, &n) != 0)
-		return -1;
-	for (i = 0; i < n; i++)
-		found |= v[i] == step;
-	free(v);
-	return found;
+	ls.has_manager = 1;
+	ls.manager = mgr;
+	req.op_case = CKPT__REQUEST__OP_LIST_STEPS;
+	req.list_steps = &ls;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 10000)) ==
+	    NULL)
+		return -2;
+	if (resp->body_case == CKPT__RESPONSE__BODY_LIST_STEPS)
+		for (i = 0; i < resp->list_steps->n_steps; i++)
+			if (resp->list_steps->steps[i]->step == step)
+				st = resp->list_steps->steps[i]->state;
+	ckpt__response__free_unpacked(resp, NULL);
+	return st;
 }
 
-static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step)
+static char *step_file(char *buf, uint64_t step, const char *rest)
 {
-	ckpt_restored *res = NULL;
-	ckpt_restore_args *ra;
-	ckpt_tree *tg;
-	const ckpt_tree *t;
-	ckpt_leaf lf;
-	int64_t gs[2] = { ROWS, COLS }, off[2], shp[2];
-	double *cols[3];
-	int i, good, pieces;
-	size_t j;
+	if (snprintf(buf, HX_PATH, "%s/%llu%s", root,
+	    (unsigned long long)step, rest) >= HX_PATH)
+		bail_out("path too long");
+	return buf;
+}
 
-	/* whole arrays, assembled */
-	if (!ok_call(ckpt_restore(m, (int64_t)step, NULL, &res), c,
-	    "step %" PRIu64 " restores in one process", step))
+/* All ranks' connections and managers of one job. */
+struct job {
+	int fd[NR];
+	uint64_t m[NR];
+	unsigned n;
+};
+
+static void job_open(struct job *j, unsigned n, const char *name,
+    double timeout_secs)
+{
+	unsigned i;
+
+	j->n = n;
+	g_rows = 2 * n;
+	for (i = 0; i < n; i++) {
+		j->fd[i] = rank_connect();
+		j->m[i] = open_rank(j->fd[i], i, n, name, timeout_secs);
+	}
+}
+
+static void job_close(struct job *j)
+{
+	unsigned i;
+
+	for (i = 0; i < j->n; i++)
+		if (j->fd[i] >= 0)
+			close(j->fd[i]);
+}
+
+/* ---- restore: one leaf per piece -------------------------------------------------------- */
+
+static void check_restore(int fd, uint64_t mgr, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Restore rq = CKPT__RESTORE__INIT;
+	Ckpt__Response *resp;
+	const Ckpt__Item *it;
+	unsigned pieces = 0, good = 0, b = 0;
+	char path[HX_PATH * 2];
+	size_t k;
+
+	rq.has_manager = 1;
+	rq.manager = mgr;
+	rq.has_step = 1;
+	rq.step = (int64_t)step;
+	req.op_case = CKPT__REQUEST__OP_RESTORE;
+	req.restore = &rq;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 10000)) ==
+	    NULL || resp->code != 0 ||
+	    resp->body_case != CKPT__RESPONSE__BODY_RESTORE ||
+	    resp->restore->n_items != 1) {
+		ok(0, "restore metadata of step %llu", (unsigned long long)step);
 		return;
-	t = ckpt_restored_item_tree(res, 0);
-	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "w"), &lf) == 0 &&
-	    lf.global_shape == NULL && lf.ndim == 2 && lf.shape[0] == ROWS &&
-	    lf.shape[1] == COLS && lf.nbytes == sizeof g &&
-	    memcmp(lf.data, g, sizeof g) == 0;
-	ok(good, "the whole global array is assembled from %d pieces, bit "
-	    "for bit", 2 * RANKS);
-	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "b"), &lf) == 0 &&
-	    lf.nbytes == sizeof bvec && memcmp(lf.data, bvec, sizeof bvec) == 0;
-	ok(good, "the replicated array restores");
-	ckpt_restored_free(res);
-
-	/* piece targets of another layout: 3 column blocks, cast to F64 */
-	tg = ckpt_tree_new();
-	for (i = 0; i < 3; i++) {
-		off[0] = 0; off[1] = i * (COLS / 3);
-		shp[0] = ROWS; shp[1] = COLS / 3;
-		cols[i] = calloc((size_t)(ROWS * shp[1]), sizeof(double));
-		ckpt_tree_add_piece_target(tg, "w", CKPT_F64, 2, gs, off, shp,
-		    cols[i], (size_t)(ROWS * shp[1]) * sizeof(double));
 	}
-	ra = ckpt_restore_args_new();
-	ckpt_restore_args_add_item(ra, "default", tg, 1);
-	if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
-	    "restore into column piece targets")) {
-		int64_t r, col;
-		good = 1;
-		for (i = 0; i < 3; i++)
-			for (r = 0; r < ROWS; r++)
-				for (col = 0; col < COLS / 3; col++)
-					good &= cols[i][r * (COLS / 3) + col] ==
-					    (double)g[r * COLS + i * (COLS / 3) + col];
-		ok(good, "each column block is filled from the rows of every "
-		    "rank, cast to F64");
-		t = ckpt_restored_item_tree(res, 0);
-		pieces = 0;
-		for (j = 0; j < ckpt_tree_nleaves(t); j++)
-			if (ckpt_tree_leaf(t, j, &lf) == 0 &&
-			    lf.global_shape != NULL)
-				pieces++;
-		is_int(pieces, 3, "the restored tree holds the 3 target pieces");
-		ckpt_restored_free(res);
-	}
-	ckpt_restore_args_free(ra);
-	ckpt_tree_free(tg);
-	for (i = 0; i < 3; i++)
-		free(cols[i]);
+	it = resp->restore->items[0];
+	for (k = 0; k < it->n_leaves; k++) {
+		const Ckpt__Leaf *l = it->leaves[k];
+		float v[2 * COLS];
+		uint64_t r, c, n;
+		int f, same = 1;
 
-	/* item metadata: one leaf per saved piece */
-	if (ok_call(ckpt_item_metadata(m, (int64_t)step, &res), c,
-	    "item metadata")) {
-		int64_t covered = 0;
-		t = ckpt_restored_item_tree(res, 0);
-		pieces = 0;
-		for (j = 0; j < ckpt_tree_nleaves(t); j++) {
-			if (ckpt_tree_leaf(t, j, &lf) != 0 ||
-			    strcmp(lf.path_str, "w") != 0 || lf.global_shape == NULL)
-				continue;
-			pieces++;
-			covered += lf.shape[0] * lf.shape[1];
+		if (l->n_path != 1 || strcmp(l->path[0]->key, "w") != 0) {
+			b += strcmp(l->path[0]->key, "b") == 0 &&
+			    l->n_global_shape == 0;
+			continue;
 		}
-		is_int(pieces, 2 * RANKS, "item metadata lists every saved piece");
-		is_int(covered, ROWS * COLS, "... covering the global shape");
-		ckpt_restored_free(res);
+		pieces++;
+		if (l->n_global_shape != 2 || l->global_shape[0] != ROWS ||
+		    l->n_piece_offsets != 2 || l->shape[0] > 2)
+			continue;
+		n = l->shape[0] * COLS;
+		/* The piece's bytes, read where the reply says they are. */
+		snprintf(path, sizeof path, "%s/%llu/default/%s", root,
+		    (unsigned long long)step, l->file);
+		if ((f = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		if (pread(f, v, n * sizeof(float), (off_t)l->offset) !=
+		    (ssize_t)(n * sizeof(float)))
+			same = 0;
+		close(f);
+		for (r = 0; same && r < l->shape[0]; r++)
+			for (c = 0; c < COLS; c++)
+				if (v[r * COLS + c] != wval(step,
+				    l->piece_offsets[0] + r, c))
+					same = 0;
+		good += same;
 	}
+	is_int(pieces, NR, "restore of step %llu: one leaf per piece of 'w'",
+	    (unsigned long long)step);
+	is_int(good, NR, "every piece holds its rows of the global array");
+	is_int(b, 1, "the replicated leaf 'b' comes back once");
+	ckpt__response__free_unpacked(resp, NULL);
+}
+
+/* ckptctl verify checks every piece: clean, then with one byte of rank
+ * 2's piece flipped. */
+static void verify_step(uint64_t step)
+{
+	const char *bin = getenv("CKPTCTL_BIN");
+	char out[8192], num[32], p[HX_PATH];
+	char *argv[] = { (char *)bin, "verify", root, num, NULL };
+	float v;
+	int f, code;
+
+	if (bin == NULL)
+		bail_out("CKPTCTL_BIN is not set");
+	snprintf(num, sizeof num, "%llu", (unsigned long long)step);
+	code = hx_run(argv, out, sizeof out, 60);
+	is_int(code, 0, "ckptctl verify: step %s is clean", num);
+	if (code != 0)
+		diag("%s", out);
+	/* Rank 2's piece starts the data section of its own file. */
+	f = open(step_file(p, step, "/default/data-p00002-00000.safetensors"),
+	    O_RDWR | O_CLOEXEC);
+	ok(f >= 0, "rank 2's data file opened");
+	if (f < 0)
+		return;
+	if (pread(f, &v, sizeof v, 4096) != sizeof v)
+		bail_out("pread: %s", strerror(errno));
+	v += 1;
+	if (pwrite(f, &v, sizeof v, 4096) != sizeof v)
+		bail_out("pwrite: %s", strerror(errno));
+	close(f);
+	code = hx_run(argv, out, sizeof out, 60);
+	ok(code != 0, "ckptctl verify fails once a piece is changed");
+	has(out, "w", "... naming the array (%s)", out);
+}
+
+/* ---- scenarios ---------------------------------------------------------------------------- */
+
+static void four_ranks(void)
+{
+	struct job j;
+	char p[HX_PATH], msg[512];
+	char *meta;
+	unsigned i, saved = 0, clean = 0;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 1, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR - 1, "ranks 0-2 handed their part of step 1");
+	hx_sleep_ms(300);
+	is_int(step_state(j.fd[0], j.m[0], 1), -1,
+	    "step 1 is not listed before the 4th part");
+	ok(!hx_exists(step_file(p, 1, "")), "no step directory yet");
+	is_int(save_part(j.fd[3], j.m[3], 3, 1, ROWS_OK, msg, sizeof msg), 1,
+	    "rank 3 handed its part");
+	for (i = 0; i < NR; i++)
+		clean += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(clean, NR, "wait_until_finished returns 0 on every rank");
+	is_int(step_state(j.fd[2], j.m[2], 1), CKPT__STEP_STATE__STEP_COMMITTED,
+	    "step 1 is committed once all parts are durable");
+	for (i = 0; i < NR; i++) {
+		char f[64];
+
+		snprintf(f, sizeof f, "/default/data-p%05u-00000.safetensors",
+		    i);
+		ok(hx_exists(step_file(p, 1, f)), "rank %u's data file", i);
+	}
+	meta = hx_read_file(step_file(p, 1, "/default/_METADATA"), NULL);
+	ok(meta != NULL, "_METADATA written");
+	if (meta != NULL) {
+		has(meta, "\"global_shape\":[8,4]", "the global shape listed");
+		has(meta, "\"offsets\":[6,0]", "rank 3's piece listed");
+		ok(strstr(meta, "\"pieces\"") != NULL &&
+		    strstr(strstr(meta, "\"pieces\""), "\"offsets\":[0,0]") !=
+		    NULL, "rank 0's piece listed");
+		/* The replicated leaf is written once, by the primary. */
+		has(meta, "\"shape\":[4],\"nbytes\":16,"
+		    "\"file\":\"data-p00000-00000.safetensors\"",
+		    "the replicated leaf 'b' in the primary's file");
+	}
+	free(meta);
+	check_restore(j.fd[1], j.m[1], 1);
+	verify_step(1);
+	job_close(&j);
+}
+
+static void rank_dies_before(void)
+{
+	struct job j;
+	char p[HX_PATH], msg[512];
+	unsigned i, erank = 0, named = 0, saved = 0;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 2, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR - 1, "ranks 0-2 handed their part of step 2");
+	close(j.fd[3]);         /* rank 3 dies before its hand-off */
+	j.fd[3] = -1;
+	for (i = 0; i < NR - 1; i++) {
+		int code = wait_saves(j.fd[i], j.m[i], msg, sizeof msg);
+
+		erank += code == CKPT__CODE__CKPT_ERANK;
+		named += strstr(msg, "ranks [3]") != NULL;
+		if (i == 0)
+			diag("rank 0 got: %d %s", code, msg);
+	}
+	is_int(erank, NR - 1, "CKPT_ERANK on every other rank");
+	is_int(named, NR - 1, "the message names rank 3");
+	ok(!hx_exists(step_file(p, 2, ".ckptd-tmp")), "the tmp dir is gone");
+	ok(!hx_exists(step_file(p, 2, "")), "no step 2 directory");
+	is_int(step_state(j.fd[0], j.m[0], 2), CKPT__STEP_STATE__STEP_FAILED,
+	    "step 2 is listed as failed");
+	/* Rank 3 comes back; the next step saves normally. */
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "train", 0);
+	saved = 0;
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 3, ROWS_OK, NULL, 0) == 1;
+	for (i = 0; i < NR; i++)
+		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(saved, 2 * NR, "step 3 saved by all 4 ranks");
+	is_int(step_state(j.fd[3], j.m[3], 3), CKPT__STEP_STATE__STEP_COMMITTED,
+	    "step 3 committed");
+	job_close(&j);
+}
+
+static void rank_dies_after(void)
+{
+	struct job j;
+	unsigned i, saved = 0;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 4, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR, "4 parts of step 4 handed");
+	close(j.fd[3]);         /* right after its hand-off */
+	j.fd[3] = -1;
+	saved = 0;
+	for (i = 0; i < NR - 1; i++)
+		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(saved, NR - 1, "the others finish without error");
+	is_int(step_state(j.fd[0], j.m[0], 4), CKPT__STEP_STATE__STEP_COMMITTED,
+	    "step 4 committed although rank 3 is gone");
+	check_restore(j.fd[0], j.m[0], 4);
+	job_close(&j);
+}
+
+static void rank_never_comes(void)
+{
+	struct job j;
+	char msg[512];
+	unsigned i, erank = 0, saved = 0;
+	int64_t t0;
+
+	job_open(&j, NR, "slow", 2);
+	t0 = hx_now_ms();
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 5, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, NR - 1, "ranks 0-2 handed step 5; rank 3 stays silent");
+	for (i = 0; i < NR - 1; i++) {
+		erank += wait_saves(j.fd[i], j.m[i], msg, sizeof msg) ==
+		    CKPT__CODE__CKPT_ERANK;
+	}
+	is_int(erank, NR - 1, "CKPT_ERANK on the 3 ranks after the timeout");
+	has(msg, "ranks [3] did not hand their part within 2 s",
+	    "the message names the rank and the timeout");
+	ok(hx_now_ms() - t0 >= 1500, "not before the timeout (%lld ms)",
+	    (long long)(hx_now_ms() - t0));
+	job_close(&j);
+}
+
+static void mismatched_pieces(void)
+{
+	struct job j;
+	char p[HX_PATH], msg[512];
+	unsigned i, mm = 0, named = 0;
+	int code;
+
+	job_open(&j, NR, "train", 0);
+	for (i = 0; i < NR; i++)
+		save_part(j.fd[i], j.m[i], i, 6, ROWS_OVERLAP, NULL, 0);
+	for (i = 0; i < NR; i++) {
+		mm += wait_saves(j.fd[i], j.m[i], msg, sizeof msg) ==
+		    CKPT__CODE__CKPT_EMISMATCH;
+		named += strstr(msg, "array 'w'") != NULL &&
+		    strstr(msg, "overlap") != NULL;
+	}
+	diag("overlap: %s", msg);
+	is_int(mm, NR, "overlapping pieces: CKPT_EMISMATCH on every rank");
+	is_int(named, NR, "... naming the array and the overlap");
+	ok(!hx_exists(step_file(p, 6, "")) &&
+	    !hx_exists(step_file(p, 6, ".ckptd-tmp")), "nothing of step 6");
+
+	mm = named = 0;
+	for (i = 0; i < NR; i++)
+		save_part(j.fd[i], j.m[i], i, 7, ROWS_MISSING, NULL, 0);
+	for (i = 0; i < NR; i++) {
+		mm += wait_saves(j.fd[i], j.m[i], msg, sizeof msg) ==
+		    CKPT__CODE__CKPT_EMISMATCH;
+		named += strstr(msg, "array 'w'") != NULL &&
+		    strstr(msg, "missing pieces") != NULL;
+	}
+	diag("missing: %s", msg);
+	is_int(mm, NR, "missing pieces: CKPT_EMISMATCH on every rank");
+	is_int(named, NR, "... naming the array");
+	is_int(step_state(j.fd[0], j.m[0], 7), CKPT__STEP_STATE__STEP_FAILED,
+	    "step 7 listed as failed");
+
+	/* Two overlapping pieces in one Save: refused at once. */
+	code = save_part(j.fd[0], j.m[0], 0, 8, ROWS_TWICE, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_EMISMATCH,
+	    "overlapping pieces within one Save are refused");
+	has(msg, "overlap", "... saying so (%s)", msg);
+	job_close(&j);
+}
+
+static void two_jobs(void)
+{
+	struct job a, b;
+	char msg[512];
+	unsigned i, ok_a = 0, ok_b = 0;
+	int code;
+
+	job_open(&a, 2, "job-a", 0);
+	job_open(&b, 2, "job-b", 0);
+	/* Interleaved: a's rank 0, b's rank 0, then the rank 1s. */
+	save_part(a.fd[0], a.m[0], 0, 20, ROWS_OK, NULL, 0);
+	code = save_part(b.fd[0], b.m[0], 0, 20, ROWS_OK, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_EEXIST,
+	    "job b's part of job a's pending step does not join it");
+	save_part(b.fd[0], b.m[0], 0, 21, ROWS_OK, NULL, 0);
+	save_part(a.fd[1], a.m[1], 1, 20, ROWS_OK, NULL, 0);
+	save_part(b.fd[1], b.m[1], 1, 21, ROWS_OK, NULL, 0);
+	for (i = 0; i < 2; i++) {
+		ok_a += wait_saves(a.fd[i], a.m[i], NULL, 0) == 0;
+		ok_b += wait_saves(b.fd[i], b.m[i], NULL, 0) == 0;
+	}
+	is_int(ok_a, 2, "job a's step 20 committed on both ranks");
+	is_int(ok_b, 2, "job b's step 21 committed on both ranks");
+	is_int(step_state(a.fd[0], a.m[0], 20),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 20 listed");
+	is_int(step_state(b.fd[1], b.m[1], 21),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 21 listed");
+	{
+		char p[HX_PATH];
+		char *meta = hx_read_file(step_file(p, 20,
+		    "/default/_METADATA"), NULL);
+
+		ok(meta != NULL && strstr(meta, "\"global_shape\":[4,4]") &&
+		    strstr(meta, "\"offsets\":[2,0]") &&
+		    !strstr(meta, "\"offsets\":[4,0]"),
+		    "step 20 holds job a's two pieces only");
+		free(meta);
+	}
+	job_close(&a);
+	job_close(&b);
+}
+
+static int should_save(int fd, uint64_t mgr, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+	Ckpt__Response *resp;
+	int r = -1;
+
+	ss.has_manager = 1;
+	ss.manager = mgr;
+	ss.has_step = 1;
+	ss.step = step;
+	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
+	req.should_save = &ss;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 10000)) ==
+	    NULL)
+		return -2;
+	if (resp->body_case == CKPT__RESPONSE__BODY_SHOULD_SAVE)
+		r = resp->should_save->should;
+	ckpt__response__free_unpacked(resp, NULL);
+	return r;
+}
+
+/* The policy decision is the first part's, for every rank. */
+static void decision_once(void)
+{
+	struct job j;
+	unsigned saved = 0;
+
+	g_interval = 2;
+	job_open(&j, 2, "decide", 0);
+	g_interval = 0;
+	is_int(should_save(j.fd[1], j.m[1], 31), 0,
+	    "save_interval_steps 2: step 31 is not due");
+	g_force = 1;
+	is_int(save_part(j.fd[0], j.m[0], 0, 31, ROWS_OK, NULL, 0), 1,
+	    "rank 0 forces step 31");
+	is_int(should_save(j.fd[1], j.m[1], 31), 1,
+	    "should_save on rank 1 answers the step's decision");
+	is_int(save_part(j.fd[1], j.m[1], 1, 31, ROWS_OK, NULL, 0), 1,
+	    "rank 1's part of step 31 joins it without force");
+	saved += wait_saves(j.fd[0], j.m[0], NULL, 0) == 0;
+	saved += wait_saves(j.fd[1], j.m[1], NULL, 0) == 0;
+	is_int(saved, 2, "step 31 committed on both ranks");
+	is_int(save_part(j.fd[0], j.m[0], 0, 33, ROWS_OK, NULL, 0) +
+	    save_part(j.fd[1], j.m[1], 1, 33, ROWS_OK, NULL, 0), 0,
+	    "step 33 is skipped by both ranks");
+	is_int(step_state(j.fd[0], j.m[0], 33), -1, "nothing of step 33");
+	job_close(&j);
+}
+
+/* Stopping ckptd does not wait for the timeout of a step missing parts:
+ * the step fails at once (recorded, its tmp dir removed). */
+static void stop_while_waiting(void)
+{
+	struct job j;
+	char p[HX_PATH];
+	int64_t t0;
+	int fd;
+
+	job_open(&j, NR, "stop", 0);
+	is_int(save_part(j.fd[0], j.m[0], 0, 40, ROWS_OK, NULL, 0), 1,
+	    "rank 0 handed its part of step 40; ranks 1-3 are late");
+	t0 = hx_now_ms();
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly with a step missing "
+	    "3 parts");
+	ok(hx_now_ms() - t0 < 20000, "... at once (%lld ms), not after the "
+	    "20-minute timeout", (long long)(hx_now_ms() - t0));
+	job_close(&j);
+	ok(!hx_exists(step_file(p, 40, ".ckptd-tmp")) &&
+	    !hx_exists(step_file(p, 40, "")), "nothing of step 40 on disk");
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not restart");
+	fd = rank_connect();
+	is_int(step_state(fd, open_rank(fd, 0, NR, "stop", 0), 40),
+	    CKPT__STEP_STATE__STEP_FAILED, "step 40 is listed as failed");
+	close(fd);
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 }
 
 int main(void)
 {
-	struct rank k[RANKS];
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	int i, all;
-
-	hx_fill(g, sizeof g, 42);
-	for (i = 0; i < ROWS * COLS; i++)       /* finite floats */
-		g[i] = (float)((int32_t)((uint32_t *)g)[i] % 100000) / 7.0f;
 	hx_init(&d);
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
-	hx_path(&d, root, "root");
-	if (hx_connect(&d, &c) != 0 ||
-	    ckpt_manager_open(c, root, NULL, &m) != 0)
-		bail_out("cannot open the root");
+	hx_path(&d, root, "dist");
+	if (hx_mkdirs(root) != 0)
+		bail_out("mkdir %s", root);
 
-	run_job(1, -1, k);
-	all = 1;
-	for (i = 0; i < RANKS; i++) {
-		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
-			diag("rank %d: save %d wait %d: %s", i, k[i].save_rc,
-			    k[i].wait_rc, k[i].msg);
-		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
-	}
-	ok(all, "%d ranks save step 1 together and wait for its commit",
-	    RANKS);
-	is_int(listed(m, 1), 1, "step 1 is listed");
-	check_restores(c, m, 1);
-
-	run_job(2, 3, k);
-	all = 1;
-	for (i = 0; i < 3; i++) {
-		all &= k[i].wait_rc == CKPT_ERANK && strstr(k[i].msg, "3") != NULL;
-		if (k[i].wait_rc != CKPT_ERANK)
-			diag("rank %d: wait %d: %s", i, k[i].wait_rc, k[i].msg);
-	}
-	ok(all, "rank 3 disconnects without its part: the others get "
-	    "CKPT_ERANK naming it");
-	if (k[0].msg[0] != '\0')
-		diag("message: %s", k[0].msg);
-	is_int(listed(m, 2), 0, "step 2 is not listed");
-
-	run_job(3, -1, k);
-	all = 1;
-	for (i = 0; i < RANKS; i++)
-		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
-	ok(all, "the next step commits");
-	is_int(listed(m, 3), 1, "step 3 is listed");
-
-	ckpt_manager_close(m);
-	ckpt_disconnect(c);
-	ok(hx_alive(&d), "ckptd still running");
-	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
+	four_ranks();
+	rank_dies_before();
+	rank_dies_after();
+	rank_never_comes();
+	mismatched_pieces();
+	two_jobs();
+	decision_once();
+	stop_while_waiting();
 	hx_cleanup(&d);
 	return done_testing();
 }

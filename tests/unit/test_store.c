@@ -1203,6 +1203,71 @@ test_tree_metadata_roundtrip(void **state)
 	store_item_free(NULL);
 }
 
+/* Pieces of a global array: written as one leaf with "pieces" (the
+ * consecutive leaves of one path), read back as one leaf per piece. */
+static void
+test_tree_metadata_pieces(void **state)
+{
+	static const uint64_t g[] = { 4, 3 }, s0[] = { 1, 3 }, s1[] = { 3, 3 },
+	    o0[] = { 0, 0 }, o1[] = { 1, 0 }, out[] = { 2, 0 };
+	struct fx *f = *state;
+	Ckpt__Item *it = item_new(), *back = NULL;
+	Ckpt__Leaf *l, *p[2];
+	ckd_err e = { 0 };
+	char *text;
+	json_t *j, *lj;
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		p[k] = l = item_add(it, CKPT__LEAF_KIND__LEAF_ARRAY);
+		leaf_key(l, "w");
+		leaf_array(l, CKPT__DTYPE__DTYPE_F32, 2, k ? s1 : s0,
+		    k ? "data-p00001-00000.safetensors" :
+		    "data-p00000-00000.safetensors", "w", 7 + (uint64_t)k);
+		l->n_global_shape = 2;
+		l->global_shape = malloc(sizeof g);
+		memcpy(l->global_shape, g, sizeof g);
+		l->n_piece_offsets = 2;
+		l->piece_offsets = malloc(sizeof o0);
+		memcpy(l->piece_offsets, k ? o1 : o0, sizeof o0);
+	}
+	add_float(it, "lr", 0.5);
+	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e), 0);
+	text = read_all(f->dfd, STORE_TREE_METADATA, NULL);
+	j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	assert_int_equal(json_array_size(json_object_get(j, "leaves")), 2);
+	lj = json_array_get(json_object_get(j, "leaves"), 0);
+	assert_int_equal(json_array_size(json_object_get(lj, "pieces")), 2);
+	assert_null(json_object_get(lj, "file"));
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(
+	    json_array_get(json_object_get(lj, "pieces"), 1), "offsets"), 0)),
+	    1);
+	json_decref(j);
+	free(text);
+
+	assert_int_equal(store_read_tree_metadata(f->dfd, &back, &e), 0);
+	assert_int_equal(back->n_leaves, 3);
+	for (k = 0; k < 2; k++) {
+		assert_leaf_equal(p[k], back->leaves[k]);
+		assert_int_equal(back->leaves[k]->n_global_shape, 2);
+		assert_true(back->leaves[k]->global_shape[0] == 4);
+		assert_int_equal(back->leaves[k]->n_piece_offsets, 2);
+		assert_true(back->leaves[k]->piece_offsets[0] ==
+		    p[k]->piece_offsets[0]);
+	}
+	assert_true(back->leaves[2]->float_value == 0.5);
+	store_item_free(back);
+
+	/* A piece outside its global shape is not written. */
+	memcpy(p[1]->piece_offsets, out, sizeof out);
+	assert_int_equal(unlinkat(f->dfd, STORE_TREE_METADATA, 0), 0);
+	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e),
+	    CKPT_EINVAL);
+	assert_non_null(strstr(e.msg, "outside"));
+	store_item_free(it);
+}
+
 static void
 test_tree_metadata_empty(void **state)
 {
@@ -1264,6 +1329,24 @@ test_tree_metadata_malformed(void **state)
 {
 	struct fx *f = *state;
 	static const char *const bad[] = {
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
+		    "[{\"path\":[],\"kind\":\"array\",\"dtype\":\"F32\","
+		    "\"global_shape\":[4],\"pieces\":[{\"file\":\"f\",\"tensor\":\"t\",\"offsets\":[3],\"shape\":[2],\"nbytes\":8,\"xxh3\":\"0000000000000000\"}]}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
+		    "[{\"path\":[],\"kind\":\"array\",\"dtype\":\"F32\","
+		    "\"global_shape\":[4,1],\"pieces\":[{\"file\":\"f\",\"tensor\":\"t\",\"offsets\":[0],\"shape\":[2],\"nbytes\":8,\"xxh3\":\"0000000000000000\"}]}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
+		    "[{\"path\":[],\"kind\":\"array\",\"dtype\":\"F32\","
+		    "\"global_shape\":[4],\"pieces\":[{\"file\":\"f\",\"tensor\":\"t\",\"offsets\":[0,0],\"shape\":[2],\"nbytes\":8,\"xxh3\":\"0000000000000000\"}]}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
+		    "[{\"path\":[],\"kind\":\"array\",\"dtype\":\"F32\","
+		    "\"global_shape\":\"x\",\"pieces\":[{\"file\":\"f\",\"tensor\":\"t\",\"offsets\":[0],\"shape\":[2],\"nbytes\":8,\"xxh3\":\"0000000000000000\"}]}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
+		    "[{\"path\":[],\"kind\":\"array\",\"dtype\":\"F32\","
+		    "\"global_shape\":[4],\"pieces\":[{\"file\":\"f\",\"tensor\":\"t\",\"offsets\":[-1],\"shape\":[2],\"nbytes\":8,\"xxh3\":\"0000000000000000\"}]}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
+		    "[{\"path\":[],\"kind\":\"array\",\"dtype\":\"F32\","
+		    "\"global_shape\":[4],\"pieces\":[]}]}",
 		"",
 		"not json",
 		"[]",
@@ -2220,6 +2303,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_collect_leftovers, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tree_metadata_pieces, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_symlinks_not_followed, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_remove_tree, setup,

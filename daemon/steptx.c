@@ -1,0 +1,586 @@
+/*
+ * steptx.c - the step transaction (see steptx.h): lookup by (root, job,
+ * step), the timeout of missing parts, and the commit of a step written by
+ * several parts.
+ */
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "pieces.h"
+#include "root.h"
+#include "save.h"
+#include "savecheck.h"
+#include "stepmetrics.h"
+#include "steptx.h"
+
+static struct steptx *TX;       /* unfinished transactions */
+
+struct steptx *
+steptx_find(const struct root *r, const char *job, uint64_t step)
+{
+	struct steptx *tx;
+
+	for (tx = TX; tx != NULL; tx = tx->next)
+		if (tx->r == r && tx->step == step && strcmp(tx->job, job) == 0)
+			return tx;
+	return NULL;
+}
+
+int
+steptx_slot(const struct steptx *tx, uint32_t rank)
+{
+	unsigned i;
+
+	if (tx->ranks == NULL)
+		return rank < tx->nparts ? (int)rank : -1;
+	for (i = 0; i < tx->nparts; i++)
+		if (tx->ranks[i] == rank)
+			return (int)i;
+	return -1;
+}
+
+static uint32_t
+steptx_rank(const struct steptx *tx, unsigned slot)
+{
+	return tx->ranks != NULL ? tx->ranks[slot] : slot;
+}
+
+unsigned
+steptx_missing(const struct steptx *tx, int started_too, char *buf,
+    size_t len)
+{
+	size_t off = 0;
+	unsigned i, n = 0;
+	int k;
+
+	if (len == 0)
+		return 0;
+	buf[0] = '\0';
+	for (i = 0; i < tx->nparts; i++) {
+		const struct save *s = tx->parts[i];
+
+		if (s != NULL && (!started_too || s->started))
+			continue;
+		n++;
+		if (off + 1 >= len)
+			continue;
+		k = snprintf(buf + off, len - off, "%s%" PRIu32,
+		    n == 1 ? "[" : ", ", steptx_rank(tx, i));
+		if (k > 0)
+			off += (size_t)k;
+	}
+	if (n > 0 && off + 1 < len)
+		snprintf(buf + off, len - off, "]");
+	return n;
+}
+
+void
+steptx_fail(struct steptx *tx, const ckd_err *why)
+{
+	if (tx->err.code == 0)
+		tx->err = *why;
+}
+
+static void
+steptx_expired(evutil_socket_t fd, short what, void *arg)
+{
+	struct steptx *tx = arg;
+	char ranks[256];
+	ckd_err e;
+
+	(void)fd;
+	(void)what;
+	if (!tx->saved) {
+		/* A decision not to save, kept for the ranks still to ask. */
+		steptx_unlist(tx);
+		return;
+	}
+	if (tx->closed || tx->err.code != 0 ||
+	    steptx_missing(tx, 1, ranks, sizeof ranks) == 0)
+		return;
+	err_set(&e, CKPT_ERANK, "step %" PRIu64 ": ranks %s did not hand their "
+	    "part within %.0f s of the first part", tx->step, ranks,
+	    tx->timeout_secs);
+	steptx_fail(tx, &e);
+	if (tx->on_fail != NULL)
+		tx->on_fail(tx);
+}
+
+struct steptx *
+steptx_new(struct root *r, const char *job, uint64_t step, const char *name,
+    unsigned nparts, const uint32_t *ranks, unsigned primary, int saved,
+    double timeout_secs, int64_t init_ns)
+{
+	struct steptx *tx;
+
+	if ((tx = calloc(1, sizeof *tx)) == NULL)
+		return NULL;
+	tx->rootfd = tx->tmpfd = -1;
+	if ((tx->job = strdup(job)) == NULL ||
+	    (tx->parts = calloc(nparts, sizeof *tx->parts)) == NULL ||
+	    (ranks != NULL && (tx->ranks = malloc(nparts *
+	    sizeof *tx->ranks)) == NULL))
+		goto fail;
+	if (ranks != NULL)
+		memcpy(tx->ranks, ranks, nparts * sizeof *tx->ranks);
+	if (nparts > 1) {
+		struct timeval tv;
+
+		if (!(timeout_secs > 0) || timeout_secs > 1e9)
+			timeout_secs = 1e9;
+		tv.tv_sec = (time_t)timeout_secs;
+		tv.tv_usec = (suseconds_t)((timeout_secs - (double)tv.tv_sec) *
+		    1e6);
+		if ((tx->timer = evtimer_new(mgr.base, steptx_expired, tx)) ==
+		    NULL || evtimer_add(tx->timer, &tv) != 0)
+			goto fail;
+	}
+	tx->r = r;
+	root_ref(r);
+	tx->step = step;
+	snprintf(tx->name, sizeof tx->name, "%s", name);
+	tx->nparts = nparts;
+	tx->primary = primary;
+	tx->saved = saved;
+	tx->timeout_secs = timeout_secs;
+	tx->init_ns = init_ns;
+	tx->refs = 1;
+	tx->next = TX;
+	TX = tx;
+	return tx;
+fail:
+	if (tx->timer != NULL)
+		event_free(tx->timer);
+	free(tx->job);
+	free(tx->parts);
+	free(tx->ranks);
+	free(tx);
+	return NULL;
+}
+
+void
+steptx_ref(struct steptx *tx)
+{
+	tx->refs++;
+}
+
+void
+steptx_unlist(struct steptx *tx)
+{
+	struct steptx **pp;
+
+	for (pp = &TX; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == tx) {
+			*pp = tx->next;
+			tx->next = NULL;
+			if (tx->timer != NULL)
+				evtimer_del(tx->timer);
+			steptx_unref(tx);
+			return;
+		}
+}
+
+void
+steptx_unref(struct steptx *tx)
+{
+	if (--tx->refs > 0)
+		return;
+	if (tx->timer != NULL)
+		event_free(tx->timer);
+	if (tx->tmpfd >= 0)
+		close(tx->tmpfd);
+	if (tx->rootfd >= 0)
+		close(tx->rootfd);
+	root_unref(tx->r);
+	free(tx->job);
+	free(tx->parts);
+	free(tx->ranks);
+	free(tx);
+}
+
+void
+steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
+    void (*fail_cb)(struct steptx *tx))
+{
+	struct steptx *tx, *next;
+	ckd_err e;
+	int slot;
+
+	for (tx = TX; tx != NULL; tx = next) {
+		next = tx->next;
+		if (tx->r != r || strcmp(tx->job, job) != 0 || !tx->saved ||
+		    tx->nparts < 2 || tx->closed || tx->err.code != 0 ||
+		    (slot = steptx_slot(tx, rank)) < 0 ||
+		    (tx->parts[slot] != NULL && tx->parts[slot]->started))
+			continue;
+		err_set(&e, CKPT_ERANK, "step %" PRIu64 ": ranks [%" PRIu32 "] "
+		    "did not hand their part (connection closed)", tx->step,
+		    rank);
+		steptx_fail(tx, &e);
+		fail_cb(tx);
+	}
+}
+
+void
+steptx_fail_incomplete(void (*fail_cb)(struct steptx *tx))
+{
+	struct steptx *tx, *next;
+	char ranks[256];
+	ckd_err e;
+
+	for (tx = TX; tx != NULL; tx = next) {
+		next = tx->next;
+		if (!tx->saved || tx->nparts < 2 || tx->closed ||
+		    tx->err.code != 0 ||
+		    steptx_missing(tx, 1, ranks, sizeof ranks) == 0)
+			continue;
+		err_set(&e, CKPT_ERANK, "step %" PRIu64 ": ranks %s did not hand "
+		    "their part before ckptd stopped", tx->step, ranks);
+		steptx_fail(tx, &e);
+		fail_cb(tx);
+	}
+}
+
+/* ---- the commit of several parts (worker) ---------------------------------------- */
+
+/* One leaf of one part, for the cross-part checks. */
+struct txleaf {
+	const Ckpt__Leaf *l;
+	unsigned slot;
+	size_t idx;
+};
+
+static int
+steptx_path_cmp(const Ckpt__Leaf *a, const Ckpt__Leaf *b)
+{
+	size_t i, n = a->n_path < b->n_path ? a->n_path : b->n_path;
+	int c;
+
+	for (i = 0; i < n; i++) {
+		const Ckpt__PathElem *x = a->path[i], *y = b->path[i];
+
+		if (x->kind != y->kind)
+			return x->kind < y->kind ? -1 : 1;
+		if (x->kind == CKPT__KEY_KIND__KEY_DICT) {
+			if ((c = strcmp(x->key, y->key)) != 0)
+				return c;
+		} else if (x->index != y->index) {
+			return x->index < y->index ? -1 : 1;
+		}
+	}
+	return a->n_path < b->n_path ? -1 : a->n_path > b->n_path;
+}
+
+static int
+steptx_leaf_cmp(const void *a, const void *b)
+{
+	const struct txleaf *x = a, *y = b;
+	int c = steptx_path_cmp(x->l, y->l);
+
+	if (c != 0)
+		return c;
+	if (x->slot != y->slot)
+		return x->slot < y->slot ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/*
+ * The leaves of item `it` of every part as one tree: the primary's order,
+ * each global array's pieces of every rank where the primary has its
+ * first. *out (malloc'ed, leaves borrowed). CKPT_EMISMATCH when the ranks
+ * disagree.
+ */
+int
+steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
+    size_t *nout, ckd_err *e)
+{
+	const Ckpt__Item *pi = tx->parts[tx->primary]->sv->items[it];
+	struct txleaf *all = NULL;
+	const Ckpt__Leaf **grp = NULL;
+	size_t *gof = NULL, n = 0, i, j, k, m = 0;
+	unsigned slot, *seen = NULL;
+	char path[256], prefix[64];
+	uint64_t stamp = 0;
+	Ckpt__Leaf **res = NULL;
+	unsigned char *emitted = NULL;
+	int r = 0;
+
+	snprintf(prefix, sizeof prefix, "step %" PRIu64, tx->step);
+	for (slot = 0; slot < tx->nparts; slot++)
+		n += tx->parts[slot]->sv->items[it]->n_leaves;
+	if ((all = malloc(n * sizeof *all)) == NULL ||
+	    (grp = malloc(n * sizeof *grp)) == NULL ||
+	    (res = malloc(n * sizeof *res)) == NULL ||
+	    (gof = malloc(pi->n_leaves * sizeof *gof)) == NULL ||
+	    (emitted = calloc(n, 1)) == NULL ||
+	    (seen = calloc(tx->nparts, sizeof *seen)) == NULL) {
+		r = err_set(e, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	n = 0;
+	for (slot = 0; slot < tx->nparts; slot++) {
+		const Ckpt__Item *x = tx->parts[slot]->sv->items[it];
+
+		for (k = 0; k < x->n_leaves; k++) {
+			all[n].l = x->leaves[k];
+			all[n].slot = slot;
+			all[n++].idx = k;
+		}
+	}
+	qsort(all, n, sizeof *all, steptx_leaf_cmp);
+	for (i = 0; i < n; i = j) {
+		const Ckpt__Leaf *first = NULL;
+		unsigned nslots = 0, npieces = 0;
+
+		stamp++;
+		for (j = i; j < n && steptx_path_cmp(all[i].l, all[j].l) == 0;
+		    j++) {
+			if (seen[all[j].slot] != stamp) {
+				seen[all[j].slot] = (unsigned)stamp;
+				nslots++;
+			}
+			if (all[j].slot == tx->primary) {
+				if (first == NULL)
+					first = all[j].l;
+				gof[all[j].idx] = i;
+			}
+			npieces += pieces_is_piece(all[j].l);
+		}
+		savecheck_leaf_path(all[i].l, path, sizeof path);
+		if (nslots != tx->nparts) {
+			for (slot = 0; slot < tx->nparts; slot++)
+				if (seen[slot] != stamp)
+					break;
+			r = err_set(e, CKPT_EMISMATCH, "%s: the ranks' trees "
+			    "differ: leaf '%s' of item '%s' is missing on rank "
+			    "%" PRIu32, prefix, path, pi->name,
+			    steptx_rank(tx, slot));
+			goto out;
+		}
+		if (npieces > 0) {
+			if (npieces != j - i) {
+				r = err_set(e, CKPT_EMISMATCH, "%s: array '%s' "
+				    "of item '%s' is a global array on some "
+				    "ranks and not on others", prefix, path,
+				    pi->name);
+				goto out;
+			}
+			for (k = i; k < j; k++)
+				grp[k - i] = all[k].l;
+			if ((r = pieces_check(grp, j - i, 1, path, e)) != 0) {
+				char msg[CKPT_ERRLEN];
+
+				snprintf(msg, sizeof msg, "%s", e->msg);
+				err_set(e, r, "%s: %s", prefix, msg);
+				goto out;
+			}
+			continue;
+		}
+		/* Replicated: one leaf per rank, equal to the primary's. */
+		for (k = i; k < j; k++) {
+			const Ckpt__Leaf *l = all[k].l;
+
+			if (l->kind != first->kind || (l->kind ==
+			    CKPT__LEAF_KIND__LEAF_ARRAY && (l->dtype !=
+			    first->dtype || l->n_shape != first->n_shape ||
+			    memcmp(l->shape, first->shape, l->n_shape *
+			    sizeof(uint64_t)) != 0))) {
+				r = err_set(e, CKPT_EMISMATCH, "%s: replicated "
+				    "leaf '%s' of item '%s' differs between "
+				    "rank %" PRIu32 " and the primary (kind, "
+				    "dtype or shape)", prefix, path, pi->name,
+				    steptx_rank(tx, all[k].slot));
+				goto out;
+			}
+		}
+		if (first->replicated_elsewhere) {
+			r = err_set(e, CKPT_EMISMATCH, "%s: replicated leaf "
+			    "'%s' of item '%s' has no bytes on the primary "
+			    "host", prefix, path, pi->name);
+			goto out;
+		}
+	}
+	/* The primary's order; a global array's pieces together. */
+	for (k = 0; k < pi->n_leaves; k++) {
+		size_t g = gof[k];
+
+		if (emitted[g])
+			continue;
+		emitted[g] = 1;
+		if (!pieces_is_piece(all[g].l)) {
+			res[m++] = pi->leaves[k];
+			continue;
+		}
+		for (i = g; i < n && steptx_path_cmp(all[g].l, all[i].l) == 0;
+		    i++)
+			res[m++] = (Ckpt__Leaf *)all[i].l;
+	}
+	*out = res;
+	*nout = m;
+	res = NULL;
+out:
+	free(all);
+	free(grp);
+	free(res);
+	free(gof);
+	free(emitted);
+	free(seen);
+	return r;
+}
+
+/* Items: the same names and handlers, in the same order, on every rank. */
+static int
+steptx_check_items(struct steptx *tx, ckd_err *e)
+{
+	const Ckpt__Save *p = tx->parts[tx->primary]->sv;
+	unsigned slot;
+	size_t i;
+
+	for (slot = 0; slot < tx->nparts; slot++) {
+		const Ckpt__Save *x = tx->parts[slot]->sv;
+		int same = x->n_items == p->n_items;
+
+		for (i = 0; same && i < p->n_items; i++)
+			same = strcmp(x->items[i]->name, p->items[i]->name) == 0 &&
+			    x->items[i]->handler == p->items[i]->handler;
+		if (!same)
+			return err_set(e, CKPT_EMISMATCH, "step %" PRIu64 ": "
+			    "rank %" PRIu32 " saves other items than the "
+			    "primary host (rank %" PRIu32 ")", tx->step,
+			    steptx_rank(tx, slot), steptx_rank(tx, tx->primary));
+	}
+	return 0;
+}
+
+int
+steptx_commit(struct steptx *tx, ckd_err *e)
+{
+	struct save *lead = tx->parts[tx->primary];
+	const Ckpt__Save *sv = lead->sv;
+	struct store_step_meta meta;
+	struct store_sync b;
+	struct index_step rec;
+	ckd_err ie;
+	size_t i;
+	unsigned slot;
+	int r, fd;
+
+	store_sync_init(&b);
+	if ((r = steptx_check_items(tx, e)) != 0)
+		goto fail;
+	tx->bytes = 0;
+	for (slot = 0; slot < tx->nparts; slot++)
+		tx->bytes += tx->parts[slot]->bytes;    /* each <= its memfd */
+	for (i = 0; i < sv->n_items; i++) {
+		Ckpt__Item merged = *sv->items[i];
+		Ckpt__Leaf **leaves = NULL;
+		size_t n = 0;
+
+		if ((fd = openat(tx->tmpfd, sv->items[i]->name, O_RDONLY |
+		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+			r = err_errno(e, errno, "open %s", sv->items[i]->name);
+			goto fail;
+		}
+		if (savecheck_is_tree(sv->items[i]->handler)) {
+			if ((r = steptx_item_leaves(tx, i, &leaves, &n, e)) != 0) {
+				close(fd);
+				goto fail;
+			}
+			merged.leaves = leaves;
+			merged.n_leaves = n;
+			r = store_write_tree_metadata_nosync(fd, &merged,
+			    lead->fmode, &b, e);
+			free(leaves);
+			if (r != 0) {
+				close(fd);
+				goto fail;
+			}
+		}
+		if ((r = store_sync_add(&b, fd, 1, e)) != 0)
+			goto fail;
+	}
+	tx->commit_ns = now_wall_ns();
+	memset(&meta, 0, sizeof meta);
+	meta.init_ns = tx->init_ns;
+	meta.commit_ns = tx->commit_ns;
+	meta.metrics_json = lead->m->o->prevent_write_metrics ? NULL :
+	    sv->metrics_json;
+	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
+	    tx->tmpfd, meta.metrics_json, lead->dmode, lead->fmode, &b,
+	    e)) != 0)
+		goto fail;
+	meta.custom_json = sv->custom_metadata_json;
+	meta.nitems = sv->n_items;
+	meta.item_names = lead->names;
+	meta.handlers = lead->handlers;
+	meta.bytes = tx->bytes;
+	if ((r = store_write_step_meta_nosync(tx->tmpfd, &meta, lead->fmode,
+	    &b, e)) != 0 || (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
+	    (r = store_sync_run(&b, e)) != 0 ||
+	    (r = store_commit_synced(tx->rootfd, tx->name, e)) != 0)
+		goto fail;
+	memset(&rec, 0, sizeof rec);
+	rec.step = tx->step;
+	rec.state = INDEX_COMMITTED;
+	rec.init_ns = tx->init_ns;
+	rec.commit_ns = tx->commit_ns;
+	rec.bytes = tx->bytes;
+	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
+	rec.metrics_json = meta.metrics_json;
+	if (index_put_step(mgr.ix, tx->r->key, &rec, &ie) != 0)
+		log_warn("index: %s", ie.msg);
+	store_sync_free(&b);
+	close(tx->tmpfd);
+	tx->tmpfd = -1;
+	close(tx->rootfd);
+	tx->rootfd = -1;
+	return 0;
+fail:
+	store_sync_free(&b);
+	steptx_abort(tx, e);
+	return r;
+}
+
+void
+steptx_abort(struct steptx *tx, const ckd_err *why)
+{
+	struct index_step rec;
+	ckd_err e;
+
+	if (tx->tmpfd >= 0) {
+		close(tx->tmpfd);
+		tx->tmpfd = -1;
+		if (tx->rootfd >= 0 && store_abort(tx->rootfd, tx->name, &e) != 0)
+			log_warn("removing %s/%s%s: %s", tx->r->path, tx->name,
+			    CKPT_TMP_SUFFIX, e.msg);
+	}
+	if (tx->rootfd >= 0) {
+		close(tx->rootfd);
+		tx->rootfd = -1;
+	}
+	if (why->code == CKPT_EEXIST)
+		return;         /* someone else's step: not ours to record */
+	memset(&rec, 0, sizeof rec);
+	rec.step = tx->step;
+	rec.state = INDEX_FAILED;
+	rec.init_ns = tx->init_ns;
+	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
+	rec.error = (char *)why->msg;
+	if (index_put_step(mgr.ix, tx->r->key, &rec, &e) != 0)
+		log_warn("index: %s", e.msg);
+}
+
+void
+steptx_shutdown(void)
+{
+	while (TX != NULL)
+		steptx_unlist(TX);
+}

@@ -1,0 +1,124 @@
+/*
+ * steptx.h - the step transaction: one step of a root, written by one or
+ * many parts (one Save per rank of a job), committed once.
+ *
+ * A transaction is found by (root, job, step). It holds the policy
+ * decision taken at its first part (every rank gets the same answer), the
+ * parts by slot (the rank, or its position in active_processes), the
+ * step's tmp directory while it is written (created once, by the first
+ * part started, locked by the transaction), and the first failure. A
+ * single-process save is a transaction of one part whose finish task is
+ * also the commit (save.c); a distributed one commits in a task of its own
+ * once every part is durable (steptx_commit_run), after checking the
+ * parts against each other: same items and tree structure, pieces of each
+ * global array covering it exactly, replicated leaves equal to the
+ * primary's.
+ *
+ * Failures: a part that fails, a rank whose connection closes before its
+ * part was handed, or parts missing async_timeout_secs after the first
+ * fail the step on every rank (CKPT_ERANK naming the missing ranks); the
+ * tmp dir is removed once every started part has stopped writing.
+ *
+ * Loop thread only, but for steptx_commit_run / steptx_abort_run (worker,
+ * while no part of the transaction runs).
+ */
+#ifndef CKPTD_STEPTX_H
+#define CKPTD_STEPTX_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "common.h"
+#include "store.h"
+
+struct root;
+struct save;
+struct manager;
+struct event;
+
+/* Parts of one step at most (process_count). */
+#define STEPTX_MAX_PARTS 65536
+
+enum steptx_begin {
+	STEPTX_NOT_BEGUN = 0,
+	STEPTX_BEGINNING = 1,   /* the task creating the tmp dir runs */
+	STEPTX_BEGUN = 2,       /* tmpfd is the step's tmp dir */
+};
+
+struct steptx {
+	struct steptx *next;            /* TX list */
+	struct root *r;                 /* referenced */
+	char *job;                      /* "" for single-process managers */
+	uint64_t step;
+	char name[256];                 /* the step directory's name */
+	unsigned nparts;                /* process_count */
+	unsigned primary;               /* slot writing replicated leaves */
+	uint32_t *ranks;                /* rank of each slot */
+	struct save **parts;            /* by slot, NULL until it arrives */
+	unsigned narrived, nstarted, nended;
+	int saved;                      /* the policy decision */
+	int committing;                 /* commit or abort task submitted */
+	int closed;                     /* finished: parts answered */
+	ckd_err err;                    /* first failure */
+	struct event *timer;            /* parts missing after the timeout */
+	double timeout_secs;
+	int begin;                      /* enum steptx_begin */
+	int rootfd, tmpfd;              /* while begun (the tx's own) */
+	int64_t init_ns, commit_ns;
+	uint64_t bytes;
+	unsigned refs;                  /* parts + pending tasks + the list */
+	/* save.c: called when the timer fails the transaction. */
+	void (*on_fail)(struct steptx *tx);
+	void *owner;                    /* save.c's, e.g. parts waiting */
+};
+
+/* The transaction of (r, job, step) that has not finished, or NULL. */
+struct steptx *steptx_find(const struct root *r, const char *job,
+    uint64_t step);
+/* A new transaction of nparts parts (ranks[] copied, NULL: slot == rank)
+ * with decision `saved`, in the list, one reference (the list's). The
+ * timer starts when nparts > 1. NULL when out of memory. */
+struct steptx *steptx_new(struct root *r, const char *job, uint64_t step,
+    const char *name, unsigned nparts, const uint32_t *ranks,
+    unsigned primary, int saved, double timeout_secs, int64_t init_ns);
+void steptx_ref(struct steptx *tx);
+void steptx_unref(struct steptx *tx);
+/* Take tx out of the list (finished): a later Save of the step is new. */
+void steptx_unlist(struct steptx *tx);
+/* Slot of rank, or -1 when the rank takes no part. */
+int steptx_slot(const struct steptx *tx, uint32_t rank);
+/* "[2, 3]": the ranks whose part is missing (not arrived, or not started
+ * when started_too), into buf. Returns the number of them. */
+unsigned steptx_missing(const struct steptx *tx, int started_too,
+    char *buf, size_t len);
+/* Record the first failure (later ones are ignored). */
+void steptx_fail(struct steptx *tx, const ckd_err *why);
+
+/* (worker) The leaves of tree item `it` of every part as the one tree
+ * _METADATA lists: the primary's order, each global array's pieces of
+ * every rank together where the primary has its first. The ranks must
+ * agree (CKPT_EMISMATCH naming the leaf): same paths, the pieces of each
+ * global array cover it exactly, replicated leaves alike. *out is
+ * malloc'ed; its leaves are the parts'. */
+int steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
+    size_t *nout, ckd_err *e);
+/* Worker side of a distributed commit: check the parts against each
+ * other, write the merged _METADATA of each tree item and the step's
+ * _CHECKPOINT_METADATA, sync, rename, index record. On failure the tmp
+ * dir is removed and the failure recorded. */
+int steptx_commit(struct steptx *tx, ckd_err *e);
+/* Worker: remove the tmp dir and record why the step failed. */
+void steptx_abort(struct steptx *tx, const ckd_err *why);
+
+/* Every unfinished transaction of r and job missing rank `rank`'s part
+ * (not yet handed) fails: its connection closed. Calls back fail_cb for
+ * each (save.c drives what follows). */
+void steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
+    void (*fail_cb)(struct steptx *tx));
+/* ckptd stops: every unfinished transaction still missing parts fails
+ * (fail_cb as above), so that stopping does not wait for its timeout. */
+void steptx_fail_incomplete(void (*fail_cb)(struct steptx *tx));
+/* Free everything at shutdown. */
+void steptx_shutdown(void);
+
+#endif
