@@ -240,7 +240,8 @@ def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):
         want['params/b'].nbytes
 
     # item metadata: global shapes and the saved pieces
-    with ocp.CheckpointManager(root) as m:
+    with ocp.CheckpointManager(
+            root, item_handlers=ocp.StandardCheckpointHandler()) as m:
         md = m.item_metadata(3)
         w = md['params']['w']
         assert w.shape == (16, 12)
@@ -290,8 +291,11 @@ def test_step_listed_only_after_the_last_rank(daemon, ocp, tmp_path):
 def test_rank_killed_before_its_save(daemon, ocp, tmp_path):
     root = str(tmp_path / 'root')
     out = str(tmp_path / 'save')
+    # the rank dies before any part of step 2 exists: the daemon learns of
+    # it by the timeout (a rank gone after the first part: at once)
     res = job(daemon, 4, 'save', root, out, '1,2',
-              lambda r: ['--die-before', '2'] if r == 2 else [])
+              lambda r: ['--timeout', '10'] +
+              (['--die-before', '2'] if r == 2 else []))
     for r in (0, 1, 3):
         err = res[r]['error']
         assert err is not None, res[r]
