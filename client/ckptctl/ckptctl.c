@@ -419,6 +419,99 @@ fmt_shape(char *buf, size_t len, const ckpt_leaf *l)
 		snprintf(buf + off, len - off, l->ndim == 1 ? ",)" : ")");
 }
 
+/* "(2, 0)": n values of v. */
+static void
+fmt_dims(char *buf, size_t len, int n, const int64_t *v)
+{
+	ckpt_leaf l;
+
+	memset(&l, 0, sizeof l);
+	l.ndim = n;
+	l.shape = v;
+	fmt_shape(buf, len, &l);
+}
+
+/* The pieces of the global array whose first piece is leaf j of t: their
+ * number and total bytes (the other pieces share its path). */
+static size_t
+pieces_of(const ckpt_tree *t, size_t j, size_t *bytes)
+{
+	ckpt_leaf a, b;
+	size_t k, n = 0;
+
+	*bytes = 0;
+	ckpt_tree_leaf(t, j, &a);
+	for (k = j; k < ckpt_tree_nleaves(t); k++) {
+		ckpt_tree_leaf(t, k, &b);
+		if (b.global_shape != NULL && strcmp(a.path_str, b.path_str) == 0) {
+			n++;
+			*bytes += b.nbytes;
+		}
+	}
+	return n;
+}
+
+/* Is leaf j a piece whose array was shown at an earlier piece? */
+static int
+piece_seen(const ckpt_tree *t, size_t j)
+{
+	ckpt_leaf l;
+
+	ckpt_tree_leaf(t, j, &l);
+	return l.global_shape != NULL &&
+	    ckpt_tree_find(t, l.path_str) != (long)j;
+}
+
+static json_t *
+json_dims(int n, const int64_t *v)
+{
+	json_t *a = json_array();
+	int d;
+
+	for (d = 0; d < n; d++)
+		json_array_append_new(a, json_integer(v[d]));
+	return a;
+}
+
+/* Leaf j of t in `show --json`: a global array lists its pieces. */
+static json_t *
+json_array_leaf(const ckpt_tree *t, size_t j, const ckpt_leaf *l)
+{
+	json_t *o = json_pack("{s:s, s:s}", "path", l->path_str,
+	    "kind", kind_name(l->kind));
+	size_t k, bytes;
+
+	json_object_set_new(o, "dtype", json_string(
+	    ckpt_dtype_name(l->dtype) != NULL ? ckpt_dtype_name(l->dtype) : "?"));
+	if (l->global_shape == NULL) {
+		json_object_set_new(o, "shape", json_dims(l->ndim, l->shape));
+		json_object_set_new(o, "bytes", json_integer((json_int_t)l->nbytes));
+		if (l->file != NULL)
+			json_object_set_new(o, "file", json_string(l->file));
+		return o;
+	}
+	json_t *pieces = json_array();
+	pieces_of(t, j, &bytes);
+	json_object_set_new(o, "shape", json_dims(l->ndim, l->global_shape));
+	json_object_set_new(o, "bytes", json_integer((json_int_t)bytes));
+	for (k = j; k < ckpt_tree_nleaves(t); k++) {
+		ckpt_leaf p;
+		json_t *po;
+
+		ckpt_tree_leaf(t, k, &p);
+		if (p.global_shape == NULL || strcmp(p.path_str, l->path_str) != 0)
+			continue;
+		po = json_pack("{s:o, s:o, s:I}", "offsets",
+		    json_dims(p.ndim, p.offsets), "shape",
+		    json_dims(p.ndim, p.shape), "bytes", (json_int_t)p.nbytes);
+		if (p.file != NULL)
+			json_object_set_new(po, "file", json_string(p.file));
+		json_array_append_new(pieces, po);
+	}
+	json_object_set_new(o, "pieces", pieces);
+	return o;
+}
+
 static void
 scalar_value(char *buf, size_t len, const ckpt_leaf *l)
 {
@@ -460,27 +553,16 @@ cmd_show(ckpt_client *c, const char *dir, const char *stepstr)
 			json_t *leaves = json_array(), *it;
 			for (j = 0; j < ckpt_tree_nleaves(t); j++) {
 				ckpt_leaf l;
-				json_t *o, *shape;
-				int d;
+				json_t *o;
 				ckpt_tree_leaf(t, j, &l);
-				o = json_pack("{s:s, s:s}", "path", l.path_str,
-				    "kind", kind_name(l.kind));
+				if (piece_seen(t, j))
+					continue;
 				if (l.kind == CKPT_LEAF_ARRAY) {
-					shape = json_array();
-					for (d = 0; d < l.ndim; d++)
-						json_array_append_new(shape,
-						    json_integer(l.shape[d]));
-					json_object_set_new(o, "dtype", json_string(
-					    ckpt_dtype_name(l.dtype) != NULL ?
-					    ckpt_dtype_name(l.dtype) : "?"));
-					json_object_set_new(o, "shape", shape);
-					json_object_set_new(o, "bytes",
-					    json_integer((json_int_t)l.nbytes));
-					if (l.file != NULL)
-						json_object_set_new(o, "file",
-						    json_string(l.file));
+					o = json_array_leaf(t, j, &l);
 				} else {
 					char vbuf[128];
+					o = json_pack("{s:s, s:s}", "path", l.path_str,
+					    "kind", kind_name(l.kind));
 					scalar_value(vbuf, sizeof vbuf, &l);
 					json_object_set_new(o, "value", json_string(vbuf));
 				}
@@ -524,7 +606,26 @@ cmd_show(ckpt_client *c, const char *dir, const char *stepstr)
 				ckpt_leaf l;
 				char shp[256], nb[32];
 				ckpt_tree_leaf(tr, j, &l);
-				if (l.kind == CKPT_LEAF_ARRAY) {
+				if (l.global_shape != NULL) {
+					/* a global array, then its pieces */
+					size_t bytes, np = pieces_of(tr, j, &bytes);
+					char pb[300], off[256];
+					if (!piece_seen(tr, j)) {
+						fmt_dims(shp, sizeof shp, l.ndim,
+						    l.global_shape);
+						human(nb, sizeof nb, bytes);
+						snprintf(pb, sizeof pb, "%zu pieces", np);
+						table_add(&t, ckpt_restored_item_name(res,
+						    i), l.path_str,
+						    ckpt_dtype_name(l.dtype), shp, nb, pb);
+					}
+					fmt_dims(off, sizeof off, l.ndim, l.offsets);
+					fmt_shape(shp, sizeof shp, &l);
+					human(nb, sizeof nb, l.nbytes);
+					snprintf(pb, sizeof pb, "  @%s", off);
+					table_add(&t, "", pb, "", shp, nb,
+					    l.file != NULL ? l.file : "-");
+				} else if (l.kind == CKPT_LEAF_ARRAY) {
 					fmt_shape(shp, sizeof shp, &l);
 					human(nb, sizeof nb, l.nbytes);
 					table_add(&t, ckpt_restored_item_name(res, i),

@@ -37,6 +37,15 @@
 /* The wire's limits, shared with the daemon. */
 #include "ckpt_limits.h"
 
+/* Distributed steps: bounds the client checks before sending (the
+ * daemon's own, when the wire's limits name them, take precedence). */
+#ifndef CKPT_MAX_PROCESSES
+#define CKPT_MAX_PROCESSES 65536
+#endif
+#ifndef CKPT_MAX_JOB
+#define CKPT_MAX_JOB 255
+#endif
+
 _Static_assert(CKPT_WIRE_MAX_NDIM == CKPT_MAX_NDIM,
     "the wire's ndim limit is the public CKPT_MAX_NDIM");
 
@@ -111,6 +120,10 @@ struct tleaf {
 	char tag[CKPT_MAX_TAG + 1];
 	uint64_t xxh3;
 	char *file;
+	/* a piece of a global array: 2 * ndim elements, the global shape then
+	 * the piece's offsets in it (NULL: a whole array) */
+	int64_t *piece;
+	long piece_next;        /* next piece of the same path, or -1 */
 };
 
 struct strmap {
@@ -135,12 +148,39 @@ struct ckpt_tree {
 /* Append a leaf (path copied); returns its index or a negative code. */
 long tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
     ckpt_leaf_kind kind, struct tleaf **out);
+/* The same for one piece of a global array: a path may hold several pieces
+ * (and nothing else); gshape and offsets (ndim each) are copied, and the
+ * piece must agree with the path's other pieces on global shape (and
+ * dtype, unless mixed_dtypes: targets) and not overlap them (CKPT_EINVAL /
+ * CKPT_EMISMATCH otherwise). */
+long tree_append_piece(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_leaf_kind kind, ckpt_dtype dtype, int ndim, const int64_t *gshape,
+    const int64_t *offsets, const int64_t *shape, int mixed_dtypes,
+    struct tleaf **out);
 int tree_hold_mapping(ckpt_tree *t, struct mapping *m);
 /* Parse "a/b/c" into keys (pointing into buf, a writable copy). */
 int tree_parse_path(char *buf, ckpt_key *keys, size_t maxkeys, size_t *depth);
 size_t tree_nelems(int ndim, const int64_t *shape, int *overflow);
 /* "a/b/0" for a key path (malloc'ed), NULL when out of memory. */
 char *tree_path_str(const ckpt_key *path, size_t depth);
+
+/* ---- pieces of global arrays (pieces.c) ------------------------------------------ */
+
+/* 0 when the box (off, shape) lies inside gshape (all ndim long), else
+ * CKPT_EINVAL. */
+int piece_check(int ndim, const int64_t *gshape, const int64_t *off,
+    const int64_t *shape);
+/* Intersection of boxes a and b: its volume in elements (0: disjoint; the
+ * box is then not set), its offsets and shape in off/shape. */
+int64_t piece_intersect(int ndim, const int64_t *aoff, const int64_t *ashape,
+    const int64_t *boff, const int64_t *bshape, int64_t *off, int64_t *shape);
+/* Copy the region (roff, rshape), inside both boxes, from src (a box at
+ * soff of shape sshape, dtype sdt) into dst (doff, dshape, ddt), casting
+ * when the dtypes differ (dtype_can_cast checked by the caller). */
+void piece_copy(int ndim, const int64_t *roff, const int64_t *rshape,
+    const void *src, ckpt_dtype sdt, const int64_t *soff,
+    const int64_t *sshape, void *dst, ckpt_dtype ddt, const int64_t *doff,
+    const int64_t *dshape);
 
 /* ---- options (options.c) ------------------------------------------------------ */
 
@@ -149,6 +189,11 @@ struct ckpt_options {
 	ckpt_should_save_fn should_save_fn;  /* client side, never sent */
 	void *should_save_arg;
 };
+
+/* Check process index/count/primary/active of pb; 0 or CKPT_EINVAL with
+ * a message in err. */
+int opts_check_processes(const Ckpt__ManagerOptions *pb, char *err,
+    size_t len);
 
 /* ---- wire (wire.c) ----------------------------------------------------------------- */
 
@@ -271,6 +316,9 @@ struct ckpt_manager {
 	int closed;
 	ckpt_should_save_fn should_save_fn;
 	void *should_save_arg;
+	/* distributed steps: this process's rank, the job's size (1: not
+	 * distributed) and the rank that writes replicated leaves */
+	uint32_t rank, nproc, primary;
 	/* under c->lock */
 	unsigned saving;            /* saves sent, SaveDone not yet received */
 	int dirty;                  /* a save was sent since the daemon error was cleared */

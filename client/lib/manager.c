@@ -257,10 +257,11 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
-	Ckpt__ManagerOptions defaults = CKPT__MANAGER_OPTIONS__INIT;
+	Ckpt__ManagerOptions pb = CKPT__MANAGER_OPTIONS__INIT;
 	Ckpt__Response *resp;
 	struct ckpt_manager *m;
-	char *abs = NULL;
+	char *abs = NULL, err[CKPT_ERRLEN];
+	const char *job;
 	int r;
 
 	if (out != NULL)
@@ -269,6 +270,18 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 		return CKPT_EINVAL;
 	if (root == NULL || *root == '\0')
 		return cl_fail(c, NULL, CKPT_EINVAL, "no checkpoint directory given");
+	if (o != NULL)
+		pb = o->pb;     /* shallow: only the job may be filled in below */
+	if (opts_check_processes(&pb, err, sizeof err) != 0)
+		return cl_fail(c, NULL, CKPT_EINVAL, "%s", err);
+	/* the parts of a distributed step are bound by (root, job, step):
+	 * without an explicit job, the launcher's run id tells jobs apart */
+	if (pb.job == NULL && pb.has_process_count && pb.process_count > 1) {
+		if ((job = getenv("CKPT_JOB")) == NULL || *job == '\0')
+			job = getenv("TORCHELASTIC_RUN_ID");
+		if (job != NULL && *job != '\0' && strlen(job) <= CKPT_MAX_JOB)
+			pb.job = (char *)job;
+	}
 	if (root[0] == '/') {
 		abs = strdup(root);
 	} else {
@@ -284,7 +297,7 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 	if (abs == NULL)
 		return cl_fail(c, NULL, CKPT_ENOMEM, "out of memory");
 	om.root = abs;
-	om.options = o != NULL ? (Ckpt__ManagerOptions *)&o->pb : &defaults;
+	om.options = &pb;
 	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
 	req.open_manager = &om;
 	r = cl_rpc(c, NULL, &req, &resp);
@@ -317,6 +330,9 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 		m->should_save_fn = o->should_save_fn;
 		m->should_save_arg = o->should_save_arg;
 	}
+	m->rank = pb.has_process_index ? pb.process_index : 0;
+	m->nproc = pb.has_process_count ? pb.process_count : 1;
+	m->primary = pb.has_primary_host ? pb.primary_host : 0;
 	errbox_init(&m->err);
 	om.root = m->root;              /* re-opened as the daemon named it */
 	if (m->root == NULL || cl_remember_open(m, &om) != 0) {
@@ -561,8 +577,14 @@ savebuild_free(struct savebuild *b)
 	free(b->segs);
 }
 
+/*
+ * replicated: the manager is one rank of a distributed job and not its
+ * primary host, so whole array leaves (replicated on every rank) are sent
+ * as dtype and shape only, marked replicated_elsewhere, with no bytes.
+ */
 static int
-build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
+build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b,
+    int replicated)
 {
 	size_t i, j, k, nleaves = 0, nelems = 0, ndims = 0, li = 0, ei = 0,
 	    di = 0, off = 0;
@@ -574,7 +596,9 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
 		nleaves += t->n;
 		for (j = 0; j < t->n; j++) {
 			nelems += t->leaves[j].depth;
-			ndims += (size_t)t->leaves[j].ndim;
+			/* pieces: shape, global shape and offsets */
+			ndims += (size_t)t->leaves[j].ndim *
+			    (t->leaves[j].piece != NULL ? 3 : 1);
 		}
 	}
 	b->items = calloc(a->n, sizeof *b->items);
@@ -638,6 +662,20 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b)
 				lf->n_shape = (size_t)tl->ndim;
 				for (k = 0; k < (size_t)tl->ndim; k++)
 					b->shapes[di++] = (uint64_t)tl->shape[k];
+				if (tl->piece != NULL) {
+					lf->global_shape = &b->shapes[di];
+					lf->n_global_shape = (size_t)tl->ndim;
+					for (k = 0; k < 2 * (size_t)tl->ndim; k++)
+						b->shapes[di++] =
+						    (uint64_t)tl->piece[k];
+					lf->piece_offsets =
+					    lf->global_shape + tl->ndim;
+					lf->n_piece_offsets = (size_t)tl->ndim;
+				} else if (replicated) {
+					lf->has_replicated_elsewhere = 1;
+					lf->replicated_elsewhere = 1;
+					break;
+				}
 				off = (off + CKPT_ALIGN - 1) & ~(size_t)(CKPT_ALIGN - 1);
 				lf->has_offset = 1;
 				lf->offset = off;
@@ -768,7 +806,8 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	if ((r = take_previous_error(m)) != 0)
 		return r;
 
-	if ((r = build_save(a, &sv, &b)) != 0) {
+	if ((r = build_save(a, &sv, &b, m->nproc > 1 &&
+	    m->rank != m->primary)) != 0) {
 		r = cl_fail(c, m, r, "out of memory");
 		goto out;
 	}

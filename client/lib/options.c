@@ -65,6 +65,8 @@ ckpt_options_free(ckpt_options *o)
 	for (i = 0; i < o->pb.n_item_names; i++)
 		free(o->pb.item_names[i]);
 	free(o->pb.item_names);
+	free(o->pb.active_processes);
+	free(o->pb.job);
 	free_save_nodes(o);
 	free_pres_nodes(o);
 	free(o);
@@ -317,6 +319,112 @@ ckpt_options_set_item_names(ckpt_options *o, const char *const *names,
 	free(o->pb.item_names);
 	o->pb.item_names = v;
 	o->pb.n_item_names = n;
+	return 0;
+}
+
+/* ---- distributed steps ---------------------------------------------------------- */
+
+CKPT_API int
+ckpt_options_set_process_index(ckpt_options *o, uint32_t index)
+{
+	if (o == NULL || index >= CKPT_MAX_PROCESSES)
+		return CKPT_EINVAL;
+	o->pb.has_process_index = 1;
+	o->pb.process_index = index;
+	return 0;
+}
+
+CKPT_API int
+ckpt_options_set_process_count(ckpt_options *o, uint32_t count)
+{
+	if (o == NULL || count == 0 || count > CKPT_MAX_PROCESSES)
+		return CKPT_EINVAL;
+	o->pb.has_process_count = 1;
+	o->pb.process_count = count;
+	return 0;
+}
+
+CKPT_API int
+ckpt_options_set_primary_host(ckpt_options *o, uint32_t rank)
+{
+	if (o == NULL || rank >= CKPT_MAX_PROCESSES)
+		return CKPT_EINVAL;
+	o->pb.has_primary_host = 1;
+	o->pb.primary_host = rank;
+	return 0;
+}
+
+CKPT_API int
+ckpt_options_set_active_processes(ckpt_options *o, const uint32_t *ranks,
+    size_t n)
+{
+	uint32_t *v = NULL;
+	size_t i, j;
+
+	if (o == NULL || (n > 0 && ranks == NULL) || n > CKPT_MAX_PROCESSES)
+		return CKPT_EINVAL;
+	for (i = 0; i < n; i++) {
+		if (ranks[i] >= CKPT_MAX_PROCESSES)
+			return CKPT_EINVAL;
+		for (j = 0; j < i; j++)
+			if (ranks[i] == ranks[j])
+				return CKPT_EINVAL;
+	}
+	if (n > 0) {
+		if ((v = malloc(n * sizeof *v)) == NULL)
+			return CKPT_ENOMEM;
+		memcpy(v, ranks, n * sizeof *v);
+	}
+	free(o->pb.active_processes);
+	o->pb.active_processes = v;
+	o->pb.n_active_processes = n;
+	return 0;
+}
+
+CKPT_API int
+ckpt_options_set_job(ckpt_options *o, const char *job)
+{
+	if (o == NULL || (job != NULL && strlen(job) > CKPT_MAX_JOB))
+		return CKPT_EINVAL;
+	return replace_str(&o->pb.job, job);
+}
+
+/* Is rank one of the manager's processes? */
+static int
+opts_has_rank(const Ckpt__ManagerOptions *pb, uint32_t rank)
+{
+	size_t i;
+
+	if (pb->n_active_processes == 0)
+		return rank < (pb->has_process_count ? pb->process_count : 1);
+	for (i = 0; i < pb->n_active_processes; i++)
+		if (pb->active_processes[i] == rank)
+			return 1;
+	return 0;
+}
+
+int
+opts_check_processes(const Ckpt__ManagerOptions *pb, char *err, size_t len)
+{
+	uint32_t count = pb->has_process_count ? pb->process_count : 1;
+	uint32_t index = pb->has_process_index ? pb->process_index : 0;
+	uint32_t primary = pb->has_primary_host ? pb->primary_host : 0;
+
+	if (pb->n_active_processes > 0 && pb->n_active_processes != count) {
+		snprintf(err, len, "active_processes names %zu processes but "
+		    "process_count is %u", pb->n_active_processes, count);
+		return CKPT_EINVAL;
+	}
+	if (!opts_has_rank(pb, index)) {
+		snprintf(err, len, "process_index %u is not one of the %u "
+		    "processes of the job", index, count);
+		return CKPT_EINVAL;
+	}
+	if (!opts_has_rank(pb, primary)) {
+		snprintf(err, len, "primary_host %u is not one of the %u "
+		    "processes of the job", primary, count);
+		return CKPT_EINVAL;
+	}
 	return 0;
 }
 

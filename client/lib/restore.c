@@ -78,12 +78,27 @@ struct runit {
 	int kind;
 };
 
+/* A part of a piece copy (pieces of global arrays): the region (roff,
+ * rshape) from the box src into the box dst. */
+struct pcopy {
+	int nd;
+	const char *src;
+	void *dst;
+	ckpt_dtype sdt, ddt;
+	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
+	int64_t soff[CKPT_MAX_NDIM], sshape[CKPT_MAX_NDIM];
+	int64_t doff[CKPT_MAX_NDIM], dshape[CKPT_MAX_NDIM];
+};
+
 struct rwork {
 	struct rjob *jobs;
 	size_t njobs, cap;
 	struct runit *units;
 	size_t nunits;
 	size_t next;            /* next unit (atomic) */
+	struct pcopy *pc;       /* piece copies, after the units */
+	size_t npc, pccap, pcbytes;
+	size_t pcnext;          /* next piece copy (atomic) */
 };
 
 struct ritem_arg {
@@ -515,6 +530,13 @@ job_whole(struct rjob *j)
 	j->hash = XXH3_64bits_digest(&st);
 }
 
+static void
+pcopy_run(const struct pcopy *p)
+{
+	piece_copy(p->nd, p->roff, p->rshape, p->src, p->sdt, p->soff,
+	    p->sshape, p->dst, p->ddt, p->doff, p->dshape);
+}
+
 static void *
 restore_worker(void *arg)
 {
@@ -538,6 +560,9 @@ restore_worker(void *arg)
 			break;
 		}
 	}
+	while ((i = __atomic_fetch_add(&w->pcnext, 1, __ATOMIC_RELAXED)) <
+	    w->npc)
+		pcopy_run(&w->pc[i]);
 	return NULL;
 }
 
@@ -571,10 +596,11 @@ restore_run(struct rctx *x)
 	size_t total = 0, nt = 1, cap = 0, i, pass;
 	int r;
 
-	if (w->njobs == 0)
+	if (w->njobs == 0 && w->npc == 0)
 		return 0;
 	for (i = 0; i < w->njobs; i++)
 		total += w->jobs[i].n;
+	total += w->pcbytes;
 	if (total >= RESTORE_PAR_MIN) {
 		int ncpu = get_nprocs();
 		nt = CKPT_PAR_COPY_THREADS;
@@ -584,6 +610,8 @@ restore_run(struct rctx *x)
 	if (nt <= 1) {
 		for (i = 0; i < w->njobs; i++)
 			job_whole(&w->jobs[i]);
+		for (i = 0; i < w->npc; i++)
+			pcopy_run(&w->pc[i]);
 		goto check;
 	}
 	/* pass 0: hash units of split arrays first (the longest units);
@@ -616,6 +644,7 @@ restore_run(struct rctx *x)
 		}
 	}
 	w->next = 0;
+	w->pcnext = 0;
 	for (i = 1; i < nt; i++)
 		started[i] = pthread_create(&th[i], NULL, restore_worker, w) == 0;
 	restore_worker(w);
@@ -782,6 +811,365 @@ restore_array(struct rctx *x, const Ckpt__Leaf *lf, const struct tleaf *tg,
 	return 0;
 }
 
+/* Do two leaves of a reply have the same path? */
+static int
+leaf_same_path(const Ckpt__Leaf *a, const Ckpt__Leaf *b)
+{
+	size_t i;
+
+	if (a->n_path != b->n_path)
+		return 0;
+	for (i = 0; i < a->n_path; i++) {
+		const Ckpt__PathElem *p = a->path[i], *q = b->path[i];
+
+		if (p->kind != q->kind || p->index != q->index)
+			return 0;
+		if ((p->key == NULL) != (q->key == NULL) ||
+		    (p->key != NULL && strcmp(p->key, q->key) != 0))
+			return 0;
+	}
+	return 1;
+}
+
+/* ---- pieces of global arrays ------------------------------------------------------- */
+
+/* A saved piece (or a whole saved array seen as its only piece). */
+struct spiece {
+	const Ckpt__Leaf *lf;
+	int64_t gshape[CKPT_MAX_NDIM], off[CKPT_MAX_NDIM], shape[CKPT_MAX_NDIM];
+	int64_t vol;
+	const char *src;        /* NULL when empty */
+};
+
+static int
+u64s_to_i64s(const uint64_t *u, size_t n, int64_t *out)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (u[i] > (uint64_t)INT64_MAX)
+			return -1;
+		out[i] = (int64_t)u[i];
+	}
+	return 0;
+}
+
+/* Check a saved piece against the first one (dtype, ndim, global shape)
+ * and find its bytes. */
+static int
+piece_load(struct rctx *x, const Ckpt__Leaf *lf, const struct spiece *first,
+    struct spiece *p, const char *ps)
+{
+	size_t nd = lf->n_shape, nel, esz = ckpt_dtype_size((ckpt_dtype)lf->dtype);
+	struct mapping *mp;
+	int ovf;
+
+	memset(p, 0, sizeof *p);
+	p->lf = lf;
+	if (!dtype_valid((int)lf->dtype))
+		return cl_fail(x->c, x->m, CKPT_EDTYPE,
+		    "leaf '%s' has an unknown dtype %d", ps, (int)lf->dtype);
+	if (nd == 0 || nd > CKPT_MAX_NDIM || (lf->n_global_shape > 0 &&
+	    (lf->n_global_shape != nd || lf->n_piece_offsets != nd)))
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT, "piece of '%s': "
+		    "shape, global shape and offsets disagree", ps);
+	if (u64s_to_i64s(lf->shape, nd, p->shape) != 0 ||
+	    (lf->n_global_shape > 0 && (u64s_to_i64s(lf->global_shape, nd,
+	    p->gshape) != 0 || u64s_to_i64s(lf->piece_offsets, nd,
+	    p->off) != 0)))
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+		    "piece of '%s' has an invalid shape", ps);
+	if (lf->n_global_shape == 0)
+		memcpy(p->gshape, p->shape, nd * sizeof *p->shape);
+	if (piece_check((int)nd, p->gshape, p->off, p->shape) != 0)
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT, "a piece of '%s' "
+		    "lies outside its global shape", ps);
+	if (first != NULL && (first->lf->dtype != lf->dtype ||
+	    first->lf->n_shape != nd ||
+	    memcmp(first->gshape, p->gshape, nd * sizeof *p->gshape) != 0))
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT, "the pieces of '%s' "
+		    "disagree on dtype or global shape", ps);
+	nel = tree_nelems((int)nd, p->shape, &ovf);
+	if (ovf || (nel != 0 && esz > SIZE_MAX / nel) ||
+	    (lf->has_nbytes && lf->nbytes != nel * esz))
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+		    "piece of '%s': size does not match its shape", ps);
+	p->vol = (int64_t)nel;
+	if (x->metadata_only || nel == 0)
+		return 0;
+	if (!lf->has_fd_index || lf->fd_index >= x->nmaps ||
+	    (mp = x->maps[lf->fd_index]) == NULL)
+		return cl_fail(x->c, x->m, CKPT_EPROTO,
+		    "no data file for a piece of '%s'", ps);
+	if (lf->offset > mp->len || nel * esz > mp->len - lf->offset)
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT, "a piece of '%s' lies "
+		    "outside its file %s", ps, lf->file != NULL ? lf->file : "");
+	p->src = (const char *)mp->addr + lf->offset;
+	return 0;
+}
+
+/* The saved pieces must tile the global array: no overlap, and their
+ * volumes add up to it. */
+static int
+pieces_tile(struct rctx *x, const struct spiece *sp, size_t n, const char *ps)
+{
+	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
+	int nd = (int)sp[0].lf->n_shape, ovf;
+	size_t i, j, total = 0, gvol = tree_nelems(nd, sp[0].gshape, &ovf);
+
+	for (i = 0; i < n && !ovf; i++) {
+		if ((size_t)sp[i].vol > gvol - total)
+			break;          /* more than the global array */
+		total += (size_t)sp[i].vol;
+		for (j = 0; j < i; j++)
+			if (piece_intersect(nd, sp[i].off, sp[i].shape,
+			    sp[j].off, sp[j].shape, roff, rshape) > 0)
+				return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+				    "the saved pieces of '%s' overlap", ps);
+	}
+	if (ovf || i < n || total != gvol)
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT, "the saved pieces of "
+		    "'%s' do not cover its global shape", ps);
+	return 0;
+}
+
+/* Queue the copy of region (roff, rshape) of piece p into the box (off,
+ * shape) at dst, cut along the first dimension into parts of about
+ * SPLIT_CHUNK bytes that the restore threads share. */
+static int
+pieces_queue(struct rctx *x, const struct spiece *p, int nd, void *dst,
+    ckpt_dtype dt, const int64_t *off, const int64_t *shape,
+    const int64_t *roff, const int64_t *rshape)
+{
+	struct rwork *w = x->w;
+	size_t row = ckpt_dtype_size((ckpt_dtype)p->lf->dtype), step;
+	int64_t r0;
+	int d;
+
+	for (d = 1; d < nd; d++)
+		row *= (size_t)rshape[d];
+	step = row >= SPLIT_CHUNK ? 1 : SPLIT_CHUNK / (row > 0 ? row : 1);
+	for (r0 = 0; r0 < rshape[0]; r0 += (int64_t)step) {
+		struct pcopy *c;
+
+		if (w->npc == w->pccap) {
+			size_t nc = w->pccap > 0 ? w->pccap * 2 : 16;
+			struct pcopy *np = realloc(w->pc, nc * sizeof *np);
+			if (np == NULL)
+				return cl_fail(x->c, x->m, CKPT_ENOMEM,
+				    "out of memory");
+			w->pc = np;
+			w->pccap = nc;
+		}
+		c = &w->pc[w->npc++];
+		c->nd = nd;
+		c->src = p->src;
+		c->sdt = (ckpt_dtype)p->lf->dtype;
+		c->dst = dst;
+		c->ddt = dt;
+		memcpy(c->roff, roff, (size_t)nd * sizeof *roff);
+		memcpy(c->rshape, rshape, (size_t)nd * sizeof *rshape);
+		memcpy(c->soff, p->off, (size_t)nd * sizeof *roff);
+		memcpy(c->sshape, p->shape, (size_t)nd * sizeof *roff);
+		memcpy(c->doff, off, (size_t)nd * sizeof *roff);
+		memcpy(c->dshape, shape, (size_t)nd * sizeof *roff);
+		c->roff[0] = roff[0] + r0;
+		c->rshape[0] = rshape[0] - r0 < (int64_t)step ?
+		    rshape[0] - r0 : (int64_t)step;
+		w->pcbytes += (size_t)c->rshape[0] * row;
+	}
+	return 0;
+}
+
+/* Fill the box (off, shape) of dt at dst from the overlapping pieces (the
+ * copies run with the restore's other copies, restore_run). */
+static int
+pieces_fill(struct rctx *x, const struct spiece *sp, size_t n, int nd,
+    void *dst, ckpt_dtype dt, const int64_t *off, const int64_t *shape)
+{
+	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
+	size_t i;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		if (sp[i].src == NULL || piece_intersect(nd, sp[i].off,
+		    sp[i].shape, off, shape, roff, rshape) == 0)
+			continue;
+		if ((r = pieces_queue(x, &sp[i], nd, dst, dt, off, shape, roff,
+		    rshape)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Allocate (or take the target's) buffer for nel elements of dt. */
+static void *
+pieces_dst(struct rctx *x, const struct tleaf *tg, struct tleaf *l,
+    size_t nel, ckpt_dtype dt)
+{
+	size_t n = nel * ckpt_dtype_size(dt);
+	void *dst;
+
+	l->nbytes = n;
+	if (tg != NULL && tg->dst != NULL)
+		return tg->dst;
+	if (n == 0)
+		return NULL;
+	if ((dst = alloc_aligned(n)) == NULL) {
+		cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory (%zu bytes)", n);
+		return NULL;
+	}
+	l->owned = dst;
+	return dst;
+}
+
+/*
+ * Restore the saved leaves lfs[0..n) of one path (the pieces of a global
+ * array, or one whole array restored into piece targets) into t: one leaf
+ * per piece target in the chain from tg, else the whole array (into tg
+ * when it is a plain target).
+ */
+static int
+restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
+    const ckpt_tree *target, long ti, ckpt_tree *t, const ckpt_key *keys,
+    size_t depth, const char *ps)
+{
+	struct spiece *sp;
+	const struct tleaf *tg = ti >= 0 ? &target->leaves[ti] : NULL;
+	struct tleaf *l;
+	ckpt_dtype sdt;
+	size_t i, nel;
+	int nd, r = 0, ovf;
+	long li;
+	char a[256], b[256];
+
+	if ((sp = calloc(n, sizeof *sp)) == NULL)
+		return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+	for (i = 0; i < n && r == 0; i++)
+		r = piece_load(x, lfs[i], i > 0 ? &sp[0] : NULL, &sp[i], ps);
+	if (r == 0)
+		r = pieces_tile(x, sp, n, ps);
+	if (r != 0)
+		goto out;
+	nd = (int)sp[0].lf->n_shape;
+	sdt = (ckpt_dtype)sp[0].lf->dtype;
+	for (i = 0; i < n && x->verify && !x->metadata_only; i++)
+		if (sp[i].src != NULL && (r = add_job(x, sp[i].lf, ps,
+		    sp[i].src, NULL, (size_t)sp[i].vol * ckpt_dtype_size(sdt),
+		    sdt, sdt, 1)) != 0)
+			goto out;
+	if (tg != NULL && tg->kind != CKPT_LEAF_TARGET)
+		tg = NULL;
+	if (tg != NULL && tg->piece == NULL) {
+		/* a plain target: the whole array, of the global shape */
+		if (tg->ndim != nd || memcmp(tg->shape, sp[0].gshape,
+		    (size_t)nd * sizeof *tg->shape) != 0) {
+			fmt_shape(a, sizeof a, (size_t)nd, NULL, sp[0].gshape);
+			fmt_shape(b, sizeof b, (size_t)tg->ndim, NULL, tg->shape);
+			r = cl_fail(x->c, x->m, CKPT_EMISMATCH, "shape mismatch "
+			    "for '%s': the checkpoint has the global shape %s, "
+			    "the target %s", ps, a, b);
+			goto out;
+		}
+	}
+	if (tg != NULL && !dtype_can_cast(sdt, tg->dtype)) {
+		r = cl_fail(x->c, x->m, CKPT_EDTYPE, "cannot cast '%s' from %s "
+		    "to %s", ps, ckpt_dtype_name(sdt), ckpt_dtype_name(tg->dtype));
+		goto out;
+	}
+	if (tg == NULL || tg->piece == NULL) {
+		ckpt_dtype dt = tg != NULL ? tg->dtype : sdt;
+		int64_t zero[CKPT_MAX_NDIM] = { 0 };
+		void *dst;
+
+		if ((li = tree_append(t, keys, depth, CKPT_LEAF_ARRAY, &l)) < 0) {
+			r = cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
+			    CKPT_ECORRUPT, "invalid or duplicate leaf '%s' in "
+			    "the checkpoint", ps);
+			goto out;
+		}
+		if (sp[0].lf->tag != NULL)
+			snprintf(l->tag, sizeof l->tag, "%s", sp[0].lf->tag);
+		l->dtype = dt;
+		l->ndim = nd;
+		memcpy(l->shape, sp[0].gshape, (size_t)nd * sizeof *l->shape);
+		nel = tree_nelems(nd, l->shape, &ovf);
+		if ((dst = pieces_dst(x, tg, l, nel, dt)) == NULL && l->nbytes > 0) {
+			r = CKPT_ENOMEM;
+			goto out;
+		}
+		l->data = dst;
+		if (dst != NULL)
+			r = pieces_fill(x, sp, n, nd, dst, dt, zero, l->shape);
+		goto out;
+	}
+	/* piece targets: each filled from the pieces overlapping it */
+	for (; ti >= 0 && r == 0; ti = target->leaves[ti].piece_next) {
+		const struct tleaf *pt = &target->leaves[ti];
+		void *dst;
+
+		if (pt->ndim != nd || memcmp(pt->piece, sp[0].gshape,
+		    (size_t)nd * sizeof *pt->piece) != 0) {
+			fmt_shape(a, sizeof a, (size_t)nd, NULL, sp[0].gshape);
+			fmt_shape(b, sizeof b, (size_t)pt->ndim, NULL, pt->piece);
+			r = cl_fail(x->c, x->m, CKPT_EMISMATCH, "global shape "
+			    "mismatch for '%s': the checkpoint has %s, the "
+			    "target %s", ps, a, b);
+			break;
+		}
+		li = tree_append_piece(t, keys, depth, CKPT_LEAF_ARRAY,
+		    pt->dtype, nd, pt->piece, pt->piece + nd, pt->shape, 1, &l);
+		if (li < 0) {
+			r = cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
+			    CKPT_EMISMATCH, "invalid target piece of '%s'", ps);
+			break;
+		}
+		if (sp[0].lf->tag != NULL)
+			snprintf(l->tag, sizeof l->tag, "%s", sp[0].lf->tag);
+		nel = tree_nelems(nd, pt->shape, &ovf);
+		if ((dst = pieces_dst(x, pt, l, nel, pt->dtype)) == NULL &&
+		    l->nbytes > 0) {
+			r = CKPT_ENOMEM;
+			break;
+		}
+		l->data = dst;
+		if (dst != NULL)
+			r = pieces_fill(x, sp, n, nd, dst, pt->dtype,
+			    pt->piece + nd, pt->shape);
+	}
+out:
+	free(sp);
+	return r;
+}
+
+/* item_metadata: one leaf per saved piece. */
+static int
+piece_metadata(struct rctx *x, const Ckpt__Leaf *lf, ckpt_tree *t,
+    const ckpt_key *keys, size_t depth, const char *ps)
+{
+	struct spiece p;
+	struct tleaf *l;
+	long li;
+	int r;
+
+	if ((r = piece_load(x, lf, NULL, &p, ps)) != 0)
+		return r;
+	li = tree_append_piece(t, keys, depth, CKPT_LEAF_ARRAY,
+	    (ckpt_dtype)lf->dtype, (int)lf->n_shape, p.gshape, p.off, p.shape,
+	    0, &l);
+	if (li < 0)
+		return cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
+		    CKPT_ECORRUPT, "the saved pieces of '%s' overlap or "
+		    "disagree", ps);
+	if (lf->tag != NULL)
+		snprintf(l->tag, sizeof l->tag, "%s", lf->tag);
+	if (lf->file != NULL && (l->file = strdup(lf->file)) == NULL)
+		return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+	l->xxh3 = lf->xxh3;
+	l->nbytes = (size_t)p.vol * ckpt_dtype_size((ckpt_dtype)lf->dtype);
+	return 0;
+}
+
 static int
 restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
     int partial, ckpt_tree **out)
@@ -789,7 +1177,9 @@ restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
 	ckpt_tree *t;
 	ckpt_key keys[256];
 	unsigned char *matched = NULL;
-	size_t i, k;
+	const Ckpt__Leaf **group = NULL;
+	struct strmap seen = { 0 };
+	size_t i, k, ngroup;
 	int r = 0;
 
 	*out = NULL;
@@ -836,6 +1226,39 @@ restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
 			}
 			matched[ti] = 1;
 			tg = &target->leaves[ti];
+			for (li = tg->piece_next; li >= 0;
+			    li = target->leaves[li].piece_next)
+				matched[li] = 1;
+		}
+		if (lf->kind == CKPT__LEAF_KIND__LEAF_ARRAY &&
+		    x->metadata_only && lf->n_global_shape > 0) {
+			r = piece_metadata(x, lf, t, keys, lf->n_path, ps);
+			free(ps);
+			continue;
+		}
+		if (lf->kind == CKPT__LEAF_KIND__LEAF_ARRAY &&
+		    (lf->n_global_shape > 0 || (tg != NULL && tg->piece != NULL))) {
+			/* every saved piece of this path, at its first */
+			if (strmap_get(&seen, ps) >= 0) {
+				free(ps);
+				continue;
+			}
+			if (strmap_put(&seen, ps, 1) != 0 || (group == NULL &&
+			    (group = calloc(it->n_leaves, sizeof *group)) ==
+			    NULL)) {
+				r = cl_fail(x->c, x->m, CKPT_ENOMEM,
+				    "out of memory");
+				free(ps);
+				break;
+			}
+			ngroup = 0;
+			for (k = i; k < it->n_leaves; k++)
+				if (leaf_same_path(it->leaves[k], lf))
+					group[ngroup++] = it->leaves[k];
+			r = restore_pieces(x, group, ngroup, target, ti, t, keys,
+			    lf->n_path, ps);
+			free(ps);
+			continue;
 		}
 		li = tree_append(t, keys, lf->n_path,
 		    (ckpt_leaf_kind)lf->kind, &l);
@@ -897,6 +1320,8 @@ restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
 			}
 	}
 	free(matched);
+	free(group);
+	strmap_free(&seen);
 	if (r != 0) {
 		ckpt_tree_free(t);
 		return r;
@@ -1063,6 +1488,7 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 out:
 	free(w.jobs);
 	free(w.units);
+	free(w.pc);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	for (i = 0; i < sizeof maps / sizeof maps[0]; i++)

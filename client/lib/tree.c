@@ -246,16 +246,53 @@ leaf_clear(struct tleaf *l)
 	free(l->owned);
 	free(l->s);
 	free(l->file);
+	free(l->piece);
 	memset(l, 0, sizeof *l);
 }
 
-long
-tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
-    ckpt_leaf_kind kind, struct tleaf **out)
+/* A new piece (pi) against the pieces already at its path (first). */
+struct newpiece {
+	ckpt_leaf_kind kind;
+	int mixed_dtypes;       /* targets: each piece has its own dtype */
+	ckpt_dtype dtype;
+	int ndim;
+	const int64_t *gshape, *off, *shape;
+};
+
+static int
+piece_fits(const ckpt_tree *t, long first, const struct newpiece *pi,
+    long *last)
+{
+	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
+	long i;
+
+	for (i = first; i >= 0; i = t->leaves[i].piece_next) {
+		const struct tleaf *o = &t->leaves[i];
+
+		*last = i;
+		if (o->piece == NULL || o->kind != pi->kind)
+			return CKPT_EINVAL;     /* a whole leaf at that path */
+		if ((o->dtype != pi->dtype && !pi->mixed_dtypes) ||
+		    o->ndim != pi->ndim ||
+		    memcmp(o->piece, pi->gshape,
+		    (size_t)pi->ndim * sizeof *pi->gshape) != 0)
+			return CKPT_EMISMATCH;
+		if (piece_intersect(pi->ndim, o->piece + o->ndim, o->shape,
+		    pi->off, pi->shape, roff, rshape) > 0)
+			return CKPT_EMISMATCH;
+	}
+	return 0;
+}
+
+static long
+append_leaf(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_leaf_kind kind, const struct newpiece *pi, struct tleaf **out)
 {
 	struct sbuf enc = { 0 }, str = { 0 };
 	struct tleaf *l;
 	size_t i, prefix_lens[CKPT_MAX_DEPTH + 1];
+	long first = -1, last = -1;
+	int64_t *pv = NULL;
 	int r;
 
 	if ((r = check_keys(path, depth)) != 0)
@@ -280,11 +317,25 @@ tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
 		if (r != 0)
 			goto fail;
 	}
-	/* duplicate, or leaf/container conflicts */
+	/* duplicate (but for pieces of one array), or leaf/container
+	 * conflicts */
 	r = CKPT_EINVAL;
-	if (strmap_get(&t->byenc, enc.s) >= 0 ||
-	    strmap_get(&t->prefixes, enc.s) >= 0)
+	first = strmap_get(&t->byenc, enc.s);
+	if (first >= 0 && (pi == NULL || (r = piece_fits(t, first, pi,
+	    &last)) != 0))
 		goto fail;
+	r = CKPT_EINVAL;
+	if (strmap_get(&t->prefixes, enc.s) >= 0)
+		goto fail;
+	if (pi != NULL) {
+		if ((pv = malloc(2 * (size_t)(pi->ndim > 0 ? pi->ndim : 1) *
+		    sizeof *pv)) == NULL) {
+			r = CKPT_ENOMEM;
+			goto fail;
+		}
+		memcpy(pv, pi->gshape, (size_t)pi->ndim * sizeof *pv);
+		memcpy(pv + pi->ndim, pi->off, (size_t)pi->ndim * sizeof *pv);
+	}
 	for (i = 0; i < depth; i++) {
 		char save = enc.s[prefix_lens[i]];
 		long hit;
@@ -312,6 +363,7 @@ tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
 		if (r != 0)
 			goto fail;
 	}
+	/* strmap_put keeps the first piece's index */
 	if ((r = strmap_put(&t->byenc, enc.s, (long)t->n)) != 0 ||
 	    (r = strmap_put(&t->bystr, str.s, (long)t->n)) != 0)
 		goto fail;
@@ -321,8 +373,11 @@ tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
 	l->kind = kind;
 	l->enc = enc.s;
 	l->path_str = str.s;
+	l->piece = pv;
+	l->piece_next = -1;
 	if (depth > 0 && (l->path = calloc(depth, sizeof *l->path)) == NULL) {
 		l->enc = l->path_str = NULL;
+		l->piece = NULL;
 		r = CKPT_ENOMEM;
 		goto fail;
 	}
@@ -339,12 +394,47 @@ tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
 		}
 	}
 	l->depth = depth;
+	if (pi != NULL) {
+		l->dtype = pi->dtype;
+		l->ndim = pi->ndim;
+		if (pi->ndim > 0)
+			memcpy(l->shape, pi->shape,
+			    (size_t)pi->ndim * sizeof *l->shape);
+		if (last >= 0)
+			t->leaves[last].piece_next = (long)t->n;
+	}
 	*out = l;
 	return (long)t->n++;
 fail:
+	free(pv);
 	free(enc.s);
 	free(str.s);
 	return r;
+}
+
+long
+tree_append(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_leaf_kind kind, struct tleaf **out)
+{
+	return append_leaf(t, path, depth, kind, NULL, out);
+}
+
+long
+tree_append_piece(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_leaf_kind kind, ckpt_dtype dtype, int ndim, const int64_t *gshape,
+    const int64_t *offsets, const int64_t *shape, int mixed_dtypes,
+    struct tleaf **out)
+{
+	struct newpiece pi;
+
+	pi.kind = kind;
+	pi.mixed_dtypes = mixed_dtypes;
+	pi.dtype = dtype;
+	pi.ndim = ndim;
+	pi.gshape = gshape;
+	pi.off = offsets;
+	pi.shape = shape;
+	return append_leaf(t, path, depth, kind, &pi, out);
 }
 
 size_t
@@ -462,6 +552,93 @@ ckpt_tree_add_array(ckpt_tree *t, const char *path, ckpt_dtype dtype,
 {
 	WITH_PATH(t, path, keys, depth, ckpt_tree_add_array_k(t, keys, depth,
 	    dtype, ndim, shape, data, nbytes));
+}
+
+/* The arguments of a piece: global shape, offsets and shape agree. */
+static int
+check_piece(ckpt_dtype dtype, int ndim, const int64_t *gshape,
+    const int64_t *offsets, const int64_t *shape)
+{
+	size_t n;
+	int ovf;
+
+	if (!dtype_valid((int)dtype))
+		return CKPT_EDTYPE;
+	if (ndim < 1 || ndim > CKPT_MAX_NDIM || gshape == NULL ||
+	    offsets == NULL || shape == NULL)
+		return CKPT_EINVAL;
+	n = tree_nelems(ndim, gshape, &ovf);
+	if (ovf || (n != 0 && ckpt_dtype_size(dtype) > SIZE_MAX / n))
+		return CKPT_EINVAL;
+	return piece_check(ndim, gshape, offsets, shape);
+}
+
+CKPT_API int
+ckpt_tree_add_piece_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_dtype dtype, int ndim, const int64_t *global_shape,
+    const int64_t *offsets, const int64_t *shape, const void *data,
+    size_t nbytes)
+{
+	struct tleaf *l;
+	long r;
+
+	if (t == NULL)
+		return CKPT_EINVAL;
+	if ((r = check_piece(dtype, ndim, global_shape, offsets, shape)) != 0 ||
+	    (r = check_array(dtype, ndim, shape, nbytes)) != 0)
+		return (int)r;
+	if (nbytes > 0 && data == NULL)
+		return CKPT_EINVAL;
+	if ((r = tree_append_piece(t, path, depth, CKPT_LEAF_ARRAY, dtype, ndim,
+	    global_shape, offsets, shape, 0, &l)) < 0)
+		return (int)r;
+	l->data = data;
+	l->nbytes = nbytes;
+	return 0;
+}
+
+CKPT_API int
+ckpt_tree_add_piece(ckpt_tree *t, const char *path, ckpt_dtype dtype,
+    int ndim, const int64_t *global_shape, const int64_t *offsets,
+    const int64_t *shape, const void *data, size_t nbytes)
+{
+	WITH_PATH(t, path, keys, depth, ckpt_tree_add_piece_k(t, keys, depth,
+	    dtype, ndim, global_shape, offsets, shape, data, nbytes));
+}
+
+CKPT_API int
+ckpt_tree_add_piece_target_k(ckpt_tree *t, const ckpt_key *path,
+    size_t depth, ckpt_dtype dtype, int ndim, const int64_t *global_shape,
+    const int64_t *offsets, const int64_t *shape, void *dst, size_t nbytes)
+{
+	struct tleaf *l;
+	size_t n;
+	int ovf;
+	long r;
+
+	if (t == NULL)
+		return CKPT_EINVAL;
+	if ((r = check_piece(dtype, ndim, global_shape, offsets, shape)) != 0)
+		return (int)r;
+	n = tree_nelems(ndim, shape, &ovf);
+	if (dst != NULL && (r = check_array(dtype, ndim, shape, nbytes)) != 0)
+		return (int)r;
+	if ((r = tree_append_piece(t, path, depth, CKPT_LEAF_TARGET, dtype,
+	    ndim, global_shape, offsets, shape, 1, &l)) < 0)
+		return (int)r;
+	l->dst = dst;
+	l->data = dst;
+	l->nbytes = n * ckpt_dtype_size(dtype);
+	return 0;
+}
+
+CKPT_API int
+ckpt_tree_add_piece_target(ckpt_tree *t, const char *path, ckpt_dtype dtype,
+    int ndim, const int64_t *global_shape, const int64_t *offsets,
+    const int64_t *shape, void *dst, size_t nbytes)
+{
+	WITH_PATH(t, path, keys, depth, ckpt_tree_add_piece_target_k(t, keys,
+	    depth, dtype, ndim, global_shape, offsets, shape, dst, nbytes));
 }
 
 CKPT_API int
@@ -615,6 +792,10 @@ ckpt_tree_leaf(const ckpt_tree *t, size_t i, ckpt_leaf *out)
 	out->tag = l->tag;
 	out->xxh3 = l->xxh3;
 	out->file = l->file;
+	if (l->piece != NULL) {
+		out->global_shape = l->piece;
+		out->offsets = l->piece + l->ndim;
+	}
 	return 0;
 }
 

@@ -65,20 +65,49 @@ def path_str(path):
                     for el in path)
 
 
+def tensor(item_dir, files, fn, name):
+    assert "/" not in fn and fn not in (".", "..")
+    if fn not in files:
+        files[fn] = read_safetensors(os.path.join(item_dir, fn))
+    return files[fn][name]
+
+
+def assemble(item_dir, files, key, leaf):
+    """A global array from its pieces: every piece inside the global shape,
+    of its declared shape and size, the pieces tiling it exactly."""
+    gshape = tuple(leaf["global_shape"])
+    dt = np.dtype(DTYPES[leaf["dtype"]]).newbyteorder("<")
+    out = np.zeros(gshape, dt)
+    seen = np.zeros(gshape, np.uint8)
+    assert leaf["pieces"], f"{key}: no pieces"
+    for p in leaf["pieces"]:
+        arr = tensor(item_dir, files, p["file"], p["tensor"])
+        off, shape = tuple(p["offsets"]), tuple(p["shape"])
+        assert len(off) == len(shape) == len(gshape), f"{key}: piece rank"
+        assert arr.shape == shape, f"{key}: piece shape"
+        assert arr.nbytes == p["nbytes"], f"{key}: piece nbytes"
+        assert all(0 <= o and o + n <= g for o, n, g in
+                   zip(off, shape, gshape)), f"{key}: piece outside"
+        sl = tuple(slice(o, o + n) for o, n in zip(off, shape))
+        out[sl] = arr
+        seen[sl] += 1
+    assert (seen == 1).all(), f"{key}: pieces overlap or leave holes"
+    return out
+
+
 def read_item(item_dir):
-    """{"a/b": numpy array or Python scalar} of one tree item."""
+    """{"a/b": numpy array or Python scalar} of one tree item (the pieces
+    of a global array, from a step several processes saved, assembled)."""
     with open(os.path.join(item_dir, "_METADATA")) as f:
         meta = json.load(f)
     assert meta.get("format") == "ckptd-tree", "not a ckptd tree item"
     files, leaves = {}, {}
     for leaf in meta["leaves"]:
         key = path_str(leaf["path"])
-        if leaf["kind"] == "array":
-            fn = leaf["file"]
-            assert "/" not in fn and fn not in (".", "..")
-            if fn not in files:
-                files[fn] = read_safetensors(os.path.join(item_dir, fn))
-            arr = files[fn][leaf["tensor"]]
+        if leaf["kind"] == "array" and "pieces" in leaf:
+            leaves[key] = (leaf["dtype"], assemble(item_dir, files, key, leaf))
+        elif leaf["kind"] == "array":
+            arr = tensor(item_dir, files, leaf["file"], leaf["tensor"])
             assert list(arr.shape) == leaf["shape"], f"{key}: shape"
             assert arr.nbytes == leaf["nbytes"], f"{key}: nbytes"
             leaves[key] = (leaf["dtype"], arr)

@@ -16,7 +16,7 @@ import pytest
 MODULES = ['ckpt', 'ckpt.args', 'ckpt.checkpoint_managers', 'ckpt.options',
            'ckpt.checkpoint_utils', 'ckpt.metadata', 'ckpt.handlers',
            'ckpt.test_utils', 'ckpt.errors', 'ckpt.manager', 'ckpt.export',
-           'ckpt.migrate']
+           'ckpt.migrate', 'ckpt.distributed', 'ckpt.shard']
 
 _PKG_DIR = os.path.dirname(os.path.abspath(
     importlib.import_module('ckpt').__file__))

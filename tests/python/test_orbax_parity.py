@@ -130,8 +130,7 @@ def test_unsupported_options_raise(ocp, tmp_path):
     O(multiprocessing_options=MP(primary_host=0))
     with pytest.raises(NotImplementedError):
         O(multiprocessing_options=MP(primary_host=None))
-    with pytest.raises(NotImplementedError):
-        O(multiprocessing_options=MP(active_processes={0, 1}))
+    O(multiprocessing_options=MP(active_processes={0, 1}))  # distributed
     for bad in (dict(temporary_path_class=object),
                 dict(atomicity_options=object()),
                 dict(enable_per_process_directory_creation=True),

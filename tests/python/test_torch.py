@@ -138,3 +138,21 @@ def test_sigkill_mid_training_resumes_identically(ocp, daemon, tmp_path):
     for step in (max(steps), total):
         _assert_same(_final_state(ocp, killed, step),
                      _final_state(ocp, clean, step), 'step %d' % step)
+
+
+def test_identity_from_torch_distributed(ocp, tmp_path):
+    """torch.distributed (gloo), when initialized, gives the identity."""
+    code = (
+        'import torch.distributed as d\n'
+        'import ckpt\n'
+        'd.init_process_group("gloo", init_method="file://%s", rank=0, '
+        'world_size=1)\n'
+        'ckpt.distributed.initialize()\n'
+        'print(ckpt.distributed.process_index(), '
+        'ckpt.distributed.process_count())\n'
+        % (tmp_path / 'rdv'))
+    env = dict(os.environ, RANK='7', WORLD_SIZE='9')
+    got = subprocess.run([sys.executable, '-c', code], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split() == ['0', '1']     # torch's, not RANK's

@@ -165,6 +165,12 @@ typedef struct {
 	const char *tag;          /* client-defined tag, "" when none */
 	uint64_t xxh3;            /* restored arrays: the stored checksum */
 	const char *file;         /* restored/metadata: safetensors file name */
+	/* A piece of a global array (ckpt_tree_add_piece, a piece target, the
+	 * pieces item metadata lists): the global array's shape and where the
+	 * piece starts in it, ndim elements each; shape is the piece's. NULL
+	 * for whole arrays and other leaves. */
+	const int64_t *global_shape;
+	const int64_t *offsets;
 } ckpt_leaf;
 
 typedef struct ckpt_tree ckpt_tree;
@@ -218,6 +224,49 @@ int ckpt_tree_add_target_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
     ckpt_dtype dtype, int ndim, const int64_t *shape, void *dst,
     size_t nbytes);
 
+/*
+ * Pieces of global arrays (distributed steps, see ckpt_options_set_
+ * process_count). A piece is the part of a global array of shape
+ * global_shape that starts at `offsets` and has shape `shape` (ndim
+ * elements each, ndim >= 1, as the global array); `data` holds its
+ * nbytes bytes in C order, borrowed as for ckpt_tree_add_array. Several
+ * pieces of one array share its path: they must agree on dtype and
+ * global shape and must not overlap (CKPT_EMISMATCH), and lie inside
+ * the global shape (CKPT_EINVAL); a path holding pieces holds nothing
+ * else. The pieces every rank of the job saves must cover the global
+ * array exactly, which the daemon checks when the step commits.
+ *
+ * Array leaves added with ckpt_tree_add_array are replicated: every rank
+ * holds the same value; the primary host writes it, other ranks send only
+ * its dtype and shape (no bytes are copied).
+ */
+int ckpt_tree_add_piece(ckpt_tree *t, const char *path, ckpt_dtype dtype,
+    int ndim, const int64_t *global_shape, const int64_t *offsets,
+    const int64_t *shape, const void *data, size_t nbytes);
+int ckpt_tree_add_piece_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
+    ckpt_dtype dtype, int ndim, const int64_t *global_shape,
+    const int64_t *offsets, const int64_t *shape, const void *data,
+    size_t nbytes);
+/*
+ * Restore target for a piece: the part (offsets, shape) of the global
+ * array at `path` is assembled from whichever saved pieces overlap it
+ * (any layout: the step may have been saved by another number of
+ * processes, or by one process as a whole array), cast to dtype as for
+ * ckpt_tree_add_target. A different global shape is CKPT_EMISMATCH, a
+ * part of the target no saved piece covers CKPT_ECORRUPT. dst as for
+ * ckpt_tree_add_target. Several piece targets may share a path (each
+ * comes back as its own leaf, a piece).
+ *
+ * A plain target (ckpt_tree_add_target) of the global shape, or no
+ * target, gets the whole global array assembled from its pieces.
+ */
+int ckpt_tree_add_piece_target(ckpt_tree *t, const char *path,
+    ckpt_dtype dtype, int ndim, const int64_t *global_shape,
+    const int64_t *offsets, const int64_t *shape, void *dst, size_t nbytes);
+int ckpt_tree_add_piece_target_k(ckpt_tree *t, const ckpt_key *path,
+    size_t depth, ckpt_dtype dtype, int ndim, const int64_t *global_shape,
+    const int64_t *offsets, const int64_t *shape, void *dst, size_t nbytes);
+
 /* Number of leaves, in insertion order (restored trees: the saved order). */
 size_t ckpt_tree_nleaves(const ckpt_tree *t);
 /* Describe leaf i. Errors: CKPT_EINVAL when i is out of range. */
@@ -268,6 +317,33 @@ int ckpt_options_set_root_metadata(ckpt_options *o, const char *json);
 typedef int (*ckpt_should_save_fn)(uint64_t step, int64_t latest, void *arg);
 int ckpt_options_set_should_save_fn(ckpt_options *o, ckpt_should_save_fn fn,
     void *arg);
+/*
+ * Distributed steps (Orbax's multi-process manager). A job of
+ * process_count processes (ranks) saves each step together: every rank
+ * opens the root with its own process_index and calls ckpt_save(step)
+ * with its part (pieces of global arrays, ckpt_tree_add_piece; replicated
+ * leaves are written by primary_host only). The step commits once, when
+ * every rank's part is durable; until then it is not listed, and a rank
+ * that disconnects before handing its part, or has not handed it within
+ * the async timeout of the first part, fails the step on every rank with
+ * CKPT_ERANK (the message names the ranks). Save-policy and retention
+ * decisions are taken once for the job. With process_count 1 (default)
+ * nothing changes.
+ *   index: this process's rank (default 0); count: ranks in the job (>= 1;
+ *   with active_processes, their number); primary: the rank writing
+ *   replicated leaves (default 0); active: the ranks taking part, when
+ *   not 0..count-1 (copied); job: what tells jobs sharing a root apart
+ *   (Orbax's barrier_sync_key_prefix; default $CKPT_JOB, else
+ *   $TORCHELASTIC_RUN_ID, else ""; copied, <= 255 bytes).
+ * ckpt_manager_open() fails with CKPT_EINVAL when the index or the primary
+ * is not one of the job's ranks.
+ */
+int ckpt_options_set_process_index(ckpt_options *o, uint32_t index);
+int ckpt_options_set_process_count(ckpt_options *o, uint32_t count);
+int ckpt_options_set_primary_host(ckpt_options *o, uint32_t rank);
+int ckpt_options_set_active_processes(ckpt_options *o, const uint32_t *ranks,
+    size_t n);
+int ckpt_options_set_job(ckpt_options *o, const char *job);
 /* Item names for multi-item mode (copied). */
 int ckpt_options_set_item_names(ckpt_options *o, const char *const *names,
     size_t n);

@@ -10,12 +10,14 @@
 
 A thin layer over libckpt (ctypes; $CKPT_LIBRARY selects the library).
 Leaves: numpy arrays and scalars, torch CPU tensors, int, float, bool, str,
-None. No pickle is used anywhere.
+None, and ckpt.Shard pieces of global arrays (distributed steps, see
+ckpt.distributed). No pickle is used anywhere.
 """
 
 from ckpt import args
 from ckpt import checkpoint_managers
 from ckpt import checkpoint_utils
+from ckpt import distributed
 from ckpt import metadata
 from ckpt import test_utils
 from ckpt._tree import PLACEHOLDER
@@ -28,6 +30,7 @@ from ckpt.manager import (AsyncCheckpointer, AsyncOptions, Checkpointer,
                           CheckpointManager, CheckpointManagerOptions,
                           FileOptions, MultiprocessingOptions, RootMetadata,
                           StepMetadata)
+from ckpt.shard import Shard
 from ckpt.metadata import (ArrayMetadata, PosixGPath, ScalarMetadata,
                            StringMetadata)
 
@@ -37,6 +40,7 @@ __version__ = '0.1.0'
 
 __all__ = [
     'args', 'options', 'checkpoint_managers', 'checkpoint_utils', 'metadata',
+    'distributed', 'Shard',
     'test_utils', 'PLACEHOLDER', 'CkptError', 'ItemNotFoundError',
     'StepAlreadyExistsError',
     'ArrayCheckpointHandler', 'CheckpointHandler',

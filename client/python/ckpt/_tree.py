@@ -9,6 +9,7 @@ import numpy as np
 from ckpt import _jax
 from ckpt import _lib
 from ckpt import metadata as _md
+from ckpt.shard import Shard
 
 L = _lib
 
@@ -118,8 +119,21 @@ def dtype_display(ck):
 
 # ---- flattening ------------------------------------------------------------------
 
+def is_shards(x):
+    """A Shard, or a non-empty list/tuple of Shards (pieces of one
+    array): a single leaf."""
+    if isinstance(x, Shard):
+        return True
+    return isinstance(x, (list, tuple)) and len(x) > 0 and \
+        all(isinstance(v, Shard) for v in x)
+
+
+def shard_list(x):
+    return [x] if isinstance(x, Shard) else list(x)
+
+
 def _is_container(x):
-    return isinstance(x, (Mapping, list, tuple))
+    return isinstance(x, (Mapping, list, tuple)) and not is_shards(x)
 
 
 def flatten(tree, what='item'):
@@ -139,7 +153,7 @@ def flatten(tree, what='item'):
                         'are supported' % (k, type(k).__name__,
                                            path_name(path) or what))
                 rec(v, path + ((L.KEY_DICT, k),))
-        elif isinstance(x, (list, tuple)):
+        elif isinstance(x, (list, tuple)) and not is_shards(x):
             if not x:
                 out.append((path, x))
                 return
@@ -176,7 +190,7 @@ def _shape_array(shape):
 class _Prepared:
     """One leaf converted to what libckpt needs; holds the memory."""
     __slots__ = ('path', 'kind', 'dtype', 'shape', 'addr', 'nbytes', 'keep',
-                 'i', 'f', 'b', 's', 'tag')
+                 'i', 'f', 'b', 's', 'tag', 'gshape', 'offsets')
 
     def __init__(self, path, kind):
         self.path = path
@@ -191,6 +205,8 @@ class _Prepared:
         self.b = 0
         self.s = None
         self.tag = None
+        self.gshape = None      # pieces: the global shape and offsets
+        self.offsets = None
 
 
 def _prep_numpy(path, arr, tag=None):
@@ -241,6 +257,33 @@ def _prep_torch(path, t):
     p.keep = t
     p.tag = TAG_TORCH
     return p
+
+
+def prepare_pieces(path, x):
+    """The pieces of a Shard leaf (or list of Shards), one _Prepared each."""
+    where = path_name(path) or 'item'
+    out = []
+    for sh in shard_list(x):
+        data = sh.data
+        if is_torch_tensor(data):
+            p = _prep_torch(path, data)
+        elif isinstance(data, np.ndarray) and not data.dtype.hasobject:
+            p = _prep_numpy(path, data)
+        else:
+            raise TypeError('Shard at %s: data must be a numpy array or a '
+                            'torch CPU tensor, got %s'
+                            % (where, type(data).__name__))
+        p.gshape = sh.global_shape
+        p.offsets = sh.offsets
+        out.append(p)
+    return out
+
+
+def prepare_leaves(path, x):
+    """prepare_leaf, as a list (a Shard list gives several pieces)."""
+    if is_shards(x):
+        return prepare_pieces(path, x)
+    return [prepare_leaf(path, x)]
 
 
 def prepare_leaf(path, x):
@@ -311,7 +354,8 @@ def build_tree(item, what='item'):
             'single array' % (type(item).__name__, what))
     if not item:
         raise ValueError('Found empty item.')
-    leaves = [prepare_leaf(p, x) for p, x in flatten(item, what)]
+    leaves = [lf for p, x in flatten(item, what)
+              for lf in prepare_leaves(p, x)]
     return _tree_from_prepared(leaves)
 
 
@@ -333,7 +377,17 @@ def _tree_from_prepared(leaves):
     try:
         for p in leaves:
             keys, n = _keys_array(p.path)
-            if p.kind == L.LEAF_ARRAY:
+            if p.kind == L.LEAF_ARRAY and p.gshape is not None:
+                rc = lib.ckpt_tree_add_piece_k(
+                    t, keys, n, p.dtype, len(p.shape),
+                    _shape_array(p.gshape), _shape_array(p.offsets),
+                    _shape_array(p.shape), p.addr, p.nbytes)
+                keep.append(p.keep)
+                if rc == L.CKPT_EMISMATCH:
+                    raise ValueError(
+                        'pieces of %s overlap or disagree on dtype or '
+                        'global shape' % (path_name(p.path) or 'item'))
+            elif p.kind == L.LEAF_ARRAY:
                 shp = _shape_array(p.shape)
                 rc = lib.ckpt_tree_add_array_k(
                     t, keys, n, p.dtype, len(p.shape), shp, p.addr, p.nbytes)
@@ -384,7 +438,7 @@ class _View:
 
 class RawArray:
     """A restored array leaf before conversion."""
-    __slots__ = ('ck', 'shape', 'addr', 'nbytes', 'tag', 'owner')
+    __slots__ = ('ck', 'shape', 'addr', 'nbytes', 'tag', 'owner', 'pieces')
 
     def __init__(self, ck, shape, addr, nbytes, tag, owner):
         self.ck = ck
@@ -393,6 +447,9 @@ class RawArray:
         self.nbytes = nbytes
         self.tag = tag
         self.owner = owner
+        # item metadata of a global array: shape is the global shape,
+        # pieces [(offsets, shape, file)] what was saved
+        self.pieces = None
 
     # -- conversions
     def numpy_view(self):
@@ -467,6 +524,7 @@ def read_tree(tree_ptr, owner):
     None."""
     lib = L.lib()
     out = []
+    piece_at = {}       # path -> index in out of its global array
     n = lib.ckpt_tree_nleaves(tree_ptr)
     leaf = L.Leaf()
     for i in range(n):
@@ -482,7 +540,18 @@ def read_tree(tree_ptr, owner):
         path = tuple(path)
         kind = leaf.kind
         tag = leaf.tag.decode('utf-8') if leaf.tag else ''
-        if kind in (L.LEAF_ARRAY, L.LEAF_TARGET):
+        if kind in (L.LEAF_ARRAY, L.LEAF_TARGET) and leaf.global_shape:
+            shape = tuple(int(leaf.shape[d]) for d in range(leaf.ndim))
+            gs = tuple(int(leaf.global_shape[d]) for d in range(leaf.ndim))
+            off = tuple(int(leaf.offsets[d]) for d in range(leaf.ndim))
+            fname = leaf.file.decode('utf-8') if leaf.file else None
+            if path in piece_at:
+                out[piece_at[path]][1].pieces.append((off, shape, fname))
+                continue
+            val = RawArray(leaf.dtype, gs, None, 0, tag, owner)
+            val.pieces = [(off, shape, fname)]
+            piece_at[path] = len(out)
+        elif kind in (L.LEAF_ARRAY, L.LEAF_TARGET):
             shape = tuple(int(leaf.shape[d]) for d in range(leaf.ndim))
             val = RawArray(leaf.dtype, shape, leaf.data, int(leaf.nbytes),
                            tag, owner)
@@ -706,10 +775,21 @@ def match_target(entries, target, partial):
                 % (where, len(sub))))
         if tleaf is not PLACEHOLDER:
             if exact is not None:
-                arr = _is_abstract_array(tleaf)
+                arr = _is_abstract_array(tleaf) or is_shards(tleaf)
                 val = entries[exact][1]
+                if is_shards(tleaf) and not isinstance(val, (RawArray,
+                                                             Ready)):
+                    raise ValueError('Cannot restore a %s at %s into Shard '
+                                     'targets' % (type(val).__name__, where))
                 if arr and isinstance(val, RawArray):
-                    tshape = tuple(int(d) for d in tleaf.shape)
+                    tshape = tuple(int(d) for d in (
+                        shard_list(tleaf)[0].global_shape if
+                        is_shards(tleaf) else tleaf.shape))
+                    if is_shards(tleaf) and any(
+                            sh.global_shape != tshape
+                            for sh in shard_list(tleaf)):
+                        raise ValueError('Shard targets at %s disagree on '
+                                         'the global shape' % where)
                     if val.shape != tshape:
                         raise ValueError(
                             'Shape mismatch at %s: the checkpoint has %s, '
@@ -717,7 +797,7 @@ def match_target(entries, target, partial):
                             % (where, val.shape, tshape))
                 wanted[exact] = tleaf if arr else None
             else:
-                if _is_abstract_array(tleaf):
+                if _is_abstract_array(tleaf) or is_shards(tleaf):
                     raise ValueError(
                         'Structure mismatch at %s: the checkpoint has a '
                         'subtree there, the target a single array' % where)
@@ -771,7 +851,9 @@ def restore_with_target(entries, target, partial, zero_copy):
             results[tpath] = PLACEHOLDER
         elif exact is not None:
             val = entries[exact][1]
-            if _is_abstract_array(tleaf):
+            if is_shards(tleaf):
+                results[tpath] = _shards_from(val, tleaf, where)
+            elif _is_abstract_array(tleaf):
                 results[tpath] = _convert_to_target(val, tleaf, zero_copy,
                                                     where)
             else:
@@ -781,6 +863,51 @@ def restore_with_target(entries, target, partial, zero_copy):
             results[tpath] = unflatten(
                 rel, lambda v: _materialize_default(v, zero_copy))
     return _rebuild(target, (), results)
+
+
+def _shards_from(val, tleaf, where):
+    """Shard targets filled from a restored leaf: the Shards libckpt
+    filled (Ready), or slices of the whole array (RawArray)."""
+    if isinstance(val, Ready):
+        return val.obj
+    out = []
+    for sh in shard_list(tleaf):
+        whole = _host_value(val, sh.global_shape, where)
+        part = whole[sh.slices()]
+        data = sh.data
+        if is_torch_tensor(data):
+            t = _torch.from_numpy(np.ascontiguousarray(part))
+            filled = t.to(data.dtype)
+        else:
+            filled = np.array(part, dtype=np.dtype(data.dtype), order='C')
+        out.append(Shard(filled, sh.global_shape, sh.offsets))
+    return out[0] if isinstance(tleaf, Shard) else type(tleaf)(out)
+
+
+def _shard_buffer(sh):
+    """The buffer a Shard target is filled in: its own data when libckpt
+    can write it in place (C-contiguous, writable, a known dtype), else a
+    new array of its dtype. Returns (object, ckpt dtype, address) or None."""
+    data = sh.data
+    shape = sh.shape
+    if is_torch_tensor(data):
+        ck = _TORCH_TO_CK.get(data.dtype)
+        if ck is None:
+            return None
+        if data.device.type == 'cpu' and data.is_contiguous() and \
+                not data.requires_grad:
+            return data, ck, data.data_ptr()
+        obj = _torch.empty(shape, dtype=data.dtype)
+        return obj, ck, obj.data_ptr()
+    dt = np.dtype(data.dtype)
+    ck = _NP_TO_CK.get(dt)
+    if ck is None:
+        return None
+    if isinstance(data, np.ndarray) and data.flags.c_contiguous and \
+            data.flags.writeable and dt.isnative:
+        return data, ck, data.ctypes.data
+    obj = np.empty(shape, dt)
+    return obj, ck, obj.ctypes.data
 
 
 # ---- restoring into buffers we allocate ------------------------------------------
@@ -832,6 +959,32 @@ def build_target_tree(entries, wanted):
             path, meta = entries[idx]
             if not isinstance(meta, RawArray):
                 continue
+            if is_shards(wanted[idx]):
+                keys, n = _keys_array(path)
+                filled = []
+                for sh in shard_list(wanted[idx]):
+                    got = _shard_buffer(sh)
+                    if got is None:
+                        lib.ckpt_tree_free(t)
+                        return None
+                    obj, ck, addr = got
+                    nbytes = int(np.prod(sh.shape, dtype=np.int64)) * \
+                        int(lib.ckpt_dtype_size(ck))
+                    rc = lib.ckpt_tree_add_piece_target_k(
+                        t, keys, n, ck, len(sh.shape),
+                        _shape_array(sh.global_shape),
+                        _shape_array(sh.offsets), _shape_array(sh.shape),
+                        addr if nbytes else None, nbytes)
+                    if rc == L.CKPT_EMISMATCH:
+                        raise ValueError('Shard targets at %s overlap or '
+                                         'disagree on the global shape'
+                                         % (path_name(path) or 'item'))
+                    L.check_plain(rc, 'restore target')
+                    filled.append(Shard(obj, sh.global_shape, sh.offsets))
+                ready[idx] = Ready(filled[0] if isinstance(
+                    wanted[idx], Shard) else type(wanted[idx])(filled),
+                    meta.tag)
+                continue
             got = alloc_dst(meta, wanted[idx])
             if got is None:
                 lib.ckpt_tree_free(t)
@@ -857,7 +1010,7 @@ def _rebuild(x, path, results):
             return results.get(path, {})
         return {k: _rebuild(v, path + ((L.KEY_DICT, k),), results)
                 for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple)) and not is_shards(x):
         if not x:
             return results.get(path, type(x)())
         kind = L.KEY_TUPLE if isinstance(x, tuple) else L.KEY_LIST
@@ -881,9 +1034,14 @@ def metadata_tree(entries, directory):
                 return _md.ScalarMetadata(name=name, directory=directory,
                                           shape=(), sharding=None,
                                           dtype=dtype_display(v.ck))
+            pieces = None
+            if v.pieces is not None:
+                pieces = tuple(_md.PieceMetadata(offsets=o, shape=s, file=f)
+                               for o, s, f in v.pieces)
             return _md.ArrayMetadata(name=name, directory=directory,
                                      shape=v.shape, sharding=None,
-                                     dtype=dtype_display(v.ck))
+                                     dtype=dtype_display(v.ck),
+                                     pieces=pieces)
         if isinstance(v, bool):
             return _md.ScalarMetadata(name=name, directory=directory,
                                       shape=(), sharding=None,

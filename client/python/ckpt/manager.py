@@ -20,6 +20,7 @@ import numpy as np
 from ckpt import _lib
 from ckpt import _tree
 from ckpt import args as args_lib
+from ckpt import distributed as _distributed
 from ckpt import checkpoint_managers as cm
 from ckpt import errors as errors_lib
 from ckpt import handlers as handlers_lib
@@ -98,9 +99,12 @@ class FileOptions:
 
 @dataclasses.dataclass
 class MultiprocessingOptions:
-    """Orbax's multi-process options. ckpt serves one process per
-    manager: only the defaults (primary_host=0, active_processes None or
-    {0}) are accepted."""
+    """Orbax's multi-process options (distributed steps, see
+    ckpt.distributed): primary_host is the rank that writes replicated
+    leaves; active_processes, when given, the set of ranks taking part
+    (the others must not open the manager); barrier_sync_key_prefix tells
+    jobs sharing a root apart (default: $CKPT_JOB, else
+    $TORCHELASTIC_RUN_ID)."""
     primary_host: Optional[int] = 0
     active_processes: Any = None
     barrier_sync_key_prefix: Optional[str] = None
@@ -245,14 +249,38 @@ class CheckpointManagerOptions:
                 '`single_host_load_and_broadcast` is not supported by ckpt '
                 '(one process per manager)')
         mp = self.multiprocessing_options
-        if mp is not None and (
-                not isinstance(mp, MultiprocessingOptions) or
-                mp.primary_host not in (0,) or
-                mp.active_processes not in (None, {0}, frozenset({0}))):
-            raise NotImplementedError(
-                'ckpt serves one process per manager: multiprocessing_options'
-                ' other than the default (primary_host=0, active_processes='
-                'None) are not supported yet, got %r' % (mp,))
+        if mp is not None:
+            if not isinstance(mp, MultiprocessingOptions):
+                raise ValueError('multiprocessing_options must be a '
+                                 'MultiprocessingOptions, got %r' % (mp,))
+            if mp.primary_host is None:
+                raise NotImplementedError(
+                    'MultiprocessingOptions(primary_host=None) (every '
+                    'process writes its own copy) is not supported by ckpt:'
+                    ' replicated leaves are written once, by the primary '
+                    'host')
+            if isinstance(mp.primary_host, bool) or \
+                    not isinstance(mp.primary_host, int) or \
+                    mp.primary_host < 0:
+                raise ValueError('primary_host must be a rank (int >= 0), '
+                                 'got %r' % (mp.primary_host,))
+            if mp.active_processes is not None:
+                act = set(mp.active_processes)
+                if not act or any(isinstance(r, bool) or
+                                  not isinstance(r, int) or r < 0
+                                  for r in act):
+                    raise ValueError('active_processes must be a non-empty '
+                                     'set of ranks, got %r'
+                                     % (mp.active_processes,))
+                if mp.primary_host not in act:
+                    raise ValueError(
+                        'primary_host %d is not one of active_processes %r'
+                        % (mp.primary_host, sorted(act)))
+            if mp.barrier_sync_key_prefix is not None and (
+                    not isinstance(mp.barrier_sync_key_prefix, str) or
+                    len(mp.barrier_sync_key_prefix.encode()) > 255):
+                raise ValueError('barrier_sync_key_prefix must be a str of '
+                                 'at most 255 bytes')
         if self.async_options is not None and \
                 self.async_options.post_finalization_callback is not None:
             if not self.enable_async_checkpointing:
@@ -654,6 +682,7 @@ class CheckpointManager:
                         *[n.encode() for n in names])
                     chk(lib.ckpt_options_set_item_names(opts, arr, len(names)),
                         'item_names')
+            self._set_processes(opts, o, chk)
             if o.save_decision_policy is not None:
                 self._add_save_policy(opts, o.save_decision_policy, -1)
             if o.preservation_policy is not None:
@@ -662,6 +691,40 @@ class CheckpointManager:
             lib.ckpt_options_free(opts)
             raise
         return opts
+
+    def _set_processes(self, opts, o, chk):
+        """This process's rank and the job's processes (ckpt.distributed
+        and multiprocessing_options)."""
+        lib = L.lib()
+        index, count = _distributed.process_index(), \
+            _distributed.process_count()
+        mp = o.multiprocessing_options
+        primary = 0
+        if mp is not None:
+            primary = int(mp.primary_host)
+            if mp.active_processes is not None:
+                act = sorted(set(mp.active_processes))
+                if index not in act:
+                    raise ValueError(
+                        'process %d is not one of active_processes %r: only '
+                        'active processes open the manager' % (index, act))
+                count = len(act)
+                arr = (ctypes.c_uint32 * len(act))(*act)
+                chk(lib.ckpt_options_set_active_processes(opts, arr,
+                                                          len(act)),
+                    'active_processes')
+            if mp.barrier_sync_key_prefix is not None:
+                chk(lib.ckpt_options_set_job(
+                    opts, mp.barrier_sync_key_prefix.encode()),
+                    'barrier_sync_key_prefix')
+        elif primary >= count:
+            primary = 0
+        self._process = (index, count, primary)
+        if count == 1 and (mp is None or mp.active_processes is None):
+            return
+        chk(lib.ckpt_options_set_process_index(opts, index), 'process_index')
+        chk(lib.ckpt_options_set_process_count(opts, count), 'process_count')
+        chk(lib.ckpt_options_set_primary_host(opts, primary), 'primary_host')
 
     def _add_save_policy(self, opts, p, parent):
         lib = L.lib()

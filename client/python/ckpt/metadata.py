@@ -93,12 +93,26 @@ class Metadata:
 
 
 @dataclasses.dataclass
+class PieceMetadata:
+    """One saved piece of a global array (distributed steps): where it
+    starts in the global array, its shape, and the data file holding it."""
+    offsets: Tuple[int, ...]
+    shape: Tuple[int, ...]
+    file: Optional[str] = None
+
+
+@dataclasses.dataclass
 class ArrayMetadata(Metadata):
     """Metadata of an array leaf: shape and dtype (sharding is None unless
-    the leaf was a sharded jax.Array)."""
+    the leaf was a sharded jax.Array). A global array saved in pieces
+    (ckpt.Shard) has its global shape as shape and its saved pieces in
+    pieces (a tuple of PieceMetadata; None for arrays saved whole)."""
     shape: Tuple[int, ...]
     sharding: Any = None
     dtype: Any = None
+    # not in the repr: Orbax's repr of ArrayMetadata stays as it is
+    pieces: Optional[Tuple[PieceMetadata, ...]] = dataclasses.field(
+        default=None, repr=False)
 
 
 @dataclasses.dataclass

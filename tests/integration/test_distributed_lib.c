@@ -1,0 +1,276 @@
+/*
+ * test_distributed_lib.c - distributed steps through libckpt: RANKS threads,
+ * each its own connection and manager (process index/count), save one step
+ * together: each rank two pieces of a global F32 array "w" (its rows, in
+ * two halves) and the replicated leaves "b" (an array only the primary
+ * writes) and "step".
+ *  - the step commits on every rank; a manager of one process restores the
+ *    whole array; piece targets of another layout (columns, F64) are
+ *    filled from the overlapping pieces; item metadata lists the pieces;
+ *  - a rank that disconnects without saving fails the step on the others
+ *    with CKPT_ERANK naming it; nothing is listed; the next step commits.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define RANKS 4
+#define ROWS 37         /* not a multiple of RANKS */
+#define COLS 24
+
+static struct hx_daemon d;
+static char root[HX_PATH];
+static float g[ROWS * COLS];    /* the global array */
+static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
+
+struct rank {
+	int index;
+	uint64_t step;
+	int skip;               /* disconnect instead of saving */
+	int save_rc, wait_rc;
+	char msg[512];
+};
+
+static void rows_of(int r, int64_t *lo, int64_t *hi)
+{
+	int64_t q = ROWS / RANKS, rem = ROWS % RANKS;
+
+	*lo = r * q + (r < rem ? r : rem);
+	*hi = *lo + q + (r < rem ? 1 : 0);
+}
+
+static int open_rank(ckpt_client *c, int index, ckpt_manager **m)
+{
+	ckpt_options *o = ckpt_options_new();
+	int r;
+
+	ckpt_options_set_process_index(o, (uint32_t)index);
+	ckpt_options_set_process_count(o, RANKS);
+	ckpt_options_set_job(o, "c-test");
+	r = ckpt_manager_open(c, root, o, m);
+	ckpt_options_free(o);
+	return r;
+}
+
+static void *rank_thread(void *arg)
+{
+	struct rank *k = arg;
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t = ckpt_tree_new();
+	ckpt_save_args *a = ckpt_save_args_new();
+	int64_t lo, hi, mid, gs[2] = { ROWS, COLS }, off[2], shp[2], bs = 5;
+	int saved = 0;
+
+	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
+	if (hx_connect(&d, &c) != 0 || open_rank(c, k->index, &m) != 0) {
+		snprintf(k->msg, sizeof k->msg, "open: %s",
+		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+		goto out;
+	}
+	if (k->skip) {
+		/* the process "dies" before handing its part */
+		ckpt_disconnect(c);
+		c = NULL;
+		m = NULL;
+		goto out;
+	}
+	rows_of(k->index, &lo, &hi);
+	mid = lo + (hi - lo) / 2;
+	off[0] = lo; off[1] = 0; shp[0] = mid - lo; shp[1] = COLS;
+	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[lo * COLS],
+	    (size_t)(shp[0] * COLS) * sizeof(float));
+	off[0] = mid; shp[0] = hi - mid;
+	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[mid * COLS],
+	    (size_t)(shp[0] * COLS) * sizeof(float));
+	ckpt_tree_add_array(t, "b", CKPT_F64, 1, &bs, bvec, sizeof bvec);
+	ckpt_tree_add_int(t, "step", (int64_t)k->step);
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	k->save_rc = ckpt_save(m, k->step, a, &saved);
+	if (k->save_rc == 0 && !saved)
+		k->save_rc = CKPT_EINTERNAL;
+	k->wait_rc = ckpt_wait_until_finished(m);
+	snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
+out:
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	return NULL;
+}
+
+static void run_job(uint64_t step, int skip, struct rank *k)
+{
+	pthread_t th[RANKS];
+	int i;
+
+	for (i = 0; i < RANKS; i++) {
+		memset(&k[i], 0, sizeof k[i]);
+		k[i].index = i;
+		k[i].step = step;
+		k[i].skip = i == skip;
+		pthread_create(&th[i], NULL, rank_thread, &k[i]);
+	}
+	for (i = 0; i < RANKS; i++)
+		pthread_join(th[i], NULL);
+}
+
+static int listed(ckpt_manager *m, uint64_t step)
+{
+	uint64_t *v = NULL;
+	size_t n = 0, i;
+	int found = 0;
+
+	if (ckpt_all_steps(m, &v, &n) != 0)
+		return -1;
+	for (i = 0; i < n; i++)
+		found |= v[i] == step;
+	free(v);
+	return found;
+}
+
+static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step)
+{
+	ckpt_restored *res = NULL;
+	ckpt_restore_args *ra;
+	ckpt_tree *tg;
+	const ckpt_tree *t;
+	ckpt_leaf lf;
+	int64_t gs[2] = { ROWS, COLS }, off[2], shp[2];
+	double *cols[3];
+	int i, good, pieces;
+	size_t j;
+
+	/* whole arrays, assembled */
+	if (!ok_call(ckpt_restore(m, (int64_t)step, NULL, &res), c,
+	    "step %" PRIu64 " restores in one process", step))
+		return;
+	t = ckpt_restored_item_tree(res, 0);
+	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "w"), &lf) == 0 &&
+	    lf.global_shape == NULL && lf.ndim == 2 && lf.shape[0] == ROWS &&
+	    lf.shape[1] == COLS && lf.nbytes == sizeof g &&
+	    memcmp(lf.data, g, sizeof g) == 0;
+	ok(good, "the whole global array is assembled from %d pieces, bit "
+	    "for bit", 2 * RANKS);
+	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "b"), &lf) == 0 &&
+	    lf.nbytes == sizeof bvec && memcmp(lf.data, bvec, sizeof bvec) == 0;
+	ok(good, "the replicated array restores");
+	ckpt_restored_free(res);
+
+	/* piece targets of another layout: 3 column blocks, cast to F64 */
+	tg = ckpt_tree_new();
+	for (i = 0; i < 3; i++) {
+		off[0] = 0; off[1] = i * (COLS / 3);
+		shp[0] = ROWS; shp[1] = COLS / 3;
+		cols[i] = calloc((size_t)(ROWS * shp[1]), sizeof(double));
+		ckpt_tree_add_piece_target(tg, "w", CKPT_F64, 2, gs, off, shp,
+		    cols[i], (size_t)(ROWS * shp[1]) * sizeof(double));
+	}
+	ra = ckpt_restore_args_new();
+	ckpt_restore_args_add_item(ra, "default", tg, 1);
+	if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
+	    "restore into column piece targets")) {
+		int64_t r, col;
+		good = 1;
+		for (i = 0; i < 3; i++)
+			for (r = 0; r < ROWS; r++)
+				for (col = 0; col < COLS / 3; col++)
+					good &= cols[i][r * (COLS / 3) + col] ==
+					    (double)g[r * COLS + i * (COLS / 3) + col];
+		ok(good, "each column block is filled from the rows of every "
+		    "rank, cast to F64");
+		t = ckpt_restored_item_tree(res, 0);
+		pieces = 0;
+		for (j = 0; j < ckpt_tree_nleaves(t); j++)
+			if (ckpt_tree_leaf(t, j, &lf) == 0 &&
+			    lf.global_shape != NULL)
+				pieces++;
+		is_int(pieces, 3, "the restored tree holds the 3 target pieces");
+		ckpt_restored_free(res);
+	}
+	ckpt_restore_args_free(ra);
+	ckpt_tree_free(tg);
+	for (i = 0; i < 3; i++)
+		free(cols[i]);
+
+	/* item metadata: one leaf per saved piece */
+	if (ok_call(ckpt_item_metadata(m, (int64_t)step, &res), c,
+	    "item metadata")) {
+		int64_t covered = 0;
+		t = ckpt_restored_item_tree(res, 0);
+		pieces = 0;
+		for (j = 0; j < ckpt_tree_nleaves(t); j++) {
+			if (ckpt_tree_leaf(t, j, &lf) != 0 ||
+			    strcmp(lf.path_str, "w") != 0 || lf.global_shape == NULL)
+				continue;
+			pieces++;
+			covered += lf.shape[0] * lf.shape[1];
+		}
+		is_int(pieces, 2 * RANKS, "item metadata lists every saved piece");
+		is_int(covered, ROWS * COLS, "... covering the global shape");
+		ckpt_restored_free(res);
+	}
+}
+
+int main(void)
+{
+	struct rank k[RANKS];
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	int i, all;
+
+	hx_fill(g, sizeof g, 42);
+	for (i = 0; i < ROWS * COLS; i++)       /* finite floats */
+		g[i] = (float)((int32_t)((uint32_t *)g)[i] % 100000) / 7.0f;
+	hx_init(&d);
+	if (hx_start(&d) != 0)
+		bail_out("ckptd did not start");
+	hx_path(&d, root, "root");
+	if (hx_connect(&d, &c) != 0 ||
+	    ckpt_manager_open(c, root, NULL, &m) != 0)
+		bail_out("cannot open the root");
+
+	run_job(1, -1, k);
+	all = 1;
+	for (i = 0; i < RANKS; i++) {
+		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
+			diag("rank %d: save %d wait %d: %s", i, k[i].save_rc,
+			    k[i].wait_rc, k[i].msg);
+		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
+	}
+	ok(all, "%d ranks save step 1 together and wait for its commit",
+	    RANKS);
+	is_int(listed(m, 1), 1, "step 1 is listed");
+	check_restores(c, m, 1);
+
+	run_job(2, 3, k);
+	all = 1;
+	for (i = 0; i < 3; i++) {
+		all &= k[i].wait_rc == CKPT_ERANK && strstr(k[i].msg, "3") != NULL;
+		if (k[i].wait_rc != CKPT_ERANK)
+			diag("rank %d: wait %d: %s", i, k[i].wait_rc, k[i].msg);
+	}
+	ok(all, "rank 3 disconnects without its part: the others get "
+	    "CKPT_ERANK naming it");
+	if (k[0].msg[0] != '\0')
+		diag("message: %s", k[0].msg);
+	is_int(listed(m, 2), 0, "step 2 is not listed");
+
+	run_job(3, -1, k);
+	all = 1;
+	for (i = 0; i < RANKS; i++)
+		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
+	ok(all, "the next step commits");
+	is_int(listed(m, 3), 1, "step 3 is listed");
+
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	ok(hx_alive(&d), "ckptd still running");
+	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
+	hx_cleanup(&d);
+	return done_testing();
+}

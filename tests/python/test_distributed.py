@@ -1,0 +1,383 @@
+"""Distributed steps: several real processes (RANK / WORLD_SIZE, as torchrun
+sets them) save one step together through a real ckptd; restores with
+another number of processes reshard; rank failures fail the step on every
+rank; the step on disk is checked by the independent numpy reader."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import subprocess_env
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, 'dist_worker.py')
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'integration'))
+
+import dist_worker  # noqa: E402
+import read_step  # noqa: E402
+
+
+# ---- helpers --------------------------------------------------------------------
+
+def start(daemon, world, rank, cmd, root, out, what, extra=()):
+    env = subprocess_env(daemon, RANK=str(rank), WORLD_SIZE=str(world))
+    env.pop('TORCHELASTIC_RUN_ID', None)
+    env.pop('CKPT_JOB', None)
+    return subprocess.Popen(
+        [sys.executable, WORKER, cmd, root, out, what] + list(extra),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish(procs, timeout=180):
+    outs = []
+    for p in procs:
+        o, _ = p.communicate(timeout=timeout)
+        outs.append((p.returncode, o.decode('utf-8', 'replace')))
+    return outs
+
+
+def reports(out, ranks):
+    res = {}
+    for r in ranks:
+        with open('%s.%d' % (out, r)) as f:
+            res[r] = json.load(f)
+    return res
+
+
+def job(daemon, world, cmd, root, out, what, extra=None, ranks=None):
+    """Run ranks (default: all of world) of a job; extra(rank) -> args.
+    Returns {rank: report}; every process must have exited 0 unless it
+    killed itself (its report is then the one written before)."""
+    ranks = list(range(world)) if ranks is None else ranks
+    procs = [start(daemon, world, r, cmd, root, out, what,
+                   extra(r) if extra else ()) for r in ranks]
+    for r, (rc, text) in zip(ranks, finish(procs)):
+        assert rc in (0, -9), 'rank %d exited %d:\n%s' % (r, rc, text)
+    return reports(out, ranks)
+
+
+def steps_on_disk(root):
+    return sorted(int(n) for n in os.listdir(root) if n.isdigit())
+
+
+def leftovers(root):
+    return [n for n in os.listdir(root) if 'tmp' in n or n.startswith('.')]
+
+
+def expected(step):
+    return dist_worker.global_state(step)
+
+
+def check_on_disk(root, step):
+    """The independent reader assembles every global array from its
+    pieces (checking they tile it) and finds the job's values."""
+    leaves = read_step.read_item(os.path.join(root, str(step), 'default'))
+    want = expected(step)
+    for key in dist_worker.SHARDED:
+        kind, arr = leaves[key]
+        assert arr.dtype == want[key].dtype
+        assert arr.tobytes() == want[key].tobytes(), key
+    assert leaves['params/b'][1].tobytes() == want['params/b'].tobytes()
+    assert leaves['step'] == ('int', step)
+    assert leaves['name'] == ('str', want['name'])
+
+
+def assembled(out, world, step):
+    """The global arrays put together from every rank's restored Shards
+    (each element written exactly once)."""
+    want = expected(step)
+    got = {k: np.zeros_like(want[k]) for k in dist_worker.SHARDED}
+    seen = {k: np.zeros(want[k].shape, np.int32) for k in dist_worker.SHARDED}
+    for r in range(world):
+        z = np.load('%s.%d.npz' % (out, r))
+        for k in dist_worker.SHARDED:
+            off = tuple(int(o) for o in z[k + '@'])
+            sl = dist_worker.sl(off, z[k].shape)
+            got[k][sl] = z[k]
+            seen[k][sl] += 1
+        assert z['params/b'].tobytes() == want['params/b'].tobytes()
+    for k in dist_worker.SHARDED:
+        assert (seen[k] == 1).all(), k
+    return got
+
+
+@pytest.fixture
+def identity():
+    import ckpt
+    yield ckpt.distributed
+    ckpt.distributed.initialize(0, 1)
+
+
+# ---- process identity and shards (one process) ---------------------------------------------
+
+def test_identity(ocp, identity, monkeypatch):
+    identity.initialize(2, 4)
+    assert (identity.process_index(), identity.process_count()) == (2, 4)
+    monkeypatch.setenv('RANK', '3')
+    monkeypatch.setenv('WORLD_SIZE', '5')
+    identity.initialize()
+    assert (identity.process_index(), identity.process_count()) == (3, 5)
+    identity.initialize(process_index=1)
+    assert (identity.process_index(), identity.process_count()) == (1, 5)
+    with pytest.raises(ValueError, match='process_index'):
+        identity.initialize(5, 5)
+    with pytest.raises(ValueError, match='process_count'):
+        identity.initialize(0, 0)
+    monkeypatch.delenv('RANK')
+    monkeypatch.delenv('WORLD_SIZE')
+    identity.initialize()
+    assert (identity.process_index(), identity.process_count()) == (0, 1)
+
+
+def test_shard_checks(ocp):
+    with pytest.raises(ValueError, match='outside'):
+        ocp.Shard(np.zeros((3, 2)), (4, 2), (2, 0))
+    with pytest.raises(ValueError, match='dimensions'):
+        ocp.Shard(np.zeros((3, 2)), (4, 2), (0,))
+    with pytest.raises(ValueError, match='at least one dimension'):
+        ocp.Shard(np.zeros(()), (), ())
+    with pytest.raises(TypeError):
+        ocp.Shard([1, 2], (2,), (0,))
+    s = ocp.Shard(np.zeros((3, 2), np.float32), [4, 2], [1, 0])
+    assert s.global_shape == (4, 2) and s.offsets == (1, 0)
+    assert s.shape == (3, 2) and s.slices() == (slice(1, 4), slice(0, 2))
+
+
+def test_overlapping_pieces_in_one_save(ocp, tmp_path):
+    g = np.arange(8, dtype=np.float32)
+    tree = {'w': [ocp.Shard(g[:5], (8,), (0,)), ocp.Shard(g[4:], (8,), (4,))]}
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        with pytest.raises(ValueError, match='overlap'):
+            m.save(1, args=ocp.args.StandardSave(tree))
+        assert m.all_steps() == []
+
+
+def test_multiprocessing_options(ocp, identity):
+    MP = ocp.options.MultiprocessingOptions
+    O = ocp.CheckpointManagerOptions
+    O(multiprocessing_options=MP(primary_host=1, active_processes={1, 3}))
+    with pytest.raises(ValueError, match='primary_host'):
+        O(multiprocessing_options=MP(primary_host=0, active_processes={1, 3}))
+    with pytest.raises(NotImplementedError):
+        O(multiprocessing_options=MP(primary_host=None))
+
+
+def test_shard_targets_of_a_whole_array(ocp, tmp_path):
+    """A step saved by one process restores into Shard targets of any
+    layout (numpy and torch, with a cast), and zero-copy too."""
+    w = np.random.default_rng(5).standard_normal((6, 10)).astype(np.float32)
+    with ocp.CheckpointManager(str(tmp_path)) as m:
+        m.save(1, args=ocp.args.StandardSave({'w': w}))
+        m.wait_until_finished()
+        for zc in (False, True):
+            t = {'w': [ocp.Shard(np.empty((6, 4), np.float64), (6, 10),
+                                 (0, 0)),
+                       ocp.Shard(np.empty((6, 6), np.float32), (6, 10),
+                                 (0, 4))]}
+            got = m.restore(1, args=ocp.args.StandardRestore(
+                t, zero_copy=zc))['w']
+            assert [type(s) for s in got] == [ocp.Shard, ocp.Shard]
+            assert got[0].data.dtype == np.float64
+            assert np.array_equal(got[0].data, w[:, :4].astype(np.float64))
+            assert got[1].data.tobytes() == w[:, 4:].tobytes()
+            assert got[1].offsets == (0, 4)
+        # large enough for the copies to be cut and shared by threads
+        big = np.random.default_rng(6).standard_normal(
+            (1500, 4096)).astype(np.float32)
+        m.save(2, args=ocp.args.StandardSave({'w': big}))
+        m.wait_until_finished()
+        t = [ocp.Shard(np.empty((1500, 1000), np.float32), big.shape,
+                       (0, 0)),
+             ocp.Shard(np.empty((1500, 3096), np.float32), big.shape,
+                       (0, 1000))]
+        got = m.restore(2, args=ocp.args.StandardRestore({'w': t}))['w']
+        assert got[0].data is t[0].data     # filled in place
+        assert got[0].data.tobytes() == big[:, :1000].tobytes()
+        assert got[1].data.tobytes() == big[:, 1000:].tobytes()
+        with pytest.raises(ValueError, match='Shape mismatch|global shape'):
+            m.restore(1, args=ocp.args.StandardRestore(
+                {'w': ocp.Shard(np.empty((2, 2), np.float32), (7, 10),
+                                (0, 0))}))
+
+
+# ---- several processes ---------------------------------------------------------------------
+
+def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    res = job(daemon, 4, 'save', root, out, '1,2,3')
+    for r, rep in res.items():
+        assert rep['error'] is None, rep
+        assert rep['saved'] == {'1': True, '2': True, '3': True}
+        assert rep['all_steps'] == [1, 2, 3]
+    assert steps_on_disk(root) == [1, 2, 3]
+    for step in (1, 2, 3):
+        check_on_disk(root, step)
+
+    # replicated leaves are written once: the tensors on disk hold the
+    # sharded arrays once and params/b once
+    item = os.path.join(root, '3', 'default')
+    meta = json.load(open(os.path.join(item, '_METADATA')))
+    b = [lf for lf in meta['leaves'] if read_step.path_str(lf['path']) ==
+         'params/b']
+    assert len(b) == 1 and 'pieces' not in b[0]
+    total = 0
+    for n in os.listdir(item):
+        if n.endswith('.safetensors'):
+            for name, arr in read_step.read_safetensors(
+                    os.path.join(item, n)).items():
+                if not name.startswith('__ckptd_pad_'):
+                    total += arr.nbytes
+    want = expected(3)
+    assert total == sum(want[k].nbytes for k in dist_worker.SHARDED) + \
+        want['params/b'].nbytes
+
+    # item metadata: global shapes and the saved pieces
+    with ocp.CheckpointManager(
+            root, item_handlers=ocp.StandardCheckpointHandler()) as m:
+        md = m.item_metadata(3)
+        w = md['params']['w']
+        assert w.shape == (16, 12)
+        assert len(w.pieces) == 8           # 4 ranks x 2 pieces
+        assert sorted(p.offsets for p in w.pieces)[:2] == [(0, 0), (2, 0)]
+        assert md['params']['b'].pieces is None
+
+    # restore with 4, 3, 2 processes into Shards of another layout, and
+    # whole arrays in 1 process: the same bits
+    for world in (4, 3, 2):
+        rout = str(tmp_path / ('r%d' % world))
+        res = job(daemon, world, 'restore', root, rout, '2')
+        for r, rep in res.items():
+            assert rep['error'] is None, rep
+            assert rep['scalars'] == [2, 'run-2']
+        got = assembled(rout, world, 2)
+        want = expected(2)
+        for k in dist_worker.SHARDED:
+            assert got[k].tobytes() == want[k].tobytes(), (world, k)
+    rout = str(tmp_path / 'r1')
+    res = job(daemon, 1, 'restore', root, rout, '3', lambda r: ['--whole'])
+    assert res[0]['error'] is None, res
+    z = np.load(rout + '.0.npz')
+    want = expected(3)
+    for k in list(dist_worker.SHARDED) + ['params/b']:
+        assert z[k].dtype == want[k].dtype
+        assert z[k].tobytes() == want[k].tobytes(), k
+
+
+def test_step_listed_only_after_the_last_rank(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    first = [start(daemon, 4, r, 'save', root, out, '5') for r in range(3)]
+    time.sleep(2.0)
+    with ocp.CheckpointManager(root) as m:
+        assert m.all_steps() == []
+        assert m.latest_step() is None
+    assert all(p.poll() is None for p in first)     # waiting for the commit
+    last = start(daemon, 4, 3, 'save', root, out, '5')
+    for rc, text in finish(first + [last]):
+        assert rc == 0, text
+    for rep in reports(out, range(4)).values():
+        assert rep['error'] is None and rep['all_steps'] == [5], rep
+    check_on_disk(root, 5)
+
+
+def test_rank_killed_before_its_save(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    # the rank dies before any part of step 2 exists: the daemon learns of
+    # it by the timeout (a rank gone after the first part: at once)
+    res = job(daemon, 4, 'save', root, out, '1,2',
+              lambda r: ['--timeout', '10'] +
+              (['--die-before', '2'] if r == 2 else []))
+    for r in (0, 1, 3):
+        err = res[r]['error']
+        assert err is not None, res[r]
+        assert re.search(r'rank', err) and re.search(r'\b2\b', err), err
+        assert res[r]['all_steps'] == [1]
+    deadline = time.monotonic() + 10
+    while leftovers(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftovers(root) == []
+    assert steps_on_disk(root) == [1]
+    # the job restarts: the next step saves normally
+    res = job(daemon, 4, 'save', root, out, '3')
+    for rep in res.values():
+        assert rep['error'] is None and rep['all_steps'] == [1, 3], rep
+    check_on_disk(root, 3)
+
+
+def test_rank_killed_after_its_save(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    res = job(daemon, 4, 'save', root, out, '1',
+              lambda r: ['--die-after', '1'] if r == 1 else [])
+    for r in (0, 2, 3):
+        assert res[r]['error'] is None, res[r]
+        assert res[r]['all_steps'] == [1]
+    check_on_disk(root, 1)
+
+
+def test_rank_that_never_arrives(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    t0 = time.monotonic()
+    res = job(daemon, 3, 'save', root, out, '1', lambda r: ['--timeout', '2'],
+              ranks=[0, 1])
+    took = time.monotonic() - t0
+    for rep in res.values():
+        assert rep['error'] is not None and re.search(r'\b2\b', rep['error'])
+        assert rep['all_steps'] == []
+    assert took < 60
+    assert steps_on_disk(root) == []
+
+
+@pytest.mark.parametrize('bad', ['overlap', 'missing'])
+def test_bad_pieces_fail_on_every_rank(daemon, ocp, tmp_path, bad):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    res = job(daemon, 4, 'save', root, out, '1,2',
+              lambda r: ['--bad', bad] if r == 0 else [])
+    for rep in res.values():
+        assert rep['error'] is not None, rep
+        assert 'params/w' in rep['error'] or 'params.w' in rep['error'], \
+            rep['error']
+        assert rep['all_steps'] == [1]
+    assert steps_on_disk(root) == [1]
+
+
+def test_retention_once_for_the_job(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    res = job(daemon, 4, 'save', root, out, '1,2,3,4,5',
+              lambda r: ['--max-to-keep', '2'])
+    for rep in res.values():
+        assert rep['error'] is None, rep
+        assert rep['all_steps'] == [4, 5]
+    assert steps_on_disk(root) == [4, 5]
+    assert leftovers(root) == []
+    check_on_disk(root, 5)
+
+
+def test_two_jobs_on_one_daemon(daemon, ocp, tmp_path):
+    """Two jobs of 2 ranks save the same steps at the same time, each into
+    its root; their parts do not mix."""
+    roots = [str(tmp_path / 'a'), str(tmp_path / 'b')]
+    outs = [str(tmp_path / 'oa'), str(tmp_path / 'ob')]
+    procs = [start(daemon, 2, r, 'save', roots[j], outs[j], '1,2',
+                   ['--job', 'job%d' % j])
+             for r in range(2) for j in range(2)]
+    for rc, text in finish(procs):
+        assert rc == 0, text
+    for j in range(2):
+        for rep in reports(outs[j], range(2)).values():
+            assert rep['error'] is None and rep['all_steps'] == [1, 2], rep
+        assert steps_on_disk(roots[j]) == [1, 2]
+        for step in (1, 2):
+            check_on_disk(roots[j], step)
