@@ -105,6 +105,8 @@ static struct {
 	uint64_t staging;               /* charged to running saves */
 	uint64_t budget;                /* 0: unlimited */
 	uint64_t committed, failed, bytes_written;  /* since start */
+	struct index *ix;               /* where commits and failures go */
+	unsigned nworkers;              /* the pool's size: files per save */
 } SQ;
 
 struct save_task {
@@ -332,7 +334,7 @@ save_plan(struct save *s, ckd_err *e)
 	uint64_t target, cur_bytes = 0;
 	struct save_file *cur = NULL;
 	size_t i, k, n, maxfiles;
-	unsigned nw = mgr.nworkers ? mgr.nworkers : 1;
+	unsigned nw = SQ.nworkers ? SQ.nworkers : 1;
 
 	if ((s->itemfds = malloc(sv->n_items * sizeof *s->itemfds)) == NULL ||
 	    (s->handlers = calloc(sv->n_items, sizeof *s->handlers)) == NULL ||
@@ -493,7 +495,7 @@ save_abort_files(struct save *s, const ckd_err *why)
 	rec.init_ns = s->init_ns;
 	snprintf(rec.name, sizeof rec.name, "%s", s->name);
 	rec.error = (char *)why->msg;
-	if (index_put_step(mgr.ix, s->r->key, &rec, &e) != 0)
+	if (index_put_step(SQ.ix, s->r->key, &rec, &e) != 0)
 		log_warn("index: %s", e.msg);
 }
 
@@ -645,7 +647,7 @@ save_finish(struct save *s, ckd_err *e)
 	snprintf(rec.name, sizeof rec.name, "%s", s->name);
 	rec.metrics_json = meta.metrics_json;
 	/* The step is durable; the index is only a cache of the disk. */
-	if (index_put_step(mgr.ix, s->r->key, &rec, &ie) != 0)
+	if (index_put_step(SQ.ix, s->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	for (i = 0; i < sv->n_items; i++) {
 		close(s->itemfds[i]);
@@ -1286,6 +1288,14 @@ fail:
 	metrics_count_save_failed(e.code);
 	conn_reply_err(c, req->id, &e);
 	ckpt__request__free_unpacked(req, NULL);
+}
+
+void
+save_init(struct index *ix, unsigned nworkers, uint64_t budget)
+{
+	SQ.ix = ix;
+	SQ.nworkers = nworkers ? nworkers : 1;
+	SQ.budget = budget;
 }
 
 void
