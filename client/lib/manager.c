@@ -731,9 +731,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		    "`Composite` when dealing with a single, unnamed (default) "
 		    "checkpointable object.");
 	composite |= a->composite;
-	for (i = 0; i < a->n; i++)
-		if (a->items[i].tree != NULL && a->items[i].tree->n == 0)
-			return cl_fail(c, m, CKPT_EINVAL, "Found empty item.");
+	/* An empty tree item is refused by the daemon ("Found empty item."). */
 
 	/* Orbax decides first (should_save sees the save in flight, e.g.
 	 * ContinuousCheckpointingPolicy), then waits for the previous save. */

@@ -544,6 +544,10 @@ int ckpt_restore_args_set_zero_copy(ckpt_restore_args *r, int on);
  * mismatch: CKPT_ECORRUPT naming the tensor). Default: on for copies, off
  * for zero-copy views; on = 0 skips it, on = 1 also verifies views. */
 int ckpt_restore_args_set_verify(ckpt_restore_args *r, int on);
+/* Read the step's structure only, as ckpt_item_metadata() does (here with
+ * the items and directory of r): the step the daemon chose (the latest
+ * when step < 0), its directory and its items, leaves without data. */
+int ckpt_restore_args_set_metadata_only(ckpt_restore_args *r, int on);
 
 typedef struct ckpt_restored ckpt_restored;
 /*

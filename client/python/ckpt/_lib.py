@@ -244,6 +244,7 @@ _PROTOS = [
     ('ckpt_restore_args_set_directory', c_int, [c_void_p, c_char_p]),
     ('ckpt_restore_args_set_zero_copy', c_int, [c_void_p, c_int]),
     ('ckpt_restore_args_set_verify', c_int, [c_void_p, c_int]),
+    ('ckpt_restore_args_set_metadata_only', c_int, [c_void_p, c_int]),
     ('ckpt_restore', c_int, [c_void_p, c_int64, c_void_p, POINTER(c_void_p)]),
     ('ckpt_item_metadata', c_int, [c_void_p, c_int64, POINTER(c_void_p)]),
     ('ckpt_restored_free', None, [c_void_p]),
@@ -343,7 +344,7 @@ def exception_for(code, message):
     if code == CKPT_EEXIST:
         return _errors.StepAlreadyExistsError(message)
     if code == CKPT_ENOITEM:
-        return KeyError(message)
+        return _errors.ItemNotFoundError(message)
     if code in (CKPT_EINCOMPLETE, CKPT_EINVAL, CKPT_EMISMATCH, CKPT_EDTYPE):
         return ValueError(message)
     if code == CKPT_EACCES:
