@@ -259,11 +259,12 @@ int ckpt_options_set_prevent_write_metrics(ckpt_options *o, int on);
 int ckpt_options_set_path_permission_mode(ckpt_options *o, unsigned mode);
 int ckpt_options_set_root_metadata(ckpt_options *o, const char *json);
 /*
- * should_save_fn (Orbax): a predicate run by ckpt_save() in the caller's
- * process. When set, it replaces the save decision policy: a non-forced
- * save of `step` happens iff fn(step, latest, arg) returns nonzero, where
- * latest is the latest committed step or -1 (read_only and step <= latest
- * still decline first). NULL clears it.
+ * should_save_fn (Orbax): a predicate run by ckpt_should_save() and
+ * ckpt_save() in the caller's process. When set, it replaces the save
+ * decision policy: a non-forced save of `step` happens iff fn(step,
+ * latest, arg) returns nonzero, where latest is the latest committed step
+ * or -1, or the daemon's node is being preempted (ckpt_reached_preemption)
+ * (read_only and step <= latest still decline first). NULL clears it.
  */
 typedef int (*ckpt_should_save_fn)(uint64_t step, int64_t latest, void *arg);
 int ckpt_options_set_should_save_fn(ckpt_options *o, ckpt_should_save_fn fn,

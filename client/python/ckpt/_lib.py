@@ -145,6 +145,10 @@ class StepInfo(ctypes.Structure):
 
 
 # (name, restype, argtypes)
+# ckpt_should_save_fn: int (*)(uint64_t step, int64_t latest, void *arg)
+SHOULD_SAVE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64,
+                                  ctypes.c_int64, ctypes.c_void_p)
+
 _PROTOS = [
     ('ckpt_strerror', c_char_p, [c_int]),
     ('ckpt_version', c_char_p, []),
@@ -187,6 +191,8 @@ _PROTOS = [
     ('ckpt_options_set_prevent_write_metrics', c_int, [c_void_p, c_int]),
     ('ckpt_options_set_path_permission_mode', c_int, [c_void_p, c_unsigned]),
     ('ckpt_options_set_root_metadata', c_int, [c_void_p, c_char_p]),
+    ('ckpt_options_set_should_save_fn', c_int,
+     [c_void_p, SHOULD_SAVE_FN, c_void_p]),
     ('ckpt_options_set_item_names', c_int,
      [c_void_p, POINTER(c_char_p), c_size_t]),
     ('ckpt_options_save_policy_add', c_int,

@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from typing import (Any, Callable, Container, Iterator, List, Optional,
                     Sequence)
 
@@ -463,6 +464,8 @@ class CheckpointManager:
         self._m = None
         self._closed = True
         self._absent = False
+        self._fn_error = None
+        self._should_save_fn_ref = None
         if checkpointers is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='passing `checkpointers` to CheckpointManager'))
@@ -474,6 +477,8 @@ class CheckpointManager:
         if not isinstance(options, CheckpointManagerOptions):
             raise ValueError('`options` must be a CheckpointManagerOptions')
         self._options = options
+        if options.should_save_fn is not None:
+            self._should_save_fn_ref = self._should_save_cb()
         self._zero_copy = bool(zero_copy)
         self._dir = os.path.abspath(_local_path(directory))
         self._finalizer = None      # post_finalization_callback's thread
@@ -658,6 +663,9 @@ class CheckpointManager:
                         *[n.encode() for n in names])
                     chk(lib.ckpt_options_set_item_names(opts, arr, len(names)),
                         'item_names')
+            if o.should_save_fn is not None:
+                chk(lib.ckpt_options_set_should_save_fn(
+                    opts, self._should_save_fn_ref, None), 'should_save_fn')
             if o.save_decision_policy is not None:
                 self._add_save_policy(opts, o.save_decision_policy, -1)
             if o.preservation_policy is not None:
@@ -950,17 +958,35 @@ class CheckpointManager:
         step = self._check_step(step)
         if self._options.read_only:
             return False
-        if self._options.should_save_fn is not None:
-            latest = self.latest_step()
-            if latest is not None and latest >= step:
-                return False
-            # Orbax: Any(_ShouldSaveFnPolicy, PreemptionCheckpointingPolicy)
-            return bool(self._options.should_save_fn(step, latest)) or \
-                self.reached_preemption(step)
         out = ctypes.c_int()
-        self._check(L.lib().ckpt_should_save(self._mgr(), step,
-                                             ctypes.byref(out)))
+        rc = L.lib().ckpt_should_save(self._mgr(), step, ctypes.byref(out))
+        self._raise_fn_error()
+        self._check(rc)
         return bool(out.value)
+
+    def _should_save_cb(self):
+        """should_save_fn as libckpt's callback: libckpt applies Orbax's
+        rule around it (never at or below the latest step; Any(fn,
+        preemption)) for should_save and save alike. An exception of fn is
+        kept and raised once libckpt returns (_raise_fn_error)."""
+        fn = self._options.should_save_fn
+        me = weakref.ref(self)          # no cycle through the callback
+
+        def cb(step, latest, arg):
+            try:
+                return 1 if fn(int(step),
+                               None if latest < 0 else int(latest)) else 0
+            except BaseException as e:   # raised after the libckpt call
+                m = me()
+                if m is not None:
+                    m._fn_error = e
+                return 0
+        return L.SHOULD_SAVE_FN(cb)
+
+    def _raise_fn_error(self):
+        e, self._fn_error = self._fn_error, None
+        if e is not None:
+            raise e
 
     def wait_until_finished(self) -> None:
         """Block until every save of this manager is durable and its
@@ -1161,10 +1187,6 @@ class CheckpointManager:
                   'read_only.' % step)
             return False
         lib_force = bool(force)
-        if not force and self._options.should_save_fn is not None:
-            if not self.should_save(step):
-                return False
-            lib_force = True
 
         metrics_json = None
         if metrics is not None and self._best_fns:
@@ -1239,7 +1261,9 @@ class CheckpointManager:
             self._single_item = not is_comp
             for name, a in plan:
                 self._known[name] = a._handler
-            self._check(lib.ckpt_save(m, step, sa, ctypes.byref(saved)))
+            rc = lib.ckpt_save(m, step, sa, ctypes.byref(saved))
+            self._raise_fn_error()
+            self._check(rc)
             if saved.value:
                 self._start_finalizer(step)
             return bool(saved.value)
