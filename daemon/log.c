@@ -60,12 +60,6 @@ log_set_level(enum log_level level)
 	__atomic_store_n(&log_level_cur, (int)level, __ATOMIC_RELAXED);
 }
 
-enum log_level
-log_get_level(void)
-{
-	return (enum log_level)__atomic_load_n(&log_level_cur, __ATOMIC_RELAXED);
-}
-
 int
 log_parse_level(const char *s)
 {

@@ -24,7 +24,6 @@ enum log_level {
 /* Detect the journal; set the level. Call once at start-up (before threads). */
 void log_init(enum log_level level);
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 /* "error" | "warn" | "info" | "debug" -> level; -1 when unknown. */
 int log_parse_level(const char *s);
 /* Re-check whether stderr is the journal (after it was redirected). */

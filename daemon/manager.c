@@ -50,8 +50,16 @@ mgr_reply_empty(struct conn *c, uint64_t id)
 	conn_reply(c, &resp, NULL, 0);
 }
 
-/* The state shared by the manager modules (root.h). */
-struct mgr_state mgr;
+/* This file's own state (loop thread): the managers, the waiters, and
+ * what they need. Roots are root.c's, saves save.c's. */
+static struct {
+	struct event_base *base;
+	struct index *ix;
+	struct manager *managers;
+	struct waiter *waiters;
+	void (*idle_cb)(void *arg);
+	void *idle_arg;
+} mgr;
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -529,7 +537,7 @@ mgr_load_done(struct task *t)
 	size_t i;
 
 	if (t->err.code == 0) {
-		mgr.interrupted += lt->ninterrupted;
+		root_add_interrupted(lt->ninterrupted);
 		for (i = 0; i < lt->nsteps; i++) {
 			if (lt->steps[i].state == INDEX_COMMITTED &&
 			    lt->steps[i].init_ns > r->last_save_ns)
@@ -563,15 +571,7 @@ mgr_load_done(struct task *t)
 	}
 	if (t->err.code != 0) {
 		/* Forget the failed root so the next open retries. */
-		struct root **pp;
-
-		for (pp = &mgr.roots; *pp != NULL; pp = &(*pp)->next) {
-			if (*pp == r) {
-				*pp = r->next;
-				r->next = NULL;
-				break;
-			}
-		}
+		root_forget(r);
 	}
 	root_unref(r);
 	free(lt);
@@ -1332,8 +1332,9 @@ manager_init(struct event_base *base, struct index *ix,
 	memset(&mgr, 0, sizeof mgr);
 	mgr.base = base;
 	mgr.ix = ix;
-	save_set_budget(memory_budget);
-	mgr.nworkers = nworkers ? nworkers : 1;
+	root_init(ix);
+	save_init(ix, nworkers, memory_budget);
+	steptx_init(base, ix);
 	root_sweep_leftovers();
 	return 0;
 }
@@ -1419,6 +1420,12 @@ manager_handle_set_metrics(struct conn *c, struct manager *m,
 	mgr_handle_set_metrics(c, req->id, m, req->set_step_metrics);
 }
 
+struct manager *
+manager_first(void)
+{
+	return mgr.managers;
+}
+
 int
 manager_conn_busy(const struct conn *c)
 {
@@ -1456,7 +1463,6 @@ void
 manager_stats(struct manager_stats *out)
 {
 	const struct manager *m;
-	const struct root *r;
 	struct save_counts sc;
 
 	memset(out, 0, sizeof *out);
@@ -1464,8 +1470,7 @@ manager_stats(struct manager_stats *out)
 		out->managers++;
 		out->trainers += m->saved && !m->closed;
 	}
-	for (r = mgr.roots; r != NULL; r = r->next)
-		out->roots++;
+	out->roots = root_count();
 	save_stats(&sc);
 	out->queued_saves = sc.queued;
 	out->inflight_saves = sc.inflight;
@@ -1474,7 +1479,7 @@ manager_stats(struct manager_stats *out)
 	out->memory_budget = sc.budget;
 	out->saves_committed = sc.committed;
 	out->saves_failed = sc.failed;
-	out->saves_interrupted = mgr.interrupted;
+	out->saves_interrupted = root_interrupted();
 	out->bytes_written = sc.bytes_written;
 }
 

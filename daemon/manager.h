@@ -100,6 +100,9 @@ void manager_handle_wait_step(struct conn *c, struct manager *m,
     Ckpt__Request *req);
 void manager_handle_set_metrics(struct conn *c, struct manager *m,
     Ckpt__Request *req);
+/* The first manager of the list (follow ->next; closed ones included);
+ * read-only walks on the loop thread. */
+struct manager *manager_first(void);
 /* 1 when c has a manager open (keeps an idle connection open). */
 int manager_conn_busy(const struct conn *c);
 /* The connection died: close its managers (accepted saves continue). */

@@ -22,6 +22,43 @@
 #include "root.h"
 #include "stepmetrics.h"
 
+/* This file's own state (loop thread): the roots loaded or loading, the
+ * index their steps are recorded in, and the interrupted saves found. */
+static struct root *roots;
+static struct index *root_ix;
+static uint64_t root_ninterrupted;
+
+void
+root_init(struct index *ix)
+{
+	roots = NULL;
+	root_ix = ix;
+	root_ninterrupted = 0;
+}
+
+unsigned
+root_count(void)
+{
+	const struct root *r;
+	unsigned n = 0;
+
+	for (r = roots; r != NULL; r = r->next)
+		n++;
+	return n;
+}
+
+void
+root_add_interrupted(uint64_t n)
+{
+	root_ninterrupted += n;
+}
+
+uint64_t
+root_interrupted(void)
+{
+	return root_ninterrupted;
+}
+
 int
 root_open_dir(const struct root *r, int *fd, ckd_err *e)
 {
@@ -123,8 +160,8 @@ root_new(const char *path, const struct store_naming *nm, int dirfd,
 		free(r);
 		return NULL;
 	}
-	r->next = mgr.roots;
-	mgr.roots = r;
+	r->next = roots;
+	roots = r;
 	return r;
 }
 
@@ -133,7 +170,7 @@ root_find(dev_t dev, ino_t ino, const struct store_naming *nm)
 {
 	struct root *r;
 
-	for (r = mgr.roots; r != NULL; r = r->next) {
+	for (r = roots; r != NULL; r = r->next) {
 		if (r->dev == dev && r->ino == ino &&
 		    strcmp(r->nm.prefix, nm->prefix) == 0 &&
 		    r->nm.fixed_len == nm->fixed_len)
@@ -148,18 +185,26 @@ root_ref(struct root *r)
 	r->refs++;
 }
 
-static void
-root_free(struct root *r)
+void
+root_forget(struct root *r)
 {
 	struct root **pp;
-	size_t i;
 
-	for (pp = &mgr.roots; *pp != NULL; pp = &(*pp)->next) {
+	for (pp = &roots; *pp != NULL; pp = &(*pp)->next) {
 		if (*pp == r) {
 			*pp = r->next;
+			r->next = NULL;
 			break;
 		}
 	}
+}
+
+static void
+root_free(struct root *r)
+{
+	size_t i;
+
+	root_forget(r);
 	for (i = 0; i < r->nsteps; i++) {
 		free(r->steps[i].metrics_json);
 		free(r->steps[i].error);
@@ -498,7 +543,7 @@ root_delete_run(struct task *t)
 	r = store_delete_step(fd, d->rec.name, d->subdir, &t->err);
 	close(fd);
 	if (r == 0 || r == CKPT_ENOTFOUND) {
-		if (index_del_step(mgr.ix, d->r->key, d->rec.step, &ie) != 0)
+		if (index_del_step(root_ix, d->r->key, d->rec.step, &ie) != 0)
 			log_warn("index: %s", ie.msg);
 	}
 }
@@ -643,7 +688,7 @@ root_sweep_run(struct task *t)
 		    "(its files were last written %" PRId64 " s after the "
 		    "epoch); removed %s" CKPT_TMP_SUFFIX, path, lo[i].step,
 		    lo[i].mtime_ns / 1000000000, lo[i].name);
-		if (index_put_step(mgr.ix, sw->key, &rec, &e) != 0)
+		if (index_put_step(root_ix, sw->key, &rec, &e) != 0)
 			log_warn("index: %s", e.msg);
 		sw->found++;
 	}
@@ -657,7 +702,7 @@ root_sweep_done(struct task *t)
 {
 	struct sweep_task *sw = (struct sweep_task *)t;
 
-	mgr.interrupted += sw->found;
+	root_ninterrupted += sw->found;
 	free(sw->key);
 	free(sw);
 }
@@ -677,7 +722,7 @@ root_sweep_leftovers(void)
 	uid_t uid;
 	ckd_err e;
 
-	if (index_roots(mgr.ix, &keys, &n, &e) != 0) {
+	if (index_roots(root_ix, &keys, &n, &e) != 0) {
 		log_warn("index: %s", e.msg);
 		return;
 	}

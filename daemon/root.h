@@ -6,7 +6,9 @@
  * copies of what they need (paths, naming, step names) and hand results back
  * through their done() callback; they never touch a root or a manager.
  *
- * struct manager and the mgr_* functions on one are in manager.h.
+ * struct manager and the mgr_* functions on one are in manager.h. Each
+ * module keeps its state to itself: root.c its list of roots, manager.c
+ * its managers and waiters, save.c its saves; none reads another's.
  *
  * Ownership and lifetimes:
  *   root     refcounted: one reference per manager, accepted/queued save,
@@ -101,20 +103,6 @@ struct waiter {
 	struct event *timer;            /* NULL without timeout */
 };
 
-/* Global state of the manager modules. */
-struct mgr_state {
-	struct event_base *base;
-	struct index *ix;
-	unsigned nworkers;
-	struct root *roots;
-	struct manager *managers;
-	struct waiter *waiters;
-	/* The saves, their memory queue and counters are save.c's own. */
-	uint64_t interrupted;           /* interrupted saves found */
-	void (*idle_cb)(void *arg);
-	void *idle_arg;
-};
-extern struct mgr_state mgr;
 
 /* ---- helpers (manager.c) ------------------------------------------------- */
 
@@ -132,6 +120,16 @@ int mgr_open_root(const char *path, int *fd, ckd_err *e);
  * through its pinned fd, never through the path) as the task's peer. */
 int root_open_dir(const struct root *r, int *fd, ckd_err *e);
 
+/* Start-up: the index the roots' steps are recorded in. */
+void root_init(struct index *ix);
+/* Number of roots loaded or loading. */
+unsigned root_count(void);
+/* Interrupted saves found (at start-up or when a root loads), counted. */
+void root_add_interrupted(uint64_t n);
+uint64_t root_interrupted(void);
+/* Unlink a root that failed to load, so that the next open retries;
+ * its references stay valid. */
+void root_forget(struct root *r);
 void root_ref(struct root *r);
 void root_unref(struct root *r);
 /* Find a loaded or loading root of directory (dev, ino) under naming nm;

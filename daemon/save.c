@@ -60,6 +60,8 @@ static struct {
 	uint64_t staging;               /* charged to running saves */
 	uint64_t budget;                /* 0: unlimited */
 	uint64_t committed, failed, bytes_written;  /* since start */
+	struct index *ix;               /* where commits and failures go */
+	unsigned nworkers;              /* the pool's size: files per save */
 } SQ;
 
 struct save_task {
@@ -301,7 +303,7 @@ save_plan(struct save *s, ckd_err *e)
 	uint64_t target, cur_bytes = 0;
 	struct save_file *cur = NULL;
 	size_t i, k, n, maxfiles;
-	unsigned nw = mgr.nworkers ? mgr.nworkers : 1;
+	unsigned nw = SQ.nworkers ? SQ.nworkers : 1;
 
 	if ((s->itemfds = malloc(sv->n_items * sizeof *s->itemfds)) == NULL ||
 	    (s->handlers = calloc(sv->n_items, sizeof *s->handlers)) == NULL ||
@@ -470,7 +472,7 @@ save_abort_files(struct save *s, const ckd_err *why)
 	rec.init_ns = s->init_ns;
 	snprintf(rec.name, sizeof rec.name, "%s", s->name);
 	rec.error = (char *)why->msg;
-	if (index_put_step(mgr.ix, s->r->key, &rec, &e) != 0)
+	if (index_put_step(SQ.ix, s->r->key, &rec, &e) != 0)
 		log_warn("index: %s", e.msg);
 }
 
@@ -698,7 +700,7 @@ save_finish(struct save *s, ckd_err *e)
 	snprintf(rec.name, sizeof rec.name, "%s", s->name);
 	rec.metrics_json = meta.metrics_json;
 	/* The step is durable; the index is only a cache of the disk. */
-	if (index_put_step(mgr.ix, s->r->key, &rec, &ie) != 0)
+	if (index_put_step(SQ.ix, s->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	for (i = 0; i < sv->n_items; i++) {
 		close(s->itemfds[i]);
@@ -1300,7 +1302,7 @@ save_tx_tell_managers(const struct steptx *tx)
 {
 	struct manager *m;
 
-	for (m = mgr.managers; m != NULL; m = m->next) {
+	for (m = manager_first(); m != NULL; m = m->next) {
 		if (m->r != tx->r || m->closed || m->o->process_count < 2 ||
 		    strcmp(m->o->job != NULL ? m->o->job : "", tx->job) != 0)
 			continue;
@@ -1894,6 +1896,14 @@ fail:
 }
 
 void
+save_init(struct index *ix, unsigned nworkers, uint64_t budget)
+{
+	SQ.ix = ix;
+	SQ.nworkers = nworkers ? nworkers : 1;
+	SQ.budget = budget;
+}
+
+void
 save_set_budget(uint64_t budget)
 {
 	SQ.budget = budget;
@@ -1958,11 +1968,11 @@ save_conn_closed(struct conn *c)
 		struct manager *m, **v = NULL;
 		size_t n = 0, i;
 
-		for (m = mgr.managers; m != NULL; m = m->next)
+		for (m = manager_first(); m != NULL; m = m->next)
 			n += m->c == c && !m->closed && m->o->process_count > 1;
 		if (n > 0 && (v = calloc(n, sizeof *v)) != NULL) {
 			n = 0;
-			for (m = mgr.managers; m != NULL; m = m->next)
+			for (m = manager_first(); m != NULL; m = m->next)
 				if (m->c == c && !m->closed &&
 				    m->o->process_count > 1) {
 					mgr_ref(m);

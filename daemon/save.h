@@ -72,6 +72,10 @@ struct save {
 };
 
 
+/* Start-up: the index commits are recorded in, the number of workers
+ * (a save is cut into at least that many files) and the staging memory
+ * budget (0: unlimited). */
+void save_init(struct index *ix, unsigned nworkers, uint64_t budget);
 /* Handle a Save request of manager m. Takes ownership of req and fds. */
 void save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
     int *fds, size_t nfds);

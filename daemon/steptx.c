@@ -22,6 +22,15 @@
 #include "steptx.h"
 
 static struct steptx *TX;       /* unfinished transactions */
+static struct event_base *TX_BASE;      /* for the timers of missing parts */
+static struct index *TX_IX;             /* where commits and failures go */
+
+void
+steptx_init(struct event_base *base, struct index *ix)
+{
+	TX_BASE = base;
+	TX_IX = ix;
+}
 
 struct steptx *
 steptx_find(const struct root *r, const char *job, uint64_t step)
@@ -139,7 +148,7 @@ steptx_new(struct root *r, const char *job, uint64_t step, const char *name,
 		tv.tv_sec = (time_t)timeout_secs;
 		tv.tv_usec = (suseconds_t)((timeout_secs - (double)tv.tv_sec) *
 		    1e6);
-		if ((tx->timer = evtimer_new(mgr.base, steptx_expired, tx)) ==
+		if ((tx->timer = evtimer_new(TX_BASE, steptx_expired, tx)) ==
 		    NULL || evtimer_add(tx->timer, &tv) != 0)
 			goto fail;
 	}
@@ -535,7 +544,7 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	rec.bytes = tx->bytes;
 	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
 	rec.metrics_json = meta.metrics_json;
-	if (index_put_step(mgr.ix, tx->r->key, &rec, &ie) != 0)
+	if (index_put_step(TX_IX, tx->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	store_sync_free(&b);
 	close(tx->tmpfd);
@@ -574,7 +583,7 @@ steptx_abort(struct steptx *tx, const ckd_err *why)
 	rec.init_ns = tx->init_ns;
 	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
 	rec.error = (char *)why->msg;
-	if (index_put_step(mgr.ix, tx->r->key, &rec, &e) != 0)
+	if (index_put_step(TX_IX, tx->r->key, &rec, &e) != 0)
 		log_warn("index: %s", e.msg);
 }
 

@@ -25,6 +25,9 @@
 #ifndef CKPTD_STEPTX_H
 #define CKPTD_STEPTX_H
 
+struct event_base;
+struct index;
+
 #include <stdint.h>
 #include <stddef.h>
 
@@ -120,5 +123,8 @@ void steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
 void steptx_fail_incomplete(void (*fail_cb)(struct steptx *tx));
 /* Free everything at shutdown. */
 void steptx_shutdown(void);
+
+/* Start-up: the event base of the timeouts and the index of records. */
+void steptx_init(struct event_base *base, struct index *ix);
 
 #endif

@@ -92,7 +92,7 @@ cl_fail(ckpt_client *c, struct ckpt_manager *m, int code, const char *fmt,
 	return code;
 }
 
-uint64_t
+static uint64_t
 cl_next_id(ckpt_client *c)
 {
 	uint64_t id;

@@ -85,16 +85,6 @@ errbox_setv(struct errbox *b, const char *fmt, va_list ap)
 	pthread_mutex_unlock(&b->lock);
 }
 
-void
-errbox_set(struct errbox *b, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	errbox_setv(b, fmt, ap);
-	va_end(ap);
-}
-
 const char *
 errbox_get(const struct errbox *cb)
 {

@@ -72,8 +72,6 @@ void errbox_init(struct errbox *b);
 void errbox_destroy(struct errbox *b);
 void errbox_setv(struct errbox *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
-void errbox_set(struct errbox *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 /* The calling thread's message ("" when none). */
 const char *errbox_get(const struct errbox *b);
 
@@ -227,8 +225,6 @@ void staging_release(ckpt_client *c, struct stagebuf *b);
 void staging_destroy_all(ckpt_client *c);
 /* Copy segments into base (several threads for large totals). */
 void staging_copy(void *base, const struct copyseg *segs, size_t nseg);
-/* memcpy of n bytes, parallel when large. */
-void par_memcpy(void *dst, const void *src, size_t n);
 
 /* ---- client (client.c) --------------------------------------------------------------- */
 
@@ -337,7 +333,6 @@ struct ckpt_manager {
 /* Set the calling thread's message on c (and m when not NULL); returns code. */
 int cl_fail(ckpt_client *c, struct ckpt_manager *m, int code,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-uint64_t cl_next_id(ckpt_client *c);
 /*
  * Send req (req->id assigned when 0) with fds and wait for its Response.
  * On 0, *resp is the Response (code may be nonzero: the caller decides;

@@ -51,6 +51,7 @@ struct ckpt_save_args {
 	int preempted;
 };
 
+static int should_save_fn_at(struct ckpt_manager *, uint64_t, int *);
 static int should_save_at(struct ckpt_manager *, uint64_t, int64_t, int,
     int *);
 
@@ -769,22 +770,17 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		    "`Composite` when dealing with a single, unnamed (default) "
 		    "checkpointable object.");
 	composite |= a->composite;
-	for (i = 0; i < a->n; i++)
-		if (a->items[i].tree != NULL && a->items[i].tree->n == 0)
-			return cl_fail(c, m, CKPT_EINVAL, "Found empty item.");
+	/* An empty tree item is refused by the daemon ("Found empty item."). */
 
 	/* Orbax decides first (should_save sees the save in flight, e.g.
 	 * ContinuousCheckpointingPolicy), then waits for the previous save. */
 	force = a->force;
 	if (!force && m->should_save_fn != NULL) {
-		int64_t latest;
+		int want;
 
-		if (m->read_only)
-			return 0;
-		if ((r = ckpt_latest_step(m, &latest)) != 0)
+		if ((r = should_save_fn_at(m, step, &want)) != 0)
 			return r;
-		if ((int64_t)step <= latest ||
-		    !m->should_save_fn(step, latest, m->should_save_arg))
+		if (!want)
 			return 0;
 		force = 1;      /* decided here: the daemon's policy is bypassed */
 	}
@@ -993,7 +989,33 @@ ckpt_should_save(ckpt_manager *m, uint64_t step, int *out)
 	MGR_CHECK(m);
 	if (out == NULL)
 		return cl_fail(m->c, m, CKPT_EINVAL, "out is NULL");
+	if (m->should_save_fn != NULL)
+		return should_save_fn_at(m, step, out);
 	return should_save_at(m, step, 0, 0, out);
+}
+
+/* Orbax's decision for a manager with a should_save_fn, which runs here
+ * (the daemon cannot call it), the same for ckpt_should_save and
+ * ckpt_save: never on a read-only manager or at or below the latest
+ * step; else Any(should_save_fn, preemption). */
+static int
+should_save_fn_at(struct ckpt_manager *m, uint64_t step, int *out)
+{
+	int64_t latest;
+	int r;
+
+	*out = 0;
+	if (m->read_only)
+		return 0;
+	if ((r = ckpt_latest_step(m, &latest)) != 0)
+		return r;
+	if (step > INT64_MAX || (int64_t)step <= latest)
+		return 0;
+	if (m->should_save_fn(step, latest, m->should_save_arg)) {
+		*out = 1;
+		return 0;
+	}
+	return ckpt_reached_preemption(m, step, out);
 }
 
 /* ShouldSave with the save's test clock (ts, 0: now) and preemption. */

@@ -114,6 +114,7 @@ struct ckpt_restore_args {
 	int zero_copy;
 	int verify;
 	int verify_set;         /* set_verify was called */
+	int metadata_only;      /* like ckpt_item_metadata */
 };
 
 struct ritem {
@@ -225,6 +226,15 @@ ckpt_restore_args_set_verify(ckpt_restore_args *r, int on)
 		return CKPT_EINVAL;
 	r->verify = on != 0;
 	r->verify_set = 1;
+	return 0;
+}
+
+CKPT_API int
+ckpt_restore_args_set_metadata_only(ckpt_restore_args *r, int on)
+{
+	if (r == NULL)
+		return CKPT_EINVAL;
+	r->metadata_only = on != 0;
 	return 0;
 }
 
@@ -1363,6 +1373,8 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 	rs.manager = m->id;
 	rs.has_step = step >= 0;
 	rs.step = step;
+	if (ra != NULL && ra->metadata_only)
+		metadata_only = 1;
 	rs.has_metadata_only = 1;
 	rs.metadata_only = metadata_only != 0;
 	if (ra != NULL) {

@@ -255,11 +255,3 @@ staging_copy(void *base, const struct copyseg *segs, size_t nseg)
 			copy_range(&jobs[i]);
 	}
 }
-
-void
-par_memcpy(void *dst, const void *src, size_t n)
-{
-	struct copyseg s = { 0, src, n };
-
-	staging_copy(dst, &s, 1);
-}

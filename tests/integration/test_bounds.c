@@ -33,155 +33,42 @@
 #include "ckpt.pb-c.h"
 #include "ckpt_limits.h"
 #include "harness.h"
+#include "raw.h"
 
 /* --max-leaves at the wire's limit of leaves per save. */
 #define BOUNDS_MAX_LEAVES "1048576"
 _Static_assert(CKPT_MAX_LEAVES_PER_SAVE == 1048576, "BOUNDS_MAX_LEAVES");
 
-#define MAX_FRAME (16u * 1024 * 1024)
-
 static struct hx_daemon d;
 static char root[HX_PATH];
 static char *disk_before;
 
-/* ---- raw wire ---------------------------------------------------------- */
+/* ---- raw wire (raw.h) ---------------------------------------------------- */
 
-static int wire_connect(void)
+/* The code of the reply to id (INT32_MIN: none came), its message into
+ * msg. */
+static int wire_reply(int fd, uint64_t id, char *msg, size_t msglen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0 || strlen(d.sock) >= sizeof sa.sun_path)
-		bail_out("socket: %s", strerror(errno));
-	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-		bail_out("connect %s: %s", d.sock, strerror(errno));
-	return fd;
-}
-
-/* Send len bytes of buf (a whole frame), fd attached to the first byte. */
-static void wire_send(int fd, const uint8_t *buf, size_t len, int attach)
-{
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
-	} cm;
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t r;
-
-	if (attach >= 0) {
-		memset(&cm, 0, sizeof cm);
-		msg.msg_control = cm.b;
-		msg.msg_controllen = sizeof cm.b;
-		cm.h.cmsg_level = SOL_SOCKET;
-		cm.h.cmsg_type = SCM_RIGHTS;
-		cm.h.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&cm.h), &attach, sizeof(int));
-	}
-	while (iov.iov_len > 0) {
-		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			diag("sendmsg: %s", strerror(errno));
-			return;
-		}
-		iov.iov_base = (char *)iov.iov_base + r;
-		iov.iov_len -= (size_t)r;
-		msg.msg_control = NULL;
-		msg.msg_controllen = 0;
-	}
-}
-
-/* Pack req into a frame (malloc'ed, *len with the header). */
-static uint8_t *wire_pack(const Ckpt__Request *req, size_t *len)
-{
-	size_t n = ckpt__request__get_packed_size(req);
-	uint8_t *buf = malloc(4 + n);
-
-	if (buf == NULL)
-		bail_out("out of memory");
-	buf[0] = (uint8_t)(n >> 24);
-	buf[1] = (uint8_t)(n >> 16);
-	buf[2] = (uint8_t)(n >> 8);
-	buf[3] = (uint8_t)n;
-	ckpt__request__pack(req, buf + 4);
-	*len = 4 + n;
-	return buf;
-}
-
-static int wire_read(int fd, void *buf, size_t n, int timeout_ms)
-{
-	int64_t end = hx_now_ms() + timeout_ms;
-	size_t got = 0;
-
-	while (got < n) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		int64_t left = end - hx_now_ms();
-		ssize_t r;
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return -1;
-		r = recv(fd, (char *)buf + got, n - got, 0);
-		if (r == 0)
-			return 0;
-		if (r < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (r < 0)
-			return -1;
-		got += (size_t)r;
-	}
-	return 1;
-}
-
-/* Next reply with this id (events skipped); NULL on EOF or timeout. */
-static Ckpt__Response *wire_recv(int fd, uint64_t id, int timeout_ms)
-{
-	for (;;) {
-		uint8_t hdr[4], *body;
-		Ckpt__Response *resp;
-		uint32_t len;
-
-		if (wire_read(fd, hdr, 4, timeout_ms) != 1)
-			return NULL;
-		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		    (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len == 0 || len > MAX_FRAME || (body = malloc(len)) == NULL)
-			return NULL;
-		if (wire_read(fd, body, len, timeout_ms) != 1) {
-			free(body);
-			return NULL;
-		}
-		resp = ckpt__response__unpack(NULL, len, body);
-		free(body);
-		if (resp == NULL || resp->id == id)
-			return resp;
-		ckpt__response__free_unpacked(resp, NULL);
-	}
-}
-
-/* Send req; return the reply's code (INT32_MIN: no reply), message into
- * msg. With a manager open, a save that was accepted is waited for, and
- * its failure, if any, returned. */
-static int wire_call(int fd, const Ckpt__Request *req, int attach,
-    char *msg, size_t msglen)
-{
-	uint8_t *buf;
-	size_t len;
 	Ckpt__Response *resp;
 	int code;
 
-	buf = wire_pack(req, &len);
-	wire_send(fd, buf, len, attach);
-	free(buf);
 	msg[0] = '\0';
-	if ((resp = wire_recv(fd, req->id, 60000)) == NULL)
+	if ((resp = raw_recv(fd, id, 60000)) == NULL)
 		return INT32_MIN;
 	code = resp->code;
 	snprintf(msg, msglen, "%s", resp->message ? resp->message : "");
 	ckpt__response__free_unpacked(resp, NULL);
 	return code;
+}
+
+/* Send req (with the fd attach unless it is -1); return the reply's code
+ * (INT32_MIN: no reply), its message into msg. */
+static int wire_call(int fd, const Ckpt__Request *req, int attach,
+    char *msg, size_t msglen)
+{
+	if (raw_send_req(fd, req, &attach, attach >= 0) != 0)
+		diag("sendmsg: %s", strerror(errno));
+	return wire_reply(fd, req->id, msg, msglen);
 }
 
 /* Same, with the byte `from` in the packed frame replaced by `to` (once,
@@ -192,69 +79,15 @@ static int wire_call_patched(int fd, const Ckpt__Request *req, char from,
 {
 	uint8_t *buf, *p;
 	size_t len;
-	Ckpt__Response *resp;
-	int code;
 
-	buf = wire_pack(req, &len);
+	buf = raw_pack(req, &len);
 	if ((p = memchr(buf + 4, from, len - 4)) == NULL)
 		bail_out("marker '%c' not in the frame", from);
 	*p = to;
-	wire_send(fd, buf, len, -1);
+	if (raw_send(fd, buf, len, NULL, 0) != 0)
+		diag("sendmsg: %s", strerror(errno));
 	free(buf);
-	msg[0] = '\0';
-	if ((resp = wire_recv(fd, req->id, 60000)) == NULL)
-		return INT32_MIN;
-	code = resp->code;
-	snprintf(msg, msglen, "%s", resp->message ? resp->message : "");
-	ckpt__response__free_unpacked(resp, NULL);
-	return code;
-}
-
-static int wire_greeted(void)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Hello h = CKPT__HELLO__INIT;
-	char msg[512];
-	int fd = wire_connect();
-
-	h.has_version = 1;
-	h.version = CKPT__VERSION__PROTOCOL_VERSION;
-	h.client = "test_bounds";
-	req.has_id = 1;
-	req.id = 1;
-	req.op_case = CKPT__REQUEST__OP_HELLO;
-	req.hello = &h;
-	if (wire_call(fd, &req, -1, msg, sizeof msg) != 0)
-		bail_out("hello refused: %s", msg);
-	return fd;
-}
-
-static uint64_t wire_open(int fd, const char *path)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
-	uint8_t *buf;
-	size_t len;
-	Ckpt__Response *resp;
-	uint64_t id = 0;
-
-	om.root = (char *)path;
-	req.has_id = 1;
-	req.id = 2;
-	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
-	req.open_manager = &om;
-	buf = wire_pack(&req, &len);
-	wire_send(fd, buf, len, -1);
-	free(buf);
-	resp = wire_recv(fd, 2, 30000);
-	if (resp != NULL && resp->code == 0 &&
-	    resp->body_case == CKPT__RESPONSE__BODY_OPEN_MANAGER)
-		id = resp->open_manager->manager;
-	if (resp != NULL)
-		ckpt__response__free_unpacked(resp, NULL);
-	if (id == 0)
-		bail_out("raw open_manager(%s) failed", path);
-	return id;
+	return wire_reply(fd, req->id, msg, msglen);
 }
 
 /* A staging memfd of size bytes (sparse), sealed against shrinking. */
@@ -792,7 +625,7 @@ int main(void)
 	float w[4] = { 1, 2, 3, 4 };
 	int64_t shape[1] = { 4 };
 	uint64_t mgr;
-	int fd;
+	int fd, code;
 
 	hx_init(&d);
 	d.extra[0] = "--max-leaves";
@@ -815,8 +648,10 @@ int main(void)
 	ckpt_disconnect(c);
 	disk_before = hx_snapshot(root);
 
-	fd = wire_greeted();
-	mgr = wire_open(fd, root);
+	if ((fd = raw_greeted(d.sock)) < 0)
+		bail_out("no raw connection to %s", d.sock);
+	if ((mgr = raw_open(fd, root, NULL, &code)) == 0)
+		bail_out("raw open_manager(%s) failed", root);
 	overflow_frame(fd, mgr);
 	bad_layouts(fd, mgr);
 	bad_names(fd, mgr);

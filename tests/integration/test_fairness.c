@@ -36,11 +36,12 @@
 #include <unistd.h>
 
 #include "ckpt.pb-c.h"
+#include "ckpt_limits.h"
 #include "harness.h"
+#include "raw.h"
 
 #define USER_A "ckptfaira"
 #define USER_B "ckptfairb"
-#define MAX_FRAME (16u * 1024 * 1024)
 #define IDLE_SECS 3
 #define IDLE_STR "3"
 #define B_CONNS 4200
@@ -55,201 +56,6 @@ static struct hx_daemon d;
 static uid_t ua, ub;
 static gid_t ga, gb;
 static char root_a[HX_PATH], root_b[HX_PATH];
-
-/* ---- raw wire ------------------------------------------------------------------ */
-
-static int raw_connect(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static int raw_send(int fd, const void *buf, size_t len, int passfd)
-{
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cm;
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t r;
-
-	if (passfd >= 0) {
-		memset(&cm, 0, sizeof cm);
-		msg.msg_control = cm.buf;
-		msg.msg_controllen = sizeof cm.buf;
-		cm.h.cmsg_level = SOL_SOCKET;
-		cm.h.cmsg_type = SCM_RIGHTS;
-		cm.h.cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(&cm.h), &passfd, sizeof(int));
-	}
-	while (len > 0) {
-		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		iov.iov_base = (char *)iov.iov_base + r;
-		iov.iov_len -= (size_t)r;
-		len -= (size_t)r;
-		msg.msg_control = NULL;
-		msg.msg_controllen = 0;
-	}
-	return 0;
-}
-
-static int raw_send_req(int fd, const Ckpt__Request *req, int passfd)
-{
-	size_t n = ckpt__request__get_packed_size(req);
-	unsigned char *buf = malloc(4 + n);
-	int r;
-
-	buf[0] = (unsigned char)(n >> 24);
-	buf[1] = (unsigned char)(n >> 16);
-	buf[2] = (unsigned char)(n >> 8);
-	buf[3] = (unsigned char)n;
-	ckpt__request__pack(req, buf + 4);
-	r = raw_send(fd, buf, 4 + n, passfd);
-	free(buf);
-	return r;
-}
-
-/* Exactly n bytes within timeout_ms: 1, 0 on EOF, -1 on error/timeout. */
-static int raw_read(int fd, void *buf, size_t n, int timeout_ms)
-{
-	int64_t end = hx_now_ms() + timeout_ms;
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		int64_t left = end - hx_now_ms();
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return -1;
-		r = recv(fd, (char *)buf + got, n - got, 0);
-		if (r == 0)
-			return 0;
-		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return errno == ECONNRESET ? 0 : -1;
-		}
-		got += (size_t)r;
-	}
-	return 1;
-}
-
-/* Next response with a nonzero id (events skipped); NULL on EOF/timeout. */
-static Ckpt__Response *raw_recv(int fd, int timeout_ms)
-{
-	unsigned char hdr[4], *body;
-	Ckpt__Response *resp;
-	uint32_t len;
-
-	for (;;) {
-		if (raw_read(fd, hdr, 4, timeout_ms) != 1)
-			return NULL;
-		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		    (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len == 0 || len > MAX_FRAME)
-			return NULL;
-		body = malloc(len);
-		if (raw_read(fd, body, len, timeout_ms) != 1) {
-			free(body);
-			return NULL;
-		}
-		resp = ckpt__response__unpack(NULL, len, body);
-		free(body);
-		if (resp == NULL || resp->id != 0)
-			return resp;
-		ckpt__response__free_unpacked(resp, NULL);
-	}
-}
-
-/* Send req and return the code of its reply (INT32_MIN: no reply). */
-static int raw_call(int fd, const Ckpt__Request *req, int passfd,
-    int timeout_ms, Ckpt__Response **out)
-{
-	Ckpt__Response *resp;
-	int code;
-
-	if (raw_send_req(fd, req, passfd) != 0 ||
-	    (resp = raw_recv(fd, timeout_ms)) == NULL)
-		return INT32_MIN;
-	code = resp->code;
-	if (out != NULL)
-		*out = resp;
-	else
-		ckpt__response__free_unpacked(resp, NULL);
-	return code;
-}
-
-static int raw_hello(int fd)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Hello h = CKPT__HELLO__INIT;
-
-	h.has_version = 1;
-	h.version = CKPT__VERSION__PROTOCOL_VERSION;
-	req.has_id = 1;
-	req.id = 1;
-	req.op_case = CKPT__REQUEST__OP_HELLO;
-	req.hello = &h;
-	return raw_call(fd, &req, -1, 10000, NULL);
-}
-
-static int raw_ping(int fd, uint64_t id)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Ping p = CKPT__PING__INIT;
-
-	req.has_id = 1;
-	req.id = id;
-	req.op_case = CKPT__REQUEST__OP_PING;
-	req.ping = &p;
-	return raw_call(fd, &req, -1, 10000, NULL);
-}
-
-static uint64_t raw_open(int fd, const char *path)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
-	Ckpt__Response *resp = NULL;
-	uint64_t id = 0;
-
-	om.root = (char *)path;
-	req.has_id = 1;
-	req.id = 2;
-	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
-	req.open_manager = &om;
-	if (raw_call(fd, &req, -1, 10000, &resp) == 0 &&
-	    resp->body_case == CKPT__RESPONSE__BODY_OPEN_MANAGER)
-		id = resp->open_manager->manager;
-	if (resp != NULL)
-		ckpt__response__free_unpacked(resp, NULL);
-	return id;
-}
-
-/* A connected, greeted raw connection; -1 on failure. */
-static int raw_greeted(void)
-{
-	int fd = raw_connect();
-
-	if (fd >= 0 && raw_hello(fd) != 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
 
 /* A save frame of n empty leaves in one item, packed by hand (the
  * generated code would need n structs): Request{id, save{manager, step,
@@ -481,7 +287,7 @@ static int b_open_many(void *arg, char *msg, size_t msglen)
 
 	b_raise_nofile();
 	for (i = 0; i < bc->want; i++)
-		if ((bc->fds[bc->n] = raw_connect()) >= 0)
+		if ((bc->fds[bc->n] = raw_connect(d.sock)) >= 0)
 			bc->n++;
 	/* Refused ones are closed (at most 5 s later when silent). */
 	hx_sleep_ms(6000);
@@ -605,22 +411,22 @@ static void test_connections(void)
 
 static int b_huge_tree(void *arg, char *msg, size_t msglen)
 {
-	size_t len, n = (MAX_FRAME - 64) / 2;
+	size_t len, n = (CKPT_MAX_FRAME - 64) / 2;
 	unsigned char *f;
 	Ckpt__Response *resp;
 	int64_t t0, ms;
-	int fd = raw_greeted(), code = INT32_MIN;
+	int fd = raw_greeted(d.sock), code = INT32_MIN;
 	uint64_t mgr;
 
 	(void)arg;
-	if (fd < 0 || (mgr = raw_open(fd, root_b)) == 0) {
+	if (fd < 0 || (mgr = raw_open(fd, root_b, NULL, NULL)) == 0) {
 		snprintf(msg, msglen, "cannot open %s", root_b);
 		return INT32_MIN;
 	}
 	f = huge_tree_frame(77, mgr, n, &len);
 	t0 = hx_now_ms();
-	if (raw_send(fd, f, len, -1) == 0 &&
-	    (resp = raw_recv(fd, 60000)) != NULL) {
+	if (raw_send(fd, f, len, NULL, 0) == 0 &&
+	    (resp = raw_recv(fd, 0, 60000)) != NULL) {
 		code = resp->id == 77 ? resp->code : INT32_MIN + 1;
 		snprintf(msg, msglen, "%zu leaves in %zu bytes: %s after %lld ms"
 		    " (%s); ", n, len, ckpt_strerror(code),
@@ -632,7 +438,7 @@ static int b_huge_tree(void *arg, char *msg, size_t msglen)
 	free(f);
 	if (code == CKPT_ETOOBIG && ms > 2000)
 		code = CKPT_ETIMEDOUT;          /* refused, but too slowly */
-	if (code == CKPT_ETOOBIG && raw_ping(fd, 78) != 0)
+	if (code == CKPT_ETOOBIG && raw_ping(fd, 78, NULL, 0) != 0)
 		code = CKPT_ECONN;              /* the connection must survive */
 	close(fd);
 	return code;
@@ -643,14 +449,14 @@ static int b_huge_tree(void *arg, char *msg, size_t msglen)
  * refusal, the connection must close at once). */
 static int b_huge_before_hello(void *arg, char *msg, size_t msglen)
 {
-	size_t len, n = (MAX_FRAME - 64) / 2;
+	size_t len, n = (CKPT_MAX_FRAME - 64) / 2;
 	unsigned char *f = huge_tree_frame(arg != NULL ? 0 : 5, 1, n, &len);
 	Ckpt__Response *resp;
 	int64_t t0 = hx_now_ms();
-	int fd = arg != NULL ? raw_greeted() : raw_connect(), code = INT32_MIN;
+	int fd = arg != NULL ? raw_greeted(d.sock) : raw_connect(d.sock), code = INT32_MIN;
 
 	if (arg != NULL) {
-		if (fd >= 0 && raw_send(fd, f, len, -1) == 0 &&
+		if (fd >= 0 && raw_send(fd, f, len, NULL, 0) == 0 &&
 		    closed_by_peer(fd, 60000))
 			code = hx_now_ms() - t0 <= 2000 ? 0 : CKPT_ETIMEDOUT;
 		snprintf(msg, msglen, "closed after %lld ms",
@@ -660,8 +466,8 @@ static int b_huge_before_hello(void *arg, char *msg, size_t msglen)
 			close(fd);
 		return code;
 	}
-	if (fd >= 0 && raw_send(fd, f, len, -1) == 0 &&
-	    (resp = raw_recv(fd, 60000)) != NULL) {
+	if (fd >= 0 && raw_send(fd, f, len, NULL, 0) == 0 &&
+	    (resp = raw_recv(fd, 0, 60000)) != NULL) {
 		code = resp->code;
 		ckpt__response__free_unpacked(resp, NULL);
 	}
@@ -681,11 +487,11 @@ static int b_inflight(void *arg, char *msg, size_t msglen)
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__WaitForStep w = CKPT__WAIT_FOR_STEP__INIT;
 	Ckpt__Response *resp;
-	int fd = raw_greeted(), i, code = INT32_MIN;
+	int fd = raw_greeted(d.sock), i, code = INT32_MIN;
 	uint64_t mgr;
 
 	(void)arg;
-	if (fd < 0 || (mgr = raw_open(fd, root_b)) == 0)
+	if (fd < 0 || (mgr = raw_open(fd, root_b, NULL, NULL)) == 0)
 		return INT32_MIN;
 	/* Waits that never end: each stays in flight. */
 	w.has_manager = 1;
@@ -697,7 +503,7 @@ static int b_inflight(void *arg, char *msg, size_t msglen)
 	req.wait_for_step = &w;
 	for (i = 0; i < MAX_INFLIGHT + 1; i++) {
 		req.id = 1000 + (uint64_t)i;
-		if (raw_send_req(fd, &req, -1) != 0)
+		if (raw_send_req(fd, &req, NULL, 0) != 0)
 			break;
 	}
 	/* Only the one past the limit is answered; and a refusal frees no
@@ -705,9 +511,9 @@ static int b_inflight(void *arg, char *msg, size_t msglen)
 	for (i = 0; i < 2; i++) {
 		if (i == 1) {
 			req.id = 1000 + MAX_INFLIGHT + 1;
-			raw_send_req(fd, &req, -1);
+			raw_send_req(fd, &req, NULL, 0);
 		}
-		if ((resp = raw_recv(fd, 10000)) == NULL) {
+		if ((resp = raw_recv(fd, 0, 10000)) == NULL) {
 			snprintf(msg, msglen, "request %d: no reply",
 			    1000 + MAX_INFLIGHT + i);
 			code = INT32_MIN + 2;
@@ -769,9 +575,9 @@ static int b_sparse_save(void *arg, char *msg, size_t msglen)
 	Ckpt__Response *resp = NULL;
 	uint64_t ref = bs->ref ? bs->ref : SPARSE_REF;
 	uint64_t shape[1] = { ref }, mgr;
-	int fd = raw_greeted(), mfd, code = 0, i;
+	int fd = raw_greeted(d.sock), mfd, code = 0, i;
 
-	if (fd < 0 || (mgr = raw_open(fd, root_b)) == 0)
+	if (fd < 0 || (mgr = raw_open(fd, root_b, NULL, NULL)) == 0)
 		return INT32_MIN;
 	mfd = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (mfd < 0 || ftruncate(mfd, (off_t)SPARSE_SIZE) != 0 ||
@@ -818,12 +624,12 @@ static int b_sparse_save(void *arg, char *msg, size_t msglen)
 	for (i = 0; bs->loops == 0 || i < bs->loops; i++) {
 		sv.step = bs->step + (uint64_t)i;
 		req.id = 100 + 2 * (uint64_t)i;
-		if ((code = raw_call(fd, &req, mfd, 60000, &resp)) != 0)
+		if ((code = raw_call(fd, &req, &mfd, 1, 60000, &resp)) != 0)
 			break;
 		ckpt__response__free_unpacked(resp, NULL);
 		resp = NULL;
 		wreq.id = req.id + 1;
-		if ((code = raw_call(fd, &wreq, -1, 120000, &resp)) == 0 &&
+		if ((code = raw_call(fd, &wreq, NULL, 0, 120000, &resp)) == 0 &&
 		    resp->body_case == CKPT__RESPONSE__BODY_WAIT_SAVES)
 			code = resp->wait_saves->code;
 		if (code != 0)
@@ -899,14 +705,14 @@ static Ckpt__Request *scalar_save(uint64_t id, uint64_t mgr, uint64_t step)
 static int b_queued(void *arg, char *msg, size_t msglen)
 {
 	Ckpt__Response *resp;
-	int fd = raw_greeted(), sfd = raw_greeted(), code = INT32_MIN;
+	int fd = raw_greeted(d.sock), sfd = raw_greeted(d.sock), code = INT32_MIN;
 	int got1 = 0, code2 = INT32_MIN;
 	struct b_sparse bs = { 300, 1, SPARSE_SIZE / 2 };
 	uint64_t mgr;
 	pid_t pid;
 
 	(void)arg;
-	if (fd < 0 || sfd < 0 || (mgr = raw_open(fd, root_b)) == 0)
+	if (fd < 0 || sfd < 0 || (mgr = raw_open(fd, root_b, NULL, NULL)) == 0)
 		return INT32_MIN;
 	close(sfd);
 	/* The sparse save runs in a child (it blocks until durable). */
@@ -917,10 +723,10 @@ static int b_queued(void *arg, char *msg, size_t msglen)
 		_exit(b_sparse_save(&bs, m, sizeof m) == 0 ? 0 : 1);
 	}
 	hx_sleep_ms(50);                /* accepted, writing 1 GiB */
-	raw_send_req(fd, scalar_save(501, mgr, 501), -1);
-	raw_send_req(fd, scalar_save(502, mgr, 502), -1);
+	raw_send_req(fd, scalar_save(501, mgr, 501), NULL, 0);
+	raw_send_req(fd, scalar_save(502, mgr, 502), NULL, 0);
 	/* 502 is answered at once; 501 when it has started. */
-	while ((resp = raw_recv(fd, 60000)) != NULL) {
+	while ((resp = raw_recv(fd, 0, 60000)) != NULL) {
 		if (resp->id == 502) {
 			code2 = resp->code;
 			snprintf(msg, msglen, "%s (%s)", ckpt_strerror(code2),
@@ -1031,10 +837,10 @@ static int b_mixed(void *arg, char *msg, size_t msglen)
 	ckpt_manager *m = NULL;
 	ckpt_restored *res = NULL;
 	const ckpt_tree *t;
-	int fd = raw_greeted(), mfd, code;
+	int fd = raw_greeted(d.sock), mfd, code;
 	size_t i;
 
-	if (fd < 0 || (mgr = raw_open(fd, root_b)) == 0)
+	if (fd < 0 || (mgr = raw_open(fd, root_b, NULL, NULL)) == 0)
 		return INT32_MIN;
 	mix_expected(want);
 	mfd = memfd_create("mixed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -1092,8 +898,8 @@ static int b_mixed(void *arg, char *msg, size_t msglen)
 	wreq.id = 11;
 	wreq.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
 	wreq.wait_saves = &ws;
-	code = raw_call(fd, &req, mfd, 60000, NULL);
-	if (code == 0 && (code = raw_call(fd, &wreq, -1, 60000, &resp)) == 0 &&
+	code = raw_call(fd, &req, &mfd, 1, 60000, NULL);
+	if (code == 0 && (code = raw_call(fd, &wreq, NULL, 0, 60000, &resp)) == 0 &&
 	    resp->body_case == CKPT__RESPONSE__BODY_WAIT_SAVES)
 		code = resp->wait_saves->code;
 	if (resp != NULL)
@@ -1157,7 +963,7 @@ static void test_mixed(void)
 static int b_loop_huge(void *arg, char *msg, size_t msglen)
 {
 	size_t len;
-	unsigned char *f = huge_tree_frame(77, 1, (MAX_FRAME - 64) / 2, &len);
+	unsigned char *f = huge_tree_frame(77, 1, (CKPT_MAX_FRAME - 64) / 2, &len);
 	Ckpt__Response *resp;
 	int fd = -1;
 
@@ -1165,12 +971,12 @@ static int b_loop_huge(void *arg, char *msg, size_t msglen)
 	(void)msg;
 	(void)msglen;
 	for (;;) {
-		if (fd < 0 && (fd = raw_greeted()) < 0) {
+		if (fd < 0 && (fd = raw_greeted(d.sock)) < 0) {
 			hx_sleep_ms(100);
 			continue;
 		}
-		if (raw_send(fd, f, len, -1) != 0 ||
-		    (resp = raw_recv(fd, 60000)) == NULL) {
+		if (raw_send(fd, f, len, NULL, 0) != 0 ||
+		    (resp = raw_recv(fd, 0, 60000)) == NULL) {
 			close(fd);
 			fd = -1;
 			continue;
@@ -1195,12 +1001,12 @@ static int b_loop_slow(void *arg, char *msg, size_t msglen)
 		fds[i] = -1;
 	for (;;) {
 		for (i = 0; i < 32; i++) {
-			if (fds[i] < 0 && (fds[i] = raw_greeted()) >= 0 &&
-			    raw_send(fds[i], hdr, 4, -1) != 0) {
+			if (fds[i] < 0 && (fds[i] = raw_greeted(d.sock)) >= 0 &&
+			    raw_send(fds[i], hdr, 4, NULL, 0) != 0) {
 				close(fds[i]);
 				fds[i] = -1;
 			}
-			if (fds[i] >= 0 && raw_send(fds[i], "x", 1, -1) != 0) {
+			if (fds[i] >= 0 && raw_send(fds[i], "x", 1, NULL, 0) != 0) {
 				close(fds[i]);
 				fds[i] = -1;
 			}
@@ -1229,7 +1035,7 @@ static int b_loop_conns(void *arg, char *msg, size_t msglen)
 				fds[i] = -1;
 			}
 			if (fds[i] < 0)
-				fds[i] = raw_connect();
+				fds[i] = raw_connect(d.sock);
 		}
 		hx_sleep_ms(200);
 	}

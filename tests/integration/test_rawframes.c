@@ -20,250 +20,12 @@
 #include <unistd.h>
 
 #include "ckpt.pb-c.h"
+#include "ckpt_limits.h"
 #include "harness.h"
-
-#define MAX_FRAME (16u * 1024 * 1024)
+#include "raw.h"
 
 static struct hx_daemon d;
 static char root[HX_PATH];
-
-/* ---- raw wire tools ---------------------------------------------------------- */
-
-static int raw_connect(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (strlen(d.sock) >= sizeof sa.sun_path)
-		bail_out("socket path too long: %s", d.sock);
-	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-		diag("raw connect: %s", strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Send bytes, with fds attached to the first byte. */
-static int raw_send(int fd, const void *buf, size_t len, const int *fds,
-    int nfds)
-{
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int) * 253)];
-	} cm;
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t r;
-
-	if (nfds > 0) {
-		memset(&cm, 0, sizeof cm);
-		msg.msg_control = cm.buf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		cm.h.cmsg_level = SOL_SOCKET;
-		cm.h.cmsg_type = SCM_RIGHTS;
-		cm.h.cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(&cm.h), fds, sizeof(int) * (size_t)nfds);
-	}
-	while (len > 0) {
-		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		iov.iov_base = (char *)iov.iov_base + r;
-		iov.iov_len -= (size_t)r;
-		len -= (size_t)r;
-		msg.msg_control = NULL;
-		msg.msg_controllen = 0;
-	}
-	return 0;
-}
-
-static int raw_send_len(int fd, uint32_t len, const void *body, size_t blen)
-{
-	unsigned char *buf = malloc(4 + blen);
-	int r;
-
-	buf[0] = (unsigned char)(len >> 24);
-	buf[1] = (unsigned char)(len >> 16);
-	buf[2] = (unsigned char)(len >> 8);
-	buf[3] = (unsigned char)len;
-	if (blen)
-		memcpy(buf + 4, body, blen);
-	r = raw_send(fd, buf, 4 + blen, NULL, 0);
-	free(buf);
-	return r;
-}
-
-static int raw_send_req(int fd, const Ckpt__Request *req, const int *fds,
-    int nfds)
-{
-	size_t n = ckpt__request__get_packed_size(req);
-	unsigned char *buf = malloc(4 + n);
-	int r;
-
-	buf[0] = (unsigned char)(n >> 24);
-	buf[1] = (unsigned char)(n >> 16);
-	buf[2] = (unsigned char)(n >> 8);
-	buf[3] = (unsigned char)n;
-	ckpt__request__pack(req, buf + 4);
-	r = raw_send(fd, buf, 4 + n, fds, nfds);
-	free(buf);
-	return r;
-}
-
-/* Read exactly n bytes within timeout_ms. 1 ok, 0 EOF, -1 error/timeout. */
-static int raw_read(int fd, void *buf, size_t n, int timeout_ms)
-{
-	int64_t end = hx_now_ms() + timeout_ms;
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		int64_t left = end - hx_now_ms();
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return -1;
-		r = recv(fd, (char *)buf + got, n - got, MSG_CMSG_CLOEXEC);
-		if (r == 0)
-			return 0;
-		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return errno == ECONNRESET ? 0 : -1;
-		}
-		got += (size_t)r;
-	}
-	return 1;
-}
-
-/* Next response (events with id 0 skipped unless want_event). NULL on EOF
- * or timeout. */
-static Ckpt__Response *raw_recv(int fd, int timeout_ms)
-{
-	unsigned char hdr[4], *body;
-	Ckpt__Response *resp;
-	uint32_t len;
-
-	for (;;) {
-		if (raw_read(fd, hdr, 4, timeout_ms) != 1)
-			return NULL;
-		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		    (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len == 0 || len > MAX_FRAME)
-			return NULL;
-		body = malloc(len);
-		if (raw_read(fd, body, len, timeout_ms) != 1) {
-			free(body);
-			return NULL;
-		}
-		resp = ckpt__response__unpack(NULL, len, body);
-		free(body);
-		if (!resp || resp->id != 0)
-			return resp;
-		ckpt__response__free_unpacked(resp, NULL);
-	}
-}
-
-/* 1 when the daemon closes the connection within timeout_ms (responses
- * before the close are allowed; *code gets the last one's code). */
-static int raw_closed(int fd, int timeout_ms, int *code)
-{
-	int64_t end = hx_now_ms() + timeout_ms;
-	Ckpt__Response *resp;
-	unsigned char hdr[4];
-
-	while (hx_now_ms() < end) {
-		int r = raw_read(fd, hdr, 4, (int)(end - hx_now_ms()));
-		uint32_t len;
-		unsigned char *body;
-
-		if (r == 0)
-			return 1;
-		if (r < 0)
-			return 0;
-		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		    (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len == 0 || len > MAX_FRAME)
-			return 0;
-		body = malloc(len);
-		r = raw_read(fd, body, len, (int)(end - hx_now_ms()));
-		if (r == 1 && code &&
-		    (resp = ckpt__response__unpack(NULL, len, body)) != NULL) {
-			*code = resp->code;
-			ckpt__response__free_unpacked(resp, NULL);
-		}
-		free(body);
-		if (r == 0)
-			return 1;
-	}
-	return 0;
-}
-
-static int raw_hello(int fd, uint32_t version, uint64_t id)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Hello h = CKPT__HELLO__INIT;
-
-	h.has_version = 1;
-	h.version = version;
-	h.client = "raw-frame test";
-	req.has_id = 1;
-	req.id = id;
-	req.op_case = CKPT__REQUEST__OP_HELLO;
-	req.hello = &h;
-	return raw_send_req(fd, &req, NULL, 0);
-}
-
-/* Connect and exchange a good hello. -1 on failure. */
-static int raw_greeted(void)
-{
-	Ckpt__Response *resp;
-	int fd = raw_connect();
-
-	if (fd < 0)
-		return -1;
-	if (raw_hello(fd, CKPT__VERSION__PROTOCOL_VERSION, 1) != 0 ||
-	    !(resp = raw_recv(fd, 5000))) {
-		close(fd);
-		return -1;
-	}
-	if (resp->code != 0) {
-		diag("hello refused: %d %s", resp->code,
-		    resp->message ? resp->message : "");
-		ckpt__response__free_unpacked(resp, NULL);
-		close(fd);
-		return -1;
-	}
-	ckpt__response__free_unpacked(resp, NULL);
-	return fd;
-}
-
-static int raw_ping(int fd, uint64_t id, const int *fds, int nfds)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Ping p = CKPT__PING__INIT;
-	Ckpt__Response *resp;
-	int code;
-
-	req.has_id = 1;
-	req.id = id;
-	req.op_case = CKPT__REQUEST__OP_PING;
-	req.ping = &p;
-	if (raw_send_req(fd, &req, fds, nfds) != 0)
-		return INT32_MIN;
-	resp = raw_recv(fd, 5000);
-	if (!resp)
-		return INT32_MIN;
-	code = resp->id == id ? resp->code : INT32_MIN + 1;
-	ckpt__response__free_unpacked(resp, NULL);
-	return code;
-}
 
 /* ---- after every bad input: the daemon serves others, disk unchanged ---- */
 
@@ -308,7 +70,7 @@ static void bad_frames(void)
 
 	/* Garbage instead of a protobuf, as the first frame. */
 	memset(junk, 0xff, sizeof junk);
-	fd = raw_connect();
+	fd = raw_connect(d.sock);
 	raw_send_len(fd, sizeof junk, junk, sizeof junk);
 	code = 0;
 	ok(raw_closed(fd, 5000, &code), "malformed first frame: connection "
@@ -317,7 +79,7 @@ static void bad_frames(void)
 	probe("malformed first frame");
 
 	/* Garbage after a good hello. */
-	fd = raw_greeted();
+	fd = raw_greeted(d.sock);
 	ok(fd >= 0, "hello accepted");
 	raw_send_len(fd, 10, "\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff", 10);
 	code = 0;
@@ -329,15 +91,15 @@ static void bad_frames(void)
 
 	/* Lengths out of bounds: the daemon must not wait for or allocate
 	 * the body. */
-	fd = raw_greeted();
+	fd = raw_greeted(d.sock);
 	raw_send_len(fd, 0xffffffffu, NULL, 0);
 	ok(raw_closed(fd, 5000, NULL), "length 0xffffffff: closed at once");
 	close(fd);
-	fd = raw_greeted();
-	raw_send_len(fd, MAX_FRAME + 1, NULL, 0);
+	fd = raw_greeted(d.sock);
+	raw_send_len(fd, CKPT_MAX_FRAME + 1, NULL, 0);
 	ok(raw_closed(fd, 5000, NULL), "length 16 MiB + 1: closed at once");
 	close(fd);
-	fd = raw_greeted();
+	fd = raw_greeted(d.sock);
 	raw_send_len(fd, 0, NULL, 0);
 	ok(raw_closed(fd, 5000, NULL), "length 0: closed");
 	close(fd);
@@ -351,9 +113,9 @@ static void bad_handshakes(void)
 	int fd, code;
 
 	/* Wrong protocol version. */
-	fd = raw_connect();
+	fd = raw_connect(d.sock);
 	raw_hello(fd, 99, 1);
-	resp = raw_recv(fd, 5000);
+	resp = raw_recv(fd, 0, 5000);
 	ok(resp != NULL, "hello version 99: answered");
 	if (resp) {
 		is_int(resp->code, CKPT_EVERSION, "... with CKPT_EVERSION");
@@ -366,18 +128,18 @@ static void bad_handshakes(void)
 	probe("wrong protocol version");
 
 	/* No hello first. */
-	fd = raw_connect();
+	fd = raw_connect(d.sock);
 	code = raw_ping(fd, 3, NULL, 0);
 	ok(code != 0, "ping before hello is refused (code %d)", code);
 	close(fd);
 	probe("no hello");
 
 	/* A request with no operation. */
-	fd = raw_greeted();
+	fd = raw_greeted(d.sock);
 	req.has_id = 1;
 	req.id = 7;
 	raw_send_req(fd, &req, NULL, 0);
-	resp = raw_recv(fd, 5000);
+	resp = raw_recv(fd, 0, 5000);
 	ok(resp != NULL && resp->id == 7, "request without op: answered");
 	if (resp) {
 		is_int(resp->code, CKPT_EUNSUPPORTED, "... with CKPT_EUNSUPPORTED");
@@ -400,25 +162,12 @@ static int pipe_hup(int rd, int timeout_ms)
 	return read(rd, &c, 1) == 0;
 }
 
-/* 1 when the daemon closed the connection fd within timeout_ms. */
-static int peer_closed(int fd, int timeout_ms)
-{
-	struct pollfd p = { fd, POLLIN, 0 };
-	char c;
-	ssize_t n;
-
-	if (poll(&p, 1, timeout_ms) <= 0)
-		return 0;
-	n = recv(fd, &c, 1, MSG_DONTWAIT);
-	return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
 static void unexpected_fds(void)
 {
 	int p[2], fd, i, all, code;
 	int rds[100], wrs[100];
 
-	fd = raw_greeted();
+	fd = raw_greeted(d.sock);
 	if (pipe2(p, O_CLOEXEC) != 0)
 		bail_out("pipe");
 	code = raw_ping(fd, 11, &p[1], 1);
@@ -444,7 +193,7 @@ static void unexpected_fds(void)
 		close(wrs[i]);
 	is_int(code, INT32_MIN, "ping carrying 100 fds is not answered "
 	    "(code %d)", code);
-	ok(peer_closed(fd, 5000), "... and the daemon closed the connection");
+	ok(raw_closed(fd, 5000, NULL), "... and the daemon closed the connection");
 	all = 1;
 	for (i = 0; i < 100; i++)
 		if (!pipe_hup(rds[i], i == 0 ? 5000 : 1000))
@@ -455,7 +204,7 @@ static void unexpected_fds(void)
 	close(fd);
 
 	/* An fd on the hello itself. */
-	fd = raw_connect();
+	fd = raw_connect(d.sock);
 	if (pipe2(p, O_CLOEXEC) != 0)
 		bail_out("pipe");
 	{
@@ -471,7 +220,7 @@ static void unexpected_fds(void)
 		req.hello = &h;
 		raw_send_req(fd, &req, &p[1], 1);
 		close(p[1]);
-		resp = raw_recv(fd, 5000);
+		resp = raw_recv(fd, 0, 5000);
 		ok(resp != NULL, "hello carrying an fd: answered (code %d)",
 		    resp ? resp->code : 0);
 		if (resp)
@@ -484,38 +233,6 @@ static void unexpected_fds(void)
 }
 
 /* ---- bad save requests --------------------------------------------------------------- */
-
-static uint64_t raw_open(int fd, const char *path, const char *prefix,
-    int *code)
-{
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
-	Ckpt__ManagerOptions o = CKPT__MANAGER_OPTIONS__INIT;
-	Ckpt__Response *resp;
-	uint64_t id = 0;
-
-	om.root = (char *)path;
-	if (prefix) {
-		o.step_prefix = (char *)prefix;
-		om.options = &o;
-	}
-	req.has_id = 1;
-	req.id = 20;
-	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
-	req.open_manager = &om;
-	raw_send_req(fd, &req, NULL, 0);
-	resp = raw_recv(fd, 5000);
-	*code = resp ? resp->code : INT32_MIN;
-	if (resp && resp->code == 0 && resp->body_case ==
-	    CKPT__RESPONSE__BODY_OPEN_MANAGER)
-		id = resp->open_manager->manager;
-	if (resp && resp->code != 0)
-		diag("open_manager(%s): %s", path,
-		    resp->message ? resp->message : "");
-	if (resp)
-		ckpt__response__free_unpacked(resp, NULL);
-	return id;
-}
 
 struct bad_leaf {
 	const char *what;
@@ -586,7 +303,7 @@ static int raw_bad_save(int fd, uint64_t mgr, const struct bad_leaf *b,
 	raw_send_req(fd, &req, mfd >= 0 ? &mfd : NULL, mfd >= 0);
 	if (mfd >= 0)
 		close(mfd);
-	resp = raw_recv(fd, 10000);
+	resp = raw_recv(fd, 0, 10000);
 	if (!resp)
 		return INT32_MIN;
 	code = resp->code;
@@ -608,7 +325,7 @@ static int raw_bad_save(int fd, uint64_t mgr, const struct bad_leaf *b,
 		w.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
 		w.wait_saves = &ws;
 		raw_send_req(fd, &w, NULL, 0);
-		resp = raw_recv(fd, 10000);
+		resp = raw_recv(fd, 0, 10000);
 		if (!resp)
 			return INT32_MIN;
 		code = resp->code;
@@ -652,7 +369,7 @@ static void bad_saves(void)
 	size_t i;
 	int fd, code;
 
-	fd = raw_greeted();
+	fd = raw_greeted(d.sock);
 	mgr = raw_open(fd, root, NULL, &code);
 	if (!ok(mgr != 0, "raw open_manager on the root (code %d)", code))
 		return;
@@ -695,10 +412,10 @@ static void flood(void)
 	unsigned char *buf = malloc(1 << 20);
 
 	for (i = 0; i < 300; i++)
-		if ((idle[nidle] = raw_connect()) >= 0)
+		if ((idle[nidle] = raw_connect(d.sock)) >= 0)
 			nidle++;
 	for (i = 0; i < 100; i++) {
-		int fd = raw_connect();
+		int fd = raw_connect(d.sock);
 
 		if (fd < 0)
 			continue;

@@ -22,47 +22,21 @@
 
 #include "ckpt.pb-c.h"
 #include "harness.h"
+#include "raw.h"
 
 #define V_MIN CKPT__VERSION__PROTOCOL_VERSION_MIN
 #define V_MAX CKPT__VERSION__PROTOCOL_VERSION
 
 static struct hx_daemon d;
 
-static int raw_connect(void)
+/* A raw connection to the daemon (raw.h). */
+static int connect_raw(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = raw_connect(d.sock);
 
-	if (fd < 0 || strlen(d.sock) >= sizeof sa.sun_path)
-		bail_out("socket: %s", strerror(errno));
-	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+	if (fd < 0)
 		bail_out("connect %s: %s", d.sock, strerror(errno));
 	return fd;
-}
-
-/* Read exactly n bytes within 5 s: 1 ok, 0 EOF, -1 error/timeout. */
-static int raw_read(int fd, void *buf, size_t n)
-{
-	int64_t end = hx_now_ms() + 5000;
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		int64_t left = end - hx_now_ms();
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return -1;
-		r = recv(fd, (char *)buf + got, n - got, 0);
-		if (r == 0 || (r < 0 && errno == ECONNRESET))
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		if (r > 0)
-			got += (size_t)r;
-	}
-	return 1;
 }
 
 /* Send a hello (fields set as given; has < 0 leaves one out) and read
@@ -72,10 +46,6 @@ static Ckpt__Response *hello(int fd, int has_v, uint32_t v, int has_min,
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__Hello h = CKPT__HELLO__INIT;
-	unsigned char hdr[4], *buf;
-	Ckpt__Response *resp;
-	size_t n;
-	uint32_t len;
 
 	h.has_version = has_v;
 	h.version = v;
@@ -88,47 +58,15 @@ static Ckpt__Response *hello(int fd, int has_v, uint32_t v, int has_min,
 	req.id = 1;
 	req.op_case = CKPT__REQUEST__OP_HELLO;
 	req.hello = &h;
-	n = ckpt__request__get_packed_size(&req);
-	buf = malloc(4 + n);
-	buf[0] = (unsigned char)(n >> 24);
-	buf[1] = (unsigned char)(n >> 16);
-	buf[2] = (unsigned char)(n >> 8);
-	buf[3] = (unsigned char)n;
-	ckpt__request__pack(&req, buf + 4);
-	if (send(fd, buf, 4 + n, MSG_NOSIGNAL) != (ssize_t)(4 + n))
+	if (raw_send_req(fd, &req, NULL, 0) != 0)
 		bail_out("send: %s", strerror(errno));
-	free(buf);
-	if (raw_read(fd, hdr, 4) != 1)
-		return NULL;
-	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-	    (uint32_t)hdr[2] << 8 | hdr[3];
-	if (len == 0 || len > (1u << 20))
-		return NULL;
-	buf = malloc(len);
-	resp = raw_read(fd, buf, len) == 1 ?
-	    ckpt__response__unpack(NULL, len, buf) : NULL;
-	free(buf);
-	return resp;
-}
-
-/* 1 when the daemon closes fd within 5 s. */
-static int closed(int fd)
-{
-	char b[256];
-
-	for (;;) {
-		int r = raw_read(fd, b, 1);
-		if (r == 0)
-			return 1;
-		if (r < 0)
-			return 0;
-	}
+	return raw_recv(fd, 1, 5000);
 }
 
 static void accepted(const char *what, int has_v, uint32_t v, int has_min,
     uint32_t min, int has_max, uint32_t max, uint32_t want)
 {
-	int fd = raw_connect();
+	int fd = connect_raw();
 	Ckpt__Response *r = hello(fd, has_v, v, has_min, min, has_max, max);
 
 	if (!ok(r != NULL && r->code == 0 &&
@@ -150,7 +88,7 @@ static void accepted(const char *what, int has_v, uint32_t v, int has_min,
 static void refused(const char *what, int has_v, uint32_t v, int has_min,
     uint32_t min, int has_max, uint32_t max, const char *needle)
 {
-	int fd = raw_connect();
+	int fd = connect_raw();
 	Ckpt__Response *r = hello(fd, has_v, v, has_min, min, has_max, max);
 
 	ok(r != NULL, "%s: answered", what);
@@ -160,7 +98,7 @@ static void refused(const char *what, int has_v, uint32_t v, int has_min,
 		    r->message ? r->message : "");
 		ckpt__response__free_unpacked(r, NULL);
 	}
-	ok(closed(fd), "... then closed");
+	ok(raw_closed(fd, 5000, NULL), "... then closed");
 	close(fd);
 }
 

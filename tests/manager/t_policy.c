@@ -170,11 +170,25 @@ test_should_save_fn(struct hx_daemon *d)
 	ok_rc(r, m, "save(9) again returns 0");
 	is_int(saved, 0, "save(9) again is declined");
 	is_int(calls, 10, "predicate not asked for step <= latest");
+	/* ckpt_should_save answers by the same rule as ckpt_save */
+	{
+		int want = -1;
+
+		ok_rc(ckpt_should_save(m, 10, &want), m, "should_save(10)");
+		is_int(want, 0, "should_save(10) is 0: the predicate says no "
+		    "(the interval policy would say yes)");
+		ok_rc(ckpt_should_save(m, 13, &want), m, "should_save(13)");
+		is_int(want, 1, "should_save(13) is 1: the predicate says yes "
+		    "(the interval policy would say no)");
+		ok_rc(ckpt_should_save(m, 9, &want), m, "should_save(9)");
+		is_int(want, 0, "should_save(9) is 0: not after the latest");
+		is_int(calls, 12, "the predicate ran for 10 and 13, not for 9");
+	}
 	/* force bypasses it */
 	r = mgr_save_wait(m, 10, SV(.force = 1), &saved);
 	ok_rc(r, m, "forced save(10)");
 	is_int(saved, 1, "forced save(10) saved");
-	is_int(calls, 10, "predicate not asked for a forced save");
+	is_int(calls, 12, "predicate not asked for a forced save");
 	ok_rc(ckpt_manager_close(m), NULL, "close");
 	ckpt_options_free(o);
 	ckpt_disconnect(c);

@@ -275,3 +275,48 @@ def test_skipped_step_does_not_raise_pending_error(ocp, tmp_path):
     m.wait_until_finished()
     assert 4 in m.all_steps()
     m.close()
+
+
+def test_missing_item(ocp, tmp_path):
+    # The daemon names the item and the items it found (Orbax's text);
+    # both of Orbax's exception types catch it.
+    with ocp.CheckpointManager(str(tmp_path)) as mg:
+        mg.save(1, args=ocp.args.Composite(
+            a=ocp.args.StandardSave({'x': 1}),
+            b=ocp.args.JsonSave({'y': 2})))
+        mg.wait_until_finished()
+        with pytest.raises(ocp.errors.ItemNotFoundError) as ei:
+            mg.restore(1, args=ocp.args.Composite(
+                c=ocp.args.StandardRestore()))
+    assert isinstance(ei.value, FileNotFoundError)
+    assert isinstance(ei.value, KeyError)
+    assert ei.value.args[0] == ('Item "c" was not found in the checkpoint. '
+                                "Available items: ['a', 'b']")
+
+
+def test_latest_of_another_root_in_its_naming(ocp, tmp_path):
+    # restore(None, directory=...) takes the latest step of the other root
+    # as the daemon finds it with this manager's naming; Python reads
+    # nothing on disk itself (no listdir of the root or the step).
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    opts = ocp.CheckpointManagerOptions(step_prefix='ck',
+                                        step_format_fixed_length=4)
+    with ocp.CheckpointManager(a, options=opts) as mg:
+        for s in (3, 12):
+            mg.save(s, args=ocp.args.StandardSave({'s': np.array(s)}))
+        mg.wait_until_finished()
+    assert sorted(os.listdir(a)) == ['ck_0003', 'ck_0012']
+    real_listdir = os.listdir
+    with ocp.CheckpointManager(b, options=opts) as mg:
+        def no_listdir(p='.'):
+            raise AssertionError('Python listed %s' % p)
+        os.listdir = no_listdir
+        try:
+            r = mg.restore(None, directory=a,
+                           args=ocp.args.StandardRestore())
+            with pytest.raises(FileNotFoundError) as ei:
+                mg.restore(5, directory=a, args=ocp.args.StandardRestore())
+        finally:
+            os.listdir = real_listdir
+    assert int(r['s']) == 12
+    assert str(ei.value) == f'Checkpoint at {a}/ck_0005 not found.'

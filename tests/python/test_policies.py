@@ -133,6 +133,29 @@ def test_should_save_fn(ocp, tmp_path):
     assert (5, 1) in calls
 
 
+def test_should_save_fn_error_propagates(ocp, tmp_path):
+    # should_save_fn runs inside libckpt's decision (a callback); what it
+    # raises reaches the caller of should_save and save, nothing is saved.
+    def fn(step, latest):
+        if step == 3:
+            raise RuntimeError('no decision for 3')
+        return True
+
+    opts = ocp.CheckpointManagerOptions(should_save_fn=fn)
+    with ocp.CheckpointManager(str(tmp_path), options=opts) as m:
+        assert m.save(1, args=ocp.args.StandardSave({'s': 1}))
+        assert m.should_save(2)
+        with pytest.raises(RuntimeError, match='no decision for 3'):
+            m.should_save(3)
+        with pytest.raises(RuntimeError, match='no decision for 3'):
+            m.save(3, args=ocp.args.StandardSave({'s': 3}))
+        m.wait_until_finished()
+        assert m.all_steps() == [1]
+        assert m.save(4, args=ocp.args.StandardSave({'s': 4}))
+        m.wait_until_finished()
+        assert m.all_steps() == [1, 4]
+
+
 def test_read_only(ocp, tmp_path):
     run(ocp, str(tmp_path), [1])
     with ocp.CheckpointManager(str(tmp_path),

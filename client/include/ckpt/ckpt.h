@@ -308,11 +308,12 @@ int ckpt_options_set_prevent_write_metrics(ckpt_options *o, int on);
 int ckpt_options_set_path_permission_mode(ckpt_options *o, unsigned mode);
 int ckpt_options_set_root_metadata(ckpt_options *o, const char *json);
 /*
- * should_save_fn (Orbax): a predicate run by ckpt_save() in the caller's
- * process. When set, it replaces the save decision policy: a non-forced
- * save of `step` happens iff fn(step, latest, arg) returns nonzero, where
- * latest is the latest committed step or -1 (read_only and step <= latest
- * still decline first). NULL clears it.
+ * should_save_fn (Orbax): a predicate run by ckpt_should_save() and
+ * ckpt_save() in the caller's process. When set, it replaces the save
+ * decision policy: a non-forced save of `step` happens iff fn(step,
+ * latest, arg) returns nonzero, where latest is the latest committed step
+ * or -1, or the daemon's node is being preempted (ckpt_reached_preemption)
+ * (read_only and step <= latest still decline first). NULL clears it.
  */
 typedef int (*ckpt_should_save_fn)(uint64_t step, int64_t latest, void *arg);
 int ckpt_options_set_should_save_fn(ckpt_options *o, ckpt_should_save_fn fn,
@@ -620,6 +621,10 @@ int ckpt_restore_args_set_zero_copy(ckpt_restore_args *r, int on);
  * mismatch: CKPT_ECORRUPT naming the tensor). Default: on for copies, off
  * for zero-copy views; on = 0 skips it, on = 1 also verifies views. */
 int ckpt_restore_args_set_verify(ckpt_restore_args *r, int on);
+/* Read the step's structure only, as ckpt_item_metadata() does (here with
+ * the items and directory of r): the step the daemon chose (the latest
+ * when step < 0), its directory and its items, leaves without data. */
+int ckpt_restore_args_set_metadata_only(ckpt_restore_args *r, int on);
 
 typedef struct ckpt_restored ckpt_restored;
 /*

@@ -147,6 +147,10 @@ class StepInfo(ctypes.Structure):
 
 
 # (name, restype, argtypes)
+# ckpt_should_save_fn: int (*)(uint64_t step, int64_t latest, void *arg)
+SHOULD_SAVE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64,
+                                  ctypes.c_int64, ctypes.c_void_p)
+
 _PROTOS = [
     ('ckpt_strerror', c_char_p, [c_int]),
     ('ckpt_version', c_char_p, []),
@@ -195,6 +199,8 @@ _PROTOS = [
     ('ckpt_options_set_prevent_write_metrics', c_int, [c_void_p, c_int]),
     ('ckpt_options_set_path_permission_mode', c_int, [c_void_p, c_unsigned]),
     ('ckpt_options_set_root_metadata', c_int, [c_void_p, c_char_p]),
+    ('ckpt_options_set_should_save_fn', c_int,
+     [c_void_p, SHOULD_SAVE_FN, c_void_p]),
     ('ckpt_options_set_item_names', c_int,
      [c_void_p, POINTER(c_char_p), c_size_t]),
     ('ckpt_options_set_process_index', c_int, [c_void_p, ctypes.c_uint32]),
@@ -258,6 +264,7 @@ _PROTOS = [
     ('ckpt_restore_args_set_directory', c_int, [c_void_p, c_char_p]),
     ('ckpt_restore_args_set_zero_copy', c_int, [c_void_p, c_int]),
     ('ckpt_restore_args_set_verify', c_int, [c_void_p, c_int]),
+    ('ckpt_restore_args_set_metadata_only', c_int, [c_void_p, c_int]),
     ('ckpt_restore', c_int, [c_void_p, c_int64, c_void_p, POINTER(c_void_p)]),
     ('ckpt_item_metadata', c_int, [c_void_p, c_int64, POINTER(c_void_p)]),
     ('ckpt_restored_free', None, [c_void_p]),
@@ -357,7 +364,7 @@ def exception_for(code, message):
     if code == CKPT_EEXIST:
         return _errors.StepAlreadyExistsError(message)
     if code == CKPT_ENOITEM:
-        return KeyError(message)
+        return _errors.ItemNotFoundError(message)
     if code in (CKPT_EINCOMPLETE, CKPT_EINVAL, CKPT_EMISMATCH, CKPT_EDTYPE):
         return ValueError(message)
     if code == CKPT_EACCES:

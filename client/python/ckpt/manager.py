@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from typing import (Any, Callable, Container, Iterator, List, Optional,
                     Sequence)
 
@@ -491,6 +492,8 @@ class CheckpointManager:
         self._m = None
         self._closed = True
         self._absent = False
+        self._fn_error = None
+        self._should_save_fn_ref = None
         if checkpointers is not None:
             raise ValueError(_LEGACY_MSG.format(
                 what='passing `checkpointers` to CheckpointManager'))
@@ -502,6 +505,8 @@ class CheckpointManager:
         if not isinstance(options, CheckpointManagerOptions):
             raise ValueError('`options` must be a CheckpointManagerOptions')
         self._options = options
+        if options.should_save_fn is not None:
+            self._should_save_fn_ref = self._should_save_cb()
         self._zero_copy = bool(zero_copy)
         self._dir = os.path.abspath(_local_path(directory))
         self._finalizer = None      # post_finalization_callback's thread
@@ -549,15 +554,13 @@ class CheckpointManager:
         self._socket_path = socket_path
         self._metadata_arg = metadata
         # Orbax: a read-only manager on a root that does not exist yet has
-        # no steps (it is read when reload() finds it).
-        self._absent = bool(options.read_only) and \
-            not os.path.isdir(self._dir)
-        if self._absent:
-            self._closed = False
-            return
-        self._open_daemon_manager()
+        # no steps (it is read when reload() finds it). The daemon says
+        # whether it exists.
+        self._open_daemon_manager(absent_ok=bool(options.read_only))
 
-    def _open_daemon_manager(self):
+    def _open_daemon_manager(self, absent_ok=False):
+        """Open the daemon's manager; with absent_ok, a root that is not
+        a directory (CKPT_ENOTDIR) leaves this manager absent instead."""
         opts = self._build_options(self._options, self._metadata_arg)
         socket_path = self._socket_path
         lib = L.lib()
@@ -574,6 +577,12 @@ class CheckpointManager:
             m = ctypes.c_void_p()
             rc = lib.ckpt_manager_open(self._client, os.fsencode(self._dir),
                                        opts, ctypes.byref(m))
+            if rc == L.CKPT_ENOTDIR and absent_ok:
+                lib.ckpt_disconnect(self._client)
+                self._client = None
+                self._absent = True
+                self._closed = False
+                return
             L.check_client(rc, self._client)
             self._m = m.value
             self._closed = False
@@ -683,6 +692,9 @@ class CheckpointManager:
                     chk(lib.ckpt_options_set_item_names(opts, arr, len(names)),
                         'item_names')
             self._set_processes(opts, o, chk)
+            if o.should_save_fn is not None:
+                chk(lib.ckpt_options_set_should_save_fn(
+                    opts, self._should_save_fn_ref, None), 'should_save_fn')
             if o.save_decision_policy is not None:
                 self._add_save_policy(opts, o.save_decision_policy, -1)
             if o.preservation_policy is not None:
@@ -860,20 +872,6 @@ class CheckpointManager:
             s = '%s_%s' % (o.step_prefix, s)
         return s
 
-    def _parse_step_name(self, name):
-        o = self._options
-        if o.step_prefix:
-            pre = o.step_prefix + '_'
-            if not name.startswith(pre):
-                return None
-            name = name[len(pre):]
-        if not name.isdigit() or not name.isascii():
-            return None
-        if o.step_format_fixed_length and \
-                len(name) < o.step_format_fixed_length:
-            return None
-        return int(name)
-
     def __enter__(self) -> "CheckpointManager":
         return self
 
@@ -953,10 +951,8 @@ class CheckpointManager:
     def reload(self) -> None:
         """Forget cached state and rescan the root on disk."""
         if self._is_absent():
-            if not os.path.isdir(self._dir):
-                return
-            self._open_daemon_manager()
-            self._absent = False
+            self._open_daemon_manager(absent_ok=True)
+            self._absent = self._m is None
             return
         self._check(L.lib().ckpt_reload(self._mgr()))
         self._rank_unranked_steps()
@@ -1025,17 +1021,35 @@ class CheckpointManager:
         step = self._check_step(step)
         if self._options.read_only:
             return False
-        if self._options.should_save_fn is not None:
-            latest = self.latest_step()
-            if latest is not None and latest >= step:
-                return False
-            # Orbax: Any(_ShouldSaveFnPolicy, PreemptionCheckpointingPolicy)
-            return bool(self._options.should_save_fn(step, latest)) or \
-                self.reached_preemption(step)
         out = ctypes.c_int()
-        self._check(L.lib().ckpt_should_save(self._mgr(), step,
-                                             ctypes.byref(out)))
+        rc = L.lib().ckpt_should_save(self._mgr(), step, ctypes.byref(out))
+        self._raise_fn_error()
+        self._check(rc)
         return bool(out.value)
+
+    def _should_save_cb(self):
+        """should_save_fn as libckpt's callback: libckpt applies Orbax's
+        rule around it (never at or below the latest step; Any(fn,
+        preemption)) for should_save and save alike. An exception of fn is
+        kept and raised once libckpt returns (_raise_fn_error)."""
+        fn = self._options.should_save_fn
+        me = weakref.ref(self)          # no cycle through the callback
+
+        def cb(step, latest, arg):
+            try:
+                return 1 if fn(int(step),
+                               None if latest < 0 else int(latest)) else 0
+            except BaseException as e:   # raised after the libckpt call
+                m = me()
+                if m is not None:
+                    m._fn_error = e
+                return 0
+        return L.SHOULD_SAVE_FN(cb)
+
+    def _raise_fn_error(self):
+        e, self._fn_error = self._fn_error, None
+        if e is not None:
+            raise e
 
     def wait_until_finished(self) -> None:
         """Block until every save of this manager is durable and its
@@ -1236,10 +1250,6 @@ class CheckpointManager:
                   'read_only.' % step)
             return False
         lib_force = bool(force)
-        if not force and self._options.should_save_fn is not None:
-            if not self.should_save(step):
-                return False
-            lib_force = True
 
         metrics_json = None
         if metrics is not None and self._best_fns:
@@ -1314,7 +1324,9 @@ class CheckpointManager:
             self._single_item = not is_comp
             for name, a in plan:
                 self._known[name] = a._handler
-            self._check(lib.ckpt_save(m, step, sa, ctypes.byref(saved)))
+            rc = lib.ckpt_save(m, step, sa, ctypes.byref(saved))
+            self._raise_fn_error()
+            self._check(rc)
             if saved.value:
                 self._start_finalizer(step)
             return bool(saved.value)
@@ -1325,41 +1337,26 @@ class CheckpointManager:
             del keep
 
     # -- restore
-    def _step_dir(self, root, step):
-        return os.path.join(root, self._step_name(step))
-
-    def _items_on_disk(self, step_dir):
-        try:
-            names = sorted(os.listdir(step_dir))
-        except OSError:
-            return []
-        return [n for n in names if n not in RESERVED_ITEM_NAMES and
-                os.path.isdir(os.path.join(step_dir, n))]
-
-    def _latest_in(self, root):
-        if root == self._dir:
-            return self.latest_step()
-        best = None
-        try:
-            names = os.listdir(root)
-        except OSError:
-            return None
-        for n in names:
-            s = self._parse_step_name(n)
-            if s is not None and os.path.isdir(os.path.join(root, n)):
-                best = s if best is None else max(best, s)
-        return best
-
-    def _resolve_step(self, step, directory):
-        root = self._dir if directory is None else \
+    def _other_root(self, directory):
+        """The root a restore reads: None for this manager's own."""
+        root = None if directory is None else \
             os.path.abspath(_local_path(directory))
-        if step is None:
-            step = self._latest_in(root)
-            if step is None:
-                raise FileNotFoundError(f'No steps found in {root}.')
-        step = self._check_step(step)
-        step_dir = self._step_dir(root, step)
-        return root, step, step_dir
+        return None if root == self._dir else root
+
+    def _step_on_disk(self, step, other):
+        """Ask the daemon which step to read (the latest when step is
+        None), where it is and which items it holds: its naming, its scan
+        of another root (other), its errors (Orbax's). Returns (owner of
+        the items' metadata, step, step directory, item names)."""
+        if step is not None:
+            step = self._check_step(step)
+        owner = self._lib_restore(step, None, other, metadata_only=True)
+        lib = L.lib()
+        names = [lib.ckpt_restored_item_name(owner.ptr, i).decode()
+                 for i in range(lib.ckpt_restored_nitems(owner.ptr))]
+        return (owner, int(lib.ckpt_restored_step(owner.ptr)),
+                os.fsdecode(lib.ckpt_restored_directory(owner.ptr)),
+                [n for n in names if n not in RESERVED_ITEM_NAMES])
 
     def _lib_restore(self, step, names, directory, metadata_only=False,
                      targets=None, zero_copy=True, verify=True):
@@ -1369,7 +1366,9 @@ class CheckpointManager:
         lib = L.lib()
         m = self._mgr()
         out = ctypes.c_void_p()
-        if metadata_only:
+        if step is None:
+            step = -1
+        if metadata_only and directory is None:
             self._check(lib.ckpt_item_metadata(m, step, ctypes.byref(out)))
             return _tree.Owner(out.value)
         targets = targets or {}
@@ -1389,6 +1388,9 @@ class CheckpointManager:
             if verify:
                 L.check_plain(lib.ckpt_restore_args_set_verify(ra, 1),
                               'verify')
+            if metadata_only:
+                L.check_plain(lib.ckpt_restore_args_set_metadata_only(
+                    ra, 1), 'metadata_only')
             self._check(lib.ckpt_restore(m, step, ra, ctypes.byref(out)))
         finally:
             lib.ckpt_restore_args_free(ra)
@@ -1398,7 +1400,7 @@ class CheckpointManager:
         zc = getattr(a, 'zero_copy', None)
         return self._zero_copy if zc is None else bool(zc)
 
-    def _prepare_targets(self, step, plan, other):
+    def _prepare_targets(self, owner_meta, plan, other):
         """For tree items restored as owned copies: read the item metadata,
         allocate every wanted array here (numpy or torch) and hand the
         buffers to libckpt as restore targets, so the bytes are copied (and
@@ -1406,7 +1408,6 @@ class CheckpointManager:
         Returns ({name: (meta entries, {index: Ready}, tree)}, need_zc)."""
         prepared = {}
         need_zc = False
-        owner_meta = None
         lib = L.lib()
         try:
             for n, h, a in plan:
@@ -1415,9 +1416,6 @@ class CheckpointManager:
                 if self._zc(a) or other is not None:
                     need_zc = True
                     continue
-                if owner_meta is None:
-                    owner_meta = self._lib_restore(step, None, None,
-                                                   metadata_only=True)
                 idx = lib.ckpt_restored_find(owner_meta.ptr, n.encode())
                 tree = lib.ckpt_restored_item_tree(owner_meta.ptr, idx) \
                     if idx >= 0 else None
@@ -1448,19 +1446,6 @@ class CheckpointManager:
             raise
         return prepared, need_zc
 
-    def _ensure_step_exists(self, step, step_dir, directory):
-        if os.path.isdir(step_dir):
-            return
-        # Let the daemon report it (not found / incomplete), in its words.
-        owner = self._lib_restore(step, [], directory)
-        owner.free()
-        raise FileNotFoundError(f'Checkpoint at {step_dir} not found.')
-
-    def _fix_mode(self, step_dir):
-        if self._single_item is None:
-            self._single_item = os.path.isdir(
-                os.path.join(step_dir, DEFAULT_ITEM_NAME))
-
     def restore(self, step: Optional[int] = None, items: Any = None,
                 restore_kwargs: Any = None, directory: Any = None,
                 args: Any = None) -> Any:
@@ -1478,11 +1463,10 @@ class CheckpointManager:
         if self._is_absent():
             raise self._absent_error(step)
         self._wait_pending()
-        root, step, step_dir = self._resolve_step(step, directory)
-        other = None if root == self._dir else root
-        self._ensure_step_exists(step, step_dir, other)
-        self._fix_mode(step_dir)
-        on_disk = self._items_on_disk(step_dir)
+        other = self._other_root(directory)
+        owner_meta, step, step_dir, on_disk = self._step_on_disk(step, other)
+        if self._single_item is None:
+            self._single_item = DEFAULT_ITEM_NAME in on_disk
 
         plan = []   # [(name, handler, arg)]
         if self._single_item:
@@ -1529,11 +1513,6 @@ class CheckpointManager:
                                              % (n, a))
                         h = a._handler
                     plan.append((n, h, a))
-            for n, _, _ in plan:
-                if n not in on_disk:
-                    raise errors_lib.ItemNotFoundError(
-                        f'Item "{n}" was not found in the checkpoint. '
-                        f'Available items: {on_disk}')
         for n, h, a in plan:
             if getattr(a, 'transforms', None) is not None:
                 raise NotImplementedError(
@@ -1543,11 +1522,10 @@ class CheckpointManager:
                 raise NotImplementedError(
                     'StandardRestore(strict=False) (truncating/padding '
                     'arrays to the target shape) is not supported by ckpt')
-        for n, h, a in plan:
-            self._known[n] = h
-
-        prepared, need_zc = self._prepare_targets(step, plan, other)
+        prepared, need_zc = self._prepare_targets(owner_meta, plan, other)
         try:
+            # The daemon refuses items the step does not hold
+            # (ItemNotFoundError, Orbax's message).
             owner = self._lib_restore(
                 step, [n for n, _, _ in plan], other,
                 targets={n: p[2] for n, p in prepared.items()},
@@ -1556,6 +1534,8 @@ class CheckpointManager:
         finally:
             for _, _, t in prepared.values():
                 L.lib().ckpt_tree_free(t)
+        for n, h, a in plan:
+            self._known[n] = h
         results = {}
         for n, h, a in plan:
             results[n] = self._convert_item(owner, n, h, a, prepared.get(n))
@@ -1622,10 +1602,9 @@ class CheckpointManager:
         if self._is_absent():
             raise self._absent_error(step)
         self._wait_pending()
-        root, step, step_dir = self._resolve_step(step, None)
-        self._ensure_step_exists(step, step_dir, None)
-        self._fix_mode(step_dir)
-        on_disk = self._items_on_disk(step_dir)
+        owner, step, step_dir, on_disk = self._step_on_disk(step, None)
+        if self._single_item is None:
+            self._single_item = DEFAULT_ITEM_NAME in on_disk
         if self._single_item:
             names = [DEFAULT_ITEM_NAME]
         else:
@@ -1636,7 +1615,6 @@ class CheckpointManager:
                 'No mapped CheckpointHandler found for items:'
                 f' {missing}. Please see documentation of'
                 ' `item_handlers` in CheckpointManager.')
-        owner = self._lib_restore(step, None, None, metadata_only=True)
         lib = L.lib()
         out = {}
         for n in names:
