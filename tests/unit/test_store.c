@@ -1,5 +1,5 @@
 /*
- * test_store.c - the on-disk format (daemon/store.c) on real files in a
+ * test_store.c - the on-disk format (daemon/store.h and the files it includes) on real files in a
  * private temporary directory: safetensors layout and its reader, tree and
  * step metadata, the commit protocol, deletes, scans and symlink safety.
  */
@@ -1157,7 +1157,7 @@ test_tree_metadata_roundtrip(void **state)
 	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e), 0);
 	assert_int_equal(fstatat(f->dfd, STORE_TREE_METADATA, &st, 0), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	/* the format promised at the top of store.c */
+	/* the format promised at the top of treemeta.c */
 	text = read_all(f->dfd, STORE_TREE_METADATA, NULL);
 	j = json_loads(text, 0, NULL);
 	assert_non_null(j);

@@ -1,0 +1,357 @@
+/*
+ * stepdir.c - the commit protocol of step directories: begin, commit,
+ * abort, delete, leftovers (contract: stepdir.h).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "stepdir.h"
+#include "syncbatch.h"
+
+#define STORE_DEL_SUFFIX ".ckptd-del"
+#define STORE_ORBAX_TMP ".orbax-checkpoint-tmp"
+
+int
+store_open_root(const char *path, int create, mode_t mode, int *fd,
+    ckd_err *e)
+{
+	return posix_open_root(path, create, mode, fd, e);
+}
+
+int
+store_remove_tree(int dirfd, const char *name, ckd_err *e)
+{
+	if (name == NULL || name[0] == '\0' || strchr(name, '/') != NULL ||
+	    strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return err_set(e, CKPT_EINVAL, "bad name to remove: %s",
+		    name != NULL ? name : "(null)");
+	return posix_remove_at(dirfd, name, 0, e);
+}
+
+/* ---- writing a step ------------------------------------------------------------- */
+
+static int
+tmp_name(const char *name, char *buf, size_t len, ckd_err *e)
+{
+	if (!store_valid_component(name))
+		return err_set(e, CKPT_EINVAL, "invalid step name: %s",
+		    name != NULL ? name : "(null)");
+	if ((size_t)snprintf(buf, len, "%s%s", name, CKPT_TMP_SUFFIX) >= len)
+		return err_set(e, CKPT_EINVAL, "step name too long: %s", name);
+	return 0;
+}
+
+/* Remove the leftover dirfd/name unless a live save owns it (locked):
+ * 0 removed or absent, CKPT_EBUSY owned, other codes on errors. */
+static int
+remove_unowned(int dirfd, const char *name, ckd_err *e)
+{
+	int fd, r;
+
+	if ((fd = openat(dirfd, name, O_DIRFLAGS)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		if (errno == ENOTDIR || errno == ELOOP)
+			return store_remove_tree(dirfd, name, e);
+		return err_errno(e, errno, "open %s", name);
+	}
+	if ((r = posix_lock_dir(fd)) <= 0) {
+		r = r == 0 ? err_set(e, CKPT_EBUSY, "%s belongs to a save in "
+		    "progress", name) : err_errno(e, errno, "lock %s", name);
+		close(fd);
+		return r;
+	}
+	/* Held: no save can own it now; remove it while holding the lock. */
+	r = posix_same_dir(dirfd, name, fd) ? store_remove_tree(dirfd, name, e) : 0;
+	close(fd);
+	return r;
+}
+
+int
+store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
+    ckd_err *e)
+{
+	char tmp[300];
+	struct stat st;
+	int r, fd, tries;
+
+	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
+		return r;
+	if (fstatat(rootfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return err_set(e, CKPT_EEXIST, "step directory %s already "
+		    "exists", name);
+	if (errno != ENOENT)
+		return err_errno(e, errno, "stat %s", name);
+	/* A leftover of a crash goes; the tmp dir of a save in progress
+	 * (another process) stays and this save fails. A collector may take
+	 * the new directory between mkdir and flock: then start again. */
+	for (tries = 0; tries < 8; tries++) {
+		if ((r = remove_unowned(rootfd, tmp, e)) != 0)
+			return r;
+		if ((r = posix_mkdir_open(rootfd, tmp, dirmode, &fd, e)) != 0) {
+			if (r == CKPT_EEXIST)
+				continue;
+			return r;
+		}
+		if (posix_lock_dir(fd) == 1 && posix_same_dir(rootfd, tmp, fd)) {
+			*tmpfd = fd;
+			return 0;
+		}
+		close(fd);
+	}
+	return err_set(e, CKPT_EBUSY, "cannot create %s: it keeps being "
+	    "replaced", tmp);
+}
+
+int
+store_mkdir_item(int tmpfd, const char *item, mode_t dirmode, int *itemfd,
+    ckd_err *e)
+{
+	if (!store_valid_component(item))
+		return err_set(e, CKPT_EINVAL, "invalid item name: %s",
+		    item != NULL ? item : "(null)");
+	return posix_mkdir_open(tmpfd, item, dirmode, itemfd, e);
+}
+
+int
+store_commit(int rootfd, const char *name, int tmpfd, ckd_err *e)
+{
+	char tmp[300];
+	int r;
+
+	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
+		return r;
+	if (fsync(tmpfd) != 0)
+		return err_errno(e, errno, "fsync %s", tmp);
+	return store_commit_synced(rootfd, name, e);
+}
+
+int
+store_commit_synced(int rootfd, const char *name, ckd_err *e)
+{
+	char tmp[300];
+	int r;
+
+	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
+		return r;
+	if (posix_rename_noreplace(rootfd, tmp, rootfd, name) != 0) {
+		if (errno == EEXIST || errno == ENOTEMPTY)
+			return err_set(e, CKPT_EEXIST, "step directory %s "
+			    "already exists", name);
+		return err_errno(e, errno, "rename %s to %s", tmp, name);
+	}
+	if (fsync(rootfd) != 0)
+		return err_errno(e, errno, "fsync root after committing %s",
+		    name);
+	return 0;
+}
+
+int
+store_abort(int rootfd, const char *name, ckd_err *e)
+{
+	char tmp[300];
+	int r;
+
+	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
+		return r;
+	return store_remove_tree(rootfd, tmp, e);
+}
+
+/* When the removal after hiding fails, the step is already gone from
+ * listings (store_cleanup_tmp() finishes the job later) and the error is
+ * returned. */
+int
+store_delete_step(int rootfd, const char *name, const char *subdir,
+    ckd_err *e)
+{
+	char hidden[300];
+	struct stat st;
+	int sfd, r;
+
+	if (!store_valid_component(name))
+		return err_set(e, CKPT_EINVAL, "invalid step name: %s",
+		    name != NULL ? name : "(null)");
+	if (fstatat(rootfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		if (errno == ENOENT)
+			return err_set(e, CKPT_ENOTFOUND, "step %s not found",
+			    name);
+		return err_errno(e, errno, "stat %s", name);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return err_set(e, CKPT_ENOTFOUND, "step %s is not a directory",
+		    name);
+	if (subdir != NULL) {
+		if (!store_valid_component(subdir))
+			return err_set(e, CKPT_EINVAL, "invalid todelete "
+			    "subdir: %s", subdir);
+		if (mkdirat(rootfd, subdir, st.st_mode & 0777) != 0 &&
+		    errno != EEXIST)
+			return err_errno(e, errno, "mkdir %s", subdir);
+		if ((sfd = openat(rootfd, subdir, O_DIRFLAGS)) < 0)
+			return err_errno(e, errno, "open %s", subdir);
+		if (posix_rename_noreplace(rootfd, name, sfd, name) != 0) {
+			r = errno == EEXIST || errno == ENOTEMPTY ?
+			    err_set(e, CKPT_EEXIST, "%s/%s already exists",
+			    subdir, name) :
+			    err_errno(e, errno, "move %s to %s", name, subdir);
+			close(sfd);
+			return r;
+		}
+		r = store_fsync_dir(sfd, e);
+		close(sfd);
+		if (r == 0)
+			r = store_fsync_dir(rootfd, e);
+		return r;
+	}
+	if ((size_t)snprintf(hidden, sizeof(hidden), ".%s%s", name,
+	    STORE_DEL_SUFFIX) >= sizeof(hidden))
+		return err_set(e, CKPT_EINVAL, "step name too long: %s", name);
+	if ((r = remove_unowned(rootfd, hidden, e)) != 0)
+		return r;
+	/* Hold the step's lock while it is hidden and removed, so that a
+	 * collector of leftovers leaves it to us. */
+	sfd = openat(rootfd, name, O_DIRFLAGS);
+	if (sfd >= 0 && posix_lock_dir(sfd) != 1) {
+		close(sfd);
+		sfd = -1;
+	}
+	if (renameat(rootfd, name, rootfd, hidden) != 0) {
+		r = errno == ENOENT ? err_set(e, CKPT_ENOTFOUND, "step %s not "
+		    "found", name) : err_errno(e, errno, "rename %s", name);
+		goto out;
+	}
+	if ((r = store_fsync_dir(rootfd, e)) != 0)
+		goto out;
+	r = store_remove_tree(rootfd, hidden, e);
+out:
+	if (sfd >= 0)
+		close(sfd);
+	return r;
+}
+
+/* "<step>.orbax-checkpoint-tmp" or "<step>.orbax-checkpoint-tmp-<digits>":
+ * what an interrupted Orbax save leaves in a root, which Orbax's own
+ * cleanup_tmp_directories removes too. */
+static int
+store_is_orbax_tmp(const char *name)
+{
+	const char *p = strstr(name, STORE_ORBAX_TMP);
+
+	if (p == NULL || p == name)
+		return 0;
+	p += strlen(STORE_ORBAX_TMP);
+	if (*p == '\0')
+		return 1;
+	if (*p++ != '-' || *p == '\0')
+		return 0;
+	for (; *p != '\0'; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return 1;
+}
+
+int
+store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
+    struct store_leftover **out, size_t *nout, ckd_err *e)
+{
+	struct store_leftover *v = NULL, *nv;
+	size_t len = 0, cap = 0, l;
+	struct dirent *de;
+	struct stat st;
+	char base[256];
+	uint64_t step;
+	int r = 0, rr, removed = 0, ours, tmp;
+	ckd_err re;
+	DIR *d;
+
+	if (out != NULL) {
+		*out = NULL;
+		*nout = 0;
+	}
+	if ((d = posix_opendir_at(rootfd, ".", e)) == NULL)
+		return e != NULL ? e->code : CKPT_EIO;
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL) {
+			if (errno != 0)
+				r = err_errno(e, errno, "read root directory");
+			break;
+		}
+		l = strlen(de->d_name);
+		tmp = store_ends_with(de->d_name, CKPT_TMP_SUFFIX) &&
+		    l > strlen(CKPT_TMP_SUFFIX) && l < sizeof(base);
+		ours = 0;
+		if (tmp) {
+			memcpy(base, de->d_name, l - strlen(CKPT_TMP_SUFFIX));
+			base[l - strlen(CKPT_TMP_SUFFIX)] = '\0';
+			ours = nm != NULL &&
+			    store_parse_step_name(nm, base, &step) == 0;
+			if (!ours && !(flags & STORE_LEFTOVER_ANY_NAMING))
+				continue;
+		} else if (!(de->d_name[0] == '.' &&
+		    store_ends_with(de->d_name, STORE_DEL_SUFFIX) &&
+		    l > 1 + strlen(STORE_DEL_SUFFIX)) &&
+		    !((flags & STORE_LEFTOVER_ORBAX) &&
+		    store_is_orbax_tmp(de->d_name))) {
+			continue;
+		}
+		if (fstatat(dirfd(d), de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+			continue;
+		rr = remove_unowned(dirfd(d), de->d_name, &re);
+		if (rr == CKPT_EBUSY)
+			continue;       /* a live save's: not a leftover */
+		if (rr != 0) {
+			/* e.g. another user's: go on with the others */
+			if (r == 0 && e != NULL)
+				*e = re;
+			if (r == 0)
+				r = rr;
+			continue;
+		}
+		removed++;
+		if (!ours || out == NULL)
+			continue;
+		if (len == cap) {
+			cap = cap ? cap * 2 : 8;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				r = err_set(e, CKPT_ENOMEM, "out of memory");
+				break;
+			}
+			v = nv;
+		}
+		v[len].step = step;
+		memcpy(v[len].name, base, strlen(base) + 1);
+		v[len].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
+		    st.st_mtim.tv_nsec;
+		len++;
+	}
+	closedir(d);
+	if (removed > 0 && (rr = store_fsync_dir(rootfd, &re)) != 0 &&
+	    r == 0) {
+		if (e != NULL)
+			*e = re;
+		r = rr;
+	}
+	if (out != NULL) {
+		*out = v;
+		*nout = len;
+	} else {
+		free(v);
+	}
+	return r;
+}
+
+int
+store_cleanup_tmp(int rootfd, ckd_err *e)
+{
+	return store_collect_leftovers(rootfd, NULL, STORE_LEFTOVER_ANY_NAMING |
+	    STORE_LEFTOVER_ORBAX, NULL, NULL, e);
+}
