@@ -22,6 +22,8 @@
 
 #include "backend.h"
 
+#define O_DIRFLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+
 #define STORE_RM_DEPTH 64
 
 /* Open dirfd/name read-only as a regular file. The name is untrusted: a
@@ -29,8 +31,9 @@
  * the open is non-blocking and O_NONBLOCK is cleared only once fstat says
  * the file is regular. Returns the fd, or a negative CKPT_E* code with e
  * set (CKPT_ECORRUPT for a file that is not regular). */
-int
-posix_open_regular(int dirfd, const char *name, struct stat *st, ckd_err *e)
+static int
+posix_open_regular(int dirfd, const char *name, struct stat *st,
+    ckd_err *e)
 {
 	int fd, r;
 
@@ -58,7 +61,7 @@ fail:
 
 /* Give a freshly created file or directory exactly `mode` (keeping a
  * setgid bit inherited from the parent directory). Best effort. */
-void
+static void
 posix_set_mode(int fd, mode_t mode)
 {
 	struct stat st;
@@ -71,8 +74,9 @@ posix_set_mode(int fd, mode_t mode)
 }
 
 /* mkdirat + open without following symlinks; *fd is O_DIRECTORY. */
-int
-posix_mkdir_open(int dirfd, const char *name, mode_t mode, int *fd, ckd_err *e)
+static int
+posix_mkdir_open(int dirfd, const char *name, mode_t mode, int *fd,
+    ckd_err *e)
 {
 	int dfd;
 
@@ -103,7 +107,7 @@ fsync_parent(char *p, ckd_err *e)
 	return r;
 }
 
-int
+static int
 posix_open_root(const char *path, int create, mode_t mode, int *fd,
     ckd_err *e)
 {
@@ -158,7 +162,7 @@ posix_open_root(const char *path, int create, mode_t mode, int *fd,
 	return 0;
 }
 
-int
+static int
 posix_is_dir_at(int dirfd, const struct dirent *de)
 {
 	struct stat st;
@@ -173,7 +177,7 @@ posix_is_dir_at(int dirfd, const struct dirent *de)
 }
 
 /* A DIR* over a new open of dirfd (so dirfd's own offset is untouched). */
-DIR *
+static DIR *
 posix_opendir_at(int dirfd, const char *name, ckd_err *e)
 {
 	int fd;
@@ -190,7 +194,7 @@ posix_opendir_at(int dirfd, const char *name, ckd_err *e)
 	return d;
 }
 
-int
+static int
 posix_remove_at(int dirfd, const char *name, int depth, ckd_err *e)
 {
 	struct dirent *de;
@@ -258,7 +262,7 @@ unlink_it:
  * kernel drops it when the process dies, so a leftover of a crashed
  * daemon is never locked). 1 when taken, 0 when another open holds it,
  * -1 on error (errno). */
-int
+static int
 posix_lock_dir(int fd)
 {
 	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
@@ -267,7 +271,7 @@ posix_lock_dir(int fd)
 }
 
 /* 1 when dirfd/name is still the directory open as fd. */
-int
+static int
 posix_same_dir(int dirfd, const char *name, int fd)
 {
 	struct stat a, b;
@@ -278,8 +282,9 @@ posix_same_dir(int dirfd, const char *name, int fd)
 
 /* rename without replacing; falls back to check-then-rename where the
  * filesystem lacks RENAME_NOREPLACE. */
-int
-posix_rename_noreplace(int ofd, const char *oname, int nfd, const char *nname)
+static int
+posix_rename_noreplace(int ofd, const char *oname, int nfd,
+    const char *nname)
 {
 	struct stat st;
 
@@ -294,7 +299,7 @@ posix_rename_noreplace(int ofd, const char *oname, int nfd, const char *nname)
 	return renameat(ofd, oname, nfd, nname);
 }
 
-int
+static int
 posix_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	char *p = buf;
@@ -317,3 +322,197 @@ posix_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	}
 	return 0;
 }
+
+static int
+posix_remove_tree(int dirfd, const char *name, ckd_err *e)
+{
+	return posix_remove_at(dirfd, name, 0, e);
+}
+
+static int
+posix_make_dir(int dirfd, const char *name, mode_t mode)
+{
+	return mkdirat(dirfd, name, mode);
+}
+
+static int
+posix_open_dir(int dirfd, const char *name)
+{
+	return openat(dirfd, name, O_DIRFLAGS);
+}
+
+static int
+posix_stat(int dirfd, const char *name, struct stat *st)
+{
+	return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
+}
+
+/* A listing is a DIR* over a new open of the directory (so the handle's
+ * own offset is untouched) and its last entry. */
+struct store_list {
+	DIR *d;
+	struct dirent *de;
+};
+
+static struct store_list *
+posix_list_open(int dirfd, ckd_err *e)
+{
+	struct store_list *l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		err_set(e, CKPT_ENOMEM, "out of memory");
+		return NULL;
+	}
+	if ((l->d = posix_opendir_at(dirfd, ".", e)) == NULL) {
+		free(l);
+		return NULL;
+	}
+	return l;
+}
+
+static int
+posix_list_next(struct store_list *l, const char **name)
+{
+	errno = 0;
+	if ((l->de = readdir(l->d)) == NULL)
+		return errno != 0 ? -1 : 0;
+	*name = l->de->d_name;
+	return 1;
+}
+
+static int
+posix_list_is_dir(struct store_list *l)
+{
+	return posix_is_dir_at(dirfd(l->d), l->de);
+}
+
+static void
+posix_list_close(struct store_list *l)
+{
+	closedir(l->d);
+	free(l);
+}
+
+static int
+posix_rename(int ofd, const char *oname, int nfd, const char *nname,
+    int noreplace)
+{
+	if (noreplace)
+		return posix_rename_noreplace(ofd, oname, nfd, nname);
+	return renameat(ofd, oname, nfd, nname);
+}
+
+static int
+posix_create(int dirfd, const char *name, mode_t mode)
+{
+	int fd;
+
+	fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, mode);
+	if (fd >= 0)
+		posix_set_mode(fd, mode);
+	return fd;
+}
+
+static int
+posix_unlink(int dirfd, const char *name)
+{
+	return unlinkat(dirfd, name, 0);
+}
+
+static ssize_t
+posix_read(int fd, void *buf, size_t len)
+{
+	return read(fd, buf, len);
+}
+
+static ssize_t
+posix_write(int fd, const void *buf, size_t len)
+{
+	return write(fd, buf, len);
+}
+
+static ssize_t
+posix_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return pwrite(fd, buf, len, (off_t)off);
+}
+
+static ssize_t
+posix_pwritev(int fd, const struct iovec *iov, int n, uint64_t off)
+{
+	return pwritev(fd, iov, n, (off_t)off);
+}
+
+static int
+posix_truncate(int fd, uint64_t size)
+{
+	return ftruncate(fd, (off_t)size);
+}
+
+static int
+posix_direct(int fd, int on)
+{
+	int fl;
+
+	if ((fl = fcntl(fd, F_GETFL)) < 0)
+		return -1;
+	return fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT);
+}
+
+static void
+posix_writeback(int fd, uint64_t off, uint64_t len)
+{
+	(void)sync_file_range(fd, (off_t)off, (off_t)len,
+	    SYNC_FILE_RANGE_WRITE);
+}
+
+static void
+posix_readahead(int fd, uint64_t off, uint64_t len)
+{
+	(void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
+}
+
+static int
+posix_fsync(int fd)
+{
+	return fsync(fd);
+}
+
+static int
+posix_close(int fd)
+{
+	return close(fd);
+}
+
+const struct store_backend backend_posix = {
+	.name = "posix",
+	.caps = STORE_BE_DIRECT | STORE_BE_FDS,
+	.open_root = posix_open_root,
+	.mkdir = posix_mkdir_open,
+	.make_dir = posix_make_dir,
+	.open_dir = posix_open_dir,
+	.stat = posix_stat,
+	.list_open = posix_list_open,
+	.list_next = posix_list_next,
+	.list_is_dir = posix_list_is_dir,
+	.list_close = posix_list_close,
+	.rename = posix_rename,
+	.remove_tree = posix_remove_tree,
+	.lock = posix_lock_dir,
+	.same = posix_same_dir,
+	.create = posix_create,
+	.open_read = posix_open_regular,
+	.unlink = posix_unlink,
+	.read = posix_read,
+	.read_range = posix_pread_full,
+	.write = posix_write,
+	.pwrite = posix_pwrite,
+	.pwritev = posix_pwritev,
+	.truncate = posix_truncate,
+	.direct = posix_direct,
+	.writeback = posix_writeback,
+	.readahead = posix_readahead,
+	.fsync = posix_fsync,
+	.close = posix_close,
+};

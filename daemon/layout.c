@@ -2,7 +2,6 @@
  * layout.c - names in a checkpoint root and the scan of its steps
  * (contract: layout.h).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -106,27 +105,27 @@ store_scan(int rootfd, const struct store_naming *nm,
 {
 	struct store_entry *v = NULL, *nv;
 	size_t len = 0, cap = 0, l;
-	struct dirent *de;
+	const struct store_backend *be = STORE_BE;
+	struct store_list *d;
+	const char *dname;
 	char base[256];
 	uint64_t step;
-	int tmp, r = 0;
-	DIR *d;
+	int tmp, k, r = 0;
 
 	*out = NULL;
 	*n = 0;
-	if ((d = posix_opendir_at(rootfd, ".", e)) == NULL)
+	if ((d = be->list_open(rootfd, e)) == NULL)
 		return e != NULL ? e->code : CKPT_EIO;
 	for (;;) {
-		errno = 0;
-		if ((de = readdir(d)) == NULL) {
-			if (errno != 0)
+		if ((k = be->list_next(d, &dname)) <= 0) {
+			if (k < 0)
 				r = err_errno(e, errno, "read root directory");
 			break;
 		}
-		l = strlen(de->d_name);
+		l = strlen(dname);
 		if (l >= sizeof(base))
 			continue;
-		memcpy(base, de->d_name, l + 1);
+		memcpy(base, dname, l + 1);
 		tmp = 0;
 		if (store_ends_with(base, CKPT_TMP_SUFFIX)) {
 			base[l - strlen(CKPT_TMP_SUFFIX)] = '\0';
@@ -134,7 +133,7 @@ store_scan(int rootfd, const struct store_naming *nm,
 		}
 		if (store_parse_step_name(nm, base, &step) != 0)
 			continue;
-		if (!posix_is_dir_at(dirfd(d), de))
+		if (!be->list_is_dir(d))
 			continue;
 		if (len == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -149,7 +148,7 @@ store_scan(int rootfd, const struct store_naming *nm,
 		memcpy(v[len].name, base, strlen(base) + 1);
 		len++;
 	}
-	closedir(d);
+	be->list_close(d);
 	if (r != 0) {
 		free(v);
 		return r;

@@ -18,7 +18,6 @@
  *
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +86,7 @@ wbuf_flush(struct wbuf *w, ckd_err *e)
 	ssize_t r;
 
 	while (cnt > 0) {
-		r = pwritev(w->fd, iov, cnt, (off_t)w->woff);
+		r = STORE_BE->pwritev(w->fd, iov, cnt, w->woff);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -111,8 +110,7 @@ wbuf_flush(struct wbuf *w, ckd_err *e)
 	w->pending = 0;
 	if (w->woff - w->kicked >= STORE_KICK) {
 		/* A hint: start writeback now so the final fsync is short. */
-		(void)sync_file_range(w->fd, (off_t)w->kicked,
-		    (off_t)(w->woff - w->kicked), SYNC_FILE_RANGE_WRITE);
+		STORE_BE->writeback(w->fd, w->kicked, w->woff - w->kicked);
 		w->kicked = w->woff;
 	}
 	return 0;
@@ -466,10 +464,9 @@ dio_pwrite(struct dio *d, const char *p, size_t len, uint64_t off,
     ckd_err *e)
 {
 	ssize_t r;
-	int fl;
 
 	while (len > 0) {
-		r = pwrite(d->fd, p, len, (off_t)off);
+		r = STORE_BE->pwrite(d->fd, p, len, off);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -477,8 +474,7 @@ dio_pwrite(struct dio *d, const char *p, size_t len, uint64_t off,
 				/* Refused (or a short write left us unaligned):
 				 * go on through the page cache. */
 				d->direct = 0;
-				if ((fl = fcntl(d->fd, F_GETFL)) < 0 ||
-				    fcntl(d->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+				if (STORE_BE->direct(d->fd, 0) != 0)
 					return err_errno(e, errno, "write %s",
 					    d->fname);
 				continue;
@@ -612,7 +608,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 	struct src_cur c;
 	uint64_t cur = 0, pad;
 	size_t i;
-	int fl, r;
+	int r;
 
 	memset(&c, 0, sizeof c);
 	c.s = n > 0 ? t[0].hsrc : NULL;
@@ -625,8 +621,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (d.buf == MAP_FAILED)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
-	d.direct = (fl = fcntl(fd, F_GETFL)) >= 0 &&
-	    fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+	d.direct = STORE_BE->direct(fd, 1) == 0;
 	if ((r = dio_put(&d, hdr, hdrlen, e)) != 0)
 		goto out;
 	for (i = 0; i < n; i++) {
@@ -642,7 +637,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 	}
 	if ((r = dio_flush(&d, e)) != 0)
 		goto out;
-	if (d.off != size && ftruncate(fd, (off_t)size) != 0)
+	if (d.off != size && STORE_BE->truncate(fd, size) != 0)
 		r = err_errno(e, errno, "truncate %s", fname);
 out:
 	munmap(d.buf, STORE_BOUNCE);
@@ -656,6 +651,7 @@ st_write(int dirfd, const char *fname, mode_t filemode,
     struct store_tensor *t, size_t n, struct store_sync *b, ckd_err *e)
 {
 	static const char zeros[STORE_PAGE];
+	const struct store_backend *be = STORE_BE;
 	uint64_t *rel = NULL, cur, size;
 	XXH3_state_t *st = NULL;
 	struct wbuf *w = NULL;
@@ -675,14 +671,11 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 	if ((r = st_header(t, n, rel, &hdr, &hdrlen, e)) != 0)
 		goto out;
 	size = hdrlen + (n > 0 ? rel[n - 1] + t[n - 1].nbytes : 0);
-	fd = openat(dirfd, fname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-	    O_CLOEXEC, filemode);
-	if (fd < 0) {
+	if ((fd = be->create(dirfd, fname, filemode)) < 0) {
 		r = err_errno(e, errno, "create %s", fname);
 		goto out;
 	}
-	posix_set_mode(fd, filemode);
-	if (size >= STORE_DIO_MIN) {
+	if (size >= STORE_DIO_MIN && (be->caps & STORE_BE_DIRECT)) {
 		if ((r = st_write_direct(fd, fname, hdr, hdrlen, t, rel, n,
 		    size, &st, e)) != 0)
 			goto fail;
@@ -715,11 +708,11 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 		goto out;
 	}
 	/* Data and size: one fsync per file. */
-	if (fsync(fd) != 0) {
+	if (be->fsync(fd) != 0) {
 		r = err_errno(e, errno, "fsync %s", fname);
 		goto fail;
 	}
-	if (close(fd) != 0) {
+	if (be->close(fd) != 0) {
 		fd = -1;
 		r = err_errno(e, errno, "close %s", fname);
 		goto fail;
@@ -728,9 +721,9 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 	goto out;
 fail:
 	if (fd >= 0)
-		close(fd);
+		be->close(fd);
 	fd = -1;
-	unlinkat(dirfd, fname, 0);
+	be->unlink(dirfd, fname);
 out:
 	XXH3_freeState(st);
 	free(hdr);
@@ -789,7 +782,7 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 	uint64_t N;
 	int r = 0;
 
-	if ((f->fd = posix_open_regular(itemfd, f->name, &st, e)) < 0) {
+	if ((f->fd = STORE_BE->open_read(itemfd, f->name, &st, e)) < 0) {
 		r = f->fd;
 		f->fd = -1;
 		return r;
@@ -797,7 +790,7 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 	f->size = (uint64_t)st.st_size;
 	if (f->size < 8)
 		CORRUPT("%s: truncated safetensors file", f->name);
-	if (posix_pread_full(f->fd, lenbuf, 8, 0) != 0) {
+	if (STORE_BE->read_range(f->fd, lenbuf, 8, 0) != 0) {
 		r = errno ? err_errno(e, errno, "read %s", f->name) :
 		    err_set(e, CKPT_ECORRUPT, "%s: truncated", f->name);
 		goto out;
@@ -810,7 +803,7 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 		CORRUPT("%s: safetensors header beyond end of file", f->name);
 	if ((buf = malloc((size_t)N)) == NULL)
 		NOMEM();
-	if (posix_pread_full(f->fd, buf, (size_t)N, 8) != 0) {
+	if (STORE_BE->read_range(f->fd, buf, (size_t)N, 8) != 0) {
 		r = errno ? err_errno(e, errno, "read %s", f->name) :
 		    err_set(e, CKPT_ECORRUPT, "%s: truncated", f->name);
 		goto out;
@@ -887,6 +880,10 @@ store_open_item_files(int itemfd, Ckpt__Item *item, int *fds, size_t *nfds,
 	size_t nfiles = 0, i, j, base = *nfds;
 	int r = 0;
 
+	/* The handles become the fds of a RestoreReply. */
+	if (!(STORE_BE->caps & STORE_BE_FDS))
+		return err_set(e, CKPT_EINTERNAL, "the %s backend cannot hand "
+		    "out files", STORE_BE->name);
 	if (item->n_leaves > 0 && (files = calloc(item->n_leaves,
 	    sizeof(*files))) == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
@@ -926,7 +923,7 @@ store_open_item_files(int itemfd, Ckpt__Item *item, int *fds, size_t *nfds,
 out:
 	for (j = 0; j < nfiles; j++) {
 		if (files[j].fd >= 0)
-			close(files[j].fd);
+			STORE_BE->close(files[j].fd);
 		json_decref(files[j].hdr);
 	}
 	free(files);
@@ -964,11 +961,10 @@ store_verify_item(const Ckpt__Item *item, const int *fds,
 		XXH3_64bits_reset(st);
 		off = l->offset;
 		left = l->nbytes;
-		(void)posix_fadvise(fd, (off_t)off, (off_t)left,
-		    POSIX_FADV_SEQUENTIAL);
+		STORE_BE->readahead(fd, off, left);
 		while (left > 0) {
 			len = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
-			if (posix_pread_full(fd, buf, len, off) != 0)
+			if (STORE_BE->read_range(fd, buf, len, off) != 0)
 				break;
 			XXH3_64bits_update(st, buf, len);
 			off += len;

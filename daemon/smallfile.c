@@ -2,11 +2,9 @@
  * smallfile.c - whole small files (contract: smallfile.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "backend.h"
 #include "layout.h"
@@ -18,6 +16,7 @@ int
 store_small_write(int dirfd, const char *fname, const void *data, size_t len,
     mode_t filemode, struct store_sync *b, ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	const char *p = data;
 	ssize_t w;
 	int fd, r = 0;
@@ -25,13 +24,10 @@ store_small_write(int dirfd, const char *fname, const void *data, size_t len,
 	if (!store_valid_component(fname))
 		return err_set(e, CKPT_EINVAL, "invalid file name: %s",
 		    fname != NULL ? fname : "(null)");
-	fd = openat(dirfd, fname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-	    O_CLOEXEC, filemode);
-	if (fd < 0)
+	if ((fd = be->create(dirfd, fname, filemode)) < 0)
 		return err_errno(e, errno, "create %s", fname);
-	posix_set_mode(fd, filemode);
 	while (len > 0) {
-		if ((w = write(fd, p, len)) < 0) {
+		if ((w = be->write(fd, p, len)) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = err_errno(e, errno, "write %s", fname);
@@ -47,15 +43,15 @@ store_small_write(int dirfd, const char *fname, const void *data, size_t len,
 	if (r == 0 && b != NULL) {
 		/* The batch fsyncs (and closes) it before the commit. */
 		if ((r = store_sync_add(b, fd, 1, e)) != 0)
-			unlinkat(dirfd, fname, 0);
+			be->unlink(dirfd, fname);
 		return r;
 	}
-	if (r == 0 && fsync(fd) != 0)
+	if (r == 0 && be->fsync(fd) != 0)
 		r = err_errno(e, errno, "fsync %s", fname);
-	if (close(fd) != 0 && r == 0)
+	if (be->close(fd) != 0 && r == 0)
 		r = err_errno(e, errno, "close %s", fname);
 	if (r != 0)
-		unlinkat(dirfd, fname, 0);
+		be->unlink(dirfd, fname);
 	return r;
 }
 
@@ -79,6 +75,7 @@ int
 store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
     size_t *lenp, ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	struct stat st;
 	size_t len = 0, cap;
 	char *buf = NULL, *nb;
@@ -87,7 +84,7 @@ store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
 
 	*bufp = NULL;
 	*lenp = 0;
-	if ((fd = posix_open_regular(dirfd, fname, &st, e)) < 0)
+	if ((fd = be->open_read(dirfd, fname, &st, e)) < 0)
 		return fd;
 	if ((uint64_t)st.st_size > maxlen) {
 		r = err_set(e, CKPT_ETOOBIG, "%s: larger than %zu bytes",
@@ -116,7 +113,7 @@ store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
 			}
 			buf = nb;
 		}
-		n = read(fd, buf + len, cap - 1 - len);
+		n = be->read(fd, buf + len, cap - 1 - len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -133,6 +130,6 @@ store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
 	buf = NULL;
 out:
 	free(buf);
-	close(fd);
+	be->close(fd);
 	return r;
 }

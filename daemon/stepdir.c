@@ -2,14 +2,11 @@
  * stepdir.c - the commit protocol of step directories: begin, commit,
  * abort, delete, leftovers (contract: stepdir.h).
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "backend.h"
 #include "stepdir.h"
@@ -22,7 +19,7 @@ int
 store_open_root(const char *path, int create, mode_t mode, int *fd,
     ckd_err *e)
 {
-	return posix_open_root(path, create, mode, fd, e);
+	return STORE_BE->open_root(path, create, mode, fd, e);
 }
 
 int
@@ -32,7 +29,7 @@ store_remove_tree(int dirfd, const char *name, ckd_err *e)
 	    strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return err_set(e, CKPT_EINVAL, "bad name to remove: %s",
 		    name != NULL ? name : "(null)");
-	return posix_remove_at(dirfd, name, 0, e);
+	return STORE_BE->remove_tree(dirfd, name, e);
 }
 
 /* ---- writing a step ------------------------------------------------------------- */
@@ -53,24 +50,25 @@ tmp_name(const char *name, char *buf, size_t len, ckd_err *e)
 static int
 remove_unowned(int dirfd, const char *name, ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	int fd, r;
 
-	if ((fd = openat(dirfd, name, O_DIRFLAGS)) < 0) {
+	if ((fd = be->open_dir(dirfd, name)) < 0) {
 		if (errno == ENOENT)
 			return 0;
 		if (errno == ENOTDIR || errno == ELOOP)
 			return store_remove_tree(dirfd, name, e);
 		return err_errno(e, errno, "open %s", name);
 	}
-	if ((r = posix_lock_dir(fd)) <= 0) {
+	if ((r = be->lock(fd)) <= 0) {
 		r = r == 0 ? err_set(e, CKPT_EBUSY, "%s belongs to a save in "
 		    "progress", name) : err_errno(e, errno, "lock %s", name);
-		close(fd);
+		be->close(fd);
 		return r;
 	}
 	/* Held: no save can own it now; remove it while holding the lock. */
-	r = posix_same_dir(dirfd, name, fd) ? store_remove_tree(dirfd, name, e) : 0;
-	close(fd);
+	r = be->same(dirfd, name, fd) ? store_remove_tree(dirfd, name, e) : 0;
+	be->close(fd);
 	return r;
 }
 
@@ -78,13 +76,14 @@ int
 store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
     ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	char tmp[300];
 	struct stat st;
 	int r, fd, tries;
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
 		return r;
-	if (fstatat(rootfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	if (be->stat(rootfd, name, &st) == 0)
 		return err_set(e, CKPT_EEXIST, "step directory %s already "
 		    "exists", name);
 	if (errno != ENOENT)
@@ -95,16 +94,16 @@ store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 	for (tries = 0; tries < 8; tries++) {
 		if ((r = remove_unowned(rootfd, tmp, e)) != 0)
 			return r;
-		if ((r = posix_mkdir_open(rootfd, tmp, dirmode, &fd, e)) != 0) {
+		if ((r = be->mkdir(rootfd, tmp, dirmode, &fd, e)) != 0) {
 			if (r == CKPT_EEXIST)
 				continue;
 			return r;
 		}
-		if (posix_lock_dir(fd) == 1 && posix_same_dir(rootfd, tmp, fd)) {
+		if (be->lock(fd) == 1 && be->same(rootfd, tmp, fd)) {
 			*tmpfd = fd;
 			return 0;
 		}
-		close(fd);
+		be->close(fd);
 	}
 	return err_set(e, CKPT_EBUSY, "cannot create %s: it keeps being "
 	    "replaced", tmp);
@@ -117,7 +116,7 @@ store_mkdir_item(int tmpfd, const char *item, mode_t dirmode, int *itemfd,
 	if (!store_valid_component(item))
 		return err_set(e, CKPT_EINVAL, "invalid item name: %s",
 		    item != NULL ? item : "(null)");
-	return posix_mkdir_open(tmpfd, item, dirmode, itemfd, e);
+	return STORE_BE->mkdir(tmpfd, item, dirmode, itemfd, e);
 }
 
 int
@@ -128,7 +127,7 @@ store_commit(int rootfd, const char *name, int tmpfd, ckd_err *e)
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
 		return r;
-	if (fsync(tmpfd) != 0)
+	if (STORE_BE->fsync(tmpfd) != 0)
 		return err_errno(e, errno, "fsync %s", tmp);
 	return store_commit_synced(rootfd, name, e);
 }
@@ -141,13 +140,13 @@ store_commit_synced(int rootfd, const char *name, ckd_err *e)
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
 		return r;
-	if (posix_rename_noreplace(rootfd, tmp, rootfd, name) != 0) {
+	if (STORE_BE->rename(rootfd, tmp, rootfd, name, 1) != 0) {
 		if (errno == EEXIST || errno == ENOTEMPTY)
 			return err_set(e, CKPT_EEXIST, "step directory %s "
 			    "already exists", name);
 		return err_errno(e, errno, "rename %s to %s", tmp, name);
 	}
-	if (fsync(rootfd) != 0)
+	if (STORE_BE->fsync(rootfd) != 0)
 		return err_errno(e, errno, "fsync root after committing %s",
 		    name);
 	return 0;
@@ -171,6 +170,7 @@ int
 store_delete_step(int rootfd, const char *name, const char *subdir,
     ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	char hidden[300];
 	struct stat st;
 	int sfd, r;
@@ -178,7 +178,7 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 	if (!store_valid_component(name))
 		return err_set(e, CKPT_EINVAL, "invalid step name: %s",
 		    name != NULL ? name : "(null)");
-	if (fstatat(rootfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+	if (be->stat(rootfd, name, &st) != 0) {
 		if (errno == ENOENT)
 			return err_set(e, CKPT_ENOTFOUND, "step %s not found",
 			    name);
@@ -191,21 +191,21 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 		if (!store_valid_component(subdir))
 			return err_set(e, CKPT_EINVAL, "invalid todelete "
 			    "subdir: %s", subdir);
-		if (mkdirat(rootfd, subdir, st.st_mode & 0777) != 0 &&
+		if (be->make_dir(rootfd, subdir, st.st_mode & 0777) != 0 &&
 		    errno != EEXIST)
 			return err_errno(e, errno, "mkdir %s", subdir);
-		if ((sfd = openat(rootfd, subdir, O_DIRFLAGS)) < 0)
+		if ((sfd = be->open_dir(rootfd, subdir)) < 0)
 			return err_errno(e, errno, "open %s", subdir);
-		if (posix_rename_noreplace(rootfd, name, sfd, name) != 0) {
+		if (be->rename(rootfd, name, sfd, name, 1) != 0) {
 			r = errno == EEXIST || errno == ENOTEMPTY ?
 			    err_set(e, CKPT_EEXIST, "%s/%s already exists",
 			    subdir, name) :
 			    err_errno(e, errno, "move %s to %s", name, subdir);
-			close(sfd);
+			be->close(sfd);
 			return r;
 		}
 		r = store_fsync_dir(sfd, e);
-		close(sfd);
+		be->close(sfd);
 		if (r == 0)
 			r = store_fsync_dir(rootfd, e);
 		return r;
@@ -217,12 +217,12 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 		return r;
 	/* Hold the step's lock while it is hidden and removed, so that a
 	 * collector of leftovers leaves it to us. */
-	sfd = openat(rootfd, name, O_DIRFLAGS);
-	if (sfd >= 0 && posix_lock_dir(sfd) != 1) {
-		close(sfd);
+	sfd = be->open_dir(rootfd, name);
+	if (sfd >= 0 && be->lock(sfd) != 1) {
+		be->close(sfd);
 		sfd = -1;
 	}
-	if (renameat(rootfd, name, rootfd, hidden) != 0) {
+	if (be->rename(rootfd, name, rootfd, hidden, 0) != 0) {
 		r = errno == ENOENT ? err_set(e, CKPT_ENOTFOUND, "step %s not "
 		    "found", name) : err_errno(e, errno, "rename %s", name);
 		goto out;
@@ -232,7 +232,7 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 	r = store_remove_tree(rootfd, hidden, e);
 out:
 	if (sfd >= 0)
-		close(sfd);
+		be->close(sfd);
 	return r;
 }
 
@@ -261,51 +261,50 @@ int
 store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
     struct store_leftover **out, size_t *nout, ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	struct store_leftover *v = NULL, *nv;
 	size_t len = 0, cap = 0, l;
-	struct dirent *de;
+	struct store_list *d;
+	const char *dname;
 	struct stat st;
 	char base[256];
 	uint64_t step;
-	int r = 0, rr, removed = 0, ours, tmp;
+	int r = 0, rr, removed = 0, ours, tmp, k;
 	ckd_err re;
-	DIR *d;
 
 	if (out != NULL) {
 		*out = NULL;
 		*nout = 0;
 	}
-	if ((d = posix_opendir_at(rootfd, ".", e)) == NULL)
+	if ((d = be->list_open(rootfd, e)) == NULL)
 		return e != NULL ? e->code : CKPT_EIO;
 	for (;;) {
-		errno = 0;
-		if ((de = readdir(d)) == NULL) {
-			if (errno != 0)
+		if ((k = be->list_next(d, &dname)) <= 0) {
+			if (k < 0)
 				r = err_errno(e, errno, "read root directory");
 			break;
 		}
-		l = strlen(de->d_name);
-		tmp = store_ends_with(de->d_name, CKPT_TMP_SUFFIX) &&
+		l = strlen(dname);
+		tmp = store_ends_with(dname, CKPT_TMP_SUFFIX) &&
 		    l > strlen(CKPT_TMP_SUFFIX) && l < sizeof(base);
 		ours = 0;
 		if (tmp) {
-			memcpy(base, de->d_name, l - strlen(CKPT_TMP_SUFFIX));
+			memcpy(base, dname, l - strlen(CKPT_TMP_SUFFIX));
 			base[l - strlen(CKPT_TMP_SUFFIX)] = '\0';
 			ours = nm != NULL &&
 			    store_parse_step_name(nm, base, &step) == 0;
 			if (!ours && !(flags & STORE_LEFTOVER_ANY_NAMING))
 				continue;
-		} else if (!(de->d_name[0] == '.' &&
-		    store_ends_with(de->d_name, STORE_DEL_SUFFIX) &&
+		} else if (!(dname[0] == '.' &&
+		    store_ends_with(dname, STORE_DEL_SUFFIX) &&
 		    l > 1 + strlen(STORE_DEL_SUFFIX)) &&
 		    !((flags & STORE_LEFTOVER_ORBAX) &&
-		    store_is_orbax_tmp(de->d_name))) {
+		    store_is_orbax_tmp(dname))) {
 			continue;
 		}
-		if (fstatat(dirfd(d), de->d_name, &st,
-		    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+		if (be->stat(rootfd, dname, &st) != 0 || !S_ISDIR(st.st_mode))
 			continue;
-		rr = remove_unowned(dirfd(d), de->d_name, &re);
+		rr = remove_unowned(rootfd, dname, &re);
 		if (rr == CKPT_EBUSY)
 			continue;       /* a live save's: not a leftover */
 		if (rr != 0) {
@@ -333,7 +332,7 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		    st.st_mtim.tv_nsec;
 		len++;
 	}
-	closedir(d);
+	be->list_close(d);
 	if (removed > 0 && (rr = store_fsync_dir(rootfd, &re)) != 0 &&
 	    r == 0) {
 		if (e != NULL)

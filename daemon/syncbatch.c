@@ -2,16 +2,15 @@
  * syncbatch.c - batched durability (contract: syncbatch.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
-#include <unistd.h>
 
+#include "backend.h"
 #include "syncbatch.h"
 
 int
 store_fsync_dir(int dirfd, ckd_err *e)
 {
-	if (fsync(dirfd) != 0)
+	if (STORE_BE->fsync(dirfd) != 0)
 		return err_errno(e, errno, "fsync directory");
 	return 0;
 }
@@ -37,7 +36,7 @@ store_sync_add(struct store_sync *b, int fd, int own, ckd_err *e)
 		if (b->n >= STORE_SYNC_MAX ||
 		    (v = realloc(b->v, cap * sizeof(*v))) == NULL) {
 			if (own)
-				close(fd);
+				STORE_BE->close(fd);
 			return err_set(e, CKPT_ENOMEM, "out of memory");
 		}
 		b->v = v;
@@ -60,17 +59,17 @@ store_sync_add(struct store_sync *b, int fd, int own, ckd_err *e)
 int
 store_sync_run(struct store_sync *b, ckd_err *e)
 {
+	const struct store_backend *be = STORE_BE;
 	size_t i;
 	int r = 0;
 
 	for (i = 0; i < b->n; i++)
-		(void)sync_file_range(b->v[i].fd, 0, 0,
-		    SYNC_FILE_RANGE_WRITE);
+		be->writeback(b->v[i].fd, 0, 0);
 	for (i = 0; i < b->n; i++)
-		if (fsync(b->v[i].fd) != 0 && r == 0)
+		if (be->fsync(b->v[i].fd) != 0 && r == 0)
 			r = err_errno(e, errno, "fsync (batch entry %zu)", i);
 	for (i = 0; i < b->n; i++)
-		if (b->v[i].own && close(b->v[i].fd) != 0 && r == 0)
+		if (b->v[i].own && be->close(b->v[i].fd) != 0 && r == 0)
 			r = err_errno(e, errno, "close (batch entry %zu)", i);
 	b->n = 0;
 	return r;
@@ -83,7 +82,7 @@ store_sync_free(struct store_sync *b)
 
 	for (i = 0; i < b->n; i++)
 		if (b->v[i].own)
-			close(b->v[i].fd);
+			STORE_BE->close(b->v[i].fd);
 	free(b->v);
 	store_sync_init(b);
 }
