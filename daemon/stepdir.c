@@ -120,19 +120,6 @@ store_mkdir_item(int tmpfd, const char *item, mode_t dirmode, int *itemfd,
 }
 
 int
-store_commit(int rootfd, const char *name, int tmpfd, ckd_err *e)
-{
-	char tmp[300];
-	int r;
-
-	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
-		return r;
-	if (STORE_BE->fsync(tmpfd) != 0)
-		return err_errno(e, errno, "fsync %s", tmp);
-	return store_commit_synced(rootfd, name, e);
-}
-
-int
 store_commit_synced(int rootfd, const char *name, ckd_err *e)
 {
 	char tmp[300];
@@ -164,7 +151,7 @@ store_abort(int rootfd, const char *name, ckd_err *e)
 }
 
 /* When the removal after hiding fails, the step is already gone from
- * listings (store_cleanup_tmp() finishes the job later) and the error is
+ * listings (the next collection of leftovers finishes the job) and the error is
  * returned. */
 int
 store_delete_step(int rootfd, const char *name, const char *subdir,
@@ -346,11 +333,4 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		free(v);
 	}
 	return r;
-}
-
-int
-store_cleanup_tmp(int rootfd, ckd_err *e)
-{
-	return store_collect_leftovers(rootfd, NULL, STORE_LEFTOVER_ANY_NAMING |
-	    STORE_LEFTOVER_ORBAX, NULL, NULL, e);
 }

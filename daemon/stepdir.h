@@ -35,12 +35,9 @@ int store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 int store_mkdir_item(int tmpfd, const char *item, mode_t dirmode,
     int *itemfd, ckd_err *e);
 
-/* Commit: fsync tmpfd, rename <name>.ckptd-tmp -> <name> (RENAME_NOREPLACE),
- * fsync rootfd. Item dirs and files must already be fsynced. */
-int store_commit(int rootfd, const char *name, int tmpfd, ckd_err *e);
-/* store_commit without the fsync of the tmp dir, which the caller has
- * already fsynced (e.g. as the last entry of a batch, after every file
- * and item directory in it): rename (RENAME_NOREPLACE), fsync rootfd. */
+/* Commit: rename <name>.ckptd-tmp -> <name> (RENAME_NOREPLACE), fsync
+ * rootfd. The tmp dir, its item dirs and files must already be durable
+ * (the last entries of the save's sync batch). */
 int store_commit_synced(int rootfd, const char *name, ckd_err *e);
 /* Remove <name>.ckptd-tmp (after a failed save). */
 int store_abort(int rootfd, const char *name, ckd_err *e);
@@ -51,11 +48,6 @@ int store_abort(int rootfd, const char *name, ckd_err *e);
  * from listings, then removed. Errors: CKPT_ENOTFOUND, CKPT_EACCES. */
 int store_delete_step(int rootfd, const char *name, const char *subdir,
     ckd_err *e);
-/* Remove every leftover *.ckptd-tmp and .*.ckptd-del directory (of any
- * naming) that no live save owns, and the *.orbax-checkpoint-tmp[-<digits>]
- * ones an interrupted Orbax save left (cleanup_tmp_directories). */
-int store_cleanup_tmp(int rootfd, ckd_err *e);
-
 /* Leftovers of a crash. A save owns its <name>.ckptd-tmp through an
  * exclusive flock on the directory (store_begin takes it; it lasts until
  * the tmp fd is closed, and dies with the process), so a tmp dir that is
