@@ -151,8 +151,8 @@ store_abort(int rootfd, const char *name, ckd_err *e)
 }
 
 /* When the removal after hiding fails, the step is already gone from
- * listings (the next collection of leftovers finishes the job) and the error is
- * returned. */
+ * listings (the next collection of leftovers finishes the job) and the
+ * error is returned. */
 int
 store_delete_step(int rootfd, const char *name, const char *subdir,
     ckd_err *e)
