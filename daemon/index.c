@@ -35,8 +35,8 @@
  * read back from their _CHECKPOINT_METADATA, records of steps no longer on
  * disk are dropped. What a lost transaction can lose for good is only the
  * error text of a failed save. The step data itself is made durable by the
- * save path (store.c fsyncs files, directories and the root) before its
- * index record is written.
+ * save path (stepdir.c and syncbatch.c fsync files, directories and the
+ * root) before its index record is written.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /*
- * test_store.c - the on-disk format (daemon/store.c) on real files in a
+ * test_store.c - the on-disk format (daemon/store.h and the files it includes) on real files in a
  * private temporary directory: safetensors layout and its reader, tree and
  * step metadata, the commit protocol, deletes, scans and symlink safety.
  */
@@ -1157,7 +1157,7 @@ test_tree_metadata_roundtrip(void **state)
 	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e), 0);
 	assert_int_equal(fstatat(f->dfd, STORE_TREE_METADATA, &st, 0), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	/* the format promised at the top of store.c */
+	/* the format promised at the top of treemeta.c */
 	text = read_all(f->dfd, STORE_TREE_METADATA, NULL);
 	j = json_loads(text, 0, NULL);
 	assert_non_null(j);
@@ -1714,7 +1714,7 @@ test_begin_commit_abort(void **state)
 	    &e), 0);
 	assert_int_equal(store_fsync_dir(ifd, &e), 0);
 	close(ifd);
-	assert_int_equal(store_commit(f->dfd, "5", tfd, &e), 0);
+	assert_int_equal(store_commit_synced(f->dfd, "5", &e), 0);
 	close(tfd);
 	assert_true(exists_at(f->dfd, "5"));
 	assert_false(exists_at(f->dfd, "5" CKPT_TMP_SUFFIX));
@@ -1753,7 +1753,7 @@ test_begin_commit_abort(void **state)
 	assert_false(exists_at(tfd, "default"));
 	/* someone created the final name meanwhile: commit refuses */
 	assert_int_equal(mkdirat(f->dfd, "7", 0755), 0);
-	assert_int_equal(store_commit(f->dfd, "7", tfd, &e), CKPT_EEXIST);
+	assert_int_equal(store_commit_synced(f->dfd, "7", &e), CKPT_EEXIST);
 	assert_true(exists_at(f->dfd, "7" CKPT_TMP_SUFFIX));
 	close(tfd);
 
@@ -1763,7 +1763,8 @@ test_begin_commit_abort(void **state)
 	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd, &e), 0);
 	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e),
 	    CKPT_EBUSY);
-	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_true(exists_at(f->dfd, "8" CKPT_TMP_SUFFIX));
 	close(tfd);
 	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e), 0);
@@ -1774,7 +1775,7 @@ test_begin_commit_abort(void **state)
 	    CKPT_EINVAL);
 	assert_int_equal(store_begin(f->dfd, "9" CKPT_TMP_SUFFIX, 0755, &tfd,
 	    &e), CKPT_EINVAL);
-	assert_int_equal(store_commit(f->dfd, "..", tfd, &e), CKPT_EINVAL);
+	assert_int_equal(store_commit_synced(f->dfd, "..", &e), CKPT_EINVAL);
 	umask(old);
 }
 
@@ -1795,7 +1796,7 @@ test_delete_and_cleanup(void **state)
 		assert_int_equal(store_write_file(ifd, "metadata", "{}", 2, 0644,
 		    &e), 0);
 		close(ifd);
-		assert_int_equal(store_commit(f->dfd, name, tfd, &e), 0);
+		assert_int_equal(store_commit_synced(f->dfd, name, &e), 0);
 		close(tfd);
 	}
 	assert_int_equal(store_delete_step(f->dfd, "1", NULL, &e), 0);
@@ -1846,7 +1847,8 @@ test_delete_and_cleanup(void **state)
 	assert_int_equal(mkdirat(f->dfd, ".orbax-checkpoint-tmp", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "14.orbax-checkpoint-tmp-x", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "15.orbax-checkpoint-tmp-", 0755), 0);
-	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_false(exists_at(f->dfd, "12.orbax-checkpoint-tmp-1701"));
 	assert_false(exists_at(f->dfd, "13.orbax-checkpoint-tmp"));
 	assert_true(exists_at(f->dfd, ".orbax-checkpoint-tmp"));
@@ -1859,7 +1861,8 @@ test_delete_and_cleanup(void **state)
 	assert_true(exists_at(f->dfd, "4"));
 	assert_true(exists_at(f->dfd, "todelete/2"));
 	assert_true(exists_at(f->dfd, "notadir"));
-	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 }
 
 /* Leftovers: only unlocked tmp dirs go; those of the naming asked for are
@@ -1920,10 +1923,12 @@ test_collect_leftovers(void **state)
 	fd = openat(f->dfd, ".9.ckptd-del", O_RDONLY | O_DIRECTORY);
 	assert_true(fd >= 0);
 	assert_int_equal(flock(fd, LOCK_EX), 0);
-	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_true(exists_at(f->dfd, ".9.ckptd-del"));
 	close(fd);
-	assert_int_equal(store_cleanup_tmp(f->dfd, &e), 0);
+	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_false(exists_at(f->dfd, ".9.ckptd-del"));
 }
 
@@ -2156,7 +2161,7 @@ test_symlinks_not_followed(void **state)
 	/* mkdir_item does not reuse it */
 	assert_int_equal(store_mkdir_item(tfd, "default", 0755, &ifd, &e),
 	    CKPT_EEXIST);
-	assert_int_equal(store_commit(rootfd, "1", tfd, &e), 0);
+	assert_int_equal(store_commit_synced(rootfd, "1", &e), 0);
 	close(tfd);
 	/* an item fd opened the way the daemon must (O_NOFOLLOW) fails */
 	assert_true(openat(rootfd, "1/default", O_RDONLY | O_DIRECTORY |
