@@ -101,7 +101,10 @@ def test_migrate_orbax_root(daemon, tmp_path, fmt):
             # Orbax's commit time is the time policies read in ckptd
             assert md.init_timestamp_nsecs == \
                 orbax_md[s].commit_timestamp_nsecs
-            assert sorted(md.item_handlers) == ['arr', 'meta', 'state']
+            # as Orbax lists them: the step's metrics too
+            assert sorted(md.item_handlers) == sorted(
+                orbax_md[s].item_handlers) == ['arr', 'meta', 'metrics',
+                                               'state']
         # restore into a sharded target: jax arrays again
         mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ('x', 'y'))
         sh = NamedSharding(mesh, P('x', 'y'))
