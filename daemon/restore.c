@@ -21,6 +21,7 @@
 
 #include "metrics.h"
 #include "restore.h"
+#include "stepmetrics.h"
 
 #define RESTORE_MAX_DOC CKPT_MAX_DOC            /* JSON items, metadata */
 #define RESTORE_MAX_DIRENTS 4096
@@ -405,8 +406,12 @@ rs_restore_run(struct task *t)
 			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			Ckpt__Handler h = CKPT__HANDLER__HANDLER_UNSPECIFIED;
 
+			/* The step's metrics (Orbax lists them among
+			 * item_handlers) are no item; an item of that name
+			 * is known by its files. */
 			if (fd >= 0) {
-				h = rs_item_handler(have_meta ? &meta : NULL,
+				h = rs_item_handler(have_meta && strcmp(avail[i],
+				    STEPMETRICS_ITEM) != 0 ? &meta : NULL,
 				    avail[i], fd);
 				close(fd);
 			}

@@ -674,6 +674,8 @@ save_finish(struct save *s, ckd_err *e)
 	    s->tmpfd, meta.metrics_json, s->dmode, s->fmode, &s->sync,
 	    e)) != 0)
 		goto fail;
+	if (meta.metrics_json != NULL)
+		meta.metrics_item = STEPMETRICS_ITEM;
 	meta.custom_json = sv->custom_metadata_json;
 	meta.nitems = sv->n_items;
 	meta.item_names = s->names;

@@ -90,6 +90,18 @@ step_meta_write(int stepfd, const struct store_step_meta *m,
 			goto out;
 		}
 	}
+	if (m->metrics_item != NULL) {
+		if (json_object_get(ih, m->metrics_item) != NULL) {
+			r = err_set(e, CKPT_EINVAL, "an item named %s and "
+			    "metrics", m->metrics_item);
+			goto out;
+		}
+		if (json_object_set_new(ih, m->metrics_item, json_string(
+		    store_handler_typestr(CKPT__HANDLER__HANDLER_JSON))) != 0) {
+			r = err_set(e, CKPT_ENOMEM, "out of memory");
+			goto out;
+		}
+	}
 	if ((text = json_dumps(root, JSON_COMPACT)) == NULL) {
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
 		goto out;

@@ -21,13 +21,17 @@ struct store_step_meta {
 	char **item_names;
 	Ckpt__Handler *handlers;
 	uint64_t bytes;         /* total bytes of array data */
+	const char *metrics_item; /* write: the item holding the step's
+				   metrics, which Orbax lists among
+				   item_handlers (a Json item), or NULL */
 };
 /* Write <stepfd>/_CHECKPOINT_METADATA:
  * {"item_handlers": {"<item>": "<orbax handler type string>", ...},
  *  "metrics": {...}, "performance_metrics": {}, "init_timestamp_nsecs": N,
  *  "commit_timestamp_nsecs": N, "custom_metadata": {...},
  *  "ckptd": {"version": 1, "bytes": N, "handlers": {"<item>": "STANDARD"}}}
- * and fsync. */
+ * and fsync. With metrics_item, that item is in item_handlers too (not in
+ * ckptd.handlers: it is no item of the save). */
 int store_write_step_meta(int stepfd, const struct store_step_meta *m,
     mode_t filemode, ckd_err *e);
 int store_write_step_meta_nosync(int stepfd, const struct store_step_meta *m,

@@ -5,7 +5,7 @@ _ckptctl()
 	local cur prev words cword
 	_init_completion || return
 
-	local commands='status steps show delete verify wait help'
+	local commands='status steps show delete verify wait preempt import help'
 	local opts='--socket --json --step-prefix --help --version'
 	local i cmd= nargs=0
 
@@ -14,7 +14,11 @@ _ckptctl()
 		_filedir
 		return
 		;;
-	--step-prefix | --after | --timeout)
+	--step-prefix | --after | --timeout | --best-metric)
+		return
+		;;
+	--best-mode)
+		COMPREPLY=($(compgen -W "min max" -- "$cur"))
 		return
 		;;
 	esac
@@ -22,7 +26,8 @@ _ckptctl()
 	# The command and how many of its arguments precede the cursor.
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
-		--socket | --step-prefix | --after | --timeout)
+		--socket | --step-prefix | --after | --timeout | --best-metric | \
+		    --best-mode)
 			((i++))
 			;;
 		-*) ;;
@@ -39,6 +44,7 @@ _ckptctl()
 	if [[ $cur == -* ]]; then
 		case $cmd in
 		wait) opts="$opts --after --timeout" ;;
+		import) opts="$opts --best-metric --best-mode -q" ;;
 		esac
 		COMPREPLY=($(compgen -W "$opts" -- "$cur"))
 		return
@@ -48,6 +54,9 @@ _ckptctl()
 		return
 	fi
 	case $cmd in
+	import)
+		((nargs < 2)) && _filedir -d
+		;;
 	steps | show | delete | verify | wait)
 		if ((nargs == 0)); then
 			_filedir -d

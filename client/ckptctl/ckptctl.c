@@ -10,12 +10,16 @@
  *     preempt                the node is going down: managers save and stop
  *     wait DIR [--after N] [--timeout SECS]
  *                            wait for a step after N (default: the latest)
+ *     import ORBAX_ROOT DEST [--best-metric NAME] [--best-mode min|max] [-q]
+ *                            copy the steps Orbax wrote into ckptd steps
+ *                            (runs the ckpt package's migration in Python)
  *
  * The options may also follow the command (ckptctl steps DIR --json).
  * Tables by default; --json prints one JSON object. Exit status: 0 ok,
  * 1 error (message on stderr), 2 usage, 3 status: no daemon is running
  * (status never starts one).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -49,7 +54,14 @@ usage(FILE *f)
 	    "  verify DIR [STEP]                     check stored checksums\n"
 	    "  wait DIR [--after N] [--timeout SECS] wait for a new step\n"
 	    "  preempt                               tell every trainer the node "
-	    "is going down\n");
+	    "is going down\n"
+	    "  import ORBAX_ROOT DEST [--best-metric NAME] [--best-mode min|max] "
+	    "[-q]\n"
+	    "                                        copy Orbax checkpoints into "
+	    "ckptd steps\n"
+	    "                                        (Python 3 with orbax-"
+	    "checkpoint: $CKPT_PYTHON,\n"
+	    "                                        else python3 on PATH)\n");
 }
 
 static int
@@ -767,6 +779,84 @@ cmd_wait(ckpt_client *c, const char *dir, int argc, char **argv)
 	return 0;
 }
 
+/* ---- import ---------------------------------------------------------------- */
+
+#ifndef CKPT_PYTHONDIR
+#define CKPT_PYTHONDIR ""
+#endif
+
+/*
+ * Run by the interpreter: find the ckpt package (as installed for it, else
+ * where this ckptctl installed it), check for orbax, run the migration.
+ * argv[1] is that directory, the migration's arguments follow.
+ */
+static const char import_boot[] =
+    "import sys\n"
+    "extra = sys.argv.pop(1)\n"
+    "try:\n"
+    "    import ckpt.migrate\n"
+    "except ImportError as e:\n"
+    "    first = e\n"
+    "    if extra:\n"
+    "        sys.path.append(extra)\n"
+    "    try:\n"
+    "        import ckpt.migrate\n"
+    "    except ImportError:\n"
+    "        sys.exit('ckptctl import: %s cannot import the ckpt package "
+    "(%s); install it for that Python, or set PYTHONPATH, or CKPT_PYTHON "
+    "to another interpreter' % (sys.executable, first))\n"
+    "try:\n"
+    "    import orbax.checkpoint\n"
+    "except ImportError as e:\n"
+    "    sys.exit('ckptctl import: %s has no orbax-checkpoint (%s); it reads "
+    "the Orbax checkpoints: pip install orbax-checkpoint for it, or set "
+    "CKPT_PYTHON to a Python that has it' % (sys.executable, e))\n"
+    "sys.exit(ckpt.migrate.main(sys.argv[1:], prog='ckptctl import'))\n";
+
+/*
+ * import ORBAX_ROOT DEST [migration options]: Orbax reads its own formats,
+ * so the migration is the Python package's (ckpt.migrate); exec it with
+ * $CKPT_PYTHON or python3, pointed at this daemon socket and this libckpt.
+ */
+static int
+cmd_import(int argc, char **argv)
+{
+	const char *py = getenv("CKPT_PYTHON");
+	char **av;
+	Dl_info info;
+	int i, n = 0;
+
+	if (py == NULL || *py == '\0')
+		py = "python3";
+	if (opt_socket != NULL && setenv("CKPTD_SOCKET", opt_socket, 1) != 0)
+		return fail("setenv: %s", strerror(errno));
+	/* the package loads the libckpt this ckptctl runs with */
+	if (getenv("CKPT_LIBRARY") == NULL &&
+	    dladdr((void *)ckpt_version, &info) != 0 && info.dli_fname != NULL &&
+	    info.dli_fname[0] == '/')
+		(void)setenv("CKPT_LIBRARY", info.dli_fname, 1);
+	if ((av = calloc((size_t)argc + 8, sizeof *av)) == NULL)
+		return fail("out of memory");
+	av[n++] = (char *)py;
+	av[n++] = (char *)"-c";
+	av[n++] = (char *)import_boot;
+	av[n++] = (char *)CKPT_PYTHONDIR;
+	if (opt_prefix != NULL) {
+		av[n++] = (char *)"--step-prefix";
+		av[n++] = (char *)opt_prefix;
+	}
+	for (i = 0; i < argc; i++)
+		av[n++] = argv[i];
+	av[n] = NULL;
+	fflush(NULL);
+	execvp(py, av);
+	i = errno;
+	free(av);
+	return fail("cannot run %s: %s (ckptctl import needs Python 3 with the "
+	    "ckpt package and orbax-checkpoint; set CKPT_PYTHON to its path)",
+	    py, strerror(i));
+}
+
 /*
  * Take the global options (--json, --socket PATH, --step-prefix P, --help,
  * --version) wherever they stand, before or after the command, so that
@@ -840,6 +930,13 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "preempt") == 0) {
 		if (argc != 0)
 			return usage_error("preempt takes no arguments");
+	} else if (strcmp(cmd, "import") == 0) {
+		if (argc < 2)
+			return usage_error("usage: import ORBAX_ROOT DEST "
+			    "[--best-metric NAME] [--best-mode min|max] [-q]");
+		if (opt_json)
+			return usage_error("import has no --json output");
+		return cmd_import(argc, argv);
 	} else if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return 0;

@@ -1450,6 +1450,9 @@ client_free(ckpt_client *c)
 	struct inflight *s, *ns;
 	struct ckpt_manager *m, *nm;
 
+	/* background saves still copying or sending end first */
+	for (m = c->managers; m != NULL; m = m->next)
+		mgr_join_bg(m);
 	if (c->reader_started) {
 		/* stop a reconnect in progress, then the reader itself */
 		pthread_mutex_lock(&c->lock);

@@ -109,6 +109,8 @@ struct tleaf {
 	int64_t shape[CKPT_MAX_NDIM];
 	const void *data;
 	size_t nbytes;
+	ckpt_piece *pieces;     /* instead of data: npieces buffers, sorted */
+	size_t npieces;
 	void *owned;            /* buffer to free with the tree */
 	void *dst;              /* target: caller buffer */
 	int64_t i;
@@ -327,6 +329,12 @@ struct ckpt_manager {
 	uint8_t *open_pb;           /* packed OpenManager, to re-open it */
 	size_t open_len;
 	uint64_t gen;               /* the connection id belongs to (c->lock) */
+	/* a background save (ckpt_save_args_set_background), under c->lock:
+	 * its thread copies into staging and sends the Save */
+	int bg_live;                /* bg_thread not yet joined */
+	int bg_joining;             /* a caller is joining it */
+	int bg_done;                /* its thread has ended its work */
+	pthread_t bg_thread;
 	struct ckpt_manager *next;
 };
 
@@ -352,6 +360,8 @@ int cl_remember_open(struct ckpt_manager *m, const Ckpt__OpenManager *om);
 
 /* manager.c: wait until the manager has no save in flight (takes c->lock). */
 int mgr_wait_local(struct ckpt_manager *m);
+/* End m's background save, if any: its copy is done and its Save answered. */
+void mgr_join_bg(struct ckpt_manager *m);
 /* manager.c: free a manager handle without talking to the daemon. */
 void mgr_free_handle(struct ckpt_manager *m);
 /* client.c: unlink and free finished saves nobody holds (c->lock held). */

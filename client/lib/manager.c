@@ -49,6 +49,7 @@ struct ckpt_save_args {
 	int force;
 	int64_t ts;
 	int preempted;
+	int background;
 };
 
 static int should_save_fn_at(struct ckpt_manager *, uint64_t, int *);
@@ -227,6 +228,15 @@ ckpt_save_args_set_timestamp(ckpt_save_args *a, int64_t ns)
 }
 
 CKPT_API int
+ckpt_save_args_set_background(ckpt_save_args *a, int on)
+{
+	if (a == NULL)
+		return CKPT_EINVAL;
+	a->background = on != 0;
+	return 0;
+}
+
+CKPT_API int
 ckpt_save_args_set_preempted(ckpt_save_args *a, int on)
 {
 	if (a == NULL)
@@ -358,11 +368,34 @@ mgr_free_handle(struct ckpt_manager *m)
 	free(m);
 }
 
+void
+mgr_join_bg(struct ckpt_manager *m)
+{
+	ckpt_client *c = m->c;
+	pthread_t th;
+
+	pthread_mutex_lock(&c->lock);
+	while (m->bg_joining)
+		pthread_cond_wait(&c->save_cond, &c->lock);
+	if (m->bg_live) {
+		m->bg_joining = 1;
+		th = m->bg_thread;
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(th, NULL);
+		pthread_mutex_lock(&c->lock);
+		m->bg_live = 0;
+		m->bg_joining = 0;
+		pthread_cond_broadcast(&c->save_cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 int
 mgr_wait_local(struct ckpt_manager *m)
 {
 	ckpt_client *c = m->c;
 
+	mgr_join_bg(m);
 	pthread_mutex_lock(&c->lock);
 	while (m->saving > 0 && !c->broken)
 		pthread_cond_wait(&c->save_cond, &c->lock);
@@ -588,7 +621,7 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b,
     int replicated)
 {
 	size_t i, j, k, nleaves = 0, nelems = 0, ndims = 0, li = 0, ei = 0,
-	    di = 0, off = 0;
+	    di = 0, off = 0, nsegs = 0;
 
 	for (i = 0; i < a->n; i++) {
 		const ckpt_tree *t = a->items[i].tree;
@@ -600,6 +633,8 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b,
 			/* pieces: shape, global shape and offsets */
 			ndims += (size_t)t->leaves[j].ndim *
 			    (t->leaves[j].piece != NULL ? 3 : 1);
+			if (t->leaves[j].npieces > 1)
+				nsegs += t->leaves[j].npieces - 1;
 		}
 	}
 	b->items = calloc(a->n, sizeof *b->items);
@@ -609,7 +644,9 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b,
 	b->elems = calloc(nelems + 1, sizeof *b->elems);
 	b->elemp = calloc(nelems + 1, sizeof *b->elemp);
 	b->shapes = calloc(ndims + 1, sizeof *b->shapes);
-	b->segs = calloc(nleaves + 1, sizeof *b->segs);
+	if (nsegs > SIZE_MAX - nleaves - 1)
+		return CKPT_ENOMEM;
+	b->segs = calloc(nleaves + nsegs + 1, sizeof *b->segs);
 	if (b->items == NULL || b->itemp == NULL || b->leaves == NULL ||
 	    b->leafp == NULL || b->elems == NULL || b->elemp == NULL ||
 	    b->shapes == NULL || b->segs == NULL)
@@ -682,7 +719,14 @@ build_save(const ckpt_save_args *a, Ckpt__Save *sv, struct savebuild *b,
 				lf->offset = off;
 				lf->has_nbytes = 1;
 				lf->nbytes = tl->nbytes;
-				if (tl->nbytes > 0) {
+				for (k = 0; k < tl->npieces; k++) {
+					b->segs[b->nseg].off = off +
+					    (size_t)tl->pieces[k].offset;
+					b->segs[b->nseg].src = tl->pieces[k].data;
+					b->segs[b->nseg].n = tl->pieces[k].nbytes;
+					b->nseg++;
+				}
+				if (tl->pieces == NULL && tl->nbytes > 0) {
 					b->segs[b->nseg].off = off;
 					b->segs[b->nseg].src = tl->data;
 					b->segs[b->nseg].n = tl->nbytes;
@@ -741,19 +785,198 @@ inflight_drop(ckpt_client *c, struct inflight *s, int release_buf)
 	pthread_cond_broadcast(&c->save_cond);
 }
 
+/*
+ * Send the Save of a filled staging buffer, which the save owns from here,
+ * and settle the reply: 0 with *saved, or a code with the message set.
+ */
+static int
+save_send(struct ckpt_manager *m, Ckpt__Save *sv, struct stagebuf *buf,
+    int *saved)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Response *resp = NULL;
+	ckpt_client *c = m->c;
+	struct inflight *s;
+	int r, accepted, fd;
+
+	*saved = 0;
+	if ((s = calloc(1, sizeof *s)) == NULL) {
+		pthread_mutex_lock(&c->lock);
+		staging_release(c, buf);
+		pthread_mutex_unlock(&c->lock);
+		return cl_fail(c, m, CKPT_ENOMEM, "out of memory");
+	}
+	s->mgr = m;
+	s->buf = buf;
+	s->held = 1;
+	fd = buf->fd;
+	pthread_mutex_lock(&c->lock);
+	s->id = ++c->next_id;
+	s->next = c->saves;
+	c->saves = s;
+	m->saving++;
+	pthread_mutex_unlock(&c->lock);
+
+	req.id = s->id;
+	req.op_case = CKPT__REQUEST__OP_SAVE;
+	req.save = sv;
+	r = cl_call(c, m, &req, &fd, 1, &resp, NULL, NULL);
+	accepted = r == 0 && resp->code == 0 &&
+	    resp->body_case == CKPT__RESPONSE__BODY_SAVE &&
+	    resp->save->saved;
+	if (r == 0 && resp->code != 0) {
+		r = resp->code;
+		if (r > 0 || r < CKPT_ECODE_MIN)
+			r = CKPT_EINTERNAL;
+		cl_fail(c, m, r, "%s", *DAEMON_MSG(resp) != '\0' ?
+		    DAEMON_MSG(resp) : ckpt_strerror(r));
+	}
+	if (resp != NULL)
+		ckpt__response__free_unpacked(resp, NULL);
+	pthread_mutex_lock(&c->lock);
+	if (!accepted) {
+		/* no SaveDone will come (unless the connection broke,
+		 * which finished the record already) */
+		inflight_drop(c, s, 1);
+		s = NULL;
+	} else if (m->async) {
+		s->held = 0;
+		if (s->done)
+			inflight_reap(c);
+		s = NULL;
+	} else {
+		while (!s->done)
+			pthread_cond_wait(&c->save_cond, &c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r != 0)
+		return r;
+	*saved = accepted;
+	if (s != NULL) {
+		/* synchronous save: its outcome is the result */
+		int code = s->code;
+		char msg[CKPT_ERRLEN];
+
+		snprintf(msg, sizeof msg, "%s", s->msg);
+		pthread_mutex_lock(&c->lock);
+		s->held = 0;
+		inflight_reap(c);
+		pthread_mutex_unlock(&c->lock);
+		if (code != 0) {
+			/* consumed here: clear it in the daemon and locally */
+			(void)err_clear(m);
+			*saved = 0;
+			r = cl_fail(c, m, code, "%s", msg[0] != '\0' ? msg :
+			    ckpt_strerror(code));
+		}
+	}
+	return r;
+}
+
+/* ---- background saves ------------------------------------------------------------ */
+
+/* What the thread of a background save needs once ckpt_save returned. */
+struct bgsave {
+	struct ckpt_manager *m;
+	struct stagebuf *buf;
+	struct copyseg *segs;   /* into the caller's buffers */
+	size_t nseg;
+	uint8_t *pb;            /* the packed Save */
+	size_t len;
+};
+
+static void
+bg_free(struct bgsave *j)
+{
+	free(j->segs);
+	free(j->pb);
+	free(j);
+}
+
+/* Copy, then hand the save to the daemon; a failure becomes the manager's
+ * async error, reported once to each thread as a failed SaveDone is. */
+static void *
+bg_main(void *arg)
+{
+	struct bgsave *j = arg;
+	struct ckpt_manager *m = j->m;
+	ckpt_client *c = m->c;
+	Ckpt__Save *sv;
+	int r, saved;
+
+	staging_copy(j->buf->map, j->segs, j->nseg);
+	if ((sv = ckpt__save__unpack(NULL, j->len, j->pb)) == NULL) {
+		pthread_mutex_lock(&c->lock);
+		staging_release(c, j->buf);
+		pthread_mutex_unlock(&c->lock);
+		r = cl_fail(c, m, CKPT_ENOMEM, "out of memory");
+	} else {
+		r = save_send(m, sv, j->buf, &saved);
+		ckpt__save__free_unpacked(sv, NULL);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (r != 0) {
+		m->err_code = r;
+		snprintf(m->err_msg, sizeof m->err_msg, "%s",
+		    ckpt_manager_errmsg(m));
+		m->n_err_seen = 0;
+	}
+	m->bg_done = 1;
+	pthread_cond_broadcast(&c->save_cond);
+	pthread_mutex_unlock(&c->lock);
+	bg_free(j);
+	return NULL;
+}
+
+/* Start the background copy of b into buf; on failure (nothing started)
+ * the caller copies and sends itself. */
+static int
+bg_start(struct ckpt_manager *m, Ckpt__Save *sv, struct savebuild *b,
+    struct stagebuf *buf)
+{
+	ckpt_client *c = m->c;
+	struct bgsave *j;
+	int r;
+
+	if ((j = calloc(1, sizeof *j)) == NULL)
+		return CKPT_ENOMEM;
+	j->m = m;
+	j->buf = buf;
+	j->len = ckpt__save__get_packed_size(sv);
+	if ((j->pb = malloc(j->len > 0 ? j->len : 1)) == NULL) {
+		bg_free(j);
+		return CKPT_ENOMEM;
+	}
+	ckpt__save__pack(sv, j->pb);
+	j->segs = b->segs;
+	j->nseg = b->nseg;
+	pthread_mutex_lock(&c->lock);
+	r = pthread_create(&m->bg_thread, NULL, bg_main, j);
+	if (r == 0) {
+		m->bg_live = 1;
+		m->bg_done = 0;
+		b->segs = NULL;         /* the thread's now */
+		b->nseg = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r != 0) {
+		j->segs = NULL;
+		bg_free(j);
+		return CKPT_ENOMEM;
+	}
+	return 0;
+}
+
 CKPT_API int
 ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
     int *saved)
 {
-	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__Save sv = CKPT__SAVE__INIT;
-	Ckpt__Response *resp = NULL;
 	struct savebuild b = { 0 };
 	struct stagebuf *buf = NULL;
-	struct inflight *s = NULL;
 	ckpt_client *c;
 	char err[CKPT_ERRLEN];
-	int r, composite = 0, accepted, fd, force;
+	int r, composite = 0, force, bg, accepted = 0;
 	size_t i;
 
 	if (saved != NULL)
@@ -771,6 +994,11 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		    "checkpointable object.");
 	composite |= a->composite;
 	/* An empty tree item is refused by the daemon ("Found empty item."). */
+	/* a background save still copying is not yet known to the daemon:
+	 * let it get there before anything is decided */
+	mgr_join_bg(m);
+	/* a forced save keeps its "already exists" error synchronous */
+	bg = a->background && m->async && !m->read_only && !a->force;
 
 	/* Orbax decides first (should_save sees the save in flight, e.g.
 	 * ContinuousCheckpointingPolicy), then waits for the previous save. */
@@ -789,8 +1017,8 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	pthread_mutex_unlock(&c->lock);
 	/* ... and a step the policy skips returns False before a pending
 	 * error is raised (Orbax's save: should_save, then
-	 * wait_until_finished). */
-	if (!force && (r || ckpt_is_saving_in_progress(m))) {
+	 * wait_until_finished). A background save needs the answer now. */
+	if (!force && (bg || r || ckpt_is_saving_in_progress(m))) {
 		int want = 1;
 
 		if ((r = should_save_at(m, step, a->ts, a->preempted,
@@ -798,6 +1026,8 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 			return r;
 		if (!want)
 			return 0;
+		if (bg)
+			force = 1;      /* decided: the Save follows later */
 	}
 	if ((r = take_previous_error(m)) != 0)
 		return r;
@@ -807,33 +1037,6 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		r = cl_fail(c, m, r, "out of memory");
 		goto out;
 	}
-	pthread_mutex_lock(&c->lock);
-	r = staging_acquire(c, b.total, &buf, err, sizeof err);
-	pthread_mutex_unlock(&c->lock);
-	if (r != 0) {
-		r = cl_fail(c, m, r, "%s", err);
-		goto out;
-	}
-	staging_copy(buf->map, b.segs, b.nseg);
-
-	if ((s = calloc(1, sizeof *s)) == NULL) {
-		pthread_mutex_lock(&c->lock);
-		staging_release(c, buf);
-		pthread_mutex_unlock(&c->lock);
-		r = cl_fail(c, m, CKPT_ENOMEM, "out of memory");
-		goto out;
-	}
-	s->mgr = m;
-	s->buf = buf;
-	s->held = 1;
-	fd = buf->fd;
-	pthread_mutex_lock(&c->lock);
-	s->id = ++c->next_id;
-	s->next = c->saves;
-	c->saves = s;
-	m->saving++;
-	pthread_mutex_unlock(&c->lock);
-
 	sv.has_manager = 1;
 	sv.manager = m->id;
 	sv.has_step = 1;
@@ -848,63 +1051,22 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	sv.timestamp_ns = a->ts;
 	sv.has_composite = 1;
 	sv.composite = composite != 0;
-	req.id = s->id;
-	req.op_case = CKPT__REQUEST__OP_SAVE;
-	req.save = &sv;
-	r = cl_call(c, m, &req, &fd, 1, &resp, NULL, NULL);
-	accepted = r == 0 && resp->code == 0 &&
-	    resp->body_case == CKPT__RESPONSE__BODY_SAVE &&
-	    resp->save->saved;
-	if (r == 0 && resp->code != 0) {
-		r = resp->code;
-		if (r > 0 || r < CKPT_ECODE_MIN)
-			r = CKPT_EINTERNAL;
-		cl_fail(c, m, r, "%s", *DAEMON_MSG(resp) != '\0' ?
-		    DAEMON_MSG(resp) : ckpt_strerror(r));
-	}
 	pthread_mutex_lock(&c->lock);
-	if (!accepted) {
-		/* no SaveDone will come (unless the connection broke,
-		 * which finished the record already) */
-		inflight_drop(c, s, 1);
-		s = NULL;
-	} else if (m->async) {
-		s->held = 0;
-		if (s->done)
-			inflight_reap(c);
-		s = NULL;
-	} else {
-		while (!s->done)
-			pthread_cond_wait(&c->save_cond, &c->lock);
-	}
+	r = staging_acquire(c, b.total, &buf, err, sizeof err);
 	pthread_mutex_unlock(&c->lock);
-	if (r != 0)
+	if (r != 0) {
+		r = cl_fail(c, m, r, "%s", err);
 		goto out;
-	if (saved != NULL)
-		*saved = accepted;
-	if (s != NULL) {
-		/* synchronous save: its outcome is the result */
-		int code = s->code;
-		char msg[CKPT_ERRLEN];
-
-		snprintf(msg, sizeof msg, "%s", s->msg);
-		pthread_mutex_lock(&c->lock);
-		s->held = 0;
-		inflight_reap(c);
-		pthread_mutex_unlock(&c->lock);
-		s = NULL;
-		if (code != 0) {
-			/* consumed here: clear it in the daemon and locally */
-			(void)err_clear(m);
-			if (saved != NULL)
-				*saved = 0;
-			r = cl_fail(c, m, code, "%s", msg[0] != '\0' ? msg :
-			    ckpt_strerror(code));
-		}
 	}
+	if (bg && bg_start(m, &sv, &b, buf) == 0) {
+		accepted = 1;   /* the policy took it; errors come async */
+		goto out;
+	}
+	staging_copy(buf->map, b.segs, b.nseg);
+	r = save_send(m, &sv, buf, &accepted);
 out:
-	if (resp != NULL)
-		ckpt__response__free_unpacked(resp, NULL);
+	if (r == 0 && saved != NULL)
+		*saved = accepted;
 	savebuild_free(&b);
 	return r;
 }
@@ -916,6 +1078,7 @@ ckpt_wait_until_finished(ckpt_manager *m)
 	int code, r;
 
 	MGR_CHECK(m);
+	mgr_join_bg(m);
 	if ((r = wait_saves(m, 0, &code, msg, sizeof msg)) != 0)
 		return r;
 	mgr_wait_local(m);
@@ -952,7 +1115,7 @@ ckpt_is_saving_in_progress(ckpt_manager *m)
 	if (m == NULL || m->closed)
 		return 0;
 	pthread_mutex_lock(&m->c->lock);
-	r = m->saving > 0;
+	r = m->saving > 0 || (m->bg_live && !m->bg_done);
 	pthread_mutex_unlock(&m->c->lock);
 	return r;
 }

@@ -244,6 +244,7 @@ leaf_clear(struct tleaf *l)
 	free(l->path_str);
 	free(l->enc);
 	free(l->owned);
+	free(l->pieces);
 	free(l->s);
 	free(l->file);
 	free(l->piece);
@@ -544,6 +545,74 @@ ckpt_tree_add_array_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
 	l->data = data;
 	l->nbytes = nbytes;
 	return 0;
+}
+
+static int
+piece_cmp(const void *a, const void *b)
+{
+	const ckpt_piece *x = a, *y = b;
+
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+CKPT_API int
+ckpt_tree_add_array_pieces_k(ckpt_tree *t, const ckpt_key *path,
+    size_t depth, ckpt_dtype dtype, int ndim, const int64_t *shape,
+    const ckpt_piece *pieces, size_t npieces)
+{
+	struct tleaf *l;
+	ckpt_piece *v = NULL;
+	size_t i, n = 0, nbytes, sz;
+	uint64_t end = 0;
+	int ovf;
+	long r;
+
+	if (t == NULL || (npieces > 0 && pieces == NULL))
+		return CKPT_EINVAL;
+	if (!dtype_valid((int)dtype) || ndim < 0 || ndim > CKPT_MAX_NDIM ||
+	    (ndim > 0 && shape == NULL))
+		return dtype_valid((int)dtype) ? CKPT_EINVAL : CKPT_EDTYPE;
+	nbytes = tree_nelems(ndim, shape, &ovf);
+	sz = ckpt_dtype_size(dtype);
+	if (ovf || (nbytes != 0 && sz > SIZE_MAX / nbytes))
+		return CKPT_EINVAL;
+	nbytes *= sz;
+	if (npieces > SIZE_MAX / sizeof *v)
+		return CKPT_ENOMEM;
+	if (npieces > 0 && (v = malloc(npieces * sizeof *v)) == NULL)
+		return CKPT_ENOMEM;
+	for (i = 0; i < npieces; i++) {
+		if (pieces[i].nbytes == 0)
+			continue;
+		if (pieces[i].data == NULL)
+			goto inval;
+		v[n++] = pieces[i];
+	}
+	qsort(v, n, sizeof *v, piece_cmp);
+	for (i = 0; i < n; i++) {
+		/* exactly adjacent: no gap, no overlap, no overrun */
+		if (v[i].offset != end || v[i].nbytes > nbytes - end)
+			goto inval;
+		end += v[i].nbytes;
+	}
+	if (end != nbytes)
+		goto inval;
+	if ((r = check_array(dtype, ndim, shape, nbytes)) != 0 ||
+	    (r = tree_append(t, path, depth, CKPT_LEAF_ARRAY, &l)) < 0) {
+		free(v);
+		return (int)r;
+	}
+	l->dtype = dtype;
+	l->ndim = ndim;
+	if (ndim > 0)
+		memcpy(l->shape, shape, (size_t)ndim * sizeof *shape);
+	l->nbytes = nbytes;
+	l->pieces = v;
+	l->npieces = n;
+	return 0;
+inval:
+	free(v);
+	return CKPT_EINVAL;
 }
 
 CKPT_API int

@@ -128,6 +128,8 @@ ROWS = [
      'ox_orbax_np_save_blocking', 'orbax', 's', 'b/c', ('>=', 10)),
     ('vs Orbax: save blocking, jax', 'ox_ckpt_jax_save_blocking',
      'ox_orbax_jax_save_blocking', 'orbax', 's', 'b/c', ('>=', 10)),
+    ('vs Orbax: save blocking, numpy vs memcpy', 'ox_ckpt_np_save_blocking',
+     'ox_memcpy_1thread', 'memcpy of the arrays', 's', 'c/b', None),
     ('vs Orbax: save -> durable, numpy', 'ox_ckpt_np_save_durable',
      'ox_orbax_np_save_durable', 'orbax', 's', 'c/b', ('<=', 1.0)),
     ('vs Orbax: save -> durable, jax', 'ox_ckpt_jax_save_durable',

@@ -17,7 +17,9 @@ default options (async saves):
                   jax.ShapeDtypeStruct with the saved sharding)
 and the trainer interference: a CPU-bound loop's slowdown while the state
 is checkpointed every 10 steps (the loop's time with checkpoints over its
-time without). Cases: ox_<lib>_<np|jax>_<what>, ox_<lib>_interference.
+time without). Cases: ox_<lib>_<np|jax>_<what>, ox_<lib>_interference,
+and ox_memcpy_<1thread|2threads>: the same bytes copied into a warm buffer
+(what a save of mutable numpy arrays must at least block for).
 The ckpt cases need CKPTD_SOCKET (a ckptd on the same filesystem).
 """
 
@@ -99,6 +101,33 @@ def bench_lib(lib, ocp, kind, state, target, work, runs, nbytes, np):
     shutil.rmtree(root, ignore_errors=True)
 
 
+def bench_memcpy(np, state, runs):
+    """The physical limit of a save that must copy (numpy leaves are
+    mutable): the same bytes copied into a warm buffer, by one thread and
+    by two (numpy releases the GIL while it copies)."""
+    import threading
+    vals = [v.reshape(-1).view(np.uint8) for v in state.values()]
+    offs, o = [], 0
+    for v in vals:
+        offs.append(o)
+        o += v.size
+    dst = np.ones(o, np.uint8)
+
+    def copy(idx):
+        for i in idx:
+            dst[offs[i]:offs[i] + vals[i].size] = vals[i]
+    for r in range(runs):
+        t0 = time.monotonic()
+        copy(range(len(vals)))
+        emit('ox_memcpy_1thread', r, time.monotonic() - t0, 's')
+        t0 = time.monotonic()
+        th = threading.Thread(target=copy, args=(range(1, len(vals), 2),))
+        th.start()
+        copy(range(0, len(vals), 2))
+        th.join()
+        emit('ox_memcpy_2threads', r, time.monotonic() - t0, 's')
+
+
 def train_step(np, x):
     """About 0.1 s of single-threaded CPU work on an idle core."""
     for _ in range(12):
@@ -158,6 +187,7 @@ def main():
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import orbax.checkpoint as orbax
     import ckpt
+    o.dir = os.path.abspath(o.dir)   # Orbax wants absolute paths
     os.makedirs(o.dir, exist_ok=True)
     note('generating %.2f GiB in %d arrays' % (o.gib, o.arrays))
     state = make_state(np, o.gib, o.arrays)
@@ -174,6 +204,7 @@ def main():
     }
     libs = [(n, m) for n, m in (('ckpt', ckpt), ('orbax', orbax))
             if n in o.only.split(',')]
+    bench_memcpy(np, state, o.runs)
     for kind, st in (('np', state), ('jax', jstate)):
         for name, mod in libs:
             bench_lib(name, mod, kind, st, targets[kind], o.dir, o.runs,

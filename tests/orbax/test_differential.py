@@ -17,14 +17,11 @@ import pytest
 from conftest import HERE, subprocess_env
 import scenarios
 
-# scenario -> (tag, why). Tags: "issue 14" = Orbax parity not done yet;
-# "seed" = ckpt
+# scenario -> (tag, why). Tags: "seed" = ckpt
 # keeps the behaviour of the seed page / ORBAX.md where orbax-checkpoint
 # 0.12 changed it; "ckptd" = a deliberate difference of ckptd's design.
 # Delete a row once the difference is gone (the test then says so).
 EXPECTED_DIFFERENCES = {
-    'save_step_metadata': ('issue 14', 'Orbax lists "metrics" among the '
-                           'item_handlers of a step with metrics'),
     'checkpoint_args_mismatch_item_handlers': (
         'ckptd', 'the same message, but Orbax lists its handler registry '
         'as Python objects (class paths, memory addresses)'),

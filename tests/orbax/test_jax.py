@@ -131,3 +131,234 @@ def test_item_metadata_is_a_jax_pytree(ck, tmp_path):
     leaves = jax.tree.leaves(md)
     assert [x.name for x in leaves] == ['a', 'b.0', 'b.1']
     assert all(isinstance(x, ck.metadata.Metadata) for x in leaves)
+
+
+# ---- saves copied from the shards, in the background ------------------------
+
+def _layouts(mesh):
+    """(name, global array, sharding): layouts whose shards are one run, many
+    runs, replicated, 0-d and empty, in several dtypes."""
+    rng = np.random.default_rng(7)
+    m1 = Mesh(np.array(jax.devices()), ('d',))
+    f = rng.standard_normal((16, 24)).astype(np.float32)
+    return [
+        ('rows', f, NamedSharding(mesh, P('x'))),
+        ('blocks', f, NamedSharding(mesh, P('x', 'y'))),
+        ('columns', f, NamedSharding(mesh, P(None, 'y'))),
+        ('cols_rows', f, NamedSharding(mesh, P('y', 'x'))),
+        ('replicated', f, NamedSharding(mesh, P())),
+        ('partly_replicated', f, NamedSharding(mesh, P(None, 'x'))),
+        ('cube', rng.integers(-9, 9, (3, 8, 6)).astype(np.int16),
+         NamedSharding(mesh, P(None, 'x', 'y'))),
+        ('bf16', rng.standard_normal((8, 8)).astype(jnp.bfloat16),
+         NamedSharding(m1, P('d'))),
+        ('scalar', np.array(3.5, np.float64), NamedSharding(mesh, P())),
+        ('empty', np.zeros((0, 8), np.float32), NamedSharding(mesh, P())),
+        ('single_device', np.arange(10, dtype=np.int64), None),
+    ]
+
+
+def test_every_layout_round_trips(ck, tmp_path, mesh):
+    jax.config.update('jax_enable_x64', True)
+    try:
+        cases = _layouts(mesh)
+        tree = {n: (jax.device_put(a, s) if s is not None
+                    else jax.device_put(a)) for n, a, s in cases}
+        with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+            assert m.save(0, args=ck.args.StandardSave(tree))
+            m.wait_until_finished()
+            got = m.restore(0, args=ck.args.StandardRestore(
+                {n: np.zeros(a.shape, a.dtype) for n, a, _ in cases}))
+            new = m.restore(0)
+    finally:
+        jax.config.update('jax_enable_x64', False)
+    for n, a, s in cases:
+        np.testing.assert_array_equal(got[n], a, err_msg=n)
+        assert got[n].dtype == a.dtype, n
+        assert isinstance(new[n], jax.Array), n
+        np.testing.assert_array_equal(np.asarray(new[n]), a, err_msg=n)
+
+
+def test_pieces_are_the_shard_buffers(ck, mesh):
+    """The pieces handed to libckpt are the device buffers themselves (no
+    host copy), they tile the array once, and replicas are skipped."""
+    from ckpt import _jax as cj
+    a = np.arange(16 * 24, dtype=np.float32).reshape(16, 24)
+    x = jax.device_put(a, NamedSharding(mesh, P(None, 'x')))  # 2 replicas
+    pieces, views = cj.host_pieces(x, 'x')
+    assert len(views) == 4              # the 4 distinct shards of 8
+    bufs = {s.data.unsafe_buffer_pointer() for s in x.addressable_shards}
+    assert {v.ctypes.data for v in views} <= bufs
+    spans = sorted((o, o + n) for o, _, n in pieces)
+    assert spans[0][0] == 0 and spans[-1][1] == a.nbytes
+    assert all(p[1] == q[0] for p, q in zip(spans, spans[1:]))
+    assert len(pieces) == 4 * 16        # one run per row of each shard
+
+
+def test_too_many_runs_fall_back_to_a_host_copy(ck, tmp_path, mesh):
+    from ckpt import _jax as cj
+    a = np.arange(8192 * 8, dtype=np.int32).reshape(8192, 8)
+    x = jax.device_put(a, NamedSharding(mesh, P(None, 'y')))
+    assert cj.host_pieces(x, 'x') is None       # 2 x 8192 runs
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        m.save(0, args=ck.args.StandardSave({'x': x}))
+        m.wait_until_finished()
+        got = m.restore(0, args=ck.args.StandardRestore(
+            {'x': np.zeros_like(a)}))
+    np.testing.assert_array_equal(got['x'], a)
+
+
+def _state(n, rows, cols, mesh):
+    sh = NamedSharding(Mesh(np.array(jax.devices()), ('d',)), P('d'))
+    rng = np.random.default_rng(3)
+    host = {'p%d' % i: rng.standard_normal((rows, cols)).astype(np.float32)
+            for i in range(n)}
+    return host, {k: jax.device_put(v, sh) for k, v in host.items()}
+
+
+def test_save_returns_before_the_copy(ck, tmp_path, mesh):
+    """save() of jax leaves blocks for much less than one copy of their
+    bytes takes (it blocked for two copies before: the shards into a host
+    array, then into staging). Medians, generous margin."""
+    import time
+    host, state = _state(16, 64, 128 << 10, mesh)      # 512 MiB
+    flat = np.empty(sum(v.nbytes for v in host.values()), np.uint8)
+    flat[:] = 1
+    copies, blocks = [], []
+    with ck.CheckpointManager(str(tmp_path / 'r'), options=ck.
+                              CheckpointManagerOptions(max_to_keep=1)) as m:
+        for step in range(4):
+            t0 = time.monotonic()
+            o = 0
+            for v in host.values():
+                b = v.reshape(-1).view(np.uint8)
+                flat[o:o + b.size] = b
+                o += b.size
+            copies.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            assert m.save(step, args=ck.args.StandardSave(state))
+            blocks.append(time.monotonic() - t0)
+            m.wait_until_finished()
+        got = m.restore(3, args=ck.args.StandardRestore(
+            {k: np.zeros_like(v) for k, v in host.items()}))
+    for k, v in host.items():
+        np.testing.assert_array_equal(got[k], v)
+    copy, block = sorted(copies)[2], sorted(blocks)[2]
+    assert block < copy / 3, (blocks, copies)
+
+
+def test_donating_the_arrays_after_save_keeps_the_checkpoint(
+        ck, tmp_path, mesh):
+    """A train step that donates the state right after save(): jax sees the
+    host views the copy holds and does not reuse those buffers."""
+    host, state = _state(8, 64, 32 << 10, mesh)
+    step = jax.jit(lambda t: jax.tree_util.tree_map(lambda a: a * 0 + 7, t),
+                   donate_argnums=0)
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        assert m.save(0, args=ck.args.StandardSave(state))
+        state = step(state)
+        state = step(state)
+        jax.block_until_ready(state)
+        m.wait_until_finished()
+        got = m.restore(0, args=ck.args.StandardRestore(
+            {k: np.zeros_like(v) for k, v in host.items()}))
+    for k, v in host.items():
+        np.testing.assert_array_equal(got[k], v)
+        assert float(state[k][0, 0]) == 7.0
+
+
+def test_restore_and_close_right_after_a_background_save(ck, tmp_path,
+                                                         mesh):
+    host, state = _state(4, 64, 16 << 10, mesh)
+    root = str(tmp_path / 'r')
+    with ck.CheckpointManager(root) as m:
+        assert m.save(0, args=ck.args.StandardSave(state))
+        got = m.restore(0)          # waits for the copy and the commit
+        for k, v in host.items():
+            np.testing.assert_array_equal(np.asarray(got[k]), v)
+        assert m.save(1, args=ck.args.StandardSave(state))
+        assert m.save(2, args=ck.args.StandardSave(state))
+    with ck.CheckpointManager(root) as m:   # close waited for both
+        assert m.all_steps() == [0, 1, 2]
+        got = m.restore(2, args=ck.args.StandardRestore())
+    for k, v in host.items():
+        np.testing.assert_array_equal(np.asarray(got[k]), v)
+
+
+def test_policy_decides_a_background_save_at_once(ck, tmp_path, mesh):
+    _, state = _state(2, 8, 1024, mesh)
+    opts = ck.CheckpointManagerOptions(save_interval_steps=2)
+    with ck.CheckpointManager(str(tmp_path / 'r'), options=opts) as m:
+        got = [m.save(s, args=ck.args.StandardSave(state)) for s in range(5)]
+        m.wait_until_finished()
+        assert got == [True, False, True, False, True]
+        assert m.all_steps() == [0, 2, 4]
+        with pytest.raises(ck.errors.StepAlreadyExistsError
+                           if hasattr(ck, 'errors') and hasattr(
+                               ck.errors, 'StepAlreadyExistsError')
+                           else Exception):
+            m.save(4, args=ck.args.StandardSave(state), force=True)
+
+
+def test_mixed_tree_copies_numpy_leaves_before_returning(ck, tmp_path, mesh):
+    _, state = _state(2, 8, 1024, mesh)
+    a = np.arange(4096, dtype=np.int64)
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        m.save(0, args=ck.args.StandardSave({'j': state, 'n': a}))
+        a[:] = -1                   # numpy is mutable: copied already
+        m.wait_until_finished()
+        got = m.restore(0)
+    np.testing.assert_array_equal(got['n'], np.arange(4096, dtype=np.int64))
+
+
+def test_an_error_taking_a_background_save_is_async(tmp_path, mesh):
+    """ckptd refuses the save when it gets it (here: more leaves than its
+    --max-leaves): save() had already returned True, so the error is the
+    save's async error, raised once by wait_until_finished; the next save
+    proceeds."""
+    from conftest import _py
+    import signal
+    import subprocess
+    base = tmp_path / 'd'
+    base.mkdir()
+    sock = str(base / 's.sock')
+    with open(base / 'log', 'wb') as log:
+        proc = subprocess.Popen(
+            [_py.ckptd_bin(), '--socket', sock, '--state-dir',
+             str(base / 'state'), '--foreground', '--max-leaves', '4'],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _py.wait_for_socket(sock, proc)
+        env = dict(os.environ, CKPTD_SOCKET=sock, CKPTD_AUTOSTART='0')
+        code = r'''
+import os, sys
+import numpy as np, jax
+import ckpt
+big = {'a%d' % i: jax.numpy.ones((4, 4)) * i for i in range(6)}
+small = {'a': jax.numpy.ones((4, 4))}
+with ckpt.CheckpointManager(sys.argv[1]) as m:
+    print('saved', m.save(0, args=ckpt.args.StandardSave(big)))
+    try:
+        m.wait_until_finished()
+        print('no error')
+    except Exception as e:
+        print('raised', type(e).__name__, 'leaves' in str(e))
+    m.wait_until_finished()
+    print('again none')
+    print('saved', m.save(1, args=ckpt.args.StandardSave(small)))
+    m.wait_until_finished()
+    print('steps', m.all_steps())
+'''
+        out = subprocess.run([sys.executable, '-c', code,
+                              str(tmp_path / 'r')], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.split('\n')
+        assert lines[0] == 'saved True', out.stdout
+        assert lines[1].startswith('raised ') and lines[1].endswith(
+            'True'), out.stdout
+        assert lines[2:5] == ['again none', 'saved True', 'steps [1]'], \
+            out.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -101,7 +101,10 @@ def test_migrate_orbax_root(daemon, tmp_path, fmt):
             # Orbax's commit time is the time policies read in ckptd
             assert md.init_timestamp_nsecs == \
                 orbax_md[s].commit_timestamp_nsecs
-            assert sorted(md.item_handlers) == ['arr', 'meta', 'state']
+            # as Orbax lists them: the step's metrics too
+            assert sorted(md.item_handlers) == sorted(
+                orbax_md[s].item_handlers) == ['arr', 'meta', 'metrics',
+                                               'state']
         # restore into a sharded target: jax arrays again
         mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ('x', 'y'))
         sh = NamedSharding(mesh, P('x', 'y'))
@@ -142,6 +145,63 @@ def test_migrate_default_item_and_errors(daemon, tmp_path):
     out = run_module(daemon, 'ckpt.migrate', multi, str(tmp_path / 'y'))
     assert out.returncode == 1
     assert "--best-metric" in out.stderr and "['a', 'b']" in out.stderr
+
+
+def ckptctl(daemon, *args, **env):
+    exe = os.environ.get('CKPTCTL_BIN')
+    assert exe, 'CKPTCTL_BIN is not set (meson test sets it)'
+    return subprocess.run([exe] + list(args), env=subprocess_env(
+        daemon, **env), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('fmt', ['ocdbt', 'zarr'])
+def test_ckptctl_import(daemon, tmp_path, fmt):
+    """ckptctl import runs the migration with the interpreter CKPT_PYTHON
+    names, on the daemon of --socket, and says clearly what is missing."""
+    import ckpt
+    src, dst = str(tmp_path / 'orbax'), str(tmp_path / 'ckpt')
+    orbax_md = write_orbax(src, fmt == 'ocdbt')
+    out = ckptctl(daemon, '--socket', daemon.sock, 'import', src, dst,
+                  '--best-metric', 'loss', '--best-mode', 'min',
+                  CKPT_PYTHON=sys.executable, CKPTD_SOCKET='/nonexistent')
+    assert out.returncode == 0, out.stderr
+    assert 'migrated 3 step(s)' in out.stdout
+    with ckpt.CheckpointManager(dst, options=ckpt.CheckpointManagerOptions(
+            best_fn=lambda m: m['loss'], best_mode='min')) as m:
+        assert m.all_steps() == [0, 1, 2]
+        assert m.best_step() == 1
+        for s in range(3):
+            r = m.restore(s, args=ckpt.args.Composite(
+                state=ckpt.args.PyTreeRestore(),
+                meta=ckpt.args.JsonRestore(),
+                arr=ckpt.args.ArrayRestore()))
+            assert_state(r.state, s)
+            assert r.meta == {'step': s, 'tag': 'orbax'}
+            md = m.metadata(s)
+            assert md.metrics == {'loss': LOSS[s]}
+            assert md.init_timestamp_nsecs == \
+                orbax_md[s].commit_timestamp_nsecs
+    steps = ckptctl(daemon, 'steps', dst, '--json')
+    assert steps.returncode == 0, steps.stderr
+    assert '"step": 2' in steps.stdout.replace('"step":2', '"step": 2')
+    again = ckptctl(daemon, 'import', src, dst, '-q',
+                    CKPT_PYTHON=sys.executable)
+    assert again.returncode == 0 and again.stdout == '', again
+    # what is missing, said clearly
+    none = ckptctl(daemon, 'import', src, str(tmp_path / 'x'),
+                   CKPT_PYTHON=str(tmp_path / 'no-python'))
+    assert none.returncode == 1
+    assert 'cannot run' in none.stderr and 'CKPT_PYTHON' in none.stderr
+    # Debian's python3: numpy, no orbax (install-deps.sh keeps it so)
+    assert subprocess.run(['/usr/bin/python3', '-c', 'import orbax'],
+                          capture_output=True).returncode != 0
+    no_orbax = ckptctl(daemon, 'import', src, str(tmp_path / 'y'),
+                       CKPT_PYTHON='/usr/bin/python3')
+    assert no_orbax.returncode == 1, no_orbax
+    assert 'has no orbax-checkpoint' in no_orbax.stderr, no_orbax.stderr
+    assert not os.path.exists(str(tmp_path / 'y'))
+    usage = ckptctl(daemon, 'import', src)
+    assert usage.returncode == 2 and 'usage: import' in usage.stderr
 
 
 def test_export_for_orbax(daemon, tmp_path):

@@ -1593,6 +1593,42 @@ test_step_meta(void **state)
 	    CKPT_EEXIST);
 }
 
+/* The metrics of a step are listed among item_handlers, as Orbax does. */
+static void
+test_step_meta_metrics_item(void **state)
+{
+	struct fx *f = *state;
+	char *names[] = { "state" }, *clash[] = { "metrics" };
+	Ckpt__Handler hs[] = { CKPT__HANDLER__HANDLER_STANDARD };
+	struct store_step_meta m = { 0 }, back;
+	ckd_err e = { 0 };
+	json_t *j;
+	char *text;
+
+	m.metrics_json = "{\"loss\":0.5}";
+	m.metrics_item = "metrics";
+	m.nitems = 1;
+	m.item_names = clash;
+	m.handlers = hs;
+	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	    CKPT_EINVAL);
+	m.item_names = names;
+	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e), 0);
+	text = read_all(f->dfd, STORE_STEP_METADATA, NULL);
+	j = json_loads(text, 0, NULL);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    j, "item_handlers"), "metrics")),
+	    store_handler_typestr(CKPT__HANDLER__HANDLER_JSON));
+	assert_null(json_object_get(json_object_get(json_object_get(j,
+	    "ckptd"), "handlers"), "metrics"));
+	json_decref(j);
+	free(text);
+	assert_int_equal(store_read_step_meta(f->dfd, &back, &e), 0);
+	assert_int_equal(back.nitems, 2);
+	store_step_meta_free(&back);
+}
+
 static void
 test_step_meta_bad(void **state)
 {
@@ -2297,6 +2333,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tree_metadata_malformed,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_step_meta, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_step_meta_metrics_item,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_step_meta_bad, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_batched_save, setup,

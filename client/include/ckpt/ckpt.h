@@ -203,6 +203,24 @@ int ckpt_tree_add_none(ckpt_tree *t, const char *path);
 int ckpt_tree_add_array_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
     ckpt_dtype dtype, int ndim, const int64_t *shape, const void *data,
     size_t nbytes);
+/*
+ * An array leaf whose bytes lie in several buffers (e.g. the shards of a
+ * device array): piece i holds bytes [offset, offset + nbytes) of the
+ * leaf's C-order layout. The pieces must cover the leaf's bytes exactly
+ * once (any order); like data above they are not copied until the save,
+ * and are copied straight into the staging buffer. The pieces array itself
+ * is copied. Errors: as ckpt_tree_add_array_k, CKPT_EINVAL for pieces that
+ * overlap, leave a gap or overrun.
+ */
+typedef struct ckpt_piece {
+	uint64_t offset;
+	const void *data;
+	size_t nbytes;
+} ckpt_piece;
+
+int ckpt_tree_add_array_pieces_k(ckpt_tree *t, const ckpt_key *path,
+    size_t depth, ckpt_dtype dtype, int ndim, const int64_t *shape,
+    const ckpt_piece *pieces, size_t npieces);
 /* Scalars and empty containers by key path: kind is one of CKPT_LEAF_INT,
  * _FLOAT, _BOOL, _STR, _NONE, _EMPTY_DICT, _EMPTY_LIST, _EMPTY_TUPLE; the
  * value is taken from i, f, b or s accordingly (s is copied). */
@@ -529,6 +547,20 @@ int ckpt_save_args_set_force(ckpt_save_args *a, int on);
 int ckpt_save_args_set_timestamp(ckpt_save_args *a, int64_t ns);
 /* reached_preemption(step) was true for this save. */
 int ckpt_save_args_set_preempted(ckpt_save_args *a, int on);
+/*
+ * Copy in the background (async managers): the caller promises that the
+ * array bytes of the trees stay valid and unchanged until the copy ended,
+ * which every later ckpt_save, ckpt_wait_until_finished, ckpt_wait_pending,
+ * ckpt_manager_close and ckpt_disconnect of the manager waits for (e.g. the
+ * buffers of immutable arrays the caller keeps referenced until then).
+ * ckpt_save then returns once the policy has decided and the staging
+ * buffer is reserved; the copy and the hand-over to the daemon follow in a
+ * libckpt thread, and their errors are reported as the save's async error
+ * (by ckpt_wait_until_finished, ckpt_check_for_errors or the next save).
+ * Ignored with async off, and when the save is forced (force: its
+ * "already exists" error stays synchronous).
+ */
+int ckpt_save_args_set_background(ckpt_save_args *a, int on);
 
 /*
  * Save `step`. Waits for this manager's previous save (one in flight) and

@@ -3,10 +3,12 @@
 jax is never imported here: a tree can only hold jax arrays, or ask for
 them, once the program has imported jax itself, so sys.modules tells.
 
-Save: the host copy of an array is assembled from its addressable shards
-(one copy per distinct shard, replicas skipped) into one C-contiguous
-numpy array, which libckpt then streams; nothing goes through Python
-lists. A fully replicated array is one shard's copy.
+Save: an array is handed to libckpt as pieces, the host buffers of its
+addressable shards (zero-copy views of CPU device buffers; one per
+distinct shard, replicas skipped), which libckpt copies straight into its
+staging buffer; a layout that would need too many pieces is assembled by
+numpy first. A jax.Array is immutable, so the copy happens after save()
+returned (libckpt's background save), while the views are kept.
 
 Restore into a target given as jax.Array or jax.ShapeDtypeStruct(shape,
 dtype, sharding=...): the restored host array (restored straight into
@@ -30,7 +32,26 @@ def is_tag(tag):
     return tag == TAG_JAX or (tag or '').startswith(TAG_JAX + ':')
 
 
+_tags = {}   # sharding -> tag
+
+
 def sharding_tag(x):
+    """sharding_tag_of(x.sharding), cached per sharding."""
+    sh = getattr(x, 'sharding', None)
+    try:
+        return _tags[sh]
+    except KeyError:
+        pass
+    except TypeError:
+        return sharding_tag_of(x)
+    tag = sharding_tag_of(x)
+    if len(_tags) >= _LAYOUTS_MAX:
+        _tags.clear()
+    _tags[sh] = tag
+    return tag
+
+
+def sharding_tag_of(x):
     """The leaf tag of a saved jax.Array: 'jax', or 'jax:SHAPE:AXES:SPEC'
     for a NamedSharding over a mesh of jax.devices() in order (e.g.
     'jax:4x2:x,y:x.' is P('x', None) on a 4x2 mesh), so that a restore
@@ -120,6 +141,113 @@ def host_array(x, where):
         if s.replica_id == 0:
             out[s.index] = np.asarray(s.data)
     return out
+
+
+_MAX_PIECES = 4096   # per leaf; beyond, numpy assembles the host copy
+_layouts = {}        # (sharding, shape, itemsize) -> layout, see _layout
+_LAYOUTS_MAX = 256
+
+
+def _runs(index, shape, item):
+    """The contiguous runs of a shard at index (a tuple of slices) in the
+    C-order layout of shape: [(offset in the array, offset in the shard,
+    nbytes)], or None when there are more than _MAX_PIECES."""
+    strides = [1] * len(shape)
+    for k in range(len(shape) - 2, -1, -1):
+        strides[k] = strides[k + 1] * shape[k + 1]
+    rng = [sl.indices(n)[:2] for sl, n in zip(index, shape)]
+    rng += [(0, n) for n in shape[len(rng):]]
+    if any(b <= a for a, b in rng):
+        return []
+    cut = [k for k, (a, b) in enumerate(rng) if (a, b) != (0, shape[k])]
+    if not cut:
+        n = item
+        for d in shape:
+            n *= d
+        return [(0, 0, n)]
+    k = cut[-1]
+    run = (rng[k][1] - rng[k][0]) * strides[k] * item
+    outer = [range(a, b) for a, b in rng[:k]]
+    nruns = 1
+    for r in outer:
+        nruns *= len(r)
+    if nruns > _MAX_PIECES:
+        return None
+    first = rng[k][0] * strides[k]
+    out = []
+    for i, idx in enumerate(np.ndindex(*[len(r) for r in outer])):
+        off = first + sum((outer[j][0] + idx[j]) * strides[j]
+                          for j in range(k))
+        out.append((off * item, i * run, run))
+    return out
+
+
+def _layout(x, shape, item):
+    """Which of x's per-device buffers (x._arrays order, the order of
+    addressable_shards) hold which bytes, for every array of x's sharding
+    and shape: (number of buffers, [(position, runs)] over the distinct
+    shards), or None."""
+    key = (x.sharding, shape, item)
+    try:
+        return _layouts[key]
+    except KeyError:
+        pass
+    except TypeError:           # a sharding that cannot be hashed
+        key = None
+    shards = x.addressable_shards
+    out, n = [], 0
+    for pos, s in enumerate(shards):
+        if s.replica_id != 0:
+            continue
+        runs = _runs(s.index, shape, item)
+        if runs is None:
+            out = None
+            break
+        n += len(runs)
+        if n > _MAX_PIECES:
+            out = None
+            break
+        if runs:
+            out.append((pos, runs))
+    if out is not None:
+        out = (len(shards), out)
+    if key is not None:
+        if len(_layouts) >= _LAYOUTS_MAX:
+            _layouts.clear()
+        _layouts[key] = out
+    return out
+
+
+def host_pieces(x, where):
+    """x's bytes as pieces of its C-order layout, straight from the buffers
+    of its addressable shards (one per distinct shard, replicas skipped):
+    (pieces, views) with pieces a list of (offset, address, nbytes) and
+    views the zero-copy host arrays that hold those buffers (a view holds
+    its device buffer, as jax's external references do). None when a
+    shard is not a C-contiguous host view or the layout cuts the array into
+    too many runs (the caller then uses host_array)."""
+    if not x.is_fully_addressable:
+        host_array(x, where)        # raises the multi-process error
+    shape = x.shape
+    item = x.dtype.itemsize
+    got = _layout(x, shape, item)
+    if got is None:
+        return None
+    nbufs, layout = got
+    # x._arrays: the per-device arrays in addressable_shards' order,
+    # without building the Shard objects (jax's own accessor otherwise)
+    bufs = getattr(x, '_arrays', None)
+    if not isinstance(bufs, list) or len(bufs) != nbufs:
+        bufs = [s.data for s in x.addressable_shards]
+    pieces, views = [], []
+    for pos, runs in layout:
+        v = np.asarray(bufs[pos])
+        if not v.flags.c_contiguous:
+            return None
+        base = v.ctypes.data
+        pieces.extend((off, base + src, n) for off, src, n in runs)
+        views.append(v)
+    return pieces, views
 
 
 def _sharding(tgt):

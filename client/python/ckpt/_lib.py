@@ -93,6 +93,11 @@ class Key(ctypes.Structure):
     _fields_ = [('kind', c_int), ('key', c_char_p), ('index', c_uint64)]
 
 
+class Piece(ctypes.Structure):
+    _fields_ = [('offset', c_uint64), ('data', c_void_p),
+                ('nbytes', c_size_t)]
+
+
 class Leaf(ctypes.Structure):
     _fields_ = [
         ('kind', c_int),
@@ -160,6 +165,9 @@ _PROTOS = [
     ('ckpt_tree_add_array_k', c_int,
      [c_void_p, POINTER(Key), c_size_t, c_int, c_int, POINTER(c_int64),
       c_void_p, c_size_t]),
+    ('ckpt_tree_add_array_pieces_k', c_int,
+     [c_void_p, POINTER(Key), c_size_t, c_int, c_int, POINTER(c_int64),
+      POINTER(Piece), c_size_t]),
     ('ckpt_tree_add_scalar_k', c_int,
      [c_void_p, POINTER(Key), c_size_t, c_int, c_int64, c_double, c_int,
       c_char_p]),
@@ -240,6 +248,7 @@ _PROTOS = [
     ('ckpt_save_args_set_force', c_int, [c_void_p, c_int]),
     ('ckpt_save_args_set_timestamp', c_int, [c_void_p, c_int64]),
     ('ckpt_save_args_set_preempted', c_int, [c_void_p, c_int]),
+    ('ckpt_save_args_set_background', c_int, [c_void_p, c_int]),
     ('ckpt_save', c_int, [c_void_p, c_uint64, c_void_p, POINTER(c_int)]),
     ('ckpt_wait_until_finished', c_int, [c_void_p]),
     ('ckpt_check_for_errors', c_int, [c_void_p]),

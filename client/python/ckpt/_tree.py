@@ -4,6 +4,8 @@ or a JSON-like scalar; anything else is refused before anything is sent."""
 import ctypes
 from collections.abc import Mapping
 
+import math
+
 import numpy as np
 
 from ckpt import _jax
@@ -190,7 +192,8 @@ def _shape_array(shape):
 class _Prepared:
     """One leaf converted to what libckpt needs; holds the memory."""
     __slots__ = ('path', 'kind', 'dtype', 'shape', 'addr', 'nbytes', 'keep',
-                 'i', 'f', 'b', 's', 'tag', 'gshape', 'offsets')
+                 'i', 'f', 'b', 's', 'tag', 'gshape', 'offsets',
+                 'pieces')
 
     def __init__(self, path, kind):
         self.path = path
@@ -207,6 +210,18 @@ class _Prepared:
         self.tag = None
         self.gshape = None      # pieces: the global shape and offsets
         self.offsets = None
+        self.pieces = None      # [(offset, address, nbytes)] instead of addr
+
+
+def _ck_dtype(dt, path):
+    key = dt.newbyteorder('=') if dt.byteorder not in ('=', '|') else dt
+    ck = _NP_TO_CK.get(key)
+    if ck is None:
+        raise TypeError(
+            'Unsupported array dtype %s at %s: supported are bool, '
+            'int8..int64, uint8..uint64, float16, float32, float64 (and '
+            'bfloat16 as torch tensors)' % (dt, path_name(path) or 'item'))
+    return ck
 
 
 def _prep_numpy(path, arr, tag=None):
@@ -215,13 +230,7 @@ def _prep_numpy(path, arr, tag=None):
                                np.little_endian is False):
         arr = arr.astype(dt.newbyteorder('<'))
         dt = arr.dtype
-    key = dt.newbyteorder('=') if dt.byteorder not in ('=', '|') else dt
-    ck = _NP_TO_CK.get(key)
-    if ck is None:
-        raise TypeError(
-            'Unsupported array dtype %s at %s: supported are bool, '
-            'int8..int64, uint8..uint64, float16, float32, float64 (and '
-            'bfloat16 as torch tensors)' % (dt, path_name(path) or 'item'))
+    ck = _ck_dtype(dt, path)
     if not arr.flags.c_contiguous:
         arr = arr.copy(order='C')
     p = _Prepared(path, L.LEAF_ARRAY)
@@ -286,6 +295,33 @@ def prepare_leaves(path, x):
     return [prepare_leaf(path, x)]
 
 
+def _prep_jax(path, x, where):
+    dt = np.dtype(x.dtype)
+    got = _jax.host_pieces(x, where) if np.little_endian else None
+    if got is None:
+        return _prep_numpy(path, _jax.host_array(x, where),
+                           _jax.sharding_tag(x))
+    p = _Prepared(path, L.LEAF_ARRAY)
+    p.dtype = _ck_dtype(dt, path)
+    p.shape = tuple(int(d) for d in x.shape)
+    p.nbytes = math.prod(p.shape) * dt.itemsize
+    p.pieces, p.keep = got
+    p.tag = _jax.sharding_tag(x)
+    return p
+
+
+def immutable(keeps):
+    """True when the built trees (their keep lists) hold arrays and every
+    one came from a jax.Array: nothing the caller can change before a
+    background copy is done."""
+    ks = [k for keep in keeps for k in keep]
+    return bool(ks) and all(isinstance(k, _Views) for k in ks)
+
+
+class _Views(list):
+    """The host views of a jax.Array's shards (immutable bytes)."""
+
+
 def prepare_leaf(path, x):
     """Convert one leaf; raises TypeError/ValueError for unsupported ones."""
     where = path_name(path) or 'item'
@@ -330,8 +366,7 @@ def prepare_leaf(path, x):
     if is_torch_tensor(x):
         return _prep_torch(path, x)
     if _jax.is_array(x):
-        return _prep_numpy(path, _jax.host_array(x, where),
-                           _jax.sharding_tag(x))
+        return _prep_jax(path, x, where)
     if hasattr(x, '__array__') and hasattr(x, 'shape') and hasattr(x, 'dtype'):
         # other array types: bring them to host memory
         arr = np.asarray(x)
@@ -387,11 +422,20 @@ def _tree_from_prepared(leaves):
                     raise ValueError(
                         'pieces of %s overlap or disagree on dtype or '
                         'global shape' % (path_name(p.path) or 'item'))
+            elif p.kind == L.LEAF_ARRAY and p.pieces is not None:
+                shp = _shape_array(p.shape)
+                pcs = (L.Piece * max(len(p.pieces), 1))(*p.pieces)
+                rc = lib.ckpt_tree_add_array_pieces_k(
+                    t, keys, n, p.dtype, len(p.shape), shp, pcs,
+                    len(p.pieces))
+                keep.append(_Views(p.keep))
             elif p.kind == L.LEAF_ARRAY:
                 shp = _shape_array(p.shape)
                 rc = lib.ckpt_tree_add_array_k(
                     t, keys, n, p.dtype, len(p.shape), shp, p.addr, p.nbytes)
-                keep.append(p.keep)
+                # a jax.Array's host copy or view is immutable too
+                keep.append(_Views([p.keep]) if _jax.is_tag(p.tag)
+                            else p.keep)
             else:
                 rc = lib.ckpt_tree_add_scalar_k(
                     t, keys, n, p.kind, p.i, p.f, p.b, p.s)

@@ -510,6 +510,7 @@ class CheckpointManager:
         self._zero_copy = bool(zero_copy)
         self._dir = os.path.abspath(_local_path(directory))
         self._finalizer = None      # post_finalization_callback's thread
+        self._bg_keep = None        # host views a background copy reads
         self._finalize_error = None
 
         # Items and handlers known to this manager (Orbax semantics).
@@ -857,6 +858,7 @@ class CheckpointManager:
         """Orbax reads after the save in flight: wait for it (its error is
         left for wait_until_finished/check_for_errors/save)."""
         self._check(L.lib().ckpt_wait_pending(self._mgr()))
+        self._bg_keep = None
 
     @property
     def directory(self) -> md.PosixGPath:
@@ -904,6 +906,7 @@ class CheckpointManager:
         msg = None
         try:
             rc = lib.ckpt_manager_close(m)
+            self._bg_keep = None
             if rc < 0:
                 msg = L.exception_for(
                     rc, L._dec(lib.ckpt_client_errmsg(self._client)))
@@ -1056,7 +1059,9 @@ class CheckpointManager:
         retention applied; raises the first save error."""
         if self._is_absent():
             return
-        self._check(L.lib().ckpt_wait_until_finished(self._mgr()))
+        rc = L.lib().ckpt_wait_until_finished(self._mgr())
+        self._bg_keep = None        # the background copy ended
+        self._check(rc)
         self._join_finalizer()
 
     # -- AsyncOptions.post_finalization_callback (Orbax's AsyncCheckpointer
@@ -1318,6 +1323,12 @@ class CheckpointManager:
                 L.check_plain(lib.ckpt_save_args_set_force(sa, 1), 'force')
             L.check_plain(lib.ckpt_save_args_set_timestamp(sa, _now_ns()),
                           'timestamp')
+            # Only jax arrays (immutable): libckpt copies them after
+            # save() returned; their host views are kept until then.
+            bg = _tree.immutable(keep)
+            if bg:
+                L.check_plain(lib.ckpt_save_args_set_background(sa, 1),
+                              'background')
             saved = ctypes.c_int(0)
             self._join_finalizer()
             # The manager's mode and handlers are fixed by this call.
@@ -1327,6 +1338,8 @@ class CheckpointManager:
             rc = lib.ckpt_save(m, step, sa, ctypes.byref(saved))
             self._raise_fn_error()
             self._check(rc)
+            # the previous background copy ended in ckpt_save
+            self._bg_keep = keep if bg and saved.value else None
             if saved.value:
                 self._start_finalizer(step)
             return bool(saved.value)

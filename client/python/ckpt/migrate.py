@@ -238,10 +238,12 @@ def _orbax_handler(ocp, kind):
             'array': ocp.ArrayCheckpointHandler}[kind]()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The `python -m ckpt.migrate` command; returns the exit status."""
+def main(argv: Optional[Sequence[str]] = None,
+         prog: str = 'python -m ckpt.migrate') -> int:
+    """The `python -m ckpt.migrate` command (also `ckptctl import`, which
+    passes its name as prog); returns the exit status."""
     p = argparse.ArgumentParser(
-        prog='python -m ckpt.migrate',
+        prog=prog,
         description='Copy the steps of an Orbax checkpoint root into a '
                     'ckptd root (through ckptd).')
     p.add_argument('orbax_root')
@@ -260,7 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        log=None if a.quiet else
                        (lambda s: print(s, flush=True)))
     except (MigrationError, OSError, ValueError) as e:
-        print('ckpt.migrate: %s' % e, file=sys.stderr)
+        print('%s: %s' % ('ckpt.migrate' if prog.startswith('python')
+                          else prog, e), file=sys.stderr)
         return 1
     if not a.quiet:
         print('migrated %d step(s) into %s' % (len(done), a.dest))
