@@ -59,22 +59,30 @@ start_rgw() {
 	wait_for 60 rgw_up || die "radosgw does not answer (see $dir/log/rgw.log)"
 }
 
-kill_pidfile() {
-	local f=$1 sig=${2:-TERM} pid
-	[ -s "$f" ] || return 0
-	pid=$(cat "$f")
-	kill "-$sig" "$pid" 2>/dev/null || return 0
-	# Wait for it to go, up to 10 s, then kill it.
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.2
+# kill_pidfiles SIG FILE...: signal the PIDs recorded in FILEs, wait up to
+# 10 s for all of them to exit, SIGKILL what is left.
+kill_pidfiles() {
+	local sig=$1 f pid pids=()
+	shift
+	for f in "$@"; do
+		[ -s "$f" ] || continue
+		pid=$(cat "$f")
+		kill "-$sig" "$pid" 2>/dev/null && pids+=("$pid")
 	done
-	kill -KILL "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
+	for pid in "${pids[@]}"; do
+		for _ in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
 	done
-	rm -f "$f"
+	for pid in "${pids[@]}"; do
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	done
+	rm -f "$@"
 }
 
 cmd=${1:-}
@@ -110,8 +118,8 @@ start)
 	pid file = $dir/run/\$name.pid
 	osd pool default size = 1
 	osd pool default min size = 1
-	osd pool default pg num = 8
-	osd pool default pgp num = 8
+	osd pool default pg num = 1
+	osd pool default pgp num = 1
 	osd pool default pg autoscale mode = off
 	osd crush chooseleaf type = 0
 	mon allow pool size one = true
@@ -120,9 +128,16 @@ start)
 	[mon]
 	mon data = $dir/mon/\$name
 	mon cluster log file = $dir/log/cluster.log
+	# Start in seconds: propose map changes (RGW's pools) at once.
+	paxos propose interval = 0.01
+	paxos min wait = 0.01
 	[osd]
 	osd data = $dir/osd/\$name
 	osd objectstore = memstore
+	# The crush map is set up by this script: no commands to the monitor at
+	# start-up (they race with the first monitor map and fail the OSD).
+	osd class update on start = false
+	osd crush update on start = false
 	memstore device bytes = $osd_bytes
 	osd max object size = 1073741824
 	[client.rgw.a]
@@ -142,13 +157,15 @@ start)
 		die "ceph-mon did not start"
 	wait_for 30 cephc mon stat || die "the monitor does not answer"
 
-	osd_id=$(cephc osd create)
+	osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+	osd_id=$(cephc osd new "$osd_uuid" 0)
 	[ "$osd_id" = 0 ] || die "unexpected OSD id $osd_id"
 	mkdir -p "$dir/osd/osd.0"
-	ceph-osd -c "$dir/ceph.conf" -i 0 --mkfs >"$dir/log/osd-mkfs.log" 2>&1 ||
+	ceph-osd -c "$dir/ceph.conf" -i 0 --mkfs --osd-uuid "$osd_uuid" \
+		>"$dir/log/osd-mkfs.log" 2>&1 ||
 		die "ceph-osd --mkfs failed (see $dir/log/osd-mkfs.log)"
-	cephc osd crush add osd.0 1.0 host=localhost root=default >/dev/null 2>&1 ||
-		true
+	cephc osd crush add osd.0 1.0 host=localhost root=default \
+		>>"$dir/log/daemons.out" 2>&1 || die "ceph osd crush add failed"
 	ceph-osd -c "$dir/ceph.conf" -i 0 >>"$dir/log/daemons.out" 2>&1 ||
 		die "ceph-osd did not start"
 	osd_up() {
@@ -175,15 +192,13 @@ start)
 stop)
 	dir=${2:-}
 	[ -n "$dir" ] && [ -f "$dir/ceph.conf" ] || die "usage: rgw.sh stop DIR"
-	kill_pidfile "$dir/run/rgw.pid"
-	kill_pidfile "$dir/run/osd.0.pid"
-	kill_pidfile "$dir/run/mon.a.pid"
+	kill_pidfiles TERM "$dir/run/rgw.pid" "$dir/run/osd.0.pid" "$dir/run/mon.a.pid"
 	rm -rf "$dir"
 	;;
 kill-rgw)
 	dir=${2:-}
 	[ -n "$dir" ] && [ -f "$dir/ceph.conf" ] || die "usage: rgw.sh kill-rgw DIR"
-	kill_pidfile "$dir/run/rgw.pid" KILL
+	kill_pidfiles KILL "$dir/run/rgw.pid"
 	;;
 start-rgw)
 	dir=${2:-}
