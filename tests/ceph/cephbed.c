@@ -46,6 +46,8 @@ load_env(struct cephbed *b)
 static int
 run(const char *verb, const char *dir)
 {
+	/* The child's freopen would flush our buffers a second time. */
+	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0)
 		return -1;

@@ -144,6 +144,9 @@ start)
 	rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 	rgw dns name = 127.0.0.1
 	rgw data = $dir/rgw
+	# Free the RAM of deleted and overwritten objects soon.
+	rgw gc obj min wait = 10
+	rgw gc processor period = 10
 	EOF
 
 	monmaptool --create --fsid "$fsid" --addv a "[v1:127.0.0.1:$mon_port]" \
