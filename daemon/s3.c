@@ -731,10 +731,9 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 			rc = err_set(e, r->cb_code, "s3 %s %s: %s", r->method, where, r->cb_err.msg);
 			goto out;
 		}
-		bool retry;
+		/* Retried: connection errors and timeouts, and 5xx answers. */
 		if (cc != CURLE_OK) {
-			retry = curl_retryable(cc);
-			if (!retry || attempt >= c->retries) {
+			if (!curl_retryable(cc) || attempt >= c->retries) {
 				rc = err_set(e, cc == CURLE_OPERATION_TIMEDOUT ? CKPT_ETIMEDOUT : CKPT_EIO,
 				    "s3 %s %s at %s://%s: %s%s%s (%u tries)", r->method, where,
 				    c->conf.scheme, c->conf.host, curl_easy_strerror(cc),
@@ -742,7 +741,6 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 				goto out;
 			}
 		} else if (r->status >= 500) {
-			retry = true;
 			if (attempt >= c->retries) {
 				struct err_doc d;
 				parse_error_doc(&r->resp, &d);
@@ -768,16 +766,18 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 		} else {
 			struct err_doc d;
 			parse_error_doc(&r->resp, &d);
+			/* Answers to HEAD have no error document. */
 			if (d.code[0] == '\0' && r->status == 404)
 				snprintf(d.code, sizeof(d.code), "%s",
 				    r->key != NULL ? "NoSuchKey" : "NoSuchBucket");
+			else if (d.code[0] == '\0' && r->status == 403)
+				snprintf(d.code, sizeof(d.code), "AccessDenied");
 			snprintf(r->s3code, sizeof(r->s3code), "%s", d.code);
 			rc = err_set(e, code_for(r->status, d.code), "s3 %s %s: HTTP %ld %s%s%s",
 			    r->method, where, r->status, d.code, d.message[0] ? ": " : "",
 			    d.message);
 			goto out;
 		}
-		(void)retry;
 		__atomic_add_fetch(&c->counters.retries, 1, __ATOMIC_RELAXED);
 		backoff(c, attempt);
 	}
