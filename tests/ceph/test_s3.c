@@ -492,6 +492,47 @@ test_rgw_restart(void **state)
 	assert_int_equal(s3_delete(cli, BUCKET, "restart/after", &e), 0);
 }
 
+/* radosgw goes down for longer than the retries last: the upload fails
+ * with a clear error, and once radosgw is back no object is visible. */
+static void
+test_rgw_down(void **state)
+{
+	ckd_err e;
+	struct s3_opts o = {
+		.part_size = 8u << 20, .parallel = 2, .retries = 2, .backoff_ms = 50,
+		.connect_timeout_ms = 2000, .stall_timeout_ms = 5000,
+	};
+	const uint64_t size = 192ull << 20;
+	struct bg_upload u = { .size = size };
+	struct s3_counters n;
+	struct s3_stat st;
+	pthread_t t;
+
+	assert_int_equal(s3_client_new(&u.c, &o, &e), 0);
+	u.fd = make_file("down", size, 78);
+	assert_int_equal(pthread_create(&t, NULL, bg_upload_run, &u), 0);
+	for (int i = 0; i < 3000; i++) {
+		s3_counters(u.c, &n);
+		if (n.bytes_up >= (24u << 20))
+			break;
+		sleep_ms(5);
+	}
+	assert_int_equal(cephbed_rgw(&bed, "kill-rgw"), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	fprintf(stderr, "# upload with radosgw down: rc %d: %s\n", u.rc, u.e.msg);
+	assert_int_equal(u.rc, CKPT_EIO);
+	assert_non_null(strstr(u.e.msg, "restart/big"));
+	assert_non_null(strstr(u.e.msg, "3 tries"));
+	assert_int_equal(cephbed_rgw(&bed, "start-rgw"), 0);
+	assert_int_equal(s3_head(cli, BUCKET, "restart/big", &st, &e), CKPT_ENOTFOUND);
+	struct s3_list l;
+	assert_int_equal(s3_list(cli, BUCKET, "restart/", NULL, NULL, 0, &l, &e), 0);
+	assert_int_equal(l.nobjects, 0);
+	s3_list_free(&l);
+	close(u.fd);
+	s3_client_free(u.c);
+}
+
 /* Many threads on one client at once. */
 struct conc {
 	int id;
@@ -548,6 +589,7 @@ main(void)
 		cmocka_unit_test(test_multipart_buffer),
 		cmocka_unit_test(test_multipart_256m),
 		cmocka_unit_test(test_rgw_restart),
+		cmocka_unit_test(test_rgw_down),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
