@@ -566,6 +566,10 @@ parse_error_doc(const struct rbuf *b, struct err_doc *d)
 static int
 code_for(long status, const char *s3code)
 {
+	/* Quotas first: radosgw answers 403 QuotaExceeded. */
+	if (strcmp(s3code, "QuotaExceeded") == 0 || strcmp(s3code, "EntityTooLarge") == 0 ||
+	    status == 507)
+		return CKPT_ENOSPC;
 	if (strcmp(s3code, "InvalidAccessKeyId") == 0 ||
 	    strcmp(s3code, "SignatureDoesNotMatch") == 0 ||
 	    strcmp(s3code, "AccessDenied") == 0 ||
@@ -577,9 +581,6 @@ code_for(long status, const char *s3code)
 	if (status == 404 || strcmp(s3code, "NoSuchKey") == 0 ||
 	    strcmp(s3code, "NoSuchBucket") == 0 || strcmp(s3code, "NoSuchUpload") == 0)
 		return CKPT_ENOTFOUND;
-	if (strcmp(s3code, "QuotaExceeded") == 0 || strcmp(s3code, "EntityTooLarge") == 0 ||
-	    status == 507)
-		return CKPT_ENOSPC;
 	if (status == 412)
 		return CKPT_EEXIST;
 	if (status == 416 || strcmp(s3code, "InvalidRange") == 0 ||

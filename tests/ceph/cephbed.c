@@ -44,7 +44,7 @@ load_env(struct cephbed *b)
 }
 
 static int
-run(const char *verb, const char *dir)
+run_args(const char *verb, const char *dir, const char *a, const char *b)
 {
 	/* The child's freopen would flush our buffers a second time. */
 	fflush(NULL);
@@ -56,7 +56,7 @@ run(const char *verb, const char *dir)
 		 * DIR/env instead. */
 		if (freopen("/dev/null", "w", stdout) == NULL)
 			_exit(127);
-		execl(script(), script(), verb, dir, (char *)NULL);
+		execl(script(), script(), verb, dir, a, b, (char *)NULL);
 		perror(script());
 		_exit(127);
 	}
@@ -64,6 +64,12 @@ run(const char *verb, const char *dir)
 	while (waitpid(pid, &st, 0) < 0)
 		;
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static int
+run(const char *verb, const char *dir)
+{
+	return run_args(verb, dir, NULL, NULL);
 }
 
 int
@@ -130,4 +136,12 @@ cephbed_fill(void *buf, uint64_t off, size_t len, uint64_t seed)
 		}
 		p[i++] = ((unsigned char *)&w)[k];
 	}
+}
+
+int
+cephbed_quota(struct cephbed *b, const char *bucket, uint64_t bytes)
+{
+	char n[32];
+	snprintf(n, sizeof(n), "%llu", (unsigned long long)bytes);
+	return run_args("quota", b->dir, bucket, n);
 }

@@ -21,6 +21,8 @@ int cephbed_start(struct cephbed *b);
 void cephbed_stop(struct cephbed *b);
 /* rgw.sh kill-rgw / start-rgw: 0 or -1. */
 int cephbed_rgw(struct cephbed *b, const char *verb);
+/* rgw.sh quota: limit bucket to bytes. 0 or -1. */
+int cephbed_quota(struct cephbed *b, const char *bucket, uint64_t bytes);
 
 /* Deterministic bytes: the content of a test object at any offset, so
  * that a ranged read can be checked without keeping the object. */

@@ -11,6 +11,8 @@
 #                          and remove DIR
 #   rgw.sh kill-rgw DIR    SIGKILL radosgw only (the cluster stays)
 #   rgw.sh start-rgw DIR   start radosgw again on the same port
+#   rgw.sh quota DIR BUCKET BYTES
+#                          limit BUCKET (which must exist) to BYTES
 #
 # Runs as root (Ceph's daemons keep running as the calling user). Nothing is
 # written outside DIR. Needs the Debian packages ceph-mon, ceph-osd, radosgw
@@ -208,7 +210,17 @@ start-rgw)
 	[ -n "$dir" ] && [ -f "$dir/ceph.conf" ] || die "usage: rgw.sh start-rgw DIR"
 	start_rgw
 	;;
+quota)
+	dir=${2:-}
+	[ -n "$dir" ] && [ -f "$dir/ceph.conf" ] && [ $# -eq 4 ] ||
+		die "usage: rgw.sh quota DIR BUCKET BYTES"
+	radosgw-admin -c "$dir/ceph.conf" quota set --quota-scope=bucket \
+		--bucket="$3" --max-size="$4" >/dev/null &&
+		radosgw-admin -c "$dir/ceph.conf" quota enable --quota-scope=bucket \
+			--bucket="$3" >/dev/null || die "radosgw-admin quota failed"
+	;;
 *)
-	die "usage: rgw.sh start [DIR] | stop DIR | kill-rgw DIR | start-rgw DIR"
+	die "usage: rgw.sh start [DIR] | stop DIR | kill-rgw DIR | start-rgw DIR |" \
+		"quota DIR BUCKET BYTES"
 	;;
 esac

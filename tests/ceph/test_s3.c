@@ -361,6 +361,33 @@ test_wrong_credentials(void **state)
 	assert_int_equal(s3_head(cli, BUCKET, "cred/big", &st, &e), CKPT_ENOTFOUND);
 }
 
+/* A bucket quota: CKPT_ENOSPC, for one PUT and for a multipart upload
+ * (aborted, nothing visible). */
+static void
+test_quota(void **state)
+{
+	ckd_err e;
+	struct s3_client *c;
+	struct s3_opts o = { .part_size = 5u << 20, .parallel = 2 };
+	struct s3_stat st;
+	char *buf = calloc(1, 3u << 20);
+
+	assert_non_null(buf);
+	assert_int_equal(s3_bucket_create(cli, "ckpt-quota", &e), 0);
+	assert_int_equal(cephbed_quota(&bed, "ckpt-quota", 1u << 20), 0);
+	assert_int_equal(s3_put(cli, "ckpt-quota", "small", buf, 1000, &e), 0);
+	assert_int_equal(s3_put(cli, "ckpt-quota", "big", buf, 3u << 20, &e), CKPT_ENOSPC);
+	assert_non_null(strstr(e.msg, "QuotaExceeded"));
+	assert_int_equal(s3_head(cli, "ckpt-quota", "big", &st, &e), CKPT_ENOTFOUND);
+	int fd = make_file("quota", 12u << 20, 5);
+	assert_int_equal(s3_client_new(&c, &o, &e), 0);
+	assert_int_equal(s3_put_fd(c, "ckpt-quota", "mp", fd, 0, 12u << 20, &e), CKPT_ENOSPC);
+	assert_int_equal(s3_head(cli, "ckpt-quota", "mp", &st, &e), CKPT_ENOTFOUND);
+	s3_client_free(c);
+	close(fd);
+	free(buf);
+}
+
 /* Keys, region and endpoint from the AWS files of a profile. */
 static void
 test_aws_files(void **state)
@@ -586,6 +613,7 @@ main(void)
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_wrong_credentials),
 		cmocka_unit_test(test_aws_files),
+		cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_multipart_buffer),
 		cmocka_unit_test(test_multipart_256m),
 		cmocka_unit_test(test_rgw_restart),
