@@ -26,7 +26,7 @@ packages=(
 	# build
 	build-essential meson ninja-build pkg-config
 	libevent-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev
-	liblmdb-dev libsystemd-dev libxxhash-dev
+	liblmdb-dev libsystemd-dev libxxhash-dev libcurl4-openssl-dev
 	# tests
 	libcmocka-dev valgrind clang libclang-rt-14-dev
 	python3 python3-numpy python3-pytest python3-torch python3-h5py
@@ -39,6 +39,9 @@ packages=(
 	libfuse3-dev fuse3
 	# benchmarks
 	fio
+	# object-store tests: a throwaway Ceph with its S3 gateway (tests/ceph),
+	# curl for the comparison benchmark
+	ceph-mon ceph-osd ceph-common radosgw curl
 	# operations: promtool and a real Prometheus for the metrics tests;
 	# venv for the Python packaging test; dpkg-deb builds the package
 	prometheus python3-venv dpkg-dev

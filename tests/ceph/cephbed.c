@@ -1,0 +1,147 @@
+/*
+ * cephbed.c - start and stop tests/ceph/rgw.sh from C (see cephbed.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cephbed.h"
+
+static const char *
+script(void)
+{
+	const char *s = getenv("CKPT_RGW_SH");
+	return s != NULL && s[0] != '\0' ? s : "tests/ceph/rgw.sh";
+}
+
+/* Read DIR/env ("NAME=value" lines) into the environment. */
+static int
+load_env(struct cephbed *b)
+{
+	char path[600], line[1024];
+	snprintf(path, sizeof(path), "%s/env", b->dir);
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		perror(path);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		char *eq = strchr(line, '=');
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		setenv(line, eq + 1, 1);
+	}
+	fclose(f);
+	/* Nothing of the caller's own AWS setup may leak in. */
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_PROFILE");
+	unsetenv("AWS_ENDPOINT_URL_S3");
+	return 0;
+}
+
+static int
+run_args(const char *verb, const char *dir, const char *a, const char *b)
+{
+	/* The child's freopen would flush our buffers a second time. */
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		/* The script prints the environment on stdout: it is read from
+		 * DIR/env instead. */
+		if (freopen("/dev/null", "w", stdout) == NULL)
+			_exit(127);
+		execl(script(), script(), verb, dir, a, b, (char *)NULL);
+		perror(script());
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static int
+run(const char *verb, const char *dir)
+{
+	return run_args(verb, dir, NULL, NULL);
+}
+
+int
+cephbed_start(struct cephbed *b)
+{
+	const char *reuse = getenv("CKPT_CEPH_DIR");
+	memset(b, 0, sizeof(*b));
+	if (reuse != NULL && reuse[0] != '\0') {
+		snprintf(b->dir, sizeof(b->dir), "%s", reuse);
+		return load_env(b);
+	}
+	const char *tmp = getenv("TMPDIR");
+	snprintf(b->dir, sizeof(b->dir), "%s/ckpt-ceph-XXXXXX",
+	    tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+	if (mkdtemp(b->dir) == NULL) {
+		perror("mkdtemp");
+		return -1;
+	}
+	b->owned = 1;
+	if (run("start", b->dir) != 0) {
+		fprintf(stderr, "cephbed: %s start %s failed\n", script(), b->dir);
+		return -1;
+	}
+	return load_env(b);
+}
+
+void
+cephbed_stop(struct cephbed *b)
+{
+	if (b->owned && b->dir[0] != '\0')
+		(void)run("stop", b->dir);
+	b->owned = 0;
+}
+
+int
+cephbed_rgw(struct cephbed *b, const char *verb)
+{
+	return run(verb, b->dir);
+}
+
+static uint64_t
+mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+void
+cephbed_fill(void *buf, uint64_t off, size_t len, uint64_t seed)
+{
+	unsigned char *p = buf;
+	size_t i = 0;
+	/* Byte o is byte (o % 8) of mix(seed ^ (o / 8)). */
+	while (i < len) {
+		uint64_t o = off + i;
+		uint64_t w = mix(seed ^ (o / 8));
+		size_t k = o % 8;
+		if (k == 0 && len - i >= 8) {
+			memcpy(p + i, &w, 8);
+			i += 8;
+			continue;
+		}
+		p[i++] = ((unsigned char *)&w)[k];
+	}
+}
+
+int
+cephbed_quota(struct cephbed *b, const char *bucket, uint64_t bytes)
+{
+	char n[32];
+	snprintf(n, sizeof(n), "%llu", (unsigned long long)bytes);
+	return run_args("quota", b->dir, bucket, n);
+}
