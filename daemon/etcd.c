@@ -427,7 +427,7 @@ etcd_open(struct etcd **out, const char *endpoints, int timeout_ms,
 	}
 	for (i = 0; i < c->nep; i++)
 		total += strlen(c->ep[i]) + 2;
-	r = err_set(e, CKPT_ENOMEM, "etcd: out of memory");
+	r = CKPT_ENOMEM;
 	if ((c->ep_list = malloc(total + 1)) == NULL)
 		goto fail;
 	c->ep_list[0] = '\0';
@@ -448,6 +448,8 @@ etcd_open(struct etcd **out, const char *endpoints, int timeout_ms,
 	*out = c;
 	return 0;
 fail:
+	if (r == CKPT_ENOMEM)
+		err_set(e, r, "etcd: out of memory");
 	etcd_close(c);
 	return r;
 }
@@ -987,9 +989,8 @@ etcd_txn_put(struct etcd *c, const char *key, const char *target,
 	if ((r = etcd_check_key(key, e)) != 0 ||
 	    (r = etcd_check_value(value, len, e)) != 0)
 		return r;
-	r = err_set(e, CKPT_ENOMEM, "etcd: out of memory");
 	if ((cmp = etcd_key_obj(key, 0)) == NULL)
-		return r;
+		return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
 	req = json_pack("{s:[o], s:[{s:o}], s:[{s:o}]}",
 	    "compare", cmp,
 	    "success", "request_put",
@@ -1001,7 +1002,7 @@ etcd_txn_put(struct etcd *c, const char *key, const char *target,
 	    json_object_set_new(cmp, "result", json_string("EQUAL")) != 0 ||
 	    json_object_set_new(cmp, field, json_i64_str(expect)) != 0) {
 		json_decref(req);
-		return r;
+		return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
 	}
 	if ((r = etcd_call(c, "/v3/kv/txn", req, ETCD_WRITE, &reply, e)) != 0)
 		return r;

@@ -295,16 +295,21 @@ bed_etcd_start(struct bed *b, int nmembers)
 		snprintf(b->endpoints + len, sizeof(b->endpoints) - len,
 		    "%shttp://10.66.0.%d:2379", i ? "," : "", i + 1);
 	}
-	/* Every member knows its id once each has answered; a leader. */
+	/* Every member has answered (its id) and they agree on a leader. */
 	for (n = 0; n < 200; n++) {
-		int known = 0;
+		uint64_t id, leader, first = 0;
+		int agree = 0;
 
-		if (bed_leader(b, 0) >= 0) {
-			for (i = 0; i < nmembers; i++)
-				known += b->m[i].id != 0;
-			if (known == nmembers)
-				return 0;
+		for (i = 0; i < nmembers; i++) {
+			if (bed_member_status(b, i, &id, &leader) != 0 || leader == 0)
+				continue;
+			b->m[i].id = id;
+			if (first == 0)
+				first = leader;
+			agree += leader == first;
 		}
+		if (agree == nmembers)
+			return 0;
 		for (i = 0; i < nmembers; i++) {
 			int status;
 			if (waitpid(b->m[i].pid, &status, WNOHANG) == b->m[i].pid) {
