@@ -16,7 +16,7 @@ struct evrec {
 	char key[128];
 	char value[128];
 	int64_t rev;
-	int64_t at_ms;          /* when it was delivered (monotonic) */
+	int64_t at_us;          /* when it was delivered (monotonic) */
 };
 
 struct evlog {
@@ -65,7 +65,7 @@ evlog_cb(void *arg, const struct etcd_event *ev)
 	snprintf(r->value, sizeof(r->value), "%.*s", (int)ev->value_len,
 	    ev->value != NULL ? ev->value : "");
 	r->rev = ev->mod_revision;
-	r->at_ms = tap_now_ms();
+	r->at_us = tap_now_us();
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->lock);
 }

@@ -69,6 +69,15 @@ tap_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static __attribute__((unused)) int64_t
+tap_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static __attribute__((unused)) void
 tap_sleep_ms(int ms)
 {
