@@ -1247,6 +1247,15 @@ etcd_watch_doc(struct etcd_watch *w, const char *p, size_t len)
 		return -1;
 	}
 	events = json_object_get(res, "events");
+	if (json_array_size(events) == 0 &&
+	    !json_is_true(json_object_get(res, "created"))) {
+		/* A progress notification: every event up to the header's
+		 * revision has been sent. */
+		int64_t hrev = etcd_header_rev(res);
+
+		if (hrev >= w->next_rev)
+			w->next_rev = hrev + 1;
+	}
 	for (i = 0; i < json_array_size(events); i++) {
 		json_t *je = json_array_get(events, i);
 		const char *type = json_string_value(json_object_get(je, "type"));
