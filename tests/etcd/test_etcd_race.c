@@ -5,7 +5,8 @@
  * its own connection, start together on every round and both try to
  * create /race/<round>/commit with their name. Exactly one wins each
  * round, the loser is told the winner's name, and etcd holds the
- * winner's value.
+ * winner's value. Then one client shared by four threads (the client is
+ * thread-safe) races the same way on other keys.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -67,6 +68,68 @@ racer_main(void *arg)
 	return NULL;
 }
 
+#define SHARED_THREADS 4
+#define SHARED_KEYS 50
+
+struct sharer {
+	struct etcd *c;
+	pthread_barrier_t *go;
+	int id;
+	int won[SHARED_KEYS];
+	int errors;
+};
+
+static void *
+sharer_main(void *arg)
+{
+	struct sharer *s = arg;
+	char key[64], val[16];
+	ckd_err e;
+	int i;
+
+	snprintf(val, sizeof(val), "t%d", s->id);
+	for (i = 0; i < SHARED_KEYS; i++) {
+		snprintf(key, sizeof(key), "/shared/%d", i);
+		pthread_barrier_wait(s->go);
+		if (etcd_create(s->c, key, val, strlen(val), 0, &s->won[i], NULL,
+		    NULL, &e) != 0)
+			s->errors++;
+	}
+	return NULL;
+}
+
+static void
+test_shared(struct etcd *c)
+{
+	static struct sharer s[SHARED_THREADS];
+	pthread_t th[SHARED_THREADS];
+	pthread_barrier_t go;
+	int i, k, one = 0, errors = 0;
+
+	pthread_barrier_init(&go, NULL, SHARED_THREADS);
+	for (i = 0; i < SHARED_THREADS; i++) {
+		s[i].c = c;
+		s[i].go = &go;
+		s[i].id = i;
+		pthread_create(&th[i], NULL, sharer_main, &s[i]);
+	}
+	for (i = 0; i < SHARED_THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (k = 0; k < SHARED_KEYS; k++) {
+		int n = 0;
+
+		for (i = 0; i < SHARED_THREADS; i++)
+			n += s[i].won[k];
+		one += n == 1;
+	}
+	for (i = 0; i < SHARED_THREADS; i++)
+		errors += s[i].errors;
+	ok(errors == 0, "one client, %d threads: no call failed", SHARED_THREADS);
+	ok(one == SHARED_KEYS, "one client, %d threads: one winner for each of "
+	    "%d keys (%d)", SHARED_THREADS, SHARED_KEYS, one);
+	pthread_barrier_destroy(&go);
+}
+
 int
 main(void)
 {
@@ -121,6 +184,8 @@ main(void)
 	ok(stored == ROUNDS, "etcd holds the winner's value, written once (%d)",
 	    stored);
 	diag("wins: node1 %d, node2 %d", wins[0], wins[1]);
+	if (c != NULL)
+		test_shared(c);
 	etcd_close(c);
 	pthread_barrier_destroy(&go);
 	bed_enter(&b, -1);
