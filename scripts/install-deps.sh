@@ -26,7 +26,9 @@ packages=(
 	# build
 	build-essential meson ninja-build pkg-config
 	libevent-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev
-	liblmdb-dev libsystemd-dev libxxhash-dev libcurl4-openssl-dev
+	liblmdb-dev libsystemd-dev libxxhash-dev
+	# the S3 client and the etcd v3 JSON gateway client
+	libcurl4-openssl-dev
 	# tests
 	libcmocka-dev valgrind clang libclang-rt-14-dev
 	python3 python3-numpy python3-pytest python3-torch python3-h5py
@@ -35,6 +37,8 @@ packages=(
 	# (setpriv, unshare, nsenter, mount), process tools, systemd itself for
 	# the unit tests in a private namespace
 	passwd util-linux mount procps systemd
+	# multi-node tests: etcd members in network namespaces (ip netns)
+	etcd-server iproute2
 	# power-loss test: the crashfs FUSE filesystem (tests/crashfs)
 	libfuse3-dev fuse3
 	# benchmarks
