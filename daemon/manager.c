@@ -178,6 +178,9 @@ mgr_create(struct conn *c, struct root *r, Ckpt__ManagerOptions *o,
 	m->fmode = dmode & 0666;
 	m->next = mgr.managers;
 	mgr.managers = m;
+	if (o->process_count > 1)
+		steptx_rank_back(r, o->job != NULL ? o->job : "",
+		    o->process_index);
 	return m;
 }
 
@@ -360,6 +363,30 @@ mgr_check_idle(void)
 	cb(mgr.idle_arg);
 }
 
+/* A distributed manager m closed: its rank is gone unless another open
+ * manager serves it; the job's gone ranks are forgotten once none of its
+ * managers is open. */
+static void
+mgr_rank_left(struct manager *m)
+{
+	const char *job = m->o->job != NULL ? m->o->job : "";
+	const struct manager *o;
+	int others = 0;
+
+	for (o = mgr.managers; o != NULL; o = o->next) {
+		if (o->closed || o->r != m->r || o->o->process_count < 2 ||
+		    strcmp(o->o->job != NULL ? o->o->job : "", job) != 0)
+			continue;
+		if (o->o->process_index == m->o->process_index)
+			return;         /* a live replacement */
+		others = 1;
+	}
+	if (others)
+		steptx_rank_left(m->r, job, m->o->process_index);
+	else
+		steptx_job_ended(m->r, job);
+}
+
 /* Close a manager: it becomes unreachable; accepted saves continue. */
 static void
 mgr_close(struct manager *m, int reply_waiters)
@@ -375,6 +402,8 @@ mgr_close(struct manager *m, int reply_waiters)
 	}
 	m->closed = 1;
 	m->next = NULL;
+	if (m->o->process_count > 1)
+		mgr_rank_left(m);
 	while ((w = *pp) != NULL) {
 		if (w->kind != WAIT_SAVES || w->m != m) {
 			pp = &w->next;

@@ -1686,6 +1686,17 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 		    r->last_save_ns, r->saves > 0, sv->preempted ||
 		    (preempt_active() && !m->preempt_saved)) != 0;
 	}
+	if (saved) {
+		char gone[256];
+
+		/* A rank that went away since the last step cannot hand its
+		 * part: fail now rather than at the timeout. Every rank
+		 * arriving finds the same. */
+		if (steptx_ranks_gone(r, job, ranks, nparts, gone,
+		    sizeof gone) > 0)
+			return err_set(e, CKPT_ERANK, "step %" PRIu64 ": ranks "
+			    "%s are gone (connection closed)", sv->step, gone);
+	}
 	tx = steptx_new(r, job, sv->step, name, nparts, ranks, (unsigned)prim,
 	    saved, o->async_timeout_secs, now);
 	if (tx == NULL)

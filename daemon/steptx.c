@@ -22,6 +22,15 @@
 #include "steptx.h"
 
 static struct steptx *TX;       /* unfinished transactions */
+
+/* A rank whose distributed manager went away (steptx_rank_left). */
+struct gone {
+	struct gone *next;
+	struct root *r;                 /* referenced */
+	char *job;
+	uint32_t rank;
+};
+static struct gone *GONE;
 static struct event_base *TX_BASE;      /* for the timers of missing parts */
 static struct index *TX_IX;             /* where commits and failures go */
 
@@ -236,6 +245,93 @@ steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
 		steptx_fail(tx, &e);
 		fail_cb(tx);
 	}
+}
+
+void
+steptx_rank_left(struct root *r, const char *job, uint32_t rank)
+{
+	struct gone *g;
+
+	for (g = GONE; g != NULL; g = g->next)
+		if (g->r == r && g->rank == rank && strcmp(g->job, job) == 0)
+			return;
+	if ((g = calloc(1, sizeof *g)) == NULL)
+		return;         /* then only the timeout notices it */
+	if ((g->job = strdup(job)) == NULL) {
+		free(g);
+		return;
+	}
+	g->r = r;
+	root_ref(r);
+	g->rank = rank;
+	g->next = GONE;
+	GONE = g;
+}
+
+/* Drop the entries of (r, job) and, when all_ranks is 0, of rank only. */
+static void
+steptx_gone_drop(const struct root *r, const char *job, int all_ranks,
+    uint32_t rank)
+{
+	struct gone **pp = &GONE, *g;
+
+	while ((g = *pp) != NULL) {
+		if (g->r != r || strcmp(g->job, job) != 0 ||
+		    (!all_ranks && g->rank != rank)) {
+			pp = &g->next;
+			continue;
+		}
+		*pp = g->next;
+		root_unref(g->r);
+		free(g->job);
+		free(g);
+	}
+}
+
+void
+steptx_rank_back(const struct root *r, const char *job, uint32_t rank)
+{
+	steptx_gone_drop(r, job, 0, rank);
+}
+
+void
+steptx_job_ended(const struct root *r, const char *job)
+{
+	steptx_gone_drop(r, job, 1, 0);
+}
+
+unsigned
+steptx_ranks_gone(const struct root *r, const char *job,
+    const uint32_t *ranks, unsigned n, char *buf, size_t len)
+{
+	const struct gone *g;
+	size_t off = 0;
+	unsigned i, k = 0;
+	int w;
+
+	if (len == 0)
+		return 0;
+	buf[0] = '\0';
+	for (i = 0; i < n; i++) {
+		uint32_t rank = ranks != NULL ? ranks[i] : i;
+
+		for (g = GONE; g != NULL; g = g->next)
+			if (g->r == r && g->rank == rank &&
+			    strcmp(g->job, job) == 0)
+				break;
+		if (g == NULL)
+			continue;
+		k++;
+		if (off + 1 >= len)
+			continue;
+		w = snprintf(buf + off, len - off, "%s%" PRIu32,
+		    k == 1 ? "[" : ", ", rank);
+		if (w > 0)
+			off += (size_t)w;
+	}
+	if (k > 0 && off + 1 < len)
+		snprintf(buf + off, len - off, "]");
+	return k;
 }
 
 void
@@ -590,6 +686,14 @@ steptx_abort(struct steptx *tx, const ckd_err *why)
 void
 steptx_shutdown(void)
 {
+	struct gone *g;
+
 	while (TX != NULL)
 		steptx_unlist(TX);
+	while ((g = GONE) != NULL) {
+		GONE = g->next;
+		root_unref(g->r);
+		free(g->job);
+		free(g);
+	}
 }

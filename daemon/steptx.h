@@ -118,6 +118,18 @@ void steptx_abort(struct steptx *tx, const ckd_err *why);
  * each (save.c drives what follows). */
 void steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
     void (*fail_cb)(struct steptx *tx));
+/* Ranks gone between steps: a distributed manager of (r, job) for rank
+ * `rank` closed (or its connection did) with no other open manager of
+ * that rank. A later step of (r, job) that counts the rank fails at its
+ * first part. steptx_rank_back: a manager of the rank opened again;
+ * steptx_job_ended: no manager of (r, job) is open any more (forget). */
+void steptx_rank_left(struct root *r, const char *job, uint32_t rank);
+void steptx_rank_back(const struct root *r, const char *job, uint32_t rank);
+void steptx_job_ended(const struct root *r, const char *job);
+/* "[3]": the ranks of the given ones (NULL: 0 .. n-1) that are gone, into
+ * buf. Returns the number of them. */
+unsigned steptx_ranks_gone(const struct root *r, const char *job,
+    const uint32_t *ranks, unsigned n, char *buf, size_t len);
 /* ckptd stops: every unfinished transaction still missing parts fails
  * (fail_cb as above), so that stopping does not wait for its timeout. */
 void steptx_fail_incomplete(void (*fail_cb)(struct steptx *tx));

@@ -382,8 +382,10 @@ static int save_part(int fd, uint64_t mgr, uint32_t rank, uint64_t step,
 	return save_reply(fd, msg, len);
 }
 
-/* wait_until_finished: the async error (0 when none), its message. */
-static int wait_saves(int fd, uint64_t mgr, char *msg, size_t len)
+/* wait_until_finished: the async error (0 when none), its message;
+ * INT32_MIN when no answer within timeout_ms. */
+static int wait_saves_within(int fd, uint64_t mgr, char *msg, size_t len,
+    int timeout_ms)
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__WaitSaves ws = CKPT__WAIT_SAVES__INIT;
@@ -396,8 +398,8 @@ static int wait_saves(int fd, uint64_t mgr, char *msg, size_t len)
 	ws.clear_error = 1;
 	req.op_case = CKPT__REQUEST__OP_WAIT_SAVES;
 	req.wait_saves = &ws;
-	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 60000)) ==
-	    NULL)
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd,
+	    timeout_ms)) == NULL)
 		return INT32_MIN;
 	code = resp->code;
 	if (msg != NULL)
@@ -410,6 +412,11 @@ static int wait_saves(int fd, uint64_t mgr, char *msg, size_t len)
 	}
 	ckpt__response__free_unpacked(resp, NULL);
 	return code;
+}
+
+static int wait_saves(int fd, uint64_t mgr, char *msg, size_t len)
+{
+	return wait_saves_within(fd, mgr, msg, len, 60000);
 }
 
 /* State of step in the manager's list: STEP_* or -1 when not listed. */
@@ -683,6 +690,65 @@ static void rank_dies_after(void)
 	job_close(&j);
 }
 
+/* A rank gone between steps: the next step fails at once on the others
+ * (not at its 600 s timeout); once the rank is back, steps save again. */
+static void rank_gone_between(void)
+{
+	struct job j;
+	char msg[512];
+	unsigned i, erank = 0, named = 0, saved = 0;
+	int64_t t0, ms;
+	char saved_root[HX_PATH];
+
+	/* A root of its own: its steps do not overtake the other tests'. */
+	memcpy(saved_root, root, sizeof root);
+	hx_path(&d, root, "dist-gone");
+	if (hx_mkdirs(root) != 0)
+		bail_out("mkdir %s", root);
+	job_open(&j, NR, "gone", 600);
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 51, ROWS_OK, NULL, 0) == 1;
+	for (i = 0; i < NR; i++)
+		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
+	is_int(saved, 2 * NR, "step 51 saved by all 4 ranks");
+	close(j.fd[3]);         /* rank 3 goes away between steps */
+	j.fd[3] = -1;
+	hx_sleep_ms(200);       /* the daemon sees the close first */
+	t0 = hx_now_ms();
+	for (i = 0; i < NR - 1; i++) {
+		int code = save_part(j.fd[i], j.m[i], i, 52, ROWS_OK, msg,
+		    sizeof msg);
+
+		/* Accepted: the failure must come as the async error, soon
+		 * (bounded: the step's own timeout is 600 s). */
+		if (code == 1)
+			code = wait_saves_within(j.fd[i], j.m[i], msg,
+			    sizeof msg, 5000);
+		erank += code == CKPT__CODE__CKPT_ERANK;
+		named += strstr(msg, "ranks [3]") != NULL;
+		if (i == 0)
+			diag("rank 0 got: %d %s", code, msg);
+	}
+	ms = hx_now_ms() - t0;
+	is_int(erank, NR - 1, "CKPT_ERANK on ranks 0-2 for step 52");
+	is_int(named, NR - 1, "the message names rank 3");
+	ok(ms < 5000, "at once, not at the timeout (%lld ms)", (long long)ms);
+	/* Rank 3 restarts: a new manager; step 53 saves with all 4. */
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "gone", 600);
+	saved = 0;
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 53, ROWS_OK, NULL, 0) == 1;
+	for (i = 0; i < NR; i++)
+		saved += wait_saves_within(j.fd[i], j.m[i], NULL, 0, 20000) ==
+		    0;
+	is_int(saved, 2 * NR, "step 53 saved by all 4 ranks");
+	is_int(step_state(j.fd[0], j.m[0], 53),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 53 committed");
+	job_close(&j);
+	memcpy(root, saved_root, sizeof root);
+}
+
 static void rank_never_comes(void)
 {
 	struct job j;
@@ -885,6 +951,7 @@ int main(void)
 	four_ranks();
 	rank_dies_before();
 	rank_dies_after();
+	rank_gone_between();
 	rank_never_comes();
 	mismatched_pieces();
 	two_jobs();
