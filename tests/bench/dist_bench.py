@@ -17,6 +17,7 @@ Prints JSON lines {"case", "run", "value", "unit"}:
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -86,11 +87,11 @@ def go():
     sys.stdin.readline()
 
 
-def job(a, what, world, step):
+def job(a, what, world, step, root=None):
     env = dict(os.environ, WORLD_SIZE=str(world))
     env.pop('TORCHELASTIC_RUN_ID', None)
     procs = [subprocess.Popen(
-        [sys.executable, __file__, '--worker', what, '--dir', a.dir,
+        [sys.executable, __file__, '--worker', what, '--dir', root or a.dir,
          '--mib', str(a.mib), '--ranks', str(a.ranks), '--step', str(step)],
         env=dict(env, RANK=str(r)), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True) for r in range(world)]
@@ -128,11 +129,14 @@ def main():
         return worker(a)
     os.makedirs(a.dir, exist_ok=True)
     for run in range(a.runs):
-        job(a, 'save', a.ranks, run + 1)
-        for r in job(a, 'restore', 2, run + 1):
+        root = os.path.join(a.dir, 'step-%d' % run)   # a fresh root each run
+        shutil.rmtree(root, ignore_errors=True)
+        job(a, 'save', a.ranks, 1, root)
+        for r in job(a, 'restore', 2, 1, root):
             emit('dist_restore2_bw', run, r['bytes'] / r['restore'], 'B/s')
             emit('dist_restore2_memcpy_bw', run, r['bytes'] / r['memcpy'],
                  'B/s')
+        shutil.rmtree(root)
         t = job(a, 'torch', a.ranks, 0)
         emit('dist_torch_save_fsync', run,
              max(r['end'] for r in t) - min(r['start'] for r in t), 's')
