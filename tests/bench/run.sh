@@ -20,6 +20,9 @@
 #                               run with the venv's python)
 #   CKPT_BENCH_ORBAX_RUNS [3]   runs per vs_orbax.py case
 #   CKPT_BENCH_ONLY             bench_ckpt groups (see bench_ckpt.c)
+#   CKPT_BENCH_DIST [1]         0: skip the distributed rows (bench_dist and
+#                               dist_bench.py: CKPT_BENCH_DIST_RANKS [4]
+#                               processes x CKPT_BENCH_DIST_MIB [256] MiB)
 #   CKPT_BENCH_DIR [<build>]    where the temporary work directory goes: it
 #                               must be on the filesystem under test
 #   CKPT_BENCH_BUILD [build-bench]  build directory (made if missing)
@@ -166,6 +169,37 @@ log "bench_ckpt"
 	--arrays "$ARRAYS" --runs "$RUNS" --clients "$CLIENTS" \
 	--share-mib "$SHARE_MIB" --pings "$PINGS" "${drop[@]}" "${only[@]}" \
 	>>"$results" || log "bench_ckpt failed (status $?); the table is partial"
+
+# ---- a distributed step: N ranks x M MiB -------------------------------------
+DRANKS=${CKPT_BENCH_DIST_RANKS:-4}
+DMIB=${CKPT_BENCH_DIST_MIB:-256}
+bench_dist=$build/tests/bench/bench_dist
+if [ "${CKPT_BENCH_DIST:-1}" = 1 ] && [ -z "$ONLY" ]; then
+	if [ -x "$bench_dist" ]; then
+		log "bench_dist ($DRANKS x $DMIB MiB)"
+		"$bench_dist" "$work/main.sock" "$work/dist" "$DMIB" "$DRANKS" \
+			"$RUNS" >>"$results" ||
+			log "bench_dist failed (status $?); the table is partial"
+	fi
+	# dd of the step's total, in seconds, beside dist_commit
+	dcount=$((DRANKS * DMIB / 8))
+	for r in $(seq 0 $((RUNS - 1))); do
+		rm -f "$ddfile"; sync
+		v=$(LC_ALL=C dd if=/dev/zero of="$ddfile" bs=8M count="$dcount" \
+			oflag=direct conv=fsync 2>&1 |
+			awk '/copied/ { for (i = 1; i <= NF; i++)
+				if ($i ~ /^s,?$/) t = $(i-1); print t }')
+		emit dist_dd_write "$r" "$v" s
+	done
+	rm -f "$ddfile"
+	log "dist_bench.py (restore on 2 processes, torch.save x $DRANKS)"
+	CKPTD_SOCKET=$work/main.sock CKPTD_AUTOSTART=0 \
+	CKPT_LIBRARY=$(ls "$libdir"/libckpt.so* 2>/dev/null | head -1) \
+	PYTHONPATH=$src/client/python${PYTHONPATH:+:$PYTHONPATH} \
+		"$py" "$here/dist_bench.py" --dir "$work/distpy" --mib "$DMIB" \
+		--ranks "$DRANKS" --runs "$RUNS" >>"$results" ||
+		log "dist_bench.py failed (status $?); the table is partial"
+fi
 
 # ---- peers (and the Python client) ------------------------------------------
 if [ -n "$PEERS" ] && [ -z "$ONLY" ]; then

@@ -1,0 +1,146 @@
+"""dist_bench.py - the Python side of the distributed benchmark rows:
+a step of one global float32 array saved by RANKS processes (RANK /
+WORLD_SIZE, each its rows as a ckpt.Shard) is restored by 2 processes into
+Shard targets of their layout (resharded, warm page cache), beside a warm
+memcpy of the same bytes in each process; and the same state saved by
+RANKS processes with torch.save + fsync each (what DCP users do without
+async), beside ckptd's global commit measured by bench_dist.
+
+    dist_bench.py --dir DIR [--mib 256] [--ranks 4] [--runs 3]
+
+Prints JSON lines {"case", "run", "value", "unit"}:
+  dist_restore2_bw     per restoring process: its part / restore time
+  dist_restore2_memcpy_bw  per process: memcpy of its part (prefaulted)
+  dist_torch_save_fsync    first rank's start to the last rank's fsync
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+COLS = 1024
+
+
+def rows_of(n, world, rank):
+    q, r = divmod(n, world)
+    lo = rank * q + min(rank, r)
+    return lo, lo + q + (1 if rank < r else 0)
+
+
+def worker(a):
+    import ckpt
+    ckpt.distributed.initialize()
+    rank, world = ckpt.distributed.process_index(), \
+        ckpt.distributed.process_count()
+    n = a.mib * a.ranks * (1 << 20) // (4 * COLS)     # global rows
+    lo, hi = rows_of(n, world, rank)
+    res = {}
+    if a.worker == 'save':
+        part = np.random.default_rng(rank).standard_normal(
+            (hi - lo, COLS), dtype=np.float32)
+        with ckpt.CheckpointManager(a.dir) as m:
+            m.save(a.step, args=ckpt.args.StandardSave(
+                {'w': ckpt.Shard(part, (n, COLS), (lo, 0))}))
+            m.wait_until_finished()
+    elif a.worker == 'restore':
+        buf = np.ones((hi - lo, COLS), np.float32)      # prefaulted
+        src = np.ones_like(buf)
+        t = time.perf_counter()
+        np.copyto(buf, src)
+        res['memcpy'] = time.perf_counter() - t
+        del src
+        with ckpt.CheckpointManager(a.dir) as m:
+            ready(); go()
+            t = time.perf_counter()
+            got = m.restore(a.step, args=ckpt.args.StandardRestore(
+                {'w': ckpt.Shard(buf, (n, COLS), (lo, 0))}))
+            res['restore'] = time.perf_counter() - t
+        assert got['w'].data is buf
+        res['bytes'] = buf.nbytes
+    else:   # torch.save + fsync of this rank's part
+        import torch
+        part = torch.from_numpy(np.random.default_rng(rank).standard_normal(
+            (hi - lo, COLS), dtype=np.float32))
+        path = os.path.join(a.dir, 'rank%d.pt' % rank)
+        ready(); go()
+        res['start'] = time.time()
+        with open(path, 'wb') as f:
+            torch.save({'w': part}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        res['end'] = time.time()
+        os.unlink(path)
+    print(json.dumps(res), flush=True)
+
+
+def ready():
+    print('ready', flush=True)
+
+
+def go():
+    sys.stdin.readline()
+
+
+def job(a, what, world, step, root=None):
+    env = dict(os.environ, WORLD_SIZE=str(world))
+    env.pop('TORCHELASTIC_RUN_ID', None)
+    procs = [subprocess.Popen(
+        [sys.executable, __file__, '--worker', what, '--dir', root or a.dir,
+         '--mib', str(a.mib), '--ranks', str(a.ranks), '--step', str(step)],
+        env=dict(env, RANK=str(r)), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True) for r in range(world)]
+    if what != 'save':
+        for p in procs:
+            assert p.stdout.readline().strip() == 'ready'
+        for p in procs:
+            p.stdin.write('go\n')
+            p.stdin.flush()
+    out = []
+    for p in procs:
+        line = p.stdout.readline()
+        p.wait()
+        if p.returncode != 0:
+            raise SystemExit('%s rank failed (%d)' % (what, p.returncode))
+        out.append(json.loads(line))
+    return out
+
+
+def emit(case, run, value, unit):
+    print(json.dumps({'case': case, 'run': run, 'value': value,
+                      'unit': unit}), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--dir', required=True)
+    ap.add_argument('--mib', type=int, default=256)
+    ap.add_argument('--ranks', type=int, default=4)
+    ap.add_argument('--runs', type=int, default=3)
+    ap.add_argument('--worker')
+    ap.add_argument('--step', type=int, default=1)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a)
+    os.makedirs(a.dir, exist_ok=True)
+    for run in range(a.runs):
+        root = os.path.join(a.dir, 'step-%d' % run)   # a fresh root each run
+        shutil.rmtree(root, ignore_errors=True)
+        job(a, 'save', a.ranks, 1, root)
+        for r in job(a, 'restore', 2, 1, root):
+            emit('dist_restore2_bw', run, r['bytes'] / r['restore'], 'B/s')
+            emit('dist_restore2_memcpy_bw', run, r['bytes'] / r['memcpy'],
+                 'B/s')
+        shutil.rmtree(root)
+        t = job(a, 'torch', a.ranks, 0)
+        emit('dist_torch_save_fsync', run,
+             max(r['end'] for r in t) - min(r['start'] for r in t), 's')
+
+
+if __name__ == '__main__':
+    main()
