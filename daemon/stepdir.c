@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include "backend.h"
@@ -72,6 +73,32 @@ remove_unowned(int dirfd, const char *name, ckd_err *e)
 	return r;
 }
 
+/*
+ * remove_unowned for the tmp dir a save is about to create. A collector of
+ * leftovers (the start-up sweep, a root being loaded) holds the lock of a
+ * crash's leftover only while it removes it, so a locked tmp dir is waited
+ * for a little: after a restart, a client sending the interrupted step
+ * again must not fail because the sweep is removing that step's leftover
+ * at the same moment. A save of another live process holds it for longer
+ * and still fails.
+ */
+#define STORE_BEGIN_WAIT_MS 3000
+#define STORE_BEGIN_POLL_MS 10
+
+static int
+remove_tmp_leftover(int dirfd, const char *tmp, ckd_err *e)
+{
+	struct timespec ts = { 0, STORE_BEGIN_POLL_MS * 1000000L };
+	int r, waited;
+
+	for (waited = 0;; waited += STORE_BEGIN_POLL_MS) {
+		r = remove_unowned(dirfd, tmp, e);
+		if (r != CKPT_EBUSY || waited >= STORE_BEGIN_WAIT_MS)
+			return r;
+		nanosleep(&ts, NULL);
+	}
+}
+
 int
 store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
     ckd_err *e)
@@ -92,7 +119,7 @@ store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 	 * (another process) stays and this save fails. A collector may take
 	 * the new directory between mkdir and flock: then start again. */
 	for (tries = 0; tries < 8; tries++) {
-		if ((r = remove_unowned(rootfd, tmp, e)) != 0)
+		if ((r = remove_tmp_leftover(rootfd, tmp, e)) != 0)
 			return r;
 		if ((r = be->mkdir(rootfd, tmp, dirmode, &fd, e)) != 0) {
 			if (r == CKPT_EEXIST)

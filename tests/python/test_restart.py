@@ -114,10 +114,22 @@ def test_torch_trainer_rides_out_restarts(ocp, private_daemon, tmp_path):
     assert out2.returncode == 0, out2.stderr
     clean_saved = [int(x.split()[-1]) for x in out2.stdout.splitlines()
                    if x.startswith('saved step')]
-    assert saved() == clean_saved, (saved(), clean_saved)
-    for path in (run, clean):
-        with ocp.CheckpointManager(path) as m:
-            assert m.all_steps() == clean_saved, path
-    for step in (restarts[-1][1], total):
+    # A daemon stopped by SIGTERM says the node is going down while it
+    # drains its saves (preempt.c): a save() in that window is Orbax's
+    # preemption save (reached_preemption), a step the undisturbed run
+    # does not take. Those are the only extra steps, at most one per
+    # SIGTERM; every step of the undisturbed run is there.
+    extra = [s for s in saved() if s not in clean_saved]
+    nterm = sum(1 for sig, _ in restarts if sig == signal.SIGTERM)
+    assert len(extra) <= nterm, (saved(), clean_saved)
+    assert all(s % every != 0 and s != 1 for s in extra), extra
+    assert [s for s in saved() if s in clean_saved] == clean_saved, \
+        (saved(), clean_saved)
+    with ocp.CheckpointManager(run) as m:
+        assert m.all_steps() == saved(), run
+    with ocp.CheckpointManager(clean) as m:
+        assert m.all_steps() == clean_saved, clean
+    last = max(s for s in clean_saved if s <= restarts[-1][1])
+    for step in (last, total):
         _assert_same(_final_state(ocp, run, step),
                      _final_state(ocp, clean, step), 'step %d' % step)
