@@ -76,11 +76,18 @@ def start(base, name, env):
                           os.path.join(base, name + '-state'),
                           '--foreground'], stdout=subprocess.DEVNULL,
                          stderr=err, env=env, close_fds=True)
+    # The socket file appears at bind(), before listen(): wait until a
+    # connection is accepted, not for the file.
     deadline = time.monotonic() + 20
-    while not os.path.exists(sock) and time.monotonic() < deadline:
-        if p.poll() is not None:
+    while time.monotonic() < deadline and p.poll() is None:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            c.connect(sock)
             break
-        time.sleep(0.05)
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            c.close()
     return p, sock, errpath
 
 
