@@ -1132,18 +1132,25 @@ struct save_tx_task {
 };
 
 static int
-save_tx_submit(struct steptx *tx, const struct save *s,
-    void (*run)(struct task *), void (*done)(struct task *))
+save_tx_submit_as(struct steptx *tx, const struct peer_cred *cred,
+    uint64_t lane, void (*run)(struct task *), void (*done)(struct task *))
 {
 	struct save_tx_task *tt;
 
-	tt = mgr_task_new(sizeof *tt, run, done, &s->cred, s->lane);
+	tt = mgr_task_new(sizeof *tt, run, done, cred, lane);
 	if (tt == NULL)
 		return CKPT_ENOMEM;
 	tt->tx = tx;
 	steptx_ref(tx);
 	worker_submit(&tt->t);
 	return 0;
+}
+
+static int
+save_tx_submit(struct steptx *tx, const struct save *s,
+    void (*run)(struct task *), void (*done)(struct task *))
+{
+	return save_tx_submit_as(tx, &s->cred, s->lane, run, done);
 }
 
 static void
@@ -1223,6 +1230,61 @@ save_tx_lead(const struct steptx *tx)
 
 static void save_tx_tell_managers(const struct steptx *tx);
 
+static void
+save_tx_record_run(struct task *t)
+{
+	struct steptx *tx = ((struct save_tx_task *)t)->tx;
+
+	steptx_abort(tx, &tx->err);     /* nothing on disk: the record */
+}
+
+static void
+save_tx_record_done(struct task *t)
+{
+	struct steptx *tx = ((struct save_tx_task *)t)->tx;
+
+	free(t);
+	steptx_unref(tx);
+}
+
+/*
+ * A distributed step that failed before any part started writing (a rank
+ * gone, a part refused): listed as failed like any other failure, in
+ * memory now and in the index by a task (as the identity of one of the
+ * job's managers).
+ */
+static void
+save_tx_record_failed(struct steptx *tx)
+{
+	struct index_step rec;
+	struct manager *m;
+	long i;
+
+	if (!tx->saved || tx->nparts < 2 || tx->err.code == CKPT_EEXIST)
+		return;
+	i = root_find_step(tx->r, tx->step);
+	if (i >= 0 && tx->r->steps[i].state == INDEX_COMMITTED)
+		return;
+	memset(&rec, 0, sizeof rec);
+	rec.step = tx->step;
+	rec.state = INDEX_FAILED;
+	rec.init_ns = tx->init_ns;
+	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
+	rec.error = mgr_strdup(tx->err.msg);
+	root_insert_step(tx->r, &rec);
+	SQ.failed++;
+	metrics_count_save_failed(tx->err.code);
+	for (m = manager_first(); m != NULL; m = m->next)
+		if (m->r == tx->r && !m->closed && m->o->process_count > 1 &&
+		    strcmp(m->o->job != NULL ? m->o->job : "", tx->job) == 0 &&
+		    conn_alive(m->c))
+			break;
+	if (m == NULL || save_tx_submit_as(tx, conn_peer(m->c), conn_id(m->c),
+	    save_tx_record_run, save_tx_record_done) != 0)
+		log_warn("%s: step %" PRIu64 " failed (%s); not recorded in "
+		    "the index", tx->r->path, tx->step, tx->err.msg);
+}
+
 /* Committed or failed: the lead part finalizes the step once (record,
  * retention, counters), then every part is answered (save_complete). */
 static void
@@ -1235,6 +1297,8 @@ save_tx_close(struct steptx *tx)
 	if (tx->err.code != 0)
 		save_tx_tell_managers(tx);
 	if (lead == NULL) {
+		if (tx->err.code != 0)
+			save_tx_record_failed(tx);
 		steptx_unlist(tx);
 		return;
 	}
@@ -1302,7 +1366,10 @@ save_tx_progress(struct steptx *tx)
 static void
 save_tx_tell_managers(const struct steptx *tx)
 {
+	Ckpt__Response resp = CKPT__RESPONSE__INIT;
+	Ckpt__SaveDone sd = CKPT__SAVE_DONE__INIT;
 	struct manager *m;
+	int slot;
 
 	for (m = manager_first(); m != NULL; m = m->next) {
 		if (m->r != tx->r || m->closed || m->o->process_count < 2 ||
@@ -1312,6 +1379,24 @@ save_tx_tell_managers(const struct steptx *tx)
 		m->err_step = tx->step;
 		snprintf(m->err_msg, sizeof m->err_msg, "Saving step %" PRIu64
 		    " failed: %.*s", tx->step, CKPT_ERRLEN - 64, tx->err.msg);
+		slot = steptx_slot(tx, m->o->process_index);
+		if (slot < 0 || tx->came == NULL || tx->came[slot] ||
+		    !conn_alive(m->c))
+			continue;
+		/* A rank that has no part and was not answered: its async
+		 * error comes as a SaveDone of no save (save_id 0). */
+		sd.has_manager = 1;
+		sd.manager = m->id;
+		sd.has_step = 1;
+		sd.step = tx->step;
+		sd.has_code = 1;
+		sd.code = m->err_code;
+		sd.message = m->err_msg;
+		resp.has_id = 1;
+		resp.id = 0;
+		resp.body_case = CKPT__RESPONSE__BODY_SAVE_DONE;
+		resp.save_done = &sd;
+		conn_reply(m->c, &resp, NULL, 0);
 	}
 }
 
@@ -1628,7 +1713,7 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 	unsigned nparts = o->n_active_processes > 0 ?
 	    (unsigned)o->n_active_processes : o->process_count;
 	struct steptx *tx;
-	int slot, prim, saved;
+	int slot, prim, saved, gone_now = 0;
 	long i;
 
 	if (nparts > STEPTX_MAX_PARTS)
@@ -1648,6 +1733,7 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 			    "process_index %" PRIu32 " is not a rank of the "
 			    "step", sv->step, o->process_index);
 		if (tx->err.code != 0) {
+			steptx_told(tx, slot);
 			*e = tx->err;
 			return e->code;
 		}
@@ -1671,6 +1757,12 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 	if ((prim = save_slot_of(ranks, nparts, o->primary_host)) < 0)
 		return err_set(e, CKPT_EINVAL, "primary_host %" PRIu32 " is not "
 		    "a rank of the job", o->primary_host);
+	/* A rank late for a step that failed already: its error at once. */
+	if (steptx_failed_part(r, job, sv->step, o->process_index, e) != 0) {
+		if (m->err_code != 0 && m->err_step == sv->step)
+			m->err_code = 0;        /* told by this answer */
+		return e->code;
+	}
 	i = root_find_step(r, sv->step);
 	if ((i >= 0 && r->steps[i].state == INDEX_COMMITTED) ||
 	    save_pending_step(r, sv->step))
@@ -1694,14 +1786,26 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 		 * arriving finds the same. */
 		if (steptx_ranks_gone(r, job, ranks, nparts, gone,
 		    sizeof gone) > 0)
-			return err_set(e, CKPT_ERANK, "step %" PRIu64 ": ranks "
-			    "%s are gone (connection closed)", sv->step, gone);
+			gone_now = err_set(e, CKPT_ERANK, "step %" PRIu64 ": "
+			    "ranks %s are gone (connection closed)", sv->step,
+			    gone);
 	}
 	tx = steptx_new(r, job, sv->step, name, nparts, ranks, (unsigned)prim,
 	    saved, o->async_timeout_secs, now);
 	if (tx == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	tx->on_fail = save_tx_failed;
+	if (gone_now != 0) {
+		/* Failed at once: answered here, listed as failed, the
+		 * async error of the job's other managers, and the answer
+		 * of the ranks still to come. */
+		steptx_fail(tx, e);
+		steptx_told(tx, slot);
+		save_tx_failed(tx);
+		if (m->err_step == sv->step)
+			m->err_code = 0;        /* told by this answer */
+		return e->code;
+	}
 	if (!saved) {
 		tx->narrived = 1;
 		return 1;

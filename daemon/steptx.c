@@ -31,6 +31,19 @@ struct gone {
 	uint32_t rank;
 };
 static struct gone *GONE;
+
+/* A failed distributed step, remembered for its late ranks. */
+struct outcome {
+	struct outcome *next;
+	struct root *r;                 /* referenced */
+	char *job;
+	uint64_t step;
+	ckd_err err;
+	int64_t until_ns;               /* monotonic */
+	unsigned nlate;
+	uint32_t *late;                 /* ranks whose part never arrived */
+};
+static struct outcome *OUTCOMES;        /* newest first */
 static struct event_base *TX_BASE;      /* for the timers of missing parts */
 static struct index *TX_IX;             /* where commits and failures go */
 
@@ -103,8 +116,132 @@ steptx_missing(const struct steptx *tx, int started_too, char *buf,
 void
 steptx_fail(struct steptx *tx, const ckd_err *why)
 {
-	if (tx->err.code == 0)
-		tx->err = *why;
+	unsigned i;
+
+	if (tx->err.code != 0)
+		return;
+	tx->err = *why;
+	/* Who knows already: the parts that arrived (the others are told
+	 * when they come; if this fails, nobody is remembered as late). */
+	if (tx->nparts > 1 && tx->saved && tx->came == NULL &&
+	    (tx->came = calloc(tx->nparts, 1)) != NULL)
+		for (i = 0; i < tx->nparts; i++)
+			tx->came[i] = tx->parts[i] != NULL;
+}
+
+void
+steptx_told(struct steptx *tx, int slot)
+{
+	if (tx->came != NULL && slot >= 0 && (unsigned)slot < tx->nparts)
+		tx->came[slot] = 1;
+}
+
+static void
+outcome_free(struct outcome *o)
+{
+	root_unref(o->r);
+	free(o->job);
+	free(o->late);
+	free(o);
+}
+
+/* Drop the expired outcomes, and those of (r, job) when job != NULL
+ * (with step: only that step's). */
+static void
+outcome_drop(const struct root *r, const char *job, int one_step,
+    uint64_t step)
+{
+	struct outcome **pp = &OUTCOMES, *o;
+	int64_t now = now_mono_ns();
+
+	while ((o = *pp) != NULL) {
+		if (o->until_ns > now && (job == NULL || o->r != r ||
+		    strcmp(o->job, job) != 0 || (one_step &&
+		    o->step != step))) {
+			pp = &o->next;
+			continue;
+		}
+		*pp = o->next;
+		outcome_free(o);
+	}
+}
+
+/* tx failed and leaves the list: remember its late ranks. */
+static void
+outcome_add(const struct steptx *tx)
+{
+	struct outcome *o, **pp;
+	unsigned i, n = 0;
+	double secs = tx->timeout_secs;
+
+	if (tx->err.code == 0 || tx->err.code == CKPT_EEXIST ||
+	    !tx->saved || tx->nparts < 2 || tx->came == NULL)
+		return;
+	for (i = 0; i < tx->nparts; i++)
+		n += !tx->came[i];
+	outcome_drop(tx->r, tx->job, 1, tx->step);
+	if (n == 0)
+		return;
+	if ((o = calloc(1, sizeof *o)) == NULL ||
+	    (o->job = strdup(tx->job)) == NULL ||
+	    (o->late = malloc(n * sizeof *o->late)) == NULL) {
+		if (o != NULL)
+			free(o->job);
+		free(o);
+		return;         /* then a late rank waits for its timeout */
+	}
+	for (i = 0; i < tx->nparts; i++)
+		if (!tx->came[i])
+			o->late[o->nlate++] = steptx_rank(tx, i);
+	o->r = tx->r;
+	root_ref(o->r);
+	o->step = tx->step;
+	o->err = tx->err;
+	if (!(secs > 0) || secs > 1e6)
+		secs = 1e6;
+	o->until_ns = now_mono_ns() + (int64_t)(secs * 1e9);
+	o->next = OUTCOMES;
+	OUTCOMES = o;
+	/* At most STEPTX_OUTCOMES of (r, job): the oldest go. */
+	n = 0;
+	for (pp = &OUTCOMES; (o = *pp) != NULL; ) {
+		if (o->r == tx->r && strcmp(o->job, tx->job) == 0 &&
+		    ++n > STEPTX_OUTCOMES) {
+			*pp = o->next;
+			outcome_free(o);
+			continue;
+		}
+		pp = &o->next;
+	}
+}
+
+int
+steptx_failed_part(const struct root *r, const char *job, uint64_t step,
+    uint32_t rank, ckd_err *e)
+{
+	struct outcome *o;
+	unsigned i;
+
+	outcome_drop(NULL, NULL, 0, 0);
+	for (o = OUTCOMES; o != NULL; o = o->next)
+		if (o->r == r && o->step == step && strcmp(o->job, job) == 0)
+			break;
+	if (o == NULL)
+		return 0;
+	for (i = 0; i < o->nlate; i++)
+		if (o->late[i] == rank)
+			break;
+	if (i == o->nlate) {
+		/* A rank that knows of the failure saves the step again: a
+		 * new attempt, which the late ranks join. */
+		outcome_drop(r, job, 1, step);
+		return 0;
+	}
+	o->late[i] = o->late[--o->nlate];
+	*e = o->err;
+	if (o->nlate == 0)
+		outcome_drop(r, job, 1, step);
+	return e->code;
 }
 
 static void
@@ -201,6 +338,7 @@ steptx_unlist(struct steptx *tx)
 			tx->next = NULL;
 			if (tx->timer != NULL)
 				evtimer_del(tx->timer);
+			outcome_add(tx);
 			steptx_unref(tx);
 			return;
 		}
@@ -221,6 +359,7 @@ steptx_unref(struct steptx *tx)
 	free(tx->job);
 	free(tx->parts);
 	free(tx->ranks);
+	free(tx->came);
 	free(tx);
 }
 
@@ -291,13 +430,27 @@ steptx_gone_drop(const struct root *r, const char *job, int all_ranks,
 void
 steptx_rank_back(const struct root *r, const char *job, uint32_t rank)
 {
+	struct outcome *o;
+	unsigned i;
+
 	steptx_gone_drop(r, job, 0, rank);
+	/* A new manager of the rank is not late for an earlier attempt. */
+	for (o = OUTCOMES; o != NULL; o = o->next) {
+		if (o->r != r || strcmp(o->job, job) != 0)
+			continue;
+		for (i = 0; i < o->nlate; i++)
+			if (o->late[i] == rank) {
+				o->late[i] = o->late[--o->nlate];
+				break;
+			}
+	}
 }
 
 void
 steptx_job_ended(const struct root *r, const char *job)
 {
 	steptx_gone_drop(r, job, 1, 0);
+	outcome_drop(r, job, 0, 0);
 }
 
 unsigned
@@ -687,6 +840,7 @@ void
 steptx_shutdown(void)
 {
 	struct gone *g;
+	struct outcome *o;
 
 	while (TX != NULL)
 		steptx_unlist(TX);
@@ -695,5 +849,9 @@ steptx_shutdown(void)
 		root_unref(g->r);
 		free(g->job);
 		free(g);
+	}
+	while ((o = OUTCOMES) != NULL) {
+		OUTCOMES = o->next;
+		outcome_free(o);
 	}
 }

@@ -69,6 +69,8 @@ struct steptx {
 	int rootfd, tmpfd;              /* while begun (the tx's own) */
 	int64_t init_ns, commit_ns;
 	uint64_t bytes;
+	unsigned char *came;            /* by slot, from the first failure:
+					 * the rank arrived or was told */
 	unsigned refs;                  /* parts + pending tasks + the list */
 	/* save.c: called when the timer fails the transaction. */
 	void (*on_fail)(struct steptx *tx);
@@ -96,6 +98,24 @@ unsigned steptx_missing(const struct steptx *tx, int started_too,
     char *buf, size_t len);
 /* Record the first failure (later ones are ignored). */
 void steptx_fail(struct steptx *tx, const ckd_err *why);
+/* The rank of slot was answered with the transaction's failure. */
+void steptx_told(struct steptx *tx, int slot);
+
+/*
+ * Failed steps remembered (distributed transactions only): when a failed
+ * transaction leaves the list, the ranks whose part never arrived are
+ * late; the first Save of (r, job, step) by a late rank is answered at
+ * once with the step's error (instead of starting a new transaction that
+ * waits out its timeout). Kept for the step's timeout_secs, at most
+ * STEPTX_OUTCOMES per (root, job), forgotten when the job ends; a rank's
+ * manager opened again is no longer late; a Save by a rank that was not
+ * late starts a new attempt (the outcome is forgotten).
+ */
+#define STEPTX_OUTCOMES 8
+/* CKPT_* (e set to the step's error) when rank is late for a failed step
+ * of (r, job): it is then told (no longer late). 0 otherwise. */
+int steptx_failed_part(const struct root *r, const char *job,
+    uint64_t step, uint32_t rank, ckd_err *e);
 
 /* (worker) The leaves of tree item `it` of every part as the one tree
  * _METADATA lists: the primary's order, each global array's pieces of

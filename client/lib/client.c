@@ -147,6 +147,7 @@ inflight_finish(ckpt_client *c, struct inflight *s, int code, const char *msg)
 			m->saving--;
 		if (code != 0) {
 			m->err_code = code;
+			m->err_nosave = 0;
 			snprintf(m->err_msg, sizeof m->err_msg, "%s",
 			    msg != NULL && *msg != '\0' ? msg : ckpt_strerror(code));
 		}
@@ -186,6 +187,29 @@ handle_event(ckpt_client *c, const Ckpt__Response *resp)
 		return;
 	sd = resp->save_done;
 	pthread_mutex_lock(&c->lock);
+	if (sd->save_id == 0) {
+		/* A distributed step this rank had no part in failed: the
+		 * manager's async error (unless it holds one already). */
+		struct ckpt_manager *m;
+		int code = sd->code;
+
+		if (code > 0 || code < CKPT_ECODE_MIN)
+			code = CKPT_EINTERNAL;
+		for (m = c->managers; m != NULL; m = m->next)
+			if (m->id == sd->manager && !m->closed)
+				break;
+		if (m != NULL && code != 0 && m->err_code == 0) {
+			m->err_code = code;
+			snprintf(m->err_msg, sizeof m->err_msg, "%s",
+			    sd->message != NULL && *sd->message != '\0' ?
+			    sd->message : ckpt_strerror(code));
+			m->n_err_seen = 0;
+			m->err_nosave = 1;
+			m->err_nosave_step = sd->step;
+		}
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	for (s = c->saves; s != NULL; s = s->next)
 		if (s->id == sd->save_id && !s->done)
 			break;

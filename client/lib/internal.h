@@ -323,6 +323,10 @@ struct ckpt_manager {
 	int err_code;               /* failure of the last save, until the
 				       next save starts */
 	char err_msg[CKPT_ERRLEN];
+	int err_nosave;             /* err_code is a step's failure the daemon
+				       told without a save of ours (a rank
+				       late for a failed distributed step) */
+	uint64_t err_nosave_step;
 	uint64_t *err_seen;         /* threads it was reported to (once each) */
 	size_t n_err_seen, cap_err_seen;
 	struct errbox err;

@@ -503,6 +503,7 @@ err_clear(struct ckpt_manager *m)
 	pthread_mutex_lock(&m->c->lock);
 	m->err_code = 0;
 	m->err_msg[0] = '\0';
+	m->err_nosave = 0;
 	m->n_err_seen = 0;
 	pthread_mutex_unlock(&m->c->lock);
 	return 0;
@@ -828,6 +829,16 @@ save_send(struct ckpt_manager *m, Ckpt__Save *sv, struct stagebuf *buf,
 		r = resp->code;
 		if (r > 0 || r < CKPT_ECODE_MIN)
 			r = CKPT_EINTERNAL;
+		/* The answer tells this step's failure that came before as
+		 * the async error of a late rank: told once, here. */
+		pthread_mutex_lock(&c->lock);
+		if (m->err_nosave && m->err_code != 0 &&
+		    m->err_nosave_step == sv->step) {
+			m->err_code = 0;
+			m->err_nosave = 0;
+			m->n_err_seen = 0;
+		}
+		pthread_mutex_unlock(&c->lock);
 		cl_fail(c, m, r, "%s", *DAEMON_MSG(resp) != '\0' ?
 		    DAEMON_MSG(resp) : ckpt_strerror(r));
 	}
@@ -917,6 +928,7 @@ bg_main(void *arg)
 	pthread_mutex_lock(&c->lock);
 	if (r != 0) {
 		m->err_code = r;
+		m->err_nosave = 0;
 		snprintf(m->err_msg, sizeof m->err_msg, "%s",
 		    ckpt_manager_errmsg(m));
 		m->n_err_seen = 0;

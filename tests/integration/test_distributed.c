@@ -9,6 +9,10 @@
  *   - a rank whose connection closes before its hand-off: CKPT_ERANK on
  *     the others naming it, no tmp dir left, the failure listed, the next
  *     step commits; a rank closing right after its hand-off does not hurt;
+ *   - a rank gone between steps: the next step fails at once, is listed
+ *     as failed, and is the async error of the ranks still to save;
+ *   - a rank late for a step that failed: its Save is answered at once
+ *     with the step's error (told before as a SaveDone of no save);
  *   - a rank that never sends its part: CKPT_ERANK after the timeout;
  *   - overlapping or missing pieces: CKPT_EMISMATCH on every rank naming
  *     the array; overlapping pieces in one Save are refused at once;
@@ -141,6 +145,52 @@ static Ckpt__Response *recv_reply(int fd, int timeout_ms)
 			return resp;
 		ckpt__response__free_unpacked(resp, NULL);
 	}
+}
+
+/* The next frame, whatever it is (an event or a reply). */
+static Ckpt__Response *recv_frame(int fd, int timeout_ms)
+{
+	unsigned char hdr[4], *body;
+	Ckpt__Response *resp;
+	uint32_t len;
+
+	if (read_full(fd, hdr, 4, timeout_ms) != 1)
+		return NULL;
+	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+	    (uint32_t)hdr[2] << 8 | hdr[3];
+	if (len == 0 || len > MAX_FRAME)
+		return NULL;
+	body = malloc(len);
+	if (read_full(fd, body, len, timeout_ms) != 1) {
+		free(body);
+		return NULL;
+	}
+	resp = ckpt__response__unpack(NULL, len, body);
+	free(body);
+	return resp;
+}
+
+/* A SaveDone of no save (save_id 0) for manager mgr waiting on fd: its
+ * code (0: none within timeout_ms), step and message. */
+static int recv_nosave_done(int fd, uint64_t mgr, uint64_t *step, char *msg,
+    size_t len, int timeout_ms)
+{
+	Ckpt__Response *resp = recv_frame(fd, timeout_ms);
+	int code = 0;
+
+	msg[0] = '\0';
+	if (resp == NULL)
+		return 0;
+	if (resp->id == 0 && resp->body_case ==
+	    CKPT__RESPONSE__BODY_SAVE_DONE && resp->save_done->save_id == 0 &&
+	    resp->save_done->manager == mgr) {
+		code = resp->save_done->code;
+		*step = resp->save_done->step;
+		snprintf(msg, len, "%s", resp->save_done->message ?
+		    resp->save_done->message : "");
+	}
+	ckpt__response__free_unpacked(resp, NULL);
+	return code;
 }
 
 static int rank_connect(void)
@@ -715,6 +765,35 @@ static void rank_gone_between(void)
 	j.fd[3] = -1;
 	hx_sleep_ms(200);       /* the daemon sees the close first */
 	t0 = hx_now_ms();
+	/* Rank 0's Save finds rank 3 gone: answered with the error; ranks
+	 * 1 and 2, which have not saved yet, get it as their async error
+	 * (a SaveDone of no save, and wait_until_finished's answer). */
+	{
+		uint64_t step = 0;
+		int code;
+
+		code = save_part(j.fd[0], j.m[0], 0, 52, ROWS_OK, msg,
+		    sizeof msg);
+		is_int(code, CKPT__CODE__CKPT_ERANK, "rank 0's Save of step 52 "
+		    "is answered CKPT_ERANK (%s)", msg);
+		code = recv_nosave_done(j.fd[1], j.m[1], &step, msg,
+		    sizeof msg, 5000);
+		is_int(code, CKPT__CODE__CKPT_ERANK, "rank 1 is told step 52 "
+		    "failed before it saves (%s)", msg);
+		is_int((int)step, 52, "... naming step 52");
+		has(msg, "ranks [3]", "... and rank 3");
+		code = wait_saves_within(j.fd[2], j.m[2], msg, sizeof msg,
+		    5000);
+		is_int(code, CKPT__CODE__CKPT_ERANK, "rank 2's "
+		    "wait_until_finished reports it (%s)", msg);
+		is_int(step_state(j.fd[0], j.m[0], 52),
+		    CKPT__STEP_STATE__STEP_FAILED, "step 52 is listed as "
+		    "failed");
+		code = wait_saves_within(j.fd[0], j.m[0], msg, sizeof msg,
+		    5000);
+		is_int(code, 0, "rank 0, told by its answer, has no async "
+		    "error (%s)", msg);
+	}
 	for (i = 0; i < NR - 1; i++) {
 		int code = save_part(j.fd[i], j.m[i], i, 52, ROWS_OK, msg,
 		    sizeof msg);
@@ -745,6 +824,67 @@ static void rank_gone_between(void)
 	is_int(saved, 2 * NR, "step 53 saved by all 4 ranks");
 	is_int(step_state(j.fd[0], j.m[0], 53),
 	    CKPT__STEP_STATE__STEP_COMMITTED, "step 53 committed");
+	job_close(&j);
+	memcpy(root, saved_root, sizeof root);
+}
+
+/* A rank arriving after its step failed (another rank died before its
+ * hand-off) is answered at once with that failure, not after the step's
+ * timeout; it was told before, as its async error; a rank that comes back
+ * with a new manager is not late, and the next step saves normally. */
+static void rank_late_after_failure(void)
+{
+	struct job j;
+	char msg[512], p[HX_PATH];
+	unsigned i, saved = 0;
+	uint64_t step = 0;
+	int64_t t0;
+	int code;
+	char saved_root[HX_PATH];
+
+	/* A root of its own: its steps do not overtake the other tests'. */
+	memcpy(saved_root, root, sizeof root);
+	hx_path(&d, root, "dist-late");
+	if (hx_mkdirs(root) != 0)
+		bail_out("mkdir %s", root);
+	job_open(&j, NR, "late", 600);
+	for (i = 0; i < 2; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 61, ROWS_OK, NULL, 0) == 1;
+	is_int(saved, 2, "ranks 0 and 1 handed their part of step 61");
+	close(j.fd[2]);         /* rank 2 dies before its hand-off */
+	j.fd[2] = -1;
+	for (i = 0; i < 2; i++)
+		is_int(wait_saves_within(j.fd[i], j.m[i], msg, sizeof msg,
+		    20000), CKPT__CODE__CKPT_ERANK, "rank %u: step 61 failed "
+		    "(%s)", i, msg);
+	code = recv_nosave_done(j.fd[3], j.m[3], &step, msg, sizeof msg,
+	    5000);
+	is_int(code, CKPT__CODE__CKPT_ERANK, "rank 3, still computing, is "
+	    "told step 61 failed (%s)", msg);
+	has(msg, "ranks [2]", "... naming rank 2");
+	t0 = hx_now_ms();
+	code = save_part(j.fd[3], j.m[3], 3, 61, ROWS_OK, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_ERANK, "rank 3's late Save of step 61 "
+	    "gets the step's error");
+	has(msg, "ranks [2]", "... naming rank 2 (%s)", msg);
+	ok(hx_now_ms() - t0 < 5000, "... at once (%lld ms), not after the "
+	    "600 s timeout", (long long)(hx_now_ms() - t0));
+	is_int(wait_saves_within(j.fd[3], j.m[3], msg, sizeof msg, 5000), 0,
+	    "told by that answer, rank 3 has no async error left");
+	ok(!hx_exists(step_file(p, 61, "")) &&
+	    !hx_exists(step_file(p, 61, ".ckptd-tmp")), "nothing of step 61");
+	is_int(step_state(j.fd[0], j.m[0], 61), CKPT__STEP_STATE__STEP_FAILED,
+	    "step 61 is listed as failed");
+	/* Rank 2 restarts; step 62 saves with all 4. */
+	j.fd[2] = rank_connect();
+	j.m[2] = open_rank(j.fd[2], 2, NR, "late", 600);
+	saved = 0;
+	for (i = 0; i < NR; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 62, ROWS_OK, NULL, 0) == 1;
+	for (i = 0; i < NR; i++)
+		saved += wait_saves_within(j.fd[i], j.m[i], NULL, 0, 20000) ==
+		    0;
+	is_int(saved, 2 * NR, "step 62 saved by all 4 ranks");
 	job_close(&j);
 	memcpy(root, saved_root, sizeof root);
 }
@@ -952,6 +1092,7 @@ int main(void)
 	rank_dies_before();
 	rank_dies_after();
 	rank_gone_between();
+	rank_late_after_failure();
 	rank_never_comes();
 	mismatched_pieces();
 	two_jobs();

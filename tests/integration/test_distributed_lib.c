@@ -24,6 +24,9 @@
 
 static struct hx_daemon d;
 static char root[HX_PATH];
+/* Every rank has its manager open before any saves or goes away (a rank
+ * leaving before the others joined leaves no trace: the job was empty). */
+static pthread_barrier_t opened;
 static float g[ROWS * COLS];    /* the global array */
 static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
 
@@ -70,8 +73,10 @@ static void *rank_thread(void *arg)
 	if (hx_connect(&d, &c) != 0 || open_rank(c, k->index, &m) != 0) {
 		snprintf(k->msg, sizeof k->msg, "open: %s",
 		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+		pthread_barrier_wait(&opened);
 		goto out;
 	}
+	pthread_barrier_wait(&opened);
 	if (k->skip) {
 		/* the process "dies" before handing its part */
 		ckpt_disconnect(c);
@@ -108,6 +113,7 @@ static void run_job(uint64_t step, int skip, struct rank *k)
 	pthread_t th[RANKS];
 	int i;
 
+	pthread_barrier_init(&opened, NULL, RANKS);
 	for (i = 0; i < RANKS; i++) {
 		memset(&k[i], 0, sizeof k[i]);
 		k[i].index = i;
@@ -117,6 +123,7 @@ static void run_job(uint64_t step, int skip, struct rank *k)
 	}
 	for (i = 0; i < RANKS; i++)
 		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&opened);
 }
 
 static int listed(ckpt_manager *m, uint64_t step)

@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -144,11 +145,39 @@ def arg(args, name):
     return args[args.index(name) + 1] if name in args else None
 
 
+def late_for(m, step, res):
+    """A rank still computing when its step fails: check_for_errors
+    raises the failure once (it arrives without a save of ours), then the
+    late save of the step fails at once with the same error."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60:
+        try:
+            m.check_for_errors()
+        except Exception as e:
+            res['async_error'] = '%s: %s' % (type(e).__name__, e)
+            break
+        time.sleep(0.05)
+    try:
+        m.check_for_errors()
+        res['async_again'] = None
+    except Exception as e:
+        res['async_again'] = str(e)
+    state = local_state(step, res['rank'], res['world'])
+    t0 = time.monotonic()
+    try:
+        m.save(step, args=ckpt.args.StandardSave(state))
+        res['late_save'] = None
+    except Exception as e:
+        res['late_save'] = '%s: %s' % (type(e).__name__, e)
+    res['late_save_secs'] = time.monotonic() - t0
+
+
 def save(root, out, steps, args):
     rank, world = ckpt.distributed.process_index(), \
         ckpt.distributed.process_count()
     die_before = arg(args, '--die-before')
     die_after = arg(args, '--die-after')
+    late = arg(args, '--late')
     bad = arg(args, '--bad')
     res = {'rank': rank, 'world': world, 'saved': {}, 'error': None}
     m = ckpt.CheckpointManager(root, options=opts(args))
@@ -157,6 +186,9 @@ def save(root, out, steps, args):
             if die_before is not None and step == int(die_before):
                 report(out, rank, res)
                 os.kill(os.getpid(), signal.SIGKILL)
+            if late is not None and step == int(late):
+                late_for(m, step, res)
+                continue
             state = local_state(step, rank, world,
                                 bad if step == steps[-1] else None)
             res['saved'][str(step)] = bool(m.save(

@@ -63,6 +63,15 @@ def job(daemon, world, cmd, root, out, what, extra=None, ranks=None):
     return reports(out, ranks)
 
 
+def ckptctl_steps(daemon, root):
+    # the build tree: <build>/daemon/ckptd -> <build>/client/ckptctl
+    b = os.path.dirname(os.path.dirname(os.environ['CKPTD_BIN']))
+    p = subprocess.run([os.path.join(b, 'client', 'ckptctl'), 'steps', root],
+                       capture_output=True, text=True,
+                       env=subprocess_env(daemon))
+    return p.stdout + p.stderr
+
+
 def steps_on_disk(root):
     return sorted(int(n) for n in os.listdir(root) if n.isdigit())
 
@@ -311,6 +320,33 @@ def test_rank_killed_before_its_save(daemon, ocp, tmp_path):
     for rep in res.values():
         assert rep['error'] is None and rep['all_steps'] == [1, 3], rep
     check_on_disk(root, 3)
+
+
+def test_late_rank_told_at_once(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    # rank 2 dies after step 1; rank 3 is still computing when step 2
+    # fails: check_for_errors raises it once, its late save of step 2
+    # fails at once (the step's timeout is 600 s)
+    res = job(daemon, 4, 'save', root, out, '1,2',
+              lambda r: ['--timeout', '600'] +
+              (['--die-before', '2'] if r == 2 else []) +
+              (['--late', '2'] if r == 3 else []))
+    for r in (0, 1):
+        err = res[r]['error']
+        assert err is not None and re.search(r'\[2\]', err), res[r]
+    late = res[3]
+    assert late['error'] is None, late
+    assert late.get('async_error') and \
+        re.search(r'step 2 failed.*\[2\]', late['async_error']), late
+    assert late['async_again'] is None, late
+    assert late['late_save'] and re.search(r'\[2\]', late['late_save']), late
+    assert late['late_save_secs'] < 30, late
+    for r in (0, 1, 3):
+        assert res[r]['all_steps'] == [1], res[r]
+    assert steps_on_disk(root) == [1]
+    # the failure is listed like any other (`ckptctl steps`)
+    assert re.search(r'(?m)^\s*2\b.*fail', ckptctl_steps(daemon, root))
 
 
 def test_rank_killed_after_its_save(daemon, ocp, tmp_path):
