@@ -537,6 +537,15 @@ steptx_path_cmp(const Ckpt__Leaf *a, const Ckpt__Leaf *b)
 	return a->n_path < b->n_path ? -1 : a->n_path > b->n_path;
 }
 
+/* A rank's empty list (or tuple) where others have pieces: it holds no
+ * piece of that global array. */
+static int
+steptx_no_piece(const Ckpt__Leaf *l)
+{
+	return l->kind == CKPT__LEAF_KIND__LEAF_EMPTY_LIST ||
+	    l->kind == CKPT__LEAF_KIND__LEAF_EMPTY_TUPLE;
+}
+
 static int
 steptx_leaf_cmp(const void *a, const void *b)
 {
@@ -563,12 +572,12 @@ steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
 	const Ckpt__Item *pi = tx->parts[tx->primary]->sv->items[it];
 	struct txleaf *all = NULL;
 	const Ckpt__Leaf **grp = NULL;
-	size_t *gof = NULL, n = 0, i, j, k, m = 0;
+	size_t *gof = NULL, n = 0, i, j, k, m = 0, npl;
 	unsigned slot, *seen = NULL;
 	char path[256], prefix[64];
 	uint64_t stamp = 0;
 	Ckpt__Leaf **res = NULL;
-	unsigned char *emitted = NULL;
+	unsigned char *emitted = NULL, *global = NULL;
 	int r = 0;
 
 	snprintf(prefix, sizeof prefix, "step %" PRIu64, tx->step);
@@ -579,6 +588,7 @@ steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
 	    (res = malloc(n * sizeof *res)) == NULL ||
 	    (gof = malloc(pi->n_leaves * sizeof *gof)) == NULL ||
 	    (emitted = calloc(n, 1)) == NULL ||
+	    (global = calloc(n, 1)) == NULL ||
 	    (seen = calloc(tx->nparts, sizeof *seen)) == NULL) {
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
 		goto out;
@@ -624,16 +634,24 @@ steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
 			goto out;
 		}
 		if (npieces > 0) {
-			if (npieces != j - i) {
+			/* Every leaf a piece, but a rank's empty list: that
+			 * rank holds no piece (its others must cover). */
+			for (k = i, npl = 0; k < j; k++) {
+				if (pieces_is_piece(all[k].l)) {
+					grp[npl++] = all[k].l;
+					continue;
+				}
+				if (steptx_no_piece(all[k].l))
+					continue;
 				r = err_set(e, CKPT_EMISMATCH, "%s: array '%s' "
 				    "of item '%s' is a global array on some "
-				    "ranks and not on others", prefix, path,
-				    pi->name);
+				    "ranks and not on rank %" PRIu32, prefix,
+				    path, pi->name, steptx_rank(tx,
+				    all[k].slot));
 				goto out;
 			}
-			for (k = i; k < j; k++)
-				grp[k - i] = all[k].l;
-			if ((r = pieces_check(grp, j - i, 1, path, e)) != 0) {
+			global[i] = 1;
+			if ((r = pieces_check(grp, npl, 1, path, e)) != 0) {
 				char msg[CKPT_ERRLEN];
 
 				snprintf(msg, sizeof msg, "%s", e->msg);
@@ -673,13 +691,14 @@ steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
 		if (emitted[g])
 			continue;
 		emitted[g] = 1;
-		if (!pieces_is_piece(all[g].l)) {
+		if (!global[g]) {
 			res[m++] = pi->leaves[k];
 			continue;
 		}
 		for (i = g; i < n && steptx_path_cmp(all[g].l, all[i].l) == 0;
 		    i++)
-			res[m++] = (Ckpt__Leaf *)all[i].l;
+			if (pieces_is_piece(all[i].l))
+				res[m++] = (Ckpt__Leaf *)all[i].l;
 	}
 	*out = res;
 	*nout = m;
@@ -690,6 +709,7 @@ out:
 	free(res);
 	free(gof);
 	free(emitted);
+	free(global);
 	free(seen);
 	return r;
 }

@@ -8,7 +8,9 @@
  *    whole array; piece targets of another layout (columns, F64) are
  *    filled from the overlapping pieces; item metadata lists the pieces;
  *  - a rank that disconnects without saving fails the step on the others
- *    with CKPT_ERANK naming it; nothing is listed; the next step commits.
+ *    with CKPT_ERANK naming it; nothing is listed; the next step commits;
+ *  - a rank holding no piece of "w" (an empty list at its path) while the
+ *    others cover it: the step commits and restores alike.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -27,6 +29,9 @@ static char root[HX_PATH];
 /* Every rank has its manager open before any saves or goes away (a rank
  * leaving before the others joined leaves no trace: the job was empty). */
 static pthread_barrier_t opened;
+/* The last rank holds no piece of "w" (an empty list at its path); the
+ * others share its rows. */
+static int g_nopiece;
 static float g[ROWS * COLS];    /* the global array */
 static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
 
@@ -40,7 +45,8 @@ struct rank {
 
 static void rows_of(int r, int64_t *lo, int64_t *hi)
 {
-	int64_t q = ROWS / RANKS, rem = ROWS % RANKS;
+	int parts = g_nopiece ? RANKS - 1 : RANKS;
+	int64_t q = ROWS / parts, rem = ROWS % parts;
 
 	*lo = r * q + (r < rem ? r : rem);
 	*hi = *lo + q + (r < rem ? 1 : 0);
@@ -84,6 +90,13 @@ static void *rank_thread(void *arg)
 		m = NULL;
 		goto out;
 	}
+	if (g_nopiece && k->index == RANKS - 1) {
+		ckpt_key key = { CKPT_KEY_DICT, "w", 0 };
+
+		ckpt_tree_add_scalar_k(t, &key, 1, CKPT_LEAF_EMPTY_LIST, 0, 0,
+		    0, NULL);
+		goto rest;
+	}
 	rows_of(k->index, &lo, &hi);
 	mid = lo + (hi - lo) / 2;
 	off[0] = lo; off[1] = 0; shp[0] = mid - lo; shp[1] = COLS;
@@ -92,6 +105,7 @@ static void *rank_thread(void *arg)
 	off[0] = mid; shp[0] = hi - mid;
 	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[mid * COLS],
 	    (size_t)(shp[0] * COLS) * sizeof(float));
+rest:
 	ckpt_tree_add_array(t, "b", CKPT_F64, 1, &bs, bvec, sizeof bvec);
 	ckpt_tree_add_int(t, "step", (int64_t)k->step);
 	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
@@ -140,7 +154,8 @@ static int listed(ckpt_manager *m, uint64_t step)
 	return found;
 }
 
-static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step)
+static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
+    int npieces)
 {
 	ckpt_restored *res = NULL;
 	ckpt_restore_args *ra;
@@ -162,7 +177,7 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step)
 	    lf.shape[1] == COLS && lf.nbytes == sizeof g &&
 	    memcmp(lf.data, g, sizeof g) == 0;
 	ok(good, "the whole global array is assembled from %d pieces, bit "
-	    "for bit", 2 * RANKS);
+	    "for bit", npieces);
 	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "b"), &lf) == 0 &&
 	    lf.nbytes == sizeof bvec && memcmp(lf.data, bvec, sizeof bvec) == 0;
 	ok(good, "the replicated array restores");
@@ -217,7 +232,7 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step)
 			pieces++;
 			covered += lf.shape[0] * lf.shape[1];
 		}
-		is_int(pieces, 2 * RANKS, "item metadata lists every saved piece");
+		is_int(pieces, npieces, "item metadata lists every saved piece");
 		is_int(covered, ROWS * COLS, "... covering the global shape");
 		ckpt_restored_free(res);
 	}
@@ -252,7 +267,7 @@ int main(void)
 	ok(all, "%d ranks save step 1 together and wait for its commit",
 	    RANKS);
 	is_int(listed(m, 1), 1, "step 1 is listed");
-	check_restores(c, m, 1);
+	check_restores(c, m, 1, 2 * RANKS);
 
 	run_job(2, 3, k);
 	all = 1;
@@ -278,6 +293,20 @@ int main(void)
 		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
 	ok(all, "the next step commits");
 	is_int(listed(m, 3), 1, "step 3 is listed");
+
+	g_nopiece = 1;
+	run_job(4, -1, k);
+	g_nopiece = 0;
+	all = 1;
+	for (i = 0; i < RANKS; i++) {
+		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
+			diag("rank %d: save %d wait %d: %s", i, k[i].save_rc,
+			    k[i].wait_rc, k[i].msg);
+		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
+	}
+	ok(all, "rank %d holds no piece of 'w' (an empty list): step 4 "
+	    "commits, the others covering it", RANKS - 1);
+	check_restores(c, m, 4, 2 * (RANKS - 1));
 
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);

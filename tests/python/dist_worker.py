@@ -93,12 +93,20 @@ def to_tree(flat):
     return tree
 
 
-def local_state(step, rank, world, bad=None):
-    """This rank's view: its pieces of the sharded leaves, the plain ones."""
+def local_state(step, rank, world, bad=None, empty_w=False):
+    """This rank's view: its pieces of the sharded leaves, the plain ones.
+    empty_w: the last rank holds no piece of 'params/w' (an empty list of
+    Shards), the others share it."""
     g = global_state(step)
     flat = {}
     for key, (gs, dt, dim, _) in SHARDED.items():
-        off, shape = box(gs, dim, world, rank)
+        if key == 'params/w' and empty_w and world > 1:
+            if rank == world - 1:
+                flat[key] = []
+                continue
+            off, shape = box(gs, dim, world - 1, rank)
+        else:
+            off, shape = box(gs, dim, world, rank)
         data = np.ascontiguousarray(g[key][sl(off, shape)])
         if key == 'opt/t' and torch is not None:
             flat[key] = ckpt.Shard(torch.from_numpy(data.copy()), gs, off)
@@ -115,6 +123,8 @@ def local_state(step, rank, world, bad=None):
                                      gs, off)]
             elif bad == 'missing':
                 pieces = pieces[:1]
+            elif bad == 'empty':
+                pieces = []         # no piece, and nobody else has them
             flat[key] = pieces
         else:
             flat[key] = ckpt.Shard(data, gs, off)
@@ -190,9 +200,14 @@ def save(root, out, steps, args):
                 late_for(m, step, res)
                 continue
             state = local_state(step, rank, world,
-                                bad if step == steps[-1] else None)
-            res['saved'][str(step)] = bool(m.save(
-                step, args=ckpt.args.StandardSave(state)))
+                                bad if step == steps[-1] else None,
+                                '--empty-w' in args)
+            if '--array' in args:
+                # ArraySave of this rank's pieces of one global array
+                a = ckpt.args.ArraySave(state['params']['w'])
+            else:
+                a = ckpt.args.StandardSave(state)
+            res['saved'][str(step)] = bool(m.save(step, args=a))
             if die_after is not None and step == int(die_after):
                 report(out, rank, res)
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -280,6 +280,54 @@ def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):
         assert z[k].tobytes() == want[k].tobytes(), k
 
 
+def test_rank_without_a_piece(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    # rank 3 holds no piece of params/w (an empty list of Shards, as a DCP
+    # rank with no local shard); ranks 0-2 cover it
+    res = job(daemon, 4, 'save', root, out, '1', lambda r: ['--empty-w'])
+    for rep in res.values():
+        assert rep['error'] is None, rep
+        assert rep['all_steps'] == [1]
+    check_on_disk(root, 1)
+    meta = json.load(open(os.path.join(root, '1', 'default', '_METADATA')))
+    w = [lf for lf in meta['leaves'] if read_step.path_str(lf['path']) ==
+         'params/w']
+    assert len(w) == 1 and len(w[0]['pieces']) == 6     # 3 ranks x 2
+    # any layout restores it (4 ranks into column Shards)
+    rout = str(tmp_path / 'r4')
+    res = job(daemon, 4, 'restore', root, rout, '1')
+    for rep in res.values():
+        assert rep['error'] is None, rep
+    got = assembled(rout, 4, 1)
+    want = expected(1)
+    for k in dist_worker.SHARDED:
+        assert got[k].tobytes() == want[k].tobytes(), k
+
+
+def test_array_save_of_shards(daemon, ocp, tmp_path):
+    root = str(tmp_path / 'root')
+    out = str(tmp_path / 'save')
+    # each rank's ArraySave holds its two pieces of params/w (a sharded
+    # array saved by Orbax's multi-host ArraySave)
+    res = job(daemon, 3, 'save', root, out, '1', lambda r: ['--array'])
+    for rep in res.values():
+        assert rep['error'] is None, rep
+        assert rep['all_steps'] == [1]
+    want = expected(1)['params/w']
+    with ocp.CheckpointManager(root) as m:
+        got = m.restore(1, args=ocp.args.ArrayRestore())
+        assert got.tobytes() == want.tobytes()
+        t = [ocp.Shard(np.empty((16, 5), np.float64), (16, 12), (0, 0)),
+             ocp.Shard(np.empty((16, 7), np.float32), (16, 12), (0, 5))]
+        got = m.restore(1, args=ocp.args.ArrayRestore(t))
+        assert [type(s) for s in got] == [ocp.Shard, ocp.Shard]
+        assert np.array_equal(got[0].data, want[:, :5].astype(np.float64))
+        assert got[1].data.tobytes() == want[:, 5:].tobytes()
+        md = m.item_metadata(1)
+        assert md.shape == (16, 12) and len(md.pieces) == 6
+
+
 def test_step_listed_only_after_the_last_rank(daemon, ocp, tmp_path):
     root = str(tmp_path / 'root')
     out = str(tmp_path / 'save')
@@ -374,7 +422,7 @@ def test_rank_that_never_arrives(daemon, ocp, tmp_path):
     assert steps_on_disk(root) == []
 
 
-@pytest.mark.parametrize('bad', ['overlap', 'missing'])
+@pytest.mark.parametrize('bad', ['overlap', 'missing', 'empty'])
 def test_bad_pieces_fail_on_every_rank(daemon, ocp, tmp_path, bad):
     root = str(tmp_path / 'root')
     out = str(tmp_path / 'save')

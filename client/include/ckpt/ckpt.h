@@ -252,7 +252,10 @@ int ckpt_tree_add_target_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
  * global shape and must not overlap (CKPT_EMISMATCH), and lie inside
  * the global shape (CKPT_EINVAL); a path holding pieces holds nothing
  * else. The pieces every rank of the job saves must cover the global
- * array exactly, which the daemon checks when the step commits.
+ * array exactly, which the daemon checks when the step commits. A rank
+ * holding no piece of a global array adds an empty list at its path
+ * (ckpt_tree_add_scalar_k, CKPT_LEAF_EMPTY_LIST), as Python's empty list
+ * of Shards.
  *
  * Array leaves added with ckpt_tree_add_array are replicated: every rank
  * holds the same value; the primary host writes it, other ranks send only

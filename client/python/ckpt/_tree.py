@@ -395,8 +395,13 @@ def build_tree(item, what='item'):
 
 
 def build_array_tree(arr):
-    """ArraySave: a single array stored as a one-leaf tree (path 'array')."""
-    leaf = prepare_leaf(((L.KEY_DICT, 'array'),), arr)
+    """ArraySave: a single array stored as a one-leaf tree (path 'array');
+    a Shard (or a list of Shards) is this rank's part of a global array,
+    as a sharded jax.Array is in Orbax's multi-host ArraySave."""
+    path = ((L.KEY_DICT, 'array'),)
+    if is_shards(arr):
+        return _tree_from_prepared(prepare_pieces(path, arr))
+    leaf = prepare_leaf(path, arr)
     if leaf.kind != L.LEAF_ARRAY:
         raise TypeError('ArraySave expects an array, got %s'
                         % type(arr).__name__)

@@ -1441,8 +1441,9 @@ class CheckpointManager:
                     if len(em) != 1:
                         need_zc = True
                         continue
-                    wanted = {0: target if target is not None and
-                              _tree._is_abstract_array(target) else None}
+                    wanted = {0: target if target is not None and (
+                        _tree._is_abstract_array(target) or
+                        _tree.is_shards(target)) else None}
                 elif target is None:
                     wanted = {i: None for i in range(len(em))}
                 else:
@@ -1594,6 +1595,8 @@ class CheckpointManager:
             if len(entries) != 1:
                 raise ValueError('Item "%s" is not a single array' % name)
             path, val = entries[0]
+            if target is not None and _tree.is_shards(target):
+                return _tree._shards_from(val, target, name)
             if target is not None and _tree._is_abstract_array(target):
                 return _tree._convert_to_target(val, target, zc, name)
             return _tree._materialize_default(val, zc)

@@ -23,7 +23,10 @@ class Shard:
 
     Saving: a leaf that is a Shard (or a list of Shards: several pieces of
     one array) is this rank's part of that global array; the pieces every
-    rank saves must cover it exactly, without overlap. Restoring: a Shard
+    rank saves must cover it exactly, without overlap; a rank holding no
+    piece of it hands an empty list there. ArraySave takes a Shard (or a
+    list) as well, as Orbax's ArraySave takes a sharded array. Restoring:
+    a Shard
     target, e.g. Shard(np.empty(shape, dtype), global_shape, offsets), is
     filled from whichever saved pieces overlap it (casting to its dtype)
     and returned as a Shard; a plain array target of the global shape (or
