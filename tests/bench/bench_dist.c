@@ -10,7 +10,9 @@
  *                     rank may go on training), the median over ranks
  *   dist_memcpy       memcpy of one rank's part (prefaulted), right before
  *   dist_commit       first Save sent until the last rank's SaveDone: the
- *                     step is durable and listed, once
+ *                     step is durable and listed, once (no retention
+ *                     policy: the previous step is deleted after the
+ *                     timed window, not inside it)
  * Compare dist_commit with `dd if=/dev/zero bs=8M oflag=direct
  * conv=fsync` of RANKS x MIB_PER_RANK on the same filesystem.
  */
@@ -144,6 +146,27 @@ struct rank {
 	uint64_t step;
 };
 
+/* Delete step (untimed, between runs) through rank k's manager. */
+static void bench_delete(struct rank *k, uint64_t step)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Delete dl = CKPT__DELETE__INIT;
+	Ckpt__Response *resp;
+
+	dl.has_manager = 1;
+	dl.manager = k->mgr;
+	dl.has_step = 1;
+	dl.step = step;
+	req.op_case = CKPT__REQUEST__OP_DELETE;
+	req.delete_ = &dl;
+	send_req(k->fd, &req, 3, -1);
+	resp = recv_resp(k->fd);
+	if (resp->code != 0)
+		fprintf(stderr, "bench_dist: delete step %llu: %s\n",
+		    (unsigned long long)step, resp->message);
+	ckpt__response__free_unpacked(resp, NULL);
+}
+
 static void rank_open(struct rank *k)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -170,8 +193,8 @@ static void rank_open(struct rank *k)
 	o.has_process_count = 1;
 	o.process_count = nranks;
 	o.job = "bench";
-	o.has_max_to_keep = 1;
-	o.max_to_keep = 1;
+	/* no max_to_keep: retention would delete the previous step before
+	 * the SaveDone, inside the timed window (bench_delete does it after) */
 	om.root = (char *)root;
 	om.options = &o;
 	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
@@ -323,6 +346,8 @@ int main(int argc, char **argv)
 			t1 = k[i].done > t1 ? k[i].done : t1;
 			mc += k[i].memcpy_s / nranks;
 		}
+		if (run > 0)
+			bench_delete(&k[0], run - 1);   /* the disk stays bounded */
 		if (run == 0)
 			continue;
 		qsort(v, nranks, sizeof *v, dcmp);

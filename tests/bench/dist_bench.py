@@ -2,10 +2,10 @@
 a step of one global float32 array saved by RANKS processes (RANK /
 WORLD_SIZE, each its rows as a ckpt.Shard) is restored by 2 processes into
 Shard targets of their layout (resharded, warm page cache: after one
-untimed restore), beside a warm memcpy of the same bytes in each
-process, in turn with the restores (the median of 5 of each); and the same state saved by
-RANKS processes with torch.save + fsync each (what DCP users do without
-async), beside ckptd's global commit measured by bench_dist.
+untimed restore), beside a warm memcpy of the same bytes in each process,
+in turn with the restores (the median of 5 of each); and the same state
+saved by RANKS processes with torch.save + fsync each (what DCP users do
+without async), beside ckptd's global commit measured by bench_dist.
 
     dist_bench.py --dir DIR [--mib 256] [--ranks 4] [--runs 3]
 
