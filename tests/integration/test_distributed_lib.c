@@ -6,7 +6,8 @@
  * writes) and "step".
  *  - the step commits on every rank; a manager of one process restores the
  *    whole array; piece targets of another layout (columns, F64) are
- *    filled from the overlapping pieces; item metadata lists the pieces;
+ *    filled from the overlapping pieces (columns, and rows where whole
+ *    pieces are read straight into place); item metadata lists the pieces;
  *  - a rank that disconnects without saving fails the step on the others
  *    with CKPT_ERANK naming it; nothing is listed; the next step commits;
  *  - a rank holding no piece of "w" (an empty list at its path) while the
@@ -218,6 +219,43 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
 	ckpt_tree_free(tg);
 	for (i = 0; i < 3; i++)
 		free(cols[i]);
+
+	/* piece targets of rows, cast to F64 and at a destination 8 bytes
+	 * past an aligned start: the saved pieces wholly inside a target
+	 * are read (cast) straight into place, the others copied by region */
+	{
+		int64_t half = ROWS / 2, r, col;
+		double *rows[2], *mem[2];
+
+		tg = ckpt_tree_new();
+		for (i = 0; i < 2; i++) {
+			off[0] = i == 0 ? 0 : half; off[1] = 0;
+			shp[0] = i == 0 ? half : ROWS - half; shp[1] = COLS;
+			mem[i] = calloc((size_t)(shp[0] * COLS) + 1,
+			    sizeof(double));
+			rows[i] = mem[i] + 1;
+			ckpt_tree_add_piece_target(tg, "w", CKPT_F64, 2, gs, off,
+			    shp, rows[i], (size_t)(shp[0] * COLS) *
+			    sizeof(double));
+		}
+		ra = ckpt_restore_args_new();
+		ckpt_restore_args_add_item(ra, "default", tg, 1);
+		if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
+		    "restore into row piece targets")) {
+			good = 1;
+			for (r = 0; r < ROWS; r++)
+				for (col = 0; col < COLS; col++)
+					good &= (r < half ? rows[0][r * COLS +
+					    col] : rows[1][(r - half) * COLS +
+					    col]) == (double)g[r * COLS + col];
+			ok(good, "each row block is filled, cast to F64");
+			ckpt_restored_free(res);
+		}
+		ckpt_restore_args_free(ra);
+		ckpt_tree_free(tg);
+		free(mem[0]);
+		free(mem[1]);
+	}
 
 	/* item metadata: one leaf per saved piece */
 	if (ok_call(ckpt_item_metadata(m, (int64_t)step, &res), c,
