@@ -1228,7 +1228,7 @@ save_tx_lead(const struct steptx *tx)
 	return NULL;
 }
 
-static void save_tx_tell_managers(const struct steptx *tx);
+static void save_tx_tell_managers(struct steptx *tx);
 
 static void
 save_tx_record_run(struct task *t)
@@ -1364,7 +1364,7 @@ save_tx_progress(struct steptx *tx)
 
 /* Every open distributed manager of the job gets the step's error. */
 static void
-save_tx_tell_managers(const struct steptx *tx)
+save_tx_tell_managers(struct steptx *tx)
 {
 	Ckpt__Response resp = CKPT__RESPONSE__INIT;
 	Ckpt__SaveDone sd = CKPT__SAVE_DONE__INIT;
@@ -1380,8 +1380,8 @@ save_tx_tell_managers(const struct steptx *tx)
 		snprintf(m->err_msg, sizeof m->err_msg, "Saving step %" PRIu64
 		    " failed: %.*s", tx->step, CKPT_ERRLEN - 64, tx->err.msg);
 		slot = steptx_slot(tx, m->o->process_index);
-		if (slot < 0 || tx->came == NULL || tx->came[slot] ||
-		    !conn_alive(m->c))
+		if (tx->nosave_sent || slot < 0 || tx->came == NULL ||
+		    tx->came[slot] || !conn_alive(m->c))
 			continue;
 		/* A rank that has no part and was not answered: its async
 		 * error comes as a SaveDone of no save (save_id 0). */
@@ -1398,6 +1398,7 @@ save_tx_tell_managers(const struct steptx *tx)
 		resp.save_done = &sd;
 		conn_reply(m->c, &resp, NULL, 0);
 	}
+	tx->nosave_sent = 1;
 }
 
 /*

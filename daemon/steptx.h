@@ -71,6 +71,8 @@ struct steptx {
 	uint64_t bytes;
 	unsigned char *came;            /* by slot, from the first failure:
 					 * the rank arrived or was told */
+	int nosave_sent;                /* the failure's SaveDone of no save
+					 * went to the ranks without a part */
 	unsigned refs;                  /* parts + pending tasks + the list */
 	/* save.c: called when the timer fails the transaction. */
 	void (*on_fail)(struct steptx *tx);
