@@ -375,21 +375,23 @@ def test_late_rank_told_at_once(daemon, ocp, tmp_path):
     out = str(tmp_path / 'save')
     # rank 2 dies after step 1; rank 3 is still computing when step 2
     # fails: check_for_errors raises it once, its late save of step 2
-    # fails at once (the step's timeout is 600 s)
+    # fails at once, not after the step's timeout (20 s; the failure
+    # itself may take that long when rank 2 left before the others had
+    # opened their managers: then the daemon learns of it by the timeout)
     res = job(daemon, 4, 'save', root, out, '1,2',
-              lambda r: ['--timeout', '600'] +
+              lambda r: ['--timeout', '20'] +
               (['--die-before', '2'] if r == 2 else []) +
               (['--late', '2'] if r == 3 else []))
     for r in (0, 1):
         err = res[r]['error']
-        assert err is not None and re.search(r'\[2\]', err), res[r]
+        assert err is not None and re.search(r'\[2\b', err), res[r]
     late = res[3]
     assert late['error'] is None, late
     assert late.get('async_error') and \
-        re.search(r'step 2 failed.*\[2\]', late['async_error']), late
+        re.search(r'step 2 failed.*\[2\b', late['async_error']), late
     assert late['async_again'] is None, late
-    assert late['late_save'] and re.search(r'\[2\]', late['late_save']), late
-    assert late['late_save_secs'] < 30, late
+    assert late['late_save'] and re.search(r'\[2\b', late['late_save']), late
+    assert late['late_save_secs'] < 10, late
     for r in (0, 1, 3):
         assert res[r]['all_steps'] == [1], res[r]
     assert steps_on_disk(root) == [1]
