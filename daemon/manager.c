@@ -1368,12 +1368,6 @@ manager_init(struct event_base *base, struct index *ix,
 	return 0;
 }
 
-void
-manager_set_budget(uint64_t budget)
-{
-	save_set_budget(budget);
-}
-
 /* ---- request handlers (routed by dispatch.c) -------------------------------- */
 
 void
@@ -1489,27 +1483,16 @@ manager_conn_closed(struct conn *c)
 }
 
 void
-manager_stats(struct manager_stats *out)
+manager_stats(struct stats *out)
 {
 	const struct manager *m;
-	struct save_counts sc;
 
-	memset(out, 0, sizeof *out);
 	for (m = mgr.managers; m != NULL; m = m->next) {
 		out->managers++;
 		out->trainers += m->saved && !m->closed;
 	}
 	out->roots = root_count();
-	save_stats(&sc);
-	out->queued_saves = sc.queued;
-	out->inflight_saves = sc.inflight;
-	out->waiting_for_memory = sc.queued;
-	out->staging_bytes = sc.staging;
-	out->memory_budget = sc.budget;
-	out->saves_committed = sc.committed;
-	out->saves_failed = sc.failed;
 	out->saves_interrupted = root_interrupted();
-	out->bytes_written = sc.bytes_written;
 }
 
 unsigned

@@ -21,6 +21,7 @@
 #include "common.h"
 #include "conn.h"
 #include "index.h"
+#include "stats.h"
 
 struct event_base;
 struct policy_set;
@@ -63,18 +64,6 @@ struct manager *mgr_lookup(struct conn *c, uint64_t req_id, uint64_t id);
 /* Reply helpers. */
 void mgr_reply_empty(struct conn *c, uint64_t id);
 
-struct manager_stats {
-	unsigned managers;
-	unsigned trainers;            /* open managers that have saved */
-	unsigned roots;
-	unsigned queued_saves;        /* accepted or waiting for memory, not running */
-	unsigned inflight_saves;      /* being written */
-	unsigned waiting_for_memory;
-	uint64_t staging_bytes;       /* mapped staging memory held by saves */
-	uint64_t memory_budget;
-	uint64_t saves_committed, saves_failed, bytes_written;
-	uint64_t saves_interrupted;     /* found after a crash, since start */
-};
 
 int manager_init(struct event_base *base, struct index *ix,
     uint64_t memory_budget, unsigned nworkers, ckd_err *e);
@@ -107,10 +96,8 @@ struct manager *manager_first(void);
 int manager_conn_busy(const struct conn *c);
 /* The connection died: close its managers (accepted saves continue). */
 void manager_conn_closed(struct conn *c);
-void manager_stats(struct manager_stats *out);
-/* Change the staging memory budget (reload): saves already accepted keep
- * their memory; waiting saves that now fit start. */
-void manager_set_budget(uint64_t budget);
+/* Add the managers' and roots' figures to *out. */
+void manager_stats(struct stats *out);
 /* Number of saves accepted and not yet finished (committed or failed). */
 unsigned manager_saves_pending(void);
 /* Call cb once no save is pending (immediately if none); for SIGTERM. */
