@@ -397,9 +397,13 @@ out:
 	ckpt__request__free_unpacked(req, NULL);
 }
 
+/* Its waiters go, then its saves still waiting for memory (and the
+ * steps of the ranks it served), then its managers. */
 static void
 dispatch_conn_closed(struct conn *c, void *arg)
 {
+	manager_conn_closing(c);
+	save_conn_closed(c);
 	manager_conn_closed(c);
 }
 

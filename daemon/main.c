@@ -5,7 +5,8 @@
  *   parse options -> fork into the background unless --foreground or
  *   under systemd -> state dir -> listening socket (socket activation, or
  *   our own with stale-socket detection) -> index_open -> worker_init ->
- *   manager_init -> conn_listen -> metrics_start -> signals -> ready
+ *   save_init -> manager_init -> conn_listen -> metrics_start -> signals ->
+ *   health_start -> ready
  *   (sd_notify READY=1, and the parent of a forked daemon exits 0 only
  *   now, so a client that started us can connect at once).
  *
@@ -126,6 +127,12 @@ main_set_budget(uint64_t budget)
 	M.budget = budget;
 	save_set_budget(budget);
 }
+
+/* What the manager requests ask of the saves, above them. */
+static const struct manager_saves main_manager_saves = {
+	.pending_step = save_pending_step,
+	.latest_pending = save_latest_pending,
+};
 
 static const struct config_hooks main_config_hooks = {
 	.memory_budget = main_set_budget,
@@ -748,7 +755,7 @@ main_stop(void)
 		M.grace_ev = NULL;
 	}
 	sd_notify(0, "STOPPING=1\nSTATUS=Finishing pending saves");
-	manager_on_idle(main_idle_cb, NULL);
+	save_on_idle(main_idle_cb, NULL);
 }
 
 static void
@@ -886,8 +893,10 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	if ((r = index_open(M.state_dir, &ix, &e)) != 0 ||
-	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0 ||
-	    (r = manager_init(M.base, ix, M.budget, worker_count(), &e)) != 0 ||
+	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0)
+		goto fail;
+	save_init(ix, worker_count(), M.budget);
+	if ((r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
 	    (r = conn_listen(M.base, M.lfd, &dispatch_handler,
 	    (void *)&main_stats_source, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&
@@ -909,6 +918,7 @@ main(int argc, char **argv)
 	metrics_stop();
 	conn_close_all();
 	worker_shutdown();
+	save_shutdown();
 	manager_shutdown();
 	index_close(ix);
 	conn_stop_listening();

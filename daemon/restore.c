@@ -686,7 +686,7 @@ rs_new(struct conn *c, struct manager *m, Ckpt__Request *req, int kind,
 {
 	struct rs_task *rt;
 
-	rt = mgr_task_new(sizeof *rt, run, done, conn_peer(c), conn_id(c));
+	rt = task_new(sizeof *rt, run, done, conn_peer(c), conn_id(c));
 	if (rt == NULL)
 		return NULL;
 	rt->kind = kind;
