@@ -1,11 +1,11 @@
 /*
- * manager.c - managers and their roots: OpenManager (root loading and
+ * manager.c - the managers opened on roots: OpenManager (root loading and
  * reconciling with the disk), CloseManager, ListSteps, ShouldSave,
- * WaitSaves, WaitForStep, Delete, Reload, statistics and the SIGTERM drain.
- * Saves are in save.c; Restore, StepMetadata and Verify in restore.c; the
- * shared in-memory state is described in root.h.
- *
- * Extra sources to build with this file: root.c save.c restore.c
+ * WaitSaves, WaitForStep, Delete, Reload, and the manager object the
+ * other handlers use (references, async error, waiters, deletes counted
+ * against it). Saves (save.c) and restores (restore.c) sit above this
+ * file and call into it; it calls down into steptx.c and root.c only,
+ * and asks for the pending saves through struct manager_saves (main.c).
  *
  * Request path:
  *   conn -> dispatch (routing table) -> manager_handle_* / save_handle /

@@ -1,6 +1,7 @@
 /*
- * manager.h - checkpoint roots and the managers opened on them: the step
- * state in memory, the save pipeline, restores, deletes, waits, retention.
+ * manager.h - the managers opened on checkpoint roots (root.h): their
+ * requests, waits and deletes, and the manager object that save.c and
+ * restore.c (above this file) use.
  *
  * All functions run on the event-loop thread. Disk and LMDB work is done in
  * worker tasks (worker.h) whose done() callbacks update the in-memory state
@@ -29,8 +30,10 @@ struct root;
 
 /* One OpenManager of a connection: its options and policies on a root
  * (root.h), its pending saves and deletes, its async error. Refcounted:
- * the connection's reference (dropped on close) plus one per save and
- * waiter; `closed` managers are unreachable by id. Loop thread only. */
+ * the connection's reference (dropped on close) plus one per save,
+ * waiter and delete; `closed` managers are unreachable by id. save.c
+ * counts its saves in `pending` and sets the async error. Loop thread
+ * only. */
 struct manager {
 	struct manager *next;
 	uint64_t id;

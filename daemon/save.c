@@ -866,8 +866,8 @@ save_retention(struct save *s)
 	struct policy_step *ps = NULL;
 	size_t *idx = NULL, n = 0, k;
 	int *keep = NULL;
-	int64_t now = s->part.sv->has_timestamp_ns ? s->part.sv->timestamp_ns :
-	    now_wall_ns();
+	int64_t now = s->part.sv->has_timestamp_ns ?
+	    s->part.sv->timestamp_ns : now_wall_ns();
 
 	if (root_policy_steps(r, m->pol, &ps, &idx, &n) != 0 || n == 0)
 		goto out;
@@ -1014,7 +1014,8 @@ save_finalize(struct save *s)
 		save_log_fields(s, &ev);
 		log_event(LOG_LVL_INFO, &ev, "%s/%s saved: %" PRIu64 " bytes, "
 		    "client blocked %.1f ms, durable after %.1f ms", r->path,
-		    s->name, s->part.bytes, ev.blocking * 1e3, ev.duration * 1e3);
+		    s->name, s->part.bytes, ev.blocking * 1e3,
+		    ev.duration * 1e3);
 		save_retention(s);
 	} else {
 		char msg[CKPT_ERRLEN + 64];

@@ -17,7 +17,7 @@ struct stats {
 	unsigned managers;
 	unsigned trainers;            /* open managers that have saved */
 	unsigned roots;
-	unsigned queued_saves;        /* accepted or waiting for memory, not running */
+	unsigned queued_saves;        /* waiting for memory, not running */
 	unsigned inflight_saves;      /* being written */
 	unsigned waiting_for_memory;
 	uint64_t staging_bytes;       /* mapped staging memory held by saves */
