@@ -22,7 +22,6 @@
 #include <stddef.h>
 
 #include "common.h"
-#include "conn.h"
 #include "log.h"
 #include "worker.h"
 #include "index.h"
