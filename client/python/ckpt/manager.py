@@ -1,6 +1,5 @@
 """CheckpointManager over libckpt, with Orbax's API and messages."""
 
-import collections.abc
 import ctypes
 import dataclasses
 import datetime
@@ -22,10 +21,11 @@ from ckpt import _lib
 from ckpt import _tree
 from ckpt import args as args_lib
 from ckpt import distributed as _distributed
-from ckpt import checkpoint_managers as cm
+from ckpt import policies as cm
 from ckpt import errors as errors_lib
 from ckpt import handlers as handlers_lib
 from ckpt import metadata as md
+from ckpt.metadata import RootMetadata, StepMetadata
 
 L = _lib
 DEFAULT_ITEM_NAME = 'default'
@@ -406,48 +406,6 @@ def _undetermined(name):
         ' `CheckpointHandler` when restoring. Please ensure the handler'
         ' was specified during initialization, or use the appropriate'
         ' `CheckpointArgs` subclass to indicate the item type.')
-
-
-@dataclasses.dataclass
-class StepMetadata:
-    """Metadata of one step (_CHECKPOINT_METADATA)."""
-    item_handlers: Any = None
-    item_metadata: Any = None
-    metrics: Any = None
-    performance_metrics: Any = None
-    init_timestamp_nsecs: Optional[int] = None
-    commit_timestamp_nsecs: Optional[int] = None
-    custom_metadata: Any = None
-
-
-@dataclasses.dataclass(eq=False)
-class RootMetadata(collections.abc.Mapping):
-    """Orbax's RootMetadata (`custom_metadata`). It also answers as the
-    mapping of the custom metadata that metadata() returned before
-    (m.metadata()['key'], dict(m.metadata()), == {...})."""
-    custom_metadata: Any = dataclasses.field(default_factory=dict)
-
-    def _d(self) -> Any:
-        return self.custom_metadata if isinstance(
-            self.custom_metadata, dict) else {}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._d()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d())
-
-    def __len__(self) -> int:
-        return len(self._d())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RootMetadata):
-            return self.custom_metadata == other.custom_metadata
-        if isinstance(other, collections.abc.Mapping):
-            return self._d() == dict(other)
-        return NotImplemented
-
-    __hash__ = None
 
 
 class Checkpointer:
