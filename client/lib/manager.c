@@ -80,33 +80,20 @@ ckpt_save_args_free(ckpt_save_args *a)
 }
 
 static int
-valid_item_name(const char *s)
-{
-	size_t n;
-	static const char tmp[] = ".ckptd-tmp";
-
-	if ((n = strlen(s)) == 0 || n > 255 || strchr(s, '/') != NULL ||
-	    strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-		return 0;
-	return !(n >= sizeof tmp - 1 &&
-	    strcmp(s + n - (sizeof tmp - 1), tmp) == 0);
-}
-
-static int
 add_item(ckpt_save_args *a, const char *name, ckpt_handler h,
     const ckpt_tree *t, const char *text)
 {
 	struct sitem *ni, *it;
 	size_t i;
 
-	if (name != NULL && !valid_item_name(name))
-		return CKPT_EINVAL;
+	/* The name goes to the daemon as given: it alone judges names
+	 * (validity, duplicates) and says why it refuses. Only the shape of
+	 * this API is checked here: one unnamed (default) item, never mixed
+	 * with named ones. */
 	for (i = 0; i < a->n; i++) {
 		const char *o = a->items[i].name;
-		/* the default item cannot be mixed with named items */
-		if ((o == NULL) != (name == NULL))
-			return CKPT_EINVAL;
-		if (o == NULL || strcmp(o, name) == 0)
+
+		if (o == NULL || name == NULL)
 			return CKPT_EINVAL;
 	}
 	ni = realloc(a->items, (a->n + 1) * sizeof *ni);

@@ -557,13 +557,10 @@ class CheckpointManager:
     # -- construction helpers
     @staticmethod
     def _check_item_name(name):
-        if not isinstance(name, str) or not name or '/' in name or \
-                name in ('.', '..') or '\0' in name:
+        """What a C string can carry; the daemon judges the name itself
+        (empty, a path, hidden, reserved, duplicate) and says why."""
+        if not isinstance(name, str) or '\0' in name:
             raise ValueError('Invalid item name: %r' % (name,))
-        if name in RESERVED_ITEM_NAMES:
-            raise ValueError(
-                'Item name "%s" is reserved; please use a different name.'
-                % name)
 
     def _build_options(self, o, metadata):
         lib = L.lib()
