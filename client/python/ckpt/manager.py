@@ -1326,6 +1326,20 @@ class CheckpointManager:
                 os.fsdecode(lib.ckpt_restored_directory(owner.ptr)),
                 [n for n in names if n not in RESERVED_ITEM_NAMES])
 
+    def _item_kinds(self, step):
+        """{item: handler kind} of a step as the daemon reads it (from the
+        step's metadata, else from each item's files); the step's metrics
+        are no item."""
+        owner, _, _, names = self._step_on_disk(step, None)
+        lib = L.lib()
+        kinds = {}
+        for i in range(lib.ckpt_restored_nitems(owner.ptr)):
+            n = lib.ckpt_restored_item_name(owner.ptr, i).decode()
+            if n in names:
+                kinds[n] = _CODE_HANDLERS.get(
+                    lib.ckpt_restored_item_handler(owner.ptr, i))
+        return kinds
+
     def _lib_restore(self, step, names, directory, metadata_only=False,
                      targets=None, zero_copy=True, verify=True):
         """names: items to restore (None: all). targets: {name: tree}.
