@@ -32,6 +32,7 @@
 #include "steptx.h"
 #include "root.h"
 #include "preempt.h"
+#include "savecheck.h"
 
 /* An OpenManager waiting for its root to finish loading. */
 struct opener {
@@ -937,6 +938,7 @@ static int
 mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 {
 	const Ckpt__ManagerOptions *o = om->options;
+	size_t i, k;
 
 	if (om->root == NULL || om->root[0] != '/')
 		return err_set(e, CKPT_EINVAL, "the checkpoint directory must "
@@ -960,6 +962,15 @@ mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 	if (o->n_item_names > CKPT_MAX_ITEMS)
 		return err_set(e, CKPT_ETOOBIG, "%zu item names (at most %d)",
 		    o->n_item_names, CKPT_MAX_ITEMS);
+	for (i = 0; i < o->n_item_names; i++) {
+		if (savecheck_item_name(o->item_names[i], e) != 0)
+			return e->code;
+		/* At most CKPT_MAX_ITEMS: the quadratic scan is bounded. */
+		for (k = 0; k < i; k++)
+			if (strcmp(o->item_names[k], o->item_names[i]) == 0)
+				return err_set(e, CKPT_EINVAL, "duplicate item "
+				    "name \"%s\"", o->item_names[i]);
+	}
 	if (o->root_metadata_json != NULL &&
 	    strlen(o->root_metadata_json) > CKPT_MAX_DOC)
 		return err_set(e, CKPT_ETOOBIG, "root metadata is larger than "
