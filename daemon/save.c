@@ -40,6 +40,7 @@
 #include "preempt.h"
 #include "pieces.h"
 #include "steptx.h"
+#include "coord.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -631,7 +632,8 @@ save_finish(struct save *s, ckd_err *e)
 	if (save_multi(s)) {
 		/* A part: its files are durable; the commit is the
 		 * transaction's, once every part is. */
-		if ((r = store_sync_run(&s->sync, e)) != 0)
+		if ((r = store_sync_run(&s->sync, e)) != 0 ||
+		    (r = coord()->part_durable(s->tx, s, e)) != 0)
 			goto fail;
 		for (i = 0; i < sv->n_items; i++) {
 			close(s->itemfds[i]);
@@ -1155,7 +1157,7 @@ save_tx_begin_run(struct task *t)
 
 	if (root_open_dir(tx->r, &tx->rootfd, &t->err) != 0)
 		return;
-	if (store_begin(tx->rootfd, tx->name, s->dmode, &tx->tmpfd,
+	if (coord()->begin(tx, tx->rootfd, s->dmode, &tx->tmpfd,
 	    &t->err) != 0) {
 		close(tx->rootfd);
 		tx->rootfd = -1;
@@ -1278,14 +1280,13 @@ static void
 save_tx_progress(struct steptx *tx)
 {
 	struct save *lead;
-	unsigned i;
 
-	if (tx->committing || tx->closed || tx->err.code != 0)
+	if (tx->committing || tx->closed || tx->err.code != 0 ||
+	    !steptx_ready(tx))
 		return;
-	for (i = 0; i < tx->nparts; i++)
-		if (tx->parts[i] == NULL || !tx->parts[i]->ended)
-			return;
 	lead = save_tx_lead(tx);
+	if (lead == NULL || tx->begin != STEPTX_BEGUN)
+		return;         /* no part of this daemon's has started yet */
 	tx->committing = 1;
 	if (save_tx_submit(tx, lead, save_tx_commit_run,
 	    save_tx_end_done) != 0) {
@@ -1702,6 +1703,7 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 	if (tx == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	tx->on_fail = save_tx_failed;
+	tx->on_progress = save_tx_progress;
 	if (!saved) {
 		tx->narrived = 1;
 		return 1;
