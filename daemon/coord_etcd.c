@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -266,12 +267,16 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	if ((r = be->mkdir(rootfd, tmp, dmode, &fd, e)) != 0) {
 		if (r != CKPT_EEXIST)
 			return r;
+		memset(e, 0, sizeof *e);
 		if ((fd = be->open_dir(rootfd, tmp)) < 0)
 			return err_errno(e, errno, "open %s", tmp);
 	}
-	/* Held by whichever daemon made it: a collector of leftovers
-	 * leaves it alone while that daemon lives. */
-	(void)be->lock(fd);
+	/* Every node's daemon holds a shared lock on it: a collector of
+	 * leftovers (whose lock is exclusive) leaves it alone while one of
+	 * them lives. The etcd coordinator runs on a POSIX filesystem every
+	 * node mounts, so the handle is an fd. */
+	if (flock(fd, LOCK_SH | LOCK_NB) != 0)
+		log_warn("flock %s: %s", tmp, strerror(errno));
 	*tmpfd = fd;
 	return 0;
 }
@@ -344,9 +349,16 @@ ce_read_part(struct steptx *tx, unsigned slot, ckd_err *e)
 
 	snprintf(name, sizeof name, CE_PART_FILE, rank);
 	memset(e, 0, sizeof *e);
-	if ((fd = be->open_read(tx->tmpfd, name, &st, e)) < 0)
+	if ((fd = be->open_read(tx->tmpfd, name, &st, e)) < 0) {
+		if (e->code == CKPT_ENOTFOUND)
+			return err_set(e, CKPT_ERANK, "step %" PRIu64 ": the "
+			    "part of rank %" PRIu32 " (node %s) is gone from "
+			    "the step's tmp dir (removed as a leftover after "
+			    "that node's daemon died?)", tx->step, rank,
+			    tx->remote[slot].node);
 		return e->code != 0 ? e->code : err_errno(e, errno,
 		    "open %s", name);
+	}
 	if (st.st_size < 8 || (uint64_t)st.st_size > CE_PART_MAX + 8ull) {
 		be->close(fd);
 		return err_set(e, CKPT_ECORRUPT, "%s: %lld bytes", name,

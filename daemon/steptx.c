@@ -736,14 +736,28 @@ steptx_committed(struct steptx *tx, const char *metrics_json)
  * it renamed.
  */
 static int
-steptx_adopt(struct steptx *tx, ckd_err *e)
+steptx_rename(struct steptx *tx, ckd_err *e)
 {
 	struct stat st;
 	int r;
 
+	if ((r = store_commit_synced(tx->rootfd, tx->name, e)) == 0 ||
+	    r == CKPT_EEXIST)
+		return r;
+	/* The tmp dir is gone: renamed by another node's daemon? */
+	if (fstatat(tx->rootfd, tx->name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return r;
+	memset(e, 0, sizeof *e);
+	return 0;
+}
+
+static int
+steptx_adopt(struct steptx *tx, ckd_err *e)
+{
+	int r;
+
 	tx->commit_ns = now_wall_ns();
-	if ((r = store_commit_synced(tx->rootfd, tx->name, e)) != 0 &&
-	    fstatat(tx->rootfd, tx->name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+	if ((r = steptx_rename(tx, e)) != 0) {
 		steptx_abort(tx, e);
 		return r;
 	}
@@ -820,7 +834,7 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	    &b, e)) != 0 || (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
 	    (r = store_sync_run(&b, e)) != 0 ||
 	    (r = coord()->decide(tx, e)) != 0 ||
-	    (r = store_commit_synced(tx->rootfd, tx->name, e)) != 0)
+	    (r = steptx_rename(tx, e)) != 0)
 		goto fail;
 	steptx_committed(tx, meta.metrics_json);
 	store_sync_free(&b);
