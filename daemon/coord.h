@@ -33,7 +33,7 @@
 
 struct event_base;
 struct steptx;
-struct save;
+struct steptx_part;
 
 struct coord_ops {
 	const char *name;
@@ -45,8 +45,8 @@ struct coord_ops {
 	int (*begin)(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	    ckd_err *e);
 	/* (worker) Part s is durable in the tmp dir: make it known. */
-	int (*part_durable)(struct steptx *tx, const struct save *s,
-	    ckd_err *e);
+	int (*part_durable)(struct steptx *tx, const struct steptx_part *p,
+	    uint32_t rank, mode_t fmode, ckd_err *e);
 	/* (worker) Before the commit's checks: load the parts of the other
 	 * nodes (steptx_set_remote_sv). */
 	int (*gather)(struct steptx *tx, ckd_err *e);

@@ -42,7 +42,6 @@
 #include "coord.h"
 #include "etcd.h"
 #include "log.h"
-#include "save.h"
 #include "steptx.h"
 
 #define CE_PREFIX "/ckpt/v1/"
@@ -282,7 +281,8 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 }
 
 static int
-ce_part_durable(struct steptx *tx, const struct save *s, ckd_err *e)
+ce_part_durable(struct steptx *tx, const struct steptx_part *s,
+    uint32_t rank, mode_t fmode, ckd_err *e)
 {
 	const struct store_backend *be = STORE_BE;
 	char name[64], key[CE_KEY], rk[32];
@@ -294,15 +294,15 @@ ce_part_durable(struct steptx *tx, const struct save *s, ckd_err *e)
 	n = ckpt__save__get_packed_size(s->sv);
 	if (n > CE_PART_MAX)
 		return err_set(e, CKPT_ETOOBIG, "rank %" PRIu32 ": metadata of "
-		    "%zu bytes (at most %u)", s->rank, n, CE_PART_MAX);
+		    "%zu bytes (at most %u)", rank, n, CE_PART_MAX);
 	if ((buf = malloc(n + 8)) == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	for (k = 0; k < 8; k++)
 		buf[k] = (unsigned char)(s->bytes >> (8 * k));
 	ckpt__save__pack(s->sv, buf + 8);
-	snprintf(name, sizeof name, CE_PART_FILE, s->rank);
+	snprintf(name, sizeof name, CE_PART_FILE, rank);
 	(void)be->unlink(tx->tmpfd, name);
-	if ((fd = be->create(tx->tmpfd, name, s->fmode)) < 0) {
+	if ((fd = be->create(tx->tmpfd, name, fmode)) < 0) {
 		r = err_errno(e, errno, "create %s", name);
 		free(buf);
 		return r;
@@ -326,7 +326,7 @@ ce_part_durable(struct steptx *tx, const struct save *s, ckd_err *e)
 		return r;
 	}
 	be->close(fd);
-	snprintf(rk, sizeof rk, "rank/%" PRIu32, s->rank);
+	snprintf(rk, sizeof rk, "rank/%" PRIu32, rank);
 	if ((r = ce_key(tx, rk, key, sizeof key, e)) != 0)
 		return r;
 	if ((r = ce_lease(&lease, e)) != 0 ||

@@ -21,10 +21,13 @@ local_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 }
 
 static int
-local_part_durable(struct steptx *tx, const struct save *s, ckd_err *e)
+local_part_durable(struct steptx *tx, const struct steptx_part *p,
+    uint32_t rank, mode_t fmode, ckd_err *e)
 {
 	(void)tx;
-	(void)s;
+	(void)p;
+	(void)rank;
+	(void)fmode;
 	(void)e;
 	return 0;
 }
