@@ -130,6 +130,16 @@ const struct config_def config_defs[] = {
 	{ "max-leaves", 0, CONFIG_U64, CFG_FIELD(max_leaves), 1, 100000000,
 	  config_apply_users, "N", "leaves in one save request (default "
 	  "200000; over it: CKPT_ETOOBIG); live" },
+	{ "etcd", 0, CONFIG_STRING, CFG_FIELD(etcd), 0, 0, NULL, "URL[,URL...]",
+	  "coordinate distributed steps with the daemons of other nodes "
+	  "through these etcd endpoints (needs --node; default: none)" },
+	{ "node", 0, CONFIG_STRING, CFG_FIELD(node), 0, 0, NULL, "NAME",
+	  "this node's name in the coordination (with --etcd)" },
+	{ "etcd-lease-ttl", 0, CONFIG_UINT, CFG_FIELD(etcd_lease_ttl), 1, 3600,
+	  NULL, "SECS", "the node's etcd lease: its steps fail on every node "
+	  "this long after its daemon dies (default 10)" },
+	{ "etcd-timeout", 0, CONFIG_UINT, CFG_FIELD(etcd_timeout), 100,
+	  600000, NULL, "MS", "bound of one etcd request (default 5000)" },
 };
 const size_t config_ndefs = sizeof config_defs / sizeof config_defs[0];
 

@@ -49,6 +49,11 @@ struct config {
 	unsigned idle_timeout;          /* seconds; 0: never */
 	unsigned max_requests_per_user;
 	uint64_t max_leaves;
+	/* multi-node coordination (coord.h) */
+	char etcd[1024];                /* "": none */
+	char node[64];
+	unsigned etcd_lease_ttl;        /* seconds; 0: 10 */
+	unsigned etcd_timeout;          /* ms; 0: 5000 */
 	uint64_t set;                   /* bit i: table entry i was given */
 };
 

@@ -1041,6 +1041,62 @@ etcd_cas(struct etcd *c, const char *key, int64_t expect_mod_rev,
 	    value, len, lease, swapped, rev, NULL, e);
 }
 
+int
+etcd_put_if(struct etcd *c, const struct etcd_cmp *cmp, size_t ncmp,
+    const char *key, const void *value, size_t len, int64_t lease, int *won,
+    int64_t *rev, ckd_err *e)
+{
+	json_t *req, *cmps, *succ, *o, *put, *reply = NULL;
+	size_t i;
+	int r;
+
+	*won = 0;
+	if (ncmp > CKPT_ETCD_MAX_COMPARES)
+		return err_set(e, CKPT_EINVAL, "etcd: %zu compares (at most %d)",
+		    ncmp, CKPT_ETCD_MAX_COMPARES);
+	if ((r = etcd_check_key(key, e)) != 0 ||
+	    (r = etcd_check_value(value, len, e)) != 0)
+		return r;
+	for (i = 0; i < ncmp; i++)
+		if ((r = etcd_check_key(cmp[i].key, e)) != 0)
+			return r;
+	req = json_object();
+	cmps = json_array();
+	succ = json_array();
+	put = etcd_put_obj(key, value, len, lease);
+	if (req == NULL || cmps == NULL || succ == NULL || put == NULL ||
+	    json_object_set_new(req, "compare", cmps) != 0 ||
+	    json_object_set_new(req, "success", succ) != 0 ||
+	    json_array_append_new(succ, json_pack("{s:o}", "request_put",
+	    put)) != 0) {
+		if (cmps != NULL && json_object_get(req, "compare") != cmps)
+			json_decref(cmps);
+		if (succ != NULL && json_object_get(req, "success") != succ)
+			json_decref(succ);
+		json_decref(req);
+		return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
+	}
+	for (i = 0; i < ncmp; i++) {
+		if ((o = etcd_key_obj(cmp[i].key, 0)) == NULL ||
+		    json_object_set_new(o, "target", json_string("CREATE")) != 0 ||
+		    json_object_set_new(o, "result", json_string(
+		    cmp[i].kind == ETCD_EXISTS ? "GREATER" : "EQUAL")) != 0 ||
+		    json_object_set_new(o, "create_revision",
+		    json_i64_str(0)) != 0 ||
+		    json_array_append_new(cmps, o) != 0) {
+			json_decref(req);
+			return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
+		}
+	}
+	if ((r = etcd_call(c, "/v3/kv/txn", req, ETCD_WRITE, &reply, e)) != 0)
+		return r;
+	*won = json_is_true(json_object_get(reply, "succeeded"));
+	if (rev != NULL)
+		*rev = etcd_header_rev(reply);
+	json_decref(reply);
+	return 0;
+}
+
 /* ---- leases ------------------------------------------------------------- */
 
 int

@@ -140,6 +140,20 @@ int etcd_cas(struct etcd *c, const char *key, int64_t expect_mod_rev,
     int64_t *rev, ckd_err *e);
 void etcd_kv_free(struct etcd_kv *kv);
 
+/* A guarded put: every compare must hold for key = value to be written.
+ * A compare is on a key's create_revision: ETCD_EXISTS (the key exists)
+ * or ETCD_ABSENT (it does not). At most CKPT_ETCD_MAX_COMPARES. *won is 1
+ * when they all held and the put was made. */
+#define CKPT_ETCD_MAX_COMPARES 100
+enum etcd_cmp_kind { ETCD_ABSENT, ETCD_EXISTS };
+struct etcd_cmp {
+	const char *key;
+	enum etcd_cmp_kind kind;
+};
+int etcd_put_if(struct etcd *c, const struct etcd_cmp *cmp, size_t ncmp,
+    const char *key, const void *value, size_t len, int64_t lease, int *won,
+    int64_t *rev, ckd_err *e);
+
 /* The member the client reaches first: its id and the leader it knows
  * (0 during an election). With one endpoint, that member's view. */
 int etcd_status(struct etcd *c, uint64_t *member_id, uint64_t *leader_id,

@@ -41,6 +41,7 @@
 #include "common.h"
 #include "config.h"
 #include "conn.h"
+#include "coord.h"
 #include "dispatch.h"
 #include "preempt.h"
 #include "health.h"
@@ -818,6 +819,21 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	main_stop();
 }
 
+/* The coordination of distributed steps: local, or etcd (--etcd). */
+static int
+main_coord(ckd_err *e)
+{
+	struct coord_conf cf;
+
+	cf.etcd = M.cfg.etcd;
+	cf.node = M.cfg.node;
+	cf.lease_ttl = M.cfg.etcd_lease_ttl;
+	cf.timeout_ms = M.cfg.etcd_timeout;
+	if (cf.etcd[0] == '\0' && cf.node[0] != '\0')
+		return err_set(e, CKPT_EINVAL, "--node is given without --etcd");
+	return coord_init(M.base, &cf, e);
+}
+
 static int
 main_signals(ckd_err *e)
 {
@@ -897,6 +913,7 @@ main(int argc, char **argv)
 		goto fail;
 	save_init(ix, worker_count(), M.budget);
 	if ((r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
+	    (r = main_coord(&e)) != 0 ||
 	    (r = conn_listen(M.base, M.lfd, &dispatch_handler,
 	    (void *)&main_stats_source, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&
@@ -920,6 +937,7 @@ main(int argc, char **argv)
 	worker_shutdown();
 	save_shutdown();
 	manager_shutdown();
+	coord_shutdown();
 	index_close(ix);
 	conn_stop_listening();
 	for (i = 0; i < 3; i++)

@@ -41,6 +41,7 @@
 #include "preempt.h"
 #include "pieces.h"
 #include "steptx.h"
+#include "coord.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -622,7 +623,9 @@ save_finish(struct save *s, ckd_err *e)
 	if (save_multi(s)) {
 		/* A part: its files are durable; the commit is the
 		 * transaction's, once every part is. */
-		if ((r = store_sync_run(&s->sync, e)) != 0)
+		if ((r = store_sync_run(&s->sync, e)) != 0 ||
+		    (r = coord()->part_durable(s->tx, &s->part, s->rank,
+		    s->fmode, e)) != 0)
 			goto fail;
 		for (i = 0; i < sv->n_items; i++) {
 			close(s->itemfds[i]);
@@ -978,6 +981,7 @@ save_finalize(struct save *s)
 	if (save_multi(s) && !s->tx->closed) {
 		/* A part's pipeline ended: the transaction goes on. */
 		s->ended = 1;
+		s->part.ended = 1;
 		s->tx->nended++;
 		if (s->err.code != 0) {
 			ckd_err e;
@@ -1151,7 +1155,7 @@ save_tx_begin_run(struct task *t)
 
 	if (root_open_dir(tx->r, &tx->rootfd, &t->err) != 0)
 		return;
-	if (store_begin(tx->rootfd, tx->name, s->dmode, &tx->tmpfd,
+	if (coord()->begin(tx, tx->rootfd, s->dmode, &tx->tmpfd,
 	    &t->err) != 0) {
 		close(tx->rootfd);
 		tx->rootfd = -1;
@@ -1304,13 +1308,21 @@ static void
 save_tx_commit_run(struct task *t)
 {
 	struct steptx *tx = ((struct save_tx_task *)t)->tx;
-	const struct save *p = save_of(tx->parts[tx->primary]);
-	struct steptx_lead lead = {
-		.dmode = p->dmode, .fmode = p->fmode,
-		.write_metrics = !p->m->o->prevent_write_metrics,
-		.names = p->names, .handlers = p->handlers,
-	};
+	const struct save *p;
+	struct steptx_lead lead;
 
+	if (tx->parts[tx->primary] == NULL) {
+		/* Another node's daemon committed it (multi-node). */
+		(void)steptx_commit(tx, NULL, &t->err);
+		return;
+	}
+	p = save_of(tx->parts[tx->primary]);
+	memset(&lead, 0, sizeof lead);
+	lead.dmode = p->dmode;
+	lead.fmode = p->fmode;
+	lead.write_metrics = !p->m->o->prevent_write_metrics;
+	lead.names = p->names;
+	lead.handlers = p->handlers;
 	(void)steptx_commit(tx, &lead, &t->err);
 }
 
@@ -1339,14 +1351,13 @@ static void
 save_tx_progress(struct steptx *tx)
 {
 	struct save *lead;
-	unsigned i;
 
-	if (tx->committing || tx->closed || tx->err.code != 0)
+	if (tx->committing || tx->closed || tx->err.code != 0 ||
+	    !steptx_ready(tx))
 		return;
-	for (i = 0; i < tx->nparts; i++)
-		if (tx->parts[i] == NULL || !save_of(tx->parts[i])->ended)
-			return;
 	lead = save_tx_lead(tx);
+	if (lead == NULL || tx->begin != STEPTX_BEGUN)
+		return;         /* no part of this daemon's has started yet */
 	tx->committing = 1;
 	if (save_tx_submit(tx, lead, save_tx_commit_run,
 	    save_tx_end_done) != 0) {
@@ -1793,6 +1804,7 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 	if (tx == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	tx->on_fail = save_tx_failed;
+	tx->on_progress = save_tx_progress;
 	if (gone_now != 0) {
 		/* Failed at once: answered here, listed as failed, the
 		 * async error of the job's other managers, and the answer

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "coord.h"
 #include "pieces.h"
 #include "root.h"
 #include "savecheck.h"
@@ -97,7 +98,8 @@ steptx_missing(const struct steptx *tx, int started_too, char *buf,
 	for (i = 0; i < tx->nparts; i++) {
 		const struct steptx_part *p = tx->parts[i];
 
-		if (p != NULL && (!started_too || p->started))
+		if ((p != NULL && (!started_too || p->started)) ||
+		    (tx->remote != NULL && tx->remote[i].durable))
 			continue;
 		n++;
 		if (off + 1 >= len)
@@ -309,6 +311,8 @@ steptx_new(struct root *r, const char *job, uint64_t step, const char *name,
 	tx->refs = 1;
 	tx->next = TX;
 	TX = tx;
+	if (nparts > 1)
+		coord()->tx_new(tx);
 	return tx;
 fail:
 	if (tx->timer != NULL)
@@ -355,11 +359,141 @@ steptx_unref(struct steptx *tx)
 	if (tx->rootfd >= 0)
 		close(tx->rootfd);
 	root_unref(tx->r);
+	if (tx->remote != NULL) {
+		unsigned i;
+
+		for (i = 0; i < tx->nparts; i++)
+			if (tx->remote[i].sv != NULL)
+				ckpt__save__free_unpacked(tx->remote[i].sv, NULL);
+		free(tx->remote);
+	}
 	free(tx->job);
 	free(tx->parts);
 	free(tx->ranks);
 	free(tx->came);
 	free(tx);
+}
+
+const Ckpt__Save *
+steptx_part_sv(const struct steptx *tx, unsigned slot)
+{
+	if (tx->parts[slot] != NULL)
+		return tx->parts[slot]->sv;
+	return tx->remote != NULL ? tx->remote[slot].sv : NULL;
+}
+
+int
+steptx_ready(const struct steptx *tx)
+{
+	unsigned i;
+
+	for (i = 0; i < tx->nparts; i++)
+		if ((tx->parts[i] == NULL || !tx->parts[i]->ended) &&
+		    (tx->remote == NULL || !tx->remote[i].durable))
+			return 0;
+	return tx->parts[tx->primary] != NULL || tx->decided;
+}
+
+/* The unfinished transaction of (job, step) on any root. */
+static struct steptx *
+steptx_find_job(const char *job, uint64_t step)
+{
+	struct steptx *tx;
+
+	for (tx = TX; tx != NULL; tx = tx->next)
+		if (tx->step == step && tx->nparts > 1 && tx->saved &&
+		    !tx->closed && strcmp(tx->job, job) == 0)
+			return tx;
+	return NULL;
+}
+
+int
+steptx_remote_part(const char *job, uint64_t step, uint32_t rank,
+    const char *node)
+{
+	struct steptx *tx = steptx_find_job(job, step);
+	int slot;
+
+	if (tx == NULL)
+		return 1;
+	if ((slot = steptx_slot(tx, rank)) < 0 || tx->parts[slot] != NULL ||
+	    (tx->remote != NULL && tx->remote[slot].durable) ||
+	    tx->committing)
+		return 0;       /* not a rank of it, this daemon's, known */
+	if (tx->remote == NULL &&
+	    (tx->remote = calloc(tx->nparts, sizeof *tx->remote)) == NULL) {
+		ckd_err e;
+
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		steptx_fail(tx, &e);
+		if (tx->on_fail != NULL)
+			tx->on_fail(tx);
+		return 0;
+	}
+	tx->remote[slot].durable = 1;
+	snprintf(tx->remote[slot].node, sizeof tx->remote[slot].node, "%s",
+	    node);
+	if (tx->on_progress != NULL)
+		tx->on_progress(tx);
+	return 0;
+}
+
+int
+steptx_remote_commit(const char *job, uint64_t step, uint64_t bytes)
+{
+	struct steptx *tx = steptx_find_job(job, step);
+
+	if (tx == NULL)
+		return 1;
+	if (tx->parts[tx->primary] != NULL || tx->err.code != 0)
+		return 0;       /* ours to commit, or failed here first */
+	tx->decided = 1;
+	tx->bytes = bytes;
+	if (tx->on_progress != NULL)
+		tx->on_progress(tx);
+	return 0;
+}
+
+int
+steptx_remote_fail(const char *job, uint64_t step, const ckd_err *why)
+{
+	struct steptx *tx = steptx_find_job(job, step);
+
+	if (tx == NULL)
+		return 1;
+	if (tx->decided || tx->err.code != 0)
+		return 0;
+	steptx_fail(tx, why);
+	if (tx->on_fail != NULL)
+		tx->on_fail(tx);
+	return 0;
+}
+
+void
+steptx_waiting(char *buf, size_t len)
+{
+	const struct steptx *tx;
+	size_t off = 0;
+	unsigned i, n;
+	int k;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	for (tx = TX; tx != NULL; tx = tx->next) {
+		if (tx->nparts < 2 || !tx->saved || tx->closed)
+			continue;
+		for (i = n = 0; i < tx->nparts; i++)
+			n += (tx->parts[i] != NULL && tx->parts[i]->ended) ||
+			    (tx->remote != NULL && tx->remote[i].durable);
+		k = snprintf(buf + off, len - off, "%s%s step %" PRIu64 ": %u "
+		    "of %u parts durable%s", off > 0 ? "; " : "",
+		    tx->job[0] != '\0' ? tx->job : "(no job)", tx->step, n,
+		    tx->nparts, tx->err.code != 0 ? ", failed" : "");
+		if (k < 0 || (size_t)k >= len - off)
+			break;
+		off += (size_t)k;
+	}
 }
 
 void
@@ -568,7 +702,7 @@ int
 steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
     size_t *nout, ckd_err *e)
 {
-	const Ckpt__Item *pi = tx->parts[tx->primary]->sv->items[it];
+	const Ckpt__Item *pi = steptx_part_sv(tx, tx->primary)->items[it];
 	struct txleaf *all = NULL;
 	const Ckpt__Leaf **grp = NULL;
 	size_t *gof = NULL, n = 0, i, j, k, m = 0, npl;
@@ -581,7 +715,7 @@ steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
 
 	snprintf(prefix, sizeof prefix, "step %" PRIu64, tx->step);
 	for (slot = 0; slot < tx->nparts; slot++)
-		n += tx->parts[slot]->sv->items[it]->n_leaves;
+		n += steptx_part_sv(tx, slot)->items[it]->n_leaves;
 	if ((all = malloc(n * sizeof *all)) == NULL ||
 	    (grp = malloc(n * sizeof *grp)) == NULL ||
 	    (res = malloc(n * sizeof *res)) == NULL ||
@@ -594,7 +728,7 @@ steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
 	}
 	n = 0;
 	for (slot = 0; slot < tx->nparts; slot++) {
-		const Ckpt__Item *x = tx->parts[slot]->sv->items[it];
+		const Ckpt__Item *x = steptx_part_sv(tx, slot)->items[it];
 
 		for (k = 0; k < x->n_leaves; k++) {
 			all[n].l = x->leaves[k];
@@ -717,13 +851,19 @@ out:
 static int
 steptx_check_items(struct steptx *tx, ckd_err *e)
 {
-	const Ckpt__Save *p = tx->parts[tx->primary]->sv;
+	const Ckpt__Save *p = steptx_part_sv(tx, tx->primary);
 	unsigned slot;
 	size_t i;
 
 	for (slot = 0; slot < tx->nparts; slot++) {
-		const Ckpt__Save *x = tx->parts[slot]->sv;
-		int same = x->n_items == p->n_items;
+		const Ckpt__Save *x = steptx_part_sv(tx, slot);
+		int same;
+
+		if (x == NULL)
+			return err_set(e, CKPT_EPROTO, "step %" PRIu64 ": the "
+			    "part of rank %" PRIu32 " is not known here",
+			    tx->step, steptx_rank(tx, slot));
+		same = x->n_items == p->n_items;
 
 		for (i = 0; same && i < p->n_items; i++)
 			same = strcmp(x->items[i]->name, p->items[i]->name) == 0 &&
@@ -737,24 +877,87 @@ steptx_check_items(struct steptx *tx, ckd_err *e)
 	return 0;
 }
 
+/* Record the committed step in the index; close the tx's fds. */
+static void
+steptx_committed(struct steptx *tx, const char *metrics_json)
+{
+	struct index_step rec;
+	ckd_err ie;
+
+	memset(&rec, 0, sizeof rec);
+	rec.step = tx->step;
+	rec.state = INDEX_COMMITTED;
+	rec.init_ns = tx->init_ns;
+	rec.commit_ns = tx->commit_ns;
+	rec.bytes = tx->bytes;
+	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
+	rec.metrics_json = (char *)metrics_json;
+	if (index_put_step(TX_IX, tx->r->key, &rec, &ie) != 0)
+		log_warn("index: %s", ie.msg);
+	if (tx->tmpfd >= 0)
+		close(tx->tmpfd);
+	tx->tmpfd = -1;
+	if (tx->rootfd >= 0)
+		close(tx->rootfd);
+	tx->rootfd = -1;
+}
+
+/*
+ * Another node committed the step (tx->decided): its tmp dir is complete
+ * and durable. Whichever daemon comes first renames it; the others find
+ * it renamed.
+ */
+static int
+steptx_rename(struct steptx *tx, ckd_err *e)
+{
+	struct stat st;
+	int r;
+
+	if ((r = store_commit_synced(tx->rootfd, tx->name, e)) == 0 ||
+	    r == CKPT_EEXIST)
+		return r;
+	/* The tmp dir is gone: renamed by another node's daemon? */
+	if (fstatat(tx->rootfd, tx->name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return r;
+	memset(e, 0, sizeof *e);
+	return 0;
+}
+
+static int
+steptx_adopt(struct steptx *tx, ckd_err *e)
+{
+	int r;
+
+	tx->commit_ns = now_wall_ns();
+	if ((r = steptx_rename(tx, e)) != 0) {
+		steptx_abort(tx, e);
+		return r;
+	}
+	steptx_committed(tx, NULL);
+	return 0;
+}
+
 int
 steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 {
-	const Ckpt__Save *sv = tx->parts[tx->primary]->sv;
+	const Ckpt__Save *sv;
 	struct store_step_meta meta;
 	struct store_sync b;
-	struct index_step rec;
-	ckd_err ie;
 	size_t i;
 	unsigned slot;
 	int r, fd;
 
+	if (lead == NULL || tx->parts[tx->primary] == NULL)
+		return steptx_adopt(tx, e);     /* committed by another node */
+	sv = tx->parts[tx->primary]->sv;
 	store_sync_init(&b);
-	if ((r = steptx_check_items(tx, e)) != 0)
+	if ((r = coord()->gather(tx, e)) != 0 ||
+	    (r = steptx_check_items(tx, e)) != 0)
 		goto fail;
 	tx->bytes = 0;
-	for (slot = 0; slot < tx->nparts; slot++)
-		tx->bytes += tx->parts[slot]->bytes;    /* each <= its memfd */
+	for (slot = 0; slot < tx->nparts; slot++)       /* each <= its memfd */
+		tx->bytes += tx->parts[slot] != NULL ? tx->parts[slot]->bytes :
+		    tx->remote[slot].bytes;
 	for (i = 0; i < sv->n_items; i++) {
 		Ckpt__Item merged = *sv->items[i];
 		Ckpt__Leaf **leaves = NULL;
@@ -800,23 +1003,11 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 	if ((r = store_write_step_meta_nosync(tx->tmpfd, &meta, lead->fmode,
 	    &b, e)) != 0 || (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
 	    (r = store_sync_run(&b, e)) != 0 ||
-	    (r = store_commit_synced(tx->rootfd, tx->name, e)) != 0)
+	    (r = coord()->decide(tx, e)) != 0 ||
+	    (r = steptx_rename(tx, e)) != 0)
 		goto fail;
-	memset(&rec, 0, sizeof rec);
-	rec.step = tx->step;
-	rec.state = INDEX_COMMITTED;
-	rec.init_ns = tx->init_ns;
-	rec.commit_ns = tx->commit_ns;
-	rec.bytes = tx->bytes;
-	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
-	rec.metrics_json = meta.metrics_json;
-	if (index_put_step(TX_IX, tx->r->key, &rec, &ie) != 0)
-		log_warn("index: %s", ie.msg);
+	steptx_committed(tx, meta.metrics_json);
 	store_sync_free(&b);
-	close(tx->tmpfd);
-	tx->tmpfd = -1;
-	close(tx->rootfd);
-	tx->rootfd = -1;
 	return 0;
 fail:
 	store_sync_free(&b);
@@ -857,6 +1048,12 @@ steptx_abort_step(const struct root *r, uint64_t step, const char *name,
 void
 steptx_abort(struct steptx *tx, const ckd_err *why)
 {
+	/* Committed elsewhere after all, or unknown: the tmp dir stays. */
+	if (tx->nparts > 1 && why->code != CKPT_EEXIST &&
+	    coord()->failed(tx, why) && tx->tmpfd >= 0) {
+		close(tx->tmpfd);
+		tx->tmpfd = -1;
+	}
 	steptx_abort_step(tx->r, tx->step, tx->name, tx->init_ns, &tx->rootfd,
 	    &tx->tmpfd, why);
 }

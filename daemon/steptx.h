@@ -53,6 +53,7 @@ struct steptx_part {
 	Ckpt__Save *sv;                 /* the part's request (owned by it) */
 	uint64_t bytes;                 /* array bytes of its files */
 	int started;                    /* handed: "saved" was replied */
+	int ended;                      /* its files are durable (tasks done) */
 };
 
 struct steptx {
@@ -81,9 +82,25 @@ struct steptx {
 	int nosave_sent;                /* the failure's SaveDone of no save
 					 * went to the ranks without a part */
 	unsigned refs;                  /* parts + pending tasks + the list */
-	/* save.c: called when the timer fails the transaction. */
+	/* Parts held by other nodes' daemons (coord.h), by slot; NULL
+	 * while the coordinator told of none. */
+	struct steptx_remote *remote;
+	int decided;                    /* another node committed the step */
+	/* save.c: called when the timer fails the transaction, and when the
+	 * coordinator tells of a failure (on_fail) or of a part or commit
+	 * elsewhere (on_progress). */
 	void (*on_fail)(struct steptx *tx);
+	void (*on_progress)(struct steptx *tx);
 	void *owner;                    /* save.c's, e.g. parts waiting */
+};
+
+/* A part of another node: durable there, its metadata loaded by the
+ * coordinator before the commit (sv, unpacked, owned). */
+struct steptx_remote {
+	int durable;
+	char node[64];
+	uint64_t bytes;
+	Ckpt__Save *sv;
 };
 
 /* The transaction of (r, job, step) that has not finished, or NULL. */
@@ -105,6 +122,25 @@ int steptx_slot(const struct steptx *tx, uint32_t rank);
  * when started_too), into buf. Returns the number of them. */
 unsigned steptx_missing(const struct steptx *tx, int started_too,
     char *buf, size_t len);
+/* The part of slot: this daemon's or, loaded by the coordinator, another
+ * node's (NULL when neither). */
+const Ckpt__Save *steptx_part_sv(const struct steptx *tx, unsigned slot);
+/* Every part is durable (here or elsewhere) and the step may be committed
+ * here: this daemon holds the primary's part, or another node committed
+ * it (tx->decided). */
+int steptx_ready(const struct steptx *tx);
+/* (loop) What the coordinator learned of other nodes, for the unfinished
+ * transaction of (job, step) of any root, if there is one (0), else 1:
+ * rank's part is durable on node; the step was committed elsewhere
+ * (bytes: the step's); the step failed (why). */
+int steptx_remote_part(const char *job, uint64_t step, uint32_t rank,
+    const char *node);
+int steptx_remote_commit(const char *job, uint64_t step, uint64_t bytes);
+int steptx_remote_fail(const char *job, uint64_t step, const ckd_err *why);
+/* (loop) "job/step: n of m parts\n" of each transaction still waiting for
+ * parts of other nodes, into buf. */
+void steptx_waiting(char *buf, size_t len);
+
 /* Record the first failure (later ones are ignored). */
 void steptx_fail(struct steptx *tx, const ckd_err *why);
 /* The rank of slot was answered with the transaction's failure. */

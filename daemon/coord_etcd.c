@@ -1,0 +1,897 @@
+/*
+ * coord_etcd.c - the coordinator of daemons on several nodes through etcd
+ * (coord.h; keys in daemon/README.md, "Multi-node coordination").
+ *
+ * Under /ckpt/v1/:
+ *   node/<node>                          the node's lease is alive
+ *   job/<job>/step/<step>/join/<node>    the node writes parts of the step
+ *                                        (under its lease)
+ *   job/<job>/step/<step>/rank/<rank>    = <node>: the rank's part is
+ *                                        durable (under the node's lease)
+ *   job/<job>/step/<step>/commit         = "<node> <bytes>": committed
+ *   job/<job>/step/<step>/failed         = "<node> <code>\n<message>"
+ * <job> is percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits.
+ *
+ * commit and failed exclude each other (each is created only while both
+ * are absent); commit also requires every join key of the nodes holding
+ * parts, so a node whose lease expired cannot be committed over. A part's
+ * metadata reaches the committing node (the one holding the primary
+ * rank's part) through the file _PART-p<rank>.ckptd in the step's tmp dir,
+ * written and synced before its rank key is put, removed before the
+ * commit.
+ *
+ * The watch runs on the client's thread; its events go to the loop
+ * through a queue and an eventfd. What arrives for a step that has no
+ * transaction here yet is kept (a few hundred steps) for when it starts.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "backend.h"
+#include "coord.h"
+#include "etcd.h"
+#include "log.h"
+#include "steptx.h"
+
+#define CE_PREFIX "/ckpt/v1/"
+#define CE_KEY 512
+#define CE_KNOWN_MAX 256
+#define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
+#define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
+
+enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE };
+
+/* An event of the watch for the loop. */
+struct cev {
+	struct cev *next;
+	enum cev_kind kind;
+	char job[256];
+	uint64_t step;
+	uint32_t rank;
+	char node[64];
+	uint64_t bytes;
+	ckd_err why;
+};
+
+/* What is known of a step with no transaction here (yet). */
+struct known {
+	struct known *next;
+	char job[256];
+	uint64_t step;
+	int committed;
+	uint64_t bytes;
+	ckd_err why;                    /* code != 0: failed */
+	unsigned n;
+	uint32_t *ranks;
+	char (*nodes)[64];
+};
+
+static struct {
+	struct etcd *c;
+	struct etcd_watch *w;
+	char node[64];
+	unsigned ttl;
+	pthread_mutex_t mu;             /* lease, q */
+	int64_t lease;
+	struct cev *qhead, *qtail;
+	int efd;
+	struct event *ev;
+	struct known *known;            /* loop */
+	unsigned nknown;
+} CE = { .mu = PTHREAD_MUTEX_INITIALIZER, .efd = -1 };
+
+/* ---- keys -------------------------------------------------------------- */
+
+static int
+ce_job_enc(const char *job, char *buf, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)job; *p != '\0'; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+		    *p == '-') {
+			if (o + 1 >= len)
+				return -1;
+			buf[o++] = (char)*p;
+			continue;
+		}
+		if (o + 3 >= len)
+			return -1;
+		buf[o++] = '%';
+		buf[o++] = hex[*p >> 4];
+		buf[o++] = hex[*p & 15];
+	}
+	if (o == 0) {           /* the job "" */
+		if (len < 2)
+			return -1;
+		buf[o++] = '%';
+	}
+	buf[o] = '\0';
+	return 0;
+}
+
+static int
+ce_hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+static int
+ce_job_dec(const char *s, size_t n, char *buf, size_t len)
+{
+	size_t i, o = 0;
+	int hi, lo;
+
+	if (n == 1 && s[0] == '%') {
+		buf[0] = '\0';
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (o + 1 >= len)
+			return -1;
+		if (s[i] != '%') {
+			buf[o++] = s[i];
+			continue;
+		}
+		if (i + 2 >= n)
+			return -1;
+		if ((hi = ce_hexval(s[i + 1])) < 0 ||
+		    (lo = ce_hexval(s[i + 2])) < 0)
+			return -1;
+		buf[o++] = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	buf[o] = '\0';
+	return 0;
+}
+
+/* CE_PREFIX "job/<job>/step/<step>/" + what, into buf. */
+static int
+ce_key(const struct steptx *tx, const char *what, char *buf, size_t len,
+    ckd_err *e)
+{
+	char job[3 * 256 + 2];
+
+	if (ce_job_enc(tx->job, job, sizeof job) != 0 ||
+	    (size_t)snprintf(buf, len, CE_PREFIX "job/%s/step/%020" PRIu64
+	    "/%s", job, tx->step, what) >= len)
+		return err_set(e, CKPT_EINVAL, "job name too long for etcd: %s",
+		    tx->job);
+	return 0;
+}
+
+static int
+ce_valid_node(const char *s)
+{
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n >= sizeof CE.node)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' &&
+		    s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+		    s[i] == '.' || s[i] == '_' || s[i] == '-'))
+			return 0;
+	return 1;
+}
+
+/* ---- the lease (any thread) ------------------------------------------------ */
+
+/* The node's lease, granted again (with its node key) after it was lost. */
+static int
+ce_lease(int64_t *lease, ckd_err *e)
+{
+	char key[CE_KEY], val[64];
+	int r = 0;
+
+	pthread_mutex_lock(&CE.mu);
+	if (CE.lease == 0 || etcd_lease_kept(CE.c) == CKPT_ENOTFOUND) {
+		int64_t id;
+
+		if ((r = etcd_lease_grant(CE.c, CE.ttl, &id, e)) != 0)
+			goto out;
+		snprintf(key, sizeof key, CE_PREFIX "node/%s", CE.node);
+		snprintf(val, sizeof val, "%ld", (long)getpid());
+		if ((r = etcd_lease_keep(CE.c, id, CE.ttl, e)) != 0 ||
+		    (r = etcd_put(CE.c, key, val, strlen(val), id, NULL,
+		    e)) != 0)
+			goto out;
+		if (CE.lease != 0)
+			log_warn("etcd: the lease of node %s was lost; a new "
+			    "one is %" PRIx64, CE.node, (uint64_t)id);
+		CE.lease = id;
+	}
+out:
+	*lease = CE.lease;
+	pthread_mutex_unlock(&CE.mu);
+	return r;
+}
+
+/* ---- the coordinator (worker side) ------------------------------------------ */
+
+static int
+ce_msg(ckd_err *e, int r, const char *what)
+{
+	char msg[CKPT_ERRLEN];
+
+	snprintf(msg, sizeof msg, "%s", e->msg);
+	return err_set(e, r, "%s through etcd (node %s): %s", what, CE.node,
+	    msg);
+}
+
+static int
+ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
+    ckd_err *e)
+{
+	const struct store_backend *be = STORE_BE;
+	char tmp[300], key[CE_KEY];
+	struct stat st;
+	int64_t lease;
+	int r, fd;
+
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s%s", tx->name,
+	    CKPT_TMP_SUFFIX) >= sizeof tmp)
+		return err_set(e, CKPT_EINVAL, "step name too long: %s",
+		    tx->name);
+	if ((r = ce_key(tx, "join/", key, sizeof key, e)) != 0)
+		return r;
+	if (strlen(key) + strlen(CE.node) >= sizeof key)
+		return err_set(e, CKPT_EINVAL, "key too long");
+	strcat(key, CE.node);
+	if ((r = ce_lease(&lease, e)) != 0 ||
+	    (r = etcd_put(CE.c, key, "", 0, lease, NULL, e)) != 0)
+		return ce_msg(e, r, "joining the step");
+	if (be->stat(rootfd, tx->name, &st) == 0)
+		return err_set(e, CKPT_EEXIST, "step directory %s already "
+		    "exists", tx->name);
+	/* The first node makes the tmp dir; the others join it. */
+	if ((r = be->mkdir(rootfd, tmp, dmode, &fd, e)) != 0) {
+		if (r != CKPT_EEXIST)
+			return r;
+		memset(e, 0, sizeof *e);
+		if ((fd = be->open_dir(rootfd, tmp)) < 0)
+			return err_errno(e, errno, "open %s", tmp);
+	}
+	/* Every node's daemon holds a shared lock on it: a collector of
+	 * leftovers (whose lock is exclusive) leaves it alone while one of
+	 * them lives. The etcd coordinator runs on a POSIX filesystem every
+	 * node mounts, so the handle is an fd. */
+	if (flock(fd, LOCK_SH | LOCK_NB) != 0)
+		log_warn("flock %s: %s", tmp, strerror(errno));
+	*tmpfd = fd;
+	return 0;
+}
+
+static int
+ce_part_durable(struct steptx *tx, const struct steptx_part *s,
+    uint32_t rank, mode_t fmode, ckd_err *e)
+{
+	const struct store_backend *be = STORE_BE;
+	char name[64], key[CE_KEY], rk[32];
+	unsigned char *buf;
+	size_t n, k;
+	int64_t lease;
+	int fd, r;
+
+	n = ckpt__save__get_packed_size(s->sv);
+	if (n > CE_PART_MAX)
+		return err_set(e, CKPT_ETOOBIG, "rank %" PRIu32 ": metadata of "
+		    "%zu bytes (at most %u)", rank, n, CE_PART_MAX);
+	if ((buf = malloc(n + 8)) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	for (k = 0; k < 8; k++)
+		buf[k] = (unsigned char)(s->bytes >> (8 * k));
+	ckpt__save__pack(s->sv, buf + 8);
+	snprintf(name, sizeof name, CE_PART_FILE, rank);
+	(void)be->unlink(tx->tmpfd, name);
+	if ((fd = be->create(tx->tmpfd, name, fmode)) < 0) {
+		r = err_errno(e, errno, "create %s", name);
+		free(buf);
+		return r;
+	}
+	k = 0;
+	while (k < n + 8) {
+		ssize_t w = be->write(fd, buf + k, n + 8 - k);
+
+		if (w < 0) {
+			r = err_errno(e, errno, "write %s", name);
+			be->close(fd);
+			free(buf);
+			return r;
+		}
+		k += (size_t)w;
+	}
+	free(buf);
+	if (be->fsync(fd) != 0 || be->fsync(tx->tmpfd) != 0) {
+		r = err_errno(e, errno, "fsync %s", name);
+		be->close(fd);
+		return r;
+	}
+	be->close(fd);
+	snprintf(rk, sizeof rk, "rank/%" PRIu32, rank);
+	if ((r = ce_key(tx, rk, key, sizeof key, e)) != 0)
+		return r;
+	if ((r = ce_lease(&lease, e)) != 0 ||
+	    (r = etcd_put(CE.c, key, CE.node, strlen(CE.node), lease, NULL,
+	    e)) != 0)
+		return ce_msg(e, r, "publishing the part");
+	return 0;
+}
+
+static int
+ce_read_part(struct steptx *tx, unsigned slot, ckd_err *e)
+{
+	const struct store_backend *be = STORE_BE;
+	uint32_t rank = tx->ranks != NULL ? tx->ranks[slot] : slot;
+	char name[64];
+	unsigned char *buf;
+	struct stat st;
+	size_t k;
+	int fd, r;
+
+	snprintf(name, sizeof name, CE_PART_FILE, rank);
+	memset(e, 0, sizeof *e);
+	if ((fd = be->open_read(tx->tmpfd, name, &st, e)) < 0) {
+		if (e->code == CKPT_ENOTFOUND)
+			return err_set(e, CKPT_ERANK, "step %" PRIu64 ": the "
+			    "part of rank %" PRIu32 " (node %s) is gone from "
+			    "the step's tmp dir (removed as a leftover after "
+			    "that node's daemon died?)", tx->step, rank,
+			    tx->remote[slot].node);
+		return e->code != 0 ? e->code : err_errno(e, errno,
+		    "open %s", name);
+	}
+	if (st.st_size < 8 || (uint64_t)st.st_size > CE_PART_MAX + 8ull) {
+		be->close(fd);
+		return err_set(e, CKPT_ECORRUPT, "%s: %lld bytes", name,
+		    (long long)st.st_size);
+	}
+	if ((buf = malloc((size_t)st.st_size)) == NULL) {
+		be->close(fd);
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	}
+	r = be->read_range(fd, buf, (size_t)st.st_size, 0);
+	be->close(fd);
+	if (r != 0) {
+		free(buf);
+		return err_errno(e, errno, "read %s", name);
+	}
+	tx->remote[slot].bytes = 0;
+	for (k = 0; k < 8; k++)
+		tx->remote[slot].bytes |= (uint64_t)buf[k] << (8 * k);
+	tx->remote[slot].sv = ckpt__save__unpack(NULL,
+	    (size_t)st.st_size - 8, buf + 8);
+	free(buf);
+	if (tx->remote[slot].sv == NULL)
+		return err_set(e, CKPT_ECORRUPT, "%s (rank %" PRIu32 " of node "
+		    "%s): not a part's metadata", name, rank,
+		    tx->remote[slot].node);
+	return 0;
+}
+
+static int
+ce_gather(struct steptx *tx, ckd_err *e)
+{
+	const struct store_backend *be = STORE_BE;
+	char name[64];
+	unsigned slot;
+	int r;
+
+	for (slot = 0; slot < tx->nparts; slot++) {
+		uint32_t rank = tx->ranks != NULL ? tx->ranks[slot] : slot;
+
+		if (tx->parts[slot] == NULL && tx->remote[slot].sv == NULL &&
+		    (r = ce_read_part(tx, slot, e)) != 0)
+			return r;
+		/* Not part of the step's format: gone before the commit
+		 * (the tmp dir is synced after this). */
+		snprintf(name, sizeof name, CE_PART_FILE, rank);
+		if (be->unlink(tx->tmpfd, name) != 0 && errno != ENOENT)
+			return err_errno(e, errno, "remove %s", name);
+	}
+	return 0;
+}
+
+/* The nodes holding parts of tx: this one and those of remote parts. */
+static unsigned
+ce_nodes(const struct steptx *tx, const char **nodes, unsigned max)
+{
+	unsigned n = 0, i, k;
+
+	nodes[n++] = CE.node;
+	for (i = 0; i < tx->nparts && tx->remote != NULL; i++) {
+		if (tx->parts[i] != NULL || !tx->remote[i].durable)
+			continue;
+		for (k = 0; k < n; k++)
+			if (strcmp(nodes[k], tx->remote[i].node) == 0)
+				break;
+		if (k == n && n < max)
+			nodes[n++] = tx->remote[i].node;
+	}
+	return n;
+}
+
+/* After a refused commit: why (the failure recorded, or the nodes gone). */
+static int
+ce_refused(struct steptx *tx, const char **nodes, unsigned n, ckd_err *e)
+{
+	struct etcd_kvs kvs;
+	char key[CE_KEY], gone[512];
+	size_t off = 0;
+	unsigned i, k;
+	int r;
+
+	if ((r = ce_key(tx, "failed", key, sizeof key, e)) != 0)
+		return r;
+	if ((r = etcd_get(CE.c, key, 0, &kvs, e)) != 0)
+		return ce_msg(e, r, "reading the step's state");
+	if (kvs.n > 0) {
+		const char *v = kvs.kv[0].value, *nl = strchr(v, '\n');
+		int code = 0;
+
+		if (nl == NULL || sscanf(v, "%*s %d", &code) != 1 ||
+		    code >= 0)
+			code = CKPT_EIO;
+		err_set(e, code, "%s", nl != NULL ? nl + 1 : v);
+		etcd_kvs_free(&kvs);
+		return code;
+	}
+	etcd_kvs_free(&kvs);
+	if ((r = ce_key(tx, "join/", key, sizeof key, e)) != 0)
+		return r;
+	if ((r = etcd_get(CE.c, key, 1, &kvs, e)) != 0)
+		return ce_msg(e, r, "reading the step's state");
+	gone[0] = '\0';
+	for (i = 0; i < n; i++) {
+		size_t kl = strlen(key);
+
+		for (k = 0; k < kvs.n; k++)
+			if (strcmp(kvs.kv[k].key + kl, nodes[i]) == 0)
+				break;
+		if (k < kvs.n)
+			continue;
+		r = snprintf(gone + off, sizeof gone - off, "%s%s",
+		    off > 0 ? ", " : "", nodes[i]);
+		if (r > 0 && (size_t)r < sizeof gone - off)
+			off += (size_t)r;
+	}
+	etcd_kvs_free(&kvs);
+	if (off > 0)
+		return err_set(e, CKPT_ERANK, "step %" PRIu64 ": node %s is "
+		    "gone (its etcd lease expired) before the step was "
+		    "committed", tx->step, gone);
+	return err_set(e, CKPT_EIO, "step %" PRIu64 ": etcd refused the "
+	    "commit", tx->step);
+}
+
+/* The commit key is there and ours (a commit sent again). */
+static int
+ce_is_ours(struct steptx *tx)
+{
+	struct etcd_kvs kvs;
+	char key[CE_KEY];
+	size_t l = strlen(CE.node);
+	ckd_err e;
+	int ours;
+
+	if (ce_key(tx, "commit", key, sizeof key, &e) != 0 ||
+	    etcd_get(CE.c, key, 0, &kvs, &e) != 0)
+		return 0;
+	ours = kvs.n > 0 && strncmp(kvs.kv[0].value, CE.node, l) == 0 &&
+	    kvs.kv[0].value[l] == ' ';
+	etcd_kvs_free(&kvs);
+	return ours;
+}
+
+static int
+ce_decide(struct steptx *tx, ckd_err *e)
+{
+	const char *nodes[CKPT_ETCD_MAX_COMPARES - 2];
+	struct etcd_cmp cmp[CKPT_ETCD_MAX_COMPARES];
+	char (*keys)[CE_KEY] = NULL;
+	char ckey[CE_KEY], fkey[CE_KEY], val[128];
+	unsigned n, i;
+	int r, won = 0;
+
+	n = ce_nodes(tx, nodes, CKPT_ETCD_MAX_COMPARES - 2);
+	if ((keys = calloc(n, sizeof *keys)) == NULL)
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	if ((r = ce_key(tx, "commit", ckey, sizeof ckey, e)) != 0 ||
+	    (r = ce_key(tx, "failed", fkey, sizeof fkey, e)) != 0)
+		goto out;
+	cmp[0].key = ckey;
+	cmp[0].kind = ETCD_ABSENT;
+	cmp[1].key = fkey;
+	cmp[1].kind = ETCD_ABSENT;
+	for (i = 0; i < n; i++) {
+		if ((r = ce_key(tx, "join/", keys[i], sizeof keys[i], e)) != 0)
+			goto out;
+		if (strlen(keys[i]) + strlen(nodes[i]) >= sizeof keys[i]) {
+			r = err_set(e, CKPT_EINVAL, "key too long");
+			goto out;
+		}
+		strcat(keys[i], nodes[i]);
+		cmp[2 + i].key = keys[i];
+		cmp[2 + i].kind = ETCD_EXISTS;
+	}
+	snprintf(val, sizeof val, "%s %" PRIu64, CE.node, tx->bytes);
+	r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0, &won,
+	    NULL, e);
+	if (r != 0) {
+		if (ce_is_ours(tx)) {
+			r = 0;
+			goto out;
+		}
+		r = ce_msg(e, r, "committing the step");
+		goto out;
+	}
+	if (!won)
+		r = ce_is_ours(tx) ? 0 : ce_refused(tx, nodes, n, e);
+out:
+	free(keys);
+	return r;
+}
+
+static int
+ce_failed(struct steptx *tx, const ckd_err *why)
+{
+	struct etcd_cmp cmp[2];
+	char ckey[CE_KEY], fkey[CE_KEY], val[CKPT_ERRLEN + 96];
+	struct etcd_kvs kvs;
+	ckd_err e;
+	int won = 0, r;
+
+	if (ce_key(tx, "commit", ckey, sizeof ckey, &e) != 0 ||
+	    ce_key(tx, "failed", fkey, sizeof fkey, &e) != 0)
+		return 0;
+	cmp[0].key = ckey;
+	cmp[0].kind = ETCD_ABSENT;
+	cmp[1].key = fkey;
+	cmp[1].kind = ETCD_ABSENT;
+	snprintf(val, sizeof val, "%s %d\n%s", CE.node, why->code, why->msg);
+	if (etcd_put_if(CE.c, cmp, 2, fkey, val, strlen(val), 0, &won, NULL,
+	    &e) != 0) {
+		/* Whether the step was committed is unknown: its tmp dir
+		 * stays (a leftover, never listed). */
+		log_warn("etcd: recording the failure of step %" PRIu64 ": %s",
+		    tx->step, e.msg);
+		return 1;
+	}
+	if (won)
+		return 0;
+	if (etcd_get(CE.c, ckey, 0, &kvs, &e) != 0)
+		return 1;
+	r = kvs.n > 0;
+	etcd_kvs_free(&kvs);
+	return r;
+}
+
+/* ---- the watch (its thread) and the loop -------------------------------------- */
+
+static void
+ce_push(struct cev *v)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&CE.mu);
+	if (CE.qtail != NULL)
+		CE.qtail->next = v;
+	else
+		CE.qhead = v;
+	CE.qtail = v;
+	pthread_mutex_unlock(&CE.mu);
+	if (write(CE.efd, &one, sizeof one) < 0 && errno != EAGAIN)
+		log_warn("etcd: waking the loop: %s", strerror(errno));
+}
+
+static void
+ce_on_event(void *arg, const struct etcd_event *ev)
+{
+	const char *k = ev->key, *p, *rest;
+	char digits[21];
+	struct cev *v;
+	size_t jl;
+
+	(void)arg;
+	if (strncmp(k, CE_PREFIX "job/", strlen(CE_PREFIX "job/")) != 0)
+		return;
+	k += strlen(CE_PREFIX "job/");
+	if ((p = strstr(k, "/step/")) == NULL || strlen(p + 6) < 21 ||
+	    p[6 + 20] != '/')
+		return;
+	if ((v = calloc(1, sizeof *v)) == NULL)
+		return;
+	jl = (size_t)(p - k);
+	memcpy(digits, p + 6, 20);
+	digits[20] = '\0';
+	v->step = strtoull(digits, NULL, 10);
+	rest = p + 6 + 21;
+	if (ce_job_dec(k, jl, v->job, sizeof v->job) != 0)
+		goto drop;
+	if (ev->type == ETCD_EVENT_PUT && strncmp(rest, "rank/", 5) == 0) {
+		v->kind = CEV_RANK;
+		v->rank = (uint32_t)strtoul(rest + 5, NULL, 10);
+		snprintf(v->node, sizeof v->node, "%.*s", (int)ev->value_len,
+		    ev->value);
+	} else if (ev->type == ETCD_EVENT_PUT && strcmp(rest, "commit") == 0) {
+		v->kind = CEV_COMMIT;
+		if (sscanf(ev->value, "%63s %" SCNu64, v->node, &v->bytes) != 2)
+			goto drop;
+	} else if (ev->type == ETCD_EVENT_PUT && strcmp(rest, "failed") == 0) {
+		const char *nl = strchr(ev->value, '\n');
+		int code = 0;
+
+		v->kind = CEV_FAILED;
+		if (nl == NULL || sscanf(ev->value, "%63s %d", v->node,
+		    &code) != 2 || code >= 0)
+			code = CKPT_EIO;
+		err_set(&v->why, code, "%s", nl != NULL ? nl + 1 : ev->value);
+	} else if (ev->type == ETCD_EVENT_DELETE &&
+	    strncmp(rest, "join/", 5) == 0) {
+		v->kind = CEV_GONE;
+		snprintf(v->node, sizeof v->node, "%s", rest + 5);
+		err_set(&v->why, CKPT_ERANK, "step %" PRIu64 ": node %s is gone "
+		    "(its etcd lease expired) before its parts of the step "
+		    "were committed", v->step, v->node);
+	} else {
+		goto drop;
+	}
+	if (strcmp(v->node, CE.node) == 0)
+		goto drop;      /* this daemon's own */
+	ce_push(v);
+	return;
+drop:
+	free(v);
+}
+
+static struct known *
+ce_known(const char *job, uint64_t step)
+{
+	struct known *k, **pp;
+
+	for (k = CE.known; k != NULL; k = k->next)
+		if (k->step == step && strcmp(k->job, job) == 0)
+			return k;
+	if (CE.nknown >= CE_KNOWN_MAX) {
+		/* Forget the oldest (the list's tail). */
+		for (pp = &CE.known; (*pp)->next != NULL; pp = &(*pp)->next)
+			;
+		k = *pp;
+		*pp = NULL;
+		free(k->ranks);
+		free(k->nodes);
+		free(k);
+		CE.nknown--;
+	}
+	if ((k = calloc(1, sizeof *k)) == NULL)
+		return NULL;
+	snprintf(k->job, sizeof k->job, "%s", job);
+	k->step = step;
+	k->next = CE.known;
+	CE.known = k;
+	CE.nknown++;
+	return k;
+}
+
+static void
+ce_known_rank(struct known *k, uint32_t rank, const char *node)
+{
+	uint32_t *r;
+	char (*nd)[64];
+
+	if ((r = realloc(k->ranks, (k->n + 1) * sizeof *r)) == NULL)
+		return;
+	k->ranks = r;
+	if ((nd = realloc(k->nodes, (k->n + 1) * sizeof *nd)) == NULL)
+		return;
+	k->nodes = nd;
+	k->ranks[k->n] = rank;
+	snprintf(k->nodes[k->n], sizeof k->nodes[k->n], "%s", node);
+	k->n++;
+}
+
+static void
+ce_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct cev *v, *next;
+	struct known *k;
+	uint64_t cnt;
+
+	(void)what;
+	(void)arg;
+	if (read(fd, &cnt, sizeof cnt) < 0 && errno != EAGAIN)
+		log_warn("etcd: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&CE.mu);
+	v = CE.qhead;
+	CE.qhead = CE.qtail = NULL;
+	pthread_mutex_unlock(&CE.mu);
+	for (; v != NULL; v = next) {
+		next = v->next;
+		switch (v->kind) {
+		case CEV_RANK:
+			if (steptx_remote_part(v->job, v->step, v->rank,
+			    v->node) != 0 && (k = ce_known(v->job, v->step)) !=
+			    NULL)
+				ce_known_rank(k, v->rank, v->node);
+			break;
+		case CEV_COMMIT:
+			if (steptx_remote_commit(v->job, v->step, v->bytes) !=
+			    0 && (k = ce_known(v->job, v->step)) != NULL) {
+				k->committed = 1;
+				k->bytes = v->bytes;
+			}
+			break;
+		case CEV_FAILED:
+		case CEV_GONE:
+			log_debug("etcd: %s", v->why.msg);
+			if (steptx_remote_fail(v->job, v->step, &v->why) != 0 &&
+			    (k = ce_known(v->job, v->step)) != NULL &&
+			    !k->committed && k->why.code == 0)
+				k->why = v->why;
+			break;
+		}
+		free(v);
+	}
+}
+
+static void
+ce_tx_new(struct steptx *tx)
+{
+	struct known *k, **pp;
+	unsigned i;
+
+	for (pp = &CE.known; (k = *pp) != NULL; pp = &k->next)
+		if (k->step == tx->step && strcmp(k->job, tx->job) == 0)
+			break;
+	if (k == NULL)
+		return;
+	*pp = k->next;
+	CE.nknown--;
+	if (k->why.code != 0)
+		steptx_fail(tx, &k->why);
+	for (i = 0; i < k->n; i++)
+		steptx_remote_part(tx->job, tx->step, k->ranks[i],
+		    k->nodes[i]);
+	if (k->committed)
+		steptx_remote_commit(tx->job, tx->step, k->bytes);
+	free(k->ranks);
+	free(k->nodes);
+	free(k);
+}
+
+static void
+ce_status(char *buf, size_t len)
+{
+	char waiting[1024];
+	const char *state;
+	int64_t lease;
+	int kept;
+
+	pthread_mutex_lock(&CE.mu);
+	lease = CE.lease;
+	kept = etcd_lease_kept(CE.c);
+	pthread_mutex_unlock(&CE.mu);
+	state = kept == 0 ? "alive" : kept == CKPT_ENOTFOUND ? "lost" :
+	    "etcd unreachable";
+	steptx_waiting(waiting, sizeof waiting);
+	snprintf(buf, len, "etcd %s, node %s, lease %" PRIx64 " (%s, ttl %u "
+	    "s), waiting on other nodes: %s", etcd_endpoints(CE.c), CE.node,
+	    (uint64_t)lease, state, CE.ttl, waiting[0] != '\0' ? waiting :
+	    "none");
+}
+
+static void ce_shutdown(void);
+
+static const struct coord_ops coord_etcd_ops = {
+	.name = "etcd",
+	.tx_new = ce_tx_new,
+	.begin = ce_begin,
+	.part_durable = ce_part_durable,
+	.gather = ce_gather,
+	.decide = ce_decide,
+	.failed = ce_failed,
+	.status = ce_status,
+	.shutdown = ce_shutdown,
+};
+
+static void
+ce_shutdown(void)
+{
+	struct cev *v;
+	struct known *k;
+	ckd_err e;
+
+	etcd_watch_stop(CE.w);
+	CE.w = NULL;
+	if (CE.c != NULL) {
+		etcd_lease_unkeep(CE.c);
+		/* Steps this node had not finished fail on the others now
+		 * rather than after the lease's TTL. */
+		if (CE.lease != 0 && etcd_lease_revoke(CE.c, CE.lease, &e) != 0)
+			log_warn("etcd: revoking the lease: %s", e.msg);
+		etcd_close(CE.c);
+		CE.c = NULL;
+	}
+	if (CE.ev != NULL)
+		event_free(CE.ev);
+	CE.ev = NULL;
+	if (CE.efd >= 0)
+		close(CE.efd);
+	CE.efd = -1;
+	while ((v = CE.qhead) != NULL) {
+		CE.qhead = v->next;
+		free(v);
+	}
+	CE.qtail = NULL;
+	while ((k = CE.known) != NULL) {
+		CE.known = k->next;
+		free(k->ranks);
+		free(k->nodes);
+		free(k);
+	}
+	CE.nknown = 0;
+	CE.lease = 0;
+}
+
+int
+coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
+    const struct coord_ops **ops, ckd_err *e)
+{
+	int64_t lease;
+	int r;
+
+	if (cf->node == NULL || !ce_valid_node(cf->node))
+		return err_set(e, CKPT_EINVAL, "--etcd needs --node NAME (1 to "
+		    "63 of A-Z a-z 0-9 . _ -), got '%s'", cf->node != NULL ?
+		    cf->node : "");
+	snprintf(CE.node, sizeof CE.node, "%s", cf->node);
+	CE.ttl = cf->lease_ttl > 0 ? cf->lease_ttl : 10;
+	if ((r = etcd_open(&CE.c, cf->etcd, cf->timeout_ms > 0 ?
+	    (int)cf->timeout_ms : 5000, e)) != 0)
+		return r;
+	if ((CE.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		r = err_errno(e, errno, "eventfd");
+		goto fail;
+	}
+	if ((CE.ev = event_new(base, CE.efd, EV_READ | EV_PERSIST, ce_drain,
+	    NULL)) == NULL || event_add(CE.ev, NULL) != 0) {
+		r = err_set(e, CKPT_ENOMEM, "event_new failed");
+		goto fail;
+	}
+	if ((r = ce_lease(&lease, e)) != 0) {
+		r = ce_msg(e, r, "taking the node's lease");
+		goto fail;
+	}
+	if ((CE.w = etcd_watch_start(CE.c, CE_PREFIX "job/", 1, 0, ce_on_event,
+	    NULL, e)) == NULL) {
+		r = ce_msg(e, e->code != 0 ? e->code : CKPT_EIO,
+		    "watching the steps");
+		goto fail;
+	}
+	log_info("coordination through etcd %s as node %s (lease %" PRIx64
+	    ", ttl %u s)", etcd_endpoints(CE.c), CE.node, (uint64_t)lease,
+	    CE.ttl);
+	*ops = &coord_etcd_ops;
+	return 0;
+fail:
+	ce_shutdown();
+	return r;
+}

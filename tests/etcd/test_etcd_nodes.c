@@ -1,0 +1,378 @@
+/*
+ * test_etcd_nodes.c - one distributed step over the daemons of two nodes,
+ * committed through etcd.
+ *
+ * Two network namespaces (bed.c), an etcd member on node 0, one ckptd per
+ * node started inside its namespace with --etcd/--node; the root is one
+ * directory both daemons see (the filesystem every node mounts). Four
+ * ranks (libckpt threads), ranks 0-1 talking to node 0's daemon and 2-3 to
+ * node 1's, save pieces of a global array and a replicated leaf:
+ *  - the step commits once; both daemons list it; it restores whole and
+ *    into piece targets of another layout through either daemon;
+ *  - node 1's daemon is SIGKILLed while its ranks' parts are in the step:
+ *    the ranks of node 0 get CKPT_ERANK naming node 1 once its lease
+ *    expires; nothing is listed and no tmp dir stays;
+ *  - with node 1's daemon back, the next step commits on both.
+ */
+#include <dirent.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bed.h"
+#include "harness.h"
+
+#define NODES 2
+#define RANKS 4
+#define ROWS 37
+#define COLS 24
+
+static struct bed b;
+static struct hx_daemon d[NODES];
+static const char *node_names[NODES] = { "n0", "n1" };
+static char root[HX_PATH];
+static float g[ROWS * COLS];
+static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
+
+struct rank {
+	int index;
+	uint64_t step;
+	int hold_ms;            /* wait this long after saving, before waiting */
+	int save_rc, wait_rc;
+	char msg[512];
+};
+
+static int node_of(int rank)
+{
+	return rank * NODES / RANKS;
+}
+
+static void rows_of(int r, int64_t *lo, int64_t *hi)
+{
+	int64_t q = ROWS / RANKS, rem = ROWS % RANKS;
+
+	*lo = r * q + (r < rem ? r : rem);
+	*hi = *lo + q + (r < rem ? 1 : 0);
+}
+
+static int open_rank(ckpt_client *c, int index, ckpt_manager **m)
+{
+	ckpt_options *o = ckpt_options_new();
+	int r;
+
+	ckpt_options_set_process_index(o, (uint32_t)index);
+	ckpt_options_set_process_count(o, RANKS);
+	ckpt_options_set_job(o, "multi/node job");
+	r = ckpt_manager_open(c, root, o, m);
+	ckpt_options_free(o);
+	return r;
+}
+
+static void *rank_thread(void *arg)
+{
+	struct rank *k = arg;
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t = ckpt_tree_new();
+	ckpt_save_args *a = ckpt_save_args_new();
+	int64_t lo, hi, mid, gs[2] = { ROWS, COLS }, off[2], shp[2], bs = 5;
+	int saved = 0;
+
+	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
+	if (hx_connect(&d[node_of(k->index)], &c) != 0 ||
+	    open_rank(c, k->index, &m) != 0) {
+		snprintf(k->msg, sizeof k->msg, "open: %s",
+		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+		goto out;
+	}
+	rows_of(k->index, &lo, &hi);
+	mid = lo + (hi - lo) / 2;
+	off[0] = lo; off[1] = 0; shp[0] = mid - lo; shp[1] = COLS;
+	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[lo * COLS],
+	    (size_t)(shp[0] * COLS) * sizeof(float));
+	off[0] = mid; shp[0] = hi - mid;
+	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[mid * COLS],
+	    (size_t)(shp[0] * COLS) * sizeof(float));
+	ckpt_tree_add_array(t, "b", CKPT_F64, 1, &bs, bvec, sizeof bvec);
+	ckpt_tree_add_int(t, "step", (int64_t)k->step);
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	k->save_rc = ckpt_save(m, k->step, a, &saved);
+	if (k->save_rc == 0 && !saved)
+		k->save_rc = CKPT_EINTERNAL;
+	if (k->save_rc != 0)
+		snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
+	if (k->hold_ms > 0) {
+		/* this rank's daemon is killed meanwhile: the process goes
+		 * away without a word to it */
+		hx_sleep_ms(k->hold_ms);
+		ckpt_disconnect(c);
+		c = NULL;
+		m = NULL;
+		goto out;
+	}
+	k->wait_rc = ckpt_wait_until_finished(m);
+	if (k->save_rc == 0)
+		snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
+out:
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	return NULL;
+}
+
+/* Ranks of [first, last) save step; hold_ms as rank_thread. */
+static void start_ranks(pthread_t *th, struct rank *k, int first, int last,
+    uint64_t step, int hold_ms)
+{
+	int i;
+
+	for (i = first; i < last; i++) {
+		memset(&k[i], 0, sizeof k[i]);
+		k[i].index = i;
+		k[i].step = step;
+		k[i].hold_ms = hold_ms;
+		pthread_create(&th[i], NULL, rank_thread, &k[i]);
+	}
+}
+
+static void join_ranks(pthread_t *th, int first, int last)
+{
+	int i;
+
+	for (i = first; i < last; i++)
+		pthread_join(th[i], NULL);
+}
+
+static int all_ok(struct rank *k, const char *what)
+{
+	int i, all = 1;
+
+	for (i = 0; i < RANKS; i++) {
+		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
+			diag("%s: rank %d: save %d wait %d: %s", what, i,
+			    k[i].save_rc, k[i].wait_rc, k[i].msg);
+		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
+	}
+	return all;
+}
+
+/* 1 when step is among the steps a manager of node's daemon lists. */
+static int listed(int node, uint64_t step)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	uint64_t *v = NULL;
+	size_t n = 0, i;
+	int found = -1;
+
+	if (hx_connect(&d[node], &c) != 0 ||
+	    ckpt_manager_open(c, root, NULL, &m) != 0 ||
+	    ckpt_all_steps(m, &v, &n) != 0)
+		goto out;
+	for (found = 0, i = 0; i < n; i++)
+		found |= v[i] == step;
+	free(v);
+out:
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	return found;
+}
+
+/* Anything in the root but committed step directories. */
+static int leftovers(void)
+{
+	DIR *dir = opendir(root);
+	struct dirent *de;
+	int n = 0;
+
+	if (dir == NULL)
+		return -1;
+	while ((de = readdir(dir)) != NULL)
+		if (strchr(de->d_name, '.') != NULL && strcmp(de->d_name, ".") &&
+		    strcmp(de->d_name, "..")) {
+			diag("left in the root: %s", de->d_name);
+			n++;
+		}
+	closedir(dir);
+	return n;
+}
+
+static void check_restores(int node, uint64_t step)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_restored *res = NULL;
+	ckpt_restore_args *ra;
+	ckpt_tree *tg;
+	const ckpt_tree *t;
+	ckpt_leaf lf;
+	int64_t gs[2] = { ROWS, COLS }, off[2], shp[2];
+	double *cols[3];
+	int i, good;
+
+	if (hx_connect(&d[node], &c) != 0 ||
+	    ckpt_manager_open(c, root, NULL, &m) != 0) {
+		ok(0, "open the root through node %d's daemon", node);
+		goto out;
+	}
+	if (!ok_call(ckpt_restore(m, (int64_t)step, NULL, &res), c,
+	    "step %" PRIu64 " restores through node %d's daemon", step, node))
+		goto out;
+	t = ckpt_restored_item_tree(res, 0);
+	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "w"), &lf) == 0 &&
+	    lf.global_shape == NULL && lf.ndim == 2 && lf.shape[0] == ROWS &&
+	    lf.shape[1] == COLS && lf.nbytes == sizeof g &&
+	    memcmp(lf.data, g, sizeof g) == 0;
+	ok(good, "node %d: the global array is assembled from the pieces of "
+	    "both nodes, bit for bit", node);
+	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "b"), &lf) == 0 &&
+	    lf.nbytes == sizeof bvec && memcmp(lf.data, bvec, sizeof bvec) == 0;
+	ok(good, "node %d: the replicated array restores", node);
+	ckpt_restored_free(res);
+
+	/* resharded: 3 column blocks (as 3 processes would ask), F64 */
+	tg = ckpt_tree_new();
+	for (i = 0; i < 3; i++) {
+		off[0] = 0; off[1] = i * (COLS / 3);
+		shp[0] = ROWS; shp[1] = COLS / 3;
+		cols[i] = calloc((size_t)(ROWS * shp[1]), sizeof(double));
+		ckpt_tree_add_piece_target(tg, "w", CKPT_F64, 2, gs, off, shp,
+		    cols[i], (size_t)(ROWS * shp[1]) * sizeof(double));
+	}
+	ra = ckpt_restore_args_new();
+	ckpt_restore_args_add_item(ra, "default", tg, 1);
+	if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
+	    "node %d: restore into column piece targets", node)) {
+		int64_t r, col;
+
+		good = 1;
+		for (i = 0; i < 3; i++)
+			for (r = 0; r < ROWS; r++)
+				for (col = 0; col < COLS / 3; col++)
+					good &= cols[i][r * (COLS / 3) + col] ==
+					    (double)g[r * COLS + i * (COLS / 3) + col];
+		ok(good, "node %d: each column block is filled from the rows "
+		    "of both nodes' ranks", node);
+		ckpt_restored_free(res);
+	}
+	ckpt_restore_args_free(ra);
+	ckpt_tree_free(tg);
+	for (i = 0; i < 3; i++)
+		free(cols[i]);
+out:
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}
+
+/* Start (or restart) node's daemon inside its namespace. */
+static int start_node(int node, int restart)
+{
+	int r;
+
+	if (bed_enter(&b, node) != 0)
+		return -1;
+	r = restart ? hx_restart(&d[node]) : hx_start(&d[node]);
+	if (bed_enter(&b, -1) != 0)
+		return -1;
+	return r;
+}
+
+int main(void)
+{
+	struct rank k[RANKS];
+	pthread_t th[RANKS];
+	char ttl[] = "2";
+	int i, all, named;
+
+	hx_fill(g, sizeof g, 7);
+	for (i = 0; i < ROWS * COLS; i++)
+		g[i] = (float)((int32_t)((uint32_t *)g)[i] % 100000) / 7.0f;
+	if (geteuid() != 0)
+		bail_out("needs root (network namespaces)");
+	if (bed_init(&b, NODES) != 0 || bed_etcd_start(&b, 1) != 0) {
+		bed_fini(&b);
+		bail_out("cannot make the test bed");
+	}
+	for (i = 0; i < NODES; i++) {
+		hx_init(&d[i]);
+		d[i].extra[0] = "--etcd";
+		d[i].extra[1] = b.endpoints;
+		d[i].extra[2] = "--node";
+		d[i].extra[3] = node_names[i];
+		d[i].extra[4] = "--etcd-lease-ttl";
+		d[i].extra[5] = ttl;
+		d[i].extra[6] = NULL;
+		if (start_node(i, 0) != 0) {
+			hx_dump_log(&d[i], 40);
+			bed_fini(&b);
+			bail_out("ckptd of node %d did not start", i);
+		}
+	}
+	hx_path(&d[0], root, "shared-root");
+	hx_mkdirs(root);
+
+	start_ranks(th, k, 0, RANKS, 1, 0);
+	join_ranks(th, 0, RANKS);
+	ok(all_ok(k, "step 1"), "4 ranks on 2 nodes save step 1 and each "
+	    "waits for its commit");
+	for (i = 0; i < NODES; i++)
+		is_int(listed(i, 1), 1, "node %d's daemon lists step 1", i);
+	check_restores(1, 1);
+	check_restores(0, 1);
+
+	/* Node 1's daemon dies with its part of step 2 not complete: rank 2
+	 * handed its part, rank 3 had not yet. Then node 0's ranks save. */
+	start_ranks(th, k, 2, 3, 2, 1500);
+	hx_sleep_ms(500);
+	hx_kill9(&d[1]);
+	join_ranks(th, 2, 3);
+	start_ranks(th, k, 0, 2, 2, 0);
+	join_ranks(th, 0, 2);
+	/* The first of node 0's ranks to learn it gets the node named; a
+	 * rank arriving after its partner gave up on the failed step gets
+	 * that partner named instead (the step fails all the same). */
+	all = 1;
+	named = 0;
+	for (i = 0; i < 2; i++) {
+		int rc = k[i].save_rc != 0 ? k[i].save_rc : k[i].wait_rc;
+
+		all &= rc == CKPT_ERANK;
+		named += strstr(k[i].msg, "node n1") != NULL;
+		diag("rank %d: save %d wait %d: %s", i, k[i].save_rc,
+		    k[i].wait_rc, k[i].msg);
+	}
+	ok(all && named > 0, "node 1's daemon killed mid-step: node 0's ranks "
+	    "get CKPT_ERANK naming node n1");
+	is_int(listed(0, 2), 0, "step 2 is not listed on node 0");
+	is_int(leftovers(), 0, "no tmp dir of step 2 stays in the root");
+
+	if (start_node(1, 1) != 0) {
+		hx_dump_log(&d[1], 40);
+		bail_out("ckptd of node 1 did not restart");
+	}
+	start_ranks(th, k, 0, RANKS, 3, 0);
+	join_ranks(th, 0, RANKS);
+	ok(all_ok(k, "step 3"), "with node 1's daemon back, step 3 commits");
+	for (i = 0; i < NODES; i++) {
+		is_int(listed(i, 3), 1, "node %d's daemon lists step 3", i);
+		is_int(listed(i, 2), 0, "node %d's daemon does not list step 2",
+		    i);
+	}
+	check_restores(1, 3);
+
+	for (i = 0; i < NODES; i++) {
+		ok(hx_alive(&d[i]), "node %d's ckptd still running", i);
+		is_int(hx_stop(&d[i]), 0, "node %d's ckptd exits cleanly", i);
+	}
+	for (i = 0; i < NODES; i++) {
+		if (tap_failures() > 0)
+			hx_dump_log(&d[i], 30);
+		hx_cleanup(&d[i]);
+	}
+	bed_fini(&b);
+	return done_testing();
+}
