@@ -2,7 +2,7 @@
  * coord.h - the coordination of distributed steps between daemons: the
  * seam between the step transaction (steptx.c) and where its parts live.
  *
- * One implementation is chosen at start-up (coord_init):
+ * One implementation is chosen at start-up (main.c):
  *   - local (coord_local.c): every rank of a job talks to this daemon; a
  *     step commits when all its parts here are durable. What ckptd does
  *     without --etcd.
@@ -13,7 +13,8 @@
  *     step once, and every daemon learns of commits and failures through
  *     a watch (keys: daemon/README.md, "Multi-node coordination").
  *
- * steptx.c calls these functions and nothing of an implementation. What
+ * steptx.c calls these functions through the table main.c hands it and
+ * knows nothing of an implementation. What
  * the coordinator learns from other nodes it hands to the transaction on
  * the loop thread: steptx_remote_part, steptx_remote_commit,
  * steptx_remote_fail (steptx.h).
@@ -70,14 +71,10 @@ struct coord_conf {
 	unsigned timeout_ms;            /* one etcd call */
 };
 
-/* Start-up: choose the implementation. The etcd one connects, takes the
- * node's lease and starts its watch (an unreachable etcd is an error). */
-int coord_init(struct event_base *base, const struct coord_conf *cf,
-    ckd_err *e);
-/* The chosen implementation. */
-const struct coord_ops *coord(void);
-void coord_shutdown(void);
-
+/* The implementations; main.c chooses one at start-up and hands it to
+ * the step transactions (steptx_set_coord). coord_etcd_init connects,
+ * takes the node's lease and starts its watch (an unreachable etcd is an
+ * error) and sets *ops. */
 extern const struct coord_ops coord_local_ops;
 int coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
     const struct coord_ops **ops, ckd_err *e);

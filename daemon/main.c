@@ -66,6 +66,7 @@ static struct {
 	char state_dir[PATH_MAX];
 	char log_path[PATH_MAX];
 	uint64_t budget;
+	const struct coord_ops *coord;  /* local, or etcd (--etcd) */
 	int64_t start_ns;
 	int64_t idle_since_ns;       /* 0: busy at the last look */
 	char private_dir[64];        /* per-user socket dir to check, or "" */
@@ -831,7 +832,15 @@ main_coord(ckd_err *e)
 	cf.timeout_ms = M.cfg.etcd_timeout;
 	if (cf.etcd[0] == '\0' && cf.node[0] != '\0')
 		return err_set(e, CKPT_EINVAL, "--node is given without --etcd");
-	return coord_init(M.base, &cf, e);
+	M.coord = &coord_local_ops;
+	if (cf.etcd[0] != '\0' &&
+	    coord_etcd_init(M.base, &cf, &M.coord, e) != 0) {
+		M.coord = &coord_local_ops;
+		steptx_set_coord(M.coord);
+		return e->code;
+	}
+	steptx_set_coord(M.coord);
+	return 0;
 }
 
 static int
@@ -937,7 +946,8 @@ main(int argc, char **argv)
 	worker_shutdown();
 	save_shutdown();
 	manager_shutdown();
-	coord_shutdown();
+	M.coord->shutdown();
+	steptx_set_coord(&coord_local_ops);
 	index_close(ix);
 	conn_stop_listening();
 	for (i = 0; i < 3; i++)

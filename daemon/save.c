@@ -624,7 +624,7 @@ save_finish(struct save *s, ckd_err *e)
 		/* A part: its files are durable; the commit is the
 		 * transaction's, once every part is. */
 		if ((r = store_sync_run(&s->sync, e)) != 0 ||
-		    (r = coord()->part_durable(s->tx, &s->part, s->rank,
+		    (r = steptx_coord()->part_durable(s->tx, &s->part, s->rank,
 		    s->fmode, e)) != 0)
 			goto fail;
 		for (i = 0; i < sv->n_items; i++) {
@@ -1155,7 +1155,7 @@ save_tx_begin_run(struct task *t)
 
 	if (root_open_dir(tx->r, &tx->rootfd, &t->err) != 0)
 		return;
-	if (coord()->begin(tx, tx->rootfd, s->dmode, &tx->tmpfd,
+	if (steptx_coord()->begin(tx, tx->rootfd, s->dmode, &tx->tmpfd,
 	    &t->err) != 0) {
 		close(tx->rootfd);
 		tx->rootfd = -1;

@@ -46,12 +46,25 @@ struct outcome {
 static struct outcome *OUTCOMES;        /* newest first */
 static struct event_base *TX_BASE;      /* for the timers of missing parts */
 static struct index *TX_IX;             /* where commits and failures go */
+static const struct coord_ops *COORD;   /* where the parts live (coord.h) */
 
 void
 steptx_init(struct event_base *base, struct index *ix)
 {
 	TX_BASE = base;
 	TX_IX = ix;
+}
+
+void
+steptx_set_coord(const struct coord_ops *c)
+{
+	COORD = c;
+}
+
+const struct coord_ops *
+steptx_coord(void)
+{
+	return COORD;
 }
 
 struct steptx *
@@ -312,7 +325,7 @@ steptx_new(struct root *r, const char *job, uint64_t step, const char *name,
 	tx->next = TX;
 	TX = tx;
 	if (nparts > 1)
-		coord()->tx_new(tx);
+		COORD->tx_new(tx);
 	return tx;
 fail:
 	if (tx->timer != NULL)
@@ -951,7 +964,7 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 		return steptx_adopt(tx, e);     /* committed by another node */
 	sv = tx->parts[tx->primary]->sv;
 	store_sync_init(&b);
-	if ((r = coord()->gather(tx, e)) != 0 ||
+	if ((r = COORD->gather(tx, e)) != 0 ||
 	    (r = steptx_check_items(tx, e)) != 0)
 		goto fail;
 	tx->bytes = 0;
@@ -1003,7 +1016,7 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 	if ((r = store_write_step_meta_nosync(tx->tmpfd, &meta, lead->fmode,
 	    &b, e)) != 0 || (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
 	    (r = store_sync_run(&b, e)) != 0 ||
-	    (r = coord()->decide(tx, e)) != 0 ||
+	    (r = COORD->decide(tx, e)) != 0 ||
 	    (r = steptx_rename(tx, e)) != 0)
 		goto fail;
 	steptx_committed(tx, meta.metrics_json);
@@ -1050,7 +1063,7 @@ steptx_abort(struct steptx *tx, const ckd_err *why)
 {
 	/* Committed elsewhere after all, or unknown: the tmp dir stays. */
 	if (tx->nparts > 1 && why->code != CKPT_EEXIST &&
-	    coord()->failed(tx, why) && tx->tmpfd >= 0) {
+	    COORD->failed(tx, why) && tx->tmpfd >= 0) {
 		close(tx->tmpfd);
 		tx->tmpfd = -1;
 	}

@@ -37,6 +37,7 @@ struct index;
 
 struct root;
 struct event;
+struct coord_ops;
 
 /* Parts of one step at most (process_count). */
 #define STEPTX_MAX_PARTS 65536
@@ -219,5 +220,10 @@ void steptx_shutdown(void);
 
 /* Start-up: the event base of the timeouts and the index of records. */
 void steptx_init(struct event_base *base, struct index *ix);
+/* The coordinator of the parts (coord.h), chosen by main.c at start-up
+ * (coord_local_ops, or the etcd one) before any save; and read back by
+ * the save pipeline. */
+void steptx_set_coord(const struct coord_ops *c);
+const struct coord_ops *steptx_coord(void);
 
 #endif
