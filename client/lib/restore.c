@@ -41,9 +41,6 @@
  * 3-4x the SSE2 baseline here), which keeps checksums off the copy's path */
 #include <xxh_x86dispatch.h>
 #endif
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "internal.h"
 
@@ -469,33 +466,6 @@ job_chunk(const struct rjob *j, size_t want)
 	return fs > 1 && want >= fs ? want - want % fs : want;
 }
 
-/* Copy a chunk that was just read (it is in cache) with streaming stores:
- * the destination is not read for ownership nor kept in cache. */
-static void
-copy_stream(char *dst, const char *src, size_t n)
-{
-#ifdef __SSE2__
-	size_t i = 0;
-
-	if (((uintptr_t)dst & 15) == 0) {
-		for (; i + 64 <= n; i += 64) {
-			__m128i a = _mm_loadu_si128((const __m128i *)(src + i));
-			__m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
-			__m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
-			__m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
-			_mm_stream_si128((__m128i *)(dst + i), a);
-			_mm_stream_si128((__m128i *)(dst + i + 16), b);
-			_mm_stream_si128((__m128i *)(dst + i + 32), c);
-			_mm_stream_si128((__m128i *)(dst + i + 48), d);
-		}
-	}
-	if (i < n)
-		memcpy(dst + i, src + i, n - i);
-#else
-	memcpy(dst, src, n);
-#endif
-}
-
 /* The whole array: hash each cache-sized chunk, then copy it. */
 static void
 job_whole(struct rjob *j)
@@ -528,15 +498,15 @@ job_whole(struct rjob *j)
 	for (off = 0; off < j->n; off += ch) {
 		size_t k = j->n - off < ch ? j->n - off : ch;
 		XXH3_64bits_update(&st, j->src + off, k);
+		/* the chunk was just read (it is in cache): streaming
+		 * stores neither read nor keep the destination */
 		if (stream)
-			copy_stream(j->dst + off, j->src + off, k);
+			copy_nt(j->dst + off, j->src + off, k);
 		else
 			job_copy(j, off, k);
 	}
-#ifdef __SSE2__
 	if (stream)
-		_mm_sfence();
-#endif
+		copy_nt_fence();
 	j->hash = XXH3_64bits_digest(&st);
 }
 
