@@ -637,7 +637,8 @@ def _materialize_default(v, zero_copy):
             return v.obj[()]
         if _jax.is_tag(v.tag) and isinstance(v.obj, np.ndarray) and \
                 _jax.loaded():
-            return _jax.restore_as_saved(v.obj, v.tag)
+            # v.obj: the buffer the restore allocated and filled
+            return _jax.restore_as_saved(v.obj, v.tag, owned=True)
         return v.obj
     if isinstance(v, RawArray):
         return v.default_value(zero_copy)
@@ -738,7 +739,9 @@ def _host_value(val, tshape, where):
 def _convert_to_target(val, tgt, zero_copy, where):
     tshape = tuple(int(d) for d in tgt.shape)
     if _jax.is_target(tgt):
-        return _jax.place(_host_value(val, tshape, where), tgt)
+        # a numpy buffer the restore allocated (Ready) is ours to hand over
+        owned = isinstance(val, Ready) and isinstance(val.obj, np.ndarray)
+        return _jax.place(_host_value(val, tshape, where), tgt, owned)
     tdt = _target_dtype(tgt)
     want_torch = is_torch_tensor(tgt) or (
         _torch is not None and isinstance(tdt, _torch.dtype))
@@ -956,6 +959,19 @@ def _shard_buffer(sh):
 
 # ---- restoring into buffers we allocate ------------------------------------------
 
+_JAX_ALIGN = 64   # jax on CPU uses a host buffer in place from this alignment
+
+
+def _empty_for_jax(shape, dt):
+    """np.empty(shape, dt) on a _JAX_ALIGN-byte boundary: the buffer of a
+    leaf that becomes a jax.Array, which jax then aliases instead of
+    copying (see _jax.place)."""
+    n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(n + _JAX_ALIGN, np.uint8)
+    off = -raw.ctypes.data % _JAX_ALIGN
+    return raw[off:off + n].view(dt).reshape(shape)
+
+
 def alloc_dst(meta, tleaf):
     """Allocate the array a saved leaf (RawArray from item metadata) is
     restored into: (object, ckpt dtype, address) or None when libckpt
@@ -972,7 +988,8 @@ def alloc_dst(meta, tleaf):
         ck = _NP_TO_CK.get(tdt)
         if ck is None:
             return None
-        obj = np.empty(shape, tdt)
+        obj = _empty_for_jax(shape, tdt) if _jax.is_target(tleaf) else \
+            np.empty(shape, tdt)
         return obj, ck, obj.ctypes.data
     ck = meta.ck
     if (meta.tag == TAG_TORCH and _torch is not None) or (
@@ -985,7 +1002,8 @@ def alloc_dst(meta, tleaf):
     dt = _CK_TO_NP.get(ck)
     if dt is None:
         return None
-    obj = np.empty(shape, dt)
+    obj = _empty_for_jax(shape, dt) if _jax.is_tag(meta.tag) and \
+        _jax.loaded() else np.empty(shape, dt)
     return obj, ck, obj.ctypes.data
 
 
