@@ -292,12 +292,36 @@ def prepare_leaves(path, x):
     """prepare_leaf, as a list (a Shard list gives several pieces)."""
     if is_shards(x):
         return prepare_pieces(path, x)
+    if _jax.is_array(x) and _jax.is_global(x):
+        return _prep_jax_global(path, x)
     return [prepare_leaf(path, x)]
+
+
+def _prep_jax_global(path, x):
+    """A jax.Array with shards in other processes: this process's pieces
+    of it (distributed steps join every process's pieces)."""
+    gs = tuple(int(d) for d in x.shape)
+    tag = _jax.sharding_tag(x)
+    out = []
+    for starts, view in _jax.process_pieces(x):
+        p = _prep_numpy(path, view, tag)
+        p.gshape = gs
+        p.offsets = starts
+        out.append(p)
+    if not out:
+        # the same tree paths on every process: a piece of nothing
+        # cannot be expressed, and process_pieces gives every holder one
+        raise ValueError('jax.Array at %s: this process holds none of its '
+                         'shards' % (path_name(path) or 'item'))
+    return out
 
 
 def _prep_jax(path, x, where):
     dt = np.dtype(x.dtype)
-    got = _jax.host_pieces(x, where) if np.little_endian else None
+    # a replicated array spanning processes: this process's copy (its
+    # local shards need not hold replica 0)
+    got = _jax.host_pieces(x, where) if np.little_endian and \
+        x.is_fully_addressable else None
     if got is None:
         return _prep_numpy(path, _jax.host_array(x, where),
                            _jax.sharding_tag(x))
@@ -417,7 +441,9 @@ def _tree_from_prepared(leaves):
                     t, keys, n, p.dtype, len(p.shape),
                     _shape_array(p.gshape), _shape_array(p.offsets),
                     _shape_array(p.shape), p.addr, p.nbytes)
-                keep.append(p.keep)
+                # a piece of a jax.Array is an immutable view
+                keep.append(_Views([p.keep]) if _jax.is_tag(p.tag)
+                            else p.keep)
                 if rc == L.CKPT_EMISMATCH:
                     raise ValueError(
                         'pieces of %s overlap or disagree on dtype or '
@@ -914,9 +940,18 @@ def restore_with_target(entries, target, partial, zero_copy):
 
 def _shards_from(val, tleaf, where):
     """Shard targets filled from a restored leaf: the Shards libckpt
-    filled (Ready), or slices of the whole array (RawArray)."""
+    filled (Ready), or slices of the whole array (RawArray). A jax target
+    spanning processes (GlobalTarget) gives its jax.Array."""
     if isinstance(val, Ready):
+        if isinstance(val.obj, _Assemble):
+            return val.obj.target.assemble(val.obj.filled)
         return val.obj
+    if isinstance(tleaf, _jax.GlobalTarget):
+        host = _host_value(val, tleaf.shape, where)
+        return tleaf.assemble([
+            Shard(np.array(host[sh.slices()], dtype=sh.data.dtype,
+                           order='C'), sh.global_shape, sh.offsets)
+            for sh in tleaf])
     out = []
     for sh in shard_list(tleaf):
         whole = _host_value(val, sh.global_shape, where)
@@ -929,6 +964,41 @@ def _shards_from(val, tleaf, where):
             filled = np.array(part, dtype=np.dtype(data.dtype), order='C')
         out.append(Shard(filled, sh.global_shape, sh.offsets))
     return out[0] if isinstance(tleaf, Shard) else type(tleaf)(out)
+
+
+class _Assemble:
+    """Shards libckpt fills for a GlobalTarget; the jax.Array is made
+    once they are filled (after the restore)."""
+    __slots__ = ('target', 'filled')
+
+    def __init__(self, target, filled):
+        self.target = target
+        self.filled = filled
+
+
+def global_targets(tree):
+    """tree with each jax target whose sharding spans other processes
+    replaced by a GlobalTarget (this process's Shard targets); tree
+    itself when there is none."""
+    if not _jax.loaded():
+        return tree
+    found = [False]
+
+    def conv(x):
+        if isinstance(x, Mapping):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)) and not is_shards(x):
+            vals = [conv(v) for v in x]
+            if isinstance(x, tuple):
+                return type(x)(*vals) if hasattr(x, '_fields') else \
+                    tuple(vals)
+            return vals
+        if _jax.needs_global_target(x):
+            found[0] = True
+            return _jax.GlobalTarget(x, Shard, _empty_for_jax)
+        return x
+    out = conv(tree)
+    return out if found[0] else tree
 
 
 def _shard_buffer(sh):
@@ -1043,9 +1113,12 @@ def build_target_tree(entries, wanted):
                                          % (path_name(path) or 'item'))
                     L.check_plain(rc, 'restore target')
                     filled.append(Shard(obj, sh.global_shape, sh.offsets))
+                w = wanted[idx]
+                if isinstance(w, _jax.GlobalTarget):
+                    ready[idx] = Ready(_Assemble(w, filled), meta.tag)
+                    continue
                 ready[idx] = Ready(filled[0] if isinstance(
-                    wanted[idx], Shard) else type(wanted[idx])(filled),
-                    meta.tag)
+                    w, Shard) else type(w)(filled), meta.tag)
                 continue
             got = alloc_dst(meta, wanted[idx])
             if got is None:
