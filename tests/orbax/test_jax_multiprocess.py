@@ -2,7 +2,8 @@
 jax's CPU backend with gloo collectives, 4 devices per process): arrays
 sharded across the processes save as pieces of one global array through
 the distributed-steps machinery, and restore resharded into targets of
-another layout in each process, and whole in a single process."""
+another layout in each process, and whole in a single process; a step a
+single process saved restores into targets spanning both processes."""
 
 import os
 import re
@@ -76,3 +77,11 @@ def test_two_process_save_then_resharded_restore(daemon, tmp_path):
     ranks = {int(re.search(r'-p(\d+)-', f).group(1)) for f in files}
     assert ranks == {0, 1}, files
     assert md['repl'].pieces is None
+
+    # a step one process saved as whole arrays, restored by two processes
+    # into targets spanning both (each reads its part of each array)
+    with ckpt.CheckpointManager(root) as m:
+        m.save(2, args=ckpt.args.StandardSave(dict(want, n=11)))
+        m.wait_until_finished()
+        assert m.item_metadata(2)['rows'].pieces is None
+    _run_pair(daemon, root, 'restore-whole')
