@@ -313,7 +313,6 @@ class GlobalTarget(list):
     jax.Array of the filled Shards."""
 
     def __init__(self, tgt, shard_cls, empty):
-        jax = _jax()
         sharding = _sharding(tgt)
         shape = tuple(int(d) for d in tgt.shape)
         dtype = np.dtype(tgt.dtype)
@@ -337,7 +336,6 @@ class GlobalTarget(list):
         self.sharding = sharding
         self.shape = shape
         list.__init__(self, pieces)
-        del jax
 
     def assemble(self, filled):
         """The global jax.Array, each local device given its filled
