@@ -3,7 +3,9 @@
  *
  * The daemon resolves the step and answers with the items' leaves and the
  * data files as fds (Leaf.fd_index, absolute Leaf.offset). Each file is
- * mapped read-only once; the fds stay open until the copies are done.
+ * mapped once, private (copy-on-write: whoever holds a view may write it
+ * without changing the file or another view); the fds stay open until the
+ * copies are done.
  * Each array is then copied into a target buffer or a new 64-byte aligned
  * allocation (cast when the target dtype differs), or handed out as a view
  * into the mapping (zero copy; the tree keeps the mapping alive). Plain
@@ -1388,8 +1390,12 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 			goto out;
 		}
 		if (st.st_size > 0) {
-			void *p = mmap(NULL, (size_t)st.st_size, PROT_READ,
-			    MAP_SHARED, fds[i], 0);
+			/* private and writable: a view handed on (a jax
+			 * array may alias it, and a donated one is written)
+			 * gets its own copy of a page it writes; the file
+			 * and every other view never change */
+			void *p = mmap(NULL, (size_t)st.st_size,
+			    PROT_READ | PROT_WRITE, MAP_PRIVATE, fds[i], 0);
 			if (p == MAP_FAILED) {
 				r = cl_fail(m->c, m, CKPT_EIO, "cannot map a data "
 				    "file: %s", strerror(errno));

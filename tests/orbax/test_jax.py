@@ -313,6 +313,32 @@ def test_restored_arrays_are_written_once_and_kept_apart(
                             np.asarray(s.data), want[s.index], err_msg=other)
 
 
+def test_jax_restores_are_verified(ck, tmp_path, mesh):
+    """jax leaves restored as views of the mapped files (no copy) are still
+    checked against their checksums, with and without targets."""
+    import glob
+    a = np.arange(8 * 512, dtype=np.float32).reshape(8, 512)
+    sh = NamedSharding(mesh, P('x'))
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        m.save(0, args=ck.args.StandardSave({'w': jax.device_put(a, sh)}))
+        m.wait_until_finished()
+        got = m.restore(0)
+        np.testing.assert_array_equal(np.asarray(got['w']), a)
+    files = glob.glob(str(tmp_path / 'r' / '0' / 'default' / '*.safetensors'))
+    assert len(files) == 1
+    with open(files[0], 'r+b') as f:
+        f.seek(-100, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        for args in (ck.args.StandardRestore(),
+                     ck.args.StandardRestore({'w': jax.ShapeDtypeStruct(
+                         a.shape, a.dtype, sharding=sh)})):
+            with pytest.raises(OSError, match='checksum mismatch'):
+                m.restore(0, args=args)
+
+
 def test_restore_and_close_right_after_a_background_save(ck, tmp_path,
                                                          mesh):
     host, state = _state(4, 64, 16 << 10, mesh)

@@ -528,7 +528,11 @@ class RawArray:
             a = np.empty(self.shape, dt)
             a.flags.writeable = False
             return a
-        return np.asarray(_View(self.owner, self.addr, self.shape, dt))
+        # the array interface cannot name extension dtypes (ml_dtypes'
+        # bfloat16, float8): expose their bytes, then view them as dt
+        raw = np.dtype('V%d' % dt.itemsize) if dt.isbuiltin == 2 else dt
+        a = np.asarray(_View(self.owner, self.addr, self.shape, raw))
+        return a if a.dtype == dt else a.view(dt)
 
     def numpy_copy(self, dtype=None):
         src_dt = _CK_TO_NP.get(self.ck)
@@ -575,7 +579,10 @@ class RawArray:
             return self.numpy_copy()[()]
         if _jax.is_tag(self.tag) and self.ck in _CK_TO_NP and \
                 _jax.loaded():
-            return _jax.restore_as_saved(self.numpy_view(), self.tag)
+            # the view is of this restore's private (copy-on-write)
+            # mapping of the file: jax may use it in place
+            return _jax.restore_as_saved(self.numpy_view(), self.tag,
+                                         owned=True)
         return self.numpy_view() if zero_copy else self.numpy_copy()
 
 
@@ -765,8 +772,10 @@ def _host_value(val, tshape, where):
 def _convert_to_target(val, tgt, zero_copy, where):
     tshape = tuple(int(d) for d in tgt.shape)
     if _jax.is_target(tgt):
-        # a numpy buffer the restore allocated (Ready) is ours to hand over
-        owned = isinstance(val, Ready) and isinstance(val.obj, np.ndarray)
+        # a numpy buffer the restore allocated (Ready), or a view of the
+        # restore's private mapping (RawArray), is ours to hand over
+        owned = (isinstance(val, Ready) and isinstance(val.obj, np.ndarray)) \
+            or (isinstance(val, RawArray) and val.ck in _CK_TO_NP)
         return _jax.place(_host_value(val, tshape, where), tgt, owned)
     tdt = _target_dtype(tgt)
     want_torch = is_torch_tensor(tgt) or (
@@ -1075,6 +1084,33 @@ def alloc_dst(meta, tleaf):
     obj = _empty_for_jax(shape, dt) if _jax.is_tag(meta.tag) and \
         _jax.loaded() else np.empty(shape, dt)
     return obj, ck, obj.ctypes.data
+
+
+def jax_views(entries, wanted):
+    """True when every array leaf restored (wanted: index -> target leaf
+    or None) becomes a jax.Array of its saved dtype: the restore then
+    hands jax views of its private (copy-on-write) mapping of the files,
+    verified, instead of copying into new memory. Saved pieces of global
+    arrays, casts, and numpy/torch/Shard/multi-process targets need the
+    copy."""
+    if not _jax.loaded():
+        return False
+    some = False
+    for idx, tleaf in wanted.items():
+        meta = entries[idx][1]
+        if not isinstance(meta, RawArray):
+            continue
+        if meta.pieces is not None or meta.ck not in _CK_TO_NP:
+            return False
+        if tleaf is None:
+            if not _jax.is_tag(meta.tag):
+                return False
+        elif not _jax.is_target(tleaf) or \
+                _jax.needs_global_target(tleaf) or \
+                np.dtype(tleaf.dtype) != np_dtype_for(meta.ck):
+            return False
+        some = True
+    return some
 
 
 def build_target_tree(entries, wanted):

@@ -1458,6 +1458,9 @@ class CheckpointManager:
                 else:
                     partial = bool(getattr(a, 'partial_restore', False))
                     _, wanted = _tree.match_target(em, target, partial)
+                if _tree.jax_views(em, wanted):
+                    need_zc = True      # views, verified: no new memory
+                    continue
                 built = _tree.build_target_tree(em, wanted)
                 if built is None:
                     need_zc = True
