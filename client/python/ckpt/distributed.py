@@ -1,11 +1,10 @@
 """Process identity of a distributed job (many processes, one step).
 
     import ckpt
-    ckpt.distributed.initialize()      # torch.distributed, else RANK/WORLD_SIZE
+    ckpt.distributed.initialize()      # torch/jax.distributed, else RANK/...
     ckpt.distributed.process_index(), ckpt.distributed.process_count()
 
-Every CheckpointManager opened afterwards is one rank of the job (without
-initialize(): torch.distributed, jax.distributed or RANK/WORLD_SIZE): each rank
+Every CheckpointManager opened afterwards is one rank of the job: each rank
 calls save(step, args) with its part (ckpt.Shard pieces of global arrays;
 plain leaves are replicated and written once, by the primary host), and
 the step commits once every rank's part is durable. Without initialize(),
