@@ -227,6 +227,11 @@ void staging_release(ckpt_client *c, struct stagebuf *b);
 void staging_destroy_all(ckpt_client *c);
 /* Copy segments into base (several threads for large totals). */
 void staging_copy(void *base, const struct copyseg *segs, size_t nseg);
+/* memcpy with streaming stores from COPY_NT_MIN bytes on (smaller: memcpy);
+ * copy_nt_fence() before another thread reads what copy_nt wrote */
+#define COPY_NT_MIN (256u << 10)
+void copy_nt(void *dst, const void *src, size_t n);
+void copy_nt_fence(void);
 
 /* ---- client (client.c) --------------------------------------------------------------- */
 

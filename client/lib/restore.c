@@ -3,7 +3,9 @@
  *
  * The daemon resolves the step and answers with the items' leaves and the
  * data files as fds (Leaf.fd_index, absolute Leaf.offset). Each file is
- * mapped read-only once; the fds stay open until the copies are done.
+ * mapped once, private (copy-on-write: whoever holds a view may write it
+ * without changing the file or another view); the fds stay open until the
+ * copies are done.
  * Each array is then copied into a target buffer or a new 64-byte aligned
  * allocation (cast when the target dtype differs), or handed out as a view
  * into the mapping (zero copy; the tree keeps the mapping alive). Plain
@@ -40,9 +42,6 @@
 /* libxxhash picks the widest vector unit at run time (AVX2/AVX-512: about
  * 3-4x the SSE2 baseline here), which keeps checksums off the copy's path */
 #include <xxh_x86dispatch.h>
-#endif
-#ifdef __SSE2__
-#include <emmintrin.h>
 #endif
 
 #include "internal.h"
@@ -445,8 +444,6 @@ job_pread(struct rjob *j, size_t off, size_t n)
 	}
 }
 
-static void copy_stream(char *dst, const char *src, size_t n);
-
 /* Copy (or cast) stored bytes [off, off + n) of j; off, n whole elements. */
 static void
 job_copy(struct rjob *j, size_t off, size_t n)
@@ -461,10 +458,8 @@ job_copy(struct rjob *j, size_t off, size_t n)
 	}
 	if (j->from == j->to) {
 		if (n >= FUSE_CHUNK) {
-			copy_stream(j->dst + off, j->src + off, n);
-#ifdef __SSE2__
-			_mm_sfence();
-#endif
+			copy_nt(j->dst + off, j->src + off, n);
+			copy_nt_fence();
 		} else {
 			memcpy(j->dst + off, j->src + off, n);
 		}
@@ -482,37 +477,6 @@ job_chunk(const struct rjob *j, size_t want)
 	size_t fs = ckpt_dtype_size(j->from);
 
 	return fs > 1 && want >= fs ? want - want % fs : want;
-}
-
-/* Copy with streaming stores: the destination is not read for ownership
- * nor kept in cache, and, unlike memcpy's and the kernel's string copies,
- * the speed does not drop when the destination lies a few bytes after the
- * source modulo a page (the loads would wait on the stores they alias). */
-static void
-copy_stream(char *dst, const char *src, size_t n)
-{
-#ifdef __SSE2__
-	size_t i = ((uintptr_t)dst & 15) ? 16 - ((uintptr_t)dst & 15) : 0;
-
-	if (i > n)
-		i = n;
-	if (i > 0)
-		memcpy(dst, src, i);    /* then dst + i is 16-byte aligned */
-	for (; i + 64 <= n; i += 64) {
-		__m128i a = _mm_loadu_si128((const __m128i *)(src + i));
-		__m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
-		__m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
-		__m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
-		_mm_stream_si128((__m128i *)(dst + i), a);
-		_mm_stream_si128((__m128i *)(dst + i + 16), b);
-		_mm_stream_si128((__m128i *)(dst + i + 32), c);
-		_mm_stream_si128((__m128i *)(dst + i + 48), d);
-	}
-	if (i < n)
-		memcpy(dst + i, src + i, n - i);
-#else
-	memcpy(dst, src, n);
-#endif
 }
 
 /* The whole array: hash each cache-sized chunk, then copy it. */
@@ -547,15 +511,15 @@ job_whole(struct rjob *j)
 	for (off = 0; off < j->n; off += ch) {
 		size_t k = j->n - off < ch ? j->n - off : ch;
 		XXH3_64bits_update(&st, j->src + off, k);
+		/* the chunk was just read (it is in cache): streaming
+		 * stores neither read nor keep the destination */
 		if (stream)
-			copy_stream(j->dst + off, j->src + off, k);
+			copy_nt(j->dst + off, j->src + off, k);
 		else
 			job_copy(j, off, k);
 	}
-#ifdef __SSE2__
 	if (stream)
-		_mm_sfence();
-#endif
+		copy_nt_fence();
 	j->hash = XXH3_64bits_digest(&st);
 }
 
@@ -1487,8 +1451,12 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 			goto out;
 		}
 		if (st.st_size > 0) {
-			void *p = mmap(NULL, (size_t)st.st_size, PROT_READ,
-			    MAP_SHARED, fds[i], 0);
+			/* private and writable: a view handed on (a jax
+			 * array may alias it, and a donated one is written)
+			 * gets its own copy of a page it writes; the file
+			 * and every other view never change */
+			void *p = mmap(NULL, (size_t)st.st_size,
+			    PROT_READ | PROT_WRITE, MAP_PRIVATE, fds[i], 0);
 			if (p == MAP_FAILED) {
 				r = cl_fail(m->c, m, CKPT_EIO, "cannot map a data "
 				    "file: %s", strerror(errno));

@@ -158,6 +158,8 @@ ROWS = [
      'ox_orbax_jax_restore_target', 'orbax', 'B/s', 'c/b', ('>=', 2)),
     ('vs Orbax: training loop slowdown', 'ox_ckpt_interference',
      'ox_orbax_interference', 'orbax', 'x', 'c/b', ('<=', 0.5)),
+    ('vs Orbax: training loop slowdown, jax', 'ox_ckpt_jax_interference',
+     'ox_orbax_jax_interference', 'orbax', 'x', 'c/b', ('<=', 0.5)),
 ]
 
 

@@ -16,9 +16,10 @@ default options (async saves):
   restore target  restore into a given target (numpy arrays / abstract
                   jax.ShapeDtypeStruct with the saved sharding)
 and the trainer interference: a CPU-bound loop's slowdown while the state
-is checkpointed every 10 steps (the loop's time with checkpoints over its
-time without). Cases: ox_<lib>_<np|jax>_<what>, ox_<lib>_interference,
-and ox_memcpy_<1thread|2threads>: the same bytes copied into a warm buffer
+(numpy, then jax leaves) is checkpointed every 10 steps (the loop's time
+with checkpoints over its time without). Cases: ox_<lib>_<np|jax>_<what>,
+ox_<lib>_interference (numpy leaves), ox_<lib>_jax_interference, and
+ox_memcpy_<1thread|2threads>: the same bytes copied into a warm buffer
 (what a save of mutable numpy arrays must at least block for).
 The ckpt cases need CKPTD_SOCKET (a ckptd on the same filesystem).
 """
@@ -61,44 +62,57 @@ def check_same(np, got, want, what):
             raise SystemExit('%s: restored %s differs' % (what, k))
 
 
-def bench_lib(lib, ocp, kind, state, target, work, runs, nbytes, np):
-    root = os.path.join(work, '%s-%s' % (lib, kind))
-    shutil.rmtree(root, ignore_errors=True)
-    pre = 'ox_%s_%s_' % (lib, kind)
-    note('%s %s (%d runs)' % (lib, kind, runs))
-    opts = ocp.CheckpointManagerOptions(max_to_keep=2)
-    with ocp.CheckpointManager(root, options=opts) as m:
-        step = 0
-        m.save(step, args=ocp.args.StandardSave(state))   # warm-up
-        m.wait_until_finished()
-        for r in range(runs):
-            step += 1
-            os.sync()
-            t0 = time.monotonic()
-            m.save(step, args=ocp.args.StandardSave(state))
-            t1 = time.monotonic()
+def bench_kind(libs, kind, state, target, work, runs, nbytes, np):
+    """Both libraries on one kind of leaves, their runs interleaved (ckpt,
+    orbax, ckpt, orbax, ...) so that a change of the machine's load hits
+    both alike."""
+    mgrs = []
+    try:
+        for lib, ocp in libs:
+            root = os.path.join(work, '%s-%s' % (lib, kind))
+            shutil.rmtree(root, ignore_errors=True)
+            m = ocp.CheckpointManager(
+                root, options=ocp.CheckpointManagerOptions(max_to_keep=2))
+            mgrs.append((lib, ocp, m, root, 'ox_%s_%s_' % (lib, kind)))
+            m.save(0, args=ocp.args.StandardSave(state))   # warm-up
             m.wait_until_finished()
-            t2 = time.monotonic()
-            emit(pre + 'save_blocking', r, t1 - t0, 's')
-            emit(pre + 'save_durable', r, t2 - t0, 's')
-        got = m.restore(step, args=ocp.args.StandardRestore())   # warm
-        check_same(np, got, state, lib + ' restore')
-        del got
+        note('%s leaves, %s (%d runs each, interleaved)'
+             % (kind, ' and '.join(n for n, _ in libs), runs))
         for r in range(runs):
-            t0 = time.monotonic()
-            got = m.restore(step, args=ocp.args.StandardRestore())
-            t = time.monotonic() - t0
+            for lib, ocp, m, root, pre in mgrs:
+                os.sync()
+                t0 = time.monotonic()
+                m.save(r + 1, args=ocp.args.StandardSave(state))
+                t1 = time.monotonic()
+                m.wait_until_finished()
+                t2 = time.monotonic()
+                emit(pre + 'save_blocking', r, t1 - t0, 's')
+                emit(pre + 'save_durable', r, t2 - t0, 's')
+        for lib, ocp, m, root, pre in mgrs:
+            got = m.restore(runs, args=ocp.args.StandardRestore())   # warm
+            check_same(np, got, state, lib + ' restore')
             del got
-            emit(pre + 'restore_new', r, nbytes / t, 'B/s')
         for r in range(runs):
-            t0 = time.monotonic()
-            got = m.restore(step, args=ocp.args.StandardRestore(target))
-            t = time.monotonic() - t0
-            if r == 0:
-                check_same(np, got, state, lib + ' restore into target')
-            del got
-            emit(pre + 'restore_target', r, nbytes / t, 'B/s')
-    shutil.rmtree(root, ignore_errors=True)
+            for lib, ocp, m, root, pre in mgrs:
+                t0 = time.monotonic()
+                got = m.restore(runs, args=ocp.args.StandardRestore())
+                t = time.monotonic() - t0
+                del got
+                emit(pre + 'restore_new', r, nbytes / t, 'B/s')
+        for r in range(runs):
+            for lib, ocp, m, root, pre in mgrs:
+                t0 = time.monotonic()
+                got = m.restore(runs,
+                                args=ocp.args.StandardRestore(target))
+                t = time.monotonic() - t0
+                if r == 0:
+                    check_same(np, got, state, lib + ' restore into target')
+                del got
+                emit(pre + 'restore_target', r, nbytes / t, 'B/s')
+    finally:
+        for lib, ocp, m, root, pre in mgrs:
+            m.close()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def bench_memcpy(np, state, runs):
@@ -145,30 +159,36 @@ def loop_time(np, steps, on_step=None):
     return time.monotonic() - t0
 
 
-def bench_interference(libs, state, work, steps, reps, np):
+def bench_interference(libs, states, work, steps, reps, np):
     """Each repetition times the bare loop and then the loop with
-    checkpoints, for each library in turn, so that both see the same
-    machine load; the slowdown is the median over the repetitions."""
+    checkpoints, for each kind of leaf and each library in turn, so that
+    both libraries see the same machine load; the slowdown is the median
+    over the repetitions. The loop is the same NumPy work for both kinds
+    of leaves: what differs is what a save costs the trainer."""
     for rep in range(reps):
-        for lib, ocp in libs:
-            root = os.path.join(work, '%s-interference' % lib)
-            shutil.rmtree(root, ignore_errors=True)
-            note('%s interference, repetition %d (%d steps, a save every '
-                 '10)' % (lib, rep, steps))
-            base = loop_time(np, steps)
-            with ocp.CheckpointManager(
-                    root, options=ocp.CheckpointManagerOptions(
-                        max_to_keep=2)) as m:
-                def on_step(i):
-                    if i % 10 == 0:
-                        m.save(i, args=ocp.args.StandardSave(state))
-                t = loop_time(np, steps, on_step)
-                m.wait_until_finished()
-            shutil.rmtree(root, ignore_errors=True)
-            emit('ox_%s_loop_base' % lib, rep, base, 's')
-            emit('ox_%s_loop_ckpt' % lib, rep, t, 's')
-            emit('ox_%s_interference' % lib, rep, max(t / base - 1.0, 1e-6),
-                 'x')
+        for kind, state in states:
+            for lib, ocp in libs:
+                root = os.path.join(work, '%s-%s-interference' % (lib, kind))
+                shutil.rmtree(root, ignore_errors=True)
+                note('%s %s interference, repetition %d (%d steps, a save '
+                     'every 10)' % (lib, kind, rep, steps))
+                base = loop_time(np, steps)
+                with ocp.CheckpointManager(
+                        root, options=ocp.CheckpointManagerOptions(
+                            max_to_keep=2)) as m:
+                    def on_step(i):
+                        if i % 10 == 0:
+                            m.save(i, args=ocp.args.StandardSave(state))
+                    t = loop_time(np, steps, on_step)
+                    m.wait_until_finished()
+                shutil.rmtree(root, ignore_errors=True)
+                # numpy leaves keep the case names of earlier tables
+                pre = 'ox_%s_' % lib if kind == 'np' else \
+                    'ox_%s_%s_' % (lib, kind)
+                emit(pre + 'loop_base', rep, base, 's')
+                emit(pre + 'loop_ckpt', rep, t, 's')
+                emit(pre + 'interference', rep, max(t / base - 1.0, 1e-6),
+                     'x')
 
 
 def main():
@@ -206,10 +226,10 @@ def main():
             if n in o.only.split(',')]
     bench_memcpy(np, state, o.runs)
     for kind, st in (('np', state), ('jax', jstate)):
-        for name, mod in libs:
-            bench_lib(name, mod, kind, st, targets[kind], o.dir, o.runs,
-                      nbytes, np)
-    bench_interference(libs, state, o.dir, o.interference_steps, o.runs, np)
+        bench_kind(libs, kind, st, targets[kind], o.dir, o.runs, nbytes, np)
+    if o.interference_steps > 0:
+        bench_interference(libs, [('np', state), ('jax', jstate)], o.dir,
+                           o.interference_steps, o.runs, np)
 
 
 if __name__ == '__main__':

@@ -267,6 +267,78 @@ def test_donating_the_arrays_after_save_keeps_the_checkpoint(
         assert float(state[k][0, 0]) == 7.0
 
 
+def test_restored_arrays_are_written_once_and_kept_apart(
+        ck, tmp_path, mesh):
+    """A jax leaf is restored into one aligned host buffer whose device
+    slices jax uses in place (no second copy per device); no two restored
+    arrays share memory, so donating one to a jitted step leaves the
+    others (and the next restore) intact."""
+    m1 = Mesh(np.array(jax.devices()), ('d',))
+    rows = NamedSharding(m1, P('d'))
+    repl = NamedSharding(mesh, P())
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((8, 1024)).astype(np.float32)
+    b = rng.standard_normal((16, 16)).astype(np.float32)
+    c = rng.standard_normal((8, 64)).astype(np.float32)
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        m.save(0, args=ck.args.StandardSave(
+            {'a': jax.device_put(a, rows), 'b': jax.device_put(b, repl),
+             'c': jax.device_put(c, NamedSharding(mesh, P(None, 'x')))}))
+        m.wait_until_finished()
+        new = m.restore(0)
+        tgt = m.restore(0, args=ck.args.StandardRestore(
+            {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)
+             for k, v, s in (('a', a, rows), ('b', b, repl),
+                             ('c', c, NamedSharding(mesh, P('y'))))}))
+    step = jax.jit(lambda x: x * 0 - 1, donate_argnums=0)
+    for got in (new, tgt):
+        assert got['a'].sharding == rows and got['b'].sharding == repl
+        sa = sorted(got['a'].addressable_shards,
+                    key=lambda s: s.index[0].start)
+        ptrs = [s.data.unsafe_buffer_pointer() for s in sa]
+        # the 8 row slices of one buffer, used in place
+        assert ptrs == [ptrs[0] + i * 1024 * 4 for i in range(8)], ptrs
+        mem = {k: {s.data.unsafe_buffer_pointer() for s in
+                   got[k].addressable_shards} for k in got}
+        assert not (mem['a'] & mem['b'] or mem['a'] & mem['c'] or
+                    mem['b'] & mem['c'])
+        for k in ('b', 'a', 'c'):
+            out = jax.block_until_ready(step(got[k]))
+            assert all(float(s.data.ravel()[0]) == -1.0
+                       for s in out.addressable_shards)
+            for other, want in (('a', a), ('b', b), ('c', c)):
+                if not got[other].is_deleted():
+                    for s in got[other].addressable_shards:
+                        np.testing.assert_array_equal(
+                            np.asarray(s.data), want[s.index], err_msg=other)
+
+
+def test_jax_restores_are_verified(ck, tmp_path, mesh):
+    """jax leaves restored as views of the mapped files (no copy) are still
+    checked against their checksums, with and without targets."""
+    import glob
+    a = np.arange(8 * 512, dtype=np.float32).reshape(8, 512)
+    sh = NamedSharding(mesh, P('x'))
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        m.save(0, args=ck.args.StandardSave({'w': jax.device_put(a, sh)}))
+        m.wait_until_finished()
+        got = m.restore(0)
+        np.testing.assert_array_equal(np.asarray(got['w']), a)
+    files = glob.glob(str(tmp_path / 'r' / '0' / 'default' / '*.safetensors'))
+    assert len(files) == 1
+    with open(files[0], 'r+b') as f:
+        f.seek(-100, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        for args in (ck.args.StandardRestore(),
+                     ck.args.StandardRestore({'w': jax.ShapeDtypeStruct(
+                         a.shape, a.dtype, sharding=sh)})):
+            with pytest.raises(OSError, match='checksum mismatch'):
+                m.restore(0, args=args)
+
+
 def test_restore_and_close_right_after_a_background_save(ck, tmp_path,
                                                          mesh):
     host, state = _state(4, 64, 16 << 10, mesh)

@@ -16,8 +16,16 @@ our buffer, or viewed in the mapped checkpoint) is cast to the target's
 dtype and put on each device of the target's sharding, a device_put of
 that device's slice, so a checkpoint saved with one layout restores into
 any other (resharding). Without a sharding the array goes to jax's
-default device. Multi-process placement (shards owned by other
-processes) is not handled here.
+default device.
+
+Several processes (jax.distributed): an array with shards in other
+processes is saved as this process's ckpt.Shard pieces of the global
+array (process_pieces: each distinct shard once, by one process, spread
+over the processes that hold it), which the distributed-steps machinery
+joins into one step. A target whose sharding spans other processes is
+restored through Shard targets, one per distinct shard this process
+holds (GlobalTarget), so each process reads only its part, laid out as
+the target asks whatever the saved layout was.
 """
 
 import sys
@@ -82,7 +90,24 @@ def sharding_tag_of(x):
     return tag
 
 
+_from_tags = {}   # tag -> sharding (or None), see _sharding_from_tag
+
+
 def _sharding_from_tag(tag):
+    """The NamedSharding a tag of sharding_tag_of names, cached: a restore
+    asks once per leaf, and a Mesh costs about half a millisecond."""
+    try:
+        return _from_tags[tag]
+    except KeyError:
+        pass
+    sh = _make_sharding(tag)
+    if len(_from_tags) >= _LAYOUTS_MAX:
+        _from_tags.clear()
+    _from_tags[tag] = sh
+    return sh
+
+
+def _make_sharding(tag):
     jax = _jax()
     try:
         _, shape, axes, spec = tag.split(':')
@@ -127,12 +152,8 @@ def is_target(x):
 
 
 def host_array(x, where):
-    """x as one C-contiguous numpy array in host memory."""
-    if not x.is_fully_addressable:
-        raise ValueError(
-            'jax.Array at %s has shards in other processes: saving it '
-            'needs the multi-process protocol, which ckpt does not have '
-            'yet' % where)
+    """x as one C-contiguous numpy array in host memory (an array that
+    spans other processes only when fully replicated)."""
     shards = x.addressable_shards
     if x.is_fully_replicated or len(shards) == 1:
         return np.ascontiguousarray(np.asarray(shards[0].data))
@@ -226,8 +247,6 @@ def host_pieces(x, where):
     its device buffer, as jax's external references do). None when a
     shard is not a C-contiguous host view or the layout cuts the array into
     too many runs (the caller then uses host_array)."""
-    if not x.is_fully_addressable:
-        host_array(x, where)        # raises the multi-process error
     shape = x.shape
     item = x.dtype.itemsize
     got = _layout(x, shape, item)
@@ -250,25 +269,123 @@ def host_pieces(x, where):
     return pieces, views
 
 
+def is_global(x):
+    """True for a jax.Array with distinct shards in other processes (saved
+    as this process's pieces, see process_pieces)."""
+    return not x.is_fully_addressable and not x.is_fully_replicated
+
+
+def _starts(index, shape):
+    return tuple(sl.indices(n)[0] for sl, n in zip(index, shape)) + \
+        (0,) * (len(shape) - len(index))
+
+
+def process_pieces(x):
+    """This process's part of a global jax.Array: [(offsets, host view)],
+    each distinct shard of the array saved by exactly one process. Among
+    the processes holding a shard, the k-th distinct shard goes to the
+    (k mod n)-th, so replicas across processes share the writing. Every
+    process computes the same assignment from the sharding alone."""
+    shape = tuple(x.shape)
+    holders = {}        # starts -> set of process indices
+    for dev, index in x.sharding.devices_indices_map(shape).items():
+        holders.setdefault(_starts(index, shape), set()).add(
+            dev.process_index)
+    mine = set()
+    me = _jax().process_index()
+    for k, starts in enumerate(sorted(holders)):
+        procs = sorted(holders[starts])
+        if procs[k % len(procs)] == me:
+            mine.add(starts)
+    out = []
+    for s in x.addressable_shards:
+        starts = _starts(s.index, shape)
+        if starts in mine:
+            mine.discard(starts)
+            out.append((starts, np.asarray(s.data)))
+    return out
+
+
+class GlobalTarget(list):
+    """Restore target for a jax.Array whose sharding spans other
+    processes: Shard targets (ckpt.Shard, 64-byte aligned buffers), one
+    per distinct shard this process holds; assemble() makes the global
+    jax.Array of the filled Shards."""
+
+    def __init__(self, tgt, shard_cls, empty):
+        sharding = _sharding(tgt)
+        shape = tuple(int(d) for d in tgt.shape)
+        dtype = np.dtype(tgt.dtype)
+        self.target = tgt
+        self.devices = []       # (device, starts) of this process
+        seen = set()
+        pieces = []
+        for dev, index in sharding.addressable_devices_indices_map(
+                shape).items():
+            starts = _starts(index, shape)
+            self.devices.append((dev, starts))
+            if starts in seen:
+                continue
+            seen.add(starts)
+            pshape = tuple(len(range(*sl.indices(n))) for sl, n in
+                           zip(index, shape)) + shape[len(index):]
+            pieces.append(shard_cls(empty(pshape, dtype), shape, starts))
+        if not pieces:
+            raise ValueError('jax target of shape %s: none of its devices '
+                             'is in this process' % (shape,))
+        self.sharding = sharding
+        self.shape = shape
+        list.__init__(self, pieces)
+
+    def assemble(self, filled):
+        """The global jax.Array, each local device given its filled
+        piece (the buffers are ours: jax uses them in place)."""
+        jax = _jax()
+        by = {tuple(sh.offsets): sh.data for sh in filled}
+        arrays = [jax.device_put(by[starts], dev)
+                  for dev, starts in self.devices]
+        return jax.make_array_from_single_device_arrays(
+            self.shape, self.sharding, arrays)
+
+
+def needs_global_target(x):
+    """A jax restore target whose sharding spans other processes."""
+    sh = _sharding(x)
+    return sh is not None and is_target(x) and \
+        not sh.is_fully_addressable
+
+
 def _sharding(tgt):
     return getattr(tgt, 'sharding', None)
 
 
-def place(host, tgt):
+def place(host, tgt, owned=False):
     """A jax.Array with tgt's dtype and sharding holding host (a numpy
-    array of tgt's shape)."""
+    array of tgt's shape).
+
+    owned: host is a buffer this restore allocated for this one array and
+    nobody else holds (the restore read the checkpoint straight into it).
+    jax on CPU then uses each device's slice in place (a C-contiguous,
+    64-byte aligned slice is aliased, not copied; replicas of a slice share
+    it, as jax's own device_put does), so the bytes are written once, by
+    the restore. Otherwise each device gets a fresh copy: an unowned host
+    may be a view into the mapped checkpoint, which does not outlive the
+    restore, or memory the caller still holds."""
     jax = _jax()
     dtype = np.dtype(tgt.dtype)
     if host.dtype != dtype:
         host = host.astype(dtype)
+        owned = True
     sharding = _sharding(tgt)
     if sharding is None:
-        return jax.device_put(np.array(host, copy=True))
+        return jax.device_put(host if owned and host.flags.c_contiguous
+                              else np.array(host, copy=True))
 
     def piece(index):
-        # A fresh array per device: the host buffer may be a view into
-        # the mapped checkpoint, which does not outlive the restore.
-        return np.array(host[index], copy=True, order='C')
+        part = host[index]
+        if owned and part.flags.c_contiguous:
+            return part
+        return np.array(part, copy=True, order='C')
     return jax.make_array_from_callback(tuple(host.shape), sharding, piece)
 
 
@@ -278,10 +395,11 @@ class _Target:
         self.sharding = sharding
 
 
-def restore_as_saved(host, tag):
+def restore_as_saved(host, tag, owned=False):
     """A leaf that was saved as a jax.Array, restored without a target: a
     jax.Array in the saved layout when this process has the devices, else
     on the default device (Orbax too gives back jax arrays). Only called
-    once jax is loaded(); without jax a jax leaf restores as numpy."""
+    once jax is loaded(); without jax a jax leaf restores as numpy. owned:
+    as place()."""
     sharding = _sharding_from_tag(tag) if tag != TAG_JAX else None
-    return place(host, _Target(host.dtype, sharding))
+    return place(host, _Target(host.dtype, sharding), owned)

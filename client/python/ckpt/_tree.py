@@ -292,12 +292,36 @@ def prepare_leaves(path, x):
     """prepare_leaf, as a list (a Shard list gives several pieces)."""
     if is_shards(x):
         return prepare_pieces(path, x)
+    if _jax.is_array(x) and _jax.is_global(x):
+        return _prep_jax_global(path, x)
     return [prepare_leaf(path, x)]
+
+
+def _prep_jax_global(path, x):
+    """A jax.Array with shards in other processes: this process's pieces
+    of it (distributed steps join every process's pieces)."""
+    gs = tuple(int(d) for d in x.shape)
+    tag = _jax.sharding_tag(x)
+    out = []
+    for starts, view in _jax.process_pieces(x):
+        p = _prep_numpy(path, view, tag)
+        p.gshape = gs
+        p.offsets = starts
+        out.append(p)
+    if not out:
+        # the same tree paths on every process: a piece of nothing
+        # cannot be expressed, and process_pieces gives every holder one
+        raise ValueError('jax.Array at %s: this process holds none of its '
+                         'shards' % (path_name(path) or 'item'))
+    return out
 
 
 def _prep_jax(path, x, where):
     dt = np.dtype(x.dtype)
-    got = _jax.host_pieces(x, where) if np.little_endian else None
+    # a replicated array spanning processes: this process's copy (its
+    # local shards need not hold replica 0)
+    got = _jax.host_pieces(x, where) if np.little_endian and \
+        x.is_fully_addressable else None
     if got is None:
         return _prep_numpy(path, _jax.host_array(x, where),
                            _jax.sharding_tag(x))
@@ -422,7 +446,9 @@ def _tree_from_prepared(leaves):
                     t, keys, n, p.dtype, len(p.shape),
                     _shape_array(p.gshape), _shape_array(p.offsets),
                     _shape_array(p.shape), p.addr, p.nbytes)
-                keep.append(p.keep)
+                # a piece of a jax.Array is an immutable view
+                keep.append(_Views([p.keep]) if _jax.is_tag(p.tag)
+                            else p.keep)
                 if rc == L.CKPT_EMISMATCH:
                     raise ValueError(
                         'pieces of %s overlap or disagree on dtype or '
@@ -507,7 +533,11 @@ class RawArray:
             a = np.empty(self.shape, dt)
             a.flags.writeable = False
             return a
-        return np.asarray(_View(self.owner, self.addr, self.shape, dt))
+        # the array interface cannot name extension dtypes (ml_dtypes'
+        # bfloat16, float8): expose their bytes, then view them as dt
+        raw = np.dtype('V%d' % dt.itemsize) if dt.isbuiltin == 2 else dt
+        a = np.asarray(_View(self.owner, self.addr, self.shape, raw))
+        return a if a.dtype == dt else a.view(dt)
 
     def numpy_copy(self, dtype=None):
         src_dt = _CK_TO_NP.get(self.ck)
@@ -554,7 +584,10 @@ class RawArray:
             return self.numpy_copy()[()]
         if _jax.is_tag(self.tag) and self.ck in _CK_TO_NP and \
                 _jax.loaded():
-            return _jax.restore_as_saved(self.numpy_view(), self.tag)
+            # the view is of this restore's private (copy-on-write)
+            # mapping of the file: jax may use it in place
+            return _jax.restore_as_saved(self.numpy_view(), self.tag,
+                                         owned=True)
         return self.numpy_view() if zero_copy else self.numpy_copy()
 
 
@@ -642,7 +675,8 @@ def _materialize_default(v, zero_copy):
             return v.obj[()]
         if _jax.is_tag(v.tag) and isinstance(v.obj, np.ndarray) and \
                 _jax.loaded():
-            return _jax.restore_as_saved(v.obj, v.tag)
+            # v.obj: the buffer the restore allocated and filled
+            return _jax.restore_as_saved(v.obj, v.tag, owned=True)
         return v.obj
     if isinstance(v, RawArray):
         return v.default_value(zero_copy)
@@ -743,7 +777,11 @@ def _host_value(val, tshape, where):
 def _convert_to_target(val, tgt, zero_copy, where):
     tshape = tuple(int(d) for d in tgt.shape)
     if _jax.is_target(tgt):
-        return _jax.place(_host_value(val, tshape, where), tgt)
+        # a numpy buffer the restore allocated (Ready), or a view of the
+        # restore's private mapping (RawArray), is ours to hand over
+        owned = (isinstance(val, Ready) and isinstance(val.obj, np.ndarray)) \
+            or (isinstance(val, RawArray) and val.ck in _CK_TO_NP)
+        return _jax.place(_host_value(val, tshape, where), tgt, owned)
     tdt = _target_dtype(tgt)
     want_torch = is_torch_tensor(tgt) or (
         _torch is not None and isinstance(tdt, _torch.dtype))
@@ -916,9 +954,18 @@ def restore_with_target(entries, target, partial, zero_copy):
 
 def _shards_from(val, tleaf, where):
     """Shard targets filled from a restored leaf: the Shards libckpt
-    filled (Ready), or slices of the whole array (RawArray)."""
+    filled (Ready), or slices of the whole array (RawArray). A jax target
+    spanning processes (GlobalTarget) gives its jax.Array."""
     if isinstance(val, Ready):
+        if isinstance(val.obj, _Assemble):
+            return val.obj.target.assemble(val.obj.filled)
         return val.obj
+    if isinstance(tleaf, _jax.GlobalTarget):
+        host = _host_value(val, tleaf.shape, where)
+        return tleaf.assemble([
+            Shard(np.array(host[sh.slices()], dtype=sh.data.dtype,
+                           order='C'), sh.global_shape, sh.offsets)
+            for sh in tleaf])
     out = []
     for sh in shard_list(tleaf):
         whole = _host_value(val, sh.global_shape, where)
@@ -931,6 +978,41 @@ def _shards_from(val, tleaf, where):
             filled = np.array(part, dtype=np.dtype(data.dtype), order='C')
         out.append(Shard(filled, sh.global_shape, sh.offsets))
     return out[0] if isinstance(tleaf, Shard) else type(tleaf)(out)
+
+
+class _Assemble:
+    """Shards libckpt fills for a GlobalTarget; the jax.Array is made
+    once they are filled (after the restore)."""
+    __slots__ = ('target', 'filled')
+
+    def __init__(self, target, filled):
+        self.target = target
+        self.filled = filled
+
+
+def global_targets(tree):
+    """tree with each jax target whose sharding spans other processes
+    replaced by a GlobalTarget (this process's Shard targets); tree
+    itself when there is none."""
+    if not _jax.loaded():
+        return tree
+    found = [False]
+
+    def conv(x):
+        if isinstance(x, Mapping):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)) and not is_shards(x):
+            vals = [conv(v) for v in x]
+            if isinstance(x, tuple):
+                return type(x)(*vals) if hasattr(x, '_fields') else \
+                    tuple(vals)
+            return vals
+        if _jax.needs_global_target(x):
+            found[0] = True
+            return _jax.GlobalTarget(x, Shard, _empty_for_jax)
+        return x
+    out = conv(tree)
+    return out if found[0] else tree
 
 
 def _shard_buffer(sh):
@@ -961,6 +1043,19 @@ def _shard_buffer(sh):
 
 # ---- restoring into buffers we allocate ------------------------------------------
 
+_JAX_ALIGN = 64   # jax on CPU uses a host buffer in place from this alignment
+
+
+def _empty_for_jax(shape, dt):
+    """np.empty(shape, dt) on a _JAX_ALIGN-byte boundary: the buffer of a
+    leaf that becomes a jax.Array, which jax then aliases instead of
+    copying (see _jax.place)."""
+    n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(n + _JAX_ALIGN, np.uint8)
+    off = -raw.ctypes.data % _JAX_ALIGN
+    return raw[off:off + n].view(dt).reshape(shape)
+
+
 def alloc_dst(meta, tleaf):
     """Allocate the array a saved leaf (RawArray from item metadata) is
     restored into: (object, ckpt dtype, address) or None when libckpt
@@ -977,7 +1072,8 @@ def alloc_dst(meta, tleaf):
         ck = _NP_TO_CK.get(tdt)
         if ck is None:
             return None
-        obj = np.empty(shape, tdt)
+        obj = _empty_for_jax(shape, tdt) if _jax.is_target(tleaf) else \
+            np.empty(shape, tdt)
         return obj, ck, obj.ctypes.data
     ck = meta.ck
     if (meta.tag == TAG_TORCH and _torch is not None) or (
@@ -990,8 +1086,36 @@ def alloc_dst(meta, tleaf):
     dt = _CK_TO_NP.get(ck)
     if dt is None:
         return None
-    obj = np.empty(shape, dt)
+    obj = _empty_for_jax(shape, dt) if _jax.is_tag(meta.tag) and \
+        _jax.loaded() else np.empty(shape, dt)
     return obj, ck, obj.ctypes.data
+
+
+def jax_views(entries, wanted):
+    """True when every array leaf restored (wanted: index -> target leaf
+    or None) becomes a jax.Array of its saved dtype: the restore then
+    hands jax views of its private (copy-on-write) mapping of the files,
+    verified, instead of copying into new memory. Saved pieces of global
+    arrays, casts, and numpy/torch/Shard/multi-process targets need the
+    copy."""
+    if not _jax.loaded():
+        return False
+    some = False
+    for idx, tleaf in wanted.items():
+        meta = entries[idx][1]
+        if not isinstance(meta, RawArray):
+            continue
+        if meta.pieces is not None or meta.ck not in _CK_TO_NP:
+            return False
+        if tleaf is None:
+            if not _jax.is_tag(meta.tag):
+                return False
+        elif not _jax.is_target(tleaf) or \
+                _jax.needs_global_target(tleaf) or \
+                np.dtype(tleaf.dtype) != np_dtype_for(meta.ck):
+            return False
+        some = True
+    return some
 
 
 def build_target_tree(entries, wanted):
@@ -1030,9 +1154,12 @@ def build_target_tree(entries, wanted):
                                          % (path_name(path) or 'item'))
                     L.check_plain(rc, 'restore target')
                     filled.append(Shard(obj, sh.global_shape, sh.offsets))
+                w = wanted[idx]
+                if isinstance(w, _jax.GlobalTarget):
+                    ready[idx] = Ready(_Assemble(w, filled), meta.tag)
+                    continue
                 ready[idx] = Ready(filled[0] if isinstance(
-                    wanted[idx], Shard) else type(wanted[idx])(filled),
-                    meta.tag)
+                    w, Shard) else type(w)(filled), meta.tag)
                 continue
             got = alloc_dst(meta, wanted[idx])
             if got is None:

@@ -1,7 +1,7 @@
 """Process identity of a distributed job (many processes, one step).
 
     import ckpt
-    ckpt.distributed.initialize()      # torch.distributed, else RANK/WORLD_SIZE
+    ckpt.distributed.initialize()      # torch/jax.distributed, else RANK/...
     ckpt.distributed.process_index(), ckpt.distributed.process_count()
 
 Every CheckpointManager opened afterwards is one rank of the job: each rank
@@ -9,7 +9,8 @@ calls save(step, args) with its part (ckpt.Shard pieces of global arrays;
 plain leaves are replicated and written once, by the primary host), and
 the step commits once every rank's part is durable. Without initialize(),
 the first manager takes the identity from torch.distributed when it is
-initialized, else from RANK/WORLD_SIZE, else it is process 0 of 1.
+initialized, else from jax.distributed when it is, else from
+RANK/WORLD_SIZE, else it is process 0 of 1.
 """
 
 import os
@@ -37,6 +38,25 @@ def _from_torch() -> Optional[Tuple[int, int]]:
         return None
 
 
+def _from_jax() -> Optional[Tuple[int, int]]:
+    """jax.distributed's identity once jax.distributed.initialize() ran
+    (read from its state: asking jax.process_count() would start jax's
+    backend, which must not happen before that call)."""
+    import sys
+    jax = sys.modules.get('jax')
+    if jax is None:
+        return None
+    mod = sys.modules.get('jax._src.distributed')
+    gs = getattr(mod, 'global_state', None)
+    if gs is None or getattr(gs, 'client', None) is None:
+        return None
+    try:
+        pid, n = int(gs.process_id), int(gs.num_processes)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return (pid, n) if n >= 1 else None
+
+
 def _env_int(name: str) -> Optional[int]:
     v = os.environ.get(name)
     if v is None or v.strip() == '':
@@ -48,7 +68,7 @@ def _env_int(name: str) -> Optional[int]:
 
 
 def _detect() -> Tuple[int, int]:
-    got = _from_torch()
+    got = _from_torch() or _from_jax()
     if got is not None:
         return got
     rank, world = _env_int('RANK'), _env_int('WORLD_SIZE')
@@ -74,7 +94,8 @@ def initialize(process_index: Optional[int] = None,
     """Set this process's rank and the job's number of processes.
 
     Arguments left None are taken from torch.distributed when it is
-    initialized, else from $RANK / $WORLD_SIZE, else 0 / 1. Calling it
+    initialized, else from jax.distributed when it is, else from $RANK /
+    $WORLD_SIZE, else 0 / 1. Calling it
     again replaces the identity (for managers opened afterwards)."""
     global _identity
     det_index, det_count = _detect() if (process_index is None or

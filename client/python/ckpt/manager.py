@@ -1,5 +1,6 @@
 """CheckpointManager over libckpt, with Orbax's API and messages."""
 
+import copy
 import ctypes
 import dataclasses
 import datetime
@@ -376,6 +377,15 @@ def _expected_args(args):
     return (f'Expected args of type `CheckpointArgs`; found {type(args)}. '
             'Use e.g. ocp.args.StandardSave(tree) / '
             'ocp.args.StandardRestore(abstract_tree).')
+
+
+def _with_item(a, item):
+    """a, or a copy of it whose target is item."""
+    if item is a.item:
+        return a
+    b = copy.copy(a)
+    b.item = item
+    return b
 
 
 def _provided_none(name):
@@ -1418,6 +1428,9 @@ class CheckpointManager:
                 else:
                     partial = bool(getattr(a, 'partial_restore', False))
                     _, wanted = _tree.match_target(em, target, partial)
+                if _tree.jax_views(em, wanted):
+                    need_zc = True      # views, verified: no new memory
+                    continue
                 built = _tree.build_target_tree(em, wanted)
                 if built is None:
                     need_zc = True
@@ -1505,6 +1518,11 @@ class CheckpointManager:
                 raise NotImplementedError(
                     'StandardRestore(strict=False) (truncating/padding '
                     'arrays to the target shape) is not supported by ckpt')
+        # jax targets spanning other processes: this process's pieces
+        plan = [(n, h, _with_item(a, _tree.global_targets(a.item))
+                 if h in ('standard', 'pytree') and
+                 getattr(a, 'item', None) is not None else a)
+                for n, h, a in plan]
         prepared, need_zc = self._prepare_targets(owner_meta, plan, other)
         try:
             # The daemon refuses items the step does not hold
