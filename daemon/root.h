@@ -61,6 +61,9 @@ struct root {
 	unsigned refs;
 	int state;                      /* enum root_state */
 	char *path;                     /* canonical absolute path */
+	/* The backend keeping it, decided from its name when it was opened
+	 * (store_backend_for); every file operation on it goes through. */
+	const struct store_backend *be;
 	/* Identity: the directory opened at load, kept open so that its
 	 * inode cannot be reused while the root lives. A directory removed
 	 * and re-created at the same path is another root. */
@@ -114,8 +117,6 @@ Ckpt__ManagerOptions *mgr_options_copy(const Ckpt__ManagerOptions *o);
 void *mgr_task_new(size_t size, void (*run)(struct task *),
     void (*done)(struct task *), const struct peer_cred *cred,
     uint64_t lane);
-/* Open the root directory path (no creation) as the task's peer. */
-int mgr_open_root(const char *path, int *fd, ckd_err *e);
 /* (root.c) Open r's own directory (the one it was loaded from, found
  * through its pinned fd, never through the path) as the task's peer. */
 int root_open_dir(const struct root *r, int *fd, ckd_err *e);
@@ -136,9 +137,10 @@ void root_unref(struct root *r);
  * NULL when none. */
 struct root *root_find(dev_t dev, ino_t ino, const struct store_naming *nm);
 /* New root in ROOT_LOADING state with one reference; takes ownership of
- * dirfd (an open fd of the directory, st its fstat), also on failure. */
+ * dirfd (the handle of the directory under backend be, st its status),
+ * also on failure. */
 struct root *root_new(const char *path, const struct store_naming *nm,
-    int dirfd, const struct stat *st);
+    const struct store_backend *be, int dirfd, const struct stat *st);
 /* Index of the record of step, or -1. */
 long root_find_step(const struct root *r, uint64_t step);
 /* Insert (or replace) a record; takes ownership of its strings.
@@ -158,7 +160,8 @@ void root_del_deleting(struct root *r, uint64_t step);
 /* Reconcile a root's records with a scan of its directory (worker thread):
  * committed dirs missing from known[] get their _CHECKPOINT_METADATA read.
  * Returns the records of every committed dir (*out malloc'ed). */
-int root_scan_disk(int rootfd, const struct store_naming *nm,
+int root_scan_disk(const struct store_backend *be, int rootfd,
+    const struct store_naming *nm,
     const struct index_step *known, size_t nknown,
     struct index_step **out, size_t *nout, int *tmp_left, ckd_err *e);
 /* A delete of committed step i (removed from the list now), run in a

@@ -214,9 +214,9 @@ steptx_unref(struct steptx *tx)
 	if (tx->timer != NULL)
 		event_free(tx->timer);
 	if (tx->tmpfd >= 0)
-		close(tx->tmpfd);
+		tx->r->be->close(tx->tmpfd);
 	if (tx->rootfd >= 0)
-		close(tx->rootfd);
+		tx->r->be->close(tx->rootfd);
 	root_unref(tx->r);
 	free(tx->job);
 	free(tx->parts);
@@ -576,9 +576,10 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	ckd_err ie;
 	size_t i;
 	unsigned slot;
+	const struct store_backend *be = tx->r->be;
 	int r, fd;
 
-	store_sync_init(&b);
+	store_sync_init(&b, be);
 	if ((r = steptx_check_items(tx, e)) != 0)
 		goto fail;
 	tx->bytes = 0;
@@ -589,23 +590,22 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 		Ckpt__Leaf **leaves = NULL;
 		size_t n = 0;
 
-		if ((fd = openat(tx->tmpfd, sv->items[i]->name, O_RDONLY |
-		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		if ((fd = be->open_dir(tx->tmpfd, sv->items[i]->name)) < 0) {
 			r = err_errno(e, errno, "open %s", sv->items[i]->name);
 			goto fail;
 		}
 		if (savecheck_is_tree(sv->items[i]->handler)) {
 			if ((r = steptx_item_leaves(tx, i, &leaves, &n, e)) != 0) {
-				close(fd);
+				be->close(fd);
 				goto fail;
 			}
 			merged.leaves = leaves;
 			merged.n_leaves = n;
-			r = store_write_tree_metadata_nosync(fd, &merged,
+			r = store_write_tree_metadata_nosync(be, fd, &merged,
 			    lead->fmode, &b, e);
 			free(leaves);
 			if (r != 0) {
-				close(fd);
+				be->close(fd);
 				goto fail;
 			}
 		}
@@ -619,7 +619,7 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	meta.metrics_json = lead->m->o->prevent_write_metrics ? NULL :
 	    sv->metrics_json;
 	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
-	    tx->tmpfd, meta.metrics_json, lead->dmode, lead->fmode, &b,
+	    be, tx->tmpfd, meta.metrics_json, lead->dmode, lead->fmode, &b,
 	    e)) != 0)
 		goto fail;
 	meta.custom_json = sv->custom_metadata_json;
@@ -627,10 +627,11 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	meta.item_names = lead->names;
 	meta.handlers = lead->handlers;
 	meta.bytes = tx->bytes;
-	if ((r = store_write_step_meta_nosync(tx->tmpfd, &meta, lead->fmode,
-	    &b, e)) != 0 || (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
+	if ((r = store_write_step_meta_nosync(be, tx->tmpfd, &meta,
+	    lead->fmode, &b, e)) != 0 ||
+	    (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
 	    (r = store_sync_run(&b, e)) != 0 ||
-	    (r = store_commit_synced(tx->rootfd, tx->name, e)) != 0)
+	    (r = store_commit_synced(be, tx->rootfd, tx->name, e)) != 0)
 		goto fail;
 	memset(&rec, 0, sizeof rec);
 	rec.step = tx->step;
@@ -643,9 +644,9 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	if (index_put_step(TX_IX, tx->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	store_sync_free(&b);
-	close(tx->tmpfd);
+	be->close(tx->tmpfd);
 	tx->tmpfd = -1;
-	close(tx->rootfd);
+	be->close(tx->rootfd);
 	tx->rootfd = -1;
 	return 0;
 fail:
@@ -661,14 +662,15 @@ steptx_abort(struct steptx *tx, const ckd_err *why)
 	ckd_err e;
 
 	if (tx->tmpfd >= 0) {
-		close(tx->tmpfd);
+		tx->r->be->close(tx->tmpfd);
 		tx->tmpfd = -1;
-		if (tx->rootfd >= 0 && store_abort(tx->rootfd, tx->name, &e) != 0)
+		if (tx->rootfd >= 0 && store_abort(tx->r->be, tx->rootfd,
+		    tx->name, &e) != 0)
 			log_warn("removing %s/%s%s: %s", tx->r->path, tx->name,
 			    CKPT_TMP_SUFFIX, e.msg);
 	}
 	if (tx->rootfd >= 0) {
-		close(tx->rootfd);
+		tx->r->be->close(tx->rootfd);
 		tx->rootfd = -1;
 	}
 	if (why->code == CKPT_EEXIST)
