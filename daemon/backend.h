@@ -118,6 +118,14 @@ struct store_backend {
 };
 
 extern const struct store_backend backend_posix;
+/* Roots s3://bucket/prefix (backend_s3.c, in the ckptds3 library with the
+ * S3 client; store_backend_for knows it only in a program linked with it). */
+extern const struct store_backend backend_s3;
+
+/* The names the commit protocol gives directories (stepdir.c): a step in
+ * progress is <name>.ckptd-tmp (CKPT_TMP_SUFFIX), one being deleted
+ * .<name>.ckptd-del. An object store reads them as markers (backend_s3.c). */
+#define STORE_DEL_SUFFIX ".ckptd-del"
 
 /* The backend of a root, decided from its name (backend.c): an absolute
  * path is posix's. NULL with e set (CKPT_EINVAL naming the scheme) for a

@@ -13,7 +13,6 @@
 #include "stepdir.h"
 #include "syncbatch.h"
 
-#define STORE_DEL_SUFFIX ".ckptd-del"
 #define STORE_ORBAX_TMP ".orbax-checkpoint-tmp"
 
 int
