@@ -76,6 +76,12 @@ struct s3b_handle {
 	char *step;             /* meta: the step's prefix */
 };
 
+/* A directory made (make_dir) before any object is in it. */
+struct s3b_made {
+	struct s3b_made *next;
+	char *bucket, *key;
+};
+
 /* A _CHECKPOINT_METADATA waiting for its commit. */
 struct s3b_pending {
 	struct s3b_pending *next;
@@ -90,6 +96,7 @@ static struct {
 	struct s3b_handle **v;          /* by descriptor */
 	size_t n;
 	struct s3b_pending *pending;
+	struct s3b_made *made;          /* a few names per root */
 } S3B = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -418,6 +425,20 @@ s3b_child(int dir, const char *name, int held)
 	return s3b_add(h);
 }
 
+/* 1 when make_dir made bucket/key in this process. */
+static int
+s3b_was_made(const char *bucket, const char *key)
+{
+	struct s3b_made *m;
+	int r = 0;
+
+	pthread_mutex_lock(&S3B.lock);
+	for (m = S3B.made; m != NULL && !r; m = m->next)
+		r = strcmp(m->bucket, bucket) == 0 && strcmp(m->key, key) == 0;
+	pthread_mutex_unlock(&S3B.lock);
+	return r;
+}
+
 /* 1 when the marker <dir><name><suffix> (prefix "" or ".") exists. */
 static int
 s3b_marked(const struct s3b_handle *p, const char *dot, const char *name,
@@ -458,7 +479,7 @@ s3b_dir_exists(int dir, const char *name)
 		r = r == 1 ? 0 : r;
 	} else if ((k = s3b_cat(p->key, name, "/")) == NULL) {
 		r = -1;
-	} else {
+	} else if ((r = s3b_was_made(p->bucket, k)) == 0) {
 		r = s3b_prefix_used(p->bucket, k);
 	}
 	free(k);
@@ -518,13 +539,37 @@ s3b_mkdir(int dir, const char *name, mode_t mode, int *sub, ckd_err *e)
 	return 0;
 }
 
-/* Directories exist through their objects. */
+/* Directories exist through their objects: an empty one only here, in
+ * this process, so that it can be opened until its first file. */
 static int
 s3b_make_dir(int dir, const char *name, mode_t mode)
 {
-	(void)dir;
-	(void)name;
+	struct s3b_handle *p;
+	struct s3b_made *m;
+
 	(void)mode;
+	if ((p = s3b_get(dir)) == NULL)
+		return -1;
+	if ((m = calloc(1, sizeof *m)) == NULL ||
+	    (m->key = s3b_cat(p->key, name, "/")) == NULL) {
+		free(m);
+		s3b_free(p);
+		errno = ENOMEM;
+		return -1;
+	}
+	m->bucket = p->bucket;
+	p->bucket = NULL;
+	s3b_free(p);
+	if (s3b_was_made(m->bucket, m->key)) {
+		free(m->bucket);
+		free(m->key);
+		free(m);
+		return 0;
+	}
+	pthread_mutex_lock(&S3B.lock);
+	m->next = S3B.made;
+	S3B.made = m;
+	pthread_mutex_unlock(&S3B.lock);
 	return 0;
 }
 
@@ -929,10 +974,22 @@ static int
 s3b_create(int dir, const char *name, mode_t mode)
 {
 	struct s3b_handle *p, *h;
+	char *k;
+	int r;
 
 	(void)mode;
 	if ((p = s3b_get(dir)) == NULL)
 		return -1;
+	/* Exclusive, as O_EXCL: a file is never written over. */
+	if ((k = s3b_cat(p->key, name, "")) == NULL ||
+	    (r = s3b_exists(p->bucket, k)) != 0) {
+		if (k != NULL && r == 1)
+			errno = EEXIST;
+		free(k);
+		s3b_free(p);
+		return -1;
+	}
+	free(k);
 	if ((h = calloc(1, sizeof *h)) == NULL) {
 		s3b_free(p);
 		errno = ENOMEM;
