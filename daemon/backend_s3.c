@@ -868,6 +868,29 @@ out:
 	return r;
 }
 
+/* Forget the _CHECKPOINT_METADATA held for bucket/step (an abort). */
+static void
+s3b_drop_pending(const char *bucket, const char *step)
+{
+	struct s3b_pending *pd = NULL, **pp;
+
+	pthread_mutex_lock(&S3B.lock);
+	for (pp = &S3B.pending; *pp != NULL; pp = &(*pp)->next)
+		if (strcmp((*pp)->bucket, bucket) == 0 &&
+		    strcmp((*pp)->step, step) == 0) {
+			pd = *pp;
+			*pp = pd->next;
+			break;
+		}
+	pthread_mutex_unlock(&S3B.lock);
+	if (pd != NULL) {
+		free(pd->bucket);
+		free(pd->step);
+		free(pd->data);
+		free(pd);
+	}
+}
+
 static int
 s3b_remove_tree(int dir, const char *name, ckd_err *e)
 {
@@ -891,6 +914,8 @@ s3b_remove_tree(int dir, const char *name, ckd_err *e)
 	if (kind == S3B_PLAIN && (r = s3_delete(s3b_client(), p->bucket, mk,
 	    e)) != 0)
 		goto out;
+	if (kind == S3B_TMP)
+		s3b_drop_pending(p->bucket, pre);
 	if ((r = s3b_delete_prefix(p->bucket, pre, S3B_META, e)) != 0)
 		goto out;
 	if (kind != S3B_PLAIN)

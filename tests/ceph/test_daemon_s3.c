@@ -3,8 +3,9 @@
  * on a real Ceph radosgw (tests/ceph/rgw.sh): the daemon takes endpoint
  * and credentials from its own environment. A save, the listing, a
  * restore byte for byte, ckptctl verify, a delete, what is in the bucket
- * after each; a step in progress is never listed; a daemon with a wrong
- * secret refuses the root with S3's reason and keeps serving.
+ * after each; the leftover of an unfinished save is not listed and is
+ * collected; radosgw restarted during a 256 MiB upload; a daemon with a
+ * wrong secret refuses the root with S3's reason and keeps serving.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -176,6 +177,92 @@ wrong_credentials(void)
 	free(good);
 }
 
+/* radosgw killed while a 256 MiB step is being uploaded and started again
+ * a second later: the save retries and commits, or fails cleanly; either
+ * way there is never a half step, and the daemon goes on saving. */
+#define NHUGE (64u << 20)       /* floats: 256 MiB */
+
+static void
+rgw_restart_during_upload(void)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t = ckpt_tree_new(), *t2 = ckpt_tree_new();
+	ckpt_save_args *a = ckpt_save_args_new(), *a2 = ckpt_save_args_new();
+	ckpt_restored *res = NULL;
+	const ckpt_tree *rt;
+	ckpt_leaf lf;
+	float *w = malloc((size_t)NHUGE * sizeof *w);
+	int64_t sh[1] = { NHUGE };
+	uint64_t *steps = NULL;
+	size_t n = 0, i;
+	int r, saved = 0;
+	long k;
+
+	if (w == NULL)
+		bail_out("out of memory");
+	for (i = 0; i < NHUGE; i++)
+		w[i] = (float)(i % 4093);
+	if (hx_connect(&d, &c) != 0)
+		bail_out("connect");
+	r = ckpt_manager_open(c, "s3://" BUCKET "/restart", NULL, &m);
+	if (!ok_call(r, c, "open s3://%s/restart", BUCKET))
+		return;
+	ckpt_tree_add_array(t, "w", CKPT_F32, 1, sh, w,
+	    (size_t)NHUGE * sizeof *w);
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	r = ckpt_save(m, 11, a, &saved);
+	ok_call(r, c, "save step 11 (256 MiB)");
+	hx_sleep_ms(300);
+	/* Not committed yet: the kill lands in the upload. */
+	ckpt_all_steps(m, &steps, &n);
+	is_int(n, 0, "step 11 is still being uploaded");
+	free(steps);
+	steps = NULL;
+	ok(cephbed_rgw(&bed, "kill-rgw") == 0, "radosgw killed mid-upload");
+	hx_sleep_ms(1000);
+	ok(cephbed_rgw(&bed, "start-rgw") == 0, "radosgw started again");
+	r = ckpt_wait_until_finished(m);
+	diag("the save after the restart: %s (%s)", ckpt_strerror(r),
+	    r != 0 ? ckpt_manager_errmsg(m) : "committed");
+	ckpt_all_steps(m, &steps, &n);
+	if (r == 0) {
+		ok(n == 1 && steps[0] == 11, "step 11 committed and listed");
+		ok(s3peek_has("restart/11/_CHECKPOINT_METADATA"),
+		    "its _CHECKPOINT_METADATA is there");
+		res = NULL;
+		r = ckpt_restore(m, 11, NULL, &res);
+		if (ok_call(r, c, "restore step 11")) {
+			rt = ckpt_restored_item_tree(res, 0);
+			k = rt != NULL ? ckpt_tree_find(rt, "w") : -1;
+			ok(k >= 0 && ckpt_tree_leaf(rt, (size_t)k, &lf) == 0 &&
+			    lf.nbytes == (size_t)NHUGE * sizeof *w &&
+			    memcmp(lf.data, w, lf.nbytes) == 0,
+			    "step 11 restored byte for byte");
+			ckpt_restored_free(res);
+		}
+	} else {
+		is_int(n, 0, "the failed step is not listed");
+		ok(!s3peek_has("restart/11/_CHECKPOINT_METADATA"),
+		    "no _CHECKPOINT_METADATA: never a half step");
+		ok(1, "(the restore check applies to a committed step)");
+	}
+	free(steps);
+	ckpt_tree_add_int(t2, "x", 1);
+	ckpt_save_args_add_tree(a2, NULL, CKPT_HANDLER_STANDARD, t2);
+	r = ckpt_save(m, 12, a2, &saved);
+	ok_call(r, c, "the next save");
+	r = ckpt_wait_until_finished(m);
+	ok_call(r, c, "commits");
+	ckpt_manager_close(m);
+	ckpt_tree_free(t);
+	ckpt_tree_free(t2);
+	ckpt_save_args_free(a);
+	ckpt_save_args_free(a2);
+	ckpt_disconnect(c);
+	free(w);
+}
+
 static void
 unknown_scheme(void)
 {
@@ -202,6 +289,7 @@ main(void)
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
 	save_list_restore_delete();
+	rgw_restart_during_upload();
 	unknown_scheme();
 	wrong_credentials();
 	hx_cleanup(&d);
