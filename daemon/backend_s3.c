@@ -60,7 +60,6 @@
 enum s3b_kind {
 	S3B_DIR = 1,
 	S3B_FILE = 2,           /* being written */
-	S3B_READ = 3,           /* read from the store */
 };
 
 struct s3b_handle {
@@ -169,7 +168,7 @@ s3b_get(int fd)
 static int
 s3b_add(struct s3b_handle *h)
 {
-	struct s3b_handle **nv;
+	struct s3b_handle **nv, *stale;
 	size_t n;
 	int fd;
 
@@ -191,8 +190,10 @@ s3b_add(struct s3b_handle *h)
 		S3B.v = nv;
 		S3B.n = n;
 	}
+	stale = S3B.v[fd];      /* closed without close(): never, but */
 	S3B.v[fd] = h;
 	pthread_mutex_unlock(&S3B.lock);
+	s3b_free(stale);
 	return fd;
 }
 
@@ -970,8 +971,15 @@ s3b_fstat(int h, struct stat *st)
 	const char *s;
 
 	memset(st, 0, sizeof *st);
-	if ((p = s3b_get(h)) == NULL)
-		return -1;
+	if ((p = s3b_get(h)) == NULL) {
+		if (errno != EBADF)
+			return -1;
+		/* a file read (open_read): the memfd is all there is */
+		if (fstat(h, st) != 0)
+			return -1;
+		st->st_mode = S_IFREG | 0600;
+		return 0;
+	}
 	if (p->kind == S3B_DIR) {
 		/* Identity of a prefix: a hash of bucket and key. */
 		for (s = p->bucket; *s != '\0'; s++)
@@ -1039,57 +1047,45 @@ s3b_create(int dir, const char *name, mode_t mode)
 	return s3b_add(h);
 }
 
+/* The whole object in a memfd of its own: a plain descriptor, not in the
+ * table (it may be handed to a client, who closes it as any fd). */
 static int
 s3b_open_read(int dir, const char *name, struct stat *st, ckd_err *e)
 {
-	struct s3b_handle *p, *h;
+	struct s3b_handle *p;
 	struct s3_stat ss;
 	char *k;
-	int fd, r;
+	int fd = -1, r;
 
 	if ((p = s3b_get(dir)) == NULL)
 		return err_errno(e, errno, "open %s", name);
 	if ((k = s3b_cat(p->key, name, "")) == NULL) {
-		s3b_free(p);
-		return err_errno(e, errno, "open %s", name);
-	}
-	if ((r = s3_head(s3b_client(), p->bucket, k, &ss, e)) != 0) {
-		free(k);
-		s3b_free(p);
-		return r;
-	}
-	if ((h = calloc(1, sizeof *h)) == NULL) {
-		free(k);
-		s3b_free(p);
-		return err_set(e, CKPT_ENOMEM, "out of memory");
-	}
-	h->kind = S3B_READ;
-	h->bucket = p->bucket;
-	p->bucket = NULL;
-	h->key = k;
-	s3b_free(p);
-	if ((fd = s3b_add(h)) < 0)
-		return err_errno(e, errno, "open %s", name);
-	/* The whole object, by ranged GETs into the memfd. */
-	if (ftruncate(fd, (off_t)ss.size) != 0) {
 		r = err_errno(e, errno, "open %s", name);
-		goto fail;
+		goto out;
 	}
-	if (ss.size > 0 && (r = s3_get_fd(s3b_client(), h->bucket, h->key, 0,
+	if ((r = s3_head(s3b_client(), p->bucket, k, &ss, e)) != 0)
+		goto out;
+	if ((fd = memfd_create("ckptd-s3", MFD_CLOEXEC)) < 0 ||
+	    ftruncate(fd, (off_t)ss.size) != 0) {
+		r = err_errno(e, errno, "open %s", name);
+		goto out;
+	}
+	/* Ranged GETs, resumed after the bytes received on a retry. */
+	if (ss.size > 0 && (r = s3_get_fd(s3b_client(), p->bucket, k, 0,
 	    ss.size, fd, 0, e)) != 0)
-		goto fail;
+		goto out;
 	memset(st, 0, sizeof *st);
 	st->st_mode = S_IFREG | 0600;
 	st->st_size = (off_t)ss.size;
 	st->st_dev = S3B_DEV;
-	return fd;
-fail:
-	pthread_mutex_lock(&S3B.lock);
-	S3B.v[fd] = NULL;
-	pthread_mutex_unlock(&S3B.lock);
-	s3b_free(h);
-	close(fd);
-	return r;
+out:
+	if (r != 0 && fd >= 0) {
+		close(fd);
+		fd = -1;
+	}
+	free(k);
+	s3b_free(p);
+	return r != 0 ? r : fd;
 }
 
 static int
@@ -1262,11 +1258,7 @@ s3b_close(int h)
 		S3B.v[h] = NULL;
 	}
 	pthread_mutex_unlock(&S3B.lock);
-	if (p == NULL) {
-		errno = EBADF;
-		return -1;
-	}
-	s3b_free(p);
+	s3b_free(p);            /* NULL: a file read (open_read) */
 	return close(h);
 }
 
