@@ -2,6 +2,7 @@
  * s3peek.c - see s3peek.h.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "s3.h"
@@ -67,4 +68,23 @@ s3peek_put(const char *key, const void *data, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+void *
+s3peek_get(const char *key, size_t *len)
+{
+	struct s3_stat st;
+	ckd_err e;
+	void *buf;
+
+	if (s3_head(peek_cli, peek_bucket, key, &st, &e) != 0 ||
+	    (buf = malloc(st.size ? st.size : 1)) == NULL)
+		return NULL;
+	if (s3_get(peek_cli, peek_bucket, key, 0, st.size, buf, &e) != 0) {
+		fprintf(stderr, "get %s: %s\n", key, e.msg);
+		free(buf);
+		return NULL;
+	}
+	*len = st.size;
+	return buf;
 }

@@ -16,6 +16,8 @@ void s3peek_done(void);
 int s3peek_has(const char *key);
 /* Number of keys under prefix (up to 1000). */
 size_t s3peek_count(const char *prefix);
+/* GET the whole object into a malloc'ed buffer: NULL when missing. */
+void *s3peek_get(const char *key, size_t *len);
 /* PUT len bytes: 0 or -1. */
 int s3peek_put(const char *key, const void *data, size_t len);
 

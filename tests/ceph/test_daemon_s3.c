@@ -4,10 +4,13 @@
  * and credentials from its own environment. A save, the listing, a
  * restore byte for byte, ckptctl verify, a delete, what is in the bucket
  * after each; the leftover of an unfinished save is not listed and is
- * collected; radosgw restarted during a 256 MiB upload; a daemon with a
- * wrong secret refuses the root with S3's reason and keeps serving.
+ * collected; an object corrupted behind the daemon's back is named by
+ * verify; radosgw restarted during a 256 MiB upload; a step of 4 ranks;
+ * a daemon with a wrong secret refuses the root with S3's reason and
+ * keeps serving.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +111,27 @@ save_list_restore_delete(void)
 		is_int(r, 0, "ckptctl verify %s", ROOT);
 		if (r != 0)
 			diag("%s", out);
+	}
+
+	/* An object changed behind the daemon's back: verify names the
+	 * tensor. */
+	{
+		const char *key = "train/run1/7/default/data-00000.safetensors";
+		unsigned char *obj;
+		size_t olen = 0;
+
+		obj = s3peek_get(key, &olen);
+		ok(obj != NULL && olen > (4u << 20), "the data object");
+		if (obj != NULL) {
+			obj[olen - (2u << 20)] ^= 0x10;   /* inside params/w */
+			ok(s3peek_put(key, obj, olen) == 0, "one byte flipped");
+			argv[3] = NULL;
+			r = hx_run(argv, out, sizeof out, 120);
+			ok(argv[0] == NULL || r != 0, "ckptctl verify fails");
+			has(out, "params.w", "naming the tensor: %s", out);
+			has(out, "checksum", "as a checksum mismatch");
+			free(obj);
+		}
 	}
 
 	r = ckpt_delete(m, 7);
@@ -263,6 +287,117 @@ rgw_restart_during_upload(void)
 	free(w);
 }
 
+/* A step of 4 ranks (threads, each its own connection and manager), each
+ * saving its rows of a global array and the replicated leaves: one commit
+ * in the bucket, restored whole by a manager of one process. */
+#define RANKS 4
+#define DROWS 1000
+#define DCOLS 256
+#define DROOT "s3://" BUCKET "/dist"
+
+static float dg[DROWS * DCOLS];
+
+struct rank {
+	int index, save_rc, wait_rc;
+	char msg[512];
+};
+
+static void *
+rank_thread(void *arg)
+{
+	struct rank *k = arg;
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_options *o = ckpt_options_new();
+	ckpt_tree *t = ckpt_tree_new();
+	ckpt_save_args *a = ckpt_save_args_new();
+	int64_t gs[2] = { DROWS, DCOLS }, off[2], shp[2], one = 1;
+	int64_t lo = k->index * (DROWS / RANKS), hi = lo + DROWS / RANKS;
+	float b = 2.5f;
+	int saved = 0;
+
+	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
+	ckpt_options_set_process_index(o, (uint32_t)k->index);
+	ckpt_options_set_process_count(o, RANKS);
+	ckpt_options_set_job(o, "s3-dist");
+	if (hx_connect(&d, &c) != 0 || ckpt_manager_open(c, DROOT, o,
+	    &m) != 0) {
+		snprintf(k->msg, sizeof k->msg, "open: %s",
+		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+		goto out;
+	}
+	off[0] = lo;
+	off[1] = 0;
+	shp[0] = hi - lo;
+	shp[1] = DCOLS;
+	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &dg[lo * DCOLS],
+	    (size_t)(shp[0] * DCOLS) * sizeof(float));
+	ckpt_tree_add_array(t, "b", CKPT_F32, 1, &one, &b, sizeof b);
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	k->save_rc = ckpt_save(m, 3, a, &saved);
+	k->wait_rc = ckpt_wait_until_finished(m);
+	snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
+out:
+	ckpt_options_free(o);
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	return NULL;
+}
+
+static void
+distributed_step(void)
+{
+	pthread_t th[RANKS];
+	struct rank k[RANKS];
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_restored *res = NULL;
+	const ckpt_tree *t;
+	ckpt_leaf lf;
+	int64_t latest = -2;
+	int i, good = 1;
+
+	for (i = 0; i < DROWS * DCOLS; i++)
+		dg[i] = (float)i * 0.25f;
+	for (i = 0; i < RANKS; i++) {
+		memset(&k[i], 0, sizeof k[i]);
+		k[i].index = i;
+		pthread_create(&th[i], NULL, rank_thread, &k[i]);
+	}
+	for (i = 0; i < RANKS; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < RANKS; i++) {
+		good &= k[i].save_rc == 0 && k[i].wait_rc == 0;
+		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
+			diag("rank %d: %d %d %s", i, k[i].save_rc, k[i].wait_rc,
+			    k[i].msg);
+	}
+	ok(good, "a step of %d ranks commits in the bucket", RANKS);
+	ok(s3peek_has("dist/3/_CHECKPOINT_METADATA"),
+	    "one _CHECKPOINT_METADATA");
+	ok(s3peek_count("dist/3/default/") >= RANKS + 1,
+	    "each rank's data object and _METADATA");
+	if (hx_connect(&d, &c) != 0)
+		bail_out("connect");
+	if (!ok_call(ckpt_manager_open(c, DROOT, NULL, &m), c,
+	    "open %s in one process", DROOT))
+		return;
+	ckpt_latest_step(m, &latest);
+	is_int(latest, 3, "step 3 is listed");
+	if (ok_call(ckpt_restore(m, 3, NULL, &res), c, "restore step 3")) {
+		t = ckpt_restored_item_tree(res, 0);
+		ok(t != NULL && ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t,
+		    "w"), &lf) == 0 && lf.nbytes == sizeof dg &&
+		    memcmp(lf.data, dg, sizeof dg) == 0,
+		    "the global array is assembled from the %d pieces", RANKS);
+		ckpt_restored_free(res);
+	}
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}
+
 static void
 unknown_scheme(void)
 {
@@ -290,6 +425,7 @@ main(void)
 		bail_out("ckptd did not start");
 	save_list_restore_delete();
 	rgw_restart_during_upload();
+	distributed_step();
 	unknown_scheme();
 	wrong_credentials();
 	hx_cleanup(&d);
