@@ -1047,6 +1047,67 @@ s3b_create(int dir, const char *name, mode_t mode)
 	return s3b_add(h);
 }
 
+/* One range of an object into fd, on a thread of its own. */
+struct s3b_range {
+	pthread_t th;
+	const char *bucket, *key;
+	uint64_t off, len;
+	int fd, r, started;
+	ckd_err e;
+};
+
+static void *
+s3b_range_run(void *arg)
+{
+	struct s3b_range *g = arg;
+
+	g->r = s3_get_fd(s3b_client(), g->bucket, g->key, g->off, g->len,
+	    g->fd, (off_t)g->off, &g->e);
+	return NULL;
+}
+
+/* The object into fd by ranged GETs (each resumed after the bytes received
+ * on a retry), up to S3B_GETS at once for a large one. */
+#define S3B_GETS 4
+#define S3B_GET_SPLIT (32u << 20)
+
+static int
+s3b_get_ranges(const char *bucket, const char *key, uint64_t size, int fd,
+    ckd_err *e)
+{
+	struct s3b_range g[S3B_GETS];
+	uint64_t per;
+	int n, i, r = 0;
+
+	n = size >= S3B_GET_SPLIT ? S3B_GETS : 1;
+	per = (size + (uint64_t)n - 1) / (uint64_t)n;
+	memset(g, 0, sizeof g);
+	for (i = 0; i < n; i++) {
+		g[i].bucket = bucket;
+		g[i].key = key;
+		g[i].fd = fd;
+		g[i].off = per * (uint64_t)i;
+		g[i].len = g[i].off >= size ? 0 : size - g[i].off < per ?
+		    size - g[i].off : per;
+		/* the first range on this thread, the others on their own */
+		if (i > 0 && g[i].len > 0)
+			g[i].started = pthread_create(&g[i].th, NULL,
+			    s3b_range_run, &g[i]) == 0;
+	}
+	if (g[0].len > 0)
+		s3b_range_run(&g[0]);
+	for (i = 1; i < n; i++) {
+		if (g[i].started)
+			pthread_join(g[i].th, NULL);
+		else if (g[i].len > 0)
+			s3b_range_run(&g[i]);   /* no thread: here */
+	}
+	for (i = 0; i < n && r == 0; i++)
+		if ((r = g[i].r) != 0 && e != NULL)
+			*e = g[i].e;
+	return r;
+}
+
 /* The whole object in a memfd of its own: a plain descriptor, not in the
  * table (it may be handed to a client, who closes it as any fd). */
 static int
@@ -1070,9 +1131,8 @@ s3b_open_read(int dir, const char *name, struct stat *st, ckd_err *e)
 		r = err_errno(e, errno, "open %s", name);
 		goto out;
 	}
-	/* Ranged GETs, resumed after the bytes received on a retry. */
-	if (ss.size > 0 && (r = s3_get_fd(s3b_client(), p->bucket, k, 0,
-	    ss.size, fd, 0, e)) != 0)
+	if (ss.size > 0 && (r = s3b_get_ranges(p->bucket, k, ss.size, fd,
+	    e)) != 0)
 		goto out;
 	memset(st, 0, sizeof *st);
 	st->st_mode = S_IFREG | 0600;
