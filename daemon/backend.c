@@ -21,16 +21,18 @@ store_backend_for(const char *root, ckd_err *e)
 
 	if (root != NULL && root[0] == '/')
 		return &backend_posix;
-	if (root != NULL && strncmp(root, "s3://", 5) == 0 && &backend_s3 != NULL)
+	if (root != NULL && strncmp(root, "s3://", 5) == 0 &&
+	    &backend_s3 != NULL)
 		return &backend_s3;
 	if (root != NULL && (sep = strstr(root, "://")) != NULL) {
 		n = (size_t)(sep - root);
 		if (n > BACKEND_SCHEME_MAX)
 			n = BACKEND_SCHEME_MAX;
-		err_set(e, CKPT_EINVAL, "unsupported storage scheme \"%.*s://\" "
-		    "in checkpoint root (this ckptd keeps roots on a local "
-		    "filesystem%s)", (int)n, root, &backend_s3 != NULL ?
-		    " and in s3://bucket/prefix" : ": an absolute path");
+		err_set(e, CKPT_EINVAL, "unsupported storage scheme "
+		    "\"%.*s://\" in checkpoint root (this ckptd keeps roots "
+		    "on a local filesystem%s)", (int)n, root,
+		    &backend_s3 != NULL ? " and in s3://bucket/prefix" :
+		    ": an absolute path");
 		return NULL;
 	}
 	err_set(e, CKPT_EINVAL, "the checkpoint directory must be an absolute "

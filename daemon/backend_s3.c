@@ -98,7 +98,7 @@ static struct {
 	struct s3b_made *made;          /* a few names per root */
 } S3B = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------ */
 
 /* errno for a CKPT_E* code (operations without a ckd_err). */
 static int
@@ -303,13 +303,14 @@ s3b_delete_prefix(const char *bucket, const char *prefix, const char *first,
 			return r;
 		n = l.nobjects;
 		for (i = 0; i < n && r == 0; i++)
-			r = s3_delete(s3b_client(), bucket, l.objects[i].key, e);
+			r = s3_delete(s3b_client(), bucket, l.objects[i].key,
+			    e);
 		s3_list_free(&l);
 	} while (r == 0 && n > 0);
 	return r;
 }
 
-/* ---- roots and directories --------------------------------------------------- */
+/* ---- roots and directories ---------------------------------------------- */
 
 static int
 s3b_open_root(const char *path, int create, mode_t mode, int *dir,
@@ -1001,7 +1002,7 @@ s3b_fstat(int h, struct stat *st)
 	return 0;
 }
 
-/* ---- files ------------------------------------------------------------------------ */
+/* ---- files -------------------------------------------------------------- */
 
 static int
 s3b_create(int dir, const char *name, mode_t mode)

@@ -68,8 +68,8 @@ main(int argc, char **argv)
 		case 'n': runs = atoi(optarg); break;
 		case 'f': files = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: bench_daemon_s3 [-s MiB] [-n runs] "
-			    "[-f files]\n");
+			fprintf(stderr, "usage: bench_daemon_s3 [-s MiB] "
+			    "[-n runs] [-f files]\n");
 			return 2;
 		}
 	}
