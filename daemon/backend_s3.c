@@ -611,6 +611,7 @@ s3b_stat(int dir, const char *name, struct stat *st)
 			st->st_mode = S_IFREG | 0600;
 		st->st_size = (off_t)ss.size;
 		st->st_dev = S3B_DEV;
+		st->st_mtim.tv_sec = (time_t)ss.mtime;
 		s3b_free(p);
 		return 0;
 	}

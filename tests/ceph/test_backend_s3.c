@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -337,6 +338,8 @@ test_leftovers(void **state)
 	    &(struct store_naming){ 0 }, 0, &lo, &n, &e), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(lo[0].step, 5);
+	/* when its marker was written (Last-Modified), not the epoch */
+	assert_true(lo[0].mtime_ns / 1000000000 > (int64_t)time(NULL) - 600);
 	free(lo);
 	assert_int_equal(count_keys("runs/a/5"), 0);
 	assert_true(has_key("runs/a/6" CKPT_TMP_SUFFIX));
