@@ -312,6 +312,12 @@ s3b_delete_prefix(const char *bucket, const char *prefix, const char *first,
 
 /* ---- roots and directories ---------------------------------------------- */
 
+/* One PUT up to 64 MiB (a data file of the save pipeline is at most 16 MiB
+ * unless one tensor is larger); above it, parallel parts of 16 MiB. */
+static const struct s3_opts s3b_opts = {
+	.multipart_threshold = 64ull << 20,
+};
+
 static int
 s3b_open_root(const char *path, int create, mode_t mode, int *dir,
     ckd_err *e)
@@ -327,7 +333,7 @@ s3b_open_root(const char *path, int create, mode_t mode, int *dir,
 	if ((r = s3_url_parse(path, &bucket, &prefix, e)) != 0)
 		return r;
 	pthread_mutex_lock(&S3B.lock);
-	if (S3B.cli == NULL && (r = s3_client_new(&c, NULL, e)) == 0)
+	if (S3B.cli == NULL && (r = s3_client_new(&c, &s3b_opts, e)) == 0)
 		S3B.cli = c;
 	pthread_mutex_unlock(&S3B.lock);
 	if (r != 0)

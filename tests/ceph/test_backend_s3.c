@@ -28,7 +28,7 @@
 
 #define BUCKET "ckpt-store"
 #define ROOT "s3://" BUCKET "/runs/a"
-#define BIG (20u << 20)         /* above the multipart threshold */
+#define BIG (72u << 20)         /* above the one-PUT limit: multipart */
 
 static struct cephbed bed;
 static struct s3_client *cli;   /* the test's own view of the bucket */

@@ -22,7 +22,7 @@
 
 #define BUCKET "ckpt-daemon"
 #define ROOT "s3://" BUCKET "/train/run1"
-#define NBIG (6u << 20)         /* floats: 24 MiB, a multipart object */
+#define NBIG (6u << 20)         /* floats: 24 MiB */
 
 static struct cephbed bed;
 static struct hx_daemon d;
