@@ -190,7 +190,9 @@ s3b_add(struct s3b_handle *h)
 		S3B.v = nv;
 		S3B.n = n;
 	}
-	stale = S3B.v[fd];      /* closed without close(): never, but */
+	/* An entry at a number the kernel hands out again was closed
+	 * behind the table's back: free it rather than leak it. */
+	stale = S3B.v[fd];
 	S3B.v[fd] = h;
 	pthread_mutex_unlock(&S3B.lock);
 	s3b_free(stale);
