@@ -111,6 +111,17 @@ save_list_restore_delete(void)
 		is_int(r, 0, "ckptctl verify %s", ROOT);
 		if (r != 0)
 			diag("%s", out);
+		argv[1] = "--json";
+		argv[2] = "steps";
+		argv[3] = ROOT;
+		argv[4] = NULL;
+		r = hx_run(argv, out, sizeof out, 120);
+		is_int(r, 0, "ckptctl --json steps %s", ROOT);
+		has(out, "\"step\":7,\"state\":\"committed\"",
+		    "lists step 7 committed: %s", out);
+		argv[1] = "verify";
+		argv[2] = ROOT;
+		argv[3] = NULL;
 	}
 
 	/* An object changed behind the daemon's back: verify names the
