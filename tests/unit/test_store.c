@@ -426,6 +426,9 @@ test_open_root(void **state)
 	assert_null(store_backend_for("", &e));
 	assert_null(store_backend_for(NULL, &e));
 	assert_ptr_equal(store_backend_for("/x", &e), &backend_posix);
+	/* this program is not linked with the S3 backend (ckptds3) */
+	assert_null(store_backend_for("s3://bucket/x", &e));
+	assert_non_null(strstr(e.msg, "\"s3://\""));
 
 	snprintf(path, sizeof(path), "%s/missing", f->dir);
 	assert_int_equal(store_open_root(path, 0, 0755, &rbe, &fd, &e),
