@@ -586,7 +586,18 @@ s3b_make_dir(int dir, const char *name, mode_t mode)
 static int
 s3b_open_dir(int dir, const char *name)
 {
-	if (s3b_dir_exists(dir, name) != 0)
+	struct s3b_handle *p;
+	int root;
+
+	if ((p = s3b_get(dir)) == NULL)
+		return -1;
+	root = p->root;
+	s3b_free(p);
+	/* Below a step, a directory is opened by a name its step's writer
+	 * chose or a listing gave (an item of a distributed step may have
+	 * no object yet when its _METADATA is written): no request. What a
+	 * root holds (steps, markers) is checked. */
+	if (root && s3b_dir_exists(dir, name) != 0)
 		return -1;
 	return s3b_child(dir, name, 0);
 }

@@ -310,6 +310,8 @@ static float dg[DROWS * DCOLS];
 
 struct rank {
 	int index, save_rc, wait_rc;
+	uint64_t step;
+	int scalars;            /* a tree of ints only: no data file */
 	char msg[512];
 };
 
@@ -341,11 +343,15 @@ rank_thread(void *arg)
 	off[1] = 0;
 	shp[0] = hi - lo;
 	shp[1] = DCOLS;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &dg[lo * DCOLS],
-	    (size_t)(shp[0] * DCOLS) * sizeof(float));
-	ckpt_tree_add_array(t, "b", CKPT_F32, 1, &one, &b, sizeof b);
+	if (k->scalars) {
+		ckpt_tree_add_int(t, "step", (int64_t)k->step);
+	} else {
+		ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp,
+		    &dg[lo * DCOLS], (size_t)(shp[0] * DCOLS) * sizeof(float));
+		ckpt_tree_add_array(t, "b", CKPT_F32, 1, &one, &b, sizeof b);
+	}
 	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-	k->save_rc = ckpt_save(m, 3, a, &saved);
+	k->save_rc = ckpt_save(m, k->step, a, &saved);
 	k->wait_rc = ckpt_wait_until_finished(m);
 	snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
 out:
@@ -357,24 +363,19 @@ out:
 	return NULL;
 }
 
-static void
-distributed_step(void)
+/* Run the 4 ranks of one step; 1 when each of them saw it commit. */
+static int
+run_ranks(uint64_t step, int scalars)
 {
 	pthread_t th[RANKS];
 	struct rank k[RANKS];
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	ckpt_restored *res = NULL;
-	const ckpt_tree *t;
-	ckpt_leaf lf;
-	int64_t latest = -2;
 	int i, good = 1;
 
-	for (i = 0; i < DROWS * DCOLS; i++)
-		dg[i] = (float)i * 0.25f;
 	for (i = 0; i < RANKS; i++) {
 		memset(&k[i], 0, sizeof k[i]);
 		k[i].index = i;
+		k[i].step = step;
+		k[i].scalars = scalars;
 		pthread_create(&th[i], NULL, rank_thread, &k[i]);
 	}
 	for (i = 0; i < RANKS; i++)
@@ -385,7 +386,24 @@ distributed_step(void)
 			diag("rank %d: %d %d %s", i, k[i].save_rc, k[i].wait_rc,
 			    k[i].msg);
 	}
-	ok(good, "a step of %d ranks commits in the bucket", RANKS);
+	return good;
+}
+
+static void
+distributed_step(void)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_restored *res = NULL;
+	const ckpt_tree *t;
+	ckpt_leaf lf;
+	int64_t latest = -2;
+	int i;
+
+	for (i = 0; i < DROWS * DCOLS; i++)
+		dg[i] = (float)i * 0.25f;
+	ok(run_ranks(3, 0), "a step of %d ranks commits in the bucket",
+	    RANKS);
 	ok(s3peek_has("dist/3/_CHECKPOINT_METADATA"),
 	    "one _CHECKPOINT_METADATA");
 	ok(s3peek_count("dist/3/default/") >= RANKS + 1,
@@ -405,6 +423,10 @@ distributed_step(void)
 		    "the global array is assembled from the %d pieces", RANKS);
 		ckpt_restored_free(res);
 	}
+	/* Only scalars: the item has no object before its _METADATA. */
+	ok(run_ranks(4, 1), "a step of %d ranks without arrays commits",
+	    RANKS);
+	ok(s3peek_has("dist/4/default/_METADATA"), "its _METADATA");
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
 }
