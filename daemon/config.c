@@ -11,11 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ckptd.h"
+#include "ckpt.pb-c.h"
 #include "config.h"
-#include "health.h"
 #include "log.h"
-#include "manager.h"
 #include "user.h"
 
 #define CONFIG_MAX_LINE 4096
@@ -23,22 +21,29 @@
 /* ---- live appliers ------------------------------------------------------- */
 
 static void
-config_apply_log_level(const struct config *c)
+config_apply_log_level(const struct config *c, const struct config_hooks *h)
 {
+	(void)h;
 	log_set_level((enum log_level)c->log_level);
 }
 
 static void
-config_apply_budget(const struct config *c)
+config_apply_budget(const struct config *c, const struct config_hooks *h)
 {
-	ckptd_set_memory_budget(c->memory_budget);
-	manager_set_budget(c->memory_budget);
+	h->memory_budget(c->memory_budget);
 }
 
 static void
-config_apply_stall(const struct config *c)
+config_apply_stall(const struct config *c, const struct config_hooks *h)
 {
-	health_set_stall_timeout(c->stall_timeout);
+	h->stall_timeout(c->stall_timeout);
+}
+
+static void
+config_apply_users(const struct config *c, const struct config_hooks *h)
+{
+	(void)h;
+	config_apply_limits(c);
 }
 
 void
@@ -55,9 +60,10 @@ config_apply_limits(const struct config *c)
 /* Settings read where they are used (main.c reads preempt-grace when the
  * signal comes): live without more ado. */
 static void
-config_apply_at_use(const struct config *c)
+config_apply_at_use(const struct config *c, const struct config_hooks *h)
 {
 	(void)c;
+	(void)h;
 }
 
 /* --autostarted without --idle-exit: exit after this long idle. */
@@ -105,24 +111,24 @@ const struct config_def config_defs[] = {
 	  NULL, "started by libckpt for one user: exits when idle and never "
 	  "uses the system state directory" },
 	{ "max-connections", 0, CONFIG_UINT, CFG_FIELD(max_connections), 1,
-	  1000000, config_apply_limits, "N", "connections in all (default "
+	  1000000, config_apply_users, "N", "connections in all (default "
 	  "4096); live" },
 	{ "max-connections-per-user", 0, CONFIG_UINT,
-	  CFG_FIELD(max_connections_per_user), 1, 1000000, config_apply_limits,
+	  CFG_FIELD(max_connections_per_user), 1, 1000000, config_apply_users,
 	  "N", "connections of one uid (default 1024); live" },
 	{ "connections-reserve", 0, CONFIG_UINT, CFG_FIELD(connections_reserve),
-	  0, 1000000, config_apply_limits, "N", "the last N connection slots go "
+	  0, 1000000, config_apply_users, "N", "the last N connection slots go "
 	  "only to uids holding fewer than 8 (default 256); live" },
 	{ "idle-timeout", 0, CONFIG_UINT, CFG_FIELD(idle_timeout), 0,
-	  86400 * 365, config_apply_limits, "SECS", "close connections without "
+	  86400 * 365, config_apply_users, "SECS", "close connections without "
 	  "a manager or a request in flight after SECS (default 600; 0: "
 	  "never); live" },
 	{ "max-requests-per-user", 0, CONFIG_UINT,
-	  CFG_FIELD(max_requests_per_user), 1, 1000000, config_apply_limits,
+	  CFG_FIELD(max_requests_per_user), 1, 1000000, config_apply_users,
 	  "N", "requests awaiting a reply plus unfinished saves of one uid "
 	  "(default 512); live" },
 	{ "max-leaves", 0, CONFIG_U64, CFG_FIELD(max_leaves), 1, 100000000,
-	  config_apply_limits, "N", "leaves in one save request (default "
+	  config_apply_users, "N", "leaves in one save request (default "
 	  "200000; over it: CKPT_ETOOBIG); live" },
 };
 const size_t config_ndefs = sizeof config_defs / sizeof config_defs[0];
@@ -665,7 +671,8 @@ config_print(FILE *f, const struct config *c)
 }
 
 unsigned
-config_reload(struct config *running, const struct config *fresh)
+config_reload(struct config *running, const struct config *fresh,
+    const struct config_hooks *h)
 {
 	char a[PATH_MAX], b[PATH_MAX];
 	unsigned applied = 0;
@@ -685,7 +692,7 @@ config_reload(struct config *running, const struct config *fresh)
 		}
 		memcpy((char *)running + d->off, (const char *)fresh + d->off,
 		    d->size);
-		d->apply(running);
+		d->apply(running, h);
 		applied++;
 		log_info("%s: '%s' -> '%s'", d->key, a, b);
 	}

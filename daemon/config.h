@@ -62,6 +62,13 @@ enum config_type {
 	CONFIG_BOOL,                    /* int; as a flag: takes no value */
 };
 
+/* What a reload applies outside config.c and the modules below it
+ * (log.c, user.c): main.c hands these to config_reload. */
+struct config_hooks {
+	void (*memory_budget)(uint64_t bytes);  /* the staging memory budget */
+	void (*stall_timeout)(uint64_t secs);   /* health.c's stall timeout */
+};
+
 struct config_def {
 	const char *key;
 	int short_opt;                  /* 0: long option only */
@@ -69,7 +76,7 @@ struct config_def {
 	size_t off, size;               /* field in struct config */
 	uint64_t min, max;              /* numbers: accepted range */
 	/* Applies the new value while running; NULL: needs a restart. */
-	void (*apply)(const struct config *c);
+	void (*apply)(const struct config *c, const struct config_hooks *h);
 	const char *arg;                /* value name in --help */
 	const char *help;
 };
@@ -107,10 +114,12 @@ void config_merge(struct config *out, const struct config *file,
 void config_print(FILE *f, const struct config *c);
 /* Help lines of every setting (for --help). */
 void config_usage(FILE *f);
-/* Reload: for every setting that differs in fresh, apply it and copy it
- * into running when it is live; log the others as needing a restart
- * (running keeps them). Loop thread. Returns how many were applied. */
-unsigned config_reload(struct config *running, const struct config *fresh);
+/* Reload: for every setting that differs in fresh, apply it (through h
+ * where it lives above config.c) and copy it into running when it is
+ * live; log the others as needing a restart (running keeps them). Loop
+ * thread. Returns how many were applied. */
+unsigned config_reload(struct config *running, const struct config *fresh,
+    const struct config_hooks *h);
 
 /* Set the per-user limits (user_limits) from c: at start-up, and on a
  * reload for the limits that changed. */

@@ -13,7 +13,6 @@
 #include <inttypes.h>
 #include <unistd.h>
 
-#include "ckptd.h"
 #include "dispatch.h"
 #include "log.h"
 #include "manager.h"
@@ -21,6 +20,7 @@
 #include "preempt.h"
 #include "restore.h"
 #include "save.h"
+#include "stats.h"
 #include "worker.h"
 
 /* Path elements plus shape dimensions allowed per leaf of the limit:
@@ -217,16 +217,18 @@ dispatch_ping(struct conn *c, const Ckpt__Request *req)
 	conn_reply(c, &resp, NULL, 0);
 }
 
+/* arg: conn_listen's, the struct stats_source main.c handed over. */
 static void
-dispatch_status(struct conn *c, const Ckpt__Request *req)
+dispatch_status(struct conn *c, const Ckpt__Request *req, void *arg)
 {
+	const struct stats_source *src = arg;
 	Ckpt__Response resp = CKPT__RESPONSE__INIT;
 	Ckpt__StatusReply st = CKPT__STATUS_REPLY__INIT;
-	struct manager_stats ms = { 0 };
+	struct stats ms = { 0 };
 
-	manager_stats(&ms);
+	src->fill(&ms, src->arg);
 	st.version = (char *)CKPTD_VERSION;
-	st.uptime_secs = ckptd_uptime_secs();
+	st.uptime_secs = ms.uptime_secs;
 	st.has_uptime_secs = 1;
 	st.connections = conn_count();
 	st.has_connections = 1;
@@ -238,8 +240,7 @@ dispatch_status(struct conn *c, const Ckpt__Request *req)
 	st.has_inflight_saves = 1;
 	st.staging_bytes = ms.staging_bytes;
 	st.has_staging_bytes = 1;
-	st.memory_budget = ms.memory_budget != 0 ? ms.memory_budget :
-	    ckptd_memory_budget();
+	st.memory_budget = ms.memory_budget;
 	st.has_memory_budget = 1;
 	st.waiting_for_memory = ms.waiting_for_memory;
 	st.has_waiting_for_memory = 1;
@@ -297,6 +298,9 @@ DISPATCH_MANAGER_OF(set_step_metrics)
  */
 struct dispatch_route {
 	void (*plain)(struct conn *c, const Ckpt__Request *req);
+	/* A plain route that needs conn_listen's arg (the figures). */
+	void (*plain_arg)(struct conn *c, const Ckpt__Request *req,
+	    void *arg);
 	void (*on_manager)(struct conn *c, struct manager *m,
 	    Ckpt__Request *req);
 	void (*save)(struct conn *c, struct manager *m, Ckpt__Request *req,
@@ -310,12 +314,12 @@ struct dispatch_route {
 	.manager_of = dispatch_manager_of_##field, .owns_req = (owns) }
 
 static void dispatch_ping(struct conn *, const Ckpt__Request *);
-static void dispatch_status(struct conn *, const Ckpt__Request *);
+static void dispatch_status(struct conn *, const Ckpt__Request *, void *);
 
 static const struct dispatch_route dispatch_routes[] = {
 	[CKPT__REQUEST__OP_HELLO] = ROUTE_PLAIN(dispatch_hello_again),
 	[CKPT__REQUEST__OP_PING] = ROUTE_PLAIN(dispatch_ping),
-	[CKPT__REQUEST__OP_STATUS] = ROUTE_PLAIN(dispatch_status),
+	[CKPT__REQUEST__OP_STATUS] = { .plain_arg = dispatch_status },
 	[CKPT__REQUEST__OP_PREEMPT] = ROUTE_PLAIN(preempt_handle),
 	[CKPT__REQUEST__OP_OPEN_MANAGER] = ROUTE_PLAIN(manager_handle_open),
 	[CKPT__REQUEST__OP_CLOSE_MANAGER] =
@@ -357,7 +361,8 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds,
 
 	if (op < sizeof dispatch_routes / sizeof dispatch_routes[0])
 		rt = &dispatch_routes[op];
-	if (rt == NULL || (rt->plain == NULL && rt->manager_of == NULL)) {
+	if (rt == NULL || (rt->plain == NULL && rt->plain_arg == NULL &&
+	    rt->manager_of == NULL)) {
 		dispatch_close_fds(fds, nfds);
 		log_debug("conn %llu: unknown operation %d",
 		    (unsigned long long)conn_id(c), (int)req->op_case);
@@ -374,6 +379,10 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds,
 		rt->plain(c, req);
 		goto out;
 	}
+	if (rt->plain_arg != NULL) {
+		rt->plain_arg(c, req, arg);
+		goto out;
+	}
 	if ((m = manager_find(c, req->id, rt->manager_of(req))) == NULL) {
 		dispatch_close_fds(fds, nfds);
 		goto out;
@@ -388,9 +397,13 @@ out:
 	ckpt__request__free_unpacked(req, NULL);
 }
 
+/* Its waiters go, then its saves still waiting for memory (and the
+ * steps of the ranks it served), then its managers. */
 static void
 dispatch_conn_closed(struct conn *c, void *arg)
 {
+	manager_conn_closing(c);
+	save_conn_closed(c);
 	manager_conn_closed(c);
 }
 

@@ -7,6 +7,8 @@
 
 #include "conn.h"
 
+/* conn_listen's arg with it: a const struct stats_source * (stats.h),
+ * the figures of the status reply. */
 extern const struct conn_handler dispatch_handler;
 
 #endif

@@ -11,13 +11,13 @@
 
 #include "health.h"
 #include "log.h"
-#include "manager.h"
 #include "worker.h"
 
 #define HEALTH_TICK_MS 1000
 
 static struct {
 	struct event *tick_ev, *wd_ev;
+	const struct stats_source *src; /* the saves for STATUS= */
 	uint64_t stall_ns;
 	uint64_t completed;             /* worker_completed() at the last tick */
 	int64_t progress_ns;            /* last progress (or idle) seen */
@@ -56,7 +56,7 @@ health_check(char *why, size_t len)
 static void
 health_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct manager_stats ms = { 0 };
+	struct stats st = { 0 };
 	char why[256], status[256];
 	int ok = health_check(why, sizeof why);
 
@@ -67,11 +67,11 @@ health_tick_cb(evutil_socket_t fd, short what, void *arg)
 			log_error("%s; the watchdog is no longer fed", why);
 		H.healthy = ok;
 	}
-	manager_stats(&ms);
+	H.src->fill(&st, H.src->arg);
 	if (ok)
 		snprintf(status, sizeof status, "%u saves writing, %u queued "
 		    "(%u waiting for memory), %u worker tasks queued",
-		    ms.inflight_saves, ms.queued_saves, ms.waiting_for_memory,
+		    st.inflight_saves, st.queued_saves, st.waiting_for_memory,
 		    worker_queued());
 	else
 		snprintf(status, sizeof status, "%s", why);
@@ -97,13 +97,14 @@ health_set_stall_timeout(uint64_t secs)
 
 int
 health_start(struct event_base *base, uint64_t stall_timeout_secs,
-    ckd_err *e)
+    const struct stats_source *src, ckd_err *e)
 {
 	struct timeval tv = { HEALTH_TICK_MS / 1000, 0 };
 	uint64_t usec = 0;
 	int r;
 
 	health_set_stall_timeout(stall_timeout_secs);
+	H.src = src;
 	H.progress_ns = now_mono_ns();
 	H.completed = worker_completed();
 	H.tick_ev = event_new(base, -1, EV_PERSIST, health_tick_cb, NULL);

@@ -16,11 +16,13 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "stats.h"
 
 struct event_base;
 
+/* src (kept, not copied) gives the figures of the STATUS= line. */
 int health_start(struct event_base *base, uint64_t stall_timeout_secs,
-    ckd_err *e);
+    const struct stats_source *src, ckd_err *e);
 void health_set_stall_timeout(uint64_t secs);
 /* 1 when healthy; else 0 and the reason in why (may be NULL). */
 int health_check(char *why, size_t len);

@@ -5,7 +5,8 @@
  *   parse options -> fork into the background unless --foreground or
  *   under systemd -> state dir -> listening socket (socket activation, or
  *   our own with stale-socket detection) -> index_open -> worker_init ->
- *   manager_init -> conn_listen -> metrics_start -> signals -> ready
+ *   save_init -> manager_init -> conn_listen -> metrics_start -> signals ->
+ *   health_start -> ready
  *   (sd_notify READY=1, and the parent of a forked daemon exits 0 only
  *   now, so a client that started us can connect at once).
  *
@@ -37,7 +38,6 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
-#include "ckptd.h"
 #include "common.h"
 #include "config.h"
 #include "conn.h"
@@ -48,6 +48,8 @@
 #include "log.h"
 #include "manager.h"
 #include "metrics.h"
+#include "save.h"
+#include "stats.h"
 #include "user.h"
 #include "worker.h"
 
@@ -83,23 +85,59 @@ static struct {
 	struct event *grace_ev;      /* polls for the managers to close */
 } M = { .lfd = -1, .ready_fd = -1 };
 
-double
-ckptd_uptime_secs(void)
+/* ---- the figures (stats.h), for status, /metrics and STATUS= -------------- */
+
+static void
+main_stats(struct stats *out, void *arg)
 {
-	return (double)(now_mono_ns() - M.start_ns) / 1e9;
+	struct save_counts sc;
+
+	(void)arg;
+	memset(out, 0, sizeof *out);
+	manager_stats(out);
+	save_stats(&sc);
+	out->uptime_secs = (double)(now_mono_ns() - M.start_ns) / 1e9;
+	out->queued_saves = sc.queued;
+	out->inflight_saves = sc.inflight;
+	out->waiting_for_memory = sc.queued;
+	out->staging_bytes = sc.staging;
+	out->memory_budget = sc.budget != 0 ? sc.budget : M.budget;
+	out->saves_committed = sc.committed;
+	out->saves_failed = sc.failed;
+	out->bytes_written = sc.bytes_written;
 }
 
-uint64_t
-ckptd_memory_budget(void)
+static const struct stats_source main_stats_source = { main_stats, NULL };
+
+/* Saves accepted and not yet finished (committed or failed). */
+static unsigned
+main_saves_pending(void)
 {
-	return M.budget;
+	struct save_counts sc;
+
+	save_stats(&sc);
+	return sc.queued + sc.inflight;
 }
 
-void
-ckptd_set_memory_budget(uint64_t budget)
+/* ---- what a reload applies above config.c --------------------------------- */
+
+static void
+main_set_budget(uint64_t budget)
 {
 	M.budget = budget;
+	save_set_budget(budget);
 }
+
+/* What the manager requests ask of the saves, above them. */
+static const struct manager_saves main_manager_saves = {
+	.pending_step = save_pending_step,
+	.latest_pending = save_latest_pending,
+};
+
+static const struct config_hooks main_config_hooks = {
+	.memory_budget = main_set_budget,
+	.stall_timeout = health_set_stall_timeout,
+};
 
 /* ---- options ------------------------------------------------------------- */
 
@@ -604,7 +642,7 @@ main_idle_tick(evutil_socket_t fd, short what, void *arg)
 
 	if (M.stopping)
 		return;
-	if (conn_count() > 0 || manager_saves_pending() > 0) {
+	if (conn_count() > 0 || main_saves_pending() > 0) {
 		M.idle_since_ns = 0;
 		return;
 	}
@@ -691,7 +729,7 @@ main_reload(void)
 	if (main_load_config(NULL, &fresh, &e) != 0) {
 		log_error("reload: %s; keeping the current settings", e.msg);
 	} else {
-		n = config_reload(&M.cfg, &fresh);
+		n = config_reload(&M.cfg, &fresh, &main_config_hooks);
 		log_info("reloaded %s: %u setting%s changed",
 		    M.cfg_file[0] ? M.cfg_file : "(no file)", n,
 		    n == 1 ? "" : "s");
@@ -717,16 +755,16 @@ main_stop(void)
 		M.grace_ev = NULL;
 	}
 	sd_notify(0, "STOPPING=1\nSTATUS=Finishing pending saves");
-	manager_on_idle(main_idle_cb, NULL);
+	save_on_idle(main_idle_cb, NULL);
 }
 
 static void
 main_grace_cb(evutil_socket_t fd, short what, void *arg)
 {
 	static const struct timeval poll = { 0, 200000 };
-	struct manager_stats ms;
+	struct stats ms;
 
-	manager_stats(&ms);
+	main_stats(&ms, NULL);
 	if (ms.trainers > 0 && now_mono_ns() < M.grace_end_ns) {
 		evtimer_add(M.grace_ev, &poll);
 		return;
@@ -739,7 +777,7 @@ main_grace_cb(evutil_socket_t fd, short what, void *arg)
 static void
 main_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct manager_stats ms;
+	struct stats ms;
 
 	if (sig == SIGHUP) {
 		if (M.daemonized) {
@@ -757,15 +795,15 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 			return;
 		}
 		log_info("%s: still waiting for %u saves", strsignal(sig),
-		    manager_saves_pending());
+		    main_saves_pending());
 		return;
 	}
 	M.stopping = 1;
 	log_info("%s: stopping; %u saves pending", strsignal(sig),
-	    manager_saves_pending());
+	    main_saves_pending());
 	conn_stop_listening();
 	preempt_begin(strsignal(sig));
-	manager_stats(&ms);
+	main_stats(&ms, NULL);
 	/* Only managers that saved (trainers) hold the grace: an evaluator
 	 * waiting for steps would keep a restart waiting for nothing. */
 	if (M.cfg.preempt_grace > 0 && ms.trainers > 0 &&
@@ -855,13 +893,18 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	if ((r = index_open(M.state_dir, &ix, &e)) != 0 ||
-	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0 ||
-	    (r = manager_init(M.base, ix, M.budget, worker_count(), &e)) != 0 ||
-	    (r = conn_listen(M.base, M.lfd, &dispatch_handler, NULL, &e)) != 0 ||
+	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0)
+		goto fail;
+	save_init(ix, worker_count(), M.budget);
+	if ((r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
+	    (r = conn_listen(M.base, M.lfd, &dispatch_handler,
+	    (void *)&main_stats_source, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&
-	    (r = metrics_start(M.base, M.cfg.metrics_listen, &e)) != 0) ||
+	    (r = metrics_start(M.base, M.cfg.metrics_listen,
+	    &main_stats_source, &e)) != 0) ||
 	    (r = main_signals(&e)) != 0 ||
-	    (r = health_start(M.base, M.cfg.stall_timeout, &e)) != 0 ||
+	    (r = health_start(M.base, M.cfg.stall_timeout, &main_stats_source,
+	    &e)) != 0 ||
 	    (r = main_idle_start(&e)) != 0)
 		goto fail;
 
@@ -875,6 +918,7 @@ main(int argc, char **argv)
 	metrics_stop();
 	conn_close_all();
 	worker_shutdown();
+	save_shutdown();
 	manager_shutdown();
 	index_close(ix);
 	conn_stop_listening();

@@ -1,11 +1,11 @@
 /*
- * manager.c - managers and their roots: OpenManager (root loading and
+ * manager.c - the managers opened on roots: OpenManager (root loading and
  * reconciling with the disk), CloseManager, ListSteps, ShouldSave,
- * WaitSaves, WaitForStep, Delete, Reload, statistics and the SIGTERM drain.
- * Saves are in save.c; Restore, StepMetadata and Verify in restore.c; the
- * shared in-memory state is described in root.h.
- *
- * Extra sources to build with this file: root.c save.c restore.c
+ * WaitSaves, WaitForStep, Delete, Reload, and the manager object the
+ * other handlers use (references, async error, waiters, deletes counted
+ * against it). Saves (save.c) and restores (restore.c) sit above this
+ * file and call into it; it calls down into steptx.c and root.c only,
+ * and asks for the pending saves through struct manager_saves (main.c).
  *
  * Request path:
  *   conn -> dispatch (routing table) -> manager_handle_* / save_handle /
@@ -31,9 +31,38 @@
 #include "manager.h"
 #include "steptx.h"
 #include "root.h"
-#include "save.h"
-#include "restore.h"
 #include "preempt.h"
+#include "savecheck.h"
+
+/* An OpenManager waiting for its root to finish loading. */
+struct opener {
+	struct opener *next;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	Ckpt__ManagerOptions *o;        /* owned */
+	struct policy_set *pol;         /* owned */
+	mode_t dmode;
+	int cleanup;
+};
+
+/* A WaitSaves or WaitForStep parked until its condition holds; owned by
+ * the waiter list, holds a conn reference. */
+enum waiter_kind {
+	WAIT_SAVES = 1,
+	WAIT_STEP = 2,
+};
+
+struct waiter {
+	struct waiter *next;
+	int kind;
+	struct conn *c;                 /* referenced */
+	uint64_t id;
+	struct manager *m;              /* WAIT_SAVES, referenced */
+	struct root *r;                 /* WAIT_STEP, referenced */
+	int clear_error;
+	int64_t after;
+	struct event *timer;            /* NULL without timeout */
+};
 
 /* ---- replies -------------------------------------------------------------- */
 
@@ -57,8 +86,7 @@ static struct {
 	struct index *ix;
 	struct manager *managers;
 	struct waiter *waiters;
-	void (*idle_cb)(void *arg);
-	void *idle_arg;
+	struct manager_saves saves;     /* handed by main.c */
 } mgr;
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -86,22 +114,6 @@ mgr_options_copy(const Ckpt__ManagerOptions *o)
 	out = ckpt__manager_options__unpack(NULL, len, buf);
 	free(buf);
 	return out;
-}
-
-void *
-mgr_task_new(size_t size, void (*run)(struct task *),
-    void (*done)(struct task *), const struct peer_cred *cred, uint64_t lane)
-{
-	struct task *t;
-
-	if ((t = calloc(1, size)) == NULL)
-		return NULL;
-	t->run = run;
-	t->done = done;
-	if (cred != NULL)
-		t->cred = *cred;
-	t->lane = lane;
-	return t;
 }
 
 /* ---- managers ----------------------------------------------------------- */
@@ -280,7 +292,8 @@ mgr_reply_wait_saves(struct conn *c, uint64_t id, const struct manager *m)
 	conn_reply(c, &resp, NULL, 0);
 }
 
-void
+/* A delete counted in m->deleting finished. */
+static void
 mgr_delete_finished(struct manager *m)
 {
 	if (--m->deleting > 0 || m->close_c == NULL)
@@ -288,6 +301,63 @@ mgr_delete_finished(struct manager *m)
 	mgr_reply_empty(m->close_c, m->close_id);
 	conn_unref(m->close_c);
 	m->close_c = NULL;
+}
+
+/* A delete of mgr_delete_step, running. */
+struct mgr_deleting {
+	struct manager *m;              /* referenced */
+	struct mgr_delete how;          /* c referenced */
+};
+
+static void
+mgr_delete_done(void *arg, const ckd_err *err)
+{
+	struct mgr_deleting *d = arg;
+
+	if (d->how.c != NULL) {
+		if (err != NULL)
+			conn_reply_err(d->how.c, d->how.id, err);
+		else
+			mgr_reply_empty(d->how.c, d->how.id);
+		conn_unref(d->how.c);
+	}
+	if (d->how.done != NULL)
+		d->how.done(d->how.arg);
+	mgr_delete_finished(d->m);
+	mgr_unref(d->m);
+	free(d);
+}
+
+void
+mgr_delete_step(struct manager *m, struct root *r, size_t i,
+    const struct mgr_delete *how)
+{
+	struct root_delete rd = {
+		.subdir = m->o->todelete_subdir, .cred = how->cred,
+		.lane = how->lane, .reported = how->c != NULL,
+		.done = mgr_delete_done,
+	};
+	struct mgr_deleting *d;
+
+	if ((d = calloc(1, sizeof *d)) == NULL) {
+		if (how->c != NULL)
+			conn_reply_error(how->c, how->id, CKPT_ENOMEM,
+			    "out of memory");
+		else
+			log_warn("out of memory deleting step %llu",
+			    (unsigned long long)r->steps[i].step);
+		if (how->done != NULL)
+			how->done(how->arg);
+		return;
+	}
+	d->m = m;
+	mgr_ref(m);
+	m->deleting++;
+	d->how = *how;
+	if (how->c != NULL)
+		conn_ref(how->c);
+	rd.arg = d;
+	root_delete_step(r, i, &rd);
 }
 
 void
@@ -343,18 +413,6 @@ mgr_wake_steps(struct root *r)
 		mgr_reply_step(w->c, w->id, latest);
 		waiter_free(w);
 	}
-}
-
-void
-mgr_check_idle(void)
-{
-	void (*cb)(void *);
-
-	if (mgr.idle_cb == NULL || manager_saves_pending() != 0)
-		return;
-	cb = mgr.idle_cb;
-	mgr.idle_cb = NULL;
-	cb(mgr.idle_arg);
 }
 
 /* A distributed manager m closed: its rank is gone unless another open
@@ -767,7 +825,7 @@ mgr_open_finish(struct root *r, struct opener *op)
 	if (op->cleanup) {
 		struct cleanup_task *ct;
 
-		ct = mgr_task_new(sizeof *ct, mgr_cleanup_run,
+		ct = task_new(sizeof *ct, mgr_cleanup_run,
 		    mgr_cleanup_done, conn_peer(op->c), conn_id(op->c));
 		if (ct != NULL) {
 			ct->r = r;
@@ -833,7 +891,7 @@ mgr_open_done(struct task *t)
 		r = root_new(ot->canon, &nm, ot->be, ot->fd, &ot->st);
 		ot->fd = -1;
 		if (r == NULL ||
-		    (lt = mgr_task_new(sizeof *lt, mgr_load_run,
+		    (lt = task_new(sizeof *lt, mgr_load_run,
 		    mgr_load_done, conn_peer(op->c), conn_id(op->c))) == NULL) {
 			root_unref(r);
 			conn_reply_error(op->c, op->id, CKPT_ENOMEM,
@@ -868,6 +926,7 @@ static int
 mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 {
 	const Ckpt__ManagerOptions *o = om->options;
+	size_t i, k;
 
 	if (store_backend_for(om->root, e) == NULL)
 		return e->code;
@@ -890,6 +949,15 @@ mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 	if (o->n_item_names > CKPT_MAX_ITEMS)
 		return err_set(e, CKPT_ETOOBIG, "%zu item names (at most %d)",
 		    o->n_item_names, CKPT_MAX_ITEMS);
+	for (i = 0; i < o->n_item_names; i++) {
+		if (savecheck_item_name(o->item_names[i], e) != 0)
+			return e->code;
+		/* At most CKPT_MAX_ITEMS: the quadratic scan is bounded. */
+		for (k = 0; k < i; k++)
+			if (strcmp(o->item_names[k], o->item_names[i]) == 0)
+				return err_set(e, CKPT_EINVAL, "duplicate item "
+				    "name \"%s\"", o->item_names[i]);
+	}
 	if (o->root_metadata_json != NULL &&
 	    strlen(o->root_metadata_json) > CKPT_MAX_DOC)
 		return err_set(e, CKPT_ETOOBIG, "root metadata is larger than "
@@ -919,7 +987,7 @@ mgr_handle_open(struct conn *c, const Ckpt__Request *req)
 		conn_reply_err(c, req->id, &e);
 		return;
 	}
-	ot = mgr_task_new(sizeof *ot, mgr_open_run, mgr_open_done,
+	ot = task_new(sizeof *ot, mgr_open_run, mgr_open_done,
 	    conn_peer(c), conn_id(c));
 	if (ot != NULL)
 		ot->fd = -1;
@@ -1028,7 +1096,7 @@ mgr_handle_should_save(struct conn *c, uint64_t id, struct manager *m,
 	Ckpt__Response resp = CKPT__RESPONSE__INIT;
 	Ckpt__ShouldSaveReply sr = CKPT__SHOULD_SAVE_REPLY__INIT;
 	struct root *r = m->r;
-	int64_t latest = root_latest(r), pend = save_latest_pending(r);
+	int64_t latest = root_latest(r), pend = mgr.saves.latest_pending(r);
 	int64_t now = ss->has_timestamp_ns ? ss->timestamp_ns : now_wall_ns();
 
 	if (pend > latest)
@@ -1162,18 +1230,15 @@ mgr_handle_delete(struct conn *c, uint64_t id, struct manager *m,
 		    "non-existent step: %" PRIu64 ".", d->step);
 		return;
 	}
-	struct root_delete how = {
-		.subdir = m->o->todelete_subdir, .cred = conn_peer(c),
-		.lane = conn_id(c), .m = m,
-	};
+	struct mgr_delete how = { .cred = conn_peer(c), .lane = conn_id(c) };
 
 	if (m->o->enable_background_delete) {
-		root_delete_step(r, (size_t)i, &how);
+		mgr_delete_step(m, r, (size_t)i, &how);
 		mgr_reply_empty(c, id);
 	} else {
 		how.c = c;
 		how.id = id;
-		root_delete_step(r, (size_t)i, &how);
+		mgr_delete_step(m, r, (size_t)i, &how);
 	}
 }
 
@@ -1277,7 +1342,7 @@ mgr_reload_done(struct task *t)
 
 		if ((j >= 0 && r->steps[j].state == INDEX_COMMITTED) ||
 		    root_is_deleting(r, rt->found[k].step) ||
-		    save_pending_step(r, rt->found[k].step))
+		    mgr.saves.pending_step(r, rt->found[k].step))
 			continue;
 		if (root_insert_step(r, &rt->found[k]) == 0)
 			rt->found[k].metrics_json = rt->found[k].error = NULL;
@@ -1320,7 +1385,7 @@ mgr_handle_reload(struct conn *c, uint64_t id, struct manager *m)
 {
 	struct reload_task *rt;
 
-	rt = mgr_task_new(sizeof *rt, mgr_reload_run, mgr_reload_done,
+	rt = task_new(sizeof *rt, mgr_reload_run, mgr_reload_done,
 	    conn_peer(c), conn_id(c));
 	if (rt == NULL) {
 		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
@@ -1343,22 +1408,16 @@ mgr_handle_reload(struct conn *c, uint64_t id, struct manager *m)
 
 int
 manager_init(struct event_base *base, struct index *ix,
-    uint64_t memory_budget, unsigned nworkers, ckd_err *e)
+    const struct manager_saves *saves, ckd_err *e)
 {
 	memset(&mgr, 0, sizeof mgr);
 	mgr.base = base;
 	mgr.ix = ix;
+	mgr.saves = *saves;
 	root_init(ix);
-	save_init(ix, nworkers, memory_budget);
 	steptx_init(base, ix);
 	root_sweep_leftovers();
 	return 0;
-}
-
-void
-manager_set_budget(uint64_t budget)
-{
-	save_set_budget(budget);
 }
 
 /* ---- request handlers (routed by dispatch.c) -------------------------------- */
@@ -1454,9 +1513,8 @@ manager_conn_busy(const struct conn *c)
 }
 
 void
-manager_conn_closed(struct conn *c)
+manager_conn_closing(struct conn *c)
 {
-	struct manager *m, *next;
 	struct waiter **pp = &mgr.waiters, *w;
 
 	while ((w = *pp) != NULL) {
@@ -1467,7 +1525,13 @@ manager_conn_closed(struct conn *c)
 		*pp = w->next;
 		waiter_free(w);
 	}
-	save_conn_closed(c);
+}
+
+void
+manager_conn_closed(struct conn *c)
+{
+	struct manager *m, *next;
+
 	for (m = mgr.managers; m != NULL; m = next) {
 		next = m->next;
 		if (m->c == c)
@@ -1476,45 +1540,16 @@ manager_conn_closed(struct conn *c)
 }
 
 void
-manager_stats(struct manager_stats *out)
+manager_stats(struct stats *out)
 {
 	const struct manager *m;
-	struct save_counts sc;
 
-	memset(out, 0, sizeof *out);
 	for (m = mgr.managers; m != NULL; m = m->next) {
 		out->managers++;
 		out->trainers += m->saved && !m->closed;
 	}
 	out->roots = root_count();
-	save_stats(&sc);
-	out->queued_saves = sc.queued;
-	out->inflight_saves = sc.inflight;
-	out->waiting_for_memory = sc.queued;
-	out->staging_bytes = sc.staging;
-	out->memory_budget = sc.budget;
-	out->saves_committed = sc.committed;
-	out->saves_failed = sc.failed;
 	out->saves_interrupted = root_interrupted();
-	out->bytes_written = sc.bytes_written;
-}
-
-unsigned
-manager_saves_pending(void)
-{
-	struct save_counts sc;
-
-	save_stats(&sc);
-	return sc.queued + sc.inflight;
-}
-
-void
-manager_on_idle(void (*cb)(void *arg), void *arg)
-{
-	mgr.idle_cb = cb;
-	mgr.idle_arg = arg;
-	save_stopping();
-	mgr_check_idle();
 }
 
 void
@@ -1522,12 +1557,10 @@ manager_shutdown(void)
 {
 	struct waiter *w;
 
-	save_shutdown();
 	while ((w = mgr.waiters) != NULL) {
 		mgr.waiters = w->next;
 		waiter_free(w);
 	}
 	while (mgr.managers != NULL)
 		mgr_close(mgr.managers, 0);
-	mgr.idle_cb = NULL;
 }

@@ -1,6 +1,7 @@
 /*
- * manager.h - checkpoint roots and the managers opened on them: the step
- * state in memory, the save pipeline, restores, deletes, waits, retention.
+ * manager.h - the managers opened on checkpoint roots (root.h): their
+ * requests, waits and deletes, and the manager object that save.c and
+ * restore.c (above this file) use.
  *
  * All functions run on the event-loop thread. Disk and LMDB work is done in
  * worker tasks (worker.h) whose done() callbacks update the in-memory state
@@ -21,6 +22,7 @@
 #include "common.h"
 #include "conn.h"
 #include "index.h"
+#include "stats.h"
 
 struct event_base;
 struct policy_set;
@@ -28,8 +30,10 @@ struct root;
 
 /* One OpenManager of a connection: its options and policies on a root
  * (root.h), its pending saves and deletes, its async error. Refcounted:
- * the connection's reference (dropped on close) plus one per save and
- * waiter; `closed` managers are unreachable by id. Loop thread only. */
+ * the connection's reference (dropped on close) plus one per save,
+ * waiter and delete; `closed` managers are unreachable by id. save.c
+ * counts its saves in `pending` and sets the async error. Loop thread
+ * only. */
 struct manager {
 	struct manager *next;
 	uint64_t id;
@@ -51,33 +55,50 @@ struct manager {
 	char err_msg[CKPT_ERRLEN];
 };
 
+char *mgr_strdup(const char *s);
+/* Copy a message by packing and unpacking it (NULL when out of memory). */
+Ckpt__ManagerOptions *mgr_options_copy(const Ckpt__ManagerOptions *o);
+
 void mgr_ref(struct manager *m);
 void mgr_unref(struct manager *m);
-/* A delete counted in m->deleting finished. */
-void mgr_delete_finished(struct manager *m);
+/* A delete of committed step i of r (root_delete_step) counted against
+ * m: its close waits for it. Run as cred on lane; with c, (c, id) is
+ * answered when it is gone; done(arg), when not NULL, is called once it
+ * finished (also when it could not start). */
+struct mgr_delete {
+	const struct peer_cred *cred;
+	uint64_t lane;
+	struct conn *c;
+	uint64_t id;
+	void (*done)(void *arg);
+	void *arg;
+};
+void mgr_delete_step(struct manager *m, struct root *r, size_t i,
+    const struct mgr_delete *how);
 /* Wake WAIT_SAVES waiters of m when it has no pending save. */
 void mgr_wake_saves(struct manager *m);
+/* Wake WAIT_STEP waiters of r whose `after` is below the latest step. */
+void mgr_wake_steps(struct root *r);
 /* Look up a manager of connection c; replies with an error and returns
  * NULL when unknown. */
 struct manager *mgr_lookup(struct conn *c, uint64_t req_id, uint64_t id);
 /* Reply helpers. */
 void mgr_reply_empty(struct conn *c, uint64_t id);
 
-struct manager_stats {
-	unsigned managers;
-	unsigned trainers;            /* open managers that have saved */
-	unsigned roots;
-	unsigned queued_saves;        /* accepted or waiting for memory, not running */
-	unsigned inflight_saves;      /* being written */
-	unsigned waiting_for_memory;
-	uint64_t staging_bytes;       /* mapped staging memory held by saves */
-	uint64_t memory_budget;
-	uint64_t saves_committed, saves_failed, bytes_written;
-	uint64_t saves_interrupted;     /* found after a crash, since start */
+
+/* What the manager requests ask of the saves (save.c, which is above
+ * this file: a save uses its manager). main.c hands them over. */
+struct manager_saves {
+	/* 1 when step has a queued or running save on root r. */
+	int (*pending_step)(const struct root *r, uint64_t step);
+	/* Highest pending step of r, or -1. */
+	int64_t (*latest_pending)(const struct root *r);
 };
 
+/* Start-up: the roots (root_init), the step transactions (steptx_init),
+ * the sweep of leftovers. saves is copied. */
 int manager_init(struct event_base *base, struct index *ix,
-    uint64_t memory_budget, unsigned nworkers, ckd_err *e);
+    const struct manager_saves *saves, ckd_err *e);
 /* Request handlers, routed by dispatch.c (save.h and restore.h hold the
  * others). Each answers req->id on c; req stays the caller's. */
 void manager_handle_open(struct conn *c, const Ckpt__Request *req);
@@ -105,16 +126,13 @@ void manager_handle_set_metrics(struct conn *c, struct manager *m,
 struct manager *manager_first(void);
 /* 1 when c has a manager open (keeps an idle connection open). */
 int manager_conn_busy(const struct conn *c);
-/* The connection died: close its managers (accepted saves continue). */
+/* The connection died. manager_conn_closing first drops its waiters;
+ * then (after save_conn_closed) manager_conn_closed closes its managers
+ * (accepted saves continue). */
+void manager_conn_closing(struct conn *c);
 void manager_conn_closed(struct conn *c);
-void manager_stats(struct manager_stats *out);
-/* Change the staging memory budget (reload): saves already accepted keep
- * their memory; waiting saves that now fit start. */
-void manager_set_budget(uint64_t budget);
-/* Number of saves accepted and not yet finished (committed or failed). */
-unsigned manager_saves_pending(void);
-/* Call cb once no save is pending (immediately if none); for SIGTERM. */
-void manager_on_idle(void (*cb)(void *arg), void *arg);
+/* Add the managers' and roots' figures to *out. */
+void manager_stats(struct stats *out);
 void manager_shutdown(void);
 
 #endif

@@ -14,11 +14,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "ckptd.h"
 #include "conn.h"
 #include "health.h"
 #include "log.h"
-#include "manager.h"
 #include "metrics.h"
 #include "worker.h"
 
@@ -68,6 +66,7 @@ static struct {
 static size_t metrics_nusers;
 
 static struct evhttp *metrics_http;
+static const struct stats_source *metrics_src;  /* the gauges and totals */
 
 void
 metrics_observe(enum metrics_hist h, double v)
@@ -200,7 +199,7 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 {
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-	struct manager_stats ms = { 0 };
+	struct stats st = { 0 };
 	struct evbuffer *b;
 	size_t i;
 
@@ -225,31 +224,30 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 		evbuffer_free(b);
 		return;
 	}
-	manager_stats(&ms);
+	metrics_src->fill(&st, metrics_src->arg);
 	metrics_put(b, "ckptd_connections", "gauge",
 	    "Open client connections.", conn_count());
 	metrics_put(b, "ckptd_managers", "gauge",
-	    "Open checkpoint managers.", ms.managers);
+	    "Open checkpoint managers.", st.managers);
 	metrics_put(b, "ckptd_saves_committed_total", "counter",
-	    "Saves committed to disk.", ms.saves_committed);
+	    "Saves committed to disk.", st.saves_committed);
 	metrics_put(b, "ckptd_saves_failed_total", "counter",
-	    "Saves that failed.", ms.saves_failed);
+	    "Saves that failed.", st.saves_failed);
 	metrics_put(b, "ckptd_saves_interrupted_total", "counter",
 	    "Saves a crash interrupted, found since start.",
-	    ms.saves_interrupted);
+	    st.saves_interrupted);
 	metrics_put(b, "ckptd_bytes_written_total", "counter",
-	    "Checkpoint bytes written.", ms.bytes_written);
+	    "Checkpoint bytes written.", st.bytes_written);
 	metrics_put(b, "ckptd_staging_bytes", "gauge",
-	    "Staging memory held by accepted saves.", ms.staging_bytes);
+	    "Staging memory held by accepted saves.", st.staging_bytes);
 	metrics_put(b, "ckptd_memory_budget_bytes", "gauge",
-	    "Staging memory budget.", ms.memory_budget != 0 ?
-	    ms.memory_budget : ckptd_memory_budget());
+	    "Staging memory budget.", st.memory_budget);
 	metrics_put(b, "ckptd_queued_saves", "gauge",
-	    "Saves accepted and not yet being written.", ms.queued_saves);
+	    "Saves accepted and not yet being written.", st.queued_saves);
 	metrics_put(b, "ckptd_inflight_saves", "gauge",
-	    "Saves being written.", ms.inflight_saves);
+	    "Saves being written.", st.inflight_saves);
 	metrics_put(b, "ckptd_waiting_for_memory", "gauge",
-	    "Saves waiting for staging memory.", ms.waiting_for_memory);
+	    "Saves waiting for staging memory.", st.waiting_for_memory);
 	metrics_put(b, "ckptd_workers", "gauge",
 	    "Worker threads.", worker_count());
 	metrics_put(b, "ckptd_bytes_read_total", "counter",
@@ -272,7 +270,7 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	    CKPTD_VERSION, CKPT__VERSION__PROTOCOL_VERSION);
 	evbuffer_add_printf(b, "# HELP ckptd_uptime_seconds Seconds since the "
 	    "daemon started.\n# TYPE ckptd_uptime_seconds gauge\n"
-	    "ckptd_uptime_seconds %.3f\n", ckptd_uptime_secs());
+	    "ckptd_uptime_seconds %.3f\n", st.uptime_secs);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_send_reply(req, HTTP_OK, "OK", b);
@@ -327,7 +325,8 @@ bad:
 }
 
 int
-metrics_start(struct event_base *base, const char *listen, ckd_err *e)
+metrics_start(struct event_base *base, const char *listen,
+    const struct stats_source *src, ckd_err *e)
 {
 	struct evhttp_bound_socket *bs;
 	char host[256], shown[INET6_ADDRSTRLEN];
@@ -338,6 +337,7 @@ metrics_start(struct event_base *base, const char *listen, ckd_err *e)
 
 	if ((r = metrics_parse(listen, host, sizeof host, &port, e)) != 0)
 		return r;
+	metrics_src = src;
 	if ((metrics_http = evhttp_new(base)) == NULL)
 		return err_set(e, CKPT_ENOMEM, "evhttp_new failed");
 	evhttp_set_allowed_methods(metrics_http,

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "stats.h"
 
 struct event_base;
 
@@ -27,8 +28,10 @@ enum metrics_hist {
 };
 
 /* listen: "HOST:PORT", "[V6ADDR]:PORT", ":PORT" or "PORT" (the host then
- * defaults to 127.0.0.1). PORT 0 picks a free port (logged). */
-int metrics_start(struct event_base *base, const char *listen, ckd_err *e);
+ * defaults to 127.0.0.1). PORT 0 picks a free port (logged). src (kept,
+ * not copied) gives the gauges and totals of each answer. */
+int metrics_start(struct event_base *base, const char *listen,
+    const struct stats_source *src, ckd_err *e);
 void metrics_stop(void);
 
 /* Add one observation to a histogram. */

@@ -19,6 +19,7 @@
 
 #include "metrics.h"
 #include "restore.h"
+#include "savecheck.h"
 #include "stepmetrics.h"
 
 #define RESTORE_MAX_DOC CKPT_MAX_DOC            /* JSON items, metadata */
@@ -677,7 +678,7 @@ rs_new(struct conn *c, struct manager *m, Ckpt__Request *req, int kind,
 {
 	struct rs_task *rt;
 
-	rt = mgr_task_new(sizeof *rt, run, done, conn_peer(c), conn_id(c));
+	rt = task_new(sizeof *rt, run, done, conn_peer(c), conn_id(c));
 	if (rt == NULL)
 		return NULL;
 	rt->kind = kind;
@@ -710,7 +711,7 @@ restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
 	Ckpt__Restore *rq = req->restore;
 	struct rs_task *rt;
 	char msg[PATH_MAX + 64];
-	ckd_err e;
+	ckd_err e = { 0 };
 	size_t i;
 
 	if (rq->n_items > CKPT_MAX_ITEMS) {
@@ -720,8 +721,8 @@ restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
 	for (i = 0; i < rq->n_items; i++) {
 		size_t k;
 
-		if (rq->items[i] == NULL || !store_valid_component(rq->items[i])) {
-			rs_fail(c, req, NULL, CKPT_EINVAL, "invalid item name");
+		if (savecheck_item_name(rq->items[i], &e) != 0) {
+			rs_fail(c, req, NULL, e.code, e.msg);
 			return;
 		}
 		/* At most CKPT_MAX_ITEMS: the quadratic scan is bounded. */

@@ -6,6 +6,7 @@
 #define CKPTD_RESTORE_H
 
 #include "conn.h"
+#include "manager.h"
 #include "root.h"
 
 /* Each takes ownership of req. */

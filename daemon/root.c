@@ -506,7 +506,8 @@ root_scan_disk(const struct store_backend *be, int rootfd,
 			s->init_ns = kn->init_ns;
 			s->commit_ns = kn->commit_ns;
 			s->bytes = kn->bytes;
-			s->metrics_json = mgr_strdup(kn->metrics_json);
+			s->metrics_json = kn->metrics_json == NULL ? NULL :
+			    strdup(kn->metrics_json);
 		} else {
 			root_read_step_record(be, rootfd, s->name, s);
 		}
@@ -524,10 +525,8 @@ struct del_task {
 	struct root *r;
 	struct index_step rec;          /* the record removed from the list */
 	char *subdir;
-	struct conn *c;                 /* foreground delete: reply to it */
-	uint64_t id;
-	struct manager *m;              /* referenced, or NULL */
-	void (*done)(void *arg);
+	int reported;                   /* done() reports a failure */
+	void (*done)(void *arg, const ckd_err *err);
 	void *arg;
 };
 
@@ -563,23 +562,13 @@ root_delete_done(struct task *t)
 			root_insert_step(r, &d->rec);
 			d->rec.metrics_json = d->rec.error = NULL;
 		}
-		if (d->c == NULL)
+		if (!d->reported)
 			log_warn("deleting %s/%s: %s", r->path, d->rec.name,
 			    t->err.msg);
 	}
-	if (d->c != NULL) {
-		if (code != 0 && code != CKPT_ENOTFOUND)
-			conn_reply_err(d->c, d->id, &t->err);
-		else
-			mgr_reply_empty(d->c, d->id);
-		conn_unref(d->c);
-	}
 	if (d->done != NULL)
-		d->done(d->arg);
-	if (d->m != NULL) {
-		mgr_delete_finished(d->m);
-		mgr_unref(d->m);
-	}
+		d->done(d->arg, code != 0 && code != CKPT_ENOTFOUND ? &t->err :
+		    NULL);
 	free(d->rec.metrics_json);
 	free(d->rec.error);
 	free(d->subdir);
@@ -592,22 +581,22 @@ root_delete_step(struct root *r, size_t i, const struct root_delete *how)
 {
 	struct del_task *d;
 
-	d = mgr_task_new(sizeof *d, root_delete_run, root_delete_done,
+	d = task_new(sizeof *d, root_delete_run, root_delete_done,
 	    how->cred, how->lane);
 	if (d == NULL || (how->subdir != NULL && (d->subdir =
 	    strdup(how->subdir)) == NULL) ||
 	    root_add_deleting(r, r->steps[i].step) != 0) {
+		ckd_err e;
+
 		if (d != NULL)
 			free(d->subdir);
 		free(d);
-		if (how->c != NULL)
-			conn_reply_error(how->c, how->id, CKPT_ENOMEM,
-			    "out of memory");
-		else
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		if (!how->reported)
 			log_warn("out of memory deleting step %llu",
 			    (unsigned long long)r->steps[i].step);
 		if (how->done != NULL)
-			how->done(how->arg);
+			how->done(how->arg, &e);
 		return;
 	}
 	d->rec = r->steps[i];
@@ -617,16 +606,7 @@ root_delete_step(struct root *r, size_t i, const struct root_delete *how)
 	d->r = r;
 	root_ref(r);
 	r->busy++;
-	if (how->c != NULL) {
-		d->c = how->c;
-		d->id = how->id;
-		conn_ref(how->c);
-	}
-	if (how->m != NULL) {
-		d->m = how->m;
-		mgr_ref(how->m);
-		how->m->deleting++;
-	}
+	d->reported = how->reported;
 	d->done = how->done;
 	d->arg = how->arg;
 	worker_submit(&d->t);
@@ -739,7 +719,7 @@ root_sweep_leftovers(void)
 		    pwp == NULL)
 			continue;
 		pc.gid = pw.pw_gid;
-		sw = mgr_task_new(sizeof *sw, root_sweep_run, root_sweep_done,
+		sw = task_new(sizeof *sw, root_sweep_run, root_sweep_done,
 		    &pc, 0);
 		if (sw == NULL)
 			break;

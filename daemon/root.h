@@ -1,22 +1,17 @@
 /*
- * root.h - the in-memory state behind manager.h, shared by manager.c,
- * root.c, save.c and restore.c (internal to the daemon).
+ * root.h - the roots: one per directory and step naming, shared by every
+ * manager opened on it; their steps in memory, retention deletes, the
+ * sweep of leftovers at start-up. Used by manager.c, save.c, steptx.c
+ * and restore.c; root.c calls none of them (what a delete's caller
+ * needs back comes through its done callback).
  *
  * Everything declared here lives on the event-loop thread. Worker tasks get
  * copies of what they need (paths, naming, step names) and hand results back
  * through their done() callback; they never touch a root or a manager.
  *
- * struct manager and the mgr_* functions on one are in manager.h. Each
- * module keeps its state to itself: root.c its list of roots, manager.c
- * its managers and waiters, save.c its saves; none reads another's.
- *
- * Ownership and lifetimes:
- *   root     refcounted: one reference per manager, accepted/queued save,
- *            waiter and task that points at it. Freed at zero.
- *   manager  refcounted: the connection's reference (dropped on close) plus
- *            one per save and waiter. `closed` managers are unreachable by id.
- *   save     owned by the global save list until finished (save.c).
- *   waiter   owned by the global waiter list; holds a conn reference.
+ * Ownership: a root is refcounted: one reference per manager,
+ * accepted/queued save, step transaction, waiter and task that points at
+ * it. Freed at zero.
  */
 #ifndef CKPTD_ROOT_H
 #define CKPTD_ROOT_H
@@ -27,33 +22,20 @@
 #include <stddef.h>
 
 #include "common.h"
-#include "conn.h"
 #include "log.h"
 #include "worker.h"
 #include "index.h"
 #include "store.h"
 #include "policy.h"
-#include "manager.h"
 
 struct event_base;
 struct event;
-struct save;
+struct opener;
 
 
 enum root_state {
 	ROOT_LOADING = 0,
 	ROOT_READY = 1,
-};
-
-/* An OpenManager waiting for its root to finish loading. */
-struct opener {
-	struct opener *next;
-	struct conn *c;                 /* referenced */
-	uint64_t id;
-	Ckpt__ManagerOptions *o;        /* owned */
-	struct policy_set *pol;         /* owned */
-	mode_t dmode;
-	int cleanup;
 };
 
 struct root {
@@ -82,42 +64,14 @@ struct root {
 	/* Steps whose delete task has not finished yet. */
 	uint64_t *deleting;
 	size_t ndeleting, capdeleting;
-	struct opener *openers;         /* while ROOT_LOADING */
+	struct opener *openers;         /* while ROOT_LOADING (manager.c's) */
 	unsigned saves;                 /* queued + running saves */
 	unsigned busy;                  /* tasks writing to the root */
 	int64_t last_save_ns;           /* start of the last save, -1 none */
 };
 
 
-enum waiter_kind {
-	WAIT_SAVES = 1,
-	WAIT_STEP = 2,
-};
-
-struct waiter {
-	struct waiter *next;
-	int kind;
-	struct conn *c;                 /* referenced */
-	uint64_t id;
-	struct manager *m;              /* WAIT_SAVES, referenced */
-	struct root *r;                 /* WAIT_STEP, referenced */
-	int clear_error;
-	int64_t after;
-	struct event *timer;            /* NULL without timeout */
-};
-
-
-/* ---- helpers (manager.c) ------------------------------------------------- */
-
-char *mgr_strdup(const char *s);
-/* Copy a message by packing and unpacking it (NULL when out of memory). */
-Ckpt__ManagerOptions *mgr_options_copy(const Ckpt__ManagerOptions *o);
-/* Allocate a zeroed task of `size` bytes whose first member is a struct
- * task, running as cred on lane. NULL when out of memory. */
-void *mgr_task_new(size_t size, void (*run)(struct task *),
-    void (*done)(struct task *), const struct peer_cred *cred,
-    uint64_t lane);
-/* (root.c) Open r's own directory (the one it was loaded from, found
+/* Open r's own directory (the one it was loaded from, found
  * through its pinned fd, never through the path) as the task's peer. */
 int root_open_dir(const struct root *r, int *fd, ckd_err *e);
 
@@ -170,10 +124,10 @@ struct root_delete {
 	const char *subdir;
 	const struct peer_cred *cred;
 	uint64_t lane;
-	struct conn *c;                 /* non-NULL: reply to (c, id) when gone */
-	uint64_t id;
-	struct manager *m;              /* non-NULL: counted in m->deleting */
-	void (*done)(void *arg);        /* non-NULL: called when finished */
+	int reported;                   /* done() reports failures: no log */
+	/* Non-NULL: called when finished (also when it could not start),
+	 * err NULL when the step is gone. */
+	void (*done)(void *arg, const ckd_err *err);
 	void *arg;
 };
 void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
@@ -181,12 +135,5 @@ void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
 /* Start-up: collect the leftovers of every root the index knows, as its
  * owner, and record the saves they stood for as interrupted. */
 void root_sweep_leftovers(void);
-
-/* ---- waiters (manager.c) ------------------------------------------------ */
-
-/* Wake WAIT_STEP waiters of r whose `after` is below the latest step. */
-void mgr_wake_steps(struct root *r);
-/* Call the idle callback when no save is pending. */
-void mgr_check_idle(void);
 
 #endif

@@ -32,6 +32,7 @@
 
 #include <jansson.h>
 
+#include "manager.h"
 #include "metrics.h"
 #include "save.h"
 #include "savecheck.h"
@@ -62,6 +63,8 @@ static struct {
 	uint64_t committed, failed, bytes_written;  /* since start */
 	struct index *ix;               /* where commits and failures go */
 	unsigned nworkers;              /* the pool's size: files per save */
+	void (*idle_cb)(void *arg);     /* save_on_idle */
+	void *idle_arg;
 } SQ;
 
 struct save_task {
@@ -75,6 +78,15 @@ static void save_tx_failed(struct steptx *tx);
 static void save_queue_remove(struct save *s);
 static void save_admit(void);
 static void save_tx_progress(struct steptx *tx);
+static void save_check_idle(void);
+
+/* The save of a transaction's part (NULL for none). */
+static struct save *
+save_of(struct steptx_part *p)
+{
+	return p == NULL ? NULL :
+	    (struct save *)(void *)((char *)p - offsetof(struct save, part));
+}
 
 /* 1 when s is a part of a step written by several processes. */
 static int
@@ -247,7 +259,7 @@ save_free(struct save *s)
 		munmap(s->map, s->size);
 	store_src_destroy(&s->src);
 	if (s->itemfds != NULL) {
-		for (i = 0; i < s->sv->n_items; i++)
+		for (i = 0; i < s->part.sv->n_items; i++)
 			if (s->itemfds[i] >= 0)
 				s->r->be->close(s->itemfds[i]);
 		free(s->itemfds);
@@ -298,7 +310,7 @@ save_unlink(struct save *s)
 static int
 save_plan(struct save *s, ckd_err *e)
 {
-	Ckpt__Save *sv = s->sv;
+	Ckpt__Save *sv = s->part.sv;
 	struct savecheck_counts cnt;
 	uint64_t target, cur_bytes = 0;
 	struct save_file *cur = NULL;
@@ -324,7 +336,7 @@ save_plan(struct save *s, ckd_err *e)
 	/* Exact number of files for this target: the table below is filled
 	 * by the same rule. */
 	savecheck_count(sv, target, &cnt);
-	s->bytes = cnt.bytes;
+	s->part.bytes = cnt.bytes;
 	if (cnt.narrays == 0)
 		return 0;
 	n = cnt.narrays;
@@ -440,41 +452,19 @@ nomem:
 static void
 save_abort_files(struct save *s, const ckd_err *why)
 {
-	struct index_step rec;
-	ckd_err e;
 	size_t i;
 
 	store_sync_free(&s->sync);
 	if (s->itemfds != NULL)
-		for (i = 0; i < s->sv->n_items; i++)
+		for (i = 0; i < s->part.sv->n_items; i++)
 			if (s->itemfds[i] >= 0) {
 				s->r->be->close(s->itemfds[i]);
 				s->itemfds[i] = -1;
 			}
 	if (save_multi(s))
 		return;         /* the tmp dir is the transaction's */
-	if (s->tmpfd >= 0) {
-		s->r->be->close(s->tmpfd);
-		s->tmpfd = -1;
-		if (s->rootfd >= 0 && store_abort(s->r->be, s->rootfd, s->name,
-		    &e) != 0)
-			log_warn("removing %s/%s%s: %s", s->r->path, s->name,
-			    CKPT_TMP_SUFFIX, e.msg);
-	}
-	if (s->rootfd >= 0) {
-		s->r->be->close(s->rootfd);
-		s->rootfd = -1;
-	}
-	if (why->code == CKPT_EEXIST)
-		return;         /* someone else's step: not ours to record */
-	memset(&rec, 0, sizeof rec);
-	rec.step = s->step;
-	rec.state = INDEX_FAILED;
-	rec.init_ns = s->init_ns;
-	snprintf(rec.name, sizeof rec.name, "%s", s->name);
-	rec.error = (char *)why->msg;
-	if (index_put_step(SQ.ix, s->r->key, &rec, &e) != 0)
-		log_warn("index: %s", e.msg);
+	steptx_abort_step(s->r, s->step, s->name, s->init_ns, &s->rootfd,
+	    &s->tmpfd, why);
 }
 
 /*
@@ -503,7 +493,7 @@ save_abort_files(struct save *s, const ckd_err *why)
 static int
 save_prepare_part(struct save *s, ckd_err *e)
 {
-	Ckpt__Save *sv = s->sv;
+	Ckpt__Save *sv = s->part.sv;
 	size_t i;
 	int r = 0;
 
@@ -532,7 +522,7 @@ save_prepare_part(struct save *s, ckd_err *e)
 static int
 save_prepare(struct save *s, ckd_err *e)
 {
-	Ckpt__Save *sv = s->sv;
+	Ckpt__Save *sv = s->part.sv;
 	size_t i;
 	int r;
 
@@ -611,7 +601,7 @@ save_data_run(struct task *t)
 static int
 save_finish(struct save *s, ckd_err *e)
 {
-	Ckpt__Save *sv = s->sv;
+	Ckpt__Save *sv = s->part.sv;
 	struct store_step_meta meta;
 	struct index_step rec;
 	ckd_err ie;
@@ -670,7 +660,7 @@ save_finish(struct save *s, ckd_err *e)
 	meta.nitems = sv->n_items;
 	meta.item_names = s->names;
 	meta.handlers = s->handlers;
-	meta.bytes = s->bytes;
+	meta.bytes = s->part.bytes;
 	if ((r = store_write_step_meta_nosync(s->r->be, s->tmpfd, &meta,
 	    s->fmode, &s->sync, e)) != 0)
 		goto fail;
@@ -688,7 +678,7 @@ save_finish(struct save *s, ckd_err *e)
 	rec.state = INDEX_COMMITTED;
 	rec.init_ns = s->init_ns;
 	rec.commit_ns = s->commit_ns;
-	rec.bytes = s->bytes;
+	rec.bytes = s->part.bytes;
 	snprintf(rec.name, sizeof rec.name, "%s", s->name);
 	rec.metrics_json = meta.metrics_json;
 	/* The step is durable; the index is only a cache of the disk. */
@@ -747,7 +737,7 @@ save_submit(struct save *s, void (*run)(struct task *),
 {
 	struct save_task *st;
 
-	st = mgr_task_new(sizeof *st, run, done, &s->cred, s->lane);
+	st = task_new(sizeof *st, run, done, &s->cred, s->lane);
 	if (st == NULL)
 		return CKPT_ENOMEM;
 	st->s = s;
@@ -865,8 +855,8 @@ save_retention(struct save *s)
 	struct policy_step *ps = NULL;
 	size_t *idx = NULL, n = 0, k;
 	int *keep = NULL;
-	int64_t now = s->sv->has_timestamp_ns ? s->sv->timestamp_ns :
-	    now_wall_ns();
+	int64_t now = s->part.sv->has_timestamp_ns ?
+	    s->part.sv->timestamp_ns : now_wall_ns();
 
 	if (root_policy_steps(r, m->pol, &ps, &idx, &n) != 0 || n == 0)
 		goto out;
@@ -877,10 +867,7 @@ save_retention(struct save *s)
 	policy_preserve(m->pol, ps, n, now, keep);
 	/* From the highest index down, so earlier indices stay valid. */
 	for (k = n; k-- > 0;) {
-		struct root_delete how = {
-			.subdir = m->o->todelete_subdir, .cred = &s->cred,
-			.lane = s->lane, .m = m,
-		};
+		struct mgr_delete how = { .cred = &s->cred, .lane = s->lane };
 
 		if (keep[k])
 			continue;
@@ -889,7 +876,7 @@ save_retention(struct save *s)
 			how.arg = s;
 			s->deleting++;
 		}
-		root_delete_step(r, idx[k], &how);
+		mgr_delete_step(m, r, idx[k], &how);
 	}
 out:
 	free(ps);
@@ -935,7 +922,7 @@ save_log_fields(const struct save *s, struct log_event *ev)
 	ev->peer_pid = (int64_t)s->cred.pid;
 	ev->root = s->r->path;
 	ev->step = (int64_t)s->step;
-	ev->bytes = s->bytes;
+	ev->bytes = s->part.bytes;
 	if (s->reply_ns != 0)
 		ev->blocking = (double)(s->reply_ns - s->recv_ns) / 1e9;
 	ev->duration = (double)(now - s->recv_ns) / 1e9;
@@ -949,7 +936,7 @@ save_release(struct save *s)
 {
 	int was;
 
-	if (s->released || !s->started)
+	if (s->released || !s->part.started)
 		return;
 	s->released = 1;
 	SQ.ninflight--;
@@ -1004,19 +991,20 @@ save_finalize(struct save *s)
 	if (ok) {
 		rec.state = INDEX_COMMITTED;
 		rec.commit_ns = s->commit_ns;
-		rec.bytes = s->bytes;
+		rec.bytes = s->part.bytes;
 		/* prevent_write_metrics: ranked in memory all the same */
-		rec.metrics_json = mgr_strdup(s->sv->metrics_json);
+		rec.metrics_json = mgr_strdup(s->part.sv->metrics_json);
 		root_insert_step(r, &rec);
 		SQ.committed++;
-		SQ.bytes_written += s->bytes;
+		SQ.bytes_written += s->part.bytes;
 		metrics_observe_since(METRICS_SAVE_DURABLE, s->recv_ns);
-		metrics_observe(METRICS_STEP_BYTES, (double)s->bytes);
-		metrics_count_user_save((uint32_t)s->cred.uid, s->bytes);
+		metrics_observe(METRICS_STEP_BYTES, (double)s->part.bytes);
+		metrics_count_user_save((uint32_t)s->cred.uid, s->part.bytes);
 		save_log_fields(s, &ev);
 		log_event(LOG_LVL_INFO, &ev, "%s/%s saved: %" PRIu64 " bytes, "
 		    "client blocked %.1f ms, durable after %.1f ms", r->path,
-		    s->name, s->bytes, ev.blocking * 1e3, ev.duration * 1e3);
+		    s->name, s->part.bytes, ev.blocking * 1e3,
+		    ev.duration * 1e3);
 		save_retention(s);
 	} else {
 		char msg[CKPT_ERRLEN + 64];
@@ -1072,7 +1060,7 @@ save_complete(struct save *s)
 
 		steptx_ref(tx);
 		for (i = 0; i < tx->nparts; i++) {
-			struct save *p = tx->parts[i];
+			struct save *p = save_of(tx->parts[i]);
 
 			if (p == NULL)
 				continue;
@@ -1086,7 +1074,7 @@ save_complete(struct save *s)
 		}
 		steptx_unlist(tx);
 		steptx_unref(tx);
-		mgr_check_idle();
+		save_check_idle();
 		return;
 	}
 	if (tx != NULL)
@@ -1096,7 +1084,7 @@ save_complete(struct save *s)
 	save_unlink(s);
 	mgr_wake_saves(m);
 	save_free(s);
-	mgr_check_idle();
+	save_check_idle();
 }
 
 /* ---- the step transaction of several parts (loop) ------------------------------ */
@@ -1106,8 +1094,8 @@ static void
 save_part_submit(struct save *s)
 {
 	s->submitted = 1;
-	if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
-	    save_prepare_run, s->bytes < SAVE_SMALL ? save_finish_done :
+	if (save_submit(s, s->part.bytes < SAVE_SMALL ? save_small_run :
+	    save_prepare_run, s->part.bytes < SAVE_SMALL ? save_finish_done :
 	    save_prepare_done, 0) != 0) {
 		err_set(&s->err, CKPT_ENOMEM, "out of memory");
 		save_finalize(s);
@@ -1127,7 +1115,7 @@ save_tx_submit(struct steptx *tx, const struct save *s,
 {
 	struct save_tx_task *tt;
 
-	tt = mgr_task_new(sizeof *tt, run, done, &s->cred, s->lane);
+	tt = task_new(sizeof *tt, run, done, &s->cred, s->lane);
 	if (tt == NULL)
 		return CKPT_ENOMEM;
 	tt->tx = tx;
@@ -1165,9 +1153,9 @@ save_tx_begin_done(struct task *t)
 		steptx_fail(tx, &t->err);
 	free(t);
 	for (i = 0; i < tx->nparts && !tx->closed; i++) {
-		struct save *p = tx->parts[i];
+		struct save *p = save_of(tx->parts[i]);
 
-		if (p == NULL || !p->started || p->submitted)
+		if (p == NULL || !p->part.started || p->submitted)
 			continue;
 		if (tx->err.code == 0) {
 			save_part_submit(p);
@@ -1204,10 +1192,10 @@ save_tx_lead(const struct steptx *tx)
 
 	if (tx->parts[tx->primary] != NULL &&
 	    tx->parts[tx->primary]->started)
-		return tx->parts[tx->primary];
+		return save_of(tx->parts[tx->primary]);
 	for (i = 0; i < tx->nparts; i++)
 		if (tx->parts[i] != NULL && tx->parts[i]->started)
-			return tx->parts[i];
+			return save_of(tx->parts[i]);
 	return NULL;
 }
 
@@ -1230,17 +1218,25 @@ save_tx_close(struct steptx *tx)
 	}
 	for (i = 0; i < tx->nparts; i++)
 		if (tx->parts[i] != NULL)
-			save_release(tx->parts[i]);
+			save_release(save_of(tx->parts[i]));
 	lead->err = tx->err;
 	lead->commit_ns = tx->commit_ns;
-	lead->bytes = tx->bytes;
+	lead->part.bytes = tx->bytes;
 	save_finalize(lead);
 }
 
 static void
 save_tx_commit_run(struct task *t)
 {
-	(void)steptx_commit(((struct save_tx_task *)t)->tx, &t->err);
+	struct steptx *tx = ((struct save_tx_task *)t)->tx;
+	const struct save *p = save_of(tx->parts[tx->primary]);
+	struct steptx_lead lead = {
+		.dmode = p->dmode, .fmode = p->fmode,
+		.write_metrics = !p->m->o->prevent_write_metrics,
+		.names = p->names, .handlers = p->handlers,
+	};
+
+	(void)steptx_commit(tx, &lead, &t->err);
 }
 
 static void
@@ -1273,7 +1269,7 @@ save_tx_progress(struct steptx *tx)
 	if (tx->committing || tx->closed || tx->err.code != 0)
 		return;
 	for (i = 0; i < tx->nparts; i++)
-		if (tx->parts[i] == NULL || !tx->parts[i]->ended)
+		if (tx->parts[i] == NULL || !save_of(tx->parts[i])->ended)
 			return;
 	lead = save_tx_lead(tx);
 	tx->committing = 1;
@@ -1321,9 +1317,9 @@ save_tx_failed(struct steptx *tx)
 		return;
 	steptx_ref(tx);
 	for (i = 0; i < tx->nparts; i++) {
-		struct save *p = tx->parts[i];
+		struct save *p = save_of(tx->parts[i]);
 
-		if (p == NULL || p->started)
+		if (p == NULL || p->part.started)
 			continue;
 		/* Waiting for memory: never accepted. */
 		save_queue_remove(p);
@@ -1398,13 +1394,13 @@ save_start(struct save *s)
 			err_set(&e, CKPT_ENOMEM, "out of memory");
 			goto fail;
 		}
-	} else if (save_submit(s, s->bytes < SAVE_SMALL ? save_small_run :
-	    save_prepare_run, s->bytes < SAVE_SMALL ? save_finish_done :
+	} else if (save_submit(s, s->part.bytes < SAVE_SMALL ? save_small_run :
+	    save_prepare_run, s->part.bytes < SAVE_SMALL ? save_finish_done :
 	    save_prepare_done, 0) != 0) {
 		err_set(&e, CKPT_ENOMEM, "out of memory");
 		goto fail;
 	}
-	s->started = 1;
+	s->part.started = 1;
 	SQ.ninflight++;
 	SQ.staging += s->charge;
 	{
@@ -1540,7 +1536,7 @@ save_admit(void)
 		save_dequeued(s);
 		save_start(s);
 	}
-	mgr_check_idle();
+	save_check_idle();
 }
 
 /* A transaction nobody joined after all: forget it. */
@@ -1804,7 +1800,7 @@ accepted:
 	s->rank = m->o->process_index;
 	s->primary = (unsigned)slot == tx->primary;
 	s->pieces = save_has_pieces(sv);
-	tx->parts[slot] = s;
+	tx->parts[slot] = &s->part;
 	tx->narrived++;
 	if (preempt_active())
 		m->preempt_saved = 1;   /* its preemption save is taken */
@@ -1835,7 +1831,7 @@ accepted:
 	root_ref(r);
 	store_sync_init(&s->sync, r->be);
 	s->req = req;
-	s->sv = sv;
+	s->part.sv = sv;
 	s->step = sv->step;
 	snprintf(s->name, sizeof s->name, "%s", name);
 	s->size = size;
@@ -1994,10 +1990,26 @@ save_conn_closed(struct conn *c)
 	save_admit();
 }
 
-void
-save_stopping(void)
+/* Call the idle callback when no save is pending. */
+static void
+save_check_idle(void)
 {
+	void (*cb)(void *);
+
+	if (SQ.idle_cb == NULL || SQ.nqueued + SQ.ninflight != 0)
+		return;
+	cb = SQ.idle_cb;
+	SQ.idle_cb = NULL;
+	cb(SQ.idle_arg);
+}
+
+void
+save_on_idle(void (*cb)(void *arg), void *arg)
+{
+	SQ.idle_cb = cb;
+	SQ.idle_arg = arg;
 	steptx_fail_incomplete(save_tx_failed);
+	save_check_idle();
 }
 
 void
@@ -2012,5 +2024,6 @@ save_shutdown(void)
 		save_free(s);
 	}
 	SQ.qtail = NULL;
+	SQ.idle_cb = NULL;
 	steptx_shutdown();
 }

@@ -34,7 +34,6 @@ struct save {
 	struct manager *m;              /* referenced */
 	struct root *r;                 /* referenced */
 	Ckpt__Request *req;             /* owned; leaves get file/tensor/xxh3 */
-	Ckpt__Save *sv;
 	uint64_t step;
 	char name[256];
 	int memfd;                      /* open while mapped: holes */
@@ -55,16 +54,17 @@ struct save {
 	size_t ntens;
 	struct save_file *files;
 	size_t nfiles;
-	uint64_t bytes;
 	unsigned left;                  /* data tasks not done */
 	unsigned deleting;              /* retention deletes it waits for */
 	ckd_err err;                    /* first failure */
-	/* The step transaction (steptx.h) this save is a part of. */
+	/* The step transaction (steptx.h) this save is a part of, and what
+	 * it sees of the save: part.sv (the request's Save), part.bytes
+	 * (array bytes), part.started (accepted: "saved" replied). */
 	struct steptx *tx;              /* referenced */
+	struct steptx_part part;        /* tx->parts[slot] points at it */
 	unsigned slot;                  /* in tx->parts */
 	uint32_t rank;                  /* process_index */
 	int primary;                    /* writes JSON items, replicated */
-	int started;                    /* accepted ("saved" replied) */
 	int submitted;                  /* its first task submitted */
 	int ended;                      /* its tasks are done */
 	int released;                   /* staging memory given back */
@@ -98,8 +98,9 @@ void save_stats(struct save_counts *out);
 int save_pending_step(const struct root *r, uint64_t step);
 /* Highest pending step of r, or -1. */
 int64_t save_latest_pending(const struct root *r);
-/* ckptd stops: distributed steps still missing parts fail now. */
-void save_stopping(void);
+/* ckptd stops: distributed steps still missing parts fail now; cb is
+ * called once no save is pending (at once if none). */
+void save_on_idle(void (*cb)(void *arg), void *arg);
 /* Free the saves waiting for memory (shutdown). */
 void save_shutdown(void);
 

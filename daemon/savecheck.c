@@ -180,7 +180,7 @@ savecheck_is_tree(Ckpt__Handler h)
 
 /* An item name is a directory of the step: restorable, so not hidden
  * (restore skips dot names), not a path, not the step metadata file. */
-static int
+int
 savecheck_item_name(const char *name, ckd_err *e)
 {
 	if (name == NULL || name[0] == '\0')

@@ -34,6 +34,12 @@ int savecheck_memfd(int fd, uint64_t *size, ckd_err *e);
  * normalize it: the default item name and handlers are filled in, fields
  * the daemon fills (file, tensor, xxh3, fd_index) are cleared. */
 int savecheck_request(Ckpt__Save *sv, uint64_t memsize, ckd_err *e);
+/* The one rule for item names, wherever a peer names an item (Save items,
+ * ManagerOptions.item_names, Restore.items): not empty, at most
+ * CKPT_MAX_ITEM_NAME bytes, no '/', not "." or "..", not starting with
+ * '.', not the step's metadata file. 0, or CKPT_EINVAL with a message
+ * naming the item. */
+int savecheck_item_name(const char *name, ckd_err *e);
 /* 1 for the handlers stored as a tree of leaves. */
 int savecheck_is_tree(Ckpt__Handler h);
 /* Count arrays, bytes and files of a validated request: the array leaves of

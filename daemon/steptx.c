@@ -16,7 +16,6 @@
 
 #include "pieces.h"
 #include "root.h"
-#include "save.h"
 #include "savecheck.h"
 #include "stepmetrics.h"
 #include "steptx.h"
@@ -83,9 +82,9 @@ steptx_missing(const struct steptx *tx, int started_too, char *buf,
 		return 0;
 	buf[0] = '\0';
 	for (i = 0; i < tx->nparts; i++) {
-		const struct save *s = tx->parts[i];
+		const struct steptx_part *p = tx->parts[i];
 
-		if (s != NULL && (!started_too || s->started))
+		if (p != NULL && (!started_too || p->started))
 			continue;
 		n++;
 		if (off + 1 >= len)
@@ -566,10 +565,9 @@ steptx_check_items(struct steptx *tx, ckd_err *e)
 }
 
 int
-steptx_commit(struct steptx *tx, ckd_err *e)
+steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 {
-	struct save *lead = tx->parts[tx->primary];
-	const Ckpt__Save *sv = lead->sv;
+	const Ckpt__Save *sv = tx->parts[tx->primary]->sv;
 	struct store_step_meta meta;
 	struct store_sync b;
 	struct index_step rec;
@@ -616,8 +614,7 @@ steptx_commit(struct steptx *tx, ckd_err *e)
 	memset(&meta, 0, sizeof meta);
 	meta.init_ns = tx->init_ns;
 	meta.commit_ns = tx->commit_ns;
-	meta.metrics_json = lead->m->o->prevent_write_metrics ? NULL :
-	    sv->metrics_json;
+	meta.metrics_json = lead->write_metrics ? sv->metrics_json : NULL;
 	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
 	    be, tx->tmpfd, meta.metrics_json, lead->dmode, lead->fmode, &b,
 	    e)) != 0)
@@ -656,33 +653,40 @@ fail:
 }
 
 void
-steptx_abort(struct steptx *tx, const ckd_err *why)
+steptx_abort_step(const struct root *r, uint64_t step, const char *name,
+    int64_t init_ns, int *rootfd, int *tmpfd, const ckd_err *why)
 {
 	struct index_step rec;
 	ckd_err e;
 
-	if (tx->tmpfd >= 0) {
-		tx->r->be->close(tx->tmpfd);
-		tx->tmpfd = -1;
-		if (tx->rootfd >= 0 && store_abort(tx->r->be, tx->rootfd,
-		    tx->name, &e) != 0)
-			log_warn("removing %s/%s%s: %s", tx->r->path, tx->name,
+	if (*tmpfd >= 0) {
+		r->be->close(*tmpfd);
+		*tmpfd = -1;
+		if (*rootfd >= 0 && store_abort(r->be, *rootfd, name, &e) != 0)
+			log_warn("removing %s/%s%s: %s", r->path, name,
 			    CKPT_TMP_SUFFIX, e.msg);
 	}
-	if (tx->rootfd >= 0) {
-		tx->r->be->close(tx->rootfd);
-		tx->rootfd = -1;
+	if (*rootfd >= 0) {
+		r->be->close(*rootfd);
+		*rootfd = -1;
 	}
 	if (why->code == CKPT_EEXIST)
 		return;         /* someone else's step: not ours to record */
 	memset(&rec, 0, sizeof rec);
-	rec.step = tx->step;
+	rec.step = step;
 	rec.state = INDEX_FAILED;
-	rec.init_ns = tx->init_ns;
-	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
+	rec.init_ns = init_ns;
+	snprintf(rec.name, sizeof rec.name, "%s", name);
 	rec.error = (char *)why->msg;
-	if (index_put_step(TX_IX, tx->r->key, &rec, &e) != 0)
+	if (index_put_step(TX_IX, r->key, &rec, &e) != 0)
 		log_warn("index: %s", e.msg);
+}
+
+void
+steptx_abort(struct steptx *tx, const ckd_err *why)
+{
+	steptx_abort_step(tx->r, tx->step, tx->name, tx->init_ns, &tx->rootfd,
+	    &tx->tmpfd, why);
 }
 
 void

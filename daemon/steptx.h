@@ -28,6 +28,7 @@
 struct event_base;
 struct index;
 
+#include <sys/types.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -35,8 +36,6 @@ struct index;
 #include "store.h"
 
 struct root;
-struct save;
-struct manager;
 struct event;
 
 /* Parts of one step at most (process_count). */
@@ -48,6 +47,14 @@ enum steptx_begin {
 	STEPTX_BEGUN = 2,       /* tmpfd is the step's tmp dir */
 };
 
+/* A part as the transaction sees it: save.c's struct save embeds one
+ * (its request, its bytes, whether it was handed). */
+struct steptx_part {
+	Ckpt__Save *sv;                 /* the part's request (owned by it) */
+	uint64_t bytes;                 /* array bytes of its files */
+	int started;                    /* handed: "saved" was replied */
+};
+
 struct steptx {
 	struct steptx *next;            /* TX list */
 	struct root *r;                 /* referenced */
@@ -57,7 +64,7 @@ struct steptx {
 	unsigned nparts;                /* process_count */
 	unsigned primary;               /* slot writing replicated leaves */
 	uint32_t *ranks;                /* rank of each slot */
-	struct save **parts;            /* by slot, NULL until it arrives */
+	struct steptx_part **parts;     /* by slot, NULL until it arrives */
 	unsigned narrived, nstarted, nended;
 	int saved;                      /* the policy decision */
 	int committing;                 /* commit or abort task submitted */
@@ -105,12 +112,28 @@ void steptx_fail(struct steptx *tx, const ckd_err *why);
  * malloc'ed; its leaves are the parts'. */
 int steptx_item_leaves(struct steptx *tx, size_t it, Ckpt__Leaf ***out,
     size_t *nout, ckd_err *e);
+/* What a commit takes of the primary's part beyond its request. */
+struct steptx_lead {
+	mode_t dmode, fmode;            /* its manager's modes */
+	int write_metrics;              /* 0: prevent_write_metrics */
+	char **names;                   /* item names, as in its request */
+	Ckpt__Handler *handlers;
+};
 /* Worker side of a distributed commit: check the parts against each
  * other, write the merged _METADATA of each tree item and the step's
  * _CHECKPOINT_METADATA, sync, rename, index record. On failure the tmp
  * dir is removed and the failure recorded. */
-int steptx_commit(struct steptx *tx, ckd_err *e);
-/* Worker: remove the tmp dir and record why the step failed. */
+int steptx_commit(struct steptx *tx, const struct steptx_lead *lead,
+    ckd_err *e);
+/* Worker: remove the step's tmp dir <name>.ckptd-tmp under *rootfd
+ * (closing *tmpfd and *rootfd, -1 when not open) and record in the index
+ * why step failed, unless why is CKPT_EEXIST (someone else's step). The
+ * one abort of a step: of a transaction (steptx_abort) and of a
+ * single-process save (save.c). */
+void steptx_abort_step(const struct root *r, uint64_t step,
+    const char *name, int64_t init_ns, int *rootfd, int *tmpfd,
+    const ckd_err *why);
+/* Worker: steptx_abort_step of the transaction's tmp dir. */
 void steptx_abort(struct steptx *tx, const ckd_err *why);
 
 /* Every unfinished transaction of r and job missing rank `rank`'s part

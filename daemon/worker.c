@@ -284,6 +284,22 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	worker_drain();
 }
 
+void *
+task_new(size_t size, void (*run)(struct task *),
+    void (*done)(struct task *), const struct peer_cred *cred, uint64_t lane)
+{
+	struct task *t;
+
+	if ((t = calloc(1, size)) == NULL)
+		return NULL;
+	t->run = run;
+	t->done = done;
+	if (cred != NULL)
+		t->cred = *cred;
+	t->lane = lane;
+	return t;
+}
+
 int
 worker_init(struct event_base *base, unsigned nworkers, ckd_err *e)
 {

@@ -18,6 +18,7 @@
 #ifndef CKPTD_WORKER_H
 #define CKPTD_WORKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common.h"
@@ -34,6 +35,13 @@ struct task {
 	ckd_err err;                   /* set by run() */
 	struct task *next;             /* queue link (owned by the pool) */
 };
+
+/* Allocate a zeroed task of `size` bytes whose first member is a struct
+ * task, running as cred (NULL: no identity) on lane. NULL when out of
+ * memory. */
+void *task_new(size_t size, void (*run)(struct task *),
+    void (*done)(struct task *), const struct peer_cred *cred,
+    uint64_t lane);
 
 int worker_init(struct event_base *base, unsigned nworkers, ckd_err *e);
 /* Submit a task (loop thread only). Never fails. */

@@ -1315,6 +1315,40 @@ cl_remember_open(struct ckpt_manager *m, const Ckpt__OpenManager *om)
 
 /* ---- connecting -------------------------------------------------------------------- */
 
+/* Free a manager handle without talking to the daemon. */
+void
+cl_free_manager(struct ckpt_manager *m)
+{
+	errbox_destroy(&m->err);
+	free(m->open_pb);
+	free(m->err_seen);
+	free(m->root);
+	free(m);
+}
+
+/* End m's background save, if any: its copy is done and its Save answered. */
+void
+cl_join_bg(struct ckpt_manager *m)
+{
+	ckpt_client *c = m->c;
+	pthread_t th;
+
+	pthread_mutex_lock(&c->lock);
+	while (m->bg_joining)
+		pthread_cond_wait(&c->save_cond, &c->lock);
+	if (m->bg_live) {
+		m->bg_joining = 1;
+		th = m->bg_thread;
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(th, NULL);
+		pthread_mutex_lock(&c->lock);
+		m->bg_live = 0;
+		m->bg_joining = 0;
+		pthread_cond_broadcast(&c->save_cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void client_free(ckpt_client *c);
 
 static long
@@ -1452,7 +1486,7 @@ client_free(ckpt_client *c)
 
 	/* background saves still copying or sending end first */
 	for (m = c->managers; m != NULL; m = m->next)
-		mgr_join_bg(m);
+		cl_join_bg(m);
 	if (c->reader_started) {
 		/* stop a reconnect in progress, then the reader itself */
 		pthread_mutex_lock(&c->lock);
@@ -1469,7 +1503,7 @@ client_free(ckpt_client *c)
 		close(c->fd);
 	for (m = c->managers; m != NULL; m = nm) {
 		nm = m->next;
-		mgr_free_handle(m);
+		cl_free_manager(m);
 	}
 	for (s = c->saves; s != NULL; s = ns) {
 		ns = s->next;

@@ -360,10 +360,11 @@ int cl_remember_open(struct ckpt_manager *m, const Ckpt__OpenManager *om);
 
 /* manager.c: wait until the manager has no save in flight (takes c->lock). */
 int mgr_wait_local(struct ckpt_manager *m);
-/* End m's background save, if any: its copy is done and its Save answered. */
-void mgr_join_bg(struct ckpt_manager *m);
-/* manager.c: free a manager handle without talking to the daemon. */
-void mgr_free_handle(struct ckpt_manager *m);
+/* client.c: end m's background save, if any: its copy is done and its
+ * Save answered (takes c->lock). */
+void cl_join_bg(struct ckpt_manager *m);
+/* client.c: free a manager handle without talking to the daemon. */
+void cl_free_manager(struct ckpt_manager *m);
 /* client.c: unlink and free finished saves nobody holds (c->lock held). */
 void inflight_reap(ckpt_client *c);
 

@@ -80,33 +80,20 @@ ckpt_save_args_free(ckpt_save_args *a)
 }
 
 static int
-valid_item_name(const char *s)
-{
-	size_t n;
-	static const char tmp[] = ".ckptd-tmp";
-
-	if ((n = strlen(s)) == 0 || n > 255 || strchr(s, '/') != NULL ||
-	    strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-		return 0;
-	return !(n >= sizeof tmp - 1 &&
-	    strcmp(s + n - (sizeof tmp - 1), tmp) == 0);
-}
-
-static int
 add_item(ckpt_save_args *a, const char *name, ckpt_handler h,
     const ckpt_tree *t, const char *text)
 {
 	struct sitem *ni, *it;
 	size_t i;
 
-	if (name != NULL && !valid_item_name(name))
-		return CKPT_EINVAL;
+	/* The name goes to the daemon as given: it alone judges names
+	 * (validity, duplicates) and says why it refuses. Only the shape of
+	 * this API is checked here: one unnamed (default) item, never mixed
+	 * with named ones. */
 	for (i = 0; i < a->n; i++) {
 		const char *o = a->items[i].name;
-		/* the default item cannot be mixed with named items */
-		if ((o == NULL) != (name == NULL))
-			return CKPT_EINVAL;
-		if (o == NULL || strcmp(o, name) == 0)
+
+		if (o == NULL || name == NULL)
 			return CKPT_EINVAL;
 	}
 	ni = realloc(a->items, (a->n + 1) * sizeof *ni);
@@ -349,7 +336,7 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 	errbox_init(&m->err);
 	om.root = m->root;              /* re-opened as the daemon named it */
 	if (m->root == NULL || cl_remember_open(m, &om) != 0) {
-		mgr_free_handle(m);
+		cl_free_manager(m);
 		return cl_fail(c, NULL, CKPT_ENOMEM, "out of memory");
 	}
 	pthread_mutex_lock(&c->lock);
@@ -360,44 +347,12 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 	return 0;
 }
 
-void
-mgr_free_handle(struct ckpt_manager *m)
-{
-	errbox_destroy(&m->err);
-	free(m->open_pb);
-	free(m->err_seen);
-	free(m->root);
-	free(m);
-}
-
-void
-mgr_join_bg(struct ckpt_manager *m)
-{
-	ckpt_client *c = m->c;
-	pthread_t th;
-
-	pthread_mutex_lock(&c->lock);
-	while (m->bg_joining)
-		pthread_cond_wait(&c->save_cond, &c->lock);
-	if (m->bg_live) {
-		m->bg_joining = 1;
-		th = m->bg_thread;
-		pthread_mutex_unlock(&c->lock);
-		pthread_join(th, NULL);
-		pthread_mutex_lock(&c->lock);
-		m->bg_live = 0;
-		m->bg_joining = 0;
-		pthread_cond_broadcast(&c->save_cond);
-	}
-	pthread_mutex_unlock(&c->lock);
-}
-
 int
 mgr_wait_local(struct ckpt_manager *m)
 {
 	ckpt_client *c = m->c;
 
-	mgr_join_bg(m);
+	cl_join_bg(m);
 	pthread_mutex_lock(&c->lock);
 	while (m->saving > 0 && !c->broken)
 		pthread_cond_wait(&c->save_cond, &c->lock);
@@ -562,7 +517,7 @@ ckpt_manager_close(ckpt_manager *m)
 	req.close_manager = &cm;
 	if (cl_rpc(c, NULL, &req, &resp) == 0)
 		ckpt__response__free_unpacked(resp, NULL);
-	mgr_free_handle(m);
+	cl_free_manager(m);
 	if (code != 0)
 		return cl_fail(c, NULL, code, "%s", msg);
 	return 0;
@@ -998,7 +953,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	/* An empty tree item is refused by the daemon ("Found empty item."). */
 	/* a background save still copying is not yet known to the daemon:
 	 * let it get there before anything is decided */
-	mgr_join_bg(m);
+	cl_join_bg(m);
 	/* a forced save keeps its "already exists" error synchronous */
 	bg = a->background && m->async && !m->read_only && !a->force;
 
@@ -1080,7 +1035,7 @@ ckpt_wait_until_finished(ckpt_manager *m)
 	int code, r;
 
 	MGR_CHECK(m);
-	mgr_join_bg(m);
+	cl_join_bg(m);
 	if ((r = wait_saves(m, 0, &code, msg, sizeof msg)) != 0)
 		return r;
 	mgr_wait_local(m);
@@ -1219,7 +1174,7 @@ should_save_at(struct ckpt_manager *m, uint64_t step, int64_t ts,
 /* ---- steps ------------------------------------------------------------------------ */
 
 static int
-list_steps(struct ckpt_manager *m, Ckpt__Response **resp)
+mgr_list_steps(struct ckpt_manager *m, Ckpt__Response **resp)
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__ListSteps ls = CKPT__LIST_STEPS__INIT;
@@ -1250,7 +1205,7 @@ ckpt_all_steps(ckpt_manager *m, uint64_t **steps, size_t *n)
 		return cl_fail(m->c, m, CKPT_EINVAL, "steps/n is NULL");
 	*steps = NULL;
 	*n = 0;
-	if ((r = list_steps(m, &resp)) != 0)
+	if ((r = mgr_list_steps(m, &resp)) != 0)
 		return r;
 	ls = resp->list_steps;
 	if (ls->n_steps > 0 && (v = malloc(ls->n_steps * sizeof *v)) == NULL) {
@@ -1279,7 +1234,7 @@ latest_or_best(ckpt_manager *m, int64_t *step, int best)
 	MGR_CHECK(m);
 	if (step == NULL)
 		return cl_fail(m->c, m, CKPT_EINVAL, "step is NULL");
-	if ((r = list_steps(m, &resp)) != 0)
+	if ((r = mgr_list_steps(m, &resp)) != 0)
 		return r;
 	*step = best ? resp->list_steps->best : resp->list_steps->latest;
 	ckpt__response__free_unpacked(resp, NULL);
@@ -1310,7 +1265,7 @@ ckpt_metrics(ckpt_manager *m, uint64_t step, char **json)
 	if (json == NULL)
 		return cl_fail(m->c, m, CKPT_EINVAL, "json is NULL");
 	*json = NULL;
-	if ((r = list_steps(m, &resp)) != 0)
+	if ((r = mgr_list_steps(m, &resp)) != 0)
 		return r;
 	ls = resp->list_steps;
 	for (i = 0; i < ls->n_steps; i++)
@@ -1343,7 +1298,7 @@ ckpt_list_steps(ckpt_manager *m, ckpt_step_info **infos, size_t *n)
 		return cl_fail(m->c, m, CKPT_EINVAL, "infos/n is NULL");
 	*infos = NULL;
 	*n = 0;
-	if ((r = list_steps(m, &resp)) != 0)
+	if ((r = mgr_list_steps(m, &resp)) != 0)
 		return r;
 	ls = resp->list_steps;
 	if (ls->n_steps > 0 && (v = calloc(ls->n_steps, sizeof *v)) == NULL) {

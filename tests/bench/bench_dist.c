@@ -22,12 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ckpt.pb-c.h"
+#include "raw.h"
 
 #define COLS 1024
 
@@ -50,87 +49,26 @@ static void die(const char *what)
 	exit(1);
 }
 
+/* The wire through raw.h; a commit of several GiB on a slow disk may take
+ * minutes, so a reply is awaited up to 10 minutes. */
+#define WAIT_MS (10 * 60 * 1000)
+
 static void send_req(int fd, Ckpt__Request *req, uint64_t id, int memfd)
 {
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cm;
-	size_t n, off = 0;
-	unsigned char *buf;
-	struct iovec iov;
-	struct msghdr msg;
-	ssize_t r;
-
 	req->has_id = 1;
 	req->id = id;
-	n = ckpt__request__get_packed_size(req);
-	if ((buf = malloc(4 + n)) == NULL)
-		die("malloc");
-	buf[0] = (unsigned char)(n >> 24);
-	buf[1] = (unsigned char)(n >> 16);
-	buf[2] = (unsigned char)(n >> 8);
-	buf[3] = (unsigned char)n;
-	ckpt__request__pack(req, buf + 4);
-	while (off < 4 + n) {
-		memset(&msg, 0, sizeof msg);
-		iov.iov_base = buf + off;
-		iov.iov_len = 4 + n - off;
-		msg.msg_iov = &iov;
-		msg.msg_iovlen = 1;
-		if (off == 0 && memfd >= 0) {
-			memset(&cm, 0, sizeof cm);
-			msg.msg_control = cm.buf;
-			msg.msg_controllen = sizeof cm.buf;
-			cm.h.cmsg_level = SOL_SOCKET;
-			cm.h.cmsg_type = SCM_RIGHTS;
-			cm.h.cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(&cm.h), &memfd, sizeof(int));
-		}
-		if ((r = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0) {
-			if (errno == EINTR)
-				continue;
-			die("sendmsg");
-		}
-		off += (size_t)r;
-	}
-	free(buf);
+	if (raw_send_req(fd, req, memfd >= 0 ? &memfd : NULL,
+	    memfd >= 0 ? 1 : 0) != 0)
+		die("sendmsg");
 }
 
-static void read_full(int fd, void *buf, size_t n)
-{
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n) {
-		r = recv(fd, (char *)buf + got, n - got, MSG_CMSG_CLOEXEC);
-		if (r == 0)
-			die("connection closed");
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			die("recv");
-		}
-		got += (size_t)r;
-	}
-}
-
+/* The next frame, a reply or an event. */
 static Ckpt__Response *recv_resp(int fd)
 {
-	unsigned char hdr[4], *body;
-	Ckpt__Response *resp;
-	uint32_t len;
+	Ckpt__Response *resp = raw_next(fd, WAIT_MS);
 
-	read_full(fd, hdr, 4);
-	len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-	    (uint32_t)hdr[2] << 8 | hdr[3];
-	if ((body = malloc(len)) == NULL)
-		die("malloc");
-	read_full(fd, body, len);
-	resp = ckpt__response__unpack(NULL, len, body);
-	free(body);
 	if (resp == NULL)
-		die("bad response");
+		die("no response");
 	return resp;
 }
 
@@ -146,25 +84,14 @@ struct rank {
 
 static void rank_open(struct rank *k)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Hello h = CKPT__HELLO__INIT;
 	Ckpt__OpenManager om = CKPT__OPEN_MANAGER__INIT;
 	Ckpt__ManagerOptions o = CKPT__MANAGER_OPTIONS__INIT;
 	Ckpt__Response *resp;
 	uint64_t i;
 
-	if ((k->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		die("socket");
-	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock_path);
-	if (connect(k->fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+	if ((k->fd = raw_greeted(sock_path)) < 0)
 		die("connect");
-	h.has_version = 1;
-	h.version = CKPT__VERSION__PROTOCOL_VERSION;
-	req.op_case = CKPT__REQUEST__OP_HELLO;
-	req.hello = &h;
-	send_req(k->fd, &req, 1, -1);
-	ckpt__response__free_unpacked(recv_resp(k->fd), NULL);
 	o.has_process_index = 1;
 	o.process_index = k->r;
 	o.has_process_count = 1;

@@ -178,19 +178,29 @@ raw_frame(int fd, int timeout_ms, unsigned char **body, uint32_t *len)
 }
 
 Ckpt__Response *
-raw_recv(int fd, uint64_t id, int timeout_ms)
+raw_next(int fd, int timeout_ms)
 {
-	int64_t end = hx_now_ms() + timeout_ms;
 	Ckpt__Response *resp;
 	unsigned char *body;
 	uint32_t len;
 
+	if (raw_frame(fd, timeout_ms, &body, &len) != 1)
+		return NULL;
+	resp = ckpt__response__unpack(NULL, len, body);
+	free(body);
+	return resp;
+}
+
+Ckpt__Response *
+raw_recv(int fd, uint64_t id, int timeout_ms)
+{
+	int64_t end = hx_now_ms() + timeout_ms;
+	Ckpt__Response *resp;
+
 	for (;;) {
-		if (raw_frame(fd, (int)(end - hx_now_ms()), &body, &len) != 1)
+		if ((resp = raw_next(fd, (int)(end - hx_now_ms()))) == NULL)
 			return NULL;
-		resp = ckpt__response__unpack(NULL, len, body);
-		free(body);
-		if (resp == NULL || (id == 0 ? resp->id != 0 : resp->id == id))
+		if (id == 0 ? resp->id != 0 : resp->id == id)
 			return resp;
 		ckpt__response__free_unpacked(resp, NULL);
 	}

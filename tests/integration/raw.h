@@ -6,7 +6,7 @@
  * not) send what they send.
  *
  * Timeouts are in milliseconds. Replies with id 0 (events such as
- * SaveDone) are skipped by every reader.
+ * SaveDone) are skipped by every reader but raw_next.
  */
 #ifndef CKPT_TEST_RAW_H
 #define CKPT_TEST_RAW_H
@@ -31,6 +31,9 @@ int raw_send_req(int fd, const Ckpt__Request *req, const int *fds,
 /* Read exactly n bytes: 1, 0 on EOF (or a reset), -1 on error or
  * timeout. */
 int raw_read(int fd, void *buf, size_t n, int timeout_ms);
+/* The next frame, an event (id 0) or a reply; NULL on EOF, timeout or a
+ * frame that does not decode. */
+Ckpt__Response *raw_next(int fd, int timeout_ms);
 /* The next reply whose id is id (id 0: any nonzero id); NULL on EOF,
  * timeout or a frame that does not decode. */
 Ckpt__Response *raw_recv(int fd, uint64_t id, int timeout_ms);

@@ -16,19 +16,16 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "ckpt.pb-c.h"
 #include "harness.h"
+#include "raw.h"
 
-#define MAX_FRAME (16u * 1024 * 1024)
 #define NR 4            /* ranks */
 #define ROWS 8
 #define COLS 4
@@ -40,130 +37,30 @@ static uint64_t g_rows = ROWS;  /* global rows: 2 per rank of the job */
 static uint64_t g_interval;     /* save_interval_steps of new managers */
 static int g_force;             /* the next Save is forced */
 
-/* ---- raw wire ------------------------------------------------------------------------ */
+/* ---- raw wire (raw.h) ---------------------------------------------------------------- */
 
+/* Send req as the next request id, with memfd (when >= 0) attached. */
 static int send_req(int fd, Ckpt__Request *req, int memfd)
 {
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cm;
-	size_t n, off = 0;
-	unsigned char *buf;
-	struct iovec iov;
-	struct msghdr msg;
-	ssize_t r;
-
 	req->has_id = 1;
 	req->id = next_id++;
-	n = ckpt__request__get_packed_size(req);
-	buf = malloc(4 + n);
-	buf[0] = (unsigned char)(n >> 24);
-	buf[1] = (unsigned char)(n >> 16);
-	buf[2] = (unsigned char)(n >> 8);
-	buf[3] = (unsigned char)n;
-	ckpt__request__pack(req, buf + 4);
-	while (off < 4 + n) {
-		memset(&msg, 0, sizeof msg);
-		iov.iov_base = buf + off;
-		iov.iov_len = 4 + n - off;
-		msg.msg_iov = &iov;
-		msg.msg_iovlen = 1;
-		if (off == 0 && memfd >= 0) {
-			memset(&cm, 0, sizeof cm);
-			msg.msg_control = cm.buf;
-			msg.msg_controllen = sizeof cm.buf;
-			cm.h.cmsg_level = SOL_SOCKET;
-			cm.h.cmsg_type = SCM_RIGHTS;
-			cm.h.cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(&cm.h), &memfd, sizeof(int));
-		}
-		r = sendmsg(fd, &msg, MSG_NOSIGNAL);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			free(buf);
-			return -1;
-		}
-		off += (size_t)r;
-	}
-	free(buf);
-	return 0;
-}
-
-static int read_full(int fd, void *buf, size_t n, int timeout_ms)
-{
-	int64_t end = hx_now_ms() + timeout_ms;
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		int64_t left = end - hx_now_ms();
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return -1;
-		r = recv(fd, (char *)buf + got, n - got, MSG_CMSG_CLOEXEC);
-		if (r == 0)
-			return 0;
-		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return -1;
-		}
-		got += (size_t)r;
-	}
-	return 1;
+	return raw_send_req(fd, req, memfd >= 0 ? &memfd : NULL,
+	    memfd >= 0 ? 1 : 0);
 }
 
 /* Next reply to a request (SaveDone events are skipped). */
 static Ckpt__Response *recv_reply(int fd, int timeout_ms)
 {
-	unsigned char hdr[4], *body;
-	Ckpt__Response *resp;
-	uint32_t len;
-
-	for (;;) {
-		if (read_full(fd, hdr, 4, timeout_ms) != 1)
-			return NULL;
-		len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		    (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len == 0 || len > MAX_FRAME)
-			return NULL;
-		body = malloc(len);
-		if (read_full(fd, body, len, timeout_ms) != 1) {
-			free(body);
-			return NULL;
-		}
-		resp = ckpt__response__unpack(NULL, len, body);
-		free(body);
-		if (resp == NULL || resp->id != 0)
-			return resp;
-		ckpt__response__free_unpacked(resp, NULL);
-	}
+	return raw_recv(fd, 0, timeout_ms);
 }
 
+/* A connection that said hello. */
 static int rank_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	Ckpt__Request req = CKPT__REQUEST__INIT;
-	Ckpt__Hello h = CKPT__HELLO__INIT;
-	Ckpt__Response *resp = NULL;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = raw_greeted(d.sock);
 
-	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-		bail_out("connect: %s", strerror(errno));
-	h.has_version = 1;
-	h.version = CKPT__VERSION__PROTOCOL_VERSION;
-	h.client = "distributed test";
-	req.op_case = CKPT__REQUEST__OP_HELLO;
-	req.hello = &h;
-	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 5000)) ==
-	    NULL || resp->code != 0)
-		bail_out("hello refused: %s", resp != NULL && resp->message ?
-		    resp->message : strerror(errno));
-	ckpt__response__free_unpacked(resp, NULL);
+	if (fd < 0)
+		bail_out("hello refused: %s", strerror(errno));
 	return fd;
 }
 

@@ -23,6 +23,8 @@
 #include "harness.h"
 
 #define TEST_USER "ckpttest"
+/* One more item name than a manager may have (CKPT_MAX_ITEMS). */
+#define CKPT_TEST_MANY_ITEMS 1025
 
 static struct hx_daemon d;
 static char root[HX_PATH];
@@ -202,6 +204,100 @@ static void api_errors(ckpt_client *c, ckpt_manager *m)
 		hx_path(&d, path, "x");
 		ok(!hx_exists(path), "nothing written beside the root");
 	}
+	/* Item names are judged by the daemon alone (one rule for Save
+	 * items, item_names and Restore items): libckpt passes them on and
+	 * shows the daemon's message. */
+	{
+		static const struct {
+			const char *a, *b, *want;
+		} bad[] = {
+			{ "p", "p", "duplicate item name \"p\"" },
+			{ "p", ".hidden", "must not start with '.'" },
+			{ "p", "a/b", "invalid item name \"a/b\"" },
+		};
+		ckpt_save_args *a;
+
+		for (i = 0; i < 3; i++) {
+			a = ckpt_save_args_new();
+			r = ckpt_save_args_add_tree(a, bad[i].a,
+			    CKPT_HANDLER_STANDARD, t);
+			if (r == 0)
+				r = ckpt_save_args_add_tree(a, bad[i].b,
+				    CKPT_HANDLER_STANDARD, t);
+			is_int(r, 0, "items '%s', '%s': libckpt passes them on",
+			    bad[i].a, bad[i].b);
+			ckpt_save_args_set_composite(a, 1);
+			is_int(ckpt_save(m, 1, a, NULL), CKPT_EINVAL,
+			    "items '%s', '%s': the daemon refuses the Save",
+			    bad[i].a, bad[i].b);
+			ok(strstr(ckpt_manager_errmsg(m), bad[i].want) != NULL,
+			    "... with its message (%s)", ckpt_manager_errmsg(m));
+			ckpt_save_args_free(a);
+		}
+		a = ckpt_save_args_new();
+		ckpt_save_args_add_tree(a, "metrics", CKPT_HANDLER_STANDARD, t);
+		ckpt_save_args_set_composite(a, 1);
+		ckpt_save_args_set_metrics(a, "{\"loss\": 1}");
+		is_int(ckpt_save(m, 1, a, NULL), CKPT_EINVAL,
+		    "an item named metrics beside the step's metrics: refused");
+		ok(strstr(ckpt_manager_errmsg(m), "Item name \"metrics\" is "
+		    "reserved; please use a different name.") != NULL,
+		    "... with Orbax's words (%s)", ckpt_manager_errmsg(m));
+		ckpt_save_args_free(a);
+
+		a = ckpt_save_args_new();
+		ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+		is_int(ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD,
+		    t), CKPT_EINVAL, "a second default item: this API's error");
+		is_int(ckpt_save_args_add_tree(a, "p", CKPT_HANDLER_STANDARD,
+		    t), CKPT_EINVAL, "a named item beside the default one: "
+		    "this API's error");
+		ckpt_save_args_free(a);
+
+		ra = ckpt_restore_args_new();
+		ckpt_restore_args_add_item(ra, ".hidden", NULL, 0);
+		is_int(ckpt_restore(m, 0, ra, &res), CKPT_EINVAL,
+		    "a restore of item '.hidden': refused");
+		ok(strstr(ckpt_manager_errmsg(m), "must not start with '.'") !=
+		    NULL, "... by the same rule (%s)", ckpt_manager_errmsg(m));
+		ckpt_restore_args_free(ra);
+		res = NULL;
+	}
+	{
+		static const char *dup[] = { "params", "params" };
+		static const char *path_name[] = { "params", "a/b" };
+		const char **many = calloc(CKPT_TEST_MANY_ITEMS, sizeof *many);
+		char (*nm)[16] = calloc(CKPT_TEST_MANY_ITEMS, sizeof *nm);
+
+		o = ckpt_options_new();
+		is_int(ckpt_options_set_item_names(o, dup, 2), 0,
+		    "duplicate item_names: passed on");
+		is_int(ckpt_manager_open(c, root, o, &m2), CKPT_EINVAL,
+		    "duplicate item_names: the daemon refuses the manager");
+		ok(strstr(ckpt_client_errmsg(c), "duplicate item name "
+		    "\"params\"") != NULL, "... with its message (%s)",
+		    ckpt_client_errmsg(c));
+		ckpt_options_set_item_names(o, path_name, 2);
+		is_int(ckpt_manager_open(c, root, o, &m2), CKPT_EINVAL,
+		    "item_names with a path: refused");
+		ok(strstr(ckpt_client_errmsg(c), "invalid item name \"a/b\"") !=
+		    NULL, "... with its message (%s)", ckpt_client_errmsg(c));
+		for (i = 0; i < CKPT_TEST_MANY_ITEMS; i++) {
+			snprintf(nm[i], sizeof nm[i], "i%d", i);
+			many[i] = nm[i];
+		}
+		ckpt_options_set_item_names(o, many, CKPT_TEST_MANY_ITEMS);
+		is_int(ckpt_manager_open(c, root, o, &m2), CKPT_ETOOBIG,
+		    "%d item_names: over the daemon's limit",
+		    CKPT_TEST_MANY_ITEMS);
+		ok(strstr(ckpt_client_errmsg(c), "at most 1024") != NULL,
+		    "... which it names (%s)", ckpt_client_errmsg(c));
+		ckpt_options_free(o);
+		free(many);
+		free(nm);
+		m2 = NULL;
+	}
+	probe("item names judged by the daemon");
 	o = ckpt_options_new();
 	is_int(ckpt_options_set_step_prefix(o, "a/b"), CKPT_EINVAL,
 	    "step_prefix 'a/b': CKPT_EINVAL");

@@ -243,3 +243,59 @@ def test_export_for_orbax(daemon, tmp_path):
         assert r.state['w'].sharding == sh
         np.testing.assert_array_equal(np.asarray(r.state['w']),
                                       np.asarray(state(2)['w']))
+
+
+def _drop_item_handlers(root):
+    """Remove item_handlers from every step's _CHECKPOINT_METADATA, as in
+    steps of an Orbax that did not record them."""
+    import json
+    for step in os.listdir(root):
+        f = os.path.join(root, step, '_CHECKPOINT_METADATA')
+        if not os.path.isfile(f):
+            continue
+        with open(f) as fp:
+            d = json.load(fp)
+        d.pop('item_handlers', None)
+        with open(f, 'w') as fp:
+            json.dump(d, fp)
+
+
+def test_kinds_without_item_handlers(daemon, tmp_path):
+    """Steps whose metadata names no handler: migrate finds the kinds of
+    an Orbax step from its files (through Orbax's own paths), export asks
+    the daemon for the kinds of a ckptd step."""
+    import ckpt
+    src, dst, back = (str(tmp_path / n) for n in ('orbax', 'ckpt', 'back'))
+    with ocp.CheckpointManager(
+            src, item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                                'meta': ocp.JsonCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(
+                step_prefix='run', step_format_fixed_length=3,
+                enable_async_checkpointing=False)) as m:
+        for s in range(2):
+            m.save(s, args=ocp.args.Composite(
+                state=ocp.args.PyTreeSave({'a': np.arange(4) + s, 'n': s}),
+                meta=ocp.args.JsonSave({'step': s})))
+    _drop_item_handlers(src)
+    out = run_module(daemon, 'ckpt.migrate', '--step-prefix', 'run',
+                     '--step-format-fixed-length', '3', src, dst)
+    assert out.returncode == 0, out.stderr
+    assert 'meta (json), state (pytree)' in out.stdout, out.stdout
+    _drop_item_handlers(dst)
+    naming = ckpt.CheckpointManagerOptions(step_prefix='run',
+                                           step_format_fixed_length=3)
+    with ckpt.CheckpointManager(dst, options=naming) as m:
+        assert m.metadata(1).item_handlers is None
+    out = run_module(daemon, 'ckpt.export', '--step-prefix', 'run',
+                     '--step-format-fixed-length', '3', dst, back)
+    assert out.returncode == 0, out.stderr
+    # a tree item without a recorded handler reads as Standard
+    assert 'meta (json), state (standard)' in out.stdout, out.stdout
+    with ocp.CheckpointManager(back, options=ocp.CheckpointManagerOptions(
+            step_prefix='run', step_format_fixed_length=3)) as m:
+        assert m.all_steps() == [0, 1]
+        r = m.restore(1, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore()))
+        np.testing.assert_array_equal(np.asarray(r.state['a']),
+                                      np.arange(4) + 1)
+        assert r.meta == {'step': 1}

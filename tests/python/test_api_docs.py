@@ -16,7 +16,8 @@ import pytest
 MODULES = ['ckpt', 'ckpt.args', 'ckpt.checkpoint_managers', 'ckpt.options',
            'ckpt.checkpoint_utils', 'ckpt.metadata', 'ckpt.handlers',
            'ckpt.test_utils', 'ckpt.errors', 'ckpt.manager', 'ckpt.export',
-           'ckpt.migrate', 'ckpt.distributed', 'ckpt.shard']
+           'ckpt.migrate', 'ckpt.distributed', 'ckpt.shard',
+           'ckpt.policies']
 
 _PKG_DIR = os.path.dirname(os.path.abspath(
     importlib.import_module('ckpt').__file__))

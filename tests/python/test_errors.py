@@ -320,3 +320,44 @@ def test_latest_of_another_root_in_its_naming(ocp, tmp_path):
             os.listdir = real_listdir
     assert int(r['s']) == 12
     assert str(ei.value) == f'Checkpoint at {a}/ck_0005 not found.'
+
+
+# Item names are judged by the daemon (one rule for saves, item_names and
+# restores); the package passes them on and raises with its message.
+@pytest.mark.parametrize('names,msg', [
+    (('a', 'b/c'), 'invalid item name "b/c"'),
+    (('a', '.hidden'), "must not start with '.'"),
+    (('a', ''), 'item name is empty'),
+])
+def test_bad_item_names_are_the_daemons(ocp, m, tmp_path, names, msg):
+    with pytest.raises(ValueError, match=msg.replace('.', r'\.')):
+        m.save(0, args=ocp.args.Composite(**{
+            n: ocp.args.StandardSave({'x': 1}) for n in names}))
+    m.wait_until_finished()
+    assert listing(str(tmp_path)) == []
+
+
+def test_bad_item_names_at_open(ocp, tmp_path):
+    with pytest.raises(ValueError, match='invalid item name "b/c"'):
+        ocp.CheckpointManager(str(tmp_path), item_names=('a', 'b/c'))
+    with pytest.raises(ValueError, match='Invalid item name'):
+        ocp.CheckpointManager(str(tmp_path), item_names=('a', 'b\0c'))
+
+
+def test_metrics_item_name(ocp, tmp_path):
+    # Orbax writes the step's metrics as the item "metrics": the name is
+    # taken only when metrics are saved with the step.
+    opts = ocp.CheckpointManagerOptions(best_fn=lambda m: m['loss'])
+    with ocp.CheckpointManager(str(tmp_path / 'm'), options=opts) as mg:
+        with pytest.raises(ValueError) as ei:
+            mg.save(0, args=ocp.args.Composite(
+                metrics=ocp.args.StandardSave({'x': 1})),
+                metrics={'loss': 1.0})
+        assert str(ei.value) == ('Item name "metrics" is reserved; please '
+                                 'use a different name.')
+        assert mg.all_steps() == []
+    with ocp.CheckpointManager(str(tmp_path / 'n')) as mg:
+        mg.save(0, args=ocp.args.Composite(
+            metrics=ocp.args.StandardSave({'x': 1})))
+        mg.wait_until_finished()
+        assert mg.all_steps() == [0]

@@ -363,7 +363,9 @@ int ckpt_options_set_primary_host(ckpt_options *o, uint32_t rank);
 int ckpt_options_set_active_processes(ckpt_options *o, const uint32_t *ranks,
     size_t n);
 int ckpt_options_set_job(ckpt_options *o, const char *job);
-/* Item names for multi-item mode (copied). */
+/* Item names for multi-item mode (copied). The daemon judges them when the
+ * manager opens (ckpt_manager_open fails with its message: a bad or
+ * duplicate name, too many names). */
 int ckpt_options_set_item_names(ckpt_options *o, const char *const *names,
     size_t n);
 
@@ -528,7 +530,9 @@ ckpt_save_args *ckpt_save_args_new(void);
 void ckpt_save_args_free(ckpt_save_args *a);
 /* Add a tree item. name NULL: the default item (single-item mode); the tree
  * is borrowed until ckpt_save() returns. handler: STANDARD, PYTREE or
- * ARRAY. Errors: CKPT_EINVAL (duplicate name, bad name, empty tree). */
+ * ARRAY. Errors: CKPT_EINVAL (a second default item, a default item mixed
+ * with named ones, empty tree). Names are judged by the daemon: ckpt_save()
+ * fails with its message (a bad or duplicate name). */
 int ckpt_save_args_add_tree(ckpt_save_args *a, const char *name,
     ckpt_handler handler, const ckpt_tree *t);
 /* Add a JSON item (document copied; must be valid JSON). */

@@ -28,11 +28,10 @@ from ckpt.handlers import (ArrayCheckpointHandler, CheckpointHandler,
                            StandardCheckpointHandler)
 from ckpt.manager import (AsyncCheckpointer, AsyncOptions, Checkpointer,
                           CheckpointManager, CheckpointManagerOptions,
-                          FileOptions, MultiprocessingOptions, RootMetadata,
-                          StepMetadata)
+                          FileOptions, MultiprocessingOptions)
 from ckpt.shard import Shard
-from ckpt.metadata import (ArrayMetadata, PosixGPath, ScalarMetadata,
-                           StringMetadata)
+from ckpt.metadata import (ArrayMetadata, PosixGPath, RootMetadata,
+                           ScalarMetadata, StepMetadata, StringMetadata)
 
 from ckpt import options
 

@@ -12,7 +12,6 @@ devices, numpy leaves as numpy arrays.
 """
 
 import argparse
-import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -73,12 +72,21 @@ def export(src_root: str, dest: str, steps: Optional[Sequence[int]] = None,
         infos = {s: src.metadata(s) for s in steps}
         kinds = {}
         for s in steps:
-            step_dir = os.path.join(src_root, _migrate._step_name(
-                s, step_prefix, step_format_fixed_length))
+            # The kinds recorded in the step's metadata, else the daemon's
+            # reading of the step (ckptd's steps are read only through it).
             handlers = dict(infos[s].item_handlers or {})
             handlers.pop('metrics', None)
-            kinds[s] = {n: _migrate._kind(t, n, step_dir)
+            where = '%d of %s' % (s, src_root)
+            kinds[s] = {n: _migrate._kind_of_type(t, n, where)
                         for n, t in handlers.items()}
+            if not kinds[s] or None in kinds[s].values():
+                read = src._item_kinds(s)
+                kinds[s] = {n: k or read.get(n)
+                            for n, k in (kinds[s] or read).items()}
+            unknown = sorted(n for n, k in kinds[s].items() if k is None)
+            if unknown:
+                raise ExportError('step %s: items %s cannot be read' % (
+                    where, ', '.join(unknown)))
         any_metrics = any(infos[s].metrics for s in steps)
         with ocp.CheckpointManager(dest, options=ocp.CheckpointManagerOptions(
                 enable_async_checkpointing=False,

@@ -1,6 +1,5 @@
 """CheckpointManager over libckpt, with Orbax's API and messages."""
 
-import collections.abc
 import ctypes
 import dataclasses
 import datetime
@@ -22,10 +21,11 @@ from ckpt import _lib
 from ckpt import _tree
 from ckpt import args as args_lib
 from ckpt import distributed as _distributed
-from ckpt import checkpoint_managers as cm
+from ckpt import policies as cm
 from ckpt import errors as errors_lib
 from ckpt import handlers as handlers_lib
 from ckpt import metadata as md
+from ckpt.metadata import RootMetadata, StepMetadata
 
 L = _lib
 DEFAULT_ITEM_NAME = 'default'
@@ -408,48 +408,6 @@ def _undetermined(name):
         ' `CheckpointArgs` subclass to indicate the item type.')
 
 
-@dataclasses.dataclass
-class StepMetadata:
-    """Metadata of one step (_CHECKPOINT_METADATA)."""
-    item_handlers: Any = None
-    item_metadata: Any = None
-    metrics: Any = None
-    performance_metrics: Any = None
-    init_timestamp_nsecs: Optional[int] = None
-    commit_timestamp_nsecs: Optional[int] = None
-    custom_metadata: Any = None
-
-
-@dataclasses.dataclass(eq=False)
-class RootMetadata(collections.abc.Mapping):
-    """Orbax's RootMetadata (`custom_metadata`). It also answers as the
-    mapping of the custom metadata that metadata() returned before
-    (m.metadata()['key'], dict(m.metadata()), == {...})."""
-    custom_metadata: Any = dataclasses.field(default_factory=dict)
-
-    def _d(self) -> Any:
-        return self.custom_metadata if isinstance(
-            self.custom_metadata, dict) else {}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._d()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d())
-
-    def __len__(self) -> int:
-        return len(self._d())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RootMetadata):
-            return self.custom_metadata == other.custom_metadata
-        if isinstance(other, collections.abc.Mapping):
-            return self._d() == dict(other)
-        return NotImplemented
-
-    __hash__ = None
-
-
 class Checkpointer:
     """Legacy Orbax API: accepted so that old code fails with a clear
     message at CheckpointManager(...)."""
@@ -599,13 +557,10 @@ class CheckpointManager:
     # -- construction helpers
     @staticmethod
     def _check_item_name(name):
-        if not isinstance(name, str) or not name or '/' in name or \
-                name in ('.', '..') or '\0' in name:
+        """What a C string can carry; the daemon judges the name itself
+        (empty, a path, hidden, reserved, duplicate) and says why."""
+        if not isinstance(name, str) or '\0' in name:
             raise ValueError('Invalid item name: %r' % (name,))
-        if name in RESERVED_ITEM_NAMES:
-            raise ValueError(
-                'Item name "%s" is reserved; please use a different name.'
-                % name)
 
     def _build_options(self, o, metadata):
         lib = L.lib()
@@ -1370,6 +1325,20 @@ class CheckpointManager:
         return (owner, int(lib.ckpt_restored_step(owner.ptr)),
                 os.fsdecode(lib.ckpt_restored_directory(owner.ptr)),
                 [n for n in names if n not in RESERVED_ITEM_NAMES])
+
+    def _item_kinds(self, step):
+        """{item: handler kind} of a step as the daemon reads it (from the
+        step's metadata, else from each item's files); the step's metrics
+        are no item."""
+        owner, _, _, names = self._step_on_disk(step, None)
+        lib = L.lib()
+        kinds = {}
+        for i in range(lib.ckpt_restored_nitems(owner.ptr)):
+            n = lib.ckpt_restored_item_name(owner.ptr, i).decode()
+            if n in names:
+                kinds[n] = _CODE_HANDLERS.get(
+                    lib.ckpt_restored_item_handler(owner.ptr, i))
+        return kinds
 
     def _lib_restore(self, step, names, directory, metadata_only=False,
                      targets=None, zero_copy=True, verify=True):

@@ -1,5 +1,6 @@
 """Metadata classes returned by CheckpointManager.item_metadata()."""
 
+import collections.abc
 import dataclasses
 import os
 import sys
@@ -262,12 +263,43 @@ def _register_jax_pytree(cls: type) -> None:
         pass
 
 
+@dataclasses.dataclass
+class StepMetadata:
+    """Metadata of one step (_CHECKPOINT_METADATA)."""
+    item_handlers: Any = None
+    item_metadata: Any = None
+    metrics: Any = None
+    performance_metrics: Any = None
+    init_timestamp_nsecs: Optional[int] = None
+    commit_timestamp_nsecs: Optional[int] = None
+    custom_metadata: Any = None
 
 
-def __getattr__(name: str) -> Any:
-    # Orbax: ocp.metadata.RootMetadata / StepMetadata (defined with the
-    # manager, which imports this module).
-    if name in ('RootMetadata', 'StepMetadata'):
-        from ckpt import manager
-        return getattr(manager, name)
-    raise AttributeError(name)
+@dataclasses.dataclass(eq=False)
+class RootMetadata(collections.abc.Mapping):
+    """Orbax's RootMetadata (`custom_metadata`). It also answers as the
+    mapping of the custom metadata that metadata() returned before
+    (m.metadata()['key'], dict(m.metadata()), == {...})."""
+    custom_metadata: Any = dataclasses.field(default_factory=dict)
+
+    def _d(self) -> Any:
+        return self.custom_metadata if isinstance(
+            self.custom_metadata, dict) else {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d())
+
+    def __len__(self) -> int:
+        return len(self._d())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RootMetadata):
+            return self.custom_metadata == other.custom_metadata
+        if isinstance(other, collections.abc.Mapping):
+            return self._d() == dict(other)
+        return NotImplemented
+
+    __hash__ = None

@@ -21,7 +21,6 @@ single numeric key, that key is used.
 """
 
 import argparse
-import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -43,16 +42,22 @@ class MigrationError(Exception):
     ckpt cannot take, ambiguous metrics)."""
 
 
-def _kind(typestr, name, step_dir):
-    """The handler kind of an item from the type Orbax recorded, or from
-    its files for steps of an Orbax without item_handlers metadata."""
+def _kind_of_type(typestr, name, where):
+    """The handler kind of an item from the type Orbax recorded in the
+    step's metadata; None when none was recorded."""
     for cls, kind in _HANDLER_KINDS:
         if typestr and typestr.endswith(cls):
             return kind
     if typestr:
         raise MigrationError('step %s: item "%s" was written by %s, which '
-                             'ckpt cannot migrate' % (step_dir, name, typestr))
-    files = set(os.listdir(os.path.join(step_dir, name)))
+                             'ckpt cannot migrate' % (where, name, typestr))
+    return None
+
+
+def _kind_of_files(item_dir):
+    """The handler kind of an item of an Orbax step without item_handlers
+    metadata, from its files (item_dir: a path of Orbax's own epath)."""
+    files = {p.name for p in item_dir.iterdir()}
     if 'metadata' in files and '_METADATA' not in files:
         return 'json'
     return 'pytree'
@@ -147,17 +152,23 @@ def migrate(orbax_root: str, dest: str, *,
     if not steps:
         raise MigrationError('no steps found in %s' % orbax_root)
 
+    # The Orbax steps are found where Orbax names them, and read through
+    # Orbax's own paths (any root Orbax reads).
+    name_format = ocp.step.standard_name_format(
+        step_prefix=step_prefix,
+        step_format_fixed_length=step_format_fixed_length)
     kinds = {}
     for s in steps:
         md = infos[s]
-        step_dir = os.path.join(orbax_root, _step_name(
-            s, step_prefix, step_format_fixed_length))
+        step_dir = ocp.step.build_step_path(orbax_root, name_format, s)
         handlers = dict(md.item_handlers or {})
         if not handlers:
-            handlers = {n: None for n in os.listdir(step_dir)
-                        if os.path.isdir(os.path.join(step_dir, n))}
+            handlers = {p.name: None for p in step_dir.iterdir()
+                        if p.is_dir()}
         handlers.pop('metrics', None)
-        kinds[s] = {n: _kind(t, n, step_dir) for n, t in handlers.items()}
+        kinds[s] = {n: _kind_of_type(t, n, step_dir) or
+                    _kind_of_files(step_dir / n)
+                    for n, t in handlers.items()}
 
     metric = _choose_best_metric([infos[s].metrics for s in steps],
                                  best_metric)
@@ -215,11 +226,6 @@ def migrate(orbax_root: str, dest: str, *,
         cm._now_ns = real_now
         src.close()
     return done
-
-
-def _step_name(step, prefix, fixed):
-    s = str(step).zfill(fixed) if fixed else str(step)
-    return '%s_%s' % (prefix, s) if prefix else s
 
 
 def _ckpt_handler(kind):
