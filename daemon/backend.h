@@ -47,6 +47,12 @@ struct store_backend {
 	 * root named by path; the only operation that takes a path. */
 	int (*open_root)(const char *path, int create, mode_t mode, int *dir,
 	    ckd_err *e);
+	/* The canonical name of the open root dir (posix: the absolute path
+	 * it is found at now), into buf: 0, or a CKPT_E* code with e set. */
+	int (*root_name)(int dir, char *buf, size_t len, ckd_err *e);
+	/* 0 when the peer may create and remove entries in dir, -1 (errno)
+	 * when not. */
+	int (*writable)(int dir);
 
 	/* ---- directories */
 	/* Create dir/name with exactly mode and open it into *sub. */
@@ -80,6 +86,9 @@ struct store_backend {
 	int (*lock)(int dir);
 	/* 1 when dir/name is still the object open as h. */
 	int (*same)(int dir, const char *name, int h);
+	/* Status of the directory or file open as h (-1, errno); a
+	 * directory's st_dev/st_ino identify it while it is open. */
+	int (*fstat)(int h, struct stat *st);
 
 	/* ---- files */
 	/* Create dir/name (exclusive) for writing with exactly mode. */
@@ -109,9 +118,20 @@ struct store_backend {
 };
 
 extern const struct store_backend backend_posix;
+/* Roots s3://bucket/prefix (backend_s3.c, in the ckptds3 library with the
+ * S3 client; store_backend_for knows it only in a program linked with it). */
+extern const struct store_backend backend_s3;
 
-/* The backend of every root. There is one today; with a second one the
- * root will carry its own. */
-#define STORE_BE (&backend_posix)
+/* The names the commit protocol gives directories (stepdir.c): a step in
+ * progress is <name>.ckptd-tmp (CKPT_TMP_SUFFIX), one being deleted
+ * .<name>.ckptd-del. An object store reads them as markers (backend_s3.c). */
+#define STORE_DEL_SUFFIX ".ckptd-del"
+
+/* The backend of a root, decided from its name (backend.c): an absolute
+ * path is posix's. NULL with e set (CKPT_EINVAL naming the scheme) for a
+ * name no backend of this build keeps. Each root carries the result
+ * (struct root.be) and every store_* function takes it from its caller:
+ * nothing reads a process-wide backend. */
+const struct store_backend *store_backend_for(const char *root, ckd_err *e);
 
 #endif

@@ -163,6 +163,34 @@ posix_open_root(const char *path, int create, mode_t mode, int *fd,
 }
 
 static int
+posix_root_name(int dirfd, char *buf, size_t len, ckd_err *e)
+{
+	char proc[64];
+	ssize_t n;
+
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", dirfd);
+	n = readlink(proc, buf, len - 1);
+	if (n <= 0 || (size_t)n >= len - 1 || buf[0] != '/')
+		return err_errno(e, n < 0 ? errno : ENAMETOOLONG,
+		    "resolving the root directory");
+	buf[n] = '\0';
+	return 0;
+}
+
+/* The peer's fs identity decides (this thread's fsuid/fsgid). */
+static int
+posix_writable(int dirfd)
+{
+	return faccessat(dirfd, ".", W_OK | X_OK, AT_EACCESS);
+}
+
+static int
+posix_fstat(int fd, struct stat *st)
+{
+	return fstat(fd, st);
+}
+
+static int
 posix_is_dir_at(int dirfd, const struct dirent *de)
 {
 	struct stat st;
@@ -489,6 +517,8 @@ const struct store_backend backend_posix = {
 	.name = "posix",
 	.caps = STORE_BE_DIRECT | STORE_BE_FDS,
 	.open_root = posix_open_root,
+	.root_name = posix_root_name,
+	.writable = posix_writable,
 	.mkdir = posix_mkdir_open,
 	.make_dir = posix_make_dir,
 	.open_dir = posix_open_dir,
@@ -501,6 +531,7 @@ const struct store_backend backend_posix = {
 	.remove_tree = posix_remove_tree,
 	.lock = posix_lock_dir,
 	.same = posix_same_dir,
+	.fstat = posix_fstat,
 	.create = posix_create,
 	.open_read = posix_open_regular,
 	.unlink = posix_unlink,

@@ -40,6 +40,7 @@
 
 #include "backend.h"
 #include "coord.h"
+#include "root.h"
 #include "etcd.h"
 #include "log.h"
 #include "steptx.h"
@@ -241,7 +242,7 @@ static int
 ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
     ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
+	const struct store_backend *be = tx->r->be;
 	char tmp[300], key[CE_KEY];
 	struct stat st;
 	int64_t lease;
@@ -284,7 +285,7 @@ static int
 ce_part_durable(struct steptx *tx, const struct steptx_part *s,
     uint32_t rank, mode_t fmode, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
+	const struct store_backend *be = tx->r->be;
 	char name[64], key[CE_KEY], rk[32];
 	unsigned char *buf;
 	size_t n, k;
@@ -339,7 +340,7 @@ ce_part_durable(struct steptx *tx, const struct steptx_part *s,
 static int
 ce_read_part(struct steptx *tx, unsigned slot, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
+	const struct store_backend *be = tx->r->be;
 	uint32_t rank = tx->ranks != NULL ? tx->ranks[slot] : slot;
 	char name[64];
 	unsigned char *buf;
@@ -390,7 +391,7 @@ ce_read_part(struct steptx *tx, unsigned slot, ckd_err *e)
 static int
 ce_gather(struct steptx *tx, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
+	const struct store_backend *be = tx->r->be;
 	char name[64];
 	unsigned slot;
 	int r;

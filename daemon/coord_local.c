@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "coord.h"
+#include "root.h"
 #include "steptx.h"
 
 static void
@@ -17,7 +18,7 @@ static int
 local_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
     ckd_err *e)
 {
-	return store_begin(rootfd, tx->name, dmode, tmpfd, e);
+	return store_begin(tx->r->be, rootfd, tx->name, dmode, tmpfd, e);
 }
 
 static int

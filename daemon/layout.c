@@ -100,12 +100,12 @@ entry_cmp(const void *a, const void *b)
 }
 
 int
-store_scan(int rootfd, const struct store_naming *nm,
-    struct store_entry **out, size_t *n, ckd_err *e)
+store_scan(const struct store_backend *be, int rootfd,
+    const struct store_naming *nm, struct store_entry **out, size_t *n,
+    ckd_err *e)
 {
 	struct store_entry *v = NULL, *nv;
 	size_t len = 0, cap = 0, l;
-	const struct store_backend *be = STORE_BE;
 	struct store_list *d;
 	const char *dname;
 	char base[256];

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "common.h"
 
 #define STORE_TREE_METADATA "_METADATA"
@@ -57,7 +58,8 @@ struct store_entry {
 /* List the step directories (and leftover tmp dirs) of a root, sorted by
  * step (committed before tmp for equal steps). *out is malloc'ed. Entries
  * that are not directories, or do not parse under nm, are ignored. */
-int store_scan(int rootfd, const struct store_naming *nm,
-    struct store_entry **out, size_t *n, ckd_err *e);
+int store_scan(const struct store_backend *be, int rootfd,
+    const struct store_naming *nm, struct store_entry **out, size_t *n,
+    ckd_err *e);
 
 #endif

@@ -116,12 +116,6 @@ mgr_options_copy(const Ckpt__ManagerOptions *o)
 	return out;
 }
 
-int
-mgr_open_root(const char *path, int *fd, ckd_err *e)
-{
-	return store_open_root(path, 0, 0, fd, e);
-}
-
 /* ---- managers ----------------------------------------------------------- */
 
 void
@@ -551,7 +545,7 @@ mgr_load_run(struct task *t)
 	 * the saves they stood for are listed as interrupted; then the
 	 * index, which then holds what the start-up sweep recorded for the
 	 * leftovers it collected itself. */
-	if (store_collect_leftovers(fd, &r->nm, lt->cleanup ?
+	if (store_collect_leftovers(r->be, fd, &r->nm, lt->cleanup ?
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX : 0, &lo, &nlo,
 	    &ie) != 0)
 		log_warn("collecting leftovers in %s: %s", r->path, ie.msg);
@@ -561,13 +555,13 @@ mgr_load_run(struct task *t)
 		known = NULL;
 		nknown = 0;
 	}
-	if (root_scan_disk(fd, &r->nm, known, nknown, &found, &nfound, NULL,
-	    &t->err) != 0)
+	if (root_scan_disk(r->be, fd, &r->nm, known, nknown, &found, &nfound,
+	    NULL, &t->err) != 0)
 		goto out;
 	/* A daemon killed between a commit's rename and its root fsync left
 	 * a step whose name is not durable yet: make it so before the step
 	 * is listed (a failure only costs that guarantee, e.g. read-only). */
-	if (fsync(fd) != 0)
+	if (r->be->fsync(fd) != 0)
 		log_warn("fsync %s: %s", r->path, strerror(errno));
 	/* Disk is the truth: committed dirs as found; failed and
 	 * interrupted records kept unless the step has since committed;
@@ -610,7 +604,7 @@ out:
 	free(lo);
 	index_steps_free(known, nknown);
 	index_steps_free(found, nfound);
-	close(fd);
+	r->be->close(fd);
 }
 
 static void mgr_open_finish(struct root *r, struct opener *op);
@@ -674,6 +668,7 @@ struct open_task {
 	struct policy_set *pol;
 	char *path;
 	mode_t dmode;
+	const struct store_backend *be; /* its backend */
 	int fd;                         /* the directory opened, or -1 */
 	struct stat st;                 /* its identity */
 	char canon[PATH_MAX];
@@ -705,8 +700,7 @@ mgr_open_run(struct task *t)
 {
 	struct open_task *ot = (struct open_task *)t;
 	const Ckpt__ManagerOptions *o = ot->o;
-	char proc[64];
-	ssize_t n;
+	const struct store_backend *be;
 	int fd, mfd, r;
 
 	if (o->has_path_permission_mode)
@@ -714,44 +708,37 @@ mgr_open_run(struct task *t)
 	else
 		ot->dmode = 0777 & ~mgr_peer_umask(t->cred.pid);
 	if (store_open_root(ot->path, o->create && !o->read_only, ot->dmode,
-	    &fd, &t->err) != 0)
+	    &be, &fd, &t->err) != 0)
 		return;
-	if (fstat(fd, &ot->st) != 0) {
+	ot->be = be;
+	if (be->fstat(fd, &ot->st) != 0) {
 		err_errno(&t->err, errno, "stat %s", ot->path);
 		goto out;
 	}
-	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-	n = readlink(proc, ot->canon, sizeof ot->canon - 1);
-	if (n <= 0 || (size_t)n >= sizeof ot->canon - 1 || ot->canon[0] != '/') {
-		err_errno(&t->err, n < 0 ? errno : ENAMETOOLONG,
-		    "resolving %s", ot->path);
+	if (be->root_name(fd, ot->canon, sizeof ot->canon, &t->err) != 0)
 		goto out;
-	}
-	ot->canon[n] = '\0';
 	/* A manager that may save must be able to write the root: refuse
 	 * now rather than fail every save later (the check uses the fs
 	 * identity of this thread, i.e. the peer's). */
-	if (!o->read_only && faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+	if (!o->read_only && be->writable(fd) != 0) {
 		err_errno(&t->err, errno, "cannot write to the checkpoint "
 		    "directory %s (open it read-only to restore)", ot->canon);
 		goto out;
 	}
 	if (o->root_metadata_json != NULL && !o->read_only) {
 		/* Written once; never overwritten. */
-		if (mkdirat(fd, STORE_ROOT_META_DIR, ot->dmode) != 0 &&
+		if (be->make_dir(fd, STORE_ROOT_META_DIR, ot->dmode) != 0 &&
 		    errno != EEXIST) {
 			err_errno(&t->err, errno, "creating %s/%s", ot->canon,
 			    STORE_ROOT_META_DIR);
 			goto out;
 		}
-		mfd = openat(fd, STORE_ROOT_META_DIR, O_RDONLY | O_DIRECTORY |
-		    O_NOFOLLOW | O_CLOEXEC);
-		if (mfd < 0) {
+		if ((mfd = be->open_dir(fd, STORE_ROOT_META_DIR)) < 0) {
 			err_errno(&t->err, errno, "opening %s/%s", ot->canon,
 			    STORE_ROOT_META_DIR);
 			goto out;
 		}
-		r = store_write_file(mfd, STORE_ROOT_META_FILE,
+		r = store_write_file(be, mfd, STORE_ROOT_META_FILE,
 		    o->root_metadata_json, strlen(o->root_metadata_json),
 		    ot->dmode & 0666, &t->err);
 		if (r == CKPT_EEXIST) {
@@ -761,16 +748,16 @@ mgr_open_run(struct task *t)
 		/* The file is fsynced; its entry and the directory's must
 		 * survive a power loss too (also when an earlier open wrote
 		 * the file and died before this point). */
-		if (r == 0 && store_fsync_dir(mfd, &t->err) == 0)
-			(void)store_fsync_dir(fd, &t->err);
-		close(mfd);
+		if (r == 0 && store_fsync_dir(be, mfd, &t->err) == 0)
+			(void)store_fsync_dir(be, fd, &t->err);
+		be->close(mfd);
 	}
 out:
 	/* On success the fd identifies the root (mgr_open_done). */
 	if (t->err.code == 0)
 		ot->fd = fd;
 	else
-		close(fd);
+		be->close(fd);
 }
 
 static void
@@ -803,10 +790,11 @@ mgr_cleanup_run(struct task *t)
 
 	if (root_open_dir(ct->r, &fd, &t->err) != 0)
 		return;
-	if (store_collect_leftovers(fd, NULL, STORE_LEFTOVER_ANY_NAMING |
-	    STORE_LEFTOVER_ORBAX, NULL, NULL, &e) != 0)
+	if (store_collect_leftovers(ct->r->be, fd, NULL,
+	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL,
+	    &e) != 0)
 		log_warn("cleaning %s: %s", ct->r->path, e.msg);
-	close(fd);
+	ct->r->be->close(fd);
 }
 
 static void
@@ -900,7 +888,7 @@ mgr_open_done(struct task *t)
 	} else {
 		struct load_task *lt;
 
-		r = root_new(ot->canon, &nm, ot->fd, &ot->st);
+		r = root_new(ot->canon, &nm, ot->be, ot->fd, &ot->st);
 		ot->fd = -1;
 		if (r == NULL ||
 		    (lt = task_new(sizeof *lt, mgr_load_run,
@@ -924,7 +912,7 @@ mgr_open_done(struct task *t)
 	}
 fail:
 	if (ot->fd >= 0)
-		close(ot->fd);
+		ot->be->close(ot->fd);
 	if (ot->c != NULL)
 		conn_unref(ot->c);
 	policy_free(ot->pol);
@@ -940,9 +928,8 @@ mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
 	const Ckpt__ManagerOptions *o = om->options;
 	size_t i, k;
 
-	if (om->root == NULL || om->root[0] != '/')
-		return err_set(e, CKPT_EINVAL, "the checkpoint directory must "
-		    "be an absolute path");
+	if (store_backend_for(om->root, e) == NULL)
+		return e->code;
 	if (strlen(om->root) >= PATH_MAX)
 		return err_set(e, CKPT_ETOOBIG, "checkpoint directory path too "
 		    "long");
@@ -1281,12 +1268,12 @@ mgr_reload_run(struct task *t)
 
 	if (root_open_dir(r, &fd, &t->err) != 0)
 		return;
-	if (root_scan_disk(fd, &r->nm, rt->known, rt->nknown, &rt->found,
-	    &rt->nfound, NULL, &t->err) != 0) {
-		close(fd);
+	if (root_scan_disk(r->be, fd, &r->nm, rt->known, rt->nknown,
+	    &rt->found, &rt->nfound, NULL, &t->err) != 0) {
+		r->be->close(fd);
 		return;
 	}
-	close(fd);
+	r->be->close(fd);
 	/* Keep the index in step with what was found. */
 	for (i = 0, k = 0; i < rt->nfound; i++) {
 		int inmem = 0;

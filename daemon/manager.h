@@ -58,8 +58,6 @@ struct manager {
 char *mgr_strdup(const char *s);
 /* Copy a message by packing and unpacking it (NULL when out of memory). */
 Ckpt__ManagerOptions *mgr_options_copy(const Ckpt__ManagerOptions *o);
-/* Open the root directory path (no creation) as the task's peer. */
-int mgr_open_root(const char *path, int *fd, ckd_err *e);
 
 void mgr_ref(struct manager *m);
 void mgr_unref(struct manager *m);

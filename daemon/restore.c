@@ -9,9 +9,7 @@
  * own pending save first.
  */
 #include <sys/stat.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -43,6 +41,9 @@ struct rs_task {
 	struct root *r;                 /* referenced */
 	char *path;                     /* root directory (owned) */
 	int elsewhere;                  /* path is not r's directory */
+	/* The backend of the root read: r's, or the one path calls for
+	 * (set by rs_open_root on the worker). */
+	const struct store_backend *be;
 	struct store_naming nm;
 	Ckpt__Request *req;             /* owned */
 	int has_step;                   /* else: latest (restore) / root */
@@ -71,10 +72,10 @@ struct rs_task {
 /* The root's own directory (by identity), or the directory a restore
  * named. */
 static int
-rs_open_root(const struct rs_task *rt, int *fd, ckd_err *e)
+rs_open_root(struct rs_task *rt, int *fd, ckd_err *e)
 {
 	if (rt->elsewhere)
-		return mgr_open_root(rt->path, fd, e);
+		return store_open_root(rt->path, 0, 0, &rt->be, fd, e);
 	return root_open_dir(rt->r, fd, e);
 }
 
@@ -96,45 +97,42 @@ rs_free_names(char **names, size_t n)
 
 /* Sorted names of the item directories of a step (hidden ones skipped). */
 static int
-rs_list_items(int stepfd, char ***out, size_t *n, ckd_err *e)
+rs_list_items(const struct store_backend *be, int stepfd, char ***out,
+    size_t *n, ckd_err *e)
 {
-	struct dirent *de;
+	struct store_list *d;
+	const char *name;
 	char **names = NULL;
 	size_t cnt = 0;
-	DIR *d;
-	int fd;
+	int k;
 
 	*out = NULL;
 	*n = 0;
-	if ((fd = openat(stepfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return err_errno(e, errno, "listing step directory");
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return err_errno(e, errno, "listing step directory");
-	}
+	if ((d = be->list_open(stepfd, e)) == NULL)
+		return e->code;
 	if ((names = calloc(RESTORE_MAX_DIRENTS, sizeof *names)) == NULL) {
-		closedir(d);
+		be->list_close(d);
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	}
-	while ((de = readdir(d)) != NULL && cnt < RESTORE_MAX_DIRENTS) {
-		struct stat st;
-
-		if (de->d_name[0] == '.' || !store_valid_component(de->d_name))
-			continue;
-		if (de->d_type != DT_DIR) {
-			if (de->d_type != DT_UNKNOWN ||
-			    fstatat(stepfd, de->d_name, &st,
-			    AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
-				continue;
+	while (cnt < RESTORE_MAX_DIRENTS) {
+		if ((k = be->list_next(d, &name)) <= 0) {
+			if (k == 0)
+				break;
+			be->list_close(d);
+			rs_free_names(names, cnt);
+			return err_errno(e, errno, "listing step directory");
 		}
-		if ((names[cnt] = strdup(de->d_name)) == NULL) {
-			closedir(d);
+		if (name[0] == '.' || !store_valid_component(name) ||
+		    !be->list_is_dir(d))
+			continue;
+		if ((names[cnt] = strdup(name)) == NULL) {
+			be->list_close(d);
 			rs_free_names(names, cnt);
 			return err_set(e, CKPT_ENOMEM, "out of memory");
 		}
 		cnt++;
 	}
-	closedir(d);
+	be->list_close(d);
 	qsort(names, cnt, sizeof *names, rs_cmpstr);
 	*out = names;
 	*n = cnt;
@@ -142,18 +140,17 @@ rs_list_items(int stepfd, char ***out, size_t *n, ckd_err *e)
 }
 
 static int
-rs_has_file(int dirfd, const char *name)
+rs_has_file(const struct store_backend *be, int dirfd, const char *name)
 {
 	struct stat st;
 
-	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    S_ISREG(st.st_mode);
+	return be->stat(dirfd, name, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* The handler of an item: from _CHECKPOINT_METADATA, else by its files. */
 static Ckpt__Handler
-rs_item_handler(const struct store_step_meta *meta, const char *item,
-    int itemfd)
+rs_item_handler(const struct store_backend *be,
+    const struct store_step_meta *meta, const char *item, int itemfd)
 {
 	size_t i;
 
@@ -162,11 +159,11 @@ rs_item_handler(const struct store_step_meta *meta, const char *item,
 		    strcmp(meta->item_names[i], item) == 0 &&
 		    meta->handlers[i] != CKPT__HANDLER__HANDLER_UNSPECIFIED)
 			return meta->handlers[i];
-	if (rs_has_file(itemfd, STORE_TREE_METADATA))
+	if (rs_has_file(be, itemfd, STORE_TREE_METADATA))
 		return CKPT__HANDLER__HANDLER_STANDARD;
-	if (rs_has_file(itemfd, STORE_JSON_FILE))
+	if (rs_has_file(be, itemfd, STORE_JSON_FILE))
 		return CKPT__HANDLER__HANDLER_JSON;
-	if (rs_has_file(itemfd, STORE_PROTO_FILE))
+	if (rs_has_file(be, itemfd, STORE_PROTO_FILE))
 		return CKPT__HANDLER__HANDLER_PROTO;
 	return CKPT__HANDLER__HANDLER_UNSPECIFIED;
 }
@@ -189,14 +186,12 @@ rs_open_step(struct rs_task *rt, int rootfd, uint64_t step, char *name,
 
 	if (store_step_name(&rt->nm, step, name, len) != 0)
 		return err_set(e, CKPT_EINVAL, "step name too long");
-	*stepfd = openat(rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
-	if (*stepfd >= 0)
+	if ((*stepfd = rt->be->open_dir(rootfd, name)) >= 0)
 		return 0;
 	if (errno != ENOENT)
 		return err_errno(e, errno, "opening %s/%s", rt->path, name);
 	snprintf(tmp, sizeof tmp, "%s%s", name, CKPT_TMP_SUFFIX);
-	if (fstatat(rootfd, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0)
+	if (rt->be->stat(rootfd, tmp, &st) == 0)
 		return err_set(e, CKPT_EINCOMPLETE, "Found incomplete "
 		    "checkpoint at %s/%s.", rt->path, name);
 	return err_set(e, CKPT_ENOTFOUND, "Checkpoint at %s/%s not found.",
@@ -236,7 +231,7 @@ rs_task_free(struct rs_task *rt)
 
 	rs_items_free(rt);
 	for (i = 0; i < rt->nfds; i++)
-		close(rt->fds[i]);
+		rt->be->close(rt->fds[i]);
 	for (i = 0; i < rt->nprobs; i++) {
 		free(rt->probs[i]->item);
 		free(rt->probs[i]->leaf);
@@ -263,19 +258,18 @@ static int
 rs_restore_item(struct rs_task *rt, int stepfd,
     const struct store_step_meta *meta, const char *name, ckd_err *e)
 {
+	const struct store_backend *be = rt->be;
 	Ckpt__Handler h;
 	Ckpt__Item *it = NULL;
 	size_t i = rt->nitems, len;
 	char *doc = NULL;
 	int itemfd, r = 0;
 
-	itemfd = openat(stepfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
-	if (itemfd < 0)
+	if ((itemfd = be->open_dir(stepfd, name)) < 0)
 		return err_errno(e, errno, "opening item \"%s\"", name);
-	h = rs_item_handler(meta, name, itemfd);
+	h = rs_item_handler(be, meta, name, itemfd);
 	if (rs_is_tree(h)) {
-		if ((r = store_read_tree_metadata(itemfd, &it, e)) != 0)
+		if ((r = store_read_tree_metadata(be, itemfd, &it, e)) != 0)
 			goto out;
 		rt->items[i] = it;
 		rt->mine[i] = 0;
@@ -288,11 +282,12 @@ rs_restore_item(struct rs_task *rt, int stepfd,
 			goto out;
 		}
 		if (!rt->metadata_only)
-			r = store_open_item_files(itemfd, it, rt->fds,
+			r = store_open_item_files(be, itemfd, it, rt->fds,
 			    &rt->nfds, CKPT_MAX_FDS, e);
 	} else if (h == CKPT__HANDLER__HANDLER_JSON ||
 	    h == CKPT__HANDLER__HANDLER_PROTO) {
-		r = store_read_file(itemfd, h == CKPT__HANDLER__HANDLER_JSON ?
+		r = store_read_file(be, itemfd,
+		    h == CKPT__HANDLER__HANDLER_JSON ?
 		    STORE_JSON_FILE : STORE_PROTO_FILE, RESTORE_MAX_DOC, &doc,
 		    &len, e);
 		if (r != 0)
@@ -316,7 +311,7 @@ rs_restore_item(struct rs_task *rt, int stepfd,
 		    "recognizable format", name, rt->step_dir);
 	}
 out:
-	close(itemfd);
+	be->close(itemfd);
 	return r;
 }
 
@@ -337,8 +332,8 @@ rs_restore_run(struct task *t)
 		struct index_step *found = NULL;
 		size_t nfound = 0;
 
-		if (root_scan_disk(rootfd, &rt->nm, NULL, 0, &found, &nfound,
-		    NULL, &t->err) != 0)
+		if (root_scan_disk(rt->be, rootfd, &rt->nm, NULL, 0, &found,
+		    &nfound, NULL, &t->err) != 0)
 			goto out;
 		if (nfound == 0) {
 			err_set(&t->err, CKPT_ENOSTEPS, "No steps found in %s.",
@@ -357,20 +352,20 @@ rs_restore_run(struct task *t)
 		goto out;
 	}
 	snprintf(rt->step_dir, len, "%s/%s", rt->path, name);
-	r = store_read_file(stepfd, STORE_STEP_METADATA, RESTORE_MAX_DOC,
-	    &rt->meta_json, &len, &t->err);
+	r = store_read_file(rt->be, stepfd, STORE_STEP_METADATA,
+	    RESTORE_MAX_DOC, &rt->meta_json, &len, &t->err);
 	if (r != 0 && r != CKPT_ENOTFOUND)
 		goto out;
 	memset(&t->err, 0, sizeof t->err);
 	if (r == 0) {
 		/* best effort, except a step a newer ckptd wrote */
-		r = store_read_step_meta(stepfd, &meta, &t->err);
+		r = store_read_step_meta(rt->be, stepfd, &meta, &t->err);
 		if (r == CKPT_EVERSION)
 			goto out;
 		have_meta = r == 0;
 	}
 	memset(&t->err, 0, sizeof t->err);
-	if (rs_list_items(stepfd, &avail, &navail, &t->err) != 0)
+	if (rs_list_items(rt->be, stepfd, &avail, &navail, &t->err) != 0)
 		goto out;
 	k = rq->n_items > 0 ? rq->n_items : navail;
 	if (k > 0 && ((rt->items = calloc(k, sizeof *rt->items)) == NULL ||
@@ -403,18 +398,17 @@ rs_restore_run(struct task *t)
 				goto out;
 	} else {
 		for (i = 0; i < navail; i++) {
-			int fd = openat(stepfd, avail[i], O_RDONLY |
-			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int fd = rt->be->open_dir(stepfd, avail[i]);
 			Ckpt__Handler h = CKPT__HANDLER__HANDLER_UNSPECIFIED;
 
 			/* The step's metrics (Orbax lists them among
 			 * item_handlers) are no item; an item of that name
 			 * is known by its files. */
 			if (fd >= 0) {
-				h = rs_item_handler(have_meta && strcmp(avail[i],
-				    STEPMETRICS_ITEM) != 0 ? &meta : NULL,
-				    avail[i], fd);
-				close(fd);
+				h = rs_item_handler(rt->be, have_meta &&
+				    strcmp(avail[i], STEPMETRICS_ITEM) != 0 ?
+				    &meta : NULL, avail[i], fd);
+				rt->be->close(fd);
 			}
 			if (h == CKPT__HANDLER__HANDLER_UNSPECIFIED)
 				continue;       /* not an item we can read */
@@ -427,15 +421,15 @@ out:
 	if (t->err.code != 0) {
 		rs_items_free(rt);
 		for (i = 0; i < rt->nfds; i++)
-			close(rt->fds[i]);
+			rt->be->close(rt->fds[i]);
 		rt->nfds = 0;
 	}
 	if (have_meta)
 		store_step_meta_free(&meta);
 	rs_free_names(avail, navail);
 	if (stepfd >= 0)
-		close(stepfd);
-	close(rootfd);
+		rt->be->close(stepfd);
+	rt->be->close(rootfd);
 }
 
 static void
@@ -464,7 +458,7 @@ rs_restore_done(struct task *t)
 	for (i = 0; i < rt->nfds; i++) {
 		struct stat st;
 
-		if (fstat(rt->fds[i], &st) == 0 && S_ISREG(st.st_mode))
+		if (rt->be->fstat(rt->fds[i], &st) == 0 && S_ISREG(st.st_mode))
 			metrics_count_bytes_read((uint64_t)st.st_size);
 	}
 	if (!rt->metadata_only)         /* structure lookups are not restores */
@@ -491,26 +485,24 @@ rs_metadata_run(struct task *t)
 		if (rs_open_step(rt, rootfd, rt->step, name, sizeof name, &fd,
 		    &t->err) != 0)
 			goto out;
-		r = store_read_file(fd, STORE_STEP_METADATA, RESTORE_MAX_DOC,
-		    &rt->meta_json, &len, &t->err);
+		r = store_read_file(rt->be, fd, STORE_STEP_METADATA,
+		    RESTORE_MAX_DOC, &rt->meta_json, &len, &t->err);
 	} else {
-		fd = openat(rootfd, STORE_ROOT_META_DIR, O_RDONLY |
-		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0) {
+		if ((fd = rt->be->open_dir(rootfd, STORE_ROOT_META_DIR)) < 0) {
 			if (errno != ENOENT)
 				err_errno(&t->err, errno, "opening %s/%s",
 				    rt->path, STORE_ROOT_META_DIR);
 			goto out;
 		}
-		r = store_read_file(fd, STORE_ROOT_META_FILE, RESTORE_MAX_DOC,
-		    &rt->meta_json, &len, &t->err);
+		r = store_read_file(rt->be, fd, STORE_ROOT_META_FILE,
+		    RESTORE_MAX_DOC, &rt->meta_json, &len, &t->err);
 	}
 	if (r == CKPT_ENOTFOUND)        /* no metadata: reply without json */
 		memset(&t->err, 0, sizeof t->err);
 out:
 	if (fd >= 0)
-		close(fd);
-	close(rootfd);
+		rt->be->close(fd);
+	rt->be->close(rootfd);
 }
 
 static void
@@ -583,6 +575,7 @@ rs_verify_item(struct rs_task *rt, uint64_t step, int stepfd,
     const char *item)
 {
 	struct rs_verify_ctx vc = { rt, step, item };
+	const struct store_backend *be = rt->be;
 	struct stat st;
 	int fds[CKPT_MAX_FDS];
 	size_t nfds = 0, i;
@@ -590,32 +583,30 @@ rs_verify_item(struct rs_task *rt, uint64_t step, int stepfd,
 	ckd_err e;
 	int itemfd, r;
 
-	itemfd = openat(stepfd, item, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
-	if (itemfd < 0) {
+	if ((itemfd = be->open_dir(stepfd, item)) < 0) {
 		err_errno(&e, errno, "opening item");
 		rs_add_problem(rt, step, item, NULL, e.msg);
 		return;
 	}
 	/* JSON / proto items: nothing to hash. A _METADATA that is there but
 	 * not a regular file is a problem (store_read_tree_metadata says). */
-	if (fstatat(itemfd, STORE_TREE_METADATA, &st, AT_SYMLINK_NOFOLLOW) != 0)
+	if (be->stat(itemfd, STORE_TREE_METADATA, &st) != 0)
 		goto out;
-	if ((r = store_read_tree_metadata(itemfd, &it, &e)) != 0 ||
-	    (r = store_open_item_files(itemfd, it, fds, &nfds, CKPT_MAX_FDS,
-	    &e)) != 0) {
+	if ((r = store_read_tree_metadata(be, itemfd, &it, &e)) != 0 ||
+	    (r = store_open_item_files(be, itemfd, it, fds, &nfds,
+	    CKPT_MAX_FDS, &e)) != 0) {
 		rs_add_problem(rt, step, item, NULL, e.msg);
 		goto out;
 	}
-	r = store_verify_item(it, fds, rs_problem_cb, &vc, &e);
+	r = store_verify_item(be, it, fds, rs_problem_cb, &vc, &e);
 	if (r != 0 && r != CKPT_ECORRUPT)
 		rs_add_problem(rt, step, item, NULL, e.msg);
 out:
 	for (i = 0; i < nfds; i++)
-		close(fds[i]);
+		be->close(fds[i]);
 	if (it != NULL)
 		store_item_free(it);
-	close(itemfd);
+	be->close(itemfd);
 }
 
 static void
@@ -642,18 +633,18 @@ rs_verify_run(struct task *t)
 			rs_add_problem(rt, step, NULL, NULL, e.msg);
 			continue;
 		}
-		if (rs_list_items(stepfd, &items, &nitems, &e) != 0) {
+		if (rs_list_items(rt->be, stepfd, &items, &nitems, &e) != 0) {
 			rs_add_problem(rt, step, NULL, NULL, e.msg);
 		} else {
 			for (k = 0; k < nitems; k++)
 				rs_verify_item(rt, step, stepfd, items[k]);
 			rs_free_names(items, nitems);
 		}
-		close(stepfd);
+		rt->be->close(stepfd);
 		rt->checked[rt->nchecked++] = step;
 	}
 out:
-	close(rootfd);
+	rt->be->close(rootfd);
 }
 
 static void
@@ -697,6 +688,7 @@ rs_new(struct conn *c, struct manager *m, Ckpt__Request *req, int kind,
 	rt->id = req->id;
 	rt->r = m->r;
 	root_ref(m->r);
+	rt->be = m->r->be;
 	rt->nm = m->r->nm;
 	rt->req = req;
 	return rt;
@@ -741,10 +733,13 @@ restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
 				return;
 			}
 	}
-	if (rq->directory != NULL && (rq->directory[0] != '/' ||
-	    strlen(rq->directory) >= PATH_MAX)) {
-		rs_fail(c, req, NULL, CKPT_EINVAL, "directory must be an "
-		    "absolute path");
+	if (rq->directory != NULL && store_backend_for(rq->directory,
+	    &e) == NULL) {
+		rs_fail(c, req, NULL, e.code, e.msg);
+		return;
+	}
+	if (rq->directory != NULL && strlen(rq->directory) >= PATH_MAX) {
+		rs_fail(c, req, NULL, CKPT_EINVAL, "directory path too long");
 		return;
 	}
 	rt = rs_new(c, m, req, RS_RESTORE, rs_restore_run, rs_restore_done);

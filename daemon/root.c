@@ -64,8 +64,7 @@ root_open_dir(const struct root *r, int *fd, ckd_err *e)
 {
 	/* "." through the pinned fd: the kernel checks the peer's search and
 	 * read permission on the directory itself. */
-	if ((*fd = openat(r->dirfd, ".", O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC)) < 0)
+	if ((*fd = r->be->open_dir(r->dirfd, ".")) < 0)
 		return err_errno(e, errno, "opening %s", r->path);
 	return 0;
 }
@@ -136,19 +135,20 @@ root_parse_key(const char *key, char *path, size_t pathlen, dev_t *dev,
 }
 
 struct root *
-root_new(const char *path, const struct store_naming *nm, int dirfd,
-    const struct stat *st)
+root_new(const char *path, const struct store_naming *nm,
+    const struct store_backend *be, int dirfd, const struct stat *st)
 {
 	struct root *r;
 
 	if ((r = calloc(1, sizeof *r)) == NULL) {
-		close(dirfd);
+		be->close(dirfd);
 		return NULL;
 	}
 	r->refs = 1;
 	r->state = ROOT_LOADING;
 	r->nm = *nm;
 	r->last_save_ns = -1;
+	r->be = be;
 	r->dirfd = dirfd;
 	r->dev = st->st_dev;
 	r->ino = st->st_ino;
@@ -156,7 +156,7 @@ root_new(const char *path, const struct store_naming *nm, int dirfd,
 	if ((r->path = strdup(path)) == NULL ||
 	    (r->key = root_make_key(r)) == NULL) {
 		free(r->path);
-		close(dirfd);
+		be->close(dirfd);
 		free(r);
 		return NULL;
 	}
@@ -214,7 +214,7 @@ root_free(struct root *r)
 	free(r->deleting);
 	free(r->path);
 	free(r->key);
-	close(r->dirfd);
+	r->be->close(r->dirfd);
 	free(r);
 }
 
@@ -438,36 +438,36 @@ root_known_find(const struct index_step *known, size_t n, uint64_t step)
  * mtime when the metadata is missing or unreadable (a step directory
  * without the tmp suffix is complete whatever its metadata says). */
 static void
-root_read_step_record(int rootfd, const char *name, struct index_step *s)
+root_read_step_record(const struct store_backend *be, int rootfd,
+    const char *name, struct index_step *s)
 {
 	struct store_step_meta meta;
 	struct stat st;
 	ckd_err e;
 	int fd;
 
-	fd = openat(rootfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
-	if (fd < 0)
+	if ((fd = be->open_dir(rootfd, name)) < 0)
 		return;
 	memset(&meta, 0, sizeof meta);
-	if (store_read_step_meta(fd, &meta, &e) == 0) {
+	if (store_read_step_meta(be, fd, &meta, &e) == 0) {
 		s->init_ns = meta.init_ns;
 		s->commit_ns = meta.commit_ns;
 		s->bytes = meta.bytes;
 		s->metrics_json = meta.metrics_json;
 		meta.metrics_json = NULL;
 		store_step_meta_free(&meta);
-		stepmetrics_fill(fd, &s->metrics_json);  /* Orbax's */
-	} else if (fstat(fd, &st) == 0) {
+		stepmetrics_fill(be, fd, &s->metrics_json);  /* Orbax's */
+	} else if (be->fstat(fd, &st) == 0) {
 		s->init_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
 		    st.st_mtim.tv_nsec;
 		s->commit_ns = s->init_ns;
 	}
-	close(fd);
+	be->close(fd);
 }
 
 int
-root_scan_disk(int rootfd, const struct store_naming *nm,
+root_scan_disk(const struct store_backend *be, int rootfd,
+    const struct store_naming *nm,
     const struct index_step *known, size_t nknown,
     struct index_step **out, size_t *nout, int *tmp_left, ckd_err *e)
 {
@@ -480,7 +480,7 @@ root_scan_disk(int rootfd, const struct store_naming *nm,
 	*nout = 0;
 	if (tmp_left != NULL)
 		*tmp_left = 0;
-	if ((r = store_scan(rootfd, nm, &ents, &ne, e)) != 0)
+	if ((r = store_scan(be, rootfd, nm, &ents, &ne, e)) != 0)
 		return r;
 	if (ne > 0 && (res = calloc(ne, sizeof *res)) == NULL) {
 		free(ents);
@@ -509,7 +509,7 @@ root_scan_disk(int rootfd, const struct store_naming *nm,
 			s->metrics_json = kn->metrics_json == NULL ? NULL :
 			    strdup(kn->metrics_json);
 		} else {
-			root_read_step_record(rootfd, s->name, s);
+			root_read_step_record(be, rootfd, s->name, s);
 		}
 	}
 	free(ents);
@@ -539,8 +539,8 @@ root_delete_run(struct task *t)
 
 	if ((r = root_open_dir(d->r, &fd, &t->err)) != 0)
 		return;
-	r = store_delete_step(fd, d->rec.name, d->subdir, &t->err);
-	close(fd);
+	r = store_delete_step(d->r->be, fd, d->rec.name, d->subdir, &t->err);
+	d->r->be->close(fd);
 	if (r == 0 || r == CKPT_ENOTFOUND) {
 		if (index_del_step(root_ix, d->r->key, d->rec.step, &ie) != 0)
 			log_warn("index: %s", ie.msg);
@@ -632,6 +632,7 @@ static void
 root_sweep_run(struct task *t)
 {
 	struct sweep_task *sw = (struct sweep_task *)t;
+	const struct store_backend *be;
 	struct store_leftover *lo = NULL;
 	struct store_naming nm;
 	struct index_step rec;
@@ -647,15 +648,15 @@ root_sweep_run(struct task *t)
 	if (root_parse_key(sw->key, path, sizeof path, &dev, &ino, &uid,
 	    &nm) != 0)
 		return;
-	if (store_open_root(path, 0, 0, &fd, &e) != 0)
+	if (store_open_root(path, 0, 0, &be, &fd, &e) != 0)
 		return;         /* gone, or not ours to reach any more */
-	if (fstat(fd, &st) != 0 || st.st_dev != dev || st.st_ino != ino ||
+	if (be->fstat(fd, &st) != 0 || st.st_dev != dev || st.st_ino != ino ||
 	    st.st_uid != uid)
 		goto out;
-	if (store_collect_leftovers(fd, &nm, 0, &lo, &nlo, &e) != 0)
+	if (store_collect_leftovers(be, fd, &nm, 0, &lo, &nlo, &e) != 0)
 		log_warn("collecting leftovers in %s: %s", path, e.msg);
 	for (i = 0; i < nlo; i++) {
-		if (fstatat(fd, lo[i].name, &cst, AT_SYMLINK_NOFOLLOW) == 0)
+		if (be->stat(fd, lo[i].name, &cst) == 0)
 			continue;       /* the step committed after all */
 		memset(&rec, 0, sizeof rec);
 		rec.step = lo[i].step;
@@ -674,7 +675,7 @@ root_sweep_run(struct task *t)
 	}
 	free(lo);
 out:
-	close(fd);
+	be->close(fd);
 }
 
 static void

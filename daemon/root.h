@@ -43,6 +43,9 @@ struct root {
 	unsigned refs;
 	int state;                      /* enum root_state */
 	char *path;                     /* canonical absolute path */
+	/* The backend keeping it, decided from its name when it was opened
+	 * (store_backend_for); every file operation on it goes through. */
+	const struct store_backend *be;
 	/* Identity: the directory opened at load, kept open so that its
 	 * inode cannot be reused while the root lives. A directory removed
 	 * and re-created at the same path is another root. */
@@ -88,9 +91,10 @@ void root_unref(struct root *r);
  * NULL when none. */
 struct root *root_find(dev_t dev, ino_t ino, const struct store_naming *nm);
 /* New root in ROOT_LOADING state with one reference; takes ownership of
- * dirfd (an open fd of the directory, st its fstat), also on failure. */
+ * dirfd (the handle of the directory under backend be, st its status),
+ * also on failure. */
 struct root *root_new(const char *path, const struct store_naming *nm,
-    int dirfd, const struct stat *st);
+    const struct store_backend *be, int dirfd, const struct stat *st);
 /* Index of the record of step, or -1. */
 long root_find_step(const struct root *r, uint64_t step);
 /* Insert (or replace) a record; takes ownership of its strings.
@@ -110,7 +114,8 @@ void root_del_deleting(struct root *r, uint64_t step);
 /* Reconcile a root's records with a scan of its directory (worker thread):
  * committed dirs missing from known[] get their _CHECKPOINT_METADATA read.
  * Returns the records of every committed dir (*out malloc'ed). */
-int root_scan_disk(int rootfd, const struct store_naming *nm,
+int root_scan_disk(const struct store_backend *be, int rootfd,
+    const struct store_naming *nm,
     const struct index_step *known, size_t nknown,
     struct index_step **out, size_t *nout, int *tmp_left, ckd_err *e);
 /* A delete of committed step i (removed from the list now), run in a

@@ -87,6 +87,7 @@ struct s3_req {
 	char etag[80];
 	bool have_etag;
 	uint64_t content_length;     /* from the headers (HEAD) */
+	int64_t last_modified;       /* from the headers (HEAD), or 0 */
 	char s3code[64];             /* the S3 error code of a failure */
 	unsigned attempts;
 	/* An error raised inside a callback (stops the request, no retry). */
@@ -508,6 +509,16 @@ header_cb(char *line, size_t size, size_t nmemb, void *arg)
 			}
 		}
 		r->content_length = x;
+	} else if (header_is(line, n, "Last-Modified", &v, &vlen)) {
+		char date[64];
+		time_t t;
+
+		if (vlen < sizeof(date)) {
+			memcpy(date, v, vlen);
+			date[vlen] = '\0';
+			t = curl_getdate(date, NULL);
+			r->last_modified = t > 0 ? (int64_t)t : 0;
+		}
 	} else if (header_is(line, n, "ETag", &v, &vlen)) {
 		if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
 			v++;
@@ -887,6 +898,7 @@ s3_head(struct s3_client *c, const char *bucket, const char *key,
 	if (rc == 0) {
 		memcpy(st->etag, r.etag, sizeof(st->etag));
 		st->size = r.content_length;
+		st->mtime = r.last_modified;
 	}
 	req_done(&r);
 	return rc;

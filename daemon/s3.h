@@ -111,6 +111,8 @@ int s3_get_fd(struct s3_client *c, const char *bucket, const char *key,
 struct s3_stat {
 	uint64_t size;
 	char etag[80];              /* without quotes */
+	int64_t mtime;              /* Last-Modified, seconds since the
+	                               epoch; 0 when not given */
 };
 /* HEAD: CKPT_ENOTFOUND when missing. */
 int s3_head(struct s3_client *c, const char *bucket, const char *key,

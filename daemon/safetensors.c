@@ -69,6 +69,7 @@
 
 /* Batched writer: queues iovecs and writes them with pwritev. */
 struct wbuf {
+	const struct store_backend *be;
 	int fd;
 	const char *fname;
 	uint64_t woff;          /* file offset of iov[0] */
@@ -86,7 +87,7 @@ wbuf_flush(struct wbuf *w, ckd_err *e)
 	ssize_t r;
 
 	while (cnt > 0) {
-		r = STORE_BE->pwritev(w->fd, iov, cnt, w->woff);
+		r = w->be->pwritev(w->fd, iov, cnt, w->woff);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -110,7 +111,7 @@ wbuf_flush(struct wbuf *w, ckd_err *e)
 	w->pending = 0;
 	if (w->woff - w->kicked >= STORE_KICK) {
 		/* A hint: start writeback now so the final fsync is short. */
-		STORE_BE->writeback(w->fd, w->kicked, w->woff - w->kicked);
+		w->be->writeback(w->fd, w->kicked, w->woff - w->kicked);
 		w->kicked = w->woff;
 	}
 	return 0;
@@ -451,6 +452,7 @@ st_put_tensor(struct wbuf *w, struct src_cur *c, struct store_tensor *t,
  * filesystem refuses O_DIRECT (EINVAL, e.g. tmpfs) the stream drops it and
  * continues through the page cache. */
 struct dio {
+	const struct store_backend *be;
 	int fd;
 	const char *fname;
 	int direct;             /* O_DIRECT is on */
@@ -466,7 +468,7 @@ dio_pwrite(struct dio *d, const char *p, size_t len, uint64_t off,
 	ssize_t r;
 
 	while (len > 0) {
-		r = STORE_BE->pwrite(d->fd, p, len, off);
+		r = d->be->pwrite(d->fd, p, len, off);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -474,7 +476,7 @@ dio_pwrite(struct dio *d, const char *p, size_t len, uint64_t off,
 				/* Refused (or a short write left us unaligned):
 				 * go on through the page cache. */
 				d->direct = 0;
-				if (STORE_BE->direct(d->fd, 0) != 0)
+				if (d->be->direct(d->fd, 0) != 0)
 					return err_errno(e, errno, "write %s",
 					    d->fname);
 				continue;
@@ -600,9 +602,9 @@ dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
 /* The data of a file of `size` bytes with O_DIRECT when the filesystem
  * takes it. */
 static int
-st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
-    struct store_tensor *t, const uint64_t *rel, size_t n, uint64_t size,
-    XXH3_state_t **st, ckd_err *e)
+st_write_direct(const struct store_backend *be, int fd, const char *fname,
+    const char *hdr, size_t hdrlen, struct store_tensor *t, const uint64_t *rel,
+    size_t n, uint64_t size, XXH3_state_t **st, ckd_err *e)
 {
 	struct dio d;
 	struct src_cur c;
@@ -613,6 +615,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 	memset(&c, 0, sizeof c);
 	c.s = n > 0 ? t[0].hsrc : NULL;
 	memset(&d, 0, sizeof d);
+	d.be = be;
 	d.fd = fd;
 	d.fname = fname;
 	/* mmap, not malloc: page-aligned, and returned to the system at
@@ -621,7 +624,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (d.buf == MAP_FAILED)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
-	d.direct = STORE_BE->direct(fd, 1) == 0;
+	d.direct = be->direct(fd, 1) == 0;
 	if ((r = dio_put(&d, hdr, hdrlen, e)) != 0)
 		goto out;
 	for (i = 0; i < n; i++) {
@@ -637,7 +640,7 @@ st_write_direct(int fd, const char *fname, const char *hdr, size_t hdrlen,
 	}
 	if ((r = dio_flush(&d, e)) != 0)
 		goto out;
-	if (d.off != size && STORE_BE->truncate(fd, size) != 0)
+	if (d.off != size && be->truncate(fd, size) != 0)
 		r = err_errno(e, errno, "truncate %s", fname);
 out:
 	munmap(d.buf, STORE_BOUNCE);
@@ -647,11 +650,11 @@ out:
 /* Write a safetensors file; with b, hand the open fd to the batch instead
  * of fsync + close. */
 static int
-st_write(int dirfd, const char *fname, mode_t filemode,
-    struct store_tensor *t, size_t n, struct store_sync *b, ckd_err *e)
+st_write(const struct store_backend *be, int dirfd, const char *fname,
+    mode_t filemode, struct store_tensor *t, size_t n, struct store_sync *b,
+    ckd_err *e)
 {
 	static const char zeros[STORE_PAGE];
-	const struct store_backend *be = STORE_BE;
 	uint64_t *rel = NULL, cur, size;
 	XXH3_state_t *st = NULL;
 	struct wbuf *w = NULL;
@@ -676,13 +679,14 @@ st_write(int dirfd, const char *fname, mode_t filemode,
 		goto out;
 	}
 	if (size >= STORE_DIO_MIN && (be->caps & STORE_BE_DIRECT)) {
-		if ((r = st_write_direct(fd, fname, hdr, hdrlen, t, rel, n,
+		if ((r = st_write_direct(be, fd, fname, hdr, hdrlen, t, rel, n,
 		    size, &st, e)) != 0)
 			goto fail;
 	} else {
 		memset(&c, 0, sizeof c);
 		c.s = n > 0 ? t[0].hsrc : NULL;
 		memset(w, 0, sizeof(*w));
+		w->be = be;
 		w->fd = fd;
 		w->fname = fname;
 		if ((r = wbuf_add(w, hdr, hdrlen, e)) != 0)
@@ -733,20 +737,21 @@ out:
 }
 
 int
-store_write_safetensors(int dirfd, const char *fname, mode_t filemode,
-    struct store_tensor *t, size_t n, ckd_err *e)
+store_write_safetensors(const struct store_backend *be, int dirfd,
+    const char *fname, mode_t filemode, struct store_tensor *t, size_t n,
+    ckd_err *e)
 {
-	return st_write(dirfd, fname, filemode, t, n, NULL, e);
+	return st_write(be, dirfd, fname, filemode, t, n, NULL, e);
 }
 
 int
-store_write_safetensors_nosync(int dirfd, const char *fname,
-    mode_t filemode, struct store_tensor *t, size_t n, struct store_sync *b,
-    ckd_err *e)
+store_write_safetensors_nosync(const struct store_backend *be, int dirfd,
+    const char *fname, mode_t filemode, struct store_tensor *t, size_t n,
+    struct store_sync *b, ckd_err *e)
 {
 	if (b == NULL)
 		return err_set(e, CKPT_EINVAL, "no sync batch");
-	return st_write(dirfd, fname, filemode, t, n, b, e);
+	return st_write(be, dirfd, fname, filemode, t, n, b, e);
 }
 
 /* ---- reading array files ------------------------------------------------------- */
@@ -773,7 +778,8 @@ le64(const unsigned char *b)
 
 
 static int
-st_open(int itemfd, struct st_file *f, ckd_err *e)
+st_open(const struct store_backend *be, int itemfd, struct st_file *f,
+    ckd_err *e)
 {
 	unsigned char lenbuf[8];
 	json_error_t jerr;
@@ -782,7 +788,7 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 	uint64_t N;
 	int r = 0;
 
-	if ((f->fd = STORE_BE->open_read(itemfd, f->name, &st, e)) < 0) {
+	if ((f->fd = be->open_read(itemfd, f->name, &st, e)) < 0) {
 		r = f->fd;
 		f->fd = -1;
 		return r;
@@ -790,7 +796,7 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 	f->size = (uint64_t)st.st_size;
 	if (f->size < 8)
 		CORRUPT("%s: truncated safetensors file", f->name);
-	if (STORE_BE->read_range(f->fd, lenbuf, 8, 0) != 0) {
+	if (be->read_range(f->fd, lenbuf, 8, 0) != 0) {
 		r = errno ? err_errno(e, errno, "read %s", f->name) :
 		    err_set(e, CKPT_ECORRUPT, "%s: truncated", f->name);
 		goto out;
@@ -803,7 +809,7 @@ st_open(int itemfd, struct st_file *f, ckd_err *e)
 		CORRUPT("%s: safetensors header beyond end of file", f->name);
 	if ((buf = malloc((size_t)N)) == NULL)
 		NOMEM();
-	if (STORE_BE->read_range(f->fd, buf, (size_t)N, 8) != 0) {
+	if (be->read_range(f->fd, buf, (size_t)N, 8) != 0) {
 		r = errno ? err_errno(e, errno, "read %s", f->name) :
 		    err_set(e, CKPT_ECORRUPT, "%s: truncated", f->name);
 		goto out;
@@ -873,17 +879,17 @@ out:
 }
 
 int
-store_open_item_files(int itemfd, Ckpt__Item *item, int *fds, size_t *nfds,
-    size_t maxfds, ckd_err *e)
+store_open_item_files(const struct store_backend *be, int itemfd,
+    Ckpt__Item *item, int *fds, size_t *nfds, size_t maxfds, ckd_err *e)
 {
 	struct st_file *files = NULL;
 	size_t nfiles = 0, i, j, base = *nfds;
 	int r = 0;
 
 	/* The handles become the fds of a RestoreReply. */
-	if (!(STORE_BE->caps & STORE_BE_FDS))
+	if (!(be->caps & STORE_BE_FDS))
 		return err_set(e, CKPT_EINTERNAL, "the %s backend cannot hand "
-		    "out files", STORE_BE->name);
+		    "out files", be->name);
 	if (item->n_leaves > 0 && (files = calloc(item->n_leaves,
 	    sizeof(*files))) == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
@@ -907,7 +913,7 @@ store_open_item_files(int itemfd, Ckpt__Item *item, int *fds, size_t *nfds,
 			files[j].name = l->file;
 			files[j].fd = -1;
 			nfiles++;
-			if ((r = st_open(itemfd, &files[j], e)) != 0)
+			if ((r = st_open(be, itemfd, &files[j], e)) != 0)
 				goto out;
 		}
 		if ((r = st_match(&files[j], l, e)) != 0)
@@ -923,7 +929,7 @@ store_open_item_files(int itemfd, Ckpt__Item *item, int *fds, size_t *nfds,
 out:
 	for (j = 0; j < nfiles; j++) {
 		if (files[j].fd >= 0)
-			STORE_BE->close(files[j].fd);
+			be->close(files[j].fd);
 		json_decref(files[j].hdr);
 	}
 	free(files);
@@ -931,8 +937,8 @@ out:
 }
 
 int
-store_verify_item(const Ckpt__Item *item, const int *fds,
-    store_problem_cb cb, void *arg, ckd_err *e)
+store_verify_item(const struct store_backend *be, const Ckpt__Item *item,
+    const int *fds, store_problem_cb cb, void *arg, ckd_err *e)
 {
 	XXH3_state_t *st = NULL;
 	char *buf = NULL, msg[160];
@@ -961,10 +967,10 @@ store_verify_item(const Ckpt__Item *item, const int *fds,
 		XXH3_64bits_reset(st);
 		off = l->offset;
 		left = l->nbytes;
-		STORE_BE->readahead(fd, off, left);
+		be->readahead(fd, off, left);
 		while (left > 0) {
 			len = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
-			if (STORE_BE->read_range(fd, buf, len, off) != 0)
+			if (be->read_range(fd, buf, len, off) != 0)
 				break;
 			XXH3_64bits_update(st, buf, len);
 			off += len;

@@ -63,11 +63,12 @@ struct store_tensor {
  * STORE_TENSOR_ALIGN (zero padding), then fsync. Fills offset and xxh3.
  * On error the partial file is unlinked. Errors: CKPT_ENOSPC, CKPT_EIO,
  * CKPT_EACCES. */
-int store_write_safetensors(int dirfd, const char *fname, mode_t filemode,
-    struct store_tensor *t, size_t n, ckd_err *e);
-int store_write_safetensors_nosync(int dirfd, const char *fname,
-    mode_t filemode, struct store_tensor *t, size_t n, struct store_sync *b,
+int store_write_safetensors(const struct store_backend *be, int dirfd,
+    const char *fname, mode_t filemode, struct store_tensor *t, size_t n,
     ckd_err *e);
+int store_write_safetensors_nosync(const struct store_backend *be, int dirfd,
+    const char *fname, mode_t filemode, struct store_tensor *t, size_t n,
+    struct store_sync *b, ckd_err *e);
 
 /* For every array leaf of item: open its file (once per distinct file,
  * O_RDONLY|O_NOFOLLOW|O_CLOEXEC relative to itemfd), parse the safetensors
@@ -77,8 +78,8 @@ int store_write_safetensors_nosync(int dirfd, const char *fname,
  * Appends opened fds to fds[*nfds..maxfds). Errors: CKPT_ECORRUPT,
  * CKPT_ETOOBIG (more files than maxfds), CKPT_EACCES, CKPT_EIO. On error
  * the fds it opened are closed and *nfds is unchanged. */
-int store_open_item_files(int itemfd, Ckpt__Item *item, int *fds,
-    size_t *nfds, size_t maxfds, ckd_err *e);
+int store_open_item_files(const struct store_backend *be, int itemfd,
+    Ckpt__Item *item, int *fds, size_t *nfds, size_t maxfds, ckd_err *e);
 
 /* Read every array of item (after store_open_item_files) and compare its
  * XXH3 with the stored one. Problems are reported through cb (one call per
@@ -86,7 +87,7 @@ int store_open_item_files(int itemfd, Ckpt__Item *item, int *fds,
  * CKPT_ECORRUPT when any did not, another code on I/O errors. */
 typedef void (*store_problem_cb)(void *arg, const char *tensor,
     const char *msg);
-int store_verify_item(const Ckpt__Item *item, const int *fds,
-    store_problem_cb cb, void *arg, ckd_err *e);
+int store_verify_item(const struct store_backend *be, const Ckpt__Item *item,
+    const int *fds, store_problem_cb cb, void *arg, ckd_err *e);
 
 #endif

@@ -262,14 +262,14 @@ save_free(struct save *s)
 	if (s->itemfds != NULL) {
 		for (i = 0; i < s->part.sv->n_items; i++)
 			if (s->itemfds[i] >= 0)
-				close(s->itemfds[i]);
+				s->r->be->close(s->itemfds[i]);
 		free(s->itemfds);
 	}
 	store_sync_free(&s->sync);
 	if (s->tmpfd >= 0)
-		close(s->tmpfd);
+		s->r->be->close(s->tmpfd);
 	if (s->rootfd >= 0)
-		close(s->rootfd);
+		s->r->be->close(s->rootfd);
 	free(s->handlers);
 	free(s->names);
 	free(s->tens);
@@ -459,7 +459,7 @@ save_abort_files(struct save *s, const ckd_err *why)
 	if (s->itemfds != NULL)
 		for (i = 0; i < s->part.sv->n_items; i++)
 			if (s->itemfds[i] >= 0) {
-				close(s->itemfds[i]);
+				s->r->be->close(s->itemfds[i]);
 				s->itemfds[i] = -1;
 			}
 	if (save_multi(s))
@@ -496,34 +496,22 @@ save_prepare_part(struct save *s, ckd_err *e)
 {
 	Ckpt__Save *sv = s->part.sv;
 	size_t i;
-	int r = 0, fd;
+	int r = 0;
 
 	for (i = 0; i < sv->n_items && r == 0; i++) {
 		const Ckpt__Item *it = sv->items[i];
 
-		if (mkdirat(s->tx->tmpfd, it->name, s->dmode) == 0) {
-			if ((fd = openat(s->tx->tmpfd, it->name, O_RDONLY |
-			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
-				(void)fchmod(fd, s->dmode);
-		} else if (errno == EEXIST) {
-			fd = openat(s->tx->tmpfd, it->name, O_RDONLY |
-			    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		} else {
-			fd = -1;
-		}
-		if (fd < 0) {
-			r = err_errno(e, errno, "item directory %s", it->name);
+		if ((r = store_open_item(s->r->be, s->tx->tmpfd, it->name,
+		    s->dmode, &s->itemfds[i], e)) != 0)
 			break;
-		}
-		s->itemfds[i] = fd;
 		if (!s->primary)
 			continue;
 		if (it->handler == CKPT__HANDLER__HANDLER_JSON)
-			r = store_write_file_nosync(s->itemfds[i],
+			r = store_write_file_nosync(s->r->be, s->itemfds[i],
 			    STORE_JSON_FILE, it->json, strlen(it->json),
 			    s->fmode, &s->sync, e);
 		else if (it->handler == CKPT__HANDLER__HANDLER_PROTO)
-			r = store_write_file_nosync(s->itemfds[i],
+			r = store_write_file_nosync(s->r->be, s->itemfds[i],
 			    STORE_PROTO_FILE, it->json, strlen(it->json),
 			    s->fmode, &s->sync, e);
 	}
@@ -543,21 +531,21 @@ save_prepare(struct save *s, ckd_err *e)
 		return save_prepare_part(s, e);
 	if ((r = root_open_dir(s->r, &s->rootfd, e)) != 0)
 		goto fail;
-	if ((r = store_begin(s->rootfd, s->name, s->dmode, &s->tmpfd,
+	if ((r = store_begin(s->r->be, s->rootfd, s->name, s->dmode, &s->tmpfd,
 	    e)) != 0)
 		goto fail;
 	for (i = 0; i < sv->n_items; i++) {
 		const Ckpt__Item *it = sv->items[i];
 
-		if ((r = store_mkdir_item(s->tmpfd, it->name, s->dmode,
-		    &s->itemfds[i], e)) != 0)
+		if ((r = store_mkdir_item(s->r->be, s->tmpfd, it->name,
+		    s->dmode, &s->itemfds[i], e)) != 0)
 			goto fail;
 		if (it->handler == CKPT__HANDLER__HANDLER_JSON)
-			r = store_write_file_nosync(s->itemfds[i],
+			r = store_write_file_nosync(s->r->be, s->itemfds[i],
 			    STORE_JSON_FILE, it->json, strlen(it->json),
 			    s->fmode, &s->sync, e);
 		else if (it->handler == CKPT__HANDLER__HANDLER_PROTO)
-			r = store_write_file_nosync(s->itemfds[i],
+			r = store_write_file_nosync(s->r->be, s->itemfds[i],
 			    STORE_PROTO_FILE, it->json, strlen(it->json),
 			    s->fmode, &s->sync, e);
 		if (r != 0)
@@ -586,11 +574,12 @@ save_data(struct save *s, size_t file, int batch, ckd_err *e)
 	int r;
 
 	if (batch)
-		r = store_write_safetensors_nosync(s->itemfds[f->item],
-		    f->fname, s->fmode, &s->tens[f->first], f->n, &s->sync, e);
+		r = store_write_safetensors_nosync(s->r->be,
+		    s->itemfds[f->item], f->fname, s->fmode, &s->tens[f->first],
+		    f->n, &s->sync, e);
 	else
-		r = store_write_safetensors(s->itemfds[f->item], f->fname,
-		    s->fmode, &s->tens[f->first], f->n, e);
+		r = store_write_safetensors(s->r->be, s->itemfds[f->item],
+		    f->fname, s->fmode, &s->tens[f->first], f->n, e);
 	if (r != 0)
 		return r;
 	for (k = f->first; k < f->first + f->n; k++) {
@@ -628,7 +617,7 @@ save_finish(struct save *s, ckd_err *e)
 		    s->fmode, e)) != 0)
 			goto fail;
 		for (i = 0; i < sv->n_items; i++) {
-			close(s->itemfds[i]);
+			s->r->be->close(s->itemfds[i]);
 			s->itemfds[i] = -1;
 		}
 		return 0;
@@ -641,8 +630,8 @@ save_finish(struct save *s, ckd_err *e)
 		if (!savecheck_is_tree(sv->items[i]->handler))
 			continue;
 		if (!s->pieces) {
-			r = store_write_tree_metadata_nosync(s->itemfds[i],
-			    sv->items[i], s->fmode, &s->sync, e);
+			r = store_write_tree_metadata_nosync(s->r->be,
+			    s->itemfds[i], sv->items[i], s->fmode, &s->sync, e);
 			continue;
 		}
 		/* Pieces of global arrays: they must cover each array; its
@@ -652,8 +641,8 @@ save_finish(struct save *s, ckd_err *e)
 		merged = *sv->items[i];
 		merged.leaves = leaves;
 		merged.n_leaves = n;
-		r = store_write_tree_metadata_nosync(s->itemfds[i], &merged,
-		    s->fmode, &s->sync, e);
+		r = store_write_tree_metadata_nosync(s->r->be, s->itemfds[i],
+		    &merged, s->fmode, &s->sync, e);
 		free(leaves);
 	}
 	if (r != 0)
@@ -665,7 +654,7 @@ save_finish(struct save *s, ckd_err *e)
 	meta.metrics_json = s->m->o->prevent_write_metrics ? NULL :
 	    sv->metrics_json;
 	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
-	    s->tmpfd, meta.metrics_json, s->dmode, s->fmode, &s->sync,
+	    s->r->be, s->tmpfd, meta.metrics_json, s->dmode, s->fmode, &s->sync,
 	    e)) != 0)
 		goto fail;
 	if (meta.metrics_json != NULL)
@@ -675,8 +664,8 @@ save_finish(struct save *s, ckd_err *e)
 	meta.item_names = s->names;
 	meta.handlers = s->handlers;
 	meta.bytes = s->part.bytes;
-	if ((r = store_write_step_meta_nosync(s->tmpfd, &meta, s->fmode,
-	    &s->sync, e)) != 0)
+	if ((r = store_write_step_meta_nosync(s->r->be, s->tmpfd, &meta,
+	    s->fmode, &s->sync, e)) != 0)
 		goto fail;
 	/* Files first (above), then the directories holding them. */
 	for (i = 0; i < sv->n_items && r == 0; i++)
@@ -685,7 +674,7 @@ save_finish(struct save *s, ckd_err *e)
 		r = store_sync_add(&s->sync, s->tmpfd, 0, e);
 	if (r != 0 || (r = store_sync_run(&s->sync, e)) != 0)
 		goto fail;
-	if ((r = store_commit_synced(s->rootfd, s->name, e)) != 0)
+	if ((r = store_commit_synced(s->r->be, s->rootfd, s->name, e)) != 0)
 		goto fail;
 	memset(&rec, 0, sizeof rec);
 	rec.step = s->step;
@@ -699,12 +688,12 @@ save_finish(struct save *s, ckd_err *e)
 	if (index_put_step(SQ.ix, s->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	for (i = 0; i < sv->n_items; i++) {
-		close(s->itemfds[i]);
+		s->r->be->close(s->itemfds[i]);
 		s->itemfds[i] = -1;
 	}
-	close(s->tmpfd);
+	s->r->be->close(s->tmpfd);
 	s->tmpfd = -1;
-	close(s->rootfd);
+	s->r->be->close(s->rootfd);
 	s->rootfd = -1;
 	return 0;
 fail:
@@ -1157,7 +1146,7 @@ save_tx_begin_run(struct task *t)
 		return;
 	if (steptx_coord()->begin(tx, tx->rootfd, s->dmode, &tx->tmpfd,
 	    &t->err) != 0) {
-		close(tx->rootfd);
+		tx->r->be->close(tx->rootfd);
 		tx->rootfd = -1;
 	}
 }
@@ -1957,6 +1946,7 @@ accepted:
 	mgr_ref(m);
 	s->r = r;
 	root_ref(r);
+	store_sync_init(&s->sync, r->be);
 	s->req = req;
 	s->part.sv = sv;
 	s->step = sv->step;

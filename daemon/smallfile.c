@@ -13,10 +13,10 @@
 /* Write a small file; with b, hand the open fd to the batch instead of
  * fsync + close. */
 int
-store_small_write(int dirfd, const char *fname, const void *data, size_t len,
-    mode_t filemode, struct store_sync *b, ckd_err *e)
+store_small_write(const struct store_backend *be, int dirfd, const char *fname,
+    const void *data, size_t len, mode_t filemode, struct store_sync *b,
+    ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
 	const char *p = data;
 	ssize_t w;
 	int fd, r = 0;
@@ -56,26 +56,27 @@ store_small_write(int dirfd, const char *fname, const void *data, size_t len,
 }
 
 int
-store_write_file(int dirfd, const char *fname, const void *data, size_t len,
-    mode_t filemode, ckd_err *e)
+store_write_file(const struct store_backend *be, int dirfd, const char *fname,
+    const void *data, size_t len, mode_t filemode, ckd_err *e)
 {
-	return store_small_write(dirfd, fname, data, len, filemode, NULL, e);
+	return store_small_write(be, dirfd, fname, data, len, filemode, NULL,
+	    e);
 }
 
 int
-store_write_file_nosync(int dirfd, const char *fname, const void *data,
-    size_t len, mode_t filemode, struct store_sync *b, ckd_err *e)
+store_write_file_nosync(const struct store_backend *be, int dirfd,
+    const char *fname, const void *data, size_t len, mode_t filemode,
+    struct store_sync *b, ckd_err *e)
 {
 	if (b == NULL)
 		return err_set(e, CKPT_EINVAL, "no sync batch");
-	return store_small_write(dirfd, fname, data, len, filemode, b, e);
+	return store_small_write(be, dirfd, fname, data, len, filemode, b, e);
 }
 
 int
-store_read_file(int dirfd, const char *fname, size_t maxlen, char **bufp,
-    size_t *lenp, ckd_err *e)
+store_read_file(const struct store_backend *be, int dirfd, const char *fname,
+    size_t maxlen, char **bufp, size_t *lenp, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
 	struct stat st;
 	size_t len = 0, cap;
 	char *buf = NULL, *nb;

@@ -13,17 +13,20 @@
 #include "syncbatch.h"
 
 /* Write a small file with O_EXCL and fsync. */
-int store_write_file(int dirfd, const char *fname, const void *data,
-    size_t len, mode_t filemode, ckd_err *e);
-int store_write_file_nosync(int dirfd, const char *fname, const void *data,
-    size_t len, mode_t filemode, struct store_sync *b, ckd_err *e);
+int store_write_file(const struct store_backend *be, int dirfd,
+    const char *fname, const void *data, size_t len, mode_t filemode,
+    ckd_err *e);
+int store_write_file_nosync(const struct store_backend *be, int dirfd,
+    const char *fname, const void *data, size_t len, mode_t filemode,
+    struct store_sync *b, ckd_err *e);
 /* Both of them: with b, hand the open fd to the batch instead of fsync +
  * close. On error the file is removed. */
-int store_small_write(int dirfd, const char *fname, const void *data,
-    size_t len, mode_t filemode, struct store_sync *b, ckd_err *e);
+int store_small_write(const struct store_backend *be, int dirfd,
+    const char *fname, const void *data, size_t len, mode_t filemode,
+    struct store_sync *b, ckd_err *e);
 /* Read a whole small file (<= maxlen) into a NUL-terminated malloc'ed
  * buffer. CKPT_ENOTFOUND when absent, CKPT_ETOOBIG when larger. */
-int store_read_file(int dirfd, const char *fname, size_t maxlen,
-    char **buf, size_t *len, ckd_err *e);
+int store_read_file(const struct store_backend *be, int dirfd,
+    const char *fname, size_t maxlen, char **buf, size_t *len, ckd_err *e);
 
 #endif

@@ -13,24 +13,26 @@
 #include "stepdir.h"
 #include "syncbatch.h"
 
-#define STORE_DEL_SUFFIX ".ckptd-del"
 #define STORE_ORBAX_TMP ".orbax-checkpoint-tmp"
 
 int
-store_open_root(const char *path, int create, mode_t mode, int *fd,
-    ckd_err *e)
+store_open_root(const char *path, int create, mode_t mode,
+    const struct store_backend **be, int *fd, ckd_err *e)
 {
-	return STORE_BE->open_root(path, create, mode, fd, e);
+	if ((*be = store_backend_for(path, e)) == NULL)
+		return e != NULL ? e->code : CKPT_EINVAL;
+	return (*be)->open_root(path, create, mode, fd, e);
 }
 
 int
-store_remove_tree(int dirfd, const char *name, ckd_err *e)
+store_remove_tree(const struct store_backend *be, int dirfd, const char *name,
+    ckd_err *e)
 {
 	if (name == NULL || name[0] == '\0' || strchr(name, '/') != NULL ||
 	    strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return err_set(e, CKPT_EINVAL, "bad name to remove: %s",
 		    name != NULL ? name : "(null)");
-	return STORE_BE->remove_tree(dirfd, name, e);
+	return be->remove_tree(dirfd, name, e);
 }
 
 /* ---- writing a step ------------------------------------------------------------- */
@@ -49,16 +51,16 @@ tmp_name(const char *name, char *buf, size_t len, ckd_err *e)
 /* Remove the leftover dirfd/name unless a live save owns it (locked):
  * 0 removed or absent, CKPT_EBUSY owned, other codes on errors. */
 static int
-remove_unowned(int dirfd, const char *name, ckd_err *e)
+remove_unowned(const struct store_backend *be, int dirfd, const char *name,
+    ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
 	int fd, r;
 
 	if ((fd = be->open_dir(dirfd, name)) < 0) {
 		if (errno == ENOENT)
 			return 0;
 		if (errno == ENOTDIR || errno == ELOOP)
-			return store_remove_tree(dirfd, name, e);
+			return store_remove_tree(be, dirfd, name, e);
 		return err_errno(e, errno, "open %s", name);
 	}
 	if ((r = be->lock(fd)) <= 0) {
@@ -68,7 +70,8 @@ remove_unowned(int dirfd, const char *name, ckd_err *e)
 		return r;
 	}
 	/* Held: no save can own it now; remove it while holding the lock. */
-	r = be->same(dirfd, name, fd) ? store_remove_tree(dirfd, name, e) : 0;
+	r = be->same(dirfd, name, fd) ? store_remove_tree(be, dirfd, name,
+	    e) : 0;
 	be->close(fd);
 	return r;
 }
@@ -86,13 +89,14 @@ remove_unowned(int dirfd, const char *name, ckd_err *e)
 #define STORE_BEGIN_POLL_MS 10
 
 static int
-remove_tmp_leftover(int dirfd, const char *tmp, ckd_err *e)
+remove_tmp_leftover(const struct store_backend *be, int dirfd, const char *tmp,
+    ckd_err *e)
 {
 	struct timespec ts = { 0, STORE_BEGIN_POLL_MS * 1000000L };
 	int r, waited;
 
 	for (waited = 0;; waited += STORE_BEGIN_POLL_MS) {
-		r = remove_unowned(dirfd, tmp, e);
+		r = remove_unowned(be, dirfd, tmp, e);
 		if (r != CKPT_EBUSY || waited >= STORE_BEGIN_WAIT_MS)
 			return r;
 		nanosleep(&ts, NULL);
@@ -100,10 +104,9 @@ remove_tmp_leftover(int dirfd, const char *tmp, ckd_err *e)
 }
 
 int
-store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
-    ckd_err *e)
+store_begin(const struct store_backend *be, int rootfd, const char *name,
+    mode_t dirmode, int *tmpfd, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
 	char tmp[300];
 	struct stat st;
 	int r, fd, tries;
@@ -119,7 +122,7 @@ store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 	 * (another process) stays and this save fails. A collector may take
 	 * the new directory between mkdir and flock: then start again. */
 	for (tries = 0; tries < 8; tries++) {
-		if ((r = remove_tmp_leftover(rootfd, tmp, e)) != 0)
+		if ((r = remove_tmp_leftover(be, rootfd, tmp, e)) != 0)
 			return r;
 		if ((r = be->mkdir(rootfd, tmp, dirmode, &fd, e)) != 0) {
 			if (r == CKPT_EEXIST)
@@ -137,54 +140,70 @@ store_begin(int rootfd, const char *name, mode_t dirmode, int *tmpfd,
 }
 
 int
-store_mkdir_item(int tmpfd, const char *item, mode_t dirmode, int *itemfd,
-    ckd_err *e)
+store_mkdir_item(const struct store_backend *be, int tmpfd, const char *item,
+    mode_t dirmode, int *itemfd, ckd_err *e)
 {
 	if (!store_valid_component(item))
 		return err_set(e, CKPT_EINVAL, "invalid item name: %s",
 		    item != NULL ? item : "(null)");
-	return STORE_BE->mkdir(tmpfd, item, dirmode, itemfd, e);
+	return be->mkdir(tmpfd, item, dirmode, itemfd, e);
 }
 
 int
-store_commit_synced(int rootfd, const char *name, ckd_err *e)
+store_open_item(const struct store_backend *be, int tmpfd, const char *item,
+    mode_t dirmode, int *itemfd, ckd_err *e)
+{
+	int r;
+
+	r = store_mkdir_item(be, tmpfd, item, dirmode, itemfd, e);
+	if (r != CKPT_EEXIST)
+		return r;
+	if ((*itemfd = be->open_dir(tmpfd, item)) < 0)
+		return err_errno(e, errno, "item directory %s", item);
+	memset(e, 0, sizeof *e);
+	return 0;
+}
+
+int
+store_commit_synced(const struct store_backend *be, int rootfd,
+    const char *name, ckd_err *e)
 {
 	char tmp[300];
 	int r;
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
 		return r;
-	if (STORE_BE->rename(rootfd, tmp, rootfd, name, 1) != 0) {
+	if (be->rename(rootfd, tmp, rootfd, name, 1) != 0) {
 		if (errno == EEXIST || errno == ENOTEMPTY)
 			return err_set(e, CKPT_EEXIST, "step directory %s "
 			    "already exists", name);
 		return err_errno(e, errno, "rename %s to %s", tmp, name);
 	}
-	if (STORE_BE->fsync(rootfd) != 0)
+	if (be->fsync(rootfd) != 0)
 		return err_errno(e, errno, "fsync root after committing %s",
 		    name);
 	return 0;
 }
 
 int
-store_abort(int rootfd, const char *name, ckd_err *e)
+store_abort(const struct store_backend *be, int rootfd, const char *name,
+    ckd_err *e)
 {
 	char tmp[300];
 	int r;
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
 		return r;
-	return store_remove_tree(rootfd, tmp, e);
+	return store_remove_tree(be, rootfd, tmp, e);
 }
 
 /* When the removal after hiding fails, the step is already gone from
  * listings (the next collection of leftovers finishes the job) and the
  * error is returned. */
 int
-store_delete_step(int rootfd, const char *name, const char *subdir,
-    ckd_err *e)
+store_delete_step(const struct store_backend *be, int rootfd, const char *name,
+    const char *subdir, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
 	char hidden[300];
 	struct stat st;
 	int sfd, r;
@@ -218,16 +237,16 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 			be->close(sfd);
 			return r;
 		}
-		r = store_fsync_dir(sfd, e);
+		r = store_fsync_dir(be, sfd, e);
 		be->close(sfd);
 		if (r == 0)
-			r = store_fsync_dir(rootfd, e);
+			r = store_fsync_dir(be, rootfd, e);
 		return r;
 	}
 	if ((size_t)snprintf(hidden, sizeof(hidden), ".%s%s", name,
 	    STORE_DEL_SUFFIX) >= sizeof(hidden))
 		return err_set(e, CKPT_EINVAL, "step name too long: %s", name);
-	if ((r = remove_unowned(rootfd, hidden, e)) != 0)
+	if ((r = remove_unowned(be, rootfd, hidden, e)) != 0)
 		return r;
 	/* Hold the step's lock while it is hidden and removed, so that a
 	 * collector of leftovers leaves it to us. */
@@ -241,9 +260,9 @@ store_delete_step(int rootfd, const char *name, const char *subdir,
 		    "found", name) : err_errno(e, errno, "rename %s", name);
 		goto out;
 	}
-	if ((r = store_fsync_dir(rootfd, e)) != 0)
+	if ((r = store_fsync_dir(be, rootfd, e)) != 0)
 		goto out;
-	r = store_remove_tree(rootfd, hidden, e);
+	r = store_remove_tree(be, rootfd, hidden, e);
 out:
 	if (sfd >= 0)
 		be->close(sfd);
@@ -272,10 +291,10 @@ store_is_orbax_tmp(const char *name)
 }
 
 int
-store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
-    struct store_leftover **out, size_t *nout, ckd_err *e)
+store_collect_leftovers(const struct store_backend *be, int rootfd,
+    const struct store_naming *nm, int flags, struct store_leftover **out,
+    size_t *nout, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
 	struct store_leftover *v = NULL, *nv;
 	size_t len = 0, cap = 0, l;
 	struct store_list *d;
@@ -318,7 +337,7 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		}
 		if (be->stat(rootfd, dname, &st) != 0 || !S_ISDIR(st.st_mode))
 			continue;
-		rr = remove_unowned(rootfd, dname, &re);
+		rr = remove_unowned(be, rootfd, dname, &re);
 		if (rr == CKPT_EBUSY)
 			continue;       /* a live save's: not a leftover */
 		if (rr != 0) {
@@ -347,7 +366,7 @@ store_collect_leftovers(int rootfd, const struct store_naming *nm, int flags,
 		len++;
 	}
 	be->list_close(d);
-	if (removed > 0 && (rr = store_fsync_dir(rootfd, &re)) != 0 &&
+	if (removed > 0 && (rr = store_fsync_dir(be, rootfd, &re)) != 0 &&
 	    r == 0) {
 		if (e != NULL)
 			*e = re;

@@ -37,8 +37,9 @@ object_from_text(const char *text)
 }
 
 static int
-step_meta_write(int stepfd, const struct store_step_meta *m,
-    mode_t filemode, struct store_sync *b, ckd_err *e)
+step_meta_write(const struct store_backend *be, int stepfd,
+    const struct store_step_meta *m, mode_t filemode, struct store_sync *b,
+    ckd_err *e)
 {
 	json_t *root = NULL, *ih, *sh, *metrics, *custom;
 	const char *ts, *sn;
@@ -113,8 +114,8 @@ step_meta_write(int stepfd, const struct store_step_meta *m,
 		    "large)", STORE_STEP_METADATA, strlen(text), CKPT_MAX_DOC);
 		goto out;
 	}
-	r = store_small_write(stepfd, STORE_STEP_METADATA, text, strlen(text),
-	    filemode, b, e);
+	r = store_small_write(be, stepfd, STORE_STEP_METADATA, text,
+	    strlen(text), filemode, b, e);
 out:
 	free(text);
 	json_decref(root);
@@ -122,19 +123,20 @@ out:
 }
 
 int
-store_write_step_meta(int stepfd, const struct store_step_meta *m,
-    mode_t filemode, ckd_err *e)
+store_write_step_meta(const struct store_backend *be, int stepfd,
+    const struct store_step_meta *m, mode_t filemode, ckd_err *e)
 {
-	return step_meta_write(stepfd, m, filemode, NULL, e);
+	return step_meta_write(be, stepfd, m, filemode, NULL, e);
 }
 
 int
-store_write_step_meta_nosync(int stepfd, const struct store_step_meta *m,
-    mode_t filemode, struct store_sync *b, ckd_err *e)
+store_write_step_meta_nosync(const struct store_backend *be, int stepfd,
+    const struct store_step_meta *m, mode_t filemode, struct store_sync *b,
+    ckd_err *e)
 {
 	if (b == NULL)
 		return err_set(e, CKPT_EINVAL, "no sync batch");
-	return step_meta_write(stepfd, m, filemode, b, e);
+	return step_meta_write(be, stepfd, m, filemode, b, e);
 }
 
 void
@@ -184,7 +186,8 @@ opt_int(json_t *root, const char *k, int64_t *out)
 }
 
 int
-store_read_step_meta(int stepfd, struct store_step_meta *m, ckd_err *e)
+store_read_step_meta(const struct store_backend *be, int stepfd,
+    struct store_step_meta *m, ckd_err *e)
 {
 	json_t *root = NULL, *ih, *ck, *sh = NULL, *v;
 	json_error_t jerr;
@@ -195,7 +198,7 @@ store_read_step_meta(int stepfd, struct store_step_meta *m, ckd_err *e)
 	int r;
 
 	memset(m, 0, sizeof(*m));
-	if ((r = store_read_file(stepfd, STORE_STEP_METADATA,
+	if ((r = store_read_file(be, stepfd, STORE_STEP_METADATA,
 	    STORE_MAX_STEP_META, &buf, &len, e)) != 0) {
 		if (r == CKPT_ETOOBIG)
 			r = err_set(e, CKPT_ECORRUPT, "%s: too large",

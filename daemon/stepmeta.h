@@ -32,12 +32,14 @@ struct store_step_meta {
  *  "ckptd": {"version": 1, "bytes": N, "handlers": {"<item>": "STANDARD"}}}
  * and fsync. With metrics_item, that item is in item_handlers too (not in
  * ckptd.handlers: it is no item of the save). */
-int store_write_step_meta(int stepfd, const struct store_step_meta *m,
-    mode_t filemode, ckd_err *e);
-int store_write_step_meta_nosync(int stepfd, const struct store_step_meta *m,
-    mode_t filemode, struct store_sync *b, ckd_err *e);
+int store_write_step_meta(const struct store_backend *be, int stepfd,
+    const struct store_step_meta *m, mode_t filemode, ckd_err *e);
+int store_write_step_meta_nosync(const struct store_backend *be, int stepfd,
+    const struct store_step_meta *m, mode_t filemode, struct store_sync *b,
+    ckd_err *e);
 /* Parse it back (strictly: wrong types are CKPT_ECORRUPT). */
-int store_read_step_meta(int stepfd, struct store_step_meta *m, ckd_err *e);
+int store_read_step_meta(const struct store_backend *be, int stepfd,
+    struct store_step_meta *m, ckd_err *e);
 void store_step_meta_free(struct store_step_meta *m);
 
 #endif

@@ -1,18 +1,17 @@
 /*
  * stepmetrics.c - Orbax's metrics item (see stepmetrics.h).
  */
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
 #include "stepmetrics.h"
 
 int
-stepmetrics_write_nosync(int tmpfd, const char *metrics_json, mode_t dirmode,
-    mode_t filemode, struct store_sync *b, ckd_err *e)
+stepmetrics_write_nosync(const struct store_backend *be, int tmpfd,
+    const char *metrics_json, mode_t dirmode, mode_t filemode,
+    struct store_sync *b, ckd_err *e)
 {
 	json_t *o = NULL, *v;
 	const char *k;
@@ -33,24 +32,24 @@ stepmetrics_write_nosync(int tmpfd, const char *metrics_json, mode_t dirmode,
 		r = err_set(e, CKPT_ENOMEM, "out of memory for metrics");
 		goto out;
 	}
-	if ((r = store_mkdir_item(tmpfd, STEPMETRICS_ITEM, dirmode, &fd,
+	if ((r = store_mkdir_item(be, tmpfd, STEPMETRICS_ITEM, dirmode, &fd,
 	    e)) != 0)
 		goto out;
-	if ((r = store_write_file_nosync(fd, STEPMETRICS_FILE, text,
+	if ((r = store_write_file_nosync(be, fd, STEPMETRICS_FILE, text,
 	    strlen(text), filemode, b, e)) != 0)
 		goto out;
 	r = store_sync_add(b, fd, 1, e);        /* closes fd on failure */
 	fd = -1;
 out:
 	if (fd >= 0)
-		close(fd);
+		be->close(fd);
 	free(text);
 	json_decref(o);
 	return r;
 }
 
 char *
-stepmetrics_read(int stepfd)
+stepmetrics_read(const struct store_backend *be, int stepfd)
 {
 	json_t *o = NULL;
 	char *buf = NULL, *text = NULL;
@@ -58,22 +57,21 @@ stepmetrics_read(int stepfd)
 	ckd_err e;
 	int fd;
 
-	fd = openat(stepfd, STEPMETRICS_ITEM, O_RDONLY | O_DIRECTORY |
-	    O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	if ((fd = be->open_dir(stepfd, STEPMETRICS_ITEM)) < 0)
 		return NULL;
-	if (store_read_file(fd, STEPMETRICS_FILE, STEPMETRICS_MAX, &buf, &len,
-	    &e) == 0 && (o = json_loadb(buf, len, JSON_REJECT_DUPLICATES,
+	if (store_read_file(be, fd, STEPMETRICS_FILE, STEPMETRICS_MAX, &buf,
+	    &len, &e) == 0 && (o = json_loadb(buf, len, JSON_REJECT_DUPLICATES,
 	    NULL)) != NULL && json_is_object(o))
 		text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	free(buf);
-	close(fd);
+	be->close(fd);
 	return text;
 }
 
 void
-stepmetrics_fill(int stepfd, char **metrics_json)
+stepmetrics_fill(const struct store_backend *be, int stepfd,
+    char **metrics_json)
 {
 	json_t *o;
 	char *text;
@@ -84,7 +82,7 @@ stepmetrics_fill(int stepfd, char **metrics_json)
 		empty = o != NULL && json_is_object(o) && json_object_size(o) == 0;
 		json_decref(o);
 	}
-	if (!empty || (text = stepmetrics_read(stepfd)) == NULL)
+	if (!empty || (text = stepmetrics_read(be, stepfd)) == NULL)
 		return;
 	free(*metrics_json);
 	*metrics_json = text;

@@ -20,13 +20,15 @@
 
 /* Create <tmpfd>/metrics/ and write metrics/metrics from metrics_json (a
  * JSON object; reserved keys dropped), both added to batch b. */
-int stepmetrics_write_nosync(int tmpfd, const char *metrics_json,
-    mode_t dirmode, mode_t filemode, struct store_sync *b, ckd_err *e);
+int stepmetrics_write_nosync(const struct store_backend *be, int tmpfd,
+    const char *metrics_json, mode_t dirmode, mode_t filemode,
+    struct store_sync *b, ckd_err *e);
 /* <stepfd>/metrics/metrics as JSON object text (malloc'ed), or NULL when
  * absent, unreadable, too large or not an object. */
-char *stepmetrics_read(int stepfd);
+char *stepmetrics_read(const struct store_backend *be, int stepfd);
 /* When *metrics_json (from _CHECKPOINT_METADATA) is NULL or {}, replace it
  * with <stepfd>/metrics/metrics when that exists (Orbax keeps them there). */
-void stepmetrics_fill(int stepfd, char **metrics_json);
+void stepmetrics_fill(const struct store_backend *be, int stepfd,
+    char **metrics_json);
 
 #endif

@@ -368,9 +368,9 @@ steptx_unref(struct steptx *tx)
 	if (tx->timer != NULL)
 		event_free(tx->timer);
 	if (tx->tmpfd >= 0)
-		close(tx->tmpfd);
+		tx->r->be->close(tx->tmpfd);
 	if (tx->rootfd >= 0)
-		close(tx->rootfd);
+		tx->r->be->close(tx->rootfd);
 	root_unref(tx->r);
 	if (tx->remote != NULL) {
 		unsigned i;
@@ -908,10 +908,10 @@ steptx_committed(struct steptx *tx, const char *metrics_json)
 	if (index_put_step(TX_IX, tx->r->key, &rec, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	if (tx->tmpfd >= 0)
-		close(tx->tmpfd);
+		tx->r->be->close(tx->tmpfd);
 	tx->tmpfd = -1;
 	if (tx->rootfd >= 0)
-		close(tx->rootfd);
+		tx->r->be->close(tx->rootfd);
 	tx->rootfd = -1;
 }
 
@@ -926,11 +926,11 @@ steptx_rename(struct steptx *tx, ckd_err *e)
 	struct stat st;
 	int r;
 
-	if ((r = store_commit_synced(tx->rootfd, tx->name, e)) == 0 ||
+	if ((r = store_commit_synced(tx->r->be, tx->rootfd, tx->name, e)) == 0 ||
 	    r == CKPT_EEXIST)
 		return r;
 	/* The tmp dir is gone: renamed by another node's daemon? */
-	if (fstatat(tx->rootfd, tx->name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+	if (tx->r->be->stat(tx->rootfd, tx->name, &st) != 0)
 		return r;
 	memset(e, 0, sizeof *e);
 	return 0;
@@ -958,12 +958,13 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 	struct store_sync b;
 	size_t i;
 	unsigned slot;
+	const struct store_backend *be = tx->r->be;
 	int r, fd;
 
 	if (lead == NULL || tx->parts[tx->primary] == NULL)
 		return steptx_adopt(tx, e);     /* committed by another node */
 	sv = tx->parts[tx->primary]->sv;
-	store_sync_init(&b);
+	store_sync_init(&b, be);
 	if ((r = COORD->gather(tx, e)) != 0 ||
 	    (r = steptx_check_items(tx, e)) != 0)
 		goto fail;
@@ -976,23 +977,22 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 		Ckpt__Leaf **leaves = NULL;
 		size_t n = 0;
 
-		if ((fd = openat(tx->tmpfd, sv->items[i]->name, O_RDONLY |
-		    O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		if ((fd = be->open_dir(tx->tmpfd, sv->items[i]->name)) < 0) {
 			r = err_errno(e, errno, "open %s", sv->items[i]->name);
 			goto fail;
 		}
 		if (savecheck_is_tree(sv->items[i]->handler)) {
 			if ((r = steptx_item_leaves(tx, i, &leaves, &n, e)) != 0) {
-				close(fd);
+				be->close(fd);
 				goto fail;
 			}
 			merged.leaves = leaves;
 			merged.n_leaves = n;
-			r = store_write_tree_metadata_nosync(fd, &merged,
+			r = store_write_tree_metadata_nosync(be, fd, &merged,
 			    lead->fmode, &b, e);
 			free(leaves);
 			if (r != 0) {
-				close(fd);
+				be->close(fd);
 				goto fail;
 			}
 		}
@@ -1005,7 +1005,7 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 	meta.commit_ns = tx->commit_ns;
 	meta.metrics_json = lead->write_metrics ? sv->metrics_json : NULL;
 	if (meta.metrics_json != NULL && (r = stepmetrics_write_nosync(
-	    tx->tmpfd, meta.metrics_json, lead->dmode, lead->fmode, &b,
+	    be, tx->tmpfd, meta.metrics_json, lead->dmode, lead->fmode, &b,
 	    e)) != 0)
 		goto fail;
 	meta.custom_json = sv->custom_metadata_json;
@@ -1013,8 +1013,9 @@ steptx_commit(struct steptx *tx, const struct steptx_lead *lead, ckd_err *e)
 	meta.item_names = lead->names;
 	meta.handlers = lead->handlers;
 	meta.bytes = tx->bytes;
-	if ((r = store_write_step_meta_nosync(tx->tmpfd, &meta, lead->fmode,
-	    &b, e)) != 0 || (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
+	if ((r = store_write_step_meta_nosync(be, tx->tmpfd, &meta,
+	    lead->fmode, &b, e)) != 0 ||
+	    (r = store_sync_add(&b, tx->tmpfd, 0, e)) != 0 ||
 	    (r = store_sync_run(&b, e)) != 0 ||
 	    (r = COORD->decide(tx, e)) != 0 ||
 	    (r = steptx_rename(tx, e)) != 0)
@@ -1036,14 +1037,14 @@ steptx_abort_step(const struct root *r, uint64_t step, const char *name,
 	ckd_err e;
 
 	if (*tmpfd >= 0) {
-		close(*tmpfd);
+		r->be->close(*tmpfd);
 		*tmpfd = -1;
-		if (*rootfd >= 0 && store_abort(*rootfd, name, &e) != 0)
+		if (*rootfd >= 0 && store_abort(r->be, *rootfd, name, &e) != 0)
 			log_warn("removing %s/%s%s: %s", r->path, name,
 			    CKPT_TMP_SUFFIX, e.msg);
 	}
 	if (*rootfd >= 0) {
-		close(*rootfd);
+		r->be->close(*rootfd);
 		*rootfd = -1;
 	}
 	if (why->code == CKPT_EEXIST)
@@ -1064,7 +1065,7 @@ steptx_abort(struct steptx *tx, const ckd_err *why)
 	/* Committed elsewhere after all, or unknown: the tmp dir stays. */
 	if (tx->nparts > 1 && why->code != CKPT_EEXIST &&
 	    COORD->failed(tx, why) && tx->tmpfd >= 0) {
-		close(tx->tmpfd);
+		tx->r->be->close(tx->tmpfd);
 		tx->tmpfd = -1;
 	}
 	steptx_abort_step(tx->r, tx->step, tx->name, tx->init_ns, &tx->rootfd,

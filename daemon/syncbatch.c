@@ -8,9 +8,9 @@
 #include "syncbatch.h"
 
 int
-store_fsync_dir(int dirfd, ckd_err *e)
+store_fsync_dir(const struct store_backend *be, int dirfd, ckd_err *e)
 {
-	if (STORE_BE->fsync(dirfd) != 0)
+	if (be->fsync(dirfd) != 0)
 		return err_errno(e, errno, "fsync directory");
 	return 0;
 }
@@ -18,8 +18,9 @@ store_fsync_dir(int dirfd, ckd_err *e)
 /* ---- batched durability ----------------------------------------------------------- */
 
 void
-store_sync_init(struct store_sync *b)
+store_sync_init(struct store_sync *b, const struct store_backend *be)
 {
+	b->be = be;
 	b->v = NULL;
 	b->n = 0;
 	b->cap = 0;
@@ -36,7 +37,7 @@ store_sync_add(struct store_sync *b, int fd, int own, ckd_err *e)
 		if (b->n >= STORE_SYNC_MAX ||
 		    (v = realloc(b->v, cap * sizeof(*v))) == NULL) {
 			if (own)
-				STORE_BE->close(fd);
+				b->be->close(fd);
 			return err_set(e, CKPT_ENOMEM, "out of memory");
 		}
 		b->v = v;
@@ -59,7 +60,7 @@ store_sync_add(struct store_sync *b, int fd, int own, ckd_err *e)
 int
 store_sync_run(struct store_sync *b, ckd_err *e)
 {
-	const struct store_backend *be = STORE_BE;
+	const struct store_backend *be = b->be;
 	size_t i;
 	int r = 0;
 
@@ -82,7 +83,7 @@ store_sync_free(struct store_sync *b)
 
 	for (i = 0; i < b->n; i++)
 		if (b->v[i].own)
-			STORE_BE->close(b->v[i].fd);
+			b->be->close(b->v[i].fd);
 	free(b->v);
-	store_sync_init(b);
+	store_sync_init(b, b->be);
 }

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "backend.h"
 #include "common.h"
 
 #define STORE_SYNC_MAX 65536
@@ -20,10 +21,12 @@ struct store_sync_ent {
 	int own;                /* 1: the batch closes it */
 };
 struct store_sync {
+	const struct store_backend *be;  /* of every entry */
 	struct store_sync_ent *v;
 	size_t n, cap;
 };
-void store_sync_init(struct store_sync *b);
+/* An empty batch of handles of backend be. */
+void store_sync_init(struct store_sync *b, const struct store_backend *be);
 /* Append fd; own: close it after the sync (and on store_sync_free). On
  * failure (CKPT_ENOMEM, or more than STORE_SYNC_MAX entries) an owned fd
  * is closed. */
@@ -34,7 +37,7 @@ int store_sync_run(struct store_sync *b, ckd_err *e);
 /* Close the owned fds without syncing (after a failure) and free. */
 void store_sync_free(struct store_sync *b);
 
-/* fsync a directory fd. */
-int store_fsync_dir(int dirfd, ckd_err *e);
+/* fsync a directory handle. */
+int store_fsync_dir(const struct store_backend *be, int dirfd, ckd_err *e);
 
 #endif

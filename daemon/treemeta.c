@@ -256,8 +256,8 @@ same_path(const Ckpt__Leaf *a, const Ckpt__Leaf *b)
 }
 
 static int
-tree_meta_write(int itemfd, const Ckpt__Item *item, mode_t filemode,
-    struct store_sync *b, ckd_err *e)
+tree_meta_write(const struct store_backend *be, int itemfd,
+    const Ckpt__Item *item, mode_t filemode, struct store_sync *b, ckd_err *e)
 {
 	json_t *root, *leaves, *lj;
 	const char *why;
@@ -314,8 +314,8 @@ tree_meta_write(int itemfd, const Ckpt__Item *item, mode_t filemode,
 		    "256 MiB");
 		goto out;
 	}
-	r = store_small_write(itemfd, STORE_TREE_METADATA, text, strlen(text),
-	    filemode, b, e);
+	r = store_small_write(be, itemfd, STORE_TREE_METADATA, text,
+	    strlen(text), filemode, b, e);
 out:
 	free(text);
 	json_decref(root);
@@ -323,19 +323,19 @@ out:
 }
 
 int
-store_write_tree_metadata(int itemfd, const Ckpt__Item *item,
-    mode_t filemode, ckd_err *e)
+store_write_tree_metadata(const struct store_backend *be, int itemfd,
+    const Ckpt__Item *item, mode_t filemode, ckd_err *e)
 {
-	return tree_meta_write(itemfd, item, filemode, NULL, e);
+	return tree_meta_write(be, itemfd, item, filemode, NULL, e);
 }
 
 int
-store_write_tree_metadata_nosync(int itemfd, const Ckpt__Item *item,
-    mode_t filemode, struct store_sync *b, ckd_err *e)
+store_write_tree_metadata_nosync(const struct store_backend *be, int itemfd,
+    const Ckpt__Item *item, mode_t filemode, struct store_sync *b, ckd_err *e)
 {
 	if (b == NULL)
 		return err_set(e, CKPT_EINVAL, "no sync batch");
-	return tree_meta_write(itemfd, item, filemode, b, e);
+	return tree_meta_write(be, itemfd, item, filemode, b, e);
 }
 
 /* ---- reading tree metadata ----------------------------------------------------- */
@@ -699,7 +699,8 @@ pieces_from_json(json_t *o, size_t idx, size_t rest, Ckpt__Item *item,
 }
 
 int
-store_read_tree_metadata(int itemfd, Ckpt__Item **out, ckd_err *e)
+store_read_tree_metadata(const struct store_backend *be, int itemfd,
+    Ckpt__Item **out, ckd_err *e)
 {
 	json_t *root = NULL, *leaves, *v;
 	Ckpt__Item *item = NULL;
@@ -710,8 +711,8 @@ store_read_tree_metadata(int itemfd, Ckpt__Item **out, ckd_err *e)
 	int r, bad = 0;
 
 	*out = NULL;
-	r = store_read_file(itemfd, STORE_TREE_METADATA, STORE_MAX_TREE_META,
-	    &buf, &len, e);
+	r = store_read_file(be, itemfd, STORE_TREE_METADATA,
+	    STORE_MAX_TREE_META, &buf, &len, e);
 	if (r == CKPT_ENOTFOUND || r == CKPT_ETOOBIG)
 		return err_set(e, CKPT_ECORRUPT, "_METADATA: %s",
 		    r == CKPT_ENOTFOUND ? "missing" : "larger than 256 MiB");

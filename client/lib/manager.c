@@ -280,7 +280,9 @@ ckpt_manager_open(ckpt_client *c, const char *root, const ckpt_options *o,
 		if (job != NULL && *job != '\0' && strlen(job) <= CKPT_MAX_JOB)
 			pb.job = (char *)job;
 	}
-	if (root[0] == '/') {
+	/* A path is made absolute here; a "scheme://" root goes as it is
+	 * (the daemon keeps s3:// roots and names any scheme it does not). */
+	if (root[0] == '/' || strstr(root, "://") != NULL) {
 		abs = strdup(root);
 	} else {
 		char *cwd = getcwd(NULL, 0);

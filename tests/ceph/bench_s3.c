@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +27,7 @@
 
 #define BUCKET "ckpt-bench"
 
-extern char **environ;
-
-static char tmpdir[512], curlcfg[600], endpoint[256];
+static char tmpdir[512], endpoint[256];
 
 static double
 now(void)
@@ -52,28 +49,6 @@ median(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof(*v), cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-/* Run curl with the credentials from a config file (not argv). */
-static int
-curl_run(const char *const extra[])
-{
-	const char *argv[32];
-	int n = 0;
-	argv[n++] = "curl";
-	argv[n++] = "-sSf";
-	argv[n++] = "-K";
-	argv[n++] = curlcfg;
-	for (int i = 0; extra[i] != NULL && n < 31; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-	pid_t pid;
-	if (posix_spawnp(&pid, "curl", NULL, NULL, (char *const *)argv, environ) != 0)
-		return -1;
-	int st;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 static void
@@ -120,15 +95,8 @@ main(int argc, char **argv)
 	snprintf(endpoint, sizeof(endpoint), "%s", getenv("AWS_ENDPOINT_URL"));
 
 	/* curl's settings, with the keys, in a private file. */
-	snprintf(curlcfg, sizeof(curlcfg), "%s/curl.cfg", tmpdir);
-	int cfd = open(curlcfg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	FILE *cf = cfd >= 0 ? fdopen(cfd, "w") : NULL;
-	if (cf == NULL)
-		die(curlcfg, NULL);
-	fprintf(cf, "user = \"%s:%s\"\naws-sigv4 = \"aws:amz:%s:s3\"\n"
-	    "header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\n",
-	    getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY"), getenv("AWS_REGION"));
-	fclose(cf);
+	if (cephbed_curl_config(tmpdir) != 0)
+		die("curl config", NULL);
 
 	struct s3_opts mo = { .part_size = part_mib << 20, .parallel = parallel };
 	struct s3_opts so = { .multipart_threshold = S3_MAX_PART };
@@ -171,7 +139,7 @@ main(int argc, char **argv)
 			die("single upload", &e);
 		double t2 = now();
 		const char *put[] = { "-X", "PUT", "-T", src, "-o", "/dev/null", url, NULL };
-		if (curl_run(put) != 0)
+		if (cephbed_curl(put) != 0)
 			die("curl PUT", NULL);
 		double t3 = now();
 		t_multi[i] = t1 - t0;
@@ -204,7 +172,7 @@ main(int argc, char **argv)
 				if (wfd < 0 || lseek(wfd, (off_t)off, SEEK_SET) < 0 ||
 				    dup2(wfd, 1) < 0)
 					_exit(1);
-				_exit(curl_run(get) == 0 ? 0 : 1);
+				_exit(cephbed_curl(get) == 0 ? 0 : 1);
 			}
 			int st;
 			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -217,7 +185,7 @@ main(int argc, char **argv)
 			die("whole GET", &e);
 		double t3 = now();
 		const char *whole[] = { "-o", dst, url, NULL };
-		if (curl_run(whole) != 0)
+		if (cephbed_curl(whole) != 0)
 			die("curl GET", NULL);
 		double t4 = now();
 		g_s3[i] = t1 - t0;

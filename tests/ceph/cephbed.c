@@ -1,6 +1,9 @@
 /*
  * cephbed.c - start and stop tests/ceph/rgw.sh from C (see cephbed.h).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,4 +147,46 @@ cephbed_quota(struct cephbed *b, const char *bucket, uint64_t bytes)
 	char n[32];
 	snprintf(n, sizeof(n), "%llu", (unsigned long long)bytes);
 	return run_args("quota", b->dir, bucket, n);
+}
+
+extern char **environ;
+
+static char curlcfg[600];
+
+int
+cephbed_curl_config(const char *dir)
+{
+	snprintf(curlcfg, sizeof(curlcfg), "%s/curl.cfg", dir);
+	int cfd = open(curlcfg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *cf = cfd >= 0 ? fdopen(cfd, "w") : NULL;
+	if (cf == NULL) {
+		perror(curlcfg);
+		return -1;
+	}
+	fprintf(cf, "user = \"%s:%s\"\naws-sigv4 = \"aws:amz:%s:s3\"\n"
+	    "header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\n",
+	    getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY"),
+	    getenv("AWS_REGION"));
+	return fclose(cf) == 0 ? 0 : -1;
+}
+
+int
+cephbed_curl(const char *const extra[])
+{
+	const char *argv[32];
+	int n = 0;
+	argv[n++] = "curl";
+	argv[n++] = "-sSf";
+	argv[n++] = "-K";
+	argv[n++] = curlcfg;
+	for (int i = 0; extra[i] != NULL && n < 31; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	pid_t pid;
+	if (posix_spawnp(&pid, "curl", NULL, NULL, (char *const *)argv, environ) != 0)
+		return -1;
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }

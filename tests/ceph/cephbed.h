@@ -24,6 +24,13 @@ int cephbed_rgw(struct cephbed *b, const char *verb);
 /* rgw.sh quota: limit bucket to bytes. 0 or -1. */
 int cephbed_quota(struct cephbed *b, const char *bucket, uint64_t bytes);
 
+/* curl(1) against the test bed: cephbed_curl_config writes DIR/curl.cfg
+ * with the keys (so they are in no argv) once the environment is set;
+ * cephbed_curl runs `curl -sSf -K DIR/curl.cfg ARGS...` (NULL-terminated)
+ * and returns 0 when it succeeded. */
+int cephbed_curl_config(const char *dir);
+int cephbed_curl(const char *const args[]);
+
 /* Deterministic bytes: the content of a test object at any offset, so
  * that a ranged read can be checked without keeping the object. */
 void cephbed_fill(void *buf, uint64_t off, size_t len, uint64_t seed);

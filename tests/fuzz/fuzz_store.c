@@ -19,6 +19,9 @@
 
 #include "fuzz.h"
 
+/* Every store call here is on a local filesystem. */
+static const struct store_backend *const be = &backend_posix;
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int dirfd_ = -1;
@@ -73,12 +76,12 @@ open_and_verify(Ckpt__Item *it)
 	ckd_err e;
 
 	memset(&e, 0, sizeof e);
-	if (store_open_item_files(dirfd_, it, fds, &nfds, CKPT_MAX_FDS,
+	if (store_open_item_files(be, dirfd_, it, fds, &nfds, CKPT_MAX_FDS,
 	    &e) != 0) {
 		FUZZ_ASSERT(nfds == 0 && e.msg[0] != '\0');
 		return;
 	}
-	(void)store_verify_item(it, fds, problem, NULL, &e);
+	(void)store_verify_item(be, it, fds, problem, NULL, &e);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 }
@@ -136,7 +139,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 0:
 	case 3:
 		put(STORE_TREE_METADATA, data + 1, size - 1);
-		if (store_read_tree_metadata(dirfd_, &it, &e) != 0) {
+		if (store_read_tree_metadata(be, dirfd_, &it, &e) != 0) {
 			FUZZ_ASSERT(e.code < 0 && e.msg[0] != '\0');
 			break;
 		}
@@ -153,7 +156,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 1:
 		put(STORE_STEP_METADATA, data + 1, size - 1);
 		memset(&m, 0, sizeof m);
-		if (store_read_step_meta(dirfd_, &m, &e) == 0)
+		if (store_read_step_meta(be, dirfd_, &m, &e) == 0)
 			store_step_meta_free(&m);
 		else
 			FUZZ_ASSERT(e.code < 0 && e.msg[0] != '\0');

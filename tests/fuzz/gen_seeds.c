@@ -17,6 +17,9 @@
 
 #include "fuzz.h"
 
+/* Every store call here is on a local filesystem. */
+static const struct store_backend *const be = &backend_posix;
+
 static char outdir[4096];
 
 static void
@@ -283,7 +286,7 @@ stores(void)
 	if (mkdtemp(dir) == NULL ||
 	    (dfd = open(dir, O_RDONLY | O_DIRECTORY)) < 0)
 		exit(1);
-	if (store_write_safetensors(dfd, "data-00000.safetensors", 0600, &t,
+	if (store_write_safetensors(be, dfd, "data-00000.safetensors", 0600, &t,
 	    1, &e) != 0) {
 		fprintf(stderr, "gen_seeds: %s\n", e.msg);
 		exit(1);
@@ -308,7 +311,7 @@ stores(void)
 	it.name = "default";
 	it.n_leaves = 1;
 	it.leaves = &lfp;
-	if (store_write_tree_metadata(dfd, &it, 0600, &e) != 0) {
+	if (store_write_tree_metadata(be, dfd, &it, 0600, &e) != 0) {
 		fprintf(stderr, "gen_seeds: %s\n", e.msg);
 		exit(1);
 	}
@@ -320,7 +323,7 @@ stores(void)
 	m.item_names = names;
 	m.handlers = hs;
 	m.bytes = sizeof w;
-	if (store_write_step_meta(dfd, &m, 0600, &e) != 0) {
+	if (store_write_step_meta(be, dfd, &m, 0600, &e) != 0) {
 		fprintf(stderr, "gen_seeds: %s\n", e.msg);
 		exit(1);
 	}

@@ -27,6 +27,9 @@
 
 #include "store.h"
 
+/* Every store call here is on a local filesystem. */
+static const struct store_backend *const be = &backend_posix;
+
 /* ---- fixture: a fresh directory per test ------------------------------------------ */
 
 struct fx {
@@ -115,7 +118,7 @@ read_all(int dfd, const char *name, size_t *len)
 	size_t n;
 	int r;
 
-	r = store_read_file(dfd, name, 1u << 30, &buf, &n, NULL);
+	r = store_read_file(be, dfd, name, 1u << 30, &buf, &n, NULL);
 	assert_int_equal(r, 0);
 	if (len != NULL)
 		*len = n;
@@ -404,44 +407,60 @@ test_open_root(void **state)
 	struct fx *f = *state;
 	char path[512];
 	ckd_err e = { 0 };
+	const struct store_backend *rbe = NULL;
 	struct stat st;
 	int fd = -1;
 
-	assert_int_equal(store_open_root("relative/dir", 1, 0755, &fd, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_open_root("relative/dir", 1, 0755, &rbe, &fd,
+	    &e), CKPT_EINVAL);
 	assert_int_equal(e.code, CKPT_EINVAL);
 	assert_true(strlen(e.msg) > 0);
+	assert_null(rbe);
+
+	/* a scheme no backend keeps: refused, the scheme named */
+	memset(&e, 0, sizeof e);
+	assert_int_equal(store_open_root("gs://bucket/ckpt", 1, 0755, &rbe,
+	    &fd, &e), CKPT_EINVAL);
+	assert_non_null(strstr(e.msg, "\"gs://\""));
+	assert_null(rbe);
+	assert_null(store_backend_for("", &e));
+	assert_null(store_backend_for(NULL, &e));
+	assert_ptr_equal(store_backend_for("/x", &e), &backend_posix);
+	/* this program is not linked with the S3 backend (ckptds3) */
+	assert_null(store_backend_for("s3://bucket/x", &e));
+	assert_non_null(strstr(e.msg, "\"s3://\""));
 
 	snprintf(path, sizeof(path), "%s/missing", f->dir);
-	assert_int_equal(store_open_root(path, 0, 0755, &fd, &e),
+	assert_int_equal(store_open_root(path, 0, 0755, &rbe, &fd, &e),
 	    CKPT_ENOTDIR);
 
 	snprintf(path, sizeof(path), "%s/a//b/c/", f->dir);
-	assert_int_equal(store_open_root(path, 1, 0755, &fd, &e), 0);
+	assert_int_equal(store_open_root(path, 1, 0755, &rbe, &fd, &e), 0);
+	assert_ptr_equal(rbe, &backend_posix);
 	assert_true(fd >= 0);
 	assert_int_equal(fstat(fd, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 	close(fd);
 	/* existing: fine with and without create */
-	assert_int_equal(store_open_root(path, 1, 0755, &fd, &e), 0);
+	assert_int_equal(store_open_root(path, 1, 0755, &rbe, &fd, &e), 0);
 	close(fd);
-	assert_int_equal(store_open_root(path, 0, 0755, &fd, &e), 0);
+	assert_int_equal(store_open_root(path, 0, 0755, &rbe, &fd, &e), 0);
 	close(fd);
 
 	/* a regular file is not a root */
 	write_str(f->dfd, "file", "x");
 	snprintf(path, sizeof(path), "%s/file", f->dir);
-	assert_int_equal(store_open_root(path, 0, 0755, &fd, &e),
+	assert_int_equal(store_open_root(path, 0, 0755, &rbe, &fd, &e),
 	    CKPT_ENOTDIR);
 	snprintf(path, sizeof(path), "%s/file/sub", f->dir);
-	assert_int_equal(store_open_root(path, 1, 0755, &fd, &e),
+	assert_int_equal(store_open_root(path, 1, 0755, &rbe, &fd, &e),
 	    CKPT_ENOTDIR);
 
 	/* a symlink in the user's own path is followed */
 	assert_int_equal(symlinkat("a/b", f->dfd, "link"), 0);
 	snprintf(path, sizeof(path), "%s/link/c", f->dir);
-	assert_int_equal(store_open_root(path, 0, 0755, &fd, &e), 0);
+	assert_int_equal(store_open_root(path, 0, 0755, &rbe, &fd, &e), 0);
 	close(fd);
 }
 
@@ -453,30 +472,31 @@ test_read_file(void **state)
 	char *buf = (char *)1;
 	size_t len = 99;
 
-	assert_int_equal(store_read_file(f->dfd, "nope", 100, &buf, &len, &e),
-	    CKPT_ENOTFOUND);
+	assert_int_equal(store_read_file(be, f->dfd, "nope", 100, &buf, &len,
+	    &e), CKPT_ENOTFOUND);
 	assert_null(buf);
 	write_str(f->dfd, "small", "hello");
-	assert_int_equal(store_read_file(f->dfd, "small", 5, &buf, &len, &e),
-	    0);
+	assert_int_equal(store_read_file(be, f->dfd, "small", 5, &buf, &len,
+	    &e), 0);
 	assert_int_equal(len, 5);
 	assert_string_equal(buf, "hello");
 	free(buf);
-	assert_int_equal(store_read_file(f->dfd, "small", 4, &buf, &len, &e),
-	    CKPT_ETOOBIG);
+	assert_int_equal(store_read_file(be, f->dfd, "small", 4, &buf, &len,
+	    &e), CKPT_ETOOBIG);
 	assert_null(buf);
 	write_str(f->dfd, "empty", "");
-	assert_int_equal(store_read_file(f->dfd, "empty", 4, &buf, &len, &e),
-	    0);
+	assert_int_equal(store_read_file(be, f->dfd, "empty", 4, &buf, &len,
+	    &e), 0);
 	assert_int_equal(len, 0);
 	assert_string_equal(buf, "");
 	free(buf);
 	assert_int_equal(mkdirat(f->dfd, "dir", 0755), 0);
-	assert_int_equal(store_read_file(f->dfd, "dir", 4, &buf, &len, &e),
+	assert_int_equal(store_read_file(be, f->dfd, "dir", 4, &buf, &len, &e),
 	    CKPT_ECORRUPT);
 	/* symlinks are not followed */
 	assert_int_equal(symlinkat("small", f->dfd, "link"), 0);
-	assert_true(store_read_file(f->dfd, "link", 100, &buf, &len, &e) != 0);
+	assert_true(store_read_file(be, f->dfd, "link", 100, &buf, &len,
+	    &e) != 0);
 	assert_null(buf);
 }
 
@@ -572,7 +592,7 @@ test_safetensors_layout(void **state)
 	int fd;
 
 	make_tensors(&s);
-	assert_int_equal(store_write_safetensors(f->dfd,
+	assert_int_equal(store_write_safetensors(be, f->dfd,
 	    "data-00000.safetensors", 0640, s.t, s.n, &e), 0);
 	assert_int_equal(fstatat(f->dfd, "data-00000.safetensors", &st, 0), 0);
 	assert_int_equal(st.st_mode & 0777, 0640);
@@ -650,7 +670,7 @@ test_safetensors_layout(void **state)
 	free(file);
 
 	/* O_EXCL: never overwrites */
-	assert_int_equal(store_write_safetensors(f->dfd,
+	assert_int_equal(store_write_safetensors(be, f->dfd,
 	    "data-00000.safetensors", 0640, s.t, s.n, &e), CKPT_EEXIST);
 	fd = openat(f->dfd, "data-00000.safetensors", O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
@@ -666,7 +686,7 @@ test_safetensors_empty_file(void **state)
 	size_t len;
 	char *file;
 
-	assert_int_equal(store_write_safetensors(f->dfd, "none.safetensors",
+	assert_int_equal(store_write_safetensors(be, f->dfd, "none.safetensors",
 	    0644, NULL, 0, &e), 0);
 	file = read_all(f->dfd, "none.safetensors", &len);
 	assert_int_equal(len, STORE_PAGE);
@@ -687,47 +707,47 @@ test_safetensors_bad_input(void **state)
 	    8, 0, 0 };
 	t[1] = t[0];
 	/* duplicate names */
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 2, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 2,
+	    &e), CKPT_EINVAL);
 	assert_false(exists_at(f->dfd, "f"));
 	/* reserved names */
 	t[1].name = "__metadata__";
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 2, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 2,
+	    &e), CKPT_EINVAL);
 	t[1].name = "__ckptd_pad_0__";
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 2, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 2,
+	    &e), CKPT_EINVAL);
 	/* wrong size, bad dtype, overflow, NULL data */
 	t[0].nbytes = 7;
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 1, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 1,
+	    &e), CKPT_EINVAL);
 	t[0].nbytes = 8;
 	t[0].dtype = (Ckpt__Dtype)77;
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 1, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 1,
+	    &e), CKPT_EINVAL);
 	t[0].dtype = CKPT__DTYPE__DTYPE_F64;
 	t[0].shape = huge;
 	t[0].ndim = 2;
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 1, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 1,
+	    &e), CKPT_EINVAL);
 	t[0].dtype = CKPT__DTYPE__DTYPE_F32;
 	t[0].shape = s2;
 	t[0].ndim = 1;
 	t[0].src = NULL;
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 1, &e),
-	    CKPT_EINVAL);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 1,
+	    &e), CKPT_EINVAL);
 	t[0].src = data;
 	/* bad file names */
-	assert_int_equal(store_write_safetensors(f->dfd, "../f", 0644, t, 1,
+	assert_int_equal(store_write_safetensors(be, f->dfd, "../f", 0644, t, 1,
 	    &e), CKPT_EINVAL);
 	assert_false(exists_at(f->dfd, "f"));
 	/* and a good one still works */
-	assert_int_equal(store_write_safetensors(f->dfd, "f", 0644, t, 1, &e),
-	    0);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "f", 0644, t, 1,
+	    &e), 0);
 	/* a symlink in the way is not followed or replaced */
 	assert_int_equal(symlinkat("target", f->dfd, "g"), 0);
-	assert_int_equal(store_write_safetensors(f->dfd, "g", 0644, t, 1, &e),
-	    CKPT_EEXIST);
+	assert_int_equal(store_write_safetensors(be, f->dfd, "g", 0644, t, 1,
+	    &e), CKPT_EEXIST);
 	assert_false(exists_at(f->dfd, "target"));
 }
 
@@ -776,7 +796,7 @@ test_open_item_files_and_verify(void **state)
 	unsigned char c;
 
 	make_tensors(&s);
-	assert_int_equal(store_write_safetensors(f->dfd, "d0.safetensors",
+	assert_int_equal(store_write_safetensors(be, f->dfd, "d0.safetensors",
 	    0644, s.t, s.n, &e), 0);
 	it = item_for(&s, "d0.safetensors");
 	/* one more leaf in a second file */
@@ -786,7 +806,7 @@ test_open_item_files_and_verify(void **state)
 
 		tset_add(&s2, "other", CKPT__DTYPE__DTYPE_I32, 1, sh);
 	}
-	assert_int_equal(store_write_safetensors(f->dfd, "d1.safetensors",
+	assert_int_equal(store_write_safetensors(be, f->dfd, "d1.safetensors",
 	    0644, s2.t, 1, &e), 0);
 	l = item_add(it, CKPT__LEAF_KIND__LEAF_ARRAY);
 	leaf_array(l, CKPT__DTYPE__DTYPE_I32, 1, s2.t[0].shape,
@@ -796,8 +816,8 @@ test_open_item_files_and_verify(void **state)
 	l->int_value = 3;
 
 	fds[0] = 99;   /* pretend slot 0 is taken by someone else */
-	assert_int_equal(store_open_item_files(f->dfd, it, fds, &nfds, 4, &e),
-	    0);
+	assert_int_equal(store_open_item_files(be, f->dfd, it, fds, &nfds, 4,
+	    &e), 0);
 	assert_int_equal(nfds, 3);
 	assert_int_equal(fds[0], 99);
 	for (i = 0; i < s.n; i++) {
@@ -823,7 +843,8 @@ test_open_item_files_and_verify(void **state)
 		free(buf);
 	}
 
-	assert_int_equal(store_verify_item(it, fds, problem_cb, &pr, &e), 0);
+	assert_int_equal(store_verify_item(be, it, fds, problem_cb, &pr, &e),
+	    0);
 	assert_int_equal(pr.n, 0);
 
 	/* flip one byte in the middle of the big tensor */
@@ -834,7 +855,7 @@ test_open_item_files_and_verify(void **state)
 	assert_int_equal(pwrite(fd, &c, 1, (off_t)(s.t[4].offset + BIG / 2)),
 	    1);
 	close(fd);
-	assert_int_equal(store_verify_item(it, fds, problem_cb, &pr, &e),
+	assert_int_equal(store_verify_item(be, it, fds, problem_cb, &pr, &e),
 	    CKPT_ECORRUPT);
 	assert_int_equal(pr.n, 1);
 	assert_string_equal(pr.tensor, "big");
@@ -844,7 +865,7 @@ test_open_item_files_and_verify(void **state)
 	fd = openat(f->dfd, "d1.safetensors", O_RDWR | O_CLOEXEC);
 	assert_int_equal(ftruncate(fd, (off_t)s2.t[0].offset + 2), 0);
 	close(fd);
-	assert_int_equal(store_verify_item(it, fds, problem_cb, &pr, &e),
+	assert_int_equal(store_verify_item(be, it, fds, problem_cb, &pr, &e),
 	    CKPT_ECORRUPT);
 	assert_int_equal(pr.n, 2);
 
@@ -853,8 +874,8 @@ test_open_item_files_and_verify(void **state)
 
 	/* too many files for the room left */
 	nfds = 3;
-	assert_int_equal(store_open_item_files(f->dfd, it, fds, &nfds, 4, &e),
-	    CKPT_ETOOBIG);
+	assert_int_equal(store_open_item_files(be, f->dfd, it, fds, &nfds, 4,
+	    &e), CKPT_ETOOBIG);
 	assert_int_equal(nfds, 3);
 	store_item_free(it);
 	tset_free(&s);
@@ -891,7 +912,7 @@ open_one(int dfd, Ckpt__Dtype dt, size_t ndim, const uint64_t *shape,
 	ckd_err e = { 0 };
 
 	leaf_array(l, dt, ndim, shape, file, "t", 0);
-	r = store_open_item_files(dfd, it, fds, &nfds, 2, &e);
+	r = store_open_item_files(be, dfd, it, fds, &nfds, 2, &e);
 	if (r == 0) {
 		close(fds[0]);
 	} else {
@@ -1154,7 +1175,8 @@ test_tree_metadata_roundtrip(void **state)
 	char *text;
 	json_t *j;
 
-	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e), 0);
+	assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0600, &e),
+	    0);
 	assert_int_equal(fstatat(f->dfd, STORE_TREE_METADATA, &st, 0), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	/* the format promised at the top of treemeta.c */
@@ -1171,7 +1193,7 @@ test_tree_metadata_roundtrip(void **state)
 	json_decref(j);
 	free(text);
 
-	assert_int_equal(store_read_tree_metadata(f->dfd, &back, &e), 0);
+	assert_int_equal(store_read_tree_metadata(be, f->dfd, &back, &e), 0);
 	assert_non_null(back);
 	assert_int_equal(back->n_leaves, it->n_leaves);
 	for (i = 0; i < it->n_leaves; i++)
@@ -1196,7 +1218,7 @@ test_tree_metadata_roundtrip(void **state)
 	free(wire);
 
 	/* O_EXCL */
-	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e),
+	assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0600, &e),
 	    CKPT_EEXIST);
 	store_item_free(back);
 	store_item_free(it);
@@ -1232,7 +1254,8 @@ test_tree_metadata_pieces(void **state)
 		memcpy(l->piece_offsets, k ? o1 : o0, sizeof o0);
 	}
 	add_float(it, "lr", 0.5);
-	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e), 0);
+	assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0600, &e),
+	    0);
 	text = read_all(f->dfd, STORE_TREE_METADATA, NULL);
 	j = json_loads(text, 0, NULL);
 	assert_non_null(j);
@@ -1246,7 +1269,7 @@ test_tree_metadata_pieces(void **state)
 	json_decref(j);
 	free(text);
 
-	assert_int_equal(store_read_tree_metadata(f->dfd, &back, &e), 0);
+	assert_int_equal(store_read_tree_metadata(be, f->dfd, &back, &e), 0);
 	assert_int_equal(back->n_leaves, 3);
 	for (k = 0; k < 2; k++) {
 		assert_leaf_equal(p[k], back->leaves[k]);
@@ -1262,7 +1285,7 @@ test_tree_metadata_pieces(void **state)
 	/* A piece outside its global shape is not written. */
 	memcpy(p[1]->piece_offsets, out, sizeof out);
 	assert_int_equal(unlinkat(f->dfd, STORE_TREE_METADATA, 0), 0);
-	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0600, &e),
+	assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0600, &e),
 	    CKPT_EINVAL);
 	assert_non_null(strstr(e.msg, "outside"));
 	store_item_free(it);
@@ -1275,8 +1298,9 @@ test_tree_metadata_empty(void **state)
 	Ckpt__Item *it = item_new(), *back = NULL;
 	ckd_err e = { 0 };
 
-	assert_int_equal(store_write_tree_metadata(f->dfd, it, 0644, &e), 0);
-	assert_int_equal(store_read_tree_metadata(f->dfd, &back, &e), 0);
+	assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0644, &e),
+	    0);
+	assert_int_equal(store_read_tree_metadata(be, f->dfd, &back, &e), 0);
 	assert_int_equal(back->n_leaves, 0);
 	store_item_free(back);
 	store_item_free(it);
@@ -1317,8 +1341,8 @@ test_tree_metadata_bad_write(void **state)
 			break;
 		case 8: l->path[0]->kind = (Ckpt__KeyKind)9; break;
 		}
-		assert_int_equal(store_write_tree_metadata(f->dfd, it, 0644, &e),
-		    CKPT_EINVAL);
+		assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0644,
+		    &e), CKPT_EINVAL);
 		assert_false(exists_at(f->dfd, STORE_TREE_METADATA));
 		store_item_free(it);
 	}
@@ -1468,7 +1492,7 @@ test_tree_metadata_malformed(void **state)
 	    "\"version\":1,\"extra\":true,\"leaves\":[{\"path\":[{\"kind\":"
 	    "\"list\",\"index\":2}],\"kind\":\"float\",\"value\":3,"
 	    "\"future\":[1]}]}");
-	assert_int_equal(store_read_tree_metadata(dfd, &it, NULL), 0);
+	assert_int_equal(store_read_tree_metadata(be, dfd, &it, NULL), 0);
 	assert_true(it->leaves[0]->float_value == 3.0);
 	store_item_free(it);
 	close(dfd);
@@ -1481,7 +1505,7 @@ test_tree_metadata_malformed(void **state)
 		write_str(dfd, STORE_TREE_METADATA, bad[i]);
 		it = (Ckpt__Item *)1;
 		memset(&e, 0, sizeof(e));
-		if (store_read_tree_metadata(dfd, &it, &e) != CKPT_ECORRUPT)
+		if (store_read_tree_metadata(be, dfd, &it, &e) != CKPT_ECORRUPT)
 			fail_msg("case %zu (%s) was accepted", i, bad[i]);
 		assert_null(it);
 		assert_int_equal(e.code, CKPT_ECORRUPT);
@@ -1496,7 +1520,8 @@ test_tree_metadata_malformed(void **state)
 	    "\"version\":2,\"leaves\":[]}");
 	it = (Ckpt__Item *)1;
 	memset(&e, 0, sizeof(e));
-	assert_int_equal(store_read_tree_metadata(dfd, &it, &e), CKPT_EVERSION);
+	assert_int_equal(store_read_tree_metadata(be, dfd, &it, &e),
+	    CKPT_EVERSION);
 	assert_null(it);
 	assert_non_null(strstr(e.msg, "newer ckptd"));
 	close(dfd);
@@ -1504,7 +1529,8 @@ test_tree_metadata_malformed(void **state)
 	/* absent, oversized, symlinked */
 	assert_int_equal(mkdirat(f->dfd, "x", 0755), 0);
 	dfd = openat(f->dfd, "x", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_int_equal(store_read_tree_metadata(dfd, &it, &e), CKPT_ECORRUPT);
+	assert_int_equal(store_read_tree_metadata(be, dfd, &it, &e),
+	    CKPT_ECORRUPT);
 	{
 		int fd = openat(dfd, STORE_TREE_METADATA, O_WRONLY | O_CREAT |
 		    O_CLOEXEC, 0644);
@@ -1512,11 +1538,12 @@ test_tree_metadata_malformed(void **state)
 		assert_int_equal(ftruncate(fd, (off_t)(256u << 20) + 1), 0);
 		close(fd);
 	}
-	assert_int_equal(store_read_tree_metadata(dfd, &it, &e), CKPT_ECORRUPT);
+	assert_int_equal(store_read_tree_metadata(be, dfd, &it, &e),
+	    CKPT_ECORRUPT);
 	assert_int_equal(unlinkat(dfd, STORE_TREE_METADATA, 0), 0);
 	assert_int_equal(symlinkat("../ok/_METADATA", dfd, STORE_TREE_METADATA),
 	    0);
-	assert_true(store_read_tree_metadata(dfd, &it, &e) != 0);
+	assert_true(store_read_tree_metadata(be, dfd, &it, &e) != 0);
 	assert_null(it);
 	close(dfd);
 }
@@ -1543,7 +1570,7 @@ test_step_meta(void **state)
 	m.item_names = names;
 	m.handlers = hs;
 	m.bytes = 12345;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e), 0);
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e), 0);
 
 	text = read_all(f->dfd, STORE_STEP_METADATA, NULL);
 	j = json_loads(text, 0, NULL);
@@ -1572,7 +1599,7 @@ test_step_meta(void **state)
 	json_decref(j);
 	free(text);
 
-	assert_int_equal(store_read_step_meta(f->dfd, &back, &e), 0);
+	assert_int_equal(store_read_step_meta(be, f->dfd, &back, &e), 0);
 	assert_true(back.init_ns == m.init_ns);
 	assert_true(back.commit_ns == m.commit_ns);
 	assert_int_equal(back.bytes, 12345);
@@ -1589,7 +1616,7 @@ test_step_meta(void **state)
 	store_step_meta_free(&back);   /* idempotent after free */
 
 	/* O_EXCL */
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EEXIST);
 }
 
@@ -1610,10 +1637,10 @@ test_step_meta_metrics_item(void **state)
 	m.nitems = 1;
 	m.item_names = clash;
 	m.handlers = hs;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);
 	m.item_names = names;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e), 0);
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e), 0);
 	text = read_all(f->dfd, STORE_STEP_METADATA, NULL);
 	j = json_loads(text, 0, NULL);
 	assert_non_null(j);
@@ -1624,7 +1651,7 @@ test_step_meta_metrics_item(void **state)
 	    "ckptd"), "handlers"), "metrics"));
 	json_decref(j);
 	free(text);
-	assert_int_equal(store_read_step_meta(f->dfd, &back, &e), 0);
+	assert_int_equal(store_read_step_meta(be, f->dfd, &back, &e), 0);
 	assert_int_equal(back.nitems, 2);
 	store_step_meta_free(&back);
 }
@@ -1664,32 +1691,32 @@ test_step_meta_bad(void **state)
 	m.item_names = names;
 	m.handlers = hs;
 	m.metrics_json = "[1]";
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);
 	m.metrics_json = "{bad";
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);
 	m.metrics_json = NULL;
 	m.custom_json = "3";
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);
 	m.custom_json = NULL;
 	m.nitems = 2;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);
 	hs[1] = CKPT__HANDLER__HANDLER_JSON;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);   /* duplicate */
 	m.nitems = 1;
 	m.item_names = badname;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e),
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e),
 	    CKPT_EINVAL);
 	assert_false(exists_at(f->dfd, STORE_STEP_METADATA));
 
 	/* defaults: no metrics, no items */
 	m.nitems = 0;
-	assert_int_equal(store_write_step_meta(f->dfd, &m, 0644, &e), 0);
-	assert_int_equal(store_read_step_meta(f->dfd, &back, &e), 0);
+	assert_int_equal(store_write_step_meta(be, f->dfd, &m, 0644, &e), 0);
+	assert_int_equal(store_read_step_meta(be, f->dfd, &back, &e), 0);
 	assert_string_equal(back.metrics_json, "{}");
 	assert_int_equal(back.nitems, 0);
 	store_step_meta_free(&back);
@@ -1697,13 +1724,14 @@ test_step_meta_bad(void **state)
 	/* reader: absent */
 	assert_int_equal(mkdirat(f->dfd, "none", 0755), 0);
 	dfd = openat(f->dfd, "none", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_int_equal(store_read_step_meta(dfd, &back, &e), CKPT_ENOTFOUND);
+	assert_int_equal(store_read_step_meta(be, dfd, &back, &e),
+	    CKPT_ENOTFOUND);
 	/* Orbax's own minimal forms */
 	write_str(dfd, STORE_STEP_METADATA, "{\"item_handlers\":\"orbax."
 	    "checkpoint._src.handlers.standard_checkpoint_handler."
 	    "StandardCheckpointHandler\",\"metrics\":null,"
 	    "\"commit_timestamp_nsecs\":null}");
-	assert_int_equal(store_read_step_meta(dfd, &back, &e), 0);
+	assert_int_equal(store_read_step_meta(be, dfd, &back, &e), 0);
 	assert_int_equal(back.nitems, 1);
 	assert_string_equal(back.item_names[0], "default");
 	assert_int_equal(back.handlers[0], CKPT__HANDLER__HANDLER_STANDARD);
@@ -1716,7 +1744,7 @@ test_step_meta_bad(void **state)
 		assert_int_equal(mkdirat(f->dfd, name, 0755), 0);
 		dfd = openat(f->dfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		write_str(dfd, STORE_STEP_METADATA, bad[i]);
-		if (store_read_step_meta(dfd, &back, &e) != CKPT_ECORRUPT)
+		if (store_read_step_meta(be, dfd, &back, &e) != CKPT_ECORRUPT)
 			fail_msg("case %zu (%s) was accepted", i, bad[i]);
 		assert_null(back.item_names);
 		assert_null(back.metrics_json);
@@ -1735,22 +1763,23 @@ test_begin_commit_abort(void **state)
 	struct stat st;
 	mode_t old = umask(077);
 
-	assert_int_equal(store_begin(f->dfd, "5", 0750, &tfd, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "5", 0750, &tfd, &e), 0);
 	assert_true(exists_at(f->dfd, "5" CKPT_TMP_SUFFIX));
 	assert_false(exists_at(f->dfd, "5"));
 	assert_int_equal(fstat(tfd, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0750);   /* exact, despite umask */
 	assert_true(fcntl(tfd, F_GETFD) & FD_CLOEXEC);
-	assert_int_equal(store_mkdir_item(tfd, "default", 0750, &ifd, &e), 0);
-	assert_int_equal(store_mkdir_item(tfd, "default", 0750, &sfd, &e),
+	assert_int_equal(store_mkdir_item(be, tfd, "default", 0750, &ifd, &e),
+	    0);
+	assert_int_equal(store_mkdir_item(be, tfd, "default", 0750, &sfd, &e),
 	    CKPT_EEXIST);
-	assert_int_equal(store_mkdir_item(tfd, "..", 0750, &sfd, &e),
+	assert_int_equal(store_mkdir_item(be, tfd, "..", 0750, &sfd, &e),
 	    CKPT_EINVAL);
-	assert_int_equal(store_write_file(ifd, STORE_JSON_FILE, "{}", 2, 0640,
-	    &e), 0);
-	assert_int_equal(store_fsync_dir(ifd, &e), 0);
+	assert_int_equal(store_write_file(be, ifd, STORE_JSON_FILE, "{}", 2,
+	    0640, &e), 0);
+	assert_int_equal(store_fsync_dir(be, ifd, &e), 0);
 	close(ifd);
-	assert_int_equal(store_commit_synced(f->dfd, "5", &e), 0);
+	assert_int_equal(store_commit_synced(be, f->dfd, "5", &e), 0);
 	close(tfd);
 	assert_true(exists_at(f->dfd, "5"));
 	assert_false(exists_at(f->dfd, "5" CKPT_TMP_SUFFIX));
@@ -1762,20 +1791,23 @@ test_begin_commit_abort(void **state)
 
 	/* an existing step */
 	memset(&e, 0, sizeof(e));
-	assert_int_equal(store_begin(f->dfd, "5", 0750, &tfd, &e), CKPT_EEXIST);
+	assert_int_equal(store_begin(be, f->dfd, "5", 0750, &tfd, &e),
+	    CKPT_EEXIST);
 	assert_int_equal(e.code, CKPT_EEXIST);
 	assert_false(exists_at(f->dfd, "5" CKPT_TMP_SUFFIX));
 
 	/* abort */
-	assert_int_equal(store_begin(f->dfd, "6", 0755, &tfd, &e), 0);
-	assert_int_equal(store_mkdir_item(tfd, "default", 0755, &ifd, &e), 0);
-	assert_int_equal(store_write_file(ifd, "x", "1", 1, 0644, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "6", 0755, &tfd, &e), 0);
+	assert_int_equal(store_mkdir_item(be, tfd, "default", 0755, &ifd, &e),
+	    0);
+	assert_int_equal(store_write_file(be, ifd, "x", "1", 1, 0644, &e), 0);
 	close(ifd);
 	close(tfd);
-	assert_int_equal(store_abort(f->dfd, "6", &e), 0);
+	assert_int_equal(store_abort(be, f->dfd, "6", &e), 0);
 	assert_false(exists_at(f->dfd, "6" CKPT_TMP_SUFFIX));
 	assert_false(exists_at(f->dfd, "6"));
-	assert_int_equal(store_abort(f->dfd, "6", &e), 0);   /* absent: fine */
+	assert_int_equal(store_abort(be, f->dfd, "6", &e),
+	    0);   /* absent: fine */
 
 	/* a leftover tmp dir from a crash never blocks the step */
 	assert_int_equal(mkdirat(f->dfd, "7" CKPT_TMP_SUFFIX, 0755), 0);
@@ -1785,33 +1817,34 @@ test_begin_commit_abort(void **state)
 	    O_DIRECTORY | O_CLOEXEC);
 	write_str(sfd, "junk", "junk");
 	close(sfd);
-	assert_int_equal(store_begin(f->dfd, "7", 0755, &tfd, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "7", 0755, &tfd, &e), 0);
 	assert_false(exists_at(tfd, "default"));
 	/* someone created the final name meanwhile: commit refuses */
 	assert_int_equal(mkdirat(f->dfd, "7", 0755), 0);
-	assert_int_equal(store_commit_synced(f->dfd, "7", &e), CKPT_EEXIST);
+	assert_int_equal(store_commit_synced(be, f->dfd, "7", &e), CKPT_EEXIST);
 	assert_true(exists_at(f->dfd, "7" CKPT_TMP_SUFFIX));
 	close(tfd);
 
 	/* two begins of the same step: the tmp dir of a live save (locked)
 	 * is never taken over; once it is closed (the save is gone), the
 	 * second begin replaces the leftover */
-	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd, &e), 0);
-	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e),
+	assert_int_equal(store_begin(be, f->dfd, "8", 0755, &tfd, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "8", 0755, &tfd2, &e),
 	    CKPT_EBUSY);
-	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, NULL,
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_true(exists_at(f->dfd, "8" CKPT_TMP_SUFFIX));
 	close(tfd);
-	assert_int_equal(store_begin(f->dfd, "8", 0755, &tfd2, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "8", 0755, &tfd2, &e), 0);
 	close(tfd2);
 
 	/* bad names */
-	assert_int_equal(store_begin(f->dfd, "a/b", 0755, &tfd, &e),
+	assert_int_equal(store_begin(be, f->dfd, "a/b", 0755, &tfd, &e),
 	    CKPT_EINVAL);
-	assert_int_equal(store_begin(f->dfd, "9" CKPT_TMP_SUFFIX, 0755, &tfd,
-	    &e), CKPT_EINVAL);
-	assert_int_equal(store_commit_synced(f->dfd, "..", &e), CKPT_EINVAL);
+	assert_int_equal(store_begin(be, f->dfd, "9" CKPT_TMP_SUFFIX, 0755,
+	    &tfd, &e), CKPT_EINVAL);
+	assert_int_equal(store_commit_synced(be, f->dfd, "..", &e),
+	    CKPT_EINVAL);
 	umask(old);
 }
 
@@ -1826,46 +1859,47 @@ test_delete_and_cleanup(void **state)
 
 	for (i = 1; i <= 4; i++) {
 		snprintf(name, sizeof(name), "%d", i);
-		assert_int_equal(store_begin(f->dfd, name, 0755, &tfd, &e), 0);
-		assert_int_equal(store_mkdir_item(tfd, "default", 0755, &ifd,
-		    &e), 0);
-		assert_int_equal(store_write_file(ifd, "metadata", "{}", 2, 0644,
-		    &e), 0);
+		assert_int_equal(store_begin(be, f->dfd, name, 0755, &tfd, &e),
+		    0);
+		assert_int_equal(store_mkdir_item(be, tfd, "default", 0755,
+		    &ifd, &e), 0);
+		assert_int_equal(store_write_file(be, ifd, "metadata", "{}", 2,
+		    0644, &e), 0);
 		close(ifd);
-		assert_int_equal(store_commit_synced(f->dfd, name, &e), 0);
+		assert_int_equal(store_commit_synced(be, f->dfd, name, &e), 0);
 		close(tfd);
 	}
-	assert_int_equal(store_delete_step(f->dfd, "1", NULL, &e), 0);
+	assert_int_equal(store_delete_step(be, f->dfd, "1", NULL, &e), 0);
 	assert_false(exists_at(f->dfd, "1"));
 	assert_false(exists_at(f->dfd, ".1.ckptd-del"));
 
-	assert_int_equal(store_delete_step(f->dfd, "2", "todelete", &e), 0);
+	assert_int_equal(store_delete_step(be, f->dfd, "2", "todelete", &e), 0);
 	assert_false(exists_at(f->dfd, "2"));
 	assert_int_equal(fstatat(f->dfd, "todelete/2/default/metadata", &st,
 	    0), 0);
 	/* into an existing todelete dir */
-	assert_int_equal(store_delete_step(f->dfd, "3", "todelete", &e), 0);
+	assert_int_equal(store_delete_step(be, f->dfd, "3", "todelete", &e), 0);
 	assert_true(exists_at(f->dfd, "todelete/3"));
 
 	memset(&e, 0, sizeof(e));
-	assert_int_equal(store_delete_step(f->dfd, "1", NULL, &e),
+	assert_int_equal(store_delete_step(be, f->dfd, "1", NULL, &e),
 	    CKPT_ENOTFOUND);
 	assert_int_equal(e.code, CKPT_ENOTFOUND);
-	assert_int_equal(store_delete_step(f->dfd, "99", "todelete", &e),
+	assert_int_equal(store_delete_step(be, f->dfd, "99", "todelete", &e),
 	    CKPT_ENOTFOUND);
-	assert_int_equal(store_delete_step(f->dfd, "../x", NULL, &e),
+	assert_int_equal(store_delete_step(be, f->dfd, "../x", NULL, &e),
 	    CKPT_EINVAL);
-	assert_int_equal(store_delete_step(f->dfd, "4", "a/b", &e),
+	assert_int_equal(store_delete_step(be, f->dfd, "4", "a/b", &e),
 	    CKPT_EINVAL);
 	assert_true(exists_at(f->dfd, "4"));
 	/* a todelete subdir that is a symlink is not followed */
 	assert_int_equal(mkdirat(f->dfd, "elsewhere", 0755), 0);
 	assert_int_equal(symlinkat("elsewhere", f->dfd, "td"), 0);
-	assert_true(store_delete_step(f->dfd, "4", "td", &e) != 0);
+	assert_true(store_delete_step(be, f->dfd, "4", "td", &e) != 0);
 	assert_true(exists_at(f->dfd, "4"));
 	assert_false(exists_at(f->dfd, "elsewhere/4"));
 	write_str(f->dfd, "notadir", "x");
-	assert_int_equal(store_delete_step(f->dfd, "notadir", NULL, &e),
+	assert_int_equal(store_delete_step(be, f->dfd, "notadir", NULL, &e),
 	    CKPT_ENOTFOUND);
 
 	/* leftovers: tmp and hidden delete dirs go, everything else stays */
@@ -1883,7 +1917,7 @@ test_delete_and_cleanup(void **state)
 	assert_int_equal(mkdirat(f->dfd, ".orbax-checkpoint-tmp", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "14.orbax-checkpoint-tmp-x", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "15.orbax-checkpoint-tmp-", 0755), 0);
-	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, NULL,
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_false(exists_at(f->dfd, "12.orbax-checkpoint-tmp-1701"));
 	assert_false(exists_at(f->dfd, "13.orbax-checkpoint-tmp"));
@@ -1897,7 +1931,7 @@ test_delete_and_cleanup(void **state)
 	assert_true(exists_at(f->dfd, "4"));
 	assert_true(exists_at(f->dfd, "todelete/2"));
 	assert_true(exists_at(f->dfd, "notadir"));
-	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, NULL,
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 }
 
@@ -1913,7 +1947,7 @@ test_collect_leftovers(void **state)
 	ckd_err e;
 	int live, fd;
 
-	assert_int_equal(store_begin(f->dfd, "ck_3", 0755, &live, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "ck_3", 0755, &live, &e), 0);
 	assert_int_equal(mkdirat(f->dfd, "ck_4" CKPT_TMP_SUFFIX, 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "ck_4" CKPT_TMP_SUFFIX "/x", 0755), 0);
 	assert_int_equal(mkdirat(f->dfd, "5" CKPT_TMP_SUFFIX, 0755), 0);
@@ -1923,8 +1957,8 @@ test_collect_leftovers(void **state)
 	assert_int_equal(mkdirat(f->dfd, "7.orbax-checkpoint-tmp-", 0755), 0);
 	write_str(f->dfd, "8" CKPT_TMP_SUFFIX, "a file, not ours");
 
-	assert_int_equal(store_collect_leftovers(f->dfd, &nm, 0, &lo, &n, &e),
-	    0);
+	assert_int_equal(store_collect_leftovers(be, f->dfd, &nm, 0, &lo, &n,
+	    &e), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(lo[0].step, 4);
 	assert_string_equal(lo[0].name, "ck_4");
@@ -1937,7 +1971,7 @@ test_collect_leftovers(void **state)
 	assert_true(exists_at(f->dfd, "7.orbax-checkpoint-tmp-123"));
 
 	/* every naming and Orbax's: still never the live one */
-	assert_int_equal(store_collect_leftovers(f->dfd, &none,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, &none,
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, &lo, &n, &e), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(lo[0].step, 5);
@@ -1950,7 +1984,7 @@ test_collect_leftovers(void **state)
 
 	/* the save ends without committing (its process dies): a leftover */
 	close(live);
-	assert_int_equal(store_collect_leftovers(f->dfd, &nm, 0, NULL, NULL,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, &nm, 0, NULL, NULL,
 	    &e), 0);
 	assert_false(exists_at(f->dfd, "ck_3" CKPT_TMP_SUFFIX));
 
@@ -1959,11 +1993,11 @@ test_collect_leftovers(void **state)
 	fd = openat(f->dfd, ".9.ckptd-del", O_RDONLY | O_DIRECTORY);
 	assert_true(fd >= 0);
 	assert_int_equal(flock(fd, LOCK_EX), 0);
-	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, NULL,
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_true(exists_at(f->dfd, ".9.ckptd-del"));
 	close(fd);
-	assert_int_equal(store_collect_leftovers(f->dfd, NULL,
+	assert_int_equal(store_collect_leftovers(be, f->dfd, NULL,
 	    STORE_LEFTOVER_ANY_NAMING | STORE_LEFTOVER_ORBAX, NULL, NULL, &e), 0);
 	assert_false(exists_at(f->dfd, ".9.ckptd-del"));
 }
@@ -1978,7 +2012,7 @@ test_scan(void **state)
 	size_t n;
 
 	memset(&nm, 0, sizeof(nm));
-	assert_int_equal(store_scan(f->dfd, &nm, &v, &n, &e), 0);
+	assert_int_equal(store_scan(be, f->dfd, &nm, &v, &n, &e), 0);
 	assert_int_equal(n, 0);
 	free(v);
 
@@ -1997,7 +2031,7 @@ test_scan(void **state)
 	assert_int_equal(symlinkat("10", f->dfd, "4"), 0);
 	assert_int_equal(symlinkat("/", f->dfd, "5"), 0);
 
-	assert_int_equal(store_scan(f->dfd, &nm, &v, &n, &e), 0);
+	assert_int_equal(store_scan(be, f->dfd, &nm, &v, &n, &e), 0);
 	assert_int_equal(n, 5);
 	assert_int_equal(v[0].step, 1);
 	assert_string_equal(v[0].name, "1");
@@ -2013,7 +2047,7 @@ test_scan(void **state)
 	free(v);
 
 	strcpy(nm.prefix, "ckpt");
-	assert_int_equal(store_scan(f->dfd, &nm, &v, &n, &e), 0);
+	assert_int_equal(store_scan(be, f->dfd, &nm, &v, &n, &e), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(v[0].step, 5);
 	assert_string_equal(v[0].name, "ckpt_5");
@@ -2023,7 +2057,7 @@ test_scan(void **state)
 
 	nm.prefix[0] = '\0';
 	nm.fixed_len = 3;
-	assert_int_equal(store_scan(f->dfd, &nm, &v, &n, &e), 0);
+	assert_int_equal(store_scan(be, f->dfd, &nm, &v, &n, &e), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(v[0].step, 7);
 	assert_string_equal(v[0].name, "007");
@@ -2052,28 +2086,28 @@ test_batched_save(void **state)
 	size_t nfds = 0, len;
 	char *buf;
 
-	store_sync_init(&b);
-	assert_int_equal(store_begin(f->dfd, "9", 0755, &tfd, &e), 0);
-	assert_int_equal(store_mkdir_item(tfd, "state", 0755, &ifd, &e), 0);
-	assert_int_equal(store_mkdir_item(tfd, "meta", 0755, &jfd, &e), 0);
+	store_sync_init(&b, be);
+	assert_int_equal(store_begin(be, f->dfd, "9", 0755, &tfd, &e), 0);
+	assert_int_equal(store_mkdir_item(be, tfd, "state", 0755, &ifd, &e), 0);
+	assert_int_equal(store_mkdir_item(be, tfd, "meta", 0755, &jfd, &e), 0);
 
 	/* no batch: refused, nothing written */
-	assert_int_equal(store_write_file_nosync(jfd, STORE_JSON_FILE, "{}", 2,
-	    0644, NULL, &e), CKPT_EINVAL);
+	assert_int_equal(store_write_file_nosync(be, jfd, STORE_JSON_FILE, "{}",
+	    2, 0644, NULL, &e), CKPT_EINVAL);
 	assert_false(exists_at(jfd, STORE_JSON_FILE));
 
-	assert_int_equal(store_write_file_nosync(jfd, STORE_JSON_FILE,
+	assert_int_equal(store_write_file_nosync(be, jfd, STORE_JSON_FILE,
 	    "{\"a\": 1}", 8, 0640, &b, &e), 0);
 	assert_int_equal(b.n, 1);
 	assert_int_equal(b.v[0].own, 1);
 	kept = b.v[0].fd;
 	assert_true(fcntl(kept, F_GETFD) & FD_CLOEXEC);    /* still open */
 	/* O_EXCL: a second write fails, leaves the batch and file as is */
-	assert_int_equal(store_write_file_nosync(jfd, STORE_JSON_FILE, "{}", 2,
-	    0644, &b, &e), CKPT_EEXIST);
+	assert_int_equal(store_write_file_nosync(be, jfd, STORE_JSON_FILE, "{}",
+	    2, 0644, &b, &e), CKPT_EEXIST);
 	assert_int_equal(b.n, 1);
 
-	assert_int_equal(store_write_safetensors_nosync(ifd,
+	assert_int_equal(store_write_safetensors_nosync(be, ifd,
 	    "data-00000.safetensors", 0644, &t, 1, &b, &e), 0);
 	assert_int_equal(b.n, 2);
 	assert_int_equal(t.offset, STORE_PAGE);
@@ -2084,7 +2118,7 @@ test_batched_save(void **state)
 	leaf_key(l, "w");
 	leaf_array(l, CKPT__DTYPE__DTYPE_F32, 1, s4, "data-00000.safetensors",
 	    "w", t.xxh3);
-	assert_int_equal(store_write_tree_metadata_nosync(ifd, it, 0644, &b,
+	assert_int_equal(store_write_tree_metadata_nosync(be, ifd, it, 0644, &b,
 	    &e), 0);
 	memset(&m, 0, sizeof(m));
 	m.init_ns = 1;
@@ -2093,8 +2127,8 @@ test_batched_save(void **state)
 	m.item_names = names;
 	m.handlers = hs;
 	m.bytes = sizeof(data);
-	assert_int_equal(store_write_step_meta_nosync(tfd, &m, 0644, &b, &e),
-	    0);
+	assert_int_equal(store_write_step_meta_nosync(be, tfd, &m, 0644, &b,
+	    &e), 0);
 	assert_int_equal(b.n, 4);
 	assert_int_equal(store_sync_add(&b, ifd, 0, &e), 0);
 	assert_int_equal(store_sync_add(&b, jfd, 0, &e), 0);
@@ -2110,7 +2144,7 @@ test_batched_save(void **state)
 	assert_int_equal(store_sync_run(&b, &e), 0);
 	close(ifd);
 	close(jfd);
-	assert_int_equal(store_commit_synced(f->dfd, "9", &e), 0);
+	assert_int_equal(store_commit_synced(be, f->dfd, "9", &e), 0);
 	close(tfd);
 	assert_false(exists_at(f->dfd, "9" CKPT_TMP_SUFFIX));
 
@@ -2118,37 +2152,38 @@ test_batched_save(void **state)
 	sfd = openat(f->dfd, "9", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(sfd >= 0);
 	memset(&back, 0, sizeof(back));
-	assert_int_equal(store_read_step_meta(sfd, &back, &e), 0);
+	assert_int_equal(store_read_step_meta(be, sfd, &back, &e), 0);
 	assert_int_equal(back.nitems, 2);
 	assert_int_equal(back.bytes, sizeof(data));
 	store_step_meta_free(&back);
 	close(sfd);
 	ifd = openat(f->dfd, "9/state", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(ifd >= 0);
-	assert_int_equal(store_read_tree_metadata(ifd, &rd, &e), 0);
-	assert_int_equal(store_open_item_files(ifd, rd, fds, &nfds, 4, &e), 0);
+	assert_int_equal(store_read_tree_metadata(be, ifd, &rd, &e), 0);
+	assert_int_equal(store_open_item_files(be, ifd, rd, fds, &nfds, 4, &e),
+	    0);
 	assert_int_equal(nfds, 1);
-	assert_int_equal(store_verify_item(rd, fds, NULL, NULL, &e), 0);
+	assert_int_equal(store_verify_item(be, rd, fds, NULL, NULL, &e), 0);
 	close(fds[0]);
 	store_item_free(rd);
 	close(ifd);
 	jfd = openat(f->dfd, "9/meta", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(jfd >= 0);
-	assert_int_equal(store_read_file(jfd, STORE_JSON_FILE, 100, &buf, &len,
-	    &e), 0);
+	assert_int_equal(store_read_file(be, jfd, STORE_JSON_FILE, 100, &buf,
+	    &len, &e), 0);
 	assert_string_equal(buf, "{\"a\": 1}");
 	free(buf);
 	close(jfd);
 
 	/* committing again: the step exists */
-	assert_int_equal(store_begin(f->dfd, "10", 0755, &tfd, &e), 0);
+	assert_int_equal(store_begin(be, f->dfd, "10", 0755, &tfd, &e), 0);
 	assert_int_equal(mkdirat(f->dfd, "9" CKPT_TMP_SUFFIX, 0755), 0);
-	assert_int_equal(store_commit_synced(f->dfd, "9", &e), CKPT_EEXIST);
+	assert_int_equal(store_commit_synced(be, f->dfd, "9", &e), CKPT_EEXIST);
 	assert_true(exists_at(f->dfd, "9" CKPT_TMP_SUFFIX));
 
 	/* a failed save: store_sync_free closes the owned fds unsynced */
-	assert_int_equal(store_mkdir_item(tfd, "x", 0755, &ifd, &e), 0);
-	assert_int_equal(store_write_file_nosync(ifd, "f", "1", 1, 0644, &b,
+	assert_int_equal(store_mkdir_item(be, tfd, "x", 0755, &ifd, &e), 0);
+	assert_int_equal(store_write_file_nosync(be, ifd, "f", "1", 1, 0644, &b,
 	    &e), 0);
 	kept = b.v[0].fd;
 	assert_int_equal(store_sync_add(&b, ifd, 0, &e), 0);
@@ -2159,7 +2194,7 @@ test_batched_save(void **state)
 	assert_true(fcntl(ifd, F_GETFD) >= 0);
 	close(ifd);
 	close(tfd);
-	assert_int_equal(store_abort(f->dfd, "10", &e), 0);
+	assert_int_equal(store_abort(be, f->dfd, "10", &e), 0);
 	assert_false(exists_at(f->dfd, "10" CKPT_TMP_SUFFIX));
 	store_item_free(it);
 }
@@ -2181,29 +2216,29 @@ test_symlinks_not_followed(void **state)
 	/* outside the root: a directory with a valid item */
 	assert_int_equal(mkdirat(f->dfd, "outside", 0755), 0);
 	outfd = openat(f->dfd, "outside", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	assert_int_equal(store_write_safetensors(outfd, "d.safetensors", 0644,
-	    &t, 1, &e), 0);
+	assert_int_equal(store_write_safetensors(be, outfd, "d.safetensors",
+	    0644, &t, 1, &e), 0);
 	it = item_new();
 	leaf_array(item_add(it, CKPT__LEAF_KIND__LEAF_ARRAY),
 	    CKPT__DTYPE__DTYPE_F32, 1, s2, "d.safetensors", "t", t.xxh3);
-	assert_int_equal(store_write_tree_metadata(outfd, it, 0644, &e), 0);
+	assert_int_equal(store_write_tree_metadata(be, outfd, it, 0644, &e), 0);
 	write_str(outfd, "precious", "keep me");
 	assert_int_equal(mkdirat(f->dfd, "root", 0755), 0);
 	int rootfd = openat(f->dfd, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	/* a step whose item dir is a symlink to the outside */
-	assert_int_equal(store_begin(rootfd, "1", 0755, &tfd, &e), 0);
+	assert_int_equal(store_begin(be, rootfd, "1", 0755, &tfd, &e), 0);
 	assert_int_equal(symlinkat("../../outside", tfd, "default"), 0);
 	/* mkdir_item does not reuse it */
-	assert_int_equal(store_mkdir_item(tfd, "default", 0755, &ifd, &e),
+	assert_int_equal(store_mkdir_item(be, tfd, "default", 0755, &ifd, &e),
 	    CKPT_EEXIST);
-	assert_int_equal(store_commit_synced(rootfd, "1", &e), 0);
+	assert_int_equal(store_commit_synced(be, rootfd, "1", &e), 0);
 	close(tfd);
 	/* an item fd opened the way the daemon must (O_NOFOLLOW) fails */
 	assert_true(openat(rootfd, "1/default", O_RDONLY | O_DIRECTORY |
 	    O_NOFOLLOW | O_CLOEXEC) < 0);
 	/* deleting the step removes the link, not the target */
-	assert_int_equal(store_delete_step(rootfd, "1", NULL, &e), 0);
+	assert_int_equal(store_delete_step(be, rootfd, "1", NULL, &e), 0);
 	assert_int_equal(fstatat(outfd, "precious", &st, 0), 0);
 	assert_int_equal(fstatat(outfd, STORE_TREE_METADATA, &st, 0), 0);
 
@@ -2215,23 +2250,24 @@ test_symlinks_not_followed(void **state)
 		size_t n;
 
 		memset(&nm, 0, sizeof(nm));
-		assert_int_equal(store_scan(rootfd, &nm, &v, &n, &e), 0);
+		assert_int_equal(store_scan(be, rootfd, &nm, &v, &n, &e), 0);
 		assert_int_equal(n, 0);
 		free(v);
 	}
-	assert_int_equal(store_delete_step(rootfd, "2", NULL, &e),
+	assert_int_equal(store_delete_step(be, rootfd, "2", NULL, &e),
 	    CKPT_ENOTFOUND);
 	assert_int_equal(fstatat(outfd, "precious", &st, 0), 0);
 	/* a leftover tmp that is a symlink: begin removes the link only */
 	assert_int_equal(symlinkat("../outside", rootfd, "3" CKPT_TMP_SUFFIX),
 	    0);
-	assert_int_equal(store_begin(rootfd, "3", 0755, &tfd, &e), 0);
+	assert_int_equal(store_begin(be, rootfd, "3", 0755, &tfd, &e), 0);
 	assert_int_equal(fstatat(tfd, ".", &st, 0), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(fstatat(outfd, "precious", &st, 0), 0);
 
 	/* files inside a real item dir that are symlinks to the outside */
-	assert_int_equal(store_mkdir_item(tfd, "default", 0755, &ifd, &e), 0);
+	assert_int_equal(store_mkdir_item(be, tfd, "default", 0755, &ifd, &e),
+	    0);
 	assert_int_equal(symlinkat("../../../outside/_METADATA", ifd,
 	    STORE_TREE_METADATA), 0);
 	assert_int_equal(symlinkat("../../../outside/d.safetensors", ifd,
@@ -2239,7 +2275,7 @@ test_symlinks_not_followed(void **state)
 	{
 		Ckpt__Item *back = (Ckpt__Item *)1;
 
-		r = store_read_tree_metadata(ifd, &back, &e);
+		r = store_read_tree_metadata(be, ifd, &back, &e);
 		assert_true(r != 0);
 		assert_null(back);
 	}
@@ -2247,18 +2283,18 @@ test_symlinks_not_followed(void **state)
 		int fds[2];
 		size_t nfds = 0;
 
-		r = store_open_item_files(ifd, it, fds, &nfds, 2, &e);
+		r = store_open_item_files(be, ifd, it, fds, &nfds, 2, &e);
 		assert_true(r != 0);
 		assert_int_equal(nfds, 0);
 	}
 	/* writers refuse to write through a planted link */
-	assert_int_equal(store_write_file(ifd, STORE_TREE_METADATA, "x", 1,
+	assert_int_equal(store_write_file(be, ifd, STORE_TREE_METADATA, "x", 1,
 	    0644, &e), CKPT_EEXIST);
-	assert_int_equal(store_write_tree_metadata(ifd, it, 0644, &e),
+	assert_int_equal(store_write_tree_metadata(be, ifd, it, 0644, &e),
 	    CKPT_EEXIST);
 	close(ifd);
 	/* abort removes the links, not the targets */
-	assert_int_equal(store_abort(rootfd, "3", &e), 0);
+	assert_int_equal(store_abort(be, rootfd, "3", &e), 0);
 	close(tfd);
 	assert_int_equal(fstatat(outfd, STORE_TREE_METADATA, &st, 0), 0);
 	assert_int_equal(fstatat(outfd, "d.safetensors", &st, 0), 0);
@@ -2292,15 +2328,15 @@ test_remove_tree(void **state)
 		    dfd, "l"), 0);
 		close(dfd);
 	}
-	assert_int_equal(store_remove_tree(f->dfd, "t", &e), 0);
+	assert_int_equal(store_remove_tree(be, f->dfd, "t", &e), 0);
 	assert_false(exists_at(f->dfd, "t"));
 	assert_int_equal(fstatat(f->dfd, "keep/file", &st, 0), 0);
-	assert_int_equal(store_remove_tree(f->dfd, "t", &e), 0);
-	assert_int_equal(store_remove_tree(f->dfd, "..", &e), CKPT_EINVAL);
-	assert_int_equal(store_remove_tree(f->dfd, "keep/file", &e),
+	assert_int_equal(store_remove_tree(be, f->dfd, "t", &e), 0);
+	assert_int_equal(store_remove_tree(be, f->dfd, "..", &e), CKPT_EINVAL);
+	assert_int_equal(store_remove_tree(be, f->dfd, "keep/file", &e),
 	    CKPT_EINVAL);
 	/* a plain file */
-	assert_int_equal(store_remove_tree(f->dfd, "keep", &e), 0);
+	assert_int_equal(store_remove_tree(be, f->dfd, "keep", &e), 0);
 	assert_false(exists_at(f->dfd, "keep"));
 }
 

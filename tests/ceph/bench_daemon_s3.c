@@ -1,0 +1,171 @@
+/*
+ * bench_daemon_s3.c - a step saved to and restored from an s3:// root
+ * through ckptd and libckpt, against curl(1) moving the same bytes to and
+ * from the same radosgw (tests/ceph/rgw.sh). Not a test: it prints medians
+ * and the ratios of the issue (upload and restore, >= 0.8 x curl).
+ *
+ *   bench_daemon_s3 [-s MiB] [-n runs] [-f files]
+ *
+ * Upload: ckpt_save of a step of -s MiB in -f arrays (the daemon writes
+ * one safetensors file per array of 16 MiB or more), from the save to
+ * ckpt_wait_until_finished, against `curl -T` of one file of the same size.
+ * Restore: ckpt_restore of the step (every array in the client's memory),
+ * against one `curl` GET of that file.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "s3peek.h"
+#include "cephbed.h"
+
+#define BUCKET "ckpt-bench-daemon"
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double
+median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int
+main(int argc, char **argv)
+{
+	uint64_t size_mib = 256;
+	int runs = 5, files = 4, opt, i, f, r, saved;
+	struct cephbed bed;
+	struct hx_daemon d;
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	char src[HX_PATH], dst[HX_PATH], url[1024], root[256];
+	double *tu, *tc, *ru, *rc;
+
+	while ((opt = getopt(argc, argv, "s:n:f:")) != -1) {
+		switch (opt) {
+		case 's': size_mib = strtoull(optarg, NULL, 10); break;
+		case 'n': runs = atoi(optarg); break;
+		case 'f': files = atoi(optarg); break;
+		default:
+			fprintf(stderr, "usage: bench_daemon_s3 [-s MiB] "
+			    "[-n runs] [-f files]\n");
+			return 2;
+		}
+	}
+	if (runs < 1 || runs > 100 || files < 1 || files > 64 ||
+	    size_mib < (uint64_t)files)
+		return 2;
+	const uint64_t size = size_mib << 20, per = size / (uint64_t)files;
+	if (getenv("CEPH_OSD_BYTES") == NULL)
+		setenv("CEPH_OSD_BYTES", "10737418240", 1);
+	if (cephbed_start(&bed) != 0 || s3peek_init(BUCKET) != 0)
+		bail_out("the Ceph test bed did not start");
+	hx_init(&d);
+	if (hx_start(&d) != 0 || hx_connect(&d, &c) != 0)
+		bail_out("ckptd did not start");
+	if (cephbed_curl_config(d.dir) != 0)
+		bail_out("curl config");
+
+	/* The arrays, and the same bytes in a file for curl. */
+	char *data = malloc(size);
+	if (data == NULL)
+		bail_out("out of memory");
+	cephbed_fill(data, 0, size, 3);
+	hx_path(&d, src, "src");
+	hx_path(&d, dst, "dst");
+	int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, data, size) != (ssize_t)size)
+		bail_out("%s", src);
+	close(fd);
+	snprintf(url, sizeof url, "%s/%s/curl", getenv("AWS_ENDPOINT_URL"),
+	    BUCKET);
+	snprintf(root, sizeof root, "s3://%s/run", BUCKET);
+	if ((r = ckpt_manager_open(c, root, NULL, &m)) != 0)
+		bail_out("open %s: %s", root, ckpt_client_errmsg(c));
+
+	tu = calloc((size_t)runs, sizeof *tu);
+	tc = calloc((size_t)runs, sizeof *tc);
+	ru = calloc((size_t)runs, sizeof *ru);
+	rc = calloc((size_t)runs, sizeof *rc);
+	for (i = 0; i < runs; i++) {
+		ckpt_tree *t = ckpt_tree_new();
+		ckpt_save_args *a = ckpt_save_args_new();
+		ckpt_restored *res = NULL;
+		char name[32];
+
+		for (f = 0; f < files; f++) {
+			int64_t n = (int64_t)per;
+
+			snprintf(name, sizeof name, "a%d", f);
+			ckpt_tree_add_array(t, name, CKPT_U8, 1, &n,
+			    data + (uint64_t)f * per, per);
+		}
+		ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+		double t0 = now();
+		if ((r = ckpt_save(m, (uint64_t)i, a, &saved)) != 0 ||
+		    (r = ckpt_wait_until_finished(m)) != 0)
+			bail_out("save: %s", ckpt_manager_errmsg(m));
+		double t1 = now();
+		const char *put[] = { "-X", "PUT", "-T", src, "-o", "/dev/null",
+		    url, NULL };
+		if (cephbed_curl(put) != 0)
+			bail_out("curl PUT");
+		double t2 = now();
+		if ((r = ckpt_restore(m, i, NULL, &res)) != 0)
+			bail_out("restore: %s", ckpt_manager_errmsg(m));
+		double t3 = now();
+		const char *get[] = { "-o", dst, url, NULL };
+		if (cephbed_curl(get) != 0)
+			bail_out("curl GET");
+		double t4 = now();
+		ckpt_restored_free(res);
+		ckpt_tree_free(t);
+		ckpt_save_args_free(a);
+		tu[i] = t1 - t0;
+		tc[i] = t2 - t1;
+		ru[i] = t3 - t2;
+		rc[i] = t4 - t3;
+		/* Keep the bucket (and the OSD's memory) small. */
+		if (ckpt_delete(m, (uint64_t)i) != 0)
+			bail_out("delete: %s", ckpt_manager_errmsg(m));
+	}
+	double mb = (double)size / (1 << 20);
+	double u = mb / median(tu, runs), uc = mb / median(tc, runs);
+	double g = mb / median(ru, runs), gc = mb / median(rc, runs);
+	printf("step %" PRIu64 " MiB in %d arrays, %d runs (medians)\n",
+	    size_mib, files, runs);
+	printf("upload   ckptd save -> durable        %8.1f MiB/s  ratio to "
+	    "curl %.2f\n", u, u / uc);
+	printf("upload   curl -T (one PUT)            %8.1f MiB/s\n", uc);
+	printf("restore  ckptd restore (in memory)    %8.1f MiB/s  ratio to "
+	    "curl %.2f\n", g, g / gc);
+	printf("restore  curl one GET (to a file)     %8.1f MiB/s\n", gc);
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	hx_cleanup(&d);
+	s3peek_done();
+	cephbed_stop(&bed);
+	free(data);
+	return 0;
+}
