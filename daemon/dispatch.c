@@ -19,6 +19,7 @@
 #include "user.h"
 #include "preempt.h"
 #include "restore.h"
+#include "rootless.h"
 #include "save.h"
 #include "stats.h"
 #include "worker.h"
@@ -384,6 +385,10 @@ dispatch(struct conn *c, Ckpt__Request *req, int *fds, size_t nfds,
 		goto out;
 	}
 	if ((m = manager_find(c, req->id, rt->manager_of(req))) == NULL) {
+		dispatch_close_fds(fds, nfds);
+		goto out;
+	}
+	if (m->r == NULL && rootless_handle(c, m, req)) {
 		dispatch_close_fds(fds, nfds);
 		goto out;
 	}

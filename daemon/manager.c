@@ -43,6 +43,7 @@ struct opener {
 	struct policy_set *pol;         /* owned */
 	mode_t dmode;
 	int cleanup;
+	struct manager *attach;         /* a rootless manager's reload, ref'd */
 };
 
 /* A WaitSaves or WaitForStep parked until its condition holds; owned by
@@ -133,6 +134,7 @@ mgr_unref(struct manager *m)
 	if (m->o != NULL)
 		ckpt__manager_options__free_unpacked(m->o, NULL);
 	root_unref(m->r);
+	free(m->rootless);
 	free(m);
 }
 
@@ -177,14 +179,15 @@ mgr_create(struct conn *c, struct root *r, Ckpt__ManagerOptions *o,
 	m->refs = 1;
 	m->c = c;
 	m->r = r;
-	root_ref(r);
+	if (r != NULL)
+		root_ref(r);
 	m->o = o;
 	m->pol = pol;
 	m->dmode = dmode & 07777;
 	m->fmode = dmode & 0666;
 	m->next = mgr.managers;
 	mgr.managers = m;
-	if (o->process_count > 1)
+	if (r != NULL && o->process_count > 1)
 		steptx_rank_back(r, o->job != NULL ? o->job : "",
 		    o->process_index);
 	return m;
@@ -454,7 +457,7 @@ mgr_close(struct manager *m, int reply_waiters)
 	}
 	m->closed = 1;
 	m->next = NULL;
-	if (m->o->process_count > 1)
+	if (m->r != NULL && m->o->process_count > 1)
 		mgr_rank_left(m);
 	while ((w = *pp) != NULL) {
 		if (w->kind != WAIT_SAVES || w->m != m) {
@@ -608,6 +611,7 @@ out:
 }
 
 static void mgr_open_finish(struct root *r, struct opener *op);
+static void mgr_handle_reload(struct conn *c, uint64_t id, struct manager *m);
 
 static void
 mgr_load_done(struct task *t)
@@ -643,6 +647,7 @@ mgr_load_done(struct task *t)
 		if (t->err.code != 0) {
 			conn_reply_err(op->c, op->id, &t->err);
 			conn_unref(op->c);
+			mgr_unref(op->attach);
 			policy_free(op->pol);
 			ckpt__manager_options__free_unpacked(op->o, NULL);
 			free(op);
@@ -672,6 +677,8 @@ struct open_task {
 	int fd;                         /* the directory opened, or -1 */
 	struct stat st;                 /* its identity */
 	char canon[PATH_MAX];
+	int absent;                     /* read-only, no such directory */
+	struct manager *attach;         /* a rootless manager's reload, ref'd */
 };
 
 static mode_t
@@ -708,8 +715,15 @@ mgr_open_run(struct task *t)
 	else
 		ot->dmode = 0777 & ~mgr_peer_umask(t->cred.pid);
 	if (store_open_root(ot->path, o->create && !o->read_only, ot->dmode,
-	    &be, &fd, &t->err) != 0)
+	    &be, &fd, &t->err) != 0) {
+		/* Orbax: a read-only manager on a directory not there yet
+		 * is opened without a root (rootless.c). */
+		if (o->read_only && t->err.code == CKPT_ENOTDIR) {
+			memset(&t->err, 0, sizeof t->err);
+			ot->absent = 1;
+		}
 		return;
+	}
 	ot->be = be;
 	if (be->fstat(fd, &ot->st) != 0) {
 		err_errno(&t->err, errno, "stat %s", ot->path);
@@ -768,7 +782,7 @@ mgr_reply_open(struct conn *c, uint64_t id, const struct manager *m)
 
 	om.has_manager = 1;
 	om.manager = m->id;
-	om.root = m->r->path;
+	om.root = m->r != NULL ? m->r->path : m->rootless;
 	resp.has_id = 1;
 	resp.id = id;
 	resp.body_case = CKPT__RESPONSE__BODY_OPEN_MANAGER;
@@ -834,6 +848,27 @@ mgr_open_finish(struct root *r, struct opener *op)
 			worker_submit(&ct->t);
 		}
 	}
+	if (op->attach != NULL) {
+		/* A rootless manager's reload found its directory: the root
+		 * is its own now, rescanned as any reload is. */
+		m = op->attach;
+		policy_free(op->pol);
+		ckpt__manager_options__free_unpacked(op->o, NULL);
+		if (m->closed) {
+			conn_reply_error(op->c, op->id, CKPT_ECLOSED,
+			    "manager closed");
+		} else {
+			if (m->r == NULL) {
+				m->r = r;
+				root_ref(r);
+				free(m->rootless);
+				m->rootless = NULL;
+			}
+			mgr_handle_reload(op->c, op->id, m);
+		}
+		mgr_unref(m);
+		goto out;
+	}
 	m = mgr_create(op->c, r, op->o, op->pol, op->dmode);
 	if (m == NULL)
 		conn_reply_error(op->c, op->id, CKPT_ENOMEM, "out of memory");
@@ -842,6 +877,33 @@ mgr_open_finish(struct root *r, struct opener *op)
 out:
 	conn_unref(op->c);
 	free(op);
+}
+
+/* The directory of a read-only open is absent: a new rootless manager,
+ * or, for a rootless manager's reload, no change. */
+static void
+mgr_open_rootless(struct open_task *ot)
+{
+	struct manager *m;
+
+	if (ot->attach != NULL) {
+		if (ot->attach->closed)
+			conn_reply_error(ot->c, ot->id, CKPT_ECLOSED,
+			    "manager closed");
+		else
+			mgr_reply_empty(ot->c, ot->id);
+		return;
+	}
+	m = mgr_create(ot->c, NULL, ot->o, ot->pol, ot->dmode);
+	ot->o = NULL;
+	ot->pol = NULL;
+	if (m == NULL) {
+		conn_reply_error(ot->c, ot->id, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	m->rootless = ot->path;
+	ot->path = NULL;
+	mgr_reply_open(ot->c, ot->id, m);
 }
 
 static void
@@ -856,6 +918,10 @@ mgr_open_done(struct task *t)
 	if (t->err.code != 0 || !conn_alive(ot->c)) {
 		if (t->err.code != 0)
 			conn_reply_err(ot->c, ot->id, &t->err);
+		goto fail;
+	}
+	if (ot->absent) {
+		mgr_open_rootless(ot);
 		goto fail;
 	}
 	memset(&nm, 0, sizeof nm);
@@ -873,6 +939,8 @@ mgr_open_done(struct task *t)
 	op->pol = ot->pol;
 	op->dmode = ot->dmode;
 	op->cleanup = o->cleanup_tmp_directories && !o->read_only;
+	op->attach = ot->attach;
+	ot->attach = NULL;
 	ot->c = NULL;
 	ot->o = NULL;
 	ot->pol = NULL;
@@ -915,6 +983,7 @@ fail:
 		ot->be->close(ot->fd);
 	if (ot->c != NULL)
 		conn_unref(ot->c);
+	mgr_unref(ot->attach);
 	policy_free(ot->pol);
 	if (ot->o != NULL)
 		ckpt__manager_options__free_unpacked(ot->o, NULL);
@@ -1402,6 +1471,40 @@ mgr_handle_reload(struct conn *c, uint64_t id, struct manager *m)
 		root_unref(m->r);
 		free(rt);
 	}
+}
+
+void
+manager_attach_root(struct conn *c, uint64_t id, struct manager *m)
+{
+	struct open_task *ot;
+	ckd_err e;
+
+	memset(&e, 0, sizeof e);
+	ot = task_new(sizeof *ot, mgr_open_run, mgr_open_done,
+	    conn_peer(c), conn_id(c));
+	if (ot != NULL)
+		ot->fd = -1;
+	if (ot == NULL || (ot->path = strdup(m->rootless)) == NULL ||
+	    (ot->o = mgr_options_copy(m->o)) == NULL) {
+		if (ot != NULL)
+			free(ot->path);
+		free(ot);
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		return;
+	}
+	if (policy_compile(ot->o, &ot->pol, &e) != 0) {
+		conn_reply_err(c, id, &e);
+		ckpt__manager_options__free_unpacked(ot->o, NULL);
+		free(ot->path);
+		free(ot);
+		return;
+	}
+	ot->c = c;
+	conn_ref(c);
+	ot->id = id;
+	ot->attach = m;
+	mgr_ref(m);
+	worker_submit(&ot->t);
 }
 
 /* ---- manager.h ------------------------------------------------------------------ */

@@ -40,7 +40,9 @@ struct manager {
 	unsigned refs;
 	int closed;
 	struct conn *c;                 /* not referenced: closed with it */
-	struct root *r;                 /* referenced */
+	struct root *r;                 /* referenced; NULL: rootless */
+	char *rootless;                 /* with r NULL: the directory, absent
+	                                 * when this read-only manager opened */
 	Ckpt__ManagerOptions *o;        /* owned copy */
 	struct policy_set *pol;         /* owned */
 	mode_t dmode, fmode;
@@ -84,6 +86,10 @@ void mgr_wake_steps(struct root *r);
 struct manager *mgr_lookup(struct conn *c, uint64_t req_id, uint64_t id);
 /* Reply helpers. */
 void mgr_reply_empty(struct conn *c, uint64_t id);
+/* Reload of a rootless manager m: open its directory again; once it
+ * exists m gets its root (loaded, then rescanned) and (c, id) is answered
+ * as a reload; while absent, answered at once with no change. */
+void manager_attach_root(struct conn *c, uint64_t id, struct manager *m);
 
 
 /* What the manager requests ask of the saves (save.c, which is above

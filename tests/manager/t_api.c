@@ -224,6 +224,89 @@ test_read_only(struct hx_daemon *d)
 	ckpt_disconnect(c);
 }
 
+/* A read-only manager on a root that does not exist: the daemon opens it
+ * without a root and answers as for an empty root, with Orbax's messages
+ * and its own step names; a reload finds the root once it is there. */
+void
+test_read_only_absent_root(struct hx_daemon *d)
+{
+	char root[HX_PATH], want[HX_PATH + 64], *json = (char *)1, *saved;
+	ckpt_client *c = mgr_connect(d);
+	ckpt_options *o = mgr_options();
+	ckpt_restored *res = NULL;
+	ckpt_manager *ro = NULL, *w;
+	int64_t latest = 0;
+	int r, should = -1;
+
+	snprintf(root, sizeof root, "%s", root_path(d, "ro-absent"));
+	ckpt_options_set_read_only(o, 1);
+	ckpt_options_set_step_prefix(o, "ck");
+	ckpt_options_set_step_format_fixed_length(o, 4);
+	r = ckpt_manager_open(c, root, o, &ro);
+	is_int(r, 0, "read-only open of a missing root succeeds");
+	if (ro == NULL) {
+		ckpt_options_free(o);
+		ckpt_disconnect(c);
+		return;
+	}
+	ok(!hx_exists(root), "the root is not created");
+	is_steps(ro, "[]", "no steps");
+	ok_rc(ckpt_latest_step(ro, &latest), ro, "latest_step");
+	is_int(latest, -1, "no latest step");
+	ok_rc(ckpt_should_save(ro, 1, &should), ro, "should_save");
+	is_int(should, 0, "should_save is false");
+
+	r = ckpt_restore(ro, -1, NULL, &res);
+	is_rc(r, CKPT_ENOSTEPS, ro, "restore(latest): CKPT_ENOSTEPS");
+	snprintf(want, sizeof want, "No steps found in %s.", root);
+	is_str(ckpt_manager_errmsg(ro), want, "its message, from the daemon");
+	r = ckpt_restore(ro, 7, NULL, &res);
+	is_rc(r, CKPT_ENOTFOUND, ro, "restore(7): CKPT_ENOTFOUND");
+	snprintf(want, sizeof want, "Checkpoint at %s/ck_0007 not found.",
+	    root);
+	is_str(ckpt_manager_errmsg(ro), want,
+	    "its message names the step by the manager's naming");
+	r = ckpt_item_metadata(ro, 8, &res);
+	is_rc(r, CKPT_ENOTFOUND, ro, "item_metadata(8): CKPT_ENOTFOUND");
+	snprintf(want, sizeof want, "Checkpoint at %s/ck_0008 not found.",
+	    root);
+	is_str(ckpt_manager_errmsg(ro), want, "item_metadata's message");
+	r = ckpt_metadata(ro, 9, &json);
+	is_rc(r, CKPT_ENOTFOUND, ro, "metadata(9): CKPT_ENOTFOUND");
+	snprintf(want, sizeof want, "Checkpoint at %s/ck_0009 not found.",
+	    root);
+	is_str(ckpt_manager_errmsg(ro), want, "metadata's message");
+	json = (char *)1;
+	ok_rc(ckpt_metadata(ro, -1, &json), ro, "root metadata");
+	ok(json == NULL, "no root metadata");
+	r = mgr_save(ro, 1, NULL, &should);
+	ok(r == CKPT_EREADONLY || (r == 0 && should == 0),
+	    "save refused as read-only (rc=%d)", r);
+	ok_rc(ckpt_wait_until_finished(ro), ro, "wait_until_finished");
+	ok_rc(ckpt_reload(ro), ro, "reload while the root is missing");
+	is_steps(ro, "[]", "still no steps");
+	ok(!hx_exists(root), "still not created");
+
+	/* The root appears: reload reads it. */
+	ckpt_options_set_read_only(o, 0);
+	w = mgr_open(c, root, o, 1);
+	saved = save_range(w, 3, 3, NULL, 0, 0, NULL);
+	is_str(saved, "[3]", "step 3 saved by a writable manager");
+	free(saved);
+	ckpt_manager_close(w);
+	ok_rc(ckpt_reload(ro), ro, "reload once the root exists");
+	is_steps(ro, "[3]", "the reloaded manager lists [3]");
+	ok_rc(mgr_check_restore(ro, -1, 3, NULL), ro, "and restores it");
+	r = ckpt_restore(ro, 7, NULL, &res);
+	is_rc(r, CKPT_ENOTFOUND, ro, "restore(7) on the root: CKPT_ENOTFOUND");
+	snprintf(want, sizeof want, "Checkpoint at %s/ck_0007 not found.",
+	    root);
+	is_str(ckpt_manager_errmsg(ro), want, "the same message as before");
+	ok_rc(ckpt_manager_close(ro), NULL, "close");
+	ckpt_options_free(o);
+	ckpt_disconnect(c);
+}
+
 /* ---- delete ----------------------------------------------------------------------- */
 
 void

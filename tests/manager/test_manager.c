@@ -25,6 +25,7 @@ static const struct mgr_test tests[] = {
 	{ "naming", test_naming },
 	{ "exists", test_exists },
 	{ "read_only", test_read_only },
+	{ "read_only_absent_root", test_read_only_absent_root },
 	{ "delete", test_delete },
 	{ "root_metadata", test_root_metadata },
 	{ "restore", test_restore },

@@ -22,6 +22,7 @@ void test_restart(struct hx_daemon *d);
 void test_naming(struct hx_daemon *d);
 void test_exists(struct hx_daemon *d);
 void test_read_only(struct hx_daemon *d);
+void test_read_only_absent_root(struct hx_daemon *d);
 void test_delete(struct hx_daemon *d);
 void test_preempt(struct hx_daemon *d);
 void test_metrics_item(struct hx_daemon *d);

@@ -511,6 +511,10 @@ typedef struct ckpt_manager ckpt_manager;
  * caller may read the root (and write it unless read_only) and indexes the
  * steps already on disk. Errors: CKPT_EINVAL (bad options), CKPT_EACCES,
  * CKPT_ENOTDIR (missing and create off), CKPT_ECONN, CKPT_ENOMEM.
+ * A read_only manager on a missing root is opened all the same (Orbax):
+ * nothing is created; it has no steps; restores and step metadata fail
+ * with CKPT_ENOSTEPS / CKPT_ENOTFOUND (the messages of an empty root);
+ * ckpt_reload() reads the root once it exists.
  */
 int ckpt_manager_open(ckpt_client *c, const char *root,
     const ckpt_options *o, ckpt_manager **out);
@@ -698,7 +702,8 @@ int ckpt_metadata(ckpt_manager *m, int64_t step, char **json);
 /* Delete a committed step (or move it under todelete_subdir).
  * Errors: CKPT_ENOTFOUND, CKPT_EREADONLY (read-only managers: no-op, 0). */
 int ckpt_delete(ckpt_manager *m, uint64_t step);
-/* Re-read the root from disk. */
+/* Re-read the root from disk (a read_only manager opened on a missing
+ * root: open it now if it exists). */
 int ckpt_reload(ckpt_manager *m);
 
 /* Check stored checksums of `step` (-1: every step). *problems is a
