@@ -831,6 +831,7 @@ mgr_open_finish(struct root *r, struct opener *op)
 	if (!conn_alive(op->c)) {
 		policy_free(op->pol);
 		ckpt__manager_options__free_unpacked(op->o, NULL);
+		mgr_unref(op->attach);
 		goto out;
 	}
 	/* Leftover tmp dirs never block a save. The tmp dir of a save in
