@@ -441,6 +441,30 @@ def test_read_only_root_that_does_not_exist(ocp, tmp_path):
     m.close()
 
 
+def test_read_only_missing_root_messages(ocp, tmp_path):
+    # The daemon answers for a read-only manager on a missing root: the
+    # step named by the manager's naming, the texts of an empty root.
+    p = str(tmp_path / 'none')
+    m = ocp.CheckpointManager(p, options=ocp.CheckpointManagerOptions(
+        read_only=True, step_prefix='ck', step_format_fixed_length=3))
+    want = 'Checkpoint at %s/ck_003 not found.' % p
+    for call in (lambda: m.restore(3), lambda: m.metadata(3),
+                 lambda: m.item_metadata(3)):
+        with pytest.raises(FileNotFoundError) as e:
+            call()
+        assert str(e.value) == want
+    with pytest.raises(FileNotFoundError) as e:
+        m.restore()
+    assert str(e.value) == 'No steps found in %s.' % p
+    assert m.metadata().custom_metadata == {}
+    assert not m.is_saving_in_progress() and not m.reached_preemption(1)
+    m.reload()
+    assert m.all_steps() == [] and not os.path.exists(p)
+    m.close()
+    with pytest.raises(ValueError, match='closed'):
+        m.all_steps()
+
+
 def test_orbax_error_texts(ocp, tmp_path):
     # Orbax checkpoint_manager.py: CheckpointManagerOptions.__post_init__,
     # CheckpointManager.__init__ and _validate_args, word for word.

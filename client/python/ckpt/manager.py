@@ -459,7 +459,6 @@ class CheckpointManager:
         self._client = None
         self._m = None
         self._closed = True
-        self._absent = False
         self._fn_error = None
         self._should_save_fn_ref = None
         if checkpointers is not None:
@@ -523,13 +522,12 @@ class CheckpointManager:
         self._socket_path = socket_path
         self._metadata_arg = metadata
         # Orbax: a read-only manager on a root that does not exist yet has
-        # no steps (it is read when reload() finds it). The daemon says
-        # whether it exists.
-        self._open_daemon_manager(absent_ok=bool(options.read_only))
+        # no steps (it is read when reload() finds it). The daemon opens
+        # it without a root and answers for it.
+        self._open_daemon_manager()
 
-    def _open_daemon_manager(self, absent_ok=False):
-        """Open the daemon's manager; with absent_ok, a root that is not
-        a directory (CKPT_ENOTDIR) leaves this manager absent instead."""
+    def _open_daemon_manager(self):
+        """Open the daemon's manager."""
         opts = self._build_options(self._options, self._metadata_arg)
         socket_path = self._socket_path
         lib = L.lib()
@@ -546,12 +544,6 @@ class CheckpointManager:
             m = ctypes.c_void_p()
             rc = lib.ckpt_manager_open(self._client, os.fsencode(self._dir),
                                        opts, ctypes.byref(m))
-            if rc == L.CKPT_ENOTDIR and absent_ok:
-                lib.ckpt_disconnect(self._client)
-                self._client = None
-                self._absent = True
-                self._closed = False
-                return
             L.check_client(rc, self._client)
             self._m = m.value
             self._closed = False
@@ -830,15 +822,6 @@ class CheckpointManager:
         """The checkpoint root."""
         return md.PosixGPath(self._dir)
 
-    def _step_name(self, step):
-        o = self._options
-        s = str(step)
-        if o.step_format_fixed_length:
-            s = s.zfill(int(o.step_format_fixed_length))
-        if o.step_prefix:
-            s = '%s_%s' % (o.step_prefix, s)
-        return s
-
     def __enter__(self) -> "CheckpointManager":
         return self
 
@@ -856,9 +839,6 @@ class CheckpointManager:
     def close(self) -> None:
         """Wait for pending saves and close; raises a pending save error."""
         if self._closed:
-            return
-        if self._absent:
-            self._closed = True
             return
         lib = L.lib()
         cb_error = None
@@ -886,8 +866,6 @@ class CheckpointManager:
     # -- steps
     def all_steps(self, read: bool = False) -> Sequence[int]:
         """Committed steps, ascending; read=True rescans the disk first."""
-        if self._is_absent():
-            return []
         m = self._mgr()
         if read:
             self._check(L.lib().ckpt_reload(m))
@@ -902,40 +880,20 @@ class CheckpointManager:
 
     def latest_step(self) -> Optional[int]:
         """The newest committed step, or None."""
-        if self._is_absent():
-            return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_latest_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
     def best_step(self) -> Optional[int]:
         """The best step by `best_fn`/`best_mode`, else the latest."""
-        if self._is_absent():
-            return None
         v = ctypes.c_int64()
         self._check(L.lib().ckpt_best_step(self._mgr(), ctypes.byref(v)))
         return None if v.value < 0 else int(v.value)
 
     def reload(self) -> None:
         """Forget cached state and rescan the root on disk."""
-        if self._is_absent():
-            self._open_daemon_manager(absent_ok=True)
-            self._absent = self._m is None
-            return
         self._check(L.lib().ckpt_reload(self._mgr()))
         self._rank_unranked_steps()
-
-    def _is_absent(self):
-        """A read-only manager whose root did not exist at creation."""
-        if self._absent and self._closed:
-            raise ValueError('CheckpointManager is closed')
-        return self._absent
-
-    def _absent_error(self, step):
-        if step is None:
-            return FileNotFoundError(f'No steps found in {self._dir}.')
-        return FileNotFoundError('Checkpoint at %s not found.' % os.path.join(
-            self._dir, self._step_name(self._check_step(step))))
 
     def _raw_metrics(self, step):
         p = ctypes.c_void_p()
@@ -977,8 +935,6 @@ class CheckpointManager:
         daemon, or `ckptctl preempt`); the next save is then taken whatever
         the save policy says (Orbax's PreemptionCheckpointingPolicy)."""
         step = self._check_step(step)
-        if self._is_absent():
-            return False
         out = ctypes.c_int()
         self._check(L.lib().ckpt_reached_preemption(self._mgr(), step,
                                                     ctypes.byref(out)))
@@ -1022,8 +978,6 @@ class CheckpointManager:
     def wait_until_finished(self) -> None:
         """Block until every save of this manager is durable and its
         retention applied; raises the first save error."""
-        if self._is_absent():
-            return
         rc = L.lib().ckpt_wait_until_finished(self._mgr())
         self._bg_keep = None        # the background copy ended
         self._check(rc)
@@ -1070,8 +1024,6 @@ class CheckpointManager:
 
     def is_saving_in_progress(self) -> bool:
         """Whether a save of this manager is not yet finished."""
-        if self._is_absent():
-            return False
         rc = L.lib().ckpt_is_saving_in_progress(self._mgr())
         self._check(rc)
         return bool(rc)
@@ -1089,8 +1041,6 @@ class CheckpointManager:
     def metrics(self, step: int) -> Optional[Any]:
         """The metrics saved with `step` (decoded JSON), or None."""
         step = self._check_step(step)
-        if self._is_absent():
-            return None
         p = ctypes.c_void_p()
         self._check(L.lib().ckpt_metrics(self._mgr(), step, ctypes.byref(p)))
         text = L.take_string(p.value)
@@ -1107,10 +1057,6 @@ class CheckpointManager:
         was first opened; {} when none). Else the step's StepMetadata,
         its item_metadata filled for the items whose handler is known."""
         p = ctypes.c_void_p()
-        if self._is_absent():
-            if step is None:
-                return RootMetadata(custom_metadata=self._root_metadata or {})
-            raise self._absent_error(step)
         if step is None:
             self._check(L.lib().ckpt_metadata(self._mgr(), -1,
                                               ctypes.byref(p)))
@@ -1183,7 +1129,7 @@ class CheckpointManager:
         if not isinstance(args, args_lib.CheckpointArgs):
             raise ValueError(_expected_args(args))
         step = self._check_step(step)
-        m = None if self._is_absent() else self._mgr()
+        m = self._mgr()
         is_comp = isinstance(args, args_lib.Composite)
         if self._single_item is True and is_comp:
             raise ValueError(
@@ -1456,8 +1402,6 @@ class CheckpointManager:
         if args is not None and not isinstance(args,
                                                args_lib.CheckpointArgs):
             raise ValueError(_expected_args(args))
-        if self._is_absent():
-            raise self._absent_error(step)
         self._wait_pending()
         other = self._other_root(directory)
         owner_meta, step, step_dir, on_disk = self._step_on_disk(step, other)
@@ -1602,8 +1546,6 @@ class CheckpointManager:
         it also reads as that tree), an ArraySave item one ArrayMetadata,
         a JSON or proto item None. Several items: a Composite of those."""
         step = self._check_step(step)
-        if self._is_absent():
-            raise self._absent_error(step)
         self._wait_pending()
         owner, step, step_dir, on_disk = self._step_on_disk(step, None)
         if self._single_item is None:
