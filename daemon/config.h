@@ -49,6 +49,8 @@ struct config {
 	unsigned idle_timeout;          /* seconds; 0: never */
 	unsigned max_requests_per_user;
 	uint64_t max_leaves;
+	/* USER:s3://bucket[/prefix] grants, blank-separated (s3acl.h) */
+	char s3_allow[PATH_MAX];
 	uint64_t set;                   /* bit i: table entry i was given */
 };
 
@@ -60,6 +62,8 @@ enum config_type {
 	CONFIG_SIZE,                    /* uint64_t, K/M/G/T suffixes */
 	CONFIG_LEVEL,                   /* int, log level name */
 	CONFIG_BOOL,                    /* int; as a flag: takes no value */
+	CONFIG_LIST,                    /* a string; each occurrence adds
+	                                 * its blank-separated words */
 };
 
 /* What a reload applies outside config.c and the modules below it
