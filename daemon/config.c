@@ -534,7 +534,7 @@ config_line(struct config *out, char *line, ckd_err *e)
 	} else if (memchr(val, '"', vlen) != NULL) {
 		return err_set(e, CKPT_EINVAL, "%s: unbalanced quote", key);
 	}
-	if (out->set & (1ULL << i))
+	if ((out->set & (1ULL << i)) && config_defs[i].type != CONFIG_LIST)
 		return err_set(e, CKPT_EINVAL, "%s given twice",
 		    config_defs[i].key);
 	/* The daemon's working directory is "/": a relative path would
