@@ -82,6 +82,9 @@ main(int argc, char **argv)
 	if (cephbed_start(&bed) != 0 || s3peek_init(BUCKET) != 0)
 		bail_out("the Ceph test bed did not start");
 	hx_init(&d);
+	d.extra[0] = "--s3-allow";
+	d.extra[1] = "0:s3://" BUCKET;
+	d.extra[2] = NULL;
 	if (hx_start(&d) != 0 || hx_connect(&d, &c) != 0)
 		bail_out("ckptd did not start");
 	if (cephbed_curl_config(d.dir) != 0)
