@@ -375,6 +375,16 @@ static char *step_file(char *buf, uint64_t step, const char *rest)
 	return buf;
 }
 
+/* A root of its own, name, for a test whose steps must not overtake the
+ * other tests'; saved gets the root to go back to. */
+static void own_root(char *saved, const char *name)
+{
+	memcpy(saved, root, HX_PATH);
+	hx_path(&d, root, "%s", name);
+	if (hx_mkdirs(root) != 0)
+		bail_out("mkdir %s", root);
+}
+
 /* All ranks' connections and managers of one job. */
 struct job {
 	int fd[NR];
@@ -642,13 +652,10 @@ static void rank_gone_between(void)
 	int64_t t0, ms;
 	char saved_root[HX_PATH];
 
-	/* A root of its own: its steps do not overtake the other tests'. */
-	memcpy(saved_root, root, sizeof root);
-	hx_path(&d, root, "dist-gone");
-	if (hx_mkdirs(root) != 0)
-		bail_out("mkdir %s", root);
+	own_root(saved_root, "dist-gone");
 	job_open(&j, NR, "gone", 600);
-	is_int(job_save_all(&j, 51, 60000), 2 * NR, "step 51 saved by all 4 ranks");
+	is_int(job_save_all(&j, 51, 60000), 2 * NR,
+	    "step 51 saved by all 4 ranks");
 	close(j.fd[3]);         /* rank 3 goes away between steps */
 	j.fd[3] = -1;
 	hx_sleep_ms(200);       /* the daemon sees the close first */
@@ -723,11 +730,7 @@ static void rank_late_after_failure(void)
 	int code;
 	char saved_root[HX_PATH];
 
-	/* A root of its own: its steps do not overtake the other tests'. */
-	memcpy(saved_root, root, sizeof root);
-	hx_path(&d, root, "dist-late");
-	if (hx_mkdirs(root) != 0)
-		bail_out("mkdir %s", root);
+	own_root(saved_root, "dist-late");
 	job_open(&j, NR, "late", 600);
 	for (i = 0; i < 2; i++)
 		saved += save_part(j.fd[i], j.m[i], i, 61, ROWS_OK, NULL, 0) == 1;
