@@ -46,13 +46,9 @@ static void *rank_thread(void *arg)
 	ckpt_manager *m = NULL;
 	ckpt_tree *t = ckpt_tree_new();
 
-	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
-	if (hx_connect(&d[node_of(k->index)], &c) != 0 ||
-	    ranks_open(c, root, "multi/node job", k->index, RANKS, &m) != 0) {
-		snprintf(k->msg, sizeof k->msg, "open: %s",
-		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+	if (ranks_join(k, &d[node_of(k->index)], root, "multi/node job",
+	    RANKS, &c, &m) != 0)
 		goto out;
-	}
 	ranks_add_pieces(t, k->index, RANKS);
 	ranks_add_replicated(t, k->step);
 	k->save_rc = ranks_save(m, k->step, t);

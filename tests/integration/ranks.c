@@ -1,6 +1,7 @@
 /*
  * ranks.c - the job the distributed libckpt tests save (see ranks.h).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,19 @@ ranks_open(ckpt_client *c, const char *root, const char *job, int index,
 	r = ckpt_manager_open(c, root, o, m);
 	ckpt_options_free(o);
 	return r;
+}
+
+int
+ranks_join(struct rank *k, struct hx_daemon *d, const char *root,
+    const char *job, int count, ckpt_client **c, ckpt_manager **m)
+{
+	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
+	if (hx_connect(d, c) == 0 &&
+	    ranks_open(*c, root, job, k->index, count, m) == 0)
+		return 0;
+	snprintf(k->msg, sizeof k->msg, "open: %s",
+	    *c != NULL ? ckpt_client_errmsg(*c) : "connect");
+	return -1;
 }
 
 void

@@ -18,6 +18,8 @@
 
 #include <ckpt/ckpt.h>
 
+#include "harness.h"
+
 #define RANKS_ROWS 37   /* not a multiple of the rank count */
 #define RANKS_COLS 24
 #define RANKS_NCOLBLOCKS 3      /* column piece targets (divides RANKS_COLS) */
@@ -46,6 +48,11 @@ void ranks_rows(int r, int parts, int64_t *lo, int64_t *hi);
  * ckpt_manager_open. */
 int ranks_open(ckpt_client *c, const char *root, const char *job,
     int index, int count, ckpt_manager **m);
+/* Rank k (none of whose results are in yet: CKPT_EINTERNAL) connects to
+ * d and opens its manager on root as ranks_open: 0, or -1 with k->msg
+ * saying why (*c may be set then, for the caller to disconnect). */
+int ranks_join(struct rank *k, struct hx_daemon *d, const char *root,
+    const char *job, int count, ckpt_client **c, ckpt_manager **m);
 /* Add rank r's two pieces of "w" (parts ranks sharing the rows) to t. */
 void ranks_add_pieces(ckpt_tree *t, int r, int parts);
 /* Add the replicated leaves "b" and "step" to t. */

@@ -42,11 +42,7 @@ static void *rank_thread(void *arg)
 	ckpt_manager *m = NULL;
 	ckpt_tree *t = ckpt_tree_new();
 
-	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
-	if (hx_connect(&d, &c) != 0 ||
-	    ranks_open(c, root, "c-test", k->index, RANKS, &m) != 0) {
-		snprintf(k->msg, sizeof k->msg, "open: %s",
-		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+	if (ranks_join(k, &d, root, "c-test", RANKS, &c, &m) != 0) {
 		pthread_barrier_wait(&opened);
 		goto out;
 	}
