@@ -107,9 +107,9 @@ def check_on_disk(root, step):
     assert leaves['name'] == ('str', want['name'])
 
 
-def assembled(out, world, step):
+def check_assembled(out, world, step):
     """The global arrays put together from every rank's restored Shards
-    (each element written exactly once)."""
+    (each element written exactly once) are the ones step saved."""
     want = expected(step)
     got = {k: np.zeros_like(want[k]) for k in dist_worker.SHARDED}
     seen = {k: np.zeros(want[k].shape, np.int32) for k in dist_worker.SHARDED}
@@ -123,7 +123,7 @@ def assembled(out, world, step):
         assert z['params/b'].tobytes() == want['params/b'].tobytes()
     for k in dist_worker.SHARDED:
         assert (seen[k] == 1).all(), k
-    return got
+        assert got[k].tobytes() == want[k].tobytes(), (world, k)
 
 
 @pytest.fixture
@@ -275,10 +275,7 @@ def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):
         for r, rep in res.items():
             assert rep['error'] is None, rep
             assert rep['scalars'] == [2, 'run-2']
-        got = assembled(rout, world, 2)
-        want = expected(2)
-        for k in dist_worker.SHARDED:
-            assert got[k].tobytes() == want[k].tobytes(), (world, k)
+        check_assembled(rout, world, 2)
     rout = str(tmp_path / 'r1')
     res = job(daemon, 1, 'restore', root, rout, '3', lambda r: ['--whole'])
     assert res[0]['error'] is None, res
@@ -304,10 +301,7 @@ def test_rank_without_a_piece(daemon, ocp, tmp_path):
     # any layout restores it (4 ranks into column Shards)
     rout = str(tmp_path / 'r4')
     all_ok(job(daemon, 4, 'restore', root, rout, '1'))
-    got = assembled(rout, 4, 1)
-    want = expected(1)
-    for k in dist_worker.SHARDED:
-        assert got[k].tobytes() == want[k].tobytes(), k
+    check_assembled(rout, 4, 1)
 
 
 def test_array_save_of_shards(daemon, ocp, tmp_path):
