@@ -399,6 +399,20 @@ s3b_writable(int dir)
 	return 0;
 }
 
+/* A new handle for h, named under its parent's p (freed): as s3b_add,
+ * ENOMEM when h's bucket or key could not be made. */
+static int
+s3b_add_child(struct s3b_handle *p, struct s3b_handle *h)
+{
+	s3b_free(p);
+	if (h->bucket == NULL || h->key == NULL) {
+		s3b_free(h);
+		errno = ENOMEM;
+		return -1;
+	}
+	return s3b_add(h);
+}
+
 /* A new directory handle for dir/name (no request). */
 static int
 s3b_child(int dir, const char *name, int held)
@@ -426,13 +440,7 @@ s3b_child(int dir, const char *name, int held)
 			name = base;    /* the step's files are in place */
 		h->key = s3b_cat(p->key, name, "/");
 	}
-	s3b_free(p);
-	if (h->bucket == NULL || h->key == NULL) {
-		s3b_free(h);
-		errno = ENOMEM;
-		return -1;
-	}
-	return s3b_add(h);
+	return s3b_add_child(p, h);
 }
 
 /* 1 when make_dir made bucket/key in this process. */
@@ -1059,13 +1067,7 @@ s3b_create(int dir, const char *name, mode_t mode)
 		h->step = p->key;
 		p->key = NULL;
 	}
-	s3b_free(p);
-	if (h->bucket == NULL || h->key == NULL) {
-		s3b_free(h);
-		errno = ENOMEM;
-		return -1;
-	}
-	return s3b_add(h);
+	return s3b_add_child(p, h);
 }
 
 /* One range of an object into fd, on a thread of its own. */

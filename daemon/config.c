@@ -140,6 +140,10 @@ const struct config_def config_defs[] = {
 	  "this long after its daemon dies (default 10)" },
 	{ "etcd-timeout", 0, CONFIG_UINT, CFG_FIELD(etcd_timeout), 100,
 	  600000, NULL, "MS", "bound of one etcd request (default 5000)" },
+	{ "s3-allow", 0, CONFIG_LIST, CFG_FIELD(s3_allow), 0, 0, NULL,
+	  "USER:s3://BUCKET[/PREFIX]", "let USER (a name or uid) use s3:// "
+	  "roots inside this prefix (whole path components); repeatable; "
+	  "without a grant nobody, root included, may use an s3:// root" },
 };
 const size_t config_ndefs = sizeof config_defs / sizeof config_defs[0];
 
@@ -222,6 +226,14 @@ config_set(struct config *c, size_t i, const char *text, ckd_err *e)
 			    "most %zu bytes)", d->key, d->size - 1);
 		memcpy(field, text, strlen(text) + 1);
 		break;
+	case CONFIG_LIST:
+		if (strlen(field) + 1 + strlen(text) >= d->size)
+			return err_set(e, CKPT_EINVAL, "%s: values too long (at "
+			    "most %zu bytes in all)", d->key, d->size - 1);
+		if (field[0] != '\0')
+			strcat(field, " ");
+		strcat(field, text);
+		break;
 	case CONFIG_UINT:
 	case CONFIG_U64:
 		errno = 0;
@@ -273,6 +285,7 @@ config_format(const struct config *c, size_t i, char *buf, size_t len)
 	switch (d->type) {
 	case CONFIG_STRING:
 	case CONFIG_PATH:
+	case CONFIG_LIST:
 		snprintf(buf, len, "%s", field);
 		break;
 	case CONFIG_UINT:
@@ -531,7 +544,7 @@ config_line(struct config *out, char *line, ckd_err *e)
 	} else if (memchr(val, '"', vlen) != NULL) {
 		return err_set(e, CKPT_EINVAL, "%s: unbalanced quote", key);
 	}
-	if (out->set & (1ULL << i))
+	if ((out->set & (1ULL << i)) && config_defs[i].type != CONFIG_LIST)
 		return err_set(e, CKPT_EINVAL, "%s given twice",
 		    config_defs[i].key);
 	/* The daemon's working directory is "/": a relative path would

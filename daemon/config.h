@@ -54,6 +54,8 @@ struct config {
 	char node[64];
 	unsigned etcd_lease_ttl;        /* seconds; 0: 10 */
 	unsigned etcd_timeout;          /* ms; 0: 5000 */
+	/* USER:s3://bucket[/prefix] grants, blank-separated (s3acl.h) */
+	char s3_allow[PATH_MAX];
 	uint64_t set;                   /* bit i: table entry i was given */
 };
 
@@ -65,6 +67,8 @@ enum config_type {
 	CONFIG_SIZE,                    /* uint64_t, K/M/G/T suffixes */
 	CONFIG_LEVEL,                   /* int, log level name */
 	CONFIG_BOOL,                    /* int; as a flag: takes no value */
+	CONFIG_LIST,                    /* a string; each occurrence adds
+	                                 * its blank-separated words */
 };
 
 /* What a reload applies outside config.c and the modules below it

@@ -49,6 +49,7 @@
 #include "log.h"
 #include "manager.h"
 #include "metrics.h"
+#include "s3acl.h"
 #include "save.h"
 #include "stats.h"
 #include "user.h"
@@ -874,6 +875,10 @@ main(int argc, char **argv)
 	if ((c = config_parse_args(argc, argv, &M.cli, &args)) != CONFIG_RUN)
 		return c == CONFIG_EXIT_OK ? 0 : 2;
 	if ((r = main_load_config(args.file, &M.cfg, &e)) != 0) {
+		fprintf(stderr, "ckptd: %s\n", e.msg);
+		return 2;
+	}
+	if (s3acl_set(M.cfg.s3_allow, &e) != 0) {
 		fprintf(stderr, "ckptd: %s\n", e.msg);
 		return 2;
 	}

@@ -32,6 +32,7 @@
 #include "steptx.h"
 #include "root.h"
 #include "preempt.h"
+#include "s3acl.h"
 #include "savecheck.h"
 
 /* An OpenManager waiting for its root to finish loading. */
@@ -993,12 +994,15 @@ fail:
 }
 
 static int
-mgr_check_options(const Ckpt__OpenManager *om, ckd_err *e)
+mgr_check_options(const Ckpt__OpenManager *om, const struct peer_cred *pc,
+    ckd_err *e)
 {
 	const Ckpt__ManagerOptions *o = om->options;
 	size_t i, k;
 
 	if (store_backend_for(om->root, e) == NULL)
+		return e->code;
+	if (s3acl_check(om->root, pc->uid, e) != 0)
 		return e->code;
 	if (strlen(om->root) >= PATH_MAX)
 		return err_set(e, CKPT_ETOOBIG, "checkpoint directory path too "
@@ -1053,7 +1057,7 @@ mgr_handle_open(struct conn *c, const Ckpt__Request *req)
 	ckd_err e;
 
 	memset(&e, 0, sizeof e);
-	if (mgr_check_options(om, &e) != 0) {
+	if (mgr_check_options(om, conn_peer(c), &e) != 0) {
 		conn_reply_err(c, req->id, &e);
 		return;
 	}

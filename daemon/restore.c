@@ -19,6 +19,7 @@
 
 #include "metrics.h"
 #include "restore.h"
+#include "s3acl.h"
 #include "savecheck.h"
 #include "stepmetrics.h"
 
@@ -733,8 +734,9 @@ restore_handle(struct conn *c, struct manager *m, Ckpt__Request *req)
 				return;
 			}
 	}
-	if (rq->directory != NULL && store_backend_for(rq->directory,
-	    &e) == NULL) {
+	if (rq->directory != NULL && (store_backend_for(rq->directory,
+	    &e) == NULL || s3acl_check(rq->directory, conn_peer(c)->uid,
+	    &e) != 0)) {
 		rs_fail(c, req, NULL, e.code, e.msg);
 		return;
 	}

@@ -191,7 +191,8 @@ ckpt_restore_args_set_directory(ckpt_restore_args *r, const char *dir)
 	if (r == NULL || (dir != NULL && *dir == '\0'))
 		return CKPT_EINVAL;
 	if (dir != NULL) {
-		if (dir[0] == '/') {
+		/* As a manager's root: a "scheme://" name goes as it is. */
+		if (dir[0] == '/' || strstr(dir, "://") != NULL) {
 			s = strdup(dir);
 		} else {
 			char *cwd = getcwd(NULL, 0);

@@ -17,38 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
 #include "s3peek.h"
+#include "benchclock.h"
 #include "cephbed.h"
 
 #define BUCKET "ckpt-bench-daemon"
-
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double
-median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 int
 main(int argc, char **argv)
@@ -82,6 +58,9 @@ main(int argc, char **argv)
 	if (cephbed_start(&bed) != 0 || s3peek_init(BUCKET) != 0)
 		bail_out("the Ceph test bed did not start");
 	hx_init(&d);
+	d.extra[0] = "--s3-allow";
+	d.extra[1] = "0:s3://" BUCKET;
+	d.extra[2] = NULL;
 	if (hx_start(&d) != 0 || hx_connect(&d, &c) != 0)
 		bail_out("ckptd did not start");
 	if (cephbed_curl_config(d.dir) != 0)
@@ -122,23 +101,23 @@ main(int argc, char **argv)
 			    data + (uint64_t)f * per, per);
 		}
 		ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-		double t0 = now();
+		double t0 = benchclock_now();
 		if ((r = ckpt_save(m, (uint64_t)i, a, &saved)) != 0 ||
 		    (r = ckpt_wait_until_finished(m)) != 0)
 			bail_out("save: %s", ckpt_manager_errmsg(m));
-		double t1 = now();
+		double t1 = benchclock_now();
 		const char *put[] = { "-X", "PUT", "-T", src, "-o", "/dev/null",
 		    url, NULL };
 		if (cephbed_curl(put) != 0)
 			bail_out("curl PUT");
-		double t2 = now();
+		double t2 = benchclock_now();
 		if ((r = ckpt_restore(m, i, NULL, &res)) != 0)
 			bail_out("restore: %s", ckpt_manager_errmsg(m));
-		double t3 = now();
+		double t3 = benchclock_now();
 		const char *get[] = { "-o", dst, url, NULL };
 		if (cephbed_curl(get) != 0)
 			bail_out("curl GET");
-		double t4 = now();
+		double t4 = benchclock_now();
 		ckpt_restored_free(res);
 		ckpt_tree_free(t);
 		ckpt_save_args_free(a);
@@ -151,8 +130,10 @@ main(int argc, char **argv)
 			bail_out("delete: %s", ckpt_manager_errmsg(m));
 	}
 	double mb = (double)size / (1 << 20);
-	double u = mb / median(tu, runs), uc = mb / median(tc, runs);
-	double g = mb / median(ru, runs), gc = mb / median(rc, runs);
+	double u = mb / benchclock_median(tu, runs);
+	double uc = mb / benchclock_median(tc, runs);
+	double g = mb / benchclock_median(ru, runs);
+	double gc = mb / benchclock_median(rc, runs);
 	printf("step %" PRIu64 " MiB in %d arrays, %d runs (medians)\n",
 	    size_mib, files, runs);
 	printf("upload   ckptd save -> durable        %8.1f MiB/s  ratio to "

@@ -19,37 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "s3.h"
+#include "benchclock.h"
 #include "cephbed.h"
 
 #define BUCKET "ckpt-bench"
 
 static char tmpdir[512], endpoint[256];
-
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double
-median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void
 die(const char *what, const ckd_err *e)
@@ -131,17 +109,17 @@ main(int argc, char **argv)
 	double *w_curl = calloc((size_t)runs, sizeof(double));
 	snprintf(url, sizeof(url), "%s/%s/bench/curl", endpoint, BUCKET);
 	for (int i = 0; i < runs; i++) {
-		double t0 = now();
+		double t0 = benchclock_now();
 		if (s3_put_fd(multi, BUCKET, "bench/multi", fd, 0, size, &e) != 0)
 			die("multipart upload", &e);
-		double t1 = now();
+		double t1 = benchclock_now();
 		if (s3_put_fd(single, BUCKET, "bench/single", fd, 0, size, &e) != 0)
 			die("single upload", &e);
-		double t2 = now();
+		double t2 = benchclock_now();
 		const char *put[] = { "-X", "PUT", "-T", src, "-o", "/dev/null", url, NULL };
 		if (cephbed_curl(put) != 0)
 			die("curl PUT", NULL);
-		double t3 = now();
+		double t3 = benchclock_now();
 		t_multi[i] = t1 - t0;
 		t_single[i] = t2 - t1;
 		t_curl[i] = t3 - t2;
@@ -152,13 +130,13 @@ main(int argc, char **argv)
 	if (ofd < 0)
 		die(dst, NULL);
 	for (int i = 0; i < runs; i++) {
-		double t0 = now();
+		double t0 = benchclock_now();
 		for (uint64_t off = 0; off < size; off += range) {
 			uint64_t n = size - off < range ? size - off : range;
 			if (s3_get_fd(multi, BUCKET, "bench/curl", off, n, ofd, (off_t)off, &e) != 0)
 				die("ranged GET", &e);
 		}
-		double t1 = now();
+		double t1 = benchclock_now();
 		for (uint64_t off = 0; off < size; off += range) {
 			uint64_t n = size - off < range ? size - off : range;
 			char r[64];
@@ -180,14 +158,14 @@ main(int argc, char **argv)
 			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 				die("curl ranged GET", NULL);
 		}
-		double t2 = now();
+		double t2 = benchclock_now();
 		if (s3_get_fd(single, BUCKET, "bench/curl", 0, size, ofd, 0, &e) != 0)
 			die("whole GET", &e);
-		double t3 = now();
+		double t3 = benchclock_now();
 		const char *whole[] = { "-o", dst, url, NULL };
 		if (cephbed_curl(whole) != 0)
 			die("curl GET", NULL);
-		double t4 = now();
+		double t4 = benchclock_now();
 		g_s3[i] = t1 - t0;
 		g_curl[i] = t2 - t1;
 		w_s3[i] = t3 - t2;
@@ -197,10 +175,13 @@ main(int argc, char **argv)
 	close(fd);
 
 	double mb = (double)size / (1 << 20);
-	double um = mb / median(t_multi, runs), us = mb / median(t_single, runs);
-	double uc = mb / median(t_curl, runs);
-	double gs = mb / median(g_s3, runs), gc = mb / median(g_curl, runs);
-	double ws = mb / median(w_s3, runs), wc = mb / median(w_curl, runs);
+	double um = mb / benchclock_median(t_multi, runs);
+	double us = mb / benchclock_median(t_single, runs);
+	double uc = mb / benchclock_median(t_curl, runs);
+	double gs = mb / benchclock_median(g_s3, runs);
+	double gc = mb / benchclock_median(g_curl, runs);
+	double ws = mb / benchclock_median(w_s3, runs);
+	double wc = mb / benchclock_median(w_curl, runs);
 	printf("object %" PRIu64 " MiB, %d runs (medians), %s\n", size_mib, runs, endpoint);
 	printf("upload   s3.c multipart (%" PRIu64 " MiB parts, %u parallel) %8.1f MiB/s  "
 	    "ratio to curl %.2f\n", part_mib, parallel, um, um / uc);

@@ -7,7 +7,8 @@
  * collected; an object corrupted behind the daemon's back is named by
  * verify; radosgw restarted during a 256 MiB upload; a step of 4 ranks;
  * a daemon with a wrong secret refuses the root with S3's reason and
- * keeps serving.
+ * keeps serving; a second Unix user reaches only the prefix it is granted
+ * (--s3-allow), not a sibling sharing a string prefix, not root's.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "harness.h"
 #include "s3peek.h"
@@ -23,6 +25,10 @@
 #define BUCKET "ckpt-daemon"
 #define ROOT "s3://" BUCKET "/train/run1"
 #define NBIG (6u << 20)         /* floats: 24 MiB */
+#define TEST_USER "ckpttest"
+/* root may use the whole bucket; TEST_USER only acl/a. */
+#define GRANT_ROOT "0:s3://" BUCKET
+#define GRANT_USER TEST_USER ":s3://" BUCKET "/acl/a"
 
 static struct cephbed bed;
 static struct hx_daemon d;
@@ -192,6 +198,9 @@ wrong_credentials(void)
 
 	setenv("AWS_SECRET_ACCESS_KEY", "a-wrong-secret", 1);
 	hx_init(&d2);
+	d2.extra[0] = "--s3-allow";
+	d2.extra[1] = GRANT_ROOT;
+	d2.extra[2] = NULL;
 	r = hx_start(&d2);
 	setenv("AWS_SECRET_ACCESS_KEY", good, 1);
 	if (!ok(r == 0, "a daemon with a wrong secret starts"))
@@ -446,6 +455,158 @@ unknown_scheme(void)
 	ckpt_disconnect(c);
 }
 
+/* ---- grants: a second user ------------------------------------------------ */
+
+/* As TEST_USER: open root, expect code; on 0 save step 3 and restore it. */
+struct acl_case {
+	const char *root;
+	int code;
+};
+
+static int
+acl_open_as_user(void *arg, char *msg, size_t msglen)
+{
+	const struct acl_case *k = arg;
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_tree *t;
+	ckpt_save_args *a;
+	ckpt_restored *res = NULL;
+	const ckpt_tree *rt;
+	ckpt_leaf lf;
+	float v[4] = { 1, 2, 3, 4 };
+	int64_t sh[1] = { 4 };
+	int r, saved = 0;
+	long i;
+
+	if (hx_connect(&d, &c) != 0) {
+		snprintf(msg, msglen, "connect failed");
+		return INT32_MIN;
+	}
+	r = ckpt_manager_open(c, k->root, NULL, &m);
+	snprintf(msg, msglen, "%s", r != 0 ? ckpt_client_errmsg(c) : "");
+	if (r != 0 || k->code != 0) {
+		if (r == 0)
+			ckpt_manager_close(m);
+		ckpt_disconnect(c);
+		return r;
+	}
+	t = ckpt_tree_new();
+	a = ckpt_save_args_new();
+	ckpt_tree_add_array(t, "w", CKPT_F32, 1, sh, v, sizeof v);
+	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
+	if ((r = ckpt_save(m, 3, a, &saved)) == 0)
+		r = ckpt_wait_until_finished(m);
+	if (r == 0 && (r = ckpt_restore(m, 3, NULL, &res)) == 0) {
+		rt = ckpt_restored_item_tree(res, 0);
+		i = rt != NULL ? ckpt_tree_find(rt, "w") : -1;
+		if (i < 0 || ckpt_tree_leaf(rt, (size_t)i, &lf) != 0 ||
+		    lf.nbytes != sizeof v || memcmp(lf.data, v, sizeof v) != 0)
+			r = CKPT_EIO;
+		ckpt_restored_free(res);
+	}
+	snprintf(msg, msglen, "%s", r != 0 ? ckpt_client_errmsg(c) : "");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	ckpt_save_args_free(a);
+	ckpt_tree_free(t);
+	return r;
+}
+
+/* As TEST_USER: restore from directory k->root through a manager on its
+ * own granted prefix. */
+static int
+acl_restore_elsewhere(void *arg, char *msg, size_t msglen)
+{
+	const struct acl_case *k = arg;
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_restore_args *ra = ckpt_restore_args_new();
+	ckpt_restored *res = NULL;
+	int r;
+
+	msg[0] = '\0';
+	if (hx_connect(&d, &c) != 0) {
+		snprintf(msg, msglen, "connect failed");
+		return INT32_MIN;
+	}
+	r = ckpt_manager_open(c, "s3://" BUCKET "/acl/a", NULL, &m);
+	if (r == 0) {
+		ckpt_restore_args_set_directory(ra, k->root);
+		r = ckpt_restore(m, 7, ra, &res);
+		snprintf(msg, msglen, "%s", r != 0 ? ckpt_client_errmsg(c) :
+		    "");
+		if (r == 0)
+			ckpt_restored_free(res);
+		ckpt_manager_close(m);
+	} else {
+		snprintf(msg, msglen, "%s", ckpt_client_errmsg(c));
+	}
+	ckpt_restore_args_free(ra);
+	ckpt_disconnect(c);
+	return r;
+}
+
+static void
+grants(void)
+{
+	static const struct acl_case cases[] = {
+		{ "s3://" BUCKET "/acl/a", 0 },
+		{ "s3://" BUCKET "/acl/a/", 0 },
+		{ "s3://" BUCKET "/acl/a/sub/run", 0 },
+		{ "s3://" BUCKET "/acl/ab", CKPT_EACCES },
+		{ "s3://" BUCKET "/acl/b", CKPT_EACCES },
+		{ "s3://" BUCKET "/acl", CKPT_EACCES },
+		{ "s3://" BUCKET "/train/run1", CKPT_EACCES },
+		{ "s3://" BUCKET "x/acl/a", CKPT_EACCES },
+		{ "s3://" BUCKET "/acl/a/../b", CKPT_EINVAL },
+		{ "s3://" BUCKET "/acl//a", CKPT_EINVAL },
+		{ "s3://" BUCKET "/acl/a/./x", CKPT_EINVAL },
+	};
+	struct acl_case rc = { ROOT, CKPT_EACCES };
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	char msg[1024];
+	uid_t uid;
+	gid_t gid;
+	size_t i;
+	int r;
+
+	if (hx_ensure_user(TEST_USER, &uid, &gid) != 0)
+		bail_out("cannot create user %s", TEST_USER);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		r = hx_as_user(uid, gid, acl_open_as_user,
+		    (void *)&cases[i], msg, sizeof msg);
+		is_int(r, cases[i].code, "%s as %s: %s", cases[i].root,
+		    TEST_USER, cases[i].code == 0 ? "saves and restores" :
+		    cases[i].code == CKPT_EACCES ? "refused" : "not normal");
+		if (cases[i].code != 0)
+			has(msg, cases[i].root, "the message names the root "
+			    "(%s)", msg);
+	}
+	r = hx_as_user(uid, gid, acl_restore_elsewhere, &rc, msg, sizeof msg);
+	is_int(r, CKPT_EACCES, "%s may not restore from %s", TEST_USER, ROOT);
+	has(msg, ROOT, "naming it (%s)", msg);
+	ok(s3peek_has("acl/a/3/default/_METADATA") &&
+	    s3peek_has("acl/a/sub/run/3/default/_METADATA"),
+	    "the granted prefixes hold the user's steps");
+	ok(!s3peek_has("acl/ab/3/default/_METADATA"),
+	    "nothing was written under acl/ab");
+
+	/* root holds a grant of the bucket only; the daemon still serves. */
+	ok(hx_alive(&d), "the daemon is alive");
+	if (hx_connect(&d, &c) != 0)
+		bail_out("connect");
+	r = ckpt_manager_open(c, "s3://another-bucket/x", NULL, &m);
+	is_int(r, CKPT_EACCES, "root is refused a bucket it is not granted");
+	has(ckpt_client_errmsg(c), "s3://another-bucket/x", "naming it");
+	r = ckpt_manager_open(c, ROOT, NULL, &m);
+	ok_call(r, c, "root still opens %s", ROOT);
+	if (r == 0)
+		ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}
+
 int
 main(void)
 {
@@ -454,13 +615,22 @@ main(void)
 	if (s3peek_init(BUCKET) != 0)
 		bail_out("no bucket");
 	hx_init(&d);
+	d.extra[0] = "--s3-allow";
+	d.extra[1] = GRANT_ROOT;
+	d.extra[2] = "--s3-allow";
+	d.extra[3] = GRANT_USER;
+	d.extra[4] = NULL;
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
+	/* The second user reaches the socket. */
+	chmod(d.dir, 0755);
+	chmod(d.sock, 0666);
 	save_list_restore_delete();
 	rgw_restart_during_upload();
 	distributed_step();
 	unknown_scheme();
 	wrong_credentials();
+	grants();
 	hx_cleanup(&d);
 	s3peek_done();
 	cephbed_stop(&bed);

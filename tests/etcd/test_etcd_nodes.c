@@ -24,51 +24,19 @@
 
 #include "bed.h"
 #include "harness.h"
+#include "ranks.h"
 
 #define NODES 2
 #define RANKS 4
-#define ROWS 37
-#define COLS 24
 
 static struct bed b;
 static struct hx_daemon d[NODES];
 static const char *node_names[NODES] = { "n0", "n1" };
 static char root[HX_PATH];
-static float g[ROWS * COLS];
-static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
-
-struct rank {
-	int index;
-	uint64_t step;
-	int hold_ms;            /* wait this long after saving, before waiting */
-	int save_rc, wait_rc;
-	char msg[512];
-};
 
 static int node_of(int rank)
 {
 	return rank * NODES / RANKS;
-}
-
-static void rows_of(int r, int64_t *lo, int64_t *hi)
-{
-	int64_t q = ROWS / RANKS, rem = ROWS % RANKS;
-
-	*lo = r * q + (r < rem ? r : rem);
-	*hi = *lo + q + (r < rem ? 1 : 0);
-}
-
-static int open_rank(ckpt_client *c, int index, ckpt_manager **m)
-{
-	ckpt_options *o = ckpt_options_new();
-	int r;
-
-	ckpt_options_set_process_index(o, (uint32_t)index);
-	ckpt_options_set_process_count(o, RANKS);
-	ckpt_options_set_job(o, "multi/node job");
-	r = ckpt_manager_open(c, root, o, m);
-	ckpt_options_free(o);
-	return r;
 }
 
 static void *rank_thread(void *arg)
@@ -77,31 +45,13 @@ static void *rank_thread(void *arg)
 	ckpt_client *c = NULL;
 	ckpt_manager *m = NULL;
 	ckpt_tree *t = ckpt_tree_new();
-	ckpt_save_args *a = ckpt_save_args_new();
-	int64_t lo, hi, mid, gs[2] = { ROWS, COLS }, off[2], shp[2], bs = 5;
-	int saved = 0;
 
-	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
-	if (hx_connect(&d[node_of(k->index)], &c) != 0 ||
-	    open_rank(c, k->index, &m) != 0) {
-		snprintf(k->msg, sizeof k->msg, "open: %s",
-		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+	if (ranks_join(k, &d[node_of(k->index)], root, "multi/node job",
+	    RANKS, &c, &m) != 0)
 		goto out;
-	}
-	rows_of(k->index, &lo, &hi);
-	mid = lo + (hi - lo) / 2;
-	off[0] = lo; off[1] = 0; shp[0] = mid - lo; shp[1] = COLS;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[lo * COLS],
-	    (size_t)(shp[0] * COLS) * sizeof(float));
-	off[0] = mid; shp[0] = hi - mid;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[mid * COLS],
-	    (size_t)(shp[0] * COLS) * sizeof(float));
-	ckpt_tree_add_array(t, "b", CKPT_F64, 1, &bs, bvec, sizeof bvec);
-	ckpt_tree_add_int(t, "step", (int64_t)k->step);
-	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-	k->save_rc = ckpt_save(m, k->step, a, &saved);
-	if (k->save_rc == 0 && !saved)
-		k->save_rc = CKPT_EINTERNAL;
+	ranks_add_pieces(t, k->index, RANKS);
+	ranks_add_replicated(t, k->step);
+	k->save_rc = ranks_save(m, k->step, t);
 	if (k->save_rc != 0)
 		snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
 	if (k->hold_ms > 0) {
@@ -117,7 +67,6 @@ static void *rank_thread(void *arg)
 	if (k->save_rc == 0)
 		snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
 out:
-	ckpt_save_args_free(a);
 	ckpt_tree_free(t);
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
@@ -145,19 +94,6 @@ static void join_ranks(pthread_t *th, int first, int last)
 
 	for (i = first; i < last; i++)
 		pthread_join(th[i], NULL);
-}
-
-static int all_ok(struct rank *k, const char *what)
-{
-	int i, all = 1;
-
-	for (i = 0; i < RANKS; i++) {
-		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
-			diag("%s: rank %d: save %d wait %d: %s", what, i,
-			    k[i].save_rc, k[i].wait_rc, k[i].msg);
-		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
-	}
-	return all;
 }
 
 /* 1 when step is among the steps a manager of node's daemon lists. */
@@ -209,10 +145,7 @@ static void check_restores(int node, uint64_t step)
 	ckpt_restore_args *ra;
 	ckpt_tree *tg;
 	const ckpt_tree *t;
-	ckpt_leaf lf;
-	int64_t gs[2] = { ROWS, COLS }, off[2], shp[2];
-	double *cols[3];
-	int i, good;
+	double *cols[RANKS_NCOLBLOCKS];
 
 	if (hx_connect(&d[node], &c) != 0 ||
 	    ckpt_manager_open(c, root, NULL, &m) != 0) {
@@ -223,46 +156,25 @@ static void check_restores(int node, uint64_t step)
 	    "step %" PRIu64 " restores through node %d's daemon", step, node))
 		goto out;
 	t = ckpt_restored_item_tree(res, 0);
-	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "w"), &lf) == 0 &&
-	    lf.global_shape == NULL && lf.ndim == 2 && lf.shape[0] == ROWS &&
-	    lf.shape[1] == COLS && lf.nbytes == sizeof g &&
-	    memcmp(lf.data, g, sizeof g) == 0;
-	ok(good, "node %d: the global array is assembled from the pieces of "
-	    "both nodes, bit for bit", node);
-	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "b"), &lf) == 0 &&
-	    lf.nbytes == sizeof bvec && memcmp(lf.data, bvec, sizeof bvec) == 0;
-	ok(good, "node %d: the replicated array restores", node);
+	ok(ranks_whole_ok(t), "node %d: the global array is assembled from "
+	    "the pieces of both nodes, bit for bit", node);
+	ok(ranks_replicated_ok(t), "node %d: the replicated array restores",
+	    node);
 	ckpt_restored_free(res);
 
 	/* resharded: 3 column blocks (as 3 processes would ask), F64 */
-	tg = ckpt_tree_new();
-	for (i = 0; i < 3; i++) {
-		off[0] = 0; off[1] = i * (COLS / 3);
-		shp[0] = ROWS; shp[1] = COLS / 3;
-		cols[i] = calloc((size_t)(ROWS * shp[1]), sizeof(double));
-		ckpt_tree_add_piece_target(tg, "w", CKPT_F64, 2, gs, off, shp,
-		    cols[i], (size_t)(ROWS * shp[1]) * sizeof(double));
-	}
+	tg = ranks_column_targets(cols);
 	ra = ckpt_restore_args_new();
 	ckpt_restore_args_add_item(ra, "default", tg, 1);
 	if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
 	    "node %d: restore into column piece targets", node)) {
-		int64_t r, col;
-
-		good = 1;
-		for (i = 0; i < 3; i++)
-			for (r = 0; r < ROWS; r++)
-				for (col = 0; col < COLS / 3; col++)
-					good &= cols[i][r * (COLS / 3) + col] ==
-					    (double)g[r * COLS + i * (COLS / 3) + col];
-		ok(good, "node %d: each column block is filled from the rows "
-		    "of both nodes' ranks", node);
+		ok(ranks_columns_ok(cols), "node %d: each column block is "
+		    "filled from the rows of both nodes' ranks", node);
 		ckpt_restored_free(res);
 	}
 	ckpt_restore_args_free(ra);
 	ckpt_tree_free(tg);
-	for (i = 0; i < 3; i++)
-		free(cols[i]);
+	ranks_columns_free(cols);
 out:
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
@@ -288,9 +200,7 @@ int main(void)
 	char ttl[] = "2";
 	int i, all, named;
 
-	hx_fill(g, sizeof g, 7);
-	for (i = 0; i < ROWS * COLS; i++)
-		g[i] = (float)((int32_t)((uint32_t *)g)[i] % 100000) / 7.0f;
+	ranks_fill(7);
 	if (geteuid() != 0)
 		bail_out("needs root (network namespaces)");
 	if (bed_init(&b, NODES) != 0 || bed_etcd_start(&b, 1) != 0) {
@@ -317,7 +227,7 @@ int main(void)
 
 	start_ranks(th, k, 0, RANKS, 1, 0);
 	join_ranks(th, 0, RANKS);
-	ok(all_ok(k, "step 1"), "4 ranks on 2 nodes save step 1 and each "
+	ok(ranks_all_ok(k, RANKS, "step 1"), "4 ranks on 2 nodes save step 1 and each "
 	    "waits for its commit");
 	for (i = 0; i < NODES; i++)
 		is_int(listed(i, 1), 1, "node %d's daemon lists step 1", i);
@@ -356,7 +266,7 @@ int main(void)
 	}
 	start_ranks(th, k, 0, RANKS, 3, 0);
 	join_ranks(th, 0, RANKS);
-	ok(all_ok(k, "step 3"), "with node 1's daemon back, step 3 commits");
+	ok(ranks_all_ok(k, RANKS, "step 3"), "with node 1's daemon back, step 3 commits");
 	for (i = 0; i < NODES; i++) {
 		is_int(listed(i, 3), 1, "node %d's daemon lists step 3", i);
 		is_int(listed(i, 2), 0, "node %d's daemon does not list step 2",

@@ -375,6 +375,16 @@ static char *step_file(char *buf, uint64_t step, const char *rest)
 	return buf;
 }
 
+/* A root of its own, name, for a test whose steps must not overtake the
+ * other tests'; saved gets the root to go back to. */
+static void own_root(char *saved, const char *name)
+{
+	memcpy(saved, root, HX_PATH);
+	hx_path(&d, root, "%s", name);
+	if (hx_mkdirs(root) != 0)
+		bail_out("mkdir %s", root);
+}
+
 /* All ranks' connections and managers of one job. */
 struct job {
 	int fd[NR];
@@ -393,6 +403,30 @@ static void job_open(struct job *j, unsigned n, const char *name,
 		j->fd[i] = rank_connect();
 		j->m[i] = open_rank(j->fd[i], i, n, name, timeout_secs);
 	}
+}
+
+/* Rank r, gone, comes back: a new connection and manager. */
+static void job_reopen(struct job *j, unsigned r, const char *name,
+    double timeout_secs)
+{
+	j->fd[r] = rank_connect();
+	j->m[r] = open_rank(j->fd[r], r, j->n, name, timeout_secs);
+}
+
+/* Every rank hands its part of step, then waits (each within
+ * timeout_ms): the parts handed plus the clean waits, 2 * n when all
+ * went well. */
+static unsigned job_save_all(struct job *j, uint64_t step, int timeout_ms)
+{
+	unsigned i, saved = 0;
+
+	for (i = 0; i < j->n; i++)
+		saved += save_part(j->fd[i], j->m[i], i, step, ROWS_OK, NULL,
+		    0) == 1;
+	for (i = 0; i < j->n; i++)
+		saved += wait_saves_within(j->fd[i], j->m[i], NULL, 0,
+		    timeout_ms) == 0;
+	return saved;
 }
 
 static void job_close(struct job *j)
@@ -580,14 +614,8 @@ static void rank_dies_before(void)
 	is_int(step_state(j.fd[0], j.m[0], 2), CKPT__STEP_STATE__STEP_FAILED,
 	    "step 2 is listed as failed");
 	/* Rank 3 comes back; the next step saves normally. */
-	j.fd[3] = rank_connect();
-	j.m[3] = open_rank(j.fd[3], 3, NR, "train", 0);
-	saved = 0;
-	for (i = 0; i < NR; i++)
-		saved += save_part(j.fd[i], j.m[i], i, 3, ROWS_OK, NULL, 0) == 1;
-	for (i = 0; i < NR; i++)
-		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
-	is_int(saved, 2 * NR, "step 3 saved by all 4 ranks");
+	job_reopen(&j, 3, "train", 0);
+	is_int(job_save_all(&j, 3, 60000), 2 * NR, "step 3 saved by all 4 ranks");
 	is_int(step_state(j.fd[3], j.m[3], 3), CKPT__STEP_STATE__STEP_COMMITTED,
 	    "step 3 committed");
 	job_close(&j);
@@ -620,21 +648,14 @@ static void rank_gone_between(void)
 {
 	struct job j;
 	char msg[512];
-	unsigned i, erank = 0, named = 0, saved = 0;
+	unsigned i, erank = 0, named = 0;
 	int64_t t0, ms;
 	char saved_root[HX_PATH];
 
-	/* A root of its own: its steps do not overtake the other tests'. */
-	memcpy(saved_root, root, sizeof root);
-	hx_path(&d, root, "dist-gone");
-	if (hx_mkdirs(root) != 0)
-		bail_out("mkdir %s", root);
+	own_root(saved_root, "dist-gone");
 	job_open(&j, NR, "gone", 600);
-	for (i = 0; i < NR; i++)
-		saved += save_part(j.fd[i], j.m[i], i, 51, ROWS_OK, NULL, 0) == 1;
-	for (i = 0; i < NR; i++)
-		saved += wait_saves(j.fd[i], j.m[i], NULL, 0) == 0;
-	is_int(saved, 2 * NR, "step 51 saved by all 4 ranks");
+	is_int(job_save_all(&j, 51, 60000), 2 * NR,
+	    "step 51 saved by all 4 ranks");
 	close(j.fd[3]);         /* rank 3 goes away between steps */
 	j.fd[3] = -1;
 	hx_sleep_ms(200);       /* the daemon sees the close first */
@@ -687,15 +708,8 @@ static void rank_gone_between(void)
 	is_int(named, NR - 1, "the message names rank 3");
 	ok(ms < 5000, "at once, not at the timeout (%lld ms)", (long long)ms);
 	/* Rank 3 restarts: a new manager; step 53 saves with all 4. */
-	j.fd[3] = rank_connect();
-	j.m[3] = open_rank(j.fd[3], 3, NR, "gone", 600);
-	saved = 0;
-	for (i = 0; i < NR; i++)
-		saved += save_part(j.fd[i], j.m[i], i, 53, ROWS_OK, NULL, 0) == 1;
-	for (i = 0; i < NR; i++)
-		saved += wait_saves_within(j.fd[i], j.m[i], NULL, 0, 20000) ==
-		    0;
-	is_int(saved, 2 * NR, "step 53 saved by all 4 ranks");
+	job_reopen(&j, 3, "gone", 600);
+	is_int(job_save_all(&j, 53, 20000), 2 * NR, "step 53 saved by all 4 ranks");
 	is_int(step_state(j.fd[0], j.m[0], 53),
 	    CKPT__STEP_STATE__STEP_COMMITTED, "step 53 committed");
 	job_close(&j);
@@ -716,11 +730,7 @@ static void rank_late_after_failure(void)
 	int code;
 	char saved_root[HX_PATH];
 
-	/* A root of its own: its steps do not overtake the other tests'. */
-	memcpy(saved_root, root, sizeof root);
-	hx_path(&d, root, "dist-late");
-	if (hx_mkdirs(root) != 0)
-		bail_out("mkdir %s", root);
+	own_root(saved_root, "dist-late");
 	job_open(&j, NR, "late", 600);
 	for (i = 0; i < 2; i++)
 		saved += save_part(j.fd[i], j.m[i], i, 61, ROWS_OK, NULL, 0) == 1;
@@ -750,15 +760,8 @@ static void rank_late_after_failure(void)
 	is_int(step_state(j.fd[0], j.m[0], 61), CKPT__STEP_STATE__STEP_FAILED,
 	    "step 61 is listed as failed");
 	/* Rank 2 restarts; step 62 saves with all 4. */
-	j.fd[2] = rank_connect();
-	j.m[2] = open_rank(j.fd[2], 2, NR, "late", 600);
-	saved = 0;
-	for (i = 0; i < NR; i++)
-		saved += save_part(j.fd[i], j.m[i], i, 62, ROWS_OK, NULL, 0) == 1;
-	for (i = 0; i < NR; i++)
-		saved += wait_saves_within(j.fd[i], j.m[i], NULL, 0, 20000) ==
-		    0;
-	is_int(saved, 2 * NR, "step 62 saved by all 4 ranks");
+	job_reopen(&j, 2, "late", 600);
+	is_int(job_save_all(&j, 62, 20000), 2 * NR, "step 62 saved by all 4 ranks");
 	job_close(&j);
 	memcpy(root, saved_root, sizeof root);
 }

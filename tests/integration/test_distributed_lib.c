@@ -20,10 +20,11 @@
 #include <string.h>
 
 #include "harness.h"
+#include "ranks.h"
 
 #define RANKS 4
-#define ROWS 37         /* not a multiple of RANKS */
-#define COLS 24
+#define ROWS RANKS_ROWS
+#define COLS RANKS_COLS
 
 static struct hx_daemon d;
 static char root[HX_PATH];
@@ -33,38 +34,6 @@ static pthread_barrier_t opened;
 /* The last rank holds no piece of "w" (an empty list at its path); the
  * others share its rows. */
 static int g_nopiece;
-static float g[ROWS * COLS];    /* the global array */
-static double bvec[5] = { 1.5, -2.25, 3.0, 1e300, -0.0 };
-
-struct rank {
-	int index;
-	uint64_t step;
-	int skip;               /* disconnect instead of saving */
-	int save_rc, wait_rc;
-	char msg[512];
-};
-
-static void rows_of(int r, int64_t *lo, int64_t *hi)
-{
-	int parts = g_nopiece ? RANKS - 1 : RANKS;
-	int64_t q = ROWS / parts, rem = ROWS % parts;
-
-	*lo = r * q + (r < rem ? r : rem);
-	*hi = *lo + q + (r < rem ? 1 : 0);
-}
-
-static int open_rank(ckpt_client *c, int index, ckpt_manager **m)
-{
-	ckpt_options *o = ckpt_options_new();
-	int r;
-
-	ckpt_options_set_process_index(o, (uint32_t)index);
-	ckpt_options_set_process_count(o, RANKS);
-	ckpt_options_set_job(o, "c-test");
-	r = ckpt_manager_open(c, root, o, m);
-	ckpt_options_free(o);
-	return r;
-}
 
 static void *rank_thread(void *arg)
 {
@@ -72,14 +41,8 @@ static void *rank_thread(void *arg)
 	ckpt_client *c = NULL;
 	ckpt_manager *m = NULL;
 	ckpt_tree *t = ckpt_tree_new();
-	ckpt_save_args *a = ckpt_save_args_new();
-	int64_t lo, hi, mid, gs[2] = { ROWS, COLS }, off[2], shp[2], bs = 5;
-	int saved = 0;
 
-	k->save_rc = k->wait_rc = CKPT_EINTERNAL;
-	if (hx_connect(&d, &c) != 0 || open_rank(c, k->index, &m) != 0) {
-		snprintf(k->msg, sizeof k->msg, "open: %s",
-		    c != NULL ? ckpt_client_errmsg(c) : "connect");
+	if (ranks_join(k, &d, root, "c-test", RANKS, &c, &m) != 0) {
 		pthread_barrier_wait(&opened);
 		goto out;
 	}
@@ -96,27 +59,14 @@ static void *rank_thread(void *arg)
 
 		ckpt_tree_add_scalar_k(t, &key, 1, CKPT_LEAF_EMPTY_LIST, 0, 0,
 		    0, NULL);
-		goto rest;
+	} else {
+		ranks_add_pieces(t, k->index, g_nopiece ? RANKS - 1 : RANKS);
 	}
-	rows_of(k->index, &lo, &hi);
-	mid = lo + (hi - lo) / 2;
-	off[0] = lo; off[1] = 0; shp[0] = mid - lo; shp[1] = COLS;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[lo * COLS],
-	    (size_t)(shp[0] * COLS) * sizeof(float));
-	off[0] = mid; shp[0] = hi - mid;
-	ckpt_tree_add_piece(t, "w", CKPT_F32, 2, gs, off, shp, &g[mid * COLS],
-	    (size_t)(shp[0] * COLS) * sizeof(float));
-rest:
-	ckpt_tree_add_array(t, "b", CKPT_F64, 1, &bs, bvec, sizeof bvec);
-	ckpt_tree_add_int(t, "step", (int64_t)k->step);
-	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-	k->save_rc = ckpt_save(m, k->step, a, &saved);
-	if (k->save_rc == 0 && !saved)
-		k->save_rc = CKPT_EINTERNAL;
+	ranks_add_replicated(t, k->step);
+	k->save_rc = ranks_save(m, k->step, t);
 	k->wait_rc = ckpt_wait_until_finished(m);
 	snprintf(k->msg, sizeof k->msg, "%s", ckpt_manager_errmsg(m));
 out:
-	ckpt_save_args_free(a);
 	ckpt_tree_free(t);
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
@@ -164,7 +114,7 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
 	const ckpt_tree *t;
 	ckpt_leaf lf;
 	int64_t gs[2] = { ROWS, COLS }, off[2], shp[2];
-	double *cols[3];
+	double *cols[RANKS_NCOLBLOCKS];
 	int i, good, pieces;
 	size_t j;
 
@@ -173,39 +123,19 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
 	    "step %" PRIu64 " restores in one process", step))
 		return;
 	t = ckpt_restored_item_tree(res, 0);
-	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "w"), &lf) == 0 &&
-	    lf.global_shape == NULL && lf.ndim == 2 && lf.shape[0] == ROWS &&
-	    lf.shape[1] == COLS && lf.nbytes == sizeof g &&
-	    memcmp(lf.data, g, sizeof g) == 0;
-	ok(good, "the whole global array is assembled from %d pieces, bit "
-	    "for bit", npieces);
-	good = ckpt_tree_leaf(t, (size_t)ckpt_tree_find(t, "b"), &lf) == 0 &&
-	    lf.nbytes == sizeof bvec && memcmp(lf.data, bvec, sizeof bvec) == 0;
-	ok(good, "the replicated array restores");
+	ok(ranks_whole_ok(t), "the whole global array is assembled from %d "
+	    "pieces, bit for bit", npieces);
+	ok(ranks_replicated_ok(t), "the replicated array restores");
 	ckpt_restored_free(res);
 
 	/* piece targets of another layout: 3 column blocks, cast to F64 */
-	tg = ckpt_tree_new();
-	for (i = 0; i < 3; i++) {
-		off[0] = 0; off[1] = i * (COLS / 3);
-		shp[0] = ROWS; shp[1] = COLS / 3;
-		cols[i] = calloc((size_t)(ROWS * shp[1]), sizeof(double));
-		ckpt_tree_add_piece_target(tg, "w", CKPT_F64, 2, gs, off, shp,
-		    cols[i], (size_t)(ROWS * shp[1]) * sizeof(double));
-	}
+	tg = ranks_column_targets(cols);
 	ra = ckpt_restore_args_new();
 	ckpt_restore_args_add_item(ra, "default", tg, 1);
 	if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
 	    "restore into column piece targets")) {
-		int64_t r, col;
-		good = 1;
-		for (i = 0; i < 3; i++)
-			for (r = 0; r < ROWS; r++)
-				for (col = 0; col < COLS / 3; col++)
-					good &= cols[i][r * (COLS / 3) + col] ==
-					    (double)g[r * COLS + i * (COLS / 3) + col];
-		ok(good, "each column block is filled from the rows of every "
-		    "rank, cast to F64");
+		ok(ranks_columns_ok(cols), "each column block is filled from "
+		    "the rows of every rank, cast to F64");
 		t = ckpt_restored_item_tree(res, 0);
 		pieces = 0;
 		for (j = 0; j < ckpt_tree_nleaves(t); j++)
@@ -217,8 +147,7 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
 	}
 	ckpt_restore_args_free(ra);
 	ckpt_tree_free(tg);
-	for (i = 0; i < 3; i++)
-		free(cols[i]);
+	ranks_columns_free(cols);
 
 	/* piece targets of rows, cast to F64 and at a destination 8 bytes
 	 * past an aligned start: the saved pieces wholly inside a target
@@ -247,7 +176,7 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
 				for (col = 0; col < COLS; col++)
 					good &= (r < half ? rows[0][r * COLS +
 					    col] : rows[1][(r - half) * COLS +
-					    col]) == (double)g[r * COLS + col];
+					    col]) == (double)ranks_g[r * COLS + col];
 			ok(good, "each row block is filled, cast to F64");
 			ckpt_restored_free(res);
 		}
@@ -283,9 +212,7 @@ int main(void)
 	ckpt_manager *m = NULL;
 	int i, all;
 
-	hx_fill(g, sizeof g, 42);
-	for (i = 0; i < ROWS * COLS; i++)       /* finite floats */
-		g[i] = (float)((int32_t)((uint32_t *)g)[i] % 100000) / 7.0f;
+	ranks_fill(42);
 	hx_init(&d);
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
@@ -295,14 +222,7 @@ int main(void)
 		bail_out("cannot open the root");
 
 	run_job(1, -1, k);
-	all = 1;
-	for (i = 0; i < RANKS; i++) {
-		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
-			diag("rank %d: save %d wait %d: %s", i, k[i].save_rc,
-			    k[i].wait_rc, k[i].msg);
-		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
-	}
-	ok(all, "%d ranks save step 1 together and wait for its commit",
+	ok(ranks_all_ok(k, RANKS, "step 1"), "%d ranks save step 1 together and wait for its commit",
 	    RANKS);
 	is_int(listed(m, 1), 1, "step 1 is listed");
 	check_restores(c, m, 1, 2 * RANKS);
@@ -326,23 +246,13 @@ int main(void)
 	is_int(listed(m, 2), 0, "step 2 is not listed");
 
 	run_job(3, -1, k);
-	all = 1;
-	for (i = 0; i < RANKS; i++)
-		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
-	ok(all, "the next step commits");
+	ok(ranks_all_ok(k, RANKS, "step 3"), "the next step commits");
 	is_int(listed(m, 3), 1, "step 3 is listed");
 
 	g_nopiece = 1;
 	run_job(4, -1, k);
 	g_nopiece = 0;
-	all = 1;
-	for (i = 0; i < RANKS; i++) {
-		if (k[i].save_rc != 0 || k[i].wait_rc != 0)
-			diag("rank %d: save %d wait %d: %s", i, k[i].save_rc,
-			    k[i].wait_rc, k[i].msg);
-		all &= k[i].save_rc == 0 && k[i].wait_rc == 0;
-	}
-	ok(all, "rank %d holds no piece of 'w' (an empty list): step 4 "
+	ok(ranks_all_ok(k, RANKS, "step 4"), "rank %d holds no piece of 'w' (an empty list): step 4 "
 	    "commits, the others covering it", RANKS - 1);
 	check_restores(c, m, 4, 2 * (RANKS - 1));
 

@@ -63,6 +63,15 @@ def job(daemon, world, cmd, root, out, what, extra=None, ranks=None):
     return reports(out, ranks)
 
 
+def all_ok(res, steps=None):
+    """Every rank of the reports res without error and, when steps is
+    given, listing those steps."""
+    for rep in res.values():
+        assert rep['error'] is None, rep
+        if steps is not None:
+            assert rep['all_steps'] == steps, rep
+
+
 def ckptctl_steps(daemon, root):
     # the build tree: <build>/daemon/ckptd -> <build>/client/ckptctl
     b = os.path.dirname(os.path.dirname(os.environ['CKPTD_BIN']))
@@ -98,9 +107,9 @@ def check_on_disk(root, step):
     assert leaves['name'] == ('str', want['name'])
 
 
-def assembled(out, world, step):
+def check_assembled(out, world, step):
     """The global arrays put together from every rank's restored Shards
-    (each element written exactly once)."""
+    (each element written exactly once) are the ones step saved."""
     want = expected(step)
     got = {k: np.zeros_like(want[k]) for k in dist_worker.SHARDED}
     seen = {k: np.zeros(want[k].shape, np.int32) for k in dist_worker.SHARDED}
@@ -114,7 +123,7 @@ def assembled(out, world, step):
         assert z['params/b'].tobytes() == want['params/b'].tobytes()
     for k in dist_worker.SHARDED:
         assert (seen[k] == 1).all(), k
-    return got
+        assert got[k].tobytes() == want[k].tobytes(), (world, k)
 
 
 @pytest.fixture
@@ -266,10 +275,7 @@ def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):
         for r, rep in res.items():
             assert rep['error'] is None, rep
             assert rep['scalars'] == [2, 'run-2']
-        got = assembled(rout, world, 2)
-        want = expected(2)
-        for k in dist_worker.SHARDED:
-            assert got[k].tobytes() == want[k].tobytes(), (world, k)
+        check_assembled(rout, world, 2)
     rout = str(tmp_path / 'r1')
     res = job(daemon, 1, 'restore', root, rout, '3', lambda r: ['--whole'])
     assert res[0]['error'] is None, res
@@ -285,10 +291,8 @@ def test_rank_without_a_piece(daemon, ocp, tmp_path):
     out = str(tmp_path / 'save')
     # rank 3 holds no piece of params/w (an empty list of Shards, as a DCP
     # rank with no local shard); ranks 0-2 cover it
-    res = job(daemon, 4, 'save', root, out, '1', lambda r: ['--empty-w'])
-    for rep in res.values():
-        assert rep['error'] is None, rep
-        assert rep['all_steps'] == [1]
+    all_ok(job(daemon, 4, 'save', root, out, '1', lambda r: ['--empty-w']),
+           [1])
     check_on_disk(root, 1)
     meta = json.load(open(os.path.join(root, '1', 'default', '_METADATA')))
     w = [lf for lf in meta['leaves'] if read_step.path_str(lf['path']) ==
@@ -296,13 +300,8 @@ def test_rank_without_a_piece(daemon, ocp, tmp_path):
     assert len(w) == 1 and len(w[0]['pieces']) == 6     # 3 ranks x 2
     # any layout restores it (4 ranks into column Shards)
     rout = str(tmp_path / 'r4')
-    res = job(daemon, 4, 'restore', root, rout, '1')
-    for rep in res.values():
-        assert rep['error'] is None, rep
-    got = assembled(rout, 4, 1)
-    want = expected(1)
-    for k in dist_worker.SHARDED:
-        assert got[k].tobytes() == want[k].tobytes(), k
+    all_ok(job(daemon, 4, 'restore', root, rout, '1'))
+    check_assembled(rout, 4, 1)
 
 
 def test_array_save_of_shards(daemon, ocp, tmp_path):
@@ -310,10 +309,8 @@ def test_array_save_of_shards(daemon, ocp, tmp_path):
     out = str(tmp_path / 'save')
     # each rank's ArraySave holds its two pieces of params/w (a sharded
     # array saved by Orbax's multi-host ArraySave)
-    res = job(daemon, 3, 'save', root, out, '1', lambda r: ['--array'])
-    for rep in res.values():
-        assert rep['error'] is None, rep
-        assert rep['all_steps'] == [1]
+    all_ok(job(daemon, 3, 'save', root, out, '1', lambda r: ['--array']),
+           [1])
     want = expected(1)['params/w']
     with ocp.CheckpointManager(root) as m:
         got = m.restore(1, args=ocp.args.ArrayRestore())
@@ -340,8 +337,7 @@ def test_step_listed_only_after_the_last_rank(daemon, ocp, tmp_path):
     last = start(daemon, 4, 3, 'save', root, out, '5')
     for rc, text in finish(first + [last]):
         assert rc == 0, text
-    for rep in reports(out, range(4)).values():
-        assert rep['error'] is None and rep['all_steps'] == [5], rep
+    all_ok(reports(out, range(4)), [5])
     check_on_disk(root, 5)
 
 
@@ -364,9 +360,7 @@ def test_rank_killed_before_its_save(daemon, ocp, tmp_path):
     assert leftovers(root) == []
     assert steps_on_disk(root) == [1]
     # the job restarts: the next step saves normally
-    res = job(daemon, 4, 'save', root, out, '3')
-    for rep in res.values():
-        assert rep['error'] is None and rep['all_steps'] == [1, 3], rep
+    all_ok(job(daemon, 4, 'save', root, out, '3'), [1, 3])
     check_on_disk(root, 3)
 
 
@@ -441,11 +435,8 @@ def test_bad_pieces_fail_on_every_rank(daemon, ocp, tmp_path, bad):
 def test_retention_once_for_the_job(daemon, ocp, tmp_path):
     root = str(tmp_path / 'root')
     out = str(tmp_path / 'save')
-    res = job(daemon, 4, 'save', root, out, '1,2,3,4,5',
-              lambda r: ['--max-to-keep', '2'])
-    for rep in res.values():
-        assert rep['error'] is None, rep
-        assert rep['all_steps'] == [4, 5]
+    all_ok(job(daemon, 4, 'save', root, out, '1,2,3,4,5',
+               lambda r: ['--max-to-keep', '2']), [4, 5])
     assert steps_on_disk(root) == [4, 5]
     assert leftovers(root) == []
     check_on_disk(root, 5)
@@ -462,8 +453,7 @@ def test_two_jobs_on_one_daemon(daemon, ocp, tmp_path):
     for rc, text in finish(procs):
         assert rc == 0, text
     for j in range(2):
-        for rep in reports(outs[j], range(2)).values():
-            assert rep['error'] is None and rep['all_steps'] == [1, 2], rep
+        all_ok(reports(outs[j], range(2)), [1, 2])
         assert steps_on_disk(roots[j]) == [1, 2]
         for step in (1, 2):
             check_on_disk(roots[j], step)

@@ -299,23 +299,29 @@ class CheckpointManagerOptions:
 _SCHEME = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*)://')
 
 
-def _local_path(directory):
-    """The root as a local path; a `scheme://` root ckptd does not serve
-    is refused (it would otherwise become a local directory "gs:/...")."""
+def _root_name(directory):
+    """The root as ckptd names it: an absolute local path (also for
+    `file://`), or an `s3://bucket/prefix` object-store root, which the
+    daemon opens with its own credentials. Other schemes are refused here
+    (they would otherwise become a local directory "gs:/...")."""
     d = os.fspath(directory)
     if isinstance(d, bytes):
         d = os.fsdecode(d)
     m = _SCHEME.match(d)
     if m is None and not isinstance(directory, (str, bytes)):
         m = _SCHEME.match(str(directory))
+        if m is not None:
+            d = str(directory)
     if m is not None:
-        scheme = m.group(1)
-        if scheme.lower() != 'file':
+        scheme = m.group(1).lower()
+        if scheme == 's3':
+            return d
+        if scheme != 'file':
             raise ValueError(
                 'Unsupported path scheme "%s://" in %r: ckptd serves local '
-                'directories only' % (scheme, str(directory)))
+                'directories and s3:// roots' % (m.group(1), str(directory)))
         d = d[len(m.group(0)):]
-    return d
+    return os.path.abspath(d)
 
 
 def _seconds(v):
@@ -475,7 +481,7 @@ class CheckpointManager:
         if options.should_save_fn is not None:
             self._should_save_fn_ref = self._should_save_cb()
         self._zero_copy = bool(zero_copy)
-        self._dir = os.path.abspath(_local_path(directory))
+        self._dir = _root_name(directory)
         self._finalizer = None      # post_finalization_callback's thread
         self._bg_keep = None        # host views a background copy reads
         self._finalize_error = None
@@ -819,7 +825,9 @@ class CheckpointManager:
 
     @property
     def directory(self) -> md.PosixGPath:
-        """The checkpoint root."""
+        """The checkpoint root (an s3:// root: its name, as given)."""
+        if self._dir.startswith('s3://'):
+            return self._dir
         return md.PosixGPath(self._dir)
 
     def __enter__(self) -> "CheckpointManager":
@@ -1263,8 +1271,7 @@ class CheckpointManager:
     # -- restore
     def _other_root(self, directory):
         """The root a restore reads: None for this manager's own."""
-        root = None if directory is None else \
-            os.path.abspath(_local_path(directory))
+        root = None if directory is None else _root_name(directory)
         return None if root == self._dir else root
 
     def _step_on_disk(self, step, other):
