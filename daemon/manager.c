@@ -1049,6 +1049,42 @@ mgr_check_options(const Ckpt__OpenManager *om, const struct peer_cred *pc,
 	return 0;
 }
 
+/* The task that opens (or, for a manager without a root, attaches) the
+ * root named path with options o for c's request id; NULL when it could
+ * not be made, c then answered. */
+static struct open_task *
+mgr_open_task(struct conn *c, uint64_t id, const char *path,
+    const Ckpt__ManagerOptions *o)
+{
+	struct open_task *ot;
+	ckd_err e;
+
+	memset(&e, 0, sizeof e);
+	ot = task_new(sizeof *ot, mgr_open_run, mgr_open_done,
+	    conn_peer(c), conn_id(c));
+	if (ot != NULL)
+		ot->fd = -1;
+	if (ot == NULL || (ot->path = strdup(path)) == NULL ||
+	    (ot->o = mgr_options_copy(o)) == NULL) {
+		if (ot != NULL)
+			free(ot->path);
+		free(ot);
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (policy_compile(ot->o, &ot->pol, &e) != 0) {
+		conn_reply_err(c, id, &e);
+		ckpt__manager_options__free_unpacked(ot->o, NULL);
+		free(ot->path);
+		free(ot);
+		return NULL;
+	}
+	ot->c = c;
+	conn_ref(c);
+	ot->id = id;
+	return ot;
+}
+
 static void
 mgr_handle_open(struct conn *c, const Ckpt__Request *req)
 {
@@ -1061,29 +1097,8 @@ mgr_handle_open(struct conn *c, const Ckpt__Request *req)
 		conn_reply_err(c, req->id, &e);
 		return;
 	}
-	ot = task_new(sizeof *ot, mgr_open_run, mgr_open_done,
-	    conn_peer(c), conn_id(c));
-	if (ot != NULL)
-		ot->fd = -1;
-	if (ot == NULL || (ot->path = strdup(om->root)) == NULL ||
-	    (ot->o = mgr_options_copy(om->options)) == NULL) {
-		if (ot != NULL)
-			free(ot->path);
-		free(ot);
-		conn_reply_error(c, req->id, CKPT_ENOMEM, "out of memory");
-		return;
-	}
-	if (policy_compile(ot->o, &ot->pol, &e) != 0) {
-		conn_reply_err(c, req->id, &e);
-		ckpt__manager_options__free_unpacked(ot->o, NULL);
-		free(ot->path);
-		free(ot);
-		return;
-	}
-	ot->c = c;
-	conn_ref(c);
-	ot->id = req->id;
-	worker_submit(&ot->t);
+	if ((ot = mgr_open_task(c, req->id, om->root, om->options)) != NULL)
+		worker_submit(&ot->t);
 }
 
 /* ---- list, should_save --------------------------------------------------------- */
@@ -1482,31 +1497,9 @@ void
 manager_attach_root(struct conn *c, uint64_t id, struct manager *m)
 {
 	struct open_task *ot;
-	ckd_err e;
 
-	memset(&e, 0, sizeof e);
-	ot = task_new(sizeof *ot, mgr_open_run, mgr_open_done,
-	    conn_peer(c), conn_id(c));
-	if (ot != NULL)
-		ot->fd = -1;
-	if (ot == NULL || (ot->path = strdup(m->rootless)) == NULL ||
-	    (ot->o = mgr_options_copy(m->o)) == NULL) {
-		if (ot != NULL)
-			free(ot->path);
-		free(ot);
-		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+	if ((ot = mgr_open_task(c, id, m->rootless, m->o)) == NULL)
 		return;
-	}
-	if (policy_compile(ot->o, &ot->pol, &e) != 0) {
-		conn_reply_err(c, id, &e);
-		ckpt__manager_options__free_unpacked(ot->o, NULL);
-		free(ot->path);
-		free(ot);
-		return;
-	}
-	ot->c = c;
-	conn_ref(c);
-	ot->id = id;
 	ot->attach = m;
 	mgr_ref(m);
 	worker_submit(&ot->t);
