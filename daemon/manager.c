@@ -421,7 +421,7 @@ mgr_wake_steps(struct root *r)
 
 /* A distributed manager m closed: its rank is gone unless another open
  * manager serves it; the job's gone ranks are forgotten once none of its
- * managers is open. */
+ * managers is open and none of its steps is unfinished (steptx.h). */
 static void
 mgr_rank_left(struct manager *m)
 {
@@ -440,7 +440,7 @@ mgr_rank_left(struct manager *m)
 	if (others)
 		steptx_rank_left(m->r, job, m->o->process_index);
 	else
-		steptx_job_ended(m->r, job);
+		steptx_job_left(m->r, job, m->o->process_index);
 }
 
 /* Close a manager: it becomes unreachable; accepted saves continue. */

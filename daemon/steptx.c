@@ -29,6 +29,8 @@ struct gone {
 	struct root *r;                 /* referenced */
 	char *job;
 	uint32_t rank;
+	int alone;                      /* left with no manager of the job
+					 * open (steptx_job_left) */
 };
 static struct gone *GONE;
 
@@ -148,6 +150,47 @@ steptx_told(struct steptx *tx, int slot)
 {
 	if (tx->came != NULL && slot >= 0 && (unsigned)slot < tx->nparts)
 		tx->came[slot] = 1;
+}
+
+static void
+gone_free(struct gone *g)
+{
+	root_unref(g->r);
+	free(g->job);
+	free(g);
+}
+
+/* A step of (r, job) is listed, saving and not failed. */
+static int
+job_busy(const struct root *r, const char *job)
+{
+	const struct steptx *tx;
+
+	for (tx = TX; tx != NULL; tx = tx->next)
+		if (tx->r == r && tx->nparts > 1 && tx->saved && !tx->closed &&
+		    tx->err.code == 0 && strcmp(tx->job, job) == 0)
+			return 1;
+	return 0;
+}
+
+/* A step of (r, job) left the list: when none is unfinished any more,
+ * the ranks that left while no manager of the job was open are
+ * forgotten (no manager opened since: the job is over). */
+static void
+gone_alone_drop(const struct root *r, const char *job)
+{
+	struct gone **pp = &GONE, *g;
+
+	if (job_busy(r, job))
+		return;
+	while ((g = *pp) != NULL) {
+		if (!g->alone || g->r != r || strcmp(g->job, job) != 0) {
+			pp = &g->next;
+			continue;
+		}
+		*pp = g->next;
+		gone_free(g);
+	}
 }
 
 static void
@@ -355,6 +398,7 @@ steptx_unlist(struct steptx *tx)
 			if (tx->timer != NULL)
 				evtimer_del(tx->timer);
 			outcome_add(tx);
+			gone_alone_drop(tx->r, tx->job);
 			steptx_unref(tx);
 			return;
 		}
@@ -532,14 +576,17 @@ steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
 	}
 }
 
-void
-steptx_rank_left(struct root *r, const char *job, uint32_t rank)
+/* Remember rank of (r, job) as gone (once). */
+static void
+gone_add(struct root *r, const char *job, uint32_t rank, int alone)
 {
 	struct gone *g;
 
 	for (g = GONE; g != NULL; g = g->next)
-		if (g->r == r && g->rank == rank && strcmp(g->job, job) == 0)
+		if (g->r == r && g->rank == rank && strcmp(g->job, job) == 0) {
+			g->alone |= alone;
 			return;
+		}
 	if ((g = calloc(1, sizeof *g)) == NULL)
 		return;         /* then only the timeout notices it */
 	if ((g->job = strdup(job)) == NULL) {
@@ -549,8 +596,37 @@ steptx_rank_left(struct root *r, const char *job, uint32_t rank)
 	g->r = r;
 	root_ref(r);
 	g->rank = rank;
+	g->alone = alone;
 	g->next = GONE;
 	GONE = g;
+}
+
+void
+steptx_rank_left(struct root *r, const char *job, uint32_t rank)
+{
+	gone_add(r, job, rank, 0);
+}
+
+void
+steptx_job_left(struct root *r, const char *job, uint32_t rank)
+{
+	struct gone *g;
+	unsigned n = 0;
+
+	if (!job_busy(r, job)) {
+		steptx_job_ended(r, job);
+		return;
+	}
+	/* A step of the job is unfinished: its other ranks may still be
+	 * opening. Kept until that step leaves the list, unless a manager
+	 * of the job opens meanwhile (then until the job ends). */
+	for (g = GONE; g != NULL; g = g->next)
+		if (g->r == r && strcmp(g->job, job) == 0) {
+			g->alone = 1;
+			n++;
+		}
+	if (n < STEPTX_GONE_ALONE)
+		gone_add(r, job, rank, 1);
 }
 
 /* Drop the entries of (r, job) and, when all_ranks is 0, of rank only. */
@@ -567,19 +643,23 @@ steptx_gone_drop(const struct root *r, const char *job, int all_ranks,
 			continue;
 		}
 		*pp = g->next;
-		root_unref(g->r);
-		free(g->job);
-		free(g);
+		gone_free(g);
 	}
 }
 
 void
 steptx_rank_back(const struct root *r, const char *job, uint32_t rank)
 {
+	struct gone *g;
 	struct outcome *o;
 	unsigned i;
 
 	steptx_gone_drop(r, job, 0, rank);
+	/* The job has a manager open again: the ranks that left meanwhile
+	 * stay gone until it ends. */
+	for (g = GONE; g != NULL; g = g->next)
+		if (g->r == r && strcmp(g->job, job) == 0)
+			g->alone = 0;
 	/* A new manager of the rank is not late for an earlier attempt. */
 	for (o = OUTCOMES; o != NULL; o = o->next) {
 		if (o->r != r || strcmp(o->job, job) != 0)
@@ -1082,9 +1162,7 @@ steptx_shutdown(void)
 		steptx_unlist(TX);
 	while ((g = GONE) != NULL) {
 		GONE = g->next;
-		root_unref(g->r);
-		free(g->job);
-		free(g);
+		gone_free(g);
 	}
 	while ((o = OUTCOMES) != NULL) {
 		OUTCOMES = o->next;

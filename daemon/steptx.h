@@ -204,8 +204,17 @@ void steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
  * `rank` closed (or its connection did) with no other open manager of
  * that rank. A later step of (r, job) that counts the rank fails at its
  * first part. steptx_rank_back: a manager of the rank opened again;
- * steptx_job_ended: no manager of (r, job) is open any more (forget). */
+ * steptx_job_ended: no manager of (r, job) is open any more (forget).
+ * steptx_job_left: the last open manager of (r, job), of rank `rank`,
+ * closed. With no step of the job unfinished, the job ended. Otherwise
+ * its other ranks may not have opened yet (the rank handed a step and
+ * died first): the rank is remembered as gone, at most
+ * STEPTX_GONE_ALONE ranks per (r, job), until the job's unfinished steps
+ * leave the list, or, once a manager of the job opens, until the job
+ * ends. */
+#define STEPTX_GONE_ALONE 1024
 void steptx_rank_left(struct root *r, const char *job, uint32_t rank);
+void steptx_job_left(struct root *r, const char *job, uint32_t rank);
 void steptx_rank_back(const struct root *r, const char *job, uint32_t rank);
 void steptx_job_ended(const struct root *r, const char *job);
 /* "[3]": the ranks of the given ones (NULL: 0 .. n-1) that are gone, into

@@ -766,6 +766,114 @@ static void rank_late_after_failure(void)
 	memcpy(root, saved_root, sizeof root);
 }
 
+/* A rank that hands its part of a step and dies before any other rank of
+ * its job has opened its manager is remembered: the step it handed
+ * commits with the others, and the next step fails at once naming it
+ * (not at its timeout). Once it is back, steps save again. */
+static void rank_left_alone(void)
+{
+	struct job j;
+	char msg[512];
+	unsigned i, saved = 0, clean = 0, named = 0;
+	uint64_t step = 0;
+	int64_t t0, ms;
+	int code;
+	char saved_root[HX_PATH];
+
+	own_root(saved_root, "dist-alone");
+	j.n = NR;
+	g_rows = 2 * NR;
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "alone", 20);
+	is_int(save_part(j.fd[3], j.m[3], 3, 71, ROWS_OK, NULL, 0), 1,
+	    "rank 3, alone, handed its part of step 71");
+	close(j.fd[3]);         /* and dies before the others open */
+	j.fd[3] = -1;
+	hx_sleep_ms(200);       /* the daemon sees the close first */
+	for (i = 0; i < NR - 1; i++) {
+		j.fd[i] = rank_connect();
+		j.m[i] = open_rank(j.fd[i], i, NR, "alone", 20);
+	}
+	for (i = 0; i < NR - 1; i++)
+		saved += save_part(j.fd[i], j.m[i], i, 71, ROWS_OK, NULL, 0) == 1;
+	for (i = 0; i < NR - 1; i++)
+		clean += wait_saves_within(j.fd[i], j.m[i], msg, sizeof msg,
+		    20000) == 0;
+	is_int(saved + clean, 2 * (NR - 1), "ranks 0-2 saved step 71 (%s)",
+	    msg);
+	is_int(step_state(j.fd[0], j.m[0], 71),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 71 committed with rank "
+	    "3's part");
+	t0 = hx_now_ms();
+	code = save_part(j.fd[0], j.m[0], 0, 72, ROWS_OK, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_ERANK, "rank 0's Save of step 72 is "
+	    "answered CKPT_ERANK (%s)", msg);
+	has(msg, "ranks [3]", "... naming rank 3");
+	for (i = 1; i < NR - 1; i++) {
+		code = recv_nosave_done(j.fd[i], j.m[i], &step, msg,
+		    sizeof msg, 5000);
+		named += code == CKPT__CODE__CKPT_ERANK && step == 72 &&
+		    strstr(msg, "ranks [3]") != NULL;
+	}
+	ms = hx_now_ms() - t0;
+	is_int(named, NR - 2, "ranks 1 and 2 are told step 72 failed, naming "
+	    "rank 3");
+	ok(ms < 5000, "at once (%lld ms), not at the 20 s timeout",
+	    (long long)ms);
+	for (i = 0; i < NR - 1; i++)
+		wait_saves_within(j.fd[i], j.m[i], NULL, 0, 5000);
+	job_reopen(&j, 3, "alone", 20);
+	is_int(job_save_all(&j, 73, 20000), 2 * NR, "rank 3 back: step 73 "
+	    "saved by all 4 ranks");
+	job_close(&j);
+	memcpy(root, saved_root, sizeof root);
+}
+
+/* ... but a rank that left alone is forgotten once its step is over with
+ * no manager of the job opened meanwhile: that run of the job is over,
+ * and the next run's ranks may open in any order. */
+static void rank_left_alone_forgotten(void)
+{
+	struct job j;
+	char msg[512];
+	unsigned i, clean = 0;
+	int code;
+	char saved_root[HX_PATH];
+
+	own_root(saved_root, "dist-alone2");
+	j.n = NR;
+	g_rows = 2 * NR;
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "alone2", 1);
+	is_int(save_part(j.fd[3], j.m[3], 3, 81, ROWS_OK, NULL, 0), 1,
+	    "rank 3, alone, handed its part of step 81");
+	close(j.fd[3]);
+	j.fd[3] = -1;
+	hx_sleep_ms(2500);      /* step 81 fails at its 1 s timeout */
+	for (i = 0; i < NR - 1; i++) {
+		j.fd[i] = rank_connect();
+		j.m[i] = open_rank(j.fd[i], i, NR, "alone2", 20);
+	}
+	is_int(step_state(j.fd[0], j.m[0], 81), CKPT__STEP_STATE__STEP_FAILED,
+	    "step 81 failed at its timeout");
+	code = save_part(j.fd[0], j.m[0], 0, 82, ROWS_OK, msg, sizeof msg);
+	is_int(code, 1, "a new run: rank 0 saves step 82 before rank 3 has "
+	    "opened (%s)", msg);
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "alone2", 20);
+	for (i = 1; i < NR; i++)
+		code = save_part(j.fd[i], j.m[i], i, 82, ROWS_OK, msg,
+		    sizeof msg);
+	for (i = 0; i < NR; i++)
+		clean += wait_saves_within(j.fd[i], j.m[i], msg, sizeof msg,
+		    20000) == 0;
+	is_int(clean, NR, "step 82 saved by all 4 ranks (%s)", msg);
+	is_int(step_state(j.fd[0], j.m[0], 82),
+	    CKPT__STEP_STATE__STEP_COMMITTED, "step 82 committed");
+	job_close(&j);
+	memcpy(root, saved_root, sizeof root);
+}
+
 static void rank_never_comes(void)
 {
 	struct job j;
@@ -970,6 +1078,8 @@ int main(void)
 	rank_dies_after();
 	rank_gone_between();
 	rank_late_after_failure();
+	rank_left_alone();
+	rank_left_alone_forgotten();
 	rank_never_comes();
 	mismatched_pieces();
 	two_jobs();
