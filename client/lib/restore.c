@@ -1076,6 +1076,9 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 	int nd, r = 0, ovf;
 	long li;
 	char a[256], b[256];
+	/* the jobs' name of the array: ps is the caller's, freed before the
+	 * jobs run; the restored tree's copy lives on */
+	const char *tps = NULL;
 
 	if ((sp = calloc(n, sizeof *sp)) == NULL ||
 	    (used = calloc(n, 1)) == NULL || (checked = calloc(n, 1)) == NULL) {
@@ -1132,9 +1135,10 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 			goto out;
 		}
 		l->data = dst;
+		tps = l->path_str;
 		if (dst != NULL)
 			r = pieces_fill(x, sp, n, nd, dst, dt, zero, l->shape,
-			    ps, used, checked);
+			    tps, used, checked);
 		goto verify;
 	}
 	/* piece targets: each filled from the pieces overlapping it */
@@ -1167,16 +1171,17 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 			break;
 		}
 		l->data = dst;
+		tps = l->path_str;
 		if (dst != NULL)
 			r = pieces_fill(x, sp, n, nd, dst, pt->dtype,
-			    pt->piece + nd, pt->shape, ps, used, checked);
+			    pt->piece + nd, pt->shape, tps, used, checked);
 	}
 verify:
 	/* The pieces read but not hashed with their copy: hashed alone
 	 * (the pieces this restore does not read are not checked). */
 	for (i = 0; i < n && r == 0 && x->verify && !x->metadata_only; i++)
 		if (used[i] && !checked[i])
-			r = add_job(x, sp[i].lf, ps, sp[i].src, NULL,
+			r = add_job(x, sp[i].lf, tps, sp[i].src, NULL,
 			    (size_t)sp[i].vol * ckpt_dtype_size(sdt), sdt, sdt,
 			    1);
 out:

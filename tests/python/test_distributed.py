@@ -225,6 +225,68 @@ def test_shard_targets_of_a_whole_array(ocp, tmp_path):
                                 (0, 0))}))
 
 
+def _flip_last_tensor(item):
+    """Flip a byte in the middle of the tensor stored last in item."""
+    import struct
+    best = None
+    for n in sorted(os.listdir(item)):
+        if not n.endswith('.safetensors'):
+            continue
+        with open(os.path.join(item, n), 'rb') as f:
+            hl = struct.unpack('<Q', f.read(8))[0]
+            header = json.loads(f.read(hl))
+        for k, v in header.items():
+            if not k.startswith('__') and (best is None or
+                                            v['data_offsets'][0] > best[1]):
+                best = (n, v['data_offsets'][0], v['data_offsets'][1], hl)
+    n, begin, end, hl = best
+    with open(os.path.join(item, n), 'r+b') as f:
+        pos = 8 + hl + (begin + end) // 2
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_corrupt_piece_fails_on_every_copy_path(ocp, tmp_path):
+    """A corrupted saved piece fails every restore that reads it, naming
+    the tensor, whatever the copy: straight into place from the mapping
+    (numpy's buffers) or by pread (torch's), cast, columns; a target that
+    reads only the sound piece still restores."""
+    import torch
+    big = np.random.default_rng(7).standard_normal(
+        (1500, 4096)).astype(np.float32)
+    root = str(tmp_path / 'r')
+    with ocp.CheckpointManager(root) as m:
+        m.save(1, args=ocp.args.StandardSave({'w': [
+            ocp.Shard(big[:750], big.shape, (0, 0)),
+            ocp.Shard(big[750:], big.shape, (750, 0))]}))
+        m.wait_until_finished()
+    _flip_last_tensor(os.path.join(root, '1', 'default'))
+
+    def shard(a, off):
+        return {'w': ocp.Shard(a, big.shape, off)}
+    bad = {
+        'rows of the piece': shard(np.empty((750, 4096), np.float32),
+                                   (750, 0)),
+        'every row': shard(np.empty((1500, 4096), np.float32), (0, 0)),
+        'torch rows': shard(torch.empty((750, 4096)), (750, 0)),
+        'cast': shard(np.empty((750, 4096), np.float64), (750, 0)),
+        'columns': shard(np.empty((1500, 96), np.float32), (0, 4000)),
+        'whole array': {'w': np.empty(big.shape, np.float32)},
+        'no target': None,
+    }
+    with ocp.CheckpointManager(root) as m:
+        for what, target in bad.items():
+            with pytest.raises(OSError) as ei:
+                m.restore(1, args=ocp.args.StandardRestore(target))
+            assert 'checksum mismatch' in str(ei.value), what
+            assert "'w'" in str(ei.value), (what, str(ei.value))
+        got = m.restore(1, args=ocp.args.StandardRestore(
+            shard(np.empty((750, 4096), np.float32), (0, 0))))['w']
+        assert got.data.tobytes() == big[:750].tobytes()
+
+
 # ---- several processes ---------------------------------------------------------------------
 
 def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):
