@@ -227,10 +227,18 @@ void staging_release(ckpt_client *c, struct stagebuf *b);
 void staging_destroy_all(ckpt_client *c);
 /* Copy segments into base (several threads for large totals). */
 void staging_copy(void *base, const struct copyseg *segs, size_t nseg);
+
+/* ---- streaming copies (copy.c) ------------------------------------------------------- */
+
 /* memcpy with streaming stores from COPY_NT_MIN bytes on (smaller: memcpy);
  * copy_nt_fence() before another thread reads what copy_nt wrote */
 #define COPY_NT_MIN (256u << 10)
 void copy_nt(void *dst, const void *src, size_t n);
+/* copy_nt of any size, prefetching next[0, n) meanwhile (the range to be
+ * read next, when next != NULL): small chunks of a long stream that is
+ * read twice (hashed, then copied) load the next chunk from memory while
+ * storing this one */
+void copy_nt_ahead(void *dst, const void *src, size_t n, const void *next);
 void copy_nt_fence(void);
 
 /* ---- client (client.c) --------------------------------------------------------------- */

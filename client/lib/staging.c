@@ -21,9 +21,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "internal.h"
 
@@ -185,56 +182,6 @@ staging_destroy_all(ckpt_client *c)
 }
 
 /* ---- copies ----------------------------------------------------------------- */
-
-/*
- * Copy n bytes with streaming (non-temporal) stores: the destination lines
- * are neither read for ownership nor kept in cache. For copies far larger
- * than the cache (a save's arrays into staging, which the daemon reads
- * from another core) this moves about twice the bytes per second of
- * memcpy on the machines measured, whose ordinary stores first read each
- * destination line. The caller orders the stores (copy_nt_fence) before
- * another thread may read the destination.
- */
-void
-copy_nt(void *dstv, const void *srcv, size_t n)
-{
-#ifdef __SSE2__
-	char *dst = dstv;
-	const char *src = srcv;
-	size_t i = 0, head = (16 - ((uintptr_t)dst & 15)) & 15;
-
-	if (n < COPY_NT_MIN) {
-		memcpy(dst, src, n);
-		return;
-	}
-	if (head > 0) {
-		memcpy(dst, src, head);
-		i = head;
-	}
-	for (; i + 64 <= n; i += 64) {
-		__m128i a = _mm_loadu_si128((const __m128i *)(src + i));
-		__m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
-		__m128i c = _mm_loadu_si128((const __m128i *)(src + i + 32));
-		__m128i d = _mm_loadu_si128((const __m128i *)(src + i + 48));
-		_mm_stream_si128((__m128i *)(dst + i), a);
-		_mm_stream_si128((__m128i *)(dst + i + 16), b);
-		_mm_stream_si128((__m128i *)(dst + i + 32), c);
-		_mm_stream_si128((__m128i *)(dst + i + 48), d);
-	}
-	if (i < n)
-		memcpy(dst + i, src + i, n - i);
-#else
-	memcpy(dstv, srcv, n);
-#endif
-}
-
-void
-copy_nt_fence(void)
-{
-#ifdef __SSE2__
-	_mm_sfence();
-#endif
-}
 
 struct copyjob {
 	char *base;
