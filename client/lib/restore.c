@@ -48,6 +48,11 @@
 
 /* Hash-then-copy granularity: the source chunk stays in cache between. */
 #define FUSE_CHUNK (256u << 10)
+/* ... of streaming copies, whose next chunk is prefetched meanwhile: a
+ * few pages, so that the chunk hashed stays in L1 (measured on 256 MiB:
+ * hash and copy together take 1.2x the copy alone, against 1.45x in
+ * 256 KiB chunks). */
+#define FUSE_STREAM_CHUNK (4u << 10)
 /* Copy units of split arrays. */
 #define SPLIT_CHUNK (8u << 20)
 /* Restores moving at least this many bytes use several threads. */
@@ -509,18 +514,31 @@ job_whole(struct rjob *j)
 		j->hash = XXH3_64bits_digest(&st);
 		return;
 	}
+	if (stream) {
+		/* Hash a small chunk (loaded from memory into L1), then
+		 * stream it out with stores that neither read nor keep the
+		 * destination, prefetching the next chunk meanwhile: the
+		 * hash then reads from cache, and the source is read from
+		 * memory once while the stores go on. */
+		for (off = 0; off < j->n; off += FUSE_STREAM_CHUNK) {
+			size_t k = j->n - off < FUSE_STREAM_CHUNK ? j->n - off :
+			    FUSE_STREAM_CHUNK;
+			const char *next = j->n - off - k >= k ?
+			    j->src + off + k : NULL;
+
+			XXH3_64bits_update(&st, j->src + off, k);
+			copy_nt_ahead(j->dst + off, j->src + off, k, next);
+		}
+		copy_nt_fence();
+		j->hash = XXH3_64bits_digest(&st);
+		return;
+	}
 	for (off = 0; off < j->n; off += ch) {
 		size_t k = j->n - off < ch ? j->n - off : ch;
 		XXH3_64bits_update(&st, j->src + off, k);
-		/* the chunk was just read (it is in cache): streaming
-		 * stores neither read nor keep the destination */
-		if (stream)
-			copy_nt(j->dst + off, j->src + off, k);
-		else
-			job_copy(j, off, k);
+		/* the chunk was just read (it is in cache) */
+		job_copy(j, off, k);
 	}
-	if (stream)
-		copy_nt_fence();
 	j->hash = XXH3_64bits_digest(&st);
 }
 
