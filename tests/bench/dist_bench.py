@@ -1,6 +1,7 @@
 """dist_bench.py - the Python side of the distributed benchmark rows:
 a step of one global float32 array saved by RANKS processes (RANK /
-WORLD_SIZE, each its rows as a ckpt.Shard) is restored by 2 processes into
+WORLD_SIZE, each its rows as a ckpt.Shard; the time each save() blocks,
+beside a memcpy of the part) is restored by 2 processes into
 Shard targets of their layout (resharded, warm page cache: after one
 untimed restore), beside a warm memcpy of the same bytes in each process,
 in turn with the restores (the median of 5 of each); and the same state
@@ -10,6 +11,10 @@ without async), beside ckptd's global commit measured by bench_dist.
     dist_bench.py --dir DIR [--mib 256] [--ranks 4] [--runs 3]
 
 Prints JSON lines {"case", "run", "value", "unit"}:
+  dist_py_blocking     per saving process: its save() of a step (its
+                       second: the first warms its staging memory)
+  dist_py_memcpy       per saving process: memcpy of its part, just before
+                       (all processes at once, as their saves)
   dist_restore2_bw     per restoring process: its part / restore time
   dist_restore2_memcpy_bw  per process: memcpy of its part (prefaulted)
   dist_torch_save_fsync    first rank's start to the last rank's fsync
@@ -46,9 +51,21 @@ def worker(a):
     if a.worker == 'save':
         part = np.random.default_rng(rank).standard_normal(
             (hi - lo, COLS), dtype=np.float32)
+        buf = np.ones_like(part)        # prefaulted
         with ckpt.CheckpointManager(a.dir) as m:
+            # a first save, untimed, as a training job's first: its
+            # staging memory is fresh (first touch); later saves reuse it
+            m.save(a.step - 1, args=ckpt.args.StandardSave(
+                {'w': ckpt.Shard(part, (n, COLS), (lo, 0))}))
+            m.wait_until_finished()
+            ready(); go()
+            t = time.perf_counter()
+            np.copyto(buf, part)
+            res['memcpy'] = time.perf_counter() - t
+            t = time.perf_counter()
             m.save(a.step, args=ckpt.args.StandardSave(
                 {'w': ckpt.Shard(part, (n, COLS), (lo, 0))}))
+            res['blocking'] = time.perf_counter() - t
             m.wait_until_finished()
     elif a.worker == 'restore':
         buf = np.ones((hi - lo, COLS), np.float32)      # prefaulted
@@ -107,12 +124,11 @@ def job(a, what, world, step, root=None):
          '--mib', str(a.mib), '--ranks', str(a.ranks), '--step', str(step)],
         env=dict(env, RANK=str(r)), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True) for r in range(world)]
-    if what != 'save':
-        for p in procs:
-            assert p.stdout.readline().strip() == 'ready'
-        for p in procs:
-            p.stdin.write('go\n')
-            p.stdin.flush()
+    for p in procs:     # all at once: prepared, then timed together
+        assert p.stdout.readline().strip() == 'ready'
+    for p in procs:
+        p.stdin.write('go\n')
+        p.stdin.flush()
     out = []
     for p in procs:
         line = p.stdout.readline()
@@ -143,7 +159,9 @@ def main():
     for run in range(a.runs):
         root = os.path.join(a.dir, 'step-%d' % run)   # a fresh root each run
         shutil.rmtree(root, ignore_errors=True)
-        job(a, 'save', a.ranks, 1, root)
+        for r in job(a, 'save', a.ranks, 1, root):
+            emit('dist_py_blocking', run, r['blocking'], 's')
+            emit('dist_py_memcpy', run, r['memcpy'], 's')
         for r in job(a, 'restore', 2, 1, root):
             emit('dist_restore2_bw', run, r['bytes'] / r['restore'], 'B/s')
             emit('dist_restore2_memcpy_bw', run, r['bytes'] / r['memcpy'],

@@ -124,8 +124,10 @@ ROWS = [
     ('saves seen waiting for memory', 'budget_max_waiting', 1.0,
      'at least 1 (status)', 'count', 'c/b', ('>=', 1.0)),
     # bench_dist / dist_bench.py: 4 processes x 256 MiB (default)
-    ('dist: per-rank save blocking', 'dist_blocking', 'dist_memcpy',
+    ('dist: per-rank save blocking', 'dist_py_blocking', 'dist_py_memcpy',
      'memcpy of its part', 's', 'c/b', ('<=', 1.3)),
+    ('  (wire, part handed as a memfd)', 'dist_blocking', 'dist_memcpy',
+     'memcpy of its part', 's', 'c/b', None),
     ('dist: save -> global commit', 'dist_commit', 'dist_dd_write',
      'dd of the total, oflag=direct conv=fsync', 's', 'b/c', ('>=', 0.9)),
     ('dist: restore on 2 processes', 'dist_restore2_bw',
@@ -134,7 +136,7 @@ ROWS = [
     ('dist: commit vs torch.save x N', 'dist_commit',
      'dist_torch_save_fsync', 'torch.save + fsync per rank', 's', 'b/c',
      None),
-    ('dist: blocking vs torch.save x N', 'dist_blocking',
+    ('dist: blocking vs torch.save x N', 'dist_py_blocking',
      'dist_torch_save_fsync', 'torch.save + fsync per rank', 's', 'b/c',
      None),
     # vs_orbax.py: ckpt and orbax-checkpoint, default (async) options

@@ -22,7 +22,8 @@
 #   CKPT_BENCH_ONLY             bench_ckpt groups (see bench_ckpt.c)
 #   CKPT_BENCH_DIST [1]         0: skip the distributed rows (bench_dist and
 #                               dist_bench.py: CKPT_BENCH_DIST_RANKS [4]
-#                               processes x CKPT_BENCH_DIST_MIB [256] MiB)
+#                               processes x CKPT_BENCH_DIST_MIB [256] MiB);
+#                               only: the distributed rows alone
 #   CKPT_BENCH_DIR [<build>]    where the temporary work directory goes: it
 #                               must be on the filesystem under test
 #   CKPT_BENCH_BUILD [build-bench]  build directory (made if missing)
@@ -47,6 +48,13 @@ BUDGET=${CKPT_BENCH_BUDGET:-256M}
 PEERS=${CKPT_BENCH_PEERS-numpy,torch,h5py,zarr,ckpt}
 ORBAX_RUNS=${CKPT_BENCH_ORBAX_RUNS:-3}
 ONLY=${CKPT_BENCH_ONLY:-}
+DIST=${CKPT_BENCH_DIST:-1}
+if [ "$DIST" = only ]; then
+	# the distributed rows alone: no other group runs
+	ONLY=
+	PEERS=
+	CKPT_BENCH_ORBAX=0
+fi
 build=${CKPT_BENCH_BUILD:-$src/build-bench}
 
 log() { printf 'run.sh: %s\n' "$*" >&2; }
@@ -138,7 +146,7 @@ dd_rate() {   # dd's summary line -> bytes per second
 	awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^s,?$/) t = $(i-1);
 		print $1 / t }'
 }
-if [ -z "$ONLY" ]; then
+if [ -z "$ONLY" ] && [ "$DIST" != only ]; then
 	log "dd baselines ($count x 8 MiB)"
 	for r in $(seq 0 $((RUNS - 1))); do
 		rm -f "$ddfile"; sync
@@ -163,18 +171,21 @@ else
 fi
 only=()
 [ -n "$ONLY" ] && only=(--only "$ONLY")
-log "bench_ckpt"
-"$bench" --socket "$work/main.sock" --budget-socket "$work/budget.sock" \
-	--root "$work/ckpt" --daemon-pid "$main_pid" --gib "$GIB" \
-	--arrays "$ARRAYS" --runs "$RUNS" --clients "$CLIENTS" \
-	--share-mib "$SHARE_MIB" --pings "$PINGS" "${drop[@]}" "${only[@]}" \
-	>>"$results" || log "bench_ckpt failed (status $?); the table is partial"
+if [ "$DIST" != only ]; then
+	log "bench_ckpt"
+	"$bench" --socket "$work/main.sock" \
+		--budget-socket "$work/budget.sock" --root "$work/ckpt" \
+		--daemon-pid "$main_pid" --gib "$GIB" --arrays "$ARRAYS" \
+		--runs "$RUNS" --clients "$CLIENTS" --share-mib "$SHARE_MIB" \
+		--pings "$PINGS" "${drop[@]}" "${only[@]}" >>"$results" ||
+		log "bench_ckpt failed (status $?); the table is partial"
+fi
 
 # ---- a distributed step: N ranks x M MiB -------------------------------------
 DRANKS=${CKPT_BENCH_DIST_RANKS:-4}
 DMIB=${CKPT_BENCH_DIST_MIB:-256}
 bench_dist=$build/tests/bench/bench_dist
-if [ "${CKPT_BENCH_DIST:-1}" = 1 ] && [ -z "$ONLY" ]; then
+if [ "$DIST" != 0 ] && [ -z "$ONLY" ]; then
 	if [ -x "$bench_dist" ]; then
 		log "bench_dist ($DRANKS x $DMIB MiB)"
 		"$bench_dist" "$work/main.sock" "$work/dist" "$DMIB" "$DRANKS" \
