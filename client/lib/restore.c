@@ -53,6 +53,8 @@
  * hash and copy together take 1.2x the copy alone, against 1.45x in
  * 256 KiB chunks). */
 #define FUSE_STREAM_CHUNK (4u << 10)
+/* Source rows a piece stream hashes, then copies out of, at a time. */
+#define PIECE_BLOCK (64u << 10)
 /* Copy units of split arrays. */
 #define SPLIT_CHUNK (8u << 20)
 /* Restores moving at least this many bytes use several threads. */
@@ -69,6 +71,11 @@ struct rjob {
 	ckpt_dtype from, to;
 	int verify;             /* hash and compare with lf->xxh3 */
 	uint64_t hash;
+	/* A piece stream (dst NULL): the piece is hashed in blocks of rows,
+	 * and the piece copies it owns run on each block while it is in
+	 * cache: w->pcord[pcfirst, pcfirst + pcnum) index them in w->pc. */
+	size_t rowbytes;        /* bytes of one row of the piece (dim 0) */
+	size_t pcfirst, pcnum;
 	const Ckpt__Leaf *lf;
 	const char *ps;         /* path, owned by the restored tree */
 	const char *item;
@@ -92,6 +99,7 @@ struct pcopy {
 	int64_t roff[CKPT_MAX_NDIM], rshape[CKPT_MAX_NDIM];
 	int64_t soff[CKPT_MAX_NDIM], sshape[CKPT_MAX_NDIM];
 	int64_t doff[CKPT_MAX_NDIM], dshape[CKPT_MAX_NDIM];
+	long owner;             /* the job of its piece stream, or -1 */
 };
 
 struct rwork {
@@ -103,6 +111,7 @@ struct rwork {
 	struct pcopy *pc;       /* piece copies, after the units */
 	size_t npc, pccap, pcbytes;
 	size_t pcnext;          /* next piece copy (atomic) */
+	size_t *pcord;          /* piece copies by owner (restore_run) */
 };
 
 struct ritem_arg {
@@ -426,6 +435,8 @@ add_job(struct rctx *x, const Ckpt__Leaf *lf, const char *ps, const void *src,
 	j->to = to;
 	j->verify = verify && lf->has_xxh3;
 	j->hash = 0;
+	j->rowbytes = 0;
+	j->pcfirst = j->pcnum = 0;
 	j->lf = lf;
 	j->ps = ps;
 	j->item = x->item;
@@ -485,9 +496,56 @@ job_chunk(const struct rjob *j, size_t want)
 	return fs > 1 && want >= fs ? want - want % fs : want;
 }
 
+static void
+pcopy_run(const struct pcopy *p)
+{
+	piece_copy(p->nd, p->roff, p->rshape, p->src, p->sdt, p->soff,
+	    p->sshape, p->dst, p->ddt, p->doff, p->dshape);
+}
+
+/* A piece read only in part: hash a block of its rows, then run the
+ * parts of its copies that lie in those rows while the block is in
+ * cache, so the piece is read from memory once. */
+static void
+job_piece_stream(const struct rwork *w, struct rjob *j)
+{
+	XXH3_state_t st;
+	size_t rows = j->rowbytes > 0 ? j->n / j->rowbytes : 0, per, r0, r1, k;
+
+	per = j->rowbytes > 0 && j->rowbytes < PIECE_BLOCK ?
+	    PIECE_BLOCK / j->rowbytes : 1;
+	XXH3_64bits_reset(&st);
+	for (r0 = 0; r0 < rows; r0 = r1) {
+		r1 = rows - r0 > per ? r0 + per : rows;
+		XXH3_64bits_update(&st, j->src + r0 * j->rowbytes,
+		    (r1 - r0) * j->rowbytes);
+		for (k = 0; k < j->pcnum; k++) {
+			const struct pcopy *p = &w->pc[w->pcord[j->pcfirst + k]];
+			int64_t lo = p->roff[0] - p->soff[0];
+			int64_t hi = lo + p->rshape[0];
+			struct pcopy c;
+
+			if (hi <= (int64_t)r0 || lo >= (int64_t)r1)
+				continue;
+			c = *p;
+			if (lo < (int64_t)r0)
+				lo = (int64_t)r0;
+			if (hi > (int64_t)r1)
+				hi = (int64_t)r1;
+			c.roff[0] = p->soff[0] + lo;
+			c.rshape[0] = hi - lo;
+			pcopy_run(&c);
+		}
+	}
+	if (rows == 0)          /* no rows: the copies are empty too */
+		for (k = 0; k < j->pcnum; k++)
+			pcopy_run(&w->pc[w->pcord[j->pcfirst + k]]);
+	j->hash = XXH3_64bits_digest(&st);
+}
+
 /* The whole array: hash each cache-sized chunk, then copy it. */
 static void
-job_whole(struct rjob *j)
+job_whole(const struct rwork *w, struct rjob *j)
 {
 	XXH3_state_t st;
 	size_t off, ch;
@@ -498,7 +556,10 @@ job_whole(struct rjob *j)
 		return;
 	}
 	if (j->dst == NULL) {
-		j->hash = XXH3_64bits(j->src, j->n);
+		if (j->pcnum > 0)
+			job_piece_stream(w, j);
+		else
+			j->hash = XXH3_64bits(j->src, j->n);
 		return;
 	}
 	ch = job_chunk(j, FUSE_CHUNK);
@@ -542,13 +603,6 @@ job_whole(struct rjob *j)
 	j->hash = XXH3_64bits_digest(&st);
 }
 
-static void
-pcopy_run(const struct pcopy *p)
-{
-	piece_copy(p->nd, p->roff, p->rshape, p->src, p->sdt, p->soff,
-	    p->sshape, p->dst, p->ddt, p->doff, p->dshape);
-}
-
 static void *
 restore_worker(void *arg)
 {
@@ -562,7 +616,7 @@ restore_worker(void *arg)
 
 		switch (u->kind) {
 		case RU_WHOLE:
-			job_whole(j);
+			job_whole(w, j);
 			break;
 		case RU_HASH:
 			j->hash = XXH3_64bits(j->src, j->n);
@@ -574,7 +628,8 @@ restore_worker(void *arg)
 	}
 	while ((i = __atomic_fetch_add(&w->pcnext, 1, __ATOMIC_RELAXED)) <
 	    w->npc)
-		pcopy_run(&w->pc[i]);
+		if (w->pc[i].owner < 0)
+			pcopy_run(&w->pc[i]);
 	return NULL;
 }
 
@@ -595,6 +650,46 @@ add_unit(struct rwork *w, size_t *cap, size_t job, size_t off, size_t n,
 	w->units[w->nunits].n = n;
 	w->units[w->nunits].kind = kind;
 	w->nunits++;
+	return 0;
+}
+
+/*
+ * The piece copies owned by a piece stream, in w->pcord by owner. Piece
+ * streams run one per thread; with fewer of them than threads, their
+ * copies go back to the shared queue (cut into parts any thread takes)
+ * and the pieces are hashed alone.
+ */
+static int
+pieces_streams(struct rwork *w, size_t nt)
+{
+	size_t i, n = 0, at = 0;
+
+	for (i = 0; i < w->njobs; i++)
+		n += w->jobs[i].rowbytes > 0;
+	if (n == 0)
+		return 0;
+	if (n < nt) {
+		for (i = 0; i < w->npc; i++)
+			w->pc[i].owner = -1;
+		return 0;
+	}
+	if ((w->pcord = malloc((w->npc > 0 ? w->npc : 1) *
+	    sizeof *w->pcord)) == NULL)
+		return -1;
+	for (i = 0; i < w->npc; i++)
+		if (w->pc[i].owner >= 0)
+			w->jobs[w->pc[i].owner].pcnum++;
+	for (i = 0; i < w->njobs; i++) {
+		w->jobs[i].pcfirst = at;
+		at += w->jobs[i].pcnum;
+		w->jobs[i].pcnum = 0;
+	}
+	for (i = 0; i < w->npc; i++)
+		if (w->pc[i].owner >= 0) {
+			struct rjob *j = &w->jobs[w->pc[i].owner];
+
+			w->pcord[j->pcfirst + j->pcnum++] = i;
+		}
 	return 0;
 }
 
@@ -619,11 +714,14 @@ restore_run(struct rctx *x)
 		if (ncpu > 0 && (size_t)ncpu < nt)
 			nt = (size_t)ncpu;
 	}
+	if (pieces_streams(w, nt) != 0)
+		goto nomem;
 	if (nt <= 1) {
 		for (i = 0; i < w->njobs; i++)
-			job_whole(&w->jobs[i]);
+			job_whole(w, &w->jobs[i]);
 		for (i = 0; i < w->npc; i++)
-			pcopy_run(&w->pc[i]);
+			if (w->pc[i].owner < 0)
+				pcopy_run(&w->pc[i]);
 		goto check;
 	}
 	/* pass 0: hash units of split arrays first (the longest units);
@@ -631,7 +729,7 @@ restore_run(struct rctx *x)
 	for (pass = 0; pass < 2; pass++) {
 		for (i = 0; i < w->njobs; i++) {
 			struct rjob *j = &w->jobs[i];
-			int split = j->n >= 2 * SPLIT_CHUNK &&
+			int split = j->pcnum == 0 && j->n >= 2 * SPLIT_CHUNK &&
 			    (!j->verify || j->n > total / nt);
 			size_t off, ch;
 
@@ -974,6 +1072,7 @@ pieces_queue(struct rctx *x, const struct spiece *p, int nd, void *dst,
 			w->pccap = nc;
 		}
 		c = &w->pc[w->npc++];
+		c->owner = -1;
 		c->nd = nd;
 		c->src = p->src;
 		c->sdt = (ckpt_dtype)p->lf->dtype;
@@ -1097,6 +1196,7 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 	/* the jobs' name of the array: ps is the caller's, freed before the
 	 * jobs run; the restored tree's copy lives on */
 	const char *tps = NULL;
+	size_t pc0 = x->w->npc;         /* the piece copies queued here */
 
 	if ((sp = calloc(n, sizeof *sp)) == NULL ||
 	    (used = calloc(n, 1)) == NULL || (checked = calloc(n, 1)) == NULL) {
@@ -1197,11 +1297,22 @@ restore_pieces(struct rctx *x, const Ckpt__Leaf *const *lfs, size_t n,
 verify:
 	/* The pieces read but not hashed with their copy: hashed alone
 	 * (the pieces this restore does not read are not checked). */
-	for (i = 0; i < n && r == 0 && x->verify && !x->metadata_only; i++)
-		if (used[i] && !checked[i])
-			r = add_job(x, sp[i].lf, tps, sp[i].src, NULL,
-			    (size_t)sp[i].vol * ckpt_dtype_size(sdt), sdt, sdt,
-			    1);
+	for (i = 0; i < n && r == 0 && x->verify && !x->metadata_only; i++) {
+		size_t nj = x->w->njobs, k;
+
+		if (!used[i] || checked[i])
+			continue;
+		r = add_job(x, sp[i].lf, tps, sp[i].src, NULL,
+		    (size_t)sp[i].vol * ckpt_dtype_size(sdt), sdt, sdt, 1);
+		if (r != 0 || x->w->njobs == nj || sp[i].shape[0] <= 0)
+			continue;
+		/* its copies, queued above, run in its stream */
+		x->w->jobs[nj].rowbytes = (size_t)sp[i].vol /
+		    (size_t)sp[i].shape[0] * ckpt_dtype_size(sdt);
+		for (k = pc0; k < x->w->npc && x->w->jobs[nj].rowbytes > 0; k++)
+			if (x->w->pc[k].src == sp[i].src)
+				x->w->pc[k].owner = (long)nj;
+	}
 out:
 	free(sp);
 	free(used);
@@ -1562,6 +1673,7 @@ out:
 	free(w.jobs);
 	free(w.units);
 	free(w.pc);
+	free(w.pcord);
 	for (i = 0; i < nfds; i++)
 		close(fds[i]);
 	for (i = 0; i < sizeof maps / sizeof maps[0]; i++)
