@@ -786,6 +786,10 @@ ce_status(char *buf, size_t len)
 	int64_t lease;
 	int kept;
 
+	if (CE.c == NULL) {
+		snprintf(buf, len, "etcd (stopped), node %s", CE.node);
+		return;
+	}
 	pthread_mutex_lock(&CE.mu);
 	lease = CE.lease;
 	kept = etcd_lease_kept(CE.c);

@@ -108,6 +108,8 @@ main_stats(struct stats *out, void *arg)
 	out->saves_committed = sc.committed;
 	out->saves_failed = sc.failed;
 	out->bytes_written = sc.bytes_written;
+	if (M.coord != NULL)
+		M.coord->status(out->coordination, sizeof out->coordination);
 }
 
 static const struct stats_source main_stats_source = { main_stats, NULL };
@@ -952,7 +954,8 @@ main(int argc, char **argv)
 	save_shutdown();
 	manager_shutdown();
 	M.coord->shutdown();
-	steptx_set_coord(&coord_local_ops);
+	M.coord = &coord_local_ops;
+	steptx_set_coord(M.coord);
 	index_close(ix);
 	conn_stop_listening();
 	for (i = 0; i < 3; i++)
