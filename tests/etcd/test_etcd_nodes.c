@@ -180,6 +180,57 @@ out:
 	ckpt_disconnect(c);
 }
 
+/* Node 0's coordination line (ckpt_status_coordination) once it says
+ * want, or the last one after 10 s. */
+static void coordination_of(int node, const char *want, char *buf,
+    size_t len)
+{
+	ckpt_client *c = NULL;
+	int64_t end = hx_now_ms() + 10000;
+
+	buf[0] = '\0';
+	if (hx_connect(&d[node], &c) != 0)
+		return;
+	while (ckpt_status_coordination(c, buf, len) == 0 &&
+	    strstr(buf, want) == NULL && hx_now_ms() < end)
+		hx_sleep_ms(20);
+	ckpt_disconnect(c);
+}
+
+/* ckptctl status of node 0 while ranks 0-1 have saved step 3 and the
+ * ranks of node 1 have not: the endpoints, node, lease and the step
+ * waiting with 2 of 4 parts durable. */
+static void check_status_waiting(void)
+{
+	const char *bin = getenv("CKPTCTL_BIN");
+	char line[1024], out[8192], want[600];
+	char *argv[] = { (char *)bin, "--socket", d[0].sock, "status", NULL };
+	int rc;
+
+	coordination_of(0, "2 of 4 parts durable", line, sizeof line);
+	diag("node 0: %s", line);
+	snprintf(want, sizeof want, "etcd %s, node n0, lease ", b.endpoints);
+	ok(strncmp(line, want, strlen(want)) == 0, "status: the endpoints, "
+	    "the node's name and its lease");
+	has(line, "(alive, ttl 2 s)", "status: the lease is alive");
+	has(line, "waiting on other nodes: multi/node job step 3: 2 of 4 "
+	    "parts durable", "status: step 3 waits on node 1 with 2 of 4 "
+	    "parts durable");
+	if (bin == NULL) {
+		ok(0, "CKPTCTL_BIN is set");
+		return;
+	}
+	rc = hx_run(argv, out, sizeof out, 20);
+	is_int(rc, 0, "ckptctl status exits 0");
+	has(out, "coordination", "ckptctl status has a coordination row");
+	has(out, "waiting on other nodes: multi/node job step 3: 2 of 4 "
+	    "parts durable", "ckptctl status shows step 3 waiting on node 1");
+	if (tap_failures() > 0)
+		diag("%s", out);
+	coordination_of(1, "alive", line, sizeof line);
+	has(line, "node n1, lease ", "node 1's daemon names its node");
+}
+
 /* Start (or restart) node's daemon inside its namespace. */
 static int start_node(int node, int restart)
 {
@@ -264,7 +315,10 @@ int main(void)
 		hx_dump_log(&d[1], 40);
 		bail_out("ckptd of node 1 did not restart");
 	}
-	start_ranks(th, k, 0, RANKS, 3, 0);
+	/* Node 0's ranks first: its daemon waits on node 1, and says so. */
+	start_ranks(th, k, 0, 2, 3, 0);
+	check_status_waiting();
+	start_ranks(th, k, 2, RANKS, 3, 0);
 	join_ranks(th, 0, RANKS);
 	ok(ranks_all_ok(k, RANKS, "step 3"), "with node 1's daemon back, step 3 commits");
 	for (i = 0; i < NODES; i++) {
