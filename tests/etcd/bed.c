@@ -336,6 +336,19 @@ bed_kill(struct bed *b, int i)
 	return 0;
 }
 
+int
+bed_revive(struct bed *b, int i)
+{
+	if (i < 0 || i >= b->nmembers || b->m[i].pid != 0)
+		return -1;
+	if ((b->m[i].pid = bed_spawn_member(b, i)) < 0) {
+		b->m[i].pid = 0;
+		bed_msg("cannot start etcd member %d again", i);
+		return -1;
+	}
+	return 0;
+}
+
 void
 bed_fini(struct bed *b)
 {

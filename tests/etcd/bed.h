@@ -46,6 +46,8 @@ int bed_etcd_start(struct bed *b, int nmembers);
 int bed_leader(struct bed *b, int timeout_ms);
 /* SIGKILL member i and reap it. */
 int bed_kill(struct bed *b, int member);
+/* Start member i again (after bed_kill) on its data directory. */
+int bed_revive(struct bed *b, int member);
 /* Move the calling thread (and threads it starts later) into node's
  * namespace; node -1: back to the namespace the test started in. */
 int bed_enter(struct bed *b, int node);
