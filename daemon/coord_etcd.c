@@ -228,6 +228,29 @@ out:
 
 /* ---- the coordinator (worker side) ------------------------------------------ */
 
+/* Put key = val under the node's lease. The put is idempotent (the same
+ * value under the same lease), so when its outcome is unknown (the
+ * member that took it lost its leader: an election) it is sent once
+ * more, after the election had the client's timeout to end. */
+static int
+ce_put_leased(const char *key, const char *val, ckd_err *e)
+{
+	int64_t lease;
+	int r, tries;
+
+	for (tries = 0;; tries++) {
+		if ((r = ce_lease(&lease, e)) != 0)
+			return r;
+		r = etcd_put(CE.c, key, val, strlen(val), lease, NULL, e);
+		if (r == 0 || tries > 0 || (r != CKPT_ETIMEDOUT &&
+		    r != CKPT_ECONN) || strstr(e->msg, "outcome unknown") ==
+		    NULL)
+			return r;
+		log_info("etcd: %s; sending it again", e->msg);
+		memset(e, 0, sizeof *e);
+	}
+}
+
 static int
 ce_msg(ckd_err *e, int r, const char *what)
 {
@@ -245,7 +268,6 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	const struct store_backend *be = tx->r->be;
 	char tmp[300], key[CE_KEY];
 	struct stat st;
-	int64_t lease;
 	int r, fd;
 
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s%s", tx->name,
@@ -257,8 +279,7 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	if (strlen(key) + strlen(CE.node) >= sizeof key)
 		return err_set(e, CKPT_EINVAL, "key too long");
 	strcat(key, CE.node);
-	if ((r = ce_lease(&lease, e)) != 0 ||
-	    (r = etcd_put(CE.c, key, "", 0, lease, NULL, e)) != 0)
+	if ((r = ce_put_leased(key, "", e)) != 0)
 		return ce_msg(e, r, "joining the step");
 	if (be->stat(rootfd, tx->name, &st) == 0)
 		return err_set(e, CKPT_EEXIST, "step directory %s already "
@@ -289,7 +310,6 @@ ce_part_durable(struct steptx *tx, const struct steptx_part *s,
 	char name[64], key[CE_KEY], rk[32];
 	unsigned char *buf;
 	size_t n, k;
-	int64_t lease;
 	int fd, r;
 
 	n = ckpt__save__get_packed_size(s->sv);
@@ -330,9 +350,7 @@ ce_part_durable(struct steptx *tx, const struct steptx_part *s,
 	snprintf(rk, sizeof rk, "rank/%" PRIu32, rank);
 	if ((r = ce_key(tx, rk, key, sizeof key, e)) != 0)
 		return r;
-	if ((r = ce_lease(&lease, e)) != 0 ||
-	    (r = etcd_put(CE.c, key, CE.node, strlen(CE.node), lease, NULL,
-	    e)) != 0)
+	if ((r = ce_put_leased(key, CE.node, e)) != 0)
 		return ce_msg(e, r, "publishing the part");
 	return 0;
 }
@@ -536,6 +554,17 @@ ce_decide(struct steptx *tx, ckd_err *e)
 	snprintf(val, sizeof val, "%s %" PRIu64, CE.node, tx->bytes);
 	r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0, &won,
 	    NULL, e);
+	if (r != 0 && !ce_is_ours(tx) && (r == CKPT_ETIMEDOUT ||
+	    r == CKPT_ECONN) && strstr(e->msg, "outcome unknown") != NULL) {
+		/* Lost in an election (the commit key is not there): the
+		 * txn is guarded, so sending it again cannot commit twice,
+		 * nor over a failure, whichever of the two lands. */
+		log_info("etcd: step %" PRIu64 ": %s; committing again",
+		    tx->step, e->msg);
+		memset(e, 0, sizeof *e);
+		r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0,
+		    &won, NULL, e);
+	}
 	if (r != 0) {
 		if (ce_is_ours(tx)) {
 			r = 0;
