@@ -196,15 +196,18 @@ ce_valid_node(const char *s)
 
 /* ---- the lease (any thread) ------------------------------------------------ */
 
-/* The node's lease, granted again (with its node key) after it was lost. */
+/* The node's lease, granted again (with its node key) after it was lost:
+ * as the keeper found, or as a put under lease stale (non-zero) was told
+ * (the keeper may not have asked yet since etcd came back). */
 static int
-ce_lease(int64_t *lease, ckd_err *e)
+ce_lease(int64_t *lease, int64_t stale, ckd_err *e)
 {
 	char key[CE_KEY], val[64];
 	int r = 0;
 
 	pthread_mutex_lock(&CE.mu);
-	if (CE.lease == 0 || etcd_lease_kept(CE.c) == CKPT_ENOTFOUND) {
+	if (CE.lease == 0 || (stale != 0 && CE.lease == stale) ||
+	    etcd_lease_kept(CE.c) == CKPT_ENOTFOUND) {
 		int64_t id;
 
 		if ((r = etcd_lease_grant(CE.c, CE.ttl, &id, e)) != 0)
@@ -235,17 +238,23 @@ out:
 static int
 ce_put_leased(const char *key, const char *val, ckd_err *e)
 {
-	int64_t lease;
+	int64_t lease, stale = 0;
 	int r, tries;
 
 	for (tries = 0;; tries++) {
-		if ((r = ce_lease(&lease, e)) != 0)
+		if ((r = ce_lease(&lease, stale, e)) != 0)
 			return r;
 		r = etcd_put(CE.c, key, val, strlen(val), lease, NULL, e);
-		if (r == 0 || tries > 0 || (r != CKPT_ETIMEDOUT &&
-		    r != CKPT_ECONN) || strstr(e->msg, "outcome unknown") ==
-		    NULL)
+		if (r == 0 || tries > 0)
 			return r;
+		if (r == CKPT_ENOTFOUND) {
+			/* The lease expired (a partition, an outage longer
+			 * than its TTL): a new one, then the put again. */
+			stale = lease;
+		} else if ((r != CKPT_ETIMEDOUT && r != CKPT_ECONN) ||
+		    strstr(e->msg, "outcome unknown") == NULL) {
+			return r;
+		}
 		log_info("etcd: %s; sending it again", e->msg);
 		memset(e, 0, sizeof *e);
 	}
@@ -910,7 +919,7 @@ coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
 		r = err_set(e, CKPT_ENOMEM, "event_new failed");
 		goto fail;
 	}
-	if ((r = ce_lease(&lease, e)) != 0) {
+	if ((r = ce_lease(&lease, 0, e)) != 0) {
 		r = ce_msg(e, r, "taking the node's lease");
 		goto fail;
 	}
