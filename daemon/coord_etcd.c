@@ -196,6 +196,16 @@ ce_valid_node(const char *s)
 
 /* ---- the lease (any thread) ------------------------------------------------ */
 
+/* A write whose outcome is unknown because the member that took it lost
+ * its leader (an election): one that is idempotent or guarded may be sent
+ * again. */
+static int
+ce_lost_in_election(int r, const ckd_err *e)
+{
+	return (r == CKPT_ETIMEDOUT || r == CKPT_ECONN) &&
+	    strstr(e->msg, "outcome unknown") != NULL;
+}
+
 /* The node's lease, granted again (with its node key) after it was lost:
  * as the keeper found, or as a put under lease stale (non-zero) was told
  * (the keeper may not have asked yet since etcd came back). */
@@ -210,7 +220,15 @@ ce_lease(int64_t *lease, int64_t stale, ckd_err *e)
 	    etcd_lease_kept(CE.c) == CKPT_ENOTFOUND) {
 		int64_t id;
 
-		if ((r = etcd_lease_grant(CE.c, CE.ttl, &id, e)) != 0)
+		/* A grant lost in an election (a healed member calls one)
+		 * is asked again: an orphan lease only expires. */
+		if ((r = etcd_lease_grant(CE.c, CE.ttl, &id, e)) != 0 &&
+		    ce_lost_in_election(r, e)) {
+			log_info("etcd: %s; asking again", e->msg);
+			memset(e, 0, sizeof *e);
+			r = etcd_lease_grant(CE.c, CE.ttl, &id, e);
+		}
+		if (r != 0)
 			goto out;
 		snprintf(key, sizeof key, CE_PREFIX "node/%s", CE.node);
 		snprintf(val, sizeof val, "%ld", (long)getpid());
@@ -218,9 +236,13 @@ ce_lease(int64_t *lease, int64_t stale, ckd_err *e)
 		    (r = etcd_put(CE.c, key, val, strlen(val), id, NULL,
 		    e)) != 0)
 			goto out;
-		if (CE.lease != 0)
+		if (CE.lease != 0) {
 			log_warn("etcd: the lease of node %s was lost; a new "
 			    "one is %" PRIx64, CE.node, (uint64_t)id);
+			/* Cut off for a TTL: the watch's connection may be
+			 * one the cut left silent. */
+			etcd_watch_kick(CE.w);
+		}
 		CE.lease = id;
 	}
 out:
@@ -238,21 +260,23 @@ out:
 static int
 ce_put_leased(const char *key, const char *val, ckd_err *e)
 {
-	int64_t lease, stale = 0;
-	int r, tries;
+	int64_t lease, stale = 0, end = now_mono_ns() / 1000000 +
+	    2 * (int64_t)etcd_timeout_ms(CE.c);
+	int r, renewed = 0;
 
-	for (tries = 0;; tries++) {
+	for (;;) {
 		if ((r = ce_lease(&lease, stale, e)) != 0)
 			return r;
 		r = etcd_put(CE.c, key, val, strlen(val), lease, NULL, e);
-		if (r == 0 || tries > 0)
-			return r;
-		if (r == CKPT_ENOTFOUND) {
+		if (r == 0)
+			return 0;
+		if (r == CKPT_ENOTFOUND && !renewed) {
 			/* The lease expired (a partition, an outage longer
 			 * than its TTL): a new one, then the put again. */
 			stale = lease;
-		} else if ((r != CKPT_ETIMEDOUT && r != CKPT_ECONN) ||
-		    strstr(e->msg, "outcome unknown") == NULL) {
+			renewed = 1;
+		} else if (!ce_lost_in_election(r, e) ||
+		    now_mono_ns() / 1000000 >= end) {
 			return r;
 		}
 		log_info("etcd: %s; sending it again", e->msg);
@@ -563,8 +587,7 @@ ce_decide(struct steptx *tx, ckd_err *e)
 	snprintf(val, sizeof val, "%s %" PRIu64, CE.node, tx->bytes);
 	r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0, &won,
 	    NULL, e);
-	if (r != 0 && !ce_is_ours(tx) && (r == CKPT_ETIMEDOUT ||
-	    r == CKPT_ECONN) && strstr(e->msg, "outcome unknown") != NULL) {
+	if (r != 0 && ce_lost_in_election(r, e) && !ce_is_ours(tx)) {
 		/* Lost in an election (the commit key is not there): the
 		 * txn is guarded, so sending it again cannot commit twice,
 		 * nor over a failure, whichever of the two lands. */

@@ -217,6 +217,9 @@ bed_spawn_member(struct bed *b, int i)
 		    "--initial-cluster", cluster, "--initial-cluster-state", "new",
 		    "--initial-cluster-token", token,
 		    "--heartbeat-interval", "50", "--election-timeout", "500",
+		    /* as etcd >= 3.5 by default: a member back from a
+		     * partition does not depose the leader */
+		    "--pre-vote",
 		    "--logger", "zap", "--log-level", "warn",
 		    (char *)NULL);
 		_exit(127);
