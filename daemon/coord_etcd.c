@@ -2,15 +2,18 @@
  * coord_etcd.c - the coordinator of daemons on several nodes through etcd
  * (coord.h; keys in daemon/README.md, "Multi-node coordination").
  *
- * Under /ckpt/v1/:
- *   node/<node>                          the node's lease is alive
- *   job/<job>/step/<step>/join/<node>    the node writes parts of the step
- *                                        (under its lease)
- *   job/<job>/step/<step>/rank/<rank>    = <node>: the rank's part is
- *                                        durable (under the node's lease)
- *   job/<job>/step/<step>/commit         = "<node> <bytes>": committed
- *   job/<job>/step/<step>/failed         = "<node> <code>\n<message>"
- * <job> is percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits.
+ * Under /ckpt/v1/ (<s> is job/<job>/root/<root>/step/<step>):
+ *   node/<node>                the node's lease is alive
+ *   <s>/join/<node>            the node writes parts of the step (under
+ *                              its lease)
+ *   <s>/rank/<rank>            = <node>: the rank's part is durable
+ *                              (under the node's lease)
+ *   <s>/commit                 = "<node> <bytes>": committed
+ *   <s>/failed                 = "<node> <code>\n<message>"
+ * <job> and <root> (the root's canonical path, the same on every node)
+ * are percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits. The
+ * root is part of the key: one job saves into several roots (items,
+ * runs), each with steps of the same numbers.
  *
  * commit and failed exclude each other (each is created only while both
  * are absent); commit also requires every join key of the nodes holding
@@ -46,7 +49,7 @@
 #include "steptx.h"
 
 #define CE_PREFIX "/ckpt/v1/"
-#define CE_KEY 512
+#define CE_KEY CKPT_ETCD_MAX_KEY
 #define CE_KNOWN_MAX 256
 #define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
 #define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
@@ -57,6 +60,7 @@ enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE };
 struct cev {
 	struct cev *next;
 	enum cev_kind kind;
+	char root[CE_KEY];
 	char job[256];
 	uint64_t step;
 	uint32_t rank;
@@ -68,6 +72,7 @@ struct cev {
 /* What is known of a step with no transaction here (yet). */
 struct known {
 	struct known *next;
+	char *root;
 	char job[256];
 	uint64_t step;
 	int committed;
@@ -95,7 +100,7 @@ static struct {
 /* ---- keys -------------------------------------------------------------- */
 
 static int
-ce_job_enc(const char *job, char *buf, size_t len)
+ce_enc(const char *job, char *buf, size_t len)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t o = 0;
@@ -136,7 +141,7 @@ ce_hexval(char ch)
 }
 
 static int
-ce_job_dec(const char *s, size_t n, char *buf, size_t len)
+ce_dec(const char *s, size_t n, char *buf, size_t len)
 {
 	size_t i, o = 0;
 	int hi, lo;
@@ -164,18 +169,19 @@ ce_job_dec(const char *s, size_t n, char *buf, size_t len)
 	return 0;
 }
 
-/* CE_PREFIX "job/<job>/step/<step>/" + what, into buf. */
+/* CE_PREFIX "job/<job>/root/<root>/step/<step>/" + what, into buf. */
 static int
 ce_key(const struct steptx *tx, const char *what, char *buf, size_t len,
     ckd_err *e)
 {
-	char job[3 * 256 + 2];
+	char job[3 * 256 + 2], root[CE_KEY];
 
-	if (ce_job_enc(tx->job, job, sizeof job) != 0 ||
-	    (size_t)snprintf(buf, len, CE_PREFIX "job/%s/step/%020" PRIu64
-	    "/%s", job, tx->step, what) >= len)
-		return err_set(e, CKPT_EINVAL, "job name too long for etcd: %s",
-		    tx->job);
+	if (ce_enc(tx->job, job, sizeof job) != 0 ||
+	    ce_enc(tx->r->path, root, sizeof root) != 0 ||
+	    (size_t)snprintf(buf, len, CE_PREFIX "job/%s/root/%s/step/%020"
+	    PRIu64 "/%s", job, root, tx->step, what) >= len)
+		return err_set(e, CKPT_EINVAL, "job name or root path too long "
+		    "for etcd: %s, %s", tx->job, tx->r->path);
 	return 0;
 }
 
@@ -667,26 +673,26 @@ ce_push(struct cev *v)
 static void
 ce_on_event(void *arg, const struct etcd_event *ev)
 {
-	const char *k = ev->key, *p, *rest;
+	const char *k = ev->key, *p, *q, *rest;
 	char digits[21];
 	struct cev *v;
-	size_t jl;
 
 	(void)arg;
 	if (strncmp(k, CE_PREFIX "job/", strlen(CE_PREFIX "job/")) != 0)
 		return;
 	k += strlen(CE_PREFIX "job/");
-	if ((p = strstr(k, "/step/")) == NULL || strlen(p + 6) < 21 ||
+	if ((q = strstr(k, "/root/")) == NULL ||
+	    (p = strstr(q + 6, "/step/")) == NULL || strlen(p + 6) < 21 ||
 	    p[6 + 20] != '/')
 		return;
 	if ((v = calloc(1, sizeof *v)) == NULL)
 		return;
-	jl = (size_t)(p - k);
 	memcpy(digits, p + 6, 20);
 	digits[20] = '\0';
 	v->step = strtoull(digits, NULL, 10);
 	rest = p + 6 + 21;
-	if (ce_job_dec(k, jl, v->job, sizeof v->job) != 0)
+	if (ce_dec(k, (size_t)(q - k), v->job, sizeof v->job) != 0 ||
+	    ce_dec(q + 6, (size_t)(p - q - 6), v->root, sizeof v->root) != 0)
 		goto drop;
 	if (ev->type == ETCD_EVENT_PUT && strncmp(rest, "rank/", 5) == 0) {
 		v->kind = CEV_RANK;
@@ -724,13 +730,23 @@ drop:
 	free(v);
 }
 
+static void
+ce_known_free(struct known *k)
+{
+	free(k->root);
+	free(k->ranks);
+	free(k->nodes);
+	free(k);
+}
+
 static struct known *
-ce_known(const char *job, uint64_t step)
+ce_known(const char *root, const char *job, uint64_t step)
 {
 	struct known *k, **pp;
 
 	for (k = CE.known; k != NULL; k = k->next)
-		if (k->step == step && strcmp(k->job, job) == 0)
+		if (k->step == step && strcmp(k->job, job) == 0 &&
+		    strcmp(k->root, root) == 0)
 			return k;
 	if (CE.nknown >= CE_KNOWN_MAX) {
 		/* Forget the oldest (the list's tail). */
@@ -738,13 +754,15 @@ ce_known(const char *job, uint64_t step)
 			;
 		k = *pp;
 		*pp = NULL;
-		free(k->ranks);
-		free(k->nodes);
-		free(k);
+		ce_known_free(k);
 		CE.nknown--;
 	}
 	if ((k = calloc(1, sizeof *k)) == NULL)
 		return NULL;
+	if ((k->root = strdup(root)) == NULL) {
+		free(k);
+		return NULL;
+	}
 	snprintf(k->job, sizeof k->job, "%s", job);
 	k->step = step;
 	k->next = CE.known;
@@ -789,14 +807,15 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 		next = v->next;
 		switch (v->kind) {
 		case CEV_RANK:
-			if (steptx_remote_part(v->job, v->step, v->rank,
-			    v->node) != 0 && (k = ce_known(v->job, v->step)) !=
-			    NULL)
+			if (steptx_remote_part(v->root, v->job, v->step,
+			    v->rank, v->node) != 0 && (k = ce_known(v->root,
+			    v->job, v->step)) != NULL)
 				ce_known_rank(k, v->rank, v->node);
 			break;
 		case CEV_COMMIT:
-			if (steptx_remote_commit(v->job, v->step, v->bytes) !=
-			    0 && (k = ce_known(v->job, v->step)) != NULL) {
+			if (steptx_remote_commit(v->root, v->job, v->step,
+			    v->bytes) != 0 && (k = ce_known(v->root, v->job,
+			    v->step)) != NULL) {
 				k->committed = 1;
 				k->bytes = v->bytes;
 			}
@@ -804,8 +823,9 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 		case CEV_FAILED:
 		case CEV_GONE:
 			log_debug("etcd: %s", v->why.msg);
-			if (steptx_remote_fail(v->job, v->step, &v->why) != 0 &&
-			    (k = ce_known(v->job, v->step)) != NULL &&
+			if (steptx_remote_fail(v->root, v->job, v->step,
+			    &v->why) != 0 && (k = ce_known(v->root, v->job,
+			    v->step)) != NULL &&
 			    !k->committed && k->why.code == 0)
 				k->why = v->why;
 			break;
@@ -821,7 +841,8 @@ ce_tx_new(struct steptx *tx)
 	unsigned i;
 
 	for (pp = &CE.known; (k = *pp) != NULL; pp = &k->next)
-		if (k->step == tx->step && strcmp(k->job, tx->job) == 0)
+		if (k->step == tx->step && strcmp(k->job, tx->job) == 0 &&
+		    strcmp(k->root, tx->r->path) == 0)
 			break;
 	if (k == NULL)
 		return;
@@ -830,13 +851,11 @@ ce_tx_new(struct steptx *tx)
 	if (k->why.code != 0)
 		steptx_fail(tx, &k->why);
 	for (i = 0; i < k->n; i++)
-		steptx_remote_part(tx->job, tx->step, k->ranks[i],
-		    k->nodes[i]);
+		steptx_remote_part(tx->r->path, tx->job, tx->step,
+		    k->ranks[i], k->nodes[i]);
 	if (k->committed)
-		steptx_remote_commit(tx->job, tx->step, k->bytes);
-	free(k->ranks);
-	free(k->nodes);
-	free(k);
+		steptx_remote_commit(tx->r->path, tx->job, tx->step, k->bytes);
+	ce_known_free(k);
 }
 
 static void
@@ -909,9 +928,7 @@ ce_shutdown(void)
 	CE.qtail = NULL;
 	while ((k = CE.known) != NULL) {
 		CE.known = k->next;
-		free(k->ranks);
-		free(k->nodes);
-		free(k);
+		ce_known_free(k);
 	}
 	CE.nknown = 0;
 	CE.lease = 0;

@@ -10,7 +10,8 @@
  *    node 1's daemons each fill one half of the rows (F64 targets);
  *  - the etcd leader (asked of etcd) is SIGKILLed while step 3 is being
  *    saved: step 3 is committed on every node or on none, and once a new
- *    leader is elected steps 4 and 5 commit and every daemon lists them.
+ *    leader is elected steps 4 and 5 commit and every daemon lists them;
+ *  - the job saves steps 1 and 2 again into a second root: they commit.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -146,6 +147,15 @@ int main(void)
 	is_int(listed_everywhere(4), NODES, "every node's daemon lists step 4");
 	is_int(listed_everywhere(5), NODES, "every node's daemon lists step 5");
 	check_whole(1, 5);
+
+	/* The same job saves into a second root, from step 1 again. */
+	hx_path(&s.d[0], s.root, "second-root");
+	hx_mkdirs(s.root);
+	ok(nodes_step(&s, 1), "the job saves step 1 into a second root: it "
+	    "commits (the first root's keys are not this one's)");
+	is_int(listed_everywhere(1), NODES, "every node's daemon lists step 1 "
+	    "of the second root");
+	ok(nodes_step(&s, 2), "and step 2");
 
 	nodes_fini(&s);
 	return done_testing();
