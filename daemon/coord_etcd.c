@@ -51,6 +51,10 @@
 #define CE_PREFIX "/ckpt/v1/"
 #define CE_KEY CKPT_ETCD_MAX_KEY
 #define CE_KNOWN_MAX 256
+/* What is known of a step with no transaction here is handed to one that
+ * starts within this long (the longest async timeout that makes sense);
+ * older, it is of an earlier attempt at the step. */
+#define CE_KNOWN_NS (900ll * 1000000000)
 #define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
 #define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
 
@@ -72,6 +76,7 @@ struct cev {
 /* What is known of a step with no transaction here (yet). */
 struct known {
 	struct known *next;
+	int64_t at_ns;                  /* first heard of (monotonic) */
 	char *root;
 	char job[256];
 	uint64_t step;
@@ -300,6 +305,37 @@ ce_msg(ckd_err *e, int r, const char *what)
 	    msg);
 }
 
+/*
+ * This node made the step's tmp dir: it begins a new attempt at the step,
+ * so a commit or failure recorded for the step belongs to an earlier one
+ * (a step deleted and saved again, a failed step saved again after a
+ * restart) and is removed, lest it refuse this attempt's commit. A commit
+ * cannot be this attempt's: none of this node's parts is durable yet. A
+ * failure put by a node of this attempt in the moment since the mkdir
+ * would be lost with it; this attempt then fails at its timeout instead.
+ */
+static int
+ce_clear_stale(struct steptx *tx, ckd_err *e)
+{
+	static const char *const what[] = { "commit", "failed" };
+	char key[CE_KEY];
+	int64_t n;
+	unsigned i;
+	int r;
+
+	for (i = 0; i < 2; i++) {
+		if ((r = ce_key(tx, what[i], key, sizeof key, e)) != 0)
+			return r;
+		if ((r = etcd_delete(CE.c, key, 0, &n, e)) != 0)
+			return ce_msg(e, r, "clearing an earlier attempt");
+		if (n > 0)
+			log_info("etcd: step %" PRIu64 " of %s is saved again: "
+			    "the %s of its earlier attempt is cleared",
+			    tx->step, tx->r->path, what[i]);
+	}
+	return 0;
+}
+
 static int
 ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
     ckd_err *e)
@@ -330,6 +366,12 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 		memset(e, 0, sizeof *e);
 		if ((fd = be->open_dir(rootfd, tmp)) < 0)
 			return err_errno(e, errno, "open %s", tmp);
+	} else if ((r = ce_clear_stale(tx, e)) != 0) {
+		ckd_err e2 = { 0 };
+
+		be->close(fd);
+		(void)be->remove_tree(rootfd, tmp, &e2);
+		return r;
 	}
 	/* Every node's daemon holds a shared lock on it: a collector of
 	 * leftovers (whose lock is exclusive) leaves it alone while one of
@@ -764,6 +806,7 @@ ce_known(const char *root, const char *job, uint64_t step)
 		return NULL;
 	}
 	snprintf(k->job, sizeof k->job, "%s", job);
+	k->at_ns = now_mono_ns();
 	k->step = step;
 	k->next = CE.known;
 	CE.known = k;
@@ -848,6 +891,10 @@ ce_tx_new(struct steptx *tx)
 		return;
 	*pp = k->next;
 	CE.nknown--;
+	if (now_mono_ns() - k->at_ns > CE_KNOWN_NS) {
+		ce_known_free(k);
+		return;
+	}
 	if (k->why.code != 0)
 		steptx_fail(tx, &k->why);
 	for (i = 0; i < k->n; i++)
