@@ -352,6 +352,63 @@ bed_revive(struct bed *b, int i)
 	return 0;
 }
 
+struct bed_watch {
+	struct etcd *c;
+	struct etcd_watch *w;
+	bed_event_fn fn;
+	void *arg;
+};
+
+static void
+bed_on_event(void *arg, const struct etcd_event *ev)
+{
+	struct bed_watch *bw = arg;
+
+	if (ev->type == ETCD_EVENT_PUT || ev->type == ETCD_EVENT_DELETE)
+		bw->fn(bw->arg, ev->type == ETCD_EVENT_PUT, ev->key);
+}
+
+struct bed_watch *
+bed_watch(struct bed *b, int node, const char *prefix, bed_event_fn fn,
+    void *arg)
+{
+	struct bed_watch *bw = calloc(1, sizeof(*bw));
+	ckd_err e = { 0 };
+
+	if (bw == NULL)
+		return NULL;
+	bw->fn = fn;
+	bw->arg = arg;
+	if (bed_enter(b, node) != 0)
+		goto fail;
+	if (etcd_open(&bw->c, b->endpoints, 2000, &e) != 0 ||
+	    (bw->w = etcd_watch_start(bw->c, prefix, 1, 0, bed_on_event, bw,
+	    &e)) == NULL) {
+		bed_msg("watch %s: %s", prefix, e.msg);
+		bed_enter(b, -1);
+		goto fail;
+	}
+	if (bed_enter(b, -1) != 0) {
+		bed_unwatch(bw);
+		return NULL;
+	}
+	return bw;
+fail:
+	etcd_close(bw->c);
+	free(bw);
+	return NULL;
+}
+
+void
+bed_unwatch(struct bed_watch *bw)
+{
+	if (bw == NULL)
+		return;
+	etcd_watch_stop(bw->w);
+	etcd_close(bw->c);
+	free(bw);
+}
+
 void
 bed_fini(struct bed *b)
 {
