@@ -8,7 +8,8 @@
  *                              its lease)
  *   <s>/rank/<rank>            = <node>: the rank's part is durable
  *                              (under the node's lease)
- *   <s>/commit                 = "<node> <bytes>": committed
+ *   <s>/commit                 = "<node> <bytes> <name>": committed
+ *                              (<name>: the step's directory)
  *   <s>/failed                 = "<node> <code>\n<message>"
  * <job> and <root> (the root's canonical path, the same on every node)
  * are percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits. The
@@ -43,8 +44,10 @@
 
 #include "backend.h"
 #include "coord.h"
+#include "stepdir.h"
 #include "root.h"
 #include "etcd.h"
+#include "layout.h"
 #include "log.h"
 #include "steptx.h"
 
@@ -601,13 +604,29 @@ ce_is_ours(struct steptx *tx)
 	return ours;
 }
 
+/* Committed: the rank keys (one per rank and step, the most of a step's
+ * keys) are of no more use, every part being durable. The watchers skip
+ * their deletion. The join and commit keys stay (daemon/README.md). */
+static void
+ce_drop_ranks(struct steptx *tx)
+{
+	char key[CE_KEY];
+	ckd_err e = { 0 };
+	int64_t n;
+
+	if (ce_key(tx, "rank/", key, sizeof key, &e) != 0 ||
+	    etcd_delete(CE.c, key, 1, &n, &e) != 0)
+		log_info("etcd: removing the rank keys of step %" PRIu64 ": %s",
+		    tx->step, e.msg);
+}
+
 static int
 ce_decide(struct steptx *tx, ckd_err *e)
 {
 	const char *nodes[CKPT_ETCD_MAX_COMPARES - 2];
 	struct etcd_cmp cmp[CKPT_ETCD_MAX_COMPARES];
 	char (*keys)[CE_KEY] = NULL;
-	char ckey[CE_KEY], fkey[CE_KEY], val[128];
+	char ckey[CE_KEY], fkey[CE_KEY], val[512];
 	unsigned n, i;
 	int r, won = 0;
 
@@ -632,7 +651,8 @@ ce_decide(struct steptx *tx, ckd_err *e)
 		cmp[2 + i].key = keys[i];
 		cmp[2 + i].kind = ETCD_EXISTS;
 	}
-	snprintf(val, sizeof val, "%s %" PRIu64, CE.node, tx->bytes);
+	snprintf(val, sizeof val, "%s %" PRIu64 " %s", CE.node, tx->bytes,
+	    tx->name);
 	r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0, &won,
 	    NULL, e);
 	if (r != 0 && ce_lost_in_election(r, e) && !ce_is_ours(tx)) {
@@ -655,6 +675,8 @@ ce_decide(struct steptx *tx, ckd_err *e)
 	}
 	if (!won)
 		r = ce_is_ours(tx) ? 0 : ce_refused(tx, nodes, n, e);
+	if (r == 0)
+		ce_drop_ranks(tx);
 out:
 	free(keys);
 	return r;
@@ -930,6 +952,61 @@ ce_status(char *buf, size_t len)
 	    "none");
 }
 
+/*
+ * Start-up: a step committed in etcd whose directory is still the tmp
+ * dir (its committer died between the commit and the rename, and no
+ * other node's daemon was there to finish it) is renamed now. Its step
+ * metadata, the last file written, was durable before the commit.
+ * The etcd coordinator runs on a POSIX filesystem every node mounts.
+ */
+static void
+ce_recover(void)
+{
+	struct etcd_kvs kvs;
+	ckd_err e = { 0 };
+	size_t i;
+
+	if (etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, &e) != 0) {
+		log_warn("etcd: looking for unfinished commits: %s", e.msg);
+		return;
+	}
+	for (i = 0; i < kvs.n; i++) {
+		const char *k = kvs.kv[i].key, *q, *p;
+		char root[CE_KEY], node[64], name[256], path[CE_KEY + 300];
+		size_t kl = strlen(k);
+		uint64_t bytes;
+		struct stat st;
+		int fd;
+
+		if (kl < 7 || strcmp(k + kl - 7, "/commit") != 0 ||
+		    (q = strstr(k, "/root/")) == NULL ||
+		    (p = strstr(q + 6, "/step/")) == NULL ||
+		    ce_dec(q + 6, (size_t)(p - q - 6), root, sizeof root) != 0 ||
+		    sscanf(kvs.kv[i].value, "%63s %" SCNu64 " %255s", node,
+		    &bytes, name) != 3 || strchr(name, '/') != NULL ||
+		    name[0] == '.' || root[0] != '/')
+			continue;
+		snprintf(path, sizeof path, "%s/%s%s/" STORE_STEP_METADATA,
+		    root, name, CKPT_TMP_SUFFIX);
+		if (stat(path, &st) != 0)
+			continue;       /* no tmp dir, or not complete */
+		snprintf(path, sizeof path, "%s/%s", root, name);
+		if (stat(path, &st) == 0 || errno != ENOENT)
+			continue;
+		if ((fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			continue;
+		memset(&e, 0, sizeof e);
+		if (store_commit_synced(&backend_posix, fd, name, &e) == 0)
+			log_warn("etcd: %s/%s was committed by node %s, which "
+			    "did not rename it: renamed now", root, name, node);
+		else
+			log_warn("etcd: finishing the commit of %s/%s: %s",
+			    root, name, e.msg);
+		close(fd);
+	}
+	etcd_kvs_free(&kvs);
+}
+
 static void ce_shutdown(void);
 
 static const struct coord_ops coord_etcd_ops = {
@@ -1016,6 +1093,7 @@ coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
 		    "watching the steps");
 		goto fail;
 	}
+	ce_recover();
 	log_info("coordination through etcd %s as node %s (lease %" PRIx64
 	    ", ttl %u s)", etcd_endpoints(CE.c), CE.node, (uint64_t)lease,
 	    CE.ttl);

@@ -928,8 +928,11 @@ main(int argc, char **argv)
 	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0)
 		goto fail;
 	save_init(ix, worker_count(), M.budget);
-	if ((r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
-	    (r = main_coord(&e)) != 0 ||
+	/* The coordination first: with etcd, it finishes the commits left
+	 * half done before the roots' sweep takes their tmp dirs for
+	 * interrupted saves. */
+	if ((r = main_coord(&e)) != 0 ||
+	    (r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
 	    (r = conn_listen(M.base, M.lfd, &dispatch_handler,
 	    (void *)&main_stats_source, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&

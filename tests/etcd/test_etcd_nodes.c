@@ -15,7 +15,10 @@
  *  - with node 1's daemon back, step 2 is saved again and commits (the
  *    failure etcd holds is of the earlier attempt), then step 3, which
  *    ckptctl status shows waiting on node 1 while only node 0's ranks
- *    are in.
+ *    are in;
+ *  - step 3 left as its tmp dir (as if its committer died before the
+ *    rename, with every daemon stopped): a daemon started again renames
+ *    it, since etcd holds its commit.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -251,7 +254,7 @@ int main(void)
 {
 	struct rank k[RANKS];
 	pthread_t th[RANKS];
-	char ttl[] = "2";
+	char ttl[] = "2", line[1024];
 	int i, all, named;
 
 	ranks_fill(7);
@@ -335,6 +338,33 @@ int main(void)
 	for (i = 0; i < NODES; i++)
 		is_int(listed(i, 3), 1, "node %d's daemon lists step 3", i);
 	check_restores(1, 3);
+
+	/* The committer of step 3 died between the commit and the rename,
+	 * and so did node 1's daemon: both stopped, step 3 back to its tmp
+	 * dir. Node 1's daemon, started again, finishes the commit. */
+	for (i = 0; i < NODES; i++)
+		hx_stop(&d[i]);
+	{
+		char from[HX_PATH + 32], to[HX_PATH + 32];
+
+		snprintf(to, sizeof to, "%s/3", root);
+		snprintf(from, sizeof from, "%s/3.ckptd-tmp", root);
+		ok(rename(to, from) == 0, "step 3 made a tmp dir again");
+		if (start_node(1, 0) != 0)
+			bail_out("ckptd of node 1 did not start");
+		/* its socket answers before its start-up is over: a status
+		 * call waits for it */
+		coordination_of(1, "node n1", line, sizeof line);
+		if (!ok(hx_exists(to) && !hx_exists(from), "node 1's daemon, "
+		    "at start-up, renames the tmp dir of step 3 committed in "
+		    "etcd"))
+			hx_dump_log(&d[1], 12);
+		is_int(listed(1, 3), 1, "node 1's daemon lists step 3");
+		if (start_node(0, 0) != 0)
+			bail_out("ckptd of node 0 did not start");
+		is_int(listed(0, 3), 1, "node 0's daemon lists step 3");
+		check_restores(0, 3);
+	}
 
 	for (i = 0; i < NODES; i++) {
 		ok(hx_alive(&d[i]), "node %d's ckptd still running", i);
