@@ -2,15 +2,19 @@
  * coord_etcd.c - the coordinator of daemons on several nodes through etcd
  * (coord.h; keys in daemon/README.md, "Multi-node coordination").
  *
- * Under /ckpt/v1/:
- *   node/<node>                          the node's lease is alive
- *   job/<job>/step/<step>/join/<node>    the node writes parts of the step
- *                                        (under its lease)
- *   job/<job>/step/<step>/rank/<rank>    = <node>: the rank's part is
- *                                        durable (under the node's lease)
- *   job/<job>/step/<step>/commit         = "<node> <bytes>": committed
- *   job/<job>/step/<step>/failed         = "<node> <code>\n<message>"
- * <job> is percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits.
+ * Under /ckpt/v1/ (<s> is job/<job>/root/<root>/step/<step>):
+ *   node/<node>                the node's lease is alive
+ *   <s>/join/<node>            the node writes parts of the step (under
+ *                              its lease)
+ *   <s>/rank/<rank>            = <node>: the rank's part is durable
+ *                              (under the node's lease)
+ *   <s>/commit                 = "<node> <bytes> <name>": committed
+ *                              (<name>: the step's directory)
+ *   <s>/failed                 = "<node> <code>\n<message>"
+ * <job> and <root> (the root's canonical path, the same on every node)
+ * are percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits. The
+ * root is part of the key: one job saves into several roots (items,
+ * runs), each with steps of the same numbers.
  *
  * commit and failed exclude each other (each is created only while both
  * are absent); commit also requires every join key of the nodes holding
@@ -40,14 +44,20 @@
 
 #include "backend.h"
 #include "coord.h"
+#include "stepdir.h"
 #include "root.h"
 #include "etcd.h"
+#include "layout.h"
 #include "log.h"
 #include "steptx.h"
 
 #define CE_PREFIX "/ckpt/v1/"
-#define CE_KEY 512
+#define CE_KEY CKPT_ETCD_MAX_KEY
 #define CE_KNOWN_MAX 256
+/* What is known of a step with no transaction here is handed to one that
+ * starts within this long (the longest async timeout that makes sense);
+ * older, it is of an earlier attempt at the step. */
+#define CE_KNOWN_NS (900ll * 1000000000)
 #define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
 #define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
 
@@ -57,6 +67,7 @@ enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE };
 struct cev {
 	struct cev *next;
 	enum cev_kind kind;
+	char root[CE_KEY];
 	char job[256];
 	uint64_t step;
 	uint32_t rank;
@@ -68,6 +79,8 @@ struct cev {
 /* What is known of a step with no transaction here (yet). */
 struct known {
 	struct known *next;
+	int64_t at_ns;                  /* first heard of (monotonic) */
+	char *root;
 	char job[256];
 	uint64_t step;
 	int committed;
@@ -95,7 +108,7 @@ static struct {
 /* ---- keys -------------------------------------------------------------- */
 
 static int
-ce_job_enc(const char *job, char *buf, size_t len)
+ce_enc(const char *job, char *buf, size_t len)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t o = 0;
@@ -136,7 +149,7 @@ ce_hexval(char ch)
 }
 
 static int
-ce_job_dec(const char *s, size_t n, char *buf, size_t len)
+ce_dec(const char *s, size_t n, char *buf, size_t len)
 {
 	size_t i, o = 0;
 	int hi, lo;
@@ -164,18 +177,19 @@ ce_job_dec(const char *s, size_t n, char *buf, size_t len)
 	return 0;
 }
 
-/* CE_PREFIX "job/<job>/step/<step>/" + what, into buf. */
+/* CE_PREFIX "job/<job>/root/<root>/step/<step>/" + what, into buf. */
 static int
 ce_key(const struct steptx *tx, const char *what, char *buf, size_t len,
     ckd_err *e)
 {
-	char job[3 * 256 + 2];
+	char job[3 * 256 + 2], root[CE_KEY];
 
-	if (ce_job_enc(tx->job, job, sizeof job) != 0 ||
-	    (size_t)snprintf(buf, len, CE_PREFIX "job/%s/step/%020" PRIu64
-	    "/%s", job, tx->step, what) >= len)
-		return err_set(e, CKPT_EINVAL, "job name too long for etcd: %s",
-		    tx->job);
+	if (ce_enc(tx->job, job, sizeof job) != 0 ||
+	    ce_enc(tx->r->path, root, sizeof root) != 0 ||
+	    (size_t)snprintf(buf, len, CE_PREFIX "job/%s/root/%s/step/%020"
+	    PRIu64 "/%s", job, root, tx->step, what) >= len)
+		return err_set(e, CKPT_EINVAL, "job name or root path too long "
+		    "for etcd: %s, %s", tx->job, tx->r->path);
 	return 0;
 }
 
@@ -196,18 +210,39 @@ ce_valid_node(const char *s)
 
 /* ---- the lease (any thread) ------------------------------------------------ */
 
-/* The node's lease, granted again (with its node key) after it was lost. */
+/* A write whose outcome is unknown because the member that took it lost
+ * its leader (an election): one that is idempotent or guarded may be sent
+ * again. */
 static int
-ce_lease(int64_t *lease, ckd_err *e)
+ce_lost_in_election(int r, const ckd_err *e)
+{
+	return (r == CKPT_ETIMEDOUT || r == CKPT_ECONN) &&
+	    strstr(e->msg, "outcome unknown") != NULL;
+}
+
+/* The node's lease, granted again (with its node key) after it was lost:
+ * as the keeper found, or as a put under lease stale (non-zero) was told
+ * (the keeper may not have asked yet since etcd came back). */
+static int
+ce_lease(int64_t *lease, int64_t stale, ckd_err *e)
 {
 	char key[CE_KEY], val[64];
 	int r = 0;
 
 	pthread_mutex_lock(&CE.mu);
-	if (CE.lease == 0 || etcd_lease_kept(CE.c) == CKPT_ENOTFOUND) {
+	if (CE.lease == 0 || (stale != 0 && CE.lease == stale) ||
+	    etcd_lease_kept(CE.c) == CKPT_ENOTFOUND) {
 		int64_t id;
 
-		if ((r = etcd_lease_grant(CE.c, CE.ttl, &id, e)) != 0)
+		/* A grant lost in an election (a healed member calls one)
+		 * is asked again: an orphan lease only expires. */
+		if ((r = etcd_lease_grant(CE.c, CE.ttl, &id, e)) != 0 &&
+		    ce_lost_in_election(r, e)) {
+			log_info("etcd: %s; asking again", e->msg);
+			memset(e, 0, sizeof *e);
+			r = etcd_lease_grant(CE.c, CE.ttl, &id, e);
+		}
+		if (r != 0)
 			goto out;
 		snprintf(key, sizeof key, CE_PREFIX "node/%s", CE.node);
 		snprintf(val, sizeof val, "%ld", (long)getpid());
@@ -215,9 +250,13 @@ ce_lease(int64_t *lease, ckd_err *e)
 		    (r = etcd_put(CE.c, key, val, strlen(val), id, NULL,
 		    e)) != 0)
 			goto out;
-		if (CE.lease != 0)
+		if (CE.lease != 0) {
 			log_warn("etcd: the lease of node %s was lost; a new "
 			    "one is %" PRIx64, CE.node, (uint64_t)id);
+			/* Cut off for a TTL: the watch's connection may be
+			 * one the cut left silent. */
+			etcd_watch_kick(CE.w);
+		}
 		CE.lease = id;
 	}
 out:
@@ -227,6 +266,37 @@ out:
 }
 
 /* ---- the coordinator (worker side) ------------------------------------------ */
+
+/* Put key = val under the node's lease. The put is idempotent (the same
+ * value under the same lease), so when its outcome is unknown (the
+ * member that took it lost its leader: an election) it is sent once
+ * more, after the election had the client's timeout to end. */
+static int
+ce_put_leased(const char *key, const char *val, ckd_err *e)
+{
+	int64_t lease, stale = 0, end = now_mono_ns() / 1000000 +
+	    2 * (int64_t)etcd_timeout_ms(CE.c);
+	int r, renewed = 0;
+
+	for (;;) {
+		if ((r = ce_lease(&lease, stale, e)) != 0)
+			return r;
+		r = etcd_put(CE.c, key, val, strlen(val), lease, NULL, e);
+		if (r == 0)
+			return 0;
+		if (r == CKPT_ENOTFOUND && !renewed) {
+			/* The lease expired (a partition, an outage longer
+			 * than its TTL): a new one, then the put again. */
+			stale = lease;
+			renewed = 1;
+		} else if (!ce_lost_in_election(r, e) ||
+		    now_mono_ns() / 1000000 >= end) {
+			return r;
+		}
+		log_info("etcd: %s; sending it again", e->msg);
+		memset(e, 0, sizeof *e);
+	}
+}
 
 static int
 ce_msg(ckd_err *e, int r, const char *what)
@@ -238,6 +308,37 @@ ce_msg(ckd_err *e, int r, const char *what)
 	    msg);
 }
 
+/*
+ * This node made the step's tmp dir: it begins a new attempt at the step,
+ * so a commit or failure recorded for the step belongs to an earlier one
+ * (a step deleted and saved again, a failed step saved again after a
+ * restart) and is removed, lest it refuse this attempt's commit. A commit
+ * cannot be this attempt's: none of this node's parts is durable yet. A
+ * failure put by a node of this attempt in the moment since the mkdir
+ * would be lost with it; this attempt then fails at its timeout instead.
+ */
+static int
+ce_clear_stale(struct steptx *tx, ckd_err *e)
+{
+	static const char *const what[] = { "commit", "failed" };
+	char key[CE_KEY];
+	int64_t n;
+	unsigned i;
+	int r;
+
+	for (i = 0; i < 2; i++) {
+		if ((r = ce_key(tx, what[i], key, sizeof key, e)) != 0)
+			return r;
+		if ((r = etcd_delete(CE.c, key, 0, &n, e)) != 0)
+			return ce_msg(e, r, "clearing an earlier attempt");
+		if (n > 0)
+			log_info("etcd: step %" PRIu64 " of %s is saved again: "
+			    "the %s of its earlier attempt is cleared",
+			    tx->step, tx->r->path, what[i]);
+	}
+	return 0;
+}
+
 static int
 ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
     ckd_err *e)
@@ -245,7 +346,6 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	const struct store_backend *be = tx->r->be;
 	char tmp[300], key[CE_KEY];
 	struct stat st;
-	int64_t lease;
 	int r, fd;
 
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s%s", tx->name,
@@ -257,8 +357,7 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	if (strlen(key) + strlen(CE.node) >= sizeof key)
 		return err_set(e, CKPT_EINVAL, "key too long");
 	strcat(key, CE.node);
-	if ((r = ce_lease(&lease, e)) != 0 ||
-	    (r = etcd_put(CE.c, key, "", 0, lease, NULL, e)) != 0)
+	if ((r = ce_put_leased(key, "", e)) != 0)
 		return ce_msg(e, r, "joining the step");
 	if (be->stat(rootfd, tx->name, &st) == 0)
 		return err_set(e, CKPT_EEXIST, "step directory %s already "
@@ -270,6 +369,12 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 		memset(e, 0, sizeof *e);
 		if ((fd = be->open_dir(rootfd, tmp)) < 0)
 			return err_errno(e, errno, "open %s", tmp);
+	} else if ((r = ce_clear_stale(tx, e)) != 0) {
+		ckd_err e2 = { 0 };
+
+		be->close(fd);
+		(void)be->remove_tree(rootfd, tmp, &e2);
+		return r;
 	}
 	/* Every node's daemon holds a shared lock on it: a collector of
 	 * leftovers (whose lock is exclusive) leaves it alone while one of
@@ -289,7 +394,6 @@ ce_part_durable(struct steptx *tx, const struct steptx_part *s,
 	char name[64], key[CE_KEY], rk[32];
 	unsigned char *buf;
 	size_t n, k;
-	int64_t lease;
 	int fd, r;
 
 	n = ckpt__save__get_packed_size(s->sv);
@@ -330,9 +434,7 @@ ce_part_durable(struct steptx *tx, const struct steptx_part *s,
 	snprintf(rk, sizeof rk, "rank/%" PRIu32, rank);
 	if ((r = ce_key(tx, rk, key, sizeof key, e)) != 0)
 		return r;
-	if ((r = ce_lease(&lease, e)) != 0 ||
-	    (r = etcd_put(CE.c, key, CE.node, strlen(CE.node), lease, NULL,
-	    e)) != 0)
+	if ((r = ce_put_leased(key, CE.node, e)) != 0)
 		return ce_msg(e, r, "publishing the part");
 	return 0;
 }
@@ -502,13 +604,29 @@ ce_is_ours(struct steptx *tx)
 	return ours;
 }
 
+/* Committed: the rank keys (one per rank and step, the most of a step's
+ * keys) are of no more use, every part being durable. The watchers skip
+ * their deletion. The join and commit keys stay (daemon/README.md). */
+static void
+ce_drop_ranks(struct steptx *tx)
+{
+	char key[CE_KEY];
+	ckd_err e = { 0 };
+	int64_t n;
+
+	if (ce_key(tx, "rank/", key, sizeof key, &e) != 0 ||
+	    etcd_delete(CE.c, key, 1, &n, &e) != 0)
+		log_info("etcd: removing the rank keys of step %" PRIu64 ": %s",
+		    tx->step, e.msg);
+}
+
 static int
 ce_decide(struct steptx *tx, ckd_err *e)
 {
 	const char *nodes[CKPT_ETCD_MAX_COMPARES - 2];
 	struct etcd_cmp cmp[CKPT_ETCD_MAX_COMPARES];
 	char (*keys)[CE_KEY] = NULL;
-	char ckey[CE_KEY], fkey[CE_KEY], val[128];
+	char ckey[CE_KEY], fkey[CE_KEY], val[512];
 	unsigned n, i;
 	int r, won = 0;
 
@@ -533,9 +651,20 @@ ce_decide(struct steptx *tx, ckd_err *e)
 		cmp[2 + i].key = keys[i];
 		cmp[2 + i].kind = ETCD_EXISTS;
 	}
-	snprintf(val, sizeof val, "%s %" PRIu64, CE.node, tx->bytes);
+	snprintf(val, sizeof val, "%s %" PRIu64 " %s", CE.node, tx->bytes,
+	    tx->name);
 	r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0, &won,
 	    NULL, e);
+	if (r != 0 && ce_lost_in_election(r, e) && !ce_is_ours(tx)) {
+		/* Lost in an election (the commit key is not there): the
+		 * txn is guarded, so sending it again cannot commit twice,
+		 * nor over a failure, whichever of the two lands. */
+		log_info("etcd: step %" PRIu64 ": %s; committing again",
+		    tx->step, e->msg);
+		memset(e, 0, sizeof *e);
+		r = etcd_put_if(CE.c, cmp, 2 + n, ckey, val, strlen(val), 0,
+		    &won, NULL, e);
+	}
 	if (r != 0) {
 		if (ce_is_ours(tx)) {
 			r = 0;
@@ -546,6 +675,8 @@ ce_decide(struct steptx *tx, ckd_err *e)
 	}
 	if (!won)
 		r = ce_is_ours(tx) ? 0 : ce_refused(tx, nodes, n, e);
+	if (r == 0)
+		ce_drop_ranks(tx);
 out:
 	free(keys);
 	return r;
@@ -606,26 +737,26 @@ ce_push(struct cev *v)
 static void
 ce_on_event(void *arg, const struct etcd_event *ev)
 {
-	const char *k = ev->key, *p, *rest;
+	const char *k = ev->key, *p, *q, *rest;
 	char digits[21];
 	struct cev *v;
-	size_t jl;
 
 	(void)arg;
 	if (strncmp(k, CE_PREFIX "job/", strlen(CE_PREFIX "job/")) != 0)
 		return;
 	k += strlen(CE_PREFIX "job/");
-	if ((p = strstr(k, "/step/")) == NULL || strlen(p + 6) < 21 ||
+	if ((q = strstr(k, "/root/")) == NULL ||
+	    (p = strstr(q + 6, "/step/")) == NULL || strlen(p + 6) < 21 ||
 	    p[6 + 20] != '/')
 		return;
 	if ((v = calloc(1, sizeof *v)) == NULL)
 		return;
-	jl = (size_t)(p - k);
 	memcpy(digits, p + 6, 20);
 	digits[20] = '\0';
 	v->step = strtoull(digits, NULL, 10);
 	rest = p + 6 + 21;
-	if (ce_job_dec(k, jl, v->job, sizeof v->job) != 0)
+	if (ce_dec(k, (size_t)(q - k), v->job, sizeof v->job) != 0 ||
+	    ce_dec(q + 6, (size_t)(p - q - 6), v->root, sizeof v->root) != 0)
 		goto drop;
 	if (ev->type == ETCD_EVENT_PUT && strncmp(rest, "rank/", 5) == 0) {
 		v->kind = CEV_RANK;
@@ -663,13 +794,23 @@ drop:
 	free(v);
 }
 
+static void
+ce_known_free(struct known *k)
+{
+	free(k->root);
+	free(k->ranks);
+	free(k->nodes);
+	free(k);
+}
+
 static struct known *
-ce_known(const char *job, uint64_t step)
+ce_known(const char *root, const char *job, uint64_t step)
 {
 	struct known *k, **pp;
 
 	for (k = CE.known; k != NULL; k = k->next)
-		if (k->step == step && strcmp(k->job, job) == 0)
+		if (k->step == step && strcmp(k->job, job) == 0 &&
+		    strcmp(k->root, root) == 0)
 			return k;
 	if (CE.nknown >= CE_KNOWN_MAX) {
 		/* Forget the oldest (the list's tail). */
@@ -677,14 +818,17 @@ ce_known(const char *job, uint64_t step)
 			;
 		k = *pp;
 		*pp = NULL;
-		free(k->ranks);
-		free(k->nodes);
-		free(k);
+		ce_known_free(k);
 		CE.nknown--;
 	}
 	if ((k = calloc(1, sizeof *k)) == NULL)
 		return NULL;
+	if ((k->root = strdup(root)) == NULL) {
+		free(k);
+		return NULL;
+	}
 	snprintf(k->job, sizeof k->job, "%s", job);
+	k->at_ns = now_mono_ns();
 	k->step = step;
 	k->next = CE.known;
 	CE.known = k;
@@ -728,14 +872,15 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 		next = v->next;
 		switch (v->kind) {
 		case CEV_RANK:
-			if (steptx_remote_part(v->job, v->step, v->rank,
-			    v->node) != 0 && (k = ce_known(v->job, v->step)) !=
-			    NULL)
+			if (steptx_remote_part(v->root, v->job, v->step,
+			    v->rank, v->node) != 0 && (k = ce_known(v->root,
+			    v->job, v->step)) != NULL)
 				ce_known_rank(k, v->rank, v->node);
 			break;
 		case CEV_COMMIT:
-			if (steptx_remote_commit(v->job, v->step, v->bytes) !=
-			    0 && (k = ce_known(v->job, v->step)) != NULL) {
+			if (steptx_remote_commit(v->root, v->job, v->step,
+			    v->bytes) != 0 && (k = ce_known(v->root, v->job,
+			    v->step)) != NULL) {
 				k->committed = 1;
 				k->bytes = v->bytes;
 			}
@@ -743,8 +888,9 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 		case CEV_FAILED:
 		case CEV_GONE:
 			log_debug("etcd: %s", v->why.msg);
-			if (steptx_remote_fail(v->job, v->step, &v->why) != 0 &&
-			    (k = ce_known(v->job, v->step)) != NULL &&
+			if (steptx_remote_fail(v->root, v->job, v->step,
+			    &v->why) != 0 && (k = ce_known(v->root, v->job,
+			    v->step)) != NULL &&
 			    !k->committed && k->why.code == 0)
 				k->why = v->why;
 			break;
@@ -760,22 +906,25 @@ ce_tx_new(struct steptx *tx)
 	unsigned i;
 
 	for (pp = &CE.known; (k = *pp) != NULL; pp = &k->next)
-		if (k->step == tx->step && strcmp(k->job, tx->job) == 0)
+		if (k->step == tx->step && strcmp(k->job, tx->job) == 0 &&
+		    strcmp(k->root, tx->r->path) == 0)
 			break;
 	if (k == NULL)
 		return;
 	*pp = k->next;
 	CE.nknown--;
+	if (now_mono_ns() - k->at_ns > CE_KNOWN_NS) {
+		ce_known_free(k);
+		return;
+	}
 	if (k->why.code != 0)
 		steptx_fail(tx, &k->why);
 	for (i = 0; i < k->n; i++)
-		steptx_remote_part(tx->job, tx->step, k->ranks[i],
-		    k->nodes[i]);
+		steptx_remote_part(tx->r->path, tx->job, tx->step,
+		    k->ranks[i], k->nodes[i]);
 	if (k->committed)
-		steptx_remote_commit(tx->job, tx->step, k->bytes);
-	free(k->ranks);
-	free(k->nodes);
-	free(k);
+		steptx_remote_commit(tx->r->path, tx->job, tx->step, k->bytes);
+	ce_known_free(k);
 }
 
 static void
@@ -786,6 +935,10 @@ ce_status(char *buf, size_t len)
 	int64_t lease;
 	int kept;
 
+	if (CE.c == NULL) {
+		snprintf(buf, len, "etcd (stopped), node %s", CE.node);
+		return;
+	}
 	pthread_mutex_lock(&CE.mu);
 	lease = CE.lease;
 	kept = etcd_lease_kept(CE.c);
@@ -797,6 +950,61 @@ ce_status(char *buf, size_t len)
 	    "s), waiting on other nodes: %s", etcd_endpoints(CE.c), CE.node,
 	    (uint64_t)lease, state, CE.ttl, waiting[0] != '\0' ? waiting :
 	    "none");
+}
+
+/*
+ * Start-up: a step committed in etcd whose directory is still the tmp
+ * dir (its committer died between the commit and the rename, and no
+ * other node's daemon was there to finish it) is renamed now. Its step
+ * metadata, the last file written, was durable before the commit.
+ * The etcd coordinator runs on a POSIX filesystem every node mounts.
+ */
+static void
+ce_recover(void)
+{
+	struct etcd_kvs kvs;
+	ckd_err e = { 0 };
+	size_t i;
+
+	if (etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, &e) != 0) {
+		log_warn("etcd: looking for unfinished commits: %s", e.msg);
+		return;
+	}
+	for (i = 0; i < kvs.n; i++) {
+		const char *k = kvs.kv[i].key, *q, *p;
+		char root[CE_KEY], node[64], name[256], path[CE_KEY + 300];
+		size_t kl = strlen(k);
+		uint64_t bytes;
+		struct stat st;
+		int fd;
+
+		if (kl < 7 || strcmp(k + kl - 7, "/commit") != 0 ||
+		    (q = strstr(k, "/root/")) == NULL ||
+		    (p = strstr(q + 6, "/step/")) == NULL ||
+		    ce_dec(q + 6, (size_t)(p - q - 6), root, sizeof root) != 0 ||
+		    sscanf(kvs.kv[i].value, "%63s %" SCNu64 " %255s", node,
+		    &bytes, name) != 3 || strchr(name, '/') != NULL ||
+		    name[0] == '.' || root[0] != '/')
+			continue;
+		snprintf(path, sizeof path, "%s/%s%s/" STORE_STEP_METADATA,
+		    root, name, CKPT_TMP_SUFFIX);
+		if (stat(path, &st) != 0)
+			continue;       /* no tmp dir, or not complete */
+		snprintf(path, sizeof path, "%s/%s", root, name);
+		if (stat(path, &st) == 0 || errno != ENOENT)
+			continue;
+		if ((fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			continue;
+		memset(&e, 0, sizeof e);
+		if (store_commit_synced(&backend_posix, fd, name, &e) == 0)
+			log_warn("etcd: %s/%s was committed by node %s, which "
+			    "did not rename it: renamed now", root, name, node);
+		else
+			log_warn("etcd: finishing the commit of %s/%s: %s",
+			    root, name, e.msg);
+		close(fd);
+	}
+	etcd_kvs_free(&kvs);
 }
 
 static void ce_shutdown(void);
@@ -844,9 +1052,7 @@ ce_shutdown(void)
 	CE.qtail = NULL;
 	while ((k = CE.known) != NULL) {
 		CE.known = k->next;
-		free(k->ranks);
-		free(k->nodes);
-		free(k);
+		ce_known_free(k);
 	}
 	CE.nknown = 0;
 	CE.lease = 0;
@@ -877,7 +1083,7 @@ coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
 		r = err_set(e, CKPT_ENOMEM, "event_new failed");
 		goto fail;
 	}
-	if ((r = ce_lease(&lease, e)) != 0) {
+	if ((r = ce_lease(&lease, 0, e)) != 0) {
 		r = ce_msg(e, r, "taking the node's lease");
 		goto fail;
 	}
@@ -887,6 +1093,7 @@ coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
 		    "watching the steps");
 		goto fail;
 	}
+	ce_recover();
 	log_info("coordination through etcd %s as node %s (lease %" PRIx64
 	    ", ttl %u s)", etcd_endpoints(CE.c), CE.node, (uint64_t)lease,
 	    CE.ttl);

@@ -253,6 +253,7 @@ dispatch_status(struct conn *c, const Ckpt__Request *req, void *arg)
 	st.has_saves_failed = 1;
 	st.bytes_written = ms.bytes_written;
 	st.has_bytes_written = 1;
+	st.coordination = ms.coordination;
 
 	resp.id = req->id;
 	resp.has_id = 1;

@@ -75,6 +75,7 @@ struct etcd_watch {
 	pthread_t thread;
 	CURLM *multi;
 	atomic_bool stop;
+	atomic_bool kick;               /* drop the stream, open it again */
 	atomic_uint reconnects;
 	size_t ep;
 
@@ -1415,7 +1416,8 @@ etcd_watch_stream(struct etcd_watch *w)
 	    (long)c->timeout_ms) != CURLE_OK ||
 	    curl_multi_add_handle(w->multi, h) != CURLM_OK)
 		goto out;
-	while (running && !atomic_load(&w->stop)) {
+	atomic_store(&w->kick, false);
+	while (running && !atomic_load(&w->stop) && !atomic_load(&w->kick)) {
 		if (curl_multi_perform(w->multi, &running) != CURLM_OK)
 			break;
 		if (running && curl_multi_poll(w->multi, NULL, 0, ETCD_POLL_MS,
@@ -1454,6 +1456,13 @@ etcd_watch_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+void
+etcd_watch_kick(struct etcd_watch *w)
+{
+	if (w != NULL)
+		atomic_store(&w->kick, true);
 }
 
 struct etcd_watch *

@@ -193,6 +193,12 @@ struct etcd_watch *etcd_watch_start(struct etcd *c, const char *key,
 /* Stop the thread (returns within the client's poll interval, 200 ms)
  * and free. NULL is a no-op. */
 void etcd_watch_stop(struct etcd_watch *w);
+/* Drop the stream being read and open it again (from the first revision
+ * not delivered): for a caller that knows the network was cut, since a
+ * stream on a connection cut silently only comes back when the member's
+ * retransmissions reach it again. Any thread; takes effect within the
+ * poll interval. NULL is a no-op. */
+void etcd_watch_kick(struct etcd_watch *w);
 /* How often the stream was opened again (for tests and status). */
 unsigned etcd_watch_reconnects(struct etcd_watch *w);
 

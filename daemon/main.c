@@ -108,6 +108,8 @@ main_stats(struct stats *out, void *arg)
 	out->saves_committed = sc.committed;
 	out->saves_failed = sc.failed;
 	out->bytes_written = sc.bytes_written;
+	if (M.coord != NULL)
+		M.coord->status(out->coordination, sizeof out->coordination);
 }
 
 static const struct stats_source main_stats_source = { main_stats, NULL };
@@ -927,8 +929,11 @@ main(int argc, char **argv)
 	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0)
 		goto fail;
 	save_init(ix, worker_count(), M.budget);
-	if ((r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
-	    (r = main_coord(&e)) != 0 ||
+	/* The coordination first: with etcd, it finishes the commits left
+	 * half done before the roots' sweep takes their tmp dirs for
+	 * interrupted saves. */
+	if ((r = main_coord(&e)) != 0 ||
+	    (r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
 	    (r = conn_listen(M.base, M.lfd, &dispatch_handler,
 	    (void *)&main_stats_source, &e)) != 0 ||
 	    (M.cfg.metrics_listen[0] != '\0' &&
@@ -953,7 +958,8 @@ main(int argc, char **argv)
 	save_shutdown();
 	manager_shutdown();
 	M.coord->shutdown();
-	steptx_set_coord(&coord_local_ops);
+	M.coord = &coord_local_ops;
+	steptx_set_coord(M.coord);
 	index_close(ix);
 	conn_stop_listening();
 	for (i = 0; i < 3; i++)

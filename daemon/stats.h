@@ -24,6 +24,7 @@ struct stats {
 	uint64_t memory_budget;
 	uint64_t saves_committed, saves_failed, bytes_written;
 	uint64_t saves_interrupted;     /* found after a crash, since start */
+	char coordination[1024];        /* coord.h status(): local or etcd */
 };
 
 struct stats_source {

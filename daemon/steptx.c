@@ -451,24 +451,25 @@ steptx_ready(const struct steptx *tx)
 	return tx->parts[tx->primary] != NULL || tx->decided;
 }
 
-/* The unfinished transaction of (job, step) on any root. */
+/* The unfinished transaction of (job, step) on the root at path root. */
 static struct steptx *
-steptx_find_job(const char *job, uint64_t step)
+steptx_find_job(const char *root, const char *job, uint64_t step)
 {
 	struct steptx *tx;
 
 	for (tx = TX; tx != NULL; tx = tx->next)
 		if (tx->step == step && tx->nparts > 1 && tx->saved &&
-		    !tx->closed && strcmp(tx->job, job) == 0)
+		    !tx->closed && strcmp(tx->job, job) == 0 &&
+		    strcmp(tx->r->path, root) == 0)
 			return tx;
 	return NULL;
 }
 
 int
-steptx_remote_part(const char *job, uint64_t step, uint32_t rank,
-    const char *node)
+steptx_remote_part(const char *root, const char *job, uint64_t step,
+    uint32_t rank, const char *node)
 {
-	struct steptx *tx = steptx_find_job(job, step);
+	struct steptx *tx = steptx_find_job(root, job, step);
 	int slot;
 
 	if (tx == NULL)
@@ -496,9 +497,10 @@ steptx_remote_part(const char *job, uint64_t step, uint32_t rank,
 }
 
 int
-steptx_remote_commit(const char *job, uint64_t step, uint64_t bytes)
+steptx_remote_commit(const char *root, const char *job, uint64_t step,
+    uint64_t bytes)
 {
-	struct steptx *tx = steptx_find_job(job, step);
+	struct steptx *tx = steptx_find_job(root, job, step);
 
 	if (tx == NULL)
 		return 1;
@@ -512,9 +514,10 @@ steptx_remote_commit(const char *job, uint64_t step, uint64_t bytes)
 }
 
 int
-steptx_remote_fail(const char *job, uint64_t step, const ckd_err *why)
+steptx_remote_fail(const char *root, const char *job, uint64_t step,
+    const ckd_err *why)
 {
-	struct steptx *tx = steptx_find_job(job, step);
+	struct steptx *tx = steptx_find_job(root, job, step);
 
 	if (tx == NULL)
 		return 1;

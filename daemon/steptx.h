@@ -131,13 +131,15 @@ const Ckpt__Save *steptx_part_sv(const struct steptx *tx, unsigned slot);
  * it (tx->decided). */
 int steptx_ready(const struct steptx *tx);
 /* (loop) What the coordinator learned of other nodes, for the unfinished
- * transaction of (job, step) of any root, if there is one (0), else 1:
- * rank's part is durable on node; the step was committed elsewhere
- * (bytes: the step's); the step failed (why). */
-int steptx_remote_part(const char *job, uint64_t step, uint32_t rank,
-    const char *node);
-int steptx_remote_commit(const char *job, uint64_t step, uint64_t bytes);
-int steptx_remote_fail(const char *job, uint64_t step, const ckd_err *why);
+ * transaction of (job, step) of the root at path root (canonical), if
+ * there is one (0), else 1: rank's part is durable on node; the step was
+ * committed elsewhere (bytes: the step's); the step failed (why). */
+int steptx_remote_part(const char *root, const char *job, uint64_t step,
+    uint32_t rank, const char *node);
+int steptx_remote_commit(const char *root, const char *job, uint64_t step,
+    uint64_t bytes);
+int steptx_remote_fail(const char *root, const char *job, uint64_t step,
+    const ckd_err *why);
 /* (loop) "job/step: n of m parts\n" of each transaction still waiting for
  * parts of other nodes, into buf. */
 void steptx_waiting(char *buf, size_t len);

@@ -292,14 +292,15 @@ static int
 cmd_status(ckpt_client *c)
 {
 	ckpt_status st;
-	char a[32], b[32], w[32], line[96];
+	char a[32], b[32], w[32], line[96], coord[1024];
 	struct table t;
 
-	if (ckpt_status_get(c, &st) != 0)
+	if (ckpt_status_get(c, &st) != 0 ||
+	    ckpt_status_coordination(c, coord, sizeof coord) != 0)
 		return fail("%s", ckpt_client_errmsg(c));
 	if (opt_json) {
 		json_print(json_pack("{s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I, "
-		    "s:I, s:I, s:I, s:I, s:I}",
+		    "s:I, s:I, s:I, s:I, s:I, s:s}",
 		    "version", st.version, "uptime_secs", st.uptime_secs,
 		    "connections", (json_int_t)st.connections,
 		    "managers", (json_int_t)st.managers,
@@ -311,7 +312,8 @@ cmd_status(ckpt_client *c)
 		    "workers", (json_int_t)st.workers,
 		    "saves_committed", (json_int_t)st.saves_committed,
 		    "saves_failed", (json_int_t)st.saves_failed,
-		    "bytes_written", (json_int_t)st.bytes_written));
+		    "bytes_written", (json_int_t)st.bytes_written,
+		    "coordination", coord));
 		return 0;
 	}
 	table_init(&t, 2);
@@ -338,6 +340,7 @@ cmd_status(ckpt_client *c)
 	NUM("saves failed", st.saves_failed);
 	human(w, sizeof w, st.bytes_written);
 	table_add(&t, "bytes written", w);
+	table_add(&t, "coordination", coord);
 #undef NUM
 	table_print(&t);
 	return 0;

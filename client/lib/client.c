@@ -1619,6 +1619,31 @@ ckpt_status_get(ckpt_client *c, ckpt_status *out)
 }
 
 CKPT_API int
+ckpt_status_coordination(ckpt_client *c, char *buf, size_t len)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__Status st = CKPT__STATUS__INIT;
+	Ckpt__Response *resp;
+	int r;
+
+	if (c == NULL || buf == NULL || len == 0)
+		return CKPT_EINVAL;
+	buf[0] = '\0';
+	req.op_case = CKPT__REQUEST__OP_STATUS;
+	req.status = &st;
+	if ((r = cl_rpc(c, NULL, &req, &resp)) != 0)
+		return r;
+	if (resp->body_case != CKPT__RESPONSE__BODY_STATUS) {
+		ckpt__response__free_unpacked(resp, NULL);
+		return cl_fail(c, NULL, CKPT_EPROTO, "unexpected reply to status");
+	}
+	snprintf(buf, len, "%s", resp->status->coordination != NULL ?
+	    resp->status->coordination : "unknown");
+	ckpt__response__free_unpacked(resp, NULL);
+	return 0;
+}
+
+CKPT_API int
 ckpt_client_info_get(ckpt_client *c, ckpt_client_info *out)
 {
 	if (c == NULL || out == NULL)

@@ -217,6 +217,9 @@ bed_spawn_member(struct bed *b, int i)
 		    "--initial-cluster", cluster, "--initial-cluster-state", "new",
 		    "--initial-cluster-token", token,
 		    "--heartbeat-interval", "50", "--election-timeout", "500",
+		    /* as etcd >= 3.5 by default: a member back from a
+		     * partition does not depose the leader */
+		    "--pre-vote",
 		    "--logger", "zap", "--log-level", "warn",
 		    (char *)NULL);
 		_exit(127);
@@ -334,6 +337,76 @@ bed_kill(struct bed *b, int i)
 	waitpid(b->m[i].pid, NULL, 0);
 	b->m[i].pid = 0;
 	return 0;
+}
+
+int
+bed_revive(struct bed *b, int i)
+{
+	if (i < 0 || i >= b->nmembers || b->m[i].pid != 0)
+		return -1;
+	if ((b->m[i].pid = bed_spawn_member(b, i)) < 0) {
+		b->m[i].pid = 0;
+		bed_msg("cannot start etcd member %d again", i);
+		return -1;
+	}
+	return 0;
+}
+
+struct bed_watch {
+	struct etcd *c;
+	struct etcd_watch *w;
+	bed_event_fn fn;
+	void *arg;
+};
+
+static void
+bed_on_event(void *arg, const struct etcd_event *ev)
+{
+	struct bed_watch *bw = arg;
+
+	if (ev->type == ETCD_EVENT_PUT || ev->type == ETCD_EVENT_DELETE)
+		bw->fn(bw->arg, ev->type == ETCD_EVENT_PUT, ev->key);
+}
+
+struct bed_watch *
+bed_watch(struct bed *b, int node, const char *prefix, bed_event_fn fn,
+    void *arg)
+{
+	struct bed_watch *bw = calloc(1, sizeof(*bw));
+	ckd_err e = { 0 };
+
+	if (bw == NULL)
+		return NULL;
+	bw->fn = fn;
+	bw->arg = arg;
+	if (bed_enter(b, node) != 0)
+		goto fail;
+	if (etcd_open(&bw->c, b->endpoints, 2000, &e) != 0 ||
+	    (bw->w = etcd_watch_start(bw->c, prefix, 1, 0, bed_on_event, bw,
+	    &e)) == NULL) {
+		bed_msg("watch %s: %s", prefix, e.msg);
+		bed_enter(b, -1);
+		goto fail;
+	}
+	if (bed_enter(b, -1) != 0) {
+		bed_unwatch(bw);
+		return NULL;
+	}
+	return bw;
+fail:
+	etcd_close(bw->c);
+	free(bw);
+	return NULL;
+}
+
+void
+bed_unwatch(struct bed_watch *bw)
+{
+	if (bw == NULL)
+		return;
+	etcd_watch_stop(bw->w);
+	etcd_close(bw->c);
+	free(bw);
 }
 
 void

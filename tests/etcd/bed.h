@@ -46,6 +46,8 @@ int bed_etcd_start(struct bed *b, int nmembers);
 int bed_leader(struct bed *b, int timeout_ms);
 /* SIGKILL member i and reap it. */
 int bed_kill(struct bed *b, int member);
+/* Start member i again (after bed_kill) on its data directory. */
+int bed_revive(struct bed *b, int member);
 /* Move the calling thread (and threads it starts later) into node's
  * namespace; node -1: back to the namespace the test started in. */
 int bed_enter(struct bed *b, int node);
@@ -53,6 +55,14 @@ int bed_enter(struct bed *b, int node);
 int bed_link(struct bed *b, int node, int up);
 /* The client URL of node's address ("http://10.66.0.N:2379"). */
 void bed_url(int node, char *buf, size_t len);
+/* Watch the keys under prefix from node's namespace (every member),
+ * from now on: fn(arg, put, key) on the watch's thread for each event
+ * (put 1, delete 0). NULL on error (told on stderr). */
+struct bed_watch;
+typedef void (*bed_event_fn)(void *arg, int put, const char *key);
+struct bed_watch *bed_watch(struct bed *b, int node, const char *prefix,
+    bed_event_fn fn, void *arg);
+void bed_unwatch(struct bed_watch *w);
 void bed_fini(struct bed *b);
 
 #endif

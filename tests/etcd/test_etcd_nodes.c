@@ -12,7 +12,13 @@
  *  - node 1's daemon is SIGKILLed while its ranks' parts are in the step:
  *    the ranks of node 0 get CKPT_ERANK naming node 1 once its lease
  *    expires; nothing is listed and no tmp dir stays;
- *  - with node 1's daemon back, the next step commits on both.
+ *  - with node 1's daemon back, step 2 is saved again and commits (the
+ *    failure etcd holds is of the earlier attempt), then step 3, which
+ *    ckptctl status shows waiting on node 1 while only node 0's ranks
+ *    are in;
+ *  - step 3 left as its tmp dir (as if its committer died before the
+ *    rename, with every daemon stopped): a daemon started again renames
+ *    it, since etcd holds its commit.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -180,6 +186,57 @@ out:
 	ckpt_disconnect(c);
 }
 
+/* Node 0's coordination line (ckpt_status_coordination) once it says
+ * want, or the last one after 10 s. */
+static void coordination_of(int node, const char *want, char *buf,
+    size_t len)
+{
+	ckpt_client *c = NULL;
+	int64_t end = hx_now_ms() + 10000;
+
+	buf[0] = '\0';
+	if (hx_connect(&d[node], &c) != 0)
+		return;
+	while (ckpt_status_coordination(c, buf, len) == 0 &&
+	    strstr(buf, want) == NULL && hx_now_ms() < end)
+		hx_sleep_ms(20);
+	ckpt_disconnect(c);
+}
+
+/* ckptctl status of node 0 while ranks 0-1 have saved step 3 and the
+ * ranks of node 1 have not: the endpoints, node, lease and the step
+ * waiting with 2 of 4 parts durable. */
+static void check_status_waiting(void)
+{
+	const char *bin = getenv("CKPTCTL_BIN");
+	char line[1024], out[8192], want[600];
+	char *argv[] = { (char *)bin, "--socket", d[0].sock, "status", NULL };
+	int rc;
+
+	coordination_of(0, "2 of 4 parts durable", line, sizeof line);
+	diag("node 0: %s", line);
+	snprintf(want, sizeof want, "etcd %s, node n0, lease ", b.endpoints);
+	ok(strncmp(line, want, strlen(want)) == 0, "status: the endpoints, "
+	    "the node's name and its lease");
+	has(line, "(alive, ttl 2 s)", "status: the lease is alive");
+	has(line, "waiting on other nodes: multi/node job step 3: 2 of 4 "
+	    "parts durable", "status: step 3 waits on node 1 with 2 of 4 "
+	    "parts durable");
+	if (bin == NULL) {
+		ok(0, "CKPTCTL_BIN is set");
+		return;
+	}
+	rc = hx_run(argv, out, sizeof out, 20);
+	is_int(rc, 0, "ckptctl status exits 0");
+	has(out, "coordination", "ckptctl status has a coordination row");
+	has(out, "waiting on other nodes: multi/node job step 3: 2 of 4 "
+	    "parts durable", "ckptctl status shows step 3 waiting on node 1");
+	if (tap_failures() > 0)
+		diag("%s", out);
+	coordination_of(1, "alive", line, sizeof line);
+	has(line, "node n1, lease ", "node 1's daemon names its node");
+}
+
 /* Start (or restart) node's daemon inside its namespace. */
 static int start_node(int node, int restart)
 {
@@ -197,7 +254,7 @@ int main(void)
 {
 	struct rank k[RANKS];
 	pthread_t th[RANKS];
-	char ttl[] = "2";
+	char ttl[] = "2", line[1024];
 	int i, all, named;
 
 	ranks_fill(7);
@@ -264,15 +321,50 @@ int main(void)
 		hx_dump_log(&d[1], 40);
 		bail_out("ckptd of node 1 did not restart");
 	}
-	start_ranks(th, k, 0, RANKS, 3, 0);
+	/* Step 2 again: its failure in etcd is of the earlier attempt. */
+	start_ranks(th, k, 0, RANKS, 2, 0);
+	join_ranks(th, 0, RANKS);
+	ok(ranks_all_ok(k, RANKS, "step 2 again"), "step 2, failed before, is "
+	    "saved again and commits");
+	for (i = 0; i < NODES; i++)
+		is_int(listed(i, 2), 1, "node %d's daemon lists step 2", i);
+
+	/* Node 0's ranks first: its daemon waits on node 1, and says so. */
+	start_ranks(th, k, 0, 2, 3, 0);
+	check_status_waiting();
+	start_ranks(th, k, 2, RANKS, 3, 0);
 	join_ranks(th, 0, RANKS);
 	ok(ranks_all_ok(k, RANKS, "step 3"), "with node 1's daemon back, step 3 commits");
-	for (i = 0; i < NODES; i++) {
+	for (i = 0; i < NODES; i++)
 		is_int(listed(i, 3), 1, "node %d's daemon lists step 3", i);
-		is_int(listed(i, 2), 0, "node %d's daemon does not list step 2",
-		    i);
-	}
 	check_restores(1, 3);
+
+	/* The committer of step 3 died between the commit and the rename,
+	 * and so did node 1's daemon: both stopped, step 3 back to its tmp
+	 * dir. Node 1's daemon, started again, finishes the commit. */
+	for (i = 0; i < NODES; i++)
+		hx_stop(&d[i]);
+	{
+		char from[HX_PATH + 32], to[HX_PATH + 32];
+
+		snprintf(to, sizeof to, "%s/3", root);
+		snprintf(from, sizeof from, "%s/3.ckptd-tmp", root);
+		ok(rename(to, from) == 0, "step 3 made a tmp dir again");
+		if (start_node(1, 0) != 0)
+			bail_out("ckptd of node 1 did not start");
+		/* its socket answers before its start-up is over: a status
+		 * call waits for it */
+		coordination_of(1, "node n1", line, sizeof line);
+		if (!ok(hx_exists(to) && !hx_exists(from), "node 1's daemon, "
+		    "at start-up, renames the tmp dir of step 3 committed in "
+		    "etcd"))
+			hx_dump_log(&d[1], 12);
+		is_int(listed(1, 3), 1, "node 1's daemon lists step 3");
+		if (start_node(0, 0) != 0)
+			bail_out("ckptd of node 0 did not start");
+		is_int(listed(0, 3), 1, "node 0's daemon lists step 3");
+		check_restores(0, 3);
+	}
 
 	for (i = 0; i < NODES; i++) {
 		ok(hx_alive(&d[i]), "node %d's ckptd still running", i);

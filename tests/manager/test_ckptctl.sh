@@ -263,9 +263,13 @@ fi
 out=$(ctl status 2>&1)
 ok $? "ckptctl status exits 0"
 diag "$out"
+grep -Eq '^coordination +local \(no --etcd\)$' <<<"$out"
+ok $? "ckptctl status: coordination local without --etcd"
 out=$(ctl --json status 2>/dev/null)
 $PY -c 'import json, sys; d = json.load(sys.stdin); sys.exit(0 if d["workers"] == 2 else 1)' <<<"$out"
 ok $? "ckptctl --json status parses (workers: 2)"
+$PY -c 'import json, sys; d = json.load(sys.stdin); sys.exit(0 if d["coordination"] == "local (no --etcd)" else 1)' <<<"$out"
+ok $? "ckptctl --json status: coordination local"
 
 # ---- preempt (last: it marks the node as going down) -------------------------------------
 ctl preempt extra >/dev/null 2>&1

@@ -487,6 +487,14 @@ typedef struct {
 	uint64_t saves_committed, saves_failed, bytes_written;
 } ckpt_status;
 int ckpt_status_get(ckpt_client *c, ckpt_status *out);
+/* How the daemon coordinates distributed steps, one line into buf (at
+ * most len bytes, always terminated): "local (no --etcd)", or "etcd
+ * <endpoints>, node <name>, lease <id> (<alive|lost|etcd unreachable>,
+ * ttl <s> s), waiting on other nodes: <none | job step N: k of m parts
+ * durable; ...>". A daemon too old to tell gives "unknown". Kept out of
+ * ckpt_status so that struct's size does not change. Errors as
+ * ckpt_status_get(); CKPT_EINVAL when buf is NULL or len is 0. */
+int ckpt_status_coordination(ckpt_client *c, char *buf, size_t len);
 
 /* What the connection went through (client side, no request sent). */
 typedef struct {
