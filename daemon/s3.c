@@ -55,7 +55,9 @@ struct s3_client {
 
 struct s3_mpu {
 	char *bucket, *key, *upload_id;
-	unsigned nparts;
+	unsigned nparts;             /* of an open-ended upload: the most
+	                                room, until complete counts them */
+	bool open_ended;
 	char (*etags)[80];           /* per part, filled by s3_mpu_part */
 };
 
@@ -1153,14 +1155,18 @@ s3_mpu_begin(struct s3_client *c, const char *bucket, const char *key,
 	*out = NULL;
 	if ((rc = check_key(key, e)) != 0)
 		return rc;
-	if (nparts == 0 || nparts > S3_MAX_PARTS)
+	if (nparts > S3_MAX_PARTS)
 		return err_set(e, CKPT_EINVAL, "s3: %u parts (1..%d)", nparts, S3_MAX_PARTS);
+	bool open_ended = nparts == 0;
+	if (open_ended)
+		nparts = S3_MAX_PARTS;  /* calloc: untouched room costs no memory */
 	if ((m = calloc(1, sizeof(*m))) == NULL || (m->bucket = strdup(bucket)) == NULL ||
 	    (m->key = strdup(key)) == NULL || (m->etags = calloc(nparts, sizeof(*m->etags))) == NULL) {
 		mpu_free(m);
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	}
 	m->nparts = nparts;
+	m->open_ended = open_ended;
 	struct s3_req r = { .method = "POST", .bucket = bucket, .key = key, .query = "uploads=" };
 	if ((rc = s3_perform(c, &r, e)) != 0)
 		goto out;
@@ -1240,6 +1246,19 @@ s3_mpu_complete(struct s3_client *c, struct s3_mpu *m, ckd_err *e)
 	char *q = NULL, line[160];
 	int rc = 0;
 
+	if (m->open_ended) {
+		/* The parts are 1..the last one uploaded. */
+		unsigned n = m->nparts;
+		while (n > 0 && m->etags[n - 1][0] == '\0')
+			n--;
+		if (n == 0) {
+			rc = err_set(e, CKPT_EINVAL, "s3 complete %s/%s: no part was uploaded",
+			    m->bucket, m->key);
+			goto out;
+		}
+		m->nparts = n;
+		m->open_ended = false;
+	}
 	for (unsigned i = 0; i < m->nparts; i++) {
 		if (m->etags[i][0] == '\0') {
 			rc = err_set(e, CKPT_EINVAL, "s3 complete %s/%s: part %u was not uploaded",

@@ -141,7 +141,9 @@ void s3_list_free(struct s3_list *l);
 
 /* Multipart upload by parts, for callers that produce the parts
  * themselves. s3_mpu_part may run from several threads at once for
- * different part numbers (1..nparts); complete needs every part; abort
+ * different part numbers (1..nparts); complete needs every part. nparts 0
+ * begins an open-ended upload (a stream of unknown length): parts 1..
+ * S3_MAX_PARTS, and complete joins 1..the highest one uploaded; abort
  * frees the server-side parts (a missing upload is not an error). Both
  * consume mpu. */
 struct s3_mpu;
