@@ -94,6 +94,8 @@ cephbed_start(struct cephbed *b)
 	b->owned = 1;
 	if (run("start", b->dir) != 0) {
 		fprintf(stderr, "cephbed: %s start %s failed\n", script(), b->dir);
+		(void)run("stop", b->dir);      /* what did start */
+		b->owned = 0;
 		return -1;
 	}
 	return load_env(b);

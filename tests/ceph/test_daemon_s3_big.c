@@ -339,6 +339,14 @@ quarter_of_a_step(void)
 	ckpt_disconnect(c);
 }
 
+/* A bail out stops radosgw too. */
+static void
+stop_bed(void)
+{
+	hx_cleanup(&d);
+	cephbed_stop(&bed);
+}
+
 int
 main(void)
 {
@@ -347,6 +355,7 @@ main(void)
 	if (s3peek_init(BUCKET) != 0)
 		bail_out("no bucket");
 	hx_init(&d);
+	atexit(stop_bed);
 	d.extra[0] = "--s3-allow";
 	d.extra[1] = "0:s3://" BUCKET;
 	d.extra[2] = NULL;
@@ -355,8 +364,6 @@ main(void)
 	one_gib_step();
 	quarter_of_a_step();
 	ok(hx_alive(&d), "the daemon is alive");
-	hx_cleanup(&d);
 	s3peek_done();
-	cephbed_stop(&bed);
 	return done_testing();
 }
