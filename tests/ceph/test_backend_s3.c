@@ -399,6 +399,63 @@ test_leftovers(void **state)
 	be->close(rootfd);
 }
 
+/* An upload that fails (a bucket quota refuses the parts) is an error of
+ * the write, leaves no object, and the step aborts clean; a file closed
+ * before its upload ended (parts already sent) leaves no object either. */
+static void
+test_upload_fails(void **state)
+{
+	const struct store_backend *be;
+	struct store_tensor t;
+	struct s3_stat st;
+	uint64_t sh[1] = { BIG };
+	unsigned char *big;
+	int rootfd, tmpfd, ifd, fd, r;
+	size_t off, n;
+	ckd_err e;
+
+	(void)state;
+	assert_non_null(big = malloc(BIG));
+	cephbed_fill(big, 0, BIG, 9);
+	assert_int_equal(s3_bucket_create(cli, "ckpt-store-q", &e), 0);
+	assert_int_equal(cephbed_quota(&bed, "ckpt-store-q", 20u << 20), 0);
+	assert_int_equal(store_open_root("s3://ckpt-store-q/q", 1, 0755, &be,
+	    &rootfd, &e), 0);
+	assert_int_equal(store_begin(be, rootfd, "1", 0755, &tmpfd, &e), 0);
+	assert_int_equal(store_mkdir_item(be, tmpfd, "default", 0755, &ifd,
+	    &e), 0);
+	t = (struct store_tensor){ .name = "b", .dtype = CKPT__DTYPE__DTYPE_U8,
+	    .ndim = 1, .shape = sh, .src = big, .nbytes = BIG };
+	r = store_write_safetensors(be, ifd, "data-00000.safetensors", 0644,
+	    &t, 1, &e);
+	print_message("over the quota: %s\n", r != 0 ? e.msg : "no error");
+	assert_int_equal(r, CKPT_ENOSPC);
+	assert_int_equal(s3_head(cli, "ckpt-store-q",
+	    "q/1/default/data-00000.safetensors", &st, &e), CKPT_ENOTFOUND);
+	be->close(ifd);
+	assert_int_equal(store_abort(be, rootfd, "1", &e), 0);
+	be->close(tmpfd);
+	be->close(rootfd);
+
+	/* closed unfinished, two parts up already */
+	assert_int_equal(store_open_root(ROOT, 1, 0755, &be, &rootfd, &e), 0);
+	assert_true((fd = be->create(rootfd, "unfinished", 0644)) >= 0);
+	for (off = 0; off < BIG; off += n) {
+		n = BIG - off > (4u << 20) ? 4u << 20 : BIG - off;
+		assert_int_equal(be->write(fd, big + off, n), (ssize_t)n);
+	}
+	assert_int_equal(be->close(fd), 0);
+	assert_false(has_key("runs/a/unfinished"));
+	/* written out of order: refused */
+	assert_true((fd = be->create(rootfd, "in-order", 0644)) >= 0);
+	assert_int_equal(be->pwrite(fd, big, 10, 5), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(be->close(fd), 0);
+	assert_false(has_key("runs/a/in-order"));
+	be->close(rootfd);
+	free(big);
+}
+
 int
 main(void)
 {
@@ -407,6 +464,7 @@ main(void)
 		cmocka_unit_test(test_root),
 		cmocka_unit_test(test_step),
 		cmocka_unit_test(test_leftovers),
+		cmocka_unit_test(test_upload_fails),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
