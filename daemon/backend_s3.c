@@ -493,8 +493,8 @@ s3b_delete_prefix(const char *bucket, const char *prefix, const char *first,
 
 /* ---- roots and directories ---------------------------------------------- */
 
-/* One PUT up to 64 MiB (a data file of the save pipeline is at most 16 MiB
- * unless one tensor is larger); above it, parallel parts of 16 MiB. */
+/* The files this backend PUTs whole (one that ended within its first
+ * part, a _CHECKPOINT_METADATA) are below S3B_PART: one PUT each. */
 static const struct s3_opts s3b_opts = {
 	.multipart_threshold = 64ull << 20,
 };
