@@ -1541,7 +1541,7 @@ s3b_read(int f, void *buf, size_t len)
 		return -1;
 	}
 	pthread_mutex_lock(&S3B.lock);
-	pos = S3B.v[f]->pos;
+	pos = (size_t)f < S3B.n && S3B.v[f] != NULL ? S3B.v[f]->pos : 0;
 	pthread_mutex_unlock(&S3B.lock);
 	if (pos >= p->size)
 		len = 0;
@@ -1552,7 +1552,8 @@ s3b_read(int f, void *buf, size_t len)
 	if (r != 0)
 		return -1;
 	pthread_mutex_lock(&S3B.lock);
-	S3B.v[f]->pos = pos + len;
+	if ((size_t)f < S3B.n && S3B.v[f] != NULL)
+		S3B.v[f]->pos = pos + len;
 	pthread_mutex_unlock(&S3B.lock);
 	return (ssize_t)len;
 }
