@@ -36,10 +36,11 @@
  *     fsync sends the last part and completes the upload; a file that ends
  *     within its first part is one PUT. An upload that fails or is closed
  *     unfinished is aborted: no object appears;
- *   - a file read is an empty memfd of the object's size: open_read asks
- *     only the size (HEAD); read and read_range GET the range asked for
- *     into the caller's buffer; fetch GETs the ranges a restore hands out
- *     (its tensors) into the memfd, which the client maps.
+ *   - a file read is an empty memfd of the object's size: open_read GETs
+ *     only the size and the first 64 KiB (kept); read and read_range GET
+ *     the range asked for into the caller's buffer; fetch GETs the ranges
+ *     a restore hands out (its tensors) into the memfd, which the client
+ *     maps.
  *
  * The lock of a tmp dir (a live save's) is this process's: a marker whose
  * handle no live save holds is a leftover. Two daemons writing one prefix
@@ -119,6 +120,9 @@ struct s3b_handle {
 	struct s3b_up *up;      /* file: its upload (owned by the table
 	                         * entry; a copy borrows it) */
 	uint64_t size;          /* read: the object's size */
+	char *head;             /* read: its first headlen bytes (owned by
+	                         * the table entry; a copy borrows them) */
+	size_t headlen;
 	uint64_t pos;           /* read: read()'s position (table entry) */
 };
 
@@ -314,6 +318,7 @@ s3b_entry_free(struct s3b_handle *h)
 	if (h == NULL)
 		return;
 	s3b_up_discard(h->up);
+	free(h->head);
 	s3b_free(h);
 }
 
@@ -1265,7 +1270,10 @@ static int s3b_close(int h);
 #define S3B_GETS 4
 #define S3B_GET_SPLIT (8u << 20)        /* a range this large is split */
 #define S3B_GET_PIECE (16u << 20)       /* at most this much per GET */
+#define S3B_GET_MIN (2u << 20)          /* at least this much (but the
+                                         * last piece of a range) */
 #define S3B_GAP (64u << 10)             /* ranges this close: one GET */
+#define S3B_HEAD (64u << 10)            /* open_read keeps the first bytes */
 
 struct s3b_piece {
 	uint64_t off, len;
@@ -1331,15 +1339,18 @@ s3b_fetch(struct s3b_fetch *f, ckd_err *e)
 	return f->r;
 }
 
-/* A file to read: its size (HEAD) and a handle; no byte is read yet (the
- * caller asks for ranges: read_range, read, fetch). The handle is an empty
- * memfd of the object's size, which fetch fills where asked, so that a
- * client given it maps the ranges it was told about. */
+/* A file to read: its size and first S3B_HEAD bytes (one GET: the header
+ * of a safetensors file, a small file whole), kept with the handle; the
+ * rest only when asked for (read_range, read, fetch). The handle is an
+ * empty memfd of the object's size, which fetch fills where asked, so
+ * that a client given it maps the ranges it was told about. */
 static int
 s3b_open_read(int dir, const char *name, struct stat *st, ckd_err *e)
 {
 	struct s3b_handle *p, *h = NULL;
 	struct s3_stat ss;
+	uint64_t got;
+	char *nh;
 	int fd = -1, r;
 
 	if ((p = s3b_get(dir)) == NULL)
@@ -1350,8 +1361,18 @@ s3b_open_read(int dir, const char *name, struct stat *st, ckd_err *e)
 		r = err_errno(e, errno ? errno : ENOMEM, "open %s", name);
 		goto out;
 	}
-	if ((r = s3_head(s3b_client(), p->bucket, h->key, &ss, e)) != 0)
+	/* The size and the first bytes (a safetensors header, a small file
+	 * whole) in one request. */
+	if ((h->head = malloc(S3B_HEAD)) == NULL) {
+		r = err_set(e, CKPT_ENOMEM, "out of memory");
 		goto out;
+	}
+	if ((r = s3_get_first(s3b_client(), p->bucket, h->key, h->head,
+	    S3B_HEAD, &got, &ss, e)) != 0)
+		goto out;
+	h->headlen = (size_t)got;
+	if (got < S3B_HEAD && (nh = realloc(h->head, got ? got : 1)) != NULL)
+		h->head = nh;
 	h->kind = S3B_READ;
 	h->size = ss.size;
 	if ((fd = s3b_add(h)) < 0) {
@@ -1373,9 +1394,29 @@ out:
 		s3b_close(fd);
 		fd = -1;
 	}
+	if (h != NULL)
+		free(h->head);
 	s3b_free(h);
 	s3b_free(p);
 	return r != 0 ? r : fd;
+}
+
+static int
+s3b_pwrite_all(int fd, const char *p, size_t len, uint64_t off)
+{
+	ssize_t k;
+
+	while (len > 0) {
+		if ((k = pwrite(fd, p, len, (off_t)off)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += k;
+		len -= (size_t)k;
+		off += (uint64_t)k;
+	}
+	return 0;
 }
 
 static int
@@ -1387,15 +1428,16 @@ s3b_cmp_piece(const void *a, const void *b)
 }
 
 /* The ranges r of a file open for reading into its memfd: sorted, those
- * within S3B_GAP of each other joined, cut into GETs of S3B_GET_PIECE at
- * most, S3B_GETS at once. Nothing else of the object is read. */
+ * within S3B_GAP of each other joined, cut into pieces that S3B_GETS GETs
+ * share (S3B_GET_MIN to S3B_GET_PIECE each). Nothing else of the object
+ * is read. */
 static int
 s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
 {
 	struct s3b_piece *pc = NULL, *m;
 	struct s3b_handle *p;
 	struct s3b_fetch ft;
-	uint64_t end, len;
+	uint64_t end, len, piece;
 	size_t i, k = 0, np = 0, cap;
 	int r = 0;
 
@@ -1419,6 +1461,21 @@ s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
 		}
 		m[i].off = rg[i].off;
 		m[i].len = rg[i].len;
+		/* what open_read got already: no request */
+		if (m[i].off < p->headlen && m[i].len > 0) {
+			len = p->headlen - m[i].off;
+			if (len > m[i].len)
+				len = m[i].len;
+			if (s3b_pwrite_all(f, p->head + m[i].off, (size_t)len,
+			    m[i].off) != 0) {
+				free(m);
+				r = err_errno(e, errno, "%s: into memory",
+				    p->key);
+				goto out;
+			}
+			m[i].off += len;
+			m[i].len -= len;
+		}
 	}
 	qsort(m, n, sizeof *m, s3b_cmp_piece);
 	for (i = 1; i < n; i++) {
@@ -1433,9 +1490,15 @@ s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
 			m[k].len = end - m[k].off;
 	}
 	n = m[k].len > 0 ? k + 1 : k;
-	/* Pieces: a long range in parts so that S3B_GETS GETs share it. */
+	/* Pieces: the bytes shared among S3B_GETS GETs at once, each of
+	 * S3B_GET_MIN to S3B_GET_PIECE. */
+	for (i = 0, end = 0; i < n; i++)
+		end += m[i].len;
+	piece = (end + S3B_GETS - 1) / S3B_GETS;
+	piece = piece < S3B_GET_MIN ? S3B_GET_MIN : piece > S3B_GET_PIECE ?
+	    S3B_GET_PIECE : (piece + 0xfffff) & ~(uint64_t)0xfffff;
 	for (i = 0, cap = 0; i < n; i++)
-		cap += (size_t)((m[i].len + S3B_GET_PIECE - 1) / S3B_GET_PIECE);
+		cap += (size_t)((m[i].len + piece - 1) / piece);
 	if (cap > 0 && (pc = calloc(cap, sizeof *pc)) == NULL) {
 		free(m);
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
@@ -1445,8 +1508,8 @@ s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
 		for (end = m[i].off + m[i].len; m[i].off < end;
 		    m[i].off += len) {
 			len = end - m[i].off;
-			if (len > S3B_GET_PIECE)
-				len = S3B_GET_PIECE;
+			if (len > piece)
+				len = piece;
 			pc[np].off = m[i].off;
 			pc[np++].len = len;
 		}
@@ -1507,6 +1570,10 @@ s3b_get_range(const struct s3b_handle *p, void *buf, size_t len,
 	}
 	if (len == 0)
 		return 0;
+	if (off < p->headlen && len <= p->headlen - off) {
+		memcpy(buf, p->head + off, len);
+		return 0;
+	}
 	n = len >= S3B_GET_SPLIT ? S3B_GETS : 1;
 	per = (len + n - 1) / n;
 	for (i = 0; i < n; i++) {

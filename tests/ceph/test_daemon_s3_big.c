@@ -179,6 +179,7 @@ one_gib_step(void)
 	unsigned char *w;
 	int64_t shw[1] = { (int64_t)GIB };
 	uint64_t idle, peak, hwm0, sent;
+	int64_t t0;
 	char out[4096], *argv[5];
 	int r, saved = 0;
 	long k;
@@ -197,6 +198,7 @@ one_gib_step(void)
 	idle = daemon_mem(d.pid);
 	hwm0 = status_kb(d.pid, "VmHWM");
 	sampler_start(&s);
+	t0 = hx_now_ms();
 	r = ckpt_save(m, 1, a, &saved);
 	ok_call(r, c, "save a step of one 1 GiB tensor");
 	r = ckpt_wait_until_finished(m);
@@ -205,10 +207,11 @@ one_gib_step(void)
 	free(w);
 	ckpt_tree_free(t);
 	ckpt_save_args_free(a);
-	diag("save: daemon memory idle %" PRIu64 " MiB, peak %" PRIu64
-	    " MiB (RssAnon + its memfds); VmHWM %" PRIu64 " -> %" PRIu64
-	    " MiB (with the client's staging buffer it maps)", idle >> 20,
-	    peak >> 20, hwm0 >> 20, status_kb(d.pid, "VmHWM") >> 20);
+	diag("save: %" PRId64 " ms; daemon memory idle %" PRIu64 " MiB, peak %"
+	    PRIu64 " MiB (RssAnon + its memfds); VmHWM %" PRIu64 " -> %" PRIu64
+	    " MiB (with the client's staging buffer it maps)", hx_now_ms() - t0,
+	    idle >> 20, peak >> 20, hwm0 >> 20,
+	    status_kb(d.pid, "VmHWM") >> 20);
 	ok(peak < idle + MEM_BOUND, "save: the daemon held less than %llu "
 	    "MiB more than idle (%" PRIu64 " MiB)", MEM_BOUND >> 20,
 	    (peak - idle) >> 20);
@@ -217,7 +220,9 @@ one_gib_step(void)
 	    "the data object and the commit are there");
 
 	sent = rgw_sent();
+	t0 = hx_now_ms();
 	r = ckpt_restore(m, 1, NULL, &res);
+	t0 = hx_now_ms() - t0;
 	sent = rgw_sent() - sent;
 	if (ok_call(r, c, "restore the 1 GiB step")) {
 		rt = ckpt_restored_item_tree(res, 0);
@@ -227,7 +232,8 @@ one_gib_step(void)
 		    "the 1 GiB tensor restored byte for byte");
 		ckpt_restored_free(res);
 	}
-	diag("restore: radosgw sent %" PRIu64 " MiB", sent >> 20);
+	diag("restore: %" PRId64 " ms, radosgw sent %" PRIu64 " MiB", t0,
+	    sent >> 20);
 	ok(sent >= GIB - (1u << 20) && sent < GIB + (4u << 20),
 	    "restore: each byte GET once (%" PRIu64 " bytes)", sent);
 
@@ -240,15 +246,17 @@ one_gib_step(void)
 	idle = daemon_mem(d.pid);
 	sent = rgw_sent();
 	sampler_start(&s);
+	t0 = hx_now_ms();
 	r = hx_run(argv, out, sizeof out, 300);
+	t0 = hx_now_ms() - t0;
 	peak = sampler_stop(&s);
 	sent = rgw_sent() - sent;
 	is_int(r, 0, "ckptctl verify of the 1 GiB step");
 	if (r != 0)
 		diag("%s", out);
-	diag("verify: daemon memory idle %" PRIu64 " MiB, peak %" PRIu64
-	    " MiB; radosgw sent %" PRIu64 " MiB", idle >> 20, peak >> 20,
-	    sent >> 20);
+	diag("verify: %" PRId64 " ms; daemon memory idle %" PRIu64 " MiB, "
+	    "peak %" PRIu64 " MiB; radosgw sent %" PRIu64 " MiB", t0,
+	    idle >> 20, peak >> 20, sent >> 20);
 	ok(peak < idle + MEM_BOUND, "verify: the daemon held less than %llu "
 	    "MiB more than idle (%" PRIu64 " MiB)", MEM_BOUND >> 20,
 	    (peak - idle) >> 20);
