@@ -118,8 +118,8 @@ struct store_backend {
 	 * (STORE_BE_FDS): 0, or a CKPT_E* code with e set. A restore asks
 	 * for the bytes of the tensors it hands out, nothing else. NULL when
 	 * a handle is the file itself (posix). The s3 backend reads only the
-	 * size at open_read; fetch, read and read_range GET the bytes asked
-	 * for. */
+	 * size and the first 64 KiB at open_read; fetch, read and read_range
+	 * GET the bytes asked for. */
 	int (*fetch)(int f, const struct store_range *r, size_t n,
 	    ckd_err *e);
 	/* Hints: start writing back a range; a range will be read in order. */
