@@ -96,6 +96,7 @@ check_range(const char *key, uint64_t off, size_t len, uint64_t seed)
 	cephbed_fill(want, off, len, seed);
 	assert_memory_equal(got, want, len);
 	free(got);
+	free(want);
 }
 
 /* The whole object, read with s3_get_fd into a file, matches. */
