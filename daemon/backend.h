@@ -39,6 +39,11 @@
 
 struct store_list;              /* a listing of a directory, opaque */
 
+/* Bytes [off, off + len) of a file. */
+struct store_range {
+	uint64_t off, len;
+};
+
 struct store_backend {
 	const char *name;
 	unsigned caps;                  /* STORE_BE_* */
@@ -108,6 +113,15 @@ struct store_backend {
 	int (*truncate)(int f, uint64_t size);
 	/* STORE_BE_DIRECT: turn direct writes on or off (-1, errno). */
 	int (*direct)(int f, int on);
+	/* Make the ranges r[0..n) of a file open for reading present in its
+	 * handle, for a client that is handed it and maps it
+	 * (STORE_BE_FDS): 0, or a CKPT_E* code with e set. A restore asks
+	 * for the bytes of the tensors it hands out, nothing else. NULL when
+	 * a handle is the file itself (posix). The s3 backend reads only the
+	 * size and the first 64 KiB at open_read; fetch, read and read_range
+	 * GET the bytes asked for. */
+	int (*fetch)(int f, const struct store_range *r, size_t n,
+	    ckd_err *e);
 	/* Hints: start writing back a range; a range will be read in order. */
 	void (*writeback)(int f, uint64_t off, uint64_t len);
 	void (*readahead)(int f, uint64_t off, uint64_t len);

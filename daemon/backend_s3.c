@@ -25,12 +25,22 @@
  * no save or delete of it is in progress. A step's own files are only
  * ever created by a save, which ends by the commit above.
  *
- * Handles are real file descriptors: a file is a memfd holding its bytes
- * (written by the format code, uploaded by fsync; filled by a GET in
- * open_read, so a restore hands the client an fd it can mmap: STORE_BE_FDS),
- * a directory an empty memfd. What each one names is kept in a table keyed
- * by the descriptor, under a mutex held for a lookup only, never across a
- * request.
+ * Handles are real file descriptors (memfds), so that a file read can be
+ * handed to a client who maps it (STORE_BE_FDS). What each one names is
+ * kept in a table keyed by the descriptor, under a mutex held for a lookup
+ * only, never across a request. Memory stays bounded whatever the size of
+ * a file:
+ *   - a file written goes up as it is written: its bytes fill a part of
+ *     S3B_PART, a full part is uploaded on a thread of its own (at most
+ *     S3B_INFLIGHT of the process at once, a writer waits for a slot),
+ *     fsync sends the last part and completes the upload; a file that ends
+ *     within its first part is one PUT. An upload that fails or is closed
+ *     unfinished is aborted: no object appears;
+ *   - a file read is an empty memfd of the object's size: open_read GETs
+ *     only the size and the first 64 KiB (kept); read and read_range GET
+ *     the range asked for into the caller's buffer; fetch GETs the ranges
+ *     a restore hands out (its tensors) into the memfd, which the client
+ *     maps.
  *
  * The lock of a tmp dir (a live save's) is this process's: a marker whose
  * handle no live save holds is a leftover. Two daemons writing one prefix
@@ -60,6 +70,40 @@
 enum s3b_kind {
 	S3B_DIR = 1,
 	S3B_FILE = 2,           /* being written */
+	S3B_READ = 3,           /* open for reading */
+};
+
+/* Writing: a file goes up as it is written, in parts of S3B_PART bytes
+ * (one PUT when it ends within the first), at most S3B_INFLIGHT parts of
+ * the whole process in flight at once. Memory: one part being filled per
+ * file being written, plus the parts in flight. */
+#define S3B_PART (24u << 20)
+#define S3B_INFLIGHT 4
+
+/* One part on its way (a thread of its own). */
+struct s3b_part {
+	pthread_t th;
+	int started;
+	struct s3_mpu *mpu;
+	unsigned no;
+	char *buf;              /* S3B_PART bytes mapped, len used */
+	size_t len;
+	int r;
+	ckd_err e;
+};
+
+/* The upload of a file being written; the table entry owns it. */
+struct s3b_up {
+	char *buf;              /* the part being filled, or NULL */
+	size_t len;
+	uint64_t size;          /* bytes written so far */
+	struct s3_mpu *mpu;     /* once a first part went */
+	unsigned parts;         /* parts handed out */
+	struct s3b_part run[S3B_INFLIGHT];      /* a ring, oldest at head */
+	unsigned head, n;
+	int r;                  /* the first failure, with e */
+	ckd_err e;
+	int synced;             /* the object is written */
 };
 
 struct s3b_handle {
@@ -73,6 +117,13 @@ struct s3b_handle {
 	char *key;              /* dir: prefix ("" or ending in '/'); file:
 	                         * the object */
 	char *step;             /* meta: the step's prefix */
+	struct s3b_up *up;      /* file: its upload (owned by the table
+	                         * entry; a copy borrows it) */
+	uint64_t size;          /* read: the object's size */
+	char *head;             /* read: its first headlen bytes (owned by
+	                         * the table entry; a copy borrows them) */
+	size_t headlen;
+	uint64_t pos;           /* read: read()'s position (table entry) */
 };
 
 /* A directory made (make_dir) before any object is in it. */
@@ -91,12 +142,17 @@ struct s3b_pending {
 
 static struct {
 	pthread_mutex_t lock;
+	pthread_cond_t slot;            /* a part in flight ended */
+	unsigned inflight;              /* parts in flight (S3B_INFLIGHT) */
 	struct s3_client *cli;
 	struct s3b_handle **v;          /* by descriptor */
 	size_t n;
 	struct s3b_pending *pending;
 	struct s3b_made *made;          /* a few names per root */
-} S3B = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} S3B = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.slot = PTHREAD_COND_INITIALIZER,
+};
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -136,6 +192,134 @@ s3b_client(void)
 	c = S3B.cli;
 	pthread_mutex_unlock(&S3B.lock);
 	return c;
+}
+
+/* ---- uploads as files are written ---------------------------------------- */
+
+static char *
+s3b_buf_new(void)
+{
+	/* mmap, not malloc: given back to the system when the part is up */
+	void *p = mmap(NULL, S3B_PART, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void
+s3b_buf_free(char *p)
+{
+	if (p != NULL)
+		munmap(p, S3B_PART);
+}
+
+static void *
+s3b_part_run(void *arg)
+{
+	struct s3b_part *pt = arg;
+
+	pt->r = s3_mpu_part(s3b_client(), pt->mpu, pt->no, pt->buf, -1, 0,
+	    pt->len, &pt->e);
+	s3b_buf_free(pt->buf);
+	pt->buf = NULL;
+	pthread_mutex_lock(&S3B.lock);
+	S3B.inflight--;
+	pthread_cond_broadcast(&S3B.slot);
+	pthread_mutex_unlock(&S3B.lock);
+	return NULL;
+}
+
+/* Wait for the oldest part in flight; its failure becomes the upload's. */
+static void
+s3b_part_join(struct s3b_up *u)
+{
+	struct s3b_part *pt = &u->run[u->head];
+
+	if (pt->started)
+		pthread_join(pt->th, NULL);
+	if (pt->r != 0 && u->r == 0) {
+		u->r = pt->r;
+		u->e = pt->e;
+	}
+	u->head = (u->head + 1) % S3B_INFLIGHT;
+	u->n--;
+}
+
+/* Every part in flight is done: 0, or the first failure (*e). */
+static int
+s3b_up_drain(struct s3b_up *u, ckd_err *e)
+{
+	while (u->n > 0)
+		s3b_part_join(u);
+	if (u->r != 0 && e != NULL)
+		*e = u->e;
+	return u->r;
+}
+
+/* Send the part being filled (the upload begins at the first). */
+static int
+s3b_part_send(struct s3b_up *u, const char *bucket, const char *key,
+    ckd_err *e)
+{
+	struct s3b_part *pt;
+	int r;
+
+	if (u->mpu == NULL && (r = s3_mpu_begin(s3b_client(), bucket, key, 0,
+	    &u->mpu, e)) != 0)
+		return r;
+	if (u->parts >= S3_MAX_PARTS)
+		return err_set(e, CKPT_ETOOBIG, "s3 PUT %s/%s: more than %d "
+		    "parts of %u MiB", bucket, key, S3_MAX_PARTS,
+		    S3B_PART >> 20);
+	if (u->n == S3B_INFLIGHT)
+		s3b_part_join(u);
+	if (u->r != 0) {
+		*e = u->e;
+		return u->r;
+	}
+	pthread_mutex_lock(&S3B.lock);
+	while (S3B.inflight >= S3B_INFLIGHT)
+		pthread_cond_wait(&S3B.slot, &S3B.lock);
+	S3B.inflight++;
+	pthread_mutex_unlock(&S3B.lock);
+	pt = &u->run[(u->head + u->n) % S3B_INFLIGHT];
+	memset(pt, 0, sizeof *pt);
+	pt->mpu = u->mpu;
+	pt->no = ++u->parts;
+	pt->buf = u->buf;
+	pt->len = u->len;
+	u->buf = NULL;
+	u->len = 0;
+	u->n++;
+	pt->started = pthread_create(&pt->th, NULL, s3b_part_run, pt) == 0;
+	if (!pt->started)
+		s3b_part_run(pt);       /* no thread: here */
+	return 0;
+}
+
+/* An upload that ends unwritten: its parts are dropped (abort), so no
+ * object appears. */
+static void
+s3b_up_discard(struct s3b_up *u)
+{
+	if (u == NULL)
+		return;
+	(void)s3b_up_drain(u, NULL);
+	if (u->mpu != NULL)
+		(void)s3_mpu_abort(s3b_client(), u->mpu, NULL);
+	s3b_buf_free(u->buf);
+	free(u);
+}
+
+/* A table entry goes (its upload, when unfinished, is aborted). */
+static void
+s3b_entry_free(struct s3b_handle *h)
+{
+	if (h == NULL)
+		return;
+	s3b_up_discard(h->up);
+	free(h->head);
+	s3b_free(h);
 }
 
 /* A copy of what fd names (the caller frees it), or NULL (EBADF). */
@@ -195,7 +379,7 @@ s3b_add(struct s3b_handle *h)
 	stale = S3B.v[fd];
 	S3B.v[fd] = h;
 	pthread_mutex_unlock(&S3B.lock);
-	s3b_free(stale);
+	s3b_entry_free(stale);
 	return fd;
 }
 
@@ -314,8 +498,8 @@ s3b_delete_prefix(const char *bucket, const char *prefix, const char *first,
 
 /* ---- roots and directories ---------------------------------------------- */
 
-/* One PUT up to 64 MiB (a data file of the save pipeline is at most 16 MiB
- * unless one tensor is larger); above it, parallel parts of 16 MiB. */
+/* The files this backend PUTs whole (one that ended within its first
+ * part, a _CHECKPOINT_METADATA) are below S3B_PART: one PUT each. */
 static const struct s3_opts s3b_opts = {
 	.multipart_threshold = 64ull << 20,
 };
@@ -1003,7 +1187,7 @@ s3b_fstat(int h, struct stat *st)
 	if ((p = s3b_get(h)) == NULL) {
 		if (errno != EBADF)
 			return -1;
-		/* a file read (open_read): the memfd is all there is */
+		/* not in the table: a descriptor is all there is */
 		if (fstat(h, st) != 0)
 			return -1;
 		st->st_mode = S_IFREG | 0600;
@@ -1023,10 +1207,11 @@ s3b_fstat(int h, struct stat *st)
 		s3b_free(p);
 		return 0;
 	}
-	s3b_free(p);
-	if (fstat(h, st) != 0)
-		return -1;
 	st->st_mode = S_IFREG | 0600;
+	st->st_dev = S3B_DEV;
+	st->st_size = (off_t)(p->kind == S3B_READ ? p->size :
+	    p->up != NULL ? p->up->size : 0);
+	s3b_free(p);
 	return 0;
 }
 
@@ -1052,7 +1237,9 @@ s3b_create(int dir, const char *name, mode_t mode)
 		return -1;
 	}
 	free(k);
-	if ((h = calloc(1, sizeof *h)) == NULL) {
+	if ((h = calloc(1, sizeof *h)) == NULL ||
+	    (h->up = calloc(1, sizeof *h->up)) == NULL) {
+		free(h);
 		s3b_free(p);
 		errno = ENOMEM;
 		return -1;
@@ -1067,108 +1254,277 @@ s3b_create(int dir, const char *name, mode_t mode)
 		h->step = p->key;
 		p->key = NULL;
 	}
+	if (h->bucket == NULL || h->key == NULL) {
+		s3b_entry_free(h);
+		s3b_free(p);
+		errno = ENOMEM;
+		return -1;
+	}
 	return s3b_add_child(p, h);
 }
 
-/* One range of an object into fd, on a thread of its own. */
-struct s3b_range {
-	pthread_t th;
-	const char *bucket, *key;
+static int s3b_close(int h);
+
+/* Ranged GETs of one object, up to S3B_GETS at once: pieces of [off,
+ * off + len) into fd at the same offsets, or into buf (buf[0] is off). */
+#define S3B_GETS 4
+#define S3B_GET_SPLIT (8u << 20)        /* a range this large is split */
+#define S3B_GET_PIECE (16u << 20)       /* at most this much per GET */
+#define S3B_GET_MIN (2u << 20)          /* at least this much (but the
+                                         * last piece of a range) */
+#define S3B_GAP (64u << 10)             /* ranges this close: one GET */
+#define S3B_HEAD (64u << 10)            /* open_read keeps the first bytes */
+
+struct s3b_piece {
 	uint64_t off, len;
-	int fd, r, started;
+};
+
+struct s3b_fetch {
+	const char *bucket, *key;
+	int fd;
+	char *buf;
+	uint64_t base;                  /* buf: the object offset of buf[0] */
+	const struct s3b_piece *pc;
+	size_t n;
+	size_t next;                    /* atomic: the next piece */
+	int r;                          /* atomic: the first failure wins */
 	ckd_err e;
 };
 
 static void *
-s3b_range_run(void *arg)
+s3b_fetch_run(void *arg)
 {
-	struct s3b_range *g = arg;
+	struct s3b_fetch *f = arg;
+	const struct s3b_piece *pc;
+	ckd_err e;
+	size_t i;
+	int r, zero;
 
-	g->r = s3_get_fd(s3b_client(), g->bucket, g->key, g->off, g->len,
-	    g->fd, (off_t)g->off, &g->e);
+	for (;;) {
+		if (__atomic_load_n(&f->r, __ATOMIC_ACQUIRE) != 0)
+			break;
+		if ((i = __atomic_fetch_add(&f->next, 1, __ATOMIC_RELAXED)) >=
+		    f->n)
+			break;
+		pc = &f->pc[i];
+		if (f->buf != NULL)
+			r = s3_get(s3b_client(), f->bucket, f->key, pc->off,
+			    pc->len, f->buf + (pc->off - f->base), &e);
+		else
+			r = s3_get_fd(s3b_client(), f->bucket, f->key, pc->off,
+			    pc->len, f->fd, (off_t)pc->off, &e);
+		zero = 0;
+		if (r != 0 && __atomic_compare_exchange_n(&f->r, &zero, r, 0,
+		    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			f->e = e;
+	}
 	return NULL;
 }
 
-/* The object into fd by ranged GETs (each resumed after the bytes received
- * on a retry), up to S3B_GETS at once for a large one. */
-#define S3B_GETS 4
-#define S3B_GET_SPLIT (32u << 20)
-
 static int
-s3b_get_ranges(const char *bucket, const char *key, uint64_t size, int fd,
-    ckd_err *e)
+s3b_fetch(struct s3b_fetch *f, ckd_err *e)
 {
-	struct s3b_range g[S3B_GETS];
-	uint64_t per;
-	int n, i, r = 0;
+	pthread_t th[S3B_GETS];
+	size_t i, nth, started = 0;
 
-	n = size >= S3B_GET_SPLIT ? S3B_GETS : 1;
-	per = (size + (uint64_t)n - 1) / (uint64_t)n;
-	memset(g, 0, sizeof g);
-	for (i = 0; i < n; i++) {
-		g[i].bucket = bucket;
-		g[i].key = key;
-		g[i].fd = fd;
-		g[i].off = per * (uint64_t)i;
-		g[i].len = g[i].off >= size ? 0 : size - g[i].off < per ?
-		    size - g[i].off : per;
-		/* the first range on this thread, the others on their own */
-		if (i > 0 && g[i].len > 0)
-			g[i].started = pthread_create(&g[i].th, NULL,
-			    s3b_range_run, &g[i]) == 0;
-	}
-	if (g[0].len > 0)
-		s3b_range_run(&g[0]);
-	for (i = 1; i < n; i++) {
-		if (g[i].started)
-			pthread_join(g[i].th, NULL);
-		else if (g[i].len > 0)
-			s3b_range_run(&g[i]);   /* no thread: here */
-	}
-	for (i = 0; i < n && r == 0; i++)
-		if ((r = g[i].r) != 0 && e != NULL)
-			*e = g[i].e;
-	return r;
+	nth = f->n < S3B_GETS ? f->n : S3B_GETS;
+	for (i = 1; i < nth; i++)
+		if (pthread_create(&th[started], NULL, s3b_fetch_run, f) == 0)
+			started++;
+	s3b_fetch_run(f);
+	for (i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if (f->r != 0 && e != NULL)
+		*e = f->e;
+	return f->r;
 }
 
-/* The whole object in a memfd of its own: a plain descriptor, not in the
- * table (it may be handed to a client, who closes it as any fd). */
+/* A file to read: its size and first S3B_HEAD bytes (one GET: the header
+ * of a safetensors file, a small file whole), kept with the handle; the
+ * rest only when asked for (read_range, read, fetch). The handle is an
+ * empty memfd of the object's size, which fetch fills where asked, so
+ * that a client given it maps the ranges it was told about. */
 static int
 s3b_open_read(int dir, const char *name, struct stat *st, ckd_err *e)
 {
-	struct s3b_handle *p;
+	struct s3b_handle *p, *h = NULL;
 	struct s3_stat ss;
-	char *k;
+	uint64_t got;
+	char *nh;
 	int fd = -1, r;
 
 	if ((p = s3b_get(dir)) == NULL)
 		return err_errno(e, errno, "open %s", name);
-	if ((k = s3b_cat(p->key, name, "")) == NULL) {
+	if ((h = calloc(1, sizeof *h)) == NULL ||
+	    (h->key = s3b_cat(p->key, name, "")) == NULL ||
+	    (h->bucket = strdup(p->bucket)) == NULL) {
+		r = err_errno(e, errno ? errno : ENOMEM, "open %s", name);
+		goto out;
+	}
+	/* The size and the first bytes (a safetensors header, a small file
+	 * whole) in one request. */
+	if ((h->head = malloc(S3B_HEAD)) == NULL) {
+		r = err_set(e, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((r = s3_get_first(s3b_client(), p->bucket, h->key, h->head,
+	    S3B_HEAD, &got, &ss, e)) != 0)
+		goto out;
+	h->headlen = (size_t)got;
+	if (got < S3B_HEAD && (nh = realloc(h->head, got ? got : 1)) != NULL)
+		h->head = nh;
+	h->kind = S3B_READ;
+	h->size = ss.size;
+	if ((fd = s3b_add(h)) < 0) {
+		h = NULL;
 		r = err_errno(e, errno, "open %s", name);
 		goto out;
 	}
-	if ((r = s3_head(s3b_client(), p->bucket, k, &ss, e)) != 0)
-		goto out;
-	if ((fd = memfd_create("ckptd-s3", MFD_CLOEXEC)) < 0 ||
-	    ftruncate(fd, (off_t)ss.size) != 0) {
+	h = NULL;
+	if (ftruncate(fd, (off_t)ss.size) != 0) {
 		r = err_errno(e, errno, "open %s", name);
 		goto out;
 	}
-	if (ss.size > 0 && (r = s3b_get_ranges(p->bucket, k, ss.size, fd,
-	    e)) != 0)
-		goto out;
 	memset(st, 0, sizeof *st);
 	st->st_mode = S_IFREG | 0600;
 	st->st_size = (off_t)ss.size;
 	st->st_dev = S3B_DEV;
 out:
 	if (r != 0 && fd >= 0) {
-		close(fd);
+		s3b_close(fd);
 		fd = -1;
 	}
-	free(k);
+	if (h != NULL)
+		free(h->head);
+	s3b_free(h);
 	s3b_free(p);
 	return r != 0 ? r : fd;
+}
+
+static int
+s3b_pwrite_all(int fd, const char *p, size_t len, uint64_t off)
+{
+	ssize_t k;
+
+	while (len > 0) {
+		if ((k = pwrite(fd, p, len, (off_t)off)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += k;
+		len -= (size_t)k;
+		off += (uint64_t)k;
+	}
+	return 0;
+}
+
+static int
+s3b_cmp_piece(const void *a, const void *b)
+{
+	const struct s3b_piece *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* The ranges r of a file open for reading into its memfd: sorted, those
+ * within S3B_GAP of each other joined, cut into pieces that S3B_GETS GETs
+ * share (S3B_GET_MIN to S3B_GET_PIECE each). Nothing else of the object
+ * is read. */
+static int
+s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
+{
+	struct s3b_piece *pc = NULL, *m;
+	struct s3b_handle *p;
+	struct s3b_fetch ft;
+	uint64_t end, len, piece;
+	size_t i, k = 0, np = 0, cap;
+	int r = 0;
+
+	if ((p = s3b_get(f)) == NULL || p->kind != S3B_READ) {
+		s3b_free(p);
+		return err_set(e, CKPT_EINTERNAL, "fetch: not a file open for "
+		    "reading");
+	}
+	if (n == 0)
+		goto out;
+	if ((m = calloc(n, sizeof *m)) == NULL) {
+		r = err_set(e, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (rg[i].off > p->size || rg[i].len > p->size - rg[i].off) {
+			free(m);
+			r = err_set(e, CKPT_ECORRUPT, "%s: range beyond the end "
+			    "of the object", p->key);
+			goto out;
+		}
+		m[i].off = rg[i].off;
+		m[i].len = rg[i].len;
+		/* what open_read got already: no request */
+		if (m[i].off < p->headlen && m[i].len > 0) {
+			len = p->headlen - m[i].off;
+			if (len > m[i].len)
+				len = m[i].len;
+			if (s3b_pwrite_all(f, p->head + m[i].off, (size_t)len,
+			    m[i].off) != 0) {
+				free(m);
+				r = err_errno(e, errno, "%s: into memory",
+				    p->key);
+				goto out;
+			}
+			m[i].off += len;
+			m[i].len -= len;
+		}
+	}
+	qsort(m, n, sizeof *m, s3b_cmp_piece);
+	for (i = 1; i < n; i++) {
+		if (m[i].len == 0)
+			continue;
+		if (m[k].len == 0 || m[i].off > m[k].off + m[k].len + S3B_GAP) {
+			m[++k] = m[i];
+			continue;
+		}
+		end = m[i].off + m[i].len;
+		if (end > m[k].off + m[k].len)
+			m[k].len = end - m[k].off;
+	}
+	n = m[k].len > 0 ? k + 1 : k;
+	/* Pieces: the bytes shared among S3B_GETS GETs at once, each of
+	 * S3B_GET_MIN to S3B_GET_PIECE. */
+	for (i = 0, end = 0; i < n; i++)
+		end += m[i].len;
+	piece = (end + S3B_GETS - 1) / S3B_GETS;
+	piece = piece < S3B_GET_MIN ? S3B_GET_MIN : piece > S3B_GET_PIECE ?
+	    S3B_GET_PIECE : (piece + 0xfffff) & ~(uint64_t)0xfffff;
+	for (i = 0, cap = 0; i < n; i++)
+		cap += (size_t)((m[i].len + piece - 1) / piece);
+	if (cap > 0 && (pc = calloc(cap, sizeof *pc)) == NULL) {
+		free(m);
+		r = err_set(e, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		for (end = m[i].off + m[i].len; m[i].off < end;
+		    m[i].off += len) {
+			len = end - m[i].off;
+			if (len > piece)
+				len = piece;
+			pc[np].off = m[i].off;
+			pc[np++].len = len;
+		}
+	free(m);
+	memset(&ft, 0, sizeof ft);
+	ft.bucket = p->bucket;
+	ft.key = p->key;
+	ft.fd = f;
+	ft.pc = pc;
+	ft.n = np;
+	r = s3b_fetch(&ft, e);
+out:
+	free(pc);
+	s3b_free(p);
+	return r;
 }
 
 static int
@@ -1195,57 +1551,196 @@ s3b_unlink(int dir, const char *name)
 	return 0;
 }
 
-static ssize_t
-s3b_read(int f, void *buf, size_t len)
-{
-	return read(f, buf, len);
-}
-
+/* Exactly len bytes at off of a file open for reading, by ranged GETs
+ * (a large range split among S3B_GETS at once): 0, or -1 (errno; 0 when
+ * the range passes the end). */
 static int
-s3b_read_range(int f, void *buf, size_t len, uint64_t off)
+s3b_get_range(const struct s3b_handle *p, void *buf, size_t len,
+    uint64_t off)
 {
-	char *p = buf;
-	ssize_t n;
+	struct s3b_piece pc[S3B_GETS];
+	struct s3b_fetch ft;
+	uint64_t per;
+	size_t i, n;
+	int r;
 
-	while (len > 0) {
-		if ((n = pread(f, p, len, (off_t)off)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0) {
-			errno = 0;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
+	if (off > p->size || len > p->size - off) {
+		errno = 0;
+		return -1;
+	}
+	if (len == 0)
+		return 0;
+	if (off < p->headlen && len <= p->headlen - off) {
+		memcpy(buf, p->head + off, len);
+		return 0;
+	}
+	n = len >= S3B_GET_SPLIT ? S3B_GETS : 1;
+	per = (len + n - 1) / n;
+	for (i = 0; i < n; i++) {
+		pc[i].off = off + per * i;
+		pc[i].len = i + 1 < n ? per : len - per * i;
+	}
+	memset(&ft, 0, sizeof ft);
+	ft.bucket = p->bucket;
+	ft.key = p->key;
+	ft.fd = -1;
+	ft.buf = buf;
+	ft.base = off;
+	ft.pc = pc;
+	ft.n = n;
+	if ((r = s3b_fetch(&ft, NULL)) != 0) {
+		errno = s3b_errno(r);
+		return -1;
 	}
 	return 0;
 }
 
 static ssize_t
+s3b_read(int f, void *buf, size_t len)
+{
+	struct s3b_handle *p;
+	uint64_t pos;
+	int r;
+
+	if ((p = s3b_get(f)) == NULL || p->kind != S3B_READ) {
+		s3b_free(p);
+		errno = EBADF;
+		return -1;
+	}
+	pthread_mutex_lock(&S3B.lock);
+	pos = (size_t)f < S3B.n && S3B.v[f] != NULL ? S3B.v[f]->pos : 0;
+	pthread_mutex_unlock(&S3B.lock);
+	if (pos >= p->size)
+		len = 0;
+	else if (len > p->size - pos)
+		len = (size_t)(p->size - pos);
+	r = s3b_get_range(p, buf, len, pos);
+	s3b_free(p);
+	if (r != 0)
+		return -1;
+	pthread_mutex_lock(&S3B.lock);
+	if ((size_t)f < S3B.n && S3B.v[f] != NULL)
+		S3B.v[f]->pos = pos + len;
+	pthread_mutex_unlock(&S3B.lock);
+	return (ssize_t)len;
+}
+
+static int
+s3b_read_range(int f, void *buf, size_t len, uint64_t off)
+{
+	struct s3b_handle *p;
+	int r;
+
+	if ((p = s3b_get(f)) == NULL || p->kind != S3B_READ) {
+		s3b_free(p);
+		errno = EBADF;
+		return -1;
+	}
+	r = s3b_get_range(p, buf, len, off);
+	s3b_free(p);
+	return r;
+}
+
+/* Append (files of an object store are written in order, each byte
+ * once): into the part being filled; a full part goes up. */
+static ssize_t
+s3b_pwritev(int f, const struct iovec *iov, int n, uint64_t off)
+{
+	struct s3b_handle *p;
+	struct s3b_up *u;
+	const char *src;
+	size_t left, k, total = 0;
+	ssize_t ret = -1;
+	ckd_err e;
+	int i, r;
+
+	if ((p = s3b_get(f)) == NULL)
+		return -1;
+	if (p->kind != S3B_FILE || (u = p->up) == NULL) {
+		errno = EBADF;
+		goto out;
+	}
+	if (u->synced || off != u->size) {
+		errno = EINVAL;
+		goto out;
+	}
+	if (u->r != 0) {
+		errno = s3b_errno(u->r);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		src = iov[i].iov_base;
+		for (left = iov[i].iov_len; left > 0; left -= k) {
+			if (u->buf == NULL && (u->buf = s3b_buf_new()) == NULL)
+				goto out;       /* ENOMEM */
+			k = S3B_PART - u->len;
+			if (k > left)
+				k = left;
+			memcpy(u->buf + u->len, src, k);
+			u->len += k;
+			u->size += k;
+			total += k;
+			src += k;
+			if (u->len < S3B_PART)
+				continue;
+			if (p->meta) {
+				/* kept in memory for the commit */
+				errno = EFBIG;
+				goto out;
+			}
+			if ((r = s3b_part_send(u, p->bucket, p->key, &e)) != 0) {
+				if (u->r == 0) {
+					u->r = r;
+					u->e = e;
+				}
+				errno = s3b_errno(r);
+				goto out;
+			}
+		}
+	}
+	ret = (ssize_t)total;
+out:
+	s3b_free(p);
+	return ret;
+}
+
+static ssize_t
 s3b_write(int f, const void *buf, size_t len)
 {
-	return write(f, buf, len);
+	struct s3b_handle *p;
+	struct iovec v = { (void *)buf, len };
+	uint64_t at;
+
+	if ((p = s3b_get(f)) == NULL)
+		return -1;
+	at = p->up != NULL ? p->up->size : 0;
+	s3b_free(p);
+	return s3b_pwritev(f, &v, 1, at);
 }
 
 static ssize_t
 s3b_pwrite(int f, const void *buf, size_t len, uint64_t off)
 {
-	return pwrite(f, buf, len, (off_t)off);
+	struct iovec v = { (void *)buf, len };
+
+	return s3b_pwritev(f, &v, 1, off);
 }
 
-static ssize_t
-s3b_pwritev(int f, const struct iovec *iov, int n, uint64_t off)
-{
-	return pwritev(f, iov, n, (off_t)off);
-}
-
+/* Only to the size written (no holes, nothing cut). */
 static int
 s3b_truncate(int f, uint64_t size)
 {
-	return ftruncate(f, (off_t)size);
+	struct s3b_handle *p;
+	int r = -1;
+
+	if ((p = s3b_get(f)) == NULL)
+		return -1;
+	if (p->up != NULL && p->up->size == size)
+		r = 0;
+	else
+		errno = EINVAL;
+	s3b_free(p);
+	return r;
 }
 
 static int
@@ -1265,52 +1760,32 @@ s3b_hint(int f, uint64_t off, uint64_t len)
 	(void)len;
 }
 
-/* A file written: upload it (a step's _CHECKPOINT_METADATA: keep it for
- * the commit). A directory: nothing. */
+/* Keep the _CHECKPOINT_METADATA of bucket/step (data, len) for the
+ * commit; one written again replaces the last. */
 static int
-s3b_fsync(int h)
+s3b_keep_meta(char **bucket, char **step, const char *data, size_t len)
 {
-	struct s3b_handle *p;
-	struct s3b_pending *pd = NULL, **pp;
-	struct stat st;
-	ckd_err e;
-	int r = 0;
+	struct s3b_pending *pd, **pp;
 
-	if ((p = s3b_get(h)) == NULL)
-		return -1;
-	if (p->kind != S3B_FILE)
-		goto out;
-	if (fstat(h, &st) != 0) {
-		r = -1;
-		goto out;
-	}
-	if (!p->meta) {
-		if ((r = s3_put_fd(s3b_client(), p->bucket, p->key, h, 0,
-		    (uint64_t)st.st_size, &e)) != 0) {
-			errno = s3b_errno(r);
-			r = -1;
-		}
-		goto out;
-	}
 	if ((pd = calloc(1, sizeof *pd)) == NULL ||
-	    (pd->data = malloc((size_t)st.st_size + 1)) == NULL ||
-	    s3b_read_range(h, pd->data, (size_t)st.st_size, 0) != 0) {
-		if (errno == 0)
-			errno = EIO;
-		r = -1;
-		goto out;
+	    (pd->data = malloc(len + 1)) == NULL) {
+		free(pd);
+		errno = ENOMEM;
+		return -1;
 	}
-	pd->len = (size_t)st.st_size;
-	pd->bucket = p->bucket;
-	pd->step = p->step;
-	p->bucket = p->step = NULL;
+	if (len > 0)
+		memcpy(pd->data, data, len);
+	pd->len = len;
+	pd->bucket = *bucket;
+	pd->step = *step;
+	*bucket = *step = NULL;
 	pthread_mutex_lock(&S3B.lock);
 	for (pp = &S3B.pending; *pp != NULL; pp = &(*pp)->next)
 		if (strcmp((*pp)->bucket, pd->bucket) == 0 &&
 		    strcmp((*pp)->step, pd->step) == 0) {
 			struct s3b_pending *old = *pp;
 
-			*pp = old->next;        /* written again: the last */
+			*pp = old->next;
 			free(old->bucket);
 			free(old->step);
 			free(old->data);
@@ -1320,12 +1795,55 @@ s3b_fsync(int h)
 	pd->next = S3B.pending;
 	S3B.pending = pd;
 	pthread_mutex_unlock(&S3B.lock);
-	pd = NULL;
-out:
-	if (pd != NULL) {
-		free(pd->data);
-		free(pd);
+	return 0;
+}
+
+/* A file written: the rest of its upload (one PUT when it fits in one
+ * part, else the last part and the completion); a step's
+ * _CHECKPOINT_METADATA is kept for the commit instead. A directory:
+ * nothing. */
+static int
+s3b_fsync(int h)
+{
+	struct s3b_handle *p;
+	struct s3b_up *u;
+	struct s3_mpu *m;
+	ckd_err e;
+	int r = 0;
+
+	if ((p = s3b_get(h)) == NULL)
+		return -1;
+	if (p->kind != S3B_FILE || (u = p->up) == NULL || u->synced)
+		goto out;
+	if (p->meta) {
+		if ((r = s3b_keep_meta(&p->bucket, &p->step, u->buf,
+		    u->len)) != 0)
+			goto out;       /* errno set */
+	} else if (u->r != 0) {
+		r = u->r;
+	} else if (u->mpu == NULL) {
+		r = s3_put(s3b_client(), p->bucket, p->key,
+		    u->buf != NULL ? u->buf : "", u->len, &e);
+	} else if ((u->len == 0 || (r = s3b_part_send(u, p->bucket, p->key,
+	    &e)) == 0) && (r = s3b_up_drain(u, &e)) == 0) {
+		m = u->mpu;
+		u->mpu = NULL;          /* complete frees it */
+		r = s3_mpu_complete(s3b_client(), m, &e);
 	}
+	if (r != 0) {
+		if (u->r == 0) {
+			u->r = r;
+			u->e = e;
+		}
+		errno = s3b_errno(r);
+		r = -1;
+	} else {
+		u->synced = 1;
+		s3b_buf_free(u->buf);
+		u->buf = NULL;
+		u->len = 0;
+	}
+out:
 	s3b_free(p);
 	return r;
 }
@@ -1341,7 +1859,7 @@ s3b_close(int h)
 		S3B.v[h] = NULL;
 	}
 	pthread_mutex_unlock(&S3B.lock);
-	s3b_free(p);            /* NULL: a file read (open_read) */
+	s3b_entry_free(p);      /* NULL: not in the table */
 	return close(h);
 }
 
@@ -1376,6 +1894,7 @@ const struct store_backend backend_s3 = {
 	.direct = s3b_direct,
 	.writeback = s3b_hint,
 	.readahead = s3b_hint,
+	.fetch = s3b_fetch_ranges,
 	.fsync = s3b_fsync,
 	.close = s3b_close,
 };

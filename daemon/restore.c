@@ -256,13 +256,63 @@ rs_task_free(struct rs_task *rt)
 /* ---- restore (worker) --------------------------------------------------------------- */
 
 static int
+rs_cmp_range(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+
+	return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) :
+	    x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+/* A backend whose files are fetched (fetch): the bytes of its tensors,
+ * file by file (fds[first..]), nothing else. */
+static int
+rs_fetch_leaves(const struct store_backend *be, const Ckpt__Item *it,
+    const int *fds, size_t first, ckd_err *e)
+{
+	struct store_range *rg;
+	uint64_t (*v)[3];       /* fd_index, offset, nbytes */
+	size_t i, j, k, n = 0;
+	int r = 0;
+
+	if (be->fetch == NULL || it->n_leaves == 0)
+		return 0;
+	if ((v = calloc(it->n_leaves, sizeof *v)) == NULL ||
+	    (rg = calloc(it->n_leaves, sizeof *rg)) == NULL) {
+		free(v);
+		return err_set(e, CKPT_ENOMEM, "out of memory");
+	}
+	for (i = 0; i < it->n_leaves; i++) {
+		const Ckpt__Leaf *l = it->leaves[i];
+
+		if (l->kind == CKPT__LEAF_KIND__LEAF_ARRAY &&
+		    l->has_fd_index && l->fd_index >= first && l->has_offset) {
+			v[n][0] = l->fd_index;
+			v[n][1] = l->offset;
+			v[n++][2] = l->nbytes;
+		}
+	}
+	qsort(v, n, sizeof *v, rs_cmp_range);
+	for (i = 0; i < n && r == 0; i = j) {
+		for (j = i, k = 0; j < n && v[j][0] == v[i][0]; j++, k++) {
+			rg[k].off = v[j][1];
+			rg[k].len = v[j][2];
+		}
+		r = be->fetch(fds[v[i][0]], rg, k, e);
+	}
+	free(rg);
+	free(v);
+	return r;
+}
+
+static int
 rs_restore_item(struct rs_task *rt, int stepfd,
     const struct store_step_meta *meta, const char *name, ckd_err *e)
 {
 	const struct store_backend *be = rt->be;
 	Ckpt__Handler h;
 	Ckpt__Item *it = NULL;
-	size_t i = rt->nitems, len;
+	size_t i = rt->nitems, len, first;
 	char *doc = NULL;
 	int itemfd, r = 0;
 
@@ -282,9 +332,10 @@ rs_restore_item(struct rs_task *rt, int stepfd,
 			r = err_set(e, CKPT_ENOMEM, "out of memory");
 			goto out;
 		}
-		if (!rt->metadata_only)
-			r = store_open_item_files(be, itemfd, it, rt->fds,
-			    &rt->nfds, CKPT_MAX_FDS, e);
+		first = rt->nfds;
+		if (!rt->metadata_only && (r = store_open_item_files(be,
+		    itemfd, it, rt->fds, &rt->nfds, CKPT_MAX_FDS, e)) == 0)
+			r = rs_fetch_leaves(be, it, rt->fds, first, e);
 	} else if (h == CKPT__HANDLER__HANDLER_JSON ||
 	    h == CKPT__HANDLER__HANDLER_PROTO) {
 		r = store_read_file(be, itemfd,

@@ -55,7 +55,9 @@ struct s3_client {
 
 struct s3_mpu {
 	char *bucket, *key, *upload_id;
-	unsigned nparts;
+	unsigned nparts;             /* of an open-ended upload: the most
+	                                room, until complete counts them */
+	bool open_ended;
 	char (*etags)[80];           /* per part, filled by s3_mpu_part */
 };
 
@@ -77,6 +79,8 @@ struct s3_req {
 	uint64_t body_len, sent;
 	/* Ranged GET into out_buf or out_fd at out_off. */
 	bool data;
+	bool short_ok;               /* an object shorter than the range is
+	                                not an error (s3_get_first) */
 	uint64_t off, len, got;
 	char *out_buf;
 	int out_fd;
@@ -87,6 +91,8 @@ struct s3_req {
 	char etag[80];
 	bool have_etag;
 	uint64_t content_length;     /* from the headers (HEAD) */
+	uint64_t total;              /* Content-Range: the object's size */
+	bool have_total;
 	int64_t last_modified;       /* from the headers (HEAD), or 0 */
 	char s3code[64];             /* the S3 error code of a failure */
 	unsigned attempts;
@@ -509,6 +515,16 @@ header_cb(char *line, size_t size, size_t nmemb, void *arg)
 			}
 		}
 		r->content_length = x;
+	} else if (header_is(line, n, "Content-Range", &v, &vlen)) {
+		/* "bytes FIRST-LAST/TOTAL" */
+		const char *sl = memchr(v, '/', vlen);
+		uint64_t x = 0;
+		bool ok = sl != NULL && sl + 1 < v + vlen;
+		for (const char *q = sl != NULL ? sl + 1 : v; ok && q < v + vlen; q++)
+			ok = *q >= '0' && *q <= '9' && !__builtin_mul_overflow(x, 10, &x) &&
+			    !__builtin_add_overflow(x, (uint64_t)(*q - '0'), &x);
+		r->total = ok ? x : 0;
+		r->have_total = ok;
 	} else if (header_is(line, n, "Last-Modified", &v, &vlen)) {
 		char date[64];
 		time_t t;
@@ -716,6 +732,7 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 		r->resp.len = 0;
 		r->have_etag = false;
 		r->content_length = 0;
+		r->have_total = false;
 		r->s3code[0] = '\0';
 		r->cb_code = 0;
 		errbuf[0] = '\0';
@@ -762,7 +779,7 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 				goto out;
 			}
 		} else if (r->status / 100 == 2) {
-			if (r->data && r->got != r->len) {
+			if (r->data && r->got != r->len && !r->short_ok) {
 				/* A complete answer with fewer bytes than asked for
 				 * (curl checks Content-Length): the range ends past the
 				 * object. */
@@ -883,6 +900,47 @@ s3_get_fd(struct s3_client *c, const char *bucket, const char *key,
     uint64_t off, uint64_t len, int fd, off_t fd_off, ckd_err *e)
 {
 	return get_range(c, bucket, key, off, len, NULL, fd, fd_off, e);
+}
+
+int
+s3_get_first(struct s3_client *c, const char *bucket, const char *key,
+    void *buf, uint64_t cap, uint64_t *got, struct s3_stat *st, ckd_err *e)
+{
+	int rc;
+	if ((rc = check_key(key, e)) != 0)
+		return rc;
+	if (cap == 0 || cap > INT64_MAX)
+		return err_set(e, CKPT_EINVAL, "s3 GET %s/%s: bad length", bucket, key);
+	struct s3_req r = {
+		.method = "GET", .bucket = bucket, .key = key, .data = true,
+		.short_ok = true, .off = 0, .len = cap, .out_buf = buf, .out_fd = -1,
+	};
+	memset(st, 0, sizeof(*st));
+	*got = 0;
+	rc = s3_perform(c, &r, e);
+	if (rc == 0) {
+		/* 206: the size after the '/' of Content-Range; 200 (the
+		 * whole object): its length. */
+		st->size = r.status == 206 && r.have_total ? r.total : r.got;
+		if (r.status == 206 && !r.have_total)
+			rc = err_set(e, CKPT_EPROTO, "s3 GET %s/%s: no object size in "
+			    "the answer", bucket, key);
+		else if (st->size < r.got || (r.got < cap && st->size != r.got))
+			rc = err_set(e, CKPT_EPROTO, "s3 GET %s/%s: %" PRIu64 " bytes of "
+			    "an object of %" PRIu64, bucket, key, r.got, st->size);
+		memcpy(st->etag, r.etag, sizeof(st->etag));
+		st->mtime = r.last_modified;
+		*got = r.got;
+	}
+	req_done(&r);
+	if (rc == CKPT_EINVAL && strcmp(r.s3code, "InvalidRange") == 0) {
+		/* an empty object has no byte 0 */
+		rc = s3_head(c, bucket, key, st, e);
+		if (rc == 0 && st->size != 0)
+			rc = err_set(e, CKPT_EPROTO, "s3 GET %s/%s: byte 0 refused of "
+			    "an object of %" PRIu64 " bytes", bucket, key, st->size);
+	}
+	return rc;
 }
 
 int
@@ -1153,14 +1211,18 @@ s3_mpu_begin(struct s3_client *c, const char *bucket, const char *key,
 	*out = NULL;
 	if ((rc = check_key(key, e)) != 0)
 		return rc;
-	if (nparts == 0 || nparts > S3_MAX_PARTS)
+	if (nparts > S3_MAX_PARTS)
 		return err_set(e, CKPT_EINVAL, "s3: %u parts (1..%d)", nparts, S3_MAX_PARTS);
+	bool open_ended = nparts == 0;
+	if (open_ended)
+		nparts = S3_MAX_PARTS;  /* calloc: untouched room costs no memory */
 	if ((m = calloc(1, sizeof(*m))) == NULL || (m->bucket = strdup(bucket)) == NULL ||
 	    (m->key = strdup(key)) == NULL || (m->etags = calloc(nparts, sizeof(*m->etags))) == NULL) {
 		mpu_free(m);
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	}
 	m->nparts = nparts;
+	m->open_ended = open_ended;
 	struct s3_req r = { .method = "POST", .bucket = bucket, .key = key, .query = "uploads=" };
 	if ((rc = s3_perform(c, &r, e)) != 0)
 		goto out;
@@ -1240,6 +1302,19 @@ s3_mpu_complete(struct s3_client *c, struct s3_mpu *m, ckd_err *e)
 	char *q = NULL, line[160];
 	int rc = 0;
 
+	if (m->open_ended) {
+		/* The parts are 1..the last one uploaded. */
+		unsigned n = m->nparts;
+		while (n > 0 && m->etags[n - 1][0] == '\0')
+			n--;
+		if (n == 0) {
+			rc = err_set(e, CKPT_EINVAL, "s3 complete %s/%s: no part was uploaded",
+			    m->bucket, m->key);
+			goto out;
+		}
+		m->nparts = n;
+		m->open_ended = false;
+	}
 	for (unsigned i = 0; i < m->nparts; i++) {
 		if (m->etags[i][0] == '\0') {
 			rc = err_set(e, CKPT_EINVAL, "s3 complete %s/%s: part %u was not uploaded",

