@@ -51,6 +51,7 @@
 #include "metrics.h"
 #include "s3acl.h"
 #include "save.h"
+#include "tier.h"
 #include "stats.h"
 #include "user.h"
 #include "worker.h"
@@ -94,6 +95,7 @@ static void
 main_stats(struct stats *out, void *arg)
 {
 	struct save_counts sc;
+	struct tier_stats ts;
 
 	(void)arg;
 	memset(out, 0, sizeof *out);
@@ -108,6 +110,12 @@ main_stats(struct stats *out, void *arg)
 	out->saves_committed = sc.committed;
 	out->saves_failed = sc.failed;
 	out->bytes_written = sc.bytes_written;
+	tier_stats(&ts);
+	out->tier_bytes_pending = ts.bytes_pending;
+	out->tier_uploads_inflight = ts.uploads_inflight;
+	out->tier_uploads_queued = ts.uploads_queued;
+	out->tier_uploads_done = ts.uploads_done;
+	out->tier_upload_failures = ts.upload_failures;
 }
 
 static const struct stats_source main_stats_source = { main_stats, NULL };
@@ -926,6 +934,8 @@ main(int argc, char **argv)
 	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0)
 		goto fail;
 	save_init(ix, worker_count(), M.budget);
+	if ((r = tier_init(M.base, M.cfg.local_tier, &e)) != 0)
+		goto fail;
 	if ((r = manager_init(M.base, ix, &main_manager_saves, &e)) != 0 ||
 	    (r = main_coord(&e)) != 0 ||
 	    (r = conn_listen(M.base, M.lfd, &dispatch_handler,
@@ -949,6 +959,7 @@ main(int argc, char **argv)
 	metrics_stop();
 	conn_close_all();
 	worker_shutdown();
+	tier_shutdown();
 	save_shutdown();
 	manager_shutdown();
 	M.coord->shutdown();
