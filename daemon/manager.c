@@ -820,7 +820,8 @@ mgr_open_run(struct task *t)
 	if (tier_wants(ot->canon)) {
 		int lfd;
 
-		if (tier_open_local(ot->canon, ot->dmode, &lfd, &t->err) != 0)
+		if (tier_open_local(ot->canon, ot->dmode, t->cred.uid, &lfd,
+		    &t->err) != 0)
 			goto out;
 		if (!o->read_only && backend_posix.writable(lfd) != 0) {
 			err_errno(&t->err, errno, "cannot write to the local "

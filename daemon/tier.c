@@ -18,12 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "tier.h"
 #include "backend.h"
 #include "log.h"
+#include "s3acl.h"
 #include "store.h"
 #include "worker.h"
 
@@ -95,14 +97,56 @@ tier_wants(const char *root)
 }
 
 int
-tier_open_local(const char *root, mode_t mode, int *fd, ckd_err *e)
+tier_open_local(const char *root, mode_t mode, uid_t uid, int *fd,
+    ckd_err *e)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int r;
 
 	if ((r = tier_local_path(root, path, sizeof path, e)) != 0)
 		return r;
-	return backend_posix.open_root(path, 1, mode, fd, e);
+	if ((r = backend_posix.open_root(path, 1, mode, fd, e)) != 0)
+		return r;
+	if (backend_posix.fstat(*fd, &st) != 0) {
+		r = err_errno(e, errno, "stat %s", path);
+	} else if (st.st_uid != uid && st.st_uid != geteuid()) {
+		r = err_set(e, CKPT_EACCES, "the local tier's directory of %s "
+		    "belongs to uid %u", root, (unsigned)st.st_uid);
+	}
+	if (r != 0)
+		backend_posix.close(*fd);
+	return r;
+}
+
+/* The root a directory of the tier stands for: the inverse of
+ * tier_local_path, and only a name it would give (else -1). */
+static int
+tier_root_of(const char *dname, char *root, size_t len)
+{
+	char again[PATH_MAX], *want;
+	size_t i, o = 0;
+	ckd_err e;
+
+	for (i = 0; dname[i] != '\0'; i++) {
+		unsigned v;
+
+		if (o + 1 >= len)
+			return -1;
+		if (dname[i] != '%') {
+			root[o++] = dname[i];
+			continue;
+		}
+		if (sscanf(dname + i + 1, "%2x", &v) != 1 || v == 0)
+			return -1;
+		root[o++] = (char)v;
+		i += 2;
+	}
+	root[o] = '\0';
+	if (tier_local_path(root, again, sizeof again, &e) != 0)
+		return -1;
+	want = again + strlen(T.dir) + 1;
+	return strcmp(want, dname) == 0 ? 0 : -1;
 }
 
 /* ---- the copy (worker) ------------------------------------------------------------- */
@@ -230,14 +274,14 @@ tier_copy_dir(int ldir, const struct store_backend *rbe, int rdir,
 /* Upload local step name of root into the store: 0 when it is committed
  * there (also when it already was). */
 static int
-tier_upload(const char *root, const char *name, ckd_err *e)
+tier_upload(const char *root, const char *name, uid_t uid, ckd_err *e)
 {
 	const struct store_backend *lbe = &backend_posix, *rbe = NULL;
 	int lroot = -1, lstep = -1, rroot = -1, tmp = -1, r;
 	struct stat st;
 	char *buf = NULL;
 
-	if ((r = tier_open_local(root, 0700, &lroot, e)) != 0)
+	if ((r = tier_open_local(root, 0700, uid, &lroot, e)) != 0)
 		return r;
 	if ((lstep = lbe->open_dir(lroot, name)) < 0) {
 		r = err_errno(e, errno, "opening %s of the local tier", name);
@@ -349,7 +393,7 @@ tier_upload_run(struct task *t)
 {
 	struct tier_task *tt = (struct tier_task *)t;
 
-	(void)tier_upload(tt->root, tt->name, &t->err);
+	(void)tier_upload(tt->root, tt->name, t->cred.uid, &t->err);
 }
 
 static void
@@ -698,12 +742,174 @@ tier_stats(struct tier_stats *out)
 	out->upload_failures = T.failures;
 }
 
+/* ---- start-up: uploads a stopped daemon left ---------------------------------------
+ *
+ * Every directory of the tier that stands for a root (tier_root_of) is
+ * looked at once, as the daemon: the steps committed in it and not in
+ * the store are uploaded as the directory's owner, when that uid is
+ * granted the root (--s3-allow). Steps of roots opened meanwhile are
+ * found by their load as well (tier_add keeps one record). */
+
+struct tier_found {
+	char *root;
+	char name[256];
+	uint64_t step;
+	uid_t uid;
+	gid_t gid;
+};
+
+struct tier_sweep {
+	struct task t;
+	struct tier_found *f;
+	size_t n, cap;
+};
+
+static int
+tier_has_meta(const struct store_backend *be, int dir, const char *name)
+{
+	struct stat st;
+	int sub, ok;
+
+	if ((sub = be->open_dir(dir, name)) < 0)
+		return 0;
+	ok = be->stat(sub, STORE_STEP_METADATA, &st) == 0;
+	be->close(sub);
+	return ok;
+}
+
+static void
+tier_sweep_root(struct tier_sweep *sw, const char *root, int lfd, uid_t uid,
+    gid_t gid)
+{
+	const struct store_backend *lbe = &backend_posix, *rbe = NULL;
+	struct store_list *l;
+	const char *nm;
+	int rfd = -1, k;
+	ckd_err e;
+
+	if ((l = lbe->list_open(lfd, &e)) == NULL)
+		return;
+	while ((k = lbe->list_next(l, &nm)) > 0) {
+		struct tier_found *f;
+		const char *p;
+
+		if (nm[0] == '.' || !lbe->list_is_dir(l) ||
+		    store_ends_with(nm, CKPT_TMP_SUFFIX) ||
+		    !tier_has_meta(lbe, lfd, nm))
+			continue;
+		if (rfd < 0 && store_open_root(root, 0, 0, &rbe, &rfd,
+		    &e) != 0) {
+			log_warn("%s: pending uploads wait for the root's next "
+			    "open: %s", root, e.msg);
+			break;
+		}
+		if (tier_has_meta(rbe, rfd, nm))
+			continue;
+		if (sw->n == sw->cap) {
+			size_t nc = sw->cap ? sw->cap * 2 : 8;
+			struct tier_found *nf = realloc(sw->f, nc * sizeof *nf);
+
+			if (nf == NULL)
+				break;
+			sw->f = nf;
+			sw->cap = nc;
+		}
+		f = &sw->f[sw->n];
+		memset(f, 0, sizeof *f);
+		if ((f->root = strdup(root)) == NULL)
+			break;
+		snprintf(f->name, sizeof f->name, "%s", nm);
+		for (p = nm + strlen(nm); p > nm && p[-1] >= '0' &&
+		    p[-1] <= '9'; p--)
+			;
+		f->step = strtoull(p, NULL, 10);
+		f->uid = uid;
+		f->gid = gid;
+		sw->n++;
+	}
+	lbe->list_close(l);
+	if (rfd >= 0)
+		rbe->close(rfd);
+}
+
+static void
+tier_sweep_run(struct task *t)
+{
+	struct tier_sweep *sw = (struct tier_sweep *)t;
+	const struct store_backend *be = &backend_posix;
+	struct store_list *l;
+	char root[PATH_MAX];
+	const char *nm;
+	int dfd, k;
+
+	if (be->open_root(T.dir, 0, 0, &dfd, &t->err) != 0)
+		return;
+	if ((l = be->list_open(dfd, &t->err)) == NULL) {
+		be->close(dfd);
+		return;
+	}
+	while ((k = be->list_next(l, &nm)) > 0) {
+		struct stat st;
+		ckd_err e;
+		int lfd;
+
+		if (nm[0] == '.' || !be->list_is_dir(l) ||
+		    tier_root_of(nm, root, sizeof root) != 0 ||
+		    !tier_wants(root))
+			continue;
+		if ((lfd = be->open_dir(dfd, nm)) < 0)
+			continue;
+		if (be->fstat(lfd, &st) != 0) {
+			be->close(lfd);
+			continue;
+		}
+		if (s3acl_check(root, st.st_uid, &e) != 0)
+			log_warn("%s/%s: not uploaded: %s", T.dir, nm, e.msg);
+		else
+			tier_sweep_root(sw, root, lfd, st.st_uid, st.st_gid);
+		be->close(lfd);
+	}
+	be->list_close(l);
+	be->close(dfd);
+}
+
+static void
+tier_sweep_done(struct task *t)
+{
+	struct tier_sweep *sw = (struct tier_sweep *)t;
+	size_t i;
+
+	if (t->err.code != 0)
+		log_warn("local tier %s: %s", T.dir, t->err.msg);
+	for (i = 0; i < sw->n; i++) {
+		struct tier_found *f = &sw->f[i];
+		struct peer_cred cred;
+		struct index_step rec;
+
+		memset(&cred, 0, sizeof cred);
+		cred.uid = f->uid;
+		cred.gid = f->gid;
+		memset(&rec, 0, sizeof rec);
+		rec.step = f->step;
+		snprintf(rec.name, sizeof rec.name, "%s", f->name);
+		if (T.on && tier_find(f->root, f->name) == NULL &&
+		    tier_add(f->root, &rec, TIER_LOCAL, &cred, 0) != NULL)
+			log_info("%s/%s: committed locally, not in the store: "
+			    "uploading it", f->root, f->name);
+		free(f->root);
+	}
+	free(sw->f);
+	free(sw);
+	tier_kick();
+}
+
 /* ---- start-up ------------------------------------------------------------------- */
 
 int
 tier_init(struct event_base *base, const char *dir, ckd_err *e)
 {
 	struct timeval tv = { 5, 0 };
+	struct tier_sweep *sw;
 	int fd, r;
 
 	if (dir == NULL || dir[0] == '\0')
@@ -725,6 +931,12 @@ tier_init(struct event_base *base, const char *dir, ckd_err *e)
 		return err_set(e, CKPT_ENOMEM, "tier timer");
 	T.on = 1;
 	log_info("local tier in %s", T.dir);
+	if ((sw = task_new(sizeof *sw, tier_sweep_run, tier_sweep_done, NULL,
+	    0)) != NULL)
+		worker_submit(&sw->t);
+	else
+		log_warn("local tier: out of memory; pending uploads wait for "
+		    "their root's next open");
 	return 0;
 }
 

@@ -47,8 +47,11 @@ void tier_shutdown(void);
 int tier_wants(const char *root);
 
 /* Worker: open the local directory of root (DIR/<escaped root>), creating
- * it with mode when absent; *fd is a posix backend handle. */
-int tier_open_local(const char *root, mode_t mode, int *fd, ckd_err *e);
+ * it with mode when absent; *fd is a posix backend handle. A directory
+ * another uid than uid (or the daemon's) owns is refused (CKPT_EACCES):
+ * nobody plants steps to be uploaded in another's name. */
+int tier_open_local(const char *root, mode_t mode, uid_t uid, int *fd,
+    ckd_err *e);
 
 /* Loop: step rec of root committed locally; queue its upload, run later
  * as cred on lane. */
