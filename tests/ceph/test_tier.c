@@ -5,7 +5,7 @@
  * in `ckptctl steps` and in /metrics); a restore with the local tier
  * wiped reads the store, bit for bit; a corrupted local file makes the
  * restore fall back to the store; a daemon SIGKILLed during an upload
- * resumes it after its restart; retention removes both copies; a step of
+ * resumes it after its restart (no manager opening the root); retention removes both copies; a step of
  * 4 ranks goes through the tier.
  */
 #include <inttypes.h>
@@ -189,6 +189,12 @@ upload_failed(const void *arg)
 	(void)arg;
 	metrics(mt, sizeof mt);
 	return metric(mt, "ckptd_tier_upload_failures_total") >= 1;
+}
+
+static int
+has_key(const void *key)
+{
+	return s3peek_has(key);
 }
 
 static char *
@@ -390,13 +396,17 @@ kill_during_upload(void)
 	ok(hx_kill9_restart(&d) == 0, "ckptd SIGKILLed and started again");
 	ok(!s3peek_has("run/3/_CHECKPOINT_METADATA"),
 	    "step 3 is not committed in the store");
+	/* No manager opens the root: the daemon finds the upload at its
+	 * start. */
+	ok(wait_for(has_key, "run/3/_CHECKPOINT_METADATA", 120),
+	    "the upload resumed after the restart and step 3 is in the "
+	    "bucket");
 	if (hx_connect(&d, &c) != 0)
 		bail_out("connect");
 	if (!ok_call(ckpt_manager_open(c, ROOT, NULL, &m), c,
 	    "open after the restart"))
 		return;
-	ok(wait_for(is_uploaded, &u, 120), "the upload resumed and ended");
-	ok(s3peek_has("run/3/_CHECKPOINT_METADATA"), "step 3 in the bucket");
+	ok(wait_for(is_uploaded, &u, 60), "listed as uploaded");
 	log = hx_read_file(d.log, NULL);
 	ok(log != NULL && strstr(log, "not in the store: uploading it") !=
 	    NULL, "the daemon says it resumed the upload");
