@@ -143,6 +143,7 @@ main_set_budget(uint64_t budget)
 static const struct manager_saves main_manager_saves = {
 	.pending_step = save_pending_step,
 	.latest_pending = save_latest_pending,
+	.pending_steps = save_pending_steps,
 };
 
 static const struct config_hooks main_config_hooks = {

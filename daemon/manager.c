@@ -1180,17 +1180,29 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 	struct root *r = m->r;
 	Ckpt__StepInfo *infos = NULL, **ptrs = NULL;
 	struct policy_step *ps = NULL;
-	size_t i, k = 0, n = 0;
+	uint64_t *pend = NULL;
+	size_t i, k = 0, n = 0, np, cap;
 	int pass;
 	long best;
 
-	if (r->nsteps > 0 &&
-	    ((infos = calloc(r->nsteps, sizeof *infos)) == NULL ||
-	    (ptrs = calloc(r->nsteps, sizeof *ptrs)) == NULL)) {
+	/* Saves in flight too: a client that lost its connection (the
+	 * daemon still running) waits for them instead of sending them
+	 * again. */
+	np = mgr.saves.pending_steps(r, NULL, 0);
+	if (np > 0 && (pend = calloc(np, sizeof *pend)) == NULL) {
 		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
 		goto out;
 	}
-	/* Committed ascending, then failed ascending. */
+	if (np > 0)
+		np = mgr.saves.pending_steps(r, pend, np);
+	cap = r->nsteps + np;
+	if (cap > 0 &&
+	    ((infos = calloc(cap, sizeof *infos)) == NULL ||
+	    (ptrs = calloc(cap, sizeof *ptrs)) == NULL)) {
+		conn_reply_error(c, id, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Committed ascending, then failed ascending, then pending. */
 	for (pass = 0; pass < 2; pass++) {
 		for (i = 0; i < r->nsteps; i++) {
 			const struct index_step *s = &r->steps[i];
@@ -1231,6 +1243,20 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 			k++;
 		}
 	}
+	for (i = 0; i < np && k < cap; i++) {
+		Ckpt__StepInfo *si = &infos[k];
+		long at = root_find_step(r, pend[i]);
+
+		if (at >= 0 && r->steps[at].state == INDEX_COMMITTED)
+			continue;       /* committed, not yet off the list */
+		ckpt__step_info__init(si);
+		si->has_step = 1;
+		si->step = pend[i];
+		si->has_state = 1;
+		si->state = CKPT__STEP_STATE__STEP_PENDING;
+		ptrs[k] = si;
+		k++;
+	}
 	lr.n_steps = k;
 	lr.steps = ptrs;
 	lr.has_latest = 1;
@@ -1252,6 +1278,7 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 	conn_reply(c, &resp, NULL, 0);
 out:
 	free(ps);
+	free(pend);
 	free(infos);
 	free(ptrs);
 }

@@ -99,6 +99,9 @@ struct manager_saves {
 	int (*pending_step)(const struct root *r, uint64_t step);
 	/* Highest pending step of r, or -1. */
 	int64_t (*latest_pending)(const struct root *r);
+	/* The distinct pending steps of r, at most cap into v; returns how
+	 * many there are. */
+	size_t (*pending_steps)(const struct root *r, uint64_t *v, size_t cap);
 };
 
 /* Start-up: the roots (root_init), the step transactions (steptx_init),

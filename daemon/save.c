@@ -250,6 +250,28 @@ save_latest_pending(const struct root *r)
 	return best;
 }
 
+size_t
+save_pending_steps(const struct root *r, uint64_t *v, size_t cap)
+{
+	const struct save *s, *t;
+	size_t n = 0;
+
+	for (s = SQ.saves; s != NULL; s = s->next) {
+		if (s->r != r)
+			continue;
+		/* the parts of one distributed step count once */
+		for (t = SQ.saves; t != s; t = t->next)
+			if (t->r == r && t->step == s->step)
+				break;
+		if (t != s)
+			continue;
+		if (n < cap)
+			v[n] = s->step;
+		n++;
+	}
+	return n;
+}
+
 static void
 save_free(struct save *s)
 {

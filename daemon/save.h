@@ -98,6 +98,9 @@ void save_stats(struct save_counts *out);
 int save_pending_step(const struct root *r, uint64_t step);
 /* Highest pending step of r, or -1. */
 int64_t save_latest_pending(const struct root *r);
+/* The distinct steps with a queued or running save on r, at most cap of
+ * them into v; returns how many there are (may exceed cap). */
+size_t save_pending_steps(const struct root *r, uint64_t *v, size_t cap);
 /* ckptd stops: distributed steps still missing parts fail now; cb is
  * called once no save is pending (at once if none). */
 void save_on_idle(void (*cb)(void *arg), void *arg);

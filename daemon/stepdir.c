@@ -93,14 +93,22 @@ remove_tmp_leftover(const struct store_backend *be, int dirfd, const char *tmp,
     ckd_err *e)
 {
 	struct timespec ts = { 0, STORE_BEGIN_POLL_MS * 1000000L };
+	ckd_err te;
 	int r, waited;
 
+	/* Each attempt reports into te: the error of an attempt that a
+	 * later one overcame must not reach the save (it would fail a save
+	 * that went on well, with a stale "belongs to a save" message). */
 	for (waited = 0;; waited += STORE_BEGIN_POLL_MS) {
-		r = remove_unowned(be, dirfd, tmp, e);
+		memset(&te, 0, sizeof te);
+		r = remove_unowned(be, dirfd, tmp, &te);
 		if (r != CKPT_EBUSY || waited >= STORE_BEGIN_WAIT_MS)
-			return r;
+			break;
 		nanosleep(&ts, NULL);
 	}
+	if (r != 0 && e != NULL)
+		*e = te;
+	return r;
 }
 
 int
@@ -109,6 +117,7 @@ store_begin(const struct store_backend *be, int rootfd, const char *name,
 {
 	char tmp[300];
 	struct stat st;
+	ckd_err te;
 	int r, fd, tries;
 
 	if ((r = tmp_name(name, tmp, sizeof(tmp), e)) != 0)
@@ -124,9 +133,12 @@ store_begin(const struct store_backend *be, int rootfd, const char *name,
 	for (tries = 0; tries < 8; tries++) {
 		if ((r = remove_tmp_leftover(be, rootfd, tmp, e)) != 0)
 			return r;
-		if ((r = be->mkdir(rootfd, tmp, dirmode, &fd, e)) != 0) {
+		memset(&te, 0, sizeof te);
+		if ((r = be->mkdir(rootfd, tmp, dirmode, &fd, &te)) != 0) {
 			if (r == CKPT_EEXIST)
-				continue;
+				continue;       /* taken meanwhile: not an error */
+			if (e != NULL)
+				*e = te;
 			return r;
 		}
 		if (be->lock(fd) == 1 && be->same(rootfd, tmp, fd)) {

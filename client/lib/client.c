@@ -747,8 +747,9 @@ resend_save(ckpt_client *c, int fd, struct ckpt_manager *m,
 	}
 	if (resp->code != 0 || resp->body_case != CKPT__RESPONSE__BODY_SAVE ||
 	    !resp->save->saved) {
-		snprintf(msg, sizeof msg, "ckptd restarted before step %llu "
-		    "was committed, and sending it again failed: %s",
+		snprintf(msg, sizeof msg, "the connection to ckptd broke "
+		    "before step %llu was committed, and sending it again "
+		    "failed: %s",
 		    (unsigned long long)s->step, resp->code != 0 ?
 		    resp_msg(resp) : "the daemon did not take it");
 		pthread_mutex_lock(&c->lock);

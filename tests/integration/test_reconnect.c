@@ -10,8 +10,11 @@
  * byte. Then: a save cut off by SIGKILL while the daemon writes it is
  * sent again from the staging buffer and commits; and when the daemon
  * stays away the client gives up after its limit with CKPT_ECONN and a
- * message that says so.
+ * message that says so. And when only the connection breaks (the daemon
+ * lives on and is still writing the save), the client waits for that save
+ * instead of sending it again.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -354,6 +357,88 @@ static void found_committed_after_kill(void)
 		free(bufs[i]);
 }
 
+/* Shut down every connection of this process to the daemon's socket (as a
+ * broken connection looks to the client): how many were cut. */
+static int cut_connections(void)
+{
+	struct sockaddr_un sa;
+	struct dirent *de;
+	socklen_t len;
+	DIR *dir;
+	int fd, n = 0;
+
+	if ((dir = opendir("/proc/self/fd")) == NULL)
+		return -1;
+	while ((de = readdir(dir)) != NULL) {
+		fd = atoi(de->d_name);
+		if (de->d_name[0] == '.' || fd == dirfd(dir))
+			continue;
+		len = sizeof sa;
+		memset(&sa, 0, sizeof sa);
+		if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0 ||
+		    sa.sun_family != AF_UNIX || strcmp(sa.sun_path, d.sock) != 0)
+			continue;
+		if (shutdown(fd, SHUT_RDWR) == 0)
+			n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+/*
+ * The connection breaks while the same daemon writes a save: the daemon
+ * lists the step as pending, and the client waits for it and finds it
+ * committed. Sending it again would collide with the save in progress
+ * (its tmp dir is locked) or with its commit ("already exists").
+ */
+static void connection_breaks_daemon_lives(void)
+{
+	char dir[HX_PATH], tmp[HX_PATH];
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	ckpt_client_info before, after;
+	size_t bytes = 64u << 20;
+	void *bufs[LEAVES];
+	pid_t pid = d.pid;
+	int64_t t0;
+	int i, seen = 0, cut;
+
+	hx_path(&d, dir, "cut");
+	hx_path(&d, tmp, "cut/3.ckptd-tmp");
+	for (i = 0; i < LEAVES; i++)
+		bufs[i] = malloc(bytes);
+	if (hx_connect(&d, &c) != 0 ||
+	    !ok_call(ckpt_manager_open(c, dir, NULL, &m), c, "open"))
+		bail_out("cannot open");
+	ckpt_client_info_get(c, &before);
+	ok_call(save_step(m, 3, bufs, bytes), c, "save of 128 MiB accepted");
+	t0 = hx_now_ms();
+	while (hx_now_ms() - t0 < 20000 && !(seen = hx_exists(tmp)))
+		usleep(200);
+	cut = cut_connections();
+	is_int(cut, 1, "the client's connection is cut (the daemon lives)");
+	diag("cut with the step %s", seen ? "being written" : "not seen in "
+	    "progress");
+	ok_call(ckpt_wait_until_finished(m), c, "the save completes");
+	ok(step_intact(m, 3, bytes), "the step restores byte for byte");
+	ok(!hx_exists(tmp), "no tmp dir of it is left");
+	ckpt_client_info_get(c, &after);
+	ok(after.reconnects > before.reconnects, "the client reconnected");
+	is_int(after.saves_failed - before.saves_failed, 0, "no save lost");
+	if (seen)
+		is_int(after.saves_resent - before.saves_resent, 0, "the save "
+		    "in progress was waited for, not sent again");
+	else
+		is_int(after.saves_resent + after.saves_found_committed -
+		    before.saves_resent - before.saves_found_committed, 1,
+		    "the save was sent again or found committed");
+	is_int(d.pid, pid, "the daemon is the same one");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	for (i = 0; i < LEAVES; i++)
+		free(bufs[i]);
+}
+
 /* A manager the new daemon cannot open again (its root moved away while
  * ckptd was down) fails with the reason, and works again once the root
  * is back: the client re-opens it on the next call. */
@@ -501,6 +586,7 @@ int main(void)
 	restarts_under_a_trainer();
 	resend_after_kill();
 	found_committed_after_kill();
+	connection_breaks_daemon_lives();
 	reopen_fails_then_recovers();
 	silent_listener();
 	disconnect_while_reconnecting();

@@ -44,6 +44,15 @@ class RestartableDaemon:
         self.proc.wait(60)
         self.start()
 
+    def log_tail(self, n=40):
+        """The end of the daemons' log, for a failure's message."""
+        try:
+            with open(os.path.join(self.base, 'ckptd.log'), 'rb') as f:
+                lines = f.read().decode(errors='replace').splitlines()
+        except OSError as e:
+            return 'no ckptd log: %s' % e
+        return '\n'.join(['ckptd log:'] + lines[-n:])
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -99,7 +108,7 @@ def test_torch_trainer_rides_out_restarts(ocp, private_daemon, tmp_path):
     rc = p.wait(300)
     reader.join()
     ereader.join()
-    assert rc == 0, ''.join(err)
+    assert rc == 0, ''.join(err) + d.log_tail()
     assert len(restarts) == 4, (restarts, saved())
     out = ''.join(lines)
     assert 'resumed' not in out, out          # never restarted itself

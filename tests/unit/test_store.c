@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -1837,6 +1839,44 @@ test_begin_commit_abort(void **state)
 	close(tfd);
 	assert_int_equal(store_begin(be, f->dfd, "8", 0755, &tfd2, &e), 0);
 	close(tfd2);
+
+	/* a collector holding a crash's leftover while it removes it (the
+	 * start-up sweep racing a client that sends the interrupted step
+	 * again): the begin waits, then succeeds, and the busy attempts
+	 * leave no error behind (a task's error is what fails a save) */
+	{
+		struct timespec ms50 = { 0, 50 * 1000000L };
+		int pfd[2], lfd, status;
+		pid_t pid;
+		char c;
+
+		assert_int_equal(mkdirat(f->dfd, "10" CKPT_TMP_SUFFIX, 0755),
+		    0);
+		assert_int_equal(pipe(pfd), 0);
+		if ((pid = fork()) == 0) {
+			lfd = openat(f->dfd, "10" CKPT_TMP_SUFFIX, O_RDONLY |
+			    O_DIRECTORY);
+			if (lfd < 0 || flock(lfd, LOCK_EX) != 0 ||
+			    write(pfd[1], "x", 1) != 1)
+				_exit(1);
+			nanosleep(&ms50, NULL);
+			_exit(unlinkat(f->dfd, "10" CKPT_TMP_SUFFIX,
+			    AT_REMOVEDIR) == 0 ? 0 : 1);
+		}
+		assert_true(pid > 0);
+		close(pfd[1]);
+		assert_int_equal(read(pfd[0], &c, 1), 1);   /* it holds it */
+		close(pfd[0]);
+		memset(&e, 0, sizeof(e));
+		assert_int_equal(store_begin(be, f->dfd, "10", 0755, &tfd, &e),
+		    0);
+		assert_int_equal(e.code, 0);
+		assert_string_equal(e.msg, "");
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		assert_true(exists_at(f->dfd, "10" CKPT_TMP_SUFFIX));
+		close(tfd);
+	}
 
 	/* bad names */
 	assert_int_equal(store_begin(be, f->dfd, "a/b", 0755, &tfd, &e),
