@@ -453,6 +453,35 @@ retention_both(float *w)
 	ckpt_disconnect(c);
 }
 
+/* A directory of the tier another user made for a root: refused, named. */
+static void
+foreign_directory(void)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	char path[HX_PATH];
+	uid_t uid;
+	gid_t gid;
+	int r;
+
+	if (getuid() != 0 || hx_ensure_user("ckpttest", &uid, &gid) != 0) {
+		tap_skip("needs root and a second user");
+		tap_skip("needs root and a second user");
+		return;
+	}
+	if (snprintf(path, sizeof path, "%s/s3%%3A%%2F%%2F%s%%2Fother", tier,
+	    BUCKET) >= (int)sizeof path || mkdir(path, 0777) != 0 ||
+	    chown(path, uid, gid) != 0)
+		bail_out("%s", path);
+	if (hx_connect(&d, &c) != 0)
+		bail_out("connect");
+	r = ckpt_manager_open(c, "s3://" BUCKET "/other", NULL, &m);
+	is_int(r, CKPT_EACCES, "a tier directory of another uid is refused");
+	has(ckpt_client_errmsg(c), "belongs to uid", "saying whose it is");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+}
+
 /* ---- 4 ranks ---------------------------------------------------------------- */
 
 #define RANKS 4
@@ -601,6 +630,7 @@ main(void)
 	corrupt_local_falls_back(w);
 	kill_during_upload();
 	retention_both(w);
+	foreign_directory();
 	distributed_step();
 	hx_cleanup(&d);
 	s3peek_done();
