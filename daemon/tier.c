@@ -274,7 +274,8 @@ tier_copy_dir(int ldir, const struct store_backend *rbe, int rdir,
 /* Upload local step name of root into the store: 0 when it is committed
  * there (also when it already was). */
 static int
-tier_upload(const char *root, const char *name, uid_t uid, ckd_err *e)
+tier_upload(const char *root, const char *name, uid_t uid, int *gone,
+    ckd_err *e)
 {
 	const struct store_backend *lbe = &backend_posix, *rbe = NULL;
 	int lroot = -1, lstep = -1, rroot = -1, tmp = -1, r;
@@ -284,6 +285,7 @@ tier_upload(const char *root, const char *name, uid_t uid, ckd_err *e)
 	if ((r = tier_open_local(root, 0700, uid, &lroot, e)) != 0)
 		return r;
 	if ((lstep = lbe->open_dir(lroot, name)) < 0) {
+		*gone = errno == ENOENT;
 		r = err_errno(e, errno, "opening %s of the local tier", name);
 		goto out;
 	}
@@ -357,6 +359,7 @@ struct tier_task {
 	char *root;
 	char name[256];
 	int64_t start_ns;
+	int gone;                       /* the local step is no more */
 };
 
 static void tier_kick(void);
@@ -393,7 +396,8 @@ tier_upload_run(struct task *t)
 {
 	struct tier_task *tt = (struct tier_task *)t;
 
-	(void)tier_upload(tt->root, tt->name, t->cred.uid, &t->err);
+	(void)tier_upload(tt->root, tt->name, t->cred.uid, &tt->gone,
+	    &t->err);
 }
 
 static void
@@ -438,6 +442,11 @@ tier_upload_done(struct task *t)
 			snprintf(u->name, sizeof u->name, "%s", ts->name);
 			worker_submit(&u->t);
 		}
+		tier_step_free(ts);
+	} else if (tt->gone) {
+		/* Removed behind the daemon's back: nothing to upload. */
+		log_warn("%s/%s: not uploaded: %s", ts->root, ts->name,
+		    t->err.msg);
 		tier_step_free(ts);
 	} else if (t->err.code == 0) {
 		ts->state = TIER_UPLOADED;
@@ -517,10 +526,11 @@ tier_kick(void)
 			continue;
 		if (tier_root_busy(ts->root))
 			continue;
-		/* An older step of the root waiting: it goes first. */
+		/* An older step of the root waiting goes first (one whose
+		 * upload failed waits for its retry and holds none back). */
 		for (o = T.steps; o != ts; o = o->next)
 			older |= !o->deleted && strcmp(o->root, ts->root) == 0 &&
-			    (o->state == TIER_LOCAL || o->state == TIER_FAILED);
+			    o->state == TIER_LOCAL;
 		if (older)
 			continue;
 		tier_start(ts);
