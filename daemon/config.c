@@ -140,6 +140,10 @@ const struct config_def config_defs[] = {
 	  "this long after its daemon dies (default 10)" },
 	{ "etcd-timeout", 0, CONFIG_UINT, CFG_FIELD(etcd_timeout), 100,
 	  600000, NULL, "MS", "bound of one etcd request (default 5000)" },
+	{ "local-tier", 0, CONFIG_PATH, CFG_FIELD(local_tier), 0, 0, NULL,
+	  "DIR", "commit saves to s3:// roots in DIR first (one directory "
+	  "per root) and upload them in the background; restores prefer "
+	  "the verified local copy (default: none)" },
 	{ "s3-allow", 0, CONFIG_LIST, CFG_FIELD(s3_allow), 0, 0, NULL,
 	  "USER:s3://BUCKET[/PREFIX]", "let USER (a name or uid) use s3:// "
 	  "roots inside this prefix (whole path components); repeatable; "

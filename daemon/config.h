@@ -56,6 +56,7 @@ struct config {
 	unsigned etcd_timeout;          /* ms; 0: 5000 */
 	/* USER:s3://bucket[/prefix] grants, blank-separated (s3acl.h) */
 	char s3_allow[PATH_MAX];
+	char local_tier[PATH_MAX];      /* --local-tier DIR, "" none */
 	uint64_t set;                   /* bit i: table entry i was given */
 };
 

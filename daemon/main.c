@@ -51,6 +51,7 @@
 #include "metrics.h"
 #include "s3acl.h"
 #include "save.h"
+#include "tier.h"
 #include "stats.h"
 #include "user.h"
 #include "worker.h"
@@ -94,6 +95,7 @@ static void
 main_stats(struct stats *out, void *arg)
 {
 	struct save_counts sc;
+	struct tier_stats ts;
 
 	(void)arg;
 	memset(out, 0, sizeof *out);
@@ -110,6 +112,12 @@ main_stats(struct stats *out, void *arg)
 	out->bytes_written = sc.bytes_written;
 	if (M.coord != NULL)
 		M.coord->status(out->coordination, sizeof out->coordination);
+	tier_stats(&ts);
+	out->tier_bytes_pending = ts.bytes_pending;
+	out->tier_uploads_inflight = ts.uploads_inflight;
+	out->tier_uploads_queued = ts.uploads_queued;
+	out->tier_uploads_done = ts.uploads_done;
+	out->tier_upload_failures = ts.upload_failures;
 }
 
 static const struct stats_source main_stats_source = { main_stats, NULL };
@@ -929,6 +937,8 @@ main(int argc, char **argv)
 	    (r = worker_init(M.base, M.cfg.workers, &e)) != 0)
 		goto fail;
 	save_init(ix, worker_count(), M.budget);
+	if ((r = tier_init(M.base, M.cfg.local_tier, &e)) != 0)
+		goto fail;
 	/* The coordination first: with etcd, it finishes the commits left
 	 * half done before the roots' sweep takes their tmp dirs for
 	 * interrupted saves. */
@@ -955,6 +965,7 @@ main(int argc, char **argv)
 	metrics_stop();
 	conn_close_all();
 	worker_shutdown();
+	tier_shutdown();
 	save_shutdown();
 	manager_shutdown();
 	M.coord->shutdown();

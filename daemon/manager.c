@@ -34,6 +34,7 @@
 #include "preempt.h"
 #include "s3acl.h"
 #include "savecheck.h"
+#include "tier.h"
 
 /* An OpenManager waiting for its root to finish loading. */
 struct opener {
@@ -483,6 +484,7 @@ struct load_task {
 	struct index_step *steps;
 	size_t nsteps;
 	size_t ninterrupted;            /* found in this load */
+	struct tier_pending *tier;      /* a tier's uploads to resume */
 };
 
 /* Records of the saves a crash interrupted (leftover tmp dirs of this
@@ -532,6 +534,43 @@ mgr_step_cmp(const void *a, const void *b)
 	return x->step < y->step ? -1 : x->step > y->step;
 }
 
+/* A root with a local tier (tier.h): its steps are the local ones and
+ * the store's; the local ones the store lacks are uploads to resume. The
+ * store out of reach leaves the local steps listed (logged). */
+static int
+mgr_load_store(struct root *r, const struct index_step *known, size_t nknown,
+    struct index_step **found, size_t *nfound, struct tier_pending **p,
+    ckd_err *e)
+{
+	const struct store_backend *rbe;
+	struct index_step *rf = NULL;
+	size_t nrf = 0;
+	ckd_err se;
+	int rfd;
+
+	if (store_open_root(r->path, 0, 0, &rbe, &rfd, &se) != 0) {
+		log_warn("%s: the store is out of reach, listing the local "
+		    "tier only: %s", r->path, se.msg);
+		return 0;
+	}
+	if (store_collect_leftovers(rbe, rfd, &r->nm, 0, NULL, NULL,
+	    &se) != 0)
+		log_warn("collecting leftovers in %s: %s", r->path, se.msg);
+	if (root_scan_disk(rbe, rfd, &r->nm, known, nknown, &rf, &nrf, NULL,
+	    &se) != 0) {
+		log_warn("%s: listing the store: %s", r->path, se.msg);
+		rbe->close(rfd);
+		return 0;
+	}
+	rbe->close(rfd);
+	if (tier_merge(found, nfound, rf, nrf, p, e) != 0) {
+		index_steps_free(rf, nrf);
+		return e->code;
+	}
+	free(rf);
+	return 0;
+}
+
 static void
 mgr_load_run(struct task *t)
 {
@@ -561,6 +600,9 @@ mgr_load_run(struct task *t)
 	}
 	if (root_scan_disk(r->be, fd, &r->nm, known, nknown, &found, &nfound,
 	    NULL, &t->err) != 0)
+		goto out;
+	if (r->tiered && mgr_load_store(r, known, nknown, &found, &nfound,
+	    &lt->tier, &t->err) != 0)
 		goto out;
 	/* A daemon killed between a commit's rename and its root fsync left
 	 * a step whose name is not durable yet: make it so before the step
@@ -622,6 +664,10 @@ mgr_load_done(struct task *t)
 	struct opener *op, *next;
 	size_t i;
 
+	if (r->tiered && t->err.code == 0)
+		tier_resume(r->path, lt->tier, &t->cred, t->lane);
+	else
+		tier_pending_free(lt->tier);
 	if (t->err.code == 0) {
 		root_add_interrupted(lt->ninterrupted);
 		for (i = 0; i < lt->nsteps; i++) {
@@ -680,6 +726,7 @@ struct open_task {
 	char canon[PATH_MAX];
 	int absent;                     /* read-only, no such directory */
 	struct manager *attach;         /* a rootless manager's reload, ref'd */
+	int tiered;                     /* fd is the root's local tier */
 };
 
 static mode_t
@@ -766,6 +813,26 @@ mgr_open_run(struct task *t)
 		if (r == 0 && store_fsync_dir(be, mfd, &t->err) == 0)
 			(void)store_fsync_dir(be, fd, &t->err);
 		be->close(mfd);
+	}
+	/* A local tier keeps the root's steps (tier.h): the root's files are
+	 * the tier's directory, the store is reached by name. Its identity
+	 * stays the store's (ot->st). */
+	if (tier_wants(ot->canon)) {
+		int lfd;
+
+		if (tier_open_local(ot->canon, ot->dmode, t->cred.uid, &lfd,
+		    &t->err) != 0)
+			goto out;
+		if (!o->read_only && backend_posix.writable(lfd) != 0) {
+			err_errno(&t->err, errno, "cannot write to the local "
+			    "tier of %s", ot->canon);
+			backend_posix.close(lfd);
+			goto out;
+		}
+		be->close(fd);
+		fd = lfd;
+		be = ot->be = &backend_posix;
+		ot->tiered = 1;
 	}
 out:
 	/* On success the fd identifies the root (mgr_open_done). */
@@ -960,6 +1027,8 @@ mgr_open_done(struct task *t)
 
 		r = root_new(ot->canon, &nm, ot->be, ot->fd, &ot->st);
 		ot->fd = -1;
+		if (r != NULL)
+			r->tiered = ot->tiered;
 		if (r == NULL ||
 		    (lt = task_new(sizeof *lt, mgr_load_run,
 		    mgr_load_done, conn_peer(op->c), conn_id(op->c))) == NULL) {
@@ -1161,6 +1230,15 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 			si->metrics_json = s->metrics_json;
 			si->error = s->error;
 			si->name = (char *)s->name;
+			if (r->tiered && s->state == INDEX_COMMITTED) {
+				const char *err;
+				enum tier_state ts = tier_state_of(r->path,
+				    s->name, &err);
+
+				si->upload = (char *)tier_state_name(ts);
+				if (ts == TIER_FAILED)
+					si->upload_error = (char *)err;
+			}
 			ptrs[k] = si;
 			k++;
 		}

@@ -238,6 +238,19 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	    st.saves_interrupted);
 	metrics_put(b, "ckptd_bytes_written_total", "counter",
 	    "Checkpoint bytes written.", st.bytes_written);
+	metrics_put(b, "ckptd_tier_bytes_pending", "gauge",
+	    "Bytes of steps committed in the local tier, not uploaded yet.",
+	    st.tier_bytes_pending);
+	metrics_put(b, "ckptd_tier_uploads_inflight", "gauge",
+	    "Uploads of the local tier running.", st.tier_uploads_inflight);
+	metrics_put(b, "ckptd_tier_uploads_queued", "gauge",
+	    "Uploads of the local tier waiting (or failed, to be retried).",
+	    st.tier_uploads_queued);
+	metrics_put(b, "ckptd_tier_uploads_total", "counter",
+	    "Steps of the local tier uploaded.", st.tier_uploads_done);
+	metrics_put(b, "ckptd_tier_upload_failures_total", "counter",
+	    "Uploads of the local tier that failed (each try).",
+	    st.tier_upload_failures);
 	metrics_put(b, "ckptd_staging_bytes", "gauge",
 	    "Staging memory held by accepted saves.", st.staging_bytes);
 	metrics_put(b, "ckptd_memory_budget_bytes", "gauge",

@@ -42,6 +42,10 @@ struct rs_task {
 	struct root *r;                 /* referenced */
 	char *path;                     /* root directory (owned) */
 	int elsewhere;                  /* path is not r's directory */
+	/* r is kept in a local tier (tier.h): r's directory is the local
+	 * copy, path names the store (opened as elsewhere when the local
+	 * copy will not do). */
+	int tiered;
 	/* The backend of the root read: r's, or the one path calls for
 	 * (set by rs_open_root on the worker). */
 	const struct store_backend *be;
@@ -368,7 +372,7 @@ out:
 }
 
 static void
-rs_restore_run(struct task *t)
+rs_restore_from(struct task *t)
 {
 	struct rs_task *rt = (struct rs_task *)t;
 	Ckpt__Restore *rq = rt->req->restore;
@@ -485,6 +489,66 @@ out:
 }
 
 static void
+rs_local_problem(void *arg, const char *tensor, const char *msg)
+{
+	char *why = arg;
+
+	if (why[0] == '\0')
+		snprintf(why, CKPT_ERRLEN, "tensor %s: %s", tensor, msg);
+}
+
+/* Every array of the items restored from the local tier matches its
+ * checksum (why says which did not). */
+static int
+rs_local_verified(struct rs_task *rt, char *why)
+{
+	size_t i;
+	ckd_err e;
+	int r;
+
+	for (i = 0; i < rt->nitems; i++) {
+		if (rt->mine[i] || rt->metadata_only)
+			continue;
+		r = store_verify_item(rt->be, rt->items[i], rt->fds,
+		    rs_local_problem, why, &e);
+		if (r != 0 && why[0] == '\0')
+			snprintf(why, CKPT_ERRLEN, "%s", e.msg);
+		if (r != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static void
+rs_restore_run(struct task *t)
+{
+	struct rs_task *rt = (struct rs_task *)t;
+	char why[CKPT_ERRLEN] = "";
+	size_t i;
+
+	if (rt->tiered && !rt->elsewhere) {
+		/* The local copy when it is there and every checksum
+		 * matches; else the store's. */
+		rs_restore_from(t);
+		if (t->err.code == 0 && rs_local_verified(rt, why))
+			return;
+		log_info("%s step %" PRIu64 ": restoring from the store, the "
+		    "local copy will not do: %s", rt->path, rt->step,
+		    t->err.code != 0 ? t->err.msg : why);
+		rs_items_free(rt);
+		for (i = 0; i < rt->nfds; i++)
+			rt->be->close(rt->fds[i]);
+		rt->nfds = 0;
+		free(rt->step_dir);
+		free(rt->meta_json);
+		rt->step_dir = rt->meta_json = NULL;
+		memset(&t->err, 0, sizeof t->err);
+		rt->elsewhere = 1;
+	}
+	rs_restore_from(t);
+}
+
+static void
 rs_restore_done(struct task *t)
 {
 	struct rs_task *rt = (struct rs_task *)t;
@@ -533,9 +597,20 @@ rs_metadata_run(struct task *t)
 
 	if (rs_open_root(rt, &rootfd, &t->err) != 0)
 		return;
+	if (rt->tiered && !rt->elsewhere && (!rt->has_step ||
+	    rs_open_step(rt, rootfd, rt->step, name, sizeof name, &fd,
+	    &t->err) != 0)) {
+		/* The root's metadata, or a step with no local copy: the
+		 * store's. */
+		rt->be->close(rootfd);
+		memset(&t->err, 0, sizeof t->err);
+		rt->elsewhere = 1;
+		if (rs_open_root(rt, &rootfd, &t->err) != 0)
+			return;
+	}
 	if (rt->has_step) {
-		if (rs_open_step(rt, rootfd, rt->step, name, sizeof name, &fd,
-		    &t->err) != 0)
+		if (fd < 0 && rs_open_step(rt, rootfd, rt->step, name,
+		    sizeof name, &fd, &t->err) != 0)
 			goto out;
 		r = store_read_file(rt->be, fd, STORE_STEP_METADATA,
 		    RESTORE_MAX_DOC, &rt->meta_json, &len, &t->err);
@@ -667,11 +742,13 @@ rs_verify_run(struct task *t)
 	struct rs_task *rt = (struct rs_task *)t;
 	char name[256], **items = NULL;
 	size_t nitems = 0, i, k;
-	int rootfd, stepfd;
+	int rootfd, stepfd, sfd = -1;
+	const struct store_backend *lbe, *sbe = NULL;
 	ckd_err e;
 
 	if (rs_open_root(rt, &rootfd, &t->err) != 0)
 		return;
+	lbe = rt->be;
 	if ((rt->checked = calloc(rt->nsteps ? rt->nsteps : 1,
 	    sizeof *rt->checked)) == NULL) {
 		err_set(&t->err, CKPT_ENOMEM, "out of memory");
@@ -679,9 +756,23 @@ rs_verify_run(struct task *t)
 	}
 	for (i = 0; i < rt->nsteps; i++) {
 		uint64_t step = rt->steps[i];
+		int r;
 
-		if (rs_open_step(rt, rootfd, step, name, sizeof name, &stepfd,
-		    &e) != 0) {
+		rt->be = lbe;
+		r = rs_open_step(rt, rootfd, step, name, sizeof name, &stepfd,
+		    &e);
+		if (r == CKPT_ENOTFOUND && rt->tiered && !rt->elsewhere) {
+			/* No local copy of the step: the store's. */
+			if (sfd < 0 && store_open_root(rt->path, 0, 0, &sbe,
+			    &sfd, &e) != 0)
+				sfd = -1;
+			if (sfd >= 0) {
+				rt->be = sbe;
+				r = rs_open_step(rt, sfd, step, name,
+				    sizeof name, &stepfd, &e);
+			}
+		}
+		if (r != 0) {
 			rs_add_problem(rt, step, NULL, NULL, e.msg);
 			continue;
 		}
@@ -696,6 +787,9 @@ rs_verify_run(struct task *t)
 		rt->checked[rt->nchecked++] = step;
 	}
 out:
+	rt->be = lbe;
+	if (sfd >= 0)
+		sbe->close(sfd);
 	rt->be->close(rootfd);
 }
 
@@ -741,6 +835,7 @@ rs_new(struct conn *c, struct manager *m, Ckpt__Request *req, int kind,
 	rt->r = m->r;
 	root_ref(m->r);
 	rt->be = m->r->be;
+	rt->tiered = m->r->tiered;
 	rt->nm = m->r->nm;
 	rt->req = req;
 	return rt;

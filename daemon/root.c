@@ -21,6 +21,7 @@
 
 #include "root.h"
 #include "stepmetrics.h"
+#include "tier.h"
 
 /* This file's own state (loop thread): the roots loaded or loading, the
  * index their steps are recorded in, and the interrupted saves found. */
@@ -541,6 +542,20 @@ root_delete_run(struct task *t)
 		return;
 	r = store_delete_step(d->r->be, fd, d->rec.name, d->subdir, &t->err);
 	d->r->be->close(fd);
+	if (d->r->tiered && (r == 0 || r == CKPT_ENOTFOUND)) {
+		/* The local copy first (a restart uploads what is local and
+		 * not in the store), then the store's; either may be gone. */
+		ckd_err se;
+		int rr = tier_delete_store(d->r->path, d->rec.name, &se);
+
+		if (rr == 0) {
+			memset(&t->err, 0, sizeof t->err);
+			r = 0;
+		} else if (rr != CKPT_ENOTFOUND) {
+			t->err = se;
+			r = rr;
+		}
+	}
 	if (r == 0 || r == CKPT_ENOTFOUND) {
 		if (index_del_step(root_ix, d->r->key, d->rec.step, &ie) != 0)
 			log_warn("index: %s", ie.msg);
@@ -600,6 +615,8 @@ root_delete_step(struct root *r, size_t i, const struct root_delete *how)
 		return;
 	}
 	d->rec = r->steps[i];
+	if (r->tiered)
+		tier_deleting(r->path, d->rec.name);
 	/* Move the strings out of the list before removing the record. */
 	r->steps[i].metrics_json = r->steps[i].error = NULL;
 	root_remove_step(r, i);

@@ -46,6 +46,9 @@ struct root {
 	/* The backend keeping it, decided from its name when it was opened
 	 * (store_backend_for); every file operation on it goes through. */
 	const struct store_backend *be;
+	/* Kept in the local tier (tier.h): be and dirfd are the tier's
+	 * directory (posix), path names the store. */
+	int tiered;
 	/* Identity: the directory opened at load, kept open so that its
 	 * inode cannot be reused while the root lives. A directory removed
 	 * and re-created at the same path is another root. */

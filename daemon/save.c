@@ -42,6 +42,7 @@
 #include "pieces.h"
 #include "steptx.h"
 #include "coord.h"
+#include "tier.h"
 
 /* Array data is split into files of about total / workers bytes, but of
  * SAVE_MIN_FILE to SAVE_MAX_FILE: each file is one worker task, and small
@@ -1020,6 +1021,8 @@ save_finalize(struct save *s)
 		rec.bytes = s->part.bytes;
 		/* prevent_write_metrics: ranked in memory all the same */
 		rec.metrics_json = mgr_strdup(s->part.sv->metrics_json);
+		if (r->tiered)          /* durable locally: upload it */
+			tier_committed(r->path, &rec, &s->cred, s->lane);
 		root_insert_step(r, &rec);
 		SQ.committed++;
 		SQ.bytes_written += s->part.bytes;

@@ -25,6 +25,11 @@ struct stats {
 	uint64_t saves_committed, saves_failed, bytes_written;
 	uint64_t saves_interrupted;     /* found after a crash, since start */
 	char coordination[1024];        /* coord.h status(): local or etcd */
+	/* the local tier (tier.c) */
+	uint64_t tier_bytes_pending;    /* committed locally, not uploaded */
+	unsigned tier_uploads_inflight;
+	unsigned tier_uploads_queued;
+	uint64_t tier_uploads_done, tier_upload_failures;
 };
 
 struct stats_source {

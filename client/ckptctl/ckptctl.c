@@ -389,14 +389,29 @@ cmd_steps(ckpt_client *c, const char *dir)
 			if (v[i].error[0] != '\0')
 				json_object_set_new(o, "error",
 				    json_string(v[i].error));
+			if (v[i].upload[0] != '\0')
+				json_object_set_new(o, "upload",
+				    json_string(v[i].upload));
+			if (v[i].upload_error[0] != '\0')
+				json_object_set_new(o, "upload_error",
+				    json_string(v[i].upload_error));
 			json_array_append_new(arr, o);
 		}
 		json_print(json_pack("{s:s, s:o}", "directory",
 		    ckpt_manager_directory(m), "steps", arr));
 	} else {
 		struct table t;
-		table_init(&t, 6);
-		table_add(&t, "STEP", "STATE", "TIME", "SIZE", "METRICS", "ERROR");
+		int tiered = 0;
+
+		for (i = 0; i < n; i++)
+			tiered |= v[i].upload[0] != '\0';
+		table_init(&t, tiered ? 7 : 6);
+		if (tiered)
+			table_add(&t, "STEP", "STATE", "TIME", "SIZE", "UPLOAD",
+			    "METRICS", "ERROR");
+		else
+			table_add(&t, "STEP", "STATE", "TIME", "SIZE",
+			    "METRICS", "ERROR");
 		for (i = 0; i < n; i++) {
 			char sbuf[32], tbuf[64], szbuf[32], *mj = NULL;
 			snprintf(sbuf, sizeof sbuf, "%" PRIu64, v[i].step);
@@ -408,9 +423,17 @@ cmd_steps(ckpt_client *c, const char *dir)
 				snprintf(szbuf, sizeof szbuf, "-");
 			if (v[i].state == 0)
 				ckpt_metrics(m, v[i].step, &mj);
-			table_add(&t, sbuf, state_name(v[i].state), tbuf, szbuf,
-			    mj != NULL ? mj : "-",
-			    v[i].error[0] != '\0' ? v[i].error : "-");
+			if (tiered)
+				table_add(&t, sbuf, state_name(v[i].state),
+				    tbuf, szbuf, v[i].upload[0] != '\0' ?
+				    v[i].upload : "-", mj != NULL ? mj : "-",
+				    v[i].upload_error[0] != '\0' ?
+				    v[i].upload_error : v[i].error[0] != '\0' ?
+				    v[i].error : "-");
+			else
+				table_add(&t, sbuf, state_name(v[i].state),
+				    tbuf, szbuf, mj != NULL ? mj : "-",
+				    v[i].error[0] != '\0' ? v[i].error : "-");
 			free(mj);
 		}
 		table_print(&t);

@@ -1328,6 +1328,10 @@ ckpt_list_steps(ckpt_manager *m, ckpt_step_info **infos, size_t *n)
 		    si->name != NULL ? si->name : "");
 		snprintf(v[i].error, sizeof v[i].error, "%s",
 		    si->error != NULL ? si->error : "");
+		snprintf(v[i].upload, sizeof v[i].upload, "%s",
+		    si->upload != NULL ? si->upload : "");
+		snprintf(v[i].upload_error, sizeof v[i].upload_error, "%s",
+		    si->upload_error != NULL ? si->upload_error : "");
 	}
 	*infos = v;
 	*n = ls->n_steps;

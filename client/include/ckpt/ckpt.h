@@ -642,6 +642,12 @@ typedef struct {
 	uint64_t bytes;
 	char name[256];       /* directory name */
 	char error[256];      /* failed and interrupted saves: why */
+	/* A root kept in the daemon's local tier (--local-tier): "local"
+	 * (durable on the node, upload waiting), "uploading", "uploaded",
+	 * "upload failed" (upload_error says why) or "store" (no local
+	 * copy); "" for other roots. */
+	char upload[16];
+	char upload_error[256];
 } ckpt_step_info;
 /* Every step the index knows, failed ones included (malloc'ed array). */
 int ckpt_list_steps(ckpt_manager *m, ckpt_step_info **infos, size_t *n);

@@ -148,6 +148,8 @@ class StepInfo(ctypes.Structure):
         ('bytes', c_uint64),
         ('name', ctypes.c_char * 256),
         ('error', ctypes.c_char * 256),
+        ('upload', ctypes.c_char * 16),
+        ('upload_error', ctypes.c_char * 256),
     ]
 
 
