@@ -4,7 +4,7 @@ Run with the Python of the virtual environment that scripts/install-deps.sh
 makes (orbax-checkpoint and jax), by run.sh; one JSON line per sample:
 
     .venv/bin/python vs_orbax.py --dir DIR [--gib 1] [--arrays 64] [--runs 3]
-        [--interference-steps 40]
+        [--interference-steps 40] [--kinds np,jax]
 
 For each library (ckpt, orbax) and each kind of leaf (numpy arrays; jax
 arrays sharded over the 8 CPU devices of
@@ -199,6 +199,8 @@ def main():
     p.add_argument('--runs', type=int, default=3)
     p.add_argument('--interference-steps', type=int, default=40)
     p.add_argument('--only', default='ckpt,orbax')
+    p.add_argument('--kinds', default='np,jax',
+                   help='kinds of leaves to bench: np, jax or both')
     o = p.parse_args()
     logging.getLogger('absl').setLevel(logging.ERROR)
 
@@ -224,12 +226,15 @@ def main():
     }
     libs = [(n, m) for n, m in (('ckpt', ckpt), ('orbax', orbax))
             if n in o.only.split(',')]
-    bench_memcpy(np, state, o.runs)
-    for kind, st in (('np', state), ('jax', jstate)):
+    kinds = [(k, st) for k, st in (('np', state), ('jax', jstate))
+             if k in o.kinds.split(',')]
+    if 'np' in o.kinds.split(','):
+        bench_memcpy(np, state, o.runs)
+    for kind, st in kinds:
         bench_kind(libs, kind, st, targets[kind], o.dir, o.runs, nbytes, np)
     if o.interference_steps > 0:
-        bench_interference(libs, [('np', state), ('jax', jstate)], o.dir,
-                           o.interference_steps, o.runs, np)
+        bench_interference(libs, kinds, o.dir, o.interference_steps, o.runs,
+                           np)
 
 
 if __name__ == '__main__':

@@ -179,6 +179,12 @@ def test_every_layout_round_trips(ck, tmp_path, mesh):
         np.testing.assert_array_equal(np.asarray(new[n]), a, err_msg=n)
 
 
+def _address(view):
+    if not isinstance(view, np.ndarray):
+        view = np.frombuffer(view.cast('B'), np.uint8)
+    return view.ctypes.data
+
+
 def test_pieces_are_the_shard_buffers(ck, mesh):
     """The pieces handed to libckpt are the device buffers themselves (no
     host copy), they tile the array once, and replicas are skipped."""
@@ -188,7 +194,10 @@ def test_pieces_are_the_shard_buffers(ck, mesh):
     pieces, views = cj.host_pieces(x, 'x')
     assert len(views) == 4              # the 4 distinct shards of 8
     bufs = {s.data.unsafe_buffer_pointer() for s in x.addressable_shards}
-    assert {v.ctypes.data for v in views} <= bufs
+    assert {_address(v) for v in views} <= bufs
+    nb = a.nbytes // 4
+    assert all(any(b <= p < b + nb for b in map(_address, views))
+               for _, p, _ in pieces)
     spans = sorted((o, o + n) for o, _, n in pieces)
     assert spans[0][0] == 0 and spans[-1][1] == a.nbytes
     assert all(p[1] == q[0] for p, q in zip(spans, spans[1:]))
@@ -265,6 +274,43 @@ def test_donating_the_arrays_after_save_keeps_the_checkpoint(
     for k, v in host.items():
         np.testing.assert_array_equal(got[k], v)
         assert float(state[k][0, 0]) == 7.0
+
+
+def test_a_background_save_holds_the_buffers_it_reads(ck, tmp_path, mesh):
+    """Until the background copy is done, the buffers save() handed to it
+    are held: a jitted step donating the state right after save() gets new
+    buffers instead of overwriting those. Checked on the leaves whose
+    buffers jax reuses when nothing holds them (at least the float32
+    rows)."""
+    step = jax.jit(lambda t: jax.tree_util.tree_map(lambda a: a * 0 + 7, t),
+                   donate_argnums=0)
+    rows = NamedSharding(Mesh(np.array(jax.devices()), ('d',)), P('d'))
+
+    def state():
+        return {'f': jax.device_put(np.ones((64, 256), np.float32), rows),
+                'b': jax.device_put(np.ones((64, 256), jnp.bfloat16), rows),
+                'r': jax.device_put(np.ones((16, 16), np.int32),
+                                    NamedSharding(mesh, P('x')))}
+
+    def buffers(t):
+        return {k: [s.data.unsafe_buffer_pointer()
+                    for s in v.addressable_shards] for k, v in t.items()}
+    free = state()
+    before = buffers(free)
+    after = buffers(step(free))
+    reused = [k for k in before if set(after[k]) & set(before[k])]
+    assert 'f' in reused, (before, after)
+    with ck.CheckpointManager(str(tmp_path / 'r')) as m:
+        held = state()
+        before = buffers(held)
+        assert m.save(0, args=ck.args.StandardSave(held))
+        after = buffers(step(held))
+        m.wait_until_finished()
+        got = m.restore(0)
+    for k in reused:
+        assert not set(before[k]) & set(after[k]), k
+    for k in before:
+        np.testing.assert_array_equal(np.asarray(got[k], np.float32), 1.0)
 
 
 def test_restored_arrays_are_written_once_and_kept_apart(

@@ -28,6 +28,7 @@ holds (GlobalTarget), so each process reads only its part, laid out as
 the target asks whatever the saved layout was.
 """
 
+import ctypes
 import sys
 
 import numpy as np
@@ -165,7 +166,7 @@ def host_array(x, where):
 
 
 _MAX_PIECES = 4096   # per leaf; beyond, numpy assembles the host copy
-_layouts = {}        # (sharding, shape, itemsize) -> layout, see _layout
+_layouts = {}        # (sharding, shape, dtype) -> _Plan, see _layout
 _LAYOUTS_MAX = 256
 
 
@@ -203,12 +204,38 @@ def _runs(index, shape, item):
     return out
 
 
-def _layout(x, shape, item):
-    """Which of x's per-device buffers (x._arrays order, the order of
-    addressable_shards) hold which bytes, for every array of x's sharding
-    and shape: (number of buffers, [(position, runs)] over the distinct
-    shards), or None."""
-    key = (x.sharding, shape, item)
+class _Plan:
+    """How the bytes of every array of one (sharding, shape, itemsize) lie
+    in its per-device buffers (x._arrays order, the order of
+    addressable_shards). pos: the buffer position of each distinct shard
+    (replicas skipped); table: one row per contiguous run, a ckpt_piece
+    (offset in the array, offset in its buffer until the buffer's
+    address is added, nbytes: three uint64, the layout of a ckpt_piece
+    on the 64-bit platforms PIECES_AS_TABLE checks), grouped by distinct
+    shard; counts: the number of runs of each distinct shard."""
+    __slots__ = ('nbufs', 'pos', 'table', 'counts', 'runs', 'export')
+
+    def __init__(self, nbufs, layout):
+        self.nbufs = nbufs
+        self.pos = tuple(p for p, _ in layout)
+        self.runs = [r for _, r in layout]
+        self.counts = np.array([len(r) for r in self.runs], np.intp)
+        self.table = np.array([(off, src, n) for r in self.runs
+                               for off, src, n in r],
+                              np.uint64).reshape(-1, 3)
+        self.export = None      # how buffers become views, see shard_buffers
+
+
+# ckpt_piece is {uint64_t offset; const void *data; size_t nbytes}
+PIECES_AS_TABLE = ctypes.sizeof(ctypes.c_void_p) == 8 and \
+    ctypes.sizeof(ctypes.c_size_t) == 8
+
+
+def _layout(x, shape, dtype):
+    """The _Plan of x's sharding, shape and dtype (cached), or None when
+    the layout cuts the array into too many runs."""
+    item = dtype.itemsize
+    key = (x.sharding, shape, dtype)
     try:
         return _layouts[key]
     except KeyError:
@@ -231,7 +258,7 @@ def _layout(x, shape, item):
         if runs:
             out.append((pos, runs))
     if out is not None:
-        out = (len(shards), out)
+        out = _Plan(len(shards), out)
     if key is not None:
         if len(_layouts) >= _LAYOUTS_MAX:
             _layouts.clear()
@@ -239,34 +266,104 @@ def _layout(x, shape, item):
     return out
 
 
-def host_pieces(x, where):
-    """x's bytes as pieces of its C-order layout, straight from the buffers
-    of its addressable shards (one per distinct shard, replicas skipped):
-    (pieces, views) with pieces a list of (offset, address, nbytes) and
-    views the zero-copy host arrays that hold those buffers (a view holds
-    its device buffer, as jax's external references do). None when a
-    shard is not a C-contiguous host view or the layout cuts the array into
-    too many runs (the caller then uses host_array)."""
-    shape = x.shape
-    item = x.dtype.itemsize
-    got = _layout(x, shape, item)
-    if got is None:
+def _export_mv(bufs):
+    views = [memoryview(b) for b in bufs]
+    for v in views:
+        if not v.c_contiguous:
+            return None
+    return views
+
+
+def _export_np(bufs):
+    views = [np.asarray(b) for b in bufs]
+    for v in views:
+        if not v.flags.c_contiguous:
+            return None
+    return views
+
+
+def shard_buffers(x):
+    """x's bytes straight from the buffers of its addressable shards (one
+    per distinct shard, replicas skipped): (plan, views, bases) with plan
+    the _Plan of x's layout, views the buffers as exported to Python and
+    bases their addresses, in plan.pos order. A view holds its device
+    buffer (as jax's external references do: jax declines to donate it).
+    None when a buffer is not a C-contiguous host buffer or the layout
+    cuts the array into too many runs (the caller then uses host_array).
+
+    The per-array work is two calls per buffer: the runs, their offsets
+    and sizes come from the plan, computed once per layout, and so does
+    the way buffers are exported: memoryviews (the buffer protocol, the
+    cheapest), or numpy views for the dtypes jax does not export through
+    it (bfloat16, float8)."""
+    plan = _layout(x, x.shape, x.dtype)
+    if plan is None or not PIECES_AS_TABLE:
         return None
-    nbufs, layout = got
     # x._arrays: the per-device arrays in addressable_shards' order,
     # without building the Shard objects (jax's own accessor otherwise)
     bufs = getattr(x, '_arrays', None)
-    if not isinstance(bufs, list) or len(bufs) != nbufs:
+    if not isinstance(bufs, list) or len(bufs) != plan.nbufs:
         bufs = [s.data for s in x.addressable_shards]
-    pieces, views = [], []
-    for pos, runs in layout:
-        v = np.asarray(bufs[pos])
-        if not v.flags.c_contiguous:
+    sel = [bufs[p] for p in plan.pos]
+    try:
+        if plan.export is None:
+            return _first_export(plan, sel)
+        views = plan.export(sel)
+        if views is None:
             return None
-        base = v.ctypes.data
-        pieces.extend((off, base + src, n) for off, src, n in runs)
-        views.append(v)
+        bases = [b.unsafe_buffer_pointer() for b in sel]
+    except (TypeError, ValueError, AttributeError, BufferError):
+        return None
+    return plan, views, bases
+
+
+def _first_export(plan, sel):
+    """shard_buffers' first call for a layout: choose the export and
+    check that a view's address is the buffer's unsafe_buffer_pointer(),
+    which later calls use without asking the view (a zero-copy export on
+    the CPU backend; otherwise this layout takes host_array's copy)."""
+    try:
+        views, export = _export_mv(sel), _export_mv
+    except BufferError:
+        views, export = _export_np(sel), _export_np
+    if views is None:
+        return None
+    bases = [b.unsafe_buffer_pointer() for b in sel]
+    for v, base in zip(views, bases):
+        if not isinstance(v, np.ndarray):
+            v = np.frombuffer(v.cast('B'), np.uint8)
+        if v.size and v.ctypes.data != base:
+            return None
+    plan.export = export
+    return plan, views, bases
+
+
+def host_pieces(x, where):
+    """shard_buffers(x) as (pieces, views) with pieces a list of (offset,
+    address, nbytes) in the array's C-order layout; None as there."""
+    got = shard_buffers(x)
+    if got is None:
+        return None
+    plan, views, bases = got
+    pieces = [(off, base + src, n) for runs, base in zip(plan.runs, bases)
+              for off, src, n in runs]
     return pieces, views
+
+
+def pieces_table(leaves):
+    """One ckpt_piece array for the (plan, bases) of several arrays, each
+    array's rows contiguous and in the given order: the per-run work of a
+    whole tree in a few numpy operations."""
+    if len(leaves) == 1:
+        plan, bases = leaves[0]
+        table = plan.table.copy()
+        counts = plan.counts
+    else:
+        table = np.concatenate([plan.table for plan, _ in leaves])
+        counts = np.concatenate([plan.counts for plan, _ in leaves])
+    bases = np.array([b for _, bs in leaves for b in bs], np.uint64)
+    table[:, 1] += np.repeat(bases, counts)
+    return table
 
 
 def is_global(x):

@@ -210,7 +210,7 @@ class _Prepared:
         self.tag = None
         self.gshape = None      # pieces: the global shape and offsets
         self.offsets = None
-        self.pieces = None      # [(offset, address, nbytes)] instead of addr
+        self.pieces = None      # (_jax plan, buffer addresses) instead of addr
 
 
 def _ck_dtype(dt, path):
@@ -292,8 +292,10 @@ def prepare_leaves(path, x):
     """prepare_leaf, as a list (a Shard list gives several pieces)."""
     if is_shards(x):
         return prepare_pieces(path, x)
-    if _jax.is_array(x) and _jax.is_global(x):
-        return _prep_jax_global(path, x)
+    if _jax.is_array(x):
+        if _jax.is_global(x):
+            return _prep_jax_global(path, x)
+        return [_prep_jax(path, x)]
     return [prepare_leaf(path, x)]
 
 
@@ -316,20 +318,22 @@ def _prep_jax_global(path, x):
     return out
 
 
-def _prep_jax(path, x, where):
-    dt = np.dtype(x.dtype)
+def _prep_jax(path, x):
+    dt = x.dtype
     # a replicated array spanning processes: this process's copy (its
     # local shards need not hold replica 0)
-    got = _jax.host_pieces(x, where) if np.little_endian and \
+    got = _jax.shard_buffers(x) if np.little_endian and \
         x.is_fully_addressable else None
     if got is None:
-        return _prep_numpy(path, _jax.host_array(x, where),
+        return _prep_numpy(path, _jax.host_array(x, path_name(path)
+                                                 or 'item'),
                            _jax.sharding_tag(x))
     p = _Prepared(path, L.LEAF_ARRAY)
     p.dtype = _ck_dtype(dt, path)
-    p.shape = tuple(int(d) for d in x.shape)
+    p.shape = x.shape
     p.nbytes = math.prod(p.shape) * dt.itemsize
-    p.pieces, p.keep = got
+    plan, p.keep, bases = got
+    p.pieces = (plan, bases)
     p.tag = _jax.sharding_tag(x)
     return p
 
@@ -390,7 +394,7 @@ def prepare_leaf(path, x):
     if is_torch_tensor(x):
         return _prep_torch(path, x)
     if _jax.is_array(x):
-        return _prep_jax(path, x, where)
+        return _prep_jax(path, x)
     if hasattr(x, '__array__') and hasattr(x, 'shape') and hasattr(x, 'dtype'):
         # other array types: bring them to host memory
         arr = np.asarray(x)
@@ -432,15 +436,58 @@ def build_array_tree(arr):
     return _tree_from_prepared([leaf])
 
 
+_keys_cache = {}     # path -> (ctypes Key array, depth)
+_shapes_cache = {}   # shape -> ctypes int64 array
+_CACHE_MAX = 1 << 14
+
+
+def _cached(cache, key, make):
+    """make(key), kept in cache: a tree saved every step has the same
+    paths and shapes every time."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    v = make(key)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = v
+    return v
+
+
+_add_pieces_raw = None
+
+
+def _add_pieces_fn(lib):
+    """ckpt_tree_add_array_pieces_k taking the pieces as an address (a row
+    range of a numpy table) instead of a ctypes array."""
+    global _add_pieces_raw
+    if _add_pieces_raw is None:
+        proto = ctypes.CFUNCTYPE(
+            ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(L.Key),
+            ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p,
+            ctypes.c_size_t)
+        _add_pieces_raw = proto(ctypes.cast(
+            lib.ckpt_tree_add_array_pieces_k, ctypes.c_void_p).value)
+    return _add_pieces_raw
+
+
 def _tree_from_prepared(leaves):
     lib = L.lib()
+    # the pieces of every jax leaf in one table (see _jax.pieces_table)
+    jl = [p.pieces for p in leaves if p.pieces is not None]
+    if jl:
+        table = _jax.pieces_table(jl)
+        row = table.ctypes.data
+        add_pieces = _add_pieces_fn(lib)
     t = lib.ckpt_tree_new()
     if not t:
         raise MemoryError('ckpt_tree_new')
-    keep = []
+    keep = []   # libckpt copies the table's rows; their buffers are kept
     try:
         for p in leaves:
-            keys, n = _keys_array(p.path)
+            keys, n = _cached(_keys_cache, p.path, _keys_array)
             if p.kind == L.LEAF_ARRAY and p.gshape is not None:
                 rc = lib.ckpt_tree_add_piece_k(
                     t, keys, n, p.dtype, len(p.shape),
@@ -454,11 +501,11 @@ def _tree_from_prepared(leaves):
                         'pieces of %s overlap or disagree on dtype or '
                         'global shape' % (path_name(p.path) or 'item'))
             elif p.kind == L.LEAF_ARRAY and p.pieces is not None:
-                shp = _shape_array(p.shape)
-                pcs = (L.Piece * max(len(p.pieces), 1))(*p.pieces)
-                rc = lib.ckpt_tree_add_array_pieces_k(
-                    t, keys, n, p.dtype, len(p.shape), shp, pcs,
-                    len(p.pieces))
+                shp = _cached(_shapes_cache, p.shape, _shape_array)
+                npc = len(p.pieces[0].table)
+                rc = add_pieces(t, keys, n, p.dtype, len(p.shape), shp,
+                                row, npc)
+                row += npc * 24         # sizeof(ckpt_piece)
                 keep.append(_Views(p.keep))
             elif p.kind == L.LEAF_ARRAY:
                 shp = _shape_array(p.shape)
@@ -473,12 +520,16 @@ def _tree_from_prepared(leaves):
             L.check_plain(rc, 'cannot add leaf %s' % (path_name(p.path)
                                                       or 'item'))
             if p.tag:
-                L.check_plain(lib.ckpt_tree_set_tag(t, p.tag.encode()),
-                              'cannot tag leaf')
+                L.check_plain(lib.ckpt_tree_set_tag(
+                    t, _cached(_tags_cache, p.tag, str.encode)),
+                    'cannot tag leaf')
     except BaseException:
         lib.ckpt_tree_free(t)
         raise
     return t, keep
+
+
+_tags_cache = {}     # tag -> bytes
 
 
 # ---- reading restored trees ---------------------------------------------------------
