@@ -607,6 +607,35 @@ grants(void)
 	ckpt_disconnect(c);
 }
 
+/* The Python package on an s3:// root (tests/ceph/s3_python.py), against
+ * this daemon: the same root names work there as in C and ckptctl. */
+static void
+python_package(void)
+{
+	const char *py = getenv("CKPT_TEST_PYTHON");
+	const char *script = getenv("CKPT_TEST_S3_PY");
+	char *argv[4], out[8192];
+	int r;
+
+	if (py == NULL || py[0] == '\0' || script == NULL) {
+		tap_skip("no python3 that loads this build's libckpt (none found, "
+		    "or a sanitizer build)");
+		return;
+	}
+	setenv("CKPTD_SOCKET", d.sock, 1);
+	argv[0] = (char *)py;
+	argv[1] = (char *)script;
+	argv[2] = (char *)"s3://" BUCKET "/python/run";
+	argv[3] = NULL;
+	r = hx_run(argv, out, sizeof out, 300);
+	is_int(r, 0, "the Python package saves, lists, restores and deletes "
+	    "on an s3:// root");
+	has(out, "python s3 ok", "... to the end");
+	if (r != 0)
+		diag("%s", out);
+	unsetenv("CKPTD_SOCKET");
+}
+
 int
 main(void)
 {
@@ -629,6 +658,7 @@ main(void)
 	rgw_restart_during_upload();
 	distributed_step();
 	unknown_scheme();
+	python_package();
 	wrong_credentials();
 	grants();
 	hx_cleanup(&d);
