@@ -286,11 +286,14 @@ def test_a_background_save_holds_the_buffers_it_reads(ck, tmp_path, mesh):
                    donate_argnums=0)
     rows = NamedSharding(Mesh(np.array(jax.devices()), ('d',)), P('d'))
 
-    def state():
-        return {'f': jax.device_put(np.ones((64, 256), np.float32), rows),
-                'b': jax.device_put(np.ones((64, 256), jnp.bfloat16), rows),
-                'r': jax.device_put(np.ones((16, 16), np.int32),
-                                    NamedSharding(mesh, P('x')))}
+    # Made by jax, not put from numpy: jax's CPU client adopts a numpy
+    # buffer that happens to be 64-byte aligned without a copy, and a
+    # donated array whose buffer jax does not own is never reused.
+    state = jax.jit(lambda: {'f': jnp.ones((64, 256), np.float32),
+                             'b': jnp.ones((64, 256), jnp.bfloat16),
+                             'r': jnp.ones((16, 16), np.int32)},
+                    out_shardings={'f': rows, 'b': rows,
+                                   'r': NamedSharding(mesh, P('x'))})
 
     def buffers(t):
         return {k: [s.data.unsafe_buffer_pointer()
