@@ -38,6 +38,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -339,6 +340,28 @@ ce_clear_stale(struct steptx *tx, ckd_err *e)
 	return 0;
 }
 
+/* A shared lock on the step's tmp dir fd. An exclusive one is held by a
+ * collector of leftovers while it removes one (briefly: waited for), or
+ * by a single-process save of the same name (then the step fails). */
+static int
+ce_lock_shared(int fd, const char *tmp, ckd_err *e)
+{
+	struct timespec ts = { 0, 10 * 1000000L };
+	int waited;
+
+	for (waited = 0; flock(fd, LOCK_SH | LOCK_NB) != 0; waited += 10) {
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK)
+			return err_errno(e, errno, "flock %s", tmp);
+		if (waited >= 3000)
+			return err_set(e, CKPT_EBUSY, "%s belongs to a save in "
+			    "progress", tmp);
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 static int
 ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
     ckd_err *e)
@@ -346,7 +369,7 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	const struct store_backend *be = tx->r->be;
 	char tmp[300], key[CE_KEY];
 	struct stat st;
-	int r, fd;
+	int r, fd, made, tries;
 
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s%s", tx->name,
 	    CKPT_TMP_SUFFIX) >= sizeof tmp)
@@ -362,26 +385,46 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	if (be->stat(rootfd, tx->name, &st) == 0)
 		return err_set(e, CKPT_EEXIST, "step directory %s already "
 		    "exists", tx->name);
-	/* The first node makes the tmp dir; the others join it. */
-	if ((r = be->mkdir(rootfd, tmp, dmode, &fd, e)) != 0) {
-		if (r != CKPT_EEXIST)
+	/* The first node makes the tmp dir; the others join it. Every
+	 * node's daemon holds a shared lock on it: a collector of leftovers
+	 * (another node's daemon opening the root: its lock is exclusive)
+	 * leaves it alone while one of them lives. The lock is taken before
+	 * anything else, and a directory the collector took first (removed
+	 * while we waited for the lock) is made again. The etcd coordinator
+	 * runs on a POSIX filesystem every node mounts, so the handle is an
+	 * fd. */
+	for (tries = 0;; tries++) {
+		if (tries == 8)
+			return err_set(e, CKPT_EBUSY, "cannot create %s: it "
+			    "keeps being removed", tmp);
+		made = 0;
+		if ((r = be->mkdir(rootfd, tmp, dmode, &fd, e)) == 0)
+			made = 1;
+		else if (r != CKPT_EEXIST)
 			return r;
-		memset(e, 0, sizeof *e);
-		if ((fd = be->open_dir(rootfd, tmp)) < 0)
-			return err_errno(e, errno, "open %s", tmp);
-	} else if ((r = ce_clear_stale(tx, e)) != 0) {
+		else {
+			memset(e, 0, sizeof *e);
+			if ((fd = be->open_dir(rootfd, tmp)) < 0) {
+				if (errno == ENOENT)
+					continue;       /* removed meanwhile */
+				return err_errno(e, errno, "open %s", tmp);
+			}
+		}
+		if ((r = ce_lock_shared(fd, tmp, e)) != 0) {
+			be->close(fd);
+			return r;
+		}
+		if (be->same(rootfd, tmp, fd))
+			break;
+		be->close(fd);
+	}
+	if (made && (r = ce_clear_stale(tx, e)) != 0) {
 		ckd_err e2 = { 0 };
 
 		be->close(fd);
 		(void)be->remove_tree(rootfd, tmp, &e2);
 		return r;
 	}
-	/* Every node's daemon holds a shared lock on it: a collector of
-	 * leftovers (whose lock is exclusive) leaves it alone while one of
-	 * them lives. The etcd coordinator runs on a POSIX filesystem every
-	 * node mounts, so the handle is an fd. */
-	if (flock(fd, LOCK_SH | LOCK_NB) != 0)
-		log_warn("flock %s: %s", tmp, strerror(errno));
 	*tmpfd = fd;
 	return 0;
 }

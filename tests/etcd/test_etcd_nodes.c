@@ -16,16 +16,23 @@
  *    failure etcd holds is of the earlier attempt), then step 3, which
  *    ckptctl status shows waiting on node 1 while only node 0's ranks
  *    are in;
+ *  - a collector of leftovers holds and removes a leftover named as step
+ *    4's tmp dir while the ranks begin step 4: the daemons wait for its
+ *    lock and make the directory again; step 4 commits;
  *  - step 3 left as its tmp dir (as if its committer died before the
  *    rename, with every daemon stopped): a daemon started again renames
  *    it, since etcd holds its commit.
  */
 #include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bed.h"
@@ -238,6 +245,40 @@ static void check_status_waiting(void)
 }
 
 /* Start (or restart) node's daemon inside its namespace. */
+static int rm_entry(const char *path, const struct stat *st, int flag,
+    struct FTW *ftw)
+{
+	(void)st; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+/* A collector of leftovers (a daemon opening the root: another node's,
+ * at its start-up) holds the exclusive lock of a crash's leftover named
+ * as step 4's tmp dir and removes it while the ranks begin step 4: their
+ * daemons wait for the lock and make the directory again; the step
+ * commits. */
+static void collector_meets_step(struct rank *k, pthread_t *th)
+{
+	char tmp[HX_PATH + 32];
+	int fd, i;
+
+	snprintf(tmp, sizeof tmp, "%s/4.ckptd-tmp", root);
+	if (mkdir(tmp, 0755) != 0 || (fd = open(tmp, O_RDONLY |
+	    O_DIRECTORY)) < 0 || flock(fd, LOCK_EX) != 0)
+		bail_out("cannot make the leftover %s", tmp);
+	start_ranks(th, k, 0, RANKS, 4, 0);
+	hx_sleep_ms(400);
+	ok(nftw(tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS) == 0, "the collector "
+	    "removed the leftover while holding its lock");
+	close(fd);
+	join_ranks(th, 0, RANKS);
+	ok(ranks_all_ok(k, RANKS, "step 4"), "step 4, begun while a collector "
+	    "held a leftover of its name, commits");
+	for (i = 0; i < NODES; i++)
+		is_int(listed(i, 4), 1, "node %d's daemon lists step 4", i);
+	is_int(leftovers(), 0, "no tmp dir of step 4 stays in the root");
+}
+
 static int start_node(int node, int restart)
 {
 	int r;
@@ -338,6 +379,8 @@ int main(void)
 	for (i = 0; i < NODES; i++)
 		is_int(listed(i, 3), 1, "node %d's daemon lists step 3", i);
 	check_restores(1, 3);
+
+	collector_meets_step(k, th);
 
 	/* The committer of step 3 died between the commit and the rename,
 	 * and so did node 1's daemon: both stopped, step 3 back to its tmp
