@@ -420,11 +420,16 @@ mgr_wake_steps(struct root *r)
 	}
 }
 
+/* How a manager ends: its client asked (Close), its connection was lost
+ * (the process died or dropped it), or the daemon stops. */
+enum mgr_end { MGR_END_ASKED, MGR_END_LOST, MGR_END_SHUTDOWN };
+
 /* A distributed manager m closed: its rank is gone unless another open
  * manager serves it; the job's gone ranks are forgotten once none of its
- * managers is open and none of its steps is unfinished (steptx.h). */
+ * managers is open and none of its steps is unfinished, except a rank
+ * whose connection was lost (steptx.h). */
 static void
-mgr_rank_left(struct manager *m)
+mgr_rank_left(struct manager *m, enum mgr_end how)
 {
 	const char *job = m->o->job != NULL ? m->o->job : "";
 	const struct manager *o;
@@ -440,13 +445,16 @@ mgr_rank_left(struct manager *m)
 	}
 	if (others)
 		steptx_rank_left(m->r, job, m->o->process_index);
+	else if (how == MGR_END_LOST)
+		steptx_job_lost(m->r, job, m->o->process_index,
+		    m->o->async_timeout_secs);
 	else
 		steptx_job_left(m->r, job, m->o->process_index);
 }
 
 /* Close a manager: it becomes unreachable; accepted saves continue. */
 static void
-mgr_close(struct manager *m, int reply_waiters)
+mgr_close(struct manager *m, enum mgr_end how)
 {
 	struct manager **mp;
 	struct waiter **pp = &mgr.waiters, *w;
@@ -460,14 +468,14 @@ mgr_close(struct manager *m, int reply_waiters)
 	m->closed = 1;
 	m->next = NULL;
 	if (m->r != NULL && m->o->process_count > 1)
-		mgr_rank_left(m);
+		mgr_rank_left(m, how);
 	while ((w = *pp) != NULL) {
 		if (w->kind != WAIT_SAVES || w->m != m) {
 			pp = &w->next;
 			continue;
 		}
 		*pp = w->next;
-		if (reply_waiters)
+		if (how == MGR_END_ASKED)
 			conn_reply_error(w->c, w->id, CKPT_ECLOSED,
 			    "manager closed");
 		waiter_free(w);
@@ -1648,10 +1656,10 @@ manager_handle_close(struct conn *c, struct manager *m, Ckpt__Request *req)
 		conn_ref(c);
 		m->close_c = c;
 		m->close_id = req->id;
-		mgr_close(m, 1);
+		mgr_close(m, MGR_END_ASKED);
 		return;
 	}
-	mgr_close(m, 1);
+	mgr_close(m, MGR_END_ASKED);
 	mgr_reply_empty(c, req->id);
 }
 
@@ -1741,7 +1749,7 @@ manager_conn_closed(struct conn *c)
 	for (m = mgr.managers; m != NULL; m = next) {
 		next = m->next;
 		if (m->c == c)
-			mgr_close(m, 0);
+			mgr_close(m, MGR_END_LOST);
 	}
 }
 
@@ -1768,5 +1776,5 @@ manager_shutdown(void)
 		waiter_free(w);
 	}
 	while (mgr.managers != NULL)
-		mgr_close(mgr.managers, 0);
+		mgr_close(mgr.managers, MGR_END_SHUTDOWN);
 }

@@ -31,6 +31,9 @@ struct gone {
 	uint32_t rank;
 	int alone;                      /* left with no manager of the job
 					 * open (steptx_job_left) */
+	int64_t until_ns;               /* alone and lost with no step
+					 * unfinished: forgotten then
+					 * (monotonic; 0: no limit) */
 };
 static struct gone *GONE;
 
@@ -185,6 +188,22 @@ gone_alone_drop(const struct root *r, const char *job)
 		return;
 	while ((g = *pp) != NULL) {
 		if (!g->alone || g->r != r || strcmp(g->job, job) != 0) {
+			pp = &g->next;
+			continue;
+		}
+		*pp = g->next;
+		gone_free(g);
+	}
+}
+
+/* Forget the ranks lost alone whose time is over (steptx_job_lost). */
+static void
+gone_expire(int64_t now)
+{
+	struct gone **pp = &GONE, *g;
+
+	while ((g = *pp) != NULL) {
+		if (!g->alone || g->until_ns == 0 || g->until_ns > now) {
 			pp = &g->next;
 			continue;
 		}
@@ -632,6 +651,29 @@ steptx_job_left(struct root *r, const char *job, uint32_t rank)
 		gone_add(r, job, rank, 1);
 }
 
+void
+steptx_job_lost(struct root *r, const char *job, uint32_t rank,
+    double timeout_secs)
+{
+	struct gone *g;
+
+	if (job_busy(r, job)) {
+		steptx_job_left(r, job, rank);
+		return;
+	}
+	/* Nothing of the job is unfinished, so this run of it may be over;
+	 * but a rank that died rather than closing may have died before the
+	 * others opened: remembered for one timeout of its steps. */
+	steptx_job_ended(r, job);
+	if (!(timeout_secs > 0) || timeout_secs > 1e6)
+		timeout_secs = 1e6;
+	gone_add(r, job, rank, 1);
+	for (g = GONE; g != NULL; g = g->next)
+		if (g->r == r && g->rank == rank && strcmp(g->job, job) == 0)
+			g->until_ns = now_mono_ns() +
+			    (int64_t)(timeout_secs * 1e9);
+}
+
 /* Drop the entries of (r, job) and, when all_ranks is 0, of rank only. */
 static void
 steptx_gone_drop(const struct root *r, const char *job, int all_ranks,
@@ -657,12 +699,15 @@ steptx_rank_back(const struct root *r, const char *job, uint32_t rank)
 	struct outcome *o;
 	unsigned i;
 
+	gone_expire(now_mono_ns());
 	steptx_gone_drop(r, job, 0, rank);
 	/* The job has a manager open again: the ranks that left meanwhile
 	 * stay gone until it ends. */
 	for (g = GONE; g != NULL; g = g->next)
-		if (g->r == r && strcmp(g->job, job) == 0)
+		if (g->r == r && strcmp(g->job, job) == 0) {
 			g->alone = 0;
+			g->until_ns = 0;
+		}
 	/* A new manager of the rank is not late for an earlier attempt. */
 	for (o = OUTCOMES; o != NULL; o = o->next) {
 		if (o->r != r || strcmp(o->job, job) != 0)
@@ -694,6 +739,7 @@ steptx_ranks_gone(const struct root *r, const char *job,
 	if (len == 0)
 		return 0;
 	buf[0] = '\0';
+	gone_expire(now_mono_ns());
 	for (i = 0; i < n; i++) {
 		uint32_t rank = ranks != NULL ? ranks[i] : i;
 

@@ -217,6 +217,15 @@ void steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
 #define STEPTX_GONE_ALONE 1024
 void steptx_rank_left(struct root *r, const char *job, uint32_t rank);
 void steptx_job_left(struct root *r, const char *job, uint32_t rank);
+/* As steptx_job_left, for a manager whose connection was lost rather
+ * than closed (the process died). With no step of the job unfinished,
+ * the job's other entries are forgotten as when it ends, but this rank
+ * stays gone for timeout_secs (its steps' timeout): it may have died
+ * before the job's other ranks opened, and their next step then fails
+ * at once instead of at the timeout. A job whose ranks close their
+ * managers before exiting is not affected. */
+void steptx_job_lost(struct root *r, const char *job, uint32_t rank,
+    double timeout_secs);
 void steptx_rank_back(const struct root *r, const char *job, uint32_t rank);
 void steptx_job_ended(const struct root *r, const char *job);
 /* "[3]": the ranks of the given ones (NULL: 0 .. n-1) that are gone, into

@@ -13,6 +13,9 @@
  *     as failed, and is the async error of the ranks still to save;
  *   - a rank late for a step that failed: its Save is answered at once
  *     with the step's error (told before as a SaveDone of no save);
+ *   - a rank that died (its connection lost) before the others of its
+ *     job opened: their next step fails at once naming it; a rank that
+ *     closed its manager is not remembered;
  *   - a rank that never sends its part: CKPT_ERANK after the timeout;
  *   - overlapping or missing pieces: CKPT_EMISMATCH on every rank naming
  *     the array; overlapping pieces in one Save are refused at once;
@@ -874,6 +877,98 @@ static void rank_left_alone_forgotten(void)
 	memcpy(root, saved_root, sizeof root);
 }
 
+/* Close rank's manager as a client that ends cleanly does (CloseManager). */
+static void close_rank(int fd, uint64_t mgr)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__CloseManager cm = CKPT__CLOSE_MANAGER__INIT;
+	Ckpt__Response *resp;
+
+	cm.has_manager = 1;
+	cm.manager = mgr;
+	req.op_case = CKPT__REQUEST__OP_CLOSE_MANAGER;
+	req.close_manager = &cm;
+	if (send_req(fd, &req, -1) != 0 || (resp = recv_reply(fd, 5000)) ==
+	    NULL)
+		bail_out("close_manager failed");
+	ckpt__response__free_unpacked(resp, NULL);
+}
+
+/* A rank that opens its manager, hands nothing and dies before any other
+ * rank of its job has opened (no step of the job unfinished): the job's
+ * next step fails at once naming it, not at its timeout. A rank that
+ * closes its manager instead is a job that ended: the next run's ranks
+ * may open in any order. */
+static void rank_lost_before_others(void)
+{
+	struct job j;
+	char msg[512];
+	unsigned i, named = 0, clean = 0;
+	uint64_t step = 0;
+	int64_t t0, ms;
+	int code;
+	char saved_root[HX_PATH];
+
+	own_root(saved_root, "dist-lost");
+	j.n = NR;
+	g_rows = 2 * NR;
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "lost", 20);
+	close(j.fd[3]);         /* dies: no CloseManager, no part */
+	j.fd[3] = -1;
+	hx_sleep_ms(200);       /* the daemon sees the close first */
+	for (i = 0; i < NR - 1; i++) {
+		j.fd[i] = rank_connect();
+		j.m[i] = open_rank(j.fd[i], i, NR, "lost", 20);
+	}
+	t0 = hx_now_ms();
+	code = save_part(j.fd[0], j.m[0], 0, 91, ROWS_OK, msg, sizeof msg);
+	is_int(code, CKPT__CODE__CKPT_ERANK, "rank 0's Save of step 91 is "
+	    "answered CKPT_ERANK (%s)", msg);
+	has(msg, "ranks [3]", "... naming rank 3, which died before the "
+	    "others opened");
+	for (i = 1; i < NR - 1; i++) {
+		code = recv_nosave_done(j.fd[i], j.m[i], &step, msg,
+		    sizeof msg, 5000);
+		named += code == CKPT__CODE__CKPT_ERANK && step == 91 &&
+		    strstr(msg, "ranks [3]") != NULL;
+	}
+	ms = hx_now_ms() - t0;
+	is_int(named, NR - 2, "ranks 1 and 2 are told step 91 failed");
+	ok(ms < 5000, "at once (%lld ms), not at the 20 s timeout",
+	    (long long)ms);
+	for (i = 0; i < NR - 1; i++)
+		wait_saves_within(j.fd[i], j.m[i], NULL, 0, 5000);
+	job_reopen(&j, 3, "lost", 20);
+	is_int(job_save_all(&j, 92, 20000), 2 * NR, "rank 3 back: step 92 "
+	    "saved by all 4 ranks");
+	job_close(&j);
+
+	/* The same with a clean close: nothing remembered. */
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "lost2", 20);
+	close_rank(j.fd[3], j.m[3]);
+	close(j.fd[3]);
+	hx_sleep_ms(200);
+	for (i = 0; i < NR - 1; i++) {
+		j.fd[i] = rank_connect();
+		j.m[i] = open_rank(j.fd[i], i, NR, "lost2", 20);
+	}
+	code = save_part(j.fd[0], j.m[0], 0, 93, ROWS_OK, msg, sizeof msg);
+	is_int(code, 1, "after a clean close, rank 0 saves step 93 before "
+	    "rank 3 has opened again (%s)", msg);
+	j.fd[3] = rank_connect();
+	j.m[3] = open_rank(j.fd[3], 3, NR, "lost2", 20);
+	for (i = 1; i < NR; i++)
+		save_part(j.fd[i], j.m[i], i, 93, ROWS_OK, msg, sizeof msg);
+	for (i = 0; i < NR; i++)
+		clean += wait_saves_within(j.fd[i], j.m[i], msg, sizeof msg,
+		    20000) == 0;
+	is_int(clean, NR, "step 93 saved by all 4 ranks (%s)", msg);
+	job_close(&j);
+	memcpy(root, saved_root, sizeof root);
+}
+
 static void rank_never_comes(void)
 {
 	struct job j;
@@ -1080,6 +1175,7 @@ int main(void)
 	rank_late_after_failure();
 	rank_left_alone();
 	rank_left_alone_forgotten();
+	rank_lost_before_others();
 	rank_never_comes();
 	mismatched_pieces();
 	two_jobs();
