@@ -746,6 +746,24 @@ index_put_step(struct index *ix, const char *root,
 }
 
 int
+index_put_committed(struct index *ix, const char *root, uint64_t step,
+    const char *name, int64_t init_ns, int64_t commit_ns, uint64_t bytes,
+    const char *metrics_json, ckd_err *e)
+{
+	struct index_step rec;
+
+	memset(&rec, 0, sizeof rec);
+	rec.step = step;
+	rec.state = INDEX_COMMITTED;
+	rec.init_ns = init_ns;
+	rec.commit_ns = commit_ns;
+	rec.bytes = bytes;
+	snprintf(rec.name, sizeof rec.name, "%s", name);
+	rec.metrics_json = (char *)metrics_json;
+	return index_put_step(ix, root, &rec, e);
+}
+
+int
 index_del_step(struct index *ix, const char *root, uint64_t step,
     ckd_err *e)
 {

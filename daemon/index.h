@@ -64,6 +64,13 @@ int index_roots(struct index *ix, char ***roots, size_t *n, ckd_err *e);
 /* Insert or replace one record (and set the root marker). */
 int index_put_step(struct index *ix, const char *root,
     const struct index_step *s, ckd_err *e);
+/* The record of a step just committed (directory `name`, its save begun
+ * at init_ns, committed at commit_ns, bytes written, its metrics or
+ * NULL): what the single-process save and the step transaction both
+ * record. */
+int index_put_committed(struct index *ix, const char *root, uint64_t step,
+    const char *name, int64_t init_ns, int64_t commit_ns, uint64_t bytes,
+    const char *metrics_json, ckd_err *e);
 /* Remove one record; absent is not an error. */
 int index_del_step(struct index *ix, const char *root, uint64_t step,
     ckd_err *e);

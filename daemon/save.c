@@ -627,7 +627,6 @@ save_finish(struct save *s, ckd_err *e)
 {
 	Ckpt__Save *sv = s->part.sv;
 	struct store_step_meta meta;
-	struct index_step rec;
 	ckd_err ie;
 	size_t i;
 	int r = 0;
@@ -699,16 +698,10 @@ save_finish(struct save *s, ckd_err *e)
 		goto fail;
 	if ((r = store_commit_synced(s->r->be, s->rootfd, s->name, e)) != 0)
 		goto fail;
-	memset(&rec, 0, sizeof rec);
-	rec.step = s->step;
-	rec.state = INDEX_COMMITTED;
-	rec.init_ns = s->init_ns;
-	rec.commit_ns = s->commit_ns;
-	rec.bytes = s->part.bytes;
-	snprintf(rec.name, sizeof rec.name, "%s", s->name);
-	rec.metrics_json = meta.metrics_json;
 	/* The step is durable; the index is only a cache of the disk. */
-	if (index_put_step(SQ.ix, s->r->key, &rec, &ie) != 0)
+	if (index_put_committed(SQ.ix, s->r->key, s->step, s->name,
+	    s->init_ns, s->commit_ns, s->part.bytes, meta.metrics_json,
+	    &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	for (i = 0; i < sv->n_items; i++) {
 		s->r->be->close(s->itemfds[i]);

@@ -1023,18 +1023,10 @@ steptx_check_items(struct steptx *tx, ckd_err *e)
 static void
 steptx_committed(struct steptx *tx, const char *metrics_json)
 {
-	struct index_step rec;
 	ckd_err ie;
 
-	memset(&rec, 0, sizeof rec);
-	rec.step = tx->step;
-	rec.state = INDEX_COMMITTED;
-	rec.init_ns = tx->init_ns;
-	rec.commit_ns = tx->commit_ns;
-	rec.bytes = tx->bytes;
-	snprintf(rec.name, sizeof rec.name, "%s", tx->name);
-	rec.metrics_json = (char *)metrics_json;
-	if (index_put_step(TX_IX, tx->r->key, &rec, &ie) != 0)
+	if (index_put_committed(TX_IX, tx->r->key, tx->step, tx->name,
+	    tx->init_ns, tx->commit_ns, tx->bytes, metrics_json, &ie) != 0)
 		log_warn("index: %s", ie.msg);
 	if (tx->tmpfd >= 0)
 		tx->r->be->close(tx->tmpfd);
