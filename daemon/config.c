@@ -40,6 +40,12 @@ config_apply_stall(const struct config *c, const struct config_hooks *h)
 }
 
 static void
+config_apply_s3_allow(const struct config *c, const struct config_hooks *h)
+{
+	h->s3_allow(c->s3_allow);
+}
+
+static void
 config_apply_users(const struct config *c, const struct config_hooks *h)
 {
 	(void)h;
@@ -144,10 +150,11 @@ const struct config_def config_defs[] = {
 	  "DIR", "commit saves to s3:// roots in DIR first (one directory "
 	  "per root) and upload them in the background; restores prefer "
 	  "the verified local copy (default: none)" },
-	{ "s3-allow", 0, CONFIG_LIST, CFG_FIELD(s3_allow), 0, 0, NULL,
-	  "USER:s3://BUCKET[/PREFIX]", "let USER (a name or uid) use s3:// "
-	  "roots inside this prefix (whole path components); repeatable; "
-	  "without a grant nobody, root included, may use an s3:// root" },
+	{ "s3-allow", 0, CONFIG_LIST, CFG_FIELD(s3_allow), 0, 0,
+	  config_apply_s3_allow, "USER:s3://BUCKET[/PREFIX]", "let USER (a "
+	  "name or uid) use s3:// roots inside this prefix (whole path "
+	  "components); repeatable; without a grant nobody, root included, "
+	  "may use an s3:// root; live (checked when a manager opens)" },
 };
 const size_t config_ndefs = sizeof config_defs / sizeof config_defs[0];
 

@@ -77,6 +77,7 @@ enum config_type {
 struct config_hooks {
 	void (*memory_budget)(uint64_t bytes);  /* the staging memory budget */
 	void (*stall_timeout)(uint64_t secs);   /* health.c's stall timeout */
+	void (*s3_allow)(const char *list);     /* s3acl.c's grants */
 };
 
 struct config_def {

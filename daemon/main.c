@@ -148,9 +148,24 @@ static const struct manager_saves main_manager_saves = {
 	.pending_steps = save_pending_steps,
 };
 
+/* A reload changed the s3-allow grants: a list s3acl_set refuses (a user
+ * that does not exist) leaves the grants held. */
+static void
+main_set_s3_allow(const char *list)
+{
+	ckd_err e = { 0 };
+
+	if (s3acl_set(list, &e) != 0)
+		log_error("reload: %s; the s3-allow grants held stay", e.msg);
+	else
+		log_info("s3-allow: %u grant%s", s3acl_count(),
+		    s3acl_count() == 1 ? "" : "s");
+}
+
 static const struct config_hooks main_config_hooks = {
 	.memory_budget = main_set_budget,
 	.stall_timeout = health_set_stall_timeout,
+	.s3_allow = main_set_s3_allow,
 };
 
 /* ---- options ------------------------------------------------------------- */

@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ struct s3acl_grant {
 
 static struct s3acl_grant grants[S3ACL_MAX];
 static unsigned ngrants;
+static pthread_rwlock_t grants_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 /* The normal form of an s3:// name into out (no scheme, no trailing '/'):
  * 0, or -1 when it is not s3://, too long, or has an empty, "." or ".."
@@ -116,8 +118,10 @@ s3acl_set(const char *list, ckd_err *e)
 			    "'..' component)", colon + 1);
 		n++;
 	}
+	pthread_rwlock_wrlock(&grants_lock);
 	memcpy(grants, fresh, n * sizeof grants[0]);
 	ngrants = n;
+	pthread_rwlock_unlock(&grants_lock);
 	return 0;
 }
 
@@ -126,6 +130,7 @@ s3acl_check(const char *root, uid_t uid, ckd_err *e)
 {
 	char norm[S3ACL_NAME_MAX];
 	unsigned i;
+	int held;
 
 	if (root == NULL || strncmp(root, S3ACL_SCHEME,
 	    strlen(S3ACL_SCHEME)) != 0)
@@ -134,14 +139,19 @@ s3acl_check(const char *root, uid_t uid, ckd_err *e)
 		return err_set(e, CKPT_EINVAL, "checkpoint root \"%.256s\": "
 		    "not a normal s3://bucket/prefix (no empty, '.' or '..' "
 		    "component)", root);
+	pthread_rwlock_rdlock(&grants_lock);
 	for (i = 0; i < ngrants; i++) {
 		size_t n = strlen(grants[i].path);
 
 		if (grants[i].uid == uid &&
 		    strncmp(norm, grants[i].path, n) == 0 &&
 		    (norm[n] == '\0' || norm[n] == '/'))
-			return 0;
+			break;
 	}
+	held = i < ngrants;
+	pthread_rwlock_unlock(&grants_lock);
+	if (held)
+		return 0;
 	return err_set(e, CKPT_EACCES, "checkpoint root \"%.256s\": uid %u "
 	    "holds no s3-allow grant of a prefix containing it", root,
 	    (unsigned)uid);
@@ -150,5 +160,10 @@ s3acl_check(const char *root, uid_t uid, ckd_err *e)
 unsigned
 s3acl_count(void)
 {
-	return ngrants;
+	unsigned n;
+
+	pthread_rwlock_rdlock(&grants_lock);
+	n = ngrants;
+	pthread_rwlock_unlock(&grants_lock);
+	return n;
 }

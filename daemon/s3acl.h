@@ -9,8 +9,10 @@
  * s3://b/a covers s3://b/a and s3://b/a/x but not s3://b/ab. Without a
  * grant nobody, root included, may use an s3:// root.
  *
- * s3acl_set runs once at start-up, before the socket serves; s3acl_check
- * only reads afterwards (any thread).
+ * s3acl_set runs at start-up and again on a reload (SIGHUP, loop
+ * thread); s3acl_check may run on any thread meanwhile (a lock). The
+ * grants are checked where a root is opened or named: a manager opened
+ * before a grant was withdrawn keeps its root.
  */
 #ifndef CKPTD_S3ACL_H
 #define CKPTD_S3ACL_H

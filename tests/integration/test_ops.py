@@ -10,8 +10,9 @@
     ext4, as root): /healthz 503 and ckptd_up 0 after stall-timeout,
     healthy again after the thaw;
   - SIGHUP with a large save in flight: the save commits and restores
-    intact, the live settings (memory budget, log level) change, a broken
-    file is refused with file:line and the daemon keeps running.
+    intact, the live settings (memory budget, log level, s3-allow grants)
+    change, a broken file is refused with file:line and the daemon keeps
+    running.
 
 Environment (from meson): CKPTD_BIN, CKPT_LIBRARY, PYTHONPATH.
 """
@@ -296,6 +297,37 @@ def test_metrics_and_reload(base, ckpt):
                'reload: log-level is live')
         report('workers changed' in log and 'after a restart' in log,
                'reload: workers is reported as needing a restart')
+        # s3-allow is live: a grant added by a reload serves the managers
+        # opened afterwards (the open then goes on to the store, which
+        # this test has none of: any error but the grant's).
+        def s3_open_error(root):
+            try:
+                ckpt.CheckpointManager(root).close()
+                return ''
+            except Exception as e:  # the daemon's message
+                return str(e)
+        before = s3_open_error('s3://bkt/ours/r')
+        with open(conf, 'w') as f:
+            f.write('log-level = debug\nmemory-budget = 2G\nworkers = 7\n'
+                    's3-allow = %d:s3://bkt/ours\n' % os.getuid())
+        d.proc.send_signal(signal.SIGHUP)
+        report(wait_for(lambda: 's3-allow: 1 grant' in d.logtext()),
+               'reload: s3-allow is live', d.logtext()[-1500:])
+        after = s3_open_error('s3://bkt/ours/r')
+        other = s3_open_error('s3://bkt/theirs/r')
+        report('s3-allow' in before and 's3-allow' not in after and
+               's3-allow' in other,
+               'a grant added by a reload serves the next open; other '
+               'prefixes stay refused',
+               'before: %s\nafter: %s\nother: %s' % (before, after, other))
+        with open(conf, 'w') as f:
+            f.write('log-level = debug\nmemory-budget = 2G\nworkers = 7\n'
+                    's3-allow = no-such-user-here:s3://bkt/ours\n')
+        d.proc.send_signal(signal.SIGHUP)
+        report(wait_for(lambda: 'the s3-allow grants held stay' in
+                        d.logtext()) and
+               's3-allow' not in s3_open_error('s3://bkt/ours/r'),
+               'a reload naming an unknown user keeps the grants held')
         with open(conf, 'w') as f:
             f.write('memory-budget = 3G\nnot a setting\n')
         d.proc.send_signal(signal.SIGHUP)
