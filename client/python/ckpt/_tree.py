@@ -134,6 +134,34 @@ def shard_list(x):
     return [x] if isinstance(x, Shard) else list(x)
 
 
+def is_no_piece(x):
+    """An empty list where Shards would go: this rank asks for (or holds)
+    no piece of the array there (also a jax target whose sharding gives
+    this process no device)."""
+    return isinstance(x, list) and not x
+
+
+def no_piece_value(tleaf):
+    """What a restore gives for a target asking for no piece: an empty
+    list, or for a jax target the global jax.Array with no addressable
+    shards."""
+    if isinstance(tleaf, _jax.GlobalTarget):
+        return tleaf.assemble([])
+    return []
+
+
+def has_no_piece(target):
+    """True when a restore target asks somewhere for no piece of an
+    array."""
+    if target is None:
+        return False
+    if is_no_piece(target):
+        return True
+    if not _is_container(target):
+        return False
+    return any(is_no_piece(v) for _, v in flatten(target, 'target'))
+
+
 def _is_container(x):
     return isinstance(x, (Mapping, list, tuple)) and not is_shards(x)
 
@@ -913,8 +941,13 @@ def match_target(entries, target, partial):
                 % (where, len(sub))))
         if tleaf is not PLACEHOLDER:
             if exact is not None:
-                arr = _is_abstract_array(tleaf) or is_shards(tleaf)
                 val = entries[exact][1]
+                if is_no_piece(tleaf) and isinstance(val, (RawArray, Ready)):
+                    # no piece of this array: nothing is read
+                    wanted[exact] = tleaf
+                    matches.append((tpath, tleaf, exact, sub))
+                    continue
+                arr = _is_abstract_array(tleaf) or is_shards(tleaf)
                 if is_shards(tleaf) and not isinstance(val, (RawArray,
                                                              Ready)):
                     raise ValueError('Cannot restore a %s at %s into Shard '
@@ -989,7 +1022,9 @@ def restore_with_target(entries, target, partial, zero_copy):
             results[tpath] = PLACEHOLDER
         elif exact is not None:
             val = entries[exact][1]
-            if is_shards(tleaf):
+            if is_no_piece(tleaf) and isinstance(val, (RawArray, Ready)):
+                results[tpath] = no_piece_value(tleaf)
+            elif is_shards(tleaf):
                 results[tpath] = _shards_from(val, tleaf, where)
             elif _is_abstract_array(tleaf):
                 results[tpath] = _convert_to_target(val, tleaf, zero_copy,
@@ -1182,6 +1217,13 @@ def build_target_tree(entries, wanted):
         for idx in sorted(wanted):
             path, meta = entries[idx]
             if not isinstance(meta, RawArray):
+                continue
+            if is_no_piece(wanted[idx]):
+                # libckpt gives an empty list there and reads nothing
+                keys, n = _keys_array(path)
+                L.check_plain(lib.ckpt_tree_add_scalar_k(
+                    t, keys, n, L.LEAF_EMPTY_LIST, 0, 0.0, 0, None),
+                    'restore target')
                 continue
             if is_shards(wanted[idx]):
                 keys, n = _keys_array(path)
