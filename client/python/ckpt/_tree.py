@@ -338,11 +338,20 @@ def _prep_jax_global(path, x):
         p.gshape = gs
         p.offsets = starts
         out.append(p)
+    if not out and not x.addressable_shards:
+        procs = _jax.processes_of(x.sharding)
+        if len(procs) == 1:
+            # there it is fully addressable: a host-local array, which
+            # that process saves as its replicated leaf (jax and Orbax see
+            # no global array either)
+            raise ValueError(
+                'jax.Array at %s: all its devices are in process %d, where '
+                'it is a host-local array, not a global one; shard it over '
+                'several processes, or save it from every process'
+                % (path_name(path) or 'item', min(procs)))
     if not out:
-        # the same tree paths on every process: a piece of nothing
-        # cannot be expressed, and process_pieces gives every holder one
-        raise ValueError('jax.Array at %s: this process holds none of its '
-                         'shards' % (path_name(path) or 'item'))
+        # no piece of it here: an empty list, the other processes cover it
+        return [_Prepared(path, L.LEAF_EMPTY_LIST)]
     return out
 
 
@@ -1281,7 +1290,7 @@ def _rebuild(x, path, results):
                 for k, v in x.items()}
     if isinstance(x, (list, tuple)) and not is_shards(x):
         if not x:
-            return results.get(path, type(x)())
+            return results[path] if path in results else type(x)()
         kind = L.KEY_TUPLE if isinstance(x, tuple) else L.KEY_LIST
         vals = [_rebuild(v, path + ((kind, i),), results)
                 for i, v in enumerate(x)]
