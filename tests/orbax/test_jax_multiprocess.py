@@ -3,7 +3,9 @@ jax's CPU backend with gloo collectives, 4 devices per process): arrays
 sharded across the processes save as pieces of one global array through
 the distributed-steps machinery, and restore resharded into targets of
 another layout in each process, and whole in a single process; a step a
-single process saved restores into targets spanning both processes."""
+single process saved restores into targets spanning both processes. A
+three-process job (2 devices each) saves arrays one process holds no
+shard of, and restores into targets giving a process no device."""
 
 import os
 import re
