@@ -13,7 +13,8 @@ MODE save-far, restore-far (NPROC 3, 2 CPU devices each): arrays whose
 devices are all in other processes (process 0 holds none of them) save
 as the others' pieces while process 0 hands none, and restore into
 targets that give some process no device: it gets a jax.Array without
-addressable shards.
+addressable shards. An array all on process 2 (host-local there) is
+refused by process 0.
 Each check that fails raises; the last line is "ok".
 """
 
@@ -85,6 +86,19 @@ def far(pid, root, mode):
             if pid == 0:
                 assert not tree['far'].addressable_shards
                 assert not tree['far_repl'].addressable_shards
+                # all on process 2: host-local there, no global array;
+                # refused before anything is sent
+                local2 = jax.make_array_from_callback(
+                    (4, 2), NamedSharding(mesh((2,)), P('d')),
+                    lambda i: np.ones((4, 2), np.float32)[i],
+                    dtype=np.float32)
+                try:
+                    m.save(5, args=ocp.args.StandardSave({'a': local2}))
+                except ValueError as e:
+                    assert 'host-local' in str(e), e
+                else:
+                    raise AssertionError('an array host-local to process '
+                                         '2 was saved by process 0')
             tree['n'] = 7
             assert m.save(0, args=ocp.args.StandardSave(tree))
             m.wait_until_finished()
