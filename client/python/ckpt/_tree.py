@@ -346,8 +346,8 @@ def _prep_jax_global(path, x):
             # no global array either)
             raise ValueError(
                 'jax.Array at %s: all its devices are in process %d, where '
-                'it is a host-local array, not a global one; shard it over '
-                'several processes, or save it from every process'
+                'it is a host-local array, not a global one; give it a '
+                'sharding over several processes, or a copy in each'
                 % (path_name(path) or 'item', min(procs)))
     if not out:
         # no piece of it here: an empty list, the other processes cover it
