@@ -323,6 +323,11 @@ def test_targets_asking_for_no_piece(ocp, tmp_path):
             got = m.restore(1, args=ocp.args.PyTreeRestore(
                 {'w': []}, partial_restore=True, zero_copy=zc))
             assert got == {'w': []}, (zc, got)
+        # another root's step (restore(directory=...)) alike
+        with ocp.CheckpointManager(str(tmp_path / 'other')) as o:
+            got = o.restore(1, directory=root, args=ocp.args.StandardRestore(
+                {'w': [], 'n': 0}))
+            assert got == {'w': [], 'n': 3}, got
         # the corruption is there for whoever reads the array
         for target in ({'w': np.empty(big.shape, np.float32), 'n': 0},
                        {'w': [ocp.Shard(np.empty((24, 96), np.float32),

@@ -1359,11 +1359,11 @@ class CheckpointManager:
                 if h not in ('standard', 'pytree', 'array'):
                     continue
                 target = getattr(a, 'item', None)
-                # zero copy: views of the mapping, unless the target asks
-                # for no piece of some array (a target tree reads none
-                # of it, where zero copy would assemble it)
-                if other is not None or (self._zc(a) and
-                                         not _tree.has_no_piece(target)):
+                # zero copy, or another root: views of the mapping, unless
+                # the target asks for no piece of some array (a target
+                # tree reads none of it, where the views would assemble it)
+                if (other is not None or self._zc(a)) and \
+                        not _tree.has_no_piece(target):
                     need_zc = True
                     continue
                 idx = lib.ckpt_restored_find(owner_meta.ptr, n.encode())
