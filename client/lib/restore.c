@@ -1348,6 +1348,29 @@ piece_metadata(struct rctx *x, const Ckpt__Leaf *lf, ckpt_tree *t,
 	return 0;
 }
 
+/*
+ * An array whose target is an empty list: this rank asks for no piece of
+ * it. It comes back as an empty list, once for all its saved pieces
+ * (seen), and none of its bytes is read.
+ */
+static int
+restore_no_piece(struct rctx *x, struct strmap *seen, ckpt_tree *t,
+    const ckpt_key *keys, size_t depth, const char *ps)
+{
+	struct tleaf *l;
+	long li;
+
+	if (strmap_get(seen, ps) >= 0)
+		return 0;
+	if (strmap_put(seen, ps, 1) != 0)
+		return cl_fail(x->c, x->m, CKPT_ENOMEM, "out of memory");
+	if ((li = tree_append(t, keys, depth, CKPT_LEAF_EMPTY_LIST, &l)) < 0)
+		return cl_fail(x->c, x->m, li == CKPT_ENOMEM ? CKPT_ENOMEM :
+		    CKPT_ECORRUPT, "invalid or duplicate leaf '%s' in the "
+		    "checkpoint", ps);
+	return 0;
+}
+
 static int
 restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
     int partial, ckpt_tree **out)
@@ -1411,6 +1434,12 @@ restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
 		if (lf->kind == CKPT__LEAF_KIND__LEAF_ARRAY &&
 		    x->metadata_only && lf->n_global_shape > 0) {
 			r = piece_metadata(x, lf, t, keys, lf->n_path, ps);
+			free(ps);
+			continue;
+		}
+		if (lf->kind == CKPT__LEAF_KIND__LEAF_ARRAY && tg != NULL &&
+		    tg->kind == CKPT_LEAF_EMPTY_LIST) {
+			r = restore_no_piece(x, &seen, t, keys, lf->n_path, ps);
 			free(ps);
 			continue;
 		}

@@ -11,7 +11,9 @@
  *  - a rank that disconnects without saving fails the step on the others
  *    with CKPT_ERANK naming it; nothing is listed; the next step commits;
  *  - a rank holding no piece of "w" (an empty list at its path) while the
- *    others cover it: the step commits and restores alike.
+ *    others cover it: the step commits and restores alike;
+ *  - a restore target holding an empty list at "w" (a rank asking for no
+ *    piece of it) gives an empty list there.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -185,6 +187,28 @@ static void check_restores(ckpt_client *c, ckpt_manager *m, uint64_t step,
 		free(mem[0]);
 		free(mem[1]);
 	}
+
+	/* a rank asking for no piece of "w": an empty list at its path */
+	tg = ckpt_tree_new();
+	{
+		ckpt_key key = { CKPT_KEY_DICT, "w", 0 };
+
+		ckpt_tree_add_scalar_k(tg, &key, 1, CKPT_LEAF_EMPTY_LIST, 0, 0,
+		    0, NULL);
+	}
+	ra = ckpt_restore_args_new();
+	ckpt_restore_args_add_item(ra, "default", tg, 1);
+	if (ok_call(ckpt_restore(m, (int64_t)step, ra, &res), c,
+	    "restore with an empty list as the target of 'w'")) {
+		t = ckpt_restored_item_tree(res, 0);
+		ok(ckpt_tree_nleaves(t) == 1 && ckpt_tree_leaf(t, 0, &lf) == 0 &&
+		    lf.kind == CKPT_LEAF_EMPTY_LIST &&
+		    strcmp(lf.path_str, "w") == 0, "... gives an empty list "
+		    "there, once for its %d pieces", npieces);
+		ckpt_restored_free(res);
+	}
+	ckpt_restore_args_free(ra);
+	ckpt_tree_free(tg);
 
 	/* item metadata: one leaf per saved piece */
 	if (ok_call(ckpt_item_metadata(m, (int64_t)step, &res), c,

@@ -292,6 +292,74 @@ def test_corrupt_piece_fails_on_every_copy_path(ocp, tmp_path):
         assert got.data.tobytes() == big[:750].tobytes()
 
 
+def test_targets_asking_for_no_piece(ocp, tmp_path):
+    """A rank asking for no piece of an array (an empty list where Shard
+    targets would go) gets an empty list back and reads none of it: with
+    a corrupted piece on disk, those restores succeed (numpy copies and
+    zero copy, StandardRestore, PyTreeRestore, ArrayRestore), while any
+    restore that reads the array fails on the checksum."""
+    rng = np.random.default_rng(11)
+    big = rng.standard_normal((64, 96)).astype(np.float32)
+    whole = rng.integers(0, 100, (5, 7)).astype(np.int16)
+    root = str(tmp_path / 'r')
+    with ocp.CheckpointManager(root) as m:
+        m.save(1, args=ocp.args.StandardSave({
+            'w': [ocp.Shard(big[:40], big.shape, (0, 0)),
+                  ocp.Shard(big[40:], big.shape, (40, 0))],
+            'n': 3}))
+        m.save(2, args=ocp.args.StandardSave({'whole': whole, 'e': [],
+                                              'n': 4}))
+        m.wait_until_finished()
+    _flip_last_tensor(os.path.join(root, '1', 'default'))
+    with ocp.CheckpointManager(root) as m:
+        for zc in (False, True):
+            got = m.restore(1, args=ocp.args.StandardRestore(
+                {'w': [], 'n': 0}, zero_copy=zc))
+            assert got == {'w': [], 'n': 3}, (zc, got)
+            got = m.restore(1, args=ocp.args.PyTreeRestore(
+                {'w': [], 'n': 0}, zero_copy=zc))
+            assert got == {'w': [], 'n': 3}, (zc, got)
+            # partial: the array alone
+            got = m.restore(1, args=ocp.args.PyTreeRestore(
+                {'w': []}, partial_restore=True, zero_copy=zc))
+            assert got == {'w': []}, (zc, got)
+        # another root's step (restore(directory=...)) alike
+        with ocp.CheckpointManager(str(tmp_path / 'other')) as o:
+            got = o.restore(1, directory=root, args=ocp.args.StandardRestore(
+                {'w': [], 'n': 0}))
+            assert got == {'w': [], 'n': 3}, got
+        # the corruption is there for whoever reads the array
+        for target in ({'w': np.empty(big.shape, np.float32), 'n': 0},
+                       {'w': [ocp.Shard(np.empty((24, 96), np.float32),
+                                        big.shape, (40, 0))], 'n': 0}):
+            with pytest.raises(OSError, match='checksum mismatch'):
+                m.restore(1, args=ocp.args.StandardRestore(target))
+        # an array saved whole, and a saved empty list, asked for by []
+        got = m.restore(2, args=ocp.args.StandardRestore(
+            {'whole': [], 'e': [], 'n': 0}))
+        assert got == {'whole': [], 'e': [], 'n': 4}
+        # ... beside Shard targets of the same array elsewhere in the tree
+        got = m.restore(2, args=ocp.args.StandardRestore(
+            {'whole': [ocp.Shard(np.empty((2, 7), np.int64), (5, 7),
+                                 (3, 0))], 'e': [], 'n': 0}))
+        assert np.array_equal(got['whole'][0].data, whole[3:])
+
+    # ArrayRestore: an ArraySave of pieces, one of them corrupted
+    aroot = str(tmp_path / 'a')
+    with ocp.CheckpointManager(aroot) as m:
+        m.save(1, args=ocp.args.ArraySave(
+            [ocp.Shard(big[:, :50], big.shape, (0, 0)),
+             ocp.Shard(big[:, 50:], big.shape, (0, 50))]))
+        m.wait_until_finished()
+    _flip_last_tensor(os.path.join(aroot, '1', 'default'))
+    with ocp.CheckpointManager(aroot) as m:
+        for zc in (False, True):
+            assert m.restore(1, args=ocp.args.ArrayRestore(
+                [], zero_copy=zc)) == []
+        with pytest.raises(OSError, match='checksum mismatch'):
+            m.restore(1, args=ocp.args.ArrayRestore())
+
+
 # ---- several processes ---------------------------------------------------------------------
 
 def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):

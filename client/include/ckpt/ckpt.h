@@ -280,6 +280,11 @@ int ckpt_tree_add_piece_k(ckpt_tree *t, const ckpt_key *path, size_t depth,
  *
  * A plain target (ckpt_tree_add_target) of the global shape, or no
  * target, gets the whole global array assembled from its pieces.
+ *
+ * A rank asking for no piece of an array (saved whole or as pieces) puts
+ * an empty list at its path (ckpt_tree_add_scalar_k, CKPT_LEAF_EMPTY_LIST),
+ * as Python's empty list of Shard targets: the restored tree holds an
+ * empty list there and none of the array's bytes is read.
  */
 int ckpt_tree_add_piece_target(ckpt_tree *t, const char *path,
     ckpt_dtype dtype, int ndim, const int64_t *global_shape,

@@ -25,7 +25,10 @@ over the processes that hold it), which the distributed-steps machinery
 joins into one step. A target whose sharding spans other processes is
 restored through Shard targets, one per distinct shard this process
 holds (GlobalTarget), so each process reads only its part, laid out as
-the target asks whatever the saved layout was.
+the target asks whatever the saved layout was. A process holding no
+shard of an array hands an empty list of pieces at save, and at restore
+asks for none (an empty GlobalTarget) and gets the global jax.Array with
+no addressable shards, as jax.make_array_from_callback gives there.
 """
 
 import ctypes
@@ -367,9 +370,20 @@ def pieces_table(leaves):
 
 
 def is_global(x):
-    """True for a jax.Array with distinct shards in other processes (saved
-    as this process's pieces, see process_pieces)."""
-    return not x.is_fully_addressable and not x.is_fully_replicated
+    """True for a jax.Array that spans other processes and is not a copy
+    every process holds: distinct shards in other processes, or replicated
+    over only some of the processes (the primary host may hold none of
+    it). Saved as this process's pieces, see process_pieces; every
+    process decides alike, from the sharding alone."""
+    if x.is_fully_addressable:
+        return False
+    return not x.is_fully_replicated or \
+        len(processes_of(x.sharding)) < _jax().process_count()
+
+
+def processes_of(sharding):
+    """The process indices of a sharding's devices."""
+    return {d.process_index for d in sharding.device_set}
 
 
 def _starts(index, shape):
@@ -427,11 +441,11 @@ class GlobalTarget(list):
             pshape = tuple(len(range(*sl.indices(n))) for sl, n in
                            zip(index, shape)) + shape[len(index):]
             pieces.append(shard_cls(empty(pshape, dtype), shape, starts))
-        if not pieces:
-            raise ValueError('jax target of shape %s: none of its devices '
-                             'is in this process' % (shape,))
+        # no device in this process: no piece (an empty list), and the
+        # array comes back with no addressable shards
         self.sharding = sharding
         self.shape = shape
+        self.dtype = dtype
         list.__init__(self, pieces)
 
     def assemble(self, filled):
@@ -441,6 +455,11 @@ class GlobalTarget(list):
         by = {tuple(sh.offsets): sh.data for sh in filled}
         arrays = [jax.device_put(by[starts], dev)
                   for dev, starts in self.devices]
+        if not arrays:
+            # as jax.make_array_from_callback in a process without a
+            # device of the sharding: no addressable shards
+            return jax.make_array_from_single_device_arrays(
+                self.shape, self.sharding, arrays, dtype=self.dtype)
         return jax.make_array_from_single_device_arrays(
             self.shape, self.sharding, arrays)
 

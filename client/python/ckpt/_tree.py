@@ -134,6 +134,34 @@ def shard_list(x):
     return [x] if isinstance(x, Shard) else list(x)
 
 
+def is_no_piece(x):
+    """An empty list where Shards would go: this rank asks for (or holds)
+    no piece of the array there (also a jax target whose sharding gives
+    this process no device)."""
+    return isinstance(x, list) and not x
+
+
+def no_piece_value(tleaf):
+    """What a restore gives for a target asking for no piece: an empty
+    list, or for a jax target the global jax.Array with no addressable
+    shards."""
+    if isinstance(tleaf, _jax.GlobalTarget):
+        return tleaf.assemble([])
+    return []
+
+
+def has_no_piece(target):
+    """True when a restore target asks somewhere for no piece of an
+    array."""
+    if target is None:
+        return False
+    if is_no_piece(target):
+        return True
+    if not _is_container(target):
+        return False
+    return any(is_no_piece(v) for _, v in flatten(target, 'target'))
+
+
 def _is_container(x):
     return isinstance(x, (Mapping, list, tuple)) and not is_shards(x)
 
@@ -310,11 +338,20 @@ def _prep_jax_global(path, x):
         p.gshape = gs
         p.offsets = starts
         out.append(p)
+    if not out and not x.addressable_shards:
+        procs = _jax.processes_of(x.sharding)
+        if len(procs) == 1:
+            # there it is fully addressable: a host-local array, which
+            # that process saves as its replicated leaf (jax and Orbax see
+            # no global array either)
+            raise ValueError(
+                'jax.Array at %s: all its devices are in process %d, where '
+                'it is a host-local array, not a global one; give it a '
+                'sharding over several processes, or a copy in each'
+                % (path_name(path) or 'item', min(procs)))
     if not out:
-        # the same tree paths on every process: a piece of nothing
-        # cannot be expressed, and process_pieces gives every holder one
-        raise ValueError('jax.Array at %s: this process holds none of its '
-                         'shards' % (path_name(path) or 'item'))
+        # no piece of it here: an empty list, the other processes cover it
+        return [_Prepared(path, L.LEAF_EMPTY_LIST)]
     return out
 
 
@@ -913,8 +950,13 @@ def match_target(entries, target, partial):
                 % (where, len(sub))))
         if tleaf is not PLACEHOLDER:
             if exact is not None:
-                arr = _is_abstract_array(tleaf) or is_shards(tleaf)
                 val = entries[exact][1]
+                if is_no_piece(tleaf) and isinstance(val, (RawArray, Ready)):
+                    # no piece of this array: nothing is read
+                    wanted[exact] = tleaf
+                    matches.append((tpath, tleaf, exact, sub))
+                    continue
+                arr = _is_abstract_array(tleaf) or is_shards(tleaf)
                 if is_shards(tleaf) and not isinstance(val, (RawArray,
                                                              Ready)):
                     raise ValueError('Cannot restore a %s at %s into Shard '
@@ -989,7 +1031,9 @@ def restore_with_target(entries, target, partial, zero_copy):
             results[tpath] = PLACEHOLDER
         elif exact is not None:
             val = entries[exact][1]
-            if is_shards(tleaf):
+            if is_no_piece(tleaf) and isinstance(val, (RawArray, Ready)):
+                results[tpath] = no_piece_value(tleaf)
+            elif is_shards(tleaf):
                 results[tpath] = _shards_from(val, tleaf, where)
             elif _is_abstract_array(tleaf):
                 results[tpath] = _convert_to_target(val, tleaf, zero_copy,
@@ -1183,6 +1227,13 @@ def build_target_tree(entries, wanted):
             path, meta = entries[idx]
             if not isinstance(meta, RawArray):
                 continue
+            if is_no_piece(wanted[idx]):
+                # libckpt gives an empty list there and reads nothing
+                keys, n = _keys_array(path)
+                L.check_plain(lib.ckpt_tree_add_scalar_k(
+                    t, keys, n, L.LEAF_EMPTY_LIST, 0, 0.0, 0, None),
+                    'restore target')
+                continue
             if is_shards(wanted[idx]):
                 keys, n = _keys_array(path)
                 filled = []
@@ -1239,7 +1290,7 @@ def _rebuild(x, path, results):
                 for k, v in x.items()}
     if isinstance(x, (list, tuple)) and not is_shards(x):
         if not x:
-            return results.get(path, type(x)())
+            return results[path] if path in results else type(x)()
         kind = L.KEY_TUPLE if isinstance(x, tuple) else L.KEY_LIST
         vals = [_rebuild(v, path + ((kind, i),), results)
                 for i, v in enumerate(x)]

@@ -1358,7 +1358,12 @@ class CheckpointManager:
             for n, h, a in plan:
                 if h not in ('standard', 'pytree', 'array'):
                     continue
-                if self._zc(a) or other is not None:
+                target = getattr(a, 'item', None)
+                # zero copy, or another root: views of the mapping, unless
+                # the target asks for no piece of some array (a target
+                # tree reads none of it, where the views would assemble it)
+                if (other is not None or self._zc(a)) and \
+                        not _tree.has_no_piece(target):
                     need_zc = True
                     continue
                 idx = lib.ckpt_restored_find(owner_meta.ptr, n.encode())
@@ -1368,14 +1373,14 @@ class CheckpointManager:
                     need_zc = True
                     continue
                 em = _tree.read_tree(tree, owner_meta)
-                target = getattr(a, 'item', None)
                 if h == 'array':
                     if len(em) != 1:
                         need_zc = True
                         continue
                     wanted = {0: target if target is not None and (
                         _tree._is_abstract_array(target) or
-                        _tree.is_shards(target)) else None}
+                        _tree.is_shards(target) or
+                        _tree.is_no_piece(target)) else None}
                 elif target is None:
                     wanted = {i: None for i in range(len(em))}
                 else:
@@ -1533,6 +1538,8 @@ class CheckpointManager:
             if len(entries) != 1:
                 raise ValueError('Item "%s" is not a single array' % name)
             path, val = entries[0]
+            if target is not None and _tree.is_no_piece(target):
+                return _tree.no_piece_value(target)
             if target is not None and _tree.is_shards(target):
                 return _tree._shards_from(val, target, name)
             if target is not None and _tree._is_abstract_array(target):

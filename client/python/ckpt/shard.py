@@ -30,7 +30,9 @@ class Shard:
     target, e.g. Shard(np.empty(shape, dtype), global_shape, offsets), is
     filled from whichever saved pieces overlap it (casting to its dtype)
     and returned as a Shard; a plain array target of the global shape (or
-    no target) gets the whole array."""
+    no target) gets the whole array; an empty list there (a rank that
+    wants no piece of the array) gives an empty list back, and none of
+    the array is read."""
 
     __slots__ = ('data', 'global_shape', 'offsets')
 
