@@ -1662,6 +1662,98 @@ restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
 
 /* ---- restore ------------------------------------------------------------------------------- */
 
+/* The regions of the piece targets in ra, for the request (a store whose
+ * files the daemon fetches then fetches only what they need). */
+struct regions {
+	Ckpt__Region **p;
+	Ckpt__Region *r;
+	Ckpt__PathElem *pe;
+	Ckpt__PathElem **pep;
+	uint64_t *nums;
+	size_t n;
+};
+
+static void
+regions_free(struct regions *g)
+{
+	free(g->p);
+	free(g->r);
+	free(g->pe);
+	free(g->pep);
+	free(g->nums);
+}
+
+static int
+regions_build(const ckpt_restore_args *ra, struct regions *g)
+{
+	size_t i, j, k, n = 0, ne = 0, nn = 0, e = 0, u = 0;
+
+	memset(g, 0, sizeof *g);
+	for (i = 0; ra != NULL && i < ra->n; i++) {
+		const ckpt_tree *t = ra->items[i].target;
+
+		for (j = 0; t != NULL && j < t->n; j++) {
+			const struct tleaf *tl = &t->leaves[j];
+
+			if (tl->kind != CKPT_LEAF_TARGET || tl->piece == NULL)
+				continue;
+			n++;
+			ne += tl->depth;
+			nn += 2 * (size_t)tl->ndim;
+		}
+	}
+	if (n == 0)
+		return 0;
+	if ((g->p = calloc(n, sizeof *g->p)) == NULL ||
+	    (g->r = calloc(n, sizeof *g->r)) == NULL ||
+	    (ne > 0 && ((g->pe = calloc(ne, sizeof *g->pe)) == NULL ||
+	    (g->pep = calloc(ne, sizeof *g->pep)) == NULL)) ||
+	    (nn > 0 && (g->nums = calloc(nn, sizeof *g->nums)) == NULL)) {
+		regions_free(g);
+		return -1;
+	}
+	for (i = 0; i < ra->n; i++) {
+		const ckpt_tree *t = ra->items[i].target;
+
+		for (j = 0; t != NULL && j < t->n; j++) {
+			const struct tleaf *tl = &t->leaves[j];
+			Ckpt__Region *r;
+
+			if (tl->kind != CKPT_LEAF_TARGET || tl->piece == NULL)
+				continue;
+			r = &g->r[g->n];
+			g->p[g->n++] = r;
+			ckpt__region__init(r);
+			r->item = ra->items[i].name;
+			r->path = &g->pep[e];
+			r->n_path = tl->depth;
+			for (k = 0; k < tl->depth; k++, e++) {
+				Ckpt__PathElem *pe = &g->pe[e];
+
+				ckpt__path_elem__init(pe);
+				g->pep[e] = pe;
+				pe->has_kind = 1;
+				pe->kind = (Ckpt__KeyKind)tl->path[k].kind;
+				if (tl->path[k].kind == CKPT_KEY_DICT) {
+					pe->key = (char *)tl->path[k].key;
+				} else {
+					pe->has_index = 1;
+					pe->index = tl->path[k].index;
+				}
+			}
+			r->offsets = &g->nums[u];
+			r->n_offsets = (size_t)tl->ndim;
+			for (k = 0; k < (size_t)tl->ndim; k++)
+				g->nums[u++] = (uint64_t)tl->piece[tl->ndim + k];
+			r->shape = &g->nums[u];
+			r->n_shape = (size_t)tl->ndim;
+			for (k = 0; k < (size_t)tl->ndim; k++)
+				g->nums[u++] = (uint64_t)tl->shape[k];
+		}
+	}
+	return 0;
+}
+
 static int
 do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
     int metadata_only, ckpt_restored **out)
@@ -1675,6 +1767,7 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 	struct rwork w = { 0 };
 	struct mapping *maps[CKPT_MAX_FDS] = { 0 };
 	char **names = NULL;
+	struct regions rg = { 0 };
 	int fds[CKPT_MAX_FDS];
 	size_t nfds = 0, i, j;
 	int r, code;
@@ -1705,11 +1798,18 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 		rs.items = names;
 		rs.n_items = ra->n;
 		rs.directory = ra->dir;
+		if (!metadata_only && regions_build(ra, &rg) != 0) {
+			free(names);
+			return cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+		}
+		rs.regions = rg.p;
+		rs.n_regions = rg.n;
 	}
 	req.op_case = CKPT__REQUEST__OP_RESTORE;
 	req.restore = &rs;
 	r = cl_call(m->c, m, &req, NULL, 0, &resp, fds, &nfds);
 	free(names);
+	regions_free(&rg);
 	if (r != 0)
 		return r;
 	if ((code = resp->code) != 0) {
