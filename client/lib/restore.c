@@ -1286,7 +1286,10 @@ pieces_dst(struct rctx *x, const struct tleaf *tg, struct tleaf *l,
  * leaf has chunk sums: verify only the chunks that hold the rows its
  * copies read (a row-major piece: the overlap's rows; a column-wise
  * overlap reads part of every row it touches, so all of their chunks).
- * Left whole-piece when those chunks are the whole piece.
+ * Left whole-piece when those chunks are the whole piece. A daemon that
+ * fetches files (s3://) fetches these same bytes out of the request's
+ * regions (daemon/restore.c, rs_leaf_range): what is not verified here
+ * may not have been fetched.
  */
 static void
 piece_chunk_range(const struct rwork *w, size_t pc0, struct rjob *j)

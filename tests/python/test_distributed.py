@@ -339,6 +339,36 @@ def test_corrupt_chunk_outside_the_rows_read(ocp, tmp_path):
             assert "checksum mismatch for tensor 'w'" in str(ei.value)
             assert 'chunk 1)' in str(ei.value), str(ei.value)
 
+    # column-wise pieces (every row, half the columns: 4 MiB, two chunks
+    # of 1024 rows) in a target of rows: each is read in the rows it
+    # holds, so only those chunks are checked
+    root2 = str(tmp_path / 'c')
+    with ocp.CheckpointManager(root2) as m:
+        m.save(1, args=ocp.args.StandardSave({'w': [
+            ocp.Shard(np.ascontiguousarray(big[:, :512]), big.shape, (0, 0)),
+            ocp.Shard(np.ascontiguousarray(big[:, 512:]), big.shape,
+                      (0, 512))]}))
+        m.wait_until_finished()
+    item = os.path.join(root2, '1', 'default')
+    with open(os.path.join(item, '_METADATA')) as f:
+        pieces = [lf for lf in json.load(f)['leaves'] if 'pieces' in lf][0]
+    pc = [p for p in pieces['pieces'] if p['offsets'][1] == 512][0]
+    with open(os.path.join(item, pc['file']), 'r+b') as f:
+        hl = struct.unpack('<Q', f.read(8))[0]
+        begin = json.loads(f.read(hl))[pc['tensor']]['data_offsets'][0]
+        pos = 8 + hl + begin + (1500 * 512 + 7) * 4    # row 1500: chunk 1
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x20]))
+    with ocp.CheckpointManager(root2) as m:
+        got = m.restore(1, args=ocp.args.StandardRestore(rows(0, 1000)))
+        assert got['w'].data.tobytes() == big[:1000].tobytes()
+        with pytest.raises(OSError) as ei:
+            m.restore(1, args=ocp.args.StandardRestore(rows(1400, 1600)))
+        assert "checksum mismatch for tensor 'w'" in str(ei.value)
+        assert 'chunk 1)' in str(ei.value), str(ei.value)
+
 
 # ---- several processes ---------------------------------------------------------------------
 
