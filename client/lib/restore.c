@@ -1747,7 +1747,8 @@ regions_build(const ckpt_restore_args *ra, struct regions *g)
 			r->offsets = &g->nums[u];
 			r->n_offsets = (size_t)tl->ndim;
 			for (k = 0; k < (size_t)tl->ndim; k++)
-				g->nums[u++] = (uint64_t)tl->piece[tl->ndim + k];
+				g->nums[u++] =
+				    (uint64_t)tl->piece[tl->ndim + k];
 			r->shape = &g->nums[u];
 			r->n_shape = (size_t)tl->ndim;
 			for (k = 0; k < (size_t)tl->ndim; k++)

@@ -828,7 +828,8 @@ item_for(const struct tset *s, const char *file)
 			l->has_chunk_bytes = 1;
 			l->chunk_bytes = STORE_SUM_CHUNK;
 			l->n_chunk_xxh3 = s->t[i].nchunks;
-			l->chunk_xxh3 = malloc(s->t[i].nchunks * sizeof(uint64_t));
+			l->chunk_xxh3 = malloc(s->t[i].nchunks *
+			    sizeof(uint64_t));
 			assert_non_null(l->chunk_xxh3);
 			memcpy(l->chunk_xxh3, s->t[i].chunks,
 			    s->t[i].nchunks * sizeof(uint64_t));
