@@ -57,6 +57,7 @@ static struct metrics_histogram metrics_hists[METRICS_NHIST] = {
  * the metrics. */
 static uint64_t metrics_failed[1 + CKPT_NCODES];
 static uint64_t metrics_read_bytes;
+static uint64_t metrics_fetched_bytes;
 
 /* Committed saves and bytes per uid; [METRICS_MAX_UIDS]: the others. */
 static struct {
@@ -104,6 +105,12 @@ void
 metrics_count_bytes_read(uint64_t n)
 {
 	metrics_read_bytes += n;
+}
+
+void
+metrics_count_bytes_fetched(uint64_t n)
+{
+	metrics_fetched_bytes += n;
 }
 
 void
@@ -266,6 +273,9 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	metrics_put(b, "ckptd_bytes_read_total", "counter",
 	    "Bytes of step files handed to clients by restores.",
 	    metrics_read_bytes);
+	metrics_put(b, "ckptd_restore_fetched_bytes_total", "counter",
+	    "Bytes restores asked of stores whose files are fetched (s3://).",
+	    metrics_fetched_bytes);
 	metrics_put(b, "ckptd_worker_tasks_queued", "gauge",
 	    "Worker tasks waiting for a thread.", worker_queued());
 	metrics_put(b, "ckptd_worker_tasks_running", "gauge",

@@ -42,6 +42,9 @@ void metrics_observe_since(enum metrics_hist h, int64_t start_ns);
 void metrics_count_save_failed(int code);
 /* Bytes of step files handed to clients by restores. */
 void metrics_count_bytes_read(uint64_t n);
+/* Bytes a restore fetched from a store whose files are fetched (the
+ * ranges asked of the backend's fetch). */
+void metrics_count_bytes_fetched(uint64_t n);
 /* A save of uid committed bytes. Per-uid series are kept for the first
  * METRICS_MAX_UIDS users seen; later ones are summed under uid="other"
  * (bounded cardinality). */

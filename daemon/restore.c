@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chunksum.h"
 #include "metrics.h"
 #include "restore.h"
 #include "s3acl.h"
@@ -61,6 +62,7 @@ struct rs_task {
 	size_t nitems;
 	int fds[CKPT_MAX_FDS];
 	size_t nfds;
+	uint64_t fetched;               /* bytes asked of the backend's fetch */
 	char *step_dir;
 	char *meta_json;
 	/* verify */
@@ -268,12 +270,105 @@ rs_cmp_range(const void *a, const void *b)
 	    x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
-/* A backend whose files are fetched (fetch): the bytes of its tensors,
- * file by file (fds[first..]), nothing else. */
+/* Whether region g is at item `item` and leaf l's path. */
 static int
-rs_fetch_leaves(const struct store_backend *be, const Ckpt__Item *it,
-    const int *fds, size_t first, ckd_err *e)
+rs_region_at(const Ckpt__Region *g, const char *item, const Ckpt__Leaf *l)
 {
+	size_t i;
+
+	if (g->item == NULL || strcmp(g->item, item) != 0 ||
+	    g->n_path != l->n_path)
+		return 0;
+	for (i = 0; i < l->n_path; i++) {
+		const Ckpt__PathElem *a = g->path[i], *b = l->path[i];
+
+		if (a->kind != b->kind)
+			return 0;
+		if (a->kind == CKPT__KEY_KIND__KEY_DICT ?
+		    (a->key == NULL || b->key == NULL ||
+		    strcmp(a->key, b->key) != 0) : a->index != b->index)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * The bytes [*lo, *hi) of array leaf l to fetch for the regions of the
+ * request (rq) at its path: none of them, the whole array; else the rows
+ * of l (a piece of a global array at its piece_offsets, or a whole
+ * array) that the regions meet, widened to whole chunks with chunk
+ * sums, to the whole array without (the client then verifies it whole),
+ * and nothing when they meet none. libckpt reads and verifies the same
+ * bytes (restore.c, piece_chunk_range), out of the same regions.
+ */
+static void
+rs_leaf_range(const Ckpt__Restore *rq, const char *item, const Ckpt__Leaf *l,
+    uint64_t *lo, uint64_t *hi)
+{
+	uint64_t rlo = UINT64_MAX, rhi = 0, r0 = 0, r1 = 0, rowbytes, cb;
+	size_t i, d, nd = l->n_shape;
+	int any = 0;
+
+	*lo = 0;
+	*hi = l->nbytes;
+	if (rq == NULL || rq->n_regions == 0 || nd == 0 || l->shape[0] == 0 ||
+	    (l->n_piece_offsets != 0 && l->n_piece_offsets != nd))
+		return;
+	for (i = 0; i < rq->n_regions; i++) {
+		const Ckpt__Region *g = rq->regions[i];
+
+		if (!rs_region_at(g, item, l))
+			continue;
+		any = 1;
+		if (g->n_offsets != nd || g->n_shape != nd)
+			return;         /* not this array's: all of it */
+		for (d = 0; d < nd; d++) {
+			uint64_t po = l->n_piece_offsets ? l->piece_offsets[d] :
+			    0, a, b;
+
+			if (g->offsets[d] > UINT64_MAX - g->shape[d])
+				return;
+			a = g->offsets[d] > po ? g->offsets[d] : po;
+			b = g->offsets[d] + g->shape[d] < po + l->shape[d] ?
+			    g->offsets[d] + g->shape[d] : po + l->shape[d];
+			if (a >= b)
+				break;  /* the region misses the array */
+			if (d == 0) {
+				r0 = a - po;
+				r1 = b - po;
+			}
+		}
+		if (d < nd)
+			continue;
+		rlo = r0 < rlo ? r0 : rlo;
+		rhi = r1 > rhi ? r1 : rhi;
+	}
+	if (!any)
+		return;
+	if (rlo >= rhi) {
+		*hi = 0;        /* met by none */
+		return;
+	}
+	if (!chunksum_leaf_has(l))
+		return;         /* verified whole */
+	rowbytes = l->nbytes / l->shape[0];
+	cb = l->chunk_bytes;
+	*lo = rlo * rowbytes / cb * cb;
+	*hi = (rhi * rowbytes + cb - 1) / cb * cb;
+	if (*hi > l->nbytes)
+		*hi = l->nbytes;
+}
+
+/* A backend whose files are fetched (fetch): the bytes of its tensors,
+ * file by file (fds[first..]), nothing else; of an array restored in
+ * part (regions in the request), only what rs_leaf_range says. Adds the
+ * bytes asked for to *fetched. */
+static int
+rs_fetch_leaves(const struct store_backend *be, const Ckpt__Restore *rq,
+    const Ckpt__Item *it, const int *fds, size_t first, uint64_t *fetched,
+    ckd_err *e)
+{
+	uint64_t lo, hi;
 	struct store_range *rg;
 	uint64_t (*v)[3];       /* fd_index, offset, nbytes */
 	size_t i, j, k, n = 0;
@@ -291,9 +386,14 @@ rs_fetch_leaves(const struct store_backend *be, const Ckpt__Item *it,
 
 		if (l->kind == CKPT__LEAF_KIND__LEAF_ARRAY &&
 		    l->has_fd_index && l->fd_index >= first && l->has_offset) {
+			rs_leaf_range(rq, it->name != NULL ? it->name : "", l,
+			    &lo, &hi);
+			if (hi <= lo)
+				continue;
 			v[n][0] = l->fd_index;
-			v[n][1] = l->offset;
-			v[n++][2] = l->nbytes;
+			v[n][1] = l->offset + lo;
+			v[n++][2] = hi - lo;
+			*fetched += hi - lo;
 		}
 	}
 	qsort(v, n, sizeof *v, rs_cmp_range);
@@ -339,7 +439,8 @@ rs_restore_item(struct rs_task *rt, int stepfd,
 		first = rt->nfds;
 		if (!rt->metadata_only && (r = store_open_item_files(be,
 		    itemfd, it, rt->fds, &rt->nfds, CKPT_MAX_FDS, e)) == 0)
-			r = rs_fetch_leaves(be, it, rt->fds, first, e);
+			r = rs_fetch_leaves(be, rt->req->restore, it,
+			    rt->fds, first, &rt->fetched, e);
 	} else if (h == CKPT__HANDLER__HANDLER_JSON ||
 	    h == CKPT__HANDLER__HANDLER_PROTO) {
 		r = store_read_file(be, itemfd,
@@ -577,6 +678,7 @@ rs_restore_done(struct task *t)
 		if (rt->be->fstat(rt->fds[i], &st) == 0 && S_ISREG(st.st_mode))
 			metrics_count_bytes_read((uint64_t)st.st_size);
 	}
+	metrics_count_bytes_fetched(rt->fetched);
 	if (!rt->metadata_only)         /* structure lookups are not restores */
 		metrics_observe_since(METRICS_RESTORE, rt->recv_ns);
 	/* The fds now belong to the conn. */

@@ -346,22 +346,21 @@ src_all_data(struct src_cur *c, const struct store_tensor *t)
 	return src_run(c, t->src, t->nbytes, &data) == t->nbytes && data;
 }
 
-/* Hash len zero bytes into st. */
-static void
-st_hash_zeros(XXH3_state_t *st, uint64_t len)
-{
-	while (len > 0) {
-		size_t n = len > sizeof st_zeros ? sizeof st_zeros : (size_t)len;
+_Static_assert(STORE_CHUNK <= STORE_SUM_CHUNK,
+    "a tensor written in one chunk has one checksum chunk");
 
-		XXH3_64bits_update(st, st_zeros, n);
-		len -= n;
-	}
+/* The sums of t, once its bytes were fed to cs. */
+static int
+st_sum_end(struct chunksum *cs, struct store_tensor *t)
+{
+	t->xxh3 = chunksum_end(cs, &t->chunks, &t->nchunks);
+	return 0;
 }
 
 /* A tensor with holes, run by run: data is hashed and handed to put from
  * the source, holes as zeros (put gets NULL). */
 static int
-st_tensor_runs(struct src_cur *c, struct store_tensor *t, XXH3_state_t **st,
+st_tensor_runs(struct src_cur *c, struct store_tensor *t, struct chunksum *cs,
     int (*put)(void *arg, const char *p, uint64_t len, ckd_err *e),
     void *arg, ckd_err *e)
 {
@@ -369,9 +368,8 @@ st_tensor_runs(struct src_cur *c, struct store_tensor *t, XXH3_state_t **st,
 	uint64_t left = t->nbytes, n;
 	int data, r;
 
-	if (*st == NULL && (*st = XXH3_createState()) == NULL)
-		return err_set(e, CKPT_ENOMEM, "out of memory");
-	XXH3_64bits_reset(*st);
+	if ((r = chunksum_begin(cs, t->nbytes, e)) != 0)
+		return r;
 	while (left > 0) {
 		if ((n = src_run(c, p, left, &data)) == 0) {
 			n = left;               /* cannot happen: read it */
@@ -379,17 +377,13 @@ st_tensor_runs(struct src_cur *c, struct store_tensor *t, XXH3_state_t **st,
 		}
 		if (data && n > STORE_CHUNK)
 			n = STORE_CHUNK;        /* hashed right before written */
-		if (data)
-			XXH3_64bits_update(*st, p, (size_t)n);
-		else
-			st_hash_zeros(*st, n);
+		chunksum_update(cs, data ? p : NULL, n);
 		if ((r = put(arg, data ? p : NULL, n, e)) != 0)
 			return r;
 		p += n;
 		left -= n;
 	}
-	t->xxh3 = XXH3_64bits_digest(*st);
-	return 0;
+	return st_sum_end(cs, t);
 }
 
 static int
@@ -413,7 +407,7 @@ wbuf_put(void *arg, const char *p, uint64_t len, ckd_err *e)
 /* Hash tensor i chunk by chunk and queue the chunks for writing. */
 static int
 st_put_tensor(struct wbuf *w, struct src_cur *c, struct store_tensor *t,
-    XXH3_state_t **st, ckd_err *e)
+    struct chunksum *cs, ckd_err *e)
 {
 	const char *p = t->src;
 	uint64_t left = t->nbytes;
@@ -421,24 +415,22 @@ st_put_tensor(struct wbuf *w, struct src_cur *c, struct store_tensor *t,
 	int r;
 
 	if (!src_all_data(c, t))
-		return st_tensor_runs(c, t, st, wbuf_put, w, e);
+		return st_tensor_runs(c, t, cs, wbuf_put, w, e);
 	if (left <= STORE_CHUNK) {
 		t->xxh3 = XXH3_64bits(p, (size_t)left);
 		return wbuf_add(w, p, (size_t)left, e);
 	}
-	if (*st == NULL && (*st = XXH3_createState()) == NULL)
-		return err_set(e, CKPT_ENOMEM, "out of memory");
-	XXH3_64bits_reset(*st);
+	if ((r = chunksum_begin(cs, t->nbytes, e)) != 0)
+		return r;
 	while (left > 0) {
 		len = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
-		XXH3_64bits_update(*st, p, len);
+		chunksum_update(cs, p, len);
 		if ((r = wbuf_add(w, p, len, e)) != 0)
 			return r;
 		p += len;
 		left -= len;
 	}
-	t->xxh3 = XXH3_64bits_digest(*st);
-	return 0;
+	return st_sum_end(cs, t);
 }
 
 /* ---- O_DIRECT stream ----------------------------------------------------------
@@ -551,7 +543,7 @@ dio_put_cb(void *arg, const char *p, uint64_t len, ckd_err *e)
 /* Hash tensor t chunk by chunk, each chunk right before it is written. */
 static int
 dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
-    XXH3_state_t **st, ckd_err *e)
+    struct chunksum *cs, ckd_err *e)
 {
 	const char *p = t->src;
 	uint64_t left = t->nbytes, pos = d->off + d->len, head;
@@ -559,18 +551,17 @@ dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
 	int r;
 
 	if (!src_all_data(c, t))
-		return st_tensor_runs(c, t, st, dio_put_cb, d, e);
+		return st_tensor_runs(c, t, cs, dio_put_cb, d, e);
 	if (left <= STORE_CHUNK) {
 		t->xxh3 = XXH3_64bits(p, (size_t)left);
 		return dio_put(d, p, left, e);
 	}
-	if (*st == NULL && (*st = XXH3_createState()) == NULL)
-		return err_set(e, CKPT_ENOMEM, "out of memory");
-	XXH3_64bits_reset(*st);
+	if ((r = chunksum_begin(cs, t->nbytes, e)) != 0)
+		return r;
 	if (d->direct && (((uintptr_t)p - pos) & (STORE_PAGE - 1)) == 0) {
 		head = (STORE_PAGE - (pos & (STORE_PAGE - 1))) &
 		    (STORE_PAGE - 1);
-		XXH3_64bits_update(*st, p, (size_t)head);
+		chunksum_update(cs, p, head);
 		if ((r = dio_put(d, p, head, e)) != 0 ||
 		    (r = dio_flush(d, e)) != 0)
 			return r;
@@ -579,7 +570,7 @@ dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
 		while (left >= STORE_PAGE) {
 			n = left > STORE_DIO_CHUNK ? STORE_DIO_CHUNK :
 			    (size_t)(left & ~(uint64_t)(STORE_PAGE - 1));
-			XXH3_64bits_update(*st, p, n);
+			chunksum_update(cs, p, n);
 			if ((r = dio_pwrite(d, p, n, d->off, e)) != 0)
 				return r;
 			d->off += n;
@@ -589,14 +580,13 @@ dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
 	}
 	while (left > 0) {
 		n = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
-		XXH3_64bits_update(*st, p, n);
+		chunksum_update(cs, p, n);
 		if ((r = dio_put(d, p, n, e)) != 0)
 			return r;
 		p += n;
 		left -= n;
 	}
-	t->xxh3 = XXH3_64bits_digest(*st);
-	return 0;
+	return st_sum_end(cs, t);
 }
 
 /* The data of a file of `size` bytes with O_DIRECT when the filesystem
@@ -604,7 +594,7 @@ dio_tensor(struct dio *d, struct src_cur *c, struct store_tensor *t,
 static int
 st_write_direct(const struct store_backend *be, int fd, const char *fname,
     const char *hdr, size_t hdrlen, struct store_tensor *t, const uint64_t *rel,
-    size_t n, uint64_t size, XXH3_state_t **st, ckd_err *e)
+    size_t n, uint64_t size, struct chunksum *cs, ckd_err *e)
 {
 	struct dio d;
 	struct src_cur c;
@@ -629,7 +619,7 @@ st_write_direct(const struct store_backend *be, int fd, const char *fname,
 		goto out;
 	for (i = 0; i < n; i++) {
 		if ((r = dio_put(&d, NULL, rel[i] - cur, e)) != 0 ||
-		    (r = dio_tensor(&d, &c, &t[i], st, e)) != 0)
+		    (r = dio_tensor(&d, &c, &t[i], cs, e)) != 0)
 			goto out;
 		cur = rel[i] + t[i].nbytes;
 	}
@@ -656,7 +646,7 @@ st_write(const struct store_backend *be, int dirfd, const char *fname,
 {
 	static const char zeros[STORE_PAGE];
 	uint64_t *rel = NULL, cur, size;
-	XXH3_state_t *st = NULL;
+	struct chunksum cs;
 	struct wbuf *w = NULL;
 	struct src_cur c;
 	char *hdr = NULL;
@@ -666,6 +656,12 @@ st_write(const struct store_backend *be, int dirfd, const char *fname,
 	if (!store_valid_component(fname))
 		return err_set(e, CKPT_EINVAL, "invalid file name: %s",
 		    fname != NULL ? fname : "(null)");
+	memset(&cs, 0, sizeof cs);
+	for (i = 0; i < n; i++) {
+		free(t[i].chunks);
+		t[i].chunks = NULL;
+		t[i].nchunks = 0;
+	}
 	if ((rel = calloc(n ? n : 1, sizeof(*rel))) == NULL ||
 	    (w = malloc(sizeof(*w))) == NULL) {
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
@@ -680,7 +676,7 @@ st_write(const struct store_backend *be, int dirfd, const char *fname,
 	}
 	if (size >= STORE_DIO_MIN && (be->caps & STORE_BE_DIRECT)) {
 		if ((r = st_write_direct(be, fd, fname, hdr, hdrlen, t, rel, n,
-		    size, &st, e)) != 0)
+		    size, &cs, e)) != 0)
 			goto fail;
 	} else {
 		memset(&c, 0, sizeof c);
@@ -695,7 +691,7 @@ st_write(const struct store_backend *be, int dirfd, const char *fname,
 		for (i = 0; i < n; i++) {
 			if ((r = wbuf_add(w, zeros, (size_t)(rel[i] - cur),
 			    e)) != 0 ||
-			    (r = st_put_tensor(w, &c, &t[i], &st, e)) != 0)
+			    (r = st_put_tensor(w, &c, &t[i], &cs, e)) != 0)
 				goto fail;
 			cur = rel[i] + t[i].nbytes;
 		}
@@ -728,8 +724,13 @@ fail:
 		be->close(fd);
 	fd = -1;
 	be->unlink(dirfd, fname);
+	for (i = 0; i < n; i++) {
+		free(t[i].chunks);
+		t[i].chunks = NULL;
+		t[i].nchunks = 0;
+	}
 out:
-	XXH3_freeState(st);
+	chunksum_free(&cs);
 	free(hdr);
 	free(rel);
 	free(w);
@@ -936,17 +937,82 @@ out:
 	return r;
 }
 
+/* Read and hash leaf l (its chunks too, when it has chunk sums) 2 MiB at
+ * a time; report a mismatch through cb. 1: reported, 0: fine, < 0: read
+ * error (errno). */
+static int
+st_verify_leaf(const struct store_backend *be, int fd, const Ckpt__Leaf *l,
+    char *buf, XXH3_state_t *st, XXH3_state_t *cst, store_problem_cb cb,
+    void *arg)
+{
+	const char *tn = l->tensor != NULL ? l->tensor : "?";
+	int chunked = chunksum_leaf_has(l);
+	uint64_t off = l->offset, left = l->nbytes, at = 0, h, cpos = 0;
+	size_t len, k, ci = 0, badc = 0, firstbad = 0;
+	char msg[200];
+
+	XXH3_64bits_reset(st);
+	XXH3_64bits_reset(cst);
+	be->readahead(fd, off, left);
+	while (left > 0) {
+		len = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
+		if (be->read_range(fd, buf, len, off) != 0) {
+			if (errno != 0)
+				return -1;
+			if (cb != NULL)
+				cb(arg, tn, "data truncated");
+			return 1;
+		}
+		XXH3_64bits_update(st, buf, len);
+		for (k = 0; chunked && k < len; ) {
+			size_t n = l->chunk_bytes - cpos < len - k ?
+			    (size_t)(l->chunk_bytes - cpos) : len - k;
+
+			XXH3_64bits_update(cst, buf + k, n);
+			k += n;
+			cpos += n;
+			if (cpos == l->chunk_bytes || at + k == l->nbytes) {
+				if (XXH3_64bits_digest(cst) !=
+				    l->chunk_xxh3[ci] && badc++ == 0)
+					firstbad = ci;
+				ci++;
+				cpos = 0;
+				XXH3_64bits_reset(cst);
+			}
+		}
+		off += len;
+		at += len;
+		left -= len;
+	}
+	h = XXH3_64bits_digest(st);
+	if (h == l->xxh3 && badc == 0)
+		return 0;
+	if (h != l->xxh3)
+		snprintf(msg, sizeof(msg), "checksum mismatch: stored "
+		    "%016" PRIx64 ", computed %016" PRIx64, l->xxh3, h);
+	else
+		msg[0] = '\0';
+	if (badc > 0)
+		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+		    "%schunk checksum mismatch in %zu of %zu chunks of %" PRIu64
+		    " bytes (first: chunk %zu)", msg[0] != '\0' ? "; " : "",
+		    badc, l->n_chunk_xxh3, l->chunk_bytes, firstbad);
+	if (cb != NULL)
+		cb(arg, tn, msg);
+	return 1;
+}
+
 int
 store_verify_item(const struct store_backend *be, const Ckpt__Item *item,
     const int *fds, store_problem_cb cb, void *arg, ckd_err *e)
 {
-	XXH3_state_t *st = NULL;
-	char *buf = NULL, msg[160];
-	uint64_t off, left, h;
-	size_t i, len;
-	int r = 0, bad = 0;
+	XXH3_state_t *st = NULL, *cst = NULL;
+	char *buf = NULL;
+	size_t i;
+	int r = 0, bad = 0, v;
 
 	if ((st = XXH3_createState()) == NULL ||
+	    (cst = XXH3_createState()) == NULL ||
 	    (buf = malloc(STORE_CHUNK)) == NULL) {
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
 		goto out;
@@ -962,45 +1028,22 @@ store_verify_item(const struct store_backend *be, const Ckpt__Item *item,
 			    "file (store_open_item_files not called?)", i);
 			goto out;
 		}
-		int fd = fds[l->fd_index];
-
-		XXH3_64bits_reset(st);
-		off = l->offset;
-		left = l->nbytes;
-		be->readahead(fd, off, left);
-		while (left > 0) {
-			len = left > STORE_CHUNK ? STORE_CHUNK : (size_t)left;
-			if (be->read_range(fd, buf, len, off) != 0)
-				break;
-			XXH3_64bits_update(st, buf, len);
-			off += len;
-			left -= len;
+		errno = 0;
+		v = st_verify_leaf(be, fds[l->fd_index], l, buf, st, cst, cb,
+		    arg);
+		if (v < 0) {
+			r = err_errno(e, errno, "read %s",
+			    l->file != NULL ? l->file : tn);
+			goto out;
 		}
-		if (left > 0) {
-			if (errno != 0) {
-				r = err_errno(e, errno, "read %s",
-				    l->file != NULL ? l->file : tn);
-				goto out;
-			}
-			bad++;
-			if (cb != NULL)
-				cb(arg, tn, "data truncated");
-			continue;
-		}
-		h = XXH3_64bits_digest(st);
-		if (h != l->xxh3) {
-			bad++;
-			snprintf(msg, sizeof(msg), "checksum mismatch: stored "
-			    "%016" PRIx64 ", computed %016" PRIx64, l->xxh3, h);
-			if (cb != NULL)
-				cb(arg, tn, msg);
-		}
+		bad += v;
 	}
 	if (bad > 0)
 		r = err_set(e, CKPT_ECORRUPT, "%d tensor%s failed verification",
 		    bad, bad == 1 ? "" : "s");
 out:
 	XXH3_freeState(st);
+	XXH3_freeState(cst);
 	free(buf);
 	return r;
 }

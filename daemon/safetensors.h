@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "ckpt.pb-c.h"
+#include "chunksum.h"
 #include "syncbatch.h"
 
 /* Data of every tensor starts at a multiple of this within the file; the
@@ -54,14 +55,20 @@ struct store_tensor {
 	uint64_t xxh3;          /* out: XXH3-64 of the bytes */
 	struct store_src *hsrc;         /* src lies in this mapping (the same
 	                                 * for every tensor of a call), or NULL */
+	uint64_t *chunks;       /* out: XXH3-64 of each STORE_SUM_CHUNK chunk
+	                         * (malloc'd, the caller's; freed and replaced
+	                         * by a write), NULL for a tensor of one chunk
+	                         * (chunksum.h); NULL or malloc'd on entry */
+	size_t nchunks;
 };
 
 /* Write the complete safetensors file dirfd/fname (O_EXCL, mode filemode):
  * 8-byte LE header length, JSON header {"__metadata__":{"format":"pt"},
  * name: {dtype, shape, data_offsets}} padded with spaces so the data section
  * starts at a multiple of STORE_PAGE, each tensor at a multiple of
- * STORE_TENSOR_ALIGN (zero padding), then fsync. Fills offset and xxh3.
- * On error the partial file is unlinked. Errors: CKPT_ENOSPC, CKPT_EIO,
+ * STORE_TENSOR_ALIGN (zero padding), then fsync. Fills offset, xxh3 and
+ * the chunk sums. On error the partial file is unlinked and no chunk sums
+ * are left allocated. Errors: CKPT_ENOSPC, CKPT_EIO,
  * CKPT_EACCES. */
 int store_write_safetensors(const struct store_backend *be, int dirfd,
     const char *fname, mode_t filemode, struct store_tensor *t, size_t n,

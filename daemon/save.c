@@ -610,6 +610,14 @@ save_data(struct save *s, size_t file, int batch, ckd_err *e)
 		s->leaves[k]->offset = s->tens[k].offset;
 		s->leaves[k]->has_xxh3 = 1;
 		s->leaves[k]->xxh3 = s->tens[k].xxh3;
+		if (s->tens[k].chunks != NULL) {
+			/* the leaf's now: freed with the request */
+			s->leaves[k]->has_chunk_bytes = 1;
+			s->leaves[k]->chunk_bytes = STORE_SUM_CHUNK;
+			s->leaves[k]->chunk_xxh3 = s->tens[k].chunks;
+			s->leaves[k]->n_chunk_xxh3 = s->tens[k].nchunks;
+			s->tens[k].chunks = NULL;
+		}
 	}
 	return 0;
 }

@@ -258,6 +258,10 @@ savecheck_leaf(const Ckpt__Item *it, Ckpt__Leaf *l, uint64_t memsize,
 	free(l->tensor);
 	l->file = l->tensor = NULL;
 	l->has_xxh3 = l->has_fd_index = 0;
+	free(l->chunk_xxh3);
+	l->chunk_xxh3 = NULL;
+	l->n_chunk_xxh3 = 0;
+	l->has_chunk_bytes = 0;
 	if (pieces_is_piece(l) && (r = pieces_check_one(l, path, e)) != 0)
 		return r;
 	if (l->replicated_elsewhere && l->kind != CKPT__LEAF_KIND__LEAF_ARRAY)

@@ -14,7 +14,11 @@
  *     array: "dtype": "F32" (safetensors name), "shape": [2, 3],
  *            "nbytes": 24 (= product(shape) * itemsize),
  *            "file": "data-00000.safetensors", "tensor": "<name in file>",
- *            "xxh3": "<16 lowercase hex digits, XXH3-64 of the bytes>"
+ *            "xxh3": "<16 lowercase hex digits, XXH3-64 of the bytes>",
+ *            and for an array of more than one chunk (chunksum.h):
+ *            "chunk": 2097152 (bytes of a chunk),
+ *            "xxh3_chunks": "<16 hex digits per chunk, in order: XXH3-64 of
+ *            each chunk of the bytes, the last one shorter>"
  *     int:   "value": integer (full int64 range)
  *     float: "value": number (printed with 17 significant digits, so it
  *            reads back bit-exact) or one of the strings "inf", "-inf",
@@ -34,6 +38,7 @@
 
 #include <jansson.h>
 
+#include "chunksum.h"
 #include "dtype.h"
 #include "layout.h"
 #include "smallfile.h"
@@ -143,6 +148,28 @@ store_leaf_problem(const Ckpt__Leaf *l)
 	return NULL;
 }
 
+/* The chunk sums of l, if any, as "chunk" and "xxh3_chunks" of o. */
+static int
+chunks_to_json(json_t *o, const Ckpt__Leaf *l)
+{
+	char *hex;
+	size_t i;
+	int r;
+
+	if (!chunksum_leaf_has(l))
+		return 0;
+	if ((hex = malloc(l->n_chunk_xxh3 * 16 + 1)) == NULL)
+		return -1;
+	for (i = 0; i < l->n_chunk_xxh3; i++)
+		snprintf(hex + i * 16, 17, "%016" PRIx64, l->chunk_xxh3[i]);
+	hex[l->n_chunk_xxh3 * 16] = '\0';
+	r = json_object_set_new(o, "chunk",
+	    json_integer((json_int_t)l->chunk_bytes)) ||
+	    json_object_set_new(o, "xxh3_chunks", json_string(hex));
+	free(hex);
+	return r ? -1 : 0;
+}
+
 static json_t *
 leaf_to_json(const Ckpt__Leaf *l)
 {
@@ -184,7 +211,8 @@ leaf_to_json(const Ckpt__Leaf *l)
 			    l->shape), "nbytes", (json_int_t)l->nbytes,
 			    "xxh3", hex);
 
-			if (pc == NULL || json_object_set_new(o, "dtype",
+			if (pc == NULL || chunks_to_json(pc, l) != 0 ||
+			    json_object_set_new(o, "dtype",
 			    json_string(store_dtype_name(l->dtype))) ||
 			    json_object_set_new(o, "global_shape",
 			    store_shape_json(l->n_global_shape, l->global_shape)) ||
@@ -201,7 +229,8 @@ leaf_to_json(const Ckpt__Leaf *l)
 		    json_integer((json_int_t)l->nbytes)) ||
 		    json_object_set_new(o, "file", json_string(l->file)) ||
 		    json_object_set_new(o, "tensor", json_string(l->tensor)) ||
-		    json_object_set_new(o, "xxh3", json_string(hex)))
+		    json_object_set_new(o, "xxh3", json_string(hex)) ||
+		    chunks_to_json(o, l) != 0)
 			goto fail;
 		break;
 	case CKPT__LEAF_KIND__LEAF_INT:
@@ -360,6 +389,7 @@ leaf_free(Ckpt__Leaf *l)
 	free(l->file);
 	free(l->tag);
 	free(l->tensor);
+	free(l->chunk_xxh3);
 	free(l);
 }
 
@@ -416,14 +446,13 @@ juint(json_t *o, const char *k, uint64_t *out)
 	return 0;
 }
 
+/* 16 hex digits at s. */
 static int
-parse_hex64(const char *s, uint64_t *out)
+hex64_at(const char *s, uint64_t *out)
 {
 	uint64_t v = 0;
 	int i, c;
 
-	if (s == NULL || strlen(s) != 16)
-		return -1;
 	for (i = 0; i < 16; i++) {
 		c = s[i];
 		if (c >= '0' && c <= '9')
@@ -437,6 +466,47 @@ parse_hex64(const char *s, uint64_t *out)
 		v = v << 4 | (uint64_t)c;
 	}
 	*out = v;
+	return 0;
+}
+
+static int
+parse_hex64(const char *s, uint64_t *out)
+{
+	if (s == NULL || strlen(s) != 16)
+		return -1;
+	return hex64_at(s, out);
+}
+
+/* The optional "chunk" and "xxh3_chunks" of an array leaf o (nbytes
+ * known): both or neither, one sum of 16 hex digits per chunk. */
+static int
+chunks_from_json(json_t *o, Ckpt__Leaf *l)
+{
+	json_t *c = json_object_get(o, "chunk"), *h = json_object_get(o,
+	    "xxh3_chunks");
+	const char *s;
+	uint64_t n;
+	size_t i;
+
+	if (c == NULL && h == NULL)
+		return 0;
+	if (!json_is_integer(c) || json_integer_value(c) <= 0 ||
+	    !json_is_string(h))
+		return -1;
+	l->chunk_bytes = (uint64_t)json_integer_value(c);
+	n = chunksum_count(l->nbytes, l->chunk_bytes);
+	s = json_string_value(h);
+	if (n < 2 || json_string_length(h) % 16 != 0 ||
+	    json_string_length(h) / 16 != n)
+		return -1;
+	if ((l->chunk_xxh3 = malloc((size_t)n * sizeof *l->chunk_xxh3)) ==
+	    NULL)
+		return -2;
+	for (i = 0; i < n; i++)
+		if (hex64_at(s + i * 16, &l->chunk_xxh3[i]) != 0)
+			return -1;
+	l->n_chunk_xxh3 = (size_t)n;
+	l->has_chunk_bytes = 1;
 	return 0;
 }
 
@@ -546,6 +616,10 @@ leaf_from_json(json_t *o, size_t idx, Ckpt__Leaf **out, ckd_err *e)
 		if (parse_hex64(jstr(o, "xxh3", &bad), &l->xxh3) != 0)
 			CORRUPT("_METADATA: leaf %zu: bad xxh3", idx);
 		l->has_xxh3 = 1;
+		if ((r = chunks_from_json(o, l)) == -2)
+			NOMEM();
+		if (r != 0)
+			CORRUPT("_METADATA: leaf %zu: bad chunk sums", idx);
 		l->has_offset = 1;
 		l->offset = 0;
 		l->has_fd_index = 1;

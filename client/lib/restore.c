@@ -76,12 +76,18 @@ struct rjob {
 	 * cache: w->pcord[pcfirst, pcfirst + pcnum) index them in w->pc. */
 	size_t rowbytes;        /* bytes of one row of the piece (dim 0) */
 	size_t pcfirst, pcnum;
+	/* A piece read in part whose leaf has chunk sums: only the chunks
+	 * holding [vlo, vhi) (chunk-aligned) are hashed, each compared with
+	 * its own sum; badchunk is 1 + the first that differs (atomic). */
+	int chunked;
+	size_t vlo, vhi;
+	size_t badchunk;
 	const Ckpt__Leaf *lf;
 	const char *ps;         /* path, owned by the restored tree */
 	const char *item;
 };
 
-enum { RU_WHOLE, RU_HASH, RU_COPY };
+enum { RU_WHOLE, RU_HASH, RU_COPY, RU_CHUNKS };
 
 struct runit {
 	size_t job;
@@ -385,6 +391,21 @@ check_sum(struct rctx *x, const struct rjob *j)
 		    j->ps != NULL ? j->ps : "?", j->item,
 		    lf->file != NULL ? lf->file : "?", j->rerr == EIO ?
 		    strerror(EIO) : "the file is shorter than its header says");
+	if (j->verify && j->chunked) {
+		if (j->badchunk == 0)
+			return 0;
+		return cl_fail(x->c, x->m, CKPT_ECORRUPT,
+		    "checksum mismatch for tensor '%s' (bytes %" PRIu64 "..%"
+		    PRIu64 " of %zu, chunk %zu) in %s%s%s%s%s",
+		    j->ps != NULL ? j->ps : "?",
+		    (uint64_t)(j->badchunk - 1) * lf->chunk_bytes,
+		    (uint64_t)j->badchunk * lf->chunk_bytes < j->n ?
+		    (uint64_t)j->badchunk * lf->chunk_bytes : (uint64_t)j->n,
+		    j->n, j->badchunk - 1,
+		    x->step_dir != NULL ? x->step_dir : "",
+		    x->step_dir != NULL ? "/" : "", j->item,
+		    lf->file != NULL ? "/" : "", lf->file != NULL ? lf->file : "");
+	}
 	if (!j->verify || j->hash == lf->xxh3)
 		return 0;
 	return cl_fail(x->c, x->m, CKPT_ECORRUPT,
@@ -437,6 +458,10 @@ add_job(struct rctx *x, const Ckpt__Leaf *lf, const char *ps, const void *src,
 	j->hash = 0;
 	j->rowbytes = 0;
 	j->pcfirst = j->pcnum = 0;
+	j->chunked = 0;
+	j->vlo = 0;
+	j->vhi = n;
+	j->badchunk = 0;
 	j->lf = lf;
 	j->ps = ps;
 	j->item = x->item;
@@ -503,6 +528,52 @@ pcopy_run(const struct pcopy *p)
 	    p->sshape, p->dst, p->ddt, p->doff, p->dshape);
 }
 
+/* Note chunk i of j as bad, keeping the first. */
+static void
+job_bad_chunk(struct rjob *j, size_t i)
+{
+	size_t cur = __atomic_load_n(&j->badchunk, __ATOMIC_RELAXED);
+
+	while ((cur == 0 || cur > i + 1) &&
+	    !__atomic_compare_exchange_n(&j->badchunk, &cur, i + 1, 0,
+	    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+/* Hash the stored bytes [off, off + n) of a chunked job, in order (off
+ * at a chunk boundary, or where the previous call ended), and compare
+ * each chunk that ends here with its sum. */
+static void
+job_chunks(struct rjob *j, XXH3_state_t *st, size_t off, size_t n)
+{
+	size_t cb = (size_t)j->lf->chunk_bytes, at, k, clen, i;
+	uint64_t h;
+
+	while (n > 0) {
+		i = off / cb;
+		at = off - i * cb;
+		clen = j->n - i * cb < cb ? j->n - i * cb : cb;
+		k = clen - at < n ? clen - at : n;
+		if (at == 0 && k == clen) {
+			h = XXH3_64bits(j->src + off, k);
+		} else {
+			if (at == 0)
+				XXH3_64bits_reset(st);
+			XXH3_64bits_update(st, j->src + off, k);
+			if (at + k < clen) {
+				off += k;
+				n -= k;
+				continue;
+			}
+			h = XXH3_64bits_digest(st);
+		}
+		if (h != j->lf->chunk_xxh3[i])
+			job_bad_chunk(j, i);
+		off += k;
+		n -= k;
+	}
+}
+
 /* A piece read only in part: hash a block of its rows, then run the
  * parts of its copies that lie in those rows while the block is in
  * cache, so the piece is read from memory once. */
@@ -512,13 +583,28 @@ job_piece_stream(const struct rwork *w, struct rjob *j)
 	XXH3_state_t st;
 	size_t rows = j->rowbytes > 0 ? j->n / j->rowbytes : 0, per, r0, r1, k;
 
+	size_t rfirst = 0, b0, b1;
+
 	per = j->rowbytes > 0 && j->rowbytes < PIECE_BLOCK ?
 	    PIECE_BLOCK / j->rowbytes : 1;
 	XXH3_64bits_reset(&st);
-	for (r0 = 0; r0 < rows; r0 = r1) {
+	if (j->chunked) {
+		/* the rows of the chunks to verify, which hold the copies */
+		rfirst = j->vlo / j->rowbytes;
+		rows = (j->vhi + j->rowbytes - 1) / j->rowbytes;
+	}
+	for (r0 = rfirst; r0 < rows; r0 = r1) {
 		r1 = rows - r0 > per ? r0 + per : rows;
-		XXH3_64bits_update(&st, j->src + r0 * j->rowbytes,
-		    (r1 - r0) * j->rowbytes);
+		if (j->chunked) {
+			b0 = r0 * j->rowbytes < j->vlo ? j->vlo :
+			    r0 * j->rowbytes;
+			b1 = r1 * j->rowbytes > j->vhi ? j->vhi :
+			    r1 * j->rowbytes;
+			job_chunks(j, &st, b0, b1 - b0);
+		} else {
+			XXH3_64bits_update(&st, j->src + r0 * j->rowbytes,
+			    (r1 - r0) * j->rowbytes);
+		}
 		for (k = 0; k < j->pcnum; k++) {
 			const struct pcopy *p = &w->pc[w->pcord[j->pcfirst + k]];
 			int64_t lo = p->roff[0] - p->soff[0];
@@ -558,6 +644,8 @@ job_whole(const struct rwork *w, struct rjob *j)
 	if (j->dst == NULL) {
 		if (j->pcnum > 0)
 			job_piece_stream(w, j);
+		else if (j->chunked)
+			job_chunks(j, &st, j->vlo, j->vhi - j->vlo);
 		else
 			j->hash = XXH3_64bits(j->src, j->n);
 		return;
@@ -621,6 +709,12 @@ restore_worker(void *arg)
 		case RU_HASH:
 			j->hash = XXH3_64bits(j->src, j->n);
 			break;
+		case RU_CHUNKS: {
+			XXH3_state_t st;
+
+			job_chunks(j, &st, u->off, u->n);
+			break;
+		}
 		default:
 			job_copy(j, u->off, u->n);
 			break;
@@ -733,6 +827,20 @@ restore_run(struct rctx *x)
 			    (!j->verify || j->n > total / nt);
 			size_t off, ch;
 
+			if (j->chunked && j->pcnum == 0) {
+				/* chunks hashed alone: runs of whole chunks,
+				 * any thread takes one */
+				ch = (size_t)j->lf->chunk_bytes;
+				if (ch < SPLIT_CHUNK)
+					ch = SPLIT_CHUNK / ch * ch;
+				for (off = j->vlo; pass == 0 && off < j->vhi;
+				    off += ch)
+					if (add_unit(w, &cap, i, off, j->vhi -
+					    off < ch ? j->vhi - off : ch,
+					    RU_CHUNKS) != 0)
+						goto nomem;
+				continue;
+			}
 			if (pass == 0) {
 				if (split && j->verify &&
 				    add_unit(w, &cap, i, 0, j->n, RU_HASH) != 0)
@@ -1174,6 +1282,52 @@ pieces_dst(struct rctx *x, const struct tleaf *tg, struct tleaf *l,
 }
 
 /*
+ * A piece read in part (job j, its copies queued from w->pc[pc0]) whose
+ * leaf has chunk sums: verify only the chunks that hold the rows its
+ * copies read (a row-major piece: the overlap's rows; a column-wise
+ * overlap reads part of every row it touches, so all of their chunks).
+ * Left whole-piece when those chunks are the whole piece. A daemon that
+ * fetches files (s3://) fetches these same bytes out of the request's
+ * regions (daemon/restore.c, rs_leaf_range): what is not verified here
+ * may not have been fetched.
+ */
+static void
+piece_chunk_range(const struct rwork *w, size_t pc0, struct rjob *j)
+{
+	const Ckpt__Leaf *lf = j->lf;
+	size_t rlo = SIZE_MAX, rhi = 0, k, lo, hi, cb;
+
+	if (j->rowbytes == 0 || !lf->has_chunk_bytes || lf->chunk_bytes == 0 ||
+	    lf->chunk_bytes > SIZE_MAX || lf->n_chunk_xxh3 < 2 ||
+	    lf->n_chunk_xxh3 != j->n / lf->chunk_bytes +
+	    (j->n % lf->chunk_bytes != 0))
+		return;
+	for (k = pc0; k < w->npc; k++) {
+		const struct pcopy *p = &w->pc[k];
+		size_t r0 = (size_t)(p->roff[0] - p->soff[0]);
+
+		if (p->src != j->src || p->rshape[0] <= 0)
+			continue;
+		if (r0 < rlo)
+			rlo = r0;
+		if (r0 + (size_t)p->rshape[0] > rhi)
+			rhi = r0 + (size_t)p->rshape[0];
+	}
+	if (rlo >= rhi)
+		return;
+	cb = (size_t)lf->chunk_bytes;
+	lo = rlo * j->rowbytes / cb * cb;
+	hi = (rhi * j->rowbytes + cb - 1) / cb * cb;
+	if (hi > j->n)
+		hi = j->n;
+	if (lo == 0 && hi == j->n)
+		return;
+	j->chunked = 1;
+	j->vlo = lo;
+	j->vhi = hi;
+}
+
+/*
  * Restore the saved leaves lfs[0..n) of one path (the pieces of a global
  * array, or one whole array restored into piece targets) into t: one leaf
  * per piece target in the chain from tg, else the whole array (into tg
@@ -1312,6 +1466,7 @@ verify:
 		for (k = pc0; k < x->w->npc && x->w->jobs[nj].rowbytes > 0; k++)
 			if (x->w->pc[k].src == sp[i].src)
 				x->w->pc[k].owner = (long)nj;
+		piece_chunk_range(x->w, pc0, &x->w->jobs[nj]);
 	}
 out:
 	free(sp);
@@ -1539,6 +1694,99 @@ restore_tree(struct rctx *x, const Ckpt__Item *it, const ckpt_tree *target,
 
 /* ---- restore ------------------------------------------------------------------------------- */
 
+/* The regions of the piece targets in ra, for the request (a store whose
+ * files the daemon fetches then fetches only what they need). */
+struct regions {
+	Ckpt__Region **p;
+	Ckpt__Region *r;
+	Ckpt__PathElem *pe;
+	Ckpt__PathElem **pep;
+	uint64_t *nums;
+	size_t n;
+};
+
+static void
+regions_free(struct regions *g)
+{
+	free(g->p);
+	free(g->r);
+	free(g->pe);
+	free(g->pep);
+	free(g->nums);
+}
+
+static int
+regions_build(const ckpt_restore_args *ra, struct regions *g)
+{
+	size_t i, j, k, n = 0, ne = 0, nn = 0, e = 0, u = 0;
+
+	memset(g, 0, sizeof *g);
+	for (i = 0; ra != NULL && i < ra->n; i++) {
+		const ckpt_tree *t = ra->items[i].target;
+
+		for (j = 0; t != NULL && j < t->n; j++) {
+			const struct tleaf *tl = &t->leaves[j];
+
+			if (tl->kind != CKPT_LEAF_TARGET || tl->piece == NULL)
+				continue;
+			n++;
+			ne += tl->depth;
+			nn += 2 * (size_t)tl->ndim;
+		}
+	}
+	if (n == 0)
+		return 0;
+	if ((g->p = calloc(n, sizeof *g->p)) == NULL ||
+	    (g->r = calloc(n, sizeof *g->r)) == NULL ||
+	    (ne > 0 && ((g->pe = calloc(ne, sizeof *g->pe)) == NULL ||
+	    (g->pep = calloc(ne, sizeof *g->pep)) == NULL)) ||
+	    (nn > 0 && (g->nums = calloc(nn, sizeof *g->nums)) == NULL)) {
+		regions_free(g);
+		return -1;
+	}
+	for (i = 0; i < ra->n; i++) {
+		const ckpt_tree *t = ra->items[i].target;
+
+		for (j = 0; t != NULL && j < t->n; j++) {
+			const struct tleaf *tl = &t->leaves[j];
+			Ckpt__Region *r;
+
+			if (tl->kind != CKPT_LEAF_TARGET || tl->piece == NULL)
+				continue;
+			r = &g->r[g->n];
+			g->p[g->n++] = r;
+			ckpt__region__init(r);
+			r->item = ra->items[i].name;
+			r->path = &g->pep[e];
+			r->n_path = tl->depth;
+			for (k = 0; k < tl->depth; k++, e++) {
+				Ckpt__PathElem *pe = &g->pe[e];
+
+				ckpt__path_elem__init(pe);
+				g->pep[e] = pe;
+				pe->has_kind = 1;
+				pe->kind = (Ckpt__KeyKind)tl->path[k].kind;
+				if (tl->path[k].kind == CKPT_KEY_DICT) {
+					pe->key = (char *)tl->path[k].key;
+				} else {
+					pe->has_index = 1;
+					pe->index = tl->path[k].index;
+				}
+			}
+			r->offsets = &g->nums[u];
+			r->n_offsets = (size_t)tl->ndim;
+			for (k = 0; k < (size_t)tl->ndim; k++)
+				g->nums[u++] =
+				    (uint64_t)tl->piece[tl->ndim + k];
+			r->shape = &g->nums[u];
+			r->n_shape = (size_t)tl->ndim;
+			for (k = 0; k < (size_t)tl->ndim; k++)
+				g->nums[u++] = (uint64_t)tl->shape[k];
+		}
+	}
+	return 0;
+}
+
 static int
 do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
     int metadata_only, ckpt_restored **out)
@@ -1552,6 +1800,7 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 	struct rwork w = { 0 };
 	struct mapping *maps[CKPT_MAX_FDS] = { 0 };
 	char **names = NULL;
+	struct regions rg = { 0 };
 	int fds[CKPT_MAX_FDS];
 	size_t nfds = 0, i, j;
 	int r, code;
@@ -1582,11 +1831,18 @@ do_restore(ckpt_manager *m, int64_t step, const ckpt_restore_args *ra,
 		rs.items = names;
 		rs.n_items = ra->n;
 		rs.directory = ra->dir;
+		if (!metadata_only && regions_build(ra, &rg) != 0) {
+			free(names);
+			return cl_fail(m->c, m, CKPT_ENOMEM, "out of memory");
+		}
+		rs.regions = rg.p;
+		rs.n_regions = rg.n;
 	}
 	req.op_case = CKPT__REQUEST__OP_RESTORE;
 	req.restore = &rs;
 	r = cl_call(m->c, m, &req, NULL, 0, &resp, fds, &nfds);
 	free(names);
+	regions_free(&rg);
 	if (r != 0)
 		return r;
 	if ((code = resp->code) != 0) {

@@ -360,6 +360,84 @@ def test_targets_asking_for_no_piece(ocp, tmp_path):
             m.restore(1, args=ocp.args.ArrayRestore())
 
 
+def test_corrupt_chunk_outside_the_rows_read(ocp, tmp_path):
+    """Pieces over 2 MiB carry a checksum per 2 MiB chunk: a restore that
+    reads some rows of a piece verifies only the chunks holding them, so
+    a corrupted chunk it does not read does not fail it, and one it reads
+    does, naming the tensor and the chunk."""
+    big = np.random.default_rng(8).standard_normal(
+        (2048, 1024)).astype(np.float32)        # pieces of 4 MiB: 2 chunks
+    root = str(tmp_path / 'r')
+    with ocp.CheckpointManager(root) as m:
+        m.save(1, args=ocp.args.StandardSave({'w': [
+            ocp.Shard(big[:1024], big.shape, (0, 0)),
+            ocp.Shard(big[1024:], big.shape, (1024, 0))]}))
+        m.wait_until_finished()
+    item = os.path.join(root, '1', 'default')
+    with open(os.path.join(item, '_METADATA')) as f:
+        pieces = [lf for lf in json.load(f)['leaves'] if 'pieces' in lf][0]
+    for pc in pieces['pieces']:
+        assert pc['chunk'] == 2 << 20
+        assert len(pc['xxh3_chunks']) == 2 * 16
+    # a byte of row 1024 + 900: the second chunk (rows 512..1023) of the
+    # second piece
+    import struct
+    pc = [p for p in pieces['pieces'] if p['offsets'][0] == 1024][0]
+    with open(os.path.join(item, pc['file']), 'r+b') as f:
+        hl = struct.unpack('<Q', f.read(8))[0]
+        begin = json.loads(f.read(hl))[pc['tensor']]['data_offsets'][0]
+        pos = 8 + hl + begin + 900 * 1024 * 4 + 5
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x20]))
+
+    def rows(lo, hi):
+        return {'w': ocp.Shard(np.empty((hi - lo, 1024), np.float32),
+                               big.shape, (lo, 0))}
+    with ocp.CheckpointManager(root) as m:
+        for lo, hi in ((1024 + 100, 1024 + 400), (1000, 1100),
+                       (0, 1024 + 500)):
+            got = m.restore(1, args=ocp.args.StandardRestore(
+                rows(lo, hi)))['w']
+            assert got.data.tobytes() == big[lo:hi].tobytes(), (lo, hi)
+        for lo, hi in ((1024 + 600, 1024 + 700), (1024 + 900, 1024 + 901)):
+            with pytest.raises(OSError) as ei:
+                m.restore(1, args=ocp.args.StandardRestore(rows(lo, hi)))
+            assert "checksum mismatch for tensor 'w'" in str(ei.value)
+            assert 'chunk 1)' in str(ei.value), str(ei.value)
+
+    # column-wise pieces (every row, half the columns: 4 MiB, two chunks
+    # of 1024 rows) in a target of rows: each is read in the rows it
+    # holds, so only those chunks are checked
+    root2 = str(tmp_path / 'c')
+    with ocp.CheckpointManager(root2) as m:
+        m.save(1, args=ocp.args.StandardSave({'w': [
+            ocp.Shard(np.ascontiguousarray(big[:, :512]), big.shape, (0, 0)),
+            ocp.Shard(np.ascontiguousarray(big[:, 512:]), big.shape,
+                      (0, 512))]}))
+        m.wait_until_finished()
+    item = os.path.join(root2, '1', 'default')
+    with open(os.path.join(item, '_METADATA')) as f:
+        pieces = [lf for lf in json.load(f)['leaves'] if 'pieces' in lf][0]
+    pc = [p for p in pieces['pieces'] if p['offsets'][1] == 512][0]
+    with open(os.path.join(item, pc['file']), 'r+b') as f:
+        hl = struct.unpack('<Q', f.read(8))[0]
+        begin = json.loads(f.read(hl))[pc['tensor']]['data_offsets'][0]
+        pos = 8 + hl + begin + (1500 * 512 + 7) * 4    # row 1500: chunk 1
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x20]))
+    with ocp.CheckpointManager(root2) as m:
+        got = m.restore(1, args=ocp.args.StandardRestore(rows(0, 1000)))
+        assert got['w'].data.tobytes() == big[:1000].tobytes()
+        with pytest.raises(OSError) as ei:
+            m.restore(1, args=ocp.args.StandardRestore(rows(1400, 1600)))
+        assert "checksum mismatch for tensor 'w'" in str(ei.value)
+        assert 'chunk 1)' in str(ei.value), str(ei.value)
+
+
 # ---- several processes ---------------------------------------------------------------------
 
 def test_four_ranks_save_and_reshard(daemon, ocp, tmp_path):

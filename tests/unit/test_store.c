@@ -220,6 +220,21 @@ leaf_array(Ckpt__Leaf *l, Ckpt__Dtype dt, size_t ndim, const uint64_t *shape,
 	l->xxh3 = xxh3;
 }
 
+/* Chunk sums of chunk bytes on l: k-th is base + k. */
+static void
+leaf_chunks(Ckpt__Leaf *l, uint64_t chunk, uint64_t base)
+{
+	size_t k, n = (size_t)((l->nbytes + chunk - 1) / chunk);
+
+	l->has_chunk_bytes = 1;
+	l->chunk_bytes = chunk;
+	l->n_chunk_xxh3 = n;
+	l->chunk_xxh3 = malloc(n * sizeof *l->chunk_xxh3);
+	assert_non_null(l->chunk_xxh3);
+	for (k = 0; k < n; k++)
+		l->chunk_xxh3[k] = base + k;
+}
+
 /* ---- dtypes, handlers, names ----------------------------------------------------- */
 
 static void
@@ -544,8 +559,33 @@ tset_free(struct tset *s)
 {
 	size_t i;
 
-	for (i = 0; i < s->n; i++)
+	for (i = 0; i < s->n; i++) {
 		free(s->bufs[i]);
+		free(s->t[i].chunks);
+	}
+}
+
+/* t's chunk sums: one per STORE_SUM_CHUNK of its bytes (the last one
+ * shorter), none for a tensor of one chunk. */
+static void
+assert_chunk_sums(const struct store_tensor *t)
+{
+	const char *p = t->src;
+	uint64_t at, n;
+	size_t k;
+
+	if (t->nbytes <= STORE_SUM_CHUNK) {
+		assert_null(t->chunks);
+		assert_int_equal(t->nchunks, 0);
+		return;
+	}
+	assert_int_equal(t->nchunks, (t->nbytes + STORE_SUM_CHUNK - 1) /
+	    STORE_SUM_CHUNK);
+	for (k = 0, at = 0; k < t->nchunks; k++, at += n) {
+		n = t->nbytes - at < STORE_SUM_CHUNK ? t->nbytes - at :
+		    STORE_SUM_CHUNK;
+		assert_true(t->chunks[k] == XXH3_64bits(p + at, (size_t)n));
+	}
 }
 
 static void
@@ -635,8 +675,10 @@ test_safetensors_layout(void **state)
 		if (t->nbytes > 0)
 			assert_memory_equal(file + t->offset, t->src, t->nbytes);
 		assert_true(t->xxh3 == XXH3_64bits(t->src, t->nbytes));
+		assert_chunk_sums(t);
 	}
 	assert_int_equal(s.t[4].nbytes, BIG);
+	assert_int_equal(s.t[4].nchunks, 3);
 
 	/* The reference reader's rule: entries sorted by offsets cover the
 	 * data section without holes up to the end of the file, and the
@@ -756,6 +798,7 @@ test_safetensors_bad_input(void **state)
 struct problems {
 	int n;
 	char tensor[64];
+	char msg[256];
 };
 
 static void
@@ -766,6 +809,7 @@ problem_cb(void *arg, const char *tensor, const char *msg)
 	assert_non_null(msg);
 	p->n++;
 	snprintf(p->tensor, sizeof(p->tensor), "%s", tensor);
+	snprintf(p->msg, sizeof(p->msg), "%s", msg);
 }
 
 static Ckpt__Item *
@@ -780,6 +824,16 @@ item_for(const struct tset *s, const char *file)
 		leaf_key(l, s->t[i].name);
 		leaf_array(l, s->t[i].dtype, s->t[i].ndim, s->t[i].shape, file,
 		    s->t[i].name, s->t[i].xxh3);
+		if (s->t[i].chunks != NULL) {
+			l->has_chunk_bytes = 1;
+			l->chunk_bytes = STORE_SUM_CHUNK;
+			l->n_chunk_xxh3 = s->t[i].nchunks;
+			l->chunk_xxh3 = malloc(s->t[i].nchunks *
+			    sizeof(uint64_t));
+			assert_non_null(l->chunk_xxh3);
+			memcpy(l->chunk_xxh3, s->t[i].chunks,
+			    s->t[i].nchunks * sizeof(uint64_t));
+		}
 	}
 	return it;
 }
@@ -861,6 +915,28 @@ test_open_item_files_and_verify(void **state)
 	    CKPT_ECORRUPT);
 	assert_int_equal(pr.n, 1);
 	assert_string_equal(pr.tensor, "big");
+	/* the chunks say where: byte BIG / 2 is in chunk 1 of 3 */
+	assert_non_null(strstr(pr.msg, "checksum mismatch: stored"));
+	assert_non_null(strstr(pr.msg, "in 1 of 3 chunks"));
+	assert_non_null(strstr(pr.msg, "first: chunk 1)"));
+
+	/* a chunk sum alone wrong (the whole one right): still a problem */
+	c ^= 0x40;
+	fd = openat(f->dfd, "d0.safetensors", O_RDWR | O_CLOEXEC);
+	assert_int_equal(pwrite(fd, &c, 1, (off_t)(s.t[4].offset + BIG / 2)),
+	    1);
+	close(fd);
+	pr.n = 0;
+	it->leaves[4]->chunk_xxh3[2] ^= 1;
+	assert_int_equal(store_verify_item(be, it, fds, problem_cb, &pr, &e),
+	    CKPT_ECORRUPT);
+	assert_int_equal(pr.n, 1);
+	assert_null(strstr(pr.msg, "stored"));
+	assert_non_null(strstr(pr.msg, "first: chunk 2)"));
+	it->leaves[4]->chunk_xxh3[2] ^= 1;
+	pr.n = 0;
+	assert_int_equal(store_verify_item(be, it, fds, problem_cb, &pr, &e),
+	    0);
 
 	/* truncation is a problem, not a crash */
 	pr.n = 0;
@@ -869,7 +945,9 @@ test_open_item_files_and_verify(void **state)
 	close(fd);
 	assert_int_equal(store_verify_item(be, it, fds, problem_cb, &pr, &e),
 	    CKPT_ECORRUPT);
-	assert_int_equal(pr.n, 2);
+	assert_int_equal(pr.n, 1);      /* "big" was mended above */
+	assert_string_equal(pr.tensor, "other");
+	assert_string_equal(pr.msg, "data truncated");
 
 	close(fds[1]);
 	close(fds[2]);
@@ -1038,6 +1116,7 @@ full_item(void)
 	leaf_key(l, "w");
 	leaf_array(l, CKPT__DTYPE__DTYPE_F32, 2, s23, "data-00000.safetensors",
 	    "params.0.3.w", UINT64_C(0xfedcba9876543210));
+	leaf_chunks(l, 10, UINT64_C(0xa0000000000000f0));
 	l->tag = xstrdup("torch");
 	l = item_add(it, CKPT__LEAF_KIND__LEAF_ARRAY);
 	leaf_key(l, "scalar");
@@ -1135,6 +1214,10 @@ assert_leaf_equal(const Ckpt__Leaf *a, const Ckpt__Leaf *b)
 		assert_string_equal(a->file, b->file);
 		assert_string_equal(a->tensor, b->tensor);
 		assert_true(a->xxh3 == b->xxh3);
+		assert_int_equal(a->n_chunk_xxh3, b->n_chunk_xxh3);
+		assert_true(a->chunk_bytes == b->chunk_bytes);
+		for (i = 0; i < a->n_chunk_xxh3; i++)
+			assert_true(a->chunk_xxh3[i] == b->chunk_xxh3[i]);
 		assert_true(b->has_offset && b->offset == 0);
 		assert_true(b->has_fd_index && b->fd_index == 0);
 		break;
@@ -1190,6 +1273,13 @@ test_tree_metadata_roundtrip(void **state)
 	assert_int_equal(json_integer_value(json_object_get(j, "version")), 1);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(
 	    json_object_get(j, "leaves"), 0), "xxh3")), "fedcba9876543210");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(
+	    json_object_get(j, "leaves"), 0), "chunk")), 10);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(
+	    json_object_get(j, "leaves"), 0), "xxh3_chunks")),
+	    "a0000000000000f0a0000000000000f1a0000000000000f2");
+	assert_null(json_object_get(json_array_get(json_object_get(j,
+	    "leaves"), 1), "chunk"));
 	assert_string_equal(json_string_value(json_object_get(json_array_get(
 	    json_object_get(j, "leaves"), 10), "value")), "inf");
 	json_decref(j);
@@ -1254,6 +1344,8 @@ test_tree_metadata_pieces(void **state)
 		l->n_piece_offsets = 2;
 		l->piece_offsets = malloc(sizeof o0);
 		memcpy(l->piece_offsets, k ? o1 : o0, sizeof o0);
+		if (k == 1)
+			leaf_chunks(l, 12, 100);
 	}
 	add_float(it, "lr", 0.5);
 	assert_int_equal(store_write_tree_metadata(be, f->dfd, it, 0600, &e),
@@ -1268,6 +1360,10 @@ test_tree_metadata_pieces(void **state)
 	assert_int_equal(json_integer_value(json_array_get(json_object_get(
 	    json_array_get(json_object_get(lj, "pieces"), 1), "offsets"), 0)),
 	    1);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(
+	    json_object_get(lj, "pieces"), 1), "chunk")), 12);
+	assert_null(json_object_get(json_array_get(json_object_get(lj,
+	    "pieces"), 0), "chunk"));
 	json_decref(j);
 	free(text);
 
@@ -1402,6 +1498,24 @@ test_tree_metadata_malformed(void **state)
 		    "[{\"path\":[{\"kind\":\"tuple\",\"index\":\"0\"}],\"kind\":\"none\"}]}",
 		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":"
 		    "[{\"path\":[7],\"kind\":\"none\"}]}",
+		/* chunk sums: a count that is not one per chunk, a bad
+		 * digit, a chunk size of 0, one member without the other */
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":[{\"path\":[],"
+		    "\"kind\":\"array\",\"dtype\":\"F32\",\"shape\":[4],\"nbytes\":16,"
+		    "\"file\":\"f\",\"tensor\":\"t\",\"xxh3\":\"0000000000000000\","
+		    "\"chunk\":8,\"xxh3_chunks\":\"0000000000000000\"}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":[{\"path\":[],"
+		    "\"kind\":\"array\",\"dtype\":\"F32\",\"shape\":[4],\"nbytes\":16,"
+		    "\"file\":\"f\",\"tensor\":\"t\",\"xxh3\":\"0000000000000000\","
+		    "\"chunk\":8,\"xxh3_chunks\":\"000000000000000000000000000000g0\"}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":[{\"path\":[],"
+		    "\"kind\":\"array\",\"dtype\":\"F32\",\"shape\":[4],\"nbytes\":16,"
+		    "\"file\":\"f\",\"tensor\":\"t\",\"xxh3\":\"0000000000000000\","
+		    "\"chunk\":0,\"xxh3_chunks\":\"\"}]}",
+		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":[{\"path\":[],"
+		    "\"kind\":\"array\",\"dtype\":\"F32\",\"shape\":[4],\"nbytes\":16,"
+		    "\"file\":\"f\",\"tensor\":\"t\",\"xxh3\":\"0000000000000000\","
+		    "\"chunk\":8}]}",
 		/* arrays */
 		"{\"format\":\"ckptd-tree\",\"version\":1,\"leaves\":[{\"path\":[],"
 		    "\"kind\":\"array\",\"dtype\":\"F33\",\"shape\":[2],\"nbytes\":8,"
