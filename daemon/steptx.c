@@ -1145,14 +1145,26 @@ steptx_abort_step(const struct root *r, uint64_t step, const char *name,
 void
 steptx_abort(struct steptx *tx, const ckd_err *why)
 {
-	/* Committed elsewhere after all, or unknown: the tmp dir stays. */
-	if (tx->nparts > 1 && why->code != CKPT_EEXIST &&
-	    COORD->failed(tx, why) && tx->tmpfd >= 0) {
-		tx->r->be->close(tx->tmpfd);
-		tx->tmpfd = -1;
+	int forget = 0;
+
+	if (tx->nparts > 1 && why->code != CKPT_EEXIST) {
+		/* Committed elsewhere after all, or unknown: the tmp dir
+		 * stays. Failed for good, on the node of the primary's part
+		 * (the only one that may commit the step): the step's keys
+		 * go once its tmp dir is gone. */
+		if (COORD->failed(tx, why)) {
+			if (tx->tmpfd >= 0) {
+				tx->r->be->close(tx->tmpfd);
+				tx->tmpfd = -1;
+			}
+		} else {
+			forget = tx->parts[tx->primary] != NULL;
+		}
 	}
 	steptx_abort_step(tx->r, tx->step, tx->name, tx->init_ns, &tx->rootfd,
 	    &tx->tmpfd, why);
+	if (forget)
+		COORD->forget(tx);
 }
 
 void
