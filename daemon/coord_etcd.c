@@ -1032,8 +1032,10 @@ ce_tx_new(struct steptx *tx)
 		ce_known_free(k);
 		return;
 	}
-	if (k->why.code != 0)
+	if (k->why.code != 0 && tx->err.code == 0) {
 		steptx_fail(tx, &k->why);
+		tx->err_remote = 1;
+	}
 	for (i = 0; i < k->n; i++)
 		steptx_remote_part(tx->r->path, tx->job, tx->step,
 		    k->ranks[i], k->nodes[i]);

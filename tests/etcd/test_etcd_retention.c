@@ -14,6 +14,8 @@
  *    and etcd holds no key of it, nor any rank key;
  *  - a delete through node 1 (not the committer) shows on node 0 within
  *    1 s, and the step's keys go;
+ *  - a step that fails (a rank never saves it) leaves no key in etcd
+ *    once the primary's node has aborted it;
  *  - node 1's daemon, stopped while node 0 deletes a step, lists the
  *    right steps once started again;
  *  - the delay from a delete on one node to the step dropped on the
@@ -168,6 +170,7 @@ deleted_once(uint64_t step, int from, int64_t *delay_ms)
 
 struct keys {
 	const char *needle;
+	int show;
 	int n;
 };
 
@@ -178,16 +181,17 @@ count_key(void *arg, const char *key)
 
 	if (strstr(key, k->needle) == NULL)
 		return;
-	diag("  key %s", key);
+	if (k->show)
+		diag("  key %s", key);
 	k->n++;
 }
 
 /* Keys under /ckpt/v1/job/ holding needle ("" for all), told; -1 on
  * error. */
 static int
-etcd_keys(const char *needle)
+etcd_keys(const char *needle, int show)
 {
-	struct keys k = { needle, 0 };
+	struct keys k = { needle, show, 0 };
 
 	if (bed_keys(&s.b, 0, "/ckpt/v1/job/", count_key, &k) < 0)
 		return -1;
@@ -195,12 +199,12 @@ etcd_keys(const char *needle)
 }
 
 static int
-step_keys(uint64_t step)
+step_keys(uint64_t step, int show)
 {
 	char needle[64];
 
 	snprintf(needle, sizeof needle, "/step/%020" PRIu64 "/", step);
-	return etcd_keys(needle);
+	return etcd_keys(needle, show);
 }
 
 static int
@@ -215,7 +219,7 @@ int main(void)
 {
 	int64_t delays[STEPS + 2], ms;
 	uint64_t step, lo;
-	int nd = 0, gone;
+	int nd = 0, gone, i, failed;
 
 	ranks_fill(9);
 	nodes_init(&s, NODES, 1, RANKS, 5, 2000);
@@ -242,11 +246,11 @@ int main(void)
 		    "directory is gone", step - KEEP);
 	}
 	for (step = 1, gone = 0; step <= STEPS - KEEP; step++)
-		gone += step_keys(step);
+		gone += step_keys(step, 1);
 	is_int(gone, 0, "etcd holds no key of the deleted steps 1..%d",
 	    STEPS - KEEP);
-	is_int(etcd_keys("/rank/"), 0, "etcd holds no rank key");
-	ok(step_keys(STEPS) > 0, "etcd keeps the keys of the committed step "
+	is_int(etcd_keys("/rank/", 1), 0, "etcd holds no rank key");
+	ok(step_keys(STEPS, 1) > 0, "etcd keeps the keys of the committed step "
 	    "%d (its commit)", STEPS);
 
 	/* A delete through the node that does not commit. */
@@ -257,7 +261,25 @@ int main(void)
 	diag("node 0 dropped it %" PRId64 " ms after the delete returned", ms);
 	deleted_once(step, 1, &delays[nd]);
 	nd += delays[nd] >= 0;
-	is_int(step_keys(step), 0, "etcd holds no key of step %" PRIu64, step);
+	is_int(step_keys(step, 1), 0, "etcd holds no key of step %" PRIu64, step);
+
+	/* A step that fails (rank 3 never saves it): once the primary's
+	 * node aborted it, etcd holds no key of it. */
+	step = STEPS + 1;
+	s.async_timeout = 2;
+	nodes_save(&s, 0, RANKS - 1, step);
+	nodes_join(&s, 0, RANKS - 1);
+	for (i = 0, failed = 0; i < RANKS - 1; i++)
+		failed += nodes_rc(&s, i) != 0;
+	is_int(failed, RANKS - 1, "step %" PRIu64 ", which rank 3 does not "
+	    "save, fails on the other ranks at their timeout", step);
+	s.async_timeout = 0;
+	ms = hx_now_ms();
+	while (step_keys(step, 0) != 0 && hx_now_ms() - ms < 2000)
+		hx_sleep_ms(10);
+	is_int(step_keys(step, 1), 0, "etcd holds no key of the failed step "
+	    "%" PRIu64 " (after %" PRId64 " ms)", step, hx_now_ms() - ms);
+	both_list(STEPS, STEPS, 0, 1000, "failed step");
 
 	/* Node 1 misses a delete: it lists the truth once started again. */
 	close_lister(1);
@@ -274,7 +296,7 @@ int main(void)
 		ok(lists(0, 1, 0, 0, got, sizeof got), "node 0 lists no step "
 		    "(lists%s)", got);
 	}
-	is_int(etcd_keys(""), 0, "etcd holds no key of any step");
+	is_int(etcd_keys("", 1), 0, "etcd holds no key of any step");
 
 	qsort(delays, (size_t)nd, sizeof *delays, cmp64);
 	if (nd > 0)
