@@ -567,7 +567,8 @@ root_delete_run(struct task *t)
 		}
 	}
 	if (r == 0 || r == CKPT_ENOTFOUND) {
-		log_info("step %s/%s deleted", d->r->path, d->rec.name);
+		log_info("step %s/%s deleted%s", d->r->path, d->rec.name,
+		    r == CKPT_ENOTFOUND ? " (it was gone already)" : "");
 		if (index_del_step(root_ix, d->r->key, d->rec.step, &ie) != 0)
 			log_warn("index: %s", ie.msg);
 		/* Gone from the shared root: the other nodes drop it. */
