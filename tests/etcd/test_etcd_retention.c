@@ -18,6 +18,7 @@
  *    once the primary's node has aborted it;
  *  - node 1's daemon, stopped while node 0 deletes a step, lists the
  *    right steps once started again;
+ *  - step 3, deleted by retention, is saved again and commits;
  *  - the delay from a delete on one node to the step dropped on the
  *    other, from the daemons' log stamps: median and worst.
  */
@@ -297,6 +298,15 @@ int main(void)
 		    "(lists%s)", got);
 	}
 	is_int(etcd_keys("", 1), 0, "etcd holds no key of any step");
+
+	/* A step deleted by retention is saved again: nothing any daemon
+	 * kept of it (the join keys removed with it are no node gone)
+	 * fails the new attempt. */
+	s.async_timeout = 5;
+	ok(nodes_step(&s, 3), "step 3, deleted by retention, is saved again "
+	    "and commits on both nodes");
+	s.async_timeout = 0;
+	both_list(3, 3, 0, 1000, "step 3 again");
 
 	qsort(delays, (size_t)nd, sizeof *delays, cmp64);
 	if (nd > 0)
