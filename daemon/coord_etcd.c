@@ -359,7 +359,7 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	const struct store_backend *be = tx->r->be;
 	char tmp[300], key[CE_KEY];
 	struct stat st;
-	int r, fd;
+	int r, fd, made, tries;
 
 	if ((size_t)snprintf(tmp, sizeof tmp, "%s%s", tx->name,
 	    CKPT_TMP_SUFFIX) >= sizeof tmp)
@@ -375,26 +375,43 @@ ce_begin(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,
 	if (be->stat(rootfd, tx->name, &st) == 0)
 		return err_set(e, CKPT_EEXIST, "step directory %s already "
 		    "exists", tx->name);
-	/* The first node makes the tmp dir; the others join it. */
-	if ((r = be->mkdir(rootfd, tmp, dmode, &fd, e)) != 0) {
-		if (r != CKPT_EEXIST)
-			return r;
-		memset(e, 0, sizeof *e);
-		if ((fd = be->open_dir(rootfd, tmp)) < 0)
-			return err_errno(e, errno, "open %s", tmp);
-	} else if ((r = ce_clear_stale(tx, e)) != 0) {
+	/* The first node makes the tmp dir; the others join it. Every
+	 * node's daemon holds a shared lock on it: a collector of leftovers
+	 * (whose lock is exclusive) leaves it alone while one of them lives.
+	 * A collector (another node's daemon loading the root) may take it
+	 * between mkdir or open and the lock: then start again. The etcd
+	 * coordinator runs on a POSIX filesystem every node mounts, so the
+	 * handle is an fd. */
+	for (tries = 0;; tries++) {
+		if (tries == 8)
+			return err_set(e, CKPT_EBUSY, "cannot create %s: it "
+			    "keeps being removed", tmp);
+		made = 0;
+		if ((r = be->mkdir(rootfd, tmp, dmode, &fd, e)) == 0) {
+			made = 1;
+		} else {
+			if (r != CKPT_EEXIST)
+				return r;
+			memset(e, 0, sizeof *e);
+			if ((fd = be->open_dir(rootfd, tmp)) < 0) {
+				if (errno == ENOENT)
+					continue;
+				return err_errno(e, errno, "open %s", tmp);
+			}
+		}
+		if (flock(fd, LOCK_SH | LOCK_NB) != 0)
+			log_warn("flock %s: %s", tmp, strerror(errno));
+		if (be->same(rootfd, tmp, fd))
+			break;
+		be->close(fd);
+	}
+	if (made && (r = ce_clear_stale(tx, e)) != 0) {
 		ckd_err e2 = { 0 };
 
 		be->close(fd);
 		(void)be->remove_tree(rootfd, tmp, &e2);
 		return r;
 	}
-	/* Every node's daemon holds a shared lock on it: a collector of
-	 * leftovers (whose lock is exclusive) leaves it alone while one of
-	 * them lives. The etcd coordinator runs on a POSIX filesystem every
-	 * node mounts, so the handle is an fd. */
-	if (flock(fd, LOCK_SH | LOCK_NB) != 0)
-		log_warn("flock %s: %s", tmp, strerror(errno));
 	*tmpfd = fd;
 	return 0;
 }
