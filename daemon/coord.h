@@ -57,6 +57,14 @@ struct coord_ops {
 	/* (worker) The step failed here (why): make it known. Returns 1 when
 	 * the step had been committed already (the tmp dir must stay). */
 	int (*failed)(struct steptx *tx, const ckd_err *why);
+	/* (worker) The failed step's tmp dir is gone on the node holding its
+	 * primary part, the only one that could commit it: what was kept
+	 * of the step for its transaction is of no more use. */
+	void (*forget)(struct steptx *tx);
+	/* (worker) The committed step `step` of the root at path was
+	 * deleted here (retention or a delete request): make it known, so
+	 * that the other nodes drop it from their lists. */
+	int (*step_deleted)(const char *path, uint64_t step, ckd_err *e);
 	/* (loop) A line or more of status: endpoints, lease, node, steps
 	 * waiting on other nodes. */
 	void (*status)(char *buf, size_t len);

@@ -27,6 +27,15 @@
  * The watch runs on the client's thread; its events go to the loop
  * through a queue and an eventfd. What arrives for a step that has no
  * transaction here yet is kept (a few hundred steps) for when it starts.
+ *
+ * A step's keys go with it: the daemon that deletes a committed step
+ * (retention on the committer, or a delete request on any node) deletes
+ * its <s>/ prefix in one range delete; the deletion of `commit` tells
+ * every other node to drop the step from its list. A failed step's
+ * prefix goes once the node of its primary part (the only one that may
+ * commit it) has aborted it. The join keys deleted with a prefix are not
+ * nodes gone (their deletion shares the revision of the commit's or
+ * failure's).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,7 +71,7 @@
 #define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
 #define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
 
-enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE };
+enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE, CEV_DROP };
 
 /* An event of the watch for the loop. */
 struct cev {
@@ -104,6 +113,10 @@ static struct {
 	struct event *ev;
 	struct known *known;            /* loop */
 	unsigned nknown;
+	/* The watch's thread: the step whose commit or failure was deleted
+	 * last, and the revision of that delete. */
+	char wdel[CE_KEY];
+	int64_t wdel_rev;
 } CE = { .mu = PTHREAD_MUTEX_INITIALIZER, .efd = -1 };
 
 /* ---- keys -------------------------------------------------------------- */
@@ -649,7 +662,8 @@ ce_is_ours(struct steptx *tx)
 
 /* Committed: the rank keys (one per rank and step, the most of a step's
  * keys) are of no more use, every part being durable. The watchers skip
- * their deletion. The join and commit keys stay (daemon/README.md). */
+ * their deletion. The join and commit keys stay until the step is
+ * deleted (ce_step_deleted). */
 static void
 ce_drop_ranks(struct steptx *tx)
 {
@@ -759,6 +773,70 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 	return r;
 }
 
+/* The failed step's keys (its tmp dir is gone on the primary's node):
+ * one range delete of its prefix. */
+static void
+ce_forget(struct steptx *tx)
+{
+	char key[CE_KEY];
+	ckd_err e = { 0 };
+	int64_t n = 0;
+
+	if (ce_key(tx, "", key, sizeof key, &e) != 0 ||
+	    etcd_delete(CE.c, key, 1, &n, &e) != 0)
+		log_warn("etcd: removing the keys of failed step %" PRIu64
+		    ": %s", tx->step, e.msg);
+	else
+		log_debug("etcd: failed step %" PRIu64 " of %s: %" PRId64
+		    " keys removed", tx->step, tx->r->path, n);
+}
+
+/*
+ * A committed step of the root at path was deleted here: the prefix of
+ * each job's step of that root and number goes, in one range delete
+ * each. The job is not known to a delete (any manager of the root may
+ * delete any step), so the keys are looked for; a step of a root no job
+ * coordinates has none.
+ */
+static int
+ce_step_deleted(const char *path, uint64_t step, ckd_err *e)
+{
+	char root[CE_KEY], needle[CE_KEY + 64], prefix[CE_KEY];
+	struct etcd_kvs kvs;
+	size_t i, nl;
+	int64_t n;
+	int r;
+
+	if (path[0] != '/')
+		return 0;       /* not a shared filesystem's root */
+	if (ce_enc(path, root, sizeof root) != 0 ||
+	    (size_t)snprintf(needle, sizeof needle, "/root/%s/step/%020"
+	    PRIu64 "/", root, step) >= sizeof needle)
+		return err_set(e, CKPT_EINVAL, "root path too long for etcd: "
+		    "%s", path);
+	nl = strlen(needle);
+	if ((r = etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, e)) != 0)
+		return ce_msg(e, r, "looking for the keys of a deleted step");
+	prefix[0] = '\0';
+	for (i = 0; i < kvs.n && r == 0; i++) {
+		const char *k = kvs.kv[i].key, *at = strstr(k, needle);
+
+		if (at == NULL || (size_t)(at - k) + nl >= sizeof prefix ||
+		    (prefix[0] != '\0' && strncmp(k, prefix,
+		    strlen(prefix)) == 0))
+			continue;
+		memcpy(prefix, k, (size_t)(at - k) + nl);
+		prefix[(size_t)(at - k) + nl] = '\0';
+		if ((r = etcd_delete(CE.c, prefix, 1, &n, e)) != 0)
+			r = ce_msg(e, r, "removing the keys of a deleted step");
+		else
+			log_debug("etcd: step %" PRIu64 " of %s deleted: %"
+			    PRId64 " keys removed", step, path, n);
+	}
+	etcd_kvs_free(&kvs);
+	return r;
+}
+
 /* ---- the watch (its thread) and the loop -------------------------------------- */
 
 static void
@@ -820,7 +898,22 @@ ce_on_event(void *arg, const struct etcd_event *ev)
 			code = CKPT_EIO;
 		err_set(&v->why, code, "%s", nl != NULL ? nl + 1 : ev->value);
 	} else if (ev->type == ETCD_EVENT_DELETE &&
+	    (strcmp(rest, "commit") == 0 || strcmp(rest, "failed") == 0)) {
+		/* The step deleted, its failure forgotten, or an earlier
+		 * attempt cleared: the join keys deleted with it (same
+		 * revision) are no node gone. */
+		snprintf(CE.wdel, sizeof CE.wdel, "%.*s", (int)(rest - ev->key),
+		    ev->key);
+		CE.wdel_rev = ev->mod_revision;
+		if (rest[0] != 'c')
+			goto drop;
+		v->kind = CEV_DROP;
+	} else if (ev->type == ETCD_EVENT_DELETE &&
 	    strncmp(rest, "join/", 5) == 0) {
+		if (ev->mod_revision == CE.wdel_rev &&
+		    strncmp(ev->key, CE.wdel, (size_t)(rest - ev->key)) == 0 &&
+		    CE.wdel[rest - ev->key] == '\0')
+			goto drop;
 		v->kind = CEV_GONE;
 		snprintf(v->node, sizeof v->node, "%s", rest + 5);
 		err_set(&v->why, CKPT_ERANK, "step %" PRIu64 ": node %s is gone "
@@ -896,6 +989,24 @@ ce_known_rank(struct known *k, uint32_t rank, const char *node)
 	k->n++;
 }
 
+/* The step's commit or an earlier attempt's is gone: what was known of
+ * it is of that attempt. */
+static void
+ce_known_drop(const char *root, const char *job, uint64_t step)
+{
+	struct known *k, **pp;
+
+	for (pp = &CE.known; (k = *pp) != NULL; pp = &k->next)
+		if (k->step == step && strcmp(k->job, job) == 0 &&
+		    strcmp(k->root, root) == 0)
+			break;
+	if (k == NULL)
+		return;
+	*pp = k->next;
+	CE.nknown--;
+	ce_known_free(k);
+}
+
 static void
 ce_drain(evutil_socket_t fd, short what, void *arg)
 {
@@ -927,6 +1038,10 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 				k->committed = 1;
 				k->bytes = v->bytes;
 			}
+			break;
+		case CEV_DROP:
+			ce_known_drop(v->root, v->job, v->step);
+			root_drop_step(v->root, v->step);
 			break;
 		case CEV_FAILED:
 		case CEV_GONE:
@@ -960,8 +1075,10 @@ ce_tx_new(struct steptx *tx)
 		ce_known_free(k);
 		return;
 	}
-	if (k->why.code != 0)
+	if (k->why.code != 0 && tx->err.code == 0) {
 		steptx_fail(tx, &k->why);
+		tx->err_remote = 1;
+	}
 	for (i = 0; i < k->n; i++)
 		steptx_remote_part(tx->r->path, tx->job, tx->step,
 		    k->ranks[i], k->nodes[i]);
@@ -1060,6 +1177,8 @@ static const struct coord_ops coord_etcd_ops = {
 	.gather = ce_gather,
 	.decide = ce_decide,
 	.failed = ce_failed,
+	.forget = ce_forget,
+	.step_deleted = ce_step_deleted,
 	.status = ce_status,
 	.shutdown = ce_shutdown,
 };

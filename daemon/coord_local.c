@@ -50,6 +50,21 @@ local_failed(struct steptx *tx, const ckd_err *why)
 }
 
 static void
+local_forget(struct steptx *tx)
+{
+	(void)tx;
+}
+
+static int
+local_step_deleted(const char *path, uint64_t step, ckd_err *e)
+{
+	(void)path;
+	(void)step;
+	(void)e;
+	return 0;
+}
+
+static void
 local_status(char *buf, size_t len)
 {
 	snprintf(buf, len, "local (no --etcd)");
@@ -68,6 +83,8 @@ const struct coord_ops coord_local_ops = {
 	.gather = local_nothing,
 	.decide = local_nothing,
 	.failed = local_failed,
+	.forget = local_forget,
+	.step_deleted = local_step_deleted,
 	.status = local_status,
 	.shutdown = local_shutdown,
 };

@@ -864,9 +864,11 @@ main_coord(ckd_err *e)
 	    coord_etcd_init(M.base, &cf, &M.coord, e) != 0) {
 		M.coord = &coord_local_ops;
 		steptx_set_coord(M.coord);
+		root_set_coord(M.coord);
 		return e->code;
 	}
 	steptx_set_coord(M.coord);
+	root_set_coord(M.coord);
 	return 0;
 }
 

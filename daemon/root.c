@@ -19,15 +19,25 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "coord.h"
 #include "root.h"
 #include "stepmetrics.h"
 #include "tier.h"
 
 /* This file's own state (loop thread): the roots loaded or loading, the
- * index their steps are recorded in, and the interrupted saves found. */
+ * index their steps are recorded in, the interrupted saves found, and
+ * the coordinator told of deletes (set once at start-up, before any task
+ * runs, and read by delete tasks). */
 static struct root *roots;
 static struct index *root_ix;
 static uint64_t root_ninterrupted;
+static const struct coord_ops *root_coord;
+
+void
+root_set_coord(const struct coord_ops *ops)
+{
+	root_coord = ops;
+}
 
 void
 root_init(struct index *ix)
@@ -557,8 +567,17 @@ root_delete_run(struct task *t)
 		}
 	}
 	if (r == 0 || r == CKPT_ENOTFOUND) {
+		log_info("step %s/%s deleted%s", d->r->path, d->rec.name,
+		    r == CKPT_ENOTFOUND ? " (it was gone already)" : "");
 		if (index_del_step(root_ix, d->r->key, d->rec.step, &ie) != 0)
 			log_warn("index: %s", ie.msg);
+		/* Gone from the shared root: the other nodes drop it. */
+		if (root_coord != NULL && !d->r->tiered &&
+		    root_coord->step_deleted(d->r->path, d->rec.step,
+		    &ie) != 0)
+			log_warn("%s/%s deleted, but the other nodes may list "
+			    "it until they load the root again: %s",
+			    d->r->path, d->rec.name, ie.msg);
 	}
 }
 
@@ -627,6 +646,65 @@ root_delete_step(struct root *r, size_t i, const struct root_delete *how)
 	d->done = how->done;
 	d->arg = how->arg;
 	worker_submit(&d->t);
+}
+
+/* A step another node deleted: its record goes from this daemon's list
+ * and index; the files were the other node's to remove. */
+struct drop_task {
+	struct task t;
+	struct root *r;
+	uint64_t step;
+};
+
+static void
+root_drop_run(struct task *t)
+{
+	struct drop_task *d = (struct drop_task *)t;
+
+	if (index_del_step(root_ix, d->r->key, d->step, &t->err) != 0)
+		log_warn("index: %s", t->err.msg);
+}
+
+static void
+root_drop_done(struct task *t)
+{
+	struct drop_task *d = (struct drop_task *)t;
+
+	root_unref(d->r);
+	free(d);
+}
+
+unsigned
+root_drop_step(const char *path, uint64_t step)
+{
+	struct root *r;
+	struct drop_task *d;
+	unsigned n = 0;
+	long i;
+
+	for (r = roots; r != NULL; r = r->next) {
+		if (r->state != ROOT_READY || r->tiered ||
+		    strcmp(r->path, path) != 0 ||
+		    (i = root_find_step(r, step)) < 0 ||
+		    r->steps[i].state != INDEX_COMMITTED ||
+		    root_is_deleting(r, step))
+			continue;
+		log_info("step %s/%s was deleted by another node: no longer "
+		    "listed", r->path, r->steps[i].name);
+		root_remove_step(r, (size_t)i);
+		n++;
+		if ((d = task_new(sizeof *d, root_drop_run, root_drop_done,
+		    NULL, 0)) == NULL) {
+			log_warn("index: out of memory dropping step %" PRIu64,
+			    step);
+			continue;
+		}
+		d->r = r;
+		d->step = step;
+		root_ref(r);
+		worker_submit(&d->t);
+	}
+	return n;
 }
 
 /* ---- leftovers at start-up ---------------------------------------------------------

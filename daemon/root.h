@@ -31,6 +31,7 @@
 struct event_base;
 struct event;
 struct opener;
+struct coord_ops;
 
 
 enum root_state {
@@ -134,6 +135,14 @@ struct root_delete {
 	void *arg;
 };
 void root_delete_step(struct root *r, size_t i, const struct root_delete *how);
+
+/* Start-up: the coordinator told of every step a delete removed
+ * (step_deleted, run in the delete's task), for the other nodes. */
+void root_set_coord(const struct coord_ops *ops);
+/* A committed step of the root at path was deleted by another node:
+ * dropped from every loaded root of that path (the list now, the index
+ * in a task), its files left alone. Returns how many roots listed it. */
+unsigned root_drop_step(const char *path, uint64_t step);
 
 /* Start-up: collect the leftovers of every root the index knows, as its
  * owner, and record the saves they stood for as interrupted. */

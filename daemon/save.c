@@ -1035,7 +1035,11 @@ save_finalize(struct save *s)
 		    "client blocked %.1f ms, durable after %.1f ms", r->path,
 		    s->name, s->part.bytes, ev.blocking * 1e3,
 		    ev.duration * 1e3);
-		save_retention(s);
+		/* Retention once per step: a distributed step's by the
+		 * daemon holding its primary part (the committer); the
+		 * other nodes learn of the deletes (root_drop_step). */
+		if (!save_multi(s) || s->primary)
+			save_retention(s);
 	} else {
 		char msg[CKPT_ERRLEN + 64];
 		size_t len;

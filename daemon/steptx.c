@@ -543,6 +543,7 @@ steptx_remote_fail(const char *root, const char *job, uint64_t step,
 	if (tx->decided || tx->err.code != 0)
 		return 0;
 	steptx_fail(tx, why);
+	tx->err_remote = 1;
 	if (tx->on_fail != NULL)
 		tx->on_fail(tx);
 	return 0;
@@ -1183,14 +1184,29 @@ steptx_abort_step(const struct root *r, uint64_t step, const char *name,
 void
 steptx_abort(struct steptx *tx, const ckd_err *why)
 {
-	/* Committed elsewhere after all, or unknown: the tmp dir stays. */
-	if (tx->nparts > 1 && why->code != CKPT_EEXIST &&
-	    COORD->failed(tx, why) && tx->tmpfd >= 0) {
-		tx->r->be->close(tx->tmpfd);
-		tx->tmpfd = -1;
+	int forget = 0;
+
+	if (tx->nparts > 1 && why->code != CKPT_EEXIST) {
+		/* Committed elsewhere after all, or unknown: the tmp dir
+		 * stays. A failure another node told is recorded already
+		 * (and excludes a commit), maybe forgotten since: not told
+		 * again. Failed for good, on the node of the primary's part
+		 * (the only one that may commit the step): the step's keys
+		 * go once its tmp dir is gone. */
+		if (!(tx->err_remote && why == &tx->err) &&
+		    COORD->failed(tx, why)) {
+			if (tx->tmpfd >= 0) {
+				tx->r->be->close(tx->tmpfd);
+				tx->tmpfd = -1;
+			}
+		} else {
+			forget = tx->parts[tx->primary] != NULL;
+		}
 	}
 	steptx_abort_step(tx->r, tx->step, tx->name, tx->init_ns, &tx->rootfd,
 	    &tx->tmpfd, why);
+	if (forget)
+		COORD->forget(tx);
 }
 
 void

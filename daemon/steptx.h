@@ -72,6 +72,7 @@ struct steptx {
 	int committing;                 /* commit or abort task submitted */
 	int closed;                     /* finished: parts answered */
 	ckd_err err;                    /* first failure */
+	int err_remote;                 /* err came from another node */
 	struct event *timer;            /* parts missing after the timeout */
 	double timeout_secs;
 	int begin;                      /* enum steptx_begin */

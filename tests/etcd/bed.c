@@ -409,6 +409,33 @@ bed_unwatch(struct bed_watch *bw)
 	free(bw);
 }
 
+int
+bed_keys(struct bed *b, int node, const char *prefix, bed_key_fn fn,
+    void *arg)
+{
+	struct etcd *c = NULL;
+	struct etcd_kvs kvs;
+	ckd_err e = { 0 };
+	size_t i;
+	int r = -1;
+
+	if (bed_enter(b, node) != 0)
+		return -1;
+	if (etcd_open(&c, b->endpoints, 5000, &e) != 0 ||
+	    etcd_get(c, prefix, 1, &kvs, &e) != 0) {
+		bed_msg("range %s: %s", prefix, e.msg);
+	} else {
+		for (i = 0; i < kvs.n; i++)
+			fn(arg, kvs.kv[i].key);
+		r = (int)kvs.n;
+		etcd_kvs_free(&kvs);
+	}
+	etcd_close(c);
+	if (bed_enter(b, -1) != 0)
+		return -1;
+	return r;
+}
+
 void
 bed_fini(struct bed *b)
 {

@@ -63,6 +63,11 @@ typedef void (*bed_event_fn)(void *arg, int put, const char *key);
 struct bed_watch *bed_watch(struct bed *b, int node, const char *prefix,
     bed_event_fn fn, void *arg);
 void bed_unwatch(struct bed_watch *w);
+/* Read the keys under prefix from node's namespace: fn(arg, key) for
+ * each, in key order. Their number, or -1 (told on stderr). */
+typedef void (*bed_key_fn)(void *arg, const char *key);
+int bed_keys(struct bed *b, int node, const char *prefix, bed_key_fn fn,
+    void *arg);
 void bed_fini(struct bed *b);
 
 #endif

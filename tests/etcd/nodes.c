@@ -91,6 +91,8 @@ nodes_rank(void *arg)
 	ckpt_options_set_job(o, s->job);
 	if (s->async_timeout > 0)
 		ckpt_options_set_async_timeout(o, s->async_timeout);
+	if (s->max_to_keep > 0)
+		ckpt_options_set_max_to_keep(o, s->max_to_keep);
 	if (hx_connect(&s->d[s->rank_node[k->index]], &c) != 0 ||
 	    ckpt_manager_open(c, s->root, o, &m) != 0) {
 		snprintf(k->msg, sizeof k->msg, "open: %s", c != NULL ?

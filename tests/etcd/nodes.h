@@ -32,6 +32,7 @@ struct nodes {
 	char root[HX_PATH];
 	const char *job;
 	double async_timeout;           /* of the ranks' managers; 0: default */
+	int max_to_keep;                /* of the ranks' managers; 0: none */
 	int rank_node[NODES_MAX_RANKS];
 	struct rank k[NODES_MAX_RANKS];
 	pthread_t th[NODES_MAX_RANKS];
