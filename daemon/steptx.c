@@ -600,7 +600,7 @@ steptx_rank_gone(const struct root *r, const char *job, uint32_t rank,
 }
 
 /* Remember rank of (r, job) as gone (once). */
-static void
+static struct gone *
 gone_add(struct root *r, const char *job, uint32_t rank, int alone)
 {
 	struct gone *g;
@@ -608,13 +608,13 @@ gone_add(struct root *r, const char *job, uint32_t rank, int alone)
 	for (g = GONE; g != NULL; g = g->next)
 		if (g->r == r && g->rank == rank && strcmp(g->job, job) == 0) {
 			g->alone |= alone;
-			return;
+			return g;
 		}
 	if ((g = calloc(1, sizeof *g)) == NULL)
-		return;         /* then only the timeout notices it */
+		return NULL;    /* then only the timeout notices it */
 	if ((g->job = strdup(job)) == NULL) {
 		free(g);
-		return;
+		return NULL;
 	}
 	g->r = r;
 	root_ref(r);
@@ -622,6 +622,7 @@ gone_add(struct root *r, const char *job, uint32_t rank, int alone)
 	g->alone = alone;
 	g->next = GONE;
 	GONE = g;
+	return g;
 }
 
 void
@@ -668,11 +669,8 @@ steptx_job_lost(struct root *r, const char *job, uint32_t rank,
 	steptx_job_ended(r, job);
 	if (!(timeout_secs > 0) || timeout_secs > 1e6)
 		timeout_secs = 1e6;
-	gone_add(r, job, rank, 1);
-	for (g = GONE; g != NULL; g = g->next)
-		if (g->r == r && g->rank == rank && strcmp(g->job, job) == 0)
-			g->until_ns = now_mono_ns() +
-			    (int64_t)(timeout_secs * 1e9);
+	if ((g = gone_add(r, job, rank, 1)) != NULL)
+		g->until_ns = now_mono_ns() + (int64_t)(timeout_secs * 1e9);
 }
 
 /* Drop the entries of (r, job) and, when all_ranks is 0, of rank only. */
