@@ -939,7 +939,9 @@ out:
 
 /* Read and hash leaf l (its chunks too, when it has chunk sums) 2 MiB at
  * a time; report a mismatch through cb. 1: reported, 0: fine, < 0: read
- * error (errno). */
+ * error (errno). Both sums are checked, in one pass over the bytes: a
+ * restore of the whole tensor checks the whole sum and one of part of it
+ * the chunks it reads, so a step verify calls clean restores either way. */
 static int
 st_verify_leaf(const struct store_backend *be, int fd, const Ckpt__Leaf *l,
     char *buf, XXH3_state_t *st, XXH3_state_t *cst, store_problem_cb cb,

@@ -1521,6 +1521,11 @@ ckpt_verify(ckpt_manager *m, int64_t step, char **problems)
 			code = CKPT_EINTERNAL;
 		r = cl_fail(m->c, m, code, "%s", *DAEMON_MSG(resp) != '\0' ?
 		    DAEMON_MSG(resp) : ckpt_strerror(code));
+	} else if (len > 0) {
+		size_t n = resp->verify->n_problems;
+
+		r = cl_fail(m->c, m, CKPT_ECORRUPT, "%zu problem%s found: %.*s",
+		    n, n == 1 ? "" : "s", (int)strcspn(out, "\n"), out);
 	}
 	ckpt__response__free_unpacked(resp, NULL);
 	return r;

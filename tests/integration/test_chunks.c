@@ -301,7 +301,10 @@ main(void)
 	res = NULL;
 
 	rc = ckpt_verify(m, 1, &problems);
-	is_int(rc, 0, "ckpt_verify runs");
+	is_int(rc, CKPT_ECORRUPT, "ckpt_verify finds a problem: "
+	    "CKPT_ECORRUPT");
+	has(ckpt_manager_errmsg(m), "1 problem found: ", "... and its "
+	    "message counts it");
 	has(problems != NULL ? problems : "", "first: chunk 1)",
 	    "... and reports the bad chunk");
 	free(problems);

@@ -726,7 +726,10 @@ int ckpt_delete(ckpt_manager *m, uint64_t step);
 int ckpt_reload(ckpt_manager *m);
 
 /* Check stored checksums of `step` (-1: every step). *problems is a
- * malloc'ed string with one line per problem ("" when clean; free()). */
+ * malloc'ed string with one line per problem ("" when clean; free()).
+ * Returns 0 when clean, CKPT_ECORRUPT when problems were found (the
+ * error message counts them and gives the first; *problems has all),
+ * or another error when the check could not run. */
 int ckpt_verify(ckpt_manager *m, int64_t step, char **problems);
 
 #ifdef __cplusplus

@@ -1622,6 +1622,8 @@ class CheckpointManager:
         """Check stored checksums; returns a list of problem strings."""
         p = ctypes.c_void_p()
         s = -1 if step is None else self._check_step(step)
-        self._check(L.lib().ckpt_verify(self._mgr(), s, ctypes.byref(p)))
+        rc = L.lib().ckpt_verify(self._mgr(), s, ctypes.byref(p))
         text = L.take_string(p.value) or ''
+        if rc != L.CKPT_ECORRUPT or not text:
+            self._check(rc)
         return [line for line in text.splitlines() if line]
