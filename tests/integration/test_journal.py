@@ -29,22 +29,9 @@ import time
 
 import numpy as np
 
+from tap import plan, report
+
 CKPTD = os.environ['CKPTD_BIN']
-n = 0
-failed = 0
-
-
-def report(ok, what, detail=''):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print('%s %d - %s' % ('ok' if ok else 'not ok', n, what))
-    for line in str(detail).splitlines():
-        print('# ' + line)
-    sys.stdout.flush()
-
-
 def decode(data):
     """Fields of one native-protocol datagram."""
     fields = {}
@@ -208,8 +195,7 @@ def main():
     except Exception as e:
         import traceback
         report(False, 'unexpected exception: %s' % e, traceback.format_exc())
-    print('1..%d' % n)
-    return 1 if failed else 0
+    return plan()
 
 
 if __name__ == '__main__':

@@ -30,22 +30,9 @@ import urllib.request
 
 import numpy as np
 
+from tap import plan, report
+
 CKPTD = os.environ['CKPTD_BIN']
-n = 0
-failed = 0
-
-
-def report(ok, what, detail=''):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print('%s %d - %s' % ('ok' if ok else 'not ok', n, what))
-    for line in str(detail).splitlines():
-        print('# ' + line)
-    sys.stdout.flush()
-
-
 def run(*args):
     p = subprocess.run([CKPTD] + list(args), capture_output=True, text=True,
                        timeout=30)
@@ -435,8 +422,7 @@ def main():
             print('# kept ' + base)
         else:
             shutil.rmtree(base, ignore_errors=True)
-    print('1..%d' % n)
-    return 1 if failed else 0
+    return plan()
 
 
 if __name__ == '__main__':

@@ -26,22 +26,9 @@ import urllib.request
 
 import numpy as np
 
+from tap import plan, report
+
 CKPTD = os.environ['CKPTD_BIN']
-n = 0
-failed = 0
-
-
-def report(ok, what, detail=''):
-    global n, failed
-    n += 1
-    if not ok:
-        failed += 1
-    print('%s %d - %s' % ('ok' if ok else 'not ok', n, what))
-    for line in str(detail).splitlines():
-        print('# ' + line)
-    sys.stdout.flush()
-
-
 def free_port():
     s = socket.socket()
     s.bind(('127.0.0.1', 0))
@@ -190,8 +177,7 @@ def main():
             print('# kept ' + base)
         else:
             shutil.rmtree(base, ignore_errors=True)
-    print('1..%d' % n)
-    return 1 if failed else 0
+    return plan()
 
 
 if __name__ == '__main__':
