@@ -34,14 +34,14 @@
 #include "ckpt_limits.h"
 #include "harness.h"
 #include "raw.h"
+#include "untouched.h"
 
 /* --max-leaves at the wire's limit of leaves per save. */
 #define BOUNDS_MAX_LEAVES "1048576"
 _Static_assert(CKPT_MAX_LEAVES_PER_SAVE == 1048576, "BOUNDS_MAX_LEAVES");
 
 static struct hx_daemon d;
-static char root[HX_PATH];
-static char *disk_before;
+static struct untouched watched;  /* the root bad inputs must not touch */
 
 /* ---- raw wire (raw.h) ---------------------------------------------------- */
 
@@ -218,35 +218,10 @@ static int save_call(int fd, uint64_t mgr, uint64_t step, struct tree *trees,
 
 /* ---- after each: served, unchanged ------------------------------------------ */
 
+/* After a bad input: ckptd serves, the root is unchanged. */
 static void probe(const char *what)
 {
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	uint64_t *steps = NULL;
-	size_t n = 0;
-	char *now;
-	int r;
-
-	ok(hx_alive(&d), "%s: ckptd still running", what);
-	r = hx_connect(&d, &c);
-	if (r == 0)
-		r = ckpt_manager_open(c, root, NULL, &m);
-	if (r == 0)
-		r = ckpt_all_steps(m, &steps, &n);
-	is_int(r, 0, "%s: another client is served", what);
-	ok(n == 1 && steps != NULL && steps[0] == 0, "%s: the root still lists "
-	    "only step 0", what);
-	free(steps);
-	if (m != NULL)
-		ckpt_manager_close(m);
-	if (c != NULL)
-		ckpt_disconnect(c);
-	now = hx_snapshot(root);
-	ok(now != NULL && strcmp(now, disk_before) == 0, "%s: nothing changed "
-	    "on disk", what);
-	if (now != NULL && strcmp(now, disk_before) != 0)
-		diag("before:\n%s\nafter:\n%s", disk_before, now);
-	free(now);
+	untouched_probe(&d, &watched, what);
 }
 
 static void expect(int code, const char *msg, int want1, int want2,
@@ -330,7 +305,7 @@ static void bad_layouts(int fd, uint64_t mgr)
 		    "... and committed (%s)", msg);
 		/* Remove it again so that the disk is as before. */
 		if (hx_connect(&d, &c) == 0 &&
-		    ckpt_manager_open(c, root, NULL, &m) == 0) {
+		    ckpt_manager_open(c, watched.root, NULL, &m) == 0) {
 			ok_call(ckpt_delete(m, 4), c, "step 4 deleted again");
 			ckpt_manager_close(m);
 		}
@@ -413,7 +388,7 @@ static void bad_names(int fd, uint64_t mgr)
 	}
 
 	/* A root path "<root>X/evil" that a NUL would cut to <root>. */
-	snprintf(marked_root, sizeof marked_root, "%sX/evil", root);
+	snprintf(marked_root, sizeof marked_root, "%sX/evil", watched.root);
 	om.root = marked_root;
 	req.has_id = 1;
 	req.id = 110;
@@ -472,7 +447,7 @@ static void bad_lists(int fd, uint64_t mgr)
 		steps[i] = i;
 	o.n_save_on_steps = n;
 	o.save_on_steps = steps;
-	om.root = root;
+	om.root = watched.root;
 	om.options = &o;
 	req.id = 201;
 	req.op_case = CKPT__REQUEST__OP_OPEN_MANAGER;
@@ -618,12 +593,6 @@ static void big_step_metadata(void)
 
 int main(void)
 {
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	ckpt_tree *t;
-	ckpt_save_args *a;
-	float w[4] = { 1, 2, 3, 4 };
-	int64_t shape[1] = { 4 };
 	uint64_t mgr;
 	int fd, code;
 
@@ -632,26 +601,12 @@ int main(void)
 	d.extra[1] = BOUNDS_MAX_LEAVES;
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
-	hx_path(&d, root, "raw");
-	if (hx_connect(&d, &c) != 0 ||
-	    ckpt_manager_open(c, root, NULL, &m) != 0)
-		bail_out("cannot open the root");
-	t = ckpt_tree_new();
-	ckpt_tree_add_array(t, "w", CKPT_F32, 1, shape, w, sizeof w);
-	a = ckpt_save_args_new();
-	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-	ok_call(ckpt_save(m, 0, a, NULL), c, "step 0 saved");
-	ok_call(ckpt_wait_until_finished(m), c, "step 0 committed");
-	ckpt_save_args_free(a);
-	ckpt_tree_free(t);
-	ckpt_manager_close(m);
-	ckpt_disconnect(c);
-	disk_before = hx_snapshot(root);
+	untouched_make(&d, &watched, "raw");
 
 	if ((fd = raw_greeted(d.sock)) < 0)
 		bail_out("no raw connection to %s", d.sock);
-	if ((mgr = raw_open(fd, root, NULL, &code)) == 0)
-		bail_out("raw open_manager(%s) failed", root);
+	if ((mgr = raw_open(fd, watched.root, NULL, &code)) == 0)
+		bail_out("raw open_manager(%s) failed", watched.root);
 	overflow_frame(fd, mgr);
 	bad_layouts(fd, mgr);
 	bad_names(fd, mgr);
@@ -660,7 +615,7 @@ int main(void)
 	reserved_names();
 	big_step_metadata();
 
-	free(disk_before);
+	untouched_free(&watched);
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);
 	return done_testing();

@@ -21,43 +21,19 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "untouched.h"
 
 #define TEST_USER "ckpttest"
 /* One more item name than a manager may have (CKPT_MAX_ITEMS). */
 #define CKPT_TEST_MANY_ITEMS 1025
 
 static struct hx_daemon d;
-static char root[HX_PATH];
-static char *disk_before;
+static struct untouched watched;  /* the root bad inputs must not touch */
 
-/* After a bad input: another client is served and the root is unchanged. */
+/* After a bad input: ckptd serves, the root is unchanged. */
 static void probe(const char *what)
 {
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	uint64_t *steps = NULL;
-	size_t n = 0;
-	char *now;
-	int r;
-
-	ok(hx_alive(&d), "%s: ckptd still running", what);
-	r = hx_connect(&d, &c);
-	if (r == 0)
-		r = ckpt_ping(c);
-	if (r == 0)
-		r = ckpt_manager_open(c, root, NULL, &m);
-	if (r == 0)
-		r = ckpt_all_steps(m, &steps, &n);
-	is_int(r, 0, "%s: another client is served", what);
-	ok(n == 1 && steps && steps[0] == 0, "%s: root still lists [0]", what);
-	free(steps);
-	ckpt_manager_close(m);
-	ckpt_disconnect(c);
-	now = hx_snapshot(root);
-	if (!ok(strcmp(now, disk_before) == 0, "%s: nothing changed on disk",
-	    what))
-		diag("before:\n%s\nafter:\n%s", disk_before, now);
-	free(now);
+	untouched_probe(&d, &watched, what);
 }
 
 static ckpt_tree *small_tree(float base)
@@ -272,13 +248,13 @@ static void api_errors(ckpt_client *c, ckpt_manager *m)
 		o = ckpt_options_new();
 		is_int(ckpt_options_set_item_names(o, dup, 2), 0,
 		    "duplicate item_names: passed on");
-		is_int(ckpt_manager_open(c, root, o, &m2), CKPT_EINVAL,
+		is_int(ckpt_manager_open(c, watched.root, o, &m2), CKPT_EINVAL,
 		    "duplicate item_names: the daemon refuses the manager");
 		ok(strstr(ckpt_client_errmsg(c), "duplicate item name "
 		    "\"params\"") != NULL, "... with its message (%s)",
 		    ckpt_client_errmsg(c));
 		ckpt_options_set_item_names(o, path_name, 2);
-		is_int(ckpt_manager_open(c, root, o, &m2), CKPT_EINVAL,
+		is_int(ckpt_manager_open(c, watched.root, o, &m2), CKPT_EINVAL,
 		    "item_names with a path: refused");
 		ok(strstr(ckpt_client_errmsg(c), "invalid item name \"a/b\"") !=
 		    NULL, "... with its message (%s)", ckpt_client_errmsg(c));
@@ -287,7 +263,7 @@ static void api_errors(ckpt_client *c, ckpt_manager *m)
 			many[i] = nm[i];
 		}
 		ckpt_options_set_item_names(o, many, CKPT_TEST_MANY_ITEMS);
-		is_int(ckpt_manager_open(c, root, o, &m2), CKPT_ETOOBIG,
+		is_int(ckpt_manager_open(c, watched.root, o, &m2), CKPT_ETOOBIG,
 		    "%d item_names: over the daemon's limit",
 		    CKPT_TEST_MANY_ITEMS);
 		ok(strstr(ckpt_client_errmsg(c), "at most 1024") != NULL,
@@ -313,7 +289,7 @@ static void api_errors(ckpt_client *c, ckpt_manager *m)
 	ckpt_options_preservation_add(o, CKPT_PRESERVE_LATEST_N, 3, 0, NULL, 0,
 	    NULL, 0, 1);
 	m2 = NULL;
-	r = ckpt_manager_open(c, root, o, &m2);
+	r = ckpt_manager_open(c, watched.root, o, &m2);
 	is_int(r, CKPT_EINVAL, "preservation policy together with max_to_keep: "
 	    "CKPT_EINVAL");
 	if (r == 0)
@@ -462,7 +438,7 @@ static void second_user(void)
 	snprintf(u.sock, sizeof u.sock, "%s", d.sock);
 
 	/* Write access to root's root: refused. */
-	snprintf(u.root, sizeof u.root, "%s", root);
+	snprintf(u.root, sizeof u.root, "%s", watched.root);
 	u.save = 1;
 	r = hx_as_user(uid, gid, user_open_cb, &u, msg, sizeof msg);
 	is_int(r, CKPT_EACCES, "%s saving into root's checkpoint root: "
@@ -489,7 +465,7 @@ static void second_user(void)
 	ok(!hx_exists(u.root), "... and nothing was created");
 
 	/* Reading root's root read-only is allowed (files are 0644). */
-	snprintf(u.root, sizeof u.root, "%s", root);
+	snprintf(u.root, sizeof u.root, "%s", watched.root);
 	u.read_only = 1;
 	r = hx_as_user(uid, gid, user_open_cb, &u, msg, sizeof msg);
 	is_int(r, 0, "%s may restore from root's root read-only (%s)",
@@ -625,13 +601,14 @@ int main(void)
 		bail_out("ckptd did not start");
 	if (hx_connect(&d, &c) != 0)
 		bail_out("cannot connect");
-	hx_path(&d, root, "raw");
-	if (!ok_call(ckpt_manager_open(c, root, NULL, &m), c, "open root"))
+	hx_path(&d, watched.root, "raw");
+	if (!ok_call(ckpt_manager_open(c, watched.root, NULL, &m), c,
+	    "open the root"))
 		bail_out("no root");
 	t = small_tree(0);
 	ok_call(save_wait(m, 0, NULL, t), c, "step 0 committed");
 	ckpt_tree_free(t);
-	disk_before = hx_snapshot(root);
+	untouched_watch(&watched);
 
 	api_errors(c, m);
 	corruption(c);
@@ -640,7 +617,7 @@ int main(void)
 
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
-	free(disk_before);
+	untouched_free(&watched);
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);
 	return done_testing();

@@ -23,42 +23,17 @@
 #include "ckpt_limits.h"
 #include "harness.h"
 #include "raw.h"
+#include "untouched.h"
 
 static struct hx_daemon d;
-static char root[HX_PATH];
-
 /* ---- after every bad input: the daemon serves others, disk unchanged ---- */
 
-static char *disk_before;
+static struct untouched watched;  /* the root bad inputs must not touch */
 
+/* After a bad input: ckptd serves, the root is unchanged. */
 static void probe(const char *what)
 {
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	ckpt_status st;
-	uint64_t *steps = NULL;
-	size_t n = 0;
-	char *now;
-	int r;
-
-	ok(hx_alive(&d), "%s: ckptd still running", what);
-	r = hx_connect(&d, &c);
-	if (r == 0)
-		r = ckpt_status_get(c, &st);
-	if (r == 0)
-		r = ckpt_manager_open(c, root, NULL, &m);
-	if (r == 0)
-		r = ckpt_all_steps(m, &steps, &n);
-	is_int(r, 0, "%s: another client is served", what);
-	ok(n == 1 && steps && steps[0] == 0, "%s: root still lists [0]", what);
-	free(steps);
-	ckpt_manager_close(m);
-	ckpt_disconnect(c);
-	now = hx_snapshot(root);
-	ok(strcmp(now, disk_before) == 0, "%s: nothing changed on disk", what);
-	if (strcmp(now, disk_before) != 0)
-		diag("before:\n%s\nafter:\n%s", disk_before, now);
-	free(now);
+	untouched_probe(&d, &watched, what);
 }
 
 /* ---- framing and handshake errors ---------------------------------------------- */
@@ -370,7 +345,7 @@ static void bad_saves(void)
 	int fd, code;
 
 	fd = raw_greeted(d.sock);
-	mgr = raw_open(fd, root, NULL, &code);
+	mgr = raw_open(fd, watched.root, NULL, &code);
 	if (!ok(mgr != 0, "raw open_manager on the root (code %d)", code))
 		return;
 	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -385,10 +360,10 @@ static void bad_saves(void)
 	ok(!hx_exists(evil), "nothing was written next to the root");
 
 	/* Step prefixes that are paths. */
-	mgr = raw_open(fd, root, "../evil", &code);
+	mgr = raw_open(fd, watched.root, "../evil", &code);
 	ok(mgr == 0 && (code == CKPT_EINVAL || code == CKPT_EPATH),
 	    "step_prefix '../evil' refused (code %d)", code);
-	mgr = raw_open(fd, root, "a/b", &code);
+	mgr = raw_open(fd, watched.root, "a/b", &code);
 	ok(mgr == 0 && (code == CKPT_EINVAL || code == CKPT_EPATH),
 	    "step_prefix 'a/b' refused (code %d)", code);
 	mgr = raw_open(fd, "relative/root", NULL, &code);
@@ -470,33 +445,12 @@ static void flood(void)
 
 int main(void)
 {
-	ckpt_client *c = NULL;
-	ckpt_manager *m = NULL;
-	ckpt_tree *t;
-	ckpt_save_args *a;
-	float w[4] = { 1, 2, 3, 4 };
-	int64_t shape[1] = { 4 };
-
 	hx_init(&d);
 	if (hx_start(&d) != 0)
 		bail_out("ckptd did not start");
 
 	/* A root with one committed step, watched for changes. */
-	hx_path(&d, root, "raw");
-	if (hx_connect(&d, &c) != 0 ||
-	    ckpt_manager_open(c, root, NULL, &m) != 0)
-		bail_out("cannot open the root");
-	t = ckpt_tree_new();
-	ckpt_tree_add_array(t, "w", CKPT_F32, 1, shape, w, sizeof w);
-	a = ckpt_save_args_new();
-	ckpt_save_args_add_tree(a, NULL, CKPT_HANDLER_STANDARD, t);
-	ok_call(ckpt_save(m, 0, a, NULL), c, "step 0 saved");
-	ok_call(ckpt_wait_until_finished(m), c, "step 0 committed");
-	ckpt_save_args_free(a);
-	ckpt_tree_free(t);
-	ckpt_manager_close(m);
-	ckpt_disconnect(c);
-	disk_before = hx_snapshot(root);
+	untouched_make(&d, &watched, "raw");
 
 	bad_frames();
 	bad_handshakes();
@@ -504,7 +458,7 @@ int main(void)
 	bad_saves();
 	flood();
 
-	free(disk_before);
+	untouched_free(&watched);
 	is_int(hx_stop(&d), 0, "ckptd exits cleanly");
 	hx_cleanup(&d);
 	return done_testing();
