@@ -504,7 +504,7 @@ static void enospc_setup(void)
 		return;
 	hx_path(&d, small, "small");
 	if (mkdir(small, 0755) != 0 || unshare(CLONE_NEWNS) != 0 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
 	    mount("tmpfs", small, "tmpfs", MS_NOSUID | MS_NODEV,
 	    "size=8m,mode=0755") != 0) {
 		diag("cannot mount a small tmpfs: %s", strerror(errno));
