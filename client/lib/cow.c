@@ -102,8 +102,11 @@ static long page_size;
 
 /* ---- probing ----------------------------------------------------------------------- */
 
-static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
-static int probe_ok;
+/* The probe's result for the effective user it ran as (a process that
+ * changes user probes again). */
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+static int probe_done, probe_ok;
+static uid_t probe_euid;
 static uint64_t probe_features;
 
 /* A userfaultfd that also handles faults from inside the kernel, or -1. */
@@ -131,6 +134,7 @@ probe(void)
 	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
 	int fd;
 
+	probe_ok = 0;
 	page_size = sysconf(_SC_PAGESIZE);
 	if (page_size <= 0 || COW_BLOCK % (size_t)page_size != 0)
 		return;
@@ -150,10 +154,19 @@ cow_available(void)
 {
 	const char *v = getenv("CKPT_COW_SAVE");
 
+	int ok;
+
 	if (v != NULL && strcmp(v, "0") == 0)
 		return 0;
-	pthread_once(&probe_once, probe);
-	return probe_ok;
+	pthread_mutex_lock(&probe_lock);
+	if (!probe_done || probe_euid != geteuid()) {
+		probe_euid = geteuid();
+		probe();
+		probe_done = 1;
+	}
+	ok = probe_ok;
+	pthread_mutex_unlock(&probe_lock);
+	return ok;
 }
 
 /* ---- blocks ---------------------------------------------------------------------- */
