@@ -30,8 +30,9 @@
  * too and must reach the handler, so the snapshot is used only when the
  * userfaultfd handles kernel faults: userfaultfd(2) without
  * UFFD_USER_MODE_ONLY (CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1)
- * or /dev/userfaultfd. Otherwise (or without write-protect support, or
- * CKPT_COW_SAVE=0) ckpt_save copies before it returns.
+ * or /dev/userfaultfd. Otherwise (or without write-protect support,
+ * under valgrind, or CKPT_COW_SAVE=0) ckpt_save copies before it
+ * returns.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -157,6 +158,11 @@ cow_available(void)
 	int ok;
 
 	if (v != NULL && strcmp(v, "0") == 0)
+		return 0;
+	/* valgrind runs one thread at a time: a thread stopped on a
+	 * protected page keeps the handler from running */
+	v = getenv("LD_PRELOAD");
+	if (v != NULL && strstr(v, "vgpreload_") != NULL)
 		return 0;
 	pthread_mutex_lock(&probe_lock);
 	if (!probe_done || probe_euid != geteuid()) {
