@@ -39,6 +39,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -272,6 +273,11 @@ handler_main(void *arg)
 	struct pollfd pf[2];
 	ssize_t n, i;
 
+	sigset_t all;
+
+	/* a signal handler run here could write to a protected page */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	pf[0].fd = x->uffd;
 	pf[0].events = POLLIN;
 	pf[1].fd = x->stopfd;
@@ -576,8 +582,13 @@ static void *
 copier_main(void *arg)
 {
 	struct cowsnap *s = arg;
+	sigset_t all, old;
 	size_t i, k;
 
+	/* a signal handler run here while this thread holds a block could
+	 * write to it, and wait for itself */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (;;) {
 		k = atomic_fetch_add(&s->next, 1);
 		if (k >= s->nblk)
@@ -590,6 +601,7 @@ copier_main(void *arg)
 			block_take(s, &s->spans[i], k, 0);
 	}
 	copy_nt_fence();
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return NULL;
 }
 
