@@ -1512,6 +1512,7 @@ client_free(ckpt_client *c)
 	/* background saves still copying or sending end first */
 	for (m = c->managers; m != NULL; m = m->next)
 		cl_join_bg(m);
+	cow_ctx_destroy(c);
 	if (c->reader_started) {
 		/* stop a reconnect in progress, then the reader itself */
 		pthread_mutex_lock(&c->lock);

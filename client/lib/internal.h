@@ -10,6 +10,7 @@
  *   client.c   connect/autostart, reader thread, request/response matching,
  *              reconnecting (re-open managers, settle saves in flight)
  *   staging.c  pool of staging memfds, parallel copies
+ *   cow.c      copy-on-write snapshots of the caller's buffers (userfaultfd)
  *   manager.c  managers, saves, waits, step listing, delete, verify
  *   restore.c  restore / item_metadata and ckpt_restored
  *
@@ -54,6 +55,8 @@ _Static_assert(CKPT_WIRE_MAX_NDIM == CKPT_MAX_NDIM,
 /* Copies of at least this many bytes use several threads. */
 #define CKPT_PAR_COPY_MIN (64u << 20)
 #define CKPT_PAR_COPY_THREADS 4
+/* Buffers of at least this many bytes are snapshot copy-on-write. */
+#define CKPT_COW_MIN (1u << 20)
 
 /* ---- error slots (errors.c) -------------------------------------------- */
 
@@ -228,6 +231,30 @@ void staging_destroy_all(ckpt_client *c);
 /* Copy segments into base (several threads for large totals). */
 void staging_copy(void *base, const struct copyseg *segs, size_t nseg);
 
+/* ---- copy-on-write snapshots (cow.c) ----------------------------------------------- */
+
+struct cowctx;
+struct cowsnap;
+
+/* 1 when snapshots can be used: the kernel write-protects for a
+ * userfaultfd that also handles faults in the kernel, and CKPT_COW_SAVE
+ * is not "0". */
+int cow_available(void);
+/*
+ * Write-protect the segments of at least CKPT_COW_MIN bytes for a copy
+ * into base in the background (*out, NULL when none could be); the
+ * segments left (small ones, memory that cannot be protected) are put in
+ * rest (room for nseg) for the caller to copy now. Takes c->lock.
+ */
+int cow_begin(ckpt_client *c, void *base, const struct copyseg *segs,
+    size_t nseg, struct cowsnap **out, struct copyseg *rest, size_t *nrest);
+/* Bytes s takes copy-on-write. */
+size_t cow_bytes(const struct cowsnap *s);
+/* Copy what is left of s, unprotect and unregister it, free it. */
+void cow_finish(struct cowsnap *s);
+/* ckpt_disconnect, after every background save ended. */
+void cow_ctx_destroy(ckpt_client *c);
+
 /* ---- streaming copies (copy.c) ------------------------------------------------------- */
 
 /* memcpy with streaming stores from COPY_NT_MIN bytes on (smaller: memcpy);
@@ -303,6 +330,7 @@ struct ckpt_client {
 	struct pending *pending;
 	struct inflight *saves;
 	struct stagebuf *pool;
+	struct cowctx *cow;         /* copy-on-write snapshots, once used */
 	struct ckpt_manager *managers;
 	struct errbox err;
 	char daemon[64];
@@ -352,6 +380,7 @@ struct ckpt_manager {
 	int bg_joining;             /* a caller is joining it */
 	int bg_done;                /* its thread has ended its work */
 	pthread_t bg_thread;
+	size_t cow_bytes;           /* of the last save, taken copy-on-write */
 	struct ckpt_manager *next;
 };
 

@@ -50,6 +50,7 @@ struct ckpt_save_args {
 	int64_t ts;
 	int preempted;
 	int background;
+	int cow;
 };
 
 static int should_save_fn_at(struct ckpt_manager *, uint64_t, int *);
@@ -221,6 +222,27 @@ ckpt_save_args_set_background(ckpt_save_args *a, int on)
 		return CKPT_EINVAL;
 	a->background = on != 0;
 	return 0;
+}
+
+CKPT_API int
+ckpt_save_args_set_cow(ckpt_save_args *a, int on)
+{
+	if (a == NULL)
+		return CKPT_EINVAL;
+	a->cow = on != 0;
+	return 0;
+}
+
+CKPT_API int
+ckpt_cow_available(void)
+{
+	return cow_available();
+}
+
+CKPT_API size_t
+ckpt_manager_cow_bytes(const ckpt_manager *m)
+{
+	return m != NULL ? m->cow_bytes : 0;
 }
 
 CKPT_API int
@@ -849,6 +871,7 @@ struct bgsave {
 	struct stagebuf *buf;
 	struct copyseg *segs;   /* into the caller's buffers */
 	size_t nseg;
+	struct cowsnap *snap;   /* or a snapshot to finish */
 	uint8_t *pb;            /* the packed Save */
 	size_t len;
 };
@@ -872,7 +895,10 @@ bg_main(void *arg)
 	Ckpt__Save *sv;
 	int r, saved;
 
-	staging_copy(j->buf->map, j->segs, j->nseg);
+	if (j->snap != NULL)
+		cow_finish(j->snap);
+	else
+		staging_copy(j->buf->map, j->segs, j->nseg);
 	if ((sv = ckpt__save__unpack(NULL, j->len, j->pb)) == NULL) {
 		pthread_mutex_lock(&c->lock);
 		staging_release(c, j->buf);
@@ -901,7 +927,7 @@ bg_main(void *arg)
  * the caller copies and sends itself. */
 static int
 bg_start(struct ckpt_manager *m, Ckpt__Save *sv, struct savebuild *b,
-    struct stagebuf *buf)
+    struct stagebuf *buf, struct cowsnap *snap)
 {
 	ckpt_client *c = m->c;
 	struct bgsave *j;
@@ -917,15 +943,20 @@ bg_start(struct ckpt_manager *m, Ckpt__Save *sv, struct savebuild *b,
 		return CKPT_ENOMEM;
 	}
 	ckpt__save__pack(sv, j->pb);
-	j->segs = b->segs;
-	j->nseg = b->nseg;
+	j->snap = snap;
+	if (snap == NULL) {
+		j->segs = b->segs;
+		j->nseg = b->nseg;
+	}
 	pthread_mutex_lock(&c->lock);
 	r = pthread_create(&m->bg_thread, NULL, bg_main, j);
 	if (r == 0) {
 		m->bg_live = 1;
 		m->bg_done = 0;
-		b->segs = NULL;         /* the thread's now */
-		b->nseg = 0;
+		if (snap == NULL) {
+			b->segs = NULL;         /* the thread's now */
+			b->nseg = 0;
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (r != 0) {
@@ -943,9 +974,12 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	Ckpt__Save sv = CKPT__SAVE__INIT;
 	struct savebuild b = { 0 };
 	struct stagebuf *buf = NULL;
+	struct cowsnap *snap = NULL;
+	struct copyseg *rest = NULL;
+	size_t nrest = 0;
 	ckpt_client *c;
 	char err[CKPT_ERRLEN];
-	int r, composite = 0, force, bg, accepted = 0;
+	int r, composite = 0, force, bg, cow, accepted = 0;
 	size_t i;
 
 	if (saved != NULL)
@@ -968,6 +1002,11 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	cl_join_bg(m);
 	/* a forced save keeps its "already exists" error synchronous */
 	bg = a->background && m->async && !m->read_only && !a->force;
+	/* a copy-on-write snapshot: copied in the background as well */
+	cow = !bg && a->cow && m->async && !m->read_only && !a->force &&
+	    cow_available();
+	bg |= cow;
+	m->cow_bytes = 0;
 
 	/* Orbax decides first (should_save sees the save in flight, e.g.
 	 * ContinuousCheckpointingPolicy), then waits for the previous save. */
@@ -1027,7 +1066,21 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		r = cl_fail(c, m, r, "%s", err);
 		goto out;
 	}
-	if (bg && bg_start(m, &sv, &b, buf) == 0) {
+	if (cow && (rest = malloc((b.nseg + 1) * sizeof *rest)) != NULL) {
+		/* protect the large buffers, copy the others now */
+		cow_begin(c, buf->map, b.segs, b.nseg, &snap, rest, &nrest);
+		staging_copy(buf->map, rest, nrest);
+		if (snap != NULL && bg_start(m, &sv, &b, buf, snap) == 0) {
+			m->cow_bytes = cow_bytes(snap);
+			accepted = 1;
+			goto out;
+		}
+		if (snap != NULL)
+			cow_finish(snap);       /* copies the rest */
+		r = save_send(m, &sv, buf, &accepted);
+		goto out;
+	}
+	if (bg && !cow && bg_start(m, &sv, &b, buf, NULL) == 0) {
 		accepted = 1;   /* the policy took it; errors come async */
 		goto out;
 	}
@@ -1036,6 +1089,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 out:
 	if (r == 0 && saved != NULL)
 		*saved = accepted;
+	free(rest);
 	savebuild_free(&b);
 	return r;
 }

@@ -18,7 +18,9 @@ default options (async saves):
 and the trainer interference: a CPU-bound loop's slowdown while the state
 (numpy, then jax leaves) is checkpointed every 10 steps (the loop's time
 with checkpoints over its time without). Cases: ox_<lib>_<np|jax>_<what>,
-ox_<lib>_interference (numpy leaves), ox_<lib>_jax_interference, and
+ox_<lib>_interference (numpy leaves), ox_<lib>_jax_interference,
+ox_<lib>_np_w_interference (numpy leaves the loop also writes at every
+step, e.g. an optimizer's update: a copy-on-write save's faults), and
 ox_memcpy_<1thread|2threads>: the same bytes copied into a warm buffer
 (what a save of mutable numpy arrays must at least block for).
 The ckpt cases need CKPTD_SOCKET (a ckptd on the same filesystem).
@@ -159,26 +161,42 @@ def loop_time(np, steps, on_step=None):
     return time.monotonic() - t0
 
 
+def write_state(np, state):
+    """An optimizer-like update touching every page of the (numpy)
+    state: one element per 4 KiB, so that each copy-on-write block a save
+    left protected takes its fault."""
+    for v in state.values():
+        # as integers: the random bits hold NaNs
+        v.reshape(-1).view(np.uint32)[::1024] += np.uint32(1)
+
+
 def bench_interference(libs, states, work, steps, reps, np):
     """Each repetition times the bare loop and then the loop with
     checkpoints, for each kind of leaf and each library in turn, so that
     both libraries see the same machine load; the slowdown is the median
     over the repetitions. The loop is the same NumPy work for both kinds
-    of leaves: what differs is what a save costs the trainer."""
+    of leaves: what differs is what a save costs the trainer. Kind
+    'np_w': numpy leaves that the loop also writes at every step (after
+    each save too), for both the bare loop and the loop with
+    checkpoints."""
     for rep in range(reps):
         for kind, state in states:
             for lib, ocp in libs:
+                writes = kind == 'np_w'
                 root = os.path.join(work, '%s-%s-interference' % (lib, kind))
                 shutil.rmtree(root, ignore_errors=True)
                 note('%s %s interference, repetition %d (%d steps, a save '
                      'every 10)' % (lib, kind, rep, steps))
-                base = loop_time(np, steps)
+                base = loop_time(np, steps, (lambda i: write_state(
+                    np, state)) if writes else None)
                 with ocp.CheckpointManager(
                         root, options=ocp.CheckpointManagerOptions(
                             max_to_keep=2)) as m:
                     def on_step(i):
                         if i % 10 == 0:
                             m.save(i, args=ocp.args.StandardSave(state))
+                        if writes:
+                            write_state(np, state)
                     t = loop_time(np, steps, on_step)
                     m.wait_until_finished()
                 shutil.rmtree(root, ignore_errors=True)
@@ -201,6 +219,9 @@ def main():
     p.add_argument('--only', default='ckpt,orbax')
     p.add_argument('--kinds', default='np,jax',
                    help='kinds of leaves to bench: np, jax or both')
+    p.add_argument('--interference-writes', type=int, default=1,
+                   help='also the interference of a loop that writes the '
+                   'numpy state at every step (ox_<lib>_np_w_*)')
     o = p.parse_args()
     logging.getLogger('absl').setLevel(logging.ERROR)
 
@@ -233,7 +254,11 @@ def main():
     for kind, st in kinds:
         bench_kind(libs, kind, st, targets[kind], o.dir, o.runs, nbytes, np)
     if o.interference_steps > 0:
-        bench_interference(libs, kinds, o.dir, o.interference_steps, o.runs,
+        ikinds = list(kinds)
+        if o.interference_writes and 'np' in o.kinds.split(','):
+            # a copy: the loop writes it
+            ikinds.append(('np_w', {k: v.copy() for k, v in state.items()}))
+        bench_interference(libs, ikinds, o.dir, o.interference_steps, o.runs,
                            np)
 
 

@@ -585,6 +585,26 @@ int ckpt_save_args_set_preempted(ckpt_save_args *a, int on);
  * "already exists" error stays synchronous).
  */
 int ckpt_save_args_set_background(ckpt_save_args *a, int on);
+/*
+ * Copy-on-write snapshot (async managers): ckpt_save write-protects the
+ * buffers of at least 1 MiB (with a userfaultfd), copies the smaller ones
+ * and returns; a libckpt thread copies the large ones in the background,
+ * and a write to a page not yet copied (by any thread, or by the kernel:
+ * read(2) into the buffer) waits until its block is copied first. The
+ * step holds the bytes as they were when ckpt_save was called, and the
+ * caller may change them right after. The buffers must stay mapped until
+ * the copy ended (as for ckpt_save_args_set_background). Used only when
+ * the userfaultfd handles faults from inside the kernel (CAP_SYS_PTRACE,
+ * vm.unprivileged_userfaultfd=1 or a usable /dev/userfaultfd) with
+ * write-protect support, and CKPT_COW_SAVE is not "0"; otherwise (and
+ * with async off, a forced save, or memory that cannot be protected)
+ * ckpt_save copies before it returns, as without this option.
+ */
+int ckpt_save_args_set_cow(ckpt_save_args *a, int on);
+/* 1 when copy-on-write snapshots can be used in this process. */
+int ckpt_cow_available(void);
+/* Bytes the manager's last ckpt_save took copy-on-write (0: none). */
+size_t ckpt_manager_cow_bytes(const ckpt_manager *m);
 
 /*
  * Save `step`. Waits for this manager's previous save (one in flight) and

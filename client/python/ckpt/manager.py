@@ -1248,6 +1248,11 @@ class CheckpointManager:
             if bg:
                 L.check_plain(lib.ckpt_save_args_set_background(sa, 1),
                               'background')
+            else:
+                # numpy/torch: libckpt write-protects the large arrays and
+                # copies them after save() returned (a write waits for
+                # its block's copy); they are kept alive until then
+                L.check_plain(lib.ckpt_save_args_set_cow(sa, 1), 'cow')
             saved = ctypes.c_int(0)
             self._join_finalizer()
             # The manager's mode and handlers are fixed by this call.
@@ -1258,7 +1263,8 @@ class CheckpointManager:
             self._raise_fn_error()
             self._check(rc)
             # the previous background copy ended in ckpt_save
-            self._bg_keep = keep if bg and saved.value else None
+            self._bg_keep = keep if saved.value and (
+                bg or lib.ckpt_manager_cow_bytes(m)) else None
             if saved.value:
                 self._start_finalizer(step)
             return bool(saved.value)
