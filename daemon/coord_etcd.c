@@ -11,6 +11,9 @@
  *   <s>/commit                 = "<node> <bytes> <name>": committed
  *                              (<name>: the step's directory)
  *   <s>/failed                 = "<node> <code>\n<message>"
+ *   <s>/save                   = "<node> <0|1>": the job's decision to
+ *                              save the step or not, the first node's
+ *                              to ask (under a lease of 30 min)
  * <job> and <root> (the root's canonical path, the same on every node)
  * are percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits. The
  * root is part of the key: one job saves into several roots (items,
@@ -70,6 +73,9 @@
 #define CE_KNOWN_NS (900ll * 1000000000)
 #define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
 #define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
+/* A step's decision lives this long (the nodes all ask within the step's
+ * async timeout, at most CE_KNOWN_NS). */
+#define CE_DECISION_TTL 1800
 
 enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE, CEV_DROP };
 
@@ -117,7 +123,12 @@ static struct {
 	 * last, and the revision of that delete. */
 	char wdel[CE_KEY];
 	int64_t wdel_rev;
-} CE = { .mu = PTHREAD_MUTEX_INITIALIZER, .efd = -1 };
+	/* The lease of the decisions this node records (ce_agree): one for
+	 * every decision made within half its TTL. */
+	pthread_mutex_t dmu;
+	int64_t dlease, dlease_end_ns;
+} CE = { .mu = PTHREAD_MUTEX_INITIALIZER, .dmu = PTHREAD_MUTEX_INITIALIZER,
+	.efd = -1 };
 
 /* ---- keys -------------------------------------------------------------- */
 
@@ -351,6 +362,82 @@ ce_clear_stale(struct steptx *tx, ckd_err *e)
 			    tx->step, tx->r->path, what[i]);
 	}
 	return 0;
+}
+
+/* The lease of the decisions (ce_agree); stale: the one etcd did not
+ * know. */
+static int
+ce_decision_lease(int64_t *lease, int64_t stale, ckd_err *e)
+{
+	int64_t now = now_mono_ns(), id;
+	int r = 0;
+
+	pthread_mutex_lock(&CE.dmu);
+	if (CE.dlease == 0 || CE.dlease == stale || now >= CE.dlease_end_ns) {
+		if ((r = etcd_lease_grant(CE.c, CE_DECISION_TTL, &id, e)) == 0) {
+			CE.dlease = id;
+			CE.dlease_end_ns = now + CE_DECISION_TTL / 2 *
+			    1000000000ll;
+		}
+	}
+	*lease = CE.dlease;
+	pthread_mutex_unlock(&CE.dmu);
+	return r;
+}
+
+/*
+ * The job's decision for the step: the first node to ask records its
+ * own (a create: once), the others take it. Every node thus saves the
+ * same steps whatever its clock and its last save say (time-based
+ * policies). The key expires with its lease; a step deleted or failed
+ * loses it with its prefix.
+ */
+static int
+ce_agree(struct steptx *tx, int local, int *saved, ckd_err *e)
+{
+	char key[CE_KEY], val[96], node[64];
+	struct etcd_kv old;
+	int64_t lease, stale = 0;
+	int r, created = 0, d, tries;
+
+	if ((r = ce_key(tx, "save", key, sizeof key, e)) != 0)
+		return r;
+	snprintf(val, sizeof val, "%s %d", CE.node, local ? 1 : 0);
+	for (tries = 0;; tries++) {
+		memset(&old, 0, sizeof old);
+		if ((r = ce_decision_lease(&lease, stale, e)) != 0)
+			return ce_msg(e, r, "deciding whether to save the step");
+		r = etcd_create(CE.c, key, val, strlen(val), lease, &created,
+		    NULL, &old, e);
+		if (r == 0 || tries == 2)
+			break;
+		if (r == CKPT_ENOTFOUND)
+			stale = lease;          /* granted again */
+		else if (!ce_lost_in_election(r, e))
+			break;
+		/* A create is guarded: sending it again cannot decide twice. */
+		log_info("etcd: step %" PRIu64 ": %s; deciding again", tx->step,
+		    e->msg);
+		memset(e, 0, sizeof *e);
+	}
+	if (r != 0)
+		return ce_msg(e, r, "deciding whether to save the step");
+	if (created) {
+		*saved = local;
+		return 0;
+	}
+	if (old.value == NULL || sscanf(old.value, "%63s %d", node, &d) != 2) {
+		r = err_set(e, CKPT_EPROTO, "step %" PRIu64 ": the decision in "
+		    "etcd is not one: '%s'", tx->step, old.value != NULL ?
+		    old.value : "");
+	} else {
+		*saved = d != 0;
+		if (*saved != local)
+			log_debug("etcd: step %" PRIu64 ": node %s decided %s",
+			    tx->step, node, d ? "to save" : "not to save");
+	}
+	etcd_kv_free(&old);
+	return r;
 }
 
 /* A shared lock on the step's tmp dir fd. An exclusive one is held by a
@@ -1172,6 +1259,7 @@ static void ce_shutdown(void);
 static const struct coord_ops coord_etcd_ops = {
 	.name = "etcd",
 	.tx_new = ce_tx_new,
+	.agree = ce_agree,
 	.begin = ce_begin,
 	.part_durable = ce_part_durable,
 	.gather = ce_gather,
@@ -1218,6 +1306,7 @@ ce_shutdown(void)
 	}
 	CE.nknown = 0;
 	CE.lease = 0;
+	CE.dlease = 0;  /* its decisions stay for the other nodes */
 }
 
 int
