@@ -33,7 +33,8 @@
  *
  * A step's keys go with it: the daemon that deletes a committed step
  * (retention on the committer, or a delete request on any node) deletes
- * its <s>/ prefix in one range delete; the deletion of `commit` tells
+ * its <s>/ prefix in one range delete, found through the index
+ * root/<root>/step/<step>/job/<job> (put with the tmp dir); the deletion of `commit` tells
  * every other node to drop the step from its list. A failed step's
  * prefix goes once the node of its primary part (the only one that may
  * commit it) has aborted it. The join keys deleted with a prefix are not
@@ -218,6 +219,25 @@ ce_key(const struct steptx *tx, const char *what, char *buf, size_t len,
 	return 0;
 }
 
+/* The step's entry in the index of the jobs saving each step of a root:
+ * CE_PREFIX "root/<root>/step/<step>/job/<job>" (job: NULL, the prefix
+ * of every job's), into buf. A delete, which knows the root and the step
+ * but not the job, finds the keys of exactly that step through it. */
+static int
+ce_idx_key(const char *path, uint64_t step, const char *job, char *buf,
+    size_t len, ckd_err *e)
+{
+	char jb[3 * 256 + 2], root[CE_KEY];
+
+	if ((job != NULL && ce_enc(job, jb, sizeof jb) != 0) ||
+	    ce_enc(path, root, sizeof root) != 0 ||
+	    (size_t)snprintf(buf, len, CE_PREFIX "root/%s/step/%020" PRIu64
+	    "/job/%s", root, step, job != NULL ? jb : "") >= len)
+		return err_set(e, CKPT_EINVAL, "job name or root path too long "
+		    "for etcd: %s, %s", job != NULL ? job : "", path);
+	return 0;
+}
+
 static int
 ce_valid_node(const char *s)
 {
@@ -334,7 +354,8 @@ ce_msg(ckd_err *e, int r, const char *what)
 }
 
 /*
- * This node made the step's tmp dir: it begins a new attempt at the step,
+ * This node made the step's tmp dir: it begins a new attempt at the step
+ * (and puts the step's entry in the index of a root's steps by job),
  * so a commit or failure recorded for the step belongs to an earlier one
  * (a step deleted and saved again, a failed step saved again after a
  * restart) and is removed, lest it refuse this attempt's commit. A commit
@@ -361,6 +382,11 @@ ce_clear_stale(struct steptx *tx, ckd_err *e)
 			    "the %s of its earlier attempt is cleared",
 			    tx->step, tx->r->path, what[i]);
 	}
+	if ((r = ce_idx_key(tx->r->path, tx->step, tx->job, key, sizeof key,
+	    e)) != 0)
+		return r;
+	if ((r = etcd_put(CE.c, key, "", 0, 0, NULL, e)) != 0)
+		return ce_msg(e, r, "indexing the step");
 	return 0;
 }
 
@@ -870,7 +896,9 @@ ce_forget(struct steptx *tx)
 	int64_t n = 0;
 
 	if (ce_key(tx, "", key, sizeof key, &e) != 0 ||
-	    etcd_delete(CE.c, key, 1, &n, &e) != 0)
+	    etcd_delete(CE.c, key, 1, &n, &e) != 0 ||
+	    ce_idx_key(tx->r->path, tx->step, tx->job, key, sizeof key,
+	    &e) != 0 || etcd_delete(CE.c, key, 0, NULL, &e) != 0)
 		log_warn("etcd: removing the keys of failed step %" PRIu64
 		    ": %s", tx->step, e.msg);
 	else
@@ -881,39 +909,34 @@ ce_forget(struct steptx *tx)
 /*
  * A committed step of the root at path was deleted here: the prefix of
  * each job's step of that root and number goes, in one range delete
- * each. The job is not known to a delete (any manager of the root may
- * delete any step), so the keys are looked for; a step of a root no job
- * coordinates has none.
+ * each, then the step's entries in the index. The job is not known to a
+ * delete (any manager of the root may delete any step): the index names
+ * the jobs holding keys of exactly that step (a range read of its
+ * prefix); a step of a root no job coordinates has none.
  */
 static int
 ce_step_deleted(const char *path, uint64_t step, ckd_err *e)
 {
-	char root[CE_KEY], needle[CE_KEY + 64], prefix[CE_KEY];
+	char idx[CE_KEY], root[CE_KEY], prefix[2 * CE_KEY];
 	struct etcd_kvs kvs;
-	size_t i, nl;
+	size_t i, il;
 	int64_t n;
 	int r;
 
 	if (path[0] != '/')
 		return 0;       /* not a shared filesystem's root */
-	if (ce_enc(path, root, sizeof root) != 0 ||
-	    (size_t)snprintf(needle, sizeof needle, "/root/%s/step/%020"
-	    PRIu64 "/", root, step) >= sizeof needle)
-		return err_set(e, CKPT_EINVAL, "root path too long for etcd: "
-		    "%s", path);
-	nl = strlen(needle);
-	if ((r = etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, e)) != 0)
+	if ((r = ce_idx_key(path, step, NULL, idx, sizeof idx, e)) != 0 ||
+	    ce_enc(path, root, sizeof root) != 0)
+		return r != 0 ? r : err_set(e, CKPT_EINVAL, "root path too "
+		    "long for etcd: %s", path);
+	il = strlen(idx);
+	if ((r = etcd_get(CE.c, idx, 1, &kvs, e)) != 0)
 		return ce_msg(e, r, "looking for the keys of a deleted step");
-	prefix[0] = '\0';
 	for (i = 0; i < kvs.n && r == 0; i++) {
-		const char *k = kvs.kv[i].key, *at = strstr(k, needle);
-
-		if (at == NULL || (size_t)(at - k) + nl >= sizeof prefix ||
-		    (prefix[0] != '\0' && strncmp(k, prefix,
-		    strlen(prefix)) == 0))
+		if ((size_t)snprintf(prefix, sizeof prefix, CE_PREFIX
+		    "job/%s/root/%s/step/%020" PRIu64 "/", kvs.kv[i].key + il,
+		    root, step) >= sizeof prefix)
 			continue;
-		memcpy(prefix, k, (size_t)(at - k) + nl);
-		prefix[(size_t)(at - k) + nl] = '\0';
 		if ((r = etcd_delete(CE.c, prefix, 1, &n, e)) != 0)
 			r = ce_msg(e, r, "removing the keys of a deleted step");
 		else
@@ -921,6 +944,8 @@ ce_step_deleted(const char *path, uint64_t step, ckd_err *e)
 			    PRId64 " keys removed", step, path, n);
 	}
 	etcd_kvs_free(&kvs);
+	if (r == 0 && i > 0 && (r = etcd_delete(CE.c, idx, 1, NULL, e)) != 0)
+		r = ce_msg(e, r, "removing the index of a deleted step");
 	return r;
 }
 
