@@ -78,7 +78,8 @@
  * async timeout, at most CE_KNOWN_NS). */
 #define CE_DECISION_TTL 1800
 
-enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE, CEV_DROP };
+enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE, CEV_DROP,
+	CEV_RESYNC };
 
 /* An event of the watch for the loop. */
 struct cev {
@@ -91,6 +92,7 @@ struct cev {
 	char node[64];
 	uint64_t bytes;
 	ckd_err why;
+	int reread;                     /* of a range read (ce_reread) */
 };
 
 /* What is known of a step with no transaction here (yet). */
@@ -124,6 +126,11 @@ static struct {
 	 * last, and the revision of that delete. */
 	char wdel[CE_KEY];
 	int64_t wdel_rev;
+	int rereading;                  /* ce_reread runs */
+	/* The loop: the steps committed in etcd, as a range read after a
+	 * gap in the watch found them (CEV_COMMIT reread), until CEV_RESYNC. */
+	struct ce_step { char *root; uint64_t step; } *rs;
+	size_t nrs, caprs;
 	/* The lease of the decisions this node records (ce_agree): one for
 	 * every decision made within half its TTL. */
 	pthread_mutex_t dmu;
@@ -967,6 +974,53 @@ ce_push(struct cev *v)
 		log_warn("etcd: waking the loop: %s", strerror(errno));
 }
 
+static void ce_on_event(void *arg, const struct etcd_event *ev);
+
+/*
+ * (the watch's thread) The history up to rev was compacted before the
+ * watch saw it: events are lost (a delete made elsewhere meanwhile). The
+ * steps' keys are read again and handed to the loop as events of a
+ * reread, then CEV_RESYNC: the loop tells the transactions what they
+ * missed and looks on disk for the listed steps etcd no longer holds.
+ */
+static void
+ce_reread(int64_t rev)
+{
+	struct etcd_kvs kvs;
+	struct cev *v;
+	ckd_err e = { 0 };
+	size_t i;
+
+	log_warn("etcd: the watch missed the history up to revision %" PRId64
+	    " (compacted): reading the steps again", rev);
+	if (etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, &e) != 0) {
+		log_warn("etcd: reading the steps again: %s (deletes made by "
+		    "other nodes meanwhile show once a root is reloaded)",
+		    e.msg);
+		return;
+	}
+	CE.rereading = 1;
+	for (i = 0; i < kvs.n; i++) {
+		struct etcd_event pe = {
+			.type = ETCD_EVENT_PUT,
+			.key = kvs.kv[i].key,
+			.value = kvs.kv[i].value,
+			.value_len = kvs.kv[i].value_len,
+			.mod_revision = kvs.kv[i].mod_revision,
+			.create_revision = kvs.kv[i].create_revision,
+			.lease = kvs.kv[i].lease,
+		};
+
+		ce_on_event(NULL, &pe);
+	}
+	CE.rereading = 0;
+	etcd_kvs_free(&kvs);
+	if ((v = calloc(1, sizeof *v)) == NULL)
+		return;
+	v->kind = CEV_RESYNC;
+	ce_push(v);
+}
+
 static void
 ce_on_event(void *arg, const struct etcd_event *ev)
 {
@@ -975,6 +1029,10 @@ ce_on_event(void *arg, const struct etcd_event *ev)
 	struct cev *v;
 
 	(void)arg;
+	if (ev->type == ETCD_EVENT_COMPACTED) {
+		ce_reread(ev->mod_revision);
+		return;
+	}
 	if (strncmp(k, CE_PREFIX "job/", strlen(CE_PREFIX "job/")) != 0)
 		return;
 	k += strlen(CE_PREFIX "job/");
@@ -1034,7 +1092,9 @@ ce_on_event(void *arg, const struct etcd_event *ev)
 	} else {
 		goto drop;
 	}
-	if (strcmp(v->node, CE.node) == 0)
+	v->reread = CE.rereading;
+	if (strcmp(v->node, CE.node) == 0 && !(v->reread &&
+	    v->kind == CEV_COMMIT))
 		goto drop;      /* this daemon's own */
 	ce_push(v);
 	return;
@@ -1120,6 +1180,73 @@ ce_known_drop(const char *root, const char *job, uint64_t step)
 }
 
 static void
+ce_rs_clear(void)
+{
+	size_t i;
+
+	for (i = 0; i < CE.nrs; i++)
+		free(CE.rs[i].root);
+	free(CE.rs);
+	CE.rs = NULL;
+	CE.nrs = CE.caprs = 0;
+}
+
+static void
+ce_rs_add(const char *root, uint64_t step)
+{
+	struct ce_step *n;
+
+	if (CE.nrs == CE.caprs) {
+		size_t cap = CE.caprs ? 2 * CE.caprs : 64;
+
+		if ((n = realloc(CE.rs, cap * sizeof *n)) == NULL)
+			return;
+		CE.rs = n;
+		CE.caprs = cap;
+	}
+	if ((CE.rs[CE.nrs].root = strdup(root)) == NULL)
+		return;
+	CE.rs[CE.nrs++].step = step;
+}
+
+/* root_recheck_steps: step of the root at path is committed in etcd. */
+static int
+ce_rs_known(void *arg, const char *path, uint64_t step)
+{
+	size_t i;
+
+	(void)arg;
+	for (i = 0; i < CE.nrs; i++)
+		if (CE.rs[i].step == step && strcmp(CE.rs[i].root, path) == 0)
+			return 1;
+	return 0;
+}
+
+/* An event of a reread: for a transaction here only (what is kept for
+ * steps without one is of the live watch); commits are noted. */
+static void
+ce_reread_event(const struct cev *v)
+{
+	switch (v->kind) {
+	case CEV_RANK:
+		(void)steptx_remote_part(v->root, v->job, v->step, v->rank,
+		    v->node);
+		break;
+	case CEV_COMMIT:
+		ce_rs_add(v->root, v->step);
+		if (strcmp(v->node, CE.node) != 0)
+			(void)steptx_remote_commit(v->root, v->job, v->step,
+			    v->bytes);
+		break;
+	case CEV_FAILED:
+		(void)steptx_remote_fail(v->root, v->job, v->step, &v->why);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
 ce_drain(evutil_socket_t fd, short what, void *arg)
 {
 	struct cev *v, *next;
@@ -1136,7 +1263,18 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&CE.mu);
 	for (; v != NULL; v = next) {
 		next = v->next;
+		if (v->reread) {
+			ce_reread_event(v);
+			free(v);
+			continue;
+		}
 		switch (v->kind) {
+		case CEV_RESYNC:
+			log_info("etcd: %u listed steps that etcd no longer "
+			    "holds are looked for on disk",
+			    root_recheck_steps(ce_rs_known, NULL));
+			ce_rs_clear();
+			break;
 		case CEV_RANK:
 			if (steptx_remote_part(v->root, v->job, v->step,
 			    v->rank, v->node) != 0 && (k = ce_known(v->root,
@@ -1330,6 +1468,7 @@ ce_shutdown(void)
 		ce_known_free(k);
 	}
 	CE.nknown = 0;
+	ce_rs_clear();
 	CE.lease = 0;
 	CE.dlease = 0;  /* its decisions stay for the other nodes */
 }

@@ -974,6 +974,27 @@ etcd_delete(struct etcd *c, const char *key, int prefix, int64_t *deleted,
 	return r;
 }
 
+/* Compact the history up to rev (physical: waits until it is done). */
+int
+etcd_compact(struct etcd *c, int64_t rev, ckd_err *e)
+{
+	json_t *req, *reply;
+	int r;
+
+	if (rev <= 0)
+		return err_set(e, CKPT_EINVAL, "etcd: compaction at revision %"
+		    PRId64, rev);
+	req = json_pack("{s:o, s:b}", "revision", json_i64_str(rev),
+	    "physical", 1);
+	if (req == NULL)
+		return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
+	if ((r = etcd_call(c, "/v3/kv/compaction", req, ETCD_WRITE, &reply,
+	    e)) != 0)
+		return r;
+	json_decref(reply);
+	return 0;
+}
+
 /* A transaction: if compare then put key else range key. */
 static int
 etcd_txn_put(struct etcd *c, const char *key, const char *target,
