@@ -64,6 +64,7 @@
 #include "layout.h"
 #include "log.h"
 #include "steptx.h"
+#include "worker.h"
 
 #define CE_PREFIX "/ckpt/v1/"
 #define CE_KEY CKPT_ETCD_MAX_KEY
@@ -93,6 +94,17 @@ struct cev {
 	uint64_t bytes;
 	ckd_err why;
 	int reread;                     /* of a range read (ce_reread) */
+};
+
+/* A failed step whose primary part is not here: its keys (written up
+ * to rev) go at due_ns, unless a new attempt wrote some since. */
+struct ce_gc {
+	struct ce_gc *next;
+	int64_t due_ns;
+	int64_t rev;
+	uint64_t step;
+	char prefix[CE_KEY];
+	char idx[CE_KEY];
 };
 
 /* What is known of a step with no transaction here (yet). */
@@ -131,6 +143,10 @@ static struct {
 	 * gap in the watch found them (CEV_COMMIT reread), until CEV_RESYNC. */
 	struct ce_step { char *root; uint64_t step; } *rs;
 	size_t nrs, caprs;
+	/* The keys of failed steps to remove once due (dmu), and the loop's
+	 * timer looking for them. */
+	struct ce_gc *gc;
+	struct event *gc_ev;
 	/* The lease of the decisions this node records (ce_agree): one for
 	 * every decision made within half its TTL. */
 	pthread_mutex_t dmu;
@@ -859,6 +875,108 @@ out:
 	return r;
 }
 
+/*
+ * (worker) This node recorded the failure of a step whose primary part
+ * is not here. The node holding it, if any, removes the step's keys
+ * once it has aborted (ce_forget); a primary part that never reached
+ * any daemon leaves them (failed, join, rank, the index entry) to this
+ * node: after the step's timeout (a primary late by then is failed by
+ * what the watch told the nodes), unless a new attempt at the step has
+ * written keys since.
+ */
+static void
+ce_gc_add(struct steptx *tx, int64_t rev)
+{
+	struct ce_gc *g;
+	double secs = tx->timeout_secs;
+	ckd_err e;
+
+	if (rev <= 0 || (g = calloc(1, sizeof *g)) == NULL)
+		return;
+	if (ce_key(tx, "", g->prefix, sizeof g->prefix, &e) != 0 ||
+	    ce_idx_key(tx->r->path, tx->step, tx->job, g->idx, sizeof g->idx,
+	    &e) != 0) {
+		free(g);
+		return;
+	}
+	if (!(secs >= 1))
+		secs = 1;
+	if (secs > (double)(CE_KNOWN_NS / 1000000000))
+		secs = (double)(CE_KNOWN_NS / 1000000000);
+	g->due_ns = now_mono_ns() + (int64_t)(secs * 1e9);
+	g->rev = rev;
+	g->step = tx->step;
+	pthread_mutex_lock(&CE.dmu);
+	g->next = CE.gc;
+	CE.gc = g;
+	pthread_mutex_unlock(&CE.dmu);
+}
+
+struct ce_gc_task {
+	struct task t;
+	struct ce_gc *g;
+};
+
+static void
+ce_gc_run(struct task *t)
+{
+	struct ce_gc *g = ((struct ce_gc_task *)t)->g;
+	int64_t n = 0;
+	int done = 0;
+
+	if (etcd_delete_older(CE.c, g->prefix, g->rev, g->idx, &done, &n,
+	    &t->err) != 0)
+		log_warn("etcd: removing the keys of failed step %" PRIu64
+		    ": %s", g->step, t->err.msg);
+	else if (done)
+		log_info("etcd: failed step %" PRIu64 ", whose primary part "
+		    "no node had: %" PRId64 " keys removed", g->step, n);
+	else
+		log_debug("etcd: failed step %" PRIu64 " is saved again: its "
+		    "keys stay", g->step);
+}
+
+static void
+ce_gc_done(struct task *t)
+{
+	free(((struct ce_gc_task *)t)->g);
+	free(t);
+}
+
+/* (loop) Once a second: the removals that are due go to workers. */
+static void
+ce_gc_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct ce_gc *g, **pp, *due = NULL;
+	struct ce_gc_task *k;
+	int64_t now = now_mono_ns();
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pthread_mutex_lock(&CE.dmu);
+	for (pp = &CE.gc; (g = *pp) != NULL;) {
+		if (g->due_ns > now) {
+			pp = &g->next;
+			continue;
+		}
+		*pp = g->next;
+		g->next = due;
+		due = g;
+	}
+	pthread_mutex_unlock(&CE.dmu);
+	while ((g = due) != NULL) {
+		due = g->next;
+		if (CE.c == NULL || (k = task_new(sizeof *k, ce_gc_run,
+		    ce_gc_done, NULL, 0)) == NULL) {
+			free(g);
+			continue;
+		}
+		k->g = g;
+		worker_submit(&k->t);
+	}
+}
+
 static int
 ce_failed(struct steptx *tx, const ckd_err *why)
 {
@@ -866,6 +984,7 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 	char ckey[CE_KEY], fkey[CE_KEY], val[CKPT_ERRLEN + 96];
 	struct etcd_kvs kvs;
 	ckd_err e;
+	int64_t rev = 0;
 	int won = 0, r;
 
 	if (ce_key(tx, "commit", ckey, sizeof ckey, &e) != 0 ||
@@ -876,7 +995,7 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 	cmp[1].key = fkey;
 	cmp[1].kind = ETCD_ABSENT;
 	snprintf(val, sizeof val, "%s %d\n%s", CE.node, why->code, why->msg);
-	if (etcd_put_if(CE.c, cmp, 2, fkey, val, strlen(val), 0, &won, NULL,
+	if (etcd_put_if(CE.c, cmp, 2, fkey, val, strlen(val), 0, &won, &rev,
 	    &e) != 0) {
 		/* Whether the step was committed is unknown: its tmp dir
 		 * stays (a leftover, never listed). */
@@ -884,8 +1003,11 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 		    tx->step, e.msg);
 		return 1;
 	}
-	if (won)
+	if (won) {
+		if (tx->parts[tx->primary] == NULL)
+			ce_gc_add(tx, rev);
 		return 0;
+	}
 	if (etcd_get(CE.c, ckey, 0, &kvs, &e) != 0)
 		return 1;
 	r = kvs.n > 0;
@@ -1439,6 +1561,7 @@ ce_shutdown(void)
 {
 	struct cev *v;
 	struct known *k;
+	struct ce_gc *g;
 	ckd_err e;
 
 	etcd_watch_stop(CE.w);
@@ -1455,6 +1578,14 @@ ce_shutdown(void)
 	if (CE.ev != NULL)
 		event_free(CE.ev);
 	CE.ev = NULL;
+	if (CE.gc_ev != NULL)
+		event_free(CE.gc_ev);
+	CE.gc_ev = NULL;
+	while ((g = CE.gc) != NULL) {
+		/* Left to etcd's operator (or the step saved again). */
+		CE.gc = g->next;
+		free(g);
+	}
 	if (CE.efd >= 0)
 		close(CE.efd);
 	CE.efd = -1;
@@ -1497,6 +1628,15 @@ coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
 	    NULL)) == NULL || event_add(CE.ev, NULL) != 0) {
 		r = err_set(e, CKPT_ENOMEM, "event_new failed");
 		goto fail;
+	}
+	{
+		struct timeval tv = { 1, 0 };
+
+		if ((CE.gc_ev = event_new(base, -1, EV_PERSIST, ce_gc_tick,
+		    NULL)) == NULL || event_add(CE.gc_ev, &tv) != 0) {
+			r = err_set(e, CKPT_ENOMEM, "event_new failed");
+			goto fail;
+		}
 	}
 	if ((r = ce_lease(&lease, 0, e)) != 0) {
 		r = ce_msg(e, r, "taking the node's lease");

@@ -17,7 +17,9 @@
  *  - a delete through node 1 (not the committer) shows on node 0 within
  *    1 s, and the step's keys go;
  *  - a step that fails (a rank never saves it) leaves no key in etcd
- *    once the primary's node has aborted it;
+ *    once the primary's node has aborted it; one whose primary never
+ *    saves it (no daemon holds its primary part) none once the node
+ *    that recorded its failure has waited out the step's timeout;
  *  - node 1's daemon, stopped while node 0 deletes a step, lists the
  *    right steps once started again;
  *  - step 3, deleted by retention, is saved again and commits;
@@ -308,6 +310,28 @@ int main(void)
 	    "%" PRIu64 " (after %" PRId64 " ms)", step, hx_now_ms() - ms);
 	is_int(index_keys(step, 1), 0, "nor its entry in the index");
 	both_list(STEPS, STEPS, 0, 1000, "failed step");
+
+	/* A step whose primary part reaches no daemon (ranks 0 and 1 never
+	 * save it): node 1's ranks fail at their timeout; node 1, which
+	 * recorded the failure, removes the step's keys a timeout later. */
+	step = STEPS + 2;
+	s.async_timeout = 2;
+	nodes_save(&s, 2, RANKS, step);
+	nodes_join(&s, 2, RANKS);
+	for (i = 2, failed = 0; i < RANKS; i++)
+		failed += nodes_rc(&s, i) != 0;
+	is_int(failed, 2, "step %" PRIu64 ", which the primary never saves, "
+	    "fails on node 1's ranks at their timeout", step);
+	s.async_timeout = 0;
+	ok(etcd_keys("/failed", 1) == 1, "its failure is recorded in etcd");
+	ms = hx_now_ms();
+	while ((step_keys(step, 0) != 0 || index_keys(step, 0) != 0) &&
+	    hx_now_ms() - ms < 6000)
+		hx_sleep_ms(50);
+	is_int(step_keys(step, 1) + index_keys(step, 1), 0, "etcd holds no key "
+	    "of step %" PRIu64 " nor its entry in the index (after %" PRId64
+	    " ms)", step, hx_now_ms() - ms);
+	both_list(STEPS, STEPS, 0, 1000, "failed step without its primary");
 
 	/* Node 1 misses a delete: it lists the truth once started again. */
 	close_lister(1);
