@@ -41,6 +41,11 @@ struct coord_ops {
 	/* (loop) A transaction of several parts was made: what the
 	 * coordinator already knows of its step is handed to it. */
 	void (*tx_new)(struct steptx *tx);
+	/* (worker) The policy decision for a step of several parts, taken
+	 * here (local) when its first part came: *saved is the job's one
+	 * decision, the same on every node (an error: the step fails).
+	 * NULL: the local decision is the job's. */
+	int (*agree)(struct steptx *tx, int local, int *saved, ckd_err *e);
 	/* (worker) The step's tmp dir for this daemon's parts: *tmpfd (and
 	 * tx->rootfd open). */
 	int (*begin)(struct steptx *tx, int rootfd, mode_t dmode, int *tmpfd,

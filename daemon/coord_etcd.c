@@ -11,6 +11,9 @@
  *   <s>/commit                 = "<node> <bytes> <name>": committed
  *                              (<name>: the step's directory)
  *   <s>/failed                 = "<node> <code>\n<message>"
+ *   <s>/save                   = "<node> <0|1>": the job's decision to
+ *                              save the step or not, the first node's
+ *                              to ask (under a lease of 30 min)
  * <job> and <root> (the root's canonical path, the same on every node)
  * are percent-encoded (only [A-Za-z0-9._-] stay), <step> 20 digits. The
  * root is part of the key: one job saves into several roots (items,
@@ -30,7 +33,8 @@
  *
  * A step's keys go with it: the daemon that deletes a committed step
  * (retention on the committer, or a delete request on any node) deletes
- * its <s>/ prefix in one range delete; the deletion of `commit` tells
+ * its <s>/ prefix in one range delete, found through the index
+ * root/<root>/step/<step>/job/<job> (put with the tmp dir); the deletion of `commit` tells
  * every other node to drop the step from its list. A failed step's
  * prefix goes once the node of its primary part (the only one that may
  * commit it) has aborted it. The join keys deleted with a prefix are not
@@ -60,6 +64,7 @@
 #include "layout.h"
 #include "log.h"
 #include "steptx.h"
+#include "worker.h"
 
 #define CE_PREFIX "/ckpt/v1/"
 #define CE_KEY CKPT_ETCD_MAX_KEY
@@ -70,8 +75,12 @@
 #define CE_KNOWN_NS (900ll * 1000000000)
 #define CE_PART_FILE "_PART-p%" PRIu32 ".ckptd"
 #define CE_PART_MAX (256u << 20)        /* bytes of one part's metadata */
+/* A step's decision lives this long (the nodes all ask within the step's
+ * async timeout, at most CE_KNOWN_NS). */
+#define CE_DECISION_TTL 1800
 
-enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE, CEV_DROP };
+enum cev_kind { CEV_RANK, CEV_COMMIT, CEV_FAILED, CEV_GONE, CEV_DROP,
+	CEV_RESYNC };
 
 /* An event of the watch for the loop. */
 struct cev {
@@ -84,6 +93,18 @@ struct cev {
 	char node[64];
 	uint64_t bytes;
 	ckd_err why;
+	int reread;                     /* of a range read (ce_reread) */
+};
+
+/* A failed step whose primary part is not here: its keys (written up
+ * to rev) go at due_ns, unless a new attempt wrote some since. */
+struct ce_gc {
+	struct ce_gc *next;
+	int64_t due_ns;
+	int64_t rev;
+	uint64_t step;
+	char prefix[CE_KEY];
+	char idx[CE_KEY];
 };
 
 /* What is known of a step with no transaction here (yet). */
@@ -117,7 +138,21 @@ static struct {
 	 * last, and the revision of that delete. */
 	char wdel[CE_KEY];
 	int64_t wdel_rev;
-} CE = { .mu = PTHREAD_MUTEX_INITIALIZER, .efd = -1 };
+	int rereading;                  /* ce_reread runs */
+	/* The loop: the steps committed in etcd, as a range read after a
+	 * gap in the watch found them (CEV_COMMIT reread), until CEV_RESYNC. */
+	struct ce_step { char *root; uint64_t step; } *rs;
+	size_t nrs, caprs;
+	/* The keys of failed steps to remove once due (dmu), and the loop's
+	 * timer looking for them. */
+	struct ce_gc *gc;
+	struct event *gc_ev;
+	/* The lease of the decisions this node records (ce_agree): one for
+	 * every decision made within half its TTL. */
+	pthread_mutex_t dmu;
+	int64_t dlease, dlease_end_ns;
+} CE = { .mu = PTHREAD_MUTEX_INITIALIZER, .dmu = PTHREAD_MUTEX_INITIALIZER,
+	.efd = -1 };
 
 /* ---- keys -------------------------------------------------------------- */
 
@@ -204,6 +239,25 @@ ce_key(const struct steptx *tx, const char *what, char *buf, size_t len,
 	    PRIu64 "/%s", job, root, tx->step, what) >= len)
 		return err_set(e, CKPT_EINVAL, "job name or root path too long "
 		    "for etcd: %s, %s", tx->job, tx->r->path);
+	return 0;
+}
+
+/* The step's entry in the index of the jobs saving each step of a root:
+ * CE_PREFIX "root/<root>/step/<step>/job/<job>" (job: NULL, the prefix
+ * of every job's), into buf. A delete, which knows the root and the step
+ * but not the job, finds the keys of exactly that step through it. */
+static int
+ce_idx_key(const char *path, uint64_t step, const char *job, char *buf,
+    size_t len, ckd_err *e)
+{
+	char jb[3 * 256 + 2], root[CE_KEY];
+
+	if ((job != NULL && ce_enc(job, jb, sizeof jb) != 0) ||
+	    ce_enc(path, root, sizeof root) != 0 ||
+	    (size_t)snprintf(buf, len, CE_PREFIX "root/%s/step/%020" PRIu64
+	    "/job/%s", root, step, job != NULL ? jb : "") >= len)
+		return err_set(e, CKPT_EINVAL, "job name or root path too long "
+		    "for etcd: %s, %s", job != NULL ? job : "", path);
 	return 0;
 }
 
@@ -323,7 +377,8 @@ ce_msg(ckd_err *e, int r, const char *what)
 }
 
 /*
- * This node made the step's tmp dir: it begins a new attempt at the step,
+ * This node made the step's tmp dir: it begins a new attempt at the step
+ * (and puts the step's entry in the index of a root's steps by job),
  * so a commit or failure recorded for the step belongs to an earlier one
  * (a step deleted and saved again, a failed step saved again after a
  * restart) and is removed, lest it refuse this attempt's commit. A commit
@@ -350,7 +405,88 @@ ce_clear_stale(struct steptx *tx, ckd_err *e)
 			    "the %s of its earlier attempt is cleared",
 			    tx->step, tx->r->path, what[i]);
 	}
+	if ((r = ce_idx_key(tx->r->path, tx->step, tx->job, key, sizeof key,
+	    e)) != 0)
+		return r;
+	if ((r = etcd_put(CE.c, key, "", 0, 0, NULL, e)) != 0)
+		return ce_msg(e, r, "indexing the step");
 	return 0;
+}
+
+/* The lease of the decisions (ce_agree); stale: the one etcd did not
+ * know. */
+static int
+ce_decision_lease(int64_t *lease, int64_t stale, ckd_err *e)
+{
+	int64_t now = now_mono_ns(), id;
+	int r = 0;
+
+	pthread_mutex_lock(&CE.dmu);
+	if (CE.dlease == 0 || CE.dlease == stale || now >= CE.dlease_end_ns) {
+		if ((r = etcd_lease_grant(CE.c, CE_DECISION_TTL, &id, e)) == 0) {
+			CE.dlease = id;
+			CE.dlease_end_ns = now + CE_DECISION_TTL / 2 *
+			    1000000000ll;
+		}
+	}
+	*lease = CE.dlease;
+	pthread_mutex_unlock(&CE.dmu);
+	return r;
+}
+
+/*
+ * The job's decision for the step: the first node to ask records its
+ * own (a create: once), the others take it. Every node thus saves the
+ * same steps whatever its clock and its last save say (time-based
+ * policies). The key expires with its lease; a step deleted or failed
+ * loses it with its prefix.
+ */
+static int
+ce_agree(struct steptx *tx, int local, int *saved, ckd_err *e)
+{
+	char key[CE_KEY], val[96], node[64];
+	struct etcd_kv old;
+	int64_t lease, stale = 0;
+	int r, created = 0, d, tries;
+
+	if ((r = ce_key(tx, "save", key, sizeof key, e)) != 0)
+		return r;
+	snprintf(val, sizeof val, "%s %d", CE.node, local ? 1 : 0);
+	for (tries = 0;; tries++) {
+		memset(&old, 0, sizeof old);
+		if ((r = ce_decision_lease(&lease, stale, e)) != 0)
+			return ce_msg(e, r, "deciding whether to save the step");
+		r = etcd_create(CE.c, key, val, strlen(val), lease, &created,
+		    NULL, &old, e);
+		if (r == 0 || tries == 2)
+			break;
+		if (r == CKPT_ENOTFOUND)
+			stale = lease;          /* granted again */
+		else if (!ce_lost_in_election(r, e))
+			break;
+		/* A create is guarded: sending it again cannot decide twice. */
+		log_info("etcd: step %" PRIu64 ": %s; deciding again", tx->step,
+		    e->msg);
+		memset(e, 0, sizeof *e);
+	}
+	if (r != 0)
+		return ce_msg(e, r, "deciding whether to save the step");
+	if (created) {
+		*saved = local;
+		return 0;
+	}
+	if (old.value == NULL || sscanf(old.value, "%63s %d", node, &d) != 2) {
+		r = err_set(e, CKPT_EPROTO, "step %" PRIu64 ": the decision in "
+		    "etcd is not one: '%s'", tx->step, old.value != NULL ?
+		    old.value : "");
+	} else {
+		*saved = d != 0;
+		if (*saved != local)
+			log_debug("etcd: step %" PRIu64 ": node %s decided %s",
+			    tx->step, node, d ? "to save" : "not to save");
+	}
+	etcd_kv_free(&old);
+	return r;
 }
 
 /* A shared lock on the step's tmp dir fd. An exclusive one is held by a
@@ -739,6 +875,108 @@ out:
 	return r;
 }
 
+/*
+ * (worker) This node recorded the failure of a step whose primary part
+ * is not here. The node holding it, if any, removes the step's keys
+ * once it has aborted (ce_forget); a primary part that never reached
+ * any daemon leaves them (failed, join, rank, the index entry) to this
+ * node: after the step's timeout (a primary late by then is failed by
+ * what the watch told the nodes), unless a new attempt at the step has
+ * written keys since.
+ */
+static void
+ce_gc_add(struct steptx *tx, int64_t rev)
+{
+	struct ce_gc *g;
+	double secs = tx->timeout_secs;
+	ckd_err e;
+
+	if (rev <= 0 || (g = calloc(1, sizeof *g)) == NULL)
+		return;
+	if (ce_key(tx, "", g->prefix, sizeof g->prefix, &e) != 0 ||
+	    ce_idx_key(tx->r->path, tx->step, tx->job, g->idx, sizeof g->idx,
+	    &e) != 0) {
+		free(g);
+		return;
+	}
+	if (!(secs >= 1))
+		secs = 1;
+	if (secs > (double)(CE_KNOWN_NS / 1000000000))
+		secs = (double)(CE_KNOWN_NS / 1000000000);
+	g->due_ns = now_mono_ns() + (int64_t)(secs * 1e9);
+	g->rev = rev;
+	g->step = tx->step;
+	pthread_mutex_lock(&CE.dmu);
+	g->next = CE.gc;
+	CE.gc = g;
+	pthread_mutex_unlock(&CE.dmu);
+}
+
+struct ce_gc_task {
+	struct task t;
+	struct ce_gc *g;
+};
+
+static void
+ce_gc_run(struct task *t)
+{
+	struct ce_gc *g = ((struct ce_gc_task *)t)->g;
+	int64_t n = 0;
+	int done = 0;
+
+	if (etcd_delete_older(CE.c, g->prefix, g->rev, g->idx, &done, &n,
+	    &t->err) != 0)
+		log_warn("etcd: removing the keys of failed step %" PRIu64
+		    ": %s", g->step, t->err.msg);
+	else if (done)
+		log_info("etcd: failed step %" PRIu64 ", whose primary part "
+		    "no node had: %" PRId64 " keys removed", g->step, n);
+	else
+		log_debug("etcd: failed step %" PRIu64 " is saved again: its "
+		    "keys stay", g->step);
+}
+
+static void
+ce_gc_done(struct task *t)
+{
+	free(((struct ce_gc_task *)t)->g);
+	free(t);
+}
+
+/* (loop) Once a second: the removals that are due go to workers. */
+static void
+ce_gc_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct ce_gc *g, **pp, *due = NULL;
+	struct ce_gc_task *k;
+	int64_t now = now_mono_ns();
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pthread_mutex_lock(&CE.dmu);
+	for (pp = &CE.gc; (g = *pp) != NULL;) {
+		if (g->due_ns > now) {
+			pp = &g->next;
+			continue;
+		}
+		*pp = g->next;
+		g->next = due;
+		due = g;
+	}
+	pthread_mutex_unlock(&CE.dmu);
+	while ((g = due) != NULL) {
+		due = g->next;
+		if (CE.c == NULL || (k = task_new(sizeof *k, ce_gc_run,
+		    ce_gc_done, NULL, 0)) == NULL) {
+			free(g);
+			continue;
+		}
+		k->g = g;
+		worker_submit(&k->t);
+	}
+}
+
 static int
 ce_failed(struct steptx *tx, const ckd_err *why)
 {
@@ -746,6 +984,7 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 	char ckey[CE_KEY], fkey[CE_KEY], val[CKPT_ERRLEN + 96];
 	struct etcd_kvs kvs;
 	ckd_err e;
+	int64_t rev = 0;
 	int won = 0, r;
 
 	if (ce_key(tx, "commit", ckey, sizeof ckey, &e) != 0 ||
@@ -756,7 +995,7 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 	cmp[1].key = fkey;
 	cmp[1].kind = ETCD_ABSENT;
 	snprintf(val, sizeof val, "%s %d\n%s", CE.node, why->code, why->msg);
-	if (etcd_put_if(CE.c, cmp, 2, fkey, val, strlen(val), 0, &won, NULL,
+	if (etcd_put_if(CE.c, cmp, 2, fkey, val, strlen(val), 0, &won, &rev,
 	    &e) != 0) {
 		/* Whether the step was committed is unknown: its tmp dir
 		 * stays (a leftover, never listed). */
@@ -764,8 +1003,11 @@ ce_failed(struct steptx *tx, const ckd_err *why)
 		    tx->step, e.msg);
 		return 1;
 	}
-	if (won)
+	if (won) {
+		if (tx->parts[tx->primary] == NULL)
+			ce_gc_add(tx, rev);
 		return 0;
+	}
 	if (etcd_get(CE.c, ckey, 0, &kvs, &e) != 0)
 		return 1;
 	r = kvs.n > 0;
@@ -783,7 +1025,9 @@ ce_forget(struct steptx *tx)
 	int64_t n = 0;
 
 	if (ce_key(tx, "", key, sizeof key, &e) != 0 ||
-	    etcd_delete(CE.c, key, 1, &n, &e) != 0)
+	    etcd_delete(CE.c, key, 1, &n, &e) != 0 ||
+	    ce_idx_key(tx->r->path, tx->step, tx->job, key, sizeof key,
+	    &e) != 0 || etcd_delete(CE.c, key, 0, NULL, &e) != 0)
 		log_warn("etcd: removing the keys of failed step %" PRIu64
 		    ": %s", tx->step, e.msg);
 	else
@@ -794,39 +1038,34 @@ ce_forget(struct steptx *tx)
 /*
  * A committed step of the root at path was deleted here: the prefix of
  * each job's step of that root and number goes, in one range delete
- * each. The job is not known to a delete (any manager of the root may
- * delete any step), so the keys are looked for; a step of a root no job
- * coordinates has none.
+ * each, then the step's entries in the index. The job is not known to a
+ * delete (any manager of the root may delete any step): the index names
+ * the jobs holding keys of exactly that step (a range read of its
+ * prefix); a step of a root no job coordinates has none.
  */
 static int
 ce_step_deleted(const char *path, uint64_t step, ckd_err *e)
 {
-	char root[CE_KEY], needle[CE_KEY + 64], prefix[CE_KEY];
+	char idx[CE_KEY], root[CE_KEY], prefix[2 * CE_KEY];
 	struct etcd_kvs kvs;
-	size_t i, nl;
+	size_t i, il;
 	int64_t n;
 	int r;
 
 	if (path[0] != '/')
 		return 0;       /* not a shared filesystem's root */
-	if (ce_enc(path, root, sizeof root) != 0 ||
-	    (size_t)snprintf(needle, sizeof needle, "/root/%s/step/%020"
-	    PRIu64 "/", root, step) >= sizeof needle)
-		return err_set(e, CKPT_EINVAL, "root path too long for etcd: "
-		    "%s", path);
-	nl = strlen(needle);
-	if ((r = etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, e)) != 0)
+	if ((r = ce_idx_key(path, step, NULL, idx, sizeof idx, e)) != 0 ||
+	    ce_enc(path, root, sizeof root) != 0)
+		return r != 0 ? r : err_set(e, CKPT_EINVAL, "root path too "
+		    "long for etcd: %s", path);
+	il = strlen(idx);
+	if ((r = etcd_get(CE.c, idx, 1, &kvs, e)) != 0)
 		return ce_msg(e, r, "looking for the keys of a deleted step");
-	prefix[0] = '\0';
 	for (i = 0; i < kvs.n && r == 0; i++) {
-		const char *k = kvs.kv[i].key, *at = strstr(k, needle);
-
-		if (at == NULL || (size_t)(at - k) + nl >= sizeof prefix ||
-		    (prefix[0] != '\0' && strncmp(k, prefix,
-		    strlen(prefix)) == 0))
+		if ((size_t)snprintf(prefix, sizeof prefix, CE_PREFIX
+		    "job/%s/root/%s/step/%020" PRIu64 "/", kvs.kv[i].key + il,
+		    root, step) >= sizeof prefix)
 			continue;
-		memcpy(prefix, k, (size_t)(at - k) + nl);
-		prefix[(size_t)(at - k) + nl] = '\0';
 		if ((r = etcd_delete(CE.c, prefix, 1, &n, e)) != 0)
 			r = ce_msg(e, r, "removing the keys of a deleted step");
 		else
@@ -834,6 +1073,8 @@ ce_step_deleted(const char *path, uint64_t step, ckd_err *e)
 			    PRId64 " keys removed", step, path, n);
 	}
 	etcd_kvs_free(&kvs);
+	if (r == 0 && i > 0 && (r = etcd_delete(CE.c, idx, 1, NULL, e)) != 0)
+		r = ce_msg(e, r, "removing the index of a deleted step");
 	return r;
 }
 
@@ -855,6 +1096,53 @@ ce_push(struct cev *v)
 		log_warn("etcd: waking the loop: %s", strerror(errno));
 }
 
+static void ce_on_event(void *arg, const struct etcd_event *ev);
+
+/*
+ * (the watch's thread) The history up to rev was compacted before the
+ * watch saw it: events are lost (a delete made elsewhere meanwhile). The
+ * steps' keys are read again and handed to the loop as events of a
+ * reread, then CEV_RESYNC: the loop tells the transactions what they
+ * missed and looks on disk for the listed steps etcd no longer holds.
+ */
+static void
+ce_reread(int64_t rev)
+{
+	struct etcd_kvs kvs;
+	struct cev *v;
+	ckd_err e = { 0 };
+	size_t i;
+
+	log_warn("etcd: the watch missed the history up to revision %" PRId64
+	    " (compacted): reading the steps again", rev);
+	if (etcd_get(CE.c, CE_PREFIX "job/", 1, &kvs, &e) != 0) {
+		log_warn("etcd: reading the steps again: %s (deletes made by "
+		    "other nodes meanwhile show once a root is reloaded)",
+		    e.msg);
+		return;
+	}
+	CE.rereading = 1;
+	for (i = 0; i < kvs.n; i++) {
+		struct etcd_event pe = {
+			.type = ETCD_EVENT_PUT,
+			.key = kvs.kv[i].key,
+			.value = kvs.kv[i].value,
+			.value_len = kvs.kv[i].value_len,
+			.mod_revision = kvs.kv[i].mod_revision,
+			.create_revision = kvs.kv[i].create_revision,
+			.lease = kvs.kv[i].lease,
+		};
+
+		ce_on_event(NULL, &pe);
+	}
+	CE.rereading = 0;
+	etcd_kvs_free(&kvs);
+	if ((v = calloc(1, sizeof *v)) == NULL)
+		return;
+	v->kind = CEV_RESYNC;
+	ce_push(v);
+}
+
 static void
 ce_on_event(void *arg, const struct etcd_event *ev)
 {
@@ -863,6 +1151,10 @@ ce_on_event(void *arg, const struct etcd_event *ev)
 	struct cev *v;
 
 	(void)arg;
+	if (ev->type == ETCD_EVENT_COMPACTED) {
+		ce_reread(ev->mod_revision);
+		return;
+	}
 	if (strncmp(k, CE_PREFIX "job/", strlen(CE_PREFIX "job/")) != 0)
 		return;
 	k += strlen(CE_PREFIX "job/");
@@ -922,7 +1214,9 @@ ce_on_event(void *arg, const struct etcd_event *ev)
 	} else {
 		goto drop;
 	}
-	if (strcmp(v->node, CE.node) == 0)
+	v->reread = CE.rereading;
+	if (strcmp(v->node, CE.node) == 0 && !(v->reread &&
+	    v->kind == CEV_COMMIT))
 		goto drop;      /* this daemon's own */
 	ce_push(v);
 	return;
@@ -1008,6 +1302,73 @@ ce_known_drop(const char *root, const char *job, uint64_t step)
 }
 
 static void
+ce_rs_clear(void)
+{
+	size_t i;
+
+	for (i = 0; i < CE.nrs; i++)
+		free(CE.rs[i].root);
+	free(CE.rs);
+	CE.rs = NULL;
+	CE.nrs = CE.caprs = 0;
+}
+
+static void
+ce_rs_add(const char *root, uint64_t step)
+{
+	struct ce_step *n;
+
+	if (CE.nrs == CE.caprs) {
+		size_t cap = CE.caprs ? 2 * CE.caprs : 64;
+
+		if ((n = realloc(CE.rs, cap * sizeof *n)) == NULL)
+			return;
+		CE.rs = n;
+		CE.caprs = cap;
+	}
+	if ((CE.rs[CE.nrs].root = strdup(root)) == NULL)
+		return;
+	CE.rs[CE.nrs++].step = step;
+}
+
+/* root_recheck_steps: step of the root at path is committed in etcd. */
+static int
+ce_rs_known(void *arg, const char *path, uint64_t step)
+{
+	size_t i;
+
+	(void)arg;
+	for (i = 0; i < CE.nrs; i++)
+		if (CE.rs[i].step == step && strcmp(CE.rs[i].root, path) == 0)
+			return 1;
+	return 0;
+}
+
+/* An event of a reread: for a transaction here only (what is kept for
+ * steps without one is of the live watch); commits are noted. */
+static void
+ce_reread_event(const struct cev *v)
+{
+	switch (v->kind) {
+	case CEV_RANK:
+		(void)steptx_remote_part(v->root, v->job, v->step, v->rank,
+		    v->node);
+		break;
+	case CEV_COMMIT:
+		ce_rs_add(v->root, v->step);
+		if (strcmp(v->node, CE.node) != 0)
+			(void)steptx_remote_commit(v->root, v->job, v->step,
+			    v->bytes);
+		break;
+	case CEV_FAILED:
+		(void)steptx_remote_fail(v->root, v->job, v->step, &v->why);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
 ce_drain(evutil_socket_t fd, short what, void *arg)
 {
 	struct cev *v, *next;
@@ -1024,7 +1385,18 @@ ce_drain(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&CE.mu);
 	for (; v != NULL; v = next) {
 		next = v->next;
+		if (v->reread) {
+			ce_reread_event(v);
+			free(v);
+			continue;
+		}
 		switch (v->kind) {
+		case CEV_RESYNC:
+			log_info("etcd: %u listed steps that etcd no longer "
+			    "holds are looked for on disk",
+			    root_recheck_steps(ce_rs_known, NULL));
+			ce_rs_clear();
+			break;
 		case CEV_RANK:
 			if (steptx_remote_part(v->root, v->job, v->step,
 			    v->rank, v->node) != 0 && (k = ce_known(v->root,
@@ -1172,6 +1544,7 @@ static void ce_shutdown(void);
 static const struct coord_ops coord_etcd_ops = {
 	.name = "etcd",
 	.tx_new = ce_tx_new,
+	.agree = ce_agree,
 	.begin = ce_begin,
 	.part_durable = ce_part_durable,
 	.gather = ce_gather,
@@ -1188,6 +1561,7 @@ ce_shutdown(void)
 {
 	struct cev *v;
 	struct known *k;
+	struct ce_gc *g;
 	ckd_err e;
 
 	etcd_watch_stop(CE.w);
@@ -1204,6 +1578,14 @@ ce_shutdown(void)
 	if (CE.ev != NULL)
 		event_free(CE.ev);
 	CE.ev = NULL;
+	if (CE.gc_ev != NULL)
+		event_free(CE.gc_ev);
+	CE.gc_ev = NULL;
+	while ((g = CE.gc) != NULL) {
+		/* Left to etcd's operator (or the step saved again). */
+		CE.gc = g->next;
+		free(g);
+	}
 	if (CE.efd >= 0)
 		close(CE.efd);
 	CE.efd = -1;
@@ -1217,7 +1599,9 @@ ce_shutdown(void)
 		ce_known_free(k);
 	}
 	CE.nknown = 0;
+	ce_rs_clear();
 	CE.lease = 0;
+	CE.dlease = 0;  /* its decisions stay for the other nodes */
 }
 
 int
@@ -1244,6 +1628,15 @@ coord_etcd_init(struct event_base *base, const struct coord_conf *cf,
 	    NULL)) == NULL || event_add(CE.ev, NULL) != 0) {
 		r = err_set(e, CKPT_ENOMEM, "event_new failed");
 		goto fail;
+	}
+	{
+		struct timeval tv = { 1, 0 };
+
+		if ((CE.gc_ev = event_new(base, -1, EV_PERSIST, ce_gc_tick,
+		    NULL)) == NULL || event_add(CE.gc_ev, &tv) != 0) {
+			r = err_set(e, CKPT_ENOMEM, "event_new failed");
+			goto fail;
+		}
 	}
 	if ((r = ce_lease(&lease, 0, e)) != 0) {
 		r = ce_msg(e, r, "taking the node's lease");

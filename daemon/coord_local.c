@@ -78,6 +78,7 @@ local_shutdown(void)
 const struct coord_ops coord_local_ops = {
 	.name = "local",
 	.tx_new = local_tx_new,
+	.agree = NULL,          /* every rank asks this daemon */
 	.begin = local_begin,
 	.part_durable = local_part_durable,
 	.gather = local_nothing,

@@ -974,6 +974,82 @@ etcd_delete(struct etcd *c, const char *key, int prefix, int64_t *deleted,
 	return r;
 }
 
+int
+etcd_delete_older(struct etcd *c, const char *prefix, int64_t rev,
+    const char *also, int *done, int64_t *deleted, ckd_err *e)
+{
+	json_t *req, *cmp, *del, *del2 = NULL, *succ, *reply, *resp;
+	int r;
+
+	*done = 0;
+	if ((r = etcd_check_key(prefix, e)) != 0 ||
+	    (also != NULL && (r = etcd_check_key(also, e)) != 0))
+		return r;
+	if (rev < 0)
+		return err_set(e, CKPT_EINVAL, "etcd: negative revision");
+	cmp = etcd_key_obj(prefix, 1);
+	del = etcd_key_obj(prefix, 1);
+	if (also != NULL)
+		del2 = etcd_key_obj(also, 0);
+	succ = json_array();
+	if (cmp == NULL || del == NULL || succ == NULL ||
+	    (also != NULL && del2 == NULL) ||
+	    json_object_set_new(cmp, "target", json_string("CREATE")) != 0 ||
+	    json_object_set_new(cmp, "result", json_string("LESS")) != 0 ||
+	    json_object_set_new(cmp, "create_revision",
+	    json_i64_str(rev + 1)) != 0 ||
+	    json_array_append_new(succ, json_pack("{s:O}",
+	    "request_delete_range", del)) != 0 ||
+	    (del2 != NULL && json_array_append_new(succ, json_pack("{s:O}",
+	    "request_delete_range", del2)) != 0) ||
+	    (req = json_pack("{s:[O], s:O}", "compare", cmp, "success",
+	    succ)) == NULL) {
+		json_decref(cmp);
+		json_decref(del);
+		json_decref(del2);
+		json_decref(succ);
+		return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
+	}
+	json_decref(cmp);
+	json_decref(del);
+	json_decref(del2);
+	json_decref(succ);
+	if ((r = etcd_call(c, "/v3/kv/txn", req, ETCD_WRITE, &reply, e)) != 0)
+		return r;
+	*done = json_is_true(json_object_get(reply, "succeeded"));
+	if (deleted != NULL) {
+		*deleted = 0;
+		resp = json_object_get(json_array_get(
+		    json_object_get(reply, "responses"), 0),
+		    "response_delete_range");
+		if (*done && resp != NULL)
+			(void)json_i64(resp, "deleted", deleted);
+	}
+	json_decref(reply);
+	return 0;
+}
+
+/* Compact the history up to rev (physical: waits until it is done). */
+int
+etcd_compact(struct etcd *c, int64_t rev, ckd_err *e)
+{
+	json_t *req, *reply;
+	int r;
+
+	if (rev <= 0)
+		return err_set(e, CKPT_EINVAL, "etcd: compaction at revision %"
+		    PRId64, rev);
+	req = json_pack("{s:o, s:b}", "revision", json_i64_str(rev),
+	    "physical", 1);
+	if (req == NULL)
+		return err_set(e, CKPT_ENOMEM, "etcd: out of memory");
+	if ((r = etcd_call(c, "/v3/kv/compaction", req, ETCD_WRITE, &reply,
+	    e)) != 0)
+		return r;
+	json_decref(reply);
+	return 0;
+}
+
 /* A transaction: if compare then put key else range key. */
 static int
 etcd_txn_put(struct etcd *c, const char *key, const char *target,

@@ -125,6 +125,18 @@ void etcd_kvs_free(struct etcd_kvs *kvs);
 int etcd_delete(struct etcd *c, const char *key, int prefix,
     int64_t *deleted, ckd_err *e);
 
+/* Delete every key under prefix, and the key also (NULL: none), in one
+ * transaction, only if no key under prefix was created after revision
+ * rev: leftovers of what happened up to rev go, nothing written since.
+ * *done 1 when deleted; *deleted (may be NULL) the keys under prefix. */
+int etcd_delete_older(struct etcd *c, const char *prefix, int64_t rev,
+    const char *also, int *done, int64_t *deleted, ckd_err *e);
+
+/* Compact the store's history up to revision rev: watches behind it are
+ * told ETCD_EVENT_COMPACTED. (Tests; etcd's own --auto-compaction in
+ * production.) */
+int etcd_compact(struct etcd *c, int64_t rev, ckd_err *e);
+
 /* Transactions. create: put key only if it does not exist (compare
  * create_revision == 0), the commit-once primitive. *created is 1 if this
  * call wrote it, 0 if it existed; then *existing (may be NULL; free with

@@ -707,6 +707,94 @@ root_drop_step(const char *path, uint64_t step)
 	return n;
 }
 
+/* The steps of one root to look for on disk (root_recheck_steps). */
+struct recheck_task {
+	struct task t;
+	struct root *r;
+	size_t n;
+	uint64_t *steps;
+	char (*names)[256];
+	unsigned char *gone;
+};
+
+static void
+root_recheck_run(struct task *t)
+{
+	struct recheck_task *k = (struct recheck_task *)t;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < k->n; i++)
+		k->gone[i] = k->r->be->stat(k->r->dirfd, k->names[i], &st) != 0 &&
+		    errno == ENOENT;
+}
+
+static void
+root_recheck_done(struct task *t)
+{
+	struct recheck_task *k = (struct recheck_task *)t;
+	size_t i;
+
+	for (i = 0; i < k->n; i++)
+		if (k->gone[i])
+			(void)root_drop_step(k->r->path, k->steps[i]);
+	root_unref(k->r);
+	free(k->steps);
+	free(k->names);
+	free(k->gone);
+	free(k);
+}
+
+unsigned
+root_recheck_steps(int (*known)(void *arg, const char *path, uint64_t step),
+    void *arg)
+{
+	struct root *r;
+	struct recheck_task *k;
+	unsigned total = 0;
+	size_t i, n;
+
+	for (r = roots; r != NULL; r = r->next) {
+		if (r->state != ROOT_READY || r->tiered || r->path[0] != '/')
+			continue;
+		for (i = n = 0; i < r->nsteps; i++)
+			n += r->steps[i].state == INDEX_COMMITTED &&
+			    !root_is_deleting(r, r->steps[i].step) &&
+			    !known(arg, r->path, r->steps[i].step);
+		if (n == 0)
+			continue;
+		if ((k = task_new(sizeof *k, root_recheck_run,
+		    root_recheck_done, NULL, 0)) == NULL ||
+		    (k->steps = calloc(n, sizeof *k->steps)) == NULL ||
+		    (k->names = calloc(n, sizeof *k->names)) == NULL ||
+		    (k->gone = calloc(n, 1)) == NULL) {
+			if (k != NULL) {
+				free(k->steps);
+				free(k->names);
+				free(k);
+			}
+			log_warn("%s: out of memory looking for deleted steps",
+			    r->path);
+			continue;
+		}
+		for (i = 0; i < r->nsteps && k->n < n; i++) {
+			if (r->steps[i].state != INDEX_COMMITTED ||
+			    root_is_deleting(r, r->steps[i].step) ||
+			    known(arg, r->path, r->steps[i].step))
+				continue;
+			k->steps[k->n] = r->steps[i].step;
+			snprintf(k->names[k->n], sizeof k->names[k->n], "%s",
+			    r->steps[i].name);
+			k->n++;
+		}
+		k->r = r;
+		root_ref(r);
+		total += (unsigned)k->n;
+		worker_submit(&k->t);
+	}
+	return total;
+}
+
 /* ---- leftovers at start-up ---------------------------------------------------------
  *
  * Every root the index knows is swept once at start: the leftovers of the

@@ -143,6 +143,14 @@ void root_set_coord(const struct coord_ops *ops);
  * dropped from every loaded root of that path (the list now, the index
  * in a task), its files left alone. Returns how many roots listed it. */
 unsigned root_drop_step(const char *path, uint64_t step);
+/* (loop) The committed steps of the loaded roots on a shared filesystem
+ * (absolute paths) that known(arg, path, step) does not know of are
+ * looked for on disk (a task per root); each whose directory is gone is
+ * dropped as by root_drop_step. For a coordinator that may have missed
+ * deletes made elsewhere (a gap in its watch). Returns how many steps
+ * are looked for. */
+unsigned root_recheck_steps(int (*known)(void *arg, const char *path,
+    uint64_t step), void *arg);
 
 /* Start-up: collect the leftovers of every root the index knows, as its
  * owner, and record the saves they stood for as interrupted. */

@@ -67,6 +67,7 @@ static struct {
 	unsigned nworkers;              /* the pool's size: files per save */
 	void (*idle_cb)(void *arg);     /* save_on_idle */
 	void *idle_arg;
+	struct save_agree *agreeing;    /* steps whose decision is asked */
 } SQ;
 
 struct save_task {
@@ -1723,11 +1724,182 @@ save_slot_of(const uint32_t *ranks, unsigned n, uint32_t rank)
 	return -1;
 }
 
+/* ---- the job's decision (coord_ops.agree) -------------------------------------- */
+
+/* A Save waiting for the decision of its step. */
+struct save_parked {
+	struct save_parked *next;
+	struct conn *c;                 /* referenced */
+	struct manager *m;              /* referenced */
+	Ckpt__Request *req;
+	int memfd;
+};
+
+/* The task asking the coordinator for the job's decision of tx's step,
+ * and the Saves of the step waiting for it (in the order they came). */
+struct save_agree {
+	struct task t;
+	struct save_agree *next;        /* SQ.agreeing */
+	struct steptx *tx;              /* referenced */
+	int local;                      /* this node's decision */
+	int saved;                      /* the job's */
+	struct save_parked *parked, **ptail;
+};
+
+static struct save_agree *
+save_agreeing(const struct steptx *tx)
+{
+	struct save_agree *a;
+
+	for (a = SQ.agreeing; a != NULL; a = a->next)
+		if (a->tx == tx)
+			return a;
+	return NULL;
+}
+
+static void
+save_parked_free(struct save_parked *p)
+{
+	if (p->memfd >= 0)
+		close(p->memfd);
+	if (p->req != NULL)
+		ckpt__request__free_unpacked(p->req, NULL);
+	mgr_unref(p->m);
+	conn_unref(p->c);
+	free(p);
+}
+
+/* The Save req of c (memfd: its staging buffer) waits for the decision
+ * of tx's step; it is handled again once the decision is known. */
+static void
+save_park(struct steptx *tx, struct conn *c, struct manager *m,
+    Ckpt__Request *req, int memfd)
+{
+	struct save_agree *a = save_agreeing(tx);
+	struct save_parked *p;
+	ckd_err e;
+
+	if (a == NULL || (p = calloc(1, sizeof *p)) == NULL) {
+		if (memfd >= 0)
+			close(memfd);
+		err_set(&e, CKPT_ENOMEM, "out of memory");
+		conn_reply_err(c, req->id, &e);
+		ckpt__request__free_unpacked(req, NULL);
+		return;
+	}
+	p->c = c;
+	conn_ref(c);
+	p->m = m;
+	mgr_ref(m);
+	p->req = req;
+	p->memfd = memfd;
+	*a->ptail = p;
+	a->ptail = &p->next;
+}
+
+static void
+save_agree_run(struct task *t)
+{
+	struct save_agree *a = (struct save_agree *)t;
+
+	a->saved = a->local;
+	(void)steptx_coord()->agree(a->tx, a->local, &a->saved, &t->err);
+}
+
+static void
+save_agree_done(struct task *t)
+{
+	struct save_agree *a = (struct save_agree *)t, **pp;
+	struct steptx *tx = a->tx;
+	struct save_parked *p;
+
+	for (pp = &SQ.agreeing; *pp != a; pp = &(*pp)->next)
+		;
+	*pp = a->next;
+	if (t->err.code != 0) {
+		if (tx->err.code == 0) {
+			steptx_fail(tx, &t->err);
+			save_tx_failed(tx);
+		}
+	} else {
+		tx->saved = a->saved;
+		if (a->saved != a->local)
+			log_info("step %" PRIu64 " of %s (job %s): %s, as "
+			    "another node decided for the job", tx->step,
+			    tx->r->path, tx->job, a->saved ? "saved" :
+			    "not saved");
+	}
+	/* The waiting Saves, as if they came now. */
+	while ((p = a->parked) != NULL) {
+		a->parked = p->next;
+		if (steptx_find(tx->r, tx->job, tx->step) != tx ||
+		    p->m->closed || !conn_alive(p->c)) {
+			ckd_err e = tx->err;
+
+			if (e.code == 0)
+				err_set(&e, CKPT_ECLOSED, "step %" PRIu64
+				    ": the manager was closed", tx->step);
+			conn_reply_err(p->c, p->req->id, &e);
+		} else {
+			save_handle(p->c, p->m, p->req, &p->memfd,
+			    p->memfd >= 0 ? 1 : 0);
+			p->req = NULL;
+			p->memfd = -1;
+		}
+		save_parked_free(p);
+	}
+	steptx_unref(tx);
+	free(a);
+}
+
+/* Ask the coordinator for the job's decision of tx's step, this node's
+ * being local (as m's policy says). */
+static int
+save_agree_start(struct steptx *tx, struct manager *m, int local)
+{
+	struct save_agree *a;
+
+	a = task_new(sizeof *a, save_agree_run, save_agree_done,
+	    conn_peer(m->c), conn_id(m->c));
+	if (a == NULL)
+		return CKPT_ENOMEM;
+	a->tx = tx;
+	steptx_ref(tx);
+	a->local = local;
+	a->ptail = &a->parked;
+	a->next = SQ.agreeing;
+	SQ.agreeing = a;
+	worker_submit(&a->t);
+	return 0;
+}
+
+/* The Saves of c waiting for a decision: dropped (their ranks did not
+ * hand their part). */
+static void
+save_agree_conn_closed(struct conn *c)
+{
+	struct save_agree *a;
+	struct save_parked *p, **pp;
+
+	for (a = SQ.agreeing; a != NULL; a = a->next) {
+		for (pp = &a->parked; (p = *pp) != NULL;) {
+			if (p->c != c) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			save_parked_free(p);
+		}
+		a->ptail = pp;
+	}
+}
+
 /*
  * The Save of one rank of a distributed manager: join the transaction of
  * (root, job, step), or start it with the policy decision taken here once
  * for every rank. Returns 0 (*txp, *slotp: the part's place), 1 (the
- * decision is not to save) or an error code (e set).
+ * decision is not to save), 2 (the Save waits for the job's decision
+ * on *txp: save_park) or an error code (e set).
  */
 static int
 save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
@@ -1741,7 +1913,7 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 	unsigned nparts = o->n_active_processes > 0 ?
 	    (unsigned)o->n_active_processes : o->process_count;
 	struct steptx *tx;
-	int slot, prim, saved, gone_now = 0;
+	int slot, prim, saved, agree, gone_now = 0;
 	long i;
 
 	if (nparts > STEPTX_MAX_PARTS)
@@ -1764,6 +1936,10 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 			steptx_told(tx, slot);
 			*e = tx->err;
 			return e->code;
+		}
+		if (save_agreeing(tx) != NULL) {
+			*txp = tx;
+			return 2;       /* the job's decision is not known yet */
 		}
 		if (!tx->saved) {
 			if (++tx->narrived >= tx->nparts)
@@ -1818,12 +1994,29 @@ save_join(struct manager *m, const Ckpt__Save *sv, const char *name,
 			    "ranks %s are gone (connection closed)", sv->step,
 			    gone);
 	}
+	/* Nodes of a job decide once for all of them (coord_ops.agree):
+	 * until then the step is taken as saved (its timer fails it if
+	 * parts are missing) and its Saves wait. A forced save is saved on
+	 * every rank. */
+	agree = !sv->force && gone_now == 0 && steptx_coord() != NULL &&
+	    steptx_coord()->agree != NULL;
 	tx = steptx_new(r, job, sv->step, name, nparts, ranks, (unsigned)prim,
-	    saved, o->async_timeout_secs, now);
+	    agree ? 1 : saved, o->async_timeout_secs, now);
 	if (tx == NULL)
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	tx->on_fail = save_tx_failed;
 	tx->on_progress = save_tx_progress;
+	if (agree) {
+		if (save_agree_start(tx, m, saved) != 0) {
+			err_set(e, CKPT_ENOMEM, "out of memory");
+			steptx_fail(tx, e);
+			steptx_told(tx, slot);
+			save_tx_failed(tx);
+			return e->code;
+		}
+		*txp = tx;
+		return 2;
+	}
 	if (gone_now != 0) {
 		/* Failed at once: answered here, listed as failed, the
 		 * async error of the job's other managers, and the answer
@@ -1893,6 +2086,9 @@ save_handle(struct conn *c, struct manager *m, Ckpt__Request *req,
 		switch (save_join(m, sv, name, now, &tx, &slot, &e)) {
 		case 0:
 			break;
+		case 2:
+			save_park(tx, c, m, req, memfd);
+			return;
 		case 1:
 			if (memfd >= 0)
 				close(memfd);
@@ -2108,6 +2304,7 @@ save_conn_closed(struct conn *c)
 		mgr_wake_saves(s->m);
 		save_free(s);
 	}
+	save_agree_conn_closed(c);
 	/* Ranks of c that have not handed their part of a step. Failing a
 	 * step may free other managers' parts (and closed managers with
 	 * them): the managers of c (still open, c holds them) first. */

@@ -179,6 +179,8 @@ static double run(int single, int *fails)
 	}
 	pthread_barrier_destroy(&bar);
 	med = median(ms, rounds);
+	diag("%s: step save->commit on every rank, median %.1f ms, worst "
+	    "%.1f ms", single ? "1 daemon" : "2 nodes", med, ms[rounds - 1]);
 	free(ms);
 	return med;
 }
@@ -263,11 +265,19 @@ int main(int argc, char **argv)
 	    single, multi - single, single > 0 ? multi / single : 0.0);
 	ok(ndec > 0, "the watch saw %d of %d commits", ndec, 2 * rounds);
 	if (ndec > 0) {
-		double dm, vm, vmax = 0;
+		double dm, vm, vmax = 0, dmax = 0;
 
-		for (i = 0; i < ndec; i++)
+		for (i = 0; i < ndec; i++) {
+			if (vis_ms[i] > 50)
+				diag("slow round: last part -> commit key %.0f "
+				    "ms, -> visible everywhere %.0f ms",
+				    dec_ms[i], vis_ms[i]);
 			if (vis_ms[i] > vmax)
 				vmax = vis_ms[i];
+			if (dec_ms[i] > dmax)
+				dmax = dec_ms[i];
+		}
+		diag("last part -> commit key: worst %.1f ms", dmax);
 		dm = median(dec_ms, ndec);
 		vm = median(vis_ms, ndec);
 		printf("# commit overhead, last part durable (its rank key in "

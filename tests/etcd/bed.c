@@ -436,6 +436,33 @@ bed_keys(struct bed *b, int node, const char *prefix, bed_key_fn fn,
 	return r;
 }
 
+int64_t
+bed_compact(struct bed *b, int node)
+{
+	struct etcd *c = NULL;
+	struct etcd_kvs kvs;
+	ckd_err e = { 0 };
+	int64_t rev = -1;
+
+	if (bed_enter(b, node) != 0)
+		return -1;
+	if (etcd_open(&c, b->endpoints, 5000, &e) != 0 ||
+	    etcd_get(c, "/", 1, &kvs, &e) != 0) {
+		bed_msg("range /: %s", e.msg);
+	} else {
+		if (etcd_compact(c, kvs.revision, &e) == 0)
+			rev = kvs.revision;
+		else
+			bed_msg("compaction at %lld: %s",
+			    (long long)kvs.revision, e.msg);
+		etcd_kvs_free(&kvs);
+	}
+	etcd_close(c);
+	if (bed_enter(b, -1) != 0)
+		return -1;
+	return rev;
+}
+
 void
 bed_fini(struct bed *b)
 {

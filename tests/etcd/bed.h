@@ -68,6 +68,10 @@ void bed_unwatch(struct bed_watch *w);
 typedef void (*bed_key_fn)(void *arg, const char *key);
 int bed_keys(struct bed *b, int node, const char *prefix, bed_key_fn fn,
     void *arg);
+/* Compact etcd's history up to its current revision (from node's
+ * namespace): watches behind it are canceled as compacted. The revision,
+ * or -1 (told on stderr). */
+int64_t bed_compact(struct bed *b, int node);
 void bed_fini(struct bed *b);
 
 #endif

@@ -135,6 +135,38 @@ test_leases(struct etcd *c)
 	evlog_free(&log);
 }
 
+/* Delete a prefix only when nothing under it is newer than a revision. */
+static void
+test_delete_older(struct etcd *c)
+{
+	struct etcd_kvs kvs;
+	ckd_err e = { 0 };
+	int64_t rev_a = 0, rev_b = 0, n = -1;
+	int done = -1, r;
+
+	ok(etcd_put(c, "/t/older/s/a", "1", 1, 0, &rev_a, &e) == 0 &&
+	    etcd_put(c, "/t/older/idx", "", 0, 0, NULL, &e) == 0,
+	    "put a key under a prefix and one beside it");
+	ok(etcd_put(c, "/t/older/s/b", "2", 1, 0, &rev_b, &e) == 0 &&
+	    rev_b > rev_a, "put a newer key under the prefix");
+	ok(etcd_delete_older(c, "/t/older/s/", rev_a, "/t/older/idx", &done,
+	    &n, &e) == 0 && done == 0, "delete_older at the first key's "
+	    "revision: not done (a newer key)");
+	ok(etcd_get(c, "/t/older/", 1, &kvs, &e) == 0 && kvs.n == 3,
+	    "all three keys stay (%zu)", kvs.n);
+	etcd_kvs_free(&kvs);
+	r = etcd_delete_older(c, "/t/older/s/", rev_b, "/t/older/idx", &done,
+	    &n, &e);
+	ok(r == 0 && done == 1 && n == 2, "delete_older at the newer key's "
+	    "revision: done, 2 keys under the prefix (%" PRId64 ")", n);
+	ok(etcd_get(c, "/t/older/", 1, &kvs, &e) == 0 && kvs.n == 0,
+	    "the prefix and the key beside it are gone (%zu left)", kvs.n);
+	etcd_kvs_free(&kvs);
+	ok(etcd_delete_older(c, "/t/older/s/", rev_b, NULL, &done, &n,
+	    &e) == 0 && done == 1 && n == 0, "on an empty prefix: done, "
+	    "nothing deleted");
+}
+
 static void
 test_bad_endpoints(void)
 {
@@ -170,6 +202,7 @@ main(void)
 	}
 	test_keys(c);
 	test_leases(c);
+	test_delete_older(c);
 	test_bad_endpoints();
 	etcd_close(c);
 	bed_enter(&b, -1);

@@ -11,11 +11,15 @@
  *    within 1 s; each dropped step was deleted exactly once (one
  *    "deleted" line in the two daemons' logs, on node 0) and told to
  *    node 1 (its "deleted by another node" line); its directory is gone,
- *    and etcd holds no key of it, nor any rank key;
+ *    and etcd holds no key of it (nor its entry in the index of the
+ *    root's steps by job, through which a delete finds exactly its
+ *    keys), nor any rank key;
  *  - a delete through node 1 (not the committer) shows on node 0 within
  *    1 s, and the step's keys go;
  *  - a step that fails (a rank never saves it) leaves no key in etcd
- *    once the primary's node has aborted it;
+ *    once the primary's node has aborted it; one whose primary never
+ *    saves it (no daemon holds its primary part) none once the node
+ *    that recorded its failure has waited out the step's timeout;
  *  - node 1's daemon, stopped while node 0 deletes a step, lists the
  *    right steps once started again;
  *  - step 3, deleted by retention, is saved again and commits;
@@ -187,16 +191,33 @@ count_key(void *arg, const char *key)
 	k->n++;
 }
 
-/* Keys under /ckpt/v1/job/ holding needle ("" for all), told; -1 on
- * error. */
+/* Keys under prefix holding needle ("" for all), told; -1 on error. */
 static int
-etcd_keys(const char *needle, int show)
+keys_under(const char *prefix, const char *needle, int show)
 {
 	struct keys k = { needle, show, 0 };
 
-	if (bed_keys(&s.b, 0, "/ckpt/v1/job/", count_key, &k) < 0)
+	if (bed_keys(&s.b, 0, prefix, count_key, &k) < 0)
 		return -1;
 	return k.n;
+}
+
+/* Keys of the jobs' steps (/ckpt/v1/job/) holding needle. */
+static int
+etcd_keys(const char *needle, int show)
+{
+	return keys_under("/ckpt/v1/job/", needle, show);
+}
+
+/* Entries of the index of a root's steps by job (/ckpt/v1/root/) of
+ * step. */
+static int
+index_keys(uint64_t step, int show)
+{
+	char needle[64];
+
+	snprintf(needle, sizeof needle, "/step/%020" PRIu64 "/job/", step);
+	return keys_under("/ckpt/v1/root/", needle, show);
 }
 
 static int
@@ -250,6 +271,12 @@ int main(void)
 		gone += step_keys(step, 1);
 	is_int(gone, 0, "etcd holds no key of the deleted steps 1..%d",
 	    STEPS - KEEP);
+	for (step = 1, gone = 0; step <= STEPS - KEEP; step++)
+		gone += index_keys(step, 1);
+	is_int(gone, 0, "nor any entry of them in the index of the root's "
+	    "steps by job");
+	is_int(index_keys(STEPS, 1), 1, "the committed step %d has its entry "
+	    "in the index (its job)", STEPS);
 	is_int(etcd_keys("/rank/", 1), 0, "etcd holds no rank key");
 	ok(step_keys(STEPS, 1) > 0, "etcd keeps the keys of the committed step "
 	    "%d (its commit)", STEPS);
@@ -263,6 +290,7 @@ int main(void)
 	deleted_once(step, 1, &delays[nd]);
 	nd += delays[nd] >= 0;
 	is_int(step_keys(step, 1), 0, "etcd holds no key of step %" PRIu64, step);
+	is_int(index_keys(step, 1), 0, "nor its entry in the index");
 
 	/* A step that fails (rank 3 never saves it): once the primary's
 	 * node aborted it, etcd holds no key of it. */
@@ -280,7 +308,30 @@ int main(void)
 		hx_sleep_ms(10);
 	is_int(step_keys(step, 1), 0, "etcd holds no key of the failed step "
 	    "%" PRIu64 " (after %" PRId64 " ms)", step, hx_now_ms() - ms);
+	is_int(index_keys(step, 1), 0, "nor its entry in the index");
 	both_list(STEPS, STEPS, 0, 1000, "failed step");
+
+	/* A step whose primary part reaches no daemon (ranks 0 and 1 never
+	 * save it): node 1's ranks fail at their timeout; node 1, which
+	 * recorded the failure, removes the step's keys a timeout later. */
+	step = STEPS + 2;
+	s.async_timeout = 2;
+	nodes_save(&s, 2, RANKS, step);
+	nodes_join(&s, 2, RANKS);
+	for (i = 2, failed = 0; i < RANKS; i++)
+		failed += nodes_rc(&s, i) != 0;
+	is_int(failed, 2, "step %" PRIu64 ", which the primary never saves, "
+	    "fails on node 1's ranks at their timeout", step);
+	s.async_timeout = 0;
+	ok(etcd_keys("/failed", 1) == 1, "its failure is recorded in etcd");
+	ms = hx_now_ms();
+	while ((step_keys(step, 0) != 0 || index_keys(step, 0) != 0) &&
+	    hx_now_ms() - ms < 6000)
+		hx_sleep_ms(50);
+	is_int(step_keys(step, 1) + index_keys(step, 1), 0, "etcd holds no key "
+	    "of step %" PRIu64 " nor its entry in the index (after %" PRId64
+	    " ms)", step, hx_now_ms() - ms);
+	both_list(STEPS, STEPS, 0, 1000, "failed step without its primary");
 
 	/* Node 1 misses a delete: it lists the truth once started again. */
 	close_lister(1);
@@ -298,6 +349,8 @@ int main(void)
 		    "(lists%s)", got);
 	}
 	is_int(etcd_keys("", 1), 0, "etcd holds no key of any step");
+	is_int(keys_under("/ckpt/v1/root/", "", 1), 0, "nor any entry in the "
+	    "index of a root's steps");
 
 	/* A step deleted by retention is saved again: nothing any daemon
 	 * kept of it (the join keys removed with it are no node gone)
