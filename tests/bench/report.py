@@ -162,6 +162,8 @@ ROWS = [
      'ox_orbax_interference', 'orbax', 'x', 'c/b', ('<=', 0.5)),
     ('vs Orbax: training loop slowdown, jax', 'ox_ckpt_jax_interference',
      'ox_orbax_jax_interference', 'orbax', 'x', 'c/b', ('<=', 0.5)),
+    ('vs Orbax: slowdown, loop writes the state', 'ox_ckpt_np_w_interference',
+     'ox_orbax_np_w_interference', 'orbax', 'x', 'c/b', ('<=', 0.5)),
 ]
 
 
