@@ -301,7 +301,8 @@ tier_upload(const char *root, const char *name, uid_t uid, int *gone,
 		r = err_errno(e, errno, "opening %s of the local tier", name);
 		goto out;
 	}
-	if ((r = store_open_root(root, 0, 0, &rbe, &rroot, e)) != 0)
+	/* Opened to be written: the prefix's lease (s3lease.h). */
+	if ((r = store_open_root(root, 1, 0, &rbe, &rroot, e)) != 0)
 		goto out;
 	if (lbe->fstat(lstep, &st) != 0)
 		st.st_mode = 0755;
@@ -356,7 +357,7 @@ tier_delete_store(const char *root, const char *name, ckd_err *e)
 	const struct store_backend *rbe;
 	int rroot, r;
 
-	if ((r = store_open_root(root, 0, 0, &rbe, &rroot, e)) != 0)
+	if ((r = store_open_root(root, 1, 0, &rbe, &rroot, e)) != 0)
 		return r;
 	r = store_delete_step(rbe, rroot, name, NULL, e);
 	rbe->close(rroot);

@@ -771,9 +771,15 @@ no_bucket_gives_up(float *w)
 	    NROOT))
 		bail_out("no manager");
 	{
+		/* the daemon's lease of the prefix first (s3lease.h) */
+		char lease[600];
+		const char *rl[] = { "-X", "DELETE", "-o", "/dev/null", lease,
+		    NULL };
 		const char *rm[] = { "-X", "DELETE", "-o", "/dev/null", url,
 		    NULL };
 
+		snprintf(lease, sizeof lease, "%s/run/.ckptd-lease", url);
+		ok(cephbed_curl(rl) == 0, "its lease object removed");
 		ok(cephbed_curl(rm) == 0, "bucket %s removed", GONE);
 	}
 	fill(w, 4096, 8);
