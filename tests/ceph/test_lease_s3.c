@@ -63,11 +63,14 @@ static char *
 owner_of_lease(void)
 {
 	size_t len = 0;
-	char *body = s3peek_get(LEASE, &len), *o;
+	char *raw = s3peek_get(LEASE, &len), *body, *o;
 
-	if (body == NULL)
+	if (raw == NULL)
 		return NULL;
-	if ((o = strstr(body, "owner ")) == NULL) {
+	/* the object's bytes, as a string */
+	body = strndup(raw, len);
+	free(raw);
+	if (body == NULL || (o = strstr(body, "owner ")) == NULL) {
 		free(body);
 		return NULL;
 	}
