@@ -43,8 +43,12 @@
  *     maps.
  *
  * The lock of a tmp dir (a live save's) is this process's: a marker whose
- * handle no live save holds is a leftover. Two daemons writing one prefix
- * would need a lease object (not done).
+ * handle no live save holds is a leftover. So one daemon writes a prefix
+ * at a time (s3lease.h): a root opened to be written (create, or
+ * writable asked) takes the prefix's lease, held while a root handle
+ * holding it is open (and a while after); a second daemon's writer is
+ * refused, naming the holder; a reader that saw another daemon's live
+ * lease takes no tmp dir under that prefix for a leftover.
  *
  * Endpoint and credentials: the daemon's environment and AWS files
  * (s3conf.c), read once, at the first root; never logged.
@@ -62,6 +66,7 @@
 #include "backend.h"
 #include "layout.h"
 #include "s3.h"
+#include "s3lease.h"
 
 #define S3B_META STORE_STEP_METADATA
 #define S3B_DEV ((dev_t)0x53330000)     /* st_dev of every s3 handle */
@@ -111,6 +116,7 @@ struct s3b_handle {
 	int root;               /* a root's own handle (its children may be
 	                         * markers) */
 	int held;               /* a tmp dir this handle holds (a live save) */
+	int leased;             /* a root handle holding the prefix's lease */
 	int meta;               /* the _CHECKPOINT_METADATA of a step in
 	                         * progress: kept for the commit */
 	char *bucket;
@@ -514,7 +520,8 @@ s3b_open_root(const char *path, int create, mode_t mode, int *dir,
 	char *bucket = NULL, *prefix = NULL;
 	int r, fd;
 
-	(void)create;   /* a prefix exists through its objects */
+	/* A prefix exists through its objects: create only says the root
+	 * is to be written. */
 	(void)mode;
 	if ((r = s3_url_parse(path, &bucket, &prefix, e)) != 0)
 		return r;
@@ -547,8 +554,25 @@ s3b_open_root(const char *path, int create, mode_t mode, int *dir,
 		return r;
 	}
 	s3_list_free(&l);
-	if ((fd = s3b_add(h)) < 0)
-		return err_errno(e, errno, "open %s", path);
+	if ((r = s3lease_take(s3b_client(), h->bucket, h->key, create != 0,
+	    e)) != 0) {
+		s3b_free(h);
+		return r;
+	}
+	h->leased = create != 0;
+	if (h->leased && (bucket = strdup(h->bucket)) != NULL &&
+	    (prefix = strdup(h->key)) == NULL) {
+		free(bucket);
+		bucket = NULL;
+	}
+	if ((fd = s3b_add(h)) < 0) {
+		r = err_errno(e, errno, "open %s", path);
+		if (bucket != NULL)
+			s3lease_drop(bucket, prefix);
+		goto fail;
+	}
+	free(bucket);
+	free(prefix);
 	*dir = fd;
 	return 0;
 fail:
@@ -579,8 +603,33 @@ s3b_root_name(int dir, char *buf, size_t len, ckd_err *e)
 static int
 s3b_writable(int dir)
 {
-	(void)dir;
-	return 0;
+	struct s3b_handle *p;
+	ckd_err e;
+	int r = 0;
+
+	if ((p = s3b_get(dir)) == NULL)
+		return -1;
+	/* A root opened without create, to be written: its lease now. */
+	if (p->root && !p->leased) {
+		if ((r = s3lease_take(s3b_client(), p->bucket, p->key, 1,
+		    &e)) != 0) {
+			errno = r == CKPT_EBUSY ? EBUSY : s3b_errno(r);
+		} else {
+			pthread_mutex_lock(&S3B.lock);
+			if ((size_t)dir < S3B.n && S3B.v[dir] != NULL &&
+			    !S3B.v[dir]->leased) {
+				S3B.v[dir]->leased = 1;
+				r = -2;
+			}
+			pthread_mutex_unlock(&S3B.lock);
+			/* Closed meanwhile: not held by it. */
+			if (r != -2)
+				s3lease_drop(p->bucket, p->key);
+			r = 0;
+		}
+	}
+	s3b_free(p);
+	return r != 0 ? -1 : 0;
 }
 
 /* A new handle for h, named under its parent's p (freed): as s3b_add,
@@ -1154,7 +1203,11 @@ s3b_lock(int dir)
 		errno = EBADF;
 		return -1;
 	}
-	if (!S3B.v[dir]->held) {
+	/* Under a prefix another daemon writes: its save's, maybe. */
+	if (!S3B.v[dir]->held && s3lease_foreign(S3B.v[dir]->bucket,
+	    S3B.v[dir]->key))
+		r = 0;
+	if (!S3B.v[dir]->held && r == 1) {
 		for (i = 0; i < S3B.n && r == 1; i++)
 			if (S3B.v[i] != NULL && S3B.v[i]->held &&
 			    strcmp(S3B.v[i]->key, S3B.v[dir]->key) == 0 &&
@@ -1859,6 +1912,8 @@ s3b_close(int h)
 		S3B.v[h] = NULL;
 	}
 	pthread_mutex_unlock(&S3B.lock);
+	if (p != NULL && p->leased)
+		s3lease_drop(p->bucket, p->key);
 	s3b_entry_free(p);      /* NULL: not in the table */
 	return close(h);
 }

@@ -150,6 +150,16 @@ const struct config_def config_defs[] = {
 	  "DIR", "commit saves to s3:// roots in DIR first (one directory "
 	  "per root) and upload them in the background; restores prefer "
 	  "the verified local copy (default: none)" },
+	{ "tier-upload-attempts", 0, CONFIG_UINT,
+	  CFG_FIELD(tier_upload_attempts), 1, 1000000, config_apply_at_use,
+	  "N", "give an upload of the local tier up after N failed tries "
+	  "(2 when the store refuses it: credentials, no bucket); the step "
+	  "stays local, listed 'upload failed', until SIGHUP re-queues it "
+	  "(default 10); live" },
+	{ "tier-upload-timeout", 0, CONFIG_U64,
+	  CFG_FIELD(tier_upload_timeout), 1, 86400 * 365, config_apply_at_use,
+	  "SECS", "give an upload of the local tier up when it has failed "
+	  "for SECS since its first try (default 3600); live" },
 	{ "s3-allow", 0, CONFIG_LIST, CFG_FIELD(s3_allow), 0, 0,
 	  config_apply_s3_allow, "USER:s3://BUCKET[/PREFIX]", "let USER (a "
 	  "name or uid) use s3:// roots inside this prefix (whole path "

@@ -57,6 +57,8 @@ struct config {
 	/* USER:s3://bucket[/prefix] grants, blank-separated (s3acl.h) */
 	char s3_allow[PATH_MAX];
 	char local_tier[PATH_MAX];      /* --local-tier DIR, "" none */
+	unsigned tier_upload_attempts;  /* tries of an upload; 0: 10 */
+	uint64_t tier_upload_timeout;   /* seconds of failed tries; 0: 3600 */
 	uint64_t set;                   /* bit i: table entry i was given */
 };
 

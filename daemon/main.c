@@ -116,6 +116,7 @@ main_stats(struct stats *out, void *arg)
 	out->tier_bytes_pending = ts.bytes_pending;
 	out->tier_uploads_inflight = ts.uploads_inflight;
 	out->tier_uploads_queued = ts.uploads_queued;
+	out->tier_uploads_given_up = ts.uploads_given_up;
 	out->tier_uploads_done = ts.uploads_done;
 	out->tier_upload_failures = ts.upload_failures;
 }
@@ -745,8 +746,9 @@ main_load_config(const char *file, struct config *out, ckd_err *e)
 	return 0;
 }
 
-/* SIGHUP: read the file again and apply what may change live. Saves in
- * flight are not touched: a smaller budget only holds back new ones. */
+/* SIGHUP: read the file again and apply what may change live, and queue
+ * again the uploads of the local tier given up. Saves in flight are not
+ * touched: a smaller budget only holds back new ones. */
 static void
 main_reload(void)
 {
@@ -762,7 +764,13 @@ main_reload(void)
 		log_info("reloaded %s: %u setting%s changed",
 		    M.cfg_file[0] ? M.cfg_file : "(no file)", n,
 		    n == 1 ? "" : "s");
+		tier_set_limits(M.cfg.tier_upload_attempts,
+		    M.cfg.tier_upload_timeout);
 	}
+	/* The uploads of the local tier given up are tried again. */
+	if ((n = tier_retry_failed()) > 0)
+		log_info("reload: %u upload%s of the local tier given up "
+		    "queued again", n, n == 1 ? "" : "s");
 	sd_notify(0, "READY=1");
 }
 
@@ -956,6 +964,7 @@ main(int argc, char **argv)
 	save_init(ix, worker_count(), M.budget);
 	if ((r = tier_init(M.base, M.cfg.local_tier, &e)) != 0)
 		goto fail;
+	tier_set_limits(M.cfg.tier_upload_attempts, M.cfg.tier_upload_timeout);
 	/* The coordination first: with etcd, it finishes the commits left
 	 * half done before the roots' sweep takes their tmp dirs for
 	 * interrupted saves. */

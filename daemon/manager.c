@@ -1244,7 +1244,7 @@ mgr_handle_list(struct conn *c, uint64_t id, struct manager *m)
 				    s->name, &err);
 
 				si->upload = (char *)tier_state_name(ts);
-				if (ts == TIER_FAILED)
+				if (ts == TIER_FAILED || ts == TIER_RETRY)
 					si->upload_error = (char *)err;
 			}
 			ptrs[k] = si;

@@ -253,6 +253,9 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	metrics_put(b, "ckptd_tier_uploads_queued", "gauge",
 	    "Uploads of the local tier waiting (or failed, to be retried).",
 	    st.tier_uploads_queued);
+	metrics_put(b, "ckptd_tier_uploads_given_up", "gauge",
+	    "Steps of the local tier whose upload was given up (kept "
+	    "locally; SIGHUP queues them again).", st.tier_uploads_given_up);
 	metrics_put(b, "ckptd_tier_uploads_total", "counter",
 	    "Steps of the local tier uploaded.", st.tier_uploads_done);
 	metrics_put(b, "ckptd_tier_upload_failures_total", "counter",

@@ -71,6 +71,7 @@ struct s3_req {
 	const char *method;
 	const char *bucket, *key;    /* key NULL: a bucket request */
 	const char *query;           /* encoded and sorted, or NULL */
+	const char *cond;            /* a header line (If-Match...), or NULL */
 	/* Request body: from body, or from body_fd at body_off. */
 	bool has_body;
 	const char *body;
@@ -720,7 +721,8 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 	}
 	if ((hdrs = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD")) == NULL ||
 	    (c->token_header != NULL &&
-	     (h2 = curl_slist_append(hdrs, c->token_header)) == NULL)) {
+	     (h2 = curl_slist_append(hdrs, c->token_header)) == NULL) ||
+	    (r->cond != NULL && (h2 = curl_slist_append(hdrs, r->cond)) == NULL)) {
 		rc = err_set(e, CKPT_ENOMEM, "s3 %s %s: out of memory", r->method, where);
 		goto out;
 	}
@@ -849,6 +851,36 @@ put_one(struct s3_client *c, const char *bucket, const char *key, const char *qu
 
 static int put_source(struct s3_client *c, const char *bucket, const char *key,
     const void *buf, int fd, off_t off, uint64_t len, ckd_err *e);
+
+int
+s3_put_cond(struct s3_client *c, const char *bucket, const char *key,
+    const void *buf, size_t len, const char *if_match, char *etag,
+    ckd_err *e)
+{
+	char cond[128];
+	int rc;
+
+	if ((rc = check_key(key, e)) != 0)
+		return rc;
+	if (if_match == NULL)
+		snprintf(cond, sizeof(cond), "If-None-Match: *");
+	else if ((size_t)snprintf(cond, sizeof(cond), "If-Match: %s", if_match) >=
+	    sizeof(cond) || strpbrk(if_match, "\r\n") != NULL)
+		return err_set(e, CKPT_EINVAL, "s3 PUT %s/%s: bad ETag", bucket, key);
+	struct s3_req r = {
+		.method = "PUT", .bucket = bucket, .key = key, .cond = cond,
+		.has_body = true, .body = buf, .body_fd = -1, .body_len = len,
+	};
+	rc = s3_perform(c, &r, e);
+	if (rc == 0) {
+		if (!r.have_etag)
+			rc = err_set(e, CKPT_EPROTO, "s3 PUT %s/%s: no ETag in the answer", bucket, key);
+		else
+			memcpy(etag, r.etag, sizeof(r.etag));
+	}
+	req_done(&r);
+	return rc;
+}
 
 int
 s3_put(struct s3_client *c, const char *bucket, const char *key,

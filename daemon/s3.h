@@ -99,6 +99,16 @@ int s3_put(struct s3_client *c, const char *bucket, const char *key,
 int s3_put_fd(struct s3_client *c, const char *bucket, const char *key,
     int fd, off_t off, uint64_t len, ckd_err *e);
 
+/* PUT a small object (one request) only when a condition holds: when
+ * if_match is NULL, that no object has the key (If-None-Match: *); else
+ * that the object's ETag is if_match (If-Match; the ETag without quotes,
+ * as s3_stat has it, which radosgw compares as sent). CKPT_EEXIST (HTTP
+ * 412) when it does not hold. The new object's ETag in etag (80 bytes).
+ * A retry after a lost answer may meet the object it wrote: 412. */
+int s3_put_cond(struct s3_client *c, const char *bucket, const char *key,
+    const void *buf, size_t len, const char *if_match, char *etag,
+    ckd_err *e);
+
 /* GET bytes [off, off + len) of an object into buf, or into fd at fd_off
  * (pwrite). Exactly len bytes or an error (CKPT_EINVAL when the range is
  * past the end, CKPT_ENOTFOUND when there is no such key). len 0 is a

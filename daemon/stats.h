@@ -29,6 +29,7 @@ struct stats {
 	uint64_t tier_bytes_pending;    /* committed locally, not uploaded */
 	unsigned tier_uploads_inflight;
 	unsigned tier_uploads_queued;
+	unsigned tier_uploads_given_up; /* failed for good, kept locally */
 	uint64_t tier_uploads_done, tier_upload_failures;
 };
 

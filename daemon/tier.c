@@ -7,9 +7,14 @@
  * into the store through the store's backend with the commit protocol of
  * every save (store_begin, the files, store_commit_synced): the store
  * sees the step only when its _CHECKPOINT_METADATA, copied last, is
- * committed. A failed upload is retried with a growing delay; a daemon
- * restarted with uploads pending finds them when the root is loaded
- * (tier_merge: committed locally, absent from the store).
+ * committed. A failed upload is retried with a growing delay (5 s,
+ * doubling, at most 300 s) until its bounds (tier_set_limits): then it is
+ * given up and stays so until tier_retry_failed. A refusal waiting does
+ * not heal (CKPT_EACCES: credentials or grants; CKPT_ENOTFOUND: no
+ * bucket; a name the store refuses) ends after TIER_HOPELESS_TRIES. A
+ * daemon restarted with uploads pending (given up ones included) finds
+ * them when the root is loaded (tier_merge: committed locally, absent
+ * from the store).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +37,9 @@
 #define TIER_MAX_INFLIGHT 2
 #define TIER_RETRY_MIN_NS (5 * 1000000000LL)
 #define TIER_RETRY_MAX_NS (300 * 1000000000LL)
+#define TIER_DEFAULT_TRIES 10
+#define TIER_DEFAULT_SECS 3600
+#define TIER_HOPELESS_TRIES 2
 #define TIER_COPY_CHUNK (4u << 20)
 #define TIER_MAX_DEPTH 8
 
@@ -42,8 +50,9 @@ struct tier_step {
 	uint64_t step, bytes;
 	enum tier_state state;
 	int deleted;                    /* deleted while uploading */
-	unsigned tries;
-	int64_t retry_ns;               /* FAILED: not before (monotonic) */
+	unsigned tries;                 /* since queued (again) */
+	int64_t first_ns;               /* the first of them began */
+	int64_t retry_ns;               /* RETRY: not before (monotonic) */
 	char err[CKPT_ERRLEN];
 	struct peer_cred cred;
 	uint64_t lane;
@@ -56,7 +65,10 @@ static struct {
 	struct tier_step *steps;        /* in the order committed */
 	unsigned inflight;
 	uint64_t done, failures;
-} T;
+	unsigned max_tries;             /* tries of one upload */
+	int64_t max_ns;                 /* since its first try */
+} T = { .max_tries = TIER_DEFAULT_TRIES,
+	.max_ns = TIER_DEFAULT_SECS * 1000000000LL };
 
 /* ---- names ------------------------------------------------------------------ */
 
@@ -289,7 +301,8 @@ tier_upload(const char *root, const char *name, uid_t uid, int *gone,
 		r = err_errno(e, errno, "opening %s of the local tier", name);
 		goto out;
 	}
-	if ((r = store_open_root(root, 0, 0, &rbe, &rroot, e)) != 0)
+	/* Opened to be written: the prefix's lease (s3lease.h). */
+	if ((r = store_open_root(root, 1, 0, &rbe, &rroot, e)) != 0)
 		goto out;
 	if (lbe->fstat(lstep, &st) != 0)
 		st.st_mode = 0755;
@@ -344,7 +357,7 @@ tier_delete_store(const char *root, const char *name, ckd_err *e)
 	const struct store_backend *rbe;
 	int rroot, r;
 
-	if ((r = store_open_root(root, 0, 0, &rbe, &rroot, e)) != 0)
+	if ((r = store_open_root(root, 1, 0, &rbe, &rroot, e)) != 0)
 		return r;
 	r = store_delete_step(rbe, rroot, name, NULL, e);
 	rbe->close(rroot);
@@ -363,6 +376,7 @@ struct tier_task {
 };
 
 static void tier_kick(void);
+static void tier_failed(struct tier_step *ts, const ckd_err *e);
 
 static void
 tier_step_free(struct tier_step *ts)
@@ -455,23 +469,55 @@ tier_upload_done(struct task *t)
 		log_info("%s/%s uploaded: %" PRIu64 " bytes in %.2f s",
 		    ts->root, ts->name, ts->bytes, secs);
 	} else {
-		int64_t delay = TIER_RETRY_MIN_NS;
-		unsigned i;
-
-		for (i = 1; i < ts->tries && delay < TIER_RETRY_MAX_NS; i++)
-			delay *= 2;
-		if (delay > TIER_RETRY_MAX_NS)
-			delay = TIER_RETRY_MAX_NS;
-		ts->state = TIER_FAILED;
-		ts->retry_ns = now_mono_ns() + delay;
-		snprintf(ts->err, sizeof ts->err, "%s", t->err.msg);
-		T.failures++;
-		log_warn("%s/%s: upload failed (retried in %" PRId64 " s): %s",
-		    ts->root, ts->name, delay / 1000000000, t->err.msg);
+		tier_failed(ts, &t->err);
 	}
 	free(tt->root);
 	free(tt);
 	tier_kick();
+}
+
+/* A code waiting does not change: the store refused the credentials or
+ * the grants, has no such bucket, or refuses the names. */
+static int
+tier_hopeless(int code)
+{
+	return code == CKPT_EACCES || code == CKPT_ENOTFOUND ||
+	    code == CKPT_EINVAL || code == CKPT_EPATH;
+}
+
+/* The try of ts failed with e: tried again later, or given up when its
+ * bounds are reached. */
+static void
+tier_failed(struct tier_step *ts, const ckd_err *e)
+{
+	int64_t now = now_mono_ns(), delay = TIER_RETRY_MIN_NS;
+	unsigned i, limit = T.max_tries;
+
+	if (tier_hopeless(e->code) && limit > TIER_HOPELESS_TRIES)
+		limit = TIER_HOPELESS_TRIES;
+	snprintf(ts->err, sizeof ts->err, "%s", e->msg);
+	T.failures++;
+	if (ts->tries >= limit || now - ts->first_ns >= T.max_ns) {
+		ts->state = TIER_FAILED;
+		log_error("%s/%s: upload given up after %u tr%s in %" PRId64
+		    " s; the step stays in the local tier (SIGHUP tries it "
+		    "again): %s", ts->root, ts->name, ts->tries,
+		    ts->tries == 1 ? "y" : "ies",
+		    (now - ts->first_ns) / 1000000000, e->msg);
+		return;
+	}
+	for (i = 1; i < ts->tries && delay < TIER_RETRY_MAX_NS; i++)
+		delay *= 2;
+	if (delay > TIER_RETRY_MAX_NS)
+		delay = TIER_RETRY_MAX_NS;
+	/* The last try at the time bound, not past it. */
+	if (now + delay > ts->first_ns + T.max_ns)
+		delay = ts->first_ns + T.max_ns - now;
+	ts->state = TIER_RETRY;
+	ts->retry_ns = now + delay;
+	log_warn("%s/%s: upload failed (try %u of %u, again in %" PRId64
+	    " s): %s", ts->root, ts->name, ts->tries, limit,
+	    delay / 1000000000, e->msg);
 }
 
 static int
@@ -494,7 +540,7 @@ tier_start(struct tier_step *ts)
 	    &ts->cred, ts->lane);
 	if (tt == NULL || (tt->root = strdup(ts->root)) == NULL) {
 		free(tt);
-		ts->state = TIER_FAILED;
+		ts->state = TIER_RETRY;
 		ts->retry_ns = now_mono_ns() + TIER_RETRY_MIN_NS;
 		snprintf(ts->err, sizeof ts->err, "out of memory");
 		return;
@@ -503,7 +549,8 @@ tier_start(struct tier_step *ts)
 	snprintf(tt->name, sizeof tt->name, "%s", ts->name);
 	tt->start_ns = now_mono_ns();
 	ts->state = TIER_UPLOADING;
-	ts->tries++;
+	if (ts->tries++ == 0)
+		ts->first_ns = tt->start_ns;
 	T.inflight++;
 	worker_submit(&tt->t);
 }
@@ -522,12 +569,13 @@ tier_kick(void)
 		int older = 0;
 
 		if (ts->deleted || !(ts->state == TIER_LOCAL ||
-		    (ts->state == TIER_FAILED && ts->retry_ns <= now)))
+		    (ts->state == TIER_RETRY && ts->retry_ns <= now)))
 			continue;
 		if (tier_root_busy(ts->root))
 			continue;
 		/* An older step of the root waiting goes first (one whose
-		 * upload failed waits for its retry and holds none back). */
+		 * upload failed waits for its retry, or was given up, and
+		 * holds none back). */
 		for (o = T.steps; o != ts; o = o->next)
 			older |= !o->deleted && strcmp(o->root, ts->root) == 0 &&
 			    o->state == TIER_LOCAL;
@@ -586,6 +634,7 @@ tier_committed(const char *root, const struct index_step *rec,
 		/* The same name saved again (after a delete that failed). */
 		ts->state = TIER_LOCAL;
 		ts->tries = 0;
+		ts->err[0] = '\0';
 		ts->bytes = rec->bytes;
 	}
 	tier_add(root, rec, TIER_LOCAL, cred, lane);
@@ -725,6 +774,8 @@ tier_state_name(enum tier_state s)
 		return "uploading";
 	case TIER_UPLOADED:
 		return "uploaded";
+	case TIER_RETRY:
+		return "upload retrying";
 	case TIER_FAILED:
 		return "upload failed";
 	default:
@@ -742,10 +793,12 @@ tier_stats(struct tier_stats *out)
 		if (ts->deleted)
 			continue;
 		if (ts->state == TIER_LOCAL || ts->state == TIER_UPLOADING ||
-		    ts->state == TIER_FAILED)
+		    ts->state == TIER_RETRY || ts->state == TIER_FAILED)
 			out->bytes_pending += ts->bytes;
-		if (ts->state == TIER_LOCAL || ts->state == TIER_FAILED)
+		if (ts->state == TIER_LOCAL || ts->state == TIER_RETRY)
 			out->uploads_queued++;
+		if (ts->state == TIER_FAILED)
+			out->uploads_given_up++;
 	}
 	out->uploads_inflight = T.inflight;
 	out->uploads_done = T.done;
@@ -948,6 +1001,34 @@ tier_init(struct event_base *base, const char *dir, ckd_err *e)
 		log_warn("local tier: out of memory; pending uploads wait for "
 		    "their root's next open");
 	return 0;
+}
+
+void
+tier_set_limits(unsigned attempts, uint64_t secs)
+{
+	T.max_tries = attempts != 0 ? attempts : TIER_DEFAULT_TRIES;
+	if (secs == 0)
+		secs = TIER_DEFAULT_SECS;
+	T.max_ns = secs > INT64_MAX / 1000000000LL ? INT64_MAX :
+	    (int64_t)secs * 1000000000LL;
+}
+
+unsigned
+tier_retry_failed(void)
+{
+	struct tier_step *ts;
+	unsigned n = 0;
+
+	for (ts = T.steps; ts != NULL; ts = ts->next) {
+		if (ts->deleted || ts->state != TIER_FAILED)
+			continue;
+		ts->state = TIER_LOCAL;
+		ts->tries = 0;
+		n++;
+	}
+	if (n > 0)
+		tier_kick();
+	return n;
 }
 
 void

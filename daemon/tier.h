@@ -8,8 +8,14 @@
  * there, and wait_until_finished returns when the local copy is durable.
  * Each step committed there is then copied, file by file through the
  * store's backend (format code unchanged, _CHECKPOINT_METADATA last), by
- * an upload task; its state (local, uploading, uploaded, upload failed)
- * is listed by ListSteps and counted in the metrics.
+ * an upload task; its state (local, uploading, uploaded, upload
+ * retrying, upload failed) is listed by ListSteps and counted in the
+ * metrics. A failed upload is tried again with a growing delay, within
+ * bounds: after so many tries, or so long since its first, it is given
+ * up ("upload failed", logged once), the local copy kept, until
+ * tier_retry_failed (SIGHUP) or the daemon's next start queues it again.
+ * A refusal that waiting does not heal (credentials, no bucket) is
+ * given up after its second try.
  *
  * This module knows roots by their name (the store's canonical name,
  * "s3://bucket/prefix"), not by struct root: what it keeps outlives the
@@ -35,13 +41,20 @@ enum tier_state {
 	TIER_LOCAL,             /* durable locally, waiting for its upload */
 	TIER_UPLOADING,
 	TIER_UPLOADED,
-	TIER_FAILED,            /* last upload failed; retried later */
+	TIER_RETRY,             /* last upload failed; retried later */
+	TIER_FAILED,            /* given up (tier_set_limits); kept locally
+	                         * until tier_retry_failed */
 };
 
 /* Start-up: keep tiers under dir (created 0755 with missing parents when
  * absent); "" or NULL: no tier. */
 int tier_init(struct event_base *base, const char *dir, ckd_err *e);
 void tier_shutdown(void);
+/* Loop: the bounds of the tries of one upload: attempts (0: 10) and the
+ * seconds since its first try (0: 3600). */
+void tier_set_limits(unsigned attempts, uint64_t secs);
+/* Loop: queue again every upload given up; how many. */
+unsigned tier_retry_failed(void);
 /* 1 when a root of this name is kept with a tier: a tier is configured and
  * the name is a store's (scheme://), not a local path. */
 int tier_wants(const char *root);
@@ -89,6 +102,7 @@ struct tier_stats {
 	uint64_t bytes_pending;         /* committed locally, not uploaded */
 	unsigned uploads_inflight;
 	unsigned uploads_queued;        /* waiting or failed, to be retried */
+	unsigned uploads_given_up;      /* failed for good, kept locally */
 	uint64_t uploads_done, upload_failures;
 };
 void tier_stats(struct tier_stats *out);

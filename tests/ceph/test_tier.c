@@ -5,8 +5,11 @@
  * in `ckptctl steps` and in /metrics); a restore with the local tier
  * wiped reads the store, bit for bit; a corrupted local file makes the
  * restore fall back to the store; a daemon SIGKILLed during an upload
- * resumes it after its restart (no manager opening the root); retention removes both copies; a step of
- * 4 ranks goes through the tier.
+ * resumes it after its restart (no manager opening the root); retention
+ * removes both copies; a step of 4 ranks goes through the tier. An upload
+ * is given up after its bounded tries (--tier-upload-attempts), stays so
+ * with radosgw back, and SIGHUP queues it again; a bucket removed (404)
+ * ends it after two tries whatever the bound.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -19,6 +22,7 @@
 #include <sys/stat.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <signal.h>
 
 #include "harness.h"
 #include "s3peek.h"
@@ -256,7 +260,7 @@ durable_locally_first(float *w)
 	    "step 1 listed committed");
 	ok(n == 1 && (strcmp(v[0].upload, "local") == 0 ||
 	    strcmp(v[0].upload, "uploading") == 0 ||
-	    strcmp(v[0].upload, "upload failed") == 0),
+	    strcmp(v[0].upload, "upload retrying") == 0),
 	    "its upload waits (%s)", n == 1 ? v[0].upload : "?");
 	free(v);
 	v = NULL;
@@ -267,9 +271,9 @@ durable_locally_first(float *w)
 	/* the client's retries end: a failure, listed with its reason */
 	ok(wait_for(upload_failed, NULL, 120), "the upload failed meanwhile");
 	ok_call(ckpt_list_steps(m, &v, &n), c, "list steps");
-	ok(n == 1 && strcmp(v[0].upload, "upload failed") == 0 &&
+	ok(n == 1 && strcmp(v[0].upload, "upload retrying") == 0 &&
 	    strstr(v[0].upload_error, "127.0.0.1") != NULL,
-	    "listed as failed, with the reason: %s", n == 1 ?
+	    "listed as retrying, with the reason: %s", n == 1 ?
 	    v[0].upload_error : "?");
 	free(v);
 	metrics(mt, sizeof mt);
@@ -596,6 +600,213 @@ distributed_step(void)
 	ckpt_disconnect(c);
 }
 
+/* ---- uploads given up -------------------------------------------------------- */
+
+#define GROOT "s3://" BUCKET "/giveup"
+#define GLOCAL "s3%3A%2F%2F" BUCKET "%2Fgiveup"
+
+static struct hx_daemon d2, d3;
+static char tier2[HX_PATH], tier3[HX_PATH], mlisten2[64];
+
+/* The manager m lists its only step as given up (ckptctl cannot be
+ * asked: its open needs the store, which may be down). */
+static int
+upload_given_up(const void *arg)
+{
+	ckpt_manager *m = (ckpt_manager *)arg;
+	ckpt_step_info *v = NULL;
+	size_t n = 0;
+	int yes;
+
+	if (ckpt_list_steps(m, &v, &n) != 0)
+		return 0;
+	yes = n == 1 && strcmp(v[0].upload, "upload failed") == 0;
+	free(v);
+	return yes;
+}
+
+/* Occurrences of needle in the log of x. */
+static int
+log_count(struct hx_daemon *x, const char *needle)
+{
+	char *log = hx_read_file(x->log, NULL), *p;
+	int n = 0;
+
+	for (p = log; p != NULL && (p = strstr(p, needle)) != NULL;
+	    p += strlen(needle))
+		n++;
+	free(log);
+	return n;
+}
+
+/* --tier-upload-attempts 2, radosgw down: the upload is given up after
+ * two tries (listed "upload failed" with the reason, a gauge, one log
+ * line), is not tried again when radosgw is back, and SIGHUP queues it
+ * again. */
+static void
+give_up_then_sighup(float *w)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	char out[16384], mt[65536], path[HX_PATH];
+	struct up u = { GROOT, 7 };
+	ckpt_step_info *v = NULL;
+	size_t n = 0;
+	int64_t t0;
+
+	hx_init(&d2);
+	if (snprintf(tier2, sizeof tier2, "%s/tier", d2.dir) >=
+	    (int)sizeof tier2)
+		bail_out("path too long");
+	mport = 20000 + (int)((getpid() + 1) % 20000);
+	snprintf(mlisten2, sizeof mlisten2, "127.0.0.1:%d", mport);
+	d2.extra[0] = "--s3-allow";
+	d2.extra[1] = grant;
+	d2.extra[2] = "--local-tier";
+	d2.extra[3] = tier2;
+	d2.extra[4] = "--metrics-listen";
+	d2.extra[5] = mlisten2;
+	d2.extra[6] = "--tier-upload-attempts=2";
+	d2.extra[7] = NULL;
+	if (hx_start(&d2) != 0)
+		bail_out("ckptd with --tier-upload-attempts 2 did not start");
+	setenv("CKPTD_SOCKET", d2.sock, 1);
+	if (hx_connect(&d2, &c) != 0)
+		bail_out("connect");
+	if (!ok_call(ckpt_manager_open(c, GROOT, NULL, &m), c, "open %s",
+	    GROOT))
+		bail_out("no manager");
+	ok(cephbed_rgw(&bed, "kill-rgw") == 0, "radosgw stopped");
+	fill(w, 4096, 7);
+	t0 = hx_now_ms();
+	ok_call(save_w(c, m, 7, w, 4096), c, "save step 7, radosgw down");
+	ok(wait_for(upload_given_up, m, 120), "the upload is given up");
+	diag("given up after %" PRId64 " ms", hx_now_ms() - t0);
+	ok_call(ckpt_list_steps(m, &v, &n), c, "list steps");
+	ok(n == 1 && strcmp(v[0].upload, "upload failed") == 0 &&
+	    strstr(v[0].upload_error, "127.0.0.1") != NULL,
+	    "listed failed with the reason: %s", n == 1 ?
+	    v[0].upload_error : "?");
+	free(v);
+	is_int(log_count(&d2, "upload failed (try 1 of 2"), 1,
+	    "the first failure logged as a retry");
+	is_int(log_count(&d2, "upload given up after 2 tries"), 1,
+	    "giving up logged once");
+	metrics(mt, sizeof mt);
+	is_int((long long)metric(mt, "ckptd_tier_uploads_given_up"), 1,
+	    "ckptd_tier_uploads_given_up 1");
+	is_int((long long)metric(mt, "ckptd_tier_uploads_queued"), 0,
+	    "nothing queued");
+	ok(metric(mt, "ckptd_tier_bytes_pending") >= 4096 * 4.0,
+	    "its bytes still pending");
+	if (snprintf(out, sizeof out, "%s/%s/7", tier2, GLOCAL) >=
+	    (int)sizeof out)
+		bail_out("path too long");
+	hx_join(path, out, "_CHECKPOINT_METADATA");
+	ok(hx_exists(path), "the local copy kept");
+	ok(cephbed_rgw(&bed, "start-rgw") == 0, "radosgw started again");
+	/* longer than the first delay of a retry (5 s) */
+	hx_sleep_ms(12000);
+	ok(upload_given_up(m), "still given up with radosgw back");
+	ok(!s3peek_has("giveup/7/_CHECKPOINT_METADATA"),
+	    "and not in the bucket");
+	is_int(log_count(&d2, "upload given up"), 1, "no more tries logged");
+	ok(kill(d2.pid, SIGHUP) == 0, "SIGHUP");
+	ok(wait_for(is_uploaded, &u, 90), "step 7 uploaded after SIGHUP");
+	ok(s3peek_has("giveup/7/_CHECKPOINT_METADATA"), "in the bucket");
+	ok(log_count(&d2, "1 upload of the local tier given up queued "
+	    "again") == 1, "the daemon says it queued it again");
+	metrics(mt, sizeof mt);
+	is_int((long long)metric(mt, "ckptd_tier_uploads_given_up"), 0,
+	    "ckptd_tier_uploads_given_up 0");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	ok(hx_stop(&d2) == 0, "ckptd stopped cleanly");
+}
+
+/* The bucket removed under an open root: radosgw answers 404
+ * NoSuchBucket, which waiting does not heal: given up after two tries
+ * although 10 are allowed. */
+#define GONE "ckpt-tier-gone"
+#define NROOT "s3://" GONE "/run"
+#define NLOCAL "s3%3A%2F%2F" GONE "%2Frun"
+
+static void
+no_bucket_gives_up(float *w)
+{
+	ckpt_client *c = NULL;
+	ckpt_manager *m = NULL;
+	char grant3[64], url[512], path[HX_PATH], dir[HX_PATH];
+	const char *ep = getenv("AWS_ENDPOINT_URL");
+	ckpt_step_info *v = NULL;
+	size_t n = 0;
+	int64_t t0;
+
+	hx_init(&d3);
+	if (snprintf(tier3, sizeof tier3, "%s/tier", d3.dir) >=
+	    (int)sizeof tier3 || ep == NULL || snprintf(url, sizeof url,
+	    "%s/%s", ep, GONE) >= (int)sizeof url)
+		bail_out("path too long");
+	snprintf(grant3, sizeof grant3, "%u:s3://%s", (unsigned)getuid(),
+	    GONE);
+	if (cephbed_curl_config(d3.dir) != 0)
+		bail_out("curl config");
+	{
+		const char *mk[] = { "-X", "PUT", "-o", "/dev/null", url,
+		    NULL };
+
+		ok(cephbed_curl(mk) == 0, "bucket %s made", GONE);
+	}
+	d3.extra[0] = "--s3-allow";
+	d3.extra[1] = grant3;
+	d3.extra[2] = "--local-tier";
+	d3.extra[3] = tier3;
+	d3.extra[4] = NULL;
+	if (hx_start(&d3) != 0)
+		bail_out("ckptd did not start");
+	setenv("CKPTD_SOCKET", d3.sock, 1);
+	if (hx_connect(&d3, &c) != 0)
+		bail_out("connect");
+	if (!ok_call(ckpt_manager_open(c, NROOT, NULL, &m), c, "open %s",
+	    NROOT))
+		bail_out("no manager");
+	{
+		/* the daemon's lease of the prefix first (s3lease.h) */
+		char lease[600];
+		const char *rl[] = { "-X", "DELETE", "-o", "/dev/null", lease,
+		    NULL };
+		const char *rm[] = { "-X", "DELETE", "-o", "/dev/null", url,
+		    NULL };
+
+		snprintf(lease, sizeof lease, "%s/run/.ckptd-lease", url);
+		ok(cephbed_curl(rl) == 0, "its lease object removed");
+		ok(cephbed_curl(rm) == 0, "bucket %s removed", GONE);
+	}
+	fill(w, 4096, 8);
+	t0 = hx_now_ms();
+	ok_call(save_w(c, m, 8, w, 4096), c, "save step 8: durable locally");
+	ok(wait_for(upload_given_up, m, 60), "the upload is given up");
+	diag("given up after %" PRId64 " ms", hx_now_ms() - t0);
+	ok_call(ckpt_list_steps(m, &v, &n), c, "list steps");
+	ok(n == 1 && strstr(v[0].upload_error, "NoSuchBucket") != NULL,
+	    "the reason names the refusal: %s", n == 1 ?
+	    v[0].upload_error : "?");
+	free(v);
+	is_int(log_count(&d3, "upload given up after 2 tries"), 1,
+	    "after two tries of the ten allowed");
+	is_int(log_count(&d3, "upload failed (try 1 of 2"), 1,
+	    "one retry logged");
+	if (snprintf(dir, sizeof dir, "%s/%s/8", tier3, NLOCAL) >=
+	    (int)sizeof dir)
+		bail_out("path too long");
+	hx_join(path, dir, "_CHECKPOINT_METADATA");
+	ok(hx_exists(path), "the local copy kept");
+	ckpt_manager_close(m);
+	ckpt_disconnect(c);
+	ok(hx_stop(&d3) == 0, "ckptd stopped cleanly");
+	setenv("CKPTD_SOCKET", d.sock, 1);
+}
+
 int
 main(void)
 {
@@ -632,6 +843,10 @@ main(void)
 	retention_both(w);
 	foreign_directory();
 	distributed_step();
+	give_up_then_sighup(w);
+	no_bucket_gives_up(w);
+	hx_cleanup(&d2);
+	hx_cleanup(&d3);
 	hx_cleanup(&d);
 	s3peek_done();
 	cephbed_stop(&bed);

@@ -669,8 +669,9 @@ typedef struct {
 	char error[256];      /* failed and interrupted saves: why */
 	/* A root kept in the daemon's local tier (--local-tier): "local"
 	 * (durable on the node, upload waiting), "uploading", "uploaded",
-	 * "upload failed" (upload_error says why) or "store" (no local
-	 * copy); "" for other roots. */
+	 * "upload retrying" (the last try failed; upload_error says why),
+	 * "upload failed" (given up; upload_error says why) or "store" (no
+	 * local copy); "" for other roots. */
 	char upload[16];
 	char upload_error[256];
 } ckpt_step_info;
