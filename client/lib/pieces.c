@@ -7,12 +7,20 @@
  * its shape, both of ndim elements, in C order. The copy walks the overlap
  * row by row: a row is the overlap's extent along the last dimension, which
  * is contiguous in both pieces; consecutive dimensions that the overlap
- * spans fully in both pieces are merged into longer rows first.
+ * spans fully in both pieces are merged into longer rows first. Rows of
+ * PIECE_NT_MIN bytes or more are copied with streaming stores (copy.c):
+ * the destination lines are not read first, which saves a third of the
+ * memory traffic of a copy far larger than the cache (a restore's piece
+ * targets); the stores are fenced before piece_copy returns.
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* Rows from this size on are copied with streaming stores: their partial
+ * first and last cache lines (ordinary stores) are a small part of them. */
+#define PIECE_NT_MIN (4u << 10)
 
 int
 piece_check(int ndim, const int64_t *gshape, const int64_t *off,
@@ -76,7 +84,7 @@ piece_copy(int ndim, const int64_t *roff, const int64_t *rshape,
 	size_t sst[CKPT_MAX_NDIM], dst_st[CKPT_MAX_NDIM], idx[CKPT_MAX_NDIM];
 	size_t ssz = ckpt_dtype_size(sdt), dsz = ckpt_dtype_size(ddt);
 	size_t row, sbase = 0, dbase = 0;
-	int inner, i;
+	int inner, i, nt;
 
 	if (ndim == 0) {
 		if (sdt == ddt)
@@ -95,6 +103,7 @@ piece_copy(int ndim, const int64_t *roff, const int64_t *rshape,
 		inner--;
 		row *= (size_t)rshape[inner];
 	}
+	nt = sdt == ddt && row * ssz >= PIECE_NT_MIN;
 	for (i = 0; i < ndim; i++) {
 		sbase += (size_t)(roff[i] - soff[i]) * sst[i];
 		dbase += (size_t)(roff[i] - doff[i]) * dst_st[i];
@@ -111,7 +120,9 @@ piece_copy(int ndim, const int64_t *roff, const int64_t *rshape,
 		}
 		sp = (const char *)src + so * ssz;
 		dp = (char *)dst + d * dsz;
-		if (sdt == ddt)
+		if (nt)
+			copy_nt_ahead(dp, sp, row * ssz, NULL);
+		else if (sdt == ddt)
 			memcpy(dp, sp, row * ssz);
 		else
 			dtype_cast(sdt, sp, ddt, dp, row);
@@ -122,6 +133,8 @@ piece_copy(int ndim, const int64_t *roff, const int64_t *rshape,
 			idx[i] = 0;
 		}
 		if (i < 0)
-			return;
+			break;
 	}
+	if (nt)
+		copy_nt_fence();
 }

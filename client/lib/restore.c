@@ -749,20 +749,24 @@ add_unit(struct rwork *w, size_t *cap, size_t job, size_t off, size_t n,
 
 /*
  * The piece copies owned by a piece stream, in w->pcord by owner. Piece
- * streams run one per thread; with fewer of them than threads, their
- * copies go back to the shared queue (cut into parts any thread takes)
- * and the pieces are hashed alone.
+ * streams run one per thread; when they and the whole arrays to copy (a
+ * saved piece lying wholly in a target) are fewer than the threads, the
+ * streams' copies go back to the shared queue (cut into parts any thread
+ * takes) and the pieces are hashed alone, which reads them twice;
+ * otherwise the other threads have the whole arrays meanwhile.
  */
 static int
 pieces_streams(struct rwork *w, size_t nt)
 {
-	size_t i, n = 0, at = 0;
+	size_t i, n = 0, other = 0, at = 0;
 
-	for (i = 0; i < w->njobs; i++)
+	for (i = 0; i < w->njobs; i++) {
 		n += w->jobs[i].rowbytes > 0;
+		other += w->jobs[i].rowbytes == 0 && w->jobs[i].dst != NULL;
+	}
 	if (n == 0)
 		return 0;
-	if (n < nt) {
+	if (n + other < nt) {
 		for (i = 0; i < w->npc; i++)
 			w->pc[i].owner = -1;
 		return 0;

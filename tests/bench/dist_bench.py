@@ -9,6 +9,7 @@ saved by RANKS processes with torch.save + fsync each (what DCP users do
 without async), beside ckptd's global commit measured by bench_dist.
 
     dist_bench.py --dir DIR [--mib 256] [--ranks 4] [--runs 3]
+                  [--restore-procs 2]
 
 Prints JSON lines {"case", "run", "value", "unit"}:
   dist_py_blocking     per saving process: its save() of a step (its
@@ -17,6 +18,9 @@ Prints JSON lines {"case", "run", "value", "unit"}:
                        (all processes at once, as their saves)
   dist_restore2_bw     per restoring process: its part / restore time
   dist_restore2_memcpy_bw  per process: memcpy of its part (prefaulted)
+                       (--restore-procs P: dist_restoreP_*, P processes
+                       restore; with P = 3 no saved piece fits wholly in
+                       a target, so every copy is a piece copy)
   dist_torch_save_fsync    first rank's start to the last rank's fsync
 """
 
@@ -150,6 +154,7 @@ def main():
     ap.add_argument('--mib', type=int, default=256)
     ap.add_argument('--ranks', type=int, default=4)
     ap.add_argument('--runs', type=int, default=3)
+    ap.add_argument('--restore-procs', type=int, default=2)
     ap.add_argument('--worker')
     ap.add_argument('--step', type=int, default=1)
     a = ap.parse_args()
@@ -162,10 +167,12 @@ def main():
         for r in job(a, 'save', a.ranks, 1, root):
             emit('dist_py_blocking', run, r['blocking'], 's')
             emit('dist_py_memcpy', run, r['memcpy'], 's')
-        for r in job(a, 'restore', 2, 1, root):
-            emit('dist_restore2_bw', run, r['bytes'] / r['restore'], 'B/s')
-            emit('dist_restore2_memcpy_bw', run, r['bytes'] / r['memcpy'],
+        rp = a.restore_procs
+        for r in job(a, 'restore', rp, 1, root):
+            emit('dist_restore%d_bw' % rp, run, r['bytes'] / r['restore'],
                  'B/s')
+            emit('dist_restore%d_memcpy_bw' % rp, run,
+                 r['bytes'] / r['memcpy'], 'B/s')
         shutil.rmtree(root)
         t = job(a, 'torch', a.ranks, 0)
         emit('dist_torch_save_fsync', run,

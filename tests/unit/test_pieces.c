@@ -1,7 +1,8 @@
 /*
  * test_pieces.c - libckpt's pieces of global arrays: the overlap copy
  * (every layout against every other, with casts), pieces in trees (overlap,
- * bounds, dtype and global shape checks), the process options.
+ * bounds, dtype and global shape checks), the process options; long rows
+ * (the streaming-store copy) from and into boxes at unaligned addresses.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -123,6 +124,99 @@ test_copy_layouts(void **state)
 	}
 }
 
+/* A 2-D global array whose rows are longer than the streaming copy's
+ * threshold, cut along each dimension at uneven places: every target box
+ * of one layout filled from the pieces of another (the copied rows start
+ * and end inside cache lines, at a 4-byte offset from an aligned buffer),
+ * checked element by element against the global array. */
+#define L0 9
+#define L1 3001
+
+static void
+test_copy_long_rows(void **state)
+{
+	const int64_t c1[] = { 1333, 2998 }, c0[] = { 4 };
+	int64_t off[2][3][2], shape[2][3][2];
+	int n[2] = { 3, 2 };
+	float *g = malloc((size_t)L0 * L1 * sizeof *g);
+	int a, b, i, k;
+	int64_t x, y;
+
+	(void)state;
+	assert_non_null(g);
+	for (x = 0; x < (int64_t)L0 * L1; x++)
+		g[x] = (float)x * 0.25f + 3.0f;
+	/* layout 0: cut along dim 1 (rows of 1333, 1665 and 3 elements);
+	 * layout 1: cut along dim 0 (whole rows, merged) */
+	for (i = 0; i < 3; i++) {
+		int64_t lo = i > 0 ? c1[i - 1] : 0, hi = i < 2 ? c1[i] : L1;
+		off[0][i][0] = 0;
+		off[0][i][1] = lo;
+		shape[0][i][0] = L0;
+		shape[0][i][1] = hi - lo;
+	}
+	for (i = 0; i < 2; i++) {
+		int64_t lo = i > 0 ? c0[0] : 0, hi = i < 1 ? c0[0] : L0;
+		off[1][i][0] = lo;
+		off[1][i][1] = 0;
+		shape[1][i][0] = hi - lo;
+		shape[1][i][1] = L1;
+	}
+	for (a = 0; a < 2; a++) {
+		float *src[3];
+
+		for (i = 0; i < n[a]; i++) {
+			src[i] = malloc((size_t)(shape[a][i][0] *
+			    shape[a][i][1]) * sizeof *src[i]);
+			assert_non_null(src[i]);
+			for (x = 0; x < shape[a][i][0]; x++)
+				for (y = 0; y < shape[a][i][1]; y++)
+					src[i][x * shape[a][i][1] + y] =
+					    g[(off[a][i][0] + x) * L1 +
+					    off[a][i][1] + y];
+		}
+		for (b = 0; b < 2; b++)
+			for (k = 0; k < n[b]; k++) {
+				const int64_t *to = off[b][k], *ts = shape[b][k];
+				size_t cnt = (size_t)(ts[0] * ts[1]);
+				/* one float past a 64-byte boundary */
+				size_t bsz = ((cnt + 16) * sizeof(float) + 63) /
+				    64 * 64;
+				float *buf = aligned_alloc(64, bsz), *dst;
+				int64_t covered = 0;
+
+				assert_non_null(buf);
+				dst = buf + 1;
+				memset(buf, 0xab, bsz);
+				for (i = 0; i < n[a]; i++) {
+					int64_t ro[2], rs[2], v;
+
+					v = piece_intersect(2, off[a][i],
+					    shape[a][i], to, ts, ro, rs);
+					if (v == 0)
+						continue;
+					covered += v;
+					piece_copy(2, ro, rs, src[i], CKPT_F32,
+					    off[a][i], shape[a][i], dst,
+					    CKPT_F32, to, ts);
+				}
+				assert_int_equal(covered, (int64_t)cnt);
+				for (x = 0; x < ts[0]; x++)
+					for (y = 0; y < ts[1]; y++)
+						assert_true(dst[x * ts[1] + y] ==
+						    g[(to[0] + x) * L1 + to[1] + y]);
+				/* nothing written around the box */
+				assert_true(((unsigned char *)buf)[0] == 0xab);
+				assert_true(((unsigned char *)(dst + cnt))[0] ==
+				    0xab);
+				free(buf);
+			}
+		for (i = 0; i < n[a]; i++)
+			free(src[i]);
+	}
+	free(g);
+}
+
 static void
 test_intersect(void **state)
 {
@@ -239,6 +333,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_copy_layouts),
+		cmocka_unit_test(test_copy_long_rows),
 		cmocka_unit_test(test_intersect),
 		cmocka_unit_test(test_tree_pieces),
 		cmocka_unit_test(test_process_options),
