@@ -829,6 +829,23 @@ req_done(struct s3_req *r)
 
 /* ---- single objects ---- */
 
+/* Send PUT r; with etag, the object's ETag goes there. */
+static int
+put_perform(struct s3_client *c, struct s3_req *r, char *etag, ckd_err *e)
+{
+	int rc = s3_perform(c, r, e);
+
+	if (rc == 0 && etag != NULL) {
+		if (!r->have_etag)
+			rc = err_set(e, CKPT_EPROTO, "s3 PUT %s/%s: no ETag in the "
+			    "answer", r->bucket, r->key);
+		else
+			memcpy(etag, r->etag, sizeof(r->etag));
+	}
+	req_done(r);
+	return rc;
+}
+
 static int
 put_one(struct s3_client *c, const char *bucket, const char *key, const char *query,
     const void *buf, int fd, off_t off, uint64_t len, char *etag, ckd_err *e)
@@ -838,15 +855,7 @@ put_one(struct s3_client *c, const char *bucket, const char *key, const char *qu
 		.has_body = true, .body = buf, .body_fd = fd, .body_off = off,
 		.body_len = len,
 	};
-	int rc = s3_perform(c, &r, e);
-	if (rc == 0 && etag != NULL) {
-		if (!r.have_etag)
-			rc = err_set(e, CKPT_EPROTO, "s3 PUT %s/%s: no ETag in the answer", bucket, key);
-		else
-			memcpy(etag, r.etag, sizeof(r.etag));
-	}
-	req_done(&r);
-	return rc;
+	return put_perform(c, &r, etag, e);
 }
 
 static int put_source(struct s3_client *c, const char *bucket, const char *key,
@@ -871,15 +880,7 @@ s3_put_cond(struct s3_client *c, const char *bucket, const char *key,
 		.method = "PUT", .bucket = bucket, .key = key, .cond = cond,
 		.has_body = true, .body = buf, .body_fd = -1, .body_len = len,
 	};
-	rc = s3_perform(c, &r, e);
-	if (rc == 0) {
-		if (!r.have_etag)
-			rc = err_set(e, CKPT_EPROTO, "s3 PUT %s/%s: no ETag in the answer", bucket, key);
-		else
-			memcpy(etag, r.etag, sizeof(r.etag));
-	}
-	req_done(&r);
-	return rc;
+	return put_perform(c, &r, etag, e);
 }
 
 int
