@@ -2,6 +2,7 @@
  * bed.c - network namespaces and etcd members for multi-node tests
  * (bed.h).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -96,6 +97,34 @@ bed_ns_fd(struct bed *b, int node)
 	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
+/* Remove the namespaces of beds whose test process is gone (killed by a
+ * timeout before bed_fini): ckb<pid>h and ckb<pid>n<i>. */
+static void
+bed_sweep(void)
+{
+	DIR *d = opendir("/run/netns");
+	struct dirent *de;
+	char *end;
+	long pid;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "ckb", 3) != 0)
+			continue;
+		pid = strtol(de->d_name + 3, &end, 10);
+		if (end == de->d_name + 3 || (*end != 'h' && *end != 'n') ||
+		    pid <= 0 || pid == (long)getpid())
+			continue;
+		if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+			bed_msg("removing %s, left by a test that is gone",
+			    de->d_name);
+			bed_run("ip netns del %s", de->d_name);
+		}
+	}
+	closedir(d);
+}
+
 int
 bed_init(struct bed *b, int nnodes)
 {
@@ -110,6 +139,7 @@ bed_init(struct bed *b, int nnodes)
 	}
 	if (nnodes < 1 || nnodes > BED_MAX_NODES)
 		return -1;
+	bed_sweep();
 	if (bed_home_fd < 0)
 		bed_home_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
 	snprintf(b->tag, sizeof(b->tag), "ckb%d", (int)getpid());
