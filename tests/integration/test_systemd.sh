@@ -409,6 +409,9 @@ import numpy as np
 
 import ckpt
 
+# COMMAND must find the step in the daemon: no copy-on-write snapshot,
+# whose copy (and hand-off) would still run in this process.
+os.environ['CKPT_COW_SAVE'] = '0'
 root, step, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 tree = {'big': np.random.default_rng(step).standard_normal(
     64 << 20).astype(np.float32)}
