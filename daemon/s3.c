@@ -22,11 +22,14 @@
  * while it is held). Counters are atomics.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +103,8 @@ struct s3_req {
 	/* An error raised inside a callback (stops the request, no retry). */
 	int cb_code;
 	ckd_err cb_err;
+	curl_socket_t sock;          /* its connection's socket, or
+	                                CURL_SOCKET_BAD (quickack) */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -493,6 +498,40 @@ header_is(const char *line, size_t n, const char *name, const char **val, size_t
 	return true;
 }
 
+/*
+ * Acknowledge what came at once. A server that writes an answer's headers
+ * and then a short body, with Nagle's algorithm on (Ceph RGW's default),
+ * holds the body until the headers are acknowledged, and on a connection
+ * kept open from request to request the kernel delays that ACK (40 ms on
+ * Linux): every small GET, LIST or error would wait that long. A fresh
+ * connection acknowledges at once, which is why one curl(1) per request
+ * does not see it. TCP_QUICKACK sends the pending ACK now; it lasts a
+ * while only, so it is set again at each header line.
+ */
+static void
+quickack(curl_socket_t s)
+{
+#ifdef TCP_QUICKACK
+	int one = 1;
+
+	if (s != CURL_SOCKET_BAD)
+		(void)setsockopt(s, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+#else
+	(void)s;
+#endif
+}
+
+/* A new connection: its socket, for quickack. */
+static int
+sockopt_cb(void *arg, curl_socket_t s, curlsocktype purpose)
+{
+	struct s3_req *r = arg;
+
+	(void)purpose;
+	r->sock = s;
+	return CURL_SOCKOPT_OK;
+}
+
 static size_t
 header_cb(char *line, size_t size, size_t nmemb, void *arg)
 {
@@ -501,6 +540,7 @@ header_cb(char *line, size_t size, size_t nmemb, void *arg)
 	const char *v;
 	size_t vlen;
 
+	quickack(r->sock);      /* what follows must not wait */
 	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
 		/* A new answer (after 100 Continue or a retry): forget the last. */
 		const char *sp = memchr(line, ' ', n);
@@ -684,6 +724,8 @@ setup(struct s3_client *c, CURL *h, struct s3_req *r, const char *url,
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	SET(CURLOPT_HEADERFUNCTION, header_cb);
 	SET(CURLOPT_HEADERDATA, r);
+	SET(CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+	SET(CURLOPT_SOCKOPTDATA, r);
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, r);
 	SET(CURLOPT_BUFFERSIZE, 512L * 1024);
@@ -751,6 +793,10 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 		}
 		__atomic_add_fetch(&c->counters.requests, 1, __ATOMIC_RELAXED);
 		uint64_t got0 = r->got;
+		/* The connection kept from the last request, if any (a new
+		 * one is told by sockopt_cb). */
+		r->sock = CURL_SOCKET_BAD;
+		curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &r->sock);
 		cc = curl_easy_perform(h);
 		__atomic_add_fetch(&c->counters.bytes_up, r->sent, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&c->counters.bytes_down, r->got - got0, __ATOMIC_RELAXED);

@@ -8,15 +8,18 @@
  *
  * Upload: ckpt_save of a step of -s MiB in -f arrays (the daemon writes
  * one safetensors file per array of 16 MiB or more), from the save to
- * ckpt_wait_until_finished, against `curl -T` of one file of the same size.
+ * ckpt_wait_until_finished, against `curl -T` of one file of the same size,
+ * and against one curl moving the same bytes as -f objects (one after the
+ * other, on one connection): the same bytes in as many objects as ckptd.
  * Restore: ckpt_restore of the step (every array in the client's memory),
- * against one `curl` GET of that file.
+ * against one `curl` GET of that file, and against GETs of the -f objects.
  */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -36,7 +39,9 @@ main(int argc, char **argv)
 	ckpt_client *c = NULL;
 	ckpt_manager *m = NULL;
 	char src[HX_PATH], dst[HX_PATH], url[1024], root[256];
-	double *tu, *tc, *ru, *rc;
+	char glob[HX_PATH + 1024], dstglob[HX_PATH + 16], urlf[1024];
+	double *tu, *tc, *ru, *rc, *tf, *rf;
+	size_t gl;
 
 	while ((opt = getopt(argc, argv, "s:n:f:")) != -1) {
 		switch (opt) {
@@ -77,9 +82,31 @@ main(int argc, char **argv)
 	if (fd < 0 || write(fd, data, size) != (ssize_t)size)
 		bail_out("%s", src);
 	close(fd);
+	/* The same bytes as -f files f0 .. for curl's globs ({f0,f1,..}). */
+	gl = (size_t)snprintf(glob, sizeof glob, "%s/{", d.dir);
+	for (f = 0; f < files; f++) {
+		char part[HX_PATH + 16];
+
+		snprintf(part, sizeof part, "%s/f%d", d.dir, f);
+		fd = open(part, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || write(fd, data + (uint64_t)f * per, per) !=
+		    (ssize_t)per)
+			bail_out("%s", part);
+		close(fd);
+		gl += (size_t)snprintf(glob + gl, sizeof glob - gl, "%sf%d",
+		    f ? "," : "", f);
+	}
+	snprintf(glob + gl, sizeof glob - gl, "}");
+	snprintf(dstglob, sizeof dstglob, "%s/#1", dst);
+	if (mkdir(dst, 0700) != 0)
+		bail_out("%s", dst);
 	snprintf(url, sizeof url, "%s/%s/curl", getenv("AWS_ENDPOINT_URL"),
 	    BUCKET);
 	snprintf(root, sizeof root, "s3://%s/run", BUCKET);
+	/* GET side: {f0,..} after the prefix (the PUT side names the files,
+	 * the URL ending in '/' takes each file's name). */
+	snprintf(urlf, sizeof urlf, "%s/%s/many/%s",
+	    getenv("AWS_ENDPOINT_URL"), BUCKET, strchr(glob, '{'));
 	if ((r = ckpt_manager_open(c, root, NULL, &m)) != 0)
 		bail_out("open %s: %s", root, ckpt_client_errmsg(c));
 
@@ -87,6 +114,8 @@ main(int argc, char **argv)
 	tc = calloc((size_t)runs, sizeof *tc);
 	ru = calloc((size_t)runs, sizeof *ru);
 	rc = calloc((size_t)runs, sizeof *rc);
+	tf = calloc((size_t)runs, sizeof *tf);
+	rf = calloc((size_t)runs, sizeof *rf);
 	for (i = 0; i < runs; i++) {
 		ckpt_tree *t = ckpt_tree_new();
 		ckpt_save_args *a = ckpt_save_args_new();
@@ -114,10 +143,24 @@ main(int argc, char **argv)
 		if ((r = ckpt_restore(m, i, NULL, &res)) != 0)
 			bail_out("restore: %s", ckpt_manager_errmsg(m));
 		double t3 = benchclock_now();
-		const char *get[] = { "-o", dst, url, NULL };
+		char one[HX_PATH + 8], many[1024];
+
+		snprintf(one, sizeof one, "%s/one", dst);
+		const char *get[] = { "-o", one, url, NULL };
 		if (cephbed_curl(get) != 0)
 			bail_out("curl GET");
 		double t4 = benchclock_now();
+		snprintf(many, sizeof many, "%s/%s/many/",
+		    getenv("AWS_ENDPOINT_URL"), BUCKET);
+		const char *putf[] = { "-T", glob, "-o", "/dev/null", many,
+		    NULL };
+		if (cephbed_curl(putf) != 0)
+			bail_out("curl PUT of %d objects", files);
+		double t5 = benchclock_now();
+		const char *getf[] = { "-o", dstglob, urlf, NULL };
+		if (cephbed_curl(getf) != 0)
+			bail_out("curl GET of %d objects", files);
+		double t6 = benchclock_now();
 		ckpt_restored_free(res);
 		ckpt_tree_free(t);
 		ckpt_save_args_free(a);
@@ -125,6 +168,8 @@ main(int argc, char **argv)
 		tc[i] = t2 - t1;
 		ru[i] = t3 - t2;
 		rc[i] = t4 - t3;
+		tf[i] = t5 - t4;
+		rf[i] = t6 - t5;
 		/* Keep the bucket (and the OSD's memory) small. */
 		if (ckpt_delete(m, (uint64_t)i) != 0)
 			bail_out("delete: %s", ckpt_manager_errmsg(m));
@@ -134,19 +179,33 @@ main(int argc, char **argv)
 	double uc = mb / benchclock_median(tc, runs);
 	double g = mb / benchclock_median(ru, runs);
 	double gc = mb / benchclock_median(rc, runs);
+	double uf = mb / benchclock_median(tf, runs);
+	double gf = mb / benchclock_median(rf, runs);
 	printf("step %" PRIu64 " MiB in %d arrays, %d runs (medians)\n",
 	    size_mib, files, runs);
 	printf("upload   ckptd save -> durable        %8.1f MiB/s  ratio to "
-	    "curl %.2f\n", u, u / uc);
+	    "curl %.2f (one object), %.2f (%d objects)\n", u, u / uc, u / uf,
+	    files);
 	printf("upload   curl -T (one PUT)            %8.1f MiB/s\n", uc);
+	printf("upload   curl -T (%2d PUTs in turn)    %8.1f MiB/s\n", files,
+	    uf);
 	printf("restore  ckptd restore (in memory)    %8.1f MiB/s  ratio to "
-	    "curl %.2f\n", g, g / gc);
+	    "curl %.2f (one object), %.2f (%d objects)\n", g, g / gc, g / gf,
+	    files);
 	printf("restore  curl one GET (to a file)     %8.1f MiB/s\n", gc);
+	printf("restore  curl %2d GETs in turn (files) %8.1f MiB/s\n", files,
+	    gf);
 	ckpt_manager_close(m);
 	ckpt_disconnect(c);
 	hx_cleanup(&d);
 	s3peek_done();
 	cephbed_stop(&bed);
+	free(tu);
+	free(tc);
+	free(ru);
+	free(rc);
+	free(tf);
+	free(rf);
 	free(data);
 	return 0;
 }
