@@ -205,7 +205,7 @@ main(void)
 	if (s3peek_init(BUCKET) != 0)
 		bail_out("no bucket");
 	hx_init(&d);
-	mport = 20000 + (int)(getpid() % 20000);
+	mport = hx_free_port();
 	snprintf(mlisten, sizeof mlisten, "127.0.0.1:%d", mport);
 	d.extra[0] = "--s3-allow";
 	d.extra[1] = grant;

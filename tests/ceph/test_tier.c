@@ -658,7 +658,7 @@ give_up_then_sighup(float *w)
 	if (snprintf(tier2, sizeof tier2, "%s/tier", d2.dir) >=
 	    (int)sizeof tier2)
 		bail_out("path too long");
-	mport = 20000 + (int)((getpid() + 1) % 20000);
+	mport = hx_free_port();
 	snprintf(mlisten2, sizeof mlisten2, "127.0.0.1:%d", mport);
 	d2.extra[0] = "--s3-allow";
 	d2.extra[1] = grant;
@@ -825,7 +825,7 @@ main(void)
 		bail_out("path too long");
 	snprintf(grant, sizeof grant, "%u:s3://%s", (unsigned)getuid(),
 	    BUCKET);
-	mport = 20000 + (int)(getpid() % 20000);
+	mport = hx_free_port();
 	snprintf(mlisten, sizeof mlisten, "127.0.0.1:%d", mport);
 	d.extra[0] = "--s3-allow";
 	d.extra[1] = grant;

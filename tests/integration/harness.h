@@ -150,6 +150,9 @@ int hx_as_user(uid_t uid, gid_t gid, int (*fn)(void *arg, char *msg,
 int64_t hx_now_ms(void);
 /* Sleep ms milliseconds (restarted after signals). */
 void hx_sleep_ms(int ms);
+/* A loopback TCP port no socket holds now (the kernel's pick), for a
+ * daemon to listen on; bails out when none can be had. */
+int hx_free_port(void);
 /* The directory holding the test sources (CKPT_TEST_SRCDIR). */
 const char *hx_srcdir(void);
 

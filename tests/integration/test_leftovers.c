@@ -499,7 +499,7 @@ static void interrupted_delete(void)
 int main(void)
 {
 	hx_init(&d);
-	metrics_port = 20000 + (int)(getpid() % 20000);
+	metrics_port = hx_free_port();
 	snprintf(metrics_addr, sizeof metrics_addr, "127.0.0.1:%d",
 	    metrics_port);
 	d.extra[0] = "--metrics-listen";
