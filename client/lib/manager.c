@@ -976,7 +976,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	struct stagebuf *buf = NULL;
 	struct cowsnap *snap = NULL;
 	struct copyseg *rest = NULL;
-	size_t nrest = 0;
+	size_t nrest = 0, cow_n;
 	ckpt_client *c;
 	char err[CKPT_ERRLEN];
 	int r, composite = 0, force, bg, cow, accepted = 0;
@@ -1070,8 +1070,11 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 		/* protect the large buffers, copy the others now */
 		cow_begin(c, buf->map, b.segs, b.nseg, &snap, rest, &nrest);
 		staging_copy(buf->map, rest, nrest);
+		/* the snapshot is the thread's once started: it may end and
+		 * unmap it before bg_start returns */
+		cow_n = cow_bytes(snap);
 		if (snap != NULL && bg_start(m, &sv, &b, buf, snap) == 0) {
-			m->cow_bytes = cow_bytes(snap);
+			m->cow_bytes = cow_n;
 			accepted = 1;
 			goto out;
 		}

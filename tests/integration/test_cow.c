@@ -351,6 +351,60 @@ static void test_off(ckpt_client *c, const char *root)
 	unsetenv("CKPT_COW_SAVE");
 }
 
+/*
+ * Many small snapshot saves in a row: a snapshot of one buffer is copied
+ * and unmapped by the background thread at once, often before ckpt_save
+ * returns, so ckpt_save must not read it once it handed it over. Each
+ * step holds the value written just before its save, never the one
+ * written right after.
+ */
+static void test_many_small(ckpt_client *c, const char *root)
+{
+	enum { NSAVE = 200 };
+	size_t n = 2u << 20;
+	unsigned char *p = malloc(n);
+	ckpt_options *o = ckpt_options_new();
+	ckpt_manager *m = NULL;
+	ckpt_restored *res = NULL;
+	const ckpt_tree *rt;
+	ckpt_leaf lf;
+	long li;
+	int64_t shape[1] = { (int64_t)n };
+	int i, saved, fails = 0, taken = 0;
+
+	if (p == NULL || o == NULL)
+		bail_out("out of memory");
+	ckpt_options_set_max_to_keep(o, 2);
+	is_int(ckpt_manager_open(c, root, o, &m), 0, "open %s", root);
+	for (i = 0; i < NSAVE; i++) {
+		ckpt_tree *t = ckpt_tree_new();
+
+		memset(p, i & 0xff, n);
+		ckpt_tree_add_array(t, "a", CKPT_U8, 1, shape, p, n);
+		saved = 0;
+		if (cow_save(m, (uint64_t)i, t, &saved) != 0 || !saved)
+			fails++;
+		taken += ckpt_manager_cow_bytes(m) == n;
+		memset(p, 0xee, n);     /* after the save: not in the step */
+		ckpt_tree_free(t);
+	}
+	is_int(fails, 0, "%d snapshot saves in a row, each taken", NSAVE);
+	ok(taken > NSAVE / 2, "... copy-on-write (%d of %d)", taken, NSAVE);
+	is_int(ckpt_wait_until_finished(m), 0, "wait_until_finished");
+	is_int(ckpt_restore(m, NSAVE - 1, NULL, &res), 0, "restore the last");
+	rt = res != NULL ? ckpt_restored_item_tree(res, 0) : NULL;
+	li = rt != NULL ? ckpt_tree_find(rt, "a") : -1;
+	ok(li >= 0 && ckpt_tree_leaf(rt, (size_t)li, &lf) == 0 &&
+	    lf.nbytes == n && memchr(lf.data, 0xee, n) == NULL &&
+	    ((const unsigned char *)lf.data)[0] == ((NSAVE - 1) & 0xff) &&
+	    ((const unsigned char *)lf.data)[n - 1] == ((NSAVE - 1) & 0xff),
+	    "... it holds the bytes at its save");
+	ckpt_restored_free(res);
+	ckpt_manager_close(m);
+	ckpt_options_free(o);
+	free(p);
+}
+
 struct as_user {
 	char sock[HX_PATH];
 	char root[HX_PATH];
@@ -460,6 +514,7 @@ int main(void)
 		bail_out("connect");
 	test_snapshot(c, hx_path(&d, root, "snap"));
 	test_disconnect_right_after(hx_path(&d, root, "disc"));
+	test_many_small(c, hx_path(&d, root, "many"));
 	test_off(c, hx_path(&d, root, "off"));
 	ckpt_disconnect(c);
 	test_second_user();
