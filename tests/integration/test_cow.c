@@ -389,7 +389,12 @@ static void test_many_small(ckpt_client *c, const char *root)
 		ckpt_tree_free(t);
 	}
 	is_int(fails, 0, "%d snapshot saves in a row, each taken", NSAVE);
-	ok(taken > NSAVE / 2, "... copy-on-write (%d of %d)", taken, NSAVE);
+	if (ckpt_cow_available())
+		ok(taken > NSAVE / 2, "... copy-on-write (%d of %d)", taken,
+		    NSAVE);
+	else
+		is_int(taken, 0, "... copied before returning (no snapshots "
+		    "here)");
 	is_int(ckpt_wait_until_finished(m), 0, "wait_until_finished");
 	is_int(ckpt_restore(m, NSAVE - 1, NULL, &res), 0, "restore the last");
 	rt = res != NULL ? ckpt_restored_item_tree(res, 0) : NULL;
