@@ -1160,12 +1160,141 @@ reopen_live(ckpt_client *c, struct ckpt_manager *m, char *err, size_t len)
 	return 0;
 }
 
+/* Give req its id (a new one when fresh or it has none) and the manager's
+ * id on the current connection; register p to receive its Response
+ * (c->lock held). Returns the connection's generation. */
+static uint64_t
+pending_add(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
+    struct pending *p, int fresh)
+{
+	protobuf_c_boolean *has_mgr = NULL;
+	uint64_t *mgr_field = req_manager_field(req, &has_mgr);
+
+	if (fresh || req->id == 0)
+		req->id = ++c->next_id;
+	req->has_id = 1;
+	if (m != NULL && mgr_field != NULL) {
+		*mgr_field = m->id;     /* new after a reconnect */
+		if (has_mgr != NULL)
+			*has_mgr = 1;
+	}
+	p->id = req->id;
+	p->done = 0;
+	p->next = c->pending;
+	c->pending = p;
+	return c->gen;
+}
+
+/* Unlink p from the requests waiting for a Response (c->lock held). */
+static void
+pending_unlink(ckpt_client *c, struct pending *p)
+{
+	struct pending **pp;
+
+	for (pp = &c->pending; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+}
+
+/* Send req on the connection of generation gen, unless the reader has
+ * replaced it since; a send that breaks the socket hands it to the
+ * reader. */
+static int
+send_on(ckpt_client *c, uint64_t gen, Ckpt__Request *req, const int *fds,
+    size_t nfds, char *err, size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&c->send_lock);
+	if (c->gen == gen && c->fd >= 0) {
+		r = wire_send(c->fd, &req->base, fds, nfds, err, errlen);
+		if (r == CKPT_ECONN)
+			shutdown(c->fd, SHUT_RDWR);     /* the reader takes over */
+	} else {
+		snprintf(err, errlen, "connection to ckptd lost");
+		r = CKPT_ECONN;
+	}
+	pthread_mutex_unlock(&c->send_lock);
+	return r;
+}
+
+static void
+pending_free(struct pending *p)
+{
+	if (p->resp != NULL)
+		ckpt__response__free_unpacked(p->resp, NULL);
+	close_fds(p->fds, p->nfds);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+}
+
+struct pending *
+cl_ask(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req)
+{
+	struct pending *p;
+	protobuf_c_boolean *has_mgr = NULL;
+	char err[CKPT_ERRLEN];
+	uint64_t gen;
+	int named = m != NULL && req_manager_field(req, &has_mgr) != NULL;
+
+	if ((p = calloc(1, sizeof *p)) == NULL)
+		return NULL;
+	pthread_cond_init(&p->cond, NULL);
+	pthread_mutex_lock(&c->lock);
+	if (c->reconnecting || c->broken ||
+	    (named && m->open_pb != NULL && m->gen != c->gen)) {
+		pthread_mutex_unlock(&c->lock);
+		pending_free(p);
+		return NULL;
+	}
+	gen = pending_add(c, m, req, p, 1);
+	pthread_mutex_unlock(&c->lock);
+	if (send_on(c, gen, req, NULL, 0, err, sizeof err) != 0) {
+		pthread_mutex_lock(&c->lock);
+		pending_unlink(c, p);
+		pthread_mutex_unlock(&c->lock);
+		pending_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+int
+cl_answer(ckpt_client *c, struct ckpt_manager *m, struct pending *p,
+    Ckpt__Response **resp)
+{
+	int code;
+
+	*resp = NULL;
+	pthread_mutex_lock(&c->lock);
+	while (!p->done)
+		pthread_cond_wait(&p->cond, &c->lock);
+	pending_unlink(c, p);
+	pthread_mutex_unlock(&c->lock);
+	if (p->resp == NULL) {
+		pending_free(p);
+		return CKPT_ECONN;
+	}
+	if (p->resp->code != 0) {
+		code = resp_code(p->resp);
+		cl_fail(c, m, code, "%s", resp_msg(p->resp));
+		pending_free(p);
+		return code;
+	}
+	*resp = p->resp;
+	p->resp = NULL;
+	pending_free(p);
+	return 0;
+}
+
 int
 cl_call(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
     const int *fds, size_t nfds, Ckpt__Response **resp, int *rfds,
     size_t *nrfds)
 {
-	struct pending *p, **pp;
+	struct pending *p;
 	struct inflight *save = NULL;
 	protobuf_c_boolean *has_mgr = NULL;
 	uint64_t *mgr_field, gen = 0;
@@ -1223,42 +1352,17 @@ again:
 			goto fail;
 		goto again;
 	}
-	if (tries > 0 || req->id == 0)
-		req->id = ++c->next_id;
-	req->has_id = 1;
-	if (m != NULL && mgr_field != NULL) {
-		*mgr_field = m->id;     /* new after a reconnect */
-		if (has_mgr != NULL)
-			*has_mgr = 1;
-	}
+	gen = pending_add(c, m, req, p, tries > 0);
 	if (is_save)
 		save = save_track(c, req);
-	p->id = req->id;
-	p->done = 0;
-	p->next = c->pending;
-	c->pending = p;
-	gen = c->gen;
 	pthread_mutex_unlock(&c->lock);
 
-	pthread_mutex_lock(&c->send_lock);
-	if (c->gen == gen && c->fd >= 0) {
-		r = wire_send(c->fd, &req->base, fds, nfds, err, sizeof err);
-		if (r == CKPT_ECONN)
-			shutdown(c->fd, SHUT_RDWR);     /* the reader takes over */
-	} else {
-		snprintf(err, sizeof err, "connection to ckptd lost");
-		r = CKPT_ECONN;
-	}
-	pthread_mutex_unlock(&c->send_lock);
+	r = send_on(c, gen, req, fds, nfds, err, sizeof err);
 
 	pthread_mutex_lock(&c->lock);
 	while (r == 0 && !p->done)
 		pthread_cond_wait(&p->cond, &c->lock);
-	for (pp = &c->pending; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == p) {
-			*pp = p->next;
-			break;
-		}
+	pending_unlink(c, p);
 	if (r == 0 && p->resp == NULL) {
 		snprintf(err, sizeof err, "%s", c->broken_msg);
 		r = CKPT_ECONN;
@@ -1299,11 +1403,7 @@ settled:
 	return 0;
 
 fail:
-	if (p->resp != NULL)
-		ckpt__response__free_unpacked(p->resp, NULL);
-	close_fds(p->fds, p->nfds);
-	pthread_cond_destroy(&p->cond);
-	free(p);
+	pending_free(p);
 	return cl_fail(c, m, r, "%s", err);
 }
 

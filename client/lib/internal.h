@@ -381,6 +381,11 @@ struct ckpt_manager {
 	int bg_done;                /* its thread has ended its work */
 	pthread_t bg_thread;
 	size_t cow_bytes;           /* of the last save, taken copy-on-write */
+	/* ckpt_save_ask_early: the decision asked for step early_step at
+	 * early_ts, answered in that save (the saving thread's) */
+	struct pending *early;
+	uint64_t early_step;
+	int64_t early_ts;
 	struct ckpt_manager *next;
 };
 
@@ -396,6 +401,19 @@ int cl_fail(ckpt_client *c, struct ckpt_manager *m, int code,
 int cl_call(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
     const int *fds, size_t nfds, Ckpt__Response **resp, int *rfds,
     size_t *nrfds);
+/*
+ * A request sent now whose Response is taken later with cl_answer, so that
+ * the caller's own work overlaps the daemon's (req->id is assigned). NULL
+ * when it could not be sent (reconnecting, broken, out of memory): nothing
+ * is retried, the caller asks with cl_rpc instead. Not for saves.
+ */
+struct pending *cl_ask(ckpt_client *c, struct ckpt_manager *m,
+    Ckpt__Request *req);
+/* Wait for the Response to cl_ask's request and free p: as cl_rpc, except
+ * that a connection lost first is CKPT_ECONN with no message set (the
+ * caller asks again). */
+int cl_answer(ckpt_client *c, struct ckpt_manager *m, struct pending *p,
+    Ckpt__Response **resp);
 /* cl_call, then turn a nonzero Response.code into a failure with the
  * daemon's message; the Response is freed on failure. */
 int cl_rpc(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,

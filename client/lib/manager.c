@@ -56,6 +56,9 @@ struct ckpt_save_args {
 static int should_save_fn_at(struct ckpt_manager *, uint64_t, int *);
 static int should_save_at(struct ckpt_manager *, uint64_t, int64_t, int,
     int *);
+static void early_drop(struct ckpt_manager *);
+static int save_decided(ckpt_manager *, uint64_t, const ckpt_save_args *,
+    int *);
 
 CKPT_API ckpt_save_args *
 ckpt_save_args_new(void)
@@ -524,6 +527,7 @@ ckpt_manager_close(ckpt_manager *m)
 	if (m == NULL)
 		return 0;
 	c = m->c;
+	early_drop(m);
 	mgr_wait_local(m);
 	pthread_mutex_lock(&c->lock);
 	code = err_take_locked(m, msg, sizeof msg);
@@ -967,8 +971,105 @@ bg_start(struct ckpt_manager *m, Ckpt__Save *sv, struct savebuild *b,
 	return 0;
 }
 
+/* ---- the save decision, asked early ------------------------------------------------ */
+
+static Ckpt__Request *
+should_save_req(struct ckpt_manager *m, uint64_t step, int64_t ts,
+    int preempted, Ckpt__Request *req, Ckpt__ShouldSave *ss)
+{
+	ss->has_manager = 1;
+	ss->manager = m->id;
+	ss->has_step = 1;
+	ss->step = step;
+	if (ts != 0) {
+		ss->has_timestamp_ns = 1;
+		ss->timestamp_ns = ts;
+	}
+	if (preempted) {
+		ss->has_preempted = 1;
+		ss->preempted = 1;
+	}
+	req->op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
+	req->should_save = ss;
+	return req;
+}
+
+CKPT_API int
+ckpt_save_ask_early(ckpt_manager *m, uint64_t step, int64_t timestamp_ns)
+{
+	Ckpt__Request req = CKPT__REQUEST__INIT;
+	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+
+	MGR_CHECK(m);
+	early_drop(m);
+	if (m->should_save_fn != NULL || m->read_only || !m->async)
+		return 0;
+	/* the previous save reaches the daemon before anything is decided */
+	cl_join_bg(m);
+	m->early = cl_ask(m->c, m, should_save_req(m, step, timestamp_ns, 0,
+	    &req, &ss));
+	m->early_step = step;
+	m->early_ts = timestamp_ns;
+	return 0;
+}
+
+/* Forget the early decision, if any (its answer is read and dropped). */
+static void
+early_drop(struct ckpt_manager *m)
+{
+	Ckpt__Response *resp;
+
+	if (m->early == NULL)
+		return;
+	if (cl_answer(m->c, NULL, m->early, &resp) == 0)
+		ckpt__response__free_unpacked(resp, NULL);
+	m->early = NULL;
+}
+
+/* should_save_at, answered by the early request when it asked the same. */
+static int
+decide(struct ckpt_manager *m, uint64_t step, int64_t ts, int preempted,
+    int *out)
+{
+	Ckpt__Response *resp;
+	struct pending *p = m->early;
+	int r;
+
+	m->early = NULL;
+	if (p != NULL && m->early_step == step && m->early_ts == ts &&
+	    !preempted) {
+		r = cl_answer(m->c, m, p, &resp);
+		if (r == 0 && resp->body_case != CKPT__RESPONSE__BODY_SHOULD_SAVE)
+			return unexpected(m, resp, "should_save");
+		if (r == 0) {
+			*out = resp->should_save->should != 0;
+			ckpt__response__free_unpacked(resp, NULL);
+			return 0;
+		}
+		if (r != CKPT_ECONN)
+			return r;
+		/* lost with the connection: ask on the new one */
+	} else if (p != NULL) {
+		m->early = p;
+		early_drop(m);
+	}
+	return should_save_at(m, step, ts, preempted, out);
+}
+
 CKPT_API int
 ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
+    int *saved)
+{
+	int r;
+
+	MGR_CHECK(m);
+	r = save_decided(m, step, a, saved);
+	early_drop(m);          /* a save that did not need it */
+	return r;
+}
+
+static int
+save_decided(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
     int *saved)
 {
 	Ckpt__Save sv = CKPT__SAVE__INIT;
@@ -1029,8 +1130,7 @@ ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
 	if (!force && (bg || r || ckpt_is_saving_in_progress(m))) {
 		int want = 1;
 
-		if ((r = should_save_at(m, step, a->ts, a->preempted,
-		    &want)) != 0)
+		if ((r = decide(m, step, a->ts, a->preempted, &want)) != 0)
 			return r;
 		if (!want)
 			return 0;
@@ -1217,21 +1317,8 @@ should_save_at(struct ckpt_manager *m, uint64_t step, int64_t ts,
 	Ckpt__Response *resp;
 	int r;
 
-	ss.has_manager = 1;
-	ss.manager = m->id;
-	ss.has_step = 1;
-	ss.step = step;
-	if (ts != 0) {
-		ss.has_timestamp_ns = 1;
-		ss.timestamp_ns = ts;
-	}
-	if (preempted) {
-		ss.has_preempted = 1;
-		ss.preempted = 1;
-	}
-	req.op_case = CKPT__REQUEST__OP_SHOULD_SAVE;
-	req.should_save = &ss;
-	if ((r = cl_rpc(m->c, m, &req, &resp)) != 0)
+	if ((r = cl_rpc(m->c, m, should_save_req(m, step, ts, preempted, &req,
+	    &ss), &resp)) != 0)
 		return r;
 	if (resp->body_case != CKPT__RESPONSE__BODY_SHOULD_SAVE)
 		return unexpected(m, resp, "should_save");

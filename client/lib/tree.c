@@ -616,6 +616,35 @@ inval:
 }
 
 CKPT_API int
+ckpt_tree_add_arrays_pieces_k(ckpt_tree *t, const ckpt_array_spec *specs,
+    size_t n, const ckpt_piece *pieces, size_t *failed)
+{
+	const ckpt_array_spec *sp;
+	size_t i;
+	int r;
+
+	if (failed != NULL)
+		*failed = 0;
+	if (t == NULL || (n > 0 && specs == NULL))
+		return CKPT_EINVAL;
+	for (i = 0; i < n; i++) {
+		sp = &specs[i];
+		r = ckpt_tree_add_array_pieces_k(t, sp->path, sp->depth,
+		    (ckpt_dtype)sp->dtype, sp->ndim, sp->shape,
+		    sp->npieces > 0 && pieces != NULL ? pieces + sp->first : NULL,
+		    sp->npieces);
+		if (r == 0 && sp->tag != NULL)
+			r = ckpt_tree_set_tag(t, sp->tag);
+		if (r != 0) {
+			if (failed != NULL)
+				*failed = i;
+			return r;
+		}
+	}
+	return 0;
+}
+
+CKPT_API int
 ckpt_tree_add_array(ckpt_tree *t, const char *path, ckpt_dtype dtype,
     int ndim, const int64_t *shape, const void *data, size_t nbytes)
 {

@@ -11,8 +11,8 @@ One JSON line per part, the median over --reps repetitions (ms):
             decline a donation while the background copy reads it)
   pointers  the address of each shard buffer
   prepare   every leaf prepared (plan lookup, exports, addresses)
-  tree      the prepared leaves handed to libckpt (one pieces table, one
-            call per leaf)
+  tree      the prepared leaves handed to libckpt (one pieces table and
+            one call for the tree's jax leaves)
   total     prepare and tree: what save() spends in Python before it asks
             ckptd (tests/bench/vs_orbax.py gives the whole save blocking)
 """
@@ -54,12 +54,10 @@ def main():
     state = {'layer%02d' % i: jax.device_put(
         np.ones(each // 4, np.float32).reshape(8, -1), sh)
         for i in range(o.arrays)}
-    paths = [((_lib.KEY_DICT, k),) for k in state]
     arrays = list(state.values())
 
     def prepare():
-        return [q for path, x in zip(paths, arrays)
-                for q in _tree.prepare_leaves(path, x)]
+        return _tree.prepare_tree(state)
 
     prepared = prepare()
 

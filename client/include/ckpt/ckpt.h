@@ -221,6 +221,29 @@ typedef struct ckpt_piece {
 int ckpt_tree_add_array_pieces_k(ckpt_tree *t, const ckpt_key *path,
     size_t depth, ckpt_dtype dtype, int ndim, const int64_t *shape,
     const ckpt_piece *pieces, size_t npieces);
+/*
+ * Many such leaves in one call, for bindings that hand a whole tree of
+ * device arrays at every save: spec i is added as ckpt_tree_add_array_
+ * pieces_k(t, path, depth, dtype, ndim, shape, pieces + first, npieces)
+ * followed by ckpt_tree_set_tag(t, tag) when tag is not NULL, in order.
+ * On an error the leaves of the specs before stay added, *failed (when
+ * not NULL) is the index of the spec that failed, and the error is that
+ * call's. Every field is 8 bytes wide (dtype and ndim share one), so
+ * that a binding can lay the specs out as a table of 64-bit words.
+ */
+typedef struct ckpt_array_spec {
+	const ckpt_key *path;
+	size_t depth;
+	int32_t dtype;            /* a ckpt_dtype */
+	int32_t ndim;
+	const int64_t *shape;     /* ndim elements */
+	size_t first;             /* index of its first piece in `pieces` */
+	size_t npieces;
+	const char *tag;          /* NULL: no tag */
+} ckpt_array_spec;
+
+int ckpt_tree_add_arrays_pieces_k(ckpt_tree *t, const ckpt_array_spec *specs,
+    size_t n, const ckpt_piece *pieces, size_t *failed);
 /* Scalars and empty containers by key path: kind is one of CKPT_LEAF_INT,
  * _FLOAT, _BOOL, _STR, _NONE, _EMPTY_DICT, _EMPTY_LIST, _EMPTY_TUPLE; the
  * value is taken from i, f, b or s accordingly (s is copied). */
@@ -617,6 +640,18 @@ size_t ckpt_manager_cow_bytes(const ckpt_manager *m);
  */
 int ckpt_save(ckpt_manager *m, uint64_t step, const ckpt_save_args *a,
     int *saved);
+/*
+ * Ask ckptd now whether `step` is to be saved, for the ckpt_save of that
+ * step that follows with timestamp_ns as its ckpt_save_args_set_timestamp
+ * (0: none): that save takes the answer instead of asking then, so the
+ * daemon decides while the caller builds the save's tree. Only a save
+ * copied after it returns asks (background and copy-on-write saves); for
+ * any other save, or another step, the answer is dropped. Waits for the
+ * manager's background save first, as ckpt_save does. Does nothing for a
+ * manager with a should_save_fn (decided here), read-only or with async
+ * off. A request that cannot be sent is not an error: the save asks.
+ */
+int ckpt_save_ask_early(ckpt_manager *m, uint64_t step, int64_t timestamp_ns);
 /* Block until every save of this manager is durable; returns the error of a
  * failed one. Thread-safe. As Orbax, each thread is told of a failed save
  * once (by this, ckpt_check_for_errors, ckpt_save or ckpt_manager_close);

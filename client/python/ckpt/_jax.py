@@ -32,6 +32,7 @@ no addressable shards, as jax.make_array_from_callback gives there.
 """
 
 import ctypes
+import operator
 import sys
 
 import numpy as np
@@ -140,11 +141,17 @@ def loaded():
     return _jax() is not None
 
 
+ARRAY_TYPES = set()     # the classes is_array found concrete arrays of
+
+
 def is_array(x):
     """True for a concrete jax.Array (not a tracer)."""
     jax = _jax()
-    return jax is not None and isinstance(x, jax.Array) and hasattr(
-        x, 'addressable_shards')
+    if jax is not None and isinstance(x, jax.Array) and hasattr(
+            x, 'addressable_shards'):
+        ARRAY_TYPES.add(type(x))
+        return True
+    return False
 
 
 def is_target(x):
@@ -216,17 +223,20 @@ class _Plan:
     address is added, nbytes: three uint64, the layout of a ckpt_piece
     on the 64-bit platforms PIECES_AS_TABLE checks), grouped by distinct
     shard; counts: the number of runs of each distinct shard."""
-    __slots__ = ('nbufs', 'pos', 'table', 'counts', 'runs', 'export')
+    __slots__ = ('nbufs', 'pos', 'every', 'table', 'counts', 'runs',
+                 'export', 'spec')
 
     def __init__(self, nbufs, layout):
         self.nbufs = nbufs
         self.pos = tuple(p for p, _ in layout)
+        self.every = self.pos == tuple(range(nbufs))   # no replicas
         self.runs = [r for _, r in layout]
         self.counts = np.array([len(r) for r in self.runs], np.intp)
         self.table = np.array([(off, src, n) for r in self.runs
                                for off, src, n in r],
                               np.uint64).reshape(-1, 3)
         self.export = None      # how buffers become views, see shard_buffers
+        self.spec = None        # the leaf's ckpt_array_spec words, see _tree
 
 
 # ckpt_piece is {uint64_t offset; const void *data; size_t nbytes}
@@ -269,12 +279,13 @@ def _layout(x, shape, dtype):
     return out
 
 
+_c_contiguous = operator.attrgetter('c_contiguous')
+_pointer = operator.methodcaller('unsafe_buffer_pointer')
+
+
 def _export_mv(bufs):
-    views = [memoryview(b) for b in bufs]
-    for v in views:
-        if not v.c_contiguous:
-            return None
-    return views
+    views = list(map(memoryview, bufs))
+    return views if all(map(_c_contiguous, views)) else None
 
 
 def _export_np(bufs):
@@ -302,19 +313,38 @@ def shard_buffers(x):
     plan = _layout(x, x.shape, x.dtype)
     if plan is None or not PIECES_AS_TABLE:
         return None
+    return _buffers(plan, x)
+
+
+def known_shard_buffers(x):
+    """shard_buffers(x) for a layout a save has seen whole before (its
+    plan has its spec, see _tree._jax_spec), with nothing else asked of
+    x: the path of a tree saved at every step. None otherwise, and the
+    caller takes the full path. (A plan exists only for a fully
+    addressable sharding, so x's is.)"""
+    try:
+        plan = _layouts.get((x.sharding, x.shape, x.dtype))
+    except TypeError:           # a sharding that cannot be hashed
+        return None
+    if plan is None or plan.spec is None:
+        return None
+    return _buffers(plan, x)
+
+
+def _buffers(plan, x):
     # x._arrays: the per-device arrays in addressable_shards' order,
     # without building the Shard objects (jax's own accessor otherwise)
     bufs = getattr(x, '_arrays', None)
-    if not isinstance(bufs, list) or len(bufs) != plan.nbufs:
+    if type(bufs) is not list or len(bufs) != plan.nbufs:
         bufs = [s.data for s in x.addressable_shards]
-    sel = [bufs[p] for p in plan.pos]
+    sel = bufs if plan.every else [bufs[p] for p in plan.pos]
     try:
         if plan.export is None:
             return _first_export(plan, sel)
         views = plan.export(sel)
         if views is None:
             return None
-        bases = [b.unsafe_buffer_pointer() for b in sel]
+        bases = list(map(_pointer, sel))
     except (TypeError, ValueError, AttributeError, BufferError):
         return None
     return plan, views, bases

@@ -98,6 +98,14 @@ class Piece(ctypes.Structure):
                 ('nbytes', c_size_t)]
 
 
+class ArraySpec(ctypes.Structure):
+    """ckpt_array_spec: seven 64-bit words (dtype and ndim share one)."""
+    _fields_ = [('path', c_void_p), ('depth', c_size_t),
+                ('dtype', ctypes.c_int32), ('ndim', ctypes.c_int32),
+                ('shape', c_void_p), ('first', c_size_t),
+                ('npieces', c_size_t), ('tag', c_void_p)]
+
+
 class Leaf(ctypes.Structure):
     _fields_ = [
         ('kind', c_int),
@@ -170,6 +178,8 @@ _PROTOS = [
     ('ckpt_tree_add_array_pieces_k', c_int,
      [c_void_p, POINTER(Key), c_size_t, c_int, c_int, POINTER(c_int64),
       POINTER(Piece), c_size_t]),
+    ('ckpt_tree_add_arrays_pieces_k', c_int,
+     [c_void_p, c_void_p, c_size_t, c_void_p, POINTER(c_size_t)]),
     ('ckpt_tree_add_scalar_k', c_int,
      [c_void_p, POINTER(Key), c_size_t, c_int, c_int64, c_double, c_int,
       c_char_p]),
@@ -255,6 +265,7 @@ _PROTOS = [
     ('ckpt_cow_available', c_int, []),
     ('ckpt_manager_cow_bytes', c_size_t, [c_void_p]),
     ('ckpt_save', c_int, [c_void_p, c_uint64, c_void_p, POINTER(c_int)]),
+    ('ckpt_save_ask_early', c_int, [c_void_p, c_uint64, c_int64]),
     ('ckpt_wait_until_finished', c_int, [c_void_p]),
     ('ckpt_check_for_errors', c_int, [c_void_p]),
     ('ckpt_is_saving_in_progress', c_int, [c_void_p]),

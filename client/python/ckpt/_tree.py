@@ -4,8 +4,6 @@ or a JSON-like scalar; anything else is refused before anything is sent."""
 import ctypes
 from collections.abc import Mapping
 
-import math
-
 import numpy as np
 
 from ckpt import _jax
@@ -220,8 +218,7 @@ def _shape_array(shape):
 class _Prepared:
     """One leaf converted to what libckpt needs; holds the memory."""
     __slots__ = ('path', 'kind', 'dtype', 'shape', 'addr', 'nbytes', 'keep',
-                 'i', 'f', 'b', 's', 'tag', 'gshape', 'offsets',
-                 'pieces')
+                 'i', 'f', 'b', 's', 'tag', 'gshape', 'offsets')
 
     def __init__(self, path, kind):
         self.path = path
@@ -238,7 +235,6 @@ class _Prepared:
         self.tag = None
         self.gshape = None      # pieces: the global shape and offsets
         self.offsets = None
-        self.pieces = None      # (_jax plan, buffer addresses) instead of addr
 
 
 def _ck_dtype(dt, path):
@@ -356,7 +352,6 @@ def _prep_jax_global(path, x):
 
 
 def _prep_jax(path, x):
-    dt = x.dtype
     # a replicated array spanning processes: this process's copy (its
     # local shards need not hold replica 0)
     got = _jax.shard_buffers(x) if np.little_endian and \
@@ -365,14 +360,35 @@ def _prep_jax(path, x):
         return _prep_numpy(path, _jax.host_array(x, path_name(path)
                                                  or 'item'),
                            _jax.sharding_tag(x))
-    p = _Prepared(path, L.LEAF_ARRAY)
-    p.dtype = _ck_dtype(dt, path)
-    p.shape = x.shape
-    p.nbytes = math.prod(p.shape) * dt.itemsize
-    plan, p.keep, bases = got
-    p.pieces = (plan, bases)
-    p.tag = _jax.sharding_tag(x)
-    return p
+    plan, views, bases = got
+    if plan.spec is None:
+        plan.spec = _jax_spec(path, x)
+    return _JaxLeaf(path, plan, views, bases)
+
+
+class _JaxLeaf:
+    """A jax.Array leaf handed as the pieces of its shard buffers: the
+    plan of its layout (with its spec), the buffers' views (kept until
+    the background copy is done) and their addresses."""
+    __slots__ = ('path', 'plan', 'views', 'bases')
+
+    def __init__(self, path, plan, views, bases):
+        self.path = path
+        self.plan = plan
+        self.views = views
+        self.bases = bases
+
+
+def _jax_spec(path, x):
+    """The words of a ckpt_array_spec that depend only on the layout of x
+    (its plan's key: sharding, shape, dtype): dtype and ndim, shape,
+    number of pieces, tag; plus the ctypes objects they point into."""
+    ck = _ck_dtype(x.dtype, path)
+    shape = _shape_array(tuple(int(d) for d in x.shape))
+    tag = ctypes.create_string_buffer(_jax.sharding_tag(x).encode())
+    ndim = len(x.shape)
+    return ((ck & 0xffffffff) | (ndim << 32), ctypes.addressof(shape),
+            ctypes.addressof(tag), (shape, tag))
 
 
 def immutable(keeps):
@@ -454,9 +470,21 @@ def build_tree(item, what='item'):
             'single array' % (type(item).__name__, what))
     if not item:
         raise ValueError('Found empty item.')
-    leaves = [lf for p, x in flatten(item, what)
-              for lf in prepare_leaves(p, x)]
-    return _tree_from_prepared(leaves)
+    return _tree_from_prepared(prepare_tree(item, what))
+
+
+def prepare_tree(item, what='item'):
+    """Every leaf of item prepared for libckpt, in order."""
+    leaves = []
+    for p, x in flatten(item, what):
+        # a jax.Array of a layout saved before: its buffers at once
+        got = _jax.known_shard_buffers(x) if type(x) in _jax.ARRAY_TYPES \
+            else None
+        if got is not None:
+            leaves.append(_JaxLeaf(p, *got))
+        else:
+            leaves.extend(prepare_leaves(p, x))
+    return leaves
 
 
 def build_array_tree(arr):
@@ -467,14 +495,13 @@ def build_array_tree(arr):
     if is_shards(arr):
         return _tree_from_prepared(prepare_pieces(path, arr))
     leaf = prepare_leaf(path, arr)
-    if leaf.kind != L.LEAF_ARRAY:
+    if type(leaf) is not _JaxLeaf and leaf.kind != L.LEAF_ARRAY:
         raise TypeError('ArraySave expects an array, got %s'
                         % type(arr).__name__)
     return _tree_from_prepared([leaf])
 
 
 _keys_cache = {}     # path -> (ctypes Key array, depth)
-_shapes_cache = {}   # shape -> ctypes int64 array
 _CACHE_MAX = 1 << 14
 
 
@@ -492,78 +519,77 @@ def _cached(cache, key, make):
     return v
 
 
-_add_pieces_raw = None
-
-
-def _add_pieces_fn(lib):
-    """ckpt_tree_add_array_pieces_k taking the pieces as an address (a row
-    range of a numpy table) instead of a ctypes array."""
-    global _add_pieces_raw
-    if _add_pieces_raw is None:
-        proto = ctypes.CFUNCTYPE(
-            ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(L.Key),
-            ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-            ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p,
-            ctypes.c_size_t)
-        _add_pieces_raw = proto(ctypes.cast(
-            lib.ckpt_tree_add_array_pieces_k, ctypes.c_void_p).value)
-    return _add_pieces_raw
-
-
 def _tree_from_prepared(leaves):
     lib = L.lib()
-    # the pieces of every jax leaf in one table (see _jax.pieces_table)
-    jl = [p.pieces for p in leaves if p.pieces is not None]
-    if jl:
-        table = _jax.pieces_table(jl)
-        row = table.ctypes.data
-        add_pieces = _add_pieces_fn(lib)
     t = lib.ckpt_tree_new()
     if not t:
         raise MemoryError('ckpt_tree_new')
-    keep = []   # libckpt copies the table's rows; their buffers are kept
+    keep = []   # libckpt copies the tables' rows; their buffers are kept
     try:
-        for p in leaves:
-            keys, n = _cached(_keys_cache, p.path, _keys_array)
-            if p.kind == L.LEAF_ARRAY and p.gshape is not None:
-                rc = lib.ckpt_tree_add_piece_k(
-                    t, keys, n, p.dtype, len(p.shape),
-                    _shape_array(p.gshape), _shape_array(p.offsets),
-                    _shape_array(p.shape), p.addr, p.nbytes)
-                # a piece of a jax.Array is an immutable view
-                keep.append(_Views([p.keep]) if _jax.is_tag(p.tag)
-                            else p.keep)
-                if rc == L.CKPT_EMISMATCH:
-                    raise ValueError(
-                        'pieces of %s overlap or disagree on dtype or '
-                        'global shape' % (path_name(p.path) or 'item'))
-            elif p.kind == L.LEAF_ARRAY and p.pieces is not None:
-                shp = _cached(_shapes_cache, p.shape, _shape_array)
-                npc = len(p.pieces[0].table)
-                rc = add_pieces(t, keys, n, p.dtype, len(p.shape), shp,
-                                row, npc)
-                row += npc * 24         # sizeof(ckpt_piece)
-                keep.append(_Views(p.keep))
-            elif p.kind == L.LEAF_ARRAY:
-                shp = _shape_array(p.shape)
-                rc = lib.ckpt_tree_add_array_k(
-                    t, keys, n, p.dtype, len(p.shape), shp, p.addr, p.nbytes)
-                # a jax.Array's host copy or view is immutable too
-                keep.append(_Views([p.keep]) if _jax.is_tag(p.tag)
-                            else p.keep)
-            else:
-                rc = lib.ckpt_tree_add_scalar_k(
-                    t, keys, n, p.kind, p.i, p.f, p.b, p.s)
-            L.check_plain(rc, 'cannot add leaf %s' % (path_name(p.path)
-                                                      or 'item'))
-            if p.tag:
-                L.check_plain(lib.ckpt_tree_set_tag(
-                    t, _cached(_tags_cache, p.tag, str.encode)),
-                    'cannot tag leaf')
+        i, n = 0, len(leaves)
+        while i < n:
+            if type(leaves[i]) is _JaxLeaf:
+                j = i + 1
+                while j < n and type(leaves[j]) is _JaxLeaf:
+                    j += 1
+                _add_jax_leaves(lib, t, leaves[i:j], keep)
+                i = j
+                continue
+            _add_prepared(lib, t, leaves[i], keep)
+            i += 1
     except BaseException:
         lib.ckpt_tree_free(t)
         raise
     return t, keep
+
+
+def _add_jax_leaves(lib, t, run, keep):
+    """Consecutive jax leaves: their pieces in one table (_jax.pieces_
+    table), added by one call that takes a spec per leaf."""
+    table = _jax.pieces_table([(p.plan, p.bases) for p in run])
+    # the views hold the buffers (jax declines to donate them)
+    keep.append(_Views([v for p in run for v in p.views]))
+    keys = [_cached(_keys_cache, p.path, _keys_array) for p in run]
+    specs = np.array([(ctypes.addressof(k), d, p.plan.spec[0],
+                       p.plan.spec[1], 0, len(p.plan.table),
+                       p.plan.spec[2])
+                      for (k, d), p in zip(keys, run)], np.uint64)
+    specs[1:, 4] = np.cumsum(specs[:-1, 5])
+    failed = ctypes.c_size_t(0)
+    rc = lib.ckpt_tree_add_arrays_pieces_k(
+        t, specs.ctypes.data, len(run), table.ctypes.data,
+        ctypes.byref(failed))
+    if rc != 0:
+        L.check_plain(rc, 'cannot add leaf %s'
+                      % (path_name(run[failed.value].path) or 'item'))
+
+
+def _add_prepared(lib, t, p, keep):
+    keys, n = _cached(_keys_cache, p.path, _keys_array)
+    if p.kind == L.LEAF_ARRAY and p.gshape is not None:
+        rc = lib.ckpt_tree_add_piece_k(
+            t, keys, n, p.dtype, len(p.shape),
+            _shape_array(p.gshape), _shape_array(p.offsets),
+            _shape_array(p.shape), p.addr, p.nbytes)
+        # a piece of a jax.Array is an immutable view
+        keep.append(_Views([p.keep]) if _jax.is_tag(p.tag) else p.keep)
+        if rc == L.CKPT_EMISMATCH:
+            raise ValueError(
+                'pieces of %s overlap or disagree on dtype or global shape'
+                % (path_name(p.path) or 'item'))
+    elif p.kind == L.LEAF_ARRAY:
+        shp = _shape_array(p.shape)
+        rc = lib.ckpt_tree_add_array_k(
+            t, keys, n, p.dtype, len(p.shape), shp, p.addr, p.nbytes)
+        # a jax.Array's host copy or view is immutable too
+        keep.append(_Views([p.keep]) if _jax.is_tag(p.tag) else p.keep)
+    else:
+        rc = lib.ckpt_tree_add_scalar_k(
+            t, keys, n, p.kind, p.i, p.f, p.b, p.s)
+    L.check_plain(rc, 'cannot add leaf %s' % (path_name(p.path) or 'item'))
+    if p.tag:
+        L.check_plain(lib.ckpt_tree_set_tag(
+            t, _cached(_tags_cache, p.tag, str.encode)), 'cannot tag leaf')
 
 
 _tags_cache = {}     # tag -> bytes

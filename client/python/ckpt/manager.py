@@ -1174,6 +1174,12 @@ class CheckpointManager:
                   'read_only.' % step)
             return False
         lib_force = bool(force)
+        now = _now_ns()
+        lib = L.lib()
+        if not lib_force:
+            # ckptd decides while the trees below are built; ckpt_save
+            # takes the answer
+            self._check(lib.ckpt_save_ask_early(m, step, now))
 
         metrics_json = None
         if metrics is not None and self._best_fns:
@@ -1191,7 +1197,6 @@ class CheckpointManager:
                 raise ValueError('`custom_metadata` must be a dict')
             custom_json = _json_dumps(custom_metadata, 'custom_metadata')
 
-        lib = L.lib()
         trees = []
         keep = []
         sa = lib.ckpt_save_args_new()
@@ -1240,7 +1245,7 @@ class CheckpointManager:
                     sa, custom_json.encode()), 'custom_metadata')
             if lib_force:
                 L.check_plain(lib.ckpt_save_args_set_force(sa, 1), 'force')
-            L.check_plain(lib.ckpt_save_args_set_timestamp(sa, _now_ns()),
+            L.check_plain(lib.ckpt_save_args_set_timestamp(sa, now),
                           'timestamp')
             # Only jax arrays (immutable): libckpt copies them after
             # save() returned; their host views are kept until then.
