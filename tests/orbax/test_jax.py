@@ -459,6 +459,22 @@ def test_known_layouts_keep_the_tree_in_order(ck, tmp_path, mesh):
                 assert g.sharding.is_equivalent_to(w.sharding, g.ndim), k
                 assert g.dtype == w.dtype, (v, k)
                 np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+        # the same layouts under other names, then in another order
+        t = tree(5)
+        renamed = {'z' + k: v for k, v in t.items()}
+        assert m.save(5, args=ck.args.StandardSave(renamed))
+        swapped = dict(t, a=t['c'], c=t['a'])
+        assert m.save(6, args=ck.args.StandardSave(swapped))
+        m.wait_until_finished()
+        got = m.restore(5)
+        assert sorted(got) == sorted(renamed)
+        np.testing.assert_array_equal(np.asarray(got['zc']),
+                                      np.asarray(t['c']))
+        got = m.restore(6)
+        np.testing.assert_array_equal(np.asarray(got['a']),
+                                      np.asarray(t['c']))
+        np.testing.assert_array_equal(np.asarray(got['c']),
+                                      np.asarray(t['a']))
 
 
 def test_array_save_of_a_jax_array(ck, tmp_path, mesh):

@@ -383,20 +383,27 @@ def host_pieces(x, where):
     return pieces, views
 
 
-def pieces_table(leaves):
-    """One ckpt_piece array for the (plan, bases) of several arrays, each
-    array's rows contiguous and in the given order: the per-run work of a
-    whole tree in a few numpy operations."""
-    if len(leaves) == 1:
-        plan, bases = leaves[0]
-        table = plan.table.copy()
-        counts = plan.counts
+def pieces_table(plans):
+    """The ckpt_piece table of several arrays' plans, each array's rows
+    contiguous and in the given order, before the addresses of their
+    buffers are added (see with_bases); and the number of runs of each
+    buffer, None when each buffer is one run."""
+    if len(plans) == 1:
+        table, counts = plans[0].table, plans[0].counts
     else:
-        table = np.concatenate([plan.table for plan, _ in leaves])
-        counts = np.concatenate([plan.counts for plan, _ in leaves])
-    bases = np.array([b for _, bs in leaves for b in bs], np.uint64)
-    table[:, 1] += np.repeat(bases, counts)
-    return table
+        table = np.concatenate([p.table for p in plans])
+        counts = np.concatenate([p.counts for p in plans])
+    return table, (None if (counts == 1).all() else counts)
+
+
+def with_bases(table, counts, bases):
+    """pieces_table's table for buffers at the addresses bases (one per
+    buffer, in order): the per-run work of a whole tree in a few numpy
+    operations."""
+    out = table.copy()
+    b = np.array(bases, np.uint64)
+    out[:, 1] += b if counts is None else np.repeat(b, counts)
+    return out
 
 
 def is_global(x):

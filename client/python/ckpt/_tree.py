@@ -544,17 +544,15 @@ def _tree_from_prepared(leaves):
 
 
 def _add_jax_leaves(lib, t, run, keep):
-    """Consecutive jax leaves: their pieces in one table (_jax.pieces_
-    table), added by one call that takes a spec per leaf."""
-    table = _jax.pieces_table([(p.plan, p.bases) for p in run])
+    """Consecutive jax leaves: their pieces in one table, added by one
+    call that takes a spec per leaf (see _run_layout)."""
+    # lay holds what the specs point into until the call returns
+    lay = _run_layout(run)
+    _, _, table, counts, specs, _ = lay
+    table = _jax.with_bases(table, counts,
+                            [b for p in run for b in p.bases])
     # the views hold the buffers (jax declines to donate them)
     keep.append(_Views([v for p in run for v in p.views]))
-    keys = [_cached(_keys_cache, p.path, _keys_array) for p in run]
-    specs = np.array([(ctypes.addressof(k), d, p.plan.spec[0],
-                       p.plan.spec[1], 0, len(p.plan.table),
-                       p.plan.spec[2])
-                      for (k, d), p in zip(keys, run)], np.uint64)
-    specs[1:, 4] = np.cumsum(specs[:-1, 5])
     failed = ctypes.c_size_t(0)
     rc = lib.ckpt_tree_add_arrays_pieces_k(
         t, specs.ctypes.data, len(run), table.ctypes.data,
@@ -562,6 +560,32 @@ def _add_jax_leaves(lib, t, run, keep):
     if rc != 0:
         L.check_plain(rc, 'cannot add leaf %s'
                       % (path_name(run[failed.value].path) or 'item'))
+
+
+_last_run = None     # (plans, paths, table, counts, specs, keys)
+
+
+def _run_layout(run):
+    """(plans, paths, pieces table without buffer addresses, run counts,
+    ckpt_array_spec table, the key arrays the specs point into) of a run
+    of jax leaves: what depends only on their paths and layouts, so kept
+    for the next save of the same tree (a tree saved at every step hands
+    the same run every time)."""
+    global _last_run
+    plans = tuple(p.plan for p in run)
+    paths = tuple(p.path for p in run)
+    c = _last_run
+    if c is not None and c[0] == plans and c[1] == paths:
+        return c
+    table, counts = _jax.pieces_table(plans)
+    keys = [_keys_array(path) for path in paths]
+    specs = np.array([(ctypes.addressof(k), d, p.spec[0], p.spec[1], 0,
+                       len(p.table), p.spec[2])
+                      for (k, d), p in zip(keys, plans)], np.uint64)
+    specs[1:, 4] = np.cumsum(specs[:-1, 5])
+    # the specs point into keys and into the plans' ctypes objects
+    _last_run = (plans, paths, table, counts, specs, keys)
+    return _last_run
 
 
 def _add_prepared(lib, t, p, keep):
