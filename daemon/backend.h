@@ -44,6 +44,13 @@ struct store_range {
 	uint64_t off, len;
 };
 
+/* The ranges r[0..n) of the file open for reading f, for fetch. */
+struct store_fetch {
+	int f;
+	const struct store_range *r;
+	size_t n;
+};
+
 struct store_backend {
 	const char *name;
 	unsigned caps;                  /* STORE_BE_* */
@@ -113,15 +120,15 @@ struct store_backend {
 	int (*truncate)(int f, uint64_t size);
 	/* STORE_BE_DIRECT: turn direct writes on or off (-1, errno). */
 	int (*direct)(int f, int on);
-	/* Make the ranges r[0..n) of a file open for reading present in its
-	 * handle, for a client that is handed it and maps it
+	/* Make the ranges of n files open for reading present in their
+	 * handles, for a client that is handed them and maps them
 	 * (STORE_BE_FDS): 0, or a CKPT_E* code with e set. A restore asks
-	 * for the bytes of the tensors it hands out, nothing else. NULL when
-	 * a handle is the file itself (posix). The s3 backend reads only the
-	 * size and the first 64 KiB at open_read; fetch, read and read_range
-	 * GET the bytes asked for. */
-	int (*fetch)(int f, const struct store_range *r, size_t n,
-	    ckd_err *e);
+	 * for the bytes of the tensors it hands out, nothing else, for all
+	 * files of an item at once (the s3 backend keeps its GETs busy
+	 * across them). NULL when a handle is the file itself (posix). The
+	 * s3 backend reads only the size and the first 64 KiB at open_read;
+	 * fetch, read and read_range GET the bytes asked for. */
+	int (*fetch)(const struct store_fetch *files, size_t n, ckd_err *e);
 	/* Hints: start writing back a range; a range will be read in order. */
 	void (*writeback)(int f, uint64_t off, uint64_t len);
 	void (*readahead)(int f, uint64_t off, uint64_t len);

@@ -1318,8 +1318,9 @@ s3b_create(int dir, const char *name, mode_t mode)
 
 static int s3b_close(int h);
 
-/* Ranged GETs of one object, up to S3B_GETS at once: pieces of [off,
- * off + len) into fd at the same offsets, or into buf (buf[0] is off). */
+/* Ranged GETs, up to S3B_GETS at once: each piece [off, off + len) of
+ * its object into its handle's fd at the same offset, or into buf (all
+ * pieces of one object; buf[0] is its offset base). */
 #define S3B_GETS 4
 #define S3B_GET_SPLIT (8u << 20)        /* a range this large is split */
 #define S3B_GET_PIECE (16u << 20)       /* at most this much per GET */
@@ -1330,11 +1331,11 @@ static int s3b_close(int h);
 
 struct s3b_piece {
 	uint64_t off, len;
+	const struct s3b_handle *h;     /* its object */
+	int fd;                         /* its handle (not with buf) */
 };
 
 struct s3b_fetch {
-	const char *bucket, *key;
-	int fd;
 	char *buf;
 	uint64_t base;                  /* buf: the object offset of buf[0] */
 	const struct s3b_piece *pc;
@@ -1361,11 +1362,11 @@ s3b_fetch_run(void *arg)
 			break;
 		pc = &f->pc[i];
 		if (f->buf != NULL)
-			r = s3_get(s3b_client(), f->bucket, f->key, pc->off,
-			    pc->len, f->buf + (pc->off - f->base), &e);
+			r = s3_get(s3b_client(), pc->h->bucket, pc->h->key,
+			    pc->off, pc->len, f->buf + (pc->off - f->base), &e);
 		else
-			r = s3_get_fd(s3b_client(), f->bucket, f->key, pc->off,
-			    pc->len, f->fd, (off_t)pc->off, &e);
+			r = s3_get_fd(s3b_client(), pc->h->bucket, pc->h->key,
+			    pc->off, pc->len, pc->fd, (off_t)pc->off, &e);
 		zero = 0;
 		if (r != 0 && __atomic_compare_exchange_n(&f->r, &zero, r, 0,
 		    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
@@ -1480,40 +1481,29 @@ s3b_cmp_piece(const void *a, const void *b)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
-/* The ranges r of a file open for reading into its memfd: sorted, those
- * within S3B_GAP of each other joined, cut into pieces that S3B_GETS GETs
- * share (S3B_GET_MIN to S3B_GET_PIECE each). Nothing else of the object
- * is read. */
-static int
-s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
+/* The ranges r[0..n) of the file open for reading p (its fd f) as they
+ * are to be fetched, into m (n entries): what open_read got already
+ * copied into the memfd and left out, the rest sorted, those within
+ * S3B_GAP of each other joined. Returns their number, or -1 (e set). */
+static long
+s3b_merge(const struct s3b_handle *p, int f, const struct store_range *rg,
+    size_t n, struct s3b_piece *m, ckd_err *e)
 {
-	struct s3b_piece *pc = NULL, *m;
-	struct s3b_handle *p;
-	struct s3b_fetch ft;
-	uint64_t end, len, piece;
-	size_t i, k = 0, np = 0, cap;
-	int r = 0;
+	uint64_t end, len;
+	size_t i, k = 0;
 
-	if ((p = s3b_get(f)) == NULL || p->kind != S3B_READ) {
-		s3b_free(p);
-		return err_set(e, CKPT_EINTERNAL, "fetch: not a file open for "
-		    "reading");
-	}
 	if (n == 0)
-		goto out;
-	if ((m = calloc(n, sizeof *m)) == NULL) {
-		r = err_set(e, CKPT_ENOMEM, "out of memory");
-		goto out;
-	}
+		return 0;
 	for (i = 0; i < n; i++) {
 		if (rg[i].off > p->size || rg[i].len > p->size - rg[i].off) {
-			free(m);
-			r = err_set(e, CKPT_ECORRUPT, "%s: range beyond the end "
-			    "of the object", p->key);
-			goto out;
+			err_set(e, CKPT_ECORRUPT, "%s: range beyond the end of "
+			    "the object", p->key);
+			return -1;
 		}
 		m[i].off = rg[i].off;
 		m[i].len = rg[i].len;
+		m[i].h = p;
+		m[i].fd = f;
 		/* what open_read got already: no request */
 		if (m[i].off < p->headlen && m[i].len > 0) {
 			len = p->headlen - m[i].off;
@@ -1521,10 +1511,8 @@ s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
 				len = m[i].len;
 			if (s3b_pwrite_all(f, p->head + m[i].off, (size_t)len,
 			    m[i].off) != 0) {
-				free(m);
-				r = err_errno(e, errno, "%s: into memory",
-				    p->key);
-				goto out;
+				err_errno(e, errno, "%s: into memory", p->key);
+				return -1;
 			}
 			m[i].off += len;
 			m[i].len -= len;
@@ -1542,41 +1530,80 @@ s3b_fetch_ranges(int f, const struct store_range *rg, size_t n, ckd_err *e)
 		if (end > m[k].off + m[k].len)
 			m[k].len = end - m[k].off;
 	}
-	n = m[k].len > 0 ? k + 1 : k;
-	/* Pieces: the bytes shared among S3B_GETS GETs at once, each of
-	 * S3B_GET_MIN to S3B_GET_PIECE. */
-	for (i = 0, end = 0; i < n; i++)
-		end += m[i].len;
-	piece = (end + S3B_GETS - 1) / S3B_GETS;
-	piece = piece < S3B_GET_MIN ? S3B_GET_MIN : piece > S3B_GET_PIECE ?
-	    S3B_GET_PIECE : (piece + 0xfffff) & ~(uint64_t)0xfffff;
-	for (i = 0, cap = 0; i < n; i++)
-		cap += (size_t)((m[i].len + piece - 1) / piece);
-	if (cap > 0 && (pc = calloc(cap, sizeof *pc)) == NULL) {
-		free(m);
+	return m[k].len > 0 ? (long)k + 1 : (long)k;
+}
+
+/* The ranges of several files open for reading into their memfds: each
+ * file's ranges merged (s3b_merge), then all of them cut into pieces that
+ * S3B_GETS GETs share (S3B_GET_MIN to S3B_GET_PIECE each), taken in
+ * order across the files so that no GET waits for a file's last one.
+ * Nothing else of the objects is read. */
+static int
+s3b_fetch_ranges(const struct store_fetch *files, size_t nf, ckd_err *e)
+{
+	struct s3b_handle **hs = NULL;
+	struct s3b_piece *m = NULL, *pc = NULL;
+	struct s3b_fetch ft;
+	uint64_t end, len, piece, total = 0;
+	size_t i, j, nm = 0, np = 0, cap = 0;
+	long got;
+	int r = 0;
+
+	if (nf == 0)
+		return 0;
+	for (i = 0; i < nf; i++)
+		cap += files[i].n;
+	hs = calloc(nf, sizeof *hs);
+	m = calloc(cap > 0 ? cap : 1, sizeof *m);
+	if (hs == NULL || m == NULL) {
 		r = err_set(e, CKPT_ENOMEM, "out of memory");
 		goto out;
 	}
-	for (i = 0; i < n; i++)
+	for (i = 0; i < nf; i++) {
+		if ((hs[i] = s3b_get(files[i].f)) == NULL ||
+		    hs[i]->kind != S3B_READ) {
+			r = err_set(e, CKPT_EINTERNAL, "fetch: not a file open "
+			    "for reading");
+			goto out;
+		}
+		if ((got = s3b_merge(hs[i], files[i].f, files[i].r,
+		    files[i].n, m + nm, e)) < 0) {
+			r = e->code != 0 ? e->code : CKPT_EIO;
+			goto out;
+		}
+		nm += (size_t)got;
+	}
+	for (i = 0; i < nm; i++)
+		total += m[i].len;
+	piece = (total + S3B_GETS - 1) / S3B_GETS;
+	piece = piece < S3B_GET_MIN ? S3B_GET_MIN : piece > S3B_GET_PIECE ?
+	    S3B_GET_PIECE : (piece + 0xfffff) & ~(uint64_t)0xfffff;
+	for (i = 0, cap = 0; i < nm; i++)
+		cap += (size_t)((m[i].len + piece - 1) / piece);
+	if (cap > 0 && (pc = calloc(cap, sizeof *pc)) == NULL) {
+		r = err_set(e, CKPT_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < nm; i++)
 		for (end = m[i].off + m[i].len; m[i].off < end;
 		    m[i].off += len) {
 			len = end - m[i].off;
 			if (len > piece)
 				len = piece;
-			pc[np].off = m[i].off;
+			pc[np] = m[i];
 			pc[np++].len = len;
 		}
-	free(m);
 	memset(&ft, 0, sizeof ft);
-	ft.bucket = p->bucket;
-	ft.key = p->key;
-	ft.fd = f;
 	ft.pc = pc;
 	ft.n = np;
 	r = s3b_fetch(&ft, e);
 out:
 	free(pc);
-	s3b_free(p);
+	free(m);
+	if (hs != NULL)
+		for (j = 0; j < nf; j++)
+			s3b_free(hs[j]);
+	free(hs);
 	return r;
 }
 
@@ -1632,11 +1659,10 @@ s3b_get_range(const struct s3b_handle *p, void *buf, size_t len,
 	for (i = 0; i < n; i++) {
 		pc[i].off = off + per * i;
 		pc[i].len = i + 1 < n ? per : len - per * i;
+		pc[i].h = p;
+		pc[i].fd = -1;
 	}
 	memset(&ft, 0, sizeof ft);
-	ft.bucket = p->bucket;
-	ft.key = p->key;
-	ft.fd = -1;
 	ft.buf = buf;
 	ft.base = off;
 	ft.pc = pc;

@@ -359,10 +359,10 @@ rs_leaf_range(const Ckpt__Restore *rq, const char *item, const Ckpt__Leaf *l,
 		*hi = l->nbytes;
 }
 
-/* A backend whose files are fetched (fetch): the bytes of its tensors,
- * file by file (fds[first..]), nothing else; of an array restored in
- * part (regions in the request), only what rs_leaf_range says. Adds the
- * bytes asked for to *fetched. */
+/* A backend whose files are fetched (fetch): the bytes of its tensors in
+ * all of the item's files (fds[first..]) in one call, nothing else; of an
+ * array restored in part (regions in the request), only what rs_leaf_range
+ * says. Adds the bytes asked for to *fetched. */
 static int
 rs_fetch_leaves(const struct store_backend *be, const Ckpt__Restore *rq,
     const Ckpt__Item *it, const int *fds, size_t first, uint64_t *fetched,
@@ -370,15 +370,20 @@ rs_fetch_leaves(const struct store_backend *be, const Ckpt__Restore *rq,
 {
 	uint64_t lo, hi;
 	struct store_range *rg;
+	struct store_fetch *fs;
 	uint64_t (*v)[3];       /* fd_index, offset, nbytes */
-	size_t i, j, k, n = 0;
+	size_t i, n = 0, nf = 0;
 	int r = 0;
 
 	if (be->fetch == NULL || it->n_leaves == 0)
 		return 0;
-	if ((v = calloc(it->n_leaves, sizeof *v)) == NULL ||
-	    (rg = calloc(it->n_leaves, sizeof *rg)) == NULL) {
+	v = calloc(it->n_leaves, sizeof *v);
+	rg = calloc(it->n_leaves, sizeof *rg);
+	fs = calloc(it->n_leaves, sizeof *fs);
+	if (v == NULL || rg == NULL || fs == NULL) {
 		free(v);
+		free(rg);
+		free(fs);
 		return err_set(e, CKPT_ENOMEM, "out of memory");
 	}
 	for (i = 0; i < it->n_leaves; i++) {
@@ -397,13 +402,18 @@ rs_fetch_leaves(const struct store_backend *be, const Ckpt__Restore *rq,
 		}
 	}
 	qsort(v, n, sizeof *v, rs_cmp_range);
-	for (i = 0; i < n && r == 0; i = j) {
-		for (j = i, k = 0; j < n && v[j][0] == v[i][0]; j++, k++) {
-			rg[k].off = v[j][1];
-			rg[k].len = v[j][2];
+	for (i = 0; i < n; i++) {
+		rg[i].off = v[i][1];
+		rg[i].len = v[i][2];
+		if (i == 0 || v[i][0] != v[i - 1][0]) {
+			fs[nf].f = fds[v[i][0]];
+			fs[nf++].r = &rg[i];
 		}
-		r = be->fetch(fds[v[i][0]], rg, k, e);
+		fs[nf - 1].n++;
 	}
+	if (nf > 0)
+		r = be->fetch(fs, nf, e);
+	free(fs);
 	free(rg);
 	free(v);
 	return r;

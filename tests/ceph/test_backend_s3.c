@@ -205,6 +205,7 @@ test_step(void **state)
 	int rootfd, tmpfd, ifd, jfd, sfd, fds[4];
 	size_t n, nfds = 0, i, len;
 	struct store_range rg;
+	struct store_fetch one;
 	uint64_t got;
 	ckd_err e;
 
@@ -308,6 +309,9 @@ test_step(void **state)
 	if (store_open_item_files(be, ifd, rd, fds, &nfds, 4, &e) != 0)
 		fail_msg("open files: %s", e.msg);
 	assert_int_equal(nfds, 1);
+	one.f = fds[0];
+	one.r = &rg;
+	one.n = 1;
 	/* verify reads each tensor once, by ranges, not into the file */
 	got = get_bytes();
 	assert_int_equal(store_verify_item(be, rd, fds, NULL, NULL, &e), 0);
@@ -320,16 +324,16 @@ test_step(void **state)
 	got = get_bytes();
 	rg.off = rd->leaves[0]->offset;
 	rg.len = t[0].nbytes;
-	assert_int_equal(be->fetch(fds[0], &rg, 1, &e), 0);
+	assert_int_equal(be->fetch(&one, 1, &e), 0);
 	got = get_bytes() - got;
 	print_message("one tensor of 16 bytes: %" PRIu64 " bytes\n", got);
 	assert_true(got < (256u << 10));
 	assert_true(all_zero(fds[0], rd->leaves[1]->offset, BIG));
 	rg.off = rd->leaves[1]->offset;
 	rg.len = t[1].nbytes;
-	assert_int_equal(be->fetch(fds[0], &rg, 1, &e), 0);
+	assert_int_equal(be->fetch(&one, 1, &e), 0);
 	rg.len = BIG + 1;       /* past the end of the object */
-	assert_int_equal(be->fetch(fds[0], &rg, 1, &e), CKPT_ECORRUPT);
+	assert_int_equal(be->fetch(&one, 1, &e), CKPT_ECORRUPT);
 	for (i = 0; i < 2; i++) {
 		assert_non_null(buf = malloc(t[i].nbytes));
 		assert_int_equal(pread(fds[0], buf, t[i].nbytes,
