@@ -681,6 +681,22 @@ curl_retryable(CURLcode cc)
 	}
 }
 
+/* s3_thread_retries: the calling thread's limit (-1: the client's). */
+static __thread int thread_retries = -1;
+
+void
+s3_thread_retries(int retries)
+{
+	thread_retries = retries < 0 ? -1 : retries;
+}
+
+/* The retries a request of the calling thread may take. */
+static unsigned
+retries_of(const struct s3_client *c)
+{
+	return thread_retries >= 0 ? (unsigned)thread_retries : c->retries;
+}
+
 static void
 backoff(const struct s3_client *c, unsigned attempt)
 {
@@ -810,7 +826,7 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 		}
 		/* Retried: connection errors and timeouts, and 5xx answers. */
 		if (cc != CURLE_OK) {
-			if (!curl_retryable(cc) || attempt >= c->retries) {
+			if (!curl_retryable(cc) || attempt >= retries_of(c)) {
 				rc = err_set(e, cc == CURLE_OPERATION_TIMEDOUT ? CKPT_ETIMEDOUT : CKPT_EIO,
 				    "s3 %s %s at %s://%s: %s%s%s (%u tries)", r->method, where,
 				    c->conf.scheme, c->conf.host, curl_easy_strerror(cc),
@@ -818,7 +834,7 @@ s3_perform(struct s3_client *c, struct s3_req *r, ckd_err *e)
 				goto out;
 			}
 		} else if (r->status >= 500) {
-			if (attempt >= c->retries) {
+			if (attempt >= retries_of(c)) {
 				struct err_doc d;
 				parse_error_doc(&r->resp, &d);
 				rc = err_set(e, CKPT_EIO, "s3 %s %s: HTTP %ld %s%s%s (%u tries)",
@@ -1450,7 +1466,7 @@ s3_mpu_complete(struct s3_client *c, struct s3_mpu *m, ckd_err *e)
 			goto out;
 		if (p.result && !p.error)
 			goto out;
-		if (attempt >= c->retries) {
+		if (attempt >= retries_of(c)) {
 			rc = err_set(e, CKPT_EIO, "s3 complete %s/%s: %s", m->bucket, m->key,
 			    p.error ? p.code : "no CompleteMultipartUploadResult in the answer");
 			goto out;

@@ -535,7 +535,9 @@ s3lease_thread(void *arg)
 	return NULL;
 }
 
-/* At exit: stop the thread, release every lease held. */
+/* At exit: stop the thread, release every lease held, each with one
+ * try: a store that is down or slow does not hold the exit up (a lease
+ * left expires, or this host's next daemon takes it over). */
 static void
 s3lease_at_exit(void)
 {
@@ -544,6 +546,7 @@ s3lease_at_exit(void)
 	pthread_cond_signal(&L.wake);
 	pthread_mutex_unlock(&L.lock);
 	pthread_join(L.th, NULL);
+	s3_thread_retries(0);
 	while (L.all != NULL) {
 		struct s3lease *l = L.all;
 
@@ -551,4 +554,5 @@ s3lease_at_exit(void)
 			s3lease_release(L.cli, l->bucket, l->prefix, l->etag);
 		s3lease_unlink(l);
 	}
+	s3_thread_retries(-1);
 }

@@ -5,7 +5,9 @@
  * reader works; a tmp dir of the holder's save is not taken for a
  * leftover by the other daemon; the lease goes when its daemon stops
  * (the other may write then), and a daemon SIGKILLed on this host leaves
- * a lease the next daemon takes over.
+ * a lease the next daemon takes over; a daemon stopping while the store
+ * is down does not wait for it (its lease is left, to expire or be taken
+ * over).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -86,7 +88,7 @@ main(void)
 	ckpt_manager *ma = NULL, *mb = NULL;
 	ckpt_options *ro = ckpt_options_new(), *nc = ckpt_options_new();
 	char want[64], *owner, *log;
-	int64_t latest = -2;
+	int64_t latest = -2, t0;
 	int r;
 
 	if (cephbed_start(&bed) != 0)
@@ -191,6 +193,21 @@ main(void)
 	    "the lease names daemon A (%s)", owner ? owner : "none");
 	free(owner);
 	ckpt_disconnect(ca);
+
+	/* The store down when A stops: one try at the release, no backoff. */
+	if (cephbed_rgw(&bed, "kill-rgw") != 0)
+		bail_out("cannot stop radosgw");
+	t0 = hx_now_ms();
+	ok(hx_stop(&a) == 0, "daemon A stops while the store is down");
+	t0 = hx_now_ms() - t0;
+	ok(t0 < 3000, "in %lld ms (under 3 s; the release's retries would "
+	    "take 6)", (long long)t0);
+	if (cephbed_rgw(&bed, "start-rgw") != 0)
+		bail_out("cannot start radosgw again");
+	owner = owner_of_lease();
+	ok(owner != NULL && strstr(owner, want) != NULL,
+	    "A's lease is left (%s)", owner ? owner : "none");
+	free(owner);
 
 	ckpt_options_free(ro);
 	ckpt_options_free(nc);
