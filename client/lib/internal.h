@@ -382,7 +382,7 @@ struct ckpt_manager {
 	pthread_t bg_thread;
 	size_t cow_bytes;           /* of the last save, taken copy-on-write */
 	/* ckpt_save_ask_early: the decision asked for step early_step at
-	 * early_ts, answered in that save (the saving thread's) */
+	 * early_ts, answered in that save (taken under c->lock) */
 	struct pending *early;
 	uint64_t early_step;
 	int64_t early_ts;

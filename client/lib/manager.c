@@ -994,11 +994,38 @@ should_save_req(struct ckpt_manager *m, uint64_t step, int64_t ts,
 	return req;
 }
 
+/* Wait for an early request's answer and drop it. */
+static void
+early_discard(struct ckpt_manager *m, struct pending *p)
+{
+	Ckpt__Response *resp;
+
+	if (p != NULL && cl_answer(m->c, NULL, p, &resp) == 0)
+		ckpt__response__free_unpacked(resp, NULL);
+}
+
+/* Take the early request and what it asked (under c->lock: a save and
+ * close may race), or NULL. */
+static struct pending *
+early_take(struct ckpt_manager *m, uint64_t *step, int64_t *ts)
+{
+	struct pending *p;
+
+	pthread_mutex_lock(&m->c->lock);
+	p = m->early;
+	m->early = NULL;
+	*step = m->early_step;
+	*ts = m->early_ts;
+	pthread_mutex_unlock(&m->c->lock);
+	return p;
+}
+
 CKPT_API int
 ckpt_save_ask_early(ckpt_manager *m, uint64_t step, int64_t timestamp_ns)
 {
 	Ckpt__Request req = CKPT__REQUEST__INIT;
 	Ckpt__ShouldSave ss = CKPT__SHOULD_SAVE__INIT;
+	struct pending *p, *old;
 
 	MGR_CHECK(m);
 	early_drop(m);
@@ -1006,10 +1033,17 @@ ckpt_save_ask_early(ckpt_manager *m, uint64_t step, int64_t timestamp_ns)
 		return 0;
 	/* the previous save reaches the daemon before anything is decided */
 	cl_join_bg(m);
-	m->early = cl_ask(m->c, m, should_save_req(m, step, timestamp_ns, 0,
-	    &req, &ss));
+	p = cl_ask(m->c, m, should_save_req(m, step, timestamp_ns, 0, &req,
+	    &ss));
+	if (p == NULL)
+		return 0;       /* the save asks */
+	pthread_mutex_lock(&m->c->lock);
+	old = m->early;
+	m->early = p;
 	m->early_step = step;
 	m->early_ts = timestamp_ns;
+	pthread_mutex_unlock(&m->c->lock);
+	early_discard(m, old);
 	return 0;
 }
 
@@ -1017,13 +1051,10 @@ ckpt_save_ask_early(ckpt_manager *m, uint64_t step, int64_t timestamp_ns)
 static void
 early_drop(struct ckpt_manager *m)
 {
-	Ckpt__Response *resp;
+	uint64_t step;
+	int64_t ts;
 
-	if (m->early == NULL)
-		return;
-	if (cl_answer(m->c, NULL, m->early, &resp) == 0)
-		ckpt__response__free_unpacked(resp, NULL);
-	m->early = NULL;
+	early_discard(m, early_take(m, &step, &ts));
 }
 
 /* should_save_at, answered by the early request when it asked the same. */
@@ -1032,12 +1063,12 @@ decide(struct ckpt_manager *m, uint64_t step, int64_t ts, int preempted,
     int *out)
 {
 	Ckpt__Response *resp;
-	struct pending *p = m->early;
+	uint64_t estep;
+	int64_t ets;
+	struct pending *p = early_take(m, &estep, &ets);
 	int r;
 
-	m->early = NULL;
-	if (p != NULL && m->early_step == step && m->early_ts == ts &&
-	    !preempted) {
+	if (p != NULL && estep == step && ets == ts && !preempted) {
 		r = cl_answer(m->c, m, p, &resp);
 		if (r == 0 && resp->body_case != CKPT__RESPONSE__BODY_SHOULD_SAVE)
 			return unexpected(m, resp, "should_save");
@@ -1049,9 +1080,8 @@ decide(struct ckpt_manager *m, uint64_t step, int64_t ts, int preempted,
 		if (r != CKPT_ECONN)
 			return r;
 		/* lost with the connection: ask on the new one */
-	} else if (p != NULL) {
-		m->early = p;
-		early_drop(m);
+	} else {
+		early_discard(m, p);
 	}
 	return should_save_at(m, step, ts, preempted, out);
 }
