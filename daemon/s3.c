@@ -681,13 +681,16 @@ curl_retryable(CURLcode cc)
 	}
 }
 
-/* s3_thread_retries: the calling thread's limit (-1: the client's). */
+/* s3_thread_limits: the calling thread's retries (-1: the client's) and
+ * time per request (0: none but the client's stall timeout). */
 static __thread int thread_retries = -1;
+static __thread unsigned thread_timeout_ms;
 
 void
-s3_thread_retries(int retries)
+s3_thread_limits(int retries, unsigned timeout_ms)
 {
 	thread_retries = retries < 0 ? -1 : retries;
+	thread_timeout_ms = timeout_ms;
 }
 
 /* The retries a request of the calling thread may take. */
@@ -735,6 +738,8 @@ setup(struct s3_client *c, CURL *h, struct s3_req *r, const char *url,
 	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
 	SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
 	SET(CURLOPT_LOW_SPEED_TIME, (long)((c->stall_timeout_ms + 999) / 1000));
+	if (thread_timeout_ms > 0)
+		SET(CURLOPT_TIMEOUT_MS, (long)thread_timeout_ms);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);

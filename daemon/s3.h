@@ -77,10 +77,12 @@ struct s3_client;
  * credentials are found, CKPT_ENOMEM. */
 int s3_client_new(struct s3_client **out, const struct s3_opts *opts, ckd_err *e);
 void s3_client_free(struct s3_client *c);
-/* The retries of the requests the calling thread sends from now on, on
- * any client (-1: each client's own): for a caller that would rather give
- * up at once than wait out the backoff, e.g. releasing leases at exit. */
-void s3_thread_retries(int retries);
+/* Limits of the requests the calling thread sends from now on, on any
+ * client: retries (-1: each client's own) and the whole time of one
+ * request (0: none but the stall timeout). For a caller that would rather
+ * give up soon than wait out a store that is down or hung, e.g. releasing
+ * leases at exit. */
+void s3_thread_limits(int retries, unsigned timeout_ms);
 /* "http://127.0.0.1:8000 (path-style), region us-east-1, key AKIA...": for
  * logs; the access key id is shown, never the secret. */
 const char *s3_client_describe(const struct s3_client *c);

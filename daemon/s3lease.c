@@ -28,6 +28,7 @@
 
 #define S3LEASE_BODY 512
 #define S3LEASE_TRIES 4
+#define S3LEASE_EXIT_MS 1000        /* a request of the release at exit */
 
 struct s3lease {
 	struct s3lease *next;
@@ -536,8 +537,9 @@ s3lease_thread(void *arg)
 }
 
 /* At exit: stop the thread, release every lease held, each with one
- * try: a store that is down or slow does not hold the exit up (a lease
- * left expires, or this host's next daemon takes it over). */
+ * try of at most S3LEASE_EXIT_MS a request: a store that is down or hung
+ * does not hold the exit up (a lease left expires, or this host's next
+ * daemon takes it over). */
 static void
 s3lease_at_exit(void)
 {
@@ -546,7 +548,7 @@ s3lease_at_exit(void)
 	pthread_cond_signal(&L.wake);
 	pthread_mutex_unlock(&L.lock);
 	pthread_join(L.th, NULL);
-	s3_thread_retries(0);
+	s3_thread_limits(0, S3LEASE_EXIT_MS);
 	while (L.all != NULL) {
 		struct s3lease *l = L.all;
 
@@ -554,5 +556,5 @@ s3lease_at_exit(void)
 			s3lease_release(L.cli, l->bucket, l->prefix, l->etag);
 		s3lease_unlink(l);
 	}
-	s3_thread_retries(-1);
+	s3_thread_limits(-1, 0);
 }

@@ -6,10 +6,11 @@
  * leftover by the other daemon; the lease goes when its daemon stops
  * (the other may write then), and a daemon SIGKILLed on this host leaves
  * a lease the next daemon takes over; a daemon stopping while the store
- * is down does not wait for it (its lease is left, to expire or be taken
- * over).
+ * is down or hung does not wait for it (its lease is left, to expire or
+ * be taken over).
  */
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,21 @@ start(struct hx_daemon *d)
 	d->extra[2] = NULL;
 	if (hx_start(d) != 0)
 		bail_out("ckptd did not start");
+}
+
+/* The pid of the test bed's radosgw, or -1. */
+static pid_t
+rgw_pid(void)
+{
+	char path[600], *s;
+	long pid;
+
+	snprintf(path, sizeof path, "%s/run/rgw.pid", bed.dir);
+	if ((s = hx_read_file(path, NULL)) == NULL)
+		return -1;
+	pid = strtol(s, NULL, 10);
+	free(s);
+	return pid > 0 ? (pid_t)pid : -1;
 }
 
 static int
@@ -89,6 +105,7 @@ main(void)
 	ckpt_options *ro = ckpt_options_new(), *nc = ckpt_options_new();
 	char want[64], *owner, *log;
 	int64_t latest = -2, t0;
+	pid_t rgw;
 	int r;
 
 	if (cephbed_start(&bed) != 0)
@@ -208,6 +225,27 @@ main(void)
 	ok(owner != NULL && strstr(owner, want) != NULL,
 	    "A's lease is left (%s)", owner ? owner : "none");
 	free(owner);
+
+	/* The store hung (radosgw stopped: its socket still takes
+	 * connections, nothing answers) when A stops: each request of the
+	 * release is given up after a second. */
+	if (hx_start(&a) != 0 || hx_connect(&a, &ca) != 0)
+		bail_out("ckptd A did not start again");
+	if (ok_call(ckpt_manager_open(ca, ROOT, NULL, &ma), ca,
+	    "A opens %s again", ROOT)) {
+		ok_call(save_small(ca, ma, 5), ca, "A saves step 5");
+		ckpt_manager_close(ma);
+	}
+	ckpt_disconnect(ca);
+	rgw = rgw_pid();
+	ok(rgw > 0 && kill(rgw, SIGSTOP) == 0, "radosgw stopped (SIGSTOP)");
+	t0 = hx_now_ms();
+	ok(hx_stop(&a) == 0, "daemon A stops while the store hangs");
+	t0 = hx_now_ms() - t0;
+	ok(t0 < 5000, "in %lld ms (under 5 s; the stall timeout is 30 s)",
+	    (long long)t0);
+	if (rgw > 0)
+		kill(rgw, SIGCONT);
 
 	ckpt_options_free(ro);
 	ckpt_options_free(nc);
