@@ -1482,24 +1482,24 @@ s3b_cmp_piece(const void *a, const void *b)
 }
 
 /* The ranges r[0..n) of the file open for reading p (its fd f) as they
- * are to be fetched, into m (n entries): what open_read got already
- * copied into the memfd and left out, the rest sorted, those within
- * S3B_GAP of each other joined. Returns their number, or -1 (e set). */
-static long
+ * are to be fetched, into m (n entries), their number in *nm: what
+ * open_read got already copied into the memfd and left out, the rest
+ * sorted, those within S3B_GAP of each other joined. 0, or a CKPT_E*
+ * code with e set. */
+static int
 s3b_merge(const struct s3b_handle *p, int f, const struct store_range *rg,
-    size_t n, struct s3b_piece *m, ckd_err *e)
+    size_t n, struct s3b_piece *m, size_t *nm, ckd_err *e)
 {
 	uint64_t end, len;
 	size_t i, k = 0;
 
+	*nm = 0;
 	if (n == 0)
 		return 0;
 	for (i = 0; i < n; i++) {
-		if (rg[i].off > p->size || rg[i].len > p->size - rg[i].off) {
-			err_set(e, CKPT_ECORRUPT, "%s: range beyond the end of "
-			    "the object", p->key);
-			return -1;
-		}
+		if (rg[i].off > p->size || rg[i].len > p->size - rg[i].off)
+			return err_set(e, CKPT_ECORRUPT, "%s: range beyond the "
+			    "end of the object", p->key);
 		m[i].off = rg[i].off;
 		m[i].len = rg[i].len;
 		m[i].h = p;
@@ -1510,10 +1510,9 @@ s3b_merge(const struct s3b_handle *p, int f, const struct store_range *rg,
 			if (len > m[i].len)
 				len = m[i].len;
 			if (s3b_pwrite_all(f, p->head + m[i].off, (size_t)len,
-			    m[i].off) != 0) {
-				err_errno(e, errno, "%s: into memory", p->key);
-				return -1;
-			}
+			    m[i].off) != 0)
+				return err_errno(e, errno, "%s: into memory",
+				    p->key);
 			m[i].off += len;
 			m[i].len -= len;
 		}
@@ -1530,7 +1529,8 @@ s3b_merge(const struct s3b_handle *p, int f, const struct store_range *rg,
 		if (end > m[k].off + m[k].len)
 			m[k].len = end - m[k].off;
 	}
-	return m[k].len > 0 ? (long)k + 1 : (long)k;
+	*nm = m[k].len > 0 ? k + 1 : k;
+	return 0;
 }
 
 /* The ranges of several files open for reading into their memfds: each
@@ -1545,8 +1545,7 @@ s3b_fetch_ranges(const struct store_fetch *files, size_t nf, ckd_err *e)
 	struct s3b_piece *m = NULL, *pc = NULL;
 	struct s3b_fetch ft;
 	uint64_t end, len, piece, total = 0;
-	size_t i, j, nm = 0, np = 0, cap = 0;
-	long got;
+	size_t i, j, nm = 0, np = 0, cap = 0, got;
 	int r = 0;
 
 	if (nf == 0)
@@ -1566,12 +1565,10 @@ s3b_fetch_ranges(const struct store_fetch *files, size_t nf, ckd_err *e)
 			    "for reading");
 			goto out;
 		}
-		if ((got = s3b_merge(hs[i], files[i].f, files[i].r,
-		    files[i].n, m + nm, e)) < 0) {
-			r = e->code != 0 ? e->code : CKPT_EIO;
+		if ((r = s3b_merge(hs[i], files[i].f, files[i].r,
+		    files[i].n, m + nm, &got, e)) != 0)
 			goto out;
-		}
-		nm += (size_t)got;
+		nm += got;
 	}
 	for (i = 0; i < nm; i++)
 		total += m[i].len;

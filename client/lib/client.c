@@ -1230,6 +1230,22 @@ pending_free(struct pending *p)
 	free(p);
 }
 
+/* A Response whose code is not 0 as the daemon's failure: its message
+ * set on c (and m), the Response freed, the code returned. */
+static int
+resp_failed(ckpt_client *c, struct ckpt_manager *m, Ckpt__Response **resp)
+{
+	int code;
+
+	if ((*resp)->code == 0)
+		return 0;
+	code = resp_code(*resp);
+	cl_fail(c, m, code, "%s", resp_msg(*resp));
+	ckpt__response__free_unpacked(*resp, NULL);
+	*resp = NULL;
+	return code;
+}
+
 struct pending *
 cl_ask(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req)
 {
@@ -1265,8 +1281,6 @@ int
 cl_answer(ckpt_client *c, struct ckpt_manager *m, struct pending *p,
     Ckpt__Response **resp)
 {
-	int code;
-
 	*resp = NULL;
 	pthread_mutex_lock(&c->lock);
 	while (!p->done)
@@ -1277,16 +1291,10 @@ cl_answer(ckpt_client *c, struct ckpt_manager *m, struct pending *p,
 		pending_free(p);
 		return CKPT_ECONN;
 	}
-	if (p->resp->code != 0) {
-		code = resp_code(p->resp);
-		cl_fail(c, m, code, "%s", resp_msg(p->resp));
-		pending_free(p);
-		return code;
-	}
 	*resp = p->resp;
 	p->resp = NULL;
 	pending_free(p);
-	return 0;
+	return resp_failed(c, m, resp);
 }
 
 int
@@ -1411,18 +1419,11 @@ int
 cl_rpc(ckpt_client *c, struct ckpt_manager *m, Ckpt__Request *req,
     Ckpt__Response **resp)
 {
-	int r, code;
+	int r;
 
 	if ((r = cl_call(c, m, req, NULL, 0, resp, NULL, NULL)) != 0)
 		return r;
-	if ((*resp)->code != 0) {
-		code = resp_code(*resp);
-		cl_fail(c, m, code, "%s", resp_msg(*resp));
-		ckpt__response__free_unpacked(*resp, NULL);
-		*resp = NULL;
-		return code;
-	}
-	return 0;
+	return resp_failed(c, m, resp);
 }
 
 int

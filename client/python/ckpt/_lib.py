@@ -98,14 +98,6 @@ class Piece(ctypes.Structure):
                 ('nbytes', c_size_t)]
 
 
-class ArraySpec(ctypes.Structure):
-    """ckpt_array_spec: seven 64-bit words (dtype and ndim share one)."""
-    _fields_ = [('path', c_void_p), ('depth', c_size_t),
-                ('dtype', ctypes.c_int32), ('ndim', ctypes.c_int32),
-                ('shape', c_void_p), ('first', c_size_t),
-                ('npieces', c_size_t), ('tag', c_void_p)]
-
-
 class Leaf(ctypes.Structure):
     _fields_ = [
         ('kind', c_int),

@@ -2,6 +2,7 @@
 or a JSON-like scalar; anything else is refused before anything is sent."""
 
 import ctypes
+import itertools
 from collections.abc import Mapping
 
 import numpy as np
@@ -526,17 +527,14 @@ def _tree_from_prepared(leaves):
         raise MemoryError('ckpt_tree_new')
     keep = []   # libckpt copies the tables' rows; their buffers are kept
     try:
-        i, n = 0, len(leaves)
-        while i < n:
-            if type(leaves[i]) is _JaxLeaf:
-                j = i + 1
-                while j < n and type(leaves[j]) is _JaxLeaf:
-                    j += 1
-                _add_jax_leaves(lib, t, leaves[i:j], keep)
-                i = j
-                continue
-            _add_prepared(lib, t, leaves[i], keep)
-            i += 1
+        # each run of consecutive jax leaves in one call, in tree order
+        for jax_run, run in itertools.groupby(
+                leaves, key=lambda p: type(p) is _JaxLeaf):
+            if jax_run:
+                _add_jax_leaves(lib, t, list(run), keep)
+            else:
+                for p in run:
+                    _add_prepared(lib, t, p, keep)
     except BaseException:
         lib.ckpt_tree_free(t)
         raise
